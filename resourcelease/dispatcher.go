@@ -1,0 +1,214 @@
+package resourcelease
+
+import (
+	"context"
+	"time"
+)
+
+// Dispatcher is the RPC-level face of a queue: the procedures of the wire
+// protocol (DESIGN §9), taking and returning their JSON request and response
+// types. The transport serves a Dispatcher; the transport's Client implements
+// it too, so code written against Dispatcher runs in process or over the
+// network unchanged.
+//
+// The caller and peer of a request travel in the context (WithCallInfo). A
+// lease's peer id is the request's PeerID, else CallInfo.Caller, else
+// CallInfo.PeerID (the x-peer-id header).
+type Dispatcher interface {
+	Enqueue(ctx context.Context, req *EnqueueRequest) (*EnqueueResponse, error)
+	// Lease returns (nil, nil) when nothing was available within the wait.
+	Lease(ctx context.Context, req *LeaseRequest) (*Lease, error)
+	Heartbeat(ctx context.Context, req *HeartbeatRequest) (*HeartbeatResponse, error)
+	Complete(ctx context.Context, req *CompleteRequest) (*SuccessResponse, error)
+	Fail(ctx context.Context, req *FailRequest) (*SuccessResponse, error)
+	Drain(ctx context.Context, req *DrainRequest) (*DrainResponse, error)
+	Restore(ctx context.Context, req *RestoreRequest) (*RestoreResponse, error)
+	Stats(ctx context.Context, req *StatsRequest) (*Stats, error)
+	DeadLetters(ctx context.Context, req *DeadLettersRequest) (*DeadLettersResponse, error)
+	Redrive(ctx context.Context, req *RedriveRequest) (*RedriveResponse, error)
+	Purge(ctx context.Context, req *PurgeRequest) (*PurgeResponse, error)
+}
+
+// EnqueueRequest is the body of `enqueue`.
+type EnqueueRequest struct {
+	Payload *Item `json:"payload"`
+}
+
+// QueueCounts are the counts returned by enqueue.
+type QueueCounts struct {
+	PendingCount     int `json:"pendingCount"`
+	ActiveLeaseCount int `json:"activeLeaseCount"`
+}
+
+// EnqueueResponse is the result of `enqueue`. SequenceID and Duplicate are
+// additions to the OmniRelay shape; older clients ignore them.
+type EnqueueResponse struct {
+	Stats      QueueCounts `json:"stats"`
+	SequenceID int64       `json:"sequenceId,omitempty"`
+	Duplicate  bool        `json:"duplicate,omitempty"`
+}
+
+// LeaseRequest is the body of `lease`. WaitMs > 0 long-polls.
+type LeaseRequest struct {
+	PeerID string `json:"peerId,omitempty"`
+	WaitMs int64  `json:"waitMs,omitempty"`
+}
+
+// HeartbeatRequest is the body of `heartbeat`.
+type HeartbeatRequest struct {
+	OwnershipToken *OwnershipToken `json:"ownershipToken"`
+}
+
+// HeartbeatResponse is the result of `heartbeat`.
+type HeartbeatResponse struct {
+	Success        bool      `json:"success"`
+	LeaseExpiresAt time.Time `json:"leaseExpiresAt"`
+}
+
+// CompleteRequest is the body of `complete`.
+type CompleteRequest struct {
+	OwnershipToken *OwnershipToken `json:"ownershipToken"`
+}
+
+// SuccessResponse is the result of `complete` and `fail`.
+type SuccessResponse struct {
+	Success bool `json:"success"`
+}
+
+// FailRequest is the body of `fail`. Requeue defaults to true when absent.
+type FailRequest struct {
+	OwnershipToken *OwnershipToken   `json:"ownershipToken"`
+	Reason         string            `json:"reason,omitempty"`
+	ErrorCode      string            `json:"errorCode,omitempty"`
+	Requeue        *bool             `json:"requeue,omitempty"`
+	Metadata       map[string]string `json:"metadata,omitempty"`
+}
+
+// DrainRequest is the body of `drain`.
+type DrainRequest struct{}
+
+// DrainResponse is the result of `drain`.
+type DrainResponse struct {
+	Items []PendingItem `json:"items"`
+}
+
+// RestoreRequest is the body of `restore`.
+type RestoreRequest struct {
+	Items []PendingItem `json:"items"`
+}
+
+// RestoreResponse is the result of `restore`.
+type RestoreResponse struct {
+	RestoredCount int `json:"restoredCount"`
+}
+
+// StatsRequest is the body of `stats`.
+type StatsRequest struct{}
+
+// DeadLettersRequest is the body of `deadletters`. Limit <= 0 lists all.
+type DeadLettersRequest struct {
+	Limit int `json:"limit,omitempty"`
+}
+
+// DeadLettersResponse is the result of `deadletters`.
+type DeadLettersResponse struct {
+	Items []DeadLetter `json:"items"`
+}
+
+// RedriveRequest is the body of `redrive`; no ids means all dead letters.
+type RedriveRequest struct {
+	SequenceIDs []int64 `json:"sequenceIds,omitempty"`
+}
+
+// RedriveResponse is the result of `redrive`.
+type RedriveResponse struct {
+	RedrivenCount int `json:"redrivenCount"`
+}
+
+// PurgeRequest is the body of `purge`; no ids means all dead letters.
+type PurgeRequest struct {
+	SequenceIDs []int64 `json:"sequenceIds,omitempty"`
+}
+
+// PurgeResponse is the result of `purge`.
+type PurgeResponse struct {
+	PurgedCount int `json:"purgedCount"`
+}
+
+// CallInfo is what the transport knows about a request's origin.
+type CallInfo struct {
+	// Caller is the Rpc-Caller header.
+	Caller string
+	// PeerID is the x-peer-id header.
+	PeerID string
+	// Service is the Rpc-Service header.
+	Service string
+}
+
+type callInfoKey struct{}
+
+// WithCallInfo returns a context carrying ci.
+func WithCallInfo(ctx context.Context, ci CallInfo) context.Context {
+	return context.WithValue(ctx, callInfoKey{}, ci)
+}
+
+// CallInfoFrom returns the CallInfo in ctx (zero if none).
+func CallInfoFrom(ctx context.Context) CallInfo {
+	ci, _ := ctx.Value(callInfoKey{}).(CallInfo)
+	return ci
+}
+
+// ResolvePeerID applies the peer id rule: explicit, else the caller, else the
+// x-peer-id header.
+func ResolvePeerID(explicit string, ci CallInfo) string {
+	switch {
+	case explicit != "":
+		return explicit
+	case ci.Caller != "":
+		return ci.Caller
+	}
+	return ci.PeerID
+}
+
+// PeerHealth is what the Dispatcher tells the peer-health tracker
+// (peerhealth.Tracker implements it). Calls are made in change order with the
+// queue's lock held, so implementations must be quick and must not call back
+// into the queue.
+type PeerHealth interface {
+	RecordAssignment(peerID string, token OwnershipToken, metadata map[string]string, at time.Time)
+	RecordHeartbeat(peerID string, token OwnershipToken, pendingCount int, at time.Time)
+	// RecordRelease: the lease ended normally (completed, or failed with requeue).
+	RecordRelease(peerID string, token OwnershipToken, requeued bool, at time.Time)
+	// RecordDisconnect: the lease ended badly (failed without requeue, expired).
+	RecordDisconnect(peerID string, token OwnershipToken, reason string, at time.Time)
+	IsPeerEligible(peerID string) bool
+}
+
+// BackpressureSignal is one backpressure transition.
+type BackpressureSignal struct {
+	IsActive      bool      `json:"isActive"`
+	PendingCount  int       `json:"pendingCount"`
+	ObservedAt    time.Time `json:"observedAt"`
+	HighWatermark int       `json:"highWatermark"`
+	LowWatermark  int       `json:"lowWatermark"`
+}
+
+// BackpressureListener is told about every transition. Listeners are called
+// from the controller's own goroutine, never the queue's.
+type BackpressureListener interface {
+	OnBackpressure(s BackpressureSignal)
+}
+
+// BackpressureController decides backpressure from the pending count
+// (backpressure.Monitor implements it).
+type BackpressureController interface {
+	// Observe is called on every queue change with the queue's lock held; it
+	// must not block.
+	Observe(pending int, at time.Time)
+	// Admit is called before each enqueue: nil when backpressure is off;
+	// otherwise it waits for it to clear (bounded by ctx: deadline-exceeded)
+	// or returns ErrBackpressure, by its mode.
+	Admit(ctx context.Context) error
+	// Active reports the current state.
+	Active() bool
+}

@@ -1,0 +1,210 @@
+package resourcelease
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+)
+
+// Status is a wire status of the yarpc-style protocol (DESIGN §9). Each maps to
+// one HTTP status code.
+type Status string
+
+// The statuses of the protocol.
+const (
+	StatusInvalidArgument    Status = "invalid-argument"
+	StatusNotFound           Status = "not-found"
+	StatusResourceExhausted  Status = "resource-exhausted"
+	StatusDeadlineExceeded   Status = "deadline-exceeded"
+	StatusCancelled          Status = "cancelled"
+	StatusUnavailable        Status = "unavailable"
+	StatusInternal           Status = "internal"
+	StatusAlreadyExists      Status = "already-exists"
+	StatusFailedPrecondition Status = "failed-precondition"
+	StatusPermissionDenied   Status = "permission-denied"
+	StatusUnauthenticated    Status = "unauthenticated"
+	StatusUnimplemented      Status = "unimplemented"
+)
+
+var statusHTTP = map[Status]int{
+	StatusInvalidArgument:    http.StatusBadRequest,
+	StatusNotFound:           http.StatusNotFound,
+	StatusResourceExhausted:  http.StatusTooManyRequests,
+	StatusDeadlineExceeded:   http.StatusGatewayTimeout,
+	StatusCancelled:          499,
+	StatusUnavailable:        http.StatusServiceUnavailable,
+	StatusInternal:           http.StatusInternalServerError,
+	StatusAlreadyExists:      http.StatusConflict,
+	StatusFailedPrecondition: http.StatusPreconditionFailed,
+	StatusPermissionDenied:   http.StatusForbidden,
+	StatusUnauthenticated:    http.StatusUnauthorized,
+	StatusUnimplemented:      http.StatusNotImplemented,
+}
+
+// HTTPStatus returns the HTTP status code for s; unknown statuses map to 500.
+func (s Status) HTTPStatus() int {
+	if c, ok := statusHTTP[s]; ok {
+		return c
+	}
+	return http.StatusInternalServerError
+}
+
+// Valid reports whether s is one of the protocol's statuses.
+func (s Status) Valid() bool {
+	_, ok := statusHTTP[s]
+	return ok
+}
+
+// StatusFromHTTP returns the status a bare HTTP status code stands for, used
+// when a response carries no Rpc-Status header.
+func StatusFromHTTP(code int) Status {
+	for s, c := range statusHTTP {
+		if c == code {
+			return s
+		}
+	}
+	return StatusInternal
+}
+
+// Stable error codes. They travel on the wire (Rpc-Error-Code) and never change
+// meaning; clients match on them.
+const (
+	CodeUnknownToken           = "error.resourcelease.unknown_token"
+	CodeLeaseExpired           = "error.resourcelease.lease_expired"
+	CodePayloadRequired        = "resourcelease.payload.required"
+	CodeResourceTypeRequired   = "resourcelease.payload.resource_type_required"
+	CodeResourceIDRequired     = "resourcelease.payload.resource_id_required"
+	CodePartitionKeyRequired   = "resourcelease.payload.partition_key_required"
+	CodeEncodingRequired       = "resourcelease.payload.encoding_required"
+	CodePendingItemRequired    = "resourcelease.restore.pending_item_required"
+	CodeTokenRequired          = "resourcelease.ownership_token.required"
+	CodeInvalidArgument        = "resourcelease.argument.invalid"
+	CodeDuplicateSequence      = "resourcelease.restore.duplicate_sequence"
+	CodeQueueFull              = "error.resourcelease.queue_full"
+	CodeBackpressure           = "error.resourcelease.backpressure"
+	CodeRateLimited            = "error.resourcelease.rate_limited"
+	CodePeerIneligible         = "error.resourcelease.peer_ineligible"
+	CodeClosed                 = "error.resourcelease.closed"
+	CodeStorageUnavailable     = "error.resourcelease.storage_unavailable"
+	CodeReplicationFailed      = "error.resourcelease.replication_failed"
+	CodeDeterministicFailed    = "error.resourcelease.deterministic_failed"
+	CodeDeadlineExceeded       = "error.resourcelease.deadline_exceeded"
+	CodeCancelled              = "error.resourcelease.cancelled"
+	CodeInternal               = "error.resourcelease.internal"
+	CodeDeliveryAttemptsExceed = "error.resourcelease.max_delivery_attempts"
+)
+
+// Error is the error type of leasemesh: a wire status, a stable code and a
+// message, with optional metadata. It crosses the network intact (the transport
+// sends all four and the client rebuilds an *Error), so errors.Is against the
+// sentinels below works for local and remote queues alike.
+type Error struct {
+	Status   Status            `json:"status"`
+	Code     string            `json:"code"`
+	Message  string            `json:"message"`
+	Metadata map[string]string `json:"metadata,omitempty"`
+	// Err is the underlying cause, if any. It is not sent on the wire.
+	Err error `json:"-"`
+}
+
+// Error returns the message, prefixed with the code.
+func (e *Error) Error() string {
+	if e.Code == "" {
+		return e.Message
+	}
+	if e.Message == "" {
+		return e.Code
+	}
+	return e.Code + ": " + e.Message
+}
+
+// Unwrap returns the underlying cause.
+func (e *Error) Unwrap() error { return e.Err }
+
+// Is reports whether target is an *Error with the same code (or, when target
+// has no code, the same status). Messages are not compared, so a sentinel
+// matches the same error decoded from the wire.
+func (e *Error) Is(target error) bool {
+	t, ok := target.(*Error)
+	if !ok {
+		return false
+	}
+	if t.Code != "" {
+		return e.Code == t.Code
+	}
+	return t.Status != "" && e.Status == t.Status
+}
+
+// Sentinel errors, for errors.Is. Returned errors carry more specific messages
+// but the same code.
+var (
+	// ErrUnknownToken: the token is not the live lease of any item (completed,
+	// failed, expired, drained, superseded, or never issued).
+	ErrUnknownToken = &Error{Status: StatusNotFound, Code: CodeUnknownToken, Message: "unknown or expired ownership token"}
+	// ErrQueueFull: capacity reached and the queue refuses instead of waiting.
+	ErrQueueFull = &Error{Status: StatusResourceExhausted, Code: CodeQueueFull, Message: "queue is at capacity"}
+	// ErrBackpressure: backpressure is active and enqueue is refused.
+	ErrBackpressure = &Error{Status: StatusResourceExhausted, Code: CodeBackpressure, Message: "backpressure is active"}
+	// ErrRateLimited: the caller exceeded the enqueue rate limit.
+	ErrRateLimited = &Error{Status: StatusResourceExhausted, Code: CodeRateLimited, Message: "rate limit exceeded"}
+	// ErrClosed: the queue or dispatcher is shut down.
+	ErrClosed = &Error{Status: StatusUnavailable, Code: CodeClosed, Message: "queue is closed"}
+	// ErrStorageUnavailable: the durable store failed; the queue refuses work
+	// rather than acknowledge what it cannot persist.
+	ErrStorageUnavailable = &Error{Status: StatusUnavailable, Code: CodeStorageUnavailable, Message: "storage unavailable"}
+	// ErrPeerIneligible: the peer is unhealthy and the dispatcher refuses it leases.
+	ErrPeerIneligible = &Error{Status: StatusFailedPrecondition, Code: CodePeerIneligible, Message: "peer is not eligible for leases"}
+	// ErrDuplicateSequence: restore of an item whose sequenceId is already present.
+	ErrDuplicateSequence = &Error{Status: StatusAlreadyExists, Code: CodeDuplicateSequence, Message: "sequence id already present"}
+	// ErrInvalidArgument matches every invalid-argument error, whatever its code.
+	ErrInvalidArgument = &Error{Status: StatusInvalidArgument}
+)
+
+// Errorf returns an *Error with the given status and code and a formatted message.
+func Errorf(status Status, code, format string, args ...any) *Error {
+	return &Error{Status: status, Code: code, Message: fmt.Sprintf(format, args...)}
+}
+
+// AsError converts any error to an *Error: an *Error in the chain is returned
+// as is; context errors become deadline-exceeded or cancelled; anything else is
+// internal, with the cause kept in Err (never sent on the wire).
+func AsError(err error) *Error {
+	if err == nil {
+		return nil
+	}
+	var e *Error
+	if errors.As(err, &e) {
+		return e
+	}
+	switch {
+	case errors.Is(err, context.DeadlineExceeded):
+		return &Error{Status: StatusDeadlineExceeded, Code: CodeDeadlineExceeded, Message: "deadline exceeded", Err: err}
+	case errors.Is(err, context.Canceled):
+		return &Error{Status: StatusCancelled, Code: CodeCancelled, Message: "request cancelled", Err: err}
+	}
+	return &Error{Status: StatusInternal, Code: CodeInternal, Message: "internal error", Err: err}
+}
+
+// StatusOf returns the status of err (internal for foreign errors, "" for nil).
+func StatusOf(err error) Status {
+	if err == nil {
+		return ""
+	}
+	return AsError(err).Status
+}
+
+// CodeOf returns the code of err ("" for nil).
+func CodeOf(err error) string {
+	if err == nil {
+		return ""
+	}
+	return AsError(err).Code
+}
+
+func ctxError(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return AsError(err)
+	}
+	return nil
+}

@@ -1,0 +1,98 @@
+package resourcelease
+
+import (
+	"context"
+	"time"
+)
+
+// Queue is a lease-based work queue. MemoryQueue is the engine; with a durable
+// Journal it writes every change through and survives restarts.
+//
+// Blocking methods take a context; it bounds how long the caller waits (for
+// capacity, for a long-poll lease) and is never stored.
+type Queue interface {
+	// Enqueue adds an item. With a RequestID seen within the dedupe window it
+	// returns the first enqueue's result and adds nothing. At capacity it
+	// waits for room (bounded by ctx) or returns ErrQueueFull, by option.
+	Enqueue(ctx context.Context, item Item) (EnqueueResult, error)
+	// Lease leases the oldest ready item to peerID. With wait > 0 it waits up
+	// to wait (or until ctx ends) for one; it returns (nil, nil) when nothing
+	// arrived in time. Waiters are served first come, first served.
+	Lease(ctx context.Context, peerID string, wait time.Duration) (*Lease, error)
+	// Heartbeat extends a live lease by the lease duration and returns the new expiry.
+	Heartbeat(ctx context.Context, token OwnershipToken) (time.Time, error)
+	// Complete removes the leased item for good.
+	Complete(ctx context.Context, token OwnershipToken) error
+	// Fail ends the lease: requeue (attempt+1, after the requeue delay) or dead-letter.
+	Fail(ctx context.Context, token OwnershipToken, opts FailOptions) error
+	// Drain removes and returns every pending item (leases are untouched).
+	Drain(ctx context.Context) ([]PendingItem, error)
+	// Restore puts drained items back, keeping their sequence ids, attempts,
+	// enqueue times and last errors. It is all or nothing.
+	Restore(ctx context.Context, items []PendingItem) (int, error)
+	// Stats returns the current counts.
+	Stats() Stats
+	// DeadLetters lists up to limit dead letters, oldest first (limit <= 0: all).
+	DeadLetters(ctx context.Context, limit int) ([]DeadLetter, error)
+	// Redrive moves the given dead letters (all when ids is empty) back to
+	// pending with attempt 1 and returns how many moved.
+	Redrive(ctx context.Context, ids []int64) (int, error)
+	// Purge deletes the given dead letters (all when ids is empty).
+	Purge(ctx context.Context, ids []int64) (int, error)
+	// Close stops the sweeper and wakes every waiter with ErrClosed. Safe to
+	// call twice.
+	Close() error
+}
+
+// FullMode says what Enqueue does at capacity.
+type FullMode int
+
+const (
+	// FullWait makes Enqueue wait for room, bounded by its context.
+	FullWait FullMode = iota
+	// FullReject makes Enqueue return ErrQueueFull at once.
+	FullReject
+)
+
+// Defaults of QueueConfig (those of the TaskQueue OmniRelay uses).
+const (
+	DefaultCapacity            = 512
+	DefaultLeaseDuration       = 30 * time.Second
+	DefaultHeartbeatInterval   = 5 * time.Second
+	DefaultSweepInterval       = time.Second
+	DefaultMaxDeliveryAttempts = 5
+	DefaultDedupeWindow        = 10 * time.Minute
+)
+
+// QueueConfig configures a MemoryQueue. The zero value of every field means its
+// documented default; negative values are an error.
+type QueueConfig struct {
+	// Capacity is the most pending items. Defaults to 512; -1 means unbounded.
+	Capacity int
+	// FullMode: wait (the default) or reject at capacity.
+	FullMode FullMode
+	// LeaseDuration is how long a lease lives without a heartbeat. Defaults to 30s.
+	LeaseDuration time.Duration
+	// HeartbeatInterval is advertised to workers with each lease. Defaults to 5s.
+	HeartbeatInterval time.Duration
+	// SweepInterval is how often expired leases are requeued. Defaults to 1s.
+	SweepInterval time.Duration
+	// RequeueDelay is how long a failed item waits before it can be leased
+	// again. Defaults to 0.
+	RequeueDelay time.Duration
+	// MaxRequeueDelay, when set, turns RequeueDelay into exponential backoff:
+	// RequeueDelay * 2^(attempt-2), capped at MaxRequeueDelay.
+	MaxRequeueDelay time.Duration
+	// MaxDeliveryAttempts: an item that failed or expired on this attempt is
+	// dead-lettered. Defaults to 5.
+	MaxDeliveryAttempts int
+	// DedupeWindow is how long a RequestID is remembered. Defaults to 10 min;
+	// -1 disables dedupe.
+	DedupeWindow time.Duration
+	// Clock defaults to SystemClock.
+	Clock Clock
+	// Journal receives every change in order; nil records nothing.
+	Journal Journal
+	// InitialState rebuilds the queue (from a durable Journal's LoadState).
+	InitialState *QueueState
+}
