@@ -1,0 +1,58 @@
+package sqlitedb_test
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/leasemesh/leasemesh/resourcelease"
+	"github.com/leasemesh/leasemesh/sqlitedb"
+)
+
+func TestOpenCreatesWALDatabase(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "sub", "x.db")
+	db, err := sqlitedb.Open(context.Background(), path, sqlitedb.Options{Synchronous: sqlitedb.SynchronousNormal})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	var mode string
+	if err := db.QueryRow("PRAGMA journal_mode").Scan(&mode); err != nil || mode != "wal" {
+		t.Fatalf("journal_mode = %q, %v; want wal", mode, err)
+	}
+}
+
+func TestOpenReportsBadFiles(t *testing.T) {
+	dir := t.TempDir()
+	corrupt := filepath.Join(dir, "corrupt.db")
+	if err := os.WriteFile(corrupt, []byte(strings.Repeat("this is not a database ", 400)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name string
+		path string
+		opts sqlitedb.Options
+	}{
+		{"corrupt file", corrupt, sqlitedb.Options{}},
+		{"bad synchronous", filepath.Join(dir, "ok.db"), sqlitedb.Options{Synchronous: "SOMETIMES"}},
+		{"directory in the way", dir, sqlitedb.Options{}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			db, err := sqlitedb.Open(context.Background(), tc.path, tc.opts)
+			if err == nil {
+				db.Close()
+				t.Fatal("Open succeeded, want an error")
+			}
+			var e *resourcelease.Error
+			if !errors.As(err, &e) {
+				t.Fatalf("error %T %v is not a *resourcelease.Error", err, err)
+			}
+			if e.Status == resourcelease.StatusUnavailable && !strings.Contains(e.Message, tc.path) {
+				t.Fatalf("message %q does not name the path %q", e.Message, tc.path)
+			}
+		})
+	}
+}
