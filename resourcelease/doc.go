@@ -7,19 +7,19 @@
 //
 // # Lease lifecycle
 //
-//	              enqueue / restore / redrive
-//	                        │
-//	                        ▼
-//	   ┌──────────────▶  pending  ◀──────────────┐
-//	   │                    │ lease               │ fail(requeue) / expiry
-//	   │ release            ▼                     │ (attempt+1, lastError)
-//	   │ (waiter gone)   leased ──────────────────┘
-//	   │                    │        │
-//	   └────────────────────┘        │ fail(no requeue) or attempt > max
-//	                        │        ▼
-//	               complete │    dead-lettered ──▶ redrive (attempt 1) / purge
-//	                        ▼
-//	                     removed
+//	           enqueue / restore / redrive
+//	                     │
+//	                     ▼
+//	┌──────────────▶  pending  ◀──────────────┐
+//	│                    │ lease               │ fail(requeue) / expiry
+//	│ release            ▼                     │ (attempt+1, lastError)
+//	│ (waiter gone)   leased ──────────────────┘
+//	│                    │        │
+//	└────────────────────┘        │ fail(no requeue) or attempt > max
+//	                     │        ▼
+//	            complete │    dead-lettered ──▶ redrive (attempt 1) / purge
+//	                     ▼
+//	                  removed
 //
 // # Fencing
 //
