@@ -1,0 +1,184 @@
+package resourcelease
+
+// minHeap is a binary min-heap. When setIndex is non-nil it is told every
+// element's new position, so the element can later be fixed or removed in
+// O(log n) (the expiry heap needs that for heartbeats and completes).
+type minHeap[T any] struct {
+	items    []T
+	less     func(a, b T) bool
+	setIndex func(x T, i int)
+}
+
+func (h *minHeap[T]) Len() int { return len(h.items) }
+
+func (h *minHeap[T]) Peek() (T, bool) {
+	if len(h.items) == 0 {
+		var zero T
+		return zero, false
+	}
+	return h.items[0], true
+}
+
+func (h *minHeap[T]) Push(x T) {
+	h.items = append(h.items, x)
+	h.moved(len(h.items) - 1)
+	h.up(len(h.items) - 1)
+}
+
+func (h *minHeap[T]) Pop() T {
+	n := len(h.items) - 1
+	h.swap(0, n)
+	h.down(0, n)
+	x := h.items[n]
+	var zero T
+	h.items[n] = zero
+	h.items = h.items[:n]
+	if h.setIndex != nil {
+		h.setIndex(x, -1)
+	}
+	return x
+}
+
+// Remove removes the element at position i.
+func (h *minHeap[T]) Remove(i int) T {
+	n := len(h.items) - 1
+	if n != i {
+		h.swap(i, n)
+		if !h.down(i, n) {
+			h.up(i)
+		}
+	}
+	x := h.items[n]
+	var zero T
+	h.items[n] = zero
+	h.items = h.items[:n]
+	if h.setIndex != nil {
+		h.setIndex(x, -1)
+	}
+	return x
+}
+
+// Fix restores the heap after the element at i changed its key.
+func (h *minHeap[T]) Fix(i int) {
+	if !h.down(i, len(h.items)) {
+		h.up(i)
+	}
+}
+
+// Drop empties the heap and returns its elements (in heap order).
+func (h *minHeap[T]) Drop() []T {
+	out := h.items
+	h.items = nil
+	if h.setIndex != nil {
+		for _, x := range out {
+			h.setIndex(x, -1)
+		}
+	}
+	return out
+}
+
+func (h *minHeap[T]) moved(i int) {
+	if h.setIndex != nil {
+		h.setIndex(h.items[i], i)
+	}
+}
+
+func (h *minHeap[T]) swap(i, j int) {
+	h.items[i], h.items[j] = h.items[j], h.items[i]
+	h.moved(i)
+	h.moved(j)
+}
+
+func (h *minHeap[T]) up(j int) {
+	for {
+		i := (j - 1) / 2
+		if i == j || !h.less(h.items[j], h.items[i]) {
+			break
+		}
+		h.swap(i, j)
+		j = i
+	}
+}
+
+func (h *minHeap[T]) down(i0, n int) bool {
+	i := i0
+	for {
+		j1 := 2*i + 1
+		if j1 >= n || j1 < 0 {
+			break
+		}
+		j := j1
+		if j2 := j1 + 1; j2 < n && h.less(h.items[j2], h.items[j1]) {
+			j = j2
+		}
+		if !h.less(h.items[j], h.items[i]) {
+			break
+		}
+		h.swap(i, j)
+		i = j
+	}
+	return i > i0
+}
+
+// ring is a FIFO deque of pointers that grows by doubling; pops clear their
+// slot so popped entries can be collected.
+type ring[T any] struct {
+	buf        []*T
+	head, size int
+}
+
+func (r *ring[T]) Len() int { return r.size }
+
+func (r *ring[T]) PushBack(x *T) {
+	if r.size == len(r.buf) {
+		n := 2 * len(r.buf)
+		if n == 0 {
+			n = 16
+		}
+		nb := make([]*T, n)
+		for i := 0; i < r.size; i++ {
+			nb[i] = r.buf[(r.head+i)%len(r.buf)]
+		}
+		r.buf, r.head = nb, 0
+	}
+	r.buf[(r.head+r.size)%len(r.buf)] = x
+	r.size++
+}
+
+func (r *ring[T]) Front() *T {
+	if r.size == 0 {
+		return nil
+	}
+	return r.buf[r.head]
+}
+
+func (r *ring[T]) PopFront() *T {
+	if r.size == 0 {
+		return nil
+	}
+	x := r.buf[r.head]
+	r.buf[r.head] = nil
+	r.head = (r.head + 1) % len(r.buf)
+	r.size--
+	if r.size == 0 {
+		r.head = 0
+	}
+	return x
+}
+
+// Drop empties the ring and returns its elements in order.
+func (r *ring[T]) Drop() []*T {
+	out := make([]*T, 0, r.size)
+	for r.size > 0 {
+		out = append(out, r.PopFront())
+	}
+	r.buf, r.head = nil, 0
+	return out
+}
+
+// Each calls f on every element in order.
+func (r *ring[T]) Each(f func(*T)) {
+	for i := 0; i < r.size; i++ {
+		f(r.buf[(r.head+i)%len(r.buf)])
+	}
+}

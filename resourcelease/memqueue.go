@@ -1,0 +1,1096 @@
+package resourcelease
+
+import (
+	"container/list"
+	"context"
+	crand "crypto/rand"
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
+)
+
+// MemoryQueue is the lease queue engine. Its index lives in memory; with a
+// durable Journal (the SQLite replicator) every change is written through and
+// acknowledged before the call returns, and InitialState rebuilds it after a
+// restart. Create it with NewMemoryQueue; it is safe for concurrent use.
+//
+// Choosing the next item is O(1) for items in enqueue order (a FIFO ring) and
+// O(log n) for requeued or restored ones (a heap by sequence id), so lease cost
+// does not grow with queue depth.
+type MemoryQueue struct {
+	cfg     QueueConfig // defaults applied
+	clock   Clock
+	journal Journal
+
+	mu      sync.Mutex
+	closed  bool
+	nextSeq int64
+	ids     *rand.ChaCha8 // lease ids: a CSPRNG seeded once, cheap per lease
+
+	fresh   ring[entry]            // ready, in ascending sequence order (new enqueues)
+	redo    minHeap[*entry]        // ready, out of order (requeued, restored, redriven): by sequence id
+	delayed minHeap[*entry]        // waiting for ReadyAt: by ReadyAt, then sequence id
+	leases  map[int64]*entry       // live leases by sequence id
+	expiry  minHeap[*entry]        // live leases by expiry (entry.heapIndex)
+	dead    map[int64]*list.Element // of *deadEntry, in dead-letter order
+	deadLst list.List
+
+	dedupe      map[string]dedupeRecord
+	dedupeOrder ring[DedupeEntry] // by SeenAt: trimmed from the front
+
+	waiters     list.List     // of *waiter, first come first served
+	spaceCh     chan struct{} // closed and replaced when pending shrinks and spaceWanted
+	spaceWanted bool          // an enqueue is waiting for capacity
+	sweepKick chan struct{}
+	stop      chan struct{}
+	sweepDone chan struct{}
+}
+
+// entry is one item, pending or leased. Times are Unix nanoseconds to keep the
+// entry small (DESIGN §14: bytes per pending item); 0 means unset.
+type entry struct {
+	item       Item
+	seq        int64
+	attempt    int
+	enqueuedAt int64
+	readyAt    int64
+	lastError  *ErrorInfo
+	lastToken  OwnershipToken
+
+	// Live lease, valid while the entry is in MemoryQueue.leases.
+	token     OwnershipToken
+	peer      string
+	leasedAt  int64
+	expiresAt int64
+	heapIndex int
+}
+
+type deadEntry struct {
+	e      *entry
+	at     int64
+	reason string
+}
+
+type dedupeRecord struct {
+	seq    int64
+	seenAt int64
+}
+
+type waiter struct {
+	peer string
+	ch   chan waiterResult // buffered 1: a grant is sent under the lock, never blocks
+	elem *list.Element
+}
+
+type waiterResult struct {
+	lease *Lease
+	ack   Ack
+	err   error
+}
+
+var _ Queue = (*MemoryQueue)(nil)
+
+// NewMemoryQueue validates cfg, applies its defaults, rebuilds from
+// cfg.InitialState if given, and starts the expiry sweeper (stopped by Close).
+func NewMemoryQueue(cfg QueueConfig) (*MemoryQueue, error) {
+	if err := cfg.applyDefaults(); err != nil {
+		return nil, err
+	}
+	var seed [32]byte
+	if _, err := crand.Read(seed[:]); err != nil {
+		return nil, fmt.Errorf("resourcelease: seeding lease ids: %w", err)
+	}
+	q := &MemoryQueue{
+		cfg:       cfg,
+		clock:     clockOrSystem(cfg.Clock),
+		journal:   cfg.Journal,
+		nextSeq:   1,
+		ids:       rand.NewChaCha8(seed),
+		leases:    make(map[int64]*entry),
+		dead:      make(map[int64]*list.Element),
+		dedupe:    make(map[string]dedupeRecord),
+		spaceCh:   make(chan struct{}),
+		sweepKick: make(chan struct{}, 1),
+		stop:      make(chan struct{}),
+		sweepDone: make(chan struct{}),
+	}
+	q.redo.less = func(a, b *entry) bool { return a.seq < b.seq }
+	q.delayed.less = func(a, b *entry) bool {
+		if a.readyAt != b.readyAt {
+			return a.readyAt < b.readyAt
+		}
+		return a.seq < b.seq
+	}
+	q.expiry.less = func(a, b *entry) bool { return a.expiresAt < b.expiresAt }
+	q.expiry.setIndex = func(e *entry, i int) { e.heapIndex = i }
+	if cfg.InitialState != nil {
+		if err := q.rebuild(cfg.InitialState); err != nil {
+			return nil, err
+		}
+	}
+	go q.sweepLoop()
+	return q, nil
+}
+
+func (c *QueueConfig) applyDefaults() error {
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+	}{
+		{"LeaseDuration", c.LeaseDuration}, {"HeartbeatInterval", c.HeartbeatInterval},
+		{"SweepInterval", c.SweepInterval}, {"RequeueDelay", c.RequeueDelay},
+		{"MaxRequeueDelay", c.MaxRequeueDelay},
+	} {
+		if d.v < 0 {
+			return Errorf(StatusInvalidArgument, CodeInvalidArgument, "resourcelease: %s must not be negative, got %v", d.name, d.v)
+		}
+	}
+	if c.Capacity < -1 {
+		return Errorf(StatusInvalidArgument, CodeInvalidArgument, "resourcelease: Capacity must be -1 (unbounded), 0 (default) or positive, got %d", c.Capacity)
+	}
+	if c.MaxDeliveryAttempts < 0 {
+		return Errorf(StatusInvalidArgument, CodeInvalidArgument, "resourcelease: MaxDeliveryAttempts must not be negative, got %d", c.MaxDeliveryAttempts)
+	}
+	if c.DedupeWindow < -1 {
+		return Errorf(StatusInvalidArgument, CodeInvalidArgument, "resourcelease: DedupeWindow must be -1 (off), 0 (default) or positive, got %v", c.DedupeWindow)
+	}
+	if c.FullMode != FullWait && c.FullMode != FullReject {
+		return Errorf(StatusInvalidArgument, CodeInvalidArgument, "resourcelease: unknown FullMode %d", c.FullMode)
+	}
+	if c.Capacity == 0 {
+		c.Capacity = DefaultCapacity
+	}
+	if c.LeaseDuration == 0 {
+		c.LeaseDuration = DefaultLeaseDuration
+	}
+	if c.HeartbeatInterval == 0 {
+		c.HeartbeatInterval = DefaultHeartbeatInterval
+	}
+	if c.SweepInterval == 0 {
+		c.SweepInterval = DefaultSweepInterval
+	}
+	if c.MaxDeliveryAttempts == 0 {
+		c.MaxDeliveryAttempts = DefaultMaxDeliveryAttempts
+	}
+	if c.DedupeWindow == 0 {
+		c.DedupeWindow = DefaultDedupeWindow
+	}
+	if c.MaxRequeueDelay > 0 && c.MaxRequeueDelay < c.RequeueDelay {
+		return Errorf(StatusInvalidArgument, CodeInvalidArgument, "resourcelease: MaxRequeueDelay %v is below RequeueDelay %v", c.MaxRequeueDelay, c.RequeueDelay)
+	}
+	return nil
+}
+
+// Config returns the queue's configuration with defaults applied.
+func (q *MemoryQueue) Config() QueueConfig {
+	c := q.cfg
+	c.InitialState = nil
+	return c
+}
+
+func (q *MemoryQueue) rebuild(st *QueueState) error {
+	now := q.clock.Now().UnixNano()
+	seen := make(map[int64]bool, len(st.Pending)+len(st.Leased)+len(st.DeadLetters))
+	maxSeq := int64(0)
+	check := func(p *PendingItem) error {
+		if p.SequenceID <= 0 || seen[p.SequenceID] {
+			return Errorf(StatusInternal, CodeInternal, "resourcelease: initial state has a bad or repeated sequence id %d", p.SequenceID)
+		}
+		seen[p.SequenceID] = true
+		maxSeq = max(maxSeq, p.SequenceID)
+		return nil
+	}
+	pending := slices.Clone(st.Pending)
+	slices.SortFunc(pending, func(a, b PendingItem) int { return cmpInt64(a.SequenceID, b.SequenceID) })
+	for i := range pending {
+		if err := check(&pending[i]); err != nil {
+			return err
+		}
+		e := newEntryFrom(&pending[i])
+		if e.readyAt > now {
+			q.delayed.Push(e)
+		} else {
+			e.readyAt = 0
+			q.fresh.PushBack(e) // ascending, and below every future sequence id
+		}
+	}
+	for i := range st.Leased {
+		l := &st.Leased[i]
+		if err := check(&l.PendingItem); err != nil {
+			return err
+		}
+		e := newEntryFrom(&l.PendingItem)
+		e.token, e.peer = l.Token, l.PeerID
+		e.leasedAt = l.LeasedAt.UnixNano()
+		// A fresh lease duration from the restart: heartbeats are not persisted,
+		// so the worker gets a full period to reconnect and heartbeat.
+		e.expiresAt = now + int64(q.cfg.LeaseDuration)
+		q.leases[e.seq] = e
+		q.expiry.Push(e)
+	}
+	dead := slices.Clone(st.DeadLetters)
+	slices.SortStableFunc(dead, func(a, b DeadLetter) int { return a.DeadLetteredAt.Compare(b.DeadLetteredAt) })
+	for i := range dead {
+		d := &dead[i]
+		if err := check(&d.PendingItem); err != nil {
+			return err
+		}
+		q.dead[d.SequenceID] = q.deadLst.PushBack(&deadEntry{e: newEntryFrom(&d.PendingItem), at: d.DeadLetteredAt.UnixNano(), reason: d.Reason})
+	}
+	if q.cfg.DedupeWindow > 0 {
+		dd := slices.Clone(st.Dedupe)
+		slices.SortStableFunc(dd, func(a, b DedupeEntry) int { return a.SeenAt.Compare(b.SeenAt) })
+		for i := range dd {
+			if now-dd[i].SeenAt.UnixNano() >= int64(q.cfg.DedupeWindow) {
+				continue
+			}
+			q.dedupe[dd[i].RequestID] = dedupeRecord{seq: dd[i].SequenceID, seenAt: dd[i].SeenAt.UnixNano()}
+			d := dd[i]
+			q.dedupeOrder.PushBack(&d)
+		}
+	}
+	q.nextSeq = max(st.NextSequenceID, maxSeq+1, 1)
+	return nil
+}
+
+func newEntryFrom(p *PendingItem) *entry {
+	e := &entry{
+		item:       p.Payload,
+		seq:        p.SequenceID,
+		attempt:    max(p.Attempt, 1),
+		enqueuedAt: nanos(p.EnqueuedAt),
+		readyAt:    nanos(p.ReadyAt),
+		lastError:  p.LastError,
+		heapIndex:  -1,
+	}
+	if p.LastOwnershipToken != nil {
+		e.lastToken = *p.LastOwnershipToken
+	}
+	return e
+}
+
+func nanos(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.UnixNano()
+}
+
+func fromNanos(n int64) time.Time {
+	if n == 0 {
+		return time.Time{}
+	}
+	return time.Unix(0, n).UTC()
+}
+
+func cmpInt64(a, b int64) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+// pendingItem is the snapshot of e as a pending item.
+func (e *entry) pendingItem() PendingItem {
+	p := PendingItem{
+		Payload:    e.item,
+		Attempt:    e.attempt,
+		EnqueuedAt: fromNanos(e.enqueuedAt),
+		LastError:  e.lastError,
+		SequenceID: e.seq,
+		ReadyAt:    fromNanos(e.readyAt),
+	}
+	if !e.lastToken.IsZero() {
+		t := e.lastToken
+		p.LastOwnershipToken = &t
+	}
+	return p
+}
+
+func (q *MemoryQueue) pendingLen() int { return q.fresh.Len() + q.redo.Len() + q.delayed.Len() }
+
+func (q *MemoryQueue) statsLocked() Stats {
+	return Stats{PendingCount: q.pendingLen(), ActiveLeaseCount: len(q.leases), DeadLetterCount: len(q.dead)}
+}
+
+// record hands a change to the journal. Callers hold q.mu. The change is only
+// built when there is a journal, so a queue without one pays nothing.
+func (q *MemoryQueue) record(kind ChangeKind, now int64, fill func(c *Change)) Ack {
+	if q.journal == nil {
+		return nil
+	}
+	c := &Change{Kind: kind, At: fromNanos(now), Pending: q.pendingLen(), Active: len(q.leases), DeadLettered: len(q.dead)}
+	fill(c)
+	return q.journal.Record(c)
+}
+
+func waitAck(a Ack) error {
+	if a == nil {
+		return nil
+	}
+	if err := a.Wait(); err != nil {
+		return AsError(err)
+	}
+	return nil
+}
+
+// Enqueue implements Queue.
+func (q *MemoryQueue) Enqueue(ctx context.Context, item Item) (EnqueueResult, error) {
+	if err := item.Validate(); err != nil {
+		return EnqueueResult{}, err
+	}
+	if err := ctxError(ctx); err != nil {
+		return EnqueueResult{}, err
+	}
+	for {
+		q.mu.Lock()
+		if q.closed {
+			q.mu.Unlock()
+			return EnqueueResult{}, ErrClosed
+		}
+		now := q.clock.Now().UnixNano()
+		if item.RequestID != "" && q.cfg.DedupeWindow > 0 {
+			q.trimDedupe(now)
+			if r, ok := q.dedupe[item.RequestID]; ok {
+				res := EnqueueResult{SequenceID: r.seq, Duplicate: true, Stats: q.statsLocked()}
+				q.mu.Unlock()
+				return res, nil
+			}
+		}
+		if q.cfg.Capacity > 0 && q.pendingLen() >= q.cfg.Capacity {
+			if q.cfg.FullMode == FullReject {
+				q.mu.Unlock()
+				return EnqueueResult{}, Errorf(StatusResourceExhausted, CodeQueueFull, "queue is at capacity (%d pending)", q.cfg.Capacity)
+			}
+			space := q.spaceCh
+			q.spaceWanted = true
+			q.mu.Unlock()
+			select {
+			case <-space:
+				continue
+			case <-ctx.Done():
+				return EnqueueResult{}, ctxError(ctx)
+			}
+		}
+		e := &entry{item: item, seq: q.nextSeq, attempt: 1, enqueuedAt: now, heapIndex: -1}
+		q.nextSeq++
+		q.fresh.PushBack(e)
+		if item.RequestID != "" && q.cfg.DedupeWindow > 0 {
+			q.dedupe[item.RequestID] = dedupeRecord{seq: e.seq, seenAt: now}
+			q.dedupeOrder.PushBack(&DedupeEntry{RequestID: item.RequestID, SequenceID: e.seq, SeenAt: fromNanos(now)})
+		}
+		ack := q.record(ChangeEnqueued, now, func(c *Change) {
+			p := e.pendingItem()
+			c.Item = &p
+			c.PeerID = CallInfoFrom(ctx).Caller
+		})
+		res := EnqueueResult{SequenceID: e.seq, Stats: q.statsLocked()}
+		q.handOff(now)
+		q.mu.Unlock()
+		return res, waitAck(ack)
+	}
+}
+
+func (q *MemoryQueue) trimDedupe(now int64) {
+	for q.dedupeOrder.Len() > 0 {
+		d := q.dedupeOrder.Front()
+		if now-d.SeenAt.UnixNano() < int64(q.cfg.DedupeWindow) {
+			return
+		}
+		q.dedupeOrder.PopFront()
+		if r, ok := q.dedupe[d.RequestID]; ok && r.seq == d.SequenceID {
+			delete(q.dedupe, d.RequestID)
+		}
+	}
+}
+
+// popReady removes and returns the oldest ready item, or nil.
+func (q *MemoryQueue) popReady() *entry {
+	f := q.fresh.Front()
+	r, ok := q.redo.Peek()
+	switch {
+	case f == nil && !ok:
+		return nil
+	case f == nil:
+		return q.redo.Pop()
+	case !ok || f.seq < r.seq:
+		return q.fresh.PopFront()
+	}
+	return q.redo.Pop()
+}
+
+func (q *MemoryQueue) readyLen() int { return q.fresh.Len() + q.redo.Len() }
+
+// grant leases e to peer. Callers hold q.mu and have removed e from pending.
+func (q *MemoryQueue) grant(e *entry, peer string, now int64) (*Lease, Ack) {
+	var id uuid.UUID
+	var b [16]byte
+	putUint64(b[:8], q.ids.Uint64())
+	putUint64(b[8:], q.ids.Uint64())
+	b[6] = (b[6] & 0x0f) | 0x40 // version 4
+	b[8] = (b[8] & 0x3f) | 0x80 // RFC 4122 variant
+	id = uuid.UUID(b)
+	e.readyAt = 0
+	e.token = OwnershipToken{SequenceID: e.seq, Attempt: e.attempt, LeaseID: id}
+	e.lastToken = e.token
+	e.peer = peer
+	e.leasedAt = now
+	e.expiresAt = now + int64(q.cfg.LeaseDuration)
+	q.leases[e.seq] = e
+	q.expiry.Push(e)
+	q.signalSpace()
+	l := &Lease{
+		Payload:             e.item,
+		SequenceID:          e.seq,
+		Attempt:             e.attempt,
+		EnqueuedAt:          fromNanos(e.enqueuedAt),
+		LastError:           e.lastError,
+		OwnershipToken:      e.token,
+		OwnerPeerID:         peer,
+		LeaseExpiresAt:      fromNanos(e.expiresAt),
+		HeartbeatIntervalMs: q.cfg.HeartbeatInterval.Milliseconds(),
+	}
+	ack := q.record(ChangeLeased, now, func(c *Change) {
+		p := e.pendingItem()
+		c.Item = &p
+		c.Token = e.token
+		c.PeerID = peer
+		c.LeaseExpiresAt = l.LeaseExpiresAt
+		c.LeasedAt = fromNanos(now)
+	})
+	return l, ack
+}
+
+func putUint64(b []byte, v uint64) {
+	for i := range 8 {
+		b[i] = byte(v >> (8 * i))
+	}
+}
+
+// handOff gives ready items to waiting long-polls, first come first served, one
+// item per waiter: no waiter is woken for an item it will not get.
+func (q *MemoryQueue) handOff(now int64) {
+	for q.waiters.Len() > 0 && q.readyLen() > 0 {
+		w := q.waiters.Remove(q.waiters.Front()).(*waiter)
+		w.elem = nil
+		l, ack := q.grant(q.popReady(), w.peer, now)
+		w.ch <- waiterResult{lease: l, ack: ack}
+	}
+}
+
+// signalSpace wakes enqueues waiting for capacity. Callers hold q.mu.
+func (q *MemoryQueue) signalSpace() {
+	if q.spaceWanted {
+		q.spaceWanted = false
+		close(q.spaceCh)
+		q.spaceCh = make(chan struct{})
+	}
+}
+
+// maintain promotes delayed items whose time has come, expires overdue leases
+// and hands ready items to waiting long-polls. Callers hold q.mu; it returns
+// the last ack it produced.
+func (q *MemoryQueue) maintain(now int64) Ack {
+	var last Ack
+	for {
+		e, ok := q.delayed.Peek()
+		if !ok || e.readyAt > now {
+			break
+		}
+		q.delayed.Pop()
+		e.readyAt = 0
+		q.redo.Push(e)
+	}
+	for {
+		e, ok := q.expiry.Peek()
+		if !ok || e.expiresAt > now {
+			break
+		}
+		if a := q.expire(e, now); a != nil {
+			last = a
+		}
+	}
+	q.handOff(now)
+	return last
+}
+
+// expire ends e's lease because it passed its expiry. Callers hold q.mu.
+func (q *MemoryQueue) expire(e *entry, now int64) Ack {
+	reason := &ErrorInfo{Message: "lease expired without a heartbeat", Code: CodeLeaseExpired}
+	return q.endLease(e, now, ChangeExpired, reason, true, nil)
+}
+
+// endLease removes e's live lease and requeues or dead-letters it. Callers
+// hold q.mu.
+func (q *MemoryQueue) endLease(e *entry, now int64, kind ChangeKind, errInfo *ErrorInfo, requeue bool, meta map[string]string) Ack {
+	token, peer, leasedAt := e.token, e.peer, e.leasedAt
+	delete(q.leases, e.seq)
+	q.expiry.Remove(e.heapIndex)
+	e.token, e.peer, e.leasedAt, e.expiresAt = OwnershipToken{}, "", 0, 0
+	e.lastError = errInfo
+	fill := func(c *Change) {
+		p := e.pendingItem()
+		c.Item = &p
+		c.Token = token
+		c.PeerID = peer
+		c.LeasedAt = fromNanos(leasedAt)
+		c.Error = errInfo
+		c.Metadata = meta
+	}
+	if !requeue || e.attempt+1 > q.cfg.MaxDeliveryAttempts {
+		reason := "failed without requeue"
+		if requeue {
+			reason = fmt.Sprintf("max delivery attempts (%d) exceeded", q.cfg.MaxDeliveryAttempts)
+		}
+		if errInfo != nil && errInfo.Message != "" {
+			reason += ": " + errInfo.Message
+		}
+		q.dead[e.seq] = q.deadLst.PushBack(&deadEntry{e: e, at: now, reason: reason})
+		code := CodeDeliveryAttemptsExceed
+		if !requeue {
+			code = ""
+			if errInfo != nil {
+				code = errInfo.Code
+			}
+		}
+		return q.record(ChangeDeadLettered, now, func(c *Change) {
+			fill(c)
+			c.Error = &ErrorInfo{Message: reason, Code: code}
+		})
+	}
+	delay := q.requeueDelay(e.attempt)
+	e.attempt++
+	if delay > 0 {
+		e.readyAt = now + int64(delay)
+		q.delayed.Push(e)
+		q.kickSweeper()
+	} else {
+		e.readyAt = 0
+		q.redo.Push(e)
+	}
+	ack := q.record(kind, now, fill)
+	q.handOff(now)
+	return ack
+}
+
+// requeueDelay is the delay after the given failed attempt: fixed, or
+// RequeueDelay·2^(attempt-1) capped at MaxRequeueDelay.
+func (q *MemoryQueue) requeueDelay(failedAttempt int) time.Duration {
+	d := q.cfg.RequeueDelay
+	if q.cfg.MaxRequeueDelay <= 0 || d <= 0 {
+		return d
+	}
+	for i := 1; i < failedAttempt && d < q.cfg.MaxRequeueDelay; i++ {
+		d *= 2
+	}
+	return min(d, q.cfg.MaxRequeueDelay)
+}
+
+func (q *MemoryQueue) kickSweeper() {
+	select {
+	case q.sweepKick <- struct{}{}:
+	default:
+	}
+}
+
+// Lease implements Queue.
+func (q *MemoryQueue) Lease(ctx context.Context, peerID string, wait time.Duration) (*Lease, error) {
+	if wait < 0 {
+		return nil, Errorf(StatusInvalidArgument, CodeInvalidArgument, "lease wait must not be negative, got %v", wait)
+	}
+	if err := ctxError(ctx); err != nil {
+		return nil, err
+	}
+	q.mu.Lock()
+	if q.closed {
+		q.mu.Unlock()
+		return nil, ErrClosed
+	}
+	now := q.clock.Now().UnixNano()
+	ack := q.maintain(now)
+	// While long-polls wait there are no ready items (handOff gave them out),
+	// so this never jumps the line.
+	if e := q.popReady(); e != nil {
+		l, a := q.grant(e, peerID, now)
+		q.mu.Unlock()
+		if err := waitAck(a); err != nil {
+			return nil, err
+		}
+		return l, nil
+	}
+	if wait == 0 {
+		q.mu.Unlock()
+		return nil, waitAck(ack)
+	}
+	w := &waiter{peer: peerID, ch: make(chan waiterResult, 1)}
+	w.elem = q.waiters.PushBack(w)
+	q.mu.Unlock()
+
+	timer := q.clock.NewTimer(wait)
+	defer timer.Stop()
+	select {
+	case r := <-w.ch:
+		return r.result()
+	case <-timer.C():
+		if r, ok := q.abandon(w); ok {
+			return r.result() // granted just as the wait ended: still ours
+		}
+		return nil, nil
+	case <-ctx.Done():
+		r, ok := q.abandon(w)
+		if ok && r.lease != nil {
+			if r.ack != nil {
+				_ = r.ack.Wait()
+			}
+			q.release(r.lease.OwnershipToken)
+		}
+		if ctx.Err() == context.DeadlineExceeded {
+			return nil, nil // the request's deadline bounds the wait: nothing arrived
+		}
+		return nil, ctxError(ctx)
+	}
+}
+
+func (r waiterResult) result() (*Lease, error) {
+	if r.err != nil {
+		return nil, r.err
+	}
+	if err := waitAck(r.ack); err != nil {
+		return nil, err
+	}
+	return r.lease, nil
+}
+
+// abandon removes w from the waiters. If a result was already handed to it,
+// it returns that result and true.
+func (q *MemoryQueue) abandon(w *waiter) (waiterResult, bool) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if w.elem != nil {
+		q.waiters.Remove(w.elem)
+		w.elem = nil
+		return waiterResult{}, false
+	}
+	return <-w.ch, true // sent under q.mu before elem was cleared
+}
+
+// release puts back a lease whose long-poll went away before it could be
+// delivered; the attempt is not counted.
+func (q *MemoryQueue) release(token OwnershipToken) {
+	q.mu.Lock()
+	e, ok := q.leases[token.SequenceID]
+	if !ok || e.token != token || q.closed {
+		q.mu.Unlock()
+		return
+	}
+	now := q.clock.Now().UnixNano()
+	peer, leasedAt := e.peer, e.leasedAt
+	delete(q.leases, e.seq)
+	q.expiry.Remove(e.heapIndex)
+	e.token, e.peer, e.leasedAt, e.expiresAt = OwnershipToken{}, "", 0, 0
+	e.readyAt = 0
+	q.redo.Push(e)
+	ack := q.record(ChangeReleased, now, func(c *Change) {
+		p := e.pendingItem()
+		c.Item = &p
+		c.Token = token
+		c.PeerID = peer
+		c.LeasedAt = fromNanos(leasedAt)
+	})
+	q.handOff(now)
+	q.mu.Unlock()
+	_ = waitAck(ack)
+}
+
+// liveLease returns the entry whose live lease token is, expiring it first if
+// its time has passed. Callers hold q.mu.
+func (q *MemoryQueue) liveLease(token OwnershipToken, now int64) (*entry, Ack, error) {
+	e, ok := q.leases[token.SequenceID]
+	if !ok || e.token != token {
+		return nil, nil, ErrUnknownToken
+	}
+	if e.expiresAt <= now {
+		return nil, q.expire(e, now), ErrUnknownToken
+	}
+	return e, nil, nil
+}
+
+// tokenOp runs f on the live lease of token under the lock and waits for the
+// acknowledgement of what f recorded.
+func (q *MemoryQueue) tokenOp(ctx context.Context, token OwnershipToken, f func(e *entry, now int64) Ack) error {
+	if err := validateToken(&token); err != nil {
+		return err
+	}
+	if err := ctxError(ctx); err != nil {
+		return err
+	}
+	q.mu.Lock()
+	if q.closed {
+		q.mu.Unlock()
+		return ErrClosed
+	}
+	now := q.clock.Now().UnixNano()
+	e, ack, err := q.liveLease(token, now)
+	if err == nil {
+		ack = f(e, now)
+	}
+	q.mu.Unlock()
+	if ackErr := waitAck(ack); err == nil {
+		err = ackErr
+	}
+	return err
+}
+
+// Heartbeat implements Queue.
+func (q *MemoryQueue) Heartbeat(ctx context.Context, token OwnershipToken) (time.Time, error) {
+	var expires int64
+	err := q.tokenOp(ctx, token, func(e *entry, now int64) Ack {
+		e.expiresAt = now + int64(q.cfg.LeaseDuration)
+		expires = e.expiresAt
+		q.expiry.Fix(e.heapIndex)
+		return q.record(ChangeHeartbeat, now, func(c *Change) {
+			p := e.pendingItem()
+			c.Item = &p
+			c.Token = e.token
+			c.PeerID = e.peer
+			c.LeaseExpiresAt = fromNanos(expires)
+		})
+	})
+	if err != nil {
+		return time.Time{}, err
+	}
+	return fromNanos(expires), nil
+}
+
+// Complete implements Queue.
+func (q *MemoryQueue) Complete(ctx context.Context, token OwnershipToken) error {
+	return q.tokenOp(ctx, token, func(e *entry, now int64) Ack {
+		peer, leasedAt := e.peer, e.leasedAt
+		delete(q.leases, e.seq)
+		q.expiry.Remove(e.heapIndex)
+		return q.record(ChangeCompleted, now, func(c *Change) {
+			p := e.pendingItem()
+			c.Item = &p
+			c.Token = token
+			c.PeerID = peer
+			c.LeasedAt = fromNanos(leasedAt)
+		})
+	})
+}
+
+// Fail implements Queue.
+func (q *MemoryQueue) Fail(ctx context.Context, token OwnershipToken, opts FailOptions) error {
+	return q.tokenOp(ctx, token, func(e *entry, now int64) Ack {
+		info := &ErrorInfo{Message: opts.Reason, Code: opts.ErrorCode}
+		if info.Message == "" && info.Code == "" {
+			info = nil
+		}
+		return q.endLease(e, now, ChangeRequeued, info, opts.Requeue, opts.Metadata)
+	})
+}
+
+// Drain implements Queue.
+func (q *MemoryQueue) Drain(ctx context.Context) ([]PendingItem, error) {
+	if err := ctxError(ctx); err != nil {
+		return nil, err
+	}
+	q.mu.Lock()
+	if q.closed {
+		q.mu.Unlock()
+		return nil, ErrClosed
+	}
+	now := q.clock.Now().UnixNano()
+	ack := q.maintain(now)
+	all := q.fresh.Drop()
+	all = append(all, q.redo.Drop()...)
+	all = append(all, q.delayed.Drop()...)
+	slices.SortFunc(all, func(a, b *entry) int { return cmpInt64(a.seq, b.seq) })
+	items := make([]PendingItem, len(all))
+	for i, e := range all {
+		items[i] = e.pendingItem()
+	}
+	if len(items) > 0 {
+		q.signalSpace()
+		if a := q.record(ChangeDrained, now, func(c *Change) {
+			c.Items = items
+			c.PeerID = CallInfoFrom(ctx).Caller
+		}); a != nil {
+			ack = a
+		}
+	}
+	q.mu.Unlock()
+	return items, waitAck(ack)
+}
+
+// Restore implements Queue. Items are validated first; one bad item, or a
+// sequence id already present, restores nothing. Restore is not bound by
+// capacity: refusing it would lose the drained work.
+func (q *MemoryQueue) Restore(ctx context.Context, items []PendingItem) (int, error) {
+	if err := ctxError(ctx); err != nil {
+		return 0, err
+	}
+	batch := make(map[int64]bool, len(items))
+	for i := range items {
+		p := &items[i]
+		if err := p.Payload.Validate(); err != nil {
+			e := AsError(err)
+			return 0, &Error{Status: e.Status, Code: e.Code, Message: fmt.Sprintf("items[%d]: %s", i, e.Message)}
+		}
+		if p.SequenceID <= 0 {
+			return 0, Errorf(StatusInvalidArgument, CodePendingItemRequired, "items[%d]: sequenceId must be positive, got %d", i, p.SequenceID)
+		}
+		if p.Attempt < 0 {
+			return 0, Errorf(StatusInvalidArgument, CodePendingItemRequired, "items[%d]: attempt must not be negative, got %d", i, p.Attempt)
+		}
+		if batch[p.SequenceID] {
+			return 0, Errorf(StatusAlreadyExists, CodeDuplicateSequence, "items[%d]: sequenceId %d appears twice", i, p.SequenceID)
+		}
+		batch[p.SequenceID] = true
+	}
+	if len(items) == 0 {
+		return 0, nil
+	}
+	q.mu.Lock()
+	if q.closed {
+		q.mu.Unlock()
+		return 0, ErrClosed
+	}
+	if seq, ok := q.findAny(batch); ok {
+		q.mu.Unlock()
+		return 0, Errorf(StatusAlreadyExists, CodeDuplicateSequence, "sequenceId %d is already in the queue", seq)
+	}
+	now := q.clock.Now().UnixNano()
+	restored := make([]PendingItem, len(items))
+	for i := range items {
+		e := newEntryFrom(&items[i])
+		if e.enqueuedAt == 0 {
+			e.enqueuedAt = now
+		}
+		if e.readyAt > now {
+			q.delayed.Push(e)
+			q.kickSweeper()
+		} else {
+			e.readyAt = 0
+			q.redo.Push(e)
+		}
+		q.nextSeq = max(q.nextSeq, e.seq+1)
+		restored[i] = e.pendingItem()
+	}
+	ack := q.record(ChangeRestored, now, func(c *Change) {
+		c.Items = restored
+		c.PeerID = CallInfoFrom(ctx).Caller
+	})
+	q.handOff(now)
+	q.mu.Unlock()
+	return len(items), waitAck(ack)
+}
+
+// findAny returns a sequence id of ids that is present anywhere in the queue.
+// It scans: restore is rare, and an index by sequence id for every pending
+// item would cost memory and time on the hot path.
+func (q *MemoryQueue) findAny(ids map[int64]bool) (int64, bool) {
+	for id := range ids {
+		if _, ok := q.leases[id]; ok {
+			return id, true
+		}
+		if _, ok := q.dead[id]; ok {
+			return id, true
+		}
+	}
+	found := int64(0)
+	check := func(e *entry) {
+		if found == 0 && ids[e.seq] {
+			found = e.seq
+		}
+	}
+	q.fresh.Each(check)
+	for _, e := range q.redo.items {
+		check(e)
+	}
+	for _, e := range q.delayed.items {
+		check(e)
+	}
+	return found, found != 0
+}
+
+// Stats implements Queue.
+func (q *MemoryQueue) Stats() Stats {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.statsLocked()
+}
+
+// DeadLetters implements Queue.
+func (q *MemoryQueue) DeadLetters(ctx context.Context, limit int) ([]DeadLetter, error) {
+	if err := ctxError(ctx); err != nil {
+		return nil, err
+	}
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	n := q.deadLst.Len()
+	if limit > 0 && limit < n {
+		n = limit
+	}
+	out := make([]DeadLetter, 0, n)
+	for el := q.deadLst.Front(); el != nil && len(out) < n; el = el.Next() {
+		d := el.Value.(*deadEntry)
+		out = append(out, DeadLetter{PendingItem: d.e.pendingItem(), DeadLetteredAt: fromNanos(d.at), Reason: d.reason})
+	}
+	return out, nil
+}
+
+// takeDead returns the dead entries named by ids (all when empty), in
+// dead-letter order, and removes them. Unknown ids are ignored. Callers hold q.mu.
+func (q *MemoryQueue) takeDead(ids []int64) []*entry {
+	var out []*entry
+	if len(ids) == 0 {
+		for el := q.deadLst.Front(); el != nil; el = el.Next() {
+			out = append(out, el.Value.(*deadEntry).e)
+		}
+		q.deadLst.Init()
+		clear(q.dead)
+		return out
+	}
+	for _, id := range ids {
+		if el, ok := q.dead[id]; ok {
+			out = append(out, el.Value.(*deadEntry).e)
+			q.deadLst.Remove(el)
+			delete(q.dead, id)
+		}
+	}
+	return out
+}
+
+// Redrive implements Queue.
+func (q *MemoryQueue) Redrive(ctx context.Context, ids []int64) (int, error) {
+	if err := ctxError(ctx); err != nil {
+		return 0, err
+	}
+	q.mu.Lock()
+	if q.closed {
+		q.mu.Unlock()
+		return 0, ErrClosed
+	}
+	now := q.clock.Now().UnixNano()
+	moved := q.takeDead(ids)
+	if len(moved) == 0 {
+		q.mu.Unlock()
+		return 0, nil
+	}
+	items := make([]PendingItem, len(moved))
+	for i, e := range moved {
+		e.attempt, e.readyAt = 1, 0
+		q.redo.Push(e)
+		items[i] = e.pendingItem()
+	}
+	ack := q.record(ChangeRedriven, now, func(c *Change) {
+		c.Items = items
+		c.PeerID = CallInfoFrom(ctx).Caller
+	})
+	q.handOff(now)
+	q.mu.Unlock()
+	return len(moved), waitAck(ack)
+}
+
+// Purge implements Queue.
+func (q *MemoryQueue) Purge(ctx context.Context, ids []int64) (int, error) {
+	if err := ctxError(ctx); err != nil {
+		return 0, err
+	}
+	q.mu.Lock()
+	if q.closed {
+		q.mu.Unlock()
+		return 0, ErrClosed
+	}
+	now := q.clock.Now().UnixNano()
+	gone := q.takeDead(ids)
+	if len(gone) == 0 {
+		q.mu.Unlock()
+		return 0, nil
+	}
+	seqs := make([]int64, len(gone))
+	for i, e := range gone {
+		seqs[i] = e.seq
+	}
+	ack := q.record(ChangePurged, now, func(c *Change) {
+		c.SequenceIDs = seqs
+		c.PeerID = CallInfoFrom(ctx).Caller
+	})
+	q.mu.Unlock()
+	return len(gone), waitAck(ack)
+}
+
+// Sweep promotes delayed items that are due, requeues expired leases and hands
+// ready items to waiting long-polls. The sweeper calls it every SweepInterval;
+// it is exported for callers that drive time themselves.
+func (q *MemoryQueue) Sweep() {
+	q.mu.Lock()
+	if q.closed {
+		q.mu.Unlock()
+		return
+	}
+	now := q.clock.Now().UnixNano()
+	ack := q.maintain(now)
+	q.mu.Unlock()
+	_ = waitAck(ack) // a failed journal refuses every later call; nothing to add here
+}
+
+// nextSweep is how long the sweeper sleeps: the sweep interval, or less when a
+// delayed item becomes ready sooner.
+func (q *MemoryQueue) nextSweep() time.Duration {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	d := q.cfg.SweepInterval
+	if e, ok := q.delayed.Peek(); ok {
+		until := time.Duration(e.readyAt - q.clock.Now().UnixNano())
+		d = max(min(d, until), 0)
+	}
+	return d
+}
+
+func (q *MemoryQueue) sweepLoop() {
+	defer close(q.sweepDone)
+	for {
+		t := q.clock.NewTimer(q.nextSweep())
+		select {
+		case <-q.stop:
+			t.Stop()
+			return
+		case <-q.sweepKick:
+			t.Stop()
+			continue
+		case <-t.C():
+		}
+		q.Sweep()
+	}
+}
+
+// Close implements Queue: it stops the sweeper, fails every waiting long-poll
+// and capacity wait with ErrClosed, and refuses later calls. Leases stay as
+// they are (a durable journal has them on disk for the next start).
+func (q *MemoryQueue) Close() error {
+	q.mu.Lock()
+	if q.closed {
+		q.mu.Unlock()
+		return nil
+	}
+	q.closed = true
+	for q.waiters.Len() > 0 {
+		w := q.waiters.Remove(q.waiters.Front()).(*waiter)
+		w.elem = nil
+		w.ch <- waiterResult{err: ErrClosed}
+	}
+	q.spaceWanted = true
+	q.signalSpace()
+	q.mu.Unlock()
+	close(q.stop)
+	<-q.sweepDone
+	return nil
+}
