@@ -31,11 +31,11 @@ type MemoryQueue struct {
 	nextSeq int64
 	ids     *rand.ChaCha8 // lease ids: a CSPRNG seeded once, cheap per lease
 
-	fresh   ring[entry]            // ready, in ascending sequence order (new enqueues)
-	redo    minHeap[*entry]        // ready, out of order (requeued, restored, redriven): by sequence id
-	delayed minHeap[*entry]        // waiting for ReadyAt: by ReadyAt, then sequence id
-	leases  map[int64]*entry       // live leases by sequence id
-	expiry  minHeap[*entry]        // live leases by expiry (entry.heapIndex)
+	fresh   ring[entry]             // ready, in ascending sequence order (new enqueues)
+	redo    minHeap[*entry]         // ready, out of order (requeued, restored, redriven): by sequence id
+	delayed minHeap[*entry]         // waiting for ReadyAt: by ReadyAt, then sequence id
+	leases  map[int64]*entry        // live leases by sequence id
+	expiry  minHeap[*entry]         // live leases by expiry (entry.heapIndex)
 	dead    map[int64]*list.Element // of *deadEntry, in dead-letter order
 	deadLst list.List
 
@@ -45,9 +45,9 @@ type MemoryQueue struct {
 	waiters     list.List     // of *waiter, first come first served
 	spaceCh     chan struct{} // closed and replaced when pending shrinks and spaceWanted
 	spaceWanted bool          // an enqueue is waiting for capacity
-	sweepKick chan struct{}
-	stop      chan struct{}
-	sweepDone chan struct{}
+	sweepKick   chan struct{}
+	stop        chan struct{}
+	sweepDone   chan struct{}
 }
 
 // entry is one item, pending or leased. Times are Unix nanoseconds to keep the
