@@ -1,0 +1,235 @@
+package deterministic
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"regexp"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/leasemesh/leasemesh/resourcelease"
+)
+
+var _ resourcelease.StateStore = (*SQLiteStore)(nil)
+
+// DefaultFileName is the conventional file name of the deterministic store's
+// database inside a data directory: <dataDirectory>/deterministic.db (DESIGN §4).
+const DefaultFileName = "deterministic.db"
+
+// DefaultTable is the table SQLiteStore uses when SQLiteConfig.Table is empty.
+const DefaultTable = "deterministic_state"
+
+// SQLiteConfig configures [NewSQLiteStore]. The zero value is valid.
+type SQLiteConfig struct {
+	// Table is the table the records live in. It must be a plain SQL
+	// identifier: a letter or underscore, then letters, digits or
+	// underscores, at most 64 characters, not starting with "sqlite_".
+	// Defaults to DefaultTable.
+	Table string
+}
+
+var tableName = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]{0,63}$`)
+
+func (c SQLiteConfig) withDefaults() (SQLiteConfig, error) {
+	if c.Table == "" {
+		c.Table = DefaultTable
+	}
+	if !tableName.MatchString(c.Table) || strings.HasPrefix(strings.ToLower(c.Table), "sqlite_") {
+		return c, invalidArgument("sqlite table name %q is not a plain identifier (letters, digits, underscores; at most 64; not sqlite_*)", c.Table)
+	}
+	return c, nil
+}
+
+// SQLiteStore is a [resourcelease.StateStore] kept in one table of a SQLite
+// database, so its records survive restarts and can be shared by processes
+// that open the same file. It takes a *sql.DB opened by the caller (normally
+// with sqlitedb.Open on <dataDirectory>/deterministic.db in WAL mode) and
+// imports no driver.
+//
+// Set is an upsert (INSERT ... ON CONFLICT(key) DO UPDATE) and TryAdd an
+// INSERT ... ON CONFLICT(key) DO NOTHING whose affected-row count says whether
+// it added the record, so concurrent TryAdds on one key, in one process or
+// several, have exactly one winner. Every statement runs in its own implicit
+// transaction and is durable when the method returns (as durable as the
+// database's synchronous setting makes it).
+//
+// RecordedAt is stored in UTC as RFC 3339 text with nine fractional digits and
+// read back equal (==) to rec.RecordedAt.UTC(); times outside years 0000-9999
+// are refused with an invalid-argument error. Payloads are stored as BLOBs; a
+// nil payload is stored as, and read back as, an empty one.
+//
+// Errors: the empty key and out-of-range times are invalid-argument; a done
+// ctx returns the context's error (cancelled or deadline-exceeded); every
+// other failure (closed database, read-only or corrupt file, full disk) is an
+// unavailable *resourcelease.Error with code
+// error.resourcelease.storage_unavailable naming the operation and the key,
+// wrapping the driver's error.
+//
+// A SQLiteStore is safe for concurrent use. Close releases its prepared
+// statements; it does not close the *sql.DB, which belongs to the caller.
+type SQLiteStore struct {
+	db     *sql.DB
+	table  string
+	get    *sql.Stmt
+	set    *sql.Stmt
+	tryAdd *sql.Stmt
+
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// NewSQLiteStore creates the store's table in db if it does not exist yet
+// (CREATE TABLE IF NOT EXISTS) and prepares the store's statements. A nil db
+// or an invalid table name is an invalid-argument error; a database that
+// cannot create or read the table is an unavailable error naming the table.
+func NewSQLiteStore(ctx context.Context, db *sql.DB, cfg SQLiteConfig) (*SQLiteStore, error) {
+	if db == nil {
+		return nil, invalidArgument("sqlite store needs a *sql.DB, got nil")
+	}
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	t := cfg.Table
+	schema := `CREATE TABLE IF NOT EXISTS "` + t + `" (
+	key         TEXT    NOT NULL PRIMARY KEY,
+	kind        TEXT    NOT NULL,
+	version     INTEGER NOT NULL,
+	payload     BLOB    NOT NULL,
+	recorded_at TEXT    NOT NULL
+) WITHOUT ROWID`
+	if _, err := db.ExecContext(ctx, schema); err != nil {
+		return nil, sqliteError(ctx, "create table "+t, err)
+	}
+	s := &SQLiteStore{db: db, table: t}
+	for _, p := range []struct {
+		dst   **sql.Stmt
+		query string
+	}{
+		{&s.get, `SELECT kind, version, payload, recorded_at FROM "` + t + `" WHERE key = ?`},
+		{&s.set, `INSERT INTO "` + t + `" (key, kind, version, payload, recorded_at) VALUES (?, ?, ?, ?, ?)
+			ON CONFLICT(key) DO UPDATE SET kind = excluded.kind, version = excluded.version,
+			payload = excluded.payload, recorded_at = excluded.recorded_at`},
+		{&s.tryAdd, `INSERT INTO "` + t + `" (key, kind, version, payload, recorded_at) VALUES (?, ?, ?, ?, ?)
+			ON CONFLICT(key) DO NOTHING`},
+	} {
+		stmt, err := db.PrepareContext(ctx, p.query)
+		if err != nil {
+			s.Close()
+			return nil, sqliteError(ctx, "prepare on table "+t, err)
+		}
+		*p.dst = stmt
+	}
+	return s, nil
+}
+
+// Table returns the name of the table the store uses.
+func (s *SQLiteStore) Table() string { return s.table }
+
+// Get returns the record under key and whether there is one.
+func (s *SQLiteStore) Get(ctx context.Context, key string) (resourcelease.Record, bool, error) {
+	if err := checkKey(key); err != nil {
+		return resourcelease.Record{}, false, err
+	}
+	var (
+		rec resourcelease.Record
+		at  string
+	)
+	err := s.get.QueryRowContext(ctx, key).Scan(&rec.Kind, &rec.Version, &rec.Payload, &at)
+	if errors.Is(err, sql.ErrNoRows) {
+		return resourcelease.Record{}, false, nil
+	}
+	if err != nil {
+		return resourcelease.Record{}, false, sqliteError(ctx, fmt.Sprintf("get %q from %s", key, s.table), err)
+	}
+	t, err := time.Parse(time.RFC3339Nano, at)
+	if err != nil {
+		return resourcelease.Record{}, false, sqliteError(ctx, fmt.Sprintf("get %q from %s: bad recorded_at", key, s.table), err)
+	}
+	rec.RecordedAt = t.UTC()
+	if rec.Payload == nil {
+		rec.Payload = []byte{}
+	}
+	return rec, true, nil
+}
+
+// Set stores rec under key, replacing any record.
+func (s *SQLiteStore) Set(ctx context.Context, key string, rec resourcelease.Record) error {
+	args, err := recordArgs(key, rec)
+	if err != nil {
+		return err
+	}
+	if _, err := s.set.ExecContext(ctx, args...); err != nil {
+		return sqliteError(ctx, fmt.Sprintf("set %q in %s", key, s.table), err)
+	}
+	return nil
+}
+
+// TryAdd stores rec under key only if key is absent, and reports whether it did.
+func (s *SQLiteStore) TryAdd(ctx context.Context, key string, rec resourcelease.Record) (bool, error) {
+	args, err := recordArgs(key, rec)
+	if err != nil {
+		return false, err
+	}
+	res, err := s.tryAdd.ExecContext(ctx, args...)
+	if err != nil {
+		return false, sqliteError(ctx, fmt.Sprintf("try-add %q to %s", key, s.table), err)
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return false, sqliteError(ctx, fmt.Sprintf("try-add %q to %s: rows affected", key, s.table), err)
+	}
+	return n == 1, nil
+}
+
+// Close releases the prepared statements. It does not close the database.
+// Calling it twice is safe; the store must not be used afterwards (its
+// methods then return unavailable errors).
+func (s *SQLiteStore) Close() error {
+	s.closeOnce.Do(func() {
+		for _, st := range []*sql.Stmt{s.get, s.set, s.tryAdd} {
+			if st != nil {
+				if err := st.Close(); err != nil && s.closeErr == nil {
+					s.closeErr = err
+				}
+			}
+		}
+	})
+	return s.closeErr
+}
+
+// recordedAtLayout is RFC 3339 with a fixed nine-digit fraction, so the text
+// keeps nanoseconds and sorts in time order.
+const recordedAtLayout = "2006-01-02T15:04:05.000000000Z07:00"
+
+func recordArgs(key string, rec resourcelease.Record) ([]any, error) {
+	if err := checkKey(key); err != nil {
+		return nil, err
+	}
+	at := rec.RecordedAt.UTC()
+	if y := at.Year(); y < 0 || y > 9999 {
+		return nil, invalidArgument("recordedAt %v of %q is outside years 0000-9999", rec.RecordedAt, key)
+	}
+	payload := rec.Payload
+	if payload == nil {
+		payload = []byte{} // the driver binds a nil slice as NULL
+	}
+	return []any{key, rec.Kind, rec.Version, payload, at.Format(recordedAtLayout)}, nil
+}
+
+// sqliteError reports a failed statement: the context's error when ctx is
+// done, otherwise unavailable/storage_unavailable naming op.
+func sqliteError(ctx context.Context, op string, err error) error {
+	if cerr := ctx.Err(); cerr != nil {
+		return resourcelease.AsError(cerr)
+	}
+	return &resourcelease.Error{
+		Status:  resourcelease.StatusUnavailable,
+		Code:    resourcelease.CodeStorageUnavailable,
+		Message: fmt.Sprintf("deterministic: sqlite %s: %v", op, err),
+		Err:     err,
+	}
+}
