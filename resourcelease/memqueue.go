@@ -920,6 +920,13 @@ func (q *MemoryQueue) findAny(ids map[int64]bool) (int64, bool) {
 	return found, found != 0
 }
 
+// Waiters returns how many long-poll leases are waiting for an item.
+func (q *MemoryQueue) Waiters() int {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.waiters.Len()
+}
+
 // Stats implements Queue.
 func (q *MemoryQueue) Stats() Stats {
 	q.mu.Lock()

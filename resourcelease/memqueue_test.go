@@ -1,0 +1,649 @@
+package resourcelease_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"runtime"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/leasemesh/leasemesh/resourcelease"
+	"github.com/leasemesh/leasemesh/resourcelease/leasetest"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// recorder is a Journal that keeps every change, for assertions.
+type recorder struct {
+	mu      sync.Mutex
+	changes []resourcelease.Change
+	fail    error
+}
+
+func (r *recorder) Record(c *resourcelease.Change) resourcelease.Ack {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.changes = append(r.changes, *c)
+	if r.fail != nil {
+		return failedAck{r.fail}
+	}
+	return nil
+}
+
+func (r *recorder) kinds() []resourcelease.ChangeKind {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := make([]resourcelease.ChangeKind, len(r.changes))
+	for i, c := range r.changes {
+		out[i] = c.Kind
+	}
+	return out
+}
+
+type failedAck struct{ err error }
+
+func (a failedAck) Wait() error { return a.err }
+
+type fixture struct {
+	q     *resourcelease.MemoryQueue
+	clock *leasetest.ManualClock
+	rec   *recorder
+}
+
+func newQueue(t *testing.T, cfg resourcelease.QueueConfig) fixture {
+	t.Helper()
+	clock := leasetest.NewManualClock(time.Time{})
+	rec := &recorder{}
+	if cfg.Clock == nil {
+		cfg.Clock = clock
+	}
+	if cfg.Journal == nil {
+		cfg.Journal = rec
+	}
+	q, err := resourcelease.NewMemoryQueue(cfg)
+	require.NoError(t, err)
+	t.Cleanup(func() { q.Close() })
+	return fixture{q: q, clock: clock, rec: rec}
+}
+
+func item(id string) resourcelease.Item {
+	return resourcelease.Item{ResourceType: "demo.order", ResourceID: id, PartitionKey: "tenant-1", PayloadEncoding: "application/json", Body: []byte(`{"id":"` + id + `"}`)}
+}
+
+func mustEnqueue(t *testing.T, q resourcelease.Queue, ids ...string) {
+	t.Helper()
+	for _, id := range ids {
+		_, err := q.Enqueue(context.Background(), item(id))
+		require.NoError(t, err)
+	}
+}
+
+func mustLease(t *testing.T, q resourcelease.Queue, peer string) *resourcelease.Lease {
+	t.Helper()
+	l, err := q.Lease(context.Background(), peer, 0)
+	require.NoError(t, err)
+	require.NotNil(t, l, "expected a lease")
+	return l
+}
+
+var ctx = context.Background()
+
+func TestEnqueueValidation(t *testing.T) {
+	f := newQueue(t, resourcelease.QueueConfig{})
+	ok := item("a")
+	for _, tc := range []struct {
+		name   string
+		mutate func(*resourcelease.Item)
+		code   string
+	}{
+		{"resource type", func(i *resourcelease.Item) { i.ResourceType = "" }, resourcelease.CodeResourceTypeRequired},
+		{"blank resource type", func(i *resourcelease.Item) { i.ResourceType = "  \t" }, resourcelease.CodeResourceTypeRequired},
+		{"resource id", func(i *resourcelease.Item) { i.ResourceID = "" }, resourcelease.CodeResourceIDRequired},
+		{"partition key", func(i *resourcelease.Item) { i.PartitionKey = " " }, resourcelease.CodePartitionKeyRequired},
+		{"encoding", func(i *resourcelease.Item) { i.PayloadEncoding = "" }, resourcelease.CodeEncodingRequired},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			it := ok
+			tc.mutate(&it)
+			_, err := f.q.Enqueue(ctx, it)
+			require.Error(t, err)
+			assert.Equal(t, tc.code, resourcelease.CodeOf(err))
+			assert.Equal(t, resourcelease.StatusInvalidArgument, resourcelease.StatusOf(err))
+			assert.ErrorIs(t, err, resourcelease.ErrInvalidArgument)
+		})
+	}
+	var nilItem *resourcelease.Item
+	assert.Equal(t, resourcelease.CodePayloadRequired, resourcelease.CodeOf(nilItem.Validate()))
+	assert.Equal(t, 0, f.q.Stats().PendingCount)
+}
+
+func TestConfigValidation(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		cfg  resourcelease.QueueConfig
+	}{
+		{"negative lease", resourcelease.QueueConfig{LeaseDuration: -time.Second}},
+		{"negative sweep", resourcelease.QueueConfig{SweepInterval: -1}},
+		{"negative requeue delay", resourcelease.QueueConfig{RequeueDelay: -1}},
+		{"capacity", resourcelease.QueueConfig{Capacity: -2}},
+		{"attempts", resourcelease.QueueConfig{MaxDeliveryAttempts: -1}},
+		{"dedupe", resourcelease.QueueConfig{DedupeWindow: -2}},
+		{"full mode", resourcelease.QueueConfig{FullMode: 7}},
+		{"max delay below delay", resourcelease.QueueConfig{RequeueDelay: time.Minute, MaxRequeueDelay: time.Second}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			q, err := resourcelease.NewMemoryQueue(tc.cfg)
+			require.Error(t, err)
+			assert.Nil(t, q)
+			assert.Equal(t, resourcelease.StatusInvalidArgument, resourcelease.StatusOf(err))
+		})
+	}
+	q, err := resourcelease.NewMemoryQueue(resourcelease.QueueConfig{})
+	require.NoError(t, err)
+	defer q.Close()
+	c := q.Config()
+	assert.Equal(t, 512, c.Capacity)
+	assert.Equal(t, 30*time.Second, c.LeaseDuration)
+	assert.Equal(t, 5*time.Second, c.HeartbeatInterval)
+	assert.Equal(t, time.Second, c.SweepInterval)
+	assert.Equal(t, time.Duration(0), c.RequeueDelay)
+	assert.Equal(t, 5, c.MaxDeliveryAttempts)
+	assert.Equal(t, 10*time.Minute, c.DedupeWindow)
+}
+
+func TestLeaseOldestReadyFirst(t *testing.T) {
+	f := newQueue(t, resourcelease.QueueConfig{})
+	mustEnqueue(t, f.q, "a", "b", "c")
+	la := mustLease(t, f.q, "w")
+	lb := mustLease(t, f.q, "w")
+	assert.Equal(t, "a", la.Payload.ResourceID)
+	assert.Equal(t, "b", lb.Payload.ResourceID)
+	// a failed with requeue is older than c, so it comes back first.
+	require.NoError(t, f.q.Fail(ctx, la.OwnershipToken, resourcelease.FailOptions{Reason: "boom", ErrorCode: "demo.boom", Requeue: true}))
+	again := mustLease(t, f.q, "w")
+	assert.Equal(t, "a", again.Payload.ResourceID)
+	assert.Equal(t, 2, again.Attempt)
+	assert.Equal(t, 2, again.OwnershipToken.Attempt)
+	assert.Equal(t, &resourcelease.ErrorInfo{Message: "boom", Code: "demo.boom"}, again.LastError)
+	assert.NotEqual(t, la.OwnershipToken.LeaseID, again.OwnershipToken.LeaseID)
+	lc := mustLease(t, f.q, "w")
+	assert.Equal(t, "c", lc.Payload.ResourceID)
+	assert.Nil(t, lc.LastError, "first delivery carries no lastError")
+	none, err := f.q.Lease(ctx, "w", 0)
+	require.NoError(t, err)
+	assert.Nil(t, none)
+}
+
+func TestLeaseFields(t *testing.T) {
+	f := newQueue(t, resourcelease.QueueConfig{LeaseDuration: 10 * time.Second, HeartbeatInterval: 2 * time.Second})
+	start := f.clock.Now()
+	res, err := f.q.Enqueue(ctx, item("a"))
+	require.NoError(t, err)
+	assert.Equal(t, int64(1), res.SequenceID)
+	assert.Equal(t, 1, res.Stats.PendingCount)
+	f.clock.Advance(time.Second)
+	l := mustLease(t, f.q, "peer-1")
+	assert.Equal(t, int64(1), l.SequenceID)
+	assert.Equal(t, 1, l.Attempt)
+	assert.Equal(t, "peer-1", l.OwnerPeerID)
+	assert.True(t, l.EnqueuedAt.Equal(start))
+	assert.True(t, l.LeaseExpiresAt.Equal(start.Add(11*time.Second)))
+	assert.Equal(t, int64(2000), l.HeartbeatIntervalMs)
+	assert.Equal(t, resourcelease.OwnershipToken{SequenceID: 1, Attempt: 1, LeaseID: l.OwnershipToken.LeaseID}, l.OwnershipToken)
+	assert.Equal(t, byte(4), l.OwnershipToken.LeaseID[6]>>4, "lease ids are version-4 UUIDs")
+	assert.Equal(t, resourcelease.Stats{PendingCount: 0, ActiveLeaseCount: 1}, f.q.Stats())
+}
+
+func TestHeartbeatExtendsLease(t *testing.T) {
+	f := newQueue(t, resourcelease.QueueConfig{LeaseDuration: 10 * time.Second})
+	mustEnqueue(t, f.q, "a")
+	l := mustLease(t, f.q, "w")
+	f.clock.Advance(8 * time.Second)
+	exp, err := f.q.Heartbeat(ctx, l.OwnershipToken)
+	require.NoError(t, err)
+	assert.True(t, exp.Equal(f.clock.Now().Add(10*time.Second)))
+	f.clock.Advance(8 * time.Second) // 16 s after the lease: alive thanks to the heartbeat
+	_, err = f.q.Heartbeat(ctx, l.OwnershipToken)
+	require.NoError(t, err)
+	require.NoError(t, f.q.Complete(ctx, l.OwnershipToken))
+	assert.Equal(t, resourcelease.Stats{}, f.q.Stats())
+}
+
+// TestFencing: after complete, fail, expiry, drain-and-restore or a newer
+// lease, every use of the old token is unknown_token.
+func TestFencing(t *testing.T) {
+	type step func(f fixture, l *resourcelease.Lease)
+	complete := func(f fixture, l *resourcelease.Lease) { require.NoError(t, f.q.Complete(ctx, l.OwnershipToken)) }
+	failRequeue := func(f fixture, l *resourcelease.Lease) {
+		require.NoError(t, f.q.Fail(ctx, l.OwnershipToken, resourcelease.FailOptions{Requeue: true}))
+	}
+	failDead := func(f fixture, l *resourcelease.Lease) {
+		require.NoError(t, f.q.Fail(ctx, l.OwnershipToken, resourcelease.FailOptions{Requeue: false}))
+	}
+	expire := func(f fixture, l *resourcelease.Lease) { f.clock.Advance(31 * time.Second) }
+	expireThenRelease := func(f fixture, l *resourcelease.Lease) {
+		f.clock.Advance(31 * time.Second)
+		f.q.Sweep()
+		mustLease(t, f.q, "other") // a newer lease of the same item
+	}
+	for _, tc := range []struct {
+		name string
+		end  step
+	}{
+		{"complete", complete}, {"fail requeue", failRequeue}, {"fail dead-letter", failDead},
+		{"expiry (lazy)", expire}, {"expiry then newer lease", expireThenRelease},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newQueue(t, resourcelease.QueueConfig{})
+			mustEnqueue(t, f.q, "a")
+			l := mustLease(t, f.q, "w")
+			tc.end(f, l)
+			_, err := f.q.Heartbeat(ctx, l.OwnershipToken)
+			assert.ErrorIs(t, err, resourcelease.ErrUnknownToken)
+			assert.ErrorIs(t, f.q.Complete(ctx, l.OwnershipToken), resourcelease.ErrUnknownToken)
+			assert.ErrorIs(t, f.q.Fail(ctx, l.OwnershipToken, resourcelease.FailOptions{Requeue: true}), resourcelease.ErrUnknownToken)
+			assert.Equal(t, resourcelease.StatusNotFound, resourcelease.StatusOf(f.q.Complete(ctx, l.OwnershipToken)))
+		})
+	}
+}
+
+func TestBadTokens(t *testing.T) {
+	f := newQueue(t, resourcelease.QueueConfig{})
+	other := newQueue(t, resourcelease.QueueConfig{})
+	mustEnqueue(t, f.q, "a")
+	mustEnqueue(t, other.q, "a")
+	foreign := mustLease(t, other.q, "w")
+	mine := mustLease(t, f.q, "w")
+	forged := mine.OwnershipToken
+	forged.Attempt++
+	for _, tc := range []struct {
+		name  string
+		token resourcelease.OwnershipToken
+		code  string
+	}{
+		{"zero token", resourcelease.OwnershipToken{}, resourcelease.CodeTokenRequired},
+		{"another queue's token", foreign.OwnershipToken, resourcelease.CodeUnknownToken},
+		{"wrong attempt", forged, resourcelease.CodeUnknownToken},
+		{"unknown sequence", resourcelease.OwnershipToken{SequenceID: 99, Attempt: 1, LeaseID: mine.OwnershipToken.LeaseID}, resourcelease.CodeUnknownToken},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			assert.Equal(t, tc.code, resourcelease.CodeOf(f.q.Complete(ctx, tc.token)))
+			_, err := f.q.Heartbeat(ctx, tc.token)
+			assert.Equal(t, tc.code, resourcelease.CodeOf(err))
+		})
+	}
+	require.NoError(t, f.q.Complete(ctx, mine.OwnershipToken), "the real token still works")
+}
+
+func TestExpirySweeperRequeues(t *testing.T) {
+	f := newQueue(t, resourcelease.QueueConfig{LeaseDuration: 5 * time.Second})
+	mustEnqueue(t, f.q, "a")
+	l := mustLease(t, f.q, "w")
+	f.clock.Advance(5 * time.Second)
+	f.q.Sweep()
+	st := f.q.Stats()
+	assert.Equal(t, 1, st.PendingCount)
+	assert.Equal(t, 0, st.ActiveLeaseCount)
+	again := mustLease(t, f.q, "w2")
+	assert.Equal(t, 2, again.Attempt)
+	require.NotNil(t, again.LastError)
+	assert.Equal(t, resourcelease.CodeLeaseExpired, again.LastError.Code)
+	assert.Equal(t, []resourcelease.ChangeKind{resourcelease.ChangeEnqueued, resourcelease.ChangeLeased, resourcelease.ChangeExpired, resourcelease.ChangeLeased}, f.rec.kinds())
+	exp := f.rec.changes[2]
+	assert.Equal(t, "w", exp.PeerID)
+	assert.Equal(t, l.OwnershipToken, exp.Token)
+}
+
+// TestSweeperGoroutine shows the background sweeper expires leases by itself
+// when the clock moves: no call into the queue is needed.
+func TestSweeperGoroutine(t *testing.T) {
+	f := newQueue(t, resourcelease.QueueConfig{LeaseDuration: 5 * time.Second, SweepInterval: time.Second})
+	mustEnqueue(t, f.q, "a")
+	mustLease(t, f.q, "w")
+	expired := make(chan struct{})
+	var once sync.Once
+	go func() {
+		for f.q.Stats().PendingCount == 0 {
+			require.True(t, f.clock.WaitForTimers(1, 5*time.Second), "sweeper timer")
+			f.clock.Advance(time.Second)
+		}
+		once.Do(func() { close(expired) })
+	}()
+	select {
+	case <-expired:
+	case <-time.After(10 * time.Second):
+		t.Fatal("sweeper did not expire the lease")
+	}
+	assert.Equal(t, resourcelease.ChangeExpired, f.rec.kinds()[2])
+}
+
+func TestMaxDeliveryAttemptsDeadLetters(t *testing.T) {
+	f := newQueue(t, resourcelease.QueueConfig{MaxDeliveryAttempts: 3, LeaseDuration: time.Second})
+	mustEnqueue(t, f.q, "a")
+	for attempt := 1; attempt <= 3; attempt++ {
+		l := mustLease(t, f.q, "w")
+		require.Equal(t, attempt, l.Attempt)
+		if attempt == 2 {
+			f.clock.Advance(time.Second) // expiry counts as a failed attempt
+			f.q.Sweep()
+			continue
+		}
+		require.NoError(t, f.q.Fail(ctx, l.OwnershipToken, resourcelease.FailOptions{Reason: fmt.Sprint("fail ", attempt), Requeue: true}))
+	}
+	assert.Equal(t, resourcelease.Stats{DeadLetterCount: 1}, f.q.Stats())
+	dl, err := f.q.DeadLetters(ctx, 0)
+	require.NoError(t, err)
+	require.Len(t, dl, 1)
+	assert.Equal(t, 3, dl[0].Attempt)
+	assert.Contains(t, dl[0].Reason, "max delivery attempts (3) exceeded")
+	assert.Equal(t, &resourcelease.ErrorInfo{Message: "fail 3"}, dl[0].LastError)
+	last := f.rec.changes[len(f.rec.changes)-1]
+	assert.Equal(t, resourcelease.ChangeDeadLettered, last.Kind)
+	assert.Equal(t, resourcelease.CodeDeliveryAttemptsExceed, last.Error.Code)
+}
+
+func TestDeadLetterListRedrivePurge(t *testing.T) {
+	f := newQueue(t, resourcelease.QueueConfig{})
+	mustEnqueue(t, f.q, "a", "b", "c")
+	for range 3 {
+		l := mustLease(t, f.q, "w")
+		require.NoError(t, f.q.Fail(ctx, l.OwnershipToken, resourcelease.FailOptions{Reason: "poison", ErrorCode: "demo.poison"}))
+	}
+	dl, err := f.q.DeadLetters(ctx, 2)
+	require.NoError(t, err)
+	require.Len(t, dl, 2)
+	assert.Equal(t, []int64{1, 2}, []int64{dl[0].SequenceID, dl[1].SequenceID})
+	assert.Equal(t, "failed without requeue: poison", dl[0].Reason)
+	assert.True(t, dl[0].DeadLetteredAt.Equal(f.clock.Now()))
+
+	n, err := f.q.Redrive(ctx, []int64{2, 42})
+	require.NoError(t, err)
+	assert.Equal(t, 1, n, "unknown ids are ignored")
+	l := mustLease(t, f.q, "w")
+	assert.Equal(t, int64(2), l.SequenceID)
+	assert.Equal(t, 1, l.Attempt, "redrive resets the attempt")
+
+	n, err = f.q.Purge(ctx, []int64{1})
+	require.NoError(t, err)
+	assert.Equal(t, 1, n)
+	n, err = f.q.Redrive(ctx, nil)
+	require.NoError(t, err)
+	assert.Equal(t, 1, n, "empty ids redrive all")
+	n, err = f.q.Purge(ctx, nil)
+	require.NoError(t, err)
+	assert.Equal(t, 0, n)
+	assert.Equal(t, resourcelease.Stats{PendingCount: 1, ActiveLeaseCount: 1}, f.q.Stats())
+}
+
+func TestRequeueDelayAndBackoff(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		cfg    resourcelease.QueueConfig
+		delays []time.Duration // after failed attempt 1, 2, 3
+	}{
+		{"fixed", resourcelease.QueueConfig{RequeueDelay: 2 * time.Second}, []time.Duration{2 * time.Second, 2 * time.Second, 2 * time.Second}},
+		{"exponential capped", resourcelease.QueueConfig{RequeueDelay: time.Second, MaxRequeueDelay: 3 * time.Second}, []time.Duration{time.Second, 2 * time.Second, 3 * time.Second}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tc.cfg.MaxDeliveryAttempts = 10
+			f := newQueue(t, tc.cfg)
+			mustEnqueue(t, f.q, "a")
+			for _, d := range tc.delays {
+				l := mustLease(t, f.q, "w")
+				require.NoError(t, f.q.Fail(ctx, l.OwnershipToken, resourcelease.FailOptions{Requeue: true}))
+				f.clock.Advance(d - time.Millisecond)
+				none, err := f.q.Lease(ctx, "w", 0)
+				require.NoError(t, err)
+				require.Nil(t, none, "leased before its requeue delay of %v", d)
+				f.clock.Advance(time.Millisecond)
+			}
+			mustLease(t, f.q, "w")
+		})
+	}
+}
+
+func TestDrainAndRestoreKeepBookkeeping(t *testing.T) {
+	f := newQueue(t, resourcelease.QueueConfig{})
+	mustEnqueue(t, f.q, "a", "b", "c")
+	la := mustLease(t, f.q, "w")
+	require.NoError(t, f.q.Fail(ctx, la.OwnershipToken, resourcelease.FailOptions{Reason: "x", Requeue: true}))
+	lb := mustLease(t, f.q, "w") // a again (oldest)
+	require.Equal(t, "a", lb.Payload.ResourceID)
+
+	items, err := f.q.Drain(ctx)
+	require.NoError(t, err)
+	require.Len(t, items, 2, "leased items are not drained")
+	assert.Equal(t, []string{"b", "c"}, []string{items[0].Payload.ResourceID, items[1].Payload.ResourceID})
+	assert.Equal(t, resourcelease.Stats{ActiveLeaseCount: 1}, f.q.Stats())
+
+	// Move the drained items to another queue: bookkeeping is kept.
+	g := newQueue(t, resourcelease.QueueConfig{})
+	n, err := g.q.Restore(ctx, items)
+	require.NoError(t, err)
+	assert.Equal(t, 2, n)
+	l := mustLease(t, g.q, "w")
+	assert.Equal(t, items[0].SequenceID, l.SequenceID)
+	assert.True(t, l.EnqueuedAt.Equal(items[0].EnqueuedAt))
+	res, err := g.q.Enqueue(ctx, item("d"))
+	require.NoError(t, err)
+	assert.Greater(t, res.SequenceID, items[1].SequenceID, "new ids stay above restored ones")
+
+	// A failed-then-drained item keeps attempt, lastError and last token.
+	require.NoError(t, f.q.Fail(ctx, lb.OwnershipToken, resourcelease.FailOptions{Reason: "again", Requeue: true}))
+	items, err = f.q.Drain(ctx)
+	require.NoError(t, err)
+	require.Len(t, items, 1)
+	assert.Equal(t, 3, items[0].Attempt)
+	assert.Equal(t, "again", items[0].LastError.Message)
+	assert.Equal(t, lb.OwnershipToken, *items[0].LastOwnershipToken)
+	_, err = f.q.Restore(ctx, items)
+	require.NoError(t, err)
+	l = mustLease(t, f.q, "w")
+	assert.Equal(t, 3, l.Attempt)
+	assert.Equal(t, "again", l.LastError.Message)
+}
+
+func TestRestoreRejectsBadItems(t *testing.T) {
+	f := newQueue(t, resourcelease.QueueConfig{})
+	mustEnqueue(t, f.q, "a")
+	good := resourcelease.PendingItem{Payload: item("x"), Attempt: 1, SequenceID: 10}
+	bad := good
+	bad.Payload.PartitionKey = ""
+	for _, tc := range []struct {
+		name  string
+		items []resourcelease.PendingItem
+		code  string
+	}{
+		{"invalid payload", []resourcelease.PendingItem{good, bad}, resourcelease.CodePartitionKeyRequired},
+		{"zero sequence", []resourcelease.PendingItem{{Payload: item("x"), Attempt: 1}}, resourcelease.CodePendingItemRequired},
+		{"negative attempt", []resourcelease.PendingItem{{Payload: item("x"), Attempt: -1, SequenceID: 3}}, resourcelease.CodePendingItemRequired},
+		{"duplicate in batch", []resourcelease.PendingItem{good, good}, resourcelease.CodeDuplicateSequence},
+		{"already queued", []resourcelease.PendingItem{{Payload: item("x"), Attempt: 1, SequenceID: 1}}, resourcelease.CodeDuplicateSequence},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			n, err := f.q.Restore(ctx, tc.items)
+			assert.Equal(t, 0, n)
+			assert.Equal(t, tc.code, resourcelease.CodeOf(err))
+			assert.Equal(t, 1, f.q.Stats().PendingCount, "nothing restored")
+		})
+	}
+}
+
+func TestRequestIDDedupe(t *testing.T) {
+	f := newQueue(t, resourcelease.QueueConfig{DedupeWindow: time.Minute})
+	it := item("a")
+	it.RequestID = "req-1"
+	first, err := f.q.Enqueue(ctx, it)
+	require.NoError(t, err)
+	f.clock.Advance(59 * time.Second)
+	dup, err := f.q.Enqueue(ctx, it)
+	require.NoError(t, err)
+	assert.True(t, dup.Duplicate)
+	assert.Equal(t, first.SequenceID, dup.SequenceID)
+	assert.Equal(t, 1, f.q.Stats().PendingCount)
+	// Completing the item does not reopen the window.
+	l := mustLease(t, f.q, "w")
+	require.NoError(t, f.q.Complete(ctx, l.OwnershipToken))
+	dup, err = f.q.Enqueue(ctx, it)
+	require.NoError(t, err)
+	assert.True(t, dup.Duplicate)
+	f.clock.Advance(time.Second) // the window has passed
+	again, err := f.q.Enqueue(ctx, it)
+	require.NoError(t, err)
+	assert.False(t, again.Duplicate)
+	assert.NotEqual(t, first.SequenceID, again.SequenceID)
+}
+
+func TestCapacity(t *testing.T) {
+	t.Run("reject", func(t *testing.T) {
+		f := newQueue(t, resourcelease.QueueConfig{Capacity: 2, FullMode: resourcelease.FullReject})
+		mustEnqueue(t, f.q, "a", "b")
+		_, err := f.q.Enqueue(ctx, item("c"))
+		assert.ErrorIs(t, err, resourcelease.ErrQueueFull)
+		assert.Equal(t, resourcelease.StatusResourceExhausted, resourcelease.StatusOf(err))
+	})
+	t.Run("wait bounded by context", func(t *testing.T) {
+		f := newQueue(t, resourcelease.QueueConfig{Capacity: 1})
+		mustEnqueue(t, f.q, "a")
+		c, cancel := context.WithCancel(ctx)
+		done := make(chan error, 1)
+		go func() { _, err := f.q.Enqueue(c, item("b")); done <- err }()
+		cancel()
+		err := <-done
+		assert.Equal(t, resourcelease.StatusCancelled, resourcelease.StatusOf(err))
+		assert.Equal(t, 1, f.q.Stats().PendingCount)
+	})
+	t.Run("wait until room", func(t *testing.T) {
+		f := newQueue(t, resourcelease.QueueConfig{Capacity: 1})
+		mustEnqueue(t, f.q, "a")
+		done := make(chan error, 1)
+		go func() { _, err := f.q.Enqueue(ctx, item("b")); done <- err }()
+		l := mustLease(t, f.q, "w") // makes room
+		require.NoError(t, <-done)
+		assert.Equal(t, "a", l.Payload.ResourceID)
+		assert.Equal(t, 1, f.q.Stats().PendingCount)
+	})
+}
+
+func TestLongPoll(t *testing.T) {
+	t.Run("wait ends empty", func(t *testing.T) {
+		f := newQueue(t, resourcelease.QueueConfig{})
+		done := make(chan *resourcelease.Lease, 1)
+		go func() {
+			l, err := f.q.Lease(ctx, "w", 5*time.Second)
+			assert.NoError(t, err)
+			done <- l
+		}()
+		require.True(t, f.clock.WaitForTimers(2, 5*time.Second)) // sweeper + our wait
+		f.clock.Advance(5 * time.Second)
+		assert.Nil(t, <-done)
+	})
+	t.Run("first come first served, one item each", func(t *testing.T) {
+		f := newQueue(t, resourcelease.QueueConfig{})
+		got := make([]chan *resourcelease.Lease, 3)
+		for i := range got {
+			got[i] = make(chan *resourcelease.Lease, 1)
+			go func() {
+				l, err := f.q.Lease(ctx, fmt.Sprint("w", i), time.Hour)
+				assert.NoError(t, err)
+				got[i] <- l
+			}()
+			require.True(t, f.clock.WaitForTimers(2+i, 5*time.Second)) // waiter i is queued
+		}
+		mustEnqueue(t, f.q, "a")
+		l0 := <-got[0]
+		assert.Equal(t, "w0", l0.OwnerPeerID)
+		select {
+		case l := <-got[1]:
+			t.Fatalf("second waiter woke without an item: %+v", l)
+		default:
+		}
+		mustEnqueue(t, f.q, "b", "c")
+		assert.Equal(t, "b", (<-got[1]).Payload.ResourceID)
+		assert.Equal(t, "c", (<-got[2]).Payload.ResourceID)
+	})
+	t.Run("cancelled waiter leaves the item leasable", func(t *testing.T) {
+		f := newQueue(t, resourcelease.QueueConfig{})
+		c, cancel := context.WithCancel(ctx)
+		done := make(chan error, 1)
+		go func() { _, err := f.q.Lease(c, "gone", time.Hour); done <- err }()
+		require.True(t, f.clock.WaitForTimers(2, 5*time.Second))
+		cancel()
+		assert.Equal(t, resourcelease.StatusCancelled, resourcelease.StatusOf(<-done))
+		mustEnqueue(t, f.q, "a")
+		l := mustLease(t, f.q, "other")
+		assert.Equal(t, 1, l.Attempt)
+	})
+	t.Run("deadline ends the wait with nothing", func(t *testing.T) {
+		f := newQueue(t, resourcelease.QueueConfig{})
+		c, cancel := context.WithTimeout(ctx, 20*time.Millisecond)
+		defer cancel()
+		l, err := f.q.Lease(c, "w", time.Hour)
+		assert.NoError(t, err)
+		assert.Nil(t, l)
+	})
+	t.Run("close wakes waiters", func(t *testing.T) {
+		q, err := resourcelease.NewMemoryQueue(resourcelease.QueueConfig{})
+		require.NoError(t, err)
+		done := make(chan error, 1)
+		go func() { _, err := q.Lease(ctx, "w", time.Hour); done <- err }()
+		for q.Waiters() == 0 {
+			runtime.Gosched()
+		}
+		require.NoError(t, q.Close())
+		assert.ErrorIs(t, <-done, resourcelease.ErrClosed)
+		require.NoError(t, q.Close(), "Close twice is fine")
+		_, err = q.Enqueue(ctx, item("a"))
+		assert.ErrorIs(t, err, resourcelease.ErrClosed)
+		assert.Equal(t, resourcelease.StatusUnavailable, resourcelease.StatusOf(err))
+	})
+	t.Run("negative wait", func(t *testing.T) {
+		f := newQueue(t, resourcelease.QueueConfig{})
+		_, err := f.q.Lease(ctx, "w", -time.Second)
+		assert.Equal(t, resourcelease.StatusInvalidArgument, resourcelease.StatusOf(err))
+	})
+}
+
+func TestJournalFailureReachesCaller(t *testing.T) {
+	f := newQueue(t, resourcelease.QueueConfig{})
+	f.rec.fail = resourcelease.Errorf(resourcelease.StatusUnavailable, resourcelease.CodeStorageUnavailable, "disk on fire")
+	_, err := f.q.Enqueue(ctx, item("a"))
+	assert.ErrorIs(t, err, resourcelease.ErrStorageUnavailable)
+}
+
+func TestChangesCarryCounts(t *testing.T) {
+	f := newQueue(t, resourcelease.QueueConfig{})
+	mustEnqueue(t, f.q, "a", "b")
+	l := mustLease(t, f.q, "w")
+	require.NoError(t, f.q.Complete(ctx, l.OwnershipToken))
+	got := f.rec.changes
+	require.Len(t, got, 4)
+	assert.Equal(t, [2]int{1, 0}, [2]int{got[0].Pending, got[0].Active})
+	assert.Equal(t, [2]int{2, 0}, [2]int{got[1].Pending, got[1].Active})
+	assert.Equal(t, [2]int{1, 1}, [2]int{got[2].Pending, got[2].Active})
+	assert.Equal(t, [2]int{1, 0}, [2]int{got[3].Pending, got[3].Active})
+	assert.Equal(t, l.OwnershipToken, got[3].Token)
+	assert.Equal(t, "a", got[3].Item.Payload.ResourceID)
+}
+
+func TestErrorsMatchAcrossTheWire(t *testing.T) {
+	// What a client decodes from the wire: same code, other message.
+	remote := &resourcelease.Error{Status: resourcelease.StatusNotFound, Code: resourcelease.CodeUnknownToken, Message: "from afar"}
+	assert.ErrorIs(t, remote, resourcelease.ErrUnknownToken)
+	assert.NotErrorIs(t, remote, resourcelease.ErrQueueFull)
+	wrapped := fmt.Errorf("op: %w", remote)
+	assert.Equal(t, resourcelease.CodeUnknownToken, resourcelease.CodeOf(wrapped))
+	assert.Equal(t, resourcelease.StatusDeadlineExceeded, resourcelease.StatusOf(context.DeadlineExceeded))
+	assert.Equal(t, resourcelease.StatusInternal, resourcelease.StatusOf(errors.New("x")))
+	for s, code := range map[resourcelease.Status]int{
+		resourcelease.StatusInvalidArgument: 400, resourcelease.StatusNotFound: 404, resourcelease.StatusResourceExhausted: 429,
+		resourcelease.StatusDeadlineExceeded: 504, resourcelease.StatusCancelled: 499, resourcelease.StatusUnavailable: 503,
+		resourcelease.StatusInternal: 500, resourcelease.StatusAlreadyExists: 409, resourcelease.StatusFailedPrecondition: 412,
+		resourcelease.StatusPermissionDenied: 403, resourcelease.StatusUnauthenticated: 401, resourcelease.StatusUnimplemented: 501,
+	} {
+		assert.Equal(t, code, s.HTTPStatus(), s)
+		assert.Equal(t, s, resourcelease.StatusFromHTTP(code))
+	}
+}
