@@ -1,0 +1,372 @@
+package transport
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/leasemesh/leasemesh/resourcelease"
+)
+
+// Defaults of ClientOptions.
+const (
+	// DefaultClientTimeout bounds a call whose context has no deadline: 30 s.
+	DefaultClientTimeout = 30 * time.Second
+	// DefaultLongPollMargin is how much longer than its waitMs a lease
+	// long-poll may take before the client gives up on it: 5 s.
+	DefaultLongPollMargin = 5 * time.Second
+	// DefaultMaxResponseBytes bounds a response body: 64 MiB (a drain of a
+	// deep queue is the largest response).
+	DefaultMaxResponseBytes = 64 << 20
+	// DefaultMaxIdleConnsPerHost is how many idle keep-alive connections the
+	// default HTTP client keeps per server: enough for a fleet of concurrent
+	// workers in one process to reuse connections instead of redialling.
+	DefaultMaxIdleConnsPerHost = 128
+)
+
+// ClientOptions configure NewClient. The zero value of every field means its
+// documented default; a bad value makes NewClient return an error.
+type ClientOptions struct {
+	// Service is sent as Rpc-Service. Defaults to "" (not sent).
+	Service string
+	// Namespace is the procedure namespace of the typed methods. Defaults to
+	// DefaultNamespace.
+	Namespace string
+	// Caller is sent as Rpc-Caller (which is also the lease peer id when a
+	// LeaseRequest has none). Defaults to "" (not sent).
+	Caller string
+	// PeerID is sent as x-peer-id, the peer id of last resort. Defaults to ""
+	// (not sent).
+	PeerID string
+	// BearerToken, when set, is sent as "Authorization: Bearer <token>".
+	BearerToken string
+	// HTTPClient makes the requests. Defaults to a client of the Client's own
+	// with a tuned Transport (keep-alive, DefaultMaxIdleConnsPerHost idle
+	// connections per host, no overall timeout: contexts bound calls).
+	// Its Timeout, if any, must leave room for lease long-polls.
+	HTTPClient *http.Client
+	// Timeout bounds a call whose context has no deadline. Defaults to
+	// DefaultClientTimeout; negative means no bound but the context's.
+	Timeout time.Duration
+	// LongPollMargin is added to a lease's waitMs to bound its request (when
+	// that is longer than Timeout). Defaults to DefaultLongPollMargin;
+	// negative is an error.
+	LongPollMargin time.Duration
+	// MaxResponseBytes bounds a response body; a larger one is an error with
+	// code CodeResponseTooLarge. Defaults to DefaultMaxResponseBytes; negative
+	// is an error.
+	MaxResponseBytes int64
+}
+
+// Client is the Go client of the wire protocol. It implements
+// resourcelease.Dispatcher, so code written against a Dispatcher (a Worker,
+// say) runs over the network unchanged, and it sends raw calls with Call.
+//
+// Errors are *resourcelease.Error rebuilt from the response, so
+// errors.Is(err, resourcelease.ErrUnknownToken) holds across the wire; a
+// server that cannot be reached gives status unavailable with code
+// CodeTransportUnavailable and the cause in Err. A call's context deadline is
+// sent as Rpc-Ttl-Ms.
+//
+// A Client is safe for concurrent use; make one per server and reuse it.
+type Client struct {
+	url            string
+	namespace      string
+	service        string
+	caller         string
+	peerID         string
+	authorization  string
+	hc             *http.Client
+	ownsHC         bool
+	timeout        time.Duration // 0: none
+	longPollMargin time.Duration
+	maxResponse    int64
+}
+
+var _ resourcelease.Dispatcher = (*Client)(nil)
+
+// NewClient returns a client of the handler at rawURL (for the demo,
+// "http://127.0.0.1:7420/yarpc/v1").
+func NewClient(rawURL string, opts ClientOptions) (*Client, error) {
+	u, err := url.Parse(rawURL)
+	if err != nil {
+		return nil, fmt.Errorf("transport: NewClient: invalid URL %q: %w", rawURL, err)
+	}
+	if u.Scheme != "http" && u.Scheme != "https" || u.Host == "" {
+		return nil, fmt.Errorf("transport: NewClient: invalid URL %q: want http:// or https:// and a host", rawURL)
+	}
+	c := &Client{
+		url:            u.String(),
+		namespace:      opts.Namespace,
+		service:        opts.Service,
+		caller:         opts.Caller,
+		peerID:         opts.PeerID,
+		hc:             opts.HTTPClient,
+		timeout:        opts.Timeout,
+		longPollMargin: opts.LongPollMargin,
+		maxResponse:    opts.MaxResponseBytes,
+	}
+	if c.namespace == "" {
+		c.namespace = DefaultNamespace
+	}
+	if strings.Contains(c.namespace, "::") || strings.IndexFunc(c.namespace, isSpaceOrControl) >= 0 {
+		return nil, fmt.Errorf("transport: NewClient: invalid Namespace %q: it must not contain \"::\" or white space", c.namespace)
+	}
+	for name, v := range map[string]string{"Service": opts.Service, "Caller": opts.Caller, "PeerID": opts.PeerID, "BearerToken": opts.BearerToken} {
+		if headerSafe(v, len(v)) != v || strings.TrimSpace(v) != v {
+			return nil, fmt.Errorf("transport: NewClient: %s must be a valid header value without surrounding white space", name)
+		}
+	}
+	if opts.BearerToken != "" {
+		c.authorization = "Bearer " + opts.BearerToken
+	}
+	switch {
+	case c.timeout == 0:
+		c.timeout = DefaultClientTimeout
+	case c.timeout < 0:
+		c.timeout = 0
+	}
+	switch {
+	case c.longPollMargin < 0:
+		return nil, fmt.Errorf("transport: NewClient: LongPollMargin must not be negative, got %v", c.longPollMargin)
+	case c.longPollMargin == 0:
+		c.longPollMargin = DefaultLongPollMargin
+	}
+	switch {
+	case c.maxResponse < 0:
+		return nil, fmt.Errorf("transport: NewClient: MaxResponseBytes must not be negative, got %d", c.maxResponse)
+	case c.maxResponse == 0:
+		c.maxResponse = DefaultMaxResponseBytes
+	}
+	if c.hc == nil {
+		c.hc = &http.Client{Transport: newTransport()}
+		c.ownsHC = true
+	}
+	return c, nil
+}
+
+// newTransport returns the default client's Transport: the standard one's
+// settings (proxy from the environment, dial and TLS timeouts, HTTP/2) with
+// more idle connections kept per host.
+func newTransport() *http.Transport {
+	var t *http.Transport
+	if dt, ok := http.DefaultTransport.(*http.Transport); ok {
+		t = dt.Clone()
+	} else {
+		t = &http.Transport{
+			Proxy:                 http.ProxyFromEnvironment,
+			DialContext:           (&net.Dialer{Timeout: 30 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+			ForceAttemptHTTP2:     true,
+			TLSHandshakeTimeout:   10 * time.Second,
+			ExpectContinueTimeout: time.Second,
+		}
+	}
+	t.MaxIdleConns = 4 * DefaultMaxIdleConnsPerHost
+	t.MaxIdleConnsPerHost = DefaultMaxIdleConnsPerHost
+	t.IdleConnTimeout = 90 * time.Second
+	return t
+}
+
+// Close releases the idle connections of the Client's own HTTP client (not
+// of one given in ClientOptions.HTTPClient). The Client stays usable. It
+// always returns nil.
+func (c *Client) Close() error {
+	if c.ownsHC {
+		c.hc.CloseIdleConnections()
+	}
+	return nil
+}
+
+// Call sends one raw call: body (JSON; nil or empty means {}) to the full
+// procedure name (for example "resourcelease.mesh::enqueue"), and returns the
+// response body of a success. It is what `leasectl request` uses.
+func (c *Client) Call(ctx context.Context, procedure string, body []byte) ([]byte, error) {
+	return c.call(ctx, procedure, body, 0)
+}
+
+// call sends one call. A context without a deadline gets the client's
+// timeout, stretched to minTimeout for long-polls.
+func (c *Client) call(ctx context.Context, procedure string, body []byte, minTimeout time.Duration) ([]byte, error) {
+	if _, ok := ctx.Deadline(); !ok && c.timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, max(c.timeout, minTimeout))
+		defer cancel()
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.url, bytes.NewReader(body))
+	if err != nil {
+		return nil, resourcelease.Errorf(resourcelease.StatusInvalidArgument, resourcelease.CodeInvalidArgument, "transport: %v", err)
+	}
+	h := req.Header
+	h.Set(HeaderProcedure, procedure)
+	h.Set(HeaderEncoding, "json")
+	h.Set("Content-Type", "application/json")
+	if c.service != "" {
+		h.Set(HeaderService, c.service)
+	}
+	if c.caller != "" {
+		h.Set(HeaderCaller, c.caller)
+	}
+	if c.peerID != "" {
+		h.Set(HeaderPeerID, c.peerID)
+	}
+	if c.authorization != "" {
+		h.Set("Authorization", c.authorization)
+	}
+	if dl, ok := ctx.Deadline(); ok {
+		left := time.Until(dl)
+		if left <= 0 {
+			return nil, transportError(ctx, context.DeadlineExceeded)
+		}
+		ms := (left + time.Millisecond - 1) / time.Millisecond
+		h.Set(HeaderTTLMs, strconv.FormatInt(int64(ms), 10))
+	}
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		return nil, transportError(ctx, err)
+	}
+	defer func() {
+		// Drain a little so that the connection can be reused, then close.
+		_, _ = io.CopyN(io.Discard, resp.Body, 4<<10)
+		_ = resp.Body.Close()
+	}()
+	out, err := io.ReadAll(io.LimitReader(resp.Body, c.maxResponse+1))
+	if err != nil {
+		return nil, transportError(ctx, err)
+	}
+	if int64(len(out)) > c.maxResponse {
+		return nil, resourcelease.Errorf(resourcelease.StatusResourceExhausted, CodeResponseTooLarge,
+			"transport: %s: response exceeds %d bytes", procedure, c.maxResponse)
+	}
+	if resp.StatusCode != http.StatusOK {
+		return nil, decodeError(resp, out)
+	}
+	return out, nil
+}
+
+// transportError is the error of a call that got no (complete) response: the
+// context's own error when it ended, unavailable otherwise.
+func transportError(ctx context.Context, err error) error {
+	if ctxErr := ctx.Err(); ctxErr != nil {
+		e := resourcelease.AsError(ctxErr)
+		return &resourcelease.Error{Status: e.Status, Code: e.Code, Message: e.Message, Err: err}
+	}
+	return &resourcelease.Error{
+		Status:  resourcelease.StatusUnavailable,
+		Code:    CodeTransportUnavailable,
+		Message: "transport: " + err.Error(),
+		Err:     err,
+	}
+}
+
+// roundTrip marshals req, calls verb and decodes the response into a new Resp.
+func roundTrip[Resp any](ctx context.Context, c *Client, verb string, req any, minTimeout time.Duration) (*Resp, error) {
+	out, err := c.callJSON(ctx, verb, req, minTimeout)
+	if err != nil {
+		return nil, err
+	}
+	resp := new(Resp)
+	if err := json.Unmarshal(out, resp); err != nil {
+		return nil, malformedResponse(verb, err)
+	}
+	return resp, nil
+}
+
+func (c *Client) callJSON(ctx context.Context, verb string, req any, minTimeout time.Duration) ([]byte, error) {
+	body, err := json.Marshal(req)
+	if err != nil {
+		return nil, &resourcelease.Error{Status: resourcelease.StatusInvalidArgument, Code: resourcelease.CodeInvalidArgument,
+			Message: "transport: cannot encode the request: " + err.Error(), Err: err}
+	}
+	return c.call(ctx, Procedure(c.namespace, verb), body, minTimeout)
+}
+
+func malformedResponse(verb string, err error) error {
+	return &resourcelease.Error{Status: resourcelease.StatusInternal, Code: CodeMalformedResponse,
+		Message: "transport: malformed " + verb + " response: " + err.Error(), Err: err}
+}
+
+// Enqueue calls the enqueue procedure.
+func (c *Client) Enqueue(ctx context.Context, req *resourcelease.EnqueueRequest) (*resourcelease.EnqueueResponse, error) {
+	return roundTrip[resourcelease.EnqueueResponse](ctx, c, VerbEnqueue, orEmpty(req), 0)
+}
+
+// Lease calls the lease procedure. It returns (nil, nil) when nothing was
+// available within the wait. A long-poll's request is allowed WaitMs plus
+// LongPollMargin when that is longer than the client's Timeout (a context
+// deadline, if set, still wins).
+func (c *Client) Lease(ctx context.Context, req *resourcelease.LeaseRequest) (*resourcelease.Lease, error) {
+	var minTimeout time.Duration
+	if req != nil && req.WaitMs > 0 {
+		minTimeout = time.Duration(min(req.WaitMs, maxTTLMs/2))*time.Millisecond + c.longPollMargin
+	}
+	out, err := c.callJSON(ctx, VerbLease, orEmpty(req), minTimeout)
+	if err != nil {
+		return nil, err
+	}
+	var l *resourcelease.Lease
+	if err := json.Unmarshal(out, &l); err != nil {
+		return nil, malformedResponse(VerbLease, err)
+	}
+	return l, nil
+}
+
+// Heartbeat calls the heartbeat procedure.
+func (c *Client) Heartbeat(ctx context.Context, req *resourcelease.HeartbeatRequest) (*resourcelease.HeartbeatResponse, error) {
+	return roundTrip[resourcelease.HeartbeatResponse](ctx, c, VerbHeartbeat, orEmpty(req), 0)
+}
+
+// Complete calls the complete procedure.
+func (c *Client) Complete(ctx context.Context, req *resourcelease.CompleteRequest) (*resourcelease.SuccessResponse, error) {
+	return roundTrip[resourcelease.SuccessResponse](ctx, c, VerbComplete, orEmpty(req), 0)
+}
+
+// Fail calls the fail procedure.
+func (c *Client) Fail(ctx context.Context, req *resourcelease.FailRequest) (*resourcelease.SuccessResponse, error) {
+	return roundTrip[resourcelease.SuccessResponse](ctx, c, VerbFail, orEmpty(req), 0)
+}
+
+// Drain calls the drain procedure.
+func (c *Client) Drain(ctx context.Context, req *resourcelease.DrainRequest) (*resourcelease.DrainResponse, error) {
+	return roundTrip[resourcelease.DrainResponse](ctx, c, VerbDrain, orEmpty(req), 0)
+}
+
+// Restore calls the restore procedure.
+func (c *Client) Restore(ctx context.Context, req *resourcelease.RestoreRequest) (*resourcelease.RestoreResponse, error) {
+	return roundTrip[resourcelease.RestoreResponse](ctx, c, VerbRestore, orEmpty(req), 0)
+}
+
+// Stats calls the stats procedure.
+func (c *Client) Stats(ctx context.Context, req *resourcelease.StatsRequest) (*resourcelease.Stats, error) {
+	return roundTrip[resourcelease.Stats](ctx, c, VerbStats, orEmpty(req), 0)
+}
+
+// DeadLetters calls the deadletters procedure.
+func (c *Client) DeadLetters(ctx context.Context, req *resourcelease.DeadLettersRequest) (*resourcelease.DeadLettersResponse, error) {
+	return roundTrip[resourcelease.DeadLettersResponse](ctx, c, VerbDeadLetters, orEmpty(req), 0)
+}
+
+// Redrive calls the redrive procedure.
+func (c *Client) Redrive(ctx context.Context, req *resourcelease.RedriveRequest) (*resourcelease.RedriveResponse, error) {
+	return roundTrip[resourcelease.RedriveResponse](ctx, c, VerbRedrive, orEmpty(req), 0)
+}
+
+// Purge calls the purge procedure.
+func (c *Client) Purge(ctx context.Context, req *resourcelease.PurgeRequest) (*resourcelease.PurgeResponse, error) {
+	return roundTrip[resourcelease.PurgeResponse](ctx, c, VerbPurge, orEmpty(req), 0)
+}
+
+// orEmpty sends {} rather than null for a nil request.
+func orEmpty[T any](req *T) *T {
+	if req == nil {
+		return new(T)
+	}
+	return req
+}

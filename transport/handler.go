@@ -1,0 +1,532 @@
+package transport
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"runtime/debug"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/leasemesh/leasemesh/resourcelease"
+)
+
+// Defaults of HandlerOptions.
+const (
+	// DefaultMaxBodyBytes is the default request body limit: 4 MiB.
+	DefaultMaxBodyBytes = 4 << 20
+	// DefaultMaxWait is the default cap on a lease long-poll: 60 s.
+	DefaultMaxWait = 60 * time.Second
+	// DefaultMaxTTL is the default cap on a request's deadline: 10 min.
+	DefaultMaxTTL = 10 * time.Minute
+)
+
+// HandlerOptions configure NewHandler. The zero value of every field means its
+// documented default; a bad value makes NewHandler return an error.
+type HandlerOptions struct {
+	// Service is the service name. When set, a request whose Rpc-Service
+	// header is present and different gets not-found. Defaults to "": any
+	// Rpc-Service is accepted.
+	Service string
+	// Namespace is the procedure namespace: the handler serves
+	// "<Namespace>::<verb>" and answers any other procedure with not-found.
+	// Defaults to DefaultNamespace ("resourcelease"). It must not contain
+	// "::" or white space.
+	Namespace string
+	// MaxBodyBytes limits the request body; a larger one gets
+	// resource-exhausted. Defaults to DefaultMaxBodyBytes (4 MiB); negative is
+	// an error.
+	MaxBodyBytes int64
+	// MaxWait caps a lease's long-poll: a larger waitMs is cut to it. Defaults
+	// to DefaultMaxWait (60 s); negative is an error.
+	MaxWait time.Duration
+	// MaxTTL caps every request's deadline: a TTL or deadline header further
+	// away is cut to it, and a request without one gets it. Defaults to
+	// DefaultMaxTTL (10 min); negative is an error.
+	MaxTTL time.Duration
+	// Authorize, when set, is called for every POST before anything else is
+	// looked at. A non-nil result refuses the request: a *resourcelease.Error
+	// is sent with its own status (BearerToken returns unauthenticated or
+	// permission-denied); any other error is sent as unauthenticated with a
+	// generic message. Defaults to nil: no authorization.
+	Authorize func(*http.Request) error
+	// Middleware wraps the protocol handler, Middleware[0] outermost. It runs
+	// after the method check and Authorize and before the headers are parsed;
+	// the backpressure rate limiter plugs in here (see OnlyProcedures and
+	// WriteError). Requests it refuses are still counted in the metrics.
+	Middleware []func(http.Handler) http.Handler
+	// Logger receives internal errors (with their cause, which never goes on
+	// the wire), recovered panics and, at debug level, refused requests.
+	// Defaults to slog.Default().
+	Logger *slog.Logger
+	// Registerer, when set, receives the metrics rpc_requests_total{procedure,
+	// status} and rpc_request_duration_seconds{procedure}. Handlers sharing a
+	// registry share the metrics; handlers on different registries are
+	// independent. Defaults to nil: no metrics.
+	Registerer prometheus.Registerer
+}
+
+// handler serves the wire protocol for one Dispatcher. It is immutable after
+// NewHandler and safe for concurrent use.
+type handler struct {
+	d         resourcelease.Dispatcher
+	service   string
+	maxBody   int64
+	maxWait   time.Duration
+	maxTTL    time.Duration
+	authorize func(*http.Request) error
+	logger    *slog.Logger
+	metrics   *rpcMetrics
+	routes    map[string]route // by full procedure name
+	inner     http.Handler     // Middleware around serveRPC
+}
+
+// route is one procedure: serve decodes the body, checks it, calls the
+// Dispatcher and encodes the result.
+type route struct {
+	procedure string
+	serve     func(h *handler, ctx context.Context, body []byte) ([]byte, error)
+}
+
+// NewHandler returns the http.Handler that serves d over the yarpc-style
+// HTTP/JSON protocol of DESIGN §9. It answers every path it is given, so mount
+// it at the path of your choice (the demo uses "/yarpc/v1").
+//
+// A request is a POST whose Rpc-Procedure header names "<namespace>::<verb>"
+// and whose body is the JSON request of that verb (empty means {}; unknown
+// fields are ignored). A success is HTTP 200 with the JSON response (the
+// lease verb answers null when nothing was available) and no Rpc-Status
+// header: a response is a success exactly when its status is 200. An error
+// has the HTTP status of its resourcelease.Status, the headers Rpc-Status,
+// Rpc-Error-Code and Rpc-Error-Message, and the body
+// {"message","status","code","metadata"}. Errors that are not
+// *resourcelease.Error, and panics in d, are sent as internal with a generic
+// message and logged. A method other than POST gets 405 with "Allow: POST"
+// (status invalid-argument, code CodeMethodNotAllowed).
+//
+// The request's deadline (Rpc-Ttl-Ms, Context-TTL-MS or Rpc-Deadline, the
+// earliest if several, capped by MaxTTL) bounds the context given to d, which
+// also ends when the client goes away. The context carries a
+// resourcelease.CallInfo with the Rpc-Caller, x-peer-id and Rpc-Service
+// headers.
+func NewHandler(d resourcelease.Dispatcher, opts HandlerOptions) (http.Handler, error) {
+	if d == nil {
+		return nil, errors.New("transport: NewHandler: nil Dispatcher")
+	}
+	h := &handler{
+		d:         d,
+		service:   opts.Service,
+		maxBody:   opts.MaxBodyBytes,
+		maxWait:   opts.MaxWait,
+		maxTTL:    opts.MaxTTL,
+		authorize: opts.Authorize,
+		logger:    opts.Logger,
+	}
+	ns := opts.Namespace
+	if ns == "" {
+		ns = DefaultNamespace
+	}
+	if strings.Contains(ns, "::") || strings.IndexFunc(ns, isSpaceOrControl) >= 0 {
+		return nil, fmt.Errorf("transport: NewHandler: invalid Namespace %q: it must not contain \"::\" or white space", ns)
+	}
+	if strings.IndexFunc(h.service, isSpaceOrControl) >= 0 {
+		return nil, fmt.Errorf("transport: NewHandler: invalid Service %q: it must not contain white space", h.service)
+	}
+	switch {
+	case h.maxBody < 0:
+		return nil, fmt.Errorf("transport: NewHandler: MaxBodyBytes must not be negative, got %d", h.maxBody)
+	case h.maxWait < 0:
+		return nil, fmt.Errorf("transport: NewHandler: MaxWait must not be negative, got %v", h.maxWait)
+	case h.maxTTL < 0:
+		return nil, fmt.Errorf("transport: NewHandler: MaxTTL must not be negative, got %v", h.maxTTL)
+	}
+	if h.maxBody == 0 {
+		h.maxBody = DefaultMaxBodyBytes
+	}
+	if h.maxWait == 0 {
+		h.maxWait = DefaultMaxWait
+	}
+	if h.maxTTL == 0 {
+		h.maxTTL = DefaultMaxTTL
+	}
+	if h.logger == nil {
+		h.logger = slog.Default()
+	}
+	for i, mw := range opts.Middleware {
+		if mw == nil {
+			return nil, fmt.Errorf("transport: NewHandler: Middleware[%d] is nil", i)
+		}
+	}
+	if opts.Registerer != nil {
+		m, err := newRPCMetrics(opts.Registerer)
+		if err != nil {
+			return nil, err
+		}
+		h.metrics = m
+	}
+	h.routes = make(map[string]route)
+	add := func(verb string, serve func(*handler, context.Context, []byte) ([]byte, error)) {
+		p := Procedure(ns, verb)
+		h.routes[p] = route{procedure: p, serve: serve}
+	}
+	add(VerbEnqueue, unary(resourcelease.Dispatcher.Enqueue, false, checkEnqueue))
+	add(VerbLease, unary(resourcelease.Dispatcher.Lease, true, checkLease))
+	add(VerbHeartbeat, unary(resourcelease.Dispatcher.Heartbeat, false, func(_ *handler, r *resourcelease.HeartbeatRequest) error {
+		return checkToken(r.OwnershipToken)
+	}))
+	add(VerbComplete, unary(resourcelease.Dispatcher.Complete, false, func(_ *handler, r *resourcelease.CompleteRequest) error {
+		return checkToken(r.OwnershipToken)
+	}))
+	add(VerbFail, unary(resourcelease.Dispatcher.Fail, false, func(_ *handler, r *resourcelease.FailRequest) error {
+		return checkToken(r.OwnershipToken)
+	}))
+	add(VerbDrain, unary(resourcelease.Dispatcher.Drain, false, nil))
+	add(VerbRestore, unary(resourcelease.Dispatcher.Restore, false, nil))
+	add(VerbStats, unary(resourcelease.Dispatcher.Stats, false, nil))
+	add(VerbDeadLetters, unary(resourcelease.Dispatcher.DeadLetters, false, nil))
+	add(VerbRedrive, unary(resourcelease.Dispatcher.Redrive, false, nil))
+	add(VerbPurge, unary(resourcelease.Dispatcher.Purge, false, nil))
+
+	var inner http.Handler = http.HandlerFunc(h.serveRPC)
+	for i := len(opts.Middleware) - 1; i >= 0; i-- {
+		inner = opts.Middleware[i](inner)
+		if inner == nil {
+			return nil, fmt.Errorf("transport: NewHandler: Middleware[%d] returned a nil handler", i)
+		}
+	}
+	h.inner = inner
+	return h, nil
+}
+
+func isSpaceOrControl(r rune) bool { return r <= ' ' || r == 0x7f }
+
+// unary adapts one Dispatcher method to a route. allowNull lets the method
+// answer (nil, nil), encoded as null (lease); for the others it is a bug in
+// the Dispatcher, reported as internal.
+func unary[Req, Resp any](
+	call func(resourcelease.Dispatcher, context.Context, *Req) (*Resp, error),
+	allowNull bool,
+	check func(*handler, *Req) error,
+) func(*handler, context.Context, []byte) ([]byte, error) {
+	return func(h *handler, ctx context.Context, body []byte) ([]byte, error) {
+		req := new(Req)
+		if err := decodeRequest(body, req); err != nil {
+			return nil, err
+		}
+		if check != nil {
+			if err := check(h, req); err != nil {
+				return nil, err
+			}
+		}
+		resp, err := call(h.d, ctx, req)
+		if err != nil {
+			return nil, err
+		}
+		if resp == nil {
+			if allowNull {
+				return []byte("null"), nil
+			}
+			return nil, fmt.Errorf("dispatcher returned neither a response nor an error")
+		}
+		return json.Marshal(resp)
+	}
+}
+
+// decodeRequest decodes a request body into req. An empty body is {}.
+func decodeRequest(body []byte, req any) error {
+	if len(bytes.TrimSpace(body)) == 0 {
+		return nil
+	}
+	err := json.Unmarshal(body, req)
+	if err == nil {
+		return nil
+	}
+	var (
+		typeErr   *json.UnmarshalTypeError
+		syntaxErr *json.SyntaxError
+		msg       string
+	)
+	switch {
+	case errors.As(err, &typeErr) && typeErr.Field != "":
+		msg = fmt.Sprintf("malformed request body: field %q: cannot use JSON %s as %s", typeErr.Field, typeErr.Value, jsonKind(typeErr.Type.Kind().String()))
+	case errors.As(err, &typeErr):
+		msg = fmt.Sprintf("malformed request body: cannot use JSON %s here", typeErr.Value)
+	case errors.As(err, &syntaxErr):
+		msg = fmt.Sprintf("malformed request body: invalid JSON at offset %d", syntaxErr.Offset)
+	default:
+		msg = "malformed request body: " + headerSafe(strings.TrimPrefix(err.Error(), "json: "), 200)
+	}
+	return &resourcelease.Error{Status: resourcelease.StatusInvalidArgument, Code: resourcelease.CodeInvalidArgument, Message: msg}
+}
+
+// jsonKind names a Go kind the way a JSON client thinks of it.
+func jsonKind(kind string) string {
+	switch kind {
+	case "int", "int8", "int16", "int32", "int64", "uint", "uint8", "uint16", "uint32", "uint64", "float32", "float64":
+		return "a number"
+	case "string":
+		return "a string"
+	case "bool":
+		return "a boolean"
+	case "map", "struct":
+		return "an object"
+	case "slice", "array":
+		return "an array"
+	}
+	return "this field"
+}
+
+func checkEnqueue(_ *handler, r *resourcelease.EnqueueRequest) error {
+	return r.Payload.Validate()
+}
+
+func checkLease(h *handler, r *resourcelease.LeaseRequest) error {
+	if r.WaitMs < 0 {
+		return resourcelease.Errorf(resourcelease.StatusInvalidArgument, resourcelease.CodeInvalidArgument,
+			"waitMs must not be negative, got %d", r.WaitMs)
+	}
+	if max := h.maxWait.Milliseconds(); r.WaitMs > max {
+		r.WaitMs = max
+	}
+	return nil
+}
+
+func checkToken(t *resourcelease.OwnershipToken) error {
+	if t == nil || t.IsZero() {
+		return resourcelease.Errorf(resourcelease.StatusInvalidArgument, resourcelease.CodeTokenRequired, "ownershipToken is required")
+	}
+	return nil
+}
+
+// ServeHTTP records metrics, recovers panics, checks the method and
+// authorization, then runs the middleware chain and the protocol.
+func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	label := unknownProcedureLabel
+	if _, ok := h.routes[r.Header.Get(HeaderProcedure)]; ok {
+		label = r.Header.Get(HeaderProcedure)
+	}
+	rec := &statusRecorder{ResponseWriter: w}
+	defer func() {
+		p := recover()
+		if p != nil && p != http.ErrAbortHandler { //nolint:errorlint // sentinel panic value, compared as net/http does
+			h.logger.Error("transport: panic serving request", "procedure", label, "panic", fmt.Sprint(p), "stack", string(debug.Stack()))
+			if rec.status == 0 {
+				writeWireError(rec, internalError())
+			}
+		}
+		if h.metrics != nil {
+			h.metrics.requests.WithLabelValues(label, rec.statusLabel()).Inc()
+			h.metrics.duration.WithLabelValues(label).Observe(time.Since(start).Seconds())
+		}
+		if p == http.ErrAbortHandler { //nolint:errorlint // see above
+			panic(p)
+		}
+	}()
+	if r.Method != http.MethodPost {
+		rec.Header().Set("Allow", http.MethodPost)
+		h.logger.Debug("transport: refused request", "method", r.Method, "reason", "method not allowed")
+		writeWireErrorStatus(rec, resourcelease.Errorf(resourcelease.StatusInvalidArgument, CodeMethodNotAllowed,
+			"method %s is not allowed; use POST", headerSafe(r.Method, 32)), http.StatusMethodNotAllowed)
+		return
+	}
+	if h.authorize != nil {
+		if err := h.authorize(r); err != nil {
+			e := authError(err)
+			h.logger.Debug("transport: unauthorized request", "procedure", label, "status", string(e.Status), "error", err)
+			if e.Status == resourcelease.StatusUnauthenticated {
+				rec.Header().Set("WWW-Authenticate", "Bearer")
+			}
+			writeWireError(rec, e)
+			return
+		}
+	}
+	h.inner.ServeHTTP(rec, r)
+}
+
+func internalError() *resourcelease.Error {
+	return &resourcelease.Error{Status: resourcelease.StatusInternal, Code: resourcelease.CodeInternal, Message: "internal error"}
+}
+
+// authError is the error sent for a failed Authorize: its own *Error, or
+// unauthenticated with a generic message.
+func authError(err error) *resourcelease.Error {
+	var e *resourcelease.Error
+	if errors.As(err, &e) {
+		return wireError(e)
+	}
+	return &resourcelease.Error{Status: resourcelease.StatusUnauthenticated, Code: CodeUnauthenticated, Message: "request is not authenticated", Err: err}
+}
+
+// call is what the headers of a request say.
+type call struct {
+	route    route
+	deadline time.Time
+	info     resourcelease.CallInfo
+}
+
+// parseCall applies the header rules of DESIGN §9.
+func (h *handler) parseCall(r *http.Request, now time.Time) (call, *resourcelease.Error) {
+	proc := r.Header.Get(HeaderProcedure)
+	if strings.TrimSpace(proc) == "" {
+		return call{}, resourcelease.Errorf(resourcelease.StatusInvalidArgument, CodeProcedureRequired, "the %s header is required", HeaderProcedure)
+	}
+	svc := r.Header.Get(HeaderService)
+	if h.service != "" && svc != "" && svc != h.service {
+		return call{}, resourcelease.Errorf(resourcelease.StatusNotFound, CodeUnknownService,
+			"unknown service %q (this is %q)", headerSafe(svc, 128), h.service)
+	}
+	rt, ok := h.routes[proc]
+	if !ok {
+		return call{}, resourcelease.Errorf(resourcelease.StatusNotFound, CodeUnknownProcedure,
+			"unknown procedure %q", headerSafe(proc, 128))
+	}
+	if err := checkEncoding(r.Header.Get(HeaderEncoding)); err != nil {
+		return call{}, err
+	}
+	deadline, err := requestDeadline(r.Header, now, h.maxTTL)
+	if err != nil {
+		return call{}, err
+	}
+	return call{
+		route:    rt,
+		deadline: deadline,
+		info: resourcelease.CallInfo{
+			Caller:  r.Header.Get(HeaderCaller),
+			PeerID:  r.Header.Get(HeaderPeerID),
+			Service: svc,
+		},
+	}, nil
+}
+
+// serveRPC is the protocol proper: headers, body, dispatch, response.
+func (h *handler) serveRPC(w http.ResponseWriter, r *http.Request) {
+	c, perr := h.parseCall(r, time.Now())
+	if perr != nil {
+		h.logger.Debug("transport: refused request", "procedure", r.Header.Get(HeaderProcedure), "status", string(perr.Status), "code", perr.Code)
+		writeWireError(w, perr)
+		return
+	}
+	body, err := h.readBody(w, r)
+	if err != nil {
+		h.writeError(w, c.route.procedure, err)
+		return
+	}
+	ctx, cancel := context.WithDeadline(resourcelease.WithCallInfo(r.Context(), c.info), c.deadline)
+	defer cancel()
+	if err := ctx.Err(); err != nil { // a deadline already past, or a client already gone
+		h.writeError(w, c.route.procedure, err)
+		return
+	}
+	out, err := h.invoke(ctx, c.route, body)
+	if err != nil {
+		h.writeError(w, c.route.procedure, err)
+		return
+	}
+	hdr := w.Header()
+	hdr.Set("Content-Type", "application/json")
+	hdr.Set("Content-Length", strconv.Itoa(len(out)))
+	w.WriteHeader(http.StatusOK)
+	_, _ = w.Write(out)
+}
+
+// readBody reads the whole body (which lets net/http notice a client that
+// goes away during a long-poll) within the size limit.
+func (h *handler) readBody(w http.ResponseWriter, r *http.Request) ([]byte, error) {
+	if r.ContentLength > h.maxBody {
+		return nil, bodyTooLarge(h.maxBody)
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, h.maxBody))
+	if err == nil {
+		return body, nil
+	}
+	var mbe *http.MaxBytesError
+	if errors.As(err, &mbe) {
+		return nil, bodyTooLarge(h.maxBody)
+	}
+	if ctxErr := r.Context().Err(); ctxErr != nil {
+		return nil, ctxErr
+	}
+	return nil, resourcelease.Errorf(resourcelease.StatusInvalidArgument, resourcelease.CodeInvalidArgument, "could not read the request body")
+}
+
+func bodyTooLarge(limit int64) error {
+	return resourcelease.Errorf(resourcelease.StatusResourceExhausted, CodeBodyTooLarge, "request body exceeds %d bytes", limit)
+}
+
+// invoke runs a route, turning a panic in the Dispatcher into an internal
+// error.
+func (h *handler) invoke(ctx context.Context, rt route, body []byte) (out []byte, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			h.logger.Error("transport: panic in dispatcher", "procedure", rt.procedure, "panic", fmt.Sprint(p), "stack", string(debug.Stack()))
+			out, err = nil, internalError()
+		}
+	}()
+	return rt.serve(h, ctx, body)
+}
+
+// writeError logs internal errors (with their cause) and writes err.
+func (h *handler) writeError(w http.ResponseWriter, procedure string, err error) {
+	e := wireError(err)
+	switch {
+	case e.Status == resourcelease.StatusInternal:
+		h.logger.Error("transport: internal error", "procedure", procedure, "code", e.Code, "error", err)
+	default:
+		h.logger.Debug("transport: request failed", "procedure", procedure, "status", string(e.Status), "code", e.Code)
+	}
+	writeWireError(w, e)
+}
+
+// statusRecorder remembers the status of the response for the metrics.
+type statusRecorder struct {
+	http.ResponseWriter
+	status    int
+	rpcStatus string
+}
+
+func (s *statusRecorder) WriteHeader(code int) {
+	if s.status == 0 && code >= 200 {
+		s.status = code
+		s.rpcStatus = s.Header().Get(HeaderStatus)
+	}
+	s.ResponseWriter.WriteHeader(code)
+}
+
+func (s *statusRecorder) Write(b []byte) (int, error) {
+	if s.status == 0 {
+		s.WriteHeader(http.StatusOK)
+	}
+	return s.ResponseWriter.Write(b)
+}
+
+// Flush lets middleware that streams flush through the recorder.
+func (s *statusRecorder) Flush() {
+	if s.status == 0 {
+		s.WriteHeader(http.StatusOK)
+	}
+	_ = http.NewResponseController(s.ResponseWriter).Flush()
+}
+
+// Unwrap gives http.ResponseController the underlying writer.
+func (s *statusRecorder) Unwrap() http.ResponseWriter { return s.ResponseWriter }
+
+// statusLabel is the status label of the metrics: "ok" for success, else the
+// wire status.
+func (s *statusRecorder) statusLabel() string {
+	if st := resourcelease.Status(s.rpcStatus); st.Valid() {
+		return string(st)
+	}
+	if s.status == 0 || s.status == http.StatusOK {
+		return okStatusLabel
+	}
+	return string(resourcelease.StatusFromHTTP(s.status))
+}

@@ -1,0 +1,83 @@
+package transport
+
+import (
+	"math"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/leasemesh/leasemesh/resourcelease"
+)
+
+// checkEncoding accepts an absent Rpc-Encoding, "json" and "application/json"
+// (case-insensitive, media-type parameters ignored).
+func checkEncoding(v string) *resourcelease.Error {
+	if i := strings.IndexByte(v, ';'); i >= 0 {
+		v = v[:i]
+	}
+	switch strings.ToLower(strings.TrimSpace(v)) {
+	case "", "json", "application/json":
+		return nil
+	}
+	return resourcelease.Errorf(resourcelease.StatusInvalidArgument, CodeUnsupportedEncoding,
+		"unsupported %s %q: want json or application/json", HeaderEncoding, headerSafe(v, 64))
+}
+
+// maxTTLMs is the largest TTL in milliseconds that fits a time.Duration.
+const maxTTLMs = math.MaxInt64 / int64(time.Millisecond)
+
+// parseTTLMs parses a TTL header value: a positive decimal number of
+// milliseconds that fits a time.Duration.
+func parseTTLMs(name, v string) (time.Duration, *resourcelease.Error) {
+	ms, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+	switch {
+	case err != nil:
+		return 0, resourcelease.Errorf(resourcelease.StatusInvalidArgument, CodeInvalidDeadline,
+			"%s %q is not a number of milliseconds", name, headerSafe(v, 64))
+	case ms <= 0:
+		return 0, resourcelease.Errorf(resourcelease.StatusInvalidArgument, CodeInvalidDeadline,
+			"%s must be positive, got %d", name, ms)
+	case ms > maxTTLMs:
+		return 0, resourcelease.Errorf(resourcelease.StatusInvalidArgument, CodeInvalidDeadline,
+			"%s %d is out of range", name, ms)
+	}
+	return time.Duration(ms) * time.Millisecond, nil
+}
+
+// requestDeadline computes a request's deadline from Rpc-Ttl-Ms,
+// Context-TTL-MS and Rpc-Deadline: every one present must be valid, the
+// earliest wins, and none may be later than now+maxTTL (later ones are cut to
+// it). Without any, the deadline is now+maxTTL.
+func requestDeadline(h http.Header, now time.Time, maxTTL time.Duration) (time.Time, *resourcelease.Error) {
+	deadline := now.Add(maxTTL)
+	for _, name := range [...]string{HeaderTTLMs, HeaderContextTTLMs} {
+		v := h.Get(name)
+		if v == "" {
+			continue
+		}
+		ttl, err := parseTTLMs(name, v)
+		if err != nil {
+			return time.Time{}, err
+		}
+		if ttl < maxTTL {
+			deadline = minTime(deadline, now.Add(ttl))
+		}
+	}
+	if v := strings.TrimSpace(h.Get(HeaderDeadline)); v != "" {
+		d, err := time.Parse(time.RFC3339Nano, v)
+		if err != nil {
+			return time.Time{}, resourcelease.Errorf(resourcelease.StatusInvalidArgument, CodeInvalidDeadline,
+				"%s %q is not an RFC 3339 time", HeaderDeadline, headerSafe(v, 64))
+		}
+		deadline = minTime(deadline, d)
+	}
+	return deadline, nil
+}
+
+func minTime(a, b time.Time) time.Time {
+	if b.Before(a) {
+		return b
+	}
+	return a
+}
