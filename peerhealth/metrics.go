@@ -1,0 +1,77 @@
+package peerhealth
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// descs are the Tracker's metric descriptors, built once in New.
+type descs struct {
+	healthy     *prometheus.Desc
+	unhealthy   *prometheus.Desc
+	assignments *prometheus.Desc
+	heartbeats  *prometheus.Desc
+	releases    *prometheus.Desc
+	disconnects *prometheus.Desc
+}
+
+func newDescs() descs {
+	return descs{
+		healthy: prometheus.NewDesc("peerhealth_peers_healthy",
+			"Number of known peers that are healthy.", nil, nil),
+		unhealthy: prometheus.NewDesc("peerhealth_peers_unhealthy",
+			"Number of known peers that are unhealthy.", nil, nil),
+		assignments: prometheus.NewDesc("peerhealth_assignments_total",
+			"Leases granted to peers.", nil, nil),
+		heartbeats: prometheus.NewDesc("peerhealth_heartbeats_total",
+			"Lease heartbeats received from peers.", nil, nil),
+		releases: prometheus.NewDesc("peerhealth_releases_total",
+			"Leases that ended normally, by outcome (completed or requeued).", []string{"outcome"}, nil),
+		disconnects: prometheus.NewDesc("peerhealth_disconnects_total",
+			"Leases peers lost by failure without requeue or by expiry, by reason.", []string{"reason"}, nil),
+	}
+}
+
+// Describe sends the descriptors of the Tracker's metrics: the gauges
+// peerhealth_peers_healthy and peerhealth_peers_unhealthy, and the counters
+// peerhealth_assignments_total, peerhealth_heartbeats_total,
+// peerhealth_releases_total{outcome} and peerhealth_disconnects_total{reason}.
+func (t *Tracker) Describe(ch chan<- *prometheus.Desc) {
+	ch <- t.descs.healthy
+	ch <- t.descs.unhealthy
+	ch <- t.descs.assignments
+	ch <- t.descs.heartbeats
+	ch <- t.descs.releases
+	ch <- t.descs.disconnects
+}
+
+// Collect sends the current values of the Tracker's metrics. Health is
+// evaluated at the time of the scrape.
+func (t *Tracker) Collect(ch chan<- prometheus.Metric) {
+	t.mu.Lock()
+	now := t.cfg.Clock.Now()
+	t.prune(now)
+	var healthy, unhealthy int
+	for _, p := range t.peers {
+		if t.healthy(p, now) {
+			healthy++
+		} else {
+			unhealthy++
+		}
+	}
+	assignments, heartbeats, releases := t.assignments, t.heartbeats, t.releases
+	disconnects := make(map[string]uint64, len(t.disconnects))
+	for k, v := range t.disconnects {
+		disconnects[k] = v
+	}
+	t.mu.Unlock()
+
+	ch <- prometheus.MustNewConstMetric(t.descs.healthy, prometheus.GaugeValue, float64(healthy))
+	ch <- prometheus.MustNewConstMetric(t.descs.unhealthy, prometheus.GaugeValue, float64(unhealthy))
+	ch <- prometheus.MustNewConstMetric(t.descs.assignments, prometheus.CounterValue, float64(assignments))
+	ch <- prometheus.MustNewConstMetric(t.descs.heartbeats, prometheus.CounterValue, float64(heartbeats))
+	ch <- prometheus.MustNewConstMetric(t.descs.releases, prometheus.CounterValue, float64(releases[0]), "completed")
+	ch <- prometheus.MustNewConstMetric(t.descs.releases, prometheus.CounterValue, float64(releases[1]), "requeued")
+	for reason, n := range disconnects {
+		ch <- prometheus.MustNewConstMetric(t.descs.disconnects, prometheus.CounterValue, float64(n), reason)
+	}
+}

@@ -1,0 +1,386 @@
+package peerhealth
+
+import (
+	"container/list"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+	"unicode/utf8"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/leasemesh/leasemesh/resourcelease"
+)
+
+// Defaults of Config.
+const (
+	// DefaultGracePeriod is how long a peer holding leases may go unheard
+	// before it is unhealthy.
+	DefaultGracePeriod = 30 * time.Second
+	// DefaultRetention is how long a peer without leases is remembered after
+	// it was last heard from.
+	DefaultRetention = 10 * time.Minute
+	// DefaultMaxMetadataKeys is the most gossip metadata entries kept per peer.
+	DefaultMaxMetadataKeys = 32
+)
+
+// MaxMetadataLength is the most bytes kept of a metadata key or value; longer
+// ones are cut at a UTF-8 boundary.
+const MaxMetadataLength = 256
+
+// maxReasonLabels bounds the distinct values of the reason label of
+// peerhealth_disconnects_total; further reasons are counted as "other".
+const maxReasonLabels = 32
+
+// Config configures a Tracker. The zero value of every field means its
+// documented default; negative values are an error.
+type Config struct {
+	// GracePeriod is how long a peer that holds leases may go without being
+	// heard from (assignment, heartbeat or release) before it is unhealthy.
+	// Defaults to 30s.
+	GracePeriod time.Duration
+	// Quarantine is how long after its last disconnect a peer that lost a
+	// lease and has not been heard from since stays ineligible for new leases.
+	// Defaults to GracePeriod.
+	Quarantine time.Duration
+	// Retention is how long a peer that holds no leases is remembered after it
+	// was last heard from (or last disconnected); then it is forgotten.
+	// Defaults to 10 minutes.
+	Retention time.Duration
+	// MaxMetadataKeys is the most gossip metadata entries kept per peer; when
+	// an assignment carries more, the first ones in key order are kept.
+	// Defaults to 32.
+	MaxMetadataKeys int
+	// Clock is the source of time for health decisions made at read time.
+	// Nil means resourcelease.SystemClock.
+	Clock resourcelease.Clock
+}
+
+func (c Config) withDefaults() (Config, error) {
+	for _, f := range [...]struct {
+		name string
+		v    time.Duration
+	}{
+		{"GracePeriod", c.GracePeriod},
+		{"Quarantine", c.Quarantine},
+		{"Retention", c.Retention},
+	} {
+		if f.v < 0 {
+			return c, fmt.Errorf("peerhealth: %s must not be negative, got %v", f.name, f.v)
+		}
+	}
+	if c.MaxMetadataKeys < 0 {
+		return c, fmt.Errorf("peerhealth: MaxMetadataKeys must not be negative, got %d", c.MaxMetadataKeys)
+	}
+	if c.GracePeriod == 0 {
+		c.GracePeriod = DefaultGracePeriod
+	}
+	if c.Quarantine == 0 {
+		c.Quarantine = c.GracePeriod
+	}
+	if c.Retention == 0 {
+		c.Retention = DefaultRetention
+	}
+	if c.MaxMetadataKeys == 0 {
+		c.MaxMetadataKeys = DefaultMaxMetadataKeys
+	}
+	if c.Clock == nil {
+		c.Clock = resourcelease.SystemClock
+	}
+	return c, nil
+}
+
+// Tracker keeps the lease health of every peer a dispatcher deals with. It
+// implements resourcelease.PeerHealth (the dispatcher feeds it) and
+// prometheus.Collector (register it with a registry of your choice). Create
+// one with New; it starts no goroutines and needs no Close. It is safe for
+// concurrent use.
+type Tracker struct {
+	cfg Config
+
+	mu    sync.Mutex
+	peers map[string]*peer
+	// idle holds the peers with no active leases, ordered by last contact
+	// (oldest first), so forgetting them costs O(1) per peer.
+	idle *list.List
+
+	assignments uint64
+	heartbeats  uint64
+	releases    [2]uint64 // [0] completed, [1] requeued
+	disconnects map[string]uint64
+
+	descs descs
+}
+
+var (
+	_ resourcelease.PeerHealth = (*Tracker)(nil)
+	_ prometheus.Collector     = (*Tracker)(nil)
+)
+
+// peer is one peer's state; it is guarded by Tracker.mu.
+type peer struct {
+	id string
+	// lastActivity is the last assignment, heartbeat or release.
+	lastActivity time.Time
+	// lastSeen is the later of lastActivity and the last disconnect; it drives
+	// retention.
+	lastSeen       time.Time
+	lastDisconnect *Disconnect
+	// lost counts the leases lost by disconnect since the last activity. It is
+	// the peer's pendingReassignments, and lost > 0 makes the peer unhealthy.
+	lost     int
+	active   map[resourcelease.OwnershipToken]struct{}
+	metadata map[string]string
+	// idleElem is the peer's element in Tracker.idle while it holds no
+	// leases, nil otherwise.
+	idleElem *list.Element
+}
+
+// New returns a Tracker configured by cfg.
+func New(cfg Config) (*Tracker, error) {
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	return &Tracker{
+		cfg:         cfg,
+		peers:       make(map[string]*peer),
+		idle:        list.New(),
+		disconnects: make(map[string]uint64),
+		descs:       newDescs(),
+	}, nil
+}
+
+// RecordAssignment records that a lease identified by token was granted to
+// peerID at at (the clock's now when zero). The token becomes one of the
+// peer's active leases, the peer counts as heard from, and metadata (the
+// leased item's attributes), when not empty, replaces the peer's gossip
+// metadata (bounded by Config.MaxMetadataKeys and MaxMetadataLength).
+func (t *Tracker) RecordAssignment(peerID string, token resourcelease.OwnershipToken, metadata map[string]string, at time.Time) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	at = t.at(at)
+	t.assignments++
+	p := t.touch(peerID, at)
+	p.activity(at)
+	t.addActive(p, token)
+	if len(metadata) > 0 {
+		p.metadata = boundMetadata(metadata, t.cfg.MaxMetadataKeys)
+	}
+	t.prune(at)
+}
+
+// RecordHeartbeat records that peerID extended the lease identified by token
+// at at (the clock's now when zero). The peer counts as heard from, and the
+// token is marked active if the tracker did not know it (as after a
+// dispatcher restart that kept its leases). pendingCount, the queue's
+// pending count at the heartbeat, says nothing about the peer and is not
+// kept.
+func (t *Tracker) RecordHeartbeat(peerID string, token resourcelease.OwnershipToken, pendingCount int, at time.Time) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	at = t.at(at)
+	t.heartbeats++
+	p := t.touch(peerID, at)
+	p.activity(at)
+	t.addActive(p, token)
+	t.prune(at)
+}
+
+// RecordRelease records that the lease identified by token ended normally at
+// at (the clock's now when zero): completed, or failed with requeue when
+// requeued is true. The peer counts as heard from.
+func (t *Tracker) RecordRelease(peerID string, token resourcelease.OwnershipToken, requeued bool, at time.Time) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	at = t.at(at)
+	if requeued {
+		t.releases[1]++
+	} else {
+		t.releases[0]++
+	}
+	p := t.touch(peerID, at)
+	p.activity(at)
+	t.removeActive(p, token)
+	t.prune(at)
+}
+
+// RecordDisconnect records that peerID lost the lease identified by token at
+// at (the clock's now when zero): it failed it without requeue, or the lease
+// expired. reason says which (it labels the disconnect counter). The peer is
+// unhealthy until it is heard from again, and the lease counts as one of its
+// pending reassignments.
+func (t *Tracker) RecordDisconnect(peerID string, token resourcelease.OwnershipToken, reason string, at time.Time) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	at = t.at(at)
+	t.countDisconnect(reason)
+	p := t.touch(peerID, at)
+	p.lastDisconnect = &Disconnect{Time: at, Reason: truncate(reason)}
+	p.lost++
+	t.removeActive(p, token)
+	t.prune(at)
+}
+
+// IsPeerEligible reports whether peerID may be granted a lease: unknown and
+// healthy peers may; an unhealthy peer may not, unless it is unhealthy only
+// because it lost a lease and its last disconnect is older than
+// Config.Quarantine (see the package doc).
+func (t *Tracker) IsPeerEligible(peerID string) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	now := t.cfg.Clock.Now()
+	t.prune(now)
+	p, ok := t.peers[peerID]
+	if !ok {
+		return true
+	}
+	return t.eligible(p, now)
+}
+
+// at returns at, or the clock's now when at is zero.
+func (t *Tracker) at(at time.Time) time.Time {
+	if at.IsZero() {
+		return t.cfg.Clock.Now()
+	}
+	return at
+}
+
+// touch returns peerID's state, creating it, and records contact at at.
+// t.mu must be held.
+func (t *Tracker) touch(peerID string, at time.Time) *peer {
+	p, ok := t.peers[peerID]
+	if !ok {
+		p = &peer{id: peerID}
+		t.peers[peerID] = p
+	}
+	if at.After(p.lastSeen) {
+		p.lastSeen = at
+	}
+	if len(p.active) == 0 {
+		// (Re)queue at the back of the idle list: it was just seen.
+		if p.idleElem != nil {
+			t.idle.MoveToBack(p.idleElem)
+		} else {
+			p.idleElem = t.idle.PushBack(p)
+		}
+	}
+	return p
+}
+
+func (p *peer) activity(at time.Time) {
+	if at.After(p.lastActivity) {
+		p.lastActivity = at
+	}
+	p.lost = 0
+}
+
+// addActive marks token active for p, taking p off the idle list. t.mu must
+// be held.
+func (t *Tracker) addActive(p *peer, token resourcelease.OwnershipToken) {
+	if p.active == nil {
+		p.active = make(map[resourcelease.OwnershipToken]struct{})
+	}
+	p.active[token] = struct{}{}
+	if p.idleElem != nil {
+		t.idle.Remove(p.idleElem)
+		p.idleElem = nil
+	}
+}
+
+// removeActive ends token for p; a peer left with no leases joins the back of
+// the idle list. t.mu must be held.
+func (t *Tracker) removeActive(p *peer, token resourcelease.OwnershipToken) {
+	delete(p.active, token)
+	if len(p.active) == 0 && p.idleElem == nil {
+		p.idleElem = t.idle.PushBack(p)
+	}
+}
+
+// prune forgets the idle peers not seen for longer than Retention. The idle
+// list is ordered by last contact as long as callers pass non-decreasing
+// times; an out-of-order time only delays forgetting the peers behind it.
+// t.mu must be held.
+func (t *Tracker) prune(now time.Time) {
+	for e := t.idle.Front(); e != nil; e = t.idle.Front() {
+		p := e.Value.(*peer)
+		if now.Sub(p.lastSeen) <= t.cfg.Retention {
+			return
+		}
+		t.idle.Remove(e)
+		p.idleElem = nil
+		delete(t.peers, p.id)
+	}
+}
+
+// countDisconnect counts a disconnect under a bounded set of reason labels
+// (valid UTF-8, or the scrape would fail).
+// t.mu must be held.
+func (t *Tracker) countDisconnect(reason string) {
+	label := strings.ToValidUTF8(truncate(reason), "\uFFFD")
+	if label == "" {
+		label = "unspecified"
+	}
+	if _, ok := t.disconnects[label]; !ok && len(t.disconnects) >= maxReasonLabels {
+		label = "other"
+	}
+	t.disconnects[label]++
+}
+
+// healthy applies the health rules of the package doc. t.mu must be held.
+func (t *Tracker) healthy(p *peer, now time.Time) bool {
+	return p.lost == 0 && !t.stale(p, now)
+}
+
+// stale reports whether p holds leases it has not heartbeated within the
+// grace period.
+func (t *Tracker) stale(p *peer, now time.Time) bool {
+	return len(p.active) > 0 && now.Sub(p.lastActivity) > t.cfg.GracePeriod
+}
+
+// eligible applies the eligibility rule of the package doc. t.mu must be held.
+func (t *Tracker) eligible(p *peer, now time.Time) bool {
+	if t.stale(p, now) {
+		return false
+	}
+	if p.lost == 0 {
+		return true
+	}
+	return now.Sub(p.lastDisconnect.Time) > t.cfg.Quarantine
+}
+
+// boundMetadata copies md, keeping at most max entries (the first in key
+// order) and cutting keys and values to MaxMetadataLength bytes.
+func boundMetadata(md map[string]string, max int) map[string]string {
+	out := make(map[string]string, min(len(md), max))
+	if len(md) <= max {
+		for k, v := range md {
+			out[truncate(k)] = truncate(v)
+		}
+		return out
+	}
+	keys := make([]string, 0, len(md))
+	for k := range md {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	for _, k := range keys[:max] {
+		out[truncate(k)] = truncate(md[k])
+	}
+	return out
+}
+
+// truncate cuts s to at most MaxMetadataLength bytes without splitting a
+// UTF-8 sequence.
+func truncate(s string) string {
+	if len(s) <= MaxMetadataLength {
+		return s
+	}
+	cut := MaxMetadataLength
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut]
+}
