@@ -1,0 +1,539 @@
+package transport
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"log/slog"
+	"net/http"
+	"runtime/debug"
+	"strconv"
+	"strings"
+
+	"github.com/leasemesh/leasemesh/resourcelease"
+)
+
+// DefaultControlPrefix is the path prefix the control plane is served under
+// when ControlOptions.Prefix is empty (DESIGN §10).
+const DefaultControlPrefix = "/omnirelay/control"
+
+// Defaults and bounds of the control plane.
+const (
+	// DefaultReplicationLimit is the number of events GET /replication returns
+	// when the request has no limit.
+	DefaultReplicationLimit = 100
+	// MaxReplicationLimit is the most events GET /replication returns; larger
+	// limits are cut to it.
+	MaxReplicationLimit = 1000
+)
+
+// Codes of the errors the control plane itself produces. It also uses those
+// of package resourcelease (CodeInvalidArgument for a malformed body) and of
+// the RPC handler (CodeMethodNotAllowed, CodeBodyTooLarge, CodeUnauthenticated).
+const (
+	// CodeControlUnknownEndpoint: the path is not a control-plane endpoint.
+	CodeControlUnknownEndpoint = "resourcelease.control.unknown_endpoint"
+	// CodeControlNotConfigured: the endpoint's source (Dispatcher, Peers,
+	// Backpressure or Events) was not given to NewControlHandler.
+	CodeControlNotConfigured = "resourcelease.control.not_configured"
+	// CodeControlInvalidQuery: a query parameter is malformed or out of range.
+	CodeControlInvalidQuery = "resourcelease.control.invalid_query"
+	// CodeControlInvalidAction: POST /deadletters named no action, or one
+	// other than redrive and purge.
+	CodeControlInvalidAction = "resourcelease.control.invalid_action"
+)
+
+// EventReader reads the replication log from a sequence number; every
+// resourcelease.Replicator is one. When it also has a
+// LastSequence() int64 method (as Replicators do), GET /replication reports
+// the newest sequence number too.
+type EventReader interface {
+	// ReadEvents returns up to limit events with SequenceNumber > after,
+	// oldest first.
+	ReadEvents(ctx context.Context, after int64, limit int) ([]resourcelease.Event, error)
+}
+
+// lastSequencer is the optional ability of an EventReader to report the
+// newest sequence number, so a tailer knows whether to ask again at once.
+type lastSequencer interface {
+	LastSequence() int64
+}
+
+// ControlOptions configure NewControlHandler. The zero value serves every
+// endpoint under DefaultControlPrefix with nothing configured: each endpoint
+// then answers unimplemented (HTTP 501, CodeControlNotConfigured) until its
+// source is set.
+type ControlOptions struct {
+	// Prefix is the path the endpoints are served under, e.g. GET
+	// <Prefix>/stats. Defaults to DefaultControlPrefix; a trailing slash is
+	// ignored, and "/" serves the endpoints at the root.
+	Prefix string
+
+	// Dispatcher serves /stats, /drain, /restore and /deadletters with the
+	// same request and response types as the RPC procedures.
+	Dispatcher resourcelease.Dispatcher
+
+	// Peers returns the peer-health payload served by GET /peers as JSON,
+	// typically a peerhealth.Tracker's Diagnostics. An error is written as
+	// a wire error.
+	Peers func(ctx context.Context) (any, error)
+
+	// Backpressure returns the latest backpressure signal served by GET
+	// /backpressure as JSON; ok is false when there has been none yet (the
+	// endpoint then answers 204 No Content).
+	Backpressure func() (signal any, ok bool)
+
+	// Events is the replication log served by GET /replication.
+	Events EventReader
+
+	// Authorize, when set, guards the destructive endpoints (POST /drain,
+	// POST /restore and the POST /deadletters forms) and, with
+	// AuthorizeReads, every other endpoint too; it runs after the path and
+	// method are checked and before anything else. A nil error lets the
+	// request through. A *resourcelease.Error is written with its own status
+	// (use StatusUnauthenticated, HTTP 401, for missing credentials and
+	// StatusPermissionDenied, HTTP 403, for insufficient ones); any other
+	// error is written as unauthenticated with a generic message, as
+	// HandlerOptions.Authorize is. Defaults to nil: no authorization.
+	Authorize func(r *http.Request) error
+
+	// AuthorizeReads extends Authorize to the read endpoints. Defaults to
+	// false: reads are open.
+	AuthorizeReads bool
+
+	// MaxBodyBytes limits request bodies; a larger body is refused with
+	// resource-exhausted (CodeBodyTooLarge). Zero or negative means
+	// DefaultMaxBodyBytes (4 MiB).
+	MaxBodyBytes int64
+
+	// Logger receives the text of internal errors, which never go on the
+	// wire. Defaults to slog.Default().
+	Logger *slog.Logger
+}
+
+// controlEndpoint is one route of the control plane.
+type controlEndpoint struct {
+	// allow is the Allow header value: the methods the endpoint serves.
+	allow string
+	get   func(h *controlHandler, w http.ResponseWriter, r *http.Request)
+	post  func(h *controlHandler, w http.ResponseWriter, r *http.Request)
+}
+
+// controlRoutes maps the path below the prefix to its endpoint. Every POST is
+// destructive; every GET is a read.
+var controlRoutes = map[string]controlEndpoint{
+	"/peers":               {allow: "GET, HEAD", get: (*controlHandler).peers},
+	"/backpressure":        {allow: "GET, HEAD", get: (*controlHandler).backpressure},
+	"/replication":         {allow: "GET, HEAD", get: (*controlHandler).replication},
+	"/stats":               {allow: "GET, HEAD", get: (*controlHandler).stats},
+	"/drain":               {allow: "POST", post: (*controlHandler).drain},
+	"/restore":             {allow: "POST", post: (*controlHandler).restore},
+	"/deadletters":         {allow: "GET, HEAD, POST", get: (*controlHandler).deadLetters, post: (*controlHandler).deadLetterAction},
+	"/deadletters/redrive": {allow: "POST", post: (*controlHandler).redrive},
+	"/deadletters/purge":   {allow: "POST", post: (*controlHandler).purge},
+}
+
+type controlHandler struct {
+	opts      ControlOptions
+	prefix    string
+	authorize func(*http.Request) error
+	log       *slog.Logger
+}
+
+// NewControlHandler returns the control-plane handler (DESIGN §10). It serves,
+// under opts.Prefix (default "/omnirelay/control"):
+//
+//	GET  /peers                peer health: the JSON of opts.Peers
+//	GET  /backpressure         the latest signal; 204 when there is none yet
+//	GET  /replication          {"events":[...],"nextSince":N,"lastSequence":M}:
+//	                           events with sequenceNumber > since (query
+//	                           since, default 0), at most limit (query limit,
+//	                           default 100, larger than 1000 is cut to 1000)
+//	GET  /stats                the stats procedure's response
+//	POST /drain                {"items":[...]}, as the drain procedure
+//	POST /restore              body {"items":[...]} → {"restoredCount":N}
+//	GET  /deadletters          {"items":[...]}; query limit (0 or absent: all)
+//	POST /deadletters          body {"action":"redrive"|"purge","sequenceIds":[...]}
+//	                           → {"redrivenCount":N} or {"purgedCount":N}
+//	POST /deadletters/redrive  body {"sequenceIds":[...]} (optional) → {"redrivenCount":N}
+//	POST /deadletters/purge    body {"sequenceIds":[...]} (optional) → {"purgedCount":N}
+//
+// GET endpoints answer HEAD too. For redrive and purge, absent or empty
+// sequenceIds mean every dead letter, as in the RPC procedures. An empty POST
+// body counts as {}. Unknown JSON fields are ignored.
+//
+// Errors are wire errors (DESIGN §9): the HTTP status of the error's status,
+// the Rpc-Status, Rpc-Error-Code and Rpc-Error-Message headers and the body
+// {"message","status","code","metadata"}; an error that is not a
+// *resourcelease.Error is sent as internal with a generic message (its text
+// goes to opts.Logger). A malformed query parameter or body is
+// invalid-argument (400); an unknown path not-found (404); a method the
+// endpoint does not serve is HTTP 405 with an Allow header (wire status
+// invalid-argument, code CodeMethodNotAllowed); an endpoint whose source is
+// not configured is unimplemented (501).
+//
+// The POST endpoints are destructive: when opts.Authorize is set they
+// require it; reads stay open unless opts.AuthorizeReads.
+// The handler can be mounted on its own or in a mux that routes the prefix to
+// it.
+func NewControlHandler(opts ControlOptions) http.Handler {
+	h := &controlHandler{opts: opts, log: opts.Logger}
+	h.prefix = strings.TrimRight(opts.Prefix, "/")
+	switch {
+	case opts.Prefix == "":
+		h.prefix = DefaultControlPrefix
+	case !strings.HasPrefix(h.prefix, "/") && h.prefix != "":
+		h.prefix = "/" + h.prefix
+	}
+	if h.opts.MaxBodyBytes <= 0 {
+		h.opts.MaxBodyBytes = DefaultMaxBodyBytes
+	}
+	if h.log == nil {
+		h.log = slog.Default()
+	}
+	return h
+}
+
+// ServeHTTP routes r to its endpoint.
+func (h *controlHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	defer h.recoverPanic(w, r)
+	rest, ok := strings.CutPrefix(r.URL.Path, h.prefix)
+	ep, found := controlRoutes[rest]
+	if !ok || !found {
+		h.writeError(w, resourcelease.Errorf(resourcelease.StatusNotFound, CodeControlUnknownEndpoint,
+			"no control-plane endpoint at %s", headerSafe(r.URL.Path, 256)))
+		return
+	}
+	var serve func(*controlHandler, http.ResponseWriter, *http.Request)
+	write := false
+	switch r.Method {
+	case http.MethodGet, http.MethodHead:
+		serve = ep.get
+	case http.MethodPost:
+		serve, write = ep.post, true
+	}
+	if serve == nil {
+		w.Header().Set("Allow", ep.allow)
+		writeWireErrorStatus(w, resourcelease.Errorf(resourcelease.StatusInvalidArgument, CodeMethodNotAllowed,
+			"method %s is not allowed on %s; allowed: %s", headerSafe(r.Method, 32), rest, ep.allow),
+			http.StatusMethodNotAllowed)
+		return
+	}
+	if h.opts.Authorize != nil && (write || h.opts.AuthorizeReads) {
+		if err := h.opts.Authorize(r); err != nil {
+			e := authError(err)
+			h.log.DebugContext(r.Context(), "control plane: unauthorized request",
+				"path", r.URL.Path, "status", string(e.Status), "error", err)
+			if e.Status == resourcelease.StatusUnauthenticated {
+				w.Header().Set("WWW-Authenticate", "Bearer")
+			}
+			writeWireError(w, e)
+			return
+		}
+	}
+	serve(h, w, r)
+}
+
+// recoverPanic turns a panic in a source or the Dispatcher into an internal
+// wire error; the panic value and stack go to the log, never the wire. The
+// endpoints write their response only after every call returned, so nothing
+// has been written yet when a panic arrives here. http.ErrAbortHandler is
+// passed on.
+func (h *controlHandler) recoverPanic(w http.ResponseWriter, r *http.Request) {
+	v := recover()
+	if v == nil {
+		return
+	}
+	if v == http.ErrAbortHandler { //nolint:errorlint // sentinel panic value, compared as net/http does
+		panic(v)
+	}
+	h.log.ErrorContext(r.Context(), "control plane: panic serving request",
+		"path", r.URL.Path, "panic", v, "stack", string(debug.Stack()))
+	WriteError(w, resourcelease.Errorf(resourcelease.StatusInternal, resourcelease.CodeInternal, "internal error"))
+}
+
+// writeError writes err as a wire error, logging the text of foreign errors
+// (WriteError sends them as a generic internal error).
+func (h *controlHandler) writeError(w http.ResponseWriter, err error) {
+	if isForeign(err) {
+		h.log.Error("control plane: internal error", "error", err)
+	}
+	WriteError(w, err)
+}
+
+// writeJSON writes v as a 200 JSON response.
+func (h *controlHandler) writeJSON(w http.ResponseWriter, v any) {
+	body, err := json.Marshal(v)
+	if err != nil {
+		h.writeError(w, err)
+		return
+	}
+	body = append(body, '\n')
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Content-Length", strconv.Itoa(len(body)))
+	w.WriteHeader(http.StatusOK)
+	_, _ = w.Write(body)
+}
+
+// notConfigured is the error of an endpoint whose source is missing.
+func notConfigured(what string) *resourcelease.Error {
+	return resourcelease.Errorf(resourcelease.StatusUnimplemented, CodeControlNotConfigured,
+		"the control plane has no %s configured", what)
+}
+
+// decodeBody reads r's body (at most MaxBodyBytes) into v, as the RPC
+// handler does: an empty body leaves v as it is, unknown fields are ignored.
+func (h *controlHandler) decodeBody(w http.ResponseWriter, r *http.Request, v any) error {
+	if r.ContentLength > h.opts.MaxBodyBytes {
+		return bodyTooLarge(h.opts.MaxBodyBytes)
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, h.opts.MaxBodyBytes))
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return bodyTooLarge(h.opts.MaxBodyBytes)
+		}
+		if ctxErr := r.Context().Err(); ctxErr != nil {
+			return ctxErr
+		}
+		return resourcelease.Errorf(resourcelease.StatusInvalidArgument, resourcelease.CodeInvalidArgument,
+			"could not read the request body")
+	}
+	return decodeRequest(body, v)
+}
+
+// queryInt parses the query parameter name as an integer in [min, max]; def
+// is returned when it is absent or empty.
+func queryInt(r *http.Request, name string, def, min, max int64) (int64, error) {
+	v := strings.TrimSpace(r.URL.Query().Get(name))
+	if v == "" {
+		return def, nil
+	}
+	n, err := strconv.ParseInt(v, 10, 64)
+	if err != nil || n < min || n > max {
+		return 0, resourcelease.Errorf(resourcelease.StatusInvalidArgument, CodeControlInvalidQuery,
+			"query parameter %s=%q must be an integer from %d to %d", name, headerSafe(v, 32), min, max)
+	}
+	return n, nil
+}
+
+func (h *controlHandler) peers(w http.ResponseWriter, r *http.Request) {
+	if h.opts.Peers == nil {
+		h.writeError(w, notConfigured("peer health source (Peers)"))
+		return
+	}
+	v, err := h.opts.Peers(r.Context())
+	if err != nil {
+		h.writeError(w, err)
+		return
+	}
+	h.writeJSON(w, v)
+}
+
+func (h *controlHandler) backpressure(w http.ResponseWriter, _ *http.Request) {
+	if h.opts.Backpressure == nil {
+		h.writeError(w, notConfigured("backpressure source (Backpressure)"))
+		return
+	}
+	v, ok := h.opts.Backpressure()
+	if !ok {
+		w.WriteHeader(http.StatusNoContent)
+		return
+	}
+	h.writeJSON(w, v)
+}
+
+// ReplicationPage is the response of GET /replication.
+type ReplicationPage struct {
+	// Events are the events with SequenceNumber > since, oldest first;
+	// never null.
+	Events []resourcelease.Event `json:"events"`
+	// NextSince is the since of the next page: the sequence number of the
+	// last event returned, or the request's since when there was none.
+	NextSince int64 `json:"nextSince"`
+	// LastSequence is the newest sequence number in the log when the
+	// EventReader can tell (omitted otherwise). NextSince < LastSequence
+	// means more events are waiting.
+	LastSequence *int64 `json:"lastSequence,omitempty"`
+}
+
+func (h *controlHandler) replication(w http.ResponseWriter, r *http.Request) {
+	if h.opts.Events == nil {
+		h.writeError(w, notConfigured("replication log (Events)"))
+		return
+	}
+	since, err := queryInt(r, "since", 0, 0, 1<<62)
+	if err != nil {
+		h.writeError(w, err)
+		return
+	}
+	limit, err := queryInt(r, "limit", DefaultReplicationLimit, 1, 1<<31-1)
+	if err != nil {
+		h.writeError(w, err)
+		return
+	}
+	limit = min(limit, MaxReplicationLimit)
+	// Read the newest sequence first: events read afterwards are at least as
+	// new, so NextSince < LastSequence never claims fewer waiting than there are.
+	var last *int64
+	if ls, ok := h.opts.Events.(lastSequencer); ok {
+		n := ls.LastSequence()
+		last = &n
+	}
+	events, err := h.opts.Events.ReadEvents(r.Context(), since, int(limit))
+	if err != nil {
+		h.writeError(w, err)
+		return
+	}
+	page := ReplicationPage{Events: events, NextSince: since, LastSequence: last}
+	if page.Events == nil {
+		page.Events = []resourcelease.Event{}
+	}
+	if n := len(events); n > 0 {
+		page.NextSince = events[n-1].SequenceNumber
+		if last != nil && *last < page.NextSince {
+			*last = page.NextSince
+		}
+	}
+	h.writeJSON(w, page)
+}
+
+// dispatcher returns the Dispatcher, or writes unimplemented and returns nil.
+func (h *controlHandler) dispatcher(w http.ResponseWriter) resourcelease.Dispatcher {
+	if h.opts.Dispatcher == nil {
+		h.writeError(w, notConfigured("dispatcher (Dispatcher)"))
+	}
+	return h.opts.Dispatcher
+}
+
+// respond writes the result of a Dispatcher call.
+func respond[T any](h *controlHandler, w http.ResponseWriter, resp *T, err error) {
+	if err != nil {
+		h.writeError(w, err)
+		return
+	}
+	h.writeJSON(w, resp)
+}
+
+func (h *controlHandler) stats(w http.ResponseWriter, r *http.Request) {
+	if d := h.dispatcher(w); d != nil {
+		resp, err := d.Stats(r.Context(), &resourcelease.StatsRequest{})
+		respond(h, w, resp, err)
+	}
+}
+
+func (h *controlHandler) drain(w http.ResponseWriter, r *http.Request) {
+	d := h.dispatcher(w)
+	if d == nil {
+		return
+	}
+	var req resourcelease.DrainRequest
+	if err := h.decodeBody(w, r, &req); err != nil {
+		h.writeError(w, err)
+		return
+	}
+	resp, err := d.Drain(r.Context(), &req)
+	if err == nil && resp != nil && resp.Items == nil {
+		resp.Items = []resourcelease.PendingItem{}
+	}
+	respond(h, w, resp, err)
+}
+
+func (h *controlHandler) restore(w http.ResponseWriter, r *http.Request) {
+	d := h.dispatcher(w)
+	if d == nil {
+		return
+	}
+	var req resourcelease.RestoreRequest
+	if err := h.decodeBody(w, r, &req); err != nil {
+		h.writeError(w, err)
+		return
+	}
+	resp, err := d.Restore(r.Context(), &req)
+	respond(h, w, resp, err)
+}
+
+func (h *controlHandler) deadLetters(w http.ResponseWriter, r *http.Request) {
+	d := h.dispatcher(w)
+	if d == nil {
+		return
+	}
+	limit, err := queryInt(r, "limit", 0, 0, 1<<31-1)
+	if err != nil {
+		h.writeError(w, err)
+		return
+	}
+	resp, err := d.DeadLetters(r.Context(), &resourcelease.DeadLettersRequest{Limit: int(limit)})
+	if err == nil && resp != nil && resp.Items == nil {
+		resp.Items = []resourcelease.DeadLetter{}
+	}
+	respond(h, w, resp, err)
+}
+
+// DeadLetterAction is the body of POST <prefix>/deadletters.
+type DeadLetterAction struct {
+	// Action is "redrive" or "purge".
+	Action string `json:"action"`
+	// SequenceIDs selects the dead letters; absent or empty means all.
+	SequenceIDs []int64 `json:"sequenceIds,omitempty"`
+}
+
+// The actions of POST <prefix>/deadletters.
+const (
+	// DeadLetterRedrive moves dead letters back to pending with attempt 1.
+	DeadLetterRedrive = "redrive"
+	// DeadLetterPurge deletes dead letters.
+	DeadLetterPurge = "purge"
+)
+
+func (h *controlHandler) deadLetterAction(w http.ResponseWriter, r *http.Request) {
+	d := h.dispatcher(w)
+	if d == nil {
+		return
+	}
+	var req DeadLetterAction
+	if err := h.decodeBody(w, r, &req); err != nil {
+		h.writeError(w, err)
+		return
+	}
+	switch strings.ToLower(strings.TrimSpace(req.Action)) {
+	case DeadLetterRedrive:
+		resp, err := d.Redrive(r.Context(), &resourcelease.RedriveRequest{SequenceIDs: req.SequenceIDs})
+		respond(h, w, resp, err)
+	case DeadLetterPurge:
+		resp, err := d.Purge(r.Context(), &resourcelease.PurgeRequest{SequenceIDs: req.SequenceIDs})
+		respond(h, w, resp, err)
+	default:
+		h.writeError(w, resourcelease.Errorf(resourcelease.StatusInvalidArgument, CodeControlInvalidAction,
+			`action must be %q or %q, got %q`, DeadLetterRedrive, DeadLetterPurge, headerSafe(req.Action, 64)))
+	}
+}
+
+func (h *controlHandler) redrive(w http.ResponseWriter, r *http.Request) {
+	d := h.dispatcher(w)
+	if d == nil {
+		return
+	}
+	var req resourcelease.RedriveRequest
+	if err := h.decodeBody(w, r, &req); err != nil {
+		h.writeError(w, err)
+		return
+	}
+	resp, err := d.Redrive(r.Context(), &req)
+	respond(h, w, resp, err)
+}
+
+func (h *controlHandler) purge(w http.ResponseWriter, r *http.Request) {
+	d := h.dispatcher(w)
+	if d == nil {
+		return
+	}
+	var req resourcelease.PurgeRequest
+	if err := h.decodeBody(w, r, &req); err != nil {
+		h.writeError(w, err)
+		return
+	}
+	resp, err := d.Purge(r.Context(), &req)
+	respond(h, w, resp, err)
+}
