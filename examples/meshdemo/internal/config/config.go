@@ -1,0 +1,224 @@
+// Package config loads the mesh demo's configuration from its four layers,
+// later layers winning:
+//
+//  1. built-in defaults;
+//  2. appsettings.json in the working directory (section "meshDemo"; the file
+//     is optional; a top-level "urls" is honoured as in ASP.NET);
+//  3. environment variables MESHDEMO_meshDemo__<key> (and MESHDEMO_urls);
+//  4. the command line, in the documented .NET form (--meshDemo:roles=worker,
+//     --meshDemo:rpcUrl http://0.0.0.0:7420, --urls=http://0.0.0.0:5158) or as
+//     Go-style flags (-roles worker, -rpc-url=..., -urls ..., -data-dir ...).
+//
+// Keys are case-insensitive, like .NET configuration keys. List keys (roles,
+// workerPeerId, urls) take a comma-separated list, a JSON array, or .NET's
+// indexed form (--meshDemo:roles:0=dispatcher, MESHDEMO_meshDemo__roles__1=worker).
+// Durations are seconds and may be fractional.
+//
+// Every mistake is a *ConfigValidationError naming the key, the bad value and
+// where it came from, so the demo can print it on one line and exit with code 2.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+)
+
+// Section is the configuration section of the demo, in appsettings.json and
+// in the key paths of the environment and the command line.
+const Section = "meshDemo"
+
+// EnvPrefix prefixes every environment variable the demo reads.
+const EnvPrefix = "MESHDEMO_"
+
+// FileName is the optional settings file read from the working directory.
+const FileName = "appsettings.json"
+
+// Defaults of the demo (DESIGN §8 and §11).
+const (
+	DefaultServiceName  = "resourcelease-mesh-demo"
+	DefaultNamespace    = "resourcelease.mesh"
+	DefaultRPCURL       = "http://127.0.0.1:7420/yarpc/v1"
+	DefaultRPCPath      = "/yarpc/v1"
+	DefaultDataDir      = "mesh-data"
+	DefaultURLs         = "http://localhost:5158"
+	DefaultWorkerPeerID = "mesh-worker-a,mesh-worker-b"
+	// DefaultSideURL is where a process without the diagnostics role serves
+	// /metrics when urls is not set: a free loopback port, printed at start.
+	DefaultSideURL = "http://127.0.0.1:0"
+)
+
+// Role is one of the parts a process can run.
+type Role string
+
+// The roles. All four are on by default.
+const (
+	RoleDispatcher  Role = "dispatcher"
+	RoleDiagnostics Role = "diagnostics"
+	RoleSeeder      Role = "seeder"
+	RoleWorker      Role = "worker"
+)
+
+// AllRoles lists the roles in the order the demo starts them.
+var AllRoles = []Role{RoleDispatcher, RoleDiagnostics, RoleSeeder, RoleWorker}
+
+// Roles is a set of roles.
+type Roles map[Role]bool
+
+// Has reports whether r is in the set.
+func (rs Roles) Has(r Role) bool { return rs[r] }
+
+// String lists the roles in start order, comma-separated.
+func (rs Roles) String() string {
+	var out []string
+	for _, r := range AllRoles {
+		if rs[r] {
+			out = append(out, string(r))
+		}
+	}
+	return strings.Join(out, ",")
+}
+
+// Storage selects where the dispatcher keeps its queue.
+type Storage string
+
+// The storage kinds.
+const (
+	StorageSQLite Storage = "sqlite"
+	StorageMemory Storage = "memory"
+)
+
+// BackpressureMode is what enqueue does while backpressure is active.
+type BackpressureMode string
+
+// The backpressure modes.
+const (
+	BackpressureWait   BackpressureMode = "wait"
+	BackpressureReject BackpressureMode = "reject"
+)
+
+// Listen is one HTTP listener: the URL as configured and the address to bind.
+type Listen struct {
+	// URL is the configured URL, e.g. http://localhost:5158.
+	URL string
+	// Addr is the host:port to bind, e.g. 127.0.0.1:5158.
+	Addr string
+	// Loopback reports whether Addr is a loopback address.
+	Loopback bool
+}
+
+// Config is the demo's resolved configuration. Load fills every field; the
+// doc of each field names its key and default.
+type Config struct {
+	// ServiceName (serviceName) is the RPC service. Default resourcelease-mesh-demo.
+	ServiceName string
+	// Namespace (namespace) prefixes the procedures. Default resourcelease.mesh.
+	Namespace string
+	// RPC (rpcUrl) is where the dispatcher serves RPC. Default
+	// http://127.0.0.1:7420/yarpc/v1; the path defaults to /yarpc/v1.
+	RPC Listen
+	// RPCPath is the path of RPC.
+	RPCPath string
+	// RPCClientURL (rpcClientUrl) is what seeders and workers dial. Default:
+	// rpcUrl with a wildcard host (0.0.0.0, ::, *, +) replaced by 127.0.0.1.
+	RPCClientURL string
+	// DataDirectory (dataDirectory) holds replication.db and deterministic.db.
+	// Default mesh-data.
+	DataDirectory string
+	// WorkerPeerIDs (workerPeerId) are the peer ids of the workers this
+	// process runs, one worker each. Default mesh-worker-a,mesh-worker-b.
+	WorkerPeerIDs []string
+	// SeederInterval (seederIntervalSeconds) is the seeder's cadence. Default 1s.
+	SeederInterval time.Duration
+	// Roles (roles) are the roles this process runs. Default all four.
+	Roles Roles
+	// URLs (urls) are the HTTP listeners for diagnostics and /metrics. Default
+	// http://localhost:5158 with the diagnostics role, else http://127.0.0.1:0.
+	URLs []Listen
+	// LeaseDuration (leaseDurationSeconds). Default 30s.
+	LeaseDuration time.Duration
+	// HeartbeatInterval (heartbeatIntervalSeconds). Default 5s.
+	HeartbeatInterval time.Duration
+	// MaxDeliveryAttempts (maxDeliveryAttempts). Default 5.
+	MaxDeliveryAttempts int
+	// RequeueDelay (requeueDelaySeconds). Default 0.
+	RequeueDelay time.Duration
+	// Capacity (capacity) is the most pending items. Default 512.
+	Capacity int
+	// HighWatermark (highWatermark). Default 64.
+	HighWatermark int
+	// LowWatermark (lowWatermark). Default highWatermark/4 (16).
+	LowWatermark int
+	// BackpressureCooldown (backpressureCooldownSeconds). Default 5s.
+	BackpressureCooldown time.Duration
+	// BackpressureMode (backpressureMode): wait or reject. Default wait.
+	BackpressureMode BackpressureMode
+	// RateLimitPerSecond (rateLimitPerSecond) limits enqueues; 0 = unlimited (default).
+	RateLimitPerSecond float64
+	// BackpressureRateLimitPerSecond (backpressureRateLimitPerSecond) is the
+	// enqueue limit while backpressure is active; 0 = unlimited. Default 50.
+	BackpressureRateLimitPerSecond float64
+	// Storage (storage): sqlite (default) or memory.
+	Storage Storage
+	// ControlToken (controlToken) is the bearer token for destructive
+	// control-plane endpoints. Default: none on loopback; generated when any
+	// listener binds a non-loopback address.
+	ControlToken string
+	// WorkerFailureRate (workerFailureRate) is the share of items a worker
+	// fails with requeue. Default 0.2.
+	WorkerFailureRate float64
+	// WorkerProcessing (workerProcessingSeconds) is how long a worker works on
+	// an item. Default 0.5s.
+	WorkerProcessing time.Duration
+	// WorkerConcurrency (workerConcurrency) is how many leases each worker
+	// holds at once. Default 1.
+	WorkerConcurrency int
+
+	// Sources maps each key to the layer its value came from ("default",
+	// "appsettings.json", "env MESHDEMO_...", "command line").
+	Sources map[string]string
+}
+
+// Has reports whether the configuration enables role r.
+func (c *Config) Has(r Role) bool { return c.Roles.Has(r) }
+
+// Public reports whether any listener of this process binds a non-loopback
+// address, which turns on the control token.
+func (c *Config) Public() bool {
+	if c.Has(RoleDispatcher) && !c.RPC.Loopback {
+		return true
+	}
+	for _, l := range c.URLs {
+		if !l.Loopback {
+			return true
+		}
+	}
+	return false
+}
+
+// ConfigValidationError reports a configuration mistake: the key (Field, as
+// meshDemo:<key> or urls) and what is wrong with its value.
+type ConfigValidationError struct {
+	Field string
+	Err   error
+}
+
+// Error returns "<field>: <problem>" on one line.
+func (e *ConfigValidationError) Error() string {
+	return fmt.Sprintf("config %s: %v", e.Field, e.Err)
+}
+
+// Unwrap returns Err.
+func (e *ConfigValidationError) Unwrap() error { return e.Err }
+
+// ErrHelp is returned by Load when the command line asks for help; the usage
+// has been written to the help writer.
+var ErrHelp = errors.New("help requested")
+
+func fieldName(k *keyDef) string {
+	if k.topLevel {
+		return k.name
+	}
+	return Section + ":" + k.name
+}

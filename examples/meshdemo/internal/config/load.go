@@ -1,0 +1,328 @@
+package config
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"maps"
+	"net/url"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+)
+
+// Layer names, as they appear in errors and in Config.Sources.
+const (
+	SourceDefault = "default"
+	SourceFile    = FileName
+	SourceCLI     = "command line"
+)
+
+// Input is what Load reads: the command line (without the program name), the
+// environment (os.Environ form) and the directory holding appsettings.json.
+type Input struct {
+	Args []string
+	Env  []string
+	Dir  string
+	// Help receives the usage when the command line asks for it (-h, --help).
+	Help io.Writer
+}
+
+// value is one raw setting and the layer it came from.
+type value struct {
+	raw, source string
+}
+
+// layer collects the settings of one source. Indexed list elements
+// (roles:0, roles:1) are gathered separately and override a plain value of
+// the same key in the same layer.
+type layer struct {
+	source  string
+	plain   map[*keyDef]value
+	indexed map[*keyDef]map[int]value
+}
+
+func newLayer(source string) *layer {
+	return &layer{source: source, plain: map[*keyDef]value{}, indexed: map[*keyDef]map[int]value{}}
+}
+
+// set records path=raw, where path is a configuration path such as
+// "meshDemo:roles", "meshDemo:roles:1" or "urls" (case-insensitive).
+func (l *layer) set(path, raw, source string) error {
+	segs := strings.Split(path, ":")
+	idx := -1
+	if n := len(segs); n > 1 {
+		if i, err := strconv.Atoi(segs[n-1]); err == nil && i >= 0 {
+			idx, segs = i, segs[:n-1]
+		}
+	}
+	var k *keyDef
+	switch {
+	case len(segs) == 2 && strings.EqualFold(segs[0], Section):
+		k = lookupKey(segs[1], false)
+	case len(segs) == 1:
+		k = lookupKey(segs[0], true)
+	}
+	if k == nil {
+		return &ConfigValidationError{Field: path, Err: fmt.Errorf("unknown key (from %s); run with -h for the list", source)}
+	}
+	if idx >= 0 {
+		if !k.list {
+			return &ConfigValidationError{Field: fieldName(k), Err: fmt.Errorf("is not a list but %q is indexed (from %s)", path, source)}
+		}
+		if l.indexed[k] == nil {
+			l.indexed[k] = map[int]value{}
+		}
+		l.indexed[k][idx] = value{raw, source}
+		return nil
+	}
+	l.plain[k] = value{raw, source}
+	return nil
+}
+
+// resolved returns the layer's settings with indexed lists joined as JSON arrays.
+func (l *layer) resolved() map[*keyDef]value {
+	out := maps.Clone(l.plain)
+	for k, elems := range l.indexed {
+		idxs := slices.Sorted(maps.Keys(elems))
+		arr := make([]string, len(idxs))
+		src := ""
+		for i, ix := range idxs {
+			arr[i] = elems[ix].raw
+			src = elems[ix].source
+		}
+		b, _ := json.Marshal(arr)
+		out[k] = value{string(b), src}
+	}
+	return out
+}
+
+// Load resolves the configuration from its layers and validates it.
+// A mistake is returned as a *ConfigValidationError; a help request as ErrHelp.
+func Load(in Input) (*Config, error) {
+	merged := map[*keyDef]value{}
+	for _, k := range keys {
+		if k.def != "" {
+			merged[k] = value{k.def, SourceDefault}
+		}
+	}
+	fileLayer, err := readFile(in.Dir)
+	if err != nil {
+		return nil, err
+	}
+	envLayer, err := readEnv(in.Env)
+	if err != nil {
+		return nil, err
+	}
+	cliLayer, err := readArgs(in.Args, in.Help)
+	if err != nil {
+		return nil, err
+	}
+	for _, l := range []*layer{fileLayer, envLayer, cliLayer} {
+		maps.Copy(merged, l.resolved())
+	}
+
+	c := &Config{Sources: map[string]string{}}
+	for _, k := range keys {
+		v, ok := merged[k]
+		if !ok {
+			continue
+		}
+		c.Sources[k.name] = v.source
+		if err := k.apply(c, v.raw); err != nil {
+			return nil, &ConfigValidationError{Field: fieldName(k), Err: fmt.Errorf("invalid value %q (from %s): %w", v.raw, v.source, err)}
+		}
+	}
+	return c, c.derive(merged)
+}
+
+// derive fills the defaults that depend on other keys and checks the rules
+// that span keys.
+func (c *Config) derive(merged map[*keyDef]value) error {
+	rolesSrc := merged[lookupKey("roles", false)]
+	if c.Has(RoleDiagnostics) && !c.Has(RoleDispatcher) {
+		return &ConfigValidationError{Field: Section + ":roles", Err: fmt.Errorf("invalid value %q (from %s): the diagnostics role requires the dispatcher role", rolesSrc.raw, rolesSrc.source)}
+	}
+	if c.RPCClientURL == "" {
+		u, _ := url.Parse(c.RPC.URL)
+		c.RPCClientURL = clientURLFrom(u)
+		c.Sources["rpcClientUrl"] = "derived from rpcUrl"
+	}
+	if len(c.URLs) == 0 {
+		def := DefaultSideURL
+		if c.Has(RoleDiagnostics) {
+			def = DefaultURLs
+		}
+		if err := applyURLs(c, def); err != nil {
+			return err
+		}
+		c.Sources["urls"] = SourceDefault
+	}
+	if _, set := merged[lookupKey("lowWatermark", false)]; !set {
+		c.LowWatermark = c.HighWatermark / 4
+		c.Sources["lowWatermark"] = "derived from highWatermark"
+	}
+	if c.LowWatermark >= c.HighWatermark {
+		v := merged[lookupKey("lowWatermark", false)]
+		return &ConfigValidationError{Field: Section + ":lowWatermark", Err: fmt.Errorf("invalid value %q (from %s): must be below highWatermark (%d)", v.raw, v.source, c.HighWatermark)}
+	}
+	return nil
+}
+
+// readFile reads the meshDemo section (and a top-level urls) of
+// appsettings.json in dir. A missing file is not an error.
+func readFile(dir string) (*layer, error) {
+	l := newLayer(SourceFile)
+	b, err := os.ReadFile(filepath.Join(dir, FileName))
+	if errors.Is(err, fs.ErrNotExist) {
+		return l, nil
+	}
+	if err != nil {
+		return nil, &ConfigValidationError{Field: FileName, Err: err}
+	}
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.UseNumber()
+	var root map[string]any
+	if err := dec.Decode(&root); err != nil {
+		return nil, &ConfigValidationError{Field: FileName, Err: fmt.Errorf("not valid JSON: %w", err)}
+	}
+	for top, v := range root {
+		switch {
+		case strings.EqualFold(top, Section):
+			sec, ok := v.(map[string]any)
+			if !ok {
+				return nil, &ConfigValidationError{Field: Section, Err: fmt.Errorf("must be a JSON object (in %s)", FileName)}
+			}
+			for _, name := range slices.Sorted(maps.Keys(sec)) {
+				if err := setJSON(l, Section+":"+name, sec[name]); err != nil {
+					return nil, err
+				}
+			}
+		case strings.EqualFold(top, "urls"):
+			if err := setJSON(l, "urls", v); err != nil {
+				return nil, err
+			}
+		}
+		// Other sections (Logging, AllowedHosts, ...) belong to other tools.
+	}
+	return l, nil
+}
+
+// setJSON records a JSON value: strings, numbers and booleans as their text,
+// arrays as JSON arrays (lists), null as unset.
+func setJSON(l *layer, path string, v any) error {
+	var raw string
+	switch x := v.(type) {
+	case nil:
+		return nil
+	case string:
+		raw = x
+	case json.Number:
+		raw = x.String()
+	case bool:
+		raw = strconv.FormatBool(x)
+	case []any:
+		strs := make([]string, 0, len(x))
+		for _, e := range x {
+			s, ok := e.(string)
+			if !ok {
+				return &ConfigValidationError{Field: path, Err: fmt.Errorf("array elements must be strings (in %s)", FileName)}
+			}
+			strs = append(strs, s)
+		}
+		b, _ := json.Marshal(strs)
+		raw = string(b)
+	default:
+		return &ConfigValidationError{Field: path, Err: fmt.Errorf("must be a string, number, boolean or array (in %s)", FileName)}
+	}
+	return l.set(path, raw, SourceFile)
+}
+
+// readEnv reads MESHDEMO_meshDemo__<key> (and MESHDEMO_urls); "__" separates
+// path segments as in .NET. Any other MESHDEMO_ variable is an unknown key.
+func readEnv(env []string) (*layer, error) {
+	l := newLayer("env")
+	for _, kv := range env {
+		name, val, ok := strings.Cut(kv, "=")
+		if !ok || len(name) <= len(EnvPrefix) || !strings.EqualFold(name[:len(EnvPrefix)], EnvPrefix) {
+			continue
+		}
+		path := strings.ReplaceAll(name[len(EnvPrefix):], "__", ":")
+		if err := l.set(path, val, "env "+name); err != nil {
+			return nil, err
+		}
+	}
+	return l, nil
+}
+
+// readArgs reads the command line: --meshDemo:key=value, --meshDemo:key value,
+// --urls=value, meshDemo:key=value, and Go-style -flag value / -flag=value /
+// --flag=value. A bare "--" is skipped (go run passes it through).
+func readArgs(args []string, help io.Writer) (*layer, error) {
+	l := newLayer(SourceCLI)
+	for i := 0; i < len(args); i++ {
+		arg := args[i]
+		if arg == "--" {
+			continue
+		}
+		name := strings.TrimLeft(arg, "-")
+		dashed := len(name) < len(arg)
+		if dashed && (name == "h" || name == "help" || name == "?") {
+			writeUsage(help)
+			return nil, ErrHelp
+		}
+		name, val, hasVal := strings.Cut(name, "=")
+		if !dashed && !hasVal {
+			return nil, &ConfigValidationError{Field: arg, Err: errors.New("unexpected argument (want --meshDemo:<key>=<value> or -<flag> <value>)")}
+		}
+		if name == "" {
+			return nil, &ConfigValidationError{Field: arg, Err: errors.New("not a setting")}
+		}
+		if !hasVal {
+			if i+1 >= len(args) {
+				return nil, &ConfigValidationError{Field: arg, Err: errors.New("needs a value")}
+			}
+			i++
+			val = args[i]
+		}
+		path := name
+		if !strings.Contains(name, ":") {
+			k := lookupFlag(name)
+			if k == nil {
+				return nil, &ConfigValidationError{Field: arg, Err: errors.New("unknown flag; run with -h for the list")}
+			}
+			path = fieldName(k)
+		}
+		if err := l.set(path, val, SourceCLI); err != nil {
+			return nil, err
+		}
+	}
+	return l, nil
+}
+
+// writeUsage prints every key with its flags and default.
+func writeUsage(w io.Writer) {
+	if w == nil {
+		return
+	}
+	fmt.Fprintf(w, `Usage: meshdemo [settings]
+
+Settings, later layers winning: defaults, %s (section %q), environment
+%s%s__<key>, then the command line as --%s:<key>=<value> (or
+--%s:<key> <value>) or as the Go-style flag shown. Durations are seconds.
+
+`, FileName, Section, EnvPrefix, Section, Section, Section)
+	for _, k := range keys {
+		def := k.def
+		if def == "" {
+			def = "(derived)"
+		}
+		flags := "-" + strings.Join(k.flags, ", -")
+		fmt.Fprintf(w, "  %-32s %s\n      %s (default %s)\n", fieldName(k), flags, k.help, def)
+	}
+}
