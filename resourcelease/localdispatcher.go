@@ -1,0 +1,629 @@
+package resourcelease
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"log/slog"
+	"maps"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// DefaultMaxLeaseWait is the longest a lease request may long-poll when
+// DispatcherConfig.MaxLeaseWait is zero.
+const DefaultMaxLeaseWait = 5 * time.Minute
+
+// DeterministicSinkName is the name under which NewDispatcher attaches
+// DispatcherConfig.Deterministic to the Replicator; it appears in the errors
+// and metrics of the replicator.
+const DeterministicSinkName = "deterministic"
+
+// Reasons the Dispatcher gives PeerHealth.RecordDisconnect.
+const (
+	// DisconnectLeaseExpired: the peer let a lease expire without a heartbeat
+	// and the item went back to pending.
+	DisconnectLeaseExpired = "lease_expired"
+	// DisconnectFailed: the peer failed a lease without requeue and the item
+	// was dead-lettered.
+	DisconnectFailed = "failed"
+	// DisconnectMaxAttempts: the peer's lease ended (failed or expired) on the
+	// item's last delivery attempt and the item was dead-lettered.
+	DisconnectMaxAttempts = "max_attempts"
+)
+
+// DispatcherConfig configures NewDispatcher. Every field is optional: the zero
+// value is an in-memory queue with the QueueConfig defaults, no replication,
+// no peer health, no backpressure and no metrics.
+type DispatcherConfig struct {
+	// Queue configures the engine. Its Journal must be nil: the Dispatcher
+	// installs itself as the engine's Journal, because the Journal is the one
+	// place that sees every change, in order, including those nobody called
+	// for (the sweeper's lease expiries). Installing itself there is what lets
+	// replication, peer health, backpressure and metrics all follow the queue
+	// exactly, rather than only the changes a Dispatcher method happened to
+	// cause. Its Clock, when nil, is DispatcherConfig.Clock.
+	Queue QueueConfig
+	// Replicator, when set, receives every change first; the Ack it returns
+	// is what the queue waits for before answering the caller. If it also
+	// implements StateLoader and Queue.InitialState is nil, NewDispatcher
+	// rebuilds the queue from LoadState. The Dispatcher does not close it:
+	// the caller owns it and closes it after the Dispatcher.
+	Replicator Replicator
+	// Deterministic, when set, is attached to the Replicator as a synchronous
+	// sink named DeterministicSinkName, so a failure to capture an event
+	// reaches the caller of the operation that produced it. It requires a
+	// Replicator.
+	Deterministic EventSink
+	// PeerHealth, when set, is told about every lease assignment, heartbeat,
+	// release and disconnect. Leases with an empty peer id are not reported.
+	PeerHealth PeerHealth
+	// RefuseUnhealthyPeers makes Lease return ErrPeerIneligible (status
+	// failed-precondition) to a peer PeerHealth says is not eligible. It
+	// requires PeerHealth.
+	RefuseUnhealthyPeers bool
+	// Backpressure, when set, observes the pending count after every change,
+	// admits each enqueue, and fills Stats.BackpressureActive.
+	Backpressure BackpressureController
+	// Registerer, when set, receives the Dispatcher's metrics (the Metric*
+	// names) and every one of Replicator, PeerHealth and Backpressure that
+	// implements prometheus.Collector. Nil means no metrics. Nothing is ever
+	// registered with the global registry. Two Dispatchers need two
+	// registries (or prometheus.WrapRegistererWith distinct labels); a
+	// registration failure is an error from NewDispatcher. Close unregisters
+	// what NewDispatcher registered.
+	Registerer prometheus.Registerer
+	// Logger defaults to a logger that discards everything.
+	Logger *slog.Logger
+	// Clock is the engine's clock when Queue.Clock is nil. Defaults to
+	// SystemClock.
+	Clock Clock
+	// MaxLeaseWait caps the waitMs of a lease request. Defaults to
+	// DefaultMaxLeaseWait; negative is an error.
+	MaxLeaseWait time.Duration
+}
+
+// LocalDispatcher is the in-process Dispatcher: the queue engine composed with
+// replication, deterministic capture, peer health, backpressure and
+// Prometheus metrics. It is the one object a service embeds; the transport
+// serves it over HTTP. Create it with NewDispatcher and Close it when done
+// (then close the Replicator you gave it). It is safe for concurrent use.
+//
+// Each operation validates its request (invalid-argument with the codes of
+// DESIGN §9), applies the change to the queue and returns once the change is
+// durable and the Replicator's synchronous sinks have applied its event. A
+// nil request is treated as an empty one; nothing a caller sends makes it
+// panic.
+type LocalDispatcher struct {
+	queue   *MemoryQueue
+	clock   Clock
+	repl    Replicator
+	health  PeerHealth
+	refuse  bool
+	bp      BackpressureController
+	metrics *queueMetrics // nil without a Registerer
+	reg     *registration // nil without a Registerer
+	log     *slog.Logger
+	maxWait time.Duration
+
+	// leaseMu guards leases. The journal runs under the queue's lock already,
+	// but leases is also seeded before the queue exists.
+	leaseMu sync.Mutex
+	// leases holds the expiry of every live lease, by sequence id, so that the
+	// journal can tell a dead letter caused by a fail from one caused by an
+	// expiry (the change does not say). Kept only when metrics are on.
+	leases map[int64]liveLease
+
+	closeCtx  context.Context // cancelled by Close, to wake enqueues waiting on backpressure
+	cancel    context.CancelFunc
+	closeOnce sync.Once
+	closeErr  error
+}
+
+type liveLease struct {
+	token     OwnershipToken
+	expiresAt time.Time
+}
+
+// leaseEnding is how a lease that ended in a dead letter ended.
+type leaseEnding uint8
+
+const (
+	endedUnknown leaseEnding = iota // no lease, or one the journal never saw
+	endedByFail
+	endedByExpiry
+)
+
+var _ Dispatcher = (*LocalDispatcher)(nil)
+
+// NewDispatcher validates cfg, registers metrics, loads the Replicator's state
+// if it is a StateLoader, attaches the deterministic sink, and builds and
+// starts the queue engine with the Dispatcher as its Journal.
+//
+// On error nothing stays registered and no queue is left running, but a
+// deterministic sink already attached to the Replicator stays attached
+// (Replicator has no way to remove one): discard the Replicator.
+func NewDispatcher(cfg DispatcherConfig) (*LocalDispatcher, error) {
+	switch {
+	case cfg.Queue.Journal != nil:
+		return nil, configError("Queue.Journal must be nil: the Dispatcher is the queue's journal (set Replicator instead)")
+	case cfg.Deterministic != nil && cfg.Replicator == nil:
+		return nil, configError("Deterministic requires a Replicator to attach it to")
+	case cfg.RefuseUnhealthyPeers && cfg.PeerHealth == nil:
+		return nil, configError("RefuseUnhealthyPeers requires PeerHealth")
+	case cfg.MaxLeaseWait < 0:
+		return nil, configError("MaxLeaseWait must not be negative, got %v", cfg.MaxLeaseWait)
+	case cfg.Queue.LeaseDuration < 0:
+		return nil, configError("Queue.LeaseDuration must not be negative, got %v", cfg.Queue.LeaseDuration)
+	}
+	qcfg := cfg.Queue
+	if qcfg.Clock == nil {
+		qcfg.Clock = cfg.Clock
+	}
+	d := &LocalDispatcher{
+		clock:   clockOrSystem(qcfg.Clock),
+		repl:    cfg.Replicator,
+		health:  cfg.PeerHealth,
+		refuse:  cfg.RefuseUnhealthyPeers,
+		bp:      cfg.Backpressure,
+		log:     cfg.Logger,
+		maxWait: cfg.MaxLeaseWait,
+	}
+	if d.log == nil {
+		d.log = slog.New(slog.DiscardHandler)
+	}
+	if d.maxWait == 0 {
+		d.maxWait = DefaultMaxLeaseWait
+	}
+	if cfg.Registerer != nil {
+		if err := d.registerMetrics(cfg.Registerer); err != nil {
+			return nil, err
+		}
+	}
+	fail := func(err error) (*LocalDispatcher, error) {
+		if d.reg != nil {
+			d.reg.unregisterAll()
+		}
+		return nil, err
+	}
+	if loader, ok := cfg.Replicator.(StateLoader); ok && qcfg.InitialState == nil {
+		st, err := loader.LoadState(context.Background())
+		if err != nil {
+			return fail(fmt.Errorf("resourcelease: load queue state: %w", err))
+		}
+		qcfg.InitialState = st
+	}
+	if cfg.Deterministic != nil {
+		if err := cfg.Replicator.AddSink(DeterministicSinkName, cfg.Deterministic, SinkOptions{Synchronous: true}); err != nil {
+			return fail(fmt.Errorf("resourcelease: attach deterministic sink: %w", err))
+		}
+	}
+	if d.metrics != nil {
+		d.seedLeases(qcfg)
+	}
+	qcfg.Journal = JournalFunc(d.record)
+	q, err := NewMemoryQueue(qcfg)
+	if err != nil {
+		return fail(err)
+	}
+	d.queue = q
+	d.closeCtx, d.cancel = context.WithCancel(context.Background())
+	st := q.Stats()
+	if d.metrics != nil {
+		d.metrics.setCounts(st.PendingCount, st.ActiveLeaseCount, st.DeadLetterCount)
+	}
+	if d.bp != nil {
+		d.bp.Observe(st.PendingCount, d.clock.Now())
+	}
+	if qcfg.InitialState != nil {
+		d.log.Info("resourcelease: dispatcher rebuilt queue from stored state",
+			"pending", st.PendingCount, "activeLeases", st.ActiveLeaseCount, "deadLetters", st.DeadLetterCount)
+	}
+	return d, nil
+}
+
+func configError(format string, args ...any) *Error {
+	return Errorf(StatusInvalidArgument, CodeInvalidArgument, "resourcelease: DispatcherConfig."+format, args...)
+}
+
+// registerMetrics registers the Dispatcher's metrics and the collectors among
+// its parts with reg. On error it leaves nothing registered.
+func (d *LocalDispatcher) registerMetrics(reg prometheus.Registerer) error {
+	d.metrics = newQueueMetrics()
+	d.reg = &registration{reg: reg}
+	d.leases = make(map[int64]liveLease)
+	for _, c := range d.metrics.collectors() {
+		if err := d.reg.register("queue", c); err != nil {
+			d.reg.unregisterAll()
+			return err
+		}
+	}
+	for _, part := range []struct {
+		name string
+		v    any
+	}{{"replication", d.repl}, {"peer health", d.health}, {"backpressure", d.bp}} {
+		c, ok := part.v.(prometheus.Collector)
+		if !ok {
+			continue
+		}
+		if err := d.reg.register(part.name, c); err != nil {
+			d.reg.unregisterAll()
+			return err
+		}
+	}
+	return nil
+}
+
+// seedLeases records the live leases of the initial state. The engine gives
+// them a fresh lease duration from its start, which is no earlier than now.
+func (d *LocalDispatcher) seedLeases(qcfg QueueConfig) {
+	if qcfg.InitialState == nil {
+		return
+	}
+	dur := qcfg.LeaseDuration
+	if dur == 0 {
+		dur = DefaultLeaseDuration
+	}
+	exp := d.clock.Now().Add(dur)
+	d.leaseMu.Lock()
+	defer d.leaseMu.Unlock()
+	for _, l := range qcfg.InitialState.Leased {
+		d.leases[l.SequenceID] = liveLease{token: l.Token, expiresAt: exp}
+	}
+}
+
+// record is the queue's Journal. It runs with the queue's lock held, in
+// change order, so it only hands the change on (to the Replicator, whose Ack
+// the queue waits for outside the lock) and updates in-memory state: it never
+// blocks and never calls back into the queue.
+func (d *LocalDispatcher) record(c *Change) Ack {
+	var ack Ack
+	if d.repl != nil {
+		ack = d.repl.Record(c)
+	}
+	if d.metrics != nil {
+		d.metrics.observe(c, d.trackLease(c))
+	}
+	if d.health != nil && c.PeerID != "" {
+		d.tellPeerHealth(c)
+	}
+	if d.bp != nil {
+		d.bp.Observe(c.Pending, c.At)
+	}
+	return ack
+}
+
+// trackLease keeps d.leases in step with c and, for a dead letter that ended
+// a lease, says whether a fail or an expiry ended it: the engine expires a
+// lease exactly when the time of the change has reached its expiry.
+func (d *LocalDispatcher) trackLease(c *Change) leaseEnding {
+	if c.Token.IsZero() {
+		return endedUnknown
+	}
+	d.leaseMu.Lock()
+	defer d.leaseMu.Unlock()
+	switch c.Kind {
+	case ChangeLeased, ChangeHeartbeat:
+		d.leases[c.Token.SequenceID] = liveLease{token: c.Token, expiresAt: c.LeaseExpiresAt}
+		return endedUnknown
+	case ChangeDeadLettered:
+		l, ok := d.leases[c.Token.SequenceID]
+		if !ok || l.token != c.Token {
+			return endedUnknown
+		}
+		delete(d.leases, c.Token.SequenceID)
+		if c.At.Before(l.expiresAt) {
+			return endedByFail
+		}
+		return endedByExpiry
+	}
+	if l, ok := d.leases[c.Token.SequenceID]; ok && l.token == c.Token {
+		delete(d.leases, c.Token.SequenceID)
+	}
+	return endedUnknown
+}
+
+// tellPeerHealth reports c to the peer-health tracker. Callers hold the
+// queue's lock.
+func (d *LocalDispatcher) tellPeerHealth(c *Change) {
+	switch c.Kind {
+	case ChangeLeased:
+		var attrs map[string]string
+		if c.Item != nil {
+			attrs = c.Item.Payload.Attributes
+		}
+		d.health.RecordAssignment(c.PeerID, c.Token, attrs, c.At)
+	case ChangeHeartbeat:
+		d.health.RecordHeartbeat(c.PeerID, c.Token, c.Pending, c.At)
+	case ChangeCompleted:
+		d.health.RecordRelease(c.PeerID, c.Token, false, c.At)
+	case ChangeRequeued:
+		d.health.RecordRelease(c.PeerID, c.Token, true, c.At)
+	case ChangeReleased:
+		// A lease granted to a long-poll that was gone before it got it: the
+		// peer never held it, so it must not count against the peer.
+		d.health.RecordRelease(c.PeerID, c.Token, true, c.At)
+	case ChangeExpired:
+		d.health.RecordDisconnect(c.PeerID, c.Token, DisconnectLeaseExpired, c.At)
+	case ChangeDeadLettered:
+		if c.Token.IsZero() {
+			return
+		}
+		reason := DisconnectFailed
+		if c.Error != nil && c.Error.Code == CodeDeliveryAttemptsExceed {
+			reason = DisconnectMaxAttempts
+		}
+		d.health.RecordDisconnect(c.PeerID, c.Token, reason, c.At)
+	}
+}
+
+// Queue returns the engine, for what the Dispatcher interface does not cover
+// (Sweep, Config). Changes made through it are journaled like any other.
+func (d *LocalDispatcher) Queue() *MemoryQueue { return d.queue }
+
+// Close closes the queue (waking every waiting long-poll and enqueue with
+// ErrClosed) and unregisters the metrics NewDispatcher registered. It does
+// not close the Replicator, which the caller owns. Safe to call twice.
+func (d *LocalDispatcher) Close() error {
+	d.closeOnce.Do(func() {
+		d.cancel()
+		d.closeErr = d.queue.Close()
+		if d.reg != nil {
+			d.reg.unregisterAll()
+		}
+	})
+	return d.closeErr
+}
+
+func orBackground(ctx context.Context) context.Context {
+	if ctx == nil {
+		return context.Background()
+	}
+	return ctx
+}
+
+// done logs a failure that is the Dispatcher's, not the caller's (storage,
+// replication, internal), and returns err as an *Error.
+func (d *LocalDispatcher) done(op string, err error) error {
+	if err == nil {
+		return nil
+	}
+	e := AsError(err)
+	switch e.Status {
+	case StatusUnavailable, StatusInternal:
+		if e.Code != CodeClosed {
+			d.log.Error("resourcelease: operation failed", "op", op, "status", e.Status, "code", e.Code, "err", err)
+		}
+	}
+	return e
+}
+
+// Enqueue implements Dispatcher. The payload is validated and copied (the
+// caller may reuse its Body and Attributes), then admitted by backpressure,
+// which may wait for it to clear (bounded by ctx: deadline-exceeded) or
+// refuse it (resource-exhausted), by its mode.
+func (d *LocalDispatcher) Enqueue(ctx context.Context, req *EnqueueRequest) (*EnqueueResponse, error) {
+	ctx = orBackground(ctx)
+	if req == nil || req.Payload == nil {
+		return nil, Errorf(StatusInvalidArgument, CodePayloadRequired, "payload is required")
+	}
+	if err := req.Payload.Validate(); err != nil {
+		return nil, err
+	}
+	item := *req.Payload
+	item.Body = bytes.Clone(item.Body)
+	item.Attributes = maps.Clone(item.Attributes)
+	if err := d.admit(ctx); err != nil {
+		return nil, err
+	}
+	res, err := d.queue.Enqueue(ctx, item)
+	if err != nil {
+		return nil, d.done("enqueue", err)
+	}
+	return &EnqueueResponse{
+		Stats:      QueueCounts{PendingCount: res.Stats.PendingCount, ActiveLeaseCount: res.Stats.ActiveLeaseCount},
+		SequenceID: res.SequenceID,
+		Duplicate:  res.Duplicate,
+	}, nil
+}
+
+// admit asks backpressure to admit an enqueue. A Close wakes it with ErrClosed.
+func (d *LocalDispatcher) admit(ctx context.Context) error {
+	if d.bp == nil {
+		return nil
+	}
+	if d.closeCtx.Err() != nil {
+		return ErrClosed
+	}
+	actx, cancel := context.WithCancel(ctx)
+	stop := context.AfterFunc(d.closeCtx, cancel)
+	err := d.bp.Admit(actx)
+	stop()
+	cancel()
+	if err == nil {
+		return nil
+	}
+	if ctx.Err() == nil && d.closeCtx.Err() != nil {
+		return ErrClosed
+	}
+	return AsError(err)
+}
+
+// Lease implements Dispatcher. The peer is req.PeerID, else the caller of the
+// CallInfo in ctx, else its x-peer-id (ResolvePeerID). WaitMs is capped at
+// MaxLeaseWait; it returns (nil, nil) when nothing was available in time.
+func (d *LocalDispatcher) Lease(ctx context.Context, req *LeaseRequest) (*Lease, error) {
+	ctx = orBackground(ctx)
+	var r LeaseRequest
+	if req != nil {
+		r = *req
+	}
+	if r.WaitMs < 0 {
+		return nil, Errorf(StatusInvalidArgument, CodeInvalidArgument, "waitMs must not be negative, got %d", r.WaitMs)
+	}
+	peer := ResolvePeerID(r.PeerID, CallInfoFrom(ctx))
+	if d.refuse && !d.health.IsPeerEligible(peer) {
+		return nil, &Error{Status: ErrPeerIneligible.Status, Code: ErrPeerIneligible.Code,
+			Message: fmt.Sprintf("peer %q is not eligible for leases (unhealthy)", peer)}
+	}
+	wait := d.maxWait
+	if r.WaitMs < int64(d.maxWait/time.Millisecond) {
+		wait = time.Duration(r.WaitMs) * time.Millisecond
+	}
+	l, err := d.queue.Lease(ctx, peer, wait)
+	if err != nil {
+		return nil, d.done("lease", err)
+	}
+	return l, nil
+}
+
+func tokenOf(t *OwnershipToken) (OwnershipToken, error) {
+	if err := validateToken(t); err != nil {
+		return OwnershipToken{}, err
+	}
+	return *t, nil
+}
+
+// Heartbeat implements Dispatcher.
+func (d *LocalDispatcher) Heartbeat(ctx context.Context, req *HeartbeatRequest) (*HeartbeatResponse, error) {
+	var tp *OwnershipToken
+	if req != nil {
+		tp = req.OwnershipToken
+	}
+	token, err := tokenOf(tp)
+	if err != nil {
+		return nil, err
+	}
+	exp, err := d.queue.Heartbeat(orBackground(ctx), token)
+	if err != nil {
+		return nil, d.done("heartbeat", err)
+	}
+	return &HeartbeatResponse{Success: true, LeaseExpiresAt: exp}, nil
+}
+
+// Complete implements Dispatcher.
+func (d *LocalDispatcher) Complete(ctx context.Context, req *CompleteRequest) (*SuccessResponse, error) {
+	var tp *OwnershipToken
+	if req != nil {
+		tp = req.OwnershipToken
+	}
+	token, err := tokenOf(tp)
+	if err != nil {
+		return nil, err
+	}
+	if err := d.queue.Complete(orBackground(ctx), token); err != nil {
+		return nil, d.done("complete", err)
+	}
+	return &SuccessResponse{Success: true}, nil
+}
+
+// Fail implements Dispatcher. Requeue defaults to true when absent.
+func (d *LocalDispatcher) Fail(ctx context.Context, req *FailRequest) (*SuccessResponse, error) {
+	var r FailRequest
+	if req != nil {
+		r = *req
+	}
+	token, err := tokenOf(r.OwnershipToken)
+	if err != nil {
+		return nil, err
+	}
+	requeue := true
+	if r.Requeue != nil {
+		requeue = *r.Requeue
+	}
+	opts := FailOptions{Reason: r.Reason, ErrorCode: r.ErrorCode, Requeue: requeue, Metadata: maps.Clone(r.Metadata)}
+	if err := d.queue.Fail(orBackground(ctx), token, opts); err != nil {
+		return nil, d.done("fail", err)
+	}
+	return &SuccessResponse{Success: true}, nil
+}
+
+// Drain implements Dispatcher.
+func (d *LocalDispatcher) Drain(ctx context.Context, _ *DrainRequest) (*DrainResponse, error) {
+	items, err := d.queue.Drain(orBackground(ctx))
+	if err != nil {
+		return nil, d.done("drain", err)
+	}
+	if items == nil {
+		items = []PendingItem{}
+	}
+	return &DrainResponse{Items: items}, nil
+}
+
+// Restore implements Dispatcher. It needs at least one item, each with a
+// payload; it restores all of them or none.
+func (d *LocalDispatcher) Restore(ctx context.Context, req *RestoreRequest) (*RestoreResponse, error) {
+	if req == nil || len(req.Items) == 0 {
+		return nil, Errorf(StatusInvalidArgument, CodePendingItemRequired, "restore needs at least one pending item")
+	}
+	for i := range req.Items {
+		if isZeroItem(&req.Items[i].Payload) {
+			return nil, Errorf(StatusInvalidArgument, CodePendingItemRequired, "items[%d]: payload is required", i)
+		}
+	}
+	n, err := d.queue.Restore(orBackground(ctx), req.Items)
+	if err != nil {
+		return nil, d.done("restore", err)
+	}
+	return &RestoreResponse{RestoredCount: n}, nil
+}
+
+func isZeroItem(it *Item) bool {
+	return it.ResourceType == "" && it.ResourceID == "" && it.PartitionKey == "" &&
+		it.PayloadEncoding == "" && len(it.Body) == 0 && len(it.Attributes) == 0 && it.RequestID == ""
+}
+
+// Stats implements Dispatcher, with BackpressureActive from the
+// BackpressureController.
+func (d *LocalDispatcher) Stats(_ context.Context, _ *StatsRequest) (*Stats, error) {
+	s := d.queue.Stats()
+	s.BackpressureActive = d.bp != nil && d.bp.Active()
+	return &s, nil
+}
+
+// DeadLetters implements Dispatcher. Limit 0 lists all; negative is invalid.
+func (d *LocalDispatcher) DeadLetters(ctx context.Context, req *DeadLettersRequest) (*DeadLettersResponse, error) {
+	limit := 0
+	if req != nil {
+		limit = req.Limit
+	}
+	if limit < 0 {
+		return nil, Errorf(StatusInvalidArgument, CodeInvalidArgument, "limit must not be negative, got %d", limit)
+	}
+	items, err := d.queue.DeadLetters(orBackground(ctx), limit)
+	if err != nil {
+		return nil, d.done("deadletters", err)
+	}
+	return &DeadLettersResponse{Items: items}, nil
+}
+
+// Redrive implements Dispatcher: the given dead letters (all when none are
+// given, or the request is nil) go back to pending with attempt 1. Unknown
+// ids are ignored.
+func (d *LocalDispatcher) Redrive(ctx context.Context, req *RedriveRequest) (*RedriveResponse, error) {
+	var ids []int64
+	if req != nil {
+		ids = req.SequenceIDs
+	}
+	n, err := d.queue.Redrive(orBackground(ctx), ids)
+	if err != nil {
+		return nil, d.done("redrive", err)
+	}
+	return &RedriveResponse{RedrivenCount: n}, nil
+}
+
+// Purge implements Dispatcher: the given dead letters (all when none are
+// given, or the request is nil) are deleted. Unknown ids are ignored.
+func (d *LocalDispatcher) Purge(ctx context.Context, req *PurgeRequest) (*PurgeResponse, error) {
+	var ids []int64
+	if req != nil {
+		ids = req.SequenceIDs
+	}
+	n, err := d.queue.Purge(orBackground(ctx), ids)
+	if err != nil {
+		return nil, d.done("purge", err)
+	}
+	return &PurgeResponse{PurgedCount: n}, nil
+}

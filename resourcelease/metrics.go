@@ -1,0 +1,186 @@
+package resourcelease
+
+import (
+	"errors"
+	"fmt"
+	"reflect"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Metric names exported by a Dispatcher given a Registerer (DESIGN §13). The
+// gauges are the queue's counts after its latest change; the counters count
+// changes since the Dispatcher was created (a restart starts them at zero, as
+// Prometheus counters expect).
+const (
+	// MetricPendingItems is a gauge: items waiting to be leased.
+	MetricPendingItems = "resourcelease_pending_items"
+	// MetricActiveLeases is a gauge: live leases.
+	MetricActiveLeases = "resourcelease_active_leases"
+	// MetricDeadLetters is a gauge: dead-lettered items kept for inspection.
+	MetricDeadLetters = "resourcelease_dead_letters"
+	// MetricEnqueued counts items enqueued (not duplicates, not restores).
+	MetricEnqueued = "resourcelease_enqueued_total"
+	// MetricLeased counts leases granted.
+	MetricLeased = "resourcelease_leased_total"
+	// MetricCompleted counts leases completed.
+	MetricCompleted = "resourcelease_completed_total"
+	// MetricFailed counts leases ended by a worker's fail call, whether the
+	// item was requeued or dead-lettered.
+	MetricFailed = "resourcelease_failed_total"
+	// MetricRequeued counts leases a worker failed with requeue whose item went
+	// back to pending for another attempt.
+	MetricRequeued = "resourcelease_requeued_total"
+	// MetricExpired counts leases that expired without a heartbeat, whether the
+	// item was requeued or, out of attempts, dead-lettered.
+	MetricExpired = "resourcelease_expired_total"
+	// MetricDeadLettered counts items dead-lettered.
+	MetricDeadLettered = "resourcelease_dead_lettered_total"
+	// MetricHeartbeats counts heartbeats that extended a live lease.
+	MetricHeartbeats = "resourcelease_heartbeats_total"
+	// MetricLeaseHold is a histogram of how long leases were held, from the
+	// grant to the completion, failure or expiry that ended them.
+	MetricLeaseHold = "resourcelease_lease_hold_seconds"
+)
+
+// leaseHoldBuckets span a quick in-process job (5 ms) to a lease heartbeated
+// for ten minutes.
+var leaseHoldBuckets = []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600}
+
+// queueMetrics are the Dispatcher's own metric families. Every method is
+// called from the journal with the queue's lock held: each is a handful of
+// atomic operations.
+type queueMetrics struct {
+	pending, active, dead prometheus.Gauge
+
+	enqueued, leased, completed, failed, requeued prometheus.Counter
+	expired, deadLettered, heartbeats             prometheus.Counter
+
+	hold prometheus.Histogram
+}
+
+func newQueueMetrics() *queueMetrics {
+	gauge := func(name, help string) prometheus.Gauge {
+		return prometheus.NewGauge(prometheus.GaugeOpts{Name: name, Help: help})
+	}
+	counter := func(name, help string) prometheus.Counter {
+		return prometheus.NewCounter(prometheus.CounterOpts{Name: name, Help: help})
+	}
+	return &queueMetrics{
+		pending:      gauge(MetricPendingItems, "Items waiting to be leased."),
+		active:       gauge(MetricActiveLeases, "Live leases."),
+		dead:         gauge(MetricDeadLetters, "Dead-lettered items kept for inspection."),
+		enqueued:     counter(MetricEnqueued, "Items enqueued."),
+		leased:       counter(MetricLeased, "Leases granted."),
+		completed:    counter(MetricCompleted, "Leases completed."),
+		failed:       counter(MetricFailed, "Leases ended by a worker's fail call (requeued or dead-lettered)."),
+		requeued:     counter(MetricRequeued, "Leases failed with requeue whose item went back to pending."),
+		expired:      counter(MetricExpired, "Leases that expired without a heartbeat (requeued or dead-lettered)."),
+		deadLettered: counter(MetricDeadLettered, "Items dead-lettered."),
+		heartbeats:   counter(MetricHeartbeats, "Heartbeats that extended a live lease."),
+		hold: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    MetricLeaseHold,
+			Help:    "Seconds from a lease's grant to the completion, failure or expiry that ended it.",
+			Buckets: leaseHoldBuckets,
+		}),
+	}
+}
+
+// collectors returns every family, for registration.
+func (m *queueMetrics) collectors() []prometheus.Collector {
+	return []prometheus.Collector{
+		m.pending, m.active, m.dead,
+		m.enqueued, m.leased, m.completed, m.failed, m.requeued,
+		m.expired, m.deadLettered, m.heartbeats, m.hold,
+	}
+}
+
+// setCounts sets the gauges.
+func (m *queueMetrics) setCounts(pending, active, dead int) {
+	m.pending.Set(float64(pending))
+	m.active.Set(float64(active))
+	m.dead.Set(float64(dead))
+}
+
+// observe accounts for one change. leaseEnd says how a dead-lettered lease
+// ended (the journal works it out); it is ignored for other kinds.
+func (m *queueMetrics) observe(c *Change, leaseEnd leaseEnding) {
+	m.setCounts(c.Pending, c.Active, c.DeadLettered)
+	switch c.Kind {
+	case ChangeEnqueued:
+		m.enqueued.Inc()
+	case ChangeLeased:
+		m.leased.Inc()
+	case ChangeHeartbeat:
+		m.heartbeats.Inc()
+	case ChangeCompleted:
+		m.completed.Inc()
+		m.observeHold(c)
+	case ChangeRequeued:
+		m.failed.Inc()
+		m.requeued.Inc()
+		m.observeHold(c)
+	case ChangeExpired:
+		m.expired.Inc()
+		m.observeHold(c)
+	case ChangeDeadLettered:
+		m.deadLettered.Inc()
+		switch leaseEnd {
+		case endedByFail:
+			m.failed.Inc()
+			m.observeHold(c)
+		case endedByExpiry:
+			m.expired.Inc()
+			m.observeHold(c)
+		}
+	}
+}
+
+func (m *queueMetrics) observeHold(c *Change) {
+	if c.LeasedAt.IsZero() {
+		return
+	}
+	if d := c.At.Sub(c.LeasedAt); d >= 0 {
+		m.hold.Observe(d.Seconds())
+	}
+}
+
+// registration registers collectors with a Registerer and remembers which it
+// registered, so that a failed constructor or Close can take them back.
+type registration struct {
+	reg  prometheus.Registerer
+	done []prometheus.Collector
+}
+
+// register registers c. If c itself is already registered (a caller that
+// registered its own tracker, say), that is fine and c is left for its owner
+// to unregister; any other failure, such as a second Dispatcher's metrics on
+// the same registry, is an error.
+func (r *registration) register(what string, c prometheus.Collector) error {
+	err := r.reg.Register(c)
+	if err == nil {
+		r.done = append(r.done, c)
+		return nil
+	}
+	var are prometheus.AlreadyRegisteredError
+	if errors.As(err, &are) && sameCollector(are.ExistingCollector, c) {
+		return nil
+	}
+	return fmt.Errorf("resourcelease: register %s metrics: %w", what, err)
+}
+
+// sameCollector reports whether a and b are the same collector. Comparing
+// interfaces whose dynamic type is not comparable would panic, so such
+// collectors are never the same.
+func sameCollector(a, b prometheus.Collector) bool {
+	ta, tb := reflect.TypeOf(a), reflect.TypeOf(b)
+	return ta == tb && ta != nil && ta.Comparable() && a == b
+}
+
+// unregisterAll unregisters, newest first, every collector register added.
+func (r *registration) unregisterAll() {
+	for i := len(r.done) - 1; i >= 0; i-- {
+		r.reg.Unregister(r.done[i])
+	}
+	r.done = nil
+}
