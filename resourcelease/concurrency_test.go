@@ -32,6 +32,7 @@ func TestConcurrentLeaseCompleteExactlyOnce(t *testing.T) {
 		})
 	}
 	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
 	var cw sync.WaitGroup
 	for c := range consumers {
 		cw.Go(func() {

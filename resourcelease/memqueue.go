@@ -349,6 +349,8 @@ func (q *MemoryQueue) Enqueue(ctx context.Context, item Item) (EnqueueResult, er
 	if err := ctxError(ctx); err != nil {
 		return EnqueueResult{}, err
 	}
+	// Allocated before taking the lock: less time holding it under contention.
+	e := &entry{item: item, attempt: 1, heapIndex: -1}
 	for {
 		q.mu.Lock()
 		if q.closed {
@@ -379,7 +381,7 @@ func (q *MemoryQueue) Enqueue(ctx context.Context, item Item) (EnqueueResult, er
 				return EnqueueResult{}, ctxError(ctx)
 			}
 		}
-		e := &entry{item: item, seq: q.nextSeq, attempt: 1, enqueuedAt: now, heapIndex: -1}
+		e.seq, e.enqueuedAt = q.nextSeq, now
 		q.nextSeq++
 		q.fresh.PushBack(e)
 		if item.RequestID != "" && q.cfg.DedupeWindow > 0 {
@@ -428,8 +430,9 @@ func (q *MemoryQueue) popReady() *entry {
 
 func (q *MemoryQueue) readyLen() int { return q.fresh.Len() + q.redo.Len() }
 
-// grant leases e to peer. Callers hold q.mu and have removed e from pending.
-func (q *MemoryQueue) grant(e *entry, peer string, now int64) (*Lease, Ack) {
+// grant leases e to peer, filling l (allocated by the caller, ideally before
+// it took the lock). Callers hold q.mu and have removed e from pending.
+func (q *MemoryQueue) grant(e *entry, peer string, now int64, l *Lease) (*Lease, Ack) {
 	var id uuid.UUID
 	var b [16]byte
 	putUint64(b[:8], q.ids.Uint64())
@@ -446,7 +449,7 @@ func (q *MemoryQueue) grant(e *entry, peer string, now int64) (*Lease, Ack) {
 	q.leases[e.seq] = e
 	q.expiry.Push(e)
 	q.signalSpace()
-	l := &Lease{
+	*l = Lease{
 		Payload:             e.item,
 		SequenceID:          e.seq,
 		Attempt:             e.attempt,
@@ -480,7 +483,7 @@ func (q *MemoryQueue) handOff(now int64) {
 	for q.waiters.Len() > 0 && q.readyLen() > 0 {
 		w := q.waiters.Remove(q.waiters.Front()).(*waiter)
 		w.elem = nil
-		l, ack := q.grant(q.popReady(), w.peer, now)
+		l, ack := q.grant(q.popReady(), w.peer, now, new(Lease))
 		w.ch <- waiterResult{lease: l, ack: ack}
 	}
 }
@@ -608,6 +611,7 @@ func (q *MemoryQueue) Lease(ctx context.Context, peerID string, wait time.Durati
 	if err := ctxError(ctx); err != nil {
 		return nil, err
 	}
+	l := new(Lease) // before the lock; wasted only when nothing is ready
 	q.mu.Lock()
 	if q.closed {
 		q.mu.Unlock()
@@ -618,7 +622,7 @@ func (q *MemoryQueue) Lease(ctx context.Context, peerID string, wait time.Durati
 	// While long-polls wait there are no ready items (handOff gave them out),
 	// so this never jumps the line.
 	if e := q.popReady(); e != nil {
-		l, a := q.grant(e, peerID, now)
+		l, a := q.grant(e, peerID, now, l)
 		q.mu.Unlock()
 		if err := waitAck(a); err != nil {
 			return nil, err
