@@ -28,6 +28,11 @@ func openDB(t testing.TB, path string) *sql.DB {
 	return db
 }
 
+// openReadOnly opens the existing database at path read-only.
+func openReadOnly(path string) (*sql.DB, error) {
+	return sqlitedb.Open(context.Background(), path, sqlitedb.Options{ReadOnly: true})
+}
+
 // newSQLiteStore opens a fresh database in a temporary directory and returns
 // a store on it, together with the database and its path.
 func newSQLiteStore(t testing.TB) (*deterministic.SQLiteStore, *sql.DB, string) {
