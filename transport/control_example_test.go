@@ -13,10 +13,10 @@ import (
 	"github.com/leasemesh/leasemesh/transport"
 )
 
-// exampleLog is a replication log of three events.
-type exampleLog struct{}
+// exampleControlLog is a replication log of three events.
+type exampleControlLog struct{}
 
-func (exampleLog) ReadEvents(_ context.Context, after int64, limit int) ([]resourcelease.Event, error) {
+func (exampleControlLog) ReadEvents(_ context.Context, after int64, limit int) ([]resourcelease.Event, error) {
 	var out []resourcelease.Event
 	for seq := after + 1; seq <= 3 && len(out) < limit; seq++ {
 		out = append(out, resourcelease.Event{
@@ -32,7 +32,7 @@ func (exampleLog) ReadEvents(_ context.Context, after int64, limit int) ([]resou
 func ExampleNewControlHandler() {
 	control := transport.NewControlHandler(transport.ControlOptions{
 		// Dispatcher: the dispatcher, to serve /stats, /drain, /restore and /deadletters.
-		Events:       exampleLog{},
+		Events:       exampleControlLog{},
 		Backpressure: func() (any, bool) { return nil, false }, // no signal yet
 	})
 	mux := http.NewServeMux()

@@ -402,11 +402,11 @@ func TestControlReplication(t *testing.T) {
 		wantSeqs      []int64
 		wantNextSince int64
 	}{
-		{"defaults", "", 0, 100, seqRange(1, 100), 100},
-		{"since", "?since=1495", 1495, 100, seqRange(1496, 1500), 1500},
+		{"defaults", "", 0, 100, controlSeqRange(1, 100), 100},
+		{"since", "?since=1495", 1495, 100, controlSeqRange(1496, 1500), 1500},
 		{"since and limit", "?since=3&limit=2", 3, 2, []int64{4, 5}, 5},
-		{"limit cut to max", "?limit=5000", 0, 1000, seqRange(1, 1000), 1000},
-		{"limit at max", "?limit=1000", 0, 1000, seqRange(1, 1000), 1000},
+		{"limit cut to max", "?limit=5000", 0, 1000, controlSeqRange(1, 1000), 1000},
+		{"limit at max", "?limit=1000", 0, 1000, controlSeqRange(1, 1000), 1000},
 		{"nothing new keeps since", "?since=1500", 1500, 100, nil, 1500},
 		{"unknown parameters ignored", "?since=10&limit=1&follow=yes", 10, 1, []int64{11}, 11},
 	}
@@ -436,7 +436,7 @@ func TestControlReplication(t *testing.T) {
 	}
 }
 
-func seqRange(from, to int64) []int64 {
+func controlSeqRange(from, to int64) []int64 {
 	var out []int64
 	for i := from; i <= to; i++ {
 		out = append(out, i)
@@ -515,18 +515,18 @@ func TestControlDispatcherEndpoints(t *testing.T) {
 			return &resourcelease.RestoreResponse{RestoredCount: len(r.Items)}, nil
 		},
 		deadLetters: func(_ context.Context, r *resourcelease.DeadLettersRequest) (*resourcelease.DeadLettersResponse, error) {
-			saw("deadletters " + jsonString(r))
+			saw("deadletters " + controlJSON(r))
 			if r.Limit == 7 {
 				return &resourcelease.DeadLettersResponse{}, nil
 			}
 			return &resourcelease.DeadLettersResponse{Items: []resourcelease.DeadLetter{{PendingItem: item, DeadLetteredAt: at, Reason: "gave up"}}}, nil
 		},
 		redrive: func(_ context.Context, r *resourcelease.RedriveRequest) (*resourcelease.RedriveResponse, error) {
-			saw("redrive " + jsonString(r))
+			saw("redrive " + controlJSON(r))
 			return &resourcelease.RedriveResponse{RedrivenCount: max(len(r.SequenceIDs), 5)}, nil
 		},
 		purge: func(_ context.Context, r *resourcelease.PurgeRequest) (*resourcelease.PurgeResponse, error) {
-			saw("purge " + jsonString(r))
+			saw("purge " + controlJSON(r))
 			return &resourcelease.PurgeResponse{PurgedCount: max(len(r.SequenceIDs), 5)}, nil
 		},
 	}
@@ -570,7 +570,7 @@ func TestControlDispatcherEndpoints(t *testing.T) {
 	}
 }
 
-func jsonString(v any) string {
+func controlJSON(v any) string {
 	b, err := json.Marshal(v)
 	if err != nil {
 		panic(err)

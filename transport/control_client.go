@@ -1,0 +1,254 @@
+package transport
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/leasemesh/leasemesh/resourcelease"
+)
+
+// ControlClientOptions configure NewControlClient. The zero value of every
+// field means its documented default; a bad value makes NewControlClient
+// return an error.
+type ControlClientOptions struct {
+	// HTTPClient makes the requests. Defaults to a client of the
+	// ControlClient's own (released by Close).
+	HTTPClient *http.Client
+	// BearerToken, when set, is sent as "Authorization: Bearer <token>", for
+	// a control plane protected by BearerToken.
+	BearerToken string
+	// Timeout bounds a call whose context has no deadline. Defaults to
+	// DefaultClientTimeout; negative means no bound but the context's.
+	Timeout time.Duration
+	// MaxResponseBytes bounds a response body; a larger one is an error with
+	// code CodeResponseTooLarge. Defaults to DefaultMaxResponseBytes; negative
+	// is an error.
+	MaxResponseBytes int64
+}
+
+// ControlClient is the Go client of the control plane served by
+// NewControlHandler. Errors are *resourcelease.Error rebuilt from the
+// response, as with Client; a server that cannot be reached gives status
+// unavailable with code CodeTransportUnavailable.
+//
+// A ControlClient is safe for concurrent use.
+type ControlClient struct {
+	base          string // scheme://host/prefix, no trailing slash
+	authorization string
+	hc            *http.Client
+	ownsHC        bool
+	timeout       time.Duration // 0: none
+	maxResponse   int64
+}
+
+// NewControlClient returns a client of the control plane at rawURL. When
+// rawURL has no path (for the demo, "http://127.0.0.1:5158"),
+// DefaultControlPrefix is added; otherwise its path is the handler's prefix.
+func NewControlClient(rawURL string, opts ControlClientOptions) (*ControlClient, error) {
+	u, err := url.Parse(rawURL)
+	if err != nil {
+		return nil, fmt.Errorf("transport: NewControlClient: invalid URL %q: %w", rawURL, err)
+	}
+	if u.Scheme != "http" && u.Scheme != "https" || u.Host == "" {
+		return nil, fmt.Errorf("transport: NewControlClient: invalid URL %q: want http:// or https:// and a host", rawURL)
+	}
+	if u.RawQuery != "" || u.Fragment != "" {
+		return nil, fmt.Errorf("transport: NewControlClient: invalid URL %q: it must not have a query or fragment", rawURL)
+	}
+	u.Path = strings.TrimRight(u.Path, "/")
+	u.RawPath = ""
+	if u.Path == "" {
+		u.Path = DefaultControlPrefix
+	}
+	c := &ControlClient{
+		base:        u.String(),
+		hc:          opts.HTTPClient,
+		timeout:     opts.Timeout,
+		maxResponse: opts.MaxResponseBytes,
+	}
+	if tok := opts.BearerToken; tok != "" {
+		if headerSafe(tok, len(tok)) != tok || strings.TrimSpace(tok) != tok {
+			return nil, fmt.Errorf("transport: NewControlClient: BearerToken must be a valid header value without surrounding white space")
+		}
+		c.authorization = "Bearer " + tok
+	}
+	switch {
+	case c.timeout == 0:
+		c.timeout = DefaultClientTimeout
+	case c.timeout < 0:
+		c.timeout = 0
+	}
+	switch {
+	case c.maxResponse < 0:
+		return nil, fmt.Errorf("transport: NewControlClient: MaxResponseBytes must not be negative, got %d", c.maxResponse)
+	case c.maxResponse == 0:
+		c.maxResponse = DefaultMaxResponseBytes
+	}
+	if c.hc == nil {
+		c.hc = &http.Client{Transport: newTransport()}
+		c.ownsHC = true
+	}
+	return c, nil
+}
+
+// URL returns the control plane's URL with its prefix, e.g.
+// "http://127.0.0.1:5158/omnirelay/control".
+func (c *ControlClient) URL() string { return c.base }
+
+// Close releases the idle connections of the ControlClient's own HTTP client
+// (not of one given in ControlClientOptions.HTTPClient). The ControlClient
+// stays usable. It always returns nil.
+func (c *ControlClient) Close() error {
+	if c.ownsHC {
+		c.hc.CloseIdleConnections()
+	}
+	return nil
+}
+
+// do sends one request to path (below the prefix, with its query) and
+// returns the status code and body of a 2xx response.
+func (c *ControlClient) do(ctx context.Context, method, path string, body any) (int, []byte, error) {
+	if _, ok := ctx.Deadline(); !ok && c.timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, c.timeout)
+		defer cancel()
+	}
+	var rd io.Reader
+	if body != nil {
+		b, err := json.Marshal(body)
+		if err != nil {
+			return 0, nil, &resourcelease.Error{Status: resourcelease.StatusInvalidArgument, Code: resourcelease.CodeInvalidArgument,
+				Message: "transport: cannot encode the request: " + err.Error(), Err: err}
+		}
+		rd = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, c.base+path, rd)
+	if err != nil {
+		return 0, nil, resourcelease.Errorf(resourcelease.StatusInvalidArgument, resourcelease.CodeInvalidArgument, "transport: %v", err)
+	}
+	req.Header.Set("Accept", "application/json")
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	if c.authorization != "" {
+		req.Header.Set("Authorization", c.authorization)
+	}
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		return 0, nil, transportError(ctx, err)
+	}
+	defer func() {
+		_, _ = io.CopyN(io.Discard, resp.Body, 4<<10)
+		_ = resp.Body.Close()
+	}()
+	out, err := io.ReadAll(io.LimitReader(resp.Body, c.maxResponse+1))
+	if err != nil {
+		return 0, nil, transportError(ctx, err)
+	}
+	if int64(len(out)) > c.maxResponse {
+		return 0, nil, resourcelease.Errorf(resourcelease.StatusResourceExhausted, CodeResponseTooLarge,
+			"transport: control %s: response exceeds %d bytes", path, c.maxResponse)
+	}
+	if resp.StatusCode < 200 || resp.StatusCode > 299 {
+		return 0, nil, decodeError(resp, out)
+	}
+	return resp.StatusCode, out, nil
+}
+
+// controlCall sends one request and decodes its JSON response into a new T.
+func controlCall[T any](ctx context.Context, c *ControlClient, method, path string, body any) (*T, error) {
+	_, out, err := c.do(ctx, method, path, body)
+	if err != nil {
+		return nil, err
+	}
+	v := new(T)
+	if err := json.Unmarshal(out, v); err != nil {
+		return nil, malformedResponse("control "+path, err)
+	}
+	return v, nil
+}
+
+// Peers returns the JSON of GET /peers as it is (the shape is the server's
+// Peers source; for the demo, the peerhealth diagnostics payload).
+func (c *ControlClient) Peers(ctx context.Context) (json.RawMessage, error) {
+	_, out, err := c.do(ctx, http.MethodGet, "/peers", nil)
+	if err != nil {
+		return nil, err
+	}
+	if !json.Valid(out) {
+		return nil, malformedResponse("control /peers", fmt.Errorf("not JSON"))
+	}
+	return json.RawMessage(out), nil
+}
+
+// Backpressure returns the latest backpressure signal, or (nil, nil) when
+// there has been none yet.
+func (c *ControlClient) Backpressure(ctx context.Context) (*resourcelease.BackpressureSignal, error) {
+	code, out, err := c.do(ctx, http.MethodGet, "/backpressure", nil)
+	if err != nil || code == http.StatusNoContent {
+		return nil, err
+	}
+	var s resourcelease.BackpressureSignal
+	if err := json.Unmarshal(out, &s); err != nil {
+		return nil, malformedResponse("control /backpressure", err)
+	}
+	return &s, nil
+}
+
+// Replication returns up to limit replication events with sequence numbers
+// above since; limit <= 0 means the server's default (DefaultReplicationLimit).
+// To follow the log, call it again with the page's NextSince.
+func (c *ControlClient) Replication(ctx context.Context, since int64, limit int) (*ReplicationPage, error) {
+	q := url.Values{"since": {strconv.FormatInt(since, 10)}}
+	if limit > 0 {
+		q.Set("limit", strconv.Itoa(limit))
+	}
+	return controlCall[ReplicationPage](ctx, c, http.MethodGet, "/replication?"+q.Encode(), nil)
+}
+
+// Stats returns the queue's counts (GET /stats).
+func (c *ControlClient) Stats(ctx context.Context) (*resourcelease.Stats, error) {
+	return controlCall[resourcelease.Stats](ctx, c, http.MethodGet, "/stats", nil)
+}
+
+// Drain removes and returns every pending item (POST /drain).
+func (c *ControlClient) Drain(ctx context.Context) (*resourcelease.DrainResponse, error) {
+	return controlCall[resourcelease.DrainResponse](ctx, c, http.MethodPost, "/drain", struct{}{})
+}
+
+// Restore puts drained items back (POST /restore).
+func (c *ControlClient) Restore(ctx context.Context, req *resourcelease.RestoreRequest) (*resourcelease.RestoreResponse, error) {
+	return controlCall[resourcelease.RestoreResponse](ctx, c, http.MethodPost, "/restore", orEmpty(req))
+}
+
+// DeadLetters lists up to limit dead letters, oldest first; limit <= 0 lists
+// all (GET /deadletters).
+func (c *ControlClient) DeadLetters(ctx context.Context, limit int) (*resourcelease.DeadLettersResponse, error) {
+	path := "/deadletters"
+	if limit > 0 {
+		path += "?limit=" + strconv.Itoa(limit)
+	}
+	return controlCall[resourcelease.DeadLettersResponse](ctx, c, http.MethodGet, path, nil)
+}
+
+// Redrive moves the given dead letters (all when ids is empty) back to
+// pending with attempt 1 (POST /deadletters/redrive).
+func (c *ControlClient) Redrive(ctx context.Context, ids []int64) (*resourcelease.RedriveResponse, error) {
+	return controlCall[resourcelease.RedriveResponse](ctx, c, http.MethodPost, "/deadletters/redrive",
+		&resourcelease.RedriveRequest{SequenceIDs: ids})
+}
+
+// Purge deletes the given dead letters (all when ids is empty) (POST
+// /deadletters/purge).
+func (c *ControlClient) Purge(ctx context.Context, ids []int64) (*resourcelease.PurgeResponse, error) {
+	return controlCall[resourcelease.PurgeResponse](ctx, c, http.MethodPost, "/deadletters/purge",
+		&resourcelease.PurgeRequest{SequenceIDs: ids})
+}
