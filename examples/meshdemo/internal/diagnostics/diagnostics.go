@@ -1,0 +1,415 @@
+// Package diagnostics serves the mesh demo's diagnostics port: the /demo/*
+// helper endpoints layered over the dispatcher, and the live page at "/".
+//
+//	POST /demo/enqueue        enqueue through the RPC client; payloadEncoding
+//	                          defaults to application/json and body to a small
+//	                          JSON document
+//	GET  /demo/lease-health   peer health ({"peers":[...],"summary":{...}})
+//	GET  /demo/backpressure   the latest backpressure signal; 204 before the first
+//	GET  /demo/replication    the recent replication events, oldest first
+//	GET  /demo/snapshot       everything the page shows, as one JSON document
+//	GET  /demo/stream         the same snapshot as server-sent events, every second
+//	GET  /                    the live page (embedded; no CDN, no build step)
+//
+// The handler reads its data through Sources, a set of functions, so it can be
+// tested without a dispatcher and composed by the demo from the real pieces.
+package diagnostics
+
+import (
+	"context"
+	_ "embed"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/leasemesh/leasemesh/resourcelease"
+	"github.com/leasemesh/leasemesh/transport"
+)
+
+//go:embed page.html
+var page []byte
+
+// Info describes the node, for the page header.
+type Info struct {
+	ServiceName   string    `json:"serviceName"`
+	Namespace     string    `json:"namespace"`
+	RPCURL        string    `json:"rpcUrl"`
+	Roles         []string  `json:"roles"`
+	Storage       string    `json:"storage"`
+	DataDirectory string    `json:"dataDirectory,omitempty"`
+	StartedAt     time.Time `json:"startedAt"`
+}
+
+// Totals are running counts of what happened since the dispatcher started,
+// as replication events (so they include expiries nobody asked for).
+type Totals struct {
+	Enqueued     int64 `json:"enqueued"`
+	Leased       int64 `json:"leased"`
+	Completed    int64 `json:"completed"`
+	Failed       int64 `json:"failed"`
+	Expired      int64 `json:"expired"`
+	DeadLettered int64 `json:"deadLettered"`
+}
+
+// Sources are where the handler reads its data. Every field is optional
+// except Stats; an absent source is served as empty.
+type Sources struct {
+	// Stats returns the queue's counts.
+	Stats func(ctx context.Context) (*resourcelease.Stats, error)
+	// Enqueue forwards a /demo/enqueue (the demo passes its RPC client).
+	Enqueue func(ctx context.Context, req *resourcelease.EnqueueRequest) (*resourcelease.EnqueueResponse, error)
+	// Peers returns the peer-health payload.
+	Peers func() any
+	// Backpressure returns the latest signal, and false before the first.
+	Backpressure func() (resourcelease.BackpressureSignal, bool)
+	// BackpressureHistory returns the recent transitions, oldest first.
+	BackpressureHistory func() []resourcelease.BackpressureSignal
+	// BackpressureState returns the monitor's current state (watermarks, mode).
+	BackpressureState func() any
+	// Recent returns the recent replication events, oldest first.
+	Recent func() []resourcelease.Event
+	// LastSequence returns the newest replication sequence number.
+	LastSequence func() int64
+	// Sinks returns the replication sinks' delivery status.
+	Sinks func() any
+	// Totals returns the running counts.
+	Totals func() Totals
+}
+
+// Options configure NewHandler.
+type Options struct {
+	Sources Sources
+	Info    Info
+	// History feeds the page's chart; nil shows no history.
+	History *History
+	// Control, when set, is mounted at /omnirelay/control/.
+	Control http.Handler
+	// Metrics, when set, is mounted at /metrics.
+	Metrics http.Handler
+	// StreamInterval is how often /demo/stream sends a snapshot. Defaults to 1s.
+	StreamInterval time.Duration
+	// MaxBodyBytes limits a /demo/enqueue body. Defaults to 1 MiB.
+	MaxBodyBytes int64
+	// Logger defaults to slog.Default().
+	Logger *slog.Logger
+}
+
+type handler struct {
+	o Options
+}
+
+// NewHandler returns the diagnostics handler. It fails when Sources.Stats is nil.
+func NewHandler(o Options) (http.Handler, error) {
+	if o.Sources.Stats == nil {
+		return nil, errors.New("diagnostics: Sources.Stats is required")
+	}
+	if o.StreamInterval <= 0 {
+		o.StreamInterval = time.Second
+	}
+	if o.MaxBodyBytes <= 0 {
+		o.MaxBodyBytes = 1 << 20
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	h := &handler{o: o}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /{$}", h.page)
+	mux.HandleFunc("POST /demo/enqueue", h.enqueue)
+	mux.HandleFunc("GET /demo/lease-health", h.leaseHealth)
+	mux.HandleFunc("GET /demo/backpressure", h.backpressure)
+	mux.HandleFunc("GET /demo/replication", h.replication)
+	mux.HandleFunc("GET /demo/snapshot", h.snapshotJSON)
+	mux.HandleFunc("GET /demo/stream", h.stream)
+	if o.Control != nil {
+		mux.Handle(transport.DefaultControlPrefix+"/", o.Control)
+	}
+	if o.Metrics != nil {
+		mux.Handle("GET /metrics", o.Metrics)
+	}
+	return mux, nil
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json; charset=utf-8")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	_ = enc.Encode(v)
+}
+
+func (h *handler) page(w http.ResponseWriter, _ *http.Request) {
+	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	w.Header().Set("Cache-Control", "no-store")
+	_, _ = w.Write(page)
+}
+
+// EnqueueBody is the body of POST /demo/enqueue. Body is any JSON value and is
+// stored as its JSON text; it defaults to {"resourceId":"<resourceId>"}.
+// PayloadEncoding defaults to application/json.
+type EnqueueBody struct {
+	ResourceType    string            `json:"resourceType"`
+	ResourceID      string            `json:"resourceId"`
+	PartitionKey    string            `json:"partitionKey"`
+	PayloadEncoding string            `json:"payloadEncoding,omitempty"`
+	Body            json.RawMessage   `json:"body,omitempty"`
+	Attributes      map[string]string `json:"attributes,omitempty"`
+	RequestID       string            `json:"requestId,omitempty"`
+}
+
+// Item returns the work item the body asks for, with the defaults filled in.
+func (b *EnqueueBody) Item() *resourcelease.Item {
+	it := &resourcelease.Item{
+		ResourceType: b.ResourceType, ResourceID: b.ResourceID, PartitionKey: b.PartitionKey,
+		PayloadEncoding: b.PayloadEncoding, Attributes: b.Attributes, RequestID: b.RequestID,
+	}
+	if strings.TrimSpace(it.PayloadEncoding) == "" {
+		it.PayloadEncoding = "application/json"
+	}
+	if len(b.Body) == 0 || string(b.Body) == "null" {
+		it.Body, _ = json.Marshal(map[string]string{"resourceId": b.ResourceID})
+	} else {
+		it.Body = []byte(b.Body)
+	}
+	return it
+}
+
+func (h *handler) enqueue(w http.ResponseWriter, r *http.Request) {
+	if h.o.Sources.Enqueue == nil {
+		transport.WriteError(w, resourcelease.Errorf(resourcelease.StatusUnimplemented, resourcelease.CodeInvalidArgument, "this node has no RPC client to enqueue with"))
+		return
+	}
+	raw, err := io.ReadAll(http.MaxBytesReader(w, r.Body, h.o.MaxBodyBytes))
+	if err != nil {
+		transport.WriteError(w, resourcelease.Errorf(resourcelease.StatusResourceExhausted, transport.CodeBodyTooLarge, "request body is larger than %d bytes", h.o.MaxBodyBytes))
+		return
+	}
+	var body EnqueueBody
+	if len(strings.TrimSpace(string(raw))) > 0 {
+		if err := json.Unmarshal(raw, &body); err != nil {
+			transport.WriteError(w, resourcelease.Errorf(resourcelease.StatusInvalidArgument, resourcelease.CodeInvalidArgument, "request body is not a JSON object: %v", err))
+			return
+		}
+	}
+	resp, err := h.o.Sources.Enqueue(r.Context(), &resourcelease.EnqueueRequest{Payload: body.Item()})
+	if err != nil {
+		transport.WriteError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, resp)
+}
+
+func (h *handler) peers() any {
+	if h.o.Sources.Peers == nil {
+		return map[string]any{"peers": []any{}, "summary": map[string]int{"eligiblePeers": 0, "unhealthyPeers": 0, "pendingReassignments": 0}}
+	}
+	return h.o.Sources.Peers()
+}
+
+func (h *handler) leaseHealth(w http.ResponseWriter, _ *http.Request) {
+	writeJSON(w, http.StatusOK, h.peers())
+}
+
+func (h *handler) backpressure(w http.ResponseWriter, _ *http.Request) {
+	if h.o.Sources.Backpressure != nil {
+		if s, ok := h.o.Sources.Backpressure(); ok {
+			writeJSON(w, http.StatusOK, s)
+			return
+		}
+	}
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (h *handler) recent() []resourcelease.Event {
+	if h.o.Sources.Recent == nil {
+		return []resourcelease.Event{}
+	}
+	ev := h.o.Sources.Recent()
+	if ev == nil {
+		ev = []resourcelease.Event{}
+	}
+	return ev
+}
+
+func (h *handler) replication(w http.ResponseWriter, _ *http.Request) {
+	writeJSON(w, http.StatusOK, h.recent())
+}
+
+// Snapshot is everything the page shows, at one instant.
+type Snapshot struct {
+	Time         time.Time            `json:"time"`
+	Info         Info                 `json:"info"`
+	Stats        *resourcelease.Stats `json:"stats"`
+	StatsError   string               `json:"statsError,omitempty"`
+	Totals       *Totals              `json:"totals,omitempty"`
+	Series       []Sample             `json:"series"`
+	Peers        any                  `json:"peers"`
+	Backpressure BackpressureView     `json:"backpressure"`
+	Replication  ReplicationView      `json:"replication"`
+}
+
+// BackpressureView is the backpressure part of a Snapshot.
+type BackpressureView struct {
+	State   any                                `json:"state,omitempty"`
+	Latest  *resourcelease.BackpressureSignal  `json:"latest"`
+	History []resourcelease.BackpressureSignal `json:"history"`
+}
+
+// ReplicationView is the replication part of a Snapshot.
+type ReplicationView struct {
+	LastSequence int64                 `json:"lastSequence"`
+	Events       []resourcelease.Event `json:"events"`
+	Sinks        any                   `json:"sinks,omitempty"`
+}
+
+func (h *handler) snapshot(ctx context.Context) Snapshot {
+	s := Snapshot{Time: time.Now().UTC(), Info: h.o.Info, Peers: h.peers(), Series: []Sample{}}
+	st, err := h.o.Sources.Stats(ctx)
+	if err != nil {
+		s.StatsError = err.Error()
+	}
+	s.Stats = st
+	if h.o.Sources.Totals != nil {
+		t := h.o.Sources.Totals()
+		s.Totals = &t
+	}
+	if h.o.History != nil {
+		s.Series = h.o.History.Samples()
+	}
+	src := h.o.Sources
+	if src.BackpressureState != nil {
+		s.Backpressure.State = src.BackpressureState()
+	}
+	if src.Backpressure != nil {
+		if sig, ok := src.Backpressure(); ok {
+			s.Backpressure.Latest = &sig
+		}
+	}
+	s.Backpressure.History = []resourcelease.BackpressureSignal{}
+	if src.BackpressureHistory != nil {
+		if hist := src.BackpressureHistory(); hist != nil {
+			s.Backpressure.History = hist
+		}
+	}
+	s.Replication.Events = h.recent()
+	if src.LastSequence != nil {
+		s.Replication.LastSequence = src.LastSequence()
+	}
+	if src.Sinks != nil {
+		s.Replication.Sinks = src.Sinks()
+	}
+	return s
+}
+
+func (h *handler) snapshotJSON(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, h.snapshot(r.Context()))
+}
+
+// stream sends a snapshot as a server-sent event every StreamInterval until
+// the client goes away or the server shuts down (the request context ends).
+func (h *handler) stream(w http.ResponseWriter, r *http.Request) {
+	fl, ok := w.(http.Flusher)
+	if !ok {
+		http.Error(w, "streaming unsupported", http.StatusInternalServerError)
+		return
+	}
+	w.Header().Set("Content-Type", "text/event-stream")
+	w.Header().Set("Cache-Control", "no-store")
+	w.Header().Set("X-Accel-Buffering", "no")
+	w.WriteHeader(http.StatusOK)
+	fmt.Fprint(w, "retry: 2000\n\n")
+	t := time.NewTicker(h.o.StreamInterval)
+	defer t.Stop()
+	for {
+		b, err := json.Marshal(h.snapshot(r.Context()))
+		if err != nil {
+			h.o.Logger.Error("diagnostics: encoding snapshot", "err", err)
+			return
+		}
+		if _, err := fmt.Fprintf(w, "event: snapshot\ndata: %s\n\n", b); err != nil {
+			return
+		}
+		fl.Flush()
+		select {
+		case <-r.Context().Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// Sample is one point of the page's chart.
+type Sample struct {
+	// T is the sample time in Unix milliseconds.
+	T            int64 `json:"t"`
+	Pending      int   `json:"pending"`
+	Active       int   `json:"active"`
+	DeadLettered int   `json:"deadLettered"`
+}
+
+// History is a bounded ring of samples of the queue's counts, for the chart.
+// It is safe for concurrent use.
+type History struct {
+	mu      sync.Mutex
+	samples []Sample
+	next    int
+	full    bool
+}
+
+// NewHistory returns a History keeping the newest n samples (n >= 1).
+func NewHistory(n int) *History {
+	if n < 1 {
+		n = 1
+	}
+	return &History{samples: make([]Sample, n)}
+}
+
+// Add records a sample.
+func (h *History) Add(s Sample) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.samples[h.next] = s
+	h.next = (h.next + 1) % len(h.samples)
+	if h.next == 0 {
+		h.full = true
+	}
+}
+
+// Samples returns the samples, oldest first.
+func (h *History) Samples() []Sample {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if !h.full {
+		return append([]Sample{}, h.samples[:h.next]...)
+	}
+	return append(append([]Sample{}, h.samples[h.next:]...), h.samples[:h.next]...)
+}
+
+// Sample records the counts of stats at time at.
+func (h *History) Sample(at time.Time, st resourcelease.Stats) {
+	h.Add(Sample{T: at.UnixMilli(), Pending: st.PendingCount, Active: st.ActiveLeaseCount, DeadLettered: st.DeadLetterCount})
+}
+
+// Run samples stats every interval until ctx ends.
+func (h *History) Run(ctx context.Context, interval time.Duration, stats func(ctx context.Context) (*resourcelease.Stats, error)) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		if st, err := stats(ctx); err == nil && st != nil {
+			h.Sample(time.Now(), *st)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
