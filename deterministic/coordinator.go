@@ -159,6 +159,8 @@ func (c *Coordinator) Collector() prometheus.Collector {
 	}
 }
 
+// coordinatorCollector reads the Coordinator's counters at scrape time; its
+// descriptors are built once, in Collector.
 type coordinatorCollector struct {
 	c                  *Coordinator
 	recorded, replayed *prometheus.Desc

@@ -21,11 +21,13 @@ type EffectConfig struct {
 	Clock resourcelease.Clock
 }
 
-// Defaults of EffectConfig.
-const (
-	DefaultEffectKeyPrefix = "effect/"
-	DefaultEffectKind      = "effect"
-)
+// DefaultEffectKeyPrefix is the key prefix an EffectStore uses when
+// EffectConfig.KeyPrefix is empty.
+const DefaultEffectKeyPrefix = "effect/"
+
+// DefaultEffectKind is the record kind an EffectStore uses when
+// EffectConfig.Kind is empty.
+const DefaultEffectKind = "effect"
 
 // EffectStore captures the result of a function once per effect id: the first
 // successful run is recorded in a [resourcelease.StateStore] and every later

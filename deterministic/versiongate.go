@@ -22,11 +22,13 @@ type GateConfig struct {
 	Clock resourcelease.Clock
 }
 
-// Defaults of GateConfig.
-const (
-	DefaultGateKeyPrefix = "version/"
-	DefaultGateKind      = "version"
-)
+// DefaultGateKeyPrefix is the key prefix a VersionGate uses when
+// GateConfig.KeyPrefix is empty.
+const DefaultGateKeyPrefix = "version/"
+
+// DefaultGateKind is the record kind a VersionGate uses when GateConfig.Kind
+// is empty.
+const DefaultGateKind = "version"
 
 // VersionGate records one version decision per change id: the first Decide
 // for a change id wins, later Decides with the same version succeed without
