@@ -1,0 +1,102 @@
+package transport_test
+
+import (
+	"context"
+
+	"github.com/leasemesh/leasemesh/resourcelease"
+)
+
+// fakeDispatcher is a resourcelease.Dispatcher made of func fields. A nil
+// field answers with the zero response (and lease with null).
+type fakeDispatcher struct {
+	EnqueueFn     func(context.Context, *resourcelease.EnqueueRequest) (*resourcelease.EnqueueResponse, error)
+	LeaseFn       func(context.Context, *resourcelease.LeaseRequest) (*resourcelease.Lease, error)
+	HeartbeatFn   func(context.Context, *resourcelease.HeartbeatRequest) (*resourcelease.HeartbeatResponse, error)
+	CompleteFn    func(context.Context, *resourcelease.CompleteRequest) (*resourcelease.SuccessResponse, error)
+	FailFn        func(context.Context, *resourcelease.FailRequest) (*resourcelease.SuccessResponse, error)
+	DrainFn       func(context.Context, *resourcelease.DrainRequest) (*resourcelease.DrainResponse, error)
+	RestoreFn     func(context.Context, *resourcelease.RestoreRequest) (*resourcelease.RestoreResponse, error)
+	StatsFn       func(context.Context, *resourcelease.StatsRequest) (*resourcelease.Stats, error)
+	DeadLettersFn func(context.Context, *resourcelease.DeadLettersRequest) (*resourcelease.DeadLettersResponse, error)
+	RedriveFn     func(context.Context, *resourcelease.RedriveRequest) (*resourcelease.RedriveResponse, error)
+	PurgeFn       func(context.Context, *resourcelease.PurgeRequest) (*resourcelease.PurgeResponse, error)
+}
+
+var _ resourcelease.Dispatcher = (*fakeDispatcher)(nil)
+
+func (f *fakeDispatcher) Enqueue(ctx context.Context, r *resourcelease.EnqueueRequest) (*resourcelease.EnqueueResponse, error) {
+	if f.EnqueueFn != nil {
+		return f.EnqueueFn(ctx, r)
+	}
+	return &resourcelease.EnqueueResponse{}, nil
+}
+
+func (f *fakeDispatcher) Lease(ctx context.Context, r *resourcelease.LeaseRequest) (*resourcelease.Lease, error) {
+	if f.LeaseFn != nil {
+		return f.LeaseFn(ctx, r)
+	}
+	return nil, nil
+}
+
+func (f *fakeDispatcher) Heartbeat(ctx context.Context, r *resourcelease.HeartbeatRequest) (*resourcelease.HeartbeatResponse, error) {
+	if f.HeartbeatFn != nil {
+		return f.HeartbeatFn(ctx, r)
+	}
+	return &resourcelease.HeartbeatResponse{Success: true}, nil
+}
+
+func (f *fakeDispatcher) Complete(ctx context.Context, r *resourcelease.CompleteRequest) (*resourcelease.SuccessResponse, error) {
+	if f.CompleteFn != nil {
+		return f.CompleteFn(ctx, r)
+	}
+	return &resourcelease.SuccessResponse{Success: true}, nil
+}
+
+func (f *fakeDispatcher) Fail(ctx context.Context, r *resourcelease.FailRequest) (*resourcelease.SuccessResponse, error) {
+	if f.FailFn != nil {
+		return f.FailFn(ctx, r)
+	}
+	return &resourcelease.SuccessResponse{Success: true}, nil
+}
+
+func (f *fakeDispatcher) Drain(ctx context.Context, r *resourcelease.DrainRequest) (*resourcelease.DrainResponse, error) {
+	if f.DrainFn != nil {
+		return f.DrainFn(ctx, r)
+	}
+	return &resourcelease.DrainResponse{}, nil
+}
+
+func (f *fakeDispatcher) Restore(ctx context.Context, r *resourcelease.RestoreRequest) (*resourcelease.RestoreResponse, error) {
+	if f.RestoreFn != nil {
+		return f.RestoreFn(ctx, r)
+	}
+	return &resourcelease.RestoreResponse{}, nil
+}
+
+func (f *fakeDispatcher) Stats(ctx context.Context, r *resourcelease.StatsRequest) (*resourcelease.Stats, error) {
+	if f.StatsFn != nil {
+		return f.StatsFn(ctx, r)
+	}
+	return &resourcelease.Stats{}, nil
+}
+
+func (f *fakeDispatcher) DeadLetters(ctx context.Context, r *resourcelease.DeadLettersRequest) (*resourcelease.DeadLettersResponse, error) {
+	if f.DeadLettersFn != nil {
+		return f.DeadLettersFn(ctx, r)
+	}
+	return &resourcelease.DeadLettersResponse{}, nil
+}
+
+func (f *fakeDispatcher) Redrive(ctx context.Context, r *resourcelease.RedriveRequest) (*resourcelease.RedriveResponse, error) {
+	if f.RedriveFn != nil {
+		return f.RedriveFn(ctx, r)
+	}
+	return &resourcelease.RedriveResponse{}, nil
+}
+
+func (f *fakeDispatcher) Purge(ctx context.Context, r *resourcelease.PurgeRequest) (*resourcelease.PurgeResponse, error) {
+	if f.PurgeFn != nil {
+		return f.PurgeFn(ctx, r)
+	}
+	return &resourcelease.PurgeResponse{}, nil
+}

@@ -1,0 +1,463 @@
+package transport
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"runtime/debug"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/leasemesh/leasemesh/resourcelease"
+)
+
+// Defaults of WorkerOptions.
+const (
+	// DefaultLeaseWait is how long each lease call long-polls: 10 s.
+	DefaultLeaseWait = 10 * time.Second
+	// DefaultMinBackoff is the first delay after a failed dispatcher call: 100 ms.
+	DefaultMinBackoff = 100 * time.Millisecond
+	// DefaultMaxBackoff caps the delay between retries: 10 s.
+	DefaultMaxBackoff = 10 * time.Second
+	// DefaultShutdownTimeout bounds the calls that settle in-flight leases
+	// once Run's context has ended: 5 s.
+	DefaultShutdownTimeout = 5 * time.Second
+)
+
+// ShutdownReason is the reason given when a Worker fails an in-flight lease
+// (with requeue) because its Run context ended.
+const ShutdownReason = "worker shutting down"
+
+// ErrLeaseLost is the cause (context.Cause) of a handler's context when the
+// Worker learned that the lease was lost: a heartbeat was answered with
+// resourcelease.ErrUnknownToken (the lease expired or was taken over).
+var ErrLeaseLost = errors.New("transport: lease lost")
+
+// WorkerOptions configure NewWorker. The zero value of every field but
+// Handler means its documented default; a bad value makes NewWorker return an
+// error.
+type WorkerOptions struct {
+	// PeerID is sent with every lease request. Defaults to "": the dispatcher
+	// then takes the peer id from the call (a Client's Caller or PeerID).
+	PeerID string
+	// Handler does the work of one lease. Its context ends when Run's context
+	// ends or the lease is lost (then context.Cause is ErrLeaseLost). nil
+	// completes the lease; an error fails it with requeue, the error text as
+	// reason and, when it is a *resourcelease.Error, its code as errorCode
+	// (wrap it with Permanent to dead-letter instead). A panic counts as an
+	// error. Required.
+	Handler func(ctx context.Context, l *resourcelease.Lease) error
+	// Concurrency is how many leases are worked at once, each by its own
+	// lease loop. Defaults to 1.
+	Concurrency int
+	// LeaseWait is how long each lease call long-polls for work. Defaults to
+	// DefaultLeaseWait.
+	LeaseWait time.Duration
+	// MinBackoff and MaxBackoff bound the exponential backoff (with jitter)
+	// after failed dispatcher calls. They default to DefaultMinBackoff and
+	// DefaultMaxBackoff; MinBackoff must not exceed MaxBackoff.
+	MinBackoff, MaxBackoff time.Duration
+	// HeartbeatInterval overrides the interval a lease advertises
+	// (heartbeatIntervalMs). Defaults to 0: the advertised one, or
+	// resourcelease.DefaultHeartbeatInterval if the lease has none.
+	HeartbeatInterval time.Duration
+	// ShutdownTimeout bounds settling in-flight leases after Run's context
+	// ended. Defaults to DefaultShutdownTimeout.
+	ShutdownTimeout time.Duration
+	// Logger defaults to slog.Default().
+	Logger *slog.Logger
+	// Clock times heartbeats and backoff. Defaults to resourcelease.SystemClock.
+	Clock resourcelease.Clock
+}
+
+// WorkerStats are a Worker's counters since it was made.
+type WorkerStats struct {
+	// Leased counts leases received.
+	Leased int64
+	// Completed counts leases completed.
+	Completed int64
+	// Failed counts leases failed (requeued, or dead-lettered with Permanent),
+	// including those requeued at shutdown.
+	Failed int64
+	// Lost counts leases the worker could not settle: a heartbeat or the
+	// final call was answered unknown_token, or the dispatcher stayed
+	// unreachable until the lease expired.
+	Lost int64
+	// Errors counts dispatcher calls that failed (and were retried or given
+	// up), other than unknown_token answers.
+	Errors int64
+}
+
+// Worker runs a lease → heartbeat → complete/fail loop over any
+// resourcelease.Dispatcher: a Client over the network, or a dispatcher in the
+// same process.
+//
+// Each of its Concurrency loops long-polls for a lease, runs Handler while
+// heartbeating at the lease's advertised interval, then completes or fails the
+// lease. A dispatcher that is down is retried with exponential backoff and
+// jitter; the worker resumes when it is back. Run blocks until its context
+// ends, then stops leasing, cancels the handlers' contexts, fails their leases
+// with requeue (reason ShutdownReason) and returns.
+type Worker struct {
+	d            resourcelease.Dispatcher
+	handler      func(context.Context, *resourcelease.Lease) error
+	peerID       string
+	concurrency  int
+	leaseWait    time.Duration
+	minBackoff   time.Duration
+	maxBackoff   time.Duration
+	heartbeat    time.Duration
+	shutdownWait time.Duration
+	logger       *slog.Logger
+	clock        resourcelease.Clock
+
+	running                                   atomic.Bool
+	leased, completed, failed, lost, failures atomic.Int64
+}
+
+// NewWorker returns a Worker that leases from d.
+func NewWorker(d resourcelease.Dispatcher, opts WorkerOptions) (*Worker, error) {
+	if d == nil {
+		return nil, errors.New("transport: NewWorker: nil Dispatcher")
+	}
+	if opts.Handler == nil {
+		return nil, errors.New("transport: NewWorker: Handler is required")
+	}
+	w := &Worker{
+		d:            d,
+		handler:      opts.Handler,
+		peerID:       opts.PeerID,
+		concurrency:  opts.Concurrency,
+		leaseWait:    opts.LeaseWait,
+		minBackoff:   opts.MinBackoff,
+		maxBackoff:   opts.MaxBackoff,
+		heartbeat:    opts.HeartbeatInterval,
+		shutdownWait: opts.ShutdownTimeout,
+		logger:       opts.Logger,
+		clock:        opts.Clock,
+	}
+	for _, f := range []struct {
+		name string
+		v    int64
+	}{
+		{"Concurrency", int64(w.concurrency)}, {"LeaseWait", int64(w.leaseWait)},
+		{"MinBackoff", int64(w.minBackoff)}, {"MaxBackoff", int64(w.maxBackoff)},
+		{"HeartbeatInterval", int64(w.heartbeat)}, {"ShutdownTimeout", int64(w.shutdownWait)},
+	} {
+		if f.v < 0 {
+			return nil, fmt.Errorf("transport: NewWorker: %s must not be negative", f.name)
+		}
+	}
+	w.concurrency = cmpOr(w.concurrency, 1)
+	w.leaseWait = cmpOr(w.leaseWait, DefaultLeaseWait)
+	w.minBackoff = cmpOr(w.minBackoff, DefaultMinBackoff)
+	w.maxBackoff = cmpOr(w.maxBackoff, DefaultMaxBackoff)
+	w.shutdownWait = cmpOr(w.shutdownWait, DefaultShutdownTimeout)
+	if w.minBackoff > w.maxBackoff {
+		return nil, fmt.Errorf("transport: NewWorker: MinBackoff %v exceeds MaxBackoff %v", w.minBackoff, w.maxBackoff)
+	}
+	if w.logger == nil {
+		w.logger = slog.Default()
+	}
+	if w.clock == nil {
+		w.clock = resourcelease.SystemClock
+	}
+	return w, nil
+}
+
+func cmpOr[T comparable](v, def T) T {
+	var zero T
+	if v == zero {
+		return def
+	}
+	return v
+}
+
+// Stats returns the worker's counters.
+func (w *Worker) Stats() WorkerStats {
+	return WorkerStats{
+		Leased:    w.leased.Load(),
+		Completed: w.completed.Load(),
+		Failed:    w.failed.Load(),
+		Lost:      w.lost.Load(),
+		Errors:    w.failures.Load(),
+	}
+}
+
+// Run works leases until ctx ends, then settles the in-flight ones and
+// returns nil. It returns an error at once if the Worker is already running.
+func (w *Worker) Run(ctx context.Context) error {
+	if !w.running.CompareAndSwap(false, true) {
+		return errors.New("transport: Worker.Run: already running")
+	}
+	defer w.running.Store(false)
+	var wg sync.WaitGroup
+	for i := range w.concurrency {
+		wg.Go(func() { w.loop(ctx, i) })
+	}
+	wg.Wait()
+	return nil
+}
+
+// loop is one lease loop.
+func (w *Worker) loop(ctx context.Context, slot int) {
+	waitMs := w.leaseWait.Milliseconds()
+	failures := 0
+	for ctx.Err() == nil {
+		start := w.clock.Now()
+		l, err := w.d.Lease(ctx, &resourcelease.LeaseRequest{PeerID: w.peerID, WaitMs: waitMs})
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			w.failures.Add(1)
+			delay := w.backoff(failures)
+			failures++
+			w.logger.Warn("worker: lease failed; backing off", "slot", slot, "peer", w.peerID,
+				"status", string(resourcelease.StatusOf(err)), "code", resourcelease.CodeOf(err), "error", err, "backoff", delay)
+			if !w.sleep(ctx, delay) {
+				return
+			}
+			continue
+		}
+		if failures > 0 {
+			w.logger.Info("worker: dispatcher is back", "slot", slot, "peer", w.peerID)
+			failures = 0
+		}
+		if l == nil {
+			// A dispatcher that answers at once instead of long-polling must
+			// not make us spin.
+			if w.clock.Now().Sub(start) < w.leaseWait/2 && !w.sleep(ctx, w.minBackoff) {
+				return
+			}
+			continue
+		}
+		w.leased.Add(1)
+		w.work(ctx, l)
+	}
+}
+
+// work runs the handler on one lease, heartbeating meanwhile, and settles it.
+func (w *Worker) work(ctx context.Context, l *resourcelease.Lease) {
+	token := l.OwnershipToken
+	expiry := new(atomic.Int64)
+	expiry.Store(leaseDeadline(l, w.clock.Now()).UnixNano())
+	if ctx.Err() != nil { // leased as the worker stopped: hand it straight back
+		w.settle(ctx, token, context.Cause(ctx), expiry)
+		return
+	}
+	hctx, cancelHandler := context.WithCancelCause(ctx)
+	defer cancelHandler(nil)
+	hbCtx, stopHeartbeat := context.WithCancel(ctx)
+	var lost atomic.Bool
+	hbDone := make(chan struct{})
+	go func() {
+		defer close(hbDone)
+		w.heartbeatLoop(hbCtx, token, w.heartbeatInterval(l), expiry, func() {
+			lost.Store(true)
+			cancelHandler(ErrLeaseLost)
+		})
+	}()
+	herr := w.runHandler(hctx, l)
+	stopHeartbeat()
+	<-hbDone
+	if lost.Load() {
+		w.lost.Add(1)
+		w.logger.Warn("worker: lease lost while working", "peer", w.peerID, "sequenceId", token.SequenceID, "attempt", token.Attempt)
+		return
+	}
+	w.settle(ctx, token, herr, expiry)
+}
+
+// leaseDeadline is when a lease expires if it is not heartbeated; a lease
+// without an expiry gets the default lease duration.
+func leaseDeadline(l *resourcelease.Lease, now time.Time) time.Time {
+	if l.LeaseExpiresAt.IsZero() {
+		return now.Add(resourcelease.DefaultLeaseDuration)
+	}
+	return l.LeaseExpiresAt
+}
+
+func (w *Worker) heartbeatInterval(l *resourcelease.Lease) time.Duration {
+	switch {
+	case w.heartbeat > 0:
+		return w.heartbeat
+	case l.HeartbeatIntervalMs > 0:
+		return time.Duration(l.HeartbeatIntervalMs) * time.Millisecond
+	}
+	return resourcelease.DefaultHeartbeatInterval
+}
+
+// heartbeatLoop heartbeats every interval until ctx ends; onLost is called
+// (and the loop ends) when the dispatcher no longer knows the token.
+func (w *Worker) heartbeatLoop(ctx context.Context, token resourcelease.OwnershipToken, interval time.Duration, expiry *atomic.Int64, onLost func()) {
+	for w.sleep(ctx, interval) {
+		resp, err := w.d.Heartbeat(ctx, &resourcelease.HeartbeatRequest{OwnershipToken: &token})
+		switch {
+		case err == nil:
+			if !resp.LeaseExpiresAt.IsZero() {
+				expiry.Store(resp.LeaseExpiresAt.UnixNano())
+			}
+		case errors.Is(err, resourcelease.ErrUnknownToken):
+			onLost()
+			return
+		case ctx.Err() != nil:
+			return
+		default:
+			w.failures.Add(1)
+			w.logger.Warn("worker: heartbeat failed", "peer", w.peerID, "sequenceId", token.SequenceID,
+				"status", string(resourcelease.StatusOf(err)), "error", err)
+		}
+	}
+}
+
+// runHandler calls the handler, turning a panic into an error.
+func (w *Worker) runHandler(ctx context.Context, l *resourcelease.Lease) (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			w.logger.Error("worker: handler panicked", "peer", w.peerID, "sequenceId", l.SequenceID,
+				"panic", fmt.Sprint(p), "stack", string(debug.Stack()))
+			err = fmt.Errorf("handler panic: %v", p)
+		}
+	}()
+	return w.handler(ctx, l)
+}
+
+// settle completes (herr == nil) or fails the lease, retrying transient
+// failures until the lease would have expired. Once ctx has ended it uses a
+// fresh context bounded by the shutdown timeout, and a failure is a requeue
+// with ShutdownReason.
+func (w *Worker) settle(ctx context.Context, token resourcelease.OwnershipToken, herr error, expiry *atomic.Int64) {
+	complete := herr == nil
+	cctx, cancel := ctx, context.CancelFunc(func() {})
+	defer func() { cancel() }()
+	shuttingDown := false
+	for attempt := 0; ; attempt++ {
+		if !shuttingDown && ctx.Err() != nil {
+			shuttingDown = true
+			cctx, cancel = w.shutdownContext(ctx)
+		}
+		var err error
+		if complete {
+			_, err = w.d.Complete(cctx, &resourcelease.CompleteRequest{OwnershipToken: &token})
+		} else {
+			_, err = w.d.Fail(cctx, failRequest(token, herr, shuttingDown))
+		}
+		switch {
+		case err == nil && complete:
+			w.completed.Add(1)
+			return
+		case err == nil:
+			w.failed.Add(1)
+			w.logger.Info("worker: lease failed", "peer", w.peerID, "sequenceId", token.SequenceID,
+				"attempt", token.Attempt, "reason", failReason(herr, shuttingDown))
+			return
+		case errors.Is(err, resourcelease.ErrUnknownToken):
+			w.lost.Add(1)
+			w.logger.Warn("worker: lease lost before it was settled", "peer", w.peerID,
+				"sequenceId", token.SequenceID, "attempt", token.Attempt)
+			return
+		}
+		w.failures.Add(1)
+		delay := w.backoff(attempt)
+		giveUp := !retryable(err) || !w.clock.Now().Add(delay).Before(time.Unix(0, expiry.Load()))
+		if !giveUp && !w.sleep(cctx, delay) {
+			// Run's context ended during the backoff (go round again with a
+			// fresh context), or the shutdown timeout did (give up).
+			giveUp = shuttingDown
+		}
+		if giveUp {
+			w.lost.Add(1)
+			w.logger.Error("worker: could not settle lease; it will expire and be redelivered", "peer", w.peerID,
+				"sequenceId", token.SequenceID, "attempt", token.Attempt, "complete", complete, "error", err)
+			return
+		}
+	}
+}
+
+// shutdownContext is the context of the calls that settle a lease after
+// Run's context ended: not cancelled with it, bounded by ShutdownTimeout.
+func (w *Worker) shutdownContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.WithoutCancel(ctx), w.shutdownWait)
+}
+
+// failRequest is the fail call for a handler error.
+func failRequest(token resourcelease.OwnershipToken, herr error, shuttingDown bool) *resourcelease.FailRequest {
+	requeue := true
+	req := &resourcelease.FailRequest{OwnershipToken: &token, Reason: failReason(herr, shuttingDown), Requeue: &requeue}
+	if shuttingDown {
+		req.ErrorCode = resourcelease.CodeCancelled
+		return req
+	}
+	var p *permanentError
+	if errors.As(herr, &p) {
+		requeue = false
+	}
+	var e *resourcelease.Error
+	if errors.As(herr, &e) {
+		req.ErrorCode = e.Code
+	}
+	return req
+}
+
+func failReason(herr error, shuttingDown bool) string {
+	if shuttingDown {
+		return ShutdownReason
+	}
+	return herr.Error()
+}
+
+// retryable reports whether a failed complete or fail may succeed if tried
+// again.
+func retryable(err error) bool {
+	switch resourcelease.StatusOf(err) {
+	case resourcelease.StatusUnavailable, resourcelease.StatusResourceExhausted, resourcelease.StatusDeadlineExceeded,
+		resourcelease.StatusCancelled, resourcelease.StatusInternal:
+		return true
+	}
+	return false
+}
+
+// backoff is the delay before retry number attempt (from 0): MinBackoff
+// doubled per attempt, capped at MaxBackoff, with equal jitter (a uniformly
+// random delay between half of that and all of it).
+func (w *Worker) backoff(attempt int) time.Duration {
+	d := w.maxBackoff
+	if attempt < 32 {
+		if e := w.minBackoff << attempt; e > 0 && e < d {
+			d = e
+		}
+	}
+	half := d / 2
+	return half + rand.N(d-half+1)
+}
+
+// sleep waits d on the worker's clock; false means ctx ended first.
+func (w *Worker) sleep(ctx context.Context, d time.Duration) bool {
+	t := w.clock.NewTimer(d)
+	select {
+	case <-t.C():
+		return true
+	case <-ctx.Done():
+		t.Stop()
+		return false
+	}
+}
+
+// Permanent marks a handler error as permanent: the Worker fails the lease
+// without requeue, so the item is dead-lettered at once instead of being
+// retried. Permanent(nil) is nil.
+func Permanent(err error) error {
+	if err == nil {
+		return nil
+	}
+	return &permanentError{err: err}
+}
+
+type permanentError struct{ err error }
+
+func (e *permanentError) Error() string { return e.err.Error() }
+func (e *permanentError) Unwrap() error { return e.err }
