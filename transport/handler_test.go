@@ -375,7 +375,9 @@ func TestHandlerDeadline(t *testing.T) {
 		{"deadline earlier than ttl", func(now time.Time) hdr {
 			return hdr{transport.HeaderTTLMs: "9000", transport.HeaderDeadline: now.Add(2 * time.Second).Format(time.RFC3339Nano)}
 		}, 2 * time.Second},
-		{"ttl capped", func(time.Time) hdr { return hdr{transport.HeaderTTLMs: strconv.Itoa(int(3 * maxTTL / time.Millisecond))} }, maxTTL},
+		{"ttl capped", func(time.Time) hdr {
+			return hdr{transport.HeaderTTLMs: strconv.Itoa(int(3 * maxTTL / time.Millisecond))}
+		}, maxTTL},
 		{"deadline capped", func(time.Time) hdr { return hdr{transport.HeaderDeadline: "9999-01-01T00:00:00Z"} }, maxTTL},
 	}
 	for _, tt := range tests {
