@@ -1,0 +1,106 @@
+package backpressure
+
+import (
+	"encoding/json"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Protocol headers the middleware reads and writes (DESIGN §9).
+const (
+	HeaderProcedure    = "Rpc-Procedure"
+	HeaderCaller       = "Rpc-Caller"
+	HeaderStatus       = "Rpc-Status"
+	HeaderErrorCode    = "Rpc-Error-Code"
+	HeaderErrorMessage = "Rpc-Error-Message"
+)
+
+// MiddlewareConfig says which requests the middleware throttles and how it
+// tells callers apart. The zero value throttles enqueue requests per
+// Rpc-Caller (else remote IP).
+type MiddlewareConfig struct {
+	// Key returns the caller key of a request (used with
+	// RateLimiterConfig.PerKey). Nil means CallerKey.
+	Key func(*http.Request) string
+	// Match reports whether a request is throttled at all; others pass
+	// straight through. Nil means MatchEnqueue.
+	Match func(*http.Request) bool
+}
+
+// CallerKey is the default MiddlewareConfig.Key: the Rpc-Caller header, else
+// the remote IP address.
+func CallerKey(r *http.Request) string {
+	if c := r.Header.Get(HeaderCaller); c != "" {
+		return c
+	}
+	if host, _, err := net.SplitHostPort(r.RemoteAddr); err == nil {
+		return host
+	}
+	return r.RemoteAddr
+}
+
+// MatchEnqueue is the default MiddlewareConfig.Match: requests whose
+// Rpc-Procedure header ends with "::enqueue". Only producers are throttled;
+// lease, heartbeat, complete and fail drain the queue and never are.
+func MatchEnqueue(r *http.Request) bool {
+	return strings.HasSuffix(r.Header.Get(HeaderProcedure), "::enqueue")
+}
+
+// Middleware is shorthand for MiddlewareWith(next, MiddlewareConfig{}): it
+// throttles enqueue requests per caller.
+func (r *RateLimiter) Middleware(next http.Handler) http.Handler {
+	return r.MiddlewareWith(next, MiddlewareConfig{})
+}
+
+// MiddlewareWith returns a handler that passes the requests cfg.Match
+// selects through the limiter before next. A refused request gets 429 Too
+// Many Requests with the protocol's error: headers Retry-After (whole
+// seconds, at least 1), Rpc-Status (resource-exhausted), Rpc-Error-Code
+// (error.resourcelease.rate_limited) and Rpc-Error-Message, and the body
+// {"message","status","code","metadata"}.
+func (r *RateLimiter) MiddlewareWith(next http.Handler, cfg MiddlewareConfig) http.Handler {
+	key, match := cfg.Key, cfg.Match
+	if key == nil {
+		key = CallerKey
+	}
+	if match == nil {
+		match = MatchEnqueue
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		if !match(req) {
+			next.ServeHTTP(w, req)
+			return
+		}
+		ok, retry := r.AllowWithRetry(key(req))
+		if ok {
+			next.ServeHTTP(w, req)
+			return
+		}
+		writeRateLimited(w, retry)
+	})
+}
+
+// errorBody is the protocol's error body.
+type errorBody struct {
+	Message  string            `json:"message"`
+	Status   string            `json:"status"`
+	Code     string            `json:"code"`
+	Metadata map[string]string `json:"metadata"`
+}
+
+func writeRateLimited(w http.ResponseWriter, retry time.Duration) {
+	e := rateLimitedError(retry)
+	body, _ := json.Marshal(errorBody{Message: e.Message, Status: string(e.Status), Code: e.Code, Metadata: e.Metadata}) // strings only: cannot fail
+	h := w.Header()
+	h.Set("Content-Type", "application/json")
+	h.Set("Content-Length", strconv.Itoa(len(body)))
+	h.Set("Retry-After", e.Metadata["retryAfterSeconds"])
+	h.Set(HeaderStatus, string(e.Status))
+	h.Set(HeaderErrorCode, e.Code)
+	h.Set(HeaderErrorMessage, e.Message)
+	w.WriteHeader(e.Status.HTTPStatus())
+	_, _ = w.Write(body)
+}
