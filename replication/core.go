@@ -1,0 +1,525 @@
+package replication
+
+import (
+	"context"
+	"math"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/leasemesh/leasemesh/resourcelease"
+)
+
+// backend is the durable half of a replicator (the SQLite store). A
+// MemoryReplicator has none: its in-memory log is the whole log.
+type backend interface {
+	// commit persists the entries' events and queue-state changes in one
+	// transaction, or nothing. Only the writer goroutine calls it.
+	commit(ctx context.Context, entries []*entry) error
+	// readEvents reads committed events with SequenceNumber > after, oldest first.
+	readEvents(ctx context.Context, after int64, limit int) ([]resourcelease.Event, error)
+	// close releases what the backend holds (never the caller's *sql.DB).
+	close() error
+}
+
+// entry is one recorded change on its way through the writer. It is the Ack
+// Record returns.
+type entry struct {
+	change *resourcelease.Change
+	event  resourcelease.Event
+	batch  *batch
+	index  int
+}
+
+// Wait implements resourcelease.Ack.
+func (e *entry) Wait() error {
+	<-e.batch.done
+	return e.batch.errAt(e.index)
+}
+
+// batch is one group commit. Record appends to the open batch; the writer
+// takes whole batches, commits each in one transaction and closes done.
+type batch struct {
+	entries []*entry
+	done    chan struct{}
+	// Set by the writer before done is closed.
+	err      error // every entry failed: storage failure or poisoned replicator
+	failFrom int   // entries at index >= failFrom failed with failErr (a sink)
+	failErr  error
+}
+
+func (b *batch) errAt(i int) error {
+	if b.err != nil {
+		return b.err
+	}
+	if b.failErr != nil && i >= b.failFrom {
+		return b.failErr
+	}
+	return nil
+}
+
+// asyncReadBatch is how many events an async sink reads from the log at once.
+const asyncReadBatch = 256
+
+// core is the machinery both replicators share: sequence assignment in
+// Record, the single writer goroutine (group commit, synchronous sinks, Acks),
+// the in-memory log, the asynchronous sink goroutines and Close.
+type core struct {
+	common
+	store  backend   // nil for a MemoryReplicator
+	log    *eventLog // all retained events (memory) or the newest ones (SQLite cache)
+	pinLog bool      // the log must keep events a sink has not applied (memory)
+	m      *metrics
+	ctx    context.Context // for backend reads and sink calls
+
+	lastSeq atomic.Int64 // newest committed event
+
+	mu        sync.Mutex
+	nextSeq   int64 // sequence number of the next Record
+	closed    bool
+	failed    *resourcelease.Error // poisoned: every later Ack fails with it
+	open      *batch               // the batch Records append to; nil when the writer took it
+	queue     []*batch             // batches waiting for the writer, oldest first
+	sinks     []*sink              // copy on write: the writer and publish use snapshots
+	syncSinks int
+
+	wake       chan struct{} // capacity 1: "there is work", never blocks Record
+	writerDone chan struct{}
+	stopSinks  chan struct{} // closed by Close after the writer finished
+	sinkWG     sync.WaitGroup
+	closeOnce  sync.Once
+	closeErr   error
+	scratch    []resourcelease.Event // writer-owned
+}
+
+func newCore(c common, store backend, log *eventLog, pinLog bool, last int64) *core {
+	r := &core{
+		common:     c,
+		store:      store,
+		log:        log,
+		pinLog:     pinLog,
+		ctx:        context.Background(),
+		nextSeq:    last + 1,
+		wake:       make(chan struct{}, 1),
+		writerDone: make(chan struct{}),
+		stopSinks:  make(chan struct{}),
+	}
+	r.lastSeq.Store(last)
+	r.m = newMetrics(c.labels, &r.lastSeq)
+	go r.writer()
+	return r
+}
+
+// Record implements resourcelease.Journal. It never blocks on I/O: it builds
+// the event, assigns the next sequence number and queues both for the writer.
+// The change is kept (not copied) until committed: the engine hands every
+// change as a fresh snapshot and never touches it again.
+func (r *core) Record(c *resourcelease.Change) resourcelease.Ack {
+	ev := resourcelease.NewEvent(c)
+	r.mu.Lock()
+	if r.closed {
+		r.mu.Unlock()
+		return failedAck{errClosed}
+	}
+	if r.failed != nil {
+		err := r.failed
+		r.mu.Unlock()
+		return failedAck{err}
+	}
+	ev.SequenceNumber = r.nextSeq
+	r.nextSeq++
+	if r.store == nil && r.syncSinks == 0 {
+		// Memory without synchronous sinks: appending to the log is the
+		// commit, so it happens here, in order, and the Ack is already done.
+		r.publish(r.sinks, ev)
+		r.mu.Unlock()
+		return nil
+	}
+	b := r.open
+	if b == nil || len(b.entries) >= r.maxBatch {
+		b = &batch{done: make(chan struct{}), entries: make([]*entry, 0, 16)}
+		r.open = b
+		r.queue = append(r.queue, b)
+	}
+	e := &entry{change: c, event: ev, batch: b, index: len(b.entries)}
+	b.entries = append(b.entries, e)
+	r.mu.Unlock()
+	select {
+	case r.wake <- struct{}{}:
+	default:
+	}
+	return e
+}
+
+// publish makes committed events visible: the log, LastSequence, metrics and
+// the async sinks' wake-ups. Callers serialise it (Record under r.mu, or the
+// writer).
+func (r *core) publish(sinks []*sink, evs ...resourcelease.Event) {
+	if len(evs) == 0 {
+		return
+	}
+	pin := int64(math.MaxInt64)
+	if r.pinLog {
+		for _, s := range sinks {
+			pin = min(pin, s.applied.Load())
+		}
+	}
+	r.log.append(pin, evs...)
+	r.lastSeq.Store(evs[len(evs)-1].SequenceNumber)
+	for i := range evs {
+		r.m.countEvent(evs[i].EventType)
+	}
+	for _, s := range sinks {
+		if !s.sync {
+			select {
+			case s.notify <- struct{}{}:
+			default:
+			}
+		}
+	}
+}
+
+// writer is the single goroutine that commits. It takes every queued batch,
+// commits each (one transaction), runs the synchronous sinks and completes
+// the Acks; when idle it also retries synchronous sinks that are behind.
+func (r *core) writer() {
+	defer close(r.writerDone)
+	var retry resourcelease.Timer
+	var retryC <-chan time.Time
+	defer func() {
+		if retry != nil {
+			retry.Stop()
+		}
+	}()
+	for {
+		r.mu.Lock()
+		batches := r.queue
+		r.queue, r.open = nil, nil
+		closed := r.closed
+		sinks := r.sinks
+		r.mu.Unlock()
+		for _, b := range batches {
+			r.process(b, sinks)
+		}
+		if len(batches) > 0 {
+			continue
+		}
+		if closed {
+			return
+		}
+		if retry == nil {
+			if d, ok := r.syncRetryDelay(sinks); ok {
+				retry = r.clock.NewTimer(d)
+				retryC = retry.C()
+			}
+		}
+		select {
+		case <-r.wake:
+		case <-retryC:
+			retry, retryC = nil, nil
+			r.retrySync(sinks)
+		}
+	}
+}
+
+// process commits one batch and completes its Acks.
+func (r *core) process(b *batch, sinks []*sink) {
+	defer close(b.done)
+	r.mu.Lock()
+	failed := r.failed
+	r.mu.Unlock()
+	if failed != nil {
+		b.err = failed
+		return
+	}
+	if r.store != nil {
+		if err := r.store.commit(r.ctx, b.entries); err != nil {
+			e := resourcelease.AsError(err)
+			r.mu.Lock()
+			r.failed = e
+			r.mu.Unlock()
+			r.logger.Error("replication: storage failed; refusing every later change until restart",
+				"error", err, "firstSequence", b.entries[0].event.SequenceNumber, "batch", len(b.entries))
+			b.err = e
+			return
+		}
+	}
+	evs := r.scratch[:0]
+	for _, e := range b.entries {
+		evs = append(evs, e.event)
+	}
+	r.publish(sinks, evs...)
+	clear(evs)
+	r.scratch = evs[:0]
+	r.m.batchSize.Observe(float64(len(b.entries)))
+	for _, s := range sinks {
+		if !s.sync {
+			continue
+		}
+		if i, err := r.deliverSync(s, b); err != nil && (b.failErr == nil || i < b.failFrom) {
+			b.failFrom, b.failErr = i, err
+		}
+	}
+}
+
+// deliverSync gives a synchronous sink its backlog (events it failed on
+// before) and then the batch's events, stopping at the first failure. It
+// returns the index of the first batch entry the sink did not apply.
+func (r *core) deliverSync(s *sink, b *batch) (int, error) {
+	first := b.entries[0].event.SequenceNumber
+	if s.applied.Load() < first-1 {
+		if err := r.catchUp(s, first-1); err != nil {
+			return 0, err
+		}
+	}
+	for i, e := range b.entries {
+		if e.event.SequenceNumber <= s.applied.Load() {
+			continue // published before the sink was added
+		}
+		if err := r.apply(s, e.event); err != nil {
+			return i, err
+		}
+	}
+	return len(b.entries), nil
+}
+
+// catchUp delivers the committed events after the sink's cursor up to upTo,
+// read from the log, in order, stopping at the first failure.
+func (r *core) catchUp(s *sink, upTo int64) error {
+	for {
+		after := s.applied.Load()
+		if after >= upTo {
+			return nil
+		}
+		evs, err := r.readFor(s, after, int(min(upTo-after, asyncReadBatch)))
+		if err != nil {
+			return err
+		}
+		for _, ev := range evs {
+			if ev.SequenceNumber > upTo {
+				return nil
+			}
+			if err := r.apply(s, ev); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+// readFor reads the events after a sink's cursor, failing (and recording the
+// failure on the sink) if the log cannot produce the very next one.
+func (r *core) readFor(s *sink, after int64, limit int) ([]resourcelease.Event, error) {
+	evs, err := r.read(r.ctx, after, limit)
+	if err == nil && (len(evs) == 0 || evs[0].SequenceNumber != after+1) {
+		err = errMissingEvent(after + 1)
+	}
+	if err != nil {
+		s.noteFailure(r, "read", after+1, err)
+		return nil, sinkError(s.name, after+1, err)
+	}
+	return evs, nil
+}
+
+// apply delivers one event to a sink and moves its cursor on success.
+func (r *core) apply(s *sink, ev resourcelease.Event) error {
+	if err := s.sink.ApplyEvent(r.ctx, ev); err != nil {
+		s.noteFailure(r, "apply", ev.SequenceNumber, err)
+		return sinkError(s.name, ev.SequenceNumber, err)
+	}
+	s.applied.Store(ev.SequenceNumber)
+	s.noteSuccess(r)
+	s.lag.Observe(max(r.clock.Now().Sub(ev.Timestamp), 0).Seconds())
+	return nil
+}
+
+// syncRetryDelay reports the shortest backoff of the synchronous sinks that
+// are behind the log.
+func (r *core) syncRetryDelay(sinks []*sink) (time.Duration, bool) {
+	last := r.lastSeq.Load()
+	d, ok := time.Duration(math.MaxInt64), false
+	for _, s := range sinks {
+		if s.sync && s.applied.Load() < last {
+			d, ok = min(d, max(s.backoff, r.retryMin)), true
+		}
+	}
+	return d, ok
+}
+
+// retrySync redelivers to the synchronous sinks that are behind. Their Acks
+// already failed; this only keeps the sinks from losing events while the
+// queue is idle.
+func (r *core) retrySync(sinks []*sink) {
+	last := r.lastSeq.Load()
+	for _, s := range sinks {
+		if s.sync && s.applied.Load() < last {
+			_ = r.catchUp(s, last) // failures are recorded on the sink
+		}
+	}
+}
+
+// read returns committed events after `after`: from the in-memory log when it
+// holds them, else from the backend.
+func (r *core) read(ctx context.Context, after int64, limit int) ([]resourcelease.Event, error) {
+	evs, covered := r.log.read(after, limit)
+	if covered || r.store == nil {
+		return evs, nil
+	}
+	return r.store.readEvents(ctx, after, limit)
+}
+
+// ReadEvents implements resourcelease.Replicator.
+func (r *core) ReadEvents(ctx context.Context, after int64, limit int) ([]resourcelease.Event, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, resourcelease.AsError(err)
+	}
+	if after < 0 {
+		return nil, invalidArg("ReadEvents: after must not be negative, got %d", after)
+	}
+	if limit <= 0 {
+		limit = DefaultReadLimit
+	}
+	limit = min(limit, MaxReadLimit)
+	return r.read(ctx, after, limit)
+}
+
+// AddSink implements resourcelease.Replicator.
+func (r *core) AddSink(name string, es resourcelease.EventSink, opts resourcelease.SinkOptions) error {
+	if name == "" {
+		return invalidArg("AddSink: name is required")
+	}
+	if es == nil {
+		return invalidArg("AddSink %q: sink is nil", name)
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closed {
+		return errClosed
+	}
+	for _, s := range r.sinks {
+		if s.name == name {
+			return invalidArg("AddSink: a sink named %q is already registered", name)
+		}
+	}
+	s := newSink(r, name, es, opts.Synchronous)
+	s.applied.Store(r.nextSeq - 1) // events published earlier are not replayed
+	r.sinks = append(slices.Clip(r.sinks), s)
+	if s.sync {
+		r.syncSinks++
+		return nil
+	}
+	r.sinkWG.Add(1)
+	go r.runAsync(s)
+	return nil
+}
+
+// runAsync feeds one asynchronous sink from the log, in order, retrying a
+// failed event with backoff until it applies. On Close it delivers what is
+// committed unless the sink fails, then returns.
+func (r *core) runAsync(s *sink) {
+	defer r.sinkWG.Done()
+	stopping := false
+	for {
+		after, upTo := s.applied.Load(), r.lastSeq.Load()
+		if after >= upTo {
+			if stopping {
+				return
+			}
+			select {
+			case <-s.notify:
+			case <-r.stopSinks:
+				stopping = true
+			}
+			continue
+		}
+		evs, err := r.readFor(s, after, int(min(upTo-after, asyncReadBatch)))
+		if err == nil {
+			for _, ev := range evs {
+				if err = r.apply(s, ev); err != nil {
+					break
+				}
+			}
+		}
+		if err != nil && (stopping || !r.sleep(s.backoff)) {
+			return
+		}
+	}
+}
+
+// sleep waits d on the clock; it returns false if Close began meanwhile.
+func (r *core) sleep(d time.Duration) bool {
+	t := r.clock.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C():
+		return true
+	case <-r.stopSinks:
+		return false
+	}
+}
+
+// SinkStatus returns the delivery status of the sink registered under name.
+func (r *core) SinkStatus(name string) (SinkStatus, bool) {
+	r.mu.Lock()
+	sinks := r.sinks
+	r.mu.Unlock()
+	for _, s := range sinks {
+		if s.name == name {
+			return s.status(r.lastSeq.Load()), true
+		}
+	}
+	return SinkStatus{}, false
+}
+
+// SinkStatuses returns the status of every sink, in registration order.
+func (r *core) SinkStatuses() []SinkStatus {
+	r.mu.Lock()
+	sinks := r.sinks
+	r.mu.Unlock()
+	last := r.lastSeq.Load()
+	out := make([]SinkStatus, len(sinks))
+	for i, s := range sinks {
+		out[i] = s.status(last)
+	}
+	return out
+}
+
+// Close implements resourcelease.Replicator: it refuses new Records, lets the
+// writer commit everything recorded (and complete its Acks), lets each async
+// sink deliver what is committed unless it fails, and stops every goroutine.
+// It returns the storage error if the replicator was poisoned.
+func (r *core) Close() error {
+	r.closeOnce.Do(func() {
+		r.mu.Lock()
+		r.closed = true
+		r.mu.Unlock()
+		select {
+		case r.wake <- struct{}{}:
+		default:
+		}
+		<-r.writerDone
+		close(r.stopSinks)
+		r.sinkWG.Wait()
+		var err error
+		if r.store != nil {
+			err = r.store.close()
+		}
+		r.mu.Lock()
+		if r.failed != nil {
+			err = r.failed
+		}
+		r.mu.Unlock()
+		r.closeErr = err
+	})
+	return r.closeErr
+}
+
+// Err returns the storage error that poisoned the replicator, or nil.
+func (r *core) Err() error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.failed == nil {
+		return nil
+	}
+	return r.failed
+}

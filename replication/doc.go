@@ -1,0 +1,88 @@
+// Package replication is leasemesh's ordered replication log: the
+// resourcelease.Replicator implementations that every queue change flows
+// through, the sinks that consume the log, and — for the SQLite replicator —
+// the durable home of the queue's own state.
+//
+// # Two replicators
+//
+// [MemoryReplicator] keeps a bounded log in memory (for a queue that needs
+// the event stream but not durability). [SQLiteReplicator] keeps the log and
+// the queue's state in one SQLite database, <dataDirectory>/replication.db,
+// and is what makes a queue lose nothing across kill -9. Both pass the
+// conformance suite in package replicatortest.
+//
+// # Group commit
+//
+// The queue engine (resourcelease.MemoryQueue) calls Record for every change,
+// in order, with its lock held, then waits — after unlocking — for the Ack of
+// its last change. Record therefore must not block: it builds the event
+// (resourcelease.NewEvent), assigns the next sequence number (strictly
+// increasing, gap-free, resumed after a restart) and appends the pair to the
+// open batch. One writer goroutine takes every waiting batch and, for each:
+//
+//	Record ─┐                      ┌─ BEGIN IMMEDIATE
+//	Record ─┼─▶ open batch ─▶ writer ─ INSERT events; upsert/delete queue rows
+//	Record ─┘   (≤ MaxBatch)       └─ COMMIT ─▶ sync sinks ─▶ complete Acks ─▶ wake async sinks
+//
+// While one batch commits the next fills, so the number of changes per
+// transaction grows with the load and the cost of a commit (in WAL mode a
+// write of a few pages, plus an fsync with synchronous=FULL) is shared by
+// every caller waiting on it. Statements are prepared once and multi-row,
+// events are JSON-encoded without reflection, and changes to the same item
+// within a batch are coalesced (an item enqueued and completed in one batch
+// never gets a row) — but every change always gets its event row.
+//
+// # Why the queue state lives beside the log
+//
+// A mutation and its event must commit together (DESIGN §4.4): if the queue
+// state were in one store and the log in another, a crash between the two
+// writes would leave an event for a mutation that did not happen, or the
+// reverse. Writing both in one SQLite transaction makes them atomic for free,
+// and the same group commit amortises both. The engine keeps its index in
+// memory (no query per lease); the tables are write-through, read only by
+// LoadState at start:
+//
+//	queue_items   one row per pending, leased or dead-lettered item
+//	queue_dedupe  requestId → sequence id, kept for the dedupe window
+//	replication_events  the log (Retention newest events)
+//	replication_meta    schema version and the next queue sequence id
+//
+// If a write or a commit fails, memory is ahead of disk and nothing the engine
+// acknowledges from then on could be trusted, so the replicator is poisoned:
+// that batch's Acks and every later Record's fail with an unavailable
+// *resourcelease.Error (code error.resourcelease.storage_unavailable) naming
+// the path, the stage and the cause. Restarting rebuilds from the disk.
+//
+// # Sinks
+//
+// AddSink registers an EventSink. Synchronous sinks run in the writer after
+// the commit, in registration order, before the Acks complete; a failure
+// completes the Acks of that event and the later ones of the batch with a
+// replication_failed error naming the sink and the sequence. The event is not
+// lost: the sink gets it again — on the next batch, or from a retry timer
+// when the queue is idle — before any later event. Asynchronous sinks each
+// have a goroutine and a cursor and read the log itself (memory first, then
+// the database), so one that falls behind costs no extra memory; failures are
+// retried with doubling backoff on the injected clock and reported by
+// SinkStatus. Log trimming never removes an event a registered sink has not
+// applied.
+//
+// [CheckpointSink] makes a sink apply each event once under redelivery;
+// [RecentLog] keeps the newest events for the diagnostics page.
+//
+// # Reading the log
+//
+// ReadEvents(after, limit) serves tails: recent events from memory, older ones
+// with one indexed query. Another process can open the database read-only
+// and use [SQLiteLogReader].
+//
+// # Metrics
+//
+// Both replicators are prometheus.Collectors (nothing is registered
+// globally): replication_events_total{event_type},
+// replication_last_sequence, replication_sink_lag_seconds{sink},
+// replication_commit_batch_size and replication_sink_failures_total{sink}.
+//
+// This package never imports the cgo SQLite driver: it takes a *sql.DB.
+// Open one with package sqlitedb.
+package replication

@@ -1,0 +1,53 @@
+package replication_test
+
+import (
+	"context"
+	"database/sql"
+	"path/filepath"
+	"testing"
+
+	"github.com/leasemesh/leasemesh/replication"
+	"github.com/leasemesh/leasemesh/resourcelease"
+	"github.com/leasemesh/leasemesh/sqlitedb"
+)
+
+const crashChildEnv = "LEASEMESH_CRASH_CHILD"
+
+// openDB opens a fresh database file in t's temporary directory.
+func openDB(t testing.TB, path string, opts sqlitedb.Options) *sql.DB {
+	t.Helper()
+	if path == "" {
+		path = filepath.Join(t.TempDir(), "replication.db")
+	}
+	if opts.Synchronous == "" {
+		opts.Synchronous = sqlitedb.SynchronousNormal
+	}
+	db, err := sqlitedb.Open(context.Background(), path, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	return db
+}
+
+func newSQLite(t testing.TB, db *sql.DB, opts replication.SQLiteOptions) *replication.SQLiteReplicator {
+	t.Helper()
+	r, err := replication.NewSQLiteReplicator(context.Background(), db, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r.Close() })
+	return r
+}
+
+func newMemory(t testing.TB, opts replication.MemoryOptions) *replication.MemoryReplicator {
+	t.Helper()
+	r, err := replication.NewMemoryReplicator(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r.Close() })
+	return r
+}
+
+var _ = resourcelease.ErrClosed

@@ -1,0 +1,99 @@
+package replication
+
+import (
+	"sync"
+	"sync/atomic"
+
+	"github.com/leasemesh/leasemesh/resourcelease"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// metrics are a replicator's Prometheus metrics. They are built once per
+// replicator and never registered globally: the replicator is a
+// prometheus.Collector and the caller registers it where it wants.
+type metrics struct {
+	events       *prometheus.CounterVec
+	lastSeq      prometheus.GaugeFunc
+	lag          *prometheus.HistogramVec
+	batchSize    prometheus.Histogram
+	sinkFailures *prometheus.CounterVec
+
+	mu     sync.RWMutex
+	byType map[resourcelease.EventType]prometheus.Counter
+}
+
+var knownEventTypes = []resourcelease.EventType{
+	resourcelease.EventEnqueue, resourcelease.EventLeaseGranted, resourcelease.EventHeartbeat,
+	resourcelease.EventCompleted, resourcelease.EventFailed, resourcelease.EventLeaseExpired,
+	resourcelease.EventDeadLettered, resourcelease.EventLeaseReleased, resourcelease.EventDrainSnapshot,
+	resourcelease.EventRestoreSnapshot, resourcelease.EventRedriven, resourcelease.EventPurged,
+}
+
+func newMetrics(labels prometheus.Labels, lastSeq *atomic.Int64) *metrics {
+	m := &metrics{
+		events: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name:        "replication_events_total",
+			Help:        "Replication events committed, by event type.",
+			ConstLabels: labels,
+		}, []string{"event_type"}),
+		lastSeq: prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name:        "replication_last_sequence",
+			Help:        "Sequence number of the newest committed replication event.",
+			ConstLabels: labels,
+		}, func() float64 { return float64(lastSeq.Load()) }),
+		lag: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:        "replication_sink_lag_seconds",
+			Help:        "Time from an event's timestamp to a sink having applied it.",
+			ConstLabels: labels,
+			Buckets:     []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60},
+		}, []string{"sink"}),
+		batchSize: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:        "replication_commit_batch_size",
+			Help:        "Changes committed per transaction (group commit).",
+			ConstLabels: labels,
+			Buckets:     prometheus.ExponentialBuckets(1, 2, 11),
+		}),
+		sinkFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name:        "replication_sink_failures_total",
+			Help:        "Failed sink deliveries (each is retried), by sink.",
+			ConstLabels: labels,
+		}, []string{"sink"}),
+		byType: make(map[resourcelease.EventType]prometheus.Counter, len(knownEventTypes)),
+	}
+	for _, t := range knownEventTypes {
+		m.byType[t] = m.events.WithLabelValues(string(t))
+	}
+	return m
+}
+
+// countEvent counts one committed event.
+func (m *metrics) countEvent(t resourcelease.EventType) {
+	m.mu.RLock()
+	c, ok := m.byType[t]
+	m.mu.RUnlock()
+	if !ok {
+		c = m.events.WithLabelValues(string(t))
+		m.mu.Lock()
+		m.byType[t] = c
+		m.mu.Unlock()
+	}
+	c.Inc()
+}
+
+// Describe implements prometheus.Collector.
+func (m *metrics) Describe(ch chan<- *prometheus.Desc) {
+	m.events.Describe(ch)
+	m.lastSeq.Describe(ch)
+	m.lag.Describe(ch)
+	m.batchSize.Describe(ch)
+	m.sinkFailures.Describe(ch)
+}
+
+// Collect implements prometheus.Collector.
+func (m *metrics) Collect(ch chan<- prometheus.Metric) {
+	m.events.Collect(ch)
+	m.lastSeq.Collect(ch)
+	m.lag.Collect(ch)
+	m.batchSize.Collect(ch)
+	m.sinkFailures.Collect(ch)
+}

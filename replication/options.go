@@ -1,0 +1,126 @@
+package replication
+
+import (
+	"log/slog"
+	"time"
+
+	"github.com/leasemesh/leasemesh/resourcelease"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Defaults of MemoryOptions and SQLiteOptions.
+const (
+	// DefaultMemoryRetention is how many events a MemoryReplicator keeps for
+	// ReadEvents.
+	DefaultMemoryRetention = 10_000
+	// DefaultSQLiteRetention is how many events a SQLiteReplicator keeps on disk.
+	DefaultSQLiteRetention = 1_000_000
+	// DefaultCacheSize is how many of the newest events a SQLiteReplicator
+	// also keeps in memory, so sinks and tails that keep up never query the
+	// database.
+	DefaultCacheSize = 4096
+	// DefaultMaxBatch is the most changes committed in one transaction.
+	DefaultMaxBatch = 1024
+	// DefaultSinkRetryMin is the first delay before a failed sink is retried.
+	DefaultSinkRetryMin = 100 * time.Millisecond
+	// DefaultSinkRetryMax caps the doubling retry delay of a failing sink.
+	DefaultSinkRetryMax = 30 * time.Second
+	// DefaultReadLimit is the limit ReadEvents uses when given limit <= 0.
+	DefaultReadLimit = 1000
+	// MaxReadLimit caps the limit of one ReadEvents call.
+	MaxReadLimit = 10_000
+)
+
+// MemoryOptions configure a MemoryReplicator. The zero value of every field
+// means its documented default; bad values are an error.
+type MemoryOptions struct {
+	// Retention is how many of the newest events are kept for ReadEvents.
+	// Events a registered sink has not applied yet are kept beyond it (a sink
+	// never loses an event), so a sink that fails for ever grows the log.
+	// Defaults to 10,000.
+	Retention int
+	// MaxBatch is the most events delivered to synchronous sinks per round
+	// (only used when there are synchronous sinks). Defaults to 1024.
+	MaxBatch int
+	// SinkRetryMin is the first delay before a failed sink is retried; the
+	// delay doubles up to SinkRetryMax. Defaults to 100 ms and 30 s.
+	SinkRetryMin, SinkRetryMax time.Duration
+	// Clock times sink retries and sink lag. Defaults to resourcelease.SystemClock.
+	Clock resourcelease.Clock
+	// Logger receives sink failures. Defaults to slog.Default().
+	Logger *slog.Logger
+	// MetricLabels are constant labels put on every metric, so two
+	// replicators can be registered with one registry.
+	MetricLabels prometheus.Labels
+}
+
+// SQLiteOptions configure a SQLiteReplicator. The zero value of every field
+// means its documented default; bad values are an error.
+type SQLiteOptions struct {
+	// Path is the database's path, used in error messages only (the caller
+	// opens the *sql.DB, usually with package sqlitedb).
+	Path string
+	// DedupeWindow is how long a RequestID's dedupe row is kept; it should
+	// equal the queue's. Defaults to 10 minutes; -1 stores no dedupe rows.
+	DedupeWindow time.Duration
+	// Retention is how many of the newest events are kept on disk; older ones
+	// are deleted (never queue state), except those a registered sink has not
+	// applied yet. Defaults to 1,000,000; -1 keeps every event.
+	Retention int
+	// CacheSize is how many of the newest events are also kept in memory for
+	// sinks and ReadEvents. Defaults to 4096.
+	CacheSize int
+	// MaxBatch is the most changes committed in one transaction. Defaults to 1024.
+	MaxBatch int
+	// SinkRetryMin is the first delay before a failed sink is retried; the
+	// delay doubles up to SinkRetryMax. Defaults to 100 ms and 30 s.
+	SinkRetryMin, SinkRetryMax time.Duration
+	// Clock is used for sink retries, sink lag, dedupe trimming and LoadState's
+	// dedupe window. Defaults to resourcelease.SystemClock.
+	Clock resourcelease.Clock
+	// Logger receives storage and sink failures. Defaults to slog.Default().
+	Logger *slog.Logger
+	// MetricLabels are constant labels put on every metric, so two
+	// replicators can be registered with one registry.
+	MetricLabels prometheus.Labels
+}
+
+// common are the settings shared by both replicators, defaults applied.
+type common struct {
+	maxBatch           int
+	retryMin, retryMax time.Duration
+	clock              resourcelease.Clock
+	logger             *slog.Logger
+	labels             prometheus.Labels
+}
+
+func newCommon(maxBatch int, retryMin, retryMax time.Duration, clock resourcelease.Clock, logger *slog.Logger, labels prometheus.Labels) (common, error) {
+	c := common{maxBatch: maxBatch, retryMin: retryMin, retryMax: retryMax, clock: clock, logger: logger, labels: labels}
+	switch {
+	case maxBatch < 0:
+		return c, invalidArg("MaxBatch must not be negative, got %d", maxBatch)
+	case retryMin < 0:
+		return c, invalidArg("SinkRetryMin must not be negative, got %v", retryMin)
+	case retryMax < 0:
+		return c, invalidArg("SinkRetryMax must not be negative, got %v", retryMax)
+	}
+	if c.maxBatch == 0 {
+		c.maxBatch = DefaultMaxBatch
+	}
+	if c.retryMin == 0 {
+		c.retryMin = DefaultSinkRetryMin
+	}
+	if c.retryMax == 0 {
+		c.retryMax = max(DefaultSinkRetryMax, c.retryMin)
+	}
+	if c.retryMax < c.retryMin {
+		return c, invalidArg("SinkRetryMax %v is below SinkRetryMin %v", c.retryMax, c.retryMin)
+	}
+	if c.clock == nil {
+		c.clock = resourcelease.SystemClock
+	}
+	if c.logger == nil {
+		c.logger = slog.Default()
+	}
+	return c, nil
+}

@@ -1,0 +1,159 @@
+package replication
+
+import (
+	"context"
+	"database/sql"
+	"math"
+
+	"github.com/leasemesh/leasemesh/resourcelease"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// SQLiteReplicator is the durable Replicator: the queue's Journal, its event
+// log and its state store in one SQLite database (DESIGN §4:
+// <dataDirectory>/replication.db). Every change's event and its effect on the
+// queue tables commit in the same transaction, many changes per transaction
+// (group commit), and an Ack completes only after that commit. LoadState
+// returns what was committed, for the engine to rebuild from after a restart.
+//
+// It takes a *sql.DB that the caller opened (package sqlitedb opens one in
+// WAL mode with _txlock=immediate) and does not close it. Create it with
+// NewSQLiteReplicator; it is safe for concurrent use and is also a
+// prometheus.Collector.
+//
+// If a write fails, the replicator is poisoned: that batch's Acks and every
+// later Record's fail with storage_unavailable, because the engine's memory is
+// now ahead of the disk. Restarting rebuilds from the disk.
+type SQLiteReplicator struct {
+	c     *core
+	store *sqliteStore
+}
+
+var (
+	_ resourcelease.Replicator  = (*SQLiteReplicator)(nil)
+	_ resourcelease.StateLoader = (*SQLiteReplicator)(nil)
+	_ prometheus.Collector      = (*SQLiteReplicator)(nil)
+)
+
+// NewSQLiteReplicator creates the schema in db if needed (versioned; a newer
+// schema is refused), resumes the event sequence after the newest stored
+// event and starts the writer. Storage errors are unavailable
+// *resourcelease.Error values naming opts.Path.
+func NewSQLiteReplicator(ctx context.Context, db *sql.DB, opts SQLiteOptions) (*SQLiteReplicator, error) {
+	if db == nil {
+		return nil, invalidArg("NewSQLiteReplicator: db is nil")
+	}
+	switch {
+	case opts.DedupeWindow < -1:
+		return nil, invalidArg("DedupeWindow must be -1 (off), 0 (default) or positive, got %v", opts.DedupeWindow)
+	case opts.Retention < -1:
+		return nil, invalidArg("Retention must be -1 (keep all), 0 (default) or positive, got %d", opts.Retention)
+	case opts.CacheSize < 0:
+		return nil, invalidArg("CacheSize must not be negative, got %d", opts.CacheSize)
+	}
+	c, err := newCommon(opts.MaxBatch, opts.SinkRetryMin, opts.SinkRetryMax, opts.Clock, opts.Logger, opts.MetricLabels)
+	if err != nil {
+		return nil, err
+	}
+	if opts.DedupeWindow == 0 {
+		opts.DedupeWindow = resourcelease.DefaultDedupeWindow
+	}
+	if opts.Retention == 0 {
+		opts.Retention = DefaultSQLiteRetention
+	}
+	if opts.CacheSize == 0 {
+		opts.CacheSize = DefaultCacheSize
+	}
+	s := &sqliteStore{
+		sqliteReads: sqliteReads{db: db, path: opts.Path, dedupeWindow: opts.DedupeWindow, clock: c.clock},
+		retention:   int64(opts.Retention),
+		opIdx:       make(map[int64]int),
+	}
+	if err := migrate(ctx, db); err != nil {
+		return nil, s.fail("create schema", err)
+	}
+	last, err := s.lastEventSequence(ctx)
+	if err != nil {
+		return nil, err
+	}
+	first, err := s.firstEventSequence(ctx)
+	if err != nil {
+		return nil, err
+	}
+	s.trimmedTo = max(first-1, 0)
+	if err := db.QueryRowContext(ctx, `SELECT value FROM replication_meta WHERE key = 'next_sequence_id'`).Scan(&s.nextItemSeq); err != nil {
+		return nil, s.fail("read next sequence id", err)
+	}
+	if s.meta, err = db.PrepareContext(ctx, `UPDATE replication_meta SET value = ? WHERE key = 'next_sequence_id' AND value < ?`); err != nil {
+		return nil, s.fail("prepare", err)
+	}
+	s.lastDedupeCut = c.clock.Now()
+	r := &SQLiteReplicator{store: s}
+	r.c = newCore(c, s, newEventLog(opts.CacheSize, last+1), false, last)
+	s.pin = r.minApplied
+	return r, nil
+}
+
+// minApplied is the oldest event some sink still needs (trimming stops there).
+func (r *SQLiteReplicator) minApplied() int64 {
+	r.c.mu.Lock()
+	sinks := r.c.sinks
+	r.c.mu.Unlock()
+	pin := int64(math.MaxInt64)
+	for _, s := range sinks {
+		pin = min(pin, s.applied.Load())
+	}
+	return pin
+}
+
+// LoadState implements resourcelease.StateLoader: the committed pending items
+// (with ReadyAt), live leases (token, peer, leasedAt), dead letters, the
+// dedupe entries still inside the window and NextSequenceID. Call it before
+// the engine starts recording.
+func (r *SQLiteReplicator) LoadState(ctx context.Context) (*resourcelease.QueueState, error) {
+	return r.store.loadState(ctx)
+}
+
+// Record implements resourcelease.Journal: it assigns the change's event the
+// next sequence number and hands both to the writer. It never blocks or does
+// I/O; the Ack completes when the batch holding the change has committed and
+// the synchronous sinks have applied its event.
+func (r *SQLiteReplicator) Record(c *resourcelease.Change) resourcelease.Ack { return r.c.Record(c) }
+
+// ReadEvents implements resourcelease.Replicator: recent events come from
+// memory, older ones from one indexed query. limit <= 0 means
+// DefaultReadLimit; it is capped at MaxReadLimit.
+func (r *SQLiteReplicator) ReadEvents(ctx context.Context, after int64, limit int) ([]resourcelease.Event, error) {
+	return r.c.ReadEvents(ctx, after, limit)
+}
+
+// LastSequence implements resourcelease.Replicator: the newest committed event.
+func (r *SQLiteReplicator) LastSequence() int64 { return r.c.lastSeq.Load() }
+
+// AddSink implements resourcelease.Replicator. Names must be unique and
+// non-empty.
+func (r *SQLiteReplicator) AddSink(name string, sink resourcelease.EventSink, opts resourcelease.SinkOptions) error {
+	return r.c.AddSink(name, sink, opts)
+}
+
+// SinkStatus returns the delivery status of the sink registered under name.
+func (r *SQLiteReplicator) SinkStatus(name string) (SinkStatus, bool) { return r.c.SinkStatus(name) }
+
+// SinkStatuses returns the status of every sink, in registration order.
+func (r *SQLiteReplicator) SinkStatuses() []SinkStatus { return r.c.SinkStatuses() }
+
+// Err returns the storage error that poisoned the replicator, or nil.
+func (r *SQLiteReplicator) Err() error { return r.c.Err() }
+
+// Close implements resourcelease.Replicator: it commits everything recorded
+// (completing every Ack), lets the asynchronous sinks catch up unless they
+// fail, stops the writer and releases its prepared statements. It does not
+// close the *sql.DB. Later Records fail with ErrClosed. It returns the storage
+// error if the replicator was poisoned. Safe to call twice.
+func (r *SQLiteReplicator) Close() error { return r.c.Close() }
+
+// Describe implements prometheus.Collector.
+func (r *SQLiteReplicator) Describe(ch chan<- *prometheus.Desc) { r.c.m.Describe(ch) }
+
+// Collect implements prometheus.Collector.
+func (r *SQLiteReplicator) Collect(ch chan<- prometheus.Metric) { r.c.m.Collect(ch) }
