@@ -120,6 +120,17 @@ type EventSink interface {
 	ApplyEvent(ctx context.Context, e Event) error
 }
 
+// BatchEventSink is an EventSink that can apply many events at once (the
+// deterministic coordinator writes a whole commit batch in one transaction).
+// Replicators deliver a batch through ApplyEvents when a sink implements it;
+// on error the whole batch is redelivered, so ApplyEvents must be idempotent
+// per event, as ApplyEvent is.
+type BatchEventSink interface {
+	EventSink
+	// ApplyEvents applies events, which are in sequence order.
+	ApplyEvents(ctx context.Context, events []Event) error
+}
+
 // SinkOptions configure how a Replicator delivers to a sink.
 type SinkOptions struct {
 	// Synchronous sinks run in the commit path: an Ack completes only after
