@@ -1,14 +1,16 @@
 // Command meshdemo is the leasemesh mesh demo: a dispatcher, a diagnostics
 // page, a seeder and workers, in one process or spread over many.
 //
-//	go run ./examples/meshdemo
+//	go run ./examples/meshdemo                       # every role, one process
+//	go run ./examples/meshdemo -- --meshDemo:roles=worker --meshDemo:workerPeerId=mesh-worker-a
+//	go run ./examples/meshdemo -h                    # every setting
 //
-// main is thin: everything happens in app.Run, which tests call directly.
+// main is thin: everything happens in app.Main.Run, which tests call directly.
+// A configuration mistake prints one line and exits with code 2.
 package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"os/signal"
@@ -19,11 +21,11 @@ import (
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	err := app.Run(ctx, os.Args[1:])
+	err := app.NewMain().Run(ctx, os.Args[1:])
 	stop()
-	if err == nil || errors.Is(err, context.Canceled) {
-		return
+	code := app.ExitCode(err)
+	if code != 0 {
+		fmt.Fprintln(os.Stderr, "meshdemo:", err)
 	}
-	fmt.Fprintln(os.Stderr, "meshdemo:", err)
-	os.Exit(1)
+	os.Exit(code)
 }

@@ -1,139 +1,100 @@
-// Package app is the mesh demo itself: it runs a seeder that enqueues
-// demo.order items and two workers (mesh-worker-a, mesh-worker-b) that lease,
-// heartbeat and complete them (failing about 20% with requeue), and prints a
-// status line every few seconds until its context ends.
+// Package app is the mesh demo: it loads the configuration (package config),
+// starts the roles it asks for and runs them until its context ends.
+//
+//   - dispatcher: the resourcelease dispatcher (queue + SQLite or in-memory
+//     replication + deterministic capture + peer health + backpressure +
+//     metrics), served over the yarpc-style HTTP protocol on rpcUrl, with the
+//     control plane and /metrics on the same port;
+//   - diagnostics: the /demo/* helpers, the control plane, /metrics and the live
+//     page on urls (it requires the dispatcher in the same process);
+//   - seeder: enqueues demo.order items through the RPC client;
+//   - worker: one transport.Worker per workerPeerId, through the RPC client.
+//
+// Seeders and workers only ever talk to the dispatcher through the RPC client,
+// also when they share its process, so one process behaves like the mesh.
+// Every process serves /metrics: on the diagnostics port when it has one,
+// otherwise on urls (a free loopback port unless configured).
 package app
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
-	"math/rand/v2"
+	"log/slog"
 	"os"
-	"sync"
-	"sync/atomic"
-	"time"
 
-	"github.com/leasemesh/leasemesh/resourcelease"
+	"github.com/leasemesh/leasemesh/examples/meshdemo/internal/config"
 )
 
-// Options tune Start for tests; the zero value is the demo's defaults.
-type Options struct {
-	// SeedInterval is how often the seeder enqueues an item. Defaults to 1s.
-	SeedInterval time.Duration
-	// StatusInterval is how often the status line is printed. Defaults to 5s.
-	StatusInterval time.Duration
-	// WorkTime is how long a worker "works" on an item. Defaults to 300ms.
-	WorkTime time.Duration
-	// Out receives the console output. Defaults to os.Stdout.
-	Out io.Writer
+// ExitUsage is the exit code of a configuration mistake.
+const ExitUsage = 2
+
+// Main runs the demo. Its fields say where it reads its configuration and
+// writes its output; NewMain fills them from the process.
+type Main struct {
+	// Stdout receives the banner and the status lines.
+	Stdout io.Writer
+	// Stderr receives the logs.
+	Stderr io.Writer
+	// Environ is the environment, in os.Environ form.
+	Environ []string
+	// Dir is the working directory, where appsettings.json is looked for.
+	Dir string
+	// Started, when set, is called once every role is running.
+	Started func(*Node)
 }
 
-// Counters are the demo's running totals.
-type Counters struct {
-	Enqueued, Completed, Failed atomic.Int64
-}
-
-// Run runs the in-process demo until ctx ends. args are reserved for the
-// configuration layers of the full demo.
-func Run(ctx context.Context, args []string) error {
-	_ = args
-	_, err := run(ctx, Options{})
-	return err
-}
-
-func run(ctx context.Context, o Options) (*Counters, error) {
-	if o.SeedInterval <= 0 {
-		o.SeedInterval = time.Second
-	}
-	if o.StatusInterval <= 0 {
-		o.StatusInterval = 5 * time.Second
-	}
-	if o.WorkTime <= 0 {
-		o.WorkTime = 300 * time.Millisecond
-	}
-	if o.Out == nil {
-		o.Out = os.Stdout
-	}
-	q, err := resourcelease.NewMemoryQueue(resourcelease.QueueConfig{LeaseDuration: 10 * time.Second, HeartbeatInterval: 2 * time.Second})
+// NewMain returns a Main reading the process's environment and working
+// directory and writing to its stdout and stderr.
+func NewMain() *Main {
+	dir, err := os.Getwd()
 	if err != nil {
-		return nil, err
+		dir = "."
 	}
-	defer q.Close()
-	fmt.Fprintln(o.Out, "meshdemo: in-process demo (seeder + mesh-worker-a + mesh-worker-b); Ctrl-C to stop")
-
-	var c Counters
-	var wg sync.WaitGroup
-	wg.Go(func() { seed(ctx, q, o.SeedInterval, &c) })
-	for _, peer := range []string{"mesh-worker-a", "mesh-worker-b"} {
-		wg.Go(func() { work(ctx, q, peer, o.WorkTime, &c) })
-	}
-	t := time.NewTicker(o.StatusInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			wg.Wait()
-			printStatus(o.Out, q.Stats(), &c)
-			return &c, nil
-		case <-t.C:
-			printStatus(o.Out, q.Stats(), &c)
-		}
-	}
+	return &Main{Stdout: os.Stdout, Stderr: os.Stderr, Environ: os.Environ(), Dir: dir}
 }
 
-func printStatus(w io.Writer, s resourcelease.Stats, c *Counters) {
-	fmt.Fprintf(w, "status: pending=%d active=%d completed=%d failed=%d dead-lettered=%d\n",
-		s.PendingCount, s.ActiveLeaseCount, c.Completed.Load(), c.Failed.Load(), s.DeadLetterCount)
+// Run loads the configuration from args and the environment, starts the
+// roles and blocks until ctx ends or a role fails, then shuts down cleanly:
+// workers stop leasing and requeue their in-flight leases, storage is flushed
+// and closed. A clean stop returns nil. A configuration mistake is a
+// *config.ConfigValidationError (exit code 2, see ExitCode).
+func (m *Main) Run(ctx context.Context, args []string) error {
+	cfg, err := config.Load(config.Input{Args: args, Env: m.Environ, Dir: m.Dir, Help: m.Stdout})
+	if err != nil {
+		return err
+	}
+	logger := slog.New(slog.NewTextHandler(m.Stderr, &slog.HandlerOptions{Level: cfg.LogLevel}))
+	n, err := Start(ctx, cfg, logger)
+	if err != nil {
+		return err
+	}
+	n.PrintBanner(m.Stdout)
+	if m.Started != nil {
+		m.Started(n)
+	}
+	runErr := n.Wait(ctx, m.Stdout)
+	fmt.Fprintln(m.Stdout, "meshdemo: shutting down")
+	closeErr := n.Close()
+	if runErr != nil {
+		return runErr
+	}
+	if closeErr == nil {
+		fmt.Fprintln(m.Stdout, "meshdemo: stopped cleanly")
+	}
+	return closeErr
 }
 
-func seed(ctx context.Context, q resourcelease.Queue, every time.Duration, c *Counters) {
-	t := time.NewTicker(every)
-	defer t.Stop()
-	for n := 1; ; n++ {
-		prio := "normal"
-		if n%5 == 0 {
-			prio = "high"
-		}
-		tenant := fmt.Sprintf("tenant-%d", (n-1)%3+1)
-		_, err := q.Enqueue(ctx, resourcelease.Item{
-			ResourceType: "demo.order", ResourceID: fmt.Sprintf("order-%04d", n), PartitionKey: tenant,
-			PayloadEncoding: "application/json", Body: fmt.Appendf(nil, `{"order":%d}`, n),
-			Attributes: map[string]string{"tenant": tenant, "priority": prio},
-		})
-		if err == nil {
-			c.Enqueued.Add(1)
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
+// ExitCode maps Run's error to the process exit code: 0 for a clean stop or
+// -h, 2 for a configuration mistake, 1 otherwise.
+func ExitCode(err error) int {
+	var cve *config.ConfigValidationError
+	switch {
+	case err == nil, errors.Is(err, config.ErrHelp), errors.Is(err, context.Canceled):
+		return 0
+	case errors.As(err, &cve):
+		return ExitUsage
 	}
-}
-
-func work(ctx context.Context, q resourcelease.Queue, peer string, workTime time.Duration, c *Counters) {
-	for ctx.Err() == nil {
-		l, err := q.Lease(ctx, peer, 2*time.Second)
-		if err != nil || l == nil {
-			continue
-		}
-		select {
-		case <-ctx.Done():
-			_ = q.Fail(context.WithoutCancel(ctx), l.OwnershipToken, resourcelease.FailOptions{Reason: "shutting down", Requeue: true})
-			return
-		case <-time.After(workTime / 2):
-		}
-		_, _ = q.Heartbeat(ctx, l.OwnershipToken)
-		time.Sleep(workTime / 2)
-		if rand.IntN(5) == 0 {
-			if q.Fail(ctx, l.OwnershipToken, resourcelease.FailOptions{Reason: "simulated failure", ErrorCode: "demo.simulated", Requeue: true}) == nil {
-				c.Failed.Add(1)
-			}
-			continue
-		}
-		if q.Complete(ctx, l.OwnershipToken) == nil {
-			c.Completed.Add(1)
-		}
-	}
+	return 1
 }

@@ -21,6 +21,7 @@ package config
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"strings"
 	"time"
 )
@@ -165,6 +166,11 @@ type Config struct {
 	// control-plane endpoints. Default: none on loopback; generated when any
 	// listener binds a non-loopback address.
 	ControlToken string
+	// RefuseUnhealthyPeers (refuseUnhealthyPeers) makes the dispatcher refuse
+	// leases to unhealthy peers. Default true.
+	RefuseUnhealthyPeers bool
+	// LogLevel (logLevel): debug, info (default), warn or error.
+	LogLevel slog.Level
 	// WorkerFailureRate (workerFailureRate) is the share of items a worker
 	// fails with requeue. Default 0.2.
 	WorkerFailureRate float64

@@ -3,6 +3,7 @@ package config_test
 import (
 	"bytes"
 	"errors"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -64,6 +65,8 @@ func TestDefaults(t *testing.T) {
 		{"processing", c.WorkerProcessing, 500 * time.Millisecond},
 		{"concurrency", c.WorkerConcurrency, 1},
 		{"public", c.Public(), false},
+		{"refuse", c.RefuseUnhealthyPeers, true},
+		{"logLevel", c.LogLevel, slog.LevelInfo},
 		{"source", c.Sources["roles"], "default"},
 	}
 	for _, ck := range checks {
@@ -180,7 +183,7 @@ func TestLayers(t *testing.T) {
 			"--meshDemo:requeueDelaySeconds=0.5", "--meshDemo:capacity=99", "--meshDemo:highWatermark=20", "--meshDemo:lowWatermark=5",
 			"--meshDemo:backpressureCooldownSeconds=0", "--meshDemo:backpressureMode=reject", "--meshDemo:rateLimitPerSecond=10",
 			"--meshDemo:backpressureRateLimitPerSecond=0", "--meshDemo:storage=memory", "--meshDemo:controlToken=tok",
-			"--meshDemo:workerFailureRate=0", "--meshDemo:workerProcessingSeconds=2", "--meshDemo:workerConcurrency=3"},
+			"--meshDemo:workerFailureRate=0", "--meshDemo:refuseUnhealthyPeers=false", "--meshDemo:logLevel=DEBUG", "--meshDemo:workerProcessingSeconds=2", "--meshDemo:workerConcurrency=3"},
 			check: func(t *testing.T, c *config.Config) {
 				eq(t, "serviceName", c.ServiceName, "s")
 				eq(t, "namespace", c.Namespace, "n")
@@ -205,6 +208,8 @@ func TestLayers(t *testing.T) {
 				eq(t, "storage", c.Storage, config.StorageMemory)
 				eq(t, "token", c.ControlToken, "tok")
 				eq(t, "failure", c.WorkerFailureRate, 0.0)
+				eq(t, "refuse", c.RefuseUnhealthyPeers, false)
+				eq(t, "logLevel", c.LogLevel, slog.LevelDebug)
 				eq(t, "processing", c.WorkerProcessing, 2*time.Second)
 				eq(t, "concurrency", c.WorkerConcurrency, 3)
 			}},
@@ -239,6 +244,8 @@ func TestErrors(t *testing.T) {
 		{name: "negative rate", args: []string{"-rate-limit-per-second=-3"}, field: "meshDemo:rateLimitPerSecond", wantInMsg: []string{`"-3"`}},
 		{name: "bad mode", args: []string{"-backpressure-mode=drop"}, field: "meshDemo:backpressureMode", wantInMsg: []string{`"drop"`}},
 		{name: "bad storage", args: []string{"-storage=postgres"}, field: "meshDemo:storage", wantInMsg: []string{`"postgres"`}},
+		{name: "bad bool", args: []string{"-refuse-unhealthy-peers=maybe"}, field: "meshDemo:refuseUnhealthyPeers", wantInMsg: []string{`"maybe"`}},
+		{name: "bad log level", args: []string{"-log-level=loud"}, field: "meshDemo:logLevel", wantInMsg: []string{`"loud"`}},
 		{name: "bad failure rate", args: []string{"-worker-failure-rate=2"}, field: "meshDemo:workerFailureRate", wantInMsg: []string{`"2"`}},
 		{name: "low above high", args: []string{"-high-watermark=10", "-low-watermark=10"}, field: "meshDemo:lowWatermark", wantInMsg: []string{`"10"`}},
 		{name: "duplicate peer", args: []string{"-worker-peer-id=a,a"}, field: "meshDemo:workerPeerId", wantInMsg: []string{`"a,a"`}},

@@ -75,6 +75,22 @@ var keys = []*keyDef{
 			c.ControlToken = strings.TrimSpace(v)
 			return nil
 		}},
+	{name: "refuseUnhealthyPeers", flags: []string{"refuse-unhealthy-peers"}, def: "true",
+		help: "refuse leases to peers the health tracker marks unhealthy (true or false)", apply: func(c *Config, v string) error {
+			b, err := strconv.ParseBool(strings.TrimSpace(v))
+			if err != nil {
+				return errors.New("want true or false")
+			}
+			c.RefuseUnhealthyPeers = b
+			return nil
+		}},
+	{name: "logLevel", flags: []string{"log-level"}, def: "info",
+		help: "log level: debug, info, warn or error", apply: func(c *Config, v string) error {
+			if err := c.LogLevel.UnmarshalText([]byte(strings.TrimSpace(v))); err != nil {
+				return errors.New("want debug, info, warn or error")
+			}
+			return nil
+		}},
 	{name: "workerFailureRate", flags: []string{"worker-failure-rate"}, def: "0.2",
 		help: "share of items a worker fails (with requeue), 0..1", apply: applyFailureRate},
 	{name: "workerProcessingSeconds", flags: []string{"worker-processing-seconds"}, def: "0.5",

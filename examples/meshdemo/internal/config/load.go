@@ -21,6 +21,8 @@ const (
 	SourceDefault = "default"
 	SourceFile    = FileName
 	SourceCLI     = "command line"
+	// SourceDerived marks an rpcClientUrl derived from rpcUrl.
+	SourceDerived = "derived from rpcUrl"
 )
 
 // Input is what Load reads: the command line (without the program name), the
@@ -151,7 +153,7 @@ func (c *Config) derive(merged map[*keyDef]value) error {
 	if c.RPCClientURL == "" {
 		u, _ := url.Parse(c.RPC.URL)
 		c.RPCClientURL = clientURLFrom(u)
-		c.Sources["rpcClientUrl"] = "derived from rpcUrl"
+		c.Sources["rpcClientUrl"] = SourceDerived
 	}
 	if len(c.URLs) == 0 {
 		def := DefaultSideURL

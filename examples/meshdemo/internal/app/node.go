@@ -1,0 +1,398 @@
+package app
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/leasemesh/leasemesh/examples/meshdemo/internal/config"
+	"github.com/leasemesh/leasemesh/examples/meshdemo/internal/diagnostics"
+	"github.com/leasemesh/leasemesh/resourcelease"
+	"github.com/leasemesh/leasemesh/transport"
+)
+
+// StatusInterval is how often a node prints its status line.
+const StatusInterval = 5 * time.Second
+
+// shutdownGrace bounds each shutdown step so the process exits within a few
+// seconds even when a peer misbehaves.
+const shutdownGrace = 3 * time.Second
+
+// Node is a running demo process: its roles, listeners and the resources
+// they hold. Create it with Start and stop it with Close.
+type Node struct {
+	cfg    *config.Config
+	logger *slog.Logger
+	reg    *prometheus.Registry
+
+	// Token is the bearer token guarding destructive control-plane calls
+	// ("" when they are open, on a loopback-only node).
+	Token string
+	// TokenGenerated reports whether Token was generated at start.
+	TokenGenerated bool
+
+	rpcLn   net.Listener
+	httpLns []net.Listener
+	servers []*http.Server
+	// serveCtx ends the long-lived requests (SSE streams) at shutdown.
+	serveCtx    context.Context
+	serveCancel context.CancelFunc
+	serveErr    chan error
+
+	disp    *dispatcherRole // nil without the dispatcher role
+	history *diagnostics.History
+	seeder  *seeder
+	workers []*workerRole
+	client  *transport.Client // the RPC client of the seeder and /demo/enqueue
+	metrics *clientMetrics
+	// clientURL is what the seeder and workers dial.
+	clientURL string
+
+	rolesCtx    context.Context
+	rolesCancel context.CancelFunc
+	rolesWG     sync.WaitGroup
+	closeOnce   sync.Once
+	closeErr    error
+}
+
+// RPCURL returns the URL the dispatcher serves RPC on (with the port actually
+// bound), or "" without the dispatcher role.
+func (n *Node) RPCURL() string {
+	if n.rpcLn == nil {
+		return ""
+	}
+	return "http://" + displayAddr(n.cfg.RPC.Addr, n.rpcLn.Addr()) + n.cfg.RPCPath
+}
+
+// HTTPURLs returns the base URLs of the diagnostics / metrics listeners, with
+// the ports actually bound.
+func (n *Node) HTTPURLs() []string {
+	out := make([]string, len(n.httpLns))
+	for i, ln := range n.httpLns {
+		host := displayAddr(n.cfg.URLs[i].Addr, ln.Addr())
+		if strings.HasPrefix(n.cfg.URLs[i].URL, "http://localhost") {
+			_, port, _ := net.SplitHostPort(ln.Addr().String())
+			host = "localhost:" + port
+		}
+		out[i] = "http://" + host
+	}
+	return out
+}
+
+// displayAddr is the host:port to show for a listener: the configured host
+// (or 127.0.0.1 for a wildcard bind, which is what a local browser dials)
+// and the bound port.
+func displayAddr(configured string, bound net.Addr) string {
+	host, _, _ := net.SplitHostPort(configured)
+	_, port, _ := net.SplitHostPort(bound.String())
+	if host == "" {
+		host = "127.0.0.1"
+	}
+	return net.JoinHostPort(host, port)
+}
+
+// unusable wraps a listen failure as the configuration mistake it is.
+func unusable(field, value string, err error) error {
+	return &config.ConfigValidationError{Field: field, Err: fmt.Errorf("invalid value %q: cannot listen: %w", value, errors.Unwrap(err))}
+}
+
+// Start binds the listeners, opens storage and starts every configured role.
+// On error everything already started is stopped again.
+func Start(ctx context.Context, cfg *config.Config, logger *slog.Logger) (n *Node, err error) {
+	n = &Node{cfg: cfg, logger: logger, reg: prometheus.NewRegistry(), serveErr: make(chan error, 4)}
+	n.serveCtx, n.serveCancel = context.WithCancel(context.WithoutCancel(ctx))
+	n.rolesCtx, n.rolesCancel = context.WithCancel(context.WithoutCancel(ctx))
+	defer func() {
+		if err != nil {
+			n.Close()
+			n = nil
+		}
+	}()
+	n.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+
+	// Bind first: an unusable address is a configuration mistake, reported
+	// before anything is opened.
+	var lc net.ListenConfig
+	if cfg.Has(config.RoleDispatcher) {
+		if n.rpcLn, err = lc.Listen(ctx, "tcp", cfg.RPC.Addr); err != nil {
+			return n, unusable(config.Section+":rpcUrl", cfg.RPC.URL, err)
+		}
+	}
+	for _, l := range cfg.URLs {
+		ln, lerr := lc.Listen(ctx, "tcp", l.Addr)
+		if lerr != nil {
+			return n, unusable("urls", l.URL, lerr)
+		}
+		n.httpLns = append(n.httpLns, ln)
+	}
+
+	if cfg.Public() {
+		n.Token = cfg.ControlToken
+		if n.Token == "" {
+			b := make([]byte, 16)
+			_, _ = rand.Read(b)
+			n.Token, n.TokenGenerated = hex.EncodeToString(b), true
+		}
+	} else {
+		n.Token = cfg.ControlToken
+	}
+
+	n.clientURL = cfg.RPCClientURL
+	if n.rpcLn != nil && strings.HasSuffix(cfg.RPC.Addr, ":0") && cfg.Sources["rpcClientUrl"] == config.SourceDerived {
+		// A free port was asked for: dial the one we got.
+		n.clientURL = n.RPCURL()
+	}
+	if cfg.Has(config.RoleSeeder) || cfg.Has(config.RoleWorker) || cfg.Has(config.RoleDiagnostics) {
+		if n.metrics, err = newClientMetrics(n.reg); err != nil {
+			return n, err
+		}
+		caller := "mesh-seeder"
+		if !cfg.Has(config.RoleSeeder) {
+			caller = "mesh-diagnostics"
+		}
+		if n.client, err = newClient(n.clientURL, cfg, caller, n.metrics); err != nil {
+			return n, err
+		}
+	}
+
+	var control http.Handler
+	if cfg.Has(config.RoleDispatcher) {
+		if n.disp, err = startDispatcher(ctx, cfg, logger, n.reg); err != nil {
+			return n, err
+		}
+		control = n.disp.controlHandler(n.Token, logger)
+		rpc, herr := n.disp.rpcHandler(cfg, n.Token, logger, n.reg)
+		if herr != nil {
+			return n, herr
+		}
+		mux := http.NewServeMux()
+		mux.Handle(cfg.RPCPath, rpc)
+		mux.Handle(transport.DefaultControlPrefix+"/", control)
+		mux.Handle("GET /metrics", n.metricsHandler())
+		n.serve(n.rpcLn, mux)
+	}
+
+	metrics := n.metricsHandler()
+	var httpHandler http.Handler
+	if cfg.Has(config.RoleDiagnostics) {
+		n.history = diagnostics.NewHistory(300)
+		httpHandler, err = diagnostics.NewHandler(diagnostics.Options{
+			Sources: n.disp.sources(n.client),
+			Info: diagnostics.Info{
+				ServiceName: cfg.ServiceName, Namespace: cfg.Namespace, RPCURL: n.RPCURL(),
+				Roles: strings.Split(cfg.Roles.String(), ","), Storage: string(cfg.Storage),
+				DataDirectory: n.disp.dataDir, StartedAt: time.Now().UTC(),
+			},
+			History: n.history, Control: control, Metrics: metrics, Logger: logger,
+		})
+		if err != nil {
+			return n, err
+		}
+		n.rolesWG.Go(func() { n.history.Run(n.rolesCtx, time.Second, n.disp.stats) })
+	} else {
+		mux := http.NewServeMux()
+		mux.Handle("GET /metrics", metrics)
+		mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, _ *http.Request) {
+			fmt.Fprintf(w, "meshdemo node (roles %s): metrics at /metrics\n", cfg.Roles)
+		})
+		httpHandler = mux
+	}
+	for _, ln := range n.httpLns {
+		n.serve(ln, httpHandler)
+	}
+
+	if cfg.Has(config.RoleSeeder) {
+		if n.seeder, err = newSeeder(n.client, cfg, logger, n.reg); err != nil {
+			return n, err
+		}
+		n.rolesWG.Go(func() { n.seeder.run(n.rolesCtx) })
+	}
+	if cfg.Has(config.RoleWorker) {
+		for _, peer := range cfg.WorkerPeerIDs {
+			w, werr := newWorkerRole(n.clientURL, peer, cfg, logger, n.metrics, n.reg)
+			if werr != nil {
+				return n, werr
+			}
+			n.workers = append(n.workers, w)
+			n.rolesWG.Go(func() { w.run(n.rolesCtx) })
+		}
+	}
+	return n, nil
+}
+
+func (n *Node) metricsHandler() http.Handler {
+	return promhttp.HandlerFor(n.reg, promhttp.HandlerOpts{Registry: n.reg})
+}
+
+// serve runs an HTTP server on ln until Close.
+func (n *Node) serve(ln net.Listener, h http.Handler) {
+	srv := &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: 10 * time.Second,
+		BaseContext:       func(net.Listener) context.Context { return n.serveCtx },
+		ErrorLog:          slog.NewLogLogger(n.logger.Handler(), slog.LevelWarn),
+	}
+	n.servers = append(n.servers, srv)
+	go func() {
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			n.serveErr <- fmt.Errorf("serving %s: %w", ln.Addr(), err)
+		}
+	}()
+}
+
+// Wait blocks until ctx ends (nil) or a server fails (its error), printing
+// a status line every StatusInterval to out.
+func (n *Node) Wait(ctx context.Context, out io.Writer) error {
+	t := time.NewTicker(StatusInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case err := <-n.serveErr:
+			return err
+		case <-t.C:
+			fmt.Fprintln(out, n.StatusLine(ctx))
+		}
+	}
+}
+
+// StatusLine is the one-line summary printed every few seconds: the queue's
+// counts (from the local dispatcher, or over RPC), then what this node's
+// dispatcher, seeder and workers did.
+func (n *Node) StatusLine(ctx context.Context) string {
+	var b strings.Builder
+	b.WriteString("status:")
+	var st *resourcelease.Stats
+	var err error
+	if n.disp != nil {
+		st, err = n.disp.stats(ctx)
+	} else if n.client != nil {
+		sctx, cancel := context.WithTimeout(ctx, time.Second)
+		st, err = n.client.Stats(sctx, &resourcelease.StatsRequest{})
+		cancel()
+	}
+	switch {
+	case err != nil:
+		fmt.Fprintf(&b, " dispatcher unreachable (%s)", resourcelease.CodeOf(err))
+	case st != nil:
+		fmt.Fprintf(&b, " pending=%d active=%d dead-lettered=%d", st.PendingCount, st.ActiveLeaseCount, st.DeadLetterCount)
+		if st.BackpressureActive {
+			b.WriteString(" BACKPRESSURE")
+		}
+	}
+	if n.disp != nil {
+		t := n.disp.totals.Totals()
+		fmt.Fprintf(&b, " | events: enqueued=%d completed=%d failed=%d expired=%d dead-lettered=%d", t.Enqueued, t.Completed, t.Failed, t.Expired, t.DeadLettered)
+	}
+	if n.seeder != nil {
+		fmt.Fprintf(&b, " | seeder: enqueued=%d errors=%d", n.seeder.enqueued.Load(), n.seeder.errors.Load())
+	}
+	for _, w := range n.workers {
+		s := w.worker.Stats()
+		fmt.Fprintf(&b, " | %s: completed=%d failed=%d lost=%d", w.peer, s.Completed, s.Failed, s.Lost)
+	}
+	return b.String()
+}
+
+// PrintBanner says where everything is.
+func (n *Node) PrintBanner(out io.Writer) {
+	c := n.cfg
+	fmt.Fprintf(out, "meshdemo: roles %s\n", c.Roles)
+	row := func(k, format string, args ...any) { fmt.Fprintf(out, "  %-16s %s\n", k, fmt.Sprintf(format, args...)) }
+	if n.disp != nil {
+		row("RPC endpoint", "%s (service %s, procedures %s::*)", n.RPCURL(), c.ServiceName, c.Namespace)
+		if c.Storage == config.StorageSQLite {
+			row("Storage", "sqlite: %s, %s", filepath.Join(n.disp.dataDir, "replication.db"), filepath.Join(n.disp.dataDir, "deterministic.db"))
+		} else {
+			row("Storage", "memory (nothing survives a restart)")
+		}
+		row("Backpressure", "high %d / low %d, cooldown %s, mode %s; enqueue limit %s (%s under backpressure)",
+			c.HighWatermark, c.LowWatermark, c.BackpressureCooldown, c.BackpressureMode, perSecond(c.RateLimitPerSecond), perSecond(c.BackpressureRateLimitPerSecond))
+	}
+	for _, u := range n.HTTPURLs() {
+		if n.cfg.Has(config.RoleDiagnostics) {
+			row("Diagnostics UI", "%s/", u)
+			row("Demo helpers", "%s/demo/{enqueue,lease-health,backpressure,replication}", u)
+			row("Control plane", "%s%s/", u, transport.DefaultControlPrefix)
+		}
+		row("Metrics", "%s/metrics", u)
+	}
+	if n.disp != nil && !n.cfg.Has(config.RoleDiagnostics) {
+		row("Control plane", "%s%s/ (on the RPC port)", strings.TrimSuffix(n.RPCURL(), c.RPCPath), transport.DefaultControlPrefix)
+	}
+	if n.seeder != nil {
+		row("Seeder", "demo.order every %s via %s", c.SeederInterval, n.clientURL)
+	}
+	if len(n.workers) > 0 {
+		row("Workers", "%s via %s (lease %s, heartbeat %s, ~%.0f%% failures)", strings.Join(c.WorkerPeerIDs, ", "), n.clientURL, c.LeaseDuration, c.HeartbeatInterval, c.WorkerFailureRate*100)
+	}
+	switch {
+	case n.TokenGenerated:
+		row("Control token", "%s (generated: a listener is not loopback-only; send Authorization: Bearer <token> to drain/restore/redrive/purge)", n.Token)
+	case n.Token != "":
+		row("Control token", "configured (destructive control-plane calls need Authorization: Bearer <token>)")
+	}
+	fmt.Fprintln(out, "  Ctrl-C to stop.")
+}
+
+func perSecond(r float64) string {
+	if r <= 0 {
+		return "unlimited"
+	}
+	return fmt.Sprintf("%g/s", r)
+}
+
+// Close stops the node: seeder and workers first (workers requeue their
+// in-flight leases through the still-running dispatcher), then the dispatcher,
+// the servers and storage. It is safe to call twice.
+func (n *Node) Close() error {
+	n.closeOnce.Do(func() {
+		var errs []error
+		n.rolesCancel()
+		n.rolesWG.Wait()
+		if n.disp != nil {
+			// Wakes long-polls with unavailable, so the servers drain quickly.
+			errs = append(errs, n.disp.closeDispatcher())
+		}
+		n.serveCancel()
+		sctx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
+		for _, srv := range n.servers {
+			if err := srv.Shutdown(sctx); err != nil {
+				_ = srv.Close()
+			}
+		}
+		cancel()
+		for _, ln := range n.httpLns {
+			_ = ln.Close()
+		}
+		if n.rpcLn != nil {
+			_ = n.rpcLn.Close()
+		}
+		if n.disp != nil {
+			errs = append(errs, n.disp.closeStorage())
+		}
+		for _, w := range n.workers {
+			_ = w.client.Close()
+		}
+		if n.client != nil {
+			_ = n.client.Close()
+		}
+		n.closeErr = errors.Join(errs...)
+	})
+	return n.closeErr
+}
