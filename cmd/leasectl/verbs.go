@@ -1,0 +1,562 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/leasemesh/leasemesh/resourcelease"
+	"github.com/leasemesh/leasemesh/transport"
+)
+
+// rpcAction runs fn with a Client for o and a context bounded by --ttl.
+func rpcAction(o *rpcOptions, fn func(c *transport.Client, ctx context.Context) error) error {
+	c, err := o.client(transport.ClientOptions{})
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	ctx, cancel := o.callContext()
+	defer cancel()
+	return fn(c, ctx)
+}
+
+var enqueueCommand = &command{
+	name:     "enqueue",
+	synopsis: "leasectl enqueue --resource-type T --resource-id ID --partition-key K [--body DATA | --body-file FILE] [--attr k=v]... [flags]",
+	summary:  "enqueue one work item",
+	details: `
+Enqueues one work item and prints the enqueue response: the queue's counts,
+the item's sequenceId, and duplicate when --request-id was seen before within
+the dedupe window. The body is opaque bytes: --body's value (@FILE reads a
+file, - reads stdin) or the contents of --body-file.`,
+	example: `
+leasectl enqueue --service resourcelease-mesh-demo --namespace resourcelease.mesh \
+  --resource-type demo.order --resource-id order-42 --partition-key tenant-1 \
+  --body '{"message":"hello"}' --attr priority=high --request-id order-42-v1`,
+	setup: func(a *app, fs *flag.FlagSet) func([]string) error {
+		o := a.rpcFlags(fs)
+		var (
+			item           resourcelease.Item
+			body, bodyFile string
+			attrs          pairsFlag
+		)
+		fs.StringVar(&item.ResourceType, "resource-type", "", "the item's `resourceType` (required)")
+		fs.StringVar(&item.ResourceID, "resource-id", "", "the item's `resourceId` (required)")
+		fs.StringVar(&item.PartitionKey, "partition-key", "", "the item's `partitionKey` (required)")
+		fs.StringVar(&item.PayloadEncoding, "encoding", "application/json", "the item's `payloadEncoding`: how its body is encoded")
+		fs.StringVar(&item.RequestID, "request-id", "", "the item's `requestId`: a repeated one within the dedupe window enqueues nothing new")
+		fs.StringVar(&body, "body", "", "the item's body: `DATA`, @FILE, or - for stdin")
+		fs.StringVar(&bodyFile, "body-file", "", "read the item's body from `FILE`")
+		fs.Var(&attrs, "attr", "add the attribute `key=value` (repeatable)")
+		alias(fs, "resource-type", "resourceType")
+		alias(fs, "resource-id", "resourceId")
+		alias(fs, "partition-key", "partitionKey")
+		alias(fs, "encoding", "payloadEncoding")
+		alias(fs, "request-id", "requestId")
+		return func(args []string) error {
+			if err := noArgs(args); err != nil {
+				return err
+			}
+			for _, f := range []struct{ name, v string }{
+				{"resource-type", item.ResourceType}, {"resource-id", item.ResourceID},
+				{"partition-key", item.PartitionKey}, {"encoding", item.PayloadEncoding},
+			} {
+				if f.v == "" {
+					return usagef("--%s is required", f.name)
+				}
+			}
+			switch {
+			case flagGiven(fs, "body") && flagGiven(fs, "body-file"):
+				return usagef("give --body or --body-file, not both")
+			case flagGiven(fs, "body"):
+				b, err := a.readValue("body", body)
+				if err != nil {
+					return err
+				}
+				item.Body = b
+			case flagGiven(fs, "body-file"):
+				b, err := a.readFile("body-file", bodyFile)
+				if err != nil {
+					return err
+				}
+				item.Body = b
+			}
+			item.Attributes = attrs.Map()
+			return rpcAction(o, func(c *transport.Client, ctx context.Context) error {
+				resp, err := c.Enqueue(ctx, &resourcelease.EnqueueRequest{Payload: &item})
+				if err != nil {
+					return err
+				}
+				return a.printValue(o.raw, resp)
+			})
+		}
+	},
+}
+
+var leaseCommand = &command{
+	name:     "lease",
+	synopsis: "leasectl lease [--peer ID] [--wait DURATION] [flags]",
+	summary:  "lease the next ready item and print the lease (with its ownership token)",
+	details: `
+Leases the oldest ready item and prints the lease: the item, its attempt and
+lastError, the ownershipToken, the expiry and the advised heartbeat interval.
+With --wait it long-polls up to that long for an item to arrive. When nothing
+was available it prints null (and exits 0).
+
+The printed lease can be piped into heartbeat, complete and fail, which take
+its ownershipToken.`,
+	example: `
+leasectl lease --peer worker-cli --wait 10s > lease.json
+leasectl complete --token-file lease.json`,
+	setup: func(a *app, fs *flag.FlagSet) func([]string) error {
+		o := a.rpcFlags(fs)
+		var (
+			peer string
+			wait time.Duration
+		)
+		fs.StringVar(&peer, "peer", "", "the lease's peer `id` (default: the caller)")
+		fs.DurationVar(&wait, "wait", 0, "long-poll up to this `duration` for an item")
+		return func(args []string) error {
+			if err := noArgs(args); err != nil {
+				return err
+			}
+			if wait < 0 {
+				return usagef("--wait must not be negative, got %v", wait)
+			}
+			return rpcAction(o, func(c *transport.Client, ctx context.Context) error {
+				l, err := c.Lease(ctx, &resourcelease.LeaseRequest{PeerID: peer, WaitMs: wait.Milliseconds()})
+				if err != nil {
+					return err
+				}
+				return a.printValue(o.raw, l)
+			})
+		}
+	},
+}
+
+// tokenFlags are the ways heartbeat, complete and fail take a token.
+type tokenFlags struct {
+	token, file string
+}
+
+func (t *tokenFlags) register(fs *flag.FlagSet) {
+	fs.StringVar(&t.token, "token", "", "the ownership token as `JSON` (a token, or a lease as printed by lease)")
+	fs.StringVar(&t.file, "token-file", "", "read the token (or a lease) from `FILE`; - is stdin")
+}
+
+// resolve finds the token: --token, --token-file, or piped stdin.
+func (t *tokenFlags) resolve(a *app, fs *flag.FlagSet) (*resourcelease.OwnershipToken, error) {
+	var (
+		data []byte
+		err  error
+	)
+	switch given := flagGiven(fs, "token"); {
+	case given && flagGiven(fs, "token-file"):
+		return nil, usagef("give --token or --token-file, not both")
+	case given:
+		data = []byte(t.token)
+	case flagGiven(fs, "token-file"):
+		data, err = a.readFile("token-file", t.file)
+	case stdinPiped(a.stdin):
+		data, err = a.readValue("token", "-")
+	default:
+		return nil, usagef("an ownership token is required: --token JSON, --token-file FILE, or the output of 'leasectl lease' on stdin")
+	}
+	if err != nil {
+		return nil, err
+	}
+	return parseToken(data)
+}
+
+// parseToken accepts an ownership token, a lease (its ownershipToken is
+// taken) or a request body with an ownershipToken.
+func parseToken(data []byte) (*resourcelease.OwnershipToken, error) {
+	data = bytes.TrimSpace(data)
+	if len(data) == 0 || string(data) == "null" {
+		return nil, resourcelease.Errorf(resourcelease.StatusInvalidArgument, resourcelease.CodeTokenRequired,
+			"no ownership token: the input is empty or null (did lease find nothing?)")
+	}
+	var v struct {
+		resourcelease.OwnershipToken
+		Nested *resourcelease.OwnershipToken `json:"ownershipToken"`
+	}
+	if err := json.Unmarshal(data, &v); err != nil {
+		return nil, resourcelease.Errorf(resourcelease.StatusInvalidArgument, resourcelease.CodeTokenRequired,
+			"the ownership token is not valid JSON: %v", err)
+	}
+	tok := v.OwnershipToken
+	if v.Nested != nil {
+		tok = *v.Nested
+	}
+	if tok.IsZero() {
+		return nil, resourcelease.Errorf(resourcelease.StatusInvalidArgument, resourcelease.CodeTokenRequired,
+			`no ownership token in the input: want {"sequenceId","attempt","leaseId"} or a lease`)
+	}
+	return &tok, nil
+}
+
+var heartbeatCommand = &command{
+	name:     "heartbeat",
+	synopsis: "leasectl heartbeat (--token JSON | --token-file FILE | < lease.json) [flags]",
+	summary:  "extend a lease",
+	details: `
+Extends a live lease by the lease duration and prints the new expiry. The
+token is --token, the contents of --token-file, or stdin (a token, or a lease
+as printed by 'leasectl lease'). A token whose lease is gone is not-found
+error.resourcelease.unknown_token.`,
+	example: `
+leasectl heartbeat --token '{"sequenceId":7,"attempt":1,"leaseId":"4b6c0c36-8f5c-4cde-9d53-0e7f3c1c2b11"}'`,
+	setup: func(a *app, fs *flag.FlagSet) func([]string) error {
+		o := a.rpcFlags(fs)
+		var tf tokenFlags
+		tf.register(fs)
+		return func(args []string) error {
+			if err := noArgs(args); err != nil {
+				return err
+			}
+			tok, err := tf.resolve(a, fs)
+			if err != nil {
+				return err
+			}
+			return rpcAction(o, func(c *transport.Client, ctx context.Context) error {
+				resp, err := c.Heartbeat(ctx, &resourcelease.HeartbeatRequest{OwnershipToken: tok})
+				if err != nil {
+					return err
+				}
+				return a.printValue(o.raw, resp)
+			})
+		}
+	},
+}
+
+var completeCommand = &command{
+	name:     "complete",
+	synopsis: "leasectl complete (--token JSON | --token-file FILE | < lease.json) [flags]",
+	summary:  "complete a lease: the item is done for good",
+	details: `
+Completes a live lease: the item is removed for good. The token is --token,
+the contents of --token-file, or stdin (a token, or a lease as printed by
+'leasectl lease'). A stale token (the lease expired, was completed or failed,
+or the item was leased again) is not-found error.resourcelease.unknown_token.`,
+	example: `
+leasectl lease --raw | leasectl complete`,
+	setup: func(a *app, fs *flag.FlagSet) func([]string) error {
+		o := a.rpcFlags(fs)
+		var tf tokenFlags
+		tf.register(fs)
+		return func(args []string) error {
+			if err := noArgs(args); err != nil {
+				return err
+			}
+			tok, err := tf.resolve(a, fs)
+			if err != nil {
+				return err
+			}
+			return rpcAction(o, func(c *transport.Client, ctx context.Context) error {
+				resp, err := c.Complete(ctx, &resourcelease.CompleteRequest{OwnershipToken: tok})
+				if err != nil {
+					return err
+				}
+				return a.printValue(o.raw, resp)
+			})
+		}
+	},
+}
+
+var failCommand = &command{
+	name:     "fail",
+	synopsis: "leasectl fail (--token JSON | --token-file FILE | < lease.json) [--reason R] [--code C] [--no-requeue] [--meta k=v]... [flags]",
+	summary:  "fail a lease: requeue the item, or dead-letter it with --no-requeue",
+	details: `
+Fails a live lease. By default the item goes back to pending with the next
+attempt and the reason and code as its lastError (or is dead-lettered when it
+has used its last attempt); --no-requeue dead-letters it at once. The token is
+--token, the contents of --token-file, or stdin.`,
+	example: `
+leasectl lease --raw | leasectl fail --reason "upstream timed out" --code upstream.timeout`,
+	setup: func(a *app, fs *flag.FlagSet) func([]string) error {
+		o := a.rpcFlags(fs)
+		var (
+			tf        tokenFlags
+			reason    string
+			code      string
+			noRequeue bool
+			meta      pairsFlag
+		)
+		tf.register(fs)
+		fs.StringVar(&reason, "reason", "", "why the work failed: the `text` (the lastError message)")
+		fs.StringVar(&code, "code", "", "a stable error `code` (the lastError code)")
+		fs.BoolVar(&noRequeue, "no-requeue", false, "dead-letter the item instead of requeueing it")
+		fs.Var(&meta, "meta", "add the failure metadata `key=value` (repeatable)")
+		return func(args []string) error {
+			if err := noArgs(args); err != nil {
+				return err
+			}
+			tok, err := tf.resolve(a, fs)
+			if err != nil {
+				return err
+			}
+			req := &resourcelease.FailRequest{OwnershipToken: tok, Reason: reason, ErrorCode: code, Metadata: meta.Map()}
+			if noRequeue {
+				req.Requeue = new(bool)
+			}
+			return rpcAction(o, func(c *transport.Client, ctx context.Context) error {
+				resp, err := c.Fail(ctx, req)
+				if err != nil {
+					return err
+				}
+				return a.printValue(o.raw, resp)
+			})
+		}
+	},
+}
+
+var statsCommand = &command{
+	name:     "stats",
+	synopsis: "leasectl stats [flags]",
+	summary:  "print the queue's counts",
+	details: `
+Prints pendingCount, activeLeaseCount, deadLetterCount and backpressureActive.`,
+	example: `
+leasectl stats --service resourcelease-mesh-demo --namespace resourcelease.mesh`,
+	setup: func(a *app, fs *flag.FlagSet) func([]string) error {
+		o := a.rpcFlags(fs)
+		return func(args []string) error {
+			if err := noArgs(args); err != nil {
+				return err
+			}
+			return rpcAction(o, func(c *transport.Client, ctx context.Context) error {
+				resp, err := c.Stats(ctx, &resourcelease.StatsRequest{})
+				if err != nil {
+					return err
+				}
+				return a.printValue(o.raw, resp)
+			})
+		}
+	},
+}
+
+// drainSummary is what drain --out prints.
+type drainSummary struct {
+	DrainedCount int    `json:"drainedCount"`
+	File         string `json:"file"`
+}
+
+var drainCommand = &command{
+	name:     "drain",
+	synopsis: "leasectl drain [--out FILE [--force]] [flags]",
+	summary:  "remove every pending item and save them (for restore)",
+	details: `
+Removes every pending item from the queue (leases are untouched) and writes
+them as {"items":[...]} to --out, or prints them without it. restore --in
+takes that file back, on this dispatcher or another.
+
+The file is created before anything is drained and written atomically; an
+existing file is not overwritten without --force. Should the file still fail
+to be written, the drained items are printed on stdout instead so that they
+are not lost.`,
+	example: `
+leasectl drain --out drained.json
+leasectl restore --in drained.json --url http://other-host:7420/yarpc/v1`,
+	setup: func(a *app, fs *flag.FlagSet) func([]string) error {
+		o := a.rpcFlags(fs)
+		var (
+			out   string
+			force bool
+		)
+		fs.StringVar(&out, "out", "", "write the drained items to `FILE` (- is stdout)")
+		fs.BoolVar(&force, "force", false, "overwrite --out if it exists")
+		return func(args []string) error {
+			if err := noArgs(args); err != nil {
+				return err
+			}
+			if out == "" || out == "-" {
+				return rpcAction(o, func(c *transport.Client, ctx context.Context) error {
+					resp, err := c.Drain(ctx, &resourcelease.DrainRequest{})
+					if err != nil {
+						return err
+					}
+					return a.printValue(o.raw, resp)
+				})
+			}
+			if _, err := os.Stat(out); err == nil && !force {
+				return usagef("--out %s exists; use --force to overwrite it", out)
+			}
+			// Create the file before draining: a drain whose items cannot be
+			// saved is the one way this verb could lose work.
+			tmp, err := os.CreateTemp(filepath.Dir(out), "."+filepath.Base(out)+".*.tmp")
+			if err != nil {
+				return fmt.Errorf("cannot create --out: %w", err)
+			}
+			defer func() { _ = os.Remove(tmp.Name()) }() // a no-op once renamed
+			defer tmp.Close()
+			return rpcAction(o, func(c *transport.Client, ctx context.Context) error {
+				resp, err := c.Drain(ctx, &resourcelease.DrainRequest{})
+				if err != nil {
+					return err
+				}
+				data, err := json.MarshalIndent(resp, "", "  ")
+				if err != nil {
+					return err
+				}
+				data = append(data, '\n')
+				if err := writeFile(tmp, out, data); err != nil {
+					_, _ = a.stdout.Write(data)
+					return fmt.Errorf("drained %d items but could not write --out (%w); they were printed on stdout instead", len(resp.Items), err)
+				}
+				return a.printValue(o.raw, drainSummary{DrainedCount: len(resp.Items), File: out})
+			})
+		}
+	},
+}
+
+// writeFile writes data to tmp, syncs it and renames it to path.
+func writeFile(tmp *os.File, path string, data []byte) error {
+	if _, err := tmp.Write(data); err != nil {
+		return err
+	}
+	if err := tmp.Sync(); err != nil {
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp.Name(), path)
+}
+
+var restoreCommand = &command{
+	name:     "restore",
+	synopsis: "leasectl restore [--in FILE | < drained.json] [flags]",
+	summary:  "put drained items back (from drain's output)",
+	details: `
+Restores items written by drain: {"items":[...]} or a bare array, from --in
+(- is stdin) or piped stdin. Items keep their sequenceId, attempt, enqueuedAt
+and lastError. Restore is all or nothing; a sequenceId already present is
+already-exists resourcelease.restore.duplicate_sequence.`,
+	example: `
+leasectl restore --in drained.json`,
+	setup: func(a *app, fs *flag.FlagSet) func([]string) error {
+		o := a.rpcFlags(fs)
+		var in string
+		fs.StringVar(&in, "in", "", "read the items from `FILE` (- is stdin)")
+		return func(args []string) error {
+			if err := noArgs(args); err != nil {
+				return err
+			}
+			var (
+				data []byte
+				err  error
+			)
+			switch {
+			case in != "":
+				data, err = a.readFile("in", in)
+			case stdinPiped(a.stdin):
+				data, err = a.readValue("in", "-")
+			default:
+				return usagef("--in FILE is required (or pipe the items on stdin)")
+			}
+			if err != nil {
+				return err
+			}
+			var req resourcelease.RestoreRequest
+			data = bytes.TrimSpace(data)
+			if bytes.HasPrefix(data, []byte("[")) {
+				err = json.Unmarshal(data, &req.Items)
+			} else {
+				err = json.Unmarshal(data, &req)
+			}
+			if err != nil {
+				return fmt.Errorf("the items to restore are not drain output ({\"items\":[...]}): %w", err)
+			}
+			return rpcAction(o, func(c *transport.Client, ctx context.Context) error {
+				resp, err := c.Restore(ctx, &req)
+				if err != nil {
+					return err
+				}
+				return a.printValue(o.raw, resp)
+			})
+		}
+	},
+}
+
+var deadLettersCommand = &command{
+	name:     "deadletters",
+	synopsis: "leasectl deadletters [list] [--limit N] | deadletters (redrive|purge) (ID... | --all) [flags]",
+	summary:  "list, redrive or purge dead letters",
+	details: `
+deadletters (or deadletters list) prints the dead letters, oldest first, with
+the reason and time each was dead-lettered; --limit bounds how many.
+
+deadletters redrive ID... moves the given dead letters back to pending with
+attempt 1; deadletters purge ID... deletes them. Ids are sequence ids,
+as separate arguments or comma-separated; --all selects every dead letter
+(required when no ids are given, so that nothing is purged by accident).`,
+	example: `
+leasectl deadletters --limit 20
+leasectl deadletters redrive 17 18
+leasectl deadletters purge --all`,
+	setup: func(a *app, fs *flag.FlagSet) func([]string) error {
+		o := a.rpcFlags(fs)
+		var (
+			limit int
+			all   bool
+		)
+		fs.IntVar(&limit, "limit", 0, "list at most `N` dead letters (default all)")
+		fs.BoolVar(&all, "all", false, "redrive or purge every dead letter")
+		return func(args []string) error {
+			action := "list"
+			if len(args) > 0 {
+				action, args = args[0], args[1:]
+			}
+			switch action {
+			case "list":
+				if err := noArgs(args); err != nil {
+					return err
+				}
+				if limit < 0 {
+					return usagef("--limit must not be negative, got %d", limit)
+				}
+				return rpcAction(o, func(c *transport.Client, ctx context.Context) error {
+					resp, err := c.DeadLetters(ctx, &resourcelease.DeadLettersRequest{Limit: limit})
+					if err != nil {
+						return err
+					}
+					return a.printValue(o.raw, resp)
+				})
+			case "redrive", "purge":
+			default:
+				return usagef("unknown action %q: want list, redrive or purge", action)
+			}
+			ids, err := parseIDs(args)
+			switch {
+			case err != nil:
+				return err
+			case len(ids) == 0 && !all:
+				return usagef("%s needs sequence ids, or --all for every dead letter", action)
+			case len(ids) > 0 && all:
+				return usagef("give sequence ids or --all, not both")
+			}
+			return rpcAction(o, func(c *transport.Client, ctx context.Context) error {
+				var (
+					resp any
+					err  error
+				)
+				if action == "redrive" {
+					resp, err = c.Redrive(ctx, &resourcelease.RedriveRequest{SequenceIDs: ids})
+				} else {
+					resp, err = c.Purge(ctx, &resourcelease.PurgeRequest{SequenceIDs: ids})
+				}
+				if err != nil {
+					return err
+				}
+				return a.printValue(o.raw, resp)
+			})
+		}
+	},
+}
