@@ -68,8 +68,10 @@ type DispatcherConfig struct {
 	// admits each enqueue, and fills Stats.BackpressureActive.
 	Backpressure BackpressureController
 	// Registerer, when set, receives the Dispatcher's metrics (the Metric*
-	// names) and every one of Replicator, PeerHealth and Backpressure that
-	// implements prometheus.Collector. Nil means no metrics. Nothing is ever
+	// names) and every one of Replicator, Deterministic, PeerHealth and
+	// Backpressure that implements prometheus.Collector (or, like
+	// deterministic.Coordinator, has a Collector() prometheus.Collector
+	// method). Nil means no metrics. Nothing is ever
 	// registered with the global registry. Two Dispatchers need two
 	// registries (or prometheus.WrapRegistererWith distinct labels); a
 	// registration failure is an error from NewDispatcher. Close unregisters
@@ -178,7 +180,7 @@ func NewDispatcher(cfg DispatcherConfig) (*LocalDispatcher, error) {
 		d.maxWait = DefaultMaxLeaseWait
 	}
 	if cfg.Registerer != nil {
-		if err := d.registerMetrics(cfg.Registerer); err != nil {
+		if err := d.registerMetrics(cfg.Registerer, cfg.Deterministic); err != nil {
 			return nil, err
 		}
 	}
@@ -230,12 +232,12 @@ func configError(format string, args ...any) *Error {
 
 // registerMetrics registers the Dispatcher's metrics and the collectors among
 // its parts with reg. On error it leaves nothing registered.
-func (d *LocalDispatcher) registerMetrics(reg prometheus.Registerer) error {
+func (d *LocalDispatcher) registerMetrics(reg prometheus.Registerer, deterministic EventSink) error {
 	d.metrics = newQueueMetrics()
 	d.reg = &registration{reg: reg}
 	d.leases = make(map[int64]liveLease)
 	for _, c := range d.metrics.collectors() {
-		if err := d.reg.register("queue", c); err != nil {
+		if err := d.reg.register("queue", c, false); err != nil {
 			d.reg.unregisterAll()
 			return err
 		}
@@ -243,17 +245,30 @@ func (d *LocalDispatcher) registerMetrics(reg prometheus.Registerer) error {
 	for _, part := range []struct {
 		name string
 		v    any
-	}{{"replication", d.repl}, {"peer health", d.health}, {"backpressure", d.bp}} {
-		c, ok := part.v.(prometheus.Collector)
-		if !ok {
+	}{{"replication", d.repl}, {"deterministic", deterministic}, {"peer health", d.health}, {"backpressure", d.bp}} {
+		c, shared := collectorOf(part.v)
+		if c == nil {
 			continue
 		}
-		if err := d.reg.register(part.name, c); err != nil {
+		if err := d.reg.register(part.name, c, shared); err != nil {
 			d.reg.unregisterAll()
 			return err
 		}
 	}
 	return nil
+}
+
+// collectorOf returns v as a prometheus.Collector, or the collector its
+// Collector method returns (deterministic.Coordinator has one; shared is
+// then true, since the caller may have registered an equal one), or nil.
+func collectorOf(v any) (c prometheus.Collector, shared bool) {
+	switch v := v.(type) {
+	case prometheus.Collector:
+		return v, false
+	case interface{ Collector() prometheus.Collector }:
+		return v.Collector(), true
+	}
+	return nil, false
 }
 
 // seedLeases records the live leases of the initial state. The engine gives

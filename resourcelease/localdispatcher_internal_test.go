@@ -167,15 +167,18 @@ func TestRegistrationKeepsCallerRegisteredCollector(t *testing.T) {
 	require.NoError(t, reg.Register(own))
 
 	r := &registration{reg: reg}
-	require.NoError(t, r.register("own", own), "already registered by its owner")
+	require.NoError(t, r.register("own", own, false), "already registered by its owner")
 	mine := prometheus.NewCounter(prometheus.CounterOpts{Name: "mine_total", Help: "h"})
-	require.NoError(t, r.register("mine", mine))
+	require.NoError(t, r.register("mine", mine, false))
 	clash := prometheus.NewCounter(prometheus.CounterOpts{Name: "mine_total", Help: "h"})
-	err := r.register("clash", clash)
+	err := r.register("clash", clash, false)
 	require.Error(t, err)
 	var are prometheus.AlreadyRegisteredError
 	assert.True(t, errors.As(err, &are))
 	assert.Contains(t, err.Error(), "register clash metrics")
+
+	assert.NoError(t, r.register("shared", prometheus.NewCounter(prometheus.CounterOpts{Name: "own_total", Help: "h"}), true),
+		"an equal collector of a shared part")
 
 	r.unregisterAll()
 	assert.False(t, reg.Unregister(mine), "what register added is gone")

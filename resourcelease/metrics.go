@@ -154,16 +154,19 @@ type registration struct {
 
 // register registers c. If c itself is already registered (a caller that
 // registered its own tracker, say), that is fine and c is left for its owner
-// to unregister; any other failure, such as a second Dispatcher's metrics on
+// to unregister. With shared set, so is an equal collector registered by
+// someone else: a part whose Collector method builds a new collector per
+// call (the caller registered one, the Dispatcher asks for another) is still
+// the same part. Any other failure, such as a second Dispatcher's metrics on
 // the same registry, is an error.
-func (r *registration) register(what string, c prometheus.Collector) error {
+func (r *registration) register(what string, c prometheus.Collector, shared bool) error {
 	err := r.reg.Register(c)
 	if err == nil {
 		r.done = append(r.done, c)
 		return nil
 	}
 	var are prometheus.AlreadyRegisteredError
-	if errors.As(err, &are) && sameCollector(are.ExistingCollector, c) {
+	if errors.As(err, &are) && (shared || sameCollector(are.ExistingCollector, c)) {
 		return nil
 	}
 	return fmt.Errorf("resourcelease: register %s metrics: %w", what, err)
