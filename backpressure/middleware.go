@@ -11,11 +11,11 @@ import (
 
 // Protocol headers the middleware reads and writes (DESIGN §9).
 const (
-	HeaderProcedure    = "Rpc-Procedure"
-	HeaderCaller       = "Rpc-Caller"
-	HeaderStatus       = "Rpc-Status"
-	HeaderErrorCode    = "Rpc-Error-Code"
-	HeaderErrorMessage = "Rpc-Error-Message"
+	headerProcedure    = "Rpc-Procedure"
+	headerCaller       = "Rpc-Caller"
+	headerStatus       = "Rpc-Status"
+	headerErrorCode    = "Rpc-Error-Code"
+	headerErrorMessage = "Rpc-Error-Message"
 )
 
 // MiddlewareConfig says which requests the middleware throttles and how it
@@ -33,7 +33,7 @@ type MiddlewareConfig struct {
 // CallerKey is the default MiddlewareConfig.Key: the Rpc-Caller header, else
 // the remote IP address.
 func CallerKey(r *http.Request) string {
-	if c := r.Header.Get(HeaderCaller); c != "" {
+	if c := r.Header.Get(headerCaller); c != "" {
 		return c
 	}
 	if host, _, err := net.SplitHostPort(r.RemoteAddr); err == nil {
@@ -46,7 +46,7 @@ func CallerKey(r *http.Request) string {
 // Rpc-Procedure header ends with "::enqueue". Only producers are throttled;
 // lease, heartbeat, complete and fail drain the queue and never are.
 func MatchEnqueue(r *http.Request) bool {
-	return strings.HasSuffix(r.Header.Get(HeaderProcedure), "::enqueue")
+	return strings.HasSuffix(r.Header.Get(headerProcedure), "::enqueue")
 }
 
 // Middleware is shorthand for MiddlewareWith(next, MiddlewareConfig{}): it
@@ -98,9 +98,9 @@ func writeRateLimited(w http.ResponseWriter, retry time.Duration) {
 	h.Set("Content-Type", "application/json")
 	h.Set("Content-Length", strconv.Itoa(len(body)))
 	h.Set("Retry-After", e.Metadata["retryAfterSeconds"])
-	h.Set(HeaderStatus, string(e.Status))
-	h.Set(HeaderErrorCode, e.Code)
-	h.Set(HeaderErrorMessage, e.Message)
+	h.Set(headerStatus, string(e.Status))
+	h.Set(headerErrorCode, e.Code)
+	h.Set(headerErrorMessage, e.Message)
 	w.WriteHeader(e.Status.HTTPStatus())
 	_, _ = w.Write(body)
 }

@@ -248,9 +248,11 @@ type State struct {
 	// IsActive reports whether backpressure is on.
 	IsActive bool `json:"isActive"`
 	// PendingCount is the last observed pending count.
-	PendingCount  int `json:"pendingCount"`
+	PendingCount int `json:"pendingCount"`
+	// HighWatermark is the pending count at which backpressure turns on.
 	HighWatermark int `json:"highWatermark"`
-	LowWatermark  int `json:"lowWatermark"`
+	// LowWatermark is the pending count at which it clears.
+	LowWatermark int `json:"lowWatermark"`
 	// Mode is "wait" or "reject".
 	Mode Mode `json:"mode"`
 	// CooldownMs is the cooldown in milliseconds.
