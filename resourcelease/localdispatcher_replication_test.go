@@ -392,3 +392,64 @@ func TestDispatcherRegistersReplicationCollectors(t *testing.T) {
 	assert.Equal(t, 1.0, ldMetric(t, reg, "replication_last_sequence"))
 	assert.Equal(t, 1.0, ldMetric(t, reg, "deterministic_effects_recorded_total"))
 }
+
+// ldLoaderRepl is a Replicator whose LoadState fails.
+type ldLoaderRepl struct {
+	resourcelease.Replicator
+	err error
+}
+
+func (r ldLoaderRepl) LoadState(context.Context) (*resourcelease.QueueState, error) {
+	return nil, r.err
+}
+
+// TestNewDispatcherFailuresLeaveNothingBehind: a constructor that fails after
+// registering metrics takes them back.
+func TestNewDispatcherFailuresLeaveNothingBehind(t *testing.T) {
+	clock := leasetest.NewManualClock(time.Time{})
+	otherTracker, err := peerhealth.New(peerhealth.Config{})
+	require.NoError(t, err)
+	tests := []struct {
+		name  string
+		cfg   func(t *testing.T, reg *prometheus.Registry) resourcelease.DispatcherConfig
+		want  string
+		isErr error
+	}{
+		{"load state fails", func(t *testing.T, _ *prometheus.Registry) resourcelease.DispatcherConfig {
+			return resourcelease.DispatcherConfig{Replicator: ldLoaderRepl{Replicator: ldStorages[0].open(t, "", clock), err: resourcelease.ErrStorageUnavailable}}
+		}, "load queue state", resourcelease.ErrStorageUnavailable},
+		{"sink name taken", func(t *testing.T, _ *prometheus.Registry) resourcelease.DispatcherConfig {
+			repl := ldStorages[0].open(t, "", clock)
+			require.NoError(t, repl.AddSink(resourcelease.DeterministicSinkName, &ldEventSink{}, resourcelease.SinkOptions{}))
+			return resourcelease.DispatcherConfig{Replicator: repl, Deterministic: &ldEventSink{}}
+		}, "attach deterministic sink", nil},
+		{"another tracker holds the peer health metrics", func(t *testing.T, reg *prometheus.Registry) resourcelease.DispatcherConfig {
+			require.NoError(t, reg.Register(otherTracker))
+			tracker, err := peerhealth.New(peerhealth.Config{})
+			require.NoError(t, err)
+			return resourcelease.DispatcherConfig{PeerHealth: tracker}
+		}, "register peer health metrics", nil},
+		{"bad initial state", func(t *testing.T, _ *prometheus.Registry) resourcelease.DispatcherConfig {
+			it := *ldItem("a")
+			return resourcelease.DispatcherConfig{Queue: resourcelease.QueueConfig{InitialState: &resourcelease.QueueState{
+				Pending: []resourcelease.PendingItem{{Payload: it, SequenceID: 1}, {Payload: it, SequenceID: 1}}}}}
+		}, "sequence id", nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			reg := prometheus.NewPedanticRegistry()
+			cfg := tt.cfg(t, reg)
+			cfg.Registerer, cfg.Clock, cfg.Logger = reg, clock, ldQuiet
+			d, err := resourcelease.NewDispatcher(cfg)
+			require.Error(t, err)
+			assert.Nil(t, d)
+			assert.Contains(t, err.Error(), tt.want)
+			if tt.isErr != nil {
+				assert.ErrorIs(t, err, tt.isErr)
+			}
+			n, err := testutil.GatherAndCount(reg, ldAllMetrics...)
+			require.NoError(t, err)
+			assert.Zero(t, n, "no dispatcher metrics left registered")
+		})
+	}
+}

@@ -452,3 +452,48 @@ func ldCheckErr(t *testing.T, err error) {
 type ldSinkFunc func(ctx context.Context, e resourcelease.Event) error
 
 func (f ldSinkFunc) ApplyEvent(ctx context.Context, e resourcelease.Event) error { return f(ctx, e) }
+
+// TestDispatcherAfterClose: every procedure but Stats returns ErrClosed
+// (status unavailable) once the Dispatcher is closed.
+func TestDispatcherAfterClose(t *testing.T) {
+	f := newLD(t, resourcelease.DispatcherConfig{})
+	f.enqueue(t, "a")
+	l := f.lease(t, "w")
+	require.NoError(t, f.d.Close())
+	ctx := context.Background()
+	var nilCtx context.Context // tolerated: treated as context.Background()
+	tok := &l.OwnershipToken
+	calls := map[string]func() error{
+		"enqueue": func() error {
+			_, err := f.d.Enqueue(nilCtx, &resourcelease.EnqueueRequest{Payload: ldItem("b")})
+			return err
+		},
+		"lease": func() error { _, err := f.d.Lease(nilCtx, &resourcelease.LeaseRequest{WaitMs: 10}); return err },
+		"heartbeat": func() error {
+			_, err := f.d.Heartbeat(ctx, &resourcelease.HeartbeatRequest{OwnershipToken: tok})
+			return err
+		},
+		"complete": func() error {
+			_, err := f.d.Complete(ctx, &resourcelease.CompleteRequest{OwnershipToken: tok})
+			return err
+		},
+		"fail":  func() error { _, err := f.d.Fail(ctx, &resourcelease.FailRequest{OwnershipToken: tok}); return err },
+		"drain": func() error { _, err := f.d.Drain(ctx, nil); return err },
+		"restore": func() error {
+			_, err := f.d.Restore(ctx, &resourcelease.RestoreRequest{Items: []resourcelease.PendingItem{{Payload: *ldItem("c"), SequenceID: 50}}})
+			return err
+		},
+		"redrive": func() error { _, err := f.d.Redrive(ctx, nil); return err },
+		"purge":   func() error { _, err := f.d.Purge(ctx, nil); return err },
+	}
+	for name, call := range calls {
+		t.Run(name, func(t *testing.T) {
+			err := call()
+			assert.ErrorIs(t, err, resourcelease.ErrClosed)
+			assert.Equal(t, resourcelease.StatusUnavailable, resourcelease.StatusOf(err))
+		})
+	}
+	st, err := f.d.Stats(ctx, nil)
+	require.NoError(t, err)
+	assert.Equal(t, 1, st.ActiveLeaseCount, "Stats still reads the closed queue")
+}
