@@ -15,7 +15,8 @@ var _ resourcelease.StateStore = (*MemoryStore)(nil)
 // from the same process; use [SQLiteStore] otherwise.
 //
 // The store keeps its own copy of every payload, so callers may reuse or
-// modify the slices they pass to Set and TryAdd and those Get returns.
+// modify the slices they pass to Set, TryAdd and TryAddMany and those Get
+// returns.
 // RecordedAt is kept in UTC without a monotonic clock reading, as SQLiteStore
 // keeps it. The empty key is refused with an invalid-argument error, and a
 // done ctx makes every method return the context's error without touching
@@ -83,6 +84,35 @@ func (s *MemoryStore) TryAdd(ctx context.Context, key string, rec resourcelease.
 	}
 	s.records[key] = rec
 	return true, nil
+}
+
+// TryAddMany stores each of recs whose key is absent, in order and under
+// one lock, so other callers see the whole batch or none of it; see
+// [BatchStateStore]. Only the records it adds are copied.
+func (s *MemoryStore) TryAddMany(ctx context.Context, recs []KeyedRecord) ([]bool, error) {
+	if err := checkBatchKeys(recs); err != nil {
+		return nil, err
+	}
+	if err := ctxErr(ctx); err != nil {
+		return nil, err
+	}
+	added := make([]bool, len(recs))
+	if len(recs) == 0 {
+		return added, nil
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.records == nil {
+		s.records = make(map[string]resourcelease.Record, len(recs))
+	}
+	for i := range recs {
+		if _, ok := s.records[recs[i].Key]; ok {
+			continue
+		}
+		s.records[recs[i].Key] = cloneRecord(recs[i].Record)
+		added[i] = true
+	}
+	return added, nil
 }
 
 // Len returns the number of records in the store.

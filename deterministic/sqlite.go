@@ -8,6 +8,7 @@ import (
 	"regexp"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/leasemesh/leasemesh/resourcelease"
@@ -53,8 +54,9 @@ func (c SQLiteConfig) withDefaults() (SQLiteConfig, error) {
 // INSERT ... ON CONFLICT(key) DO NOTHING whose affected-row count says whether
 // it added the record, so concurrent TryAdds on one key, in one process or
 // several, have exactly one winner. Every statement runs in its own implicit
-// transaction and is durable when the method returns (as durable as the
-// database's synchronous setting makes it).
+// transaction, except that TryAddMany ([BatchStateStore]) runs a whole batch
+// of TryAdds in one, and is durable when the method returns (as durable as
+// the database's synchronous setting makes it).
 //
 // RecordedAt is stored in UTC as RFC 3339 text with nine fractional digits and
 // read back equal (==) to rec.RecordedAt.UTC(); times outside years 0000-9999
@@ -77,9 +79,13 @@ type SQLiteStore struct {
 	set    *sql.Stmt
 	tryAdd *sql.Stmt
 
+	closed    atomic.Bool // set by Close; TryAddMany checks it, as tx.Stmt would re-prepare a closed statement
 	closeOnce sync.Once
 	closeErr  error
 }
+
+// errStoreClosed is the cause of TryAddMany's error on a closed store.
+var errStoreClosed = errors.New("sqlite store is closed")
 
 // NewSQLiteStore creates the store's table in db if it does not exist yet
 // (CREATE TABLE IF NOT EXISTS) and prepares the store's statements. A nil db
@@ -185,10 +191,68 @@ func (s *SQLiteStore) TryAdd(ctx context.Context, key string, rec resourcelease.
 	return n == 1, nil
 }
 
+// TryAddMany stores each of recs whose key is absent, in order, in one
+// write transaction (BEGIN IMMEDIATE) that runs the TryAdd statement once
+// per record and reads its affected-row count; see [BatchStateStore]. Any
+// failure rolls the transaction back, so nothing of the batch is written, and
+// the error names the operation (try-add-many), the record that failed and
+// the table. The batch is durable when TryAddMany returns, with one commit
+// (one fsync under synchronous=FULL) for the whole batch.
+func (s *SQLiteStore) TryAddMany(ctx context.Context, recs []KeyedRecord) ([]bool, error) {
+	for i := range recs {
+		if problem := recordProblem(recs[i].Key, recs[i].Record); problem != "" {
+			return nil, invalidArgument("record %d of %d in the batch: %s", i+1, len(recs), problem)
+		}
+	}
+	if err := ctxErr(ctx); err != nil {
+		return nil, err
+	}
+	if s.closed.Load() {
+		return nil, sqliteError(ctx, fmt.Sprintf("try-add-many of %d records to %s", len(recs), s.table), errStoreClosed)
+	}
+	if len(recs) == 0 {
+		return []bool{}, nil
+	}
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return nil, sqliteError(ctx, fmt.Sprintf("try-add-many of %d records to %s: begin", len(recs), s.table), err)
+	}
+	added, err := s.tryAddManyTx(ctx, tx, recs)
+	if err != nil {
+		_ = tx.Rollback() // the error to report is err; a failed rollback leaves nothing committed either
+		return nil, err
+	}
+	if err := tx.Commit(); err != nil {
+		return nil, sqliteError(ctx, fmt.Sprintf("try-add-many of %d records to %s: commit", len(recs), s.table), err)
+	}
+	return added, nil
+}
+
+// tryAddManyTx runs the TryAdd statement for each record inside tx.
+func (s *SQLiteStore) tryAddManyTx(ctx context.Context, tx *sql.Tx, recs []KeyedRecord) ([]bool, error) {
+	stmt := tx.StmtContext(ctx, s.tryAdd) // closed with tx; reuses the connection's prepared statement
+	added := make([]bool, len(recs))
+	args := make([]any, 5)
+	for i := range recs {
+		fillRecordArgs(args, recs[i].Key, recs[i].Record)
+		res, err := stmt.ExecContext(ctx, args...)
+		if err == nil {
+			var n int64
+			if n, err = res.RowsAffected(); err == nil {
+				added[i] = n == 1
+				continue
+			}
+		}
+		return nil, sqliteError(ctx, fmt.Sprintf("try-add-many %q (record %d of %d) to %s", recs[i].Key, i+1, len(recs), s.table), err)
+	}
+	return added, nil
+}
+
 // Close releases the prepared statements. It does not close the database.
 // Calling it twice is safe; the store must not be used afterwards (its
 // methods then return unavailable errors).
 func (s *SQLiteStore) Close() error {
+	s.closed.Store(true)
 	s.closeOnce.Do(func() {
 		for _, st := range []*sql.Stmt{s.get, s.set, s.tryAdd} {
 			if st != nil {
@@ -206,18 +270,34 @@ func (s *SQLiteStore) Close() error {
 const recordedAtLayout = "2006-01-02T15:04:05.000000000Z07:00"
 
 func recordArgs(key string, rec resourcelease.Record) ([]any, error) {
-	if err := checkKey(key); err != nil {
-		return nil, err
+	if problem := recordProblem(key, rec); problem != "" {
+		return nil, invalidArgument("%s", problem)
 	}
-	at := rec.RecordedAt.UTC()
-	if y := at.Year(); y < 0 || y > 9999 {
-		return nil, invalidArgument("recordedAt %v of %q is outside years 0000-9999", rec.RecordedAt, key)
+	args := make([]any, 5)
+	fillRecordArgs(args, key, rec)
+	return args, nil
+}
+
+// recordProblem describes why the table cannot hold rec under key (the key
+// is empty, or RecordedAt is outside years 0000-9999), or returns "".
+func recordProblem(key string, rec resourcelease.Record) string {
+	if key == "" {
+		return "key is required"
 	}
+	if y := rec.RecordedAt.UTC().Year(); y < 0 || y > 9999 {
+		return fmt.Sprintf("recordedAt %v of %q is outside years 0000-9999", rec.RecordedAt, key)
+	}
+	return ""
+}
+
+// fillRecordArgs sets args[0:5] to the statement arguments of rec under key,
+// which recordProblem accepted.
+func fillRecordArgs(args []any, key string, rec resourcelease.Record) {
 	payload := rec.Payload
 	if payload == nil {
 		payload = []byte{} // the driver binds a nil slice as NULL
 	}
-	return []any{key, rec.Kind, rec.Version, payload, at.Format(recordedAtLayout)}, nil
+	args[0], args[1], args[2], args[3], args[4] = key, rec.Kind, rec.Version, payload, rec.RecordedAt.UTC().Format(recordedAtLayout)
 }
 
 // sqliteError reports a failed statement: the context's error when ctx is

@@ -51,12 +51,21 @@ func TestMemoryStoreLen(t *testing.T) {
 		{"tryadd", "a", 1},
 		{"tryadd", "b", 2},
 		{"set", "c", 3},
+		{"tryaddmany", "c,d,d,e", 5},
+		{"tryaddmany", "a,e", 5},
 	} {
 		var err error
-		if step.op == "set" {
+		switch step.op {
+		case "set":
 			err = s.Set(ctx, step.key, resourcelease.Record{})
-		} else {
+		case "tryadd":
 			_, err = s.TryAdd(ctx, step.key, resourcelease.Record{})
+		default:
+			var batch []deterministic.KeyedRecord
+			for _, k := range strings.Split(step.key, ",") {
+				batch = append(batch, deterministic.KeyedRecord{Key: k})
+			}
+			_, err = s.TryAddMany(ctx, batch)
 		}
 		if err != nil {
 			t.Fatalf("step %d: %v", i, err)
@@ -300,6 +309,13 @@ func TestSQLiteStoreErrors(t *testing.T) {
 			}
 			return err
 		}},
+		{"try-add-many", func(s *deterministic.SQLiteStore) error {
+			added, err := s.TryAddMany(ctx, []deterministic.KeyedRecord{{Key: "key-new", Record: rec}, {Key: "key-17", Record: rec}})
+			if added != nil {
+				t.Errorf("TryAddMany reported %v on a failing store, want nil", added)
+			}
+			return err
+		}},
 	}
 	for _, tc := range []struct {
 		name string
@@ -426,8 +442,93 @@ func TestSQLiteStoreRefusesOutOfRangeTime(t *testing.T) {
 		if _, err := s.TryAdd(ctx, "k", rec); !errors.Is(err, resourcelease.ErrInvalidArgument) {
 			t.Errorf("TryAdd with recordedAt %v: err = %v, want invalid-argument", at, err)
 		}
+		// In a batch the bad record is refused before anything is written.
+		batch := []deterministic.KeyedRecord{{Key: "before", Record: resourcelease.Record{RecordedAt: t0}}, {Key: "k", Record: rec}}
+		added, err := s.TryAddMany(ctx, batch)
+		if !errors.Is(err, resourcelease.ErrInvalidArgument) || added != nil {
+			t.Errorf("TryAddMany with recordedAt %v = %v, %v; want invalid-argument", at, added, err)
+		} else if !strings.Contains(err.Error(), "record 2 of 2") {
+			t.Errorf("TryAddMany error %q does not name the record", err)
+		}
 	}
-	if _, ok, err := s.Get(ctx, "k"); err != nil || ok {
-		t.Fatalf("Get(k) = %v, %v; want nothing written", ok, err)
+	for _, key := range []string{"k", "before"} {
+		if _, ok, err := s.Get(ctx, key); err != nil || ok {
+			t.Fatalf("Get(%q) = %v, %v; want nothing written", key, ok, err)
+		}
+	}
+}
+
+// TestSQLiteTryAddManyRollsBack makes the database itself fail the batch
+// part-way, after earlier records were inserted in the transaction (a
+// trigger aborts the insert of a "poison" key), and checks that none of the
+// batch is visible, that the error names the failing record, and that the
+// store works afterwards, adding the same records again.
+func TestSQLiteTryAddManyRollsBack(t *testing.T) {
+	ctx := context.Background()
+	for _, tc := range []struct {
+		name   string
+		keys   []string // "existing" is present before the batch
+		poison int      // index of the poison key in keys
+	}{
+		{"poison first", []string{"poison", "a", "b"}, 0},
+		{"poison in the middle", []string{"a", "existing", "poison", "b"}, 2},
+		{"poison last", []string{"a", "b", "existing", "poison"}, 3},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s, db, path := newSQLiteStore(t)
+			existing := resourcelease.Record{Kind: "existing", Version: 1, Payload: []byte("old"), RecordedAt: t0}
+			if err := s.Set(ctx, "existing", existing); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := db.Exec(`CREATE TRIGGER poison BEFORE INSERT ON ` + deterministic.DefaultTable + `
+				WHEN NEW.key = 'poison' BEGIN SELECT RAISE(ABORT, 'poisoned record'); END`); err != nil {
+				t.Fatal(err)
+			}
+			batch := make([]deterministic.KeyedRecord, len(tc.keys))
+			for i, k := range tc.keys {
+				batch[i] = deterministic.KeyedRecord{Key: k, Record: resourcelease.Record{Kind: "new", Version: int64(i + 10), Payload: []byte(k), RecordedAt: t0}}
+			}
+			added, err := s.TryAddMany(ctx, batch)
+			if added != nil {
+				t.Errorf("added = %v on error, want nil", added)
+			}
+			requireStorageUnavailable(t, err, "try-add-many")
+			for _, want := range []string{`"poison"`, fmt.Sprintf("record %d of %d", tc.poison+1, len(tc.keys)), "poisoned record"} {
+				if !strings.Contains(err.Error(), want) {
+					t.Errorf("error %q does not contain %q", err, want)
+				}
+			}
+			// Nothing of the batch is visible, through this handle or another.
+			other := openDB(t, path)
+			var rows int
+			if err := other.QueryRow(`SELECT count(*) FROM ` + deterministic.DefaultTable).Scan(&rows); err != nil || rows != 1 {
+				t.Fatalf("rows after the failed batch = %d, %v; want 1 (only existing)", rows, err)
+			}
+			for _, k := range tc.keys {
+				rec, ok, err := s.Get(ctx, k)
+				switch {
+				case err != nil:
+					t.Fatalf("Get(%q): %v", k, err)
+				case k == "existing":
+					statestoretest.RequireRecord(t, rec, existing)
+				case ok:
+					t.Errorf("Get(%q) found %+v after the batch rolled back", k, rec)
+				}
+			}
+			// The store is usable afterwards: without the trigger the same
+			// batch goes through and adds every new record.
+			if _, err := db.Exec(`DROP TRIGGER poison`); err != nil {
+				t.Fatal(err)
+			}
+			added, err = s.TryAddMany(ctx, batch)
+			if err != nil {
+				t.Fatalf("TryAddMany after the rollback: %v", err)
+			}
+			for i, k := range tc.keys {
+				if want := k != "existing"; added[i] != want {
+					t.Errorf("after the rollback: added[%d] (%q) = %v, want %v", i, k, added[i], want)
+				}
+			}
+		})
 	}
 }

@@ -8,7 +8,8 @@
 //		})
 //	}
 //
-// It is for tests only.
+// Stores that implement [deterministic.BatchStateStore] are checked for it
+// too. It is for tests only.
 package statestoretest
 
 import (
@@ -36,6 +37,14 @@ import (
 // and round-tripping; stores keeping their own copy of payloads; the empty
 // key being an invalid-argument error; and a cancelled context failing
 // without writing.
+//
+// If the store also implements [deterministic.BatchStateStore], the subtests
+// under TryAddMany check its batch: added reported per record in order, for
+// new keys, existing keys, duplicate keys within the batch (the first wins)
+// and replays; nil and empty batches; a 2000-record batch; an invalid record
+// or a cancelled context writing nothing of the batch; payloads being
+// copied; concurrent overlapping batches having one winner per key; and
+// readers never seeing part of a batch. On other stores they are skipped.
 func Run(t *testing.T, newStore func(t *testing.T) resourcelease.StateStore) {
 	t.Helper()
 	tests := []struct {
@@ -60,6 +69,9 @@ func Run(t *testing.T, newStore func(t *testing.T) resourcelease.StateStore) {
 			tc.test(t, newStore(t))
 		})
 	}
+	t.Run("TryAddMany", func(t *testing.T) {
+		runBatch(t, newStore)
+	})
 }
 
 // at is a fixed instant with a non-zero nanosecond part in a non-UTC zone,
