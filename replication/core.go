@@ -3,6 +3,7 @@ package replication
 import (
 	"context"
 	"math"
+	"runtime"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -203,6 +204,7 @@ func (r *core) writer() {
 			r.process(b, sinks)
 		}
 		if len(batches) > 0 {
+			runtime.Gosched()
 			continue
 		}
 		if closed {

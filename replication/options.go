@@ -19,6 +19,9 @@ const (
 	// also keeps in memory, so sinks and tails that keep up never query the
 	// database.
 	DefaultCacheSize = 4096
+	// DefaultCheckpointPages is the writer connection's WAL auto-checkpoint
+	// threshold, in pages.
+	DefaultCheckpointPages = 8192
 	// DefaultMaxBatch is the most changes committed in one transaction.
 	DefaultMaxBatch = 1024
 	// DefaultSinkRetryMin is the first delay before a failed sink is retried.
@@ -72,6 +75,12 @@ type SQLiteOptions struct {
 	CacheSize int
 	// MaxBatch is the most changes committed in one transaction. Defaults to 1024.
 	MaxBatch int
+	// CheckpointPages is the WAL auto-checkpoint threshold, in pages, of the
+	// writer's connection. SQLite's default, 1000, makes every few hundredth
+	// commit copy the WAL back (with an fsync); a larger threshold copies each
+	// hot page once per many more commits. Defaults to 8192 (32 MiB of WAL
+	// with 4 KiB pages).
+	CheckpointPages int
 	// SinkRetryMin is the first delay before a failed sink is retried; the
 	// delay doubles up to SinkRetryMax. Defaults to 100 ms and 30 s.
 	SinkRetryMin, SinkRetryMax time.Duration

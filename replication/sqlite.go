@@ -50,6 +50,10 @@ func NewSQLiteReplicator(ctx context.Context, db *sql.DB, opts SQLiteOptions) (*
 		return nil, invalidArg("Retention must be -1 (keep all), 0 (default) or positive, got %d", opts.Retention)
 	case opts.CacheSize < 0:
 		return nil, invalidArg("CacheSize must not be negative, got %d", opts.CacheSize)
+	case opts.CheckpointPages < 0:
+		return nil, invalidArg("CheckpointPages must not be negative, got %d", opts.CheckpointPages)
+	case db.Stats().MaxOpenConnections == 1:
+		return nil, invalidArg("NewSQLiteReplicator: the *sql.DB allows one connection; the writer holds one and readers need another")
 	}
 	c, err := newCommon(opts.MaxBatch, opts.SinkRetryMin, opts.SinkRetryMax, opts.Clock, opts.Logger, opts.MetricLabels)
 	if err != nil {
@@ -63,6 +67,9 @@ func NewSQLiteReplicator(ctx context.Context, db *sql.DB, opts SQLiteOptions) (*
 	}
 	if opts.CacheSize == 0 {
 		opts.CacheSize = DefaultCacheSize
+	}
+	if opts.CheckpointPages == 0 {
+		opts.CheckpointPages = DefaultCheckpointPages
 	}
 	s := &sqliteStore{
 		sqliteReads: sqliteReads{db: db, path: opts.Path, dedupeWindow: opts.DedupeWindow, clock: c.clock},
@@ -81,11 +88,12 @@ func NewSQLiteReplicator(ctx context.Context, db *sql.DB, opts SQLiteOptions) (*
 		return nil, err
 	}
 	s.trimmedTo = max(first-1, 0)
-	if err := db.QueryRowContext(ctx, `SELECT value FROM replication_meta WHERE key = 'next_sequence_id'`).Scan(&s.nextItemSeq); err != nil {
+	if err := db.QueryRowContext(ctx, `SELECT value FROM replication_meta WHERE key = 'next_sequence_id'`).Scan(&s.reserved); err != nil {
 		return nil, s.fail("read next sequence id", err)
 	}
-	if s.meta, err = db.PrepareContext(ctx, `UPDATE replication_meta SET value = ? WHERE key = 'next_sequence_id' AND value < ?`); err != nil {
-		return nil, s.fail("prepare", err)
+	if err := s.open(ctx, opts.CheckpointPages); err != nil {
+		s.close()
+		return nil, s.fail("prepare writer connection", err)
 	}
 	s.lastDedupeCut = c.clock.Now()
 	r := &SQLiteReplicator{store: s}

@@ -116,8 +116,8 @@ func (q *sqliteReads) loadItems(ctx context.Context, st *resourcelease.QueueStat
 	)
 	for rows.Next() {
 		body, lastLease, leaseID = nil, nil, nil
-		if err := rows.Scan(&seq, &state, &rtype, &rid, &pkey, &penc, &body, &attrs, &reqID, &attempt,
-			&enqueuedAt, &readyAt, &lastErr, &lastCode, &lastAttempt, &lastLease, &leaseAttempt, &leaseID,
+		if err := rows.Scan(&seq, &rtype, &rid, &pkey, &penc, &body, &attrs, &reqID, &enqueuedAt,
+			&state, &attempt, &readyAt, &lastErr, &lastCode, &lastAttempt, &lastLease, &leaseAttempt, &leaseID,
 			&peer, &leasedAt, &deadAt, &deadReason, &deadCode); err != nil {
 			return err
 		}

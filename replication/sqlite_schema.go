@@ -68,13 +68,20 @@ var schemaStatements = []string{
 	`CREATE INDEX IF NOT EXISTS queue_dedupe_seen_at ON queue_dedupe (seen_at)`,
 }
 
-const itemColumns = `seq, state, resource_type, resource_id, partition_key, payload_encoding, body,
-	attributes, request_id, attempt, enqueued_at, ready_at, last_error, last_error_code,
+// itemColumns are queue_items' columns: the key, the payload (written once,
+// when the row is created) and then mutableColumns[1:].
+const itemColumns = `seq, resource_type, resource_id, partition_key, payload_encoding, body,
+	attributes, request_id, enqueued_at, state, attempt, ready_at, last_error, last_error_code,
 	last_token_attempt, last_token_lease, lease_attempt, lease_id, peer_id, leased_at,
 	dead_at, dead_reason, dead_code`
 
 // itemColumnCount is the number of columns in itemColumns.
 const itemColumnCount = 23
+
+// mutableColumns are the key and the columns a transition may change.
+var mutableColumns = []string{"seq", "state", "attempt", "ready_at", "last_error", "last_error_code",
+	"last_token_attempt", "last_token_lease", "lease_attempt", "lease_id", "peer_id", "leased_at",
+	"dead_at", "dead_reason", "dead_code"}
 
 // migrate creates the schema if needed, in one transaction, and refuses a
 // database whose schema is newer than this build's.

@@ -16,19 +16,21 @@ const (
 	stmtItems
 	stmtDeletes
 	stmtDedupe
+	stmtUpdates
 	stmtKinds
 )
 
 // Rows per statement: one multi-row statement per chunk keeps cgo calls and
 // statement executions per transaction small and constant, and stays far
 // below SQLite's bound-parameter limit.
-var chunkRows = [stmtKinds]int{stmtEvents: 256, stmtItems: 64, stmtDeletes: 256, stmtDedupe: 256}
+var chunkRows = [stmtKinds]int{stmtEvents: 256, stmtItems: 64, stmtDeletes: 256, stmtDedupe: 256, stmtUpdates: 64}
 
 // rowOp is the net effect of a batch on one queue_items row.
 type rowOp struct {
 	seq   int64
 	del   bool
 	fresh bool // the row did not exist before the batch (enqueued/restored in it)
+	full  bool // the batch carries the item's payload for the row: write it whole
 	state int
 	item  *resourcelease.PendingItem
 	token resourcelease.OwnershipToken // the live lease (leased)
@@ -43,17 +45,26 @@ type dedupeRow struct {
 	seenAt    time.Time
 }
 
-// sqliteStore is the SQLiteReplicator's backend. Its fields below the reads
-// are owned by the writer goroutine (commit) and need no lock.
+// seqReserve is how far ahead of the highest issued queue sequence id the
+// persisted next_sequence_id is moved when it must move: one meta write per
+// seqReserve enqueues instead of one per batch. Ids are never reused; after a
+// restart they may skip up to seqReserve values.
+const seqReserve = 1024
+
+// sqliteStore is the SQLiteReplicator's backend. It owns one connection for
+// writing, with its statements prepared on it (BEGIN IMMEDIATE and COMMIT
+// included), so a commit never re-prepares or waits for the pool. Its fields
+// below the reads are owned by the writer goroutine and need no lock.
 type sqliteStore struct {
 	sqliteReads
 	retention int64 // -1: keep all
 	pin       func() int64
 
-	stmts [stmtKinds]map[int]*sql.Stmt
-	meta  *sql.Stmt // next_sequence_id update
+	conn                                      *sql.Conn
+	begin, end, rollback, meta, trimE, trimD *sql.Stmt
+	stmts                                     [stmtKinds]map[int]*sql.Stmt
 
-	nextItemSeq   int64 // next_sequence_id as committed
+	reserved      int64 // next_sequence_id as committed: above every issued id
 	trimmedTo     int64 // events at or below this were deleted
 	lastDedupeCut time.Time
 
@@ -65,6 +76,34 @@ type sqliteStore struct {
 	opIdx  map[int64]int
 	dedupe []dedupeRow
 	dels   []int64
+}
+
+// open takes the writer connection and prepares the fixed statements.
+func (s *sqliteStore) open(ctx context.Context, checkpointPages int) error {
+	conn, err := s.db.Conn(ctx)
+	if err != nil {
+		return err
+	}
+	s.conn = conn
+	if _, err := conn.ExecContext(ctx, fmt.Sprintf("PRAGMA wal_autocheckpoint = %d", checkpointPages)); err != nil {
+		return err
+	}
+	for _, p := range []struct {
+		st  **sql.Stmt
+		sql string
+	}{
+		{&s.begin, "BEGIN IMMEDIATE"},
+		{&s.end, "COMMIT"},
+		{&s.rollback, "ROLLBACK"},
+		{&s.meta, "UPDATE replication_meta SET value = ? WHERE key = 'next_sequence_id' AND value < ?"},
+		{&s.trimE, "DELETE FROM replication_events WHERE seq <= ?"},
+		{&s.trimD, "DELETE FROM queue_dedupe WHERE seen_at <= ?"},
+	} {
+		if *p.st, err = conn.PrepareContext(ctx, p.sql); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func (s *sqliteStore) stmt(ctx context.Context, kind, rows int) (*sql.Stmt, error) {
@@ -91,8 +130,19 @@ func (s *sqliteStore) stmt(ctx context.Context, kind, rows int) (*sql.Stmt, erro
 	case stmtDedupe:
 		b.WriteString("INSERT OR REPLACE INTO queue_dedupe (request_id, seq, seen_at) VALUES ")
 		writePlaceholders(&b, rows, 3)
+	case stmtUpdates:
+		b.WriteString("UPDATE queue_items SET ")
+		for i, col := range mutableColumns[1:] {
+			if i > 0 {
+				b.WriteByte(',')
+			}
+			fmt.Fprintf(&b, "%s = v.column%d", col, i+2)
+		}
+		b.WriteString(" FROM (VALUES ")
+		writePlaceholders(&b, rows, len(mutableColumns))
+		b.WriteString(") AS v WHERE queue_items.seq = v.column1")
 	}
-	st, err := s.db.PrepareContext(ctx, b.String())
+	st, err := s.conn.PrepareContext(ctx, b.String())
 	if err != nil {
 		return nil, err
 	}
@@ -121,19 +171,30 @@ func writePlaceholders(b *strings.Builder, rows, cols int) {
 
 // execChunks runs the kind's multi-row statement over n rows whose arguments
 // are args (perRow each), chunk by chunk.
-func (s *sqliteStore) execChunks(ctx context.Context, tx *sql.Tx, kind, n, perRow int, args []any) error {
+func (s *sqliteStore) execChunks(ctx context.Context, kind, n, perRow int, args []any) error {
+	_, err := s.execCount(ctx, kind, n, perRow, args)
+	return err
+}
+
+// execCount is execChunks returning the number of rows changed.
+func (s *sqliteStore) execCount(ctx context.Context, kind, n, perRow int, args []any) (int64, error) {
+	total := int64(0)
 	for done := 0; done < n; {
 		rows := min(n-done, chunkRows[kind])
 		st, err := s.stmt(ctx, kind, rows)
 		if err != nil {
-			return err
+			return total, err
 		}
-		if _, err := tx.StmtContext(ctx, st).ExecContext(ctx, args[done*perRow:(done+rows)*perRow]...); err != nil {
-			return err
+		res, err := st.ExecContext(ctx, args[done*perRow:(done+rows)*perRow]...)
+		if err != nil {
+			return total, err
+		}
+		if c, err := res.RowsAffected(); err == nil {
+			total += c
 		}
 		done += rows
 	}
-	return nil
+	return total, nil
 }
 
 // commit implements backend: the batch's events and the net effect of its
@@ -146,61 +207,65 @@ func (s *sqliteStore) commit(ctx context.Context, entries []*entry) (err error) 
 	if err := s.collect(entries); err != nil {
 		return storageError(s.path, "apply change", err)
 	}
-	tx, err := s.db.BeginTx(ctx, nil) // _txlock=immediate: the write lock, now
-	if err != nil {
+	if _, err := s.begin.ExecContext(ctx); err != nil { // the write lock, now
 		return storageError(s.path, "begin", err)
 	}
 	defer func() {
 		if err != nil {
-			_ = tx.Rollback()
+			_, _ = s.rollback.ExecContext(context.WithoutCancel(ctx))
 		}
 	}()
-	stage := "insert events"
-	if err = s.insertEvents(ctx, tx, entries); err != nil {
-		return storageError(s.path, stage, err)
+	if err = s.insertEvents(ctx, entries); err != nil {
+		return storageError(s.path, "insert events", err)
 	}
-	stage = "write queue state"
-	if err = s.writeState(ctx, tx); err != nil {
-		return storageError(s.path, stage, err)
+	if err = s.writeState(ctx); err != nil {
+		return storageError(s.path, "write queue state", err)
 	}
-	next := s.nextItemSeq
-	for i := range s.ops {
-		if !s.ops[i].del {
-			next = max(next, s.ops[i].seq+1)
-		}
-	}
-	for _, d := range s.dedupe {
-		next = max(next, d.seq+1)
-	}
-	if next > s.nextItemSeq {
-		// Completed items lose their row, so the next id is kept on its own.
-		stage = "write next sequence id"
-		if _, err = tx.StmtContext(ctx, s.meta).ExecContext(ctx, next, next); err != nil {
-			return storageError(s.path, stage, err)
+	reserved := s.reserved
+	if high := s.highestSeq(); high >= reserved {
+		// Completed items lose their row, so the next id is kept on its own,
+		// reserved ahead so that this write is rare.
+		reserved = high + 1 + seqReserve
+		if _, err = s.meta.ExecContext(ctx, reserved, reserved); err != nil {
+			return storageError(s.path, "write next sequence id", err)
 		}
 	}
 	last := entries[len(entries)-1].event.SequenceNumber
-	trimTo, cut, err := s.trim(ctx, tx, last)
+	trimTo, cut, err := s.trim(ctx, last)
 	if err != nil {
 		return storageError(s.path, "trim", err)
 	}
-	if err = tx.Commit(); err != nil {
+	if _, err = s.end.ExecContext(ctx); err != nil {
 		return storageError(s.path, "commit", err)
 	}
-	s.nextItemSeq = next
+	s.reserved = reserved
 	s.trimmedTo = trimTo
 	s.lastDedupeCut = cut
 	return nil
 }
 
-func (s *sqliteStore) insertEvents(ctx context.Context, tx *sql.Tx, entries []*entry) error {
+// highestSeq is the highest queue sequence id the batch wrote.
+func (s *sqliteStore) highestSeq() int64 {
+	high := int64(0)
+	for i := range s.ops {
+		if !s.ops[i].del {
+			high = max(high, s.ops[i].seq)
+		}
+	}
+	for _, d := range s.dedupe {
+		high = max(high, d.seq)
+	}
+	return high
+}
+
+func (s *sqliteStore) insertEvents(ctx context.Context, entries []*entry) error {
 	args := s.args[:0]
 	for _, e := range entries {
 		s.buf = appendEventJSON(s.buf[:0], &e.event)
 		args = append(args, e.event.SequenceNumber, string(e.event.EventType), string(s.buf))
 	}
 	s.keep(args)
-	return s.execChunks(ctx, tx, stmtEvents, len(entries), 3, args)
+	return s.execChunks(ctx, stmtEvents, len(entries), 3, args)
 }
 
 // collect folds the batch's changes into their net effect per item row:
@@ -270,8 +335,10 @@ func (s *sqliteStore) collect(entries []*entry) error {
 // set records op as the net effect on its row; fresh says whether op creates
 // the row, which only counts if it is the row's first change in the batch.
 func (s *sqliteStore) set(op rowOp, fresh bool) {
+	op.full = fresh
 	if i, ok := s.opIdx[op.seq]; ok {
 		op.fresh = s.ops[i].fresh
+		op.full = op.full || s.ops[i].full
 		s.ops[i] = op
 		return
 	}
@@ -280,35 +347,49 @@ func (s *sqliteStore) set(op rowOp, fresh bool) {
 	s.ops = append(s.ops, op)
 }
 
-func (s *sqliteStore) writeState(ctx context.Context, tx *sql.Tx) error {
+func (s *sqliteStore) writeState(ctx context.Context) error {
+	// Rows the batch created (or restored) are written whole; rows that
+	// existed only have their mutable columns updated, in place, with no
+	// payload to bind; rows deleted are deleted. Updates and deletes must each
+	// touch exactly the rows they name: anything else means the table and
+	// the engine disagree, and the batch fails rather than drift.
 	args := s.args[:0]
-	dels := s.dels[:0]
 	n := 0
 	for i := range s.ops {
-		op := &s.ops[i]
-		switch {
-		case op.del && op.fresh: // created and deleted in this batch: nothing to write
-		case op.del:
-			dels = append(dels, op.seq)
-		default:
+		if op := &s.ops[i]; !op.del && op.full {
 			args = s.appendItemArgs(args, op)
 			n++
 		}
 	}
-	s.dels = dels
 	s.keep(args)
-	if err := s.execChunks(ctx, tx, stmtItems, n, itemColumnCount, args); err != nil {
+	if err := s.execChunks(ctx, stmtItems, n, itemColumnCount, args); err != nil {
 		return err
 	}
-	if len(dels) > 0 {
-		args = args[:0]
-		for _, seq := range dels {
-			args = append(args, seq)
+	args, n = args[:0], 0
+	for i := range s.ops {
+		if op := &s.ops[i]; !op.del && !op.full {
+			args = s.appendMutableArgs(args, op)
+			n++
 		}
-		s.keep(args)
-		if err := s.execChunks(ctx, tx, stmtDeletes, len(dels), 1, args); err != nil {
-			return err
+	}
+	s.keep(args)
+	if updated, err := s.execCount(ctx, stmtUpdates, n, len(mutableColumns), args); err != nil {
+		return err
+	} else if updated != int64(n) {
+		return fmt.Errorf("queue_items is out of step with the queue: updated %d of %d rows", updated, n)
+	}
+	args, n = args[:0], 0
+	for i := range s.ops {
+		if op := &s.ops[i]; op.del && !op.fresh {
+			args = append(args, op.seq)
+			n++
 		}
+	}
+	s.keep(args)
+	if deleted, err := s.execCount(ctx, stmtDeletes, n, 1, args); err != nil {
+		return err
+	} else if deleted != int64(n) {
+		return fmt.Errorf("queue_items is out of step with the queue: deleted %d of %d rows", deleted, n)
 	}
 	if len(s.dedupe) > 0 {
 		args = args[:0]
@@ -316,7 +397,7 @@ func (s *sqliteStore) writeState(ctx context.Context, tx *sql.Tx) error {
 			args = append(args, d.requestID, d.seq, d.seenAt.UnixNano())
 		}
 		s.keep(args)
-		if err := s.execChunks(ctx, tx, stmtDedupe, len(s.dedupe), 3, args); err != nil {
+		if err := s.execChunks(ctx, stmtDedupe, len(s.dedupe), 3, args); err != nil {
 			return err
 		}
 	}
@@ -332,16 +413,33 @@ func (s *sqliteStore) keep(args []any) {
 
 // appendItemArgs appends the itemColumns values of op's row.
 func (s *sqliteStore) appendItemArgs(args []any, op *rowOp) []any {
-	it := op.item
-	p := &it.Payload
-	var attrs, reqID, readyAt, lastErr, lastCode, lastAttempt, lastLease any
-	var leaseAttempt, leaseID, peer, leasedAt, deadAt, deadReason, deadCode any
+	p := &op.item.Payload
+	var attrs, reqID, body any
 	if len(p.Attributes) > 0 {
 		attrs = string(appendStringMapJSON(s.buf[:0], p.Attributes))
 	}
 	if p.RequestID != "" {
 		reqID = p.RequestID
 	}
+	if p.Body != nil {
+		body = p.Body
+	}
+	args = append(args, op.seq, p.ResourceType, p.ResourceID, p.PartitionKey, p.PayloadEncoding,
+		body, attrs, reqID, nanos(op.item.EnqueuedAt))
+	return s.appendMutable(args, op)
+}
+
+// appendMutableArgs appends the mutableColumns values of op's row.
+func (s *sqliteStore) appendMutableArgs(args []any, op *rowOp) []any {
+	return s.appendMutable(append(args, op.seq), op)
+}
+
+// appendMutable appends the values of mutableColumns[1:]: everything a
+// transition can change.
+func (s *sqliteStore) appendMutable(args []any, op *rowOp) []any {
+	it := op.item
+	var readyAt, lastErr, lastCode, lastAttempt, lastLease any
+	var leaseAttempt, leaseID, peer, leasedAt, deadAt, deadReason, deadCode any
 	readyAt = nanosOrNil(it.ReadyAt)
 	if it.LastError != nil {
 		lastErr = it.LastError.Message
@@ -369,14 +467,8 @@ func (s *sqliteStore) appendItemArgs(args []any, op *rowOp) []any {
 			}
 		}
 	}
-	var body any
-	if p.Body != nil {
-		body = p.Body
-	}
-	return append(args, op.seq, int64(op.state), p.ResourceType, p.ResourceID, p.PartitionKey,
-		p.PayloadEncoding, body, attrs, reqID, int64(it.Attempt), nanos(it.EnqueuedAt), readyAt,
-		lastErr, lastCode, lastAttempt, lastLease, leaseAttempt, leaseID, peer, leasedAt,
-		deadAt, deadReason, deadCode)
+	return append(args, int64(op.state), int64(it.Attempt), readyAt, lastErr, lastCode, lastAttempt,
+		lastLease, leaseAttempt, leaseID, peer, leasedAt, deadAt, deadReason, deadCode)
 }
 
 // trimStep is the most events deleted by one trim, to keep commits short.
@@ -385,14 +477,14 @@ const trimStep = 4096
 // trim deletes, within the commit, the events beyond the retention that every
 // sink has applied, and the dedupe rows older than the window. Both run only
 // now and then, so their cost is spread thin. It returns the new trim marks.
-func (s *sqliteStore) trim(ctx context.Context, tx *sql.Tx, last int64) (int64, time.Time, error) {
+func (s *sqliteStore) trim(ctx context.Context, last int64) (int64, time.Time, error) {
 	trimmedTo, cut := s.trimmedTo, s.lastDedupeCut
 	if s.retention > 0 {
 		target := last - s.retention
 		if target-trimmedTo >= min(max(s.retention/16, 1), trimStep) {
 			target = min(target, s.pin(), trimmedTo+trimStep)
 			if target > trimmedTo {
-				if _, err := tx.ExecContext(ctx, `DELETE FROM replication_events WHERE seq <= ?`, target); err != nil {
+				if _, err := s.trimE.ExecContext(ctx, target); err != nil {
 					return 0, cut, err
 				}
 				trimmedTo = target
@@ -402,7 +494,7 @@ func (s *sqliteStore) trim(ctx context.Context, tx *sql.Tx, last int64) (int64, 
 	if s.dedupeWindow > 0 {
 		now := s.clock.Now()
 		if now.Sub(cut) >= max(s.dedupeWindow/8, time.Second) {
-			if _, err := tx.ExecContext(ctx, `DELETE FROM queue_dedupe WHERE seen_at <= ?`, now.Add(-s.dedupeWindow).UnixNano()); err != nil {
+			if _, err := s.trimD.ExecContext(ctx, now.Add(-s.dedupeWindow).UnixNano()); err != nil {
 				return 0, cut, err
 			}
 			cut = now
@@ -411,20 +503,29 @@ func (s *sqliteStore) trim(ctx context.Context, tx *sql.Tx, last int64) (int64, 
 	return trimmedTo, cut, nil
 }
 
-// close implements backend.
+// close implements backend: it closes the statements and gives the writer
+// connection back to the pool with SQLite's default checkpoint threshold.
 func (s *sqliteStore) close() error {
 	var first error
-	for _, m := range s.stmts {
-		for _, st := range m {
-			if err := st.Close(); err != nil && first == nil {
-				first = err
-			}
-		}
-	}
-	if s.meta != nil {
-		if err := s.meta.Close(); err != nil && first == nil {
+	keep := func(err error) {
+		if err != nil && first == nil {
 			first = err
 		}
+	}
+	for _, m := range s.stmts {
+		for _, st := range m {
+			keep(st.Close())
+		}
+	}
+	for _, st := range []*sql.Stmt{s.begin, s.end, s.rollback, s.meta, s.trimE, s.trimD} {
+		if st != nil {
+			keep(st.Close())
+		}
+	}
+	if s.conn != nil {
+		_, err := s.conn.ExecContext(context.Background(), "PRAGMA wal_autocheckpoint = 1000")
+		keep(err)
+		keep(s.conn.Close())
 	}
 	return first
 }

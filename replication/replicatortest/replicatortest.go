@@ -57,8 +57,8 @@ func Run(t *testing.T, newReplicator Factory) {
 var baseTime = time.Date(2026, 3, 4, 5, 6, 7, 0, time.UTC)
 
 // Change returns a realistic change of the given kind about the item with
-// sequence id seq, as the engine would record it: every field the kind
-// documents is set. i spreads the timestamps.
+// sequence id seq (bulk kinds: the items seq and seq+1), as the engine would
+// record it: every field the kind documents is set. i spreads the timestamps.
 func Change(kind resourcelease.ChangeKind, seq int64, i int) *resourcelease.Change {
 	at := baseTime.Add(time.Duration(i) * time.Millisecond)
 	item := resourcelease.PendingItem{
@@ -205,15 +205,26 @@ func testSequences(t *testing.T, r resourcelease.Replicator) {
 
 func testEventShape(t *testing.T, r resourcelease.Replicator) {
 	base := r.LastSequence()
-	kinds := []resourcelease.ChangeKind{
-		resourcelease.ChangeEnqueued, resourcelease.ChangeLeased, resourcelease.ChangeHeartbeat,
-		resourcelease.ChangeCompleted, resourcelease.ChangeRequeued, resourcelease.ChangeExpired,
-		resourcelease.ChangeDeadLettered, resourcelease.ChangeReleased, resourcelease.ChangeDrained,
-		resourcelease.ChangeRestored, resourcelease.ChangeRedriven, resourcelease.ChangePurged,
+	// A history a queue could have produced, covering every kind: durable
+	// replicators may check that each change fits the state before it.
+	type step struct {
+		kind resourcelease.ChangeKind
+		seq  int64
+	}
+	steps := []step{
+		{resourcelease.ChangeEnqueued, 1}, {resourcelease.ChangeLeased, 1}, {resourcelease.ChangeHeartbeat, 1}, {resourcelease.ChangeCompleted, 1},
+		{resourcelease.ChangeEnqueued, 2}, {resourcelease.ChangeLeased, 2}, {resourcelease.ChangeRequeued, 2},
+		{resourcelease.ChangeLeased, 2}, {resourcelease.ChangeExpired, 2}, {resourcelease.ChangeLeased, 2}, {resourcelease.ChangeDeadLettered, 2},
+		{resourcelease.ChangeEnqueued, 3}, {resourcelease.ChangeLeased, 3}, {resourcelease.ChangeReleased, 3},
+		{resourcelease.ChangeEnqueued, 10}, {resourcelease.ChangeEnqueued, 11}, {resourcelease.ChangeDrained, 10}, {resourcelease.ChangeRestored, 10},
+		{resourcelease.ChangeLeased, 10}, {resourcelease.ChangeDeadLettered, 10}, {resourcelease.ChangeLeased, 11}, {resourcelease.ChangeDeadLettered, 11},
+		{resourcelease.ChangeRedriven, 10},
+		{resourcelease.ChangeLeased, 10}, {resourcelease.ChangeDeadLettered, 10}, {resourcelease.ChangeLeased, 11}, {resourcelease.ChangeDeadLettered, 11},
+		{resourcelease.ChangePurged, 10},
 	}
 	var want []resourcelease.Event
-	for i, k := range kinds {
-		c := Change(k, int64(10*i+1), i)
+	for i, st := range steps {
+		c := Change(st.kind, st.seq, i)
 		ev := resourcelease.NewEvent(c)
 		ev.SequenceNumber = base + int64(i) + 1
 		want = append(want, ev)
@@ -224,7 +235,7 @@ func testEventShape(t *testing.T, r resourcelease.Replicator) {
 		t.Fatalf("read %d events, want %d", len(got), len(want))
 	}
 	for i := range want {
-		t.Run(kinds[i].String(), func(t *testing.T) {
+		t.Run(fmt.Sprintf("%02d-%s", i, steps[i].kind), func(t *testing.T) {
 			g, w := canonical(t, got[i]), canonical(t, want[i])
 			if g != w {
 				t.Fatalf("event differs from NewEvent:\n got  %s\n want %s", g, w)
