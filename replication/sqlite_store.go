@@ -60,9 +60,9 @@ type sqliteStore struct {
 	retention int64 // -1: keep all
 	pin       func() int64
 
-	conn                                      *sql.Conn
+	conn                                     *sql.Conn
 	begin, end, rollback, meta, trimE, trimD *sql.Stmt
-	stmts                                     [stmtKinds]map[int]*sql.Stmt
+	stmts                                    [stmtKinds]map[int]*sql.Stmt
 
 	reserved      int64 // next_sequence_id as committed: above every issued id
 	trimmedTo     int64 // events at or below this were deleted
