@@ -44,7 +44,9 @@ type DispatcherConfig struct {
 	// for (the sweeper's lease expiries). Installing itself there is what lets
 	// replication, peer health, backpressure and metrics all follow the queue
 	// exactly, rather than only the changes a Dispatcher method happened to
-	// cause. Its Clock, when nil, is DispatcherConfig.Clock.
+	// cause. (With none of them configured it installs no journal, and the
+	// engine skips building changes.) Its Clock, when nil, is
+	// DispatcherConfig.Clock.
 	Queue QueueConfig
 	// Replicator, when set, receives every change first; the Ack it returns
 	// is what the queue waits for before answering the caller. If it also
@@ -205,7 +207,11 @@ func NewDispatcher(cfg DispatcherConfig) (*LocalDispatcher, error) {
 	if d.metrics != nil {
 		d.seedLeases(qcfg)
 	}
-	qcfg.Journal = JournalFunc(d.record)
+	if d.repl != nil || d.metrics != nil || d.health != nil || d.bp != nil {
+		// With nobody to tell, no journal: the engine then builds no Change
+		// at all, which is most of what a journal costs.
+		qcfg.Journal = JournalFunc(d.record)
+	}
 	q, err := NewMemoryQueue(qcfg)
 	if err != nil {
 		return fail(err)
@@ -444,13 +450,23 @@ func (d *LocalDispatcher) Enqueue(ctx context.Context, req *EnqueueRequest) (*En
 	}, nil
 }
 
-// admit asks backpressure to admit an enqueue. A Close wakes it with ErrClosed.
+// admit asks backpressure to admit an enqueue. While backpressure is active,
+// a Close wakes a waiting Admit with ErrClosed. While it is off, Admit gets
+// the caller's context as is, which saves two allocations per enqueue; an
+// enqueue that races with an activation then waits bounded by its context
+// and the controller's own Close, but not the Dispatcher's.
 func (d *LocalDispatcher) admit(ctx context.Context) error {
 	if d.bp == nil {
 		return nil
 	}
 	if d.closeCtx.Err() != nil {
 		return ErrClosed
+	}
+	if !d.bp.Active() {
+		if err := d.bp.Admit(ctx); err != nil {
+			return AsError(err)
+		}
+		return nil
 	}
 	actx, cancel := context.WithCancel(ctx)
 	stop := context.AfterFunc(d.closeCtx, cancel)
