@@ -112,8 +112,9 @@ type LocalDispatcher struct {
 	log     *slog.Logger
 	maxWait time.Duration
 
-	// leaseMu guards leases. The journal runs under the queue's lock already,
-	// but leases is also seeded before the queue exists.
+	// leaseMu guards leases. The engine only calls the journal with its own
+	// lock held, so leaseMu is never contended; it keeps leases safe without
+	// depending on that.
 	leaseMu sync.Mutex
 	// leases holds the expiry of every live lease, by sequence id, so that the
 	// journal can tell a dead letter caused by a fail from one caused by an
@@ -496,6 +497,7 @@ func (d *LocalDispatcher) Lease(ctx context.Context, req *LeaseRequest) (*Lease,
 	}
 	peer := ResolvePeerID(r.PeerID, CallInfoFrom(ctx))
 	if d.refuse && !d.health.IsPeerEligible(peer) {
+		d.log.Debug("resourcelease: lease refused to an ineligible peer", "peer", peer)
 		return nil, &Error{Status: ErrPeerIneligible.Status, Code: ErrPeerIneligible.Code,
 			Message: fmt.Sprintf("peer %q is not eligible for leases (unhealthy)", peer)}
 	}
