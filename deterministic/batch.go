@@ -43,8 +43,9 @@ type BatchStateStore interface {
 	// the operation). An empty batch writes nothing and returns an empty
 	// added.
 	//
-	// As with TryAdd, the store keeps its own copy of every payload: callers
-	// may reuse recs and the payload slices once TryAddMany returns.
+	// A BatchStateStore keeps its own copy of every payload, in TryAdd and
+	// Set as in TryAddMany: callers may reuse recs and the payload slices
+	// once the call returns (the Coordinator reuses its encoding buffers).
 	TryAddMany(ctx context.Context, recs []KeyedRecord) (added []bool, err error)
 }
 

@@ -4,7 +4,9 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -221,7 +223,18 @@ func readOnlyStore(t *testing.T, path string) *deterministic.SQLiteStore {
 	return s
 }
 
+// TestCoordinatorSurvivesRestart runs three process lifetimes on one SQLite
+// file, delivering one event at a time or in batches of 7 (the last one
+// shorter).
 func TestCoordinatorSurvivesRestart(t *testing.T) {
+	for _, batchSize := range []int{1, 7} {
+		t.Run(fmt.Sprintf("batches of %d", batchSize), func(t *testing.T) {
+			testCoordinatorSurvivesRestart(t, batchSize)
+		})
+	}
+}
+
+func testCoordinatorSurvivesRestart(t *testing.T, batchSize int) {
 	ctx := context.Background()
 	path := filepath.Join(t.TempDir(), deterministic.DefaultFileName)
 	events := make([]resourcelease.Event, 50)
@@ -238,8 +251,14 @@ func TestCoordinatorSurvivesRestart(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		for _, e := range apply {
-			if err := c.ApplyEvent(ctx, e); err != nil {
+		for batch := range slices.Chunk(apply, batchSize) {
+			var err error
+			if batchSize == 1 {
+				err = c.ApplyEvent(ctx, batch[0])
+			} else {
+				err = c.ApplyEvents(ctx, batch)
+			}
+			if err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -323,28 +342,68 @@ func TestCoordinatorConcurrentReplays(t *testing.T) {
 	}
 }
 
+// TestCoordinatorCollector checks the exported counts, with the events
+// delivered one by one and in batches: both must end the same.
 func TestCoordinatorCollector(t *testing.T) {
 	ctx := context.Background()
-	reg := prometheus.NewPedanticRegistry()
-	store := deterministic.NewMemoryStore()
-	a, err := deterministic.NewCoordinator(deterministic.Config{Store: store})
-	if err != nil {
-		t.Fatal(err)
+	for _, tc := range []struct {
+		name string
+		// deliver applies sequences 1, 2, 3, 1, 2 to a and 1 to b.
+		deliver func(a, b *deterministic.Coordinator) error
+	}{
+		{"ApplyEvent", func(a, b *deterministic.Coordinator) error {
+			for _, seq := range []int64{1, 2, 3, 1, 2} {
+				if err := a.ApplyEvent(ctx, testEvent(seq, resourcelease.EventEnqueue, 0)); err != nil {
+					return err
+				}
+			}
+			return b.ApplyEvent(ctx, testEvent(1, resourcelease.EventEnqueue, 0))
+		}},
+		{"ApplyEvents", func(a, b *deterministic.Coordinator) error {
+			return errors.Join(
+				a.ApplyEvents(ctx, events(1, 3, 0)),
+				a.ApplyEvents(ctx, events(1, 2, 1)),
+				b.ApplyEvents(ctx, events(1, 1, 0)))
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			reg := prometheus.NewPedanticRegistry()
+			store := deterministic.NewMemoryStore()
+			a, err := deterministic.NewCoordinator(deterministic.Config{Store: store})
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, err := deterministic.NewCoordinator(deterministic.Config{Store: store, ChangeID: "other"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			// Two coordinators with different change ids share a registry.
+			reg.MustRegister(a.Collector(), b.Collector())
+			if err := tc.deliver(a, b); err != nil {
+				t.Fatal(err)
+			}
+			got := gatherCounts(t, reg)
+			want := map[string]float64{
+				"deterministic_effects_recorded_total{resourcelease}": 3,
+				"deterministic_effects_replayed_total{resourcelease}": 2,
+				"deterministic_effects_recorded_total{other}":         1,
+				"deterministic_effects_replayed_total{other}":         0,
+			}
+			if len(got) != len(want) {
+				t.Fatalf("gathered %v, want %v", got, want)
+			}
+			for k, v := range want {
+				if got[k] != v {
+					t.Errorf("%s = %v, want %v", k, got[k], v)
+				}
+			}
+		})
 	}
-	b, err := deterministic.NewCoordinator(deterministic.Config{Store: store, ChangeID: "other"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	// Two coordinators with different change ids share a registry.
-	reg.MustRegister(a.Collector(), b.Collector())
-	for _, seq := range []int64{1, 2, 3, 1, 2} {
-		if err := a.ApplyEvent(ctx, testEvent(seq, resourcelease.EventEnqueue, 0)); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := b.ApplyEvent(ctx, testEvent(1, resourcelease.EventEnqueue, 0)); err != nil {
-		t.Fatal(err)
-	}
+}
+
+// gatherCounts returns the counters reg exports, by name{change_id}.
+func gatherCounts(t *testing.T, reg *prometheus.Registry) map[string]float64 {
+	t.Helper()
 	families, err := reg.Gather()
 	if err != nil {
 		t.Fatal(err)
@@ -361,18 +420,5 @@ func TestCoordinatorCollector(t *testing.T) {
 			got[mf.GetName()+"{"+changeID+"}"] = m.GetCounter().GetValue()
 		}
 	}
-	want := map[string]float64{
-		"deterministic_effects_recorded_total{resourcelease}": 3,
-		"deterministic_effects_replayed_total{resourcelease}": 2,
-		"deterministic_effects_recorded_total{other}":         1,
-		"deterministic_effects_replayed_total{other}":         0,
-	}
-	if len(got) != len(want) {
-		t.Fatalf("gathered %v, want %v", got, want)
-	}
-	for k, v := range want {
-		if got[k] != v {
-			t.Errorf("%s = %v, want %v", k, got[k], v)
-		}
-	}
+	return got
 }

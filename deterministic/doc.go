@@ -21,7 +21,14 @@
 //     caller wins and a conflicting later caller gets [ErrVersionConflict];
 //   - [Coordinator] is a [resourcelease.EventSink] that records every
 //     replication event under <changeId>/seq/<sequenceNumber>, counting what it
-//     recorded and what it skipped as a replay.
+//     recorded and what it skipped as a replay. As a
+//     [resourcelease.BatchEventSink] it records a replicator's whole commit
+//     batch at once.
+//
+// Both stores are also a [BatchStateStore], whose TryAddMany adds many
+// records in one atomic step (for SQLiteStore, one transaction): the
+// Coordinator's ApplyEvents uses it so that a synchronous Coordinator costs
+// one commit per replicator batch rather than one per event.
 //
 // # Keys
 //
@@ -37,8 +44,9 @@
 // unavailable [*resourcelease.Error] with code
 // error.resourcelease.storage_unavailable naming the operation, and the
 // Coordinator turns it into error.resourcelease.deterministic_failed naming the
-// stage and the sequence number, so the replicator redelivers the event.
-// Because TryAdd is idempotent, the redelivery records the effect once.
+// stage and the sequence number (the first of the batch, for ApplyEvents), so
+// the replicator redelivers the event or the batch. Because TryAdd and
+// TryAddMany are idempotent, the redelivery records each effect once.
 //
 // Exactly-once across processes comes from the store alone: two processes
 // sharing one SQLite file race on TryAdd and exactly one wins. Within one

@@ -480,10 +480,7 @@ func TestSQLiteTryAddManyRollsBack(t *testing.T) {
 			if err := s.Set(ctx, "existing", existing); err != nil {
 				t.Fatal(err)
 			}
-			if _, err := db.Exec(`CREATE TRIGGER poison BEFORE INSERT ON ` + deterministic.DefaultTable + `
-				WHEN NEW.key = 'poison' BEGIN SELECT RAISE(ABORT, 'poisoned record'); END`); err != nil {
-				t.Fatal(err)
-			}
+			heal := poison(t, db, "poison")
 			batch := make([]deterministic.KeyedRecord, len(tc.keys))
 			for i, k := range tc.keys {
 				batch[i] = deterministic.KeyedRecord{Key: k, Record: resourcelease.Record{Kind: "new", Version: int64(i + 10), Payload: []byte(k), RecordedAt: t0}}
@@ -517,9 +514,7 @@ func TestSQLiteTryAddManyRollsBack(t *testing.T) {
 			}
 			// The store is usable afterwards: without the trigger the same
 			// batch goes through and adds every new record.
-			if _, err := db.Exec(`DROP TRIGGER poison`); err != nil {
-				t.Fatal(err)
-			}
+			heal()
 			added, err = s.TryAddMany(ctx, batch)
 			if err != nil {
 				t.Fatalf("TryAddMany after the rollback: %v", err)
