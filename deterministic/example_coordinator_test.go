@@ -95,3 +95,39 @@ func ExampleSQLiteStore() {
 	// before restart: recorded 2, replayed 0
 	// after restart: recorded 0, replayed 2
 }
+
+// A replicator hands a synchronous Coordinator each commit batch through
+// ApplyEvents, which records the batch in one store operation (one SQLite
+// transaction). When a batch fails, the replicator redelivers all of it;
+// here the redelivered batch overlaps events already recorded, which are
+// counted as replays.
+func ExampleCoordinator_ApplyEvents() {
+	ctx := context.Background()
+	store := deterministic.NewMemoryStore()
+	coord, err := deterministic.NewCoordinator(deterministic.Config{Store: store})
+	if err != nil {
+		panic(err)
+	}
+	at := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	event := func(seq int64, typ resourcelease.EventType) resourcelease.Event {
+		return resourcelease.Event{SequenceNumber: seq, EventType: typ, Timestamp: at.Add(time.Duration(seq) * time.Second)}
+	}
+	batches := [][]resourcelease.Event{
+		{event(1, resourcelease.EventEnqueue), event(2, resourcelease.EventLeaseGranted), event(3, resourcelease.EventCompleted)},
+		{event(3, resourcelease.EventCompleted), event(4, resourcelease.EventEnqueue)}, // redelivered from 3
+	}
+	for _, batch := range batches {
+		if err := coord.ApplyEvents(ctx, batch); err != nil {
+			panic(err)
+		}
+		fmt.Printf("recorded %d, replayed %d, records %d\n", coord.Recorded(), coord.Replayed(), store.Len())
+	}
+
+	// A bad event anywhere in a batch rejects the whole batch.
+	err = coord.ApplyEvents(ctx, []resourcelease.Event{event(5, resourcelease.EventEnqueue), event(0, resourcelease.EventHeartbeat)})
+	fmt.Println(resourcelease.StatusOf(err), store.Len())
+	// Output:
+	// recorded 3, replayed 0, records 3
+	// recorded 4, replayed 1, records 4
+	// invalid-argument 4
+}
