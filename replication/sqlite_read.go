@@ -50,11 +50,10 @@ func (q *sqliteReads) readEvents(ctx context.Context, after int64, limit int) ([
 		if err := rows.Scan(&seq, &raw); err != nil {
 			return nil, q.fail("read events", err)
 		}
-		var ev resourcelease.Event
-		if err := json.Unmarshal(raw, &ev); err != nil {
-			return nil, q.fail("read events", fmt.Errorf("event %d: %w", seq, err))
+		ev, err := decodeEvent(seq, raw)
+		if err != nil {
+			return nil, q.fail("read events", err)
 		}
-		ev.SequenceNumber = seq
 		out = append(out, ev)
 	}
 	if err := rows.Err(); err != nil {

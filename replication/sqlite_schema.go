@@ -23,8 +23,9 @@ const (
 //   - replication_meta: schema_version and next_sequence_id (the next queue
 //     sequence id, kept so that ids are never reused even after every item
 //     was completed and deleted).
-//   - replication_events: the ordered log, one row per event, the event as
-//     JSON; seq is the event's sequence number.
+//   - replication_events: the ordered log, one row per event: its sequence
+//     number, its type (for SQL) and the event in a compact binary form
+//     (eventcodec.go).
 //   - queue_items: one row per pending, leased or dead-lettered item, keyed by
 //     the item's sequence id. Completed items have no row.
 //   - queue_dedupe: requestId → sequence id and when it was seen; rows outlive
@@ -33,7 +34,7 @@ var schemaStatements = []string{
 	`CREATE TABLE IF NOT EXISTS replication_events (
 		seq        INTEGER PRIMARY KEY,
 		event_type TEXT NOT NULL,
-		event      TEXT NOT NULL
+		event      BLOB NOT NULL
 	)`,
 	`CREATE TABLE IF NOT EXISTS queue_items (
 		seq                INTEGER PRIMARY KEY,

@@ -23,7 +23,7 @@ const (
 // Rows per statement: one multi-row statement per chunk keeps cgo calls and
 // statement executions per transaction small and constant, and stays far
 // below SQLite's bound-parameter limit.
-var chunkRows = [stmtKinds]int{stmtEvents: 256, stmtItems: 64, stmtDeletes: 256, stmtDedupe: 256, stmtUpdates: 64}
+var chunkRows = [stmtKinds]int{stmtEvents: 256, stmtItems: 64, stmtDeletes: 256, stmtDedupe: 256, stmtUpdates: 1}
 
 // rowOp is the net effect of a batch on one queue_items row.
 type rowOp struct {
@@ -130,17 +130,15 @@ func (s *sqliteStore) stmt(ctx context.Context, kind, rows int) (*sql.Stmt, erro
 	case stmtDedupe:
 		b.WriteString("INSERT OR REPLACE INTO queue_dedupe (request_id, seq, seen_at) VALUES ")
 		writePlaceholders(&b, rows, 3)
-	case stmtUpdates:
+	case stmtUpdates: // one row: the statement is run per row
 		b.WriteString("UPDATE queue_items SET ")
 		for i, col := range mutableColumns[1:] {
 			if i > 0 {
 				b.WriteByte(',')
 			}
-			fmt.Fprintf(&b, "%s = v.column%d", col, i+2)
+			fmt.Fprintf(&b, "%s = ?%d", col, i+2)
 		}
-		b.WriteString(" FROM (VALUES ")
-		writePlaceholders(&b, rows, len(mutableColumns))
-		b.WriteString(") AS v WHERE queue_items.seq = v.column1")
+		b.WriteString(" WHERE seq = ?1")
 	}
 	st, err := s.conn.PrepareContext(ctx, b.String())
 	if err != nil {
@@ -261,8 +259,8 @@ func (s *sqliteStore) highestSeq() int64 {
 func (s *sqliteStore) insertEvents(ctx context.Context, entries []*entry) error {
 	args := s.args[:0]
 	for _, e := range entries {
-		s.buf = appendEventJSON(s.buf[:0], &e.event)
-		args = append(args, e.event.SequenceNumber, string(e.event.EventType), string(s.buf))
+		s.buf = appendEvent(s.buf[:0], &e.event)
+		args = append(args, e.event.SequenceNumber, string(e.event.EventType), append([]byte(nil), s.buf...))
 	}
 	s.keep(args)
 	return s.execChunks(ctx, stmtEvents, len(entries), 3, args)
