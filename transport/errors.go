@@ -131,7 +131,7 @@ func decodeError(resp *http.Response, body []byte) *resourcelease.Error {
 		e.Message = resp.Header.Get(HeaderErrorMessage)
 	}
 	if e.Message == "" {
-		e.Message = "HTTP " + strconv.Itoa(resp.StatusCode) + " " + http.StatusText(resp.StatusCode)
+		e.Message = strings.TrimSpace("HTTP " + strconv.Itoa(resp.StatusCode) + " " + http.StatusText(resp.StatusCode))
 	}
 	return e
 }
