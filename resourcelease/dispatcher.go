@@ -105,7 +105,8 @@ type RestoreResponse struct {
 // StatsRequest is the body of `stats`.
 type StatsRequest struct{}
 
-// DeadLettersRequest is the body of `deadletters`. Limit <= 0 lists all.
+// DeadLettersRequest is the body of `deadletters`. Limit 0 lists all; a
+// negative limit is invalid-argument.
 type DeadLettersRequest struct {
 	Limit int `json:"limit,omitempty"`
 }
