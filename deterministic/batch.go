@@ -14,7 +14,9 @@ var (
 // KeyedRecord is a record together with the key it is to be stored under:
 // one entry of a [BatchStateStore.TryAddMany] batch.
 type KeyedRecord struct {
-	Key    string
+	// Key is the store key; it must not be empty.
+	Key string
+	// Record is what TryAddMany stores under Key if Key is absent.
 	Record resourcelease.Record
 }
 

@@ -26,6 +26,12 @@ func TestCoordinatorApplyEvents(t *testing.T) {
 		return testEvent(seq, eventTypeOf(seq), variant)
 	}
 	batch := func(es ...resourcelease.Event) []resourcelease.Event { return es }
+	// awkward has strings encoding/json escapes (HTML, U+2028, invalid
+	// UTF-8): the payload must still be exactly json.Marshal's.
+	awkward := testEvent(9, resourcelease.EventFailed, 0)
+	awkward.PeerID = "<worker & co>\u2028\xff"
+	awkward.Metadata["note"] = "a\"b\\c\n\t\x00 ☃ </script>"
+	awkward.Error = &resourcelease.ErrorInfo{Message: "<boom> & \xfe", Code: "x"}
 	unencodable := resourcelease.Event{SequenceNumber: 7, EventType: resourcelease.EventHeartbeat, Timestamp: time.Date(10000, 1, 1, 0, 0, 0, 0, time.UTC)}
 	for _, tc := range []struct {
 		name  string
@@ -69,6 +75,9 @@ func TestCoordinatorApplyEvents(t *testing.T) {
 		{"a negative sequence number records nothing", []step{
 			{events: batch(e(1, 0), e(2, 0), e(-3, 0)), wantInvalid: "got -3 (event 3 of 3 in the batch)"},
 		}, nil, []int64{1, 2}},
+		{"payloads are exactly json.Marshal's", []step{
+			{events: batch(e(8, 0), awkward, e(10, 0)), wantRecorded: 3},
+		}, []resourcelease.Event{e(8, 0), awkward, e(10, 0)}, nil},
 		{"an unencodable event records nothing", []step{
 			{events: batch(e(6, 0), unencodable, e(8, 0)), wantInvalid: "event 7 cannot be encoded"},
 			{events: batch(e(6, 1), e(8, 1)), wantRecorded: 2},
