@@ -361,7 +361,9 @@ func (w *Worker) settle(ctx context.Context, token resourcelease.OwnershipToken,
 				"sequenceId", token.SequenceID, "attempt", token.Attempt)
 			return
 		}
-		w.failures.Add(1)
+		if cctx.Err() == nil { // not our own shutdown interrupting the call
+			w.failures.Add(1)
+		}
 		delay := w.backoff(attempt)
 		giveUp := !retryable(err) || !w.clock.Now().Add(delay).Before(time.Unix(0, expiry.Load()))
 		if !giveUp && !w.sleep(cctx, delay) {

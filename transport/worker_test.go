@@ -1,0 +1,554 @@
+package transport_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/leasemesh/leasemesh/resourcelease"
+	"github.com/leasemesh/leasemesh/resourcelease/leasetest"
+	"github.com/leasemesh/leasemesh/transport"
+)
+
+// startWorker runs w until the test ends (or stop is called) and returns
+// stop, which cancels Run's context and waits for Run to return nil.
+func startWorker(t *testing.T, w *transport.Worker) (stop func()) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- w.Run(ctx) }()
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			cancel()
+			assert.NoError(t, <-done)
+		})
+	}
+	t.Cleanup(stop)
+	return stop
+}
+
+func newWorker(t *testing.T, d resourcelease.Dispatcher, opts transport.WorkerOptions) *transport.Worker {
+	t.Helper()
+	if opts.Logger == nil {
+		opts.Logger = quietLogger
+	}
+	w, err := transport.NewWorker(d, opts)
+	require.NoError(t, err)
+	return w
+}
+
+// leaseN returns a LeaseFn that hands out n distinct leases, then long-polls
+// until its context ends.
+func leaseN(n int, heartbeatMs int64) func(context.Context, *resourcelease.LeaseRequest) (*resourcelease.Lease, error) {
+	var given atomic.Int64
+	return func(ctx context.Context, r *resourcelease.LeaseRequest) (*resourcelease.Lease, error) {
+		if i := given.Add(1); i <= int64(n) {
+			return &resourcelease.Lease{
+				Payload: item, SequenceID: i, Attempt: 1, OwnerPeerID: r.PeerID, HeartbeatIntervalMs: heartbeatMs,
+				OwnershipToken: resourcelease.OwnershipToken{SequenceID: i, Attempt: 1, LeaseID: uuid.New()},
+			}, nil
+		}
+		<-ctx.Done()
+		return nil, ctx.Err()
+	}
+}
+
+// notifyDispatcher wraps a Dispatcher and reports successful completes and
+// fails, so that tests wait on events rather than on time.
+type notifyDispatcher struct {
+	resourcelease.Dispatcher
+	completed chan resourcelease.OwnershipToken
+	failed    chan *resourcelease.FailRequest
+}
+
+func (d *notifyDispatcher) Complete(ctx context.Context, r *resourcelease.CompleteRequest) (*resourcelease.SuccessResponse, error) {
+	resp, err := d.Dispatcher.Complete(ctx, r)
+	if err == nil {
+		d.completed <- *r.OwnershipToken
+	}
+	return resp, err
+}
+
+func (d *notifyDispatcher) Fail(ctx context.Context, r *resourcelease.FailRequest) (*resourcelease.SuccessResponse, error) {
+	resp, err := d.Dispatcher.Fail(ctx, r)
+	if err == nil {
+		d.failed <- r
+	}
+	return resp, err
+}
+
+// TestWorkerOverClientWithMemoryQueue runs two workers over the network
+// against the real queue engine: every item is completed, the flaky ones
+// after one failure whose error reaches the next attempt as lastError.
+func TestWorkerOverClientWithMemoryQueue(t *testing.T) {
+	t.Parallel()
+	qd, closeQueue := newQueueDispatcher(resourcelease.QueueConfig{})
+	defer closeQueue()
+	c := newClientServer(t, qd, transport.HandlerOptions{}, transport.ClientOptions{Caller: "test"})
+	// Notified on the workers' side, once they have the answer.
+	nd := &notifyDispatcher{Dispatcher: c, completed: make(chan resourcelease.OwnershipToken, 16), failed: make(chan *resourcelease.FailRequest, 16)}
+	const n = 6
+	for i := range n {
+		it := item
+		it.ResourceID = fmt.Sprintf("order-%d", i)
+		it.RequestID = ""
+		_, err := c.Enqueue(context.Background(), &resourcelease.EnqueueRequest{Payload: &it})
+		require.NoError(t, err)
+	}
+	var mu sync.Mutex
+	lastErrors := map[string]*resourcelease.ErrorInfo{}
+	handler := func(_ context.Context, l *resourcelease.Lease) error {
+		if l.Attempt == 1 && strings.HasSuffix(l.Payload.ResourceID, "1") || strings.HasSuffix(l.Payload.ResourceID, "3") && l.Attempt == 1 {
+			return resourcelease.Errorf(resourcelease.StatusUnavailable, "app.flaky", "flaky %s", l.Payload.ResourceID)
+		}
+		mu.Lock()
+		lastErrors[l.Payload.ResourceID] = l.LastError
+		mu.Unlock()
+		return nil
+	}
+	w1 := newWorker(t, nd, transport.WorkerOptions{PeerID: "w1", Handler: handler, Concurrency: 2, LeaseWait: time.Second})
+	w2 := newWorker(t, nd, transport.WorkerOptions{PeerID: "w2", Handler: handler, LeaseWait: time.Second})
+	stop1, stop2 := startWorker(t, w1), startWorker(t, w2)
+	for range n {
+		<-nd.completed
+	}
+	for range 2 {
+		f := <-nd.failed
+		require.Equal(t, "app.flaky", f.ErrorCode)
+		require.True(t, *f.Requeue)
+	}
+	stop1()
+	stop2()
+	s1, s2 := w1.Stats(), w2.Stats()
+	require.EqualValues(t, n, s1.Completed+s2.Completed)
+	require.EqualValues(t, 2, s1.Failed+s2.Failed)
+	require.EqualValues(t, n+2, s1.Leased+s2.Leased)
+	require.Zero(t, s1.Lost+s2.Lost)
+	stats, err := c.Stats(context.Background(), nil)
+	require.NoError(t, err)
+	require.Equal(t, resourcelease.Stats{}, *stats, "nothing pending or leased")
+	require.Nil(t, lastErrors["order-0"])
+	require.Equal(t, &resourcelease.ErrorInfo{Message: "app.flaky: flaky order-1", Code: "app.flaky"}, lastErrors["order-1"])
+	require.Equal(t, &resourcelease.ErrorInfo{Message: "app.flaky: flaky order-3", Code: "app.flaky"}, lastErrors["order-3"])
+}
+
+// TestWorkerHeartbeats checks the heartbeat cadence on a manual clock: the
+// lease's advertised interval, or the option that overrides it.
+func TestWorkerHeartbeats(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name        string
+		advertised  int64
+		override    time.Duration
+		wantEveryMs time.Duration
+	}{
+		{"advertised", 1000, 0, time.Second},
+		{"override", 1000, 250 * time.Millisecond, 250 * time.Millisecond},
+		{"default when none advertised", 0, 0, resourcelease.DefaultHeartbeatInterval},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			clock := leasetest.NewManualClock(time.Time{})
+			heartbeats := make(chan time.Time, 4)
+			completed := make(chan struct{}, 1)
+			d := &fakeDispatcher{
+				LeaseFn: leaseN(1, tt.advertised),
+				HeartbeatFn: func(_ context.Context, r *resourcelease.HeartbeatRequest) (*resourcelease.HeartbeatResponse, error) {
+					heartbeats <- clock.Now()
+					return &resourcelease.HeartbeatResponse{Success: true, LeaseExpiresAt: clock.Now().Add(30 * time.Second)}, nil
+				},
+				CompleteFn: func(context.Context, *resourcelease.CompleteRequest) (*resourcelease.SuccessResponse, error) {
+					completed <- struct{}{}
+					return &resourcelease.SuccessResponse{Success: true}, nil
+				},
+			}
+			started, release := make(chan struct{}), make(chan struct{})
+			w := newWorker(t, d, transport.WorkerOptions{Clock: clock, HeartbeatInterval: tt.override, Handler: func(context.Context, *resourcelease.Lease) error {
+				close(started)
+				<-release
+				return nil
+			}})
+			startWorker(t, w)
+			<-started
+			start := clock.Now()
+			for i := 1; i <= 3; i++ {
+				require.True(t, clock.WaitForTimers(1, 10*time.Second), "heartbeat timer %d", i)
+				clock.Advance(tt.wantEveryMs - time.Millisecond)
+				require.Equal(t, 1, clock.Timers(), "no heartbeat before the interval")
+				clock.Advance(time.Millisecond)
+				require.Equal(t, start.Add(time.Duration(i)*tt.wantEveryMs), <-heartbeats)
+			}
+			close(release)
+			<-completed
+			require.Empty(t, heartbeats, "no heartbeat after the handler returned")
+		})
+	}
+}
+
+// TestWorkerLostLease: a heartbeat answered unknown_token across the wire
+// cancels the handler's context with ErrLeaseLost, and the lease is neither
+// completed nor failed.
+func TestWorkerLostLease(t *testing.T) {
+	t.Parallel()
+	clock := leasetest.NewManualClock(time.Time{})
+	var settled atomic.Int64
+	d := &fakeDispatcher{
+		LeaseFn: leaseN(1, 1000),
+		HeartbeatFn: func(context.Context, *resourcelease.HeartbeatRequest) (*resourcelease.HeartbeatResponse, error) {
+			return nil, resourcelease.ErrUnknownToken
+		},
+		CompleteFn: func(context.Context, *resourcelease.CompleteRequest) (*resourcelease.SuccessResponse, error) {
+			settled.Add(1)
+			return &resourcelease.SuccessResponse{Success: true}, nil
+		},
+		FailFn: func(context.Context, *resourcelease.FailRequest) (*resourcelease.SuccessResponse, error) {
+			settled.Add(1)
+			return &resourcelease.SuccessResponse{Success: true}, nil
+		},
+	}
+	c := newClientServer(t, d, transport.HandlerOptions{}, transport.ClientOptions{})
+	started, cause := make(chan struct{}), make(chan error, 1)
+	handlerDone := make(chan struct{})
+	w := newWorker(t, c, transport.WorkerOptions{Clock: clock, Handler: func(ctx context.Context, _ *resourcelease.Lease) error {
+		defer close(handlerDone)
+		close(started)
+		<-ctx.Done()
+		cause <- context.Cause(ctx)
+		return ctx.Err()
+	}})
+	stop := startWorker(t, w)
+	<-started
+	require.True(t, clock.WaitForTimers(1, 10*time.Second))
+	clock.Advance(time.Second)
+	require.ErrorIs(t, <-cause, transport.ErrLeaseLost)
+	<-handlerDone
+	stop()
+	require.Zero(t, settled.Load(), "a lost lease is not settled")
+	require.Equal(t, transport.WorkerStats{Leased: 1, Lost: 1}, w.Stats())
+}
+
+// TestWorkerShutdown: when Run's context ends, in-flight handlers are
+// cancelled and their leases failed with requeue on a context that is still
+// alive.
+func TestWorkerShutdown(t *testing.T) {
+	t.Parallel()
+	const n = 3
+	type failCall struct {
+		req      *resourcelease.FailRequest
+		ctxErr   error
+		deadline bool
+	}
+	fails := make(chan failCall, n)
+	d := &fakeDispatcher{
+		LeaseFn: leaseN(n, 0),
+		FailFn: func(ctx context.Context, r *resourcelease.FailRequest) (*resourcelease.SuccessResponse, error) {
+			_, hasDeadline := ctx.Deadline()
+			fails <- failCall{r, ctx.Err(), hasDeadline}
+			return &resourcelease.SuccessResponse{Success: true}, nil
+		},
+	}
+	var running sync.WaitGroup
+	running.Add(n)
+	w := newWorker(t, d, transport.WorkerOptions{Concurrency: n, Handler: func(ctx context.Context, _ *resourcelease.Lease) error {
+		running.Done()
+		<-ctx.Done()
+		return ctx.Err()
+	}})
+	stop := startWorker(t, w)
+	running.Wait()
+	stop()
+	require.Len(t, fails, n, "every in-flight lease was failed before Run returned")
+	seen := map[int64]bool{}
+	for range n {
+		f := <-fails
+		require.NoError(t, f.ctxErr, "the fail call has a live context")
+		require.True(t, f.deadline, "bounded by the shutdown timeout")
+		require.Equal(t, transport.ShutdownReason, f.req.Reason)
+		require.Equal(t, resourcelease.CodeCancelled, f.req.ErrorCode)
+		require.True(t, *f.req.Requeue)
+		seen[f.req.OwnershipToken.SequenceID] = true
+	}
+	require.Len(t, seen, n)
+	require.Equal(t, transport.WorkerStats{Leased: n, Failed: n}, w.Stats())
+}
+
+// TestWorkerLeasedAsItStops: a lease that arrives after Run's context ended is
+// handed straight back without running the handler.
+func TestWorkerLeasedAsItStops(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithCancel(context.Background())
+	fails := make(chan *resourcelease.FailRequest, 1)
+	inner := leaseN(1, 0)
+	d := &fakeDispatcher{
+		LeaseFn: func(ctx context.Context, r *resourcelease.LeaseRequest) (*resourcelease.Lease, error) {
+			l, err := inner(ctx, r)
+			cancel() // the worker is told to stop while the lease is on its way
+			return l, err
+		},
+		FailFn: func(_ context.Context, r *resourcelease.FailRequest) (*resourcelease.SuccessResponse, error) {
+			fails <- r
+			return &resourcelease.SuccessResponse{Success: true}, nil
+		},
+	}
+	var ran atomic.Bool
+	w := newWorker(t, d, transport.WorkerOptions{Handler: func(context.Context, *resourcelease.Lease) error {
+		ran.Store(true)
+		return nil
+	}})
+	require.NoError(t, w.Run(ctx))
+	require.False(t, ran.Load())
+	f := <-fails
+	require.Equal(t, transport.ShutdownReason, f.Reason)
+	require.True(t, *f.Requeue)
+}
+
+// TestWorkerBackoffAndResume: a dispatcher that is down (503 over the wire)
+// is retried with backoff, and the worker resumes when it is back.
+func TestWorkerBackoffAndResume(t *testing.T) {
+	t.Parallel()
+	const outage = 3
+	h := newHandler(t, &fakeDispatcher{LeaseFn: leaseN(1, 0)}, transport.HandlerOptions{})
+	var refused atomic.Int64
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if refused.Load() < outage {
+			refused.Add(1)
+			transport.WriteError(w, resourcelease.ErrClosed)
+			return
+		}
+		h.ServeHTTP(w, r)
+	}))
+	defer srv.Close()
+	c, err := transport.NewClient(srv.URL, transport.ClientOptions{})
+	require.NoError(t, err)
+	defer c.Close()
+	nd := &notifyDispatcher{Dispatcher: c, completed: make(chan resourcelease.OwnershipToken, 1)}
+	w := newWorker(t, nd, transport.WorkerOptions{MinBackoff: time.Millisecond, MaxBackoff: 4 * time.Millisecond,
+		Handler: func(context.Context, *resourcelease.Lease) error { return nil }})
+	stop := startWorker(t, w)
+	<-nd.completed
+	stop()
+	require.Equal(t, transport.WorkerStats{Leased: 1, Completed: 1, Errors: outage}, w.Stats())
+}
+
+// TestWorkerBackoffSchedule checks the exponential backoff with jitter on a
+// manual clock: each wait lies in [d/2, d] for d = min·2^n capped at max.
+func TestWorkerBackoffSchedule(t *testing.T) {
+	t.Parallel()
+	clock := leasetest.NewManualClock(time.Time{})
+	calls := make(chan time.Time, 16)
+	d := &fakeDispatcher{LeaseFn: func(ctx context.Context, _ *resourcelease.LeaseRequest) (*resourcelease.Lease, error) {
+		calls <- clock.Now()
+		return nil, resourcelease.ErrStorageUnavailable
+	}}
+	const minB, maxB = 100 * time.Millisecond, 800 * time.Millisecond
+	w := newWorker(t, d, transport.WorkerOptions{Clock: clock, MinBackoff: minB, MaxBackoff: maxB,
+		Handler: func(context.Context, *resourcelease.Lease) error { return nil }})
+	startWorker(t, w)
+	prev := <-calls
+	for _, ceiling := range []time.Duration{100, 200, 400, 800, 800, 800} {
+		ceiling *= time.Millisecond
+		require.True(t, clock.WaitForTimers(1, 10*time.Second))
+		// Step through the window in 1 ms steps until the retry happens.
+		var next time.Time
+		for next.IsZero() {
+			clock.Advance(time.Millisecond)
+			select {
+			case next = <-calls:
+			default:
+				if clock.Timers() == 0 { // fired: the call is on its way
+					next = <-calls
+				}
+			}
+		}
+		wait := next.Sub(prev)
+		require.GreaterOrEqual(t, wait, ceiling/2, "backoff too short")
+		require.LessOrEqual(t, wait, ceiling+time.Millisecond, "backoff too long")
+		prev = next
+	}
+}
+
+// TestWorkerIdleDispatcher: a dispatcher that answers null at once instead of
+// long-polling does not make the worker spin.
+func TestWorkerIdleDispatcher(t *testing.T) {
+	t.Parallel()
+	clock := leasetest.NewManualClock(time.Time{})
+	var calls atomic.Int64
+	d := &fakeDispatcher{LeaseFn: func(context.Context, *resourcelease.LeaseRequest) (*resourcelease.Lease, error) {
+		calls.Add(1)
+		return nil, nil
+	}}
+	w := newWorker(t, d, transport.WorkerOptions{Clock: clock, MinBackoff: time.Second, MaxBackoff: time.Second,
+		Handler: func(context.Context, *resourcelease.Lease) error { return nil }})
+	startWorker(t, w)
+	require.True(t, clock.WaitForTimers(1, 10*time.Second))
+	require.EqualValues(t, 1, calls.Load())
+	clock.Advance(time.Second)
+	require.True(t, clock.WaitForTimers(1, 10*time.Second))
+	require.EqualValues(t, 2, calls.Load())
+}
+
+// TestWorkerSettle checks complete and fail calls that fail: transient errors
+// are retried, unknown_token and permanent errors end with the lease lost.
+func TestWorkerSettle(t *testing.T) {
+	t.Parallel()
+	unavailable := resourcelease.ErrStorageUnavailable
+	tests := []struct {
+		name       string
+		errs       []error // answers of successive complete calls; then success
+		wantStats  transport.WorkerStats
+		wantCalls  int
+		wantLogged string
+	}{
+		{"first time", nil, transport.WorkerStats{Leased: 1, Completed: 1}, 1, ""},
+		{"after transient errors", []error{unavailable, unavailable}, transport.WorkerStats{Leased: 1, Completed: 1, Errors: 2}, 3, ""},
+		{"unknown token", []error{resourcelease.ErrUnknownToken}, transport.WorkerStats{Leased: 1, Lost: 1}, 1, "lease lost before it was settled"},
+		{"not retryable", []error{resourcelease.Errorf(resourcelease.StatusInvalidArgument, "x", "bad")}, transport.WorkerStats{Leased: 1, Lost: 1, Errors: 1}, 1, "could not settle lease"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			var calls atomic.Int64
+			done := make(chan struct{})
+			d := &fakeDispatcher{
+				LeaseFn: leaseN(1, 0),
+				CompleteFn: func(context.Context, *resourcelease.CompleteRequest) (*resourcelease.SuccessResponse, error) {
+					i := int(calls.Add(1))
+					if i == len(tt.errs)+1 || i == len(tt.errs) && tt.wantStats.Completed == 0 {
+						defer close(done)
+					}
+					if i <= len(tt.errs) {
+						return nil, tt.errs[i-1]
+					}
+					return &resourcelease.SuccessResponse{Success: true}, nil
+				},
+			}
+			var logs logBuffer
+			w := newWorker(t, d, transport.WorkerOptions{MinBackoff: time.Millisecond, MaxBackoff: 2 * time.Millisecond, Logger: logs.logger(),
+				Handler: func(context.Context, *resourcelease.Lease) error { return nil }})
+			stop := startWorker(t, w)
+			<-done
+			stop()
+			require.Equal(t, tt.wantStats, w.Stats())
+			require.EqualValues(t, tt.wantCalls, calls.Load())
+			require.Contains(t, logs.String(), tt.wantLogged)
+		})
+	}
+}
+
+// TestWorkerHandlerErrors checks the fail request made for each kind of
+// handler error.
+func TestWorkerHandlerErrors(t *testing.T) {
+	t.Parallel()
+	appErr := resourcelease.Errorf(resourcelease.StatusFailedPrecondition, "app.stock", "out of stock")
+	tests := []struct {
+		name        string
+		handler     func() error
+		wantReason  string
+		wantCode    string
+		wantRequeue bool
+	}{
+		{"plain error", func() error { return errors.New("db timeout") }, "db timeout", "", true},
+		{"*Error", func() error { return appErr }, "app.stock: out of stock", "app.stock", true},
+		{"wrapped *Error", func() error { return fmt.Errorf("order 7: %w", appErr) }, "order 7: app.stock: out of stock", "app.stock", true},
+		{"permanent", func() error { return transport.Permanent(errors.New("poison")) }, "poison", "", false},
+		{"permanent *Error", func() error { return transport.Permanent(appErr) }, "app.stock: out of stock", "app.stock", false},
+		{"panic", func() error { panic("boom") }, "handler panic: boom", "", true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			fails := make(chan *resourcelease.FailRequest, 1)
+			d := &fakeDispatcher{
+				LeaseFn: leaseN(1, 0),
+				FailFn: func(_ context.Context, r *resourcelease.FailRequest) (*resourcelease.SuccessResponse, error) {
+					fails <- r
+					return &resourcelease.SuccessResponse{Success: true}, nil
+				},
+			}
+			w := newWorker(t, d, transport.WorkerOptions{Handler: func(context.Context, *resourcelease.Lease) error { return tt.handler() }})
+			stop := startWorker(t, w)
+			f := <-fails
+			stop()
+			require.Equal(t, tt.wantReason, f.Reason)
+			require.Equal(t, tt.wantCode, f.ErrorCode)
+			require.Equal(t, tt.wantRequeue, *f.Requeue)
+			require.Equal(t, transport.WorkerStats{Leased: 1, Failed: 1}, w.Stats())
+		})
+	}
+	require.NoError(t, transport.Permanent(nil))
+}
+
+// TestWorkerRunTwice: a Worker runs once at a time.
+func TestWorkerRunTwice(t *testing.T) {
+	t.Parallel()
+	leasing := make(chan struct{}, 1)
+	d := &fakeDispatcher{LeaseFn: func(ctx context.Context, _ *resourcelease.LeaseRequest) (*resourcelease.Lease, error) {
+		select {
+		case leasing <- struct{}{}:
+		default:
+		}
+		<-ctx.Done()
+		return nil, ctx.Err()
+	}}
+	w := newWorker(t, d, transport.WorkerOptions{Handler: func(context.Context, *resourcelease.Lease) error { return nil }})
+	stop := startWorker(t, w)
+	<-leasing
+	require.ErrorContains(t, w.Run(context.Background()), "already running")
+	stop()
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	require.NoError(t, w.Run(ctx), "it can run again once stopped")
+}
+
+// TestNewWorkerOptions checks that bad options are errors.
+func TestNewWorkerOptions(t *testing.T) {
+	t.Parallel()
+	h := func(context.Context, *resourcelease.Lease) error { return nil }
+	tests := []struct {
+		name    string
+		d       resourcelease.Dispatcher
+		opts    transport.WorkerOptions
+		wantErr string
+	}{
+		{name: "minimal", d: &fakeDispatcher{}, opts: transport.WorkerOptions{Handler: h}},
+		{name: "all set", d: &fakeDispatcher{}, opts: transport.WorkerOptions{PeerID: "w", Handler: h, Concurrency: 4, LeaseWait: time.Second,
+			MinBackoff: time.Millisecond, MaxBackoff: time.Second, HeartbeatInterval: time.Second, ShutdownTimeout: time.Second,
+			Logger: quietLogger, Clock: leasetest.NewManualClock(time.Time{})}},
+		{name: "only MinBackoff, under the default max", d: &fakeDispatcher{}, opts: transport.WorkerOptions{Handler: h, MinBackoff: time.Second}},
+		{name: "nil dispatcher", opts: transport.WorkerOptions{Handler: h}, wantErr: "nil Dispatcher"},
+		{name: "no handler", d: &fakeDispatcher{}, wantErr: "Handler is required"},
+		{name: "negative concurrency", d: &fakeDispatcher{}, opts: transport.WorkerOptions{Handler: h, Concurrency: -1}, wantErr: "Concurrency"},
+		{name: "negative lease wait", d: &fakeDispatcher{}, opts: transport.WorkerOptions{Handler: h, LeaseWait: -1}, wantErr: "LeaseWait"},
+		{name: "negative backoff", d: &fakeDispatcher{}, opts: transport.WorkerOptions{Handler: h, MinBackoff: -1}, wantErr: "MinBackoff"},
+		{name: "negative heartbeat", d: &fakeDispatcher{}, opts: transport.WorkerOptions{Handler: h, HeartbeatInterval: -1}, wantErr: "HeartbeatInterval"},
+		{name: "negative shutdown", d: &fakeDispatcher{}, opts: transport.WorkerOptions{Handler: h, ShutdownTimeout: -1}, wantErr: "ShutdownTimeout"},
+		{name: "min over max", d: &fakeDispatcher{}, opts: transport.WorkerOptions{Handler: h, MinBackoff: time.Minute, MaxBackoff: time.Second}, wantErr: "exceeds MaxBackoff"},
+		{name: "min over the default max", d: &fakeDispatcher{}, opts: transport.WorkerOptions{Handler: h, MinBackoff: time.Minute}, wantErr: "exceeds MaxBackoff"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			w, err := transport.NewWorker(tt.d, tt.opts)
+			if tt.wantErr == "" {
+				require.NoError(t, err)
+				require.NotNil(t, w)
+				return
+			}
+			require.ErrorContains(t, err, tt.wantErr)
+			require.Nil(t, w)
+		})
+	}
+}
