@@ -1,0 +1,169 @@
+package transport_test
+
+import (
+	"bytes"
+	"encoding/json"
+	"flag"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"reflect"
+	"regexp"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/leasemesh/leasemesh/resourcelease"
+	"github.com/leasemesh/leasemesh/transport"
+)
+
+var update = flag.Bool("update", false, "rewrite transport/testdata/golden/*.json from the current encoding")
+
+// TestGoldenWireFormat pins the JSON of every request and response type, the
+// null lease and the error body in testdata/golden. A change to the wire
+// format shows up as a diff there; run `go test ./transport -run Golden
+// -update` to accept it.
+func TestGoldenWireFormat(t *testing.T) {
+	t.Parallel()
+	first := resourcelease.PendingItem{Payload: item, Attempt: 1, EnqueuedAt: t0, SequenceID: 7}
+	retriedToken := resourcelease.OwnershipToken{SequenceID: 8, Attempt: 2, LeaseID: leaseID}
+	retried := resourcelease.PendingItem{Payload: item, Attempt: 3, EnqueuedAt: t0, SequenceID: 8,
+		LastError:          &resourcelease.ErrorInfo{Message: "db timeout", Code: "app.db_timeout"},
+		LastOwnershipToken: &retriedToken, ReadyAt: t0.Add(1500 * time.Millisecond)}
+	lease := resourcelease.Lease{Payload: item, SequenceID: 7, Attempt: 2, EnqueuedAt: t0,
+		LastError:      &resourcelease.ErrorInfo{Message: "lease expired without a heartbeat", Code: resourcelease.CodeLeaseExpired},
+		OwnershipToken: token, OwnerPeerID: "worker-1", LeaseExpiresAt: t0.Add(30 * time.Second), HeartbeatIntervalMs: 5000}
+	firstLease := lease
+	firstLease.Attempt, firstLease.LastError = 1, nil
+	firstLease.OwnershipToken.Attempt = 1
+
+	tests := []struct {
+		name  string
+		value any // encoded with encoding/json, as the handler and client do
+	}{
+		{"enqueue_request", &resourcelease.EnqueueRequest{Payload: &item}},
+		{"enqueue_response", &resourcelease.EnqueueResponse{Stats: resourcelease.QueueCounts{PendingCount: 3, ActiveLeaseCount: 1}, SequenceID: 7}},
+		{"enqueue_response_duplicate", &resourcelease.EnqueueResponse{Stats: resourcelease.QueueCounts{PendingCount: 3}, SequenceID: 7, Duplicate: true}},
+		{"lease_request", &resourcelease.LeaseRequest{PeerID: "worker-1", WaitMs: 10000}},
+		{"lease_request_empty", &resourcelease.LeaseRequest{}},
+		{"lease_response", &lease},
+		{"lease_response_first_delivery", &firstLease},
+		{"heartbeat_request", &resourcelease.HeartbeatRequest{OwnershipToken: &token}},
+		{"heartbeat_response", &resourcelease.HeartbeatResponse{Success: true, LeaseExpiresAt: t0.Add(30 * time.Second)}},
+		{"complete_request", &resourcelease.CompleteRequest{OwnershipToken: &token}},
+		{"complete_response", &resourcelease.SuccessResponse{Success: true}},
+		{"fail_request", &resourcelease.FailRequest{OwnershipToken: &token, Reason: "db timeout", ErrorCode: "app.db_timeout",
+			Requeue: ptr(true), Metadata: map[string]string{"host": "db-2"}}},
+		{"fail_response", &resourcelease.SuccessResponse{Success: true}},
+		{"drain_request", &resourcelease.DrainRequest{}},
+		{"drain_response", &resourcelease.DrainResponse{Items: []resourcelease.PendingItem{first, retried}}},
+		{"drain_response_empty", &resourcelease.DrainResponse{Items: []resourcelease.PendingItem{}}},
+		{"restore_request", &resourcelease.RestoreRequest{Items: []resourcelease.PendingItem{first, retried}}},
+		{"restore_response", &resourcelease.RestoreResponse{RestoredCount: 2}},
+		{"stats_request", &resourcelease.StatsRequest{}},
+		{"stats_response", &resourcelease.Stats{PendingCount: 12, ActiveLeaseCount: 3, DeadLetterCount: 1, BackpressureActive: true}},
+		{"deadletters_request", &resourcelease.DeadLettersRequest{Limit: 50}},
+		{"deadletters_response", &resourcelease.DeadLettersResponse{Items: []resourcelease.DeadLetter{
+			{PendingItem: retried, DeadLetteredAt: t0.Add(time.Minute), Reason: "max delivery attempts exceeded"}}}},
+		{"redrive_request", &resourcelease.RedriveRequest{SequenceIDs: []int64{8, 9}}},
+		{"redrive_request_all", &resourcelease.RedriveRequest{}},
+		{"redrive_response", &resourcelease.RedriveResponse{RedrivenCount: 2}},
+		{"purge_request", &resourcelease.PurgeRequest{SequenceIDs: []int64{8}}},
+		{"purge_response", &resourcelease.PurgeResponse{PurgedCount: 1}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			raw, err := json.Marshal(tt.value)
+			require.NoError(t, err)
+			checkGolden(t, tt.name, raw)
+			requireWireConventions(t, raw)
+			// The golden file decodes back to the same value.
+			back := reflect.New(reflect.TypeOf(tt.value).Elem()).Interface()
+			require.NoError(t, json.Unmarshal(readGolden(t, tt.name), back))
+			require.Equal(t, tt.value, back)
+		})
+	}
+
+	// The shapes only the handler produces.
+	t.Run("lease_response_none", func(t *testing.T) {
+		t.Parallel()
+		rec := call(newHandler(t, &fakeDispatcher{}, transport.HandlerOptions{}), transport.VerbLease, `{"waitMs":1}`)
+		checkGolden(t, "lease_response_none", []byte(requireOK(t, rec)))
+	})
+	t.Run("error", func(t *testing.T) {
+		t.Parallel()
+		rec := httptest.NewRecorder()
+		transport.WriteError(rec, &resourcelease.Error{Status: resourcelease.StatusNotFound, Code: resourcelease.CodeUnknownToken,
+			Message: "unknown or expired ownership token", Metadata: map[string]string{"sequenceId": "7"}})
+		checkGolden(t, "error", rec.Body.Bytes())
+		requireWireConventions(t, rec.Body.Bytes())
+	})
+	t.Run("error_without_metadata", func(t *testing.T) {
+		t.Parallel()
+		rec := httptest.NewRecorder()
+		transport.WriteError(rec, resourcelease.Errorf(resourcelease.StatusInvalidArgument, resourcelease.CodeResourceTypeRequired, "payload.resourceType is required"))
+		checkGolden(t, "error_without_metadata", rec.Body.Bytes())
+	})
+}
+
+func goldenPath(name string) string { return filepath.Join("testdata", "golden", name+".json") }
+
+func readGolden(t *testing.T, name string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(goldenPath(name))
+	require.NoError(t, err, "run with -update to create it")
+	return b
+}
+
+// checkGolden compares raw (indented) with the golden file, or rewrites the
+// file under -update.
+func checkGolden(t *testing.T, name string, raw []byte) {
+	t.Helper()
+	var buf bytes.Buffer
+	require.NoError(t, json.Indent(&buf, raw, "", "  "))
+	buf.WriteByte('\n')
+	if *update {
+		require.NoError(t, os.MkdirAll(filepath.Dir(goldenPath(name)), 0o755))
+		require.NoError(t, os.WriteFile(goldenPath(name), buf.Bytes(), 0o644))
+		return
+	}
+	require.Equal(t, string(readGolden(t, name)), buf.String(), "wire format of %s changed; rerun with -update if intended", name)
+}
+
+var (
+	camelCase   = regexp.MustCompile(`^[a-z][a-zA-Z0-9]*$`)
+	rfc3339Nano = regexp.MustCompile(`^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{1,9}Z$`)
+	timeKey     = regexp.MustCompile(`At$`)
+)
+
+// requireWireConventions checks the conventions of DESIGN §9 on an encoded
+// value: camelCase names, times in RFC 3339 with (up to nano) fractions, body
+// in base64.
+func requireWireConventions(t *testing.T, raw []byte) {
+	t.Helper()
+	var v any
+	require.NoError(t, json.Unmarshal(raw, &v))
+	var walk func(path string, v any)
+	walk = func(path string, v any) {
+		switch v := v.(type) {
+		case map[string]any:
+			for k, child := range v {
+				require.Regexp(t, camelCase, k, "name at %s", path)
+				if s, ok := child.(string); ok && timeKey.MatchString(k) {
+					require.Regexp(t, rfc3339Nano, s, "time %s.%s", path, k)
+				}
+				if k == "body" {
+					require.Equal(t, "eyJhIjoxfQ==", child, "base64 body at %s", path)
+				}
+				walk(path+"."+k, child)
+			}
+		case []any:
+			for _, child := range v {
+				walk(path+"[]", child)
+			}
+		}
+	}
+	walk("$", v)
+}
