@@ -337,6 +337,9 @@ func stdinPiped(r io.Reader) bool {
 func (a *app) readValue(flagName, v string) ([]byte, error) {
 	switch {
 	case v == "-":
+		if a.stdin == nil {
+			return nil, nil
+		}
 		b, err := io.ReadAll(a.stdin)
 		if err != nil {
 			return nil, fmt.Errorf("reading --%s from stdin: %w", flagName, err)
