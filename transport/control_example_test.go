@@ -59,3 +59,36 @@ func ExampleNewControlHandler() {
 	// 204
 	// 501 unimplemented {"message":"the control plane has no dispatcher (Dispatcher) configured","status":"unimplemented","code":"resourcelease.control.not_configured","metadata":{}}
 }
+
+// ExampleControlClient_Replication follows the replication log page by page,
+// as `leasectl tail` does.
+func ExampleControlClient_Replication() {
+	srv := httptest.NewServer(transport.NewControlHandler(transport.ControlOptions{Events: exampleControlLog{}}))
+	defer srv.Close()
+	c, err := transport.NewControlClient(srv.URL, transport.ControlClientOptions{}) // adds /omnirelay/control
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	defer c.Close()
+
+	var since int64
+	for {
+		page, err := c.Replication(context.Background(), since, 2)
+		if err != nil {
+			fmt.Println(err)
+			return
+		}
+		if len(page.Events) == 0 {
+			break // caught up; a tail would wait and poll again
+		}
+		for _, e := range page.Events {
+			fmt.Println(e.SequenceNumber, e.EventType, e.Metadata[resourcelease.MetaQueuePending])
+		}
+		since = page.NextSince
+	}
+	// Output:
+	// 1 Enqueue 1
+	// 2 Enqueue 2
+	// 3 Enqueue 3
+}
