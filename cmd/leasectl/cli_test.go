@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -76,10 +77,12 @@ func TestRequestBodiesAndHeaders(t *testing.T) {
 		{name: "body dash reads stdin", stdin: readmeBody, args: []string{"--procedure", "resourcelease.mesh::enqueue", "--body", "-"}, wantPend: 2},
 		{name: "piped stdin without body", stdin: readmeBody, args: []string{"--procedure", "resourcelease.mesh::enqueue"}, wantPend: 3},
 		{name: "short procedure, raw output", args: []string{"--procedure", "enqueue", "--body", readmeBody, "--raw"}, wantPend: 4, wantRaw: true},
+		{name: "body-file", args: []string{"--procedure", "enqueue", "--body-file", bodyFile, "--profile", "json:pretty"}, wantPend: 5},
+		{name: "body-base64", args: []string{"--procedure", "enqueue", "--body-base64", base64.StdEncoding.EncodeToString([]byte(readmeBody)), "--timeout", "3s"}, wantPend: 6},
 		{
 			name:     "caller, ttl and extra headers",
 			args:     []string{"--procedure", "enqueue", "--body", readmeBody, "--caller", "ops-cli", "--ttl", "7s", "--header", "X-Trace=abc", "--header", "x-peer-id=p9", "--encoding", "json"},
-			wantPend: 5,
+			wantPend: 7,
 			checkHdrs: func(t *testing.T, hh http.Header) {
 				assert.Equal(t, "ops-cli", hh.Get("Rpc-Caller"))
 				assert.Equal(t, "abc", hh.Get("X-Trace"))
@@ -121,6 +124,9 @@ func TestRequestErrors(t *testing.T) {
 		{"missing procedure", []string{"--body", "{}"}, 2, "--procedure is required"},
 		{"unsupported encoding", []string{"--procedure", "stats", "--encoding", "thrift"}, 2, "only the json and application/json encodings"},
 		{"bad header flag", []string{"--procedure", "stats", "--header", "novalue"}, 2, "want key=value"},
+		{"unsupported profile", []string{"--procedure", "stats", "--profile", "protobuf:echo.Ping"}, 2, "only the json and json:pretty profiles"},
+		{"two bodies", []string{"--procedure", "stats", "--body", "{}", "--body-base64", "e30="}, 2, "give one of --body, --body-file and --body-base64"},
+		{"bad base64", []string{"--procedure", "stats", "--body-base64", "%%%"}, 2, "--body-base64 is not base64"},
 		{"unknown procedure", []string{"--procedure", "resourcelease.mesh::explode"}, 1, "error: not-found resourcelease.transport.unknown_procedure: "},
 		{"wrong service", []string{"--procedure", "stats", "--service", "other"}, 1, "error: not-found resourcelease.transport.unknown_service: "},
 		{"malformed body", []string{"--procedure", "enqueue", "--body", "{"}, 1, "error: invalid-argument resourcelease.argument.invalid: malformed request body"},

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/base64"
 	"flag"
 	"net/http"
 	"strings"
@@ -10,7 +11,7 @@ import (
 
 var requestCommand = &command{
 	name:     "request",
-	synopsis: "leasectl request --procedure P [--transport http] [--url URL] [--service S] [--encoding application/json] [--body JSON|@FILE|-] [flags]",
+	synopsis: "leasectl request --procedure P [--transport http] [--url URL] [--service S] [--encoding application/json] [--body JSON|@FILE|- | --body-file FILE | --body-base64 B64] [flags]",
 	summary:  "send one raw call and print its response (the flags of `omnirelay request`)",
 	details: `
 Sends one call of the wire protocol and prints the response JSON: indented by
@@ -18,11 +19,14 @@ default, as received with --raw. The flags are those of OmniRelay's
 "omnirelay request"; only --transport http and the JSON encodings (json,
 application/json) are supported.
 
-The body is --body's value; --body @FILE reads a file and --body - reads stdin.
-Without --body, piped stdin is the body; with neither, the body is empty ({}).
+The body is --body's value (--body @FILE reads a file and --body - reads
+stdin), the contents of --body-file, or --body-base64 decoded. Without any of
+them, piped stdin is the body; with no stdin either, the body is empty ({}).
 A procedure without "::" gets the namespace: --procedure stats calls
 "<namespace>::stats". --header adds a header (repeatable; it wins over the
-headers leasectl sets itself).`,
+headers leasectl sets itself). --timeout is another name of --ttl, and
+--profile json or json:pretty is accepted, for scripts written for
+omnirelay.`,
 	example: `
 leasectl request \
   --transport http \
@@ -37,14 +41,19 @@ leasectl request \
 func setupRequest(a *app, fs *flag.FlagSet) func([]string) error {
 	o := a.rpcFlags(fs)
 	var (
-		transportName, procedure, encoding, body string
-		headers                                  pairsFlag
+		transportName, procedure, encoding, profile string
+		body, bodyFile, bodyBase64                  string
+		headers                                     pairsFlag
 	)
 	fs.StringVar(&transportName, "transport", "http", "the `transport`: only http is supported")
 	fs.StringVar(&procedure, "procedure", "", "the `procedure` to call, \"<namespace>::<verb>\" (required)")
 	fs.StringVar(&encoding, "encoding", "application/json", "the request `encoding`, sent as Rpc-Encoding: json or application/json")
 	fs.StringVar(&body, "body", "", "the request body: `JSON`, @FILE, or - for stdin")
+	fs.StringVar(&bodyFile, "body-file", "", "read the request body from `FILE` (- is stdin)")
+	fs.StringVar(&bodyBase64, "body-base64", "", "the request body, base64-encoded")
+	fs.StringVar(&profile, "profile", "", "the omnirelay codec `profile`: json or json:pretty (the only ones for JSON)")
 	fs.Var(&headers, "header", "add the header `key=value` to the request (repeatable)")
+	alias(fs, "ttl", "timeout")
 	return func(args []string) error {
 		if err := noArgs(args); err != nil {
 			return err
@@ -63,20 +72,39 @@ func setupRequest(a *app, fs *flag.FlagSet) func([]string) error {
 		default:
 			return usagef("only the json and application/json encodings are supported, got %q", encoding)
 		}
-		var data []byte
+		switch strings.ToLower(profile) {
+		case "", "json", "json:pretty":
+		default:
+			return usagef("only the json and json:pretty profiles are supported, got %q", profile)
+		}
+		sources := 0
+		for _, name := range []string{"body", "body-file", "body-base64"} {
+			if flagGiven(fs, name) {
+				sources++
+			}
+		}
+		if sources > 1 {
+			return usagef("give one of --body, --body-file and --body-base64")
+		}
+		var (
+			data []byte
+			err  error
+		)
 		switch {
 		case flagGiven(fs, "body"):
-			b, err := a.readValue("body", body)
+			data, err = a.readValue("body", body)
+		case flagGiven(fs, "body-file"):
+			data, err = a.readFile("body-file", bodyFile)
+		case flagGiven(fs, "body-base64"):
+			data, err = base64.StdEncoding.DecodeString(strings.TrimSpace(bodyBase64))
 			if err != nil {
-				return err
+				return usagef("--body-base64 is not base64: %v", err)
 			}
-			data = b
 		case stdinPiped(a.stdin):
-			b, err := a.readValue("body", "-")
-			if err != nil {
-				return err
-			}
-			data = b
+			data, err = a.readValue("body", "-")
+		}
+		if err != nil {
+			return err
 		}
 
 		// The Client sets Rpc-Encoding to json; send the encoding asked for,
