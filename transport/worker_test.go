@@ -89,59 +89,70 @@ func (d *notifyDispatcher) Fail(ctx context.Context, r *resourcelease.FailReques
 	return resp, err
 }
 
-// TestWorkerOverClientWithMemoryQueue runs two workers over the network
-// against the real queue engine: every item is completed, the flaky ones
-// after one failure whose error reaches the next attempt as lastError.
-func TestWorkerOverClientWithMemoryQueue(t *testing.T) {
+// TestWorkerWithLocalDispatcher runs two workers against the real
+// Dispatcher, over the network and in process: every item is completed, the
+// flaky ones after one failure whose error reaches the next attempt as
+// lastError.
+func TestWorkerWithLocalDispatcher(t *testing.T) {
 	t.Parallel()
-	qd, closeQueue := newQueueDispatcher(resourcelease.QueueConfig{})
-	defer closeQueue()
-	c := newClientServer(t, qd, transport.HandlerOptions{}, transport.ClientOptions{Caller: "test"})
-	// Notified on the workers' side, once they have the answer.
-	nd := &notifyDispatcher{Dispatcher: c, completed: make(chan resourcelease.OwnershipToken, 16), failed: make(chan *resourcelease.FailRequest, 16)}
-	const n = 6
-	for i := range n {
-		it := item
-		it.ResourceID = fmt.Sprintf("order-%d", i)
-		it.RequestID = ""
-		_, err := c.Enqueue(context.Background(), &resourcelease.EnqueueRequest{Payload: &it})
-		require.NoError(t, err)
+	for _, overNetwork := range []bool{true, false} {
+		name := map[bool]string{true: "over client", false: "in process"}[overNetwork]
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			local, closeDispatcher := newLocalDispatcher(resourcelease.QueueConfig{})
+			defer closeDispatcher()
+			var d resourcelease.Dispatcher = local
+			if overNetwork {
+				d = newClientServer(t, local, transport.HandlerOptions{}, transport.ClientOptions{Caller: "test"})
+			}
+			// Notified on the workers' side, once they have the answer.
+			nd := &notifyDispatcher{Dispatcher: d, completed: make(chan resourcelease.OwnershipToken, 16), failed: make(chan *resourcelease.FailRequest, 16)}
+			const n = 6
+			for i := range n {
+				it := item
+				it.ResourceID = fmt.Sprintf("order-%d", i)
+				it.RequestID = ""
+				_, err := d.Enqueue(context.Background(), &resourcelease.EnqueueRequest{Payload: &it})
+				require.NoError(t, err)
+			}
+			var mu sync.Mutex
+			lastErrors := map[string]*resourcelease.ErrorInfo{}
+			handler := func(_ context.Context, l *resourcelease.Lease) error {
+				flaky := strings.HasSuffix(l.Payload.ResourceID, "1") || strings.HasSuffix(l.Payload.ResourceID, "3")
+				if flaky && l.Attempt == 1 {
+					return resourcelease.Errorf(resourcelease.StatusUnavailable, "app.flaky", "flaky %s", l.Payload.ResourceID)
+				}
+				mu.Lock()
+				lastErrors[l.Payload.ResourceID] = l.LastError
+				mu.Unlock()
+				return nil
+			}
+			w1 := newWorker(t, nd, transport.WorkerOptions{PeerID: "w1", Handler: handler, Concurrency: 2, LeaseWait: time.Second})
+			w2 := newWorker(t, nd, transport.WorkerOptions{PeerID: "w2", Handler: handler, LeaseWait: time.Second})
+			stop1, stop2 := startWorker(t, w1), startWorker(t, w2)
+			for range n {
+				<-nd.completed
+			}
+			for range 2 {
+				f := <-nd.failed
+				require.Equal(t, "app.flaky", f.ErrorCode)
+				require.True(t, *f.Requeue)
+			}
+			stop1()
+			stop2()
+			s1, s2 := w1.Stats(), w2.Stats()
+			require.EqualValues(t, n, s1.Completed+s2.Completed)
+			require.EqualValues(t, 2, s1.Failed+s2.Failed)
+			require.EqualValues(t, n+2, s1.Leased+s2.Leased)
+			require.Zero(t, s1.Lost+s2.Lost)
+			stats, err := d.Stats(context.Background(), nil)
+			require.NoError(t, err)
+			require.Equal(t, resourcelease.Stats{}, *stats, "nothing pending or leased")
+			require.Nil(t, lastErrors["order-0"])
+			require.Equal(t, &resourcelease.ErrorInfo{Message: "app.flaky: flaky order-1", Code: "app.flaky"}, lastErrors["order-1"])
+			require.Equal(t, &resourcelease.ErrorInfo{Message: "app.flaky: flaky order-3", Code: "app.flaky"}, lastErrors["order-3"])
+		})
 	}
-	var mu sync.Mutex
-	lastErrors := map[string]*resourcelease.ErrorInfo{}
-	handler := func(_ context.Context, l *resourcelease.Lease) error {
-		if l.Attempt == 1 && strings.HasSuffix(l.Payload.ResourceID, "1") || strings.HasSuffix(l.Payload.ResourceID, "3") && l.Attempt == 1 {
-			return resourcelease.Errorf(resourcelease.StatusUnavailable, "app.flaky", "flaky %s", l.Payload.ResourceID)
-		}
-		mu.Lock()
-		lastErrors[l.Payload.ResourceID] = l.LastError
-		mu.Unlock()
-		return nil
-	}
-	w1 := newWorker(t, nd, transport.WorkerOptions{PeerID: "w1", Handler: handler, Concurrency: 2, LeaseWait: time.Second})
-	w2 := newWorker(t, nd, transport.WorkerOptions{PeerID: "w2", Handler: handler, LeaseWait: time.Second})
-	stop1, stop2 := startWorker(t, w1), startWorker(t, w2)
-	for range n {
-		<-nd.completed
-	}
-	for range 2 {
-		f := <-nd.failed
-		require.Equal(t, "app.flaky", f.ErrorCode)
-		require.True(t, *f.Requeue)
-	}
-	stop1()
-	stop2()
-	s1, s2 := w1.Stats(), w2.Stats()
-	require.EqualValues(t, n, s1.Completed+s2.Completed)
-	require.EqualValues(t, 2, s1.Failed+s2.Failed)
-	require.EqualValues(t, n+2, s1.Leased+s2.Leased)
-	require.Zero(t, s1.Lost+s2.Lost)
-	stats, err := c.Stats(context.Background(), nil)
-	require.NoError(t, err)
-	require.Equal(t, resourcelease.Stats{}, *stats, "nothing pending or leased")
-	require.Nil(t, lastErrors["order-0"])
-	require.Equal(t, &resourcelease.ErrorInfo{Message: "app.flaky: flaky order-1", Code: "app.flaky"}, lastErrors["order-1"])
-	require.Equal(t, &resourcelease.ErrorInfo{Message: "app.flaky: flaky order-3", Code: "app.flaky"}, lastErrors["order-3"])
 }
 
 // TestWorkerHeartbeats checks the heartbeat cadence on a manual clock: the

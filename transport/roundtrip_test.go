@@ -1,0 +1,159 @@
+package transport_test
+
+import (
+	"context"
+	"runtime"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/leasemesh/leasemesh/resourcelease"
+	"github.com/leasemesh/leasemesh/transport"
+)
+
+// TestRoundTripLocalDispatcher drives the whole lifecycle of DESIGN §3
+// through Client → handler → the real resourcelease.LocalDispatcher: every
+// procedure, fencing with unknown_token across the wire, dead letters,
+// drain/restore and a long-poll woken by an enqueue.
+func TestRoundTripLocalDispatcher(t *testing.T) {
+	t.Parallel()
+	local, closeDispatcher := newLocalDispatcher(resourcelease.QueueConfig{})
+	defer closeDispatcher()
+	c := newClientServer(t, local, transport.HandlerOptions{Service: "mesh", Namespace: "resourcelease.mesh"},
+		transport.ClientOptions{Service: "mesh", Namespace: "resourcelease.mesh", Caller: "worker-a"})
+	ctx := context.Background()
+	enqueue := func(id, requestID string) *resourcelease.EnqueueResponse {
+		t.Helper()
+		it := item
+		it.ResourceID, it.RequestID = id, requestID
+		resp, err := c.Enqueue(ctx, &resourcelease.EnqueueRequest{Payload: &it})
+		require.NoError(t, err)
+		return resp
+	}
+
+	// Enqueue, with requestId dedupe.
+	first := enqueue("order-1", "req-1")
+	require.False(t, first.Duplicate)
+	again := enqueue("order-1", "req-1")
+	require.True(t, again.Duplicate)
+	require.Equal(t, first.SequenceID, again.SequenceID)
+	enqueue("order-2", "")
+	stats, err := c.Stats(ctx, nil)
+	require.NoError(t, err)
+	require.Equal(t, resourcelease.Stats{PendingCount: 2}, *stats)
+
+	// Lease: the peer is the caller; a first delivery has no lastError.
+	l1, err := c.Lease(ctx, &resourcelease.LeaseRequest{})
+	require.NoError(t, err)
+	require.Equal(t, "order-1", l1.Payload.ResourceID)
+	require.Equal(t, item.Body, l1.Payload.Body)
+	require.Equal(t, 1, l1.Attempt)
+	require.Nil(t, l1.LastError)
+	require.Equal(t, "worker-a", l1.OwnerPeerID)
+	require.Equal(t, resourcelease.DefaultHeartbeatInterval.Milliseconds(), l1.HeartbeatIntervalMs)
+
+	hb, err := c.Heartbeat(ctx, &resourcelease.HeartbeatRequest{OwnershipToken: &l1.OwnershipToken})
+	require.NoError(t, err)
+	require.True(t, hb.Success)
+	require.False(t, hb.LeaseExpiresAt.Before(l1.LeaseExpiresAt))
+
+	// Fail with requeue: the next lease is attempt 2 and carries the error.
+	_, err = c.Fail(ctx, &resourcelease.FailRequest{OwnershipToken: &l1.OwnershipToken, Reason: "db timeout", ErrorCode: "app.db"})
+	require.NoError(t, err)
+	_, err = c.Heartbeat(ctx, &resourcelease.HeartbeatRequest{OwnershipToken: &l1.OwnershipToken})
+	require.ErrorIs(t, err, resourcelease.ErrUnknownToken, "fenced after fail")
+	l1b, err := c.Lease(ctx, &resourcelease.LeaseRequest{PeerID: "worker-b"})
+	require.NoError(t, err)
+	require.Equal(t, "order-1", l1b.Payload.ResourceID, "the oldest ready item, by sequence id")
+	l2, err := c.Lease(ctx, &resourcelease.LeaseRequest{PeerID: "worker-b"})
+	require.NoError(t, err)
+	require.Equal(t, "order-2", l2.Payload.ResourceID)
+	require.Equal(t, 2, l1b.Attempt)
+	require.Equal(t, &resourcelease.ErrorInfo{Message: "db timeout", Code: "app.db"}, l1b.LastError)
+	require.Equal(t, "worker-b", l1b.OwnerPeerID)
+
+	// Complete; the token is dead afterwards.
+	_, err = c.Complete(ctx, &resourcelease.CompleteRequest{OwnershipToken: &l1b.OwnershipToken})
+	require.NoError(t, err)
+	_, err = c.Complete(ctx, &resourcelease.CompleteRequest{OwnershipToken: &l1b.OwnershipToken})
+	require.ErrorIs(t, err, resourcelease.ErrUnknownToken)
+	require.Equal(t, resourcelease.StatusNotFound, resourcelease.StatusOf(err))
+
+	// Fail without requeue: dead letter, redrive, dead letter again, purge.
+	_, err = c.Fail(ctx, &resourcelease.FailRequest{OwnershipToken: &l2.OwnershipToken, Reason: "poison", Requeue: ptr(false)})
+	require.NoError(t, err)
+	dl, err := c.DeadLetters(ctx, &resourcelease.DeadLettersRequest{})
+	require.NoError(t, err)
+	require.Len(t, dl.Items, 1)
+	require.Equal(t, "order-2", dl.Items[0].Payload.ResourceID)
+	require.Contains(t, dl.Items[0].Reason, "poison")
+	redriven, err := c.Redrive(ctx, &resourcelease.RedriveRequest{})
+	require.NoError(t, err)
+	require.Equal(t, 1, redriven.RedrivenCount)
+	l2b, err := c.Lease(ctx, nil)
+	require.NoError(t, err)
+	require.Equal(t, 1, l2b.Attempt, "redrive resets the attempt")
+	_, err = c.Fail(ctx, &resourcelease.FailRequest{OwnershipToken: &l2b.OwnershipToken, Reason: "poison", Requeue: ptr(false)})
+	require.NoError(t, err)
+	purged, err := c.Purge(ctx, &resourcelease.PurgeRequest{SequenceIDs: []int64{l2b.SequenceID}})
+	require.NoError(t, err)
+	require.Equal(t, 1, purged.PurgedCount)
+	dl, err = c.DeadLetters(ctx, nil)
+	require.NoError(t, err)
+	require.Empty(t, dl.Items)
+
+	// Nothing left: an immediate lease is null.
+	none, err := c.Lease(ctx, nil)
+	require.NoError(t, err)
+	require.Nil(t, none)
+
+	// Drain and restore keep sequence ids; restoring twice is already-exists.
+	enqueue("order-3", "")
+	enqueue("order-4", "")
+	drained, err := c.Drain(ctx, nil)
+	require.NoError(t, err)
+	require.Len(t, drained.Items, 2)
+	stats, err = c.Stats(ctx, nil)
+	require.NoError(t, err)
+	require.Zero(t, stats.PendingCount)
+	restored, err := c.Restore(ctx, &resourcelease.RestoreRequest{Items: drained.Items})
+	require.NoError(t, err)
+	require.Equal(t, 2, restored.RestoredCount)
+	_, err = c.Restore(ctx, &resourcelease.RestoreRequest{Items: drained.Items})
+	require.ErrorIs(t, err, resourcelease.ErrDuplicateSequence)
+	l3, err := c.Lease(ctx, nil)
+	require.NoError(t, err)
+	require.Equal(t, drained.Items[0].SequenceID, l3.SequenceID)
+	_, err = c.Complete(ctx, &resourcelease.CompleteRequest{OwnershipToken: &l3.OwnershipToken})
+	require.NoError(t, err)
+	_, err = c.Drain(ctx, nil)
+	require.NoError(t, err)
+
+	// Validation errors come back with their codes.
+	_, err = c.Enqueue(ctx, &resourcelease.EnqueueRequest{Payload: &resourcelease.Item{ResourceID: "x", PartitionKey: "p", PayloadEncoding: "e"}})
+	require.ErrorIs(t, err, resourcelease.ErrInvalidArgument)
+	require.Equal(t, resourcelease.CodeResourceTypeRequired, resourcelease.CodeOf(err))
+
+	// A long-poll is woken by an enqueue.
+	got := make(chan *resourcelease.Lease, 1)
+	go func() {
+		l, err := c.Lease(ctx, &resourcelease.LeaseRequest{WaitMs: 30000})
+		if err != nil {
+			got <- nil
+			return
+		}
+		got <- l
+	}()
+	deadline := time.Now().Add(10 * time.Second)
+	for local.Queue().Waiters() == 0 { // the long-poll is registered
+		require.True(t, time.Now().Before(deadline), "the long-poll never arrived")
+		runtime.Gosched()
+	}
+	enqueue("order-5", "")
+	woken := <-got
+	require.NotNil(t, woken)
+	require.Equal(t, "order-5", woken.Payload.ResourceID)
+	_, err = c.Complete(ctx, &resourcelease.CompleteRequest{OwnershipToken: &woken.OwnershipToken})
+	require.NoError(t, err)
+}
