@@ -1,0 +1,88 @@
+// Package transport carries leasemesh over HTTP: the yarpc-style HTTP/JSON
+// RPC handler that serves a resourcelease.Dispatcher, the Go Client that
+// speaks to it (and is itself a Dispatcher), the Worker that runs the
+// lease → heartbeat → complete/fail loop over either, and the control-plane
+// handler and client (NewControlHandler, ControlClient). It imports no other
+// leasemesh package than resourcelease, and builds without cgo.
+//
+// # Serving: mount the handler in your mux
+//
+// NewHandler returns a plain http.Handler. It answers whatever path it is
+// mounted at, so it lives beside your own routes:
+//
+//	d, _ := resourcelease.NewDispatcher(resourcelease.DispatcherConfig{})
+//	h, err := transport.NewHandler(d, transport.HandlerOptions{
+//		Service:    "mesh",
+//		Namespace:  "resourcelease.mesh",        // procedures "resourcelease.mesh::<verb>"
+//		Authorize:  transport.BearerToken(token), // optional
+//		Registerer: registry,                     // optional: rpc_requests_total, rpc_request_duration_seconds
+//	})
+//	mux.Handle("/yarpc/v1", h)
+//
+// A request is a POST whose Rpc-Procedure header names "<namespace>::<verb>"
+// (enqueue, lease, heartbeat, complete, fail, drain, restore, stats,
+// deadletters, redrive, purge) and whose body is that verb's JSON request (see
+// the types in resourcelease/dispatcher.go; an empty body is {}, unknown
+// fields are ignored). Rpc-Service, when present, must name the handler's
+// service; Rpc-Encoding, when present, must be json or application/json;
+// Rpc-Ttl-Ms, Context-TTL-MS or Rpc-Deadline set the deadline of the
+// Dispatcher's context, capped by MaxTTL (a lease long-poll is further capped
+// by MaxWait, and ends as soon as the client goes away); Rpc-Caller and
+// x-peer-id reach the Dispatcher through resourcelease.CallInfo.
+//
+// A success is HTTP 200 with the JSON response and no Rpc-Status header (a
+// lease with nothing available is the body null). An error carries the HTTP
+// status of its resourcelease.Status, the headers Rpc-Status, Rpc-Error-Code
+// and Rpc-Error-Message, and the body {"message","status","code","metadata"}.
+// Only *resourcelease.Error values reach the wire as they are: any other
+// error, and any panic in the Dispatcher, is logged and sent as internal with
+// a generic message. A method other than POST is answered 405.
+//
+// Middleware (HandlerOptions.Middleware) wraps the protocol after the method
+// and Authorize checks; OnlyProcedures restricts one to some procedures (the
+// backpressure rate limiter throttles enqueue only), and WriteError lets it
+// refuse in the protocol's format.
+//
+// # Calling: the Client
+//
+// NewClient returns a Client for a handler's URL. It implements
+// resourcelease.Dispatcher, so code written against a Dispatcher runs over the
+// network unchanged:
+//
+//	c, err := transport.NewClient("http://127.0.0.1:7420/yarpc/v1", transport.ClientOptions{
+//		Namespace: "resourcelease.mesh", Caller: "worker-1",
+//	})
+//	defer c.Close()
+//	l, err := c.Lease(ctx, &resourcelease.LeaseRequest{WaitMs: 10000})
+//
+// The context's deadline travels as Rpc-Ttl-Ms (a call without one gets
+// ClientOptions.Timeout; a long-poll gets at least its wait plus
+// LongPollMargin). Errors come back as *resourcelease.Error with their status,
+// code, message and metadata, so errors.Is(err, resourcelease.ErrUnknownToken)
+// holds across the wire; a server that cannot be reached is status
+// unavailable with code CodeTransportUnavailable. Call sends a raw request
+// with a full procedure name, as `leasectl request` does.
+//
+// # Working: the Worker
+//
+// NewWorker runs Handler on leases from any Dispatcher, a Client or one in
+// the same process:
+//
+//	w, err := transport.NewWorker(c, transport.WorkerOptions{
+//		PeerID:      "worker-1",
+//		Concurrency: 4,
+//		Handler: func(ctx context.Context, l *resourcelease.Lease) error {
+//			return process(ctx, l.Payload)
+//		},
+//	})
+//	err = w.Run(ctx) // until ctx ends
+//
+// Each lease is heartbeated at its advertised interval while Handler runs; a
+// heartbeat answered unknown_token cancels Handler's context (cause
+// ErrLeaseLost). Handler's nil completes the lease; an error fails it with
+// requeue, the error as reason and, for a *resourcelease.Error, its code
+// (Permanent dead-letters instead). A dispatcher that is down is retried with
+// exponential backoff and jitter. When ctx ends, Run stops leasing, cancels
+// the handlers, fails their leases with requeue (reason ShutdownReason) and
+// returns. Stats reports what it did.
+package transport
