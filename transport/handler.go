@@ -317,7 +317,7 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	rec := &statusRecorder{ResponseWriter: w}
 	defer func() {
 		p := recover()
-		if p != nil && p != http.ErrAbortHandler { //nolint:errorlint // sentinel panic value, compared as net/http does
+		if p != nil && p != http.ErrAbortHandler { // ErrAbortHandler is net/http's own way to abort: let it through
 			h.logger.Error("transport: panic serving request", "procedure", label, "panic", fmt.Sprint(p), "stack", string(debug.Stack()))
 			if rec.status == 0 {
 				writeWireError(rec, internalError())
@@ -327,7 +327,7 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			h.metrics.requests.WithLabelValues(label, rec.statusLabel()).Inc()
 			h.metrics.duration.WithLabelValues(label).Observe(time.Since(start).Seconds())
 		}
-		if p == http.ErrAbortHandler { //nolint:errorlint // see above
+		if p == http.ErrAbortHandler {
 			panic(p)
 		}
 	}()
@@ -417,6 +417,12 @@ func (h *handler) serveRPC(w http.ResponseWriter, r *http.Request) {
 	}
 	body, err := h.readBody(w, r)
 	if err != nil {
+		if resourcelease.CodeOf(err) == CodeBodyTooLarge {
+			// Do not read the rest of an oversized body to keep the
+			// connection: close it. (MaxBytesReader cannot tell the server
+			// itself through the writers that wrap its own.)
+			w.Header().Set("Connection", "close")
+		}
 		h.writeError(w, c.route.procedure, err)
 		return
 	}
@@ -493,6 +499,7 @@ type statusRecorder struct {
 	rpcStatus string
 }
 
+// WriteHeader records the first final status and its Rpc-Status header.
 func (s *statusRecorder) WriteHeader(code int) {
 	if s.status == 0 && code >= 200 {
 		s.status = code
@@ -501,6 +508,7 @@ func (s *statusRecorder) WriteHeader(code int) {
 	s.ResponseWriter.WriteHeader(code)
 }
 
+// Write writes b, recording an implicit 200.
 func (s *statusRecorder) Write(b []byte) (int, error) {
 	if s.status == 0 {
 		s.WriteHeader(http.StatusOK)

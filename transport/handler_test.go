@@ -327,6 +327,9 @@ func TestHandlerRequestRules(t *testing.T) {
 			if tt.wantHTTP == http.StatusMethodNotAllowed {
 				require.Equal(t, http.MethodPost, rec.Header().Get("Allow"))
 			}
+			if tt.wantCode == transport.CodeBodyTooLarge {
+				require.Equal(t, "close", rec.Header().Get("Connection"), "an oversized body is not drained")
+			}
 		})
 	}
 }

@@ -188,7 +188,9 @@ func (w *Worker) Stats() WorkerStats {
 }
 
 // Run works leases until ctx ends, then settles the in-flight ones and
-// returns nil. It returns an error at once if the Worker is already running.
+// returns nil. It waits for every Handler to return, so handlers must honour
+// their context. It returns an error at once if the Worker is already
+// running; once it has returned it may be called again.
 func (w *Worker) Run(ctx context.Context) error {
 	if !w.running.CompareAndSwap(false, true) {
 		return errors.New("transport: Worker.Run: already running")
@@ -461,5 +463,8 @@ func Permanent(err error) error {
 
 type permanentError struct{ err error }
 
+// Error returns the text of the wrapped error: it is the fail reason.
 func (e *permanentError) Error() string { return e.err.Error() }
+
+// Unwrap returns the wrapped error, so its *resourcelease.Error code is kept.
 func (e *permanentError) Unwrap() error { return e.err }
