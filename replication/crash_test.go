@@ -57,7 +57,7 @@ func openCrashQueue(ctx context.Context, path string, clock resourcelease.Clock)
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	r, err := replication.NewSQLiteReplicator(ctx, db, replication.SQLiteOptions{Path: path, Retention: -1, Clock: clock})
+	r, err := replication.NewSQLiteReplicator(ctx, db, replication.SQLiteOptions{Path: path, Retention: -1, Clock: clock, Logger: quiet})
 	if err != nil {
 		db.Close()
 		return nil, nil, nil, err

@@ -3,6 +3,7 @@ package replication_test
 import (
 	"context"
 	"database/sql"
+	"log/slog"
 	"path/filepath"
 	"testing"
 
@@ -30,8 +31,14 @@ func openDB(t testing.TB, path string, opts sqlitedb.Options) *sql.DB {
 	return db
 }
 
+// quiet is a logger for tests whose failures are expected.
+var quiet = slog.New(slog.DiscardHandler)
+
 func newSQLite(t testing.TB, db *sql.DB, opts replication.SQLiteOptions) *replication.SQLiteReplicator {
 	t.Helper()
+	if opts.Logger == nil {
+		opts.Logger = quiet
+	}
 	r, err := replication.NewSQLiteReplicator(context.Background(), db, opts)
 	if err != nil {
 		t.Fatal(err)
@@ -42,6 +49,9 @@ func newSQLite(t testing.TB, db *sql.DB, opts replication.SQLiteOptions) *replic
 
 func newMemory(t testing.TB, opts replication.MemoryOptions) *replication.MemoryReplicator {
 	t.Helper()
+	if opts.Logger == nil {
+		opts.Logger = quiet
+	}
 	r, err := replication.NewMemoryReplicator(opts)
 	if err != nil {
 		t.Fatal(err)
@@ -50,4 +60,10 @@ func newMemory(t testing.TB, opts replication.MemoryOptions) *replication.Memory
 	return r
 }
 
-var _ = resourcelease.ErrClosed
+// wait waits for an Ack; a nil Ack is already done.
+func wait(a resourcelease.Ack) error {
+	if a == nil {
+		return nil
+	}
+	return a.Wait()
+}
