@@ -14,6 +14,7 @@ import (
 	"github.com/leasemesh/leasemesh/replication"
 	"github.com/leasemesh/leasemesh/resourcelease"
 	"github.com/leasemesh/leasemesh/sqlitedb"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 const benchWorkers = 8
@@ -87,9 +88,7 @@ func BenchmarkGroupCommit(b *testing.B) {
 					}
 				}
 			})
-			var batches float64
-			b.ReportMetric(float64(r.LastSequence())/float64(max(b.N, 1)), "events/cycle")
-			_ = batches
+			b.ReportMetric(averageBatch(b, r), "changes/commit")
 		})
 	}
 }
@@ -209,4 +208,22 @@ func BenchmarkRestart1M(b *testing.B) {
 		db.Close()
 		b.StartTimer()
 	}
+}
+
+// averageBatch reads the replicator's commit batch size histogram.
+func averageBatch(b *testing.B, r prometheus.Collector) float64 {
+	b.Helper()
+	reg := prometheus.NewPedanticRegistry()
+	reg.MustRegister(r)
+	mfs, err := reg.Gather()
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == "replication_commit_batch_size" {
+			h := mf.GetMetric()[0].GetHistogram()
+			return h.GetSampleSum() / max(float64(h.GetSampleCount()), 1)
+		}
+	}
+	return 0
 }

@@ -100,3 +100,41 @@ func TestMetrics(t *testing.T) {
 		t.Fatalf("replication_sink_lag_seconds{sink=flaky} = %v, want 4 observations", m)
 	}
 }
+
+// TestMaxBatch: a batch never holds more than MaxBatch changes; the rest
+// commit in the next transactions, in order.
+func TestMaxBatch(t *testing.T) {
+	reg := prometheus.NewPedanticRegistry()
+	r := newSQLite(t, openDB(t, "", sqlitedb.Options{}), replication.SQLiteOptions{MaxBatch: 2})
+	reg.MustRegister(r)
+	blocked, release := make(chan struct{}), make(chan struct{})
+	first := true
+	if err := r.AddSink("gate", sinkFunc(func(context.Context, resourcelease.Event) error {
+		if first {
+			first = false
+			close(blocked)
+			<-release
+		}
+		return nil
+	}), resourcelease.SinkOptions{Synchronous: true}); err != nil {
+		t.Fatal(err)
+	}
+	acks := []resourcelease.Ack{r.Record(replicatortest.Change(resourcelease.ChangeEnqueued, 1, 0))}
+	<-blocked
+	for i := 2; i <= 6; i++ { // 5 changes: batches of 2, 2, 1
+		acks = append(acks, r.Record(replicatortest.Change(resourcelease.ChangeEnqueued, int64(i), i)))
+	}
+	close(release)
+	for _, a := range acks {
+		if err := wait(a); err != nil {
+			t.Fatal(err)
+		}
+	}
+	m := gather(t, reg).find("replication_commit_batch_size", nil)
+	if h := m.GetHistogram(); h.GetSampleCount() != 4 || h.GetSampleSum() != 6 {
+		t.Fatalf("%d commits of %v changes, want 4 commits (1, 2, 2, 1)", h.GetSampleCount(), h.GetSampleSum())
+	}
+	if r.LastSequence() != 6 {
+		t.Fatalf("LastSequence = %d", r.LastSequence())
+	}
+}

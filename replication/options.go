@@ -13,8 +13,9 @@ const (
 	// DefaultMemoryRetention is how many events a MemoryReplicator keeps for
 	// ReadEvents.
 	DefaultMemoryRetention = 10_000
-	// DefaultSQLiteRetention is how many events a SQLiteReplicator keeps on disk.
-	DefaultSQLiteRetention = 1_000_000
+	// DefaultSQLiteRetention is how many events a SQLiteReplicator keeps on
+	// disk (about 15 MB of typical events).
+	DefaultSQLiteRetention = 100_000
 	// DefaultCacheSize is how many of the newest events a SQLiteReplicator
 	// also keeps in memory, so sinks and tails that keep up never query the
 	// database.
@@ -68,7 +69,7 @@ type SQLiteOptions struct {
 	DedupeWindow time.Duration
 	// Retention is how many of the newest events are kept on disk; older ones
 	// are deleted (never queue state), except those a registered sink has not
-	// applied yet. Defaults to 1,000,000; -1 keeps every event.
+	// applied yet. Defaults to 100,000; -1 keeps every event.
 	Retention int
 	// CacheSize is how many of the newest events are also kept in memory for
 	// sinks and ReadEvents. Defaults to 4096.
