@@ -1,0 +1,163 @@
+package main_test
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/leasemesh/leasemesh/examples/meshdemo/internal/cdptest"
+)
+
+// pageState is what the browser test reads from the live page.
+type pageState struct {
+	Marker   int      `json:"marker"`
+	Navs     int      `json:"navs"`
+	Updates  int      `json:"updates"`
+	Pending  string   `json:"pending"`
+	Active   string   `json:"active"`
+	Peers    []string `json:"peers"`
+	MaxSeq   int64    `json:"maxSeq"`
+	Rows     int      `json:"rows"`
+	Points   int      `json:"points"`
+	BPBadge  string   `json:"bpBadge"`
+	BPRows   int      `json:"bpRows"`
+	Live     string   `json:"live"`
+	Overflow bool     `json:"overflow"`
+}
+
+const readPage = `(() => {
+  const q = (s) => [...document.querySelectorAll(s)];
+  return {
+    marker: window.__e2eMarker || 0,
+    navs: performance.getEntriesByType("navigation").length,
+    updates: +(document.body.dataset.updates || 0),
+    pending: document.getElementById("pending").textContent,
+    active: document.getElementById("active").textContent,
+    peers: q("#peers-body tr[data-peer]").map(r => r.dataset.peer),
+    maxSeq: Math.max(0, ...q("#events-body tr[data-seq]").map(r => +r.dataset.seq)),
+    rows: q("#events-body tr[data-seq]").length,
+    points: +(document.getElementById("chart").dataset.points || 0),
+    bpBadge: document.getElementById("bp-badge").textContent,
+    bpRows: q("#bp-body tr").filter(r => !r.querySelector(".muted")).length,
+    live: document.getElementById("live").textContent,
+    overflow: document.documentElement.scrollWidth > window.innerWidth,
+  };
+})()`
+
+// TestBrowserShowsLiveDiagnostics loads the diagnostics page of a running
+// demo (every role in one process) in headless Chromium and checks, without
+// reloading, that the peers, the queue depth, the chart and new replication
+// events appear and change, and that a backpressure transition shows up.
+// It keeps a screenshot as a test artifact.
+func TestBrowserShowsLiveDiagnostics(t *testing.T) {
+	chromium := needTool(t, "chromium")
+	base := fmt.Sprintf("http://127.0.0.1:%d", freePort(t))
+	// Producing faster than two slow workers consume makes the queue grow
+	// past a low high-watermark, so backpressure turns on and off.
+	demo := startProc(t, "demo", t.TempDir(), "--",
+		fmt.Sprintf("--meshDemo:rpcUrl=http://127.0.0.1:%d", freePort(t)), "--urls="+base,
+		"--meshDemo:seederIntervalSeconds=0.1", "--meshDemo:workerProcessingSeconds=0.7",
+		"--meshDemo:highWatermark=12", "--meshDemo:lowWatermark=4", "--meshDemo:backpressureCooldownSeconds=1",
+		"--meshDemo:heartbeatIntervalSeconds=0.3", "--meshDemo:dataDirectory=data")
+	eventually(t, 30*time.Second, "the diagnostics port", func() bool {
+		if demo.exited() {
+			t.Fatalf("the demo exited: %v", demo.err)
+		}
+		status, _, ok := get(base + "/")
+		return ok && status == 200
+	})
+
+	ctx := ctxFor(t, 90*time.Second)
+	b, err := cdptest.Launch(ctx, chromium, t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		b.Close()
+		if t.Failed() {
+			t.Logf("chromium stderr (last 2 KiB):\n%s", tail(b.Stderr(), 2048))
+		}
+	})
+	page, err := b.Page(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer page.Close()
+	if err := page.Navigate(ctx, base+"/"); err != nil {
+		t.Fatal(err)
+	}
+
+	var st pageState
+	read := func() pageState {
+		t.Helper()
+		var s pageState
+		if err := page.Eval(ctx, readPage, &s); err != nil {
+			t.Fatalf("reading the page: %v", err)
+		}
+		return s
+	}
+	eventually(t, 30*time.Second, "the page to show both workers", func() bool {
+		if err := page.Eval(ctx, readPage, &st); err != nil {
+			return false // the page is still loading
+		}
+		return st.Updates > 0 && slices.Contains(st.Peers, "mesh-worker-a") && slices.Contains(st.Peers, "mesh-worker-b")
+	})
+	// Mark the window: a reload would clear the mark.
+	if err := page.Eval(ctx, "window.__e2eMarker = 1", nil); err != nil {
+		t.Fatal(err)
+	}
+	first := read()
+	if first.Rows == 0 || first.MaxSeq == 0 {
+		t.Fatalf("no replication events on the page: %+v", first)
+	}
+
+	pendingSeen := map[string]bool{first.Pending: true}
+	activeSeen := map[string]bool{first.Active: true}
+	eventually(t, 40*time.Second, "the page to update itself: new events, chart points, changing depth, a backpressure transition", func() bool {
+		st = read()
+		pendingSeen[st.Pending] = true
+		activeSeen[st.Active] = true
+		return st.Updates >= first.Updates+3 && st.MaxSeq > first.MaxSeq && st.Points > first.Points &&
+			len(pendingSeen) >= 3 && st.BPRows > 0
+	})
+	if st.Marker != 1 || st.Navs != 1 {
+		t.Errorf("the page reloaded (marker %d, navigations %d); it must update in place", st.Marker, st.Navs)
+	}
+	if st.Overflow {
+		t.Errorf("the page is wider than a %s viewport", "1360px")
+	}
+	t.Logf("page after %d updates: pending values seen %v, active values %v, events up to #%d, %d chart points, backpressure %q with %d transitions, %q",
+		st.Updates, keys(pendingSeen), keys(activeSeen), st.MaxSeq, st.Points, st.BPBadge, st.BPRows, st.Live)
+
+	update := os.Getenv("UPDATE_MESHDEMO_SCREENSHOT") == "1"
+	if update {
+		time.Sleep(25 * time.Second) // a fuller chart for the README's picture
+	}
+	png, err := page.Screenshot(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	shot := filepath.Join(artifactsDir(t), "diagnostics.png")
+	if err := os.WriteFile(shot, png, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("screenshot: %s (%d bytes)", shot, len(png))
+	// UPDATE_MESHDEMO_SCREENSHOT=1 refreshes the README's copy.
+	if update {
+		if err := os.WriteFile(filepath.Join("docs", "diagnostics.png"), png, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func keys(m map[string]bool) []string {
+	var out []string
+	for k := range m {
+		out = append(out, k)
+	}
+	slices.Sort(out)
+	return out
+}
