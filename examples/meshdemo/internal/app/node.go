@@ -140,15 +140,15 @@ func Start(ctx context.Context, cfg *config.Config, logger *slog.Logger) (n *Nod
 		n.httpLns = append(n.httpLns, ln)
 	}
 
-	if cfg.Public() {
+	// The token guards the dispatcher's destructive calls; it is generated
+	// when a dispatcher process listens beyond loopback without one.
+	if cfg.Has(config.RoleDispatcher) {
 		n.Token = cfg.ControlToken
-		if n.Token == "" {
+		if n.Token == "" && cfg.Public() {
 			b := make([]byte, 16)
 			_, _ = rand.Read(b)
 			n.Token, n.TokenGenerated = hex.EncodeToString(b), true
 		}
-	} else {
-		n.Token = cfg.ControlToken
 	}
 
 	n.clientURL = cfg.RPCClientURL

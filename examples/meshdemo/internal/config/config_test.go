@@ -148,6 +148,11 @@ func TestLayers(t *testing.T) {
 				eq(t, "mode", c.BackpressureMode, config.BackpressureReject)
 				eq(t, "low derived", c.LowWatermark, 2)
 			}},
+		{name: "hostname in peer id", args: []string{"-worker-peer-id=mesh-worker-{hostname}"},
+			check: func(t *testing.T, c *config.Config) {
+				host, _ := os.Hostname()
+				eq(t, "peer", c.WorkerPeerIDs[0], "mesh-worker-"+host)
+			}},
 		{name: "json array on the command line", args: []string{`-roles=["dispatcher","seeder"]`},
 			check: func(t *testing.T, c *config.Config) { eq(t, "roles", c.Roles.String(), "dispatcher,seeder") }},
 		{name: "explicit rpcClientUrl", args: []string{"-rpc-client-url", "http://mesh-dispatcher:7420"},

@@ -7,6 +7,7 @@ import (
 	"math"
 	"net"
 	"net/url"
+	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -39,7 +40,7 @@ var keys = []*keyDef{
 	{name: "dataDirectory", flags: []string{"data-directory", "data-dir"}, def: DefaultDataDir,
 		help: "directory of replication.db and deterministic.db", apply: func(c *Config, v string) error { return nonBlank(&c.DataDirectory, v) }},
 	{name: "workerPeerId", flags: []string{"worker-peer-id"}, def: DefaultWorkerPeerID, list: true,
-		help: "peer id(s) of the worker(s) this process runs (comma list: one worker each)", apply: applyPeerIDs},
+		help: "peer id(s) of the worker(s) this process runs (comma list: one worker each; {hostname} is replaced by the host name)", apply: applyPeerIDs},
 	{name: "seederIntervalSeconds", flags: []string{"seeder-interval-seconds", "seeder-interval"}, def: "1",
 		help: "seconds between two seeded items", apply: seconds(func(c *Config) *time.Duration { return &c.SeederInterval }, false)},
 	{name: "roles", flags: []string{"roles"}, def: "dispatcher,diagnostics,seeder,worker", list: true,
@@ -242,7 +243,15 @@ func applyPeerIDs(c *Config, v string) error {
 		return err
 	}
 	seen := map[string]bool{}
-	for _, p := range parts {
+	for i, p := range parts {
+		if strings.Contains(p, "{hostname}") {
+			host, err := os.Hostname()
+			if err != nil {
+				return fmt.Errorf("cannot expand {hostname}: %w", err)
+			}
+			p = strings.ReplaceAll(p, "{hostname}", host)
+			parts[i] = p
+		}
 		if seen[p] {
 			return fmt.Errorf("peer id %q is listed twice", p)
 		}
