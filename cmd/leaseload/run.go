@@ -1,0 +1,148 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"runtime"
+
+	"github.com/leasemesh/leasemesh/transport"
+)
+
+// Exit statuses.
+const (
+	exitOK    = 0
+	exitError = 1 // an RPC failed, the run was interrupted or could not start
+	exitUsage = 2 // the command line is wrong: one line on stderr says why
+)
+
+// Report modes.
+const (
+	modeSelf   = "self"
+	modeTarget = "target"
+)
+
+// run runs leaseload with args (without the program name) and returns the
+// exit status: main without the process, for tests to call.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	cfg, err := parseConfig(args)
+	if errors.Is(err, flag.ErrHelp) {
+		printUsage(stdout)
+		return exitOK
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "leaseload: %v\n", err)
+		return exitUsage
+	}
+	rep, err := load(ctx, cfg, stderr)
+	if rep != nil {
+		// Even when stopping the servers failed, the load was measured.
+		write := writeText
+		if cfg.json {
+			write = writeJSON
+		}
+		if werr := write(stdout, rep); werr != nil {
+			err = errors.Join(err, fmt.Errorf("writing the report: %w", werr))
+		}
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "leaseload: %v\n", err)
+		return exitError
+	}
+	if !rep.OK {
+		fmt.Fprintf(stderr, "leaseload: %s\n", errSummary(rep))
+		return exitError
+	}
+	return exitOK
+}
+
+// load starts what the mode needs, runs the phases and stops everything
+// again. Its error is one that kept the load from running at all.
+func load(ctx context.Context, cfg *config, stderr io.Writer) (rep *report, err error) {
+	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	rep = &report{
+		Mode: modeTarget, Service: cfg.service, Namespace: cfg.namespace, Concurrency: cfg.concurrency,
+		DurationSec: cfg.duration.Seconds(), CycleLimit: cfg.cycles, WarmupSec: cfg.warmup.Seconds(), WaitMs: cfg.waitMs,
+		GoVersion: runtime.Version(), Platform: runtime.GOOS + "/" + runtime.GOARCH,
+		GOMAXPROCS: runtime.GOMAXPROCS(0), NumCPU: runtime.NumCPU(),
+	}
+	rpcURL := cfg.target
+	if cfg.self() {
+		rep.Mode, rep.Storage, rep.Synchronous = modeSelf, cfg.storage, string(cfg.synchronous)
+		sd, err := startSelfDispatcher(ctx, cfg, logger)
+		if err != nil {
+			return nil, fmt.Errorf("starting the -self dispatcher: %w", err)
+		}
+		defer func() {
+			if cerr := sd.close(); cerr != nil && err == nil {
+				err = fmt.Errorf("stopping the -self dispatcher: %w", cerr)
+			}
+		}()
+		rpcURL = sd.url
+	}
+
+	hc := newHTTPClient(cfg.concurrency)
+	defer hc.CloseIdleConnections()
+	client, err := transport.NewClient(rpcURL, transport.ClientOptions{
+		Service: cfg.service, Namespace: cfg.namespace, Caller: cfg.caller, HTTPClient: hc,
+	})
+	if err != nil {
+		return nil, err
+	}
+	defer client.Close()
+	lm := newLeasemeshWorkload(client, cfg.waitMs)
+
+	if cfg.echo {
+		echo, err := startServer(echoHandler())
+		if err != nil {
+			return nil, fmt.Errorf("starting the echo server: %w", err)
+		}
+		url := echo.url + "/echo"
+		ew := newEchoWorkload(hc, url, lm.body)
+		fmt.Fprintf(stderr, "leaseload: echo ceiling %s: %s\n", url, phasePlan(cfg, 3))
+		rep.Phases = append(rep.Phases, runPhase(ctx, cfg, phaseSpec{
+			name: procEcho, url: url, procs: []string{procEcho}, limit: 3 * cfg.cycles, unit: ew.post,
+		}))
+		// Its idle connections go with it: the leasemesh phase then holds
+		// only its own.
+		hc.CloseIdleConnections()
+		if err := echo.close(); err != nil {
+			return nil, fmt.Errorf("stopping the echo server: %w", err)
+		}
+	}
+	if ctx.Err() == nil {
+		fmt.Fprintf(stderr, "leaseload: leasemesh %s: %s\n", rpcURL, phasePlan(cfg, 1))
+		rep.Phases = append(rep.Phases, runPhase(ctx, cfg, phaseSpec{
+			name: "leasemesh", url: rpcURL, procs: []string{procEnqueue, procLease, procComplete},
+			limit: cfg.cycles, unit: lm.cycle,
+		}))
+	}
+
+	rep.Interrupted = ctx.Err() != nil
+	rep.OK = !rep.Interrupted
+	for _, p := range rep.Phases {
+		if p.Errors > 0 || p.WarmupErrors > 0 {
+			rep.OK = false
+		}
+	}
+	if n := len(rep.Phases); n == 2 && rep.Phases[0].RPCsPerSecond > 0 {
+		rep.LeasemeshToEcho = rep.Phases[1].RPCsPerSecond / rep.Phases[0].RPCsPerSecond
+	}
+	return rep, nil
+}
+
+// phasePlan describes what a phase is about to do, for stderr.
+func phasePlan(cfg *config, perCycle int64) string {
+	s := fmt.Sprintf("%d goroutines, warmup %v, then ", cfg.concurrency, cfg.warmup)
+	if cfg.cycles > 0 {
+		unit := "cycles"
+		if perCycle > 1 {
+			unit = "POSTs"
+		}
+		return s + fmt.Sprintf("%d %s (at most %v)", perCycle*cfg.cycles, unit, cfg.duration)
+	}
+	return s + cfg.duration.String()
+}
