@@ -166,6 +166,18 @@ func TestEngineStateSurvivesRestart(t *testing.T) {
 				t.Fatal(err)
 			}
 		}},
+		{"dead letters keep their order when their times tie", resourcelease.QueueConfig{}, func(t *testing.T, h *engineHarness) {
+			var leases []*resourcelease.Lease
+			for _, id := range []string{"a", "b", "c"} {
+				h.q.Enqueue(ctx, item(id, ""))
+				leases = append(leases, mustLease(t, h.q, "w"))
+			}
+			for i := len(leases) - 1; i >= 0; i-- { // dead-lettered c, b, a at one instant
+				if err := h.q.Fail(ctx, leases[i].OwnershipToken, resourcelease.FailOptions{Reason: "no"}); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}},
 		{"expired then dead after max attempts", resourcelease.QueueConfig{MaxDeliveryAttempts: 2, LeaseDuration: 10 * time.Second}, func(t *testing.T, h *engineHarness) {
 			h.q.Enqueue(ctx, item("a", ""))
 			h.q.Enqueue(ctx, item("b", ""))

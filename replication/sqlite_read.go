@@ -1,10 +1,12 @@
 package replication
 
 import (
+	"cmp"
 	"context"
 	"database/sql"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/google/uuid"
@@ -107,6 +109,7 @@ func (q *sqliteReads) loadItems(ctx context.Context, st *resourcelease.QueueStat
 	st.Pending = make([]resourcelease.PendingItem, 0, pending)
 	st.Leased = make([]resourcelease.LeasedItem, 0, leased)
 	st.DeadLetters = make([]resourcelease.DeadLetter, 0, dead)
+	deadOrder := make([]deadKey, 0, dead)
 	rows, err := q.db.QueryContext(ctx, `SELECT `+itemColumns+` FROM queue_items ORDER BY seq`)
 	if err != nil {
 		return err
@@ -118,6 +121,7 @@ func (q *sqliteReads) loadItems(ctx context.Context, st *resourcelease.QueueStat
 		body, lastLease, leaseID                          []byte
 		attrs, reqID, lastErr, lastCode, peer, deadReason sql.NullString
 		deadCode                                          sql.NullString
+		deadEvent                                         sql.NullInt64
 		readyAt, lastAttempt, leaseAttempt                sql.NullInt64
 		leasedAt, deadAt                                  sql.NullInt64
 	)
@@ -125,7 +129,7 @@ func (q *sqliteReads) loadItems(ctx context.Context, st *resourcelease.QueueStat
 		body, lastLease, leaseID = nil, nil, nil
 		if err := rows.Scan(&seq, &rtype, &rid, &pkey, &penc, &body, &attrs, &reqID, &enqueuedAt,
 			&state, &attempt, &readyAt, &lastErr, &lastCode, &lastAttempt, &lastLease, &leaseAttempt, &leaseID,
-			&peer, &leasedAt, &deadAt, &deadReason, &deadCode); err != nil {
+			&peer, &leasedAt, &deadAt, &deadReason, &deadCode, &deadEvent); err != nil {
 			return err
 		}
 		p := resourcelease.PendingItem{
@@ -167,6 +171,7 @@ func (q *sqliteReads) loadItems(ctx context.Context, st *resourcelease.QueueStat
 				PendingItem: p, Token: t, PeerID: peer.String, LeasedAt: fromNanos(leasedAt.Int64),
 			})
 		case stateDead:
+			deadOrder = append(deadOrder, deadKey{fromNanos(deadAt.Int64), deadEvent.Int64, len(st.DeadLetters)})
 			st.DeadLetters = append(st.DeadLetters, resourcelease.DeadLetter{
 				PendingItem: p, DeadLetteredAt: fromNanos(deadAt.Int64), Reason: deadReason.String,
 			})
@@ -175,7 +180,30 @@ func (q *sqliteReads) loadItems(ctx context.Context, st *resourcelease.QueueStat
 		}
 		st.NextSequenceID = max(st.NextSequenceID, seq+1)
 	}
-	return rows.Err()
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	// Dead letters in the order they were dead-lettered (the engine keeps
+	// that order for ties in DeadLetteredAt).
+	slices.SortStableFunc(deadOrder, func(a, b deadKey) int {
+		if c := a.at.Compare(b.at); c != 0 {
+			return c
+		}
+		return cmp.Compare(a.event, b.event)
+	})
+	sorted := make([]resourcelease.DeadLetter, len(deadOrder))
+	for i, k := range deadOrder {
+		sorted[i] = st.DeadLetters[k.index]
+	}
+	st.DeadLetters = sorted
+	return nil
+}
+
+// deadKey orders loaded dead letters.
+type deadKey struct {
+	at    time.Time
+	event int64
+	index int
 }
 
 func token(seq, attempt int64, lease []byte) (resourcelease.OwnershipToken, error) {

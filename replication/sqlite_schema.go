@@ -27,7 +27,9 @@ const (
 //     number, its type (for SQL) and the event in a compact binary form
 //     (eventcodec.go).
 //   - queue_items: one row per pending, leased or dead-lettered item, keyed by
-//     the item's sequence id. Completed items have no row.
+//     the item's sequence id. Completed items have no row. dead_event is the
+//     sequence number of the DeadLettered event, which orders dead letters
+//     that share a timestamp as the queue listed them.
 //   - queue_dedupe: requestId → sequence id and when it was seen; rows outlive
 //     their item and are trimmed after the dedupe window.
 var schemaStatements = []string{
@@ -59,7 +61,8 @@ var schemaStatements = []string{
 		leased_at          INTEGER,
 		dead_at            INTEGER,
 		dead_reason        TEXT,
-		dead_code          TEXT
+		dead_code          TEXT,
+		dead_event         INTEGER
 	)`,
 	`CREATE TABLE IF NOT EXISTS queue_dedupe (
 		request_id TEXT PRIMARY KEY,
@@ -74,15 +77,15 @@ var schemaStatements = []string{
 const itemColumns = `seq, resource_type, resource_id, partition_key, payload_encoding, body,
 	attributes, request_id, enqueued_at, state, attempt, ready_at, last_error, last_error_code,
 	last_token_attempt, last_token_lease, lease_attempt, lease_id, peer_id, leased_at,
-	dead_at, dead_reason, dead_code`
+	dead_at, dead_reason, dead_code, dead_event`
 
 // itemColumnCount is the number of columns in itemColumns.
-const itemColumnCount = 23
+const itemColumnCount = 24
 
 // mutableColumns are the key and the columns a transition may change.
 var mutableColumns = []string{"seq", "state", "attempt", "ready_at", "last_error", "last_error_code",
 	"last_token_attempt", "last_token_lease", "lease_attempt", "lease_id", "peer_id", "leased_at",
-	"dead_at", "dead_reason", "dead_code"}
+	"dead_at", "dead_reason", "dead_code", "dead_event"}
 
 // migrate creates the schema if needed, in one transaction, and refuses a
 // database whose schema is newer than this build's.

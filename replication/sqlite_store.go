@@ -37,6 +37,7 @@ type rowOp struct {
 	peer  string
 	at    time.Time                // leasedAt (leased) or deadLetteredAt (dead)
 	err   *resourcelease.ErrorInfo // dead-letter reason
+	event int64                    // the change's event (dead letters: their order)
 }
 
 type dedupeRow struct {
@@ -306,7 +307,7 @@ func (s *sqliteStore) collect(entries []*entry) error {
 			if c.Item == nil {
 				return fmt.Errorf("event %d: %v change without an item", e.event.SequenceNumber, c.Kind)
 			}
-			s.set(rowOp{seq: c.Item.SequenceID, state: stateDead, item: c.Item, at: c.At, err: c.Error}, false)
+			s.set(rowOp{seq: c.Item.SequenceID, state: stateDead, item: c.Item, at: c.At, err: c.Error, event: e.event.SequenceNumber}, false)
 		case resourcelease.ChangeDrained:
 			for i := range c.Items {
 				s.set(rowOp{seq: c.Items[i].SequenceID, del: true}, false)
@@ -437,7 +438,7 @@ func (s *sqliteStore) appendMutableArgs(args []any, op *rowOp) []any {
 func (s *sqliteStore) appendMutable(args []any, op *rowOp) []any {
 	it := op.item
 	var readyAt, lastErr, lastCode, lastAttempt, lastLease any
-	var leaseAttempt, leaseID, peer, leasedAt, deadAt, deadReason, deadCode any
+	var leaseAttempt, leaseID, peer, leasedAt, deadAt, deadReason, deadCode, deadEvent any
 	readyAt = nanosOrNil(it.ReadyAt)
 	if it.LastError != nil {
 		lastErr = it.LastError.Message
@@ -457,6 +458,7 @@ func (s *sqliteStore) appendMutable(args []any, op *rowOp) []any {
 		leasedAt = nanos(op.at)
 	case stateDead:
 		deadAt = nanos(op.at)
+		deadEvent = op.event
 		deadReason = ""
 		if op.err != nil {
 			deadReason = op.err.Message
@@ -466,7 +468,7 @@ func (s *sqliteStore) appendMutable(args []any, op *rowOp) []any {
 		}
 	}
 	return append(args, int64(op.state), int64(it.Attempt), readyAt, lastErr, lastCode, lastAttempt,
-		lastLease, leaseAttempt, leaseID, peer, leasedAt, deadAt, deadReason, deadCode)
+		lastLease, leaseAttempt, leaseID, peer, leasedAt, deadAt, deadReason, deadCode, deadEvent)
 }
 
 // trimStep is the most events deleted by one trim, to keep commits short.
