@@ -36,7 +36,11 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	binary = filepath.Join(dir, "meshdemo")
-	build := exec.Command("go", "build", "-o", binary, ".")
+	args := []string{"build", "-o", binary}
+	if raceEnabled {
+		args = append(args, "-race")
+	}
+	build := exec.Command("go", append(args, ".")...)
 	build.Stdout, build.Stderr = os.Stdout, os.Stderr
 	if err := build.Run(); err != nil {
 		fmt.Fprintln(os.Stderr, "building the demo:", err)
@@ -131,6 +135,9 @@ func startProc(t *testing.T, name, dir string, args ...string) *proc {
 	}()
 	t.Cleanup(func() {
 		p.kill()
+		if strings.Contains(p.stderr.String(), "WARNING: DATA RACE") {
+			t.Errorf("%s: the race detector reported a data race", name)
+		}
 		if t.Failed() {
 			t.Logf("--- %s stdout:\n%s\n--- %s stderr (last 4 KiB):\n%s", name, p.stdout.String(), name, tail(p.stderr.String(), 4096))
 		}
