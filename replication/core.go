@@ -2,6 +2,7 @@ package replication
 
 import (
 	"context"
+	"fmt"
 	"math"
 	"runtime"
 	"slices"
@@ -275,15 +276,19 @@ func (r *core) deliverSync(s *sink, b *batch) (int, error) {
 			return 0, err
 		}
 	}
-	for i, e := range b.entries {
-		if e.event.SequenceNumber <= s.applied.Load() {
-			continue // published before the sink was added
-		}
-		if err := r.apply(s, e.event); err != nil {
-			return i, err
-		}
+	skip := 0 // entries published before the sink was added
+	for skip < len(b.entries) && b.entries[skip].event.SequenceNumber <= s.applied.Load() {
+		skip++
 	}
-	return len(b.entries), nil
+	if skip == len(b.entries) {
+		return skip, nil
+	}
+	evs := make([]resourcelease.Event, 0, len(b.entries)-skip)
+	for _, e := range b.entries[skip:] {
+		evs = append(evs, e.event)
+	}
+	n, err := r.deliver(s, evs)
+	return skip + n, err
 }
 
 // catchUp delivers the committed events after the sink's cursor up to upTo,
@@ -298,13 +303,11 @@ func (r *core) catchUp(s *sink, upTo int64) error {
 		if err != nil {
 			return err
 		}
-		for _, ev := range evs {
-			if ev.SequenceNumber > upTo {
-				return nil
-			}
-			if err := r.apply(s, ev); err != nil {
-				return err
-			}
+		for len(evs) > 0 && evs[len(evs)-1].SequenceNumber > upTo {
+			evs = evs[:len(evs)-1]
+		}
+		if _, err := r.deliver(s, evs); err != nil {
+			return err
 		}
 	}
 }
@@ -321,6 +324,39 @@ func (r *core) readFor(s *sink, after int64, limit int) ([]resourcelease.Event, 
 		return nil, sinkError(s.name, after+1, err)
 	}
 	return evs, nil
+}
+
+// deliver gives consecutive events to a sink and moves its cursor past the
+// ones it applied, which it returns. A resourcelease.BatchEventSink gets them
+// in one ApplyEvents call, all or nothing; any other sink one by one, up to
+// the first failure.
+func (r *core) deliver(s *sink, evs []resourcelease.Event) (int, error) {
+	if len(evs) == 0 {
+		return 0, nil
+	}
+	if bs, ok := s.sink.(resourcelease.BatchEventSink); ok {
+		if err := bs.ApplyEvents(r.ctx, evs); err != nil {
+			first, last := evs[0].SequenceNumber, evs[len(evs)-1].SequenceNumber
+			s.noteFailure(r, "apply", first, err)
+			if last > first {
+				err = fmt.Errorf("batch of events %d to %d: %w", first, last, err)
+			}
+			return 0, sinkError(s.name, first, err)
+		}
+		s.applied.Store(evs[len(evs)-1].SequenceNumber)
+		s.noteSuccess(r)
+		now := r.clock.Now()
+		for i := range evs {
+			s.lag.Observe(max(now.Sub(evs[i].Timestamp), 0).Seconds())
+		}
+		return len(evs), nil
+	}
+	for i, ev := range evs {
+		if err := r.apply(s, ev); err != nil {
+			return i, err
+		}
+	}
+	return len(evs), nil
 }
 
 // apply delivers one event to a sink and moves its cursor on success.
@@ -436,11 +472,7 @@ func (r *core) runAsync(s *sink) {
 		}
 		evs, err := r.readFor(s, after, int(min(upTo-after, asyncReadBatch)))
 		if err == nil {
-			for _, ev := range evs {
-				if err = r.apply(s, ev); err != nil {
-					break
-				}
-			}
+			_, err = r.deliver(s, evs)
 		}
 		if err != nil && (stopping || !r.sleep(s.backoff)) {
 			return

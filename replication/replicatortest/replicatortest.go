@@ -2,7 +2,8 @@
 // resourcelease.Replicator must pass: gap-free increasing sequence numbers,
 // events shaped by resourcelease.NewEvent, ReadEvents paging, sink ordering,
 // synchronous-sink failures reported with stage and sequence and then
-// redelivered, once-only application through a replication.CheckpointSink,
+// redelivered, batches for a resourcelease.BatchEventSink (redelivered
+// whole), once-only application through a replication.CheckpointSink,
 // and an idempotent, flushing Close. It is for tests only.
 //
 // It drives the Replicator as a Journal with hand-built Changes (Change), the
@@ -42,6 +43,7 @@ func Run(t *testing.T, newReplicator Factory) {
 		{"ReadEventsSinceAndLimit", testReadEvents},
 		{"SinksReceiveEventsInOrder", testSinkOrder},
 		{"SyncSinkFailureNamesStageAndSequenceThenRedelivers", testSyncSinkFailure},
+		{"BatchSinkGetsWholeBatchesAndRedeliveries", testBatchSink},
 		{"CheckpointSinkAppliesOnceUnderRedelivery", testCheckpointSink},
 		{"AddSinkRejectsBadInput", testAddSinkErrors},
 		{"CloseFlushesAndIsIdempotent", testClose},
@@ -624,5 +626,122 @@ func testClose(t *testing.T, r resourcelease.Replicator) {
 	}
 	if got := r.LastSequence(); got != base+25 {
 		t.Fatalf("LastSequence moved after Close: %d", got)
+	}
+}
+
+// batchSink is a resourcelease.BatchEventSink that records each call.
+type batchSink struct {
+	mu     sync.Mutex
+	calls  [][]int64 // every ApplyEvents call, failed ones included
+	ok     []int64   // events of successful calls, in order
+	single int       // ApplyEvent calls (must stay 0)
+	hook   func(seqs []int64) error
+	notify chan struct{}
+}
+
+func (b *batchSink) ApplyEvent(context.Context, resourcelease.Event) error {
+	b.mu.Lock()
+	b.single++
+	b.mu.Unlock()
+	return errors.New("ApplyEvent called on a batch sink")
+}
+
+func (b *batchSink) ApplyEvents(_ context.Context, evs []resourcelease.Event) error {
+	seqs := make([]int64, len(evs))
+	for i, e := range evs {
+		seqs[i] = e.SequenceNumber
+	}
+	var err error
+	if b.hook != nil {
+		err = b.hook(seqs)
+	}
+	b.mu.Lock()
+	b.calls = append(b.calls, seqs)
+	if err == nil {
+		b.ok = append(b.ok, seqs...)
+	}
+	b.mu.Unlock()
+	if b.notify != nil {
+		select {
+		case b.notify <- struct{}{}:
+		default:
+		}
+	}
+	return err
+}
+
+func (b *batchSink) snapshot() (calls [][]int64, ok []int64, single int) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return append([][]int64(nil), b.calls...), append([]int64(nil), b.ok...), b.single
+}
+
+func testBatchSink(t *testing.T, r resourcelease.Replicator) {
+	base := r.LastSequence()
+	blocked, release := make(chan struct{}), make(chan struct{})
+	failed := false
+	sync := &batchSink{hook: func(seqs []int64) error {
+		switch {
+		case seqs[0] == base+1:
+			close(blocked)
+			<-release // hold the writer: the next Records form one batch
+		case !failed && len(seqs) > 1:
+			failed = true
+			return errors.New("coordinator store is down")
+		}
+		return nil
+	}}
+	async := &batchSink{notify: make(chan struct{}, 1)}
+	if err := r.AddSink("coordinator", sync, resourcelease.SinkOptions{Synchronous: true}); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.AddSink("follower", async, resourcelease.SinkOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	rc := &recorder{r: r}
+	first := rc.record(Change(resourcelease.ChangeEnqueued, 1, 0))
+	<-blocked
+	var acks []resourcelease.Ack // base+2 .. base+4: one batch
+	for i := 2; i <= 4; i++ {
+		acks = append(acks, rc.record(Change(resourcelease.ChangeEnqueued, int64(i), i)))
+	}
+	close(release)
+	mustWait(t, first)
+	for i, a := range acks { // the batch failed as a whole
+		err := wait(t, a)
+		var e *resourcelease.Error
+		if !errors.As(err, &e) || e.Code != resourcelease.CodeReplicationFailed ||
+			!strings.Contains(e.Message, "coordinator") || !strings.Contains(e.Message, strconv.FormatInt(base+2, 10)) {
+			t.Fatalf("Ack of %d = %v; want replication_failed naming the sink and sequence %d", base+2+int64(i), err, base+2)
+		}
+	}
+	mustWait(t, rc.record(Change(resourcelease.ChangeEnqueued, 5, 5)))
+	calls, ok, single := sync.snapshot()
+	want := fmt.Sprint([]int64{base + 1, base + 2, base + 3, base + 4, base + 5})
+	if fmt.Sprint(ok) != want || single != 0 {
+		t.Fatalf("synchronous batch sink applied %v (calls %v, %d single calls), want %s", ok, calls, single, want)
+	}
+	if len(calls) < 4 || fmt.Sprint(calls[1]) != fmt.Sprint(calls[2]) {
+		t.Fatalf("calls %v: the failed batch must be redelivered whole", calls)
+	}
+	// The asynchronous batch sink gets everything, in order, in batches.
+	deadline := time.NewTimer(10 * time.Second)
+	defer deadline.Stop()
+	for {
+		_, got, single := async.snapshot()
+		if single != 0 {
+			t.Fatal("ApplyEvent called on an asynchronous batch sink")
+		}
+		if len(got) == 5 {
+			if fmt.Sprint(got) != want {
+				t.Fatalf("asynchronous batch sink applied %v, want %s", got, want)
+			}
+			break
+		}
+		select {
+		case <-async.notify:
+		case <-deadline.C:
+			t.Fatalf("asynchronous batch sink has %v after 10 s", got)
+		}
 	}
 }
