@@ -76,8 +76,10 @@
 // have a goroutine and a cursor and read the log itself (memory first, then
 // the database), so one that falls behind costs no extra memory; failures are
 // retried with doubling backoff on the injected clock and reported by
-// SinkStatus. Log trimming never removes an event a registered sink has not
-// applied.
+// SinkStatus. A sink that implements resourcelease.BatchEventSink gets a
+// whole commit batch (or catch-up read) in one ApplyEvents call, redelivered
+// whole if it fails. Log trimming never removes an event a registered sink
+// has not applied.
 //
 // [CheckpointSink] makes a sink apply each event once under redelivery;
 // [RecentLog] keeps the newest events for the diagnostics page.

@@ -17,7 +17,9 @@ import (
 // returns what was committed, for the engine to rebuild from after a restart.
 //
 // It takes a *sql.DB that the caller opened (package sqlitedb opens one in
-// WAL mode with _txlock=immediate) and does not close it. Create it with
+// WAL mode with _txlock=immediate) and does not close it. The writer keeps
+// one of the pool's connections for itself, so the pool must allow at least
+// two. Create it with
 // NewSQLiteReplicator; it is safe for concurrent use and is also a
 // prometheus.Collector.
 //
