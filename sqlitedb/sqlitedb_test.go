@@ -25,6 +25,30 @@ func TestOpenCreatesWALDatabase(t *testing.T) {
 	}
 }
 
+// TestOpenKeepsOddPathsApart: '#', '?' and '%' are part of the file name, not
+// URI syntax, so two such paths open two databases.
+func TestOpenKeepsOddPathsApart(t *testing.T) {
+	dir := t.TempDir()
+	names := []string{"a#01.db", "a?x=1.db", "a%23.db", "a"}
+	for i, name := range names {
+		path := filepath.Join(dir, name)
+		db, err := sqlitedb.Open(context.Background(), path, sqlitedb.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := db.Exec("CREATE TABLE t (v INTEGER)"); err != nil {
+			t.Fatalf("%s: %v (is it sharing a file with an earlier path?)", name, err)
+		}
+		if _, err := db.Exec("INSERT INTO t VALUES (?)", i); err != nil {
+			t.Fatal(err)
+		}
+		db.Close()
+		if _, err := os.Stat(path); err != nil {
+			t.Fatalf("%s was not created at its own path: %v", name, err)
+		}
+	}
+}
+
 func TestOpenReportsBadFiles(t *testing.T) {
 	dir := t.TempDir()
 	corrupt := filepath.Join(dir, "corrupt.db")
