@@ -288,3 +288,41 @@ func TestDispatcherCrashLosesNoAcknowledgedItem(t *testing.T) {
 	}
 	t.Logf("checked %d acknowledged items across the crash (seeder %d, test %d); %d events", len(all), len(fromSeeder), len(acked), len(events))
 }
+
+// TestConfigMistakesExitTwo runs the binary with configuration mistakes: each
+// prints one line naming the key and the bad value and exits with code 2.
+func TestConfigMistakesExitTwo(t *testing.T) {
+	cases := []struct {
+		name string
+		args []string
+		want []string
+	}{
+		{"diagnostics without dispatcher", []string{"--", "--meshDemo:roles=diagnostics,seeder"}, []string{"meshDemo:roles", `"diagnostics,seeder"`}},
+		{"unknown role", []string{"-roles", "dispatcher,janitor"}, []string{"meshDemo:roles", `"janitor"`}},
+		{"unparsable value", []string{"--meshDemo:leaseDurationSeconds=soon"}, []string{"meshDemo:leaseDurationSeconds", `"soon"`}},
+		{"unusable address", []string{"--meshDemo:rpcUrl=http://127.0.0.1:99999"}, []string{"meshDemo:rpcUrl", `"http://127.0.0.1:99999"`}},
+		{"unknown key", []string{"--meshDemo:colour=blue"}, []string{"meshDemo:colour", "unknown key"}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			p := startProc(t, "meshdemo", t.TempDir(), tc.args...)
+			select {
+			case <-p.done:
+			case <-time.After(20 * time.Second):
+				t.Fatal("the demo did not exit")
+			}
+			if code := p.cmd.ProcessState.ExitCode(); code != 2 {
+				t.Errorf("exit code %d, want 2", code)
+			}
+			stderr := strings.TrimRight(p.stderr.String(), "\n")
+			if strings.Count(stderr, "\n") != 0 || stderr == "" {
+				t.Errorf("stderr is not one line: %q", stderr)
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(stderr, w) {
+					t.Errorf("stderr %q lacks %q", stderr, w)
+				}
+			}
+		})
+	}
+}

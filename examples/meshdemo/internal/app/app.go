@@ -77,6 +77,7 @@ func (m *Main) Run(ctx context.Context, args []string) error {
 	runErr := n.Wait(ctx, m.Stdout)
 	fmt.Fprintln(m.Stdout, "meshdemo: shutting down")
 	closeErr := n.Close()
+	fmt.Fprintln(m.Stdout, n.FinalStatusLine())
 	if runErr != nil {
 		return runErr
 	}

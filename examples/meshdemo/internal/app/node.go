@@ -309,6 +309,25 @@ func (n *Node) StatusLine(ctx context.Context) string {
 	return b.String()
 }
 
+// FinalStatusLine is the status line printed after Close: what this node's
+// dispatcher, seeder and workers did (the queue itself is gone or remote).
+func (n *Node) FinalStatusLine() string {
+	var b strings.Builder
+	b.WriteString("final:")
+	if n.disp != nil {
+		t := n.disp.totals.Totals()
+		fmt.Fprintf(&b, " events: enqueued=%d completed=%d failed=%d expired=%d dead-lettered=%d", t.Enqueued, t.Completed, t.Failed, t.Expired, t.DeadLettered)
+	}
+	if n.seeder != nil {
+		fmt.Fprintf(&b, " | seeder: enqueued=%d errors=%d", n.seeder.enqueued.Load(), n.seeder.errors.Load())
+	}
+	for _, w := range n.workers {
+		s := w.worker.Stats()
+		fmt.Fprintf(&b, " | %s: completed=%d failed=%d lost=%d", w.peer, s.Completed, s.Failed, s.Lost)
+	}
+	return b.String()
+}
+
 // PrintBanner says where everything is.
 func (n *Node) PrintBanner(out io.Writer) {
 	c := n.cfg

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -308,5 +309,27 @@ func TestHelp(t *testing.T) {
 		if !strings.Contains(out.String(), w) {
 			t.Errorf("usage lacks %q", w)
 		}
+	}
+}
+
+// TestShippedAppSettings checks that examples/meshdemo/appsettings.json
+// loads and spells out exactly the defaults, so running from that directory
+// behaves like running from anywhere else.
+func TestShippedAppSettings(t *testing.T) {
+	b, err := os.ReadFile(filepath.Join("..", "..", config.FileName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	withFile, err := load(t, string(b), nil)
+	if err != nil {
+		t.Fatalf("the shipped %s: %v", config.FileName, err)
+	}
+	defaults, err := load(t, "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	withFile.Sources, defaults.Sources = nil, nil
+	if !reflect.DeepEqual(withFile, defaults) {
+		t.Errorf("the shipped %s differs from the defaults:\n got %+v\nwant %+v", config.FileName, withFile, defaults)
 	}
 }
