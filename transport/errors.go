@@ -80,6 +80,11 @@ func writeWireErrorStatus(w http.ResponseWriter, e *resourcelease.Error, httpSta
 	if e.Message != "" {
 		h.Set(HeaderErrorMessage, headerSafe(e.Message, maxHeaderMessage))
 	}
+	// Every overload refusal (backpressure, queue full, rate limit) tells the
+	// client when to come back; a middleware that knows better sets it first.
+	if e.Status == resourcelease.StatusResourceExhausted && h.Get("Retry-After") == "" {
+		h.Set("Retry-After", "1")
+	}
 	w.WriteHeader(httpStatus)
 	_, _ = w.Write(body)
 }
