@@ -320,11 +320,11 @@ Settings, later layers winning: defaults, %s (section %q), environment
 
 `, FileName, Section, EnvPrefix, Section, Section, Section)
 	for _, k := range keys {
-		def := k.def
-		if def == "" {
-			def = "(derived)"
+		help := k.help
+		if k.def != "" {
+			help += " (default " + k.def + ")"
 		}
 		flags := "-" + strings.Join(k.flags, ", -")
-		fmt.Fprintf(w, "  %-32s %s\n      %s (default %s)\n", fieldName(k), flags, k.help, def)
+		fmt.Fprintf(w, "  %-32s %s\n      %s\n", fieldName(k), flags, help)
 	}
 }
