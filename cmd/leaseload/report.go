@@ -38,18 +38,20 @@ type report struct {
 	OK bool `json:"ok"`
 }
 
-// phaseReport is one phase's results. Counts are of successful RPCs; Errors
-// are the failed ones.
+// phaseReport is one phase's results. Counts are of successful RPCs, except
+// that empty leases are counted apart (EmptyLeases) and not in RPCs; Errors
+// are the failed RPCs.
 type phaseReport struct {
 	Name           string  `json:"name"` // "echo" or "leasemesh"
 	URL            string  `json:"url"`
 	ElapsedSeconds float64 `json:"elapsedSeconds"`
 	// StoppedBy is "duration", "cycles", "max-errors" or "interrupted".
-	StoppedBy       string  `json:"stoppedBy"`
-	RPCs            int64   `json:"rpcs"`
-	RPCsPerSecond   float64 `json:"rpcsPerSecond"`
-	Cycles          int64   `json:"cycles,omitempty"`
-	CyclesPerSecond float64 `json:"cyclesPerSecond,omitempty"`
+	StoppedBy     string  `json:"stoppedBy"`
+	RPCs          int64   `json:"rpcs"`
+	RPCsPerSecond float64 `json:"rpcsPerSecond"`
+	// Cycles and CyclesPerSecond are nil for the echo phase.
+	Cycles          *int64   `json:"cycles,omitempty"`
+	CyclesPerSecond *float64 `json:"cyclesPerSecond,omitempty"`
 	// EmptyLeases are leases that found nothing within waitMs (another
 	// consumer of a -target took the item): successes, left out of the
 	// lease percentiles.
@@ -118,14 +120,18 @@ func summarise(p phaseSpec, r *recorder, elapsed time.Duration, why string, warm
 	}
 	pr.Procedures = append(pr.Procedures, latencyRow(rowAll, all, pr.Errors))
 	pr.RPCs = int64(all.n)
+	secs := elapsed.Seconds()
+	if secs > 0 {
+		pr.RPCsPerSecond = float64(pr.RPCs) / secs
+	}
 	if len(p.procs) > 1 {
 		c := r.cycle.snapshot()
-		pr.Cycles = int64(c.n)
+		n, perSec := int64(c.n), 0.0
+		if secs > 0 {
+			perSec = float64(n) / secs
+		}
+		pr.Cycles, pr.CyclesPerSecond = &n, &perSec
 		pr.Procedures = append(pr.Procedures, latencyRow(rowCycle, c, 0))
-	}
-	if secs := elapsed.Seconds(); secs > 0 {
-		pr.RPCsPerSecond = float64(pr.RPCs) / secs
-		pr.CyclesPerSecond = float64(pr.Cycles) / secs
 	}
 	if len(perStatus) > 0 {
 		pr.ErrorsByStatus = perStatus
@@ -171,8 +177,8 @@ func writeText(w io.Writer, rep *report) error {
 		}
 		fmt.Fprintf(&b, "%s  %s\n", title, p.URL)
 		fmt.Fprintf(&b, "  measured %.2fs, stopped by %s\n", p.ElapsedSeconds, p.StoppedBy)
-		if p.Name != procEcho {
-			fmt.Fprintf(&b, "  cycles  %d  %.1f/s\n", p.Cycles, p.CyclesPerSecond)
+		if p.Cycles != nil {
+			fmt.Fprintf(&b, "  cycles  %d  %.1f/s\n", *p.Cycles, *p.CyclesPerSecond)
 		}
 		fmt.Fprintf(&b, "  RPCs    %d  %.1f/s", p.RPCs, p.RPCsPerSecond)
 		if p.Name != procEcho && rep.LeasemeshToEcho > 0 {

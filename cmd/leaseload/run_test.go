@@ -67,14 +67,15 @@ func checkCleanLeasemesh(t *testing.T, p *phaseReport, cycles int64) {
 	t.Helper()
 	assert.Equal(t, "leasemesh", p.Name)
 	assert.Equal(t, "cycles", p.StoppedBy)
-	assert.Equal(t, cycles, p.Cycles)
+	require.NotNil(t, p.Cycles)
+	assert.Equal(t, cycles, *p.Cycles)
 	assert.Equal(t, 3*cycles, p.RPCs)
 	assert.Zero(t, p.Errors)
 	assert.Zero(t, p.WarmupErrors)
 	assert.Empty(t, p.ErrorsByStatus)
 	assert.Zero(t, p.EmptyLeases)
 	assert.Positive(t, p.RPCsPerSecond)
-	assert.InDelta(t, p.RPCsPerSecond, 3*p.CyclesPerSecond, 1e-6*p.RPCsPerSecond)
+	assert.InDelta(t, p.RPCsPerSecond, 3**p.CyclesPerSecond, 1e-6*p.RPCsPerSecond)
 	r := rows(p)
 	require.Len(t, r, 5)
 	var sum int64
@@ -122,6 +123,7 @@ func TestRunSelf(t *testing.T) {
 
 			echo := rep.Phases[0]
 			assert.Equal(t, procEcho, echo.Name)
+			assert.Nil(t, echo.Cycles)
 			assert.Equal(t, "cycles", echo.StoppedBy)
 			assert.Equal(t, 3*tt.cycles, echo.RPCs, "the echo phase sends as many RPCs as the leasemesh phase")
 			assert.Zero(t, echo.Errors)
@@ -227,7 +229,8 @@ func TestRunFailedRPCs(t *testing.T) {
 			require.Len(t, rep.Phases, 1)
 			p := rep.Phases[0]
 			assert.Equal(t, "max-errors", p.StoppedBy)
-			assert.Zero(t, p.Cycles)
+			require.NotNil(t, p.Cycles)
+			assert.Zero(t, *p.Cycles)
 			// Each worker stops once the count passes 5: at most one more
 			// failure each.
 			assert.GreaterOrEqual(t, p.Errors, int64(6))
