@@ -107,7 +107,10 @@ func displayAddr(configured string, bound net.Addr) string {
 
 // unusable wraps a listen failure as the configuration mistake it is.
 func unusable(field, value string, err error) error {
-	return &config.ConfigValidationError{Field: field, Err: fmt.Errorf("invalid value %q: cannot listen: %w", value, errors.Unwrap(err))}
+	if inner := errors.Unwrap(err); inner != nil {
+		err = inner // "bind: address already in use" rather than the whole *net.OpError
+	}
+	return &config.ConfigValidationError{Field: field, Err: fmt.Errorf("invalid value %q: cannot listen: %w", value, err)}
 }
 
 // Start binds the listeners, opens storage and starts every configured role.

@@ -182,6 +182,7 @@ func sleep(ctx context.Context, d time.Duration) bool {
 // workerRole is one transport.Worker with its own client (its peer id is its
 // Rpc-Caller).
 type workerRole struct {
+	logger *slog.Logger
 	peer   string
 	client *transport.Client
 	worker *transport.Worker
@@ -216,7 +217,7 @@ func newWorkerRole(url, peer string, cfg *config.Config, logger *slog.Logger, m 
 		_ = client.Close()
 		return nil, err
 	}
-	wr := &workerRole{peer: peer, client: client, worker: w}
+	wr := &workerRole{logger: logger, peer: peer, client: client, worker: w}
 	labels := prometheus.Labels{"peer": peer}
 	stat := func(name, help string, f func(transport.WorkerStats) int64) prometheus.Collector {
 		return prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help, ConstLabels: labels},
@@ -240,6 +241,6 @@ func newWorkerRole(url, peer string, cfg *config.Config, logger *slog.Logger, m 
 // run works leases until ctx ends; the Worker then requeues what it holds.
 func (w *workerRole) run(ctx context.Context) {
 	if err := w.worker.Run(ctx); err != nil && !errors.Is(err, context.Canceled) {
-		slog.Default().Error("worker stopped", "peer", w.peer, "err", err)
+		w.logger.Error("worker stopped", "peer", w.peer, "err", err)
 	}
 }

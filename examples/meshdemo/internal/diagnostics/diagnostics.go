@@ -35,6 +35,10 @@ import (
 //go:embed page.html
 var page []byte
 
+// CodeNoEnqueue is the error code of POST /demo/enqueue on a handler built
+// without Sources.Enqueue.
+const CodeNoEnqueue = "meshdemo.diagnostics.enqueue_unavailable"
+
 // Info describes the node, for the page header.
 type Info struct {
 	ServiceName   string    `json:"serviceName"`
@@ -183,7 +187,7 @@ func (b *EnqueueBody) Item() *resourcelease.Item {
 
 func (h *handler) enqueue(w http.ResponseWriter, r *http.Request) {
 	if h.o.Sources.Enqueue == nil {
-		transport.WriteError(w, resourcelease.Errorf(resourcelease.StatusUnimplemented, resourcelease.CodeInvalidArgument, "this node has no RPC client to enqueue with"))
+		transport.WriteError(w, resourcelease.Errorf(resourcelease.StatusUnimplemented, CodeNoEnqueue, "this node has no RPC client to enqueue with"))
 		return
 	}
 	raw, err := io.ReadAll(http.MaxBytesReader(w, r.Body, h.o.MaxBodyBytes))

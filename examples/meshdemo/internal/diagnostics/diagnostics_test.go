@@ -274,6 +274,31 @@ func TestHistoryRing(t *testing.T) {
 	}
 }
 
+func TestEnqueueWithoutClient(t *testing.T) {
+	h, err := diagnostics.NewHandler(diagnostics.Options{Sources: diagnostics.Sources{
+		Stats: func(context.Context) (*resourcelease.Stats, error) { return &resourcelease.Stats{}, nil },
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(h)
+	defer srv.Close()
+	resp, _ := do(t, "POST", srv.URL+"/demo/enqueue", `{"resourceType":"t","resourceId":"r","partitionKey":"p"}`)
+	if resp.StatusCode != http.StatusNotImplemented || resp.Header.Get("Rpc-Error-Code") != diagnostics.CodeNoEnqueue {
+		t.Fatalf("got %d %q, want 501 %q", resp.StatusCode, resp.Header.Get("Rpc-Error-Code"), diagnostics.CodeNoEnqueue)
+	}
+	// Without peers, backpressure or replication sources the endpoints are empty, not broken.
+	if resp, body := do(t, "GET", srv.URL+"/demo/lease-health", ""); resp.StatusCode != 200 || !strings.Contains(body, `"peers": []`) {
+		t.Errorf("lease-health: %d %s", resp.StatusCode, body)
+	}
+	if resp, body := do(t, "GET", srv.URL+"/demo/replication", ""); resp.StatusCode != 200 || strings.TrimSpace(body) != "[]" {
+		t.Errorf("replication: %d %s", resp.StatusCode, body)
+	}
+	if resp, _ := do(t, "GET", srv.URL+"/demo/backpressure", ""); resp.StatusCode != 204 {
+		t.Errorf("backpressure: %d", resp.StatusCode)
+	}
+}
+
 func TestNewHandlerNeedsStats(t *testing.T) {
 	if _, err := diagnostics.NewHandler(diagnostics.Options{}); err == nil {
 		t.Fatal("NewHandler without Stats: got nil error")
