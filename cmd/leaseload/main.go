@@ -26,7 +26,9 @@
 // A phase stops after -duration (at most 5 minutes), after -cycles cycles
 // (the echo phase after three times as many POSTs), after more than
 // -max-errors failed RPCs, or on SIGINT; a cycle in flight is finished, not
-// abandoned. The report gives, per phase, RPCs/s (successful RPCs over the
+// abandoned, so a phase can run past -duration by one cycle (against the full
+// demo, an enqueue held by its backpressure can take seconds) and rates are
+// over the measured wall time the report gives. The report gives, per phase, RPCs/s (successful RPCs over the
 // measured wall time), cycles/s, errors by status with the first message of
 // each, and the mean, p50, p90, p99 and max latency per procedure, for all
 // RPCs and (leasemesh) for the whole cycle. Latencies go into log-linear
