@@ -29,7 +29,9 @@ type MemoryQueue struct {
 	mu      sync.Mutex
 	closed  bool
 	nextSeq int64
-	ids     *rand.ChaCha8 // lease ids: a CSPRNG seeded once, cheap per lease
+	// lastStamp is the newest change time handed out (see stamp).
+	lastStamp int64
+	ids       *rand.ChaCha8 // lease ids: a CSPRNG seeded once, cheap per lease
 
 	fresh   ring[entry]             // ready, in ascending sequence order (new enqueues)
 	redo    minHeap[*entry]         // ready, out of order (requeued, restored, redriven): by sequence id
@@ -320,6 +322,16 @@ func (q *MemoryQueue) statsLocked() Stats {
 	return Stats{PendingCount: q.pendingLen(), ActiveLeaseCount: len(q.leases), DeadLetterCount: len(q.dead)}
 }
 
+// stamp returns the time of a change: the clock reading its caller took
+// before the lock, kept from going backwards in change order. Callers hold q.mu.
+func (q *MemoryQueue) stamp(read int64) int64 {
+	if read < q.lastStamp {
+		read = q.lastStamp
+	}
+	q.lastStamp = read
+	return read
+}
+
 // record hands a change to the journal. Callers hold q.mu. The change is only
 // built when there is a journal, so a queue without one pays nothing.
 func (q *MemoryQueue) record(kind ChangeKind, now int64, fill func(c *Change)) Ack {
@@ -352,12 +364,13 @@ func (q *MemoryQueue) Enqueue(ctx context.Context, item Item) (EnqueueResult, er
 	// Allocated before taking the lock: less time holding it under contention.
 	e := &entry{item: item, attempt: 1, heapIndex: -1}
 	for {
+		read := q.clock.Now().UnixNano() // before the lock: reading the clock can be slow
 		q.mu.Lock()
 		if q.closed {
 			q.mu.Unlock()
 			return EnqueueResult{}, ErrClosed
 		}
-		now := q.clock.Now().UnixNano()
+		now := q.stamp(read)
 		if item.RequestID != "" && q.cfg.DedupeWindow > 0 {
 			q.trimDedupe(now)
 			if r, ok := q.dedupe[item.RequestID]; ok {
@@ -611,13 +624,14 @@ func (q *MemoryQueue) Lease(ctx context.Context, peerID string, wait time.Durati
 	if err := ctxError(ctx); err != nil {
 		return nil, err
 	}
-	l := new(Lease) // before the lock; wasted only when nothing is ready
+	l := new(Lease)                  // before the lock; wasted only when nothing is ready
+	read := q.clock.Now().UnixNano() // before the lock: reading the clock can be slow
 	q.mu.Lock()
 	if q.closed {
 		q.mu.Unlock()
 		return nil, ErrClosed
 	}
-	now := q.clock.Now().UnixNano()
+	now := q.stamp(read)
 	ack := q.maintain(now)
 	// While long-polls wait there are no ready items (handOff gave them out),
 	// so this never jumps the line.
@@ -688,13 +702,14 @@ func (q *MemoryQueue) abandon(w *waiter) (waiterResult, bool) {
 // release puts back a lease whose long-poll went away before it could be
 // delivered; the attempt is not counted.
 func (q *MemoryQueue) release(token OwnershipToken) {
+	read := q.clock.Now().UnixNano() // before the lock: reading the clock can be slow
 	q.mu.Lock()
 	e, ok := q.leases[token.SequenceID]
 	if !ok || e.token != token || q.closed {
 		q.mu.Unlock()
 		return
 	}
-	now := q.clock.Now().UnixNano()
+	now := q.stamp(read)
 	peer, leasedAt := e.peer, e.leasedAt
 	delete(q.leases, e.seq)
 	q.expiry.Remove(e.heapIndex)
@@ -735,12 +750,13 @@ func (q *MemoryQueue) tokenOp(ctx context.Context, token OwnershipToken, f func(
 	if err := ctxError(ctx); err != nil {
 		return err
 	}
+	read := q.clock.Now().UnixNano() // before the lock: reading the clock can be slow
 	q.mu.Lock()
 	if q.closed {
 		q.mu.Unlock()
 		return ErrClosed
 	}
-	now := q.clock.Now().UnixNano()
+	now := q.stamp(read)
 	e, ack, err := q.liveLease(token, now)
 	if err == nil {
 		ack = f(e, now)
@@ -805,12 +821,13 @@ func (q *MemoryQueue) Drain(ctx context.Context) ([]PendingItem, error) {
 	if err := ctxError(ctx); err != nil {
 		return nil, err
 	}
+	read := q.clock.Now().UnixNano() // before the lock: reading the clock can be slow
 	q.mu.Lock()
 	if q.closed {
 		q.mu.Unlock()
 		return nil, ErrClosed
 	}
-	now := q.clock.Now().UnixNano()
+	now := q.stamp(read)
 	ack := q.maintain(now)
 	all := q.fresh.Drop()
 	all = append(all, q.redo.Drop()...)
@@ -861,6 +878,7 @@ func (q *MemoryQueue) Restore(ctx context.Context, items []PendingItem) (int, er
 	if len(items) == 0 {
 		return 0, nil
 	}
+	read := q.clock.Now().UnixNano() // before the lock: reading the clock can be slow
 	q.mu.Lock()
 	if q.closed {
 		q.mu.Unlock()
@@ -870,7 +888,7 @@ func (q *MemoryQueue) Restore(ctx context.Context, items []PendingItem) (int, er
 		q.mu.Unlock()
 		return 0, Errorf(StatusAlreadyExists, CodeDuplicateSequence, "sequenceId %d is already in the queue", seq)
 	}
-	now := q.clock.Now().UnixNano()
+	now := q.stamp(read)
 	restored := make([]PendingItem, len(items))
 	for i := range items {
 		e := newEntryFrom(&items[i])
@@ -984,12 +1002,13 @@ func (q *MemoryQueue) Redrive(ctx context.Context, ids []int64) (int, error) {
 	if err := ctxError(ctx); err != nil {
 		return 0, err
 	}
+	read := q.clock.Now().UnixNano() // before the lock: reading the clock can be slow
 	q.mu.Lock()
 	if q.closed {
 		q.mu.Unlock()
 		return 0, ErrClosed
 	}
-	now := q.clock.Now().UnixNano()
+	now := q.stamp(read)
 	moved := q.takeDead(ids)
 	if len(moved) == 0 {
 		q.mu.Unlock()
@@ -1015,12 +1034,13 @@ func (q *MemoryQueue) Purge(ctx context.Context, ids []int64) (int, error) {
 	if err := ctxError(ctx); err != nil {
 		return 0, err
 	}
+	read := q.clock.Now().UnixNano() // before the lock: reading the clock can be slow
 	q.mu.Lock()
 	if q.closed {
 		q.mu.Unlock()
 		return 0, ErrClosed
 	}
-	now := q.clock.Now().UnixNano()
+	now := q.stamp(read)
 	gone := q.takeDead(ids)
 	if len(gone) == 0 {
 		q.mu.Unlock()
@@ -1042,12 +1062,13 @@ func (q *MemoryQueue) Purge(ctx context.Context, ids []int64) (int, error) {
 // ready items to waiting long-polls. The sweeper calls it every SweepInterval;
 // it is exported for callers that drive time themselves.
 func (q *MemoryQueue) Sweep() {
+	read := q.clock.Now().UnixNano() // before the lock: reading the clock can be slow
 	q.mu.Lock()
 	if q.closed {
 		q.mu.Unlock()
 		return
 	}
-	now := q.clock.Now().UnixNano()
+	now := q.stamp(read)
 	ack := q.maintain(now)
 	q.mu.Unlock()
 	_ = waitAck(ack) // a failed journal refuses every later call; nothing to add here
