@@ -132,13 +132,13 @@ func Start(ctx context.Context, cfg *config.Config, logger *slog.Logger) (n *Nod
 	var lc net.ListenConfig
 	if cfg.Has(config.RoleDispatcher) {
 		if n.rpcLn, err = lc.Listen(ctx, "tcp", cfg.RPC.Addr); err != nil {
-			return n, unusable(config.Section+":rpcUrl", cfg.RPC.URL, err)
+			return n, unusable(config.Section+":rpcUrl", cfg.RPC.Raw, err)
 		}
 	}
 	for _, l := range cfg.URLs {
 		ln, lerr := lc.Listen(ctx, "tcp", l.Addr)
 		if lerr != nil {
-			return n, unusable("urls", l.URL, lerr)
+			return n, unusable("urls", l.Raw, lerr)
 		}
 		n.httpLns = append(n.httpLns, ln)
 	}

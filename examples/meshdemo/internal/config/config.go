@@ -101,8 +101,11 @@ const (
 
 // Listen is one HTTP listener: the URL as configured and the address to bind.
 type Listen struct {
-	// URL is the configured URL, e.g. http://localhost:5158.
+	// URL is the configured URL, e.g. http://localhost:5158 (for rpcUrl, with
+	// the default path filled in).
 	URL string
+	// Raw is the value as the user wrote it, for error messages.
+	Raw string
 	// Addr is the host:port to bind, e.g. 127.0.0.1:5158.
 	Addr string
 	// Loopback reports whether Addr is a loopback address.

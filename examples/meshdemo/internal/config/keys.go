@@ -328,7 +328,7 @@ func parseBindURL(v string) (u *url.URL, l Listen, err error) {
 			return nil, l, fmt.Errorf("host %q is not a host name", host)
 		}
 	}
-	l.URL = v
+	l.URL, l.Raw = v, v
 	l.Addr = net.JoinHostPort(bindHost, port)
 	return u, l, nil
 }
