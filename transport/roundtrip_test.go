@@ -2,13 +2,16 @@ package transport_test
 
 import (
 	"context"
+	"path/filepath"
 	"runtime"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/leasemesh/leasemesh/replication"
 	"github.com/leasemesh/leasemesh/resourcelease"
+	"github.com/leasemesh/leasemesh/sqlitedb"
 	"github.com/leasemesh/leasemesh/transport"
 )
 
@@ -18,8 +21,38 @@ import (
 // drain/restore and a long-poll woken by an enqueue.
 func TestRoundTripLocalDispatcher(t *testing.T) {
 	t.Parallel()
-	local, closeDispatcher := newLocalDispatcher(resourcelease.QueueConfig{})
-	defer closeDispatcher()
+	for _, storage := range []string{"memory", "sqlite"} {
+		t.Run(storage, func(t *testing.T) {
+			t.Parallel()
+			roundTripLifecycle(t, newStorageDispatcher(t, storage))
+		})
+	}
+}
+
+// newStorageDispatcher returns a LocalDispatcher on memory or on a SQLite
+// replicator in t.TempDir(), closed (dispatcher, replicator, database) when
+// the test ends.
+func newStorageDispatcher(t *testing.T, storage string) *resourcelease.LocalDispatcher {
+	t.Helper()
+	cfg := resourcelease.DispatcherConfig{}
+	if storage == "sqlite" {
+		ctx := context.Background()
+		path := filepath.Join(t.TempDir(), "replication.db")
+		db, err := sqlitedb.Open(ctx, path, sqlitedb.Options{Synchronous: sqlitedb.SynchronousNormal})
+		require.NoError(t, err)
+		t.Cleanup(func() { db.Close() })
+		repl, err := replication.NewSQLiteReplicator(ctx, db, replication.SQLiteOptions{Path: path})
+		require.NoError(t, err)
+		t.Cleanup(func() { repl.Close() })
+		cfg.Replicator = repl
+	}
+	d, err := resourcelease.NewDispatcher(cfg)
+	require.NoError(t, err)
+	t.Cleanup(func() { d.Close() })
+	return d
+}
+
+func roundTripLifecycle(t *testing.T, local *resourcelease.LocalDispatcher) {
 	c := newClientServer(t, local, transport.HandlerOptions{Service: "mesh", Namespace: "resourcelease.mesh"},
 		transport.ClientOptions{Service: "mesh", Namespace: "resourcelease.mesh", Caller: "worker-a"})
 	ctx := context.Background()

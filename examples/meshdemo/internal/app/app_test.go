@@ -189,6 +189,13 @@ func TestAllRolesInOneProcess(t *testing.T) {
 					t.Errorf("peer %d: got %+v, want healthy %s", i, lh.Peers[i], want)
 				}
 			}
+			// The status line carries the queue, backpressure and peer health.
+			line := r.node.StatusLine(context.Background())
+			for _, w := range []string{"pending=", "backpressure=", "peers: eligible=2 unhealthy=0", "mesh-worker-a: completed="} {
+				if !strings.Contains(line, w) {
+					t.Errorf("status line lacks %q: %s", w, line)
+				}
+			}
 			var events []resourcelease.Event
 			getJSON(t, base+"/demo/replication", &events)
 			if len(events) == 0 || len(events) > 32 {

@@ -293,10 +293,15 @@ func (n *Node) StatusLine(ctx context.Context) string {
 	case err != nil:
 		fmt.Fprintf(&b, " dispatcher unreachable (%s)", resourcelease.CodeOf(err))
 	case st != nil:
-		fmt.Fprintf(&b, " pending=%d active=%d dead-lettered=%d", st.PendingCount, st.ActiveLeaseCount, st.DeadLetterCount)
+		bp := "off"
 		if st.BackpressureActive {
-			b.WriteString(" BACKPRESSURE")
+			bp = "ON"
 		}
+		fmt.Fprintf(&b, " pending=%d active=%d dead-lettered=%d backpressure=%s", st.PendingCount, st.ActiveLeaseCount, st.DeadLetterCount, bp)
+	}
+	if n.disp != nil && n.disp.tracker != nil {
+		s := n.disp.tracker.Summary()
+		fmt.Fprintf(&b, " | peers: eligible=%d unhealthy=%d pending-reassignments=%d", s.EligiblePeers, s.UnhealthyPeers, s.PendingReassignments)
 	}
 	if n.disp != nil {
 		t := n.disp.totals.Totals()
