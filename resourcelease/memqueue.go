@@ -322,6 +322,22 @@ func (q *MemoryQueue) statsLocked() Stats {
 	return Stats{PendingCount: q.pendingLen(), ActiveLeaseCount: len(q.leases), DeadLetterCount: len(q.dead)}
 }
 
+// begin starts a call that changes the queue: it checks ctx, reads the clock
+// (before the lock: reading it can be slow), takes q.mu and refuses a closed
+// queue. On success q.mu is held and now is the call's change time.
+func (q *MemoryQueue) begin(ctx context.Context) (now int64, err error) {
+	if err := ctxError(ctx); err != nil {
+		return 0, err
+	}
+	read := q.clock.Now().UnixNano()
+	q.mu.Lock()
+	if q.closed {
+		q.mu.Unlock()
+		return 0, ErrClosed
+	}
+	return q.stamp(read), nil
+}
+
 // stamp returns the time of a change: the clock reading its caller took
 // before the lock, kept from going backwards in change order. Callers hold q.mu.
 func (q *MemoryQueue) stamp(read int64) int64 {
@@ -621,17 +637,11 @@ func (q *MemoryQueue) Lease(ctx context.Context, peerID string, wait time.Durati
 	if wait < 0 {
 		return nil, Errorf(StatusInvalidArgument, CodeInvalidArgument, "lease wait must not be negative, got %v", wait)
 	}
-	if err := ctxError(ctx); err != nil {
+	l := new(Lease) // before the lock; wasted only when nothing is ready
+	now, err := q.begin(ctx)
+	if err != nil {
 		return nil, err
 	}
-	l := new(Lease)                  // before the lock; wasted only when nothing is ready
-	read := q.clock.Now().UnixNano() // before the lock: reading the clock can be slow
-	q.mu.Lock()
-	if q.closed {
-		q.mu.Unlock()
-		return nil, ErrClosed
-	}
-	now := q.stamp(read)
 	ack := q.maintain(now)
 	// While long-polls wait there are no ready items (handOff gave them out),
 	// so this never jumps the line.
@@ -747,16 +757,10 @@ func (q *MemoryQueue) tokenOp(ctx context.Context, token OwnershipToken, f func(
 	if err := validateToken(&token); err != nil {
 		return err
 	}
-	if err := ctxError(ctx); err != nil {
+	now, err := q.begin(ctx)
+	if err != nil {
 		return err
 	}
-	read := q.clock.Now().UnixNano() // before the lock: reading the clock can be slow
-	q.mu.Lock()
-	if q.closed {
-		q.mu.Unlock()
-		return ErrClosed
-	}
-	now := q.stamp(read)
 	e, ack, err := q.liveLease(token, now)
 	if err == nil {
 		ack = f(e, now)
@@ -818,16 +822,10 @@ func (q *MemoryQueue) Fail(ctx context.Context, token OwnershipToken, opts FailO
 
 // Drain implements Queue.
 func (q *MemoryQueue) Drain(ctx context.Context) ([]PendingItem, error) {
-	if err := ctxError(ctx); err != nil {
+	now, err := q.begin(ctx)
+	if err != nil {
 		return nil, err
 	}
-	read := q.clock.Now().UnixNano() // before the lock: reading the clock can be slow
-	q.mu.Lock()
-	if q.closed {
-		q.mu.Unlock()
-		return nil, ErrClosed
-	}
-	now := q.stamp(read)
 	ack := q.maintain(now)
 	all := q.fresh.Drop()
 	all = append(all, q.redo.Drop()...)
@@ -878,17 +876,14 @@ func (q *MemoryQueue) Restore(ctx context.Context, items []PendingItem) (int, er
 	if len(items) == 0 {
 		return 0, nil
 	}
-	read := q.clock.Now().UnixNano() // before the lock: reading the clock can be slow
-	q.mu.Lock()
-	if q.closed {
-		q.mu.Unlock()
-		return 0, ErrClosed
+	now, err := q.begin(ctx)
+	if err != nil {
+		return 0, err
 	}
 	if seq, ok := q.findAny(batch); ok {
 		q.mu.Unlock()
 		return 0, Errorf(StatusAlreadyExists, CodeDuplicateSequence, "sequenceId %d is already in the queue", seq)
 	}
-	now := q.stamp(read)
 	restored := make([]PendingItem, len(items))
 	for i := range items {
 		e := newEntryFrom(&items[i])
@@ -999,63 +994,52 @@ func (q *MemoryQueue) takeDead(ids []int64) []*entry {
 
 // Redrive implements Queue.
 func (q *MemoryQueue) Redrive(ctx context.Context, ids []int64) (int, error) {
-	if err := ctxError(ctx); err != nil {
-		return 0, err
-	}
-	read := q.clock.Now().UnixNano() // before the lock: reading the clock can be slow
-	q.mu.Lock()
-	if q.closed {
-		q.mu.Unlock()
-		return 0, ErrClosed
-	}
-	now := q.stamp(read)
-	moved := q.takeDead(ids)
-	if len(moved) == 0 {
-		q.mu.Unlock()
-		return 0, nil
-	}
-	items := make([]PendingItem, len(moved))
-	for i, e := range moved {
-		e.attempt, e.readyAt = 1, 0
-		q.redo.Push(e)
-		items[i] = e.pendingItem()
-	}
-	ack := q.record(ChangeRedriven, now, func(c *Change) {
-		c.Items = items
-		c.PeerID = CallInfoFrom(ctx).Caller
+	return q.deadLetterOp(ctx, ids, func(moved []*entry, now int64) Ack {
+		items := make([]PendingItem, len(moved))
+		for i, e := range moved {
+			e.attempt, e.readyAt = 1, 0
+			q.redo.Push(e)
+			items[i] = e.pendingItem()
+		}
+		ack := q.record(ChangeRedriven, now, func(c *Change) {
+			c.Items = items
+			c.PeerID = CallInfoFrom(ctx).Caller
+		})
+		q.handOff(now)
+		return ack
 	})
-	q.handOff(now)
-	q.mu.Unlock()
-	return len(moved), waitAck(ack)
 }
 
 // Purge implements Queue.
 func (q *MemoryQueue) Purge(ctx context.Context, ids []int64) (int, error) {
-	if err := ctxError(ctx); err != nil {
+	return q.deadLetterOp(ctx, ids, func(gone []*entry, now int64) Ack {
+		seqs := make([]int64, len(gone))
+		for i, e := range gone {
+			seqs[i] = e.seq
+		}
+		return q.record(ChangePurged, now, func(c *Change) {
+			c.SequenceIDs = seqs
+			c.PeerID = CallInfoFrom(ctx).Caller
+		})
+	})
+}
+
+// deadLetterOp takes the dead letters named by ids (all when empty) out of the
+// dead-letter list and hands them to apply, under the lock; it returns how
+// many there were once apply's change is acknowledged.
+func (q *MemoryQueue) deadLetterOp(ctx context.Context, ids []int64, apply func(taken []*entry, now int64) Ack) (int, error) {
+	now, err := q.begin(ctx)
+	if err != nil {
 		return 0, err
 	}
-	read := q.clock.Now().UnixNano() // before the lock: reading the clock can be slow
-	q.mu.Lock()
-	if q.closed {
-		q.mu.Unlock()
-		return 0, ErrClosed
-	}
-	now := q.stamp(read)
-	gone := q.takeDead(ids)
-	if len(gone) == 0 {
+	taken := q.takeDead(ids)
+	if len(taken) == 0 {
 		q.mu.Unlock()
 		return 0, nil
 	}
-	seqs := make([]int64, len(gone))
-	for i, e := range gone {
-		seqs[i] = e.seq
-	}
-	ack := q.record(ChangePurged, now, func(c *Change) {
-		c.SequenceIDs = seqs
-		c.PeerID = CallInfoFrom(ctx).Caller
-	})
+	ack := apply(taken, now)
 	q.mu.Unlock()
-	return len(gone), waitAck(ack)
+	return len(taken), waitAck(ack)
 }
 
 // Sweep promotes delayed items that are due, requeues expired leases and hands
