@@ -80,3 +80,29 @@ func TestOpenReportsBadFiles(t *testing.T) {
 		})
 	}
 }
+
+// TestOpenReportsLockedDatabase: another process (here a second handle) holds
+// the write lock; Open gives up after the busy timeout with an unavailable
+// error naming the path instead of hanging.
+func TestOpenReportsLockedDatabase(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "locked.db")
+	holder, err := sqlitedb.Open(context.Background(), path, sqlitedb.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer holder.Close()
+	tx, err := holder.Begin() // _txlock=immediate: takes the write lock
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback()
+	db, err := sqlitedb.Open(context.Background(), path, sqlitedb.Options{BusyTimeoutMs: 50})
+	if err == nil {
+		db.Close()
+		t.Fatal("Open of a locked database succeeded, want an error")
+	}
+	var e *resourcelease.Error
+	if !errors.As(err, &e) || e.Status != resourcelease.StatusUnavailable || !strings.Contains(e.Message, path) {
+		t.Fatalf("got %v, want unavailable naming %s", err, path)
+	}
+}
