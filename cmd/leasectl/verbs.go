@@ -26,6 +26,19 @@ func rpcAction(o *rpcOptions, fn func(c *transport.Client, ctx context.Context) 
 	return fn(c, ctx)
 }
 
+// callAndPrint makes one RPC with a Client for o and prints its response:
+// all that most verbs do once their flags are checked. call is a Client
+// method expression, such as (*transport.Client).Stats.
+func callAndPrint[Req, Resp any](a *app, o *rpcOptions, call func(*transport.Client, context.Context, Req) (Resp, error), req Req) error {
+	return rpcAction(o, func(c *transport.Client, ctx context.Context) error {
+		resp, err := call(c, ctx, req)
+		if err != nil {
+			return err
+		}
+		return a.printValue(o.raw, resp)
+	})
+}
+
 var enqueueCommand = &command{
 	name:     "enqueue",
 	synopsis: "leasectl enqueue --resource-type T --resource-id ID --partition-key K [--body DATA | --body-file FILE] [--attr k=v]... [flags]",
@@ -88,13 +101,7 @@ leasectl enqueue --service resourcelease-mesh-demo --namespace resourcelease.mes
 				item.Body = b
 			}
 			item.Attributes = attrs.Map()
-			return rpcAction(o, func(c *transport.Client, ctx context.Context) error {
-				resp, err := c.Enqueue(ctx, &resourcelease.EnqueueRequest{Payload: &item})
-				if err != nil {
-					return err
-				}
-				return a.printValue(o.raw, resp)
-			})
+			return callAndPrint(a, o, (*transport.Client).Enqueue, &resourcelease.EnqueueRequest{Payload: &item})
 		}
 	},
 }
@@ -129,13 +136,7 @@ leasectl complete --token-file lease.json`,
 			if wait < 0 {
 				return usagef("--wait must not be negative, got %v", wait)
 			}
-			return rpcAction(o, func(c *transport.Client, ctx context.Context) error {
-				l, err := c.Lease(ctx, &resourcelease.LeaseRequest{PeerID: peer, WaitMs: wait.Milliseconds()})
-				if err != nil {
-					return err
-				}
-				return a.printValue(o.raw, l)
-			})
+			return callAndPrint(a, o, (*transport.Client).Lease, &resourcelease.LeaseRequest{PeerID: peer, WaitMs: wait.Milliseconds()})
 		}
 	},
 }
@@ -224,13 +225,7 @@ leasectl heartbeat --token '{"sequenceId":7,"attempt":1,"leaseId":"4b6c0c36-8f5c
 			if err != nil {
 				return err
 			}
-			return rpcAction(o, func(c *transport.Client, ctx context.Context) error {
-				resp, err := c.Heartbeat(ctx, &resourcelease.HeartbeatRequest{OwnershipToken: tok})
-				if err != nil {
-					return err
-				}
-				return a.printValue(o.raw, resp)
-			})
+			return callAndPrint(a, o, (*transport.Client).Heartbeat, &resourcelease.HeartbeatRequest{OwnershipToken: tok})
 		}
 	},
 }
@@ -258,13 +253,7 @@ leasectl lease --raw | leasectl complete`,
 			if err != nil {
 				return err
 			}
-			return rpcAction(o, func(c *transport.Client, ctx context.Context) error {
-				resp, err := c.Complete(ctx, &resourcelease.CompleteRequest{OwnershipToken: tok})
-				if err != nil {
-					return err
-				}
-				return a.printValue(o.raw, resp)
-			})
+			return callAndPrint(a, o, (*transport.Client).Complete, &resourcelease.CompleteRequest{OwnershipToken: tok})
 		}
 	},
 }
@@ -306,13 +295,7 @@ leasectl lease --raw | leasectl fail --reason "upstream timed out" --code upstre
 			if noRequeue {
 				req.Requeue = new(bool)
 			}
-			return rpcAction(o, func(c *transport.Client, ctx context.Context) error {
-				resp, err := c.Fail(ctx, req)
-				if err != nil {
-					return err
-				}
-				return a.printValue(o.raw, resp)
-			})
+			return callAndPrint(a, o, (*transport.Client).Fail, req)
 		}
 	},
 }
@@ -331,13 +314,7 @@ leasectl stats --service resourcelease-mesh-demo --namespace resourcelease.mesh`
 			if err := noArgs(args); err != nil {
 				return err
 			}
-			return rpcAction(o, func(c *transport.Client, ctx context.Context) error {
-				resp, err := c.Stats(ctx, &resourcelease.StatsRequest{})
-				if err != nil {
-					return err
-				}
-				return a.printValue(o.raw, resp)
-			})
+			return callAndPrint(a, o, (*transport.Client).Stats, &resourcelease.StatsRequest{})
 		}
 	},
 }
@@ -377,13 +354,7 @@ leasectl restore --in drained.json --url http://other-host:7420/yarpc/v1`,
 				return err
 			}
 			if out == "" || out == "-" {
-				return rpcAction(o, func(c *transport.Client, ctx context.Context) error {
-					resp, err := c.Drain(ctx, &resourcelease.DrainRequest{})
-					if err != nil {
-						return err
-					}
-					return a.printValue(o.raw, resp)
-				})
+				return callAndPrint(a, o, (*transport.Client).Drain, &resourcelease.DrainRequest{})
 			}
 			if _, err := os.Stat(out); err == nil && !force {
 				return usagef("--out %s exists; use --force to overwrite it", out)
@@ -474,13 +445,7 @@ leasectl restore --in drained.json`,
 			if err != nil {
 				return fmt.Errorf("the items to restore are not drain output ({\"items\":[...]}): %w", err)
 			}
-			return rpcAction(o, func(c *transport.Client, ctx context.Context) error {
-				resp, err := c.Restore(ctx, &req)
-				if err != nil {
-					return err
-				}
-				return a.printValue(o.raw, resp)
-			})
+			return callAndPrint(a, o, (*transport.Client).Restore, &req)
 		}
 	},
 }
@@ -522,13 +487,7 @@ leasectl deadletters purge --all`,
 				if limit < 0 {
 					return usagef("--limit must not be negative, got %d", limit)
 				}
-				return rpcAction(o, func(c *transport.Client, ctx context.Context) error {
-					resp, err := c.DeadLetters(ctx, &resourcelease.DeadLettersRequest{Limit: limit})
-					if err != nil {
-						return err
-					}
-					return a.printValue(o.raw, resp)
-				})
+				return callAndPrint(a, o, (*transport.Client).DeadLetters, &resourcelease.DeadLettersRequest{Limit: limit})
 			case "redrive", "purge":
 			default:
 				return usagef("unknown action %q: want list, redrive or purge", action)
@@ -542,21 +501,10 @@ leasectl deadletters purge --all`,
 			case len(ids) > 0 && all:
 				return usagef("give sequence ids or --all, not both")
 			}
-			return rpcAction(o, func(c *transport.Client, ctx context.Context) error {
-				var (
-					resp any
-					err  error
-				)
-				if action == "redrive" {
-					resp, err = c.Redrive(ctx, &resourcelease.RedriveRequest{SequenceIDs: ids})
-				} else {
-					resp, err = c.Purge(ctx, &resourcelease.PurgeRequest{SequenceIDs: ids})
-				}
-				if err != nil {
-					return err
-				}
-				return a.printValue(o.raw, resp)
-			})
+			if action == "redrive" {
+				return callAndPrint(a, o, (*transport.Client).Redrive, &resourcelease.RedriveRequest{SequenceIDs: ids})
+			}
+			return callAndPrint(a, o, (*transport.Client).Purge, &resourcelease.PurgeRequest{SequenceIDs: ids})
 		}
 	},
 }
