@@ -110,9 +110,7 @@ func NewClient(rawURL string, opts ClientOptions) (*Client, error) {
 		caller:         opts.Caller,
 		peerID:         opts.PeerID,
 		hc:             opts.HTTPClient,
-		timeout:        opts.Timeout,
 		longPollMargin: opts.LongPollMargin,
-		maxResponse:    opts.MaxResponseBytes,
 	}
 	if c.namespace == "" {
 		c.namespace = DefaultNamespace
@@ -129,28 +127,38 @@ func NewClient(rawURL string, opts ClientOptions) (*Client, error) {
 		c.authorization = "Bearer " + opts.BearerToken
 	}
 	switch {
-	case c.timeout == 0:
-		c.timeout = DefaultClientTimeout
-	case c.timeout < 0:
-		c.timeout = 0
-	}
-	switch {
 	case c.longPollMargin < 0:
 		return nil, fmt.Errorf("transport: NewClient: LongPollMargin must not be negative, got %v", c.longPollMargin)
 	case c.longPollMargin == 0:
 		c.longPollMargin = DefaultLongPollMargin
 	}
-	switch {
-	case c.maxResponse < 0:
-		return nil, fmt.Errorf("transport: NewClient: MaxResponseBytes must not be negative, got %d", c.maxResponse)
-	case c.maxResponse == 0:
-		c.maxResponse = DefaultMaxResponseBytes
+	if c.timeout, c.maxResponse, err = callLimits("NewClient", opts.Timeout, opts.MaxResponseBytes); err != nil {
+		return nil, err
 	}
 	if c.hc == nil {
 		c.hc = &http.Client{Transport: newTransport()}
 		c.ownsHC = true
 	}
 	return c, nil
+}
+
+// callLimits applies the Timeout and MaxResponseBytes defaults, which
+// ClientOptions and ControlClientOptions document alike; fn names the
+// constructor in the error.
+func callLimits(fn string, timeout time.Duration, maxResponse int64) (time.Duration, int64, error) {
+	switch {
+	case timeout == 0:
+		timeout = DefaultClientTimeout
+	case timeout < 0:
+		timeout = 0
+	}
+	switch {
+	case maxResponse < 0:
+		return 0, 0, fmt.Errorf("transport: %s: MaxResponseBytes must not be negative, got %d", fn, maxResponse)
+	case maxResponse == 0:
+		maxResponse = DefaultMaxResponseBytes
+	}
+	return timeout, maxResponse, nil
 }
 
 // newTransport returns the default client's Transport: the standard one's
@@ -228,27 +236,40 @@ func (c *Client) call(ctx context.Context, procedure string, body []byte, minTim
 		ms := (left + time.Millisecond - 1) / time.Millisecond
 		h.Set(HeaderTTLMs, strconv.FormatInt(int64(ms), 10))
 	}
-	resp, err := c.hc.Do(req)
+	resp, out, err := doBounded(c.hc, req, c.maxResponse, procedure)
 	if err != nil {
-		return nil, transportError(ctx, err)
+		return nil, err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return nil, decodeError(resp, out)
+	}
+	return out, nil
+}
+
+// doBounded does req with hc and reads the response body, at most maxResponse
+// bytes; what names the call in the error of a larger one. Client and
+// ControlClient share it so that both bound, report and recycle responses
+// alike. The body is closed when doBounded returns; the status is the caller's.
+func doBounded(hc *http.Client, req *http.Request, maxResponse int64, what string) (*http.Response, []byte, error) {
+	ctx := req.Context()
+	resp, err := hc.Do(req)
+	if err != nil {
+		return nil, nil, transportError(ctx, err)
 	}
 	defer func() {
 		// Drain a little so that the connection can be reused, then close.
 		_, _ = io.CopyN(io.Discard, resp.Body, 4<<10)
 		_ = resp.Body.Close()
 	}()
-	out, err := io.ReadAll(io.LimitReader(resp.Body, c.maxResponse+1))
+	out, err := io.ReadAll(io.LimitReader(resp.Body, maxResponse+1))
 	if err != nil {
-		return nil, transportError(ctx, err)
+		return nil, nil, transportError(ctx, err)
 	}
-	if int64(len(out)) > c.maxResponse {
-		return nil, resourcelease.Errorf(resourcelease.StatusResourceExhausted, CodeResponseTooLarge,
-			"transport: %s: response exceeds %d bytes", procedure, c.maxResponse)
+	if int64(len(out)) > maxResponse {
+		return nil, nil, resourcelease.Errorf(resourcelease.StatusResourceExhausted, CodeResponseTooLarge,
+			"transport: %s: response exceeds %d bytes", what, maxResponse)
 	}
-	if resp.StatusCode != http.StatusOK {
-		return nil, decodeError(resp, out)
-	}
-	return out, nil
+	return resp, out, nil
 }
 
 // transportError is the error of a call that got no (complete) response: the

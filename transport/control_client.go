@@ -69,10 +69,8 @@ func NewControlClient(rawURL string, opts ControlClientOptions) (*ControlClient,
 		u.Path = DefaultControlPrefix
 	}
 	c := &ControlClient{
-		base:        u.String(),
-		hc:          opts.HTTPClient,
-		timeout:     opts.Timeout,
-		maxResponse: opts.MaxResponseBytes,
+		base: u.String(),
+		hc:   opts.HTTPClient,
 	}
 	if tok := opts.BearerToken; tok != "" {
 		if headerSafe(tok, len(tok)) != tok || strings.TrimSpace(tok) != tok {
@@ -80,17 +78,8 @@ func NewControlClient(rawURL string, opts ControlClientOptions) (*ControlClient,
 		}
 		c.authorization = "Bearer " + tok
 	}
-	switch {
-	case c.timeout == 0:
-		c.timeout = DefaultClientTimeout
-	case c.timeout < 0:
-		c.timeout = 0
-	}
-	switch {
-	case c.maxResponse < 0:
-		return nil, fmt.Errorf("transport: NewControlClient: MaxResponseBytes must not be negative, got %d", c.maxResponse)
-	case c.maxResponse == 0:
-		c.maxResponse = DefaultMaxResponseBytes
+	if c.timeout, c.maxResponse, err = callLimits("NewControlClient", opts.Timeout, opts.MaxResponseBytes); err != nil {
+		return nil, err
 	}
 	if c.hc == nil {
 		c.hc = &http.Client{Transport: newTransport()}
@@ -141,21 +130,9 @@ func (c *ControlClient) do(ctx context.Context, method, path string, body any) (
 	if c.authorization != "" {
 		req.Header.Set("Authorization", c.authorization)
 	}
-	resp, err := c.hc.Do(req)
+	resp, out, err := doBounded(c.hc, req, c.maxResponse, "control "+path)
 	if err != nil {
-		return 0, nil, transportError(ctx, err)
-	}
-	defer func() {
-		_, _ = io.CopyN(io.Discard, resp.Body, 4<<10)
-		_ = resp.Body.Close()
-	}()
-	out, err := io.ReadAll(io.LimitReader(resp.Body, c.maxResponse+1))
-	if err != nil {
-		return 0, nil, transportError(ctx, err)
-	}
-	if int64(len(out)) > c.maxResponse {
-		return 0, nil, resourcelease.Errorf(resourcelease.StatusResourceExhausted, CodeResponseTooLarge,
-			"transport: control %s: response exceeds %d bytes", path, c.maxResponse)
+		return 0, nil, err
 	}
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
 		return 0, nil, decodeError(resp, out)
