@@ -303,17 +303,7 @@ func (n *Node) StatusLine(ctx context.Context) string {
 		s := n.disp.tracker.Summary()
 		fmt.Fprintf(&b, " | peers: eligible=%d unhealthy=%d pending-reassignments=%d", s.EligiblePeers, s.UnhealthyPeers, s.PendingReassignments)
 	}
-	if n.disp != nil {
-		t := n.disp.totals.Totals()
-		fmt.Fprintf(&b, " | events: enqueued=%d completed=%d failed=%d expired=%d dead-lettered=%d", t.Enqueued, t.Completed, t.Failed, t.Expired, t.DeadLettered)
-	}
-	if n.seeder != nil {
-		fmt.Fprintf(&b, " | seeder: enqueued=%d errors=%d", n.seeder.enqueued.Load(), n.seeder.errors.Load())
-	}
-	for _, w := range n.workers {
-		s := w.worker.Stats()
-		fmt.Fprintf(&b, " | %s: completed=%d failed=%d lost=%d", w.peer, s.Completed, s.Failed, s.Lost)
-	}
+	n.writeActivity(&b, " | ")
 	return b.String()
 }
 
@@ -322,18 +312,25 @@ func (n *Node) StatusLine(ctx context.Context) string {
 func (n *Node) FinalStatusLine() string {
 	var b strings.Builder
 	b.WriteString("final:")
+	n.writeActivity(&b, " ")
+	return b.String()
+}
+
+// writeActivity writes what this node's dispatcher, seeder and workers did,
+// the part StatusLine and FinalStatusLine share. sep goes before the
+// dispatcher's events: " | " after the queue's counts, " " after "final:".
+func (n *Node) writeActivity(b *strings.Builder, sep string) {
 	if n.disp != nil {
 		t := n.disp.totals.Totals()
-		fmt.Fprintf(&b, " events: enqueued=%d completed=%d failed=%d expired=%d dead-lettered=%d", t.Enqueued, t.Completed, t.Failed, t.Expired, t.DeadLettered)
+		fmt.Fprintf(b, "%sevents: enqueued=%d completed=%d failed=%d expired=%d dead-lettered=%d", sep, t.Enqueued, t.Completed, t.Failed, t.Expired, t.DeadLettered)
 	}
 	if n.seeder != nil {
-		fmt.Fprintf(&b, " | seeder: enqueued=%d errors=%d", n.seeder.enqueued.Load(), n.seeder.errors.Load())
+		fmt.Fprintf(b, " | seeder: enqueued=%d errors=%d", n.seeder.enqueued.Load(), n.seeder.errors.Load())
 	}
 	for _, w := range n.workers {
 		s := w.worker.Stats()
-		fmt.Fprintf(&b, " | %s: completed=%d failed=%d lost=%d", w.peer, s.Completed, s.Failed, s.Lost)
+		fmt.Fprintf(b, " | %s: completed=%d failed=%d lost=%d", w.peer, s.Completed, s.Failed, s.Lost)
 	}
-	return b.String()
 }
 
 // PrintBanner says where everything is.
