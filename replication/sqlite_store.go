@@ -76,6 +76,10 @@ type sqliteStore struct {
 	ops    []rowOp
 	opIdx  map[int64]int
 	dedupe []dedupeRow
+	// issued is the highest sequence id the batch created (enqueued or
+	// restored), whether or not its row survives the batch: an item created
+	// and drained in one batch writes no row, but its id is spent.
+	issued int64
 	dels   []int64
 }
 
@@ -243,9 +247,9 @@ func (s *sqliteStore) commit(ctx context.Context, entries []*entry) (err error) 
 	return nil
 }
 
-// highestSeq is the highest queue sequence id the batch wrote.
+// highestSeq is the highest queue sequence id the batch wrote or issued.
 func (s *sqliteStore) highestSeq() int64 {
-	high := int64(0)
+	high := s.issued
 	for i := range s.ops {
 		if !s.ops[i].del {
 			high = max(high, s.ops[i].seq)
@@ -274,6 +278,7 @@ func (s *sqliteStore) collect(entries []*entry) error {
 	s.ops = s.ops[:0]
 	clear(s.opIdx)
 	s.dedupe = s.dedupe[:0]
+	s.issued = 0
 	for _, e := range entries {
 		c := e.change
 		switch c.Kind {
@@ -282,6 +287,7 @@ func (s *sqliteStore) collect(entries []*entry) error {
 				return fmt.Errorf("event %d: %v change without an item", e.event.SequenceNumber, c.Kind)
 			}
 			s.set(rowOp{seq: c.Item.SequenceID, state: statePending, item: c.Item}, true)
+			s.issued = max(s.issued, c.Item.SequenceID)
 			if c.Item.Payload.RequestID != "" && s.dedupeWindow >= 0 {
 				s.dedupe = append(s.dedupe, dedupeRow{c.Item.Payload.RequestID, c.Item.SequenceID, c.At})
 			}
@@ -315,6 +321,7 @@ func (s *sqliteStore) collect(entries []*entry) error {
 		case resourcelease.ChangeRestored:
 			for i := range c.Items {
 				s.set(rowOp{seq: c.Items[i].SequenceID, state: statePending, item: &c.Items[i]}, true)
+				s.issued = max(s.issued, c.Items[i].SequenceID)
 			}
 		case resourcelease.ChangeRedriven:
 			for i := range c.Items {
