@@ -648,10 +648,7 @@ func (q *MemoryQueue) Lease(ctx context.Context, peerID string, wait time.Durati
 	if e := q.popReady(); e != nil {
 		l, a := q.grant(e, peerID, now, l)
 		q.mu.Unlock()
-		if err := waitAck(a); err != nil {
-			return nil, err
-		}
-		return l, nil
+		return q.deliver(waiterResult{lease: l, ack: a})
 	}
 	if wait == 0 {
 		q.mu.Unlock()
@@ -665,10 +662,10 @@ func (q *MemoryQueue) Lease(ctx context.Context, peerID string, wait time.Durati
 	defer timer.Stop()
 	select {
 	case r := <-w.ch:
-		return r.result()
+		return q.deliver(r)
 	case <-timer.C():
 		if r, ok := q.abandon(w); ok {
-			return r.result() // granted just as the wait ended: still ours
+			return q.deliver(r) // granted just as the wait ended: still ours
 		}
 		return nil, nil
 	case <-ctx.Done():
@@ -686,11 +683,16 @@ func (q *MemoryQueue) Lease(ctx context.Context, peerID string, wait time.Durati
 	}
 }
 
-func (r waiterResult) result() (*Lease, error) {
+// deliver returns a granted lease once its change is acknowledged. When the
+// acknowledgement fails (storage, or a synchronous sink after the commit) the
+// caller never gets the lease, so it is released at once, without counting an
+// attempt, instead of leaving the item held by nobody until it expires.
+func (q *MemoryQueue) deliver(r waiterResult) (*Lease, error) {
 	if r.err != nil {
 		return nil, r.err
 	}
 	if err := waitAck(r.ack); err != nil {
+		q.release(r.lease.OwnershipToken)
 		return nil, err
 	}
 	return r.lease, nil

@@ -647,3 +647,47 @@ func TestErrorsMatchAcrossTheWire(t *testing.T) {
 		assert.Equal(t, s, resourcelease.StatusFromHTTP(code))
 	}
 }
+
+// failFirstLease is a journal whose acknowledgement of the first lease grant
+// fails, as a synchronous sink failing after the commit does.
+type failFirstLease struct {
+	recorder
+	failed bool // guarded by the queue's lock (Record runs under it)
+}
+
+func (f *failFirstLease) Record(c *resourcelease.Change) resourcelease.Ack {
+	f.recorder.Record(c)
+	if c.Kind == resourcelease.ChangeLeased && !f.failed {
+		f.failed = true
+		return failedAck{resourcelease.Errorf(resourcelease.StatusUnavailable, resourcelease.CodeReplicationFailed, "sink down")}
+	}
+	return nil
+}
+
+// TestFailedLeaseAckReleasesTheItem: a lease whose change could not be
+// acknowledged is not given out, and the item is leasable again at once with
+// its attempt unchanged, not held by nobody until the lease expires.
+func TestFailedLeaseAckReleasesTheItem(t *testing.T) {
+	for _, wait := range []time.Duration{0, time.Hour} {
+		t.Run(fmt.Sprint("wait=", wait), func(t *testing.T) {
+			j := &failFirstLease{}
+			f := newQueue(t, resourcelease.QueueConfig{Journal: j})
+			if wait == 0 {
+				mustEnqueue(t, f.q, "a")
+				_, err := f.q.Lease(ctx, "w", 0)
+				require.ErrorIs(t, err, &resourcelease.Error{Code: resourcelease.CodeReplicationFailed})
+			} else {
+				done := make(chan error, 1)
+				go func() { _, err := f.q.Lease(ctx, "w", wait); done <- err }()
+				require.True(t, f.clock.WaitForTimers(2, 5*time.Second)) // parked
+				mustEnqueue(t, f.q, "a")                                 // handed to the waiter, ack fails
+				require.ErrorIs(t, <-done, &resourcelease.Error{Code: resourcelease.CodeReplicationFailed})
+			}
+			assert.Equal(t, resourcelease.Stats{PendingCount: 1}, f.q.Stats(), "released, not stranded")
+			l := mustLease(t, f.q, "w")
+			assert.Equal(t, 1, l.Attempt, "the failed grant did not count as an attempt")
+			kinds := j.kinds()
+			assert.Equal(t, resourcelease.ChangeReleased, kinds[2])
+		})
+	}
+}
