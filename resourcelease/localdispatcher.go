@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"slices"
 	"sync"
 	"time"
 
@@ -435,8 +436,7 @@ func (d *LocalDispatcher) Enqueue(ctx context.Context, req *EnqueueRequest) (*En
 		return nil, err
 	}
 	item := *req.Payload
-	item.Body = bytes.Clone(item.Body)
-	item.Attributes = maps.Clone(item.Attributes)
+	ownPayload(&item)
 	if err := d.admit(ctx); err != nil {
 		return nil, err
 	}
@@ -508,6 +508,9 @@ func (d *LocalDispatcher) Lease(ctx context.Context, req *LeaseRequest) (*Lease,
 	l, err := d.queue.Lease(ctx, peer, wait)
 	if err != nil {
 		return nil, d.done("lease", err)
+	}
+	if l != nil {
+		ownPayload(&l.Payload) // the caller may modify it; the engine's copy stays as it is
 	}
 	return l, nil
 }
@@ -582,6 +585,9 @@ func (d *LocalDispatcher) Drain(ctx context.Context, _ *DrainRequest) (*DrainRes
 	if items == nil {
 		items = []PendingItem{}
 	}
+	for i := range items {
+		ownPayload(&items[i].Payload)
+	}
 	return &DrainResponse{Items: items}, nil
 }
 
@@ -596,7 +602,11 @@ func (d *LocalDispatcher) Restore(ctx context.Context, req *RestoreRequest) (*Re
 			return nil, Errorf(StatusInvalidArgument, CodePendingItemRequired, "items[%d]: payload is required", i)
 		}
 	}
-	n, err := d.queue.Restore(orBackground(ctx), req.Items)
+	items := slices.Clone(req.Items) // kept by the queue: the caller may reuse its own
+	for i := range items {
+		ownPayload(&items[i].Payload)
+	}
+	n, err := d.queue.Restore(orBackground(ctx), items)
 	if err != nil {
 		return nil, d.done("restore", err)
 	}
@@ -629,6 +639,9 @@ func (d *LocalDispatcher) DeadLetters(ctx context.Context, req *DeadLettersReque
 	if err != nil {
 		return nil, d.done("deadletters", err)
 	}
+	for i := range items {
+		ownPayload(&items[i].Payload)
+	}
 	return &DeadLettersResponse{Items: items}, nil
 }
 
@@ -659,4 +672,14 @@ func (d *LocalDispatcher) Purge(ctx context.Context, req *PurgeRequest) (*PurgeR
 		return nil, d.done("purge", err)
 	}
 	return &PurgeResponse{PurgedCount: n}, nil
+}
+
+// ownPayload gives it its own Body and Attributes. The engine keeps the items
+// it holds and hands them to the replicator's writer, so a payload crossing
+// the Dispatcher boundary, in or out, is copied: a caller that modifies what it
+// passed in or got back can neither change a stored item nor race the writer
+// encoding its events.
+func ownPayload(it *Item) {
+	it.Body = bytes.Clone(it.Body)
+	it.Attributes = maps.Clone(it.Attributes)
 }
