@@ -19,7 +19,11 @@ import (
 var (
 	_ resourcelease.EventSink      = (*Coordinator)(nil)
 	_ resourcelease.BatchEventSink = (*Coordinator)(nil)
+	_ resourcelease.ResumableSink  = (*Coordinator)(nil)
 )
+
+// CheckpointKind is the Kind of the checkpoint record.
+const CheckpointKind = "checkpoint"
 
 // DefaultChangeID is the change id a Coordinator uses when Config.ChangeID is
 // empty.
@@ -57,11 +61,23 @@ type Config struct {
 // Recorded and Replayed count what this Coordinator did since it was created;
 // Collector exports the same counts to Prometheus. A Coordinator is safe for
 // concurrent use, although a replicator delivers to a sink in order.
+//
+// It is a [resourcelease.ResumableSink]: after recording events it keeps a
+// checkpoint record under CheckpointKey (Kind CheckpointKind, Version = the
+// highest sequence number up to which every event is recorded), which
+// LastApplied returns, so a replicator redelivers what the Coordinator
+// missed before a restart. The checkpoint is written after the records it
+// covers, so it is never ahead of them; a checkpoint left behind only costs
+// replays.
 type Coordinator struct {
 	store    resourcelease.StateStore
 	changeID string
 	recorded atomic.Int64
 	replayed atomic.Int64
+
+	ckptMu     sync.Mutex // orders checkpoint reads and writes
+	ckpt       int64      // guarded by ckptMu: the stored checkpoint
+	ckptLoaded bool       // guarded by ckptMu: ckpt was read from the store
 }
 
 // NewCoordinator returns a Coordinator over cfg.Store. A nil Store or a
@@ -87,6 +103,70 @@ func (c *Coordinator) ChangeID() string { return c.changeID }
 // <changeId>/seq/<seq>.
 func (c *Coordinator) Key(seq int64) string {
 	return c.changeID + "/seq/" + strconv.FormatInt(seq, 10)
+}
+
+// CheckpointKey returns the store key of the checkpoint record:
+// <changeId>/checkpoint.
+func (c *Coordinator) CheckpointKey() string { return c.changeID + "/checkpoint" }
+
+// LastApplied implements [resourcelease.ResumableSink]: the sequence number
+// up to which every event is recorded, as the checkpoint record says (0 when
+// there is none). A store failure is a storage error.
+func (c *Coordinator) LastApplied(ctx context.Context) (int64, error) {
+	c.ckptMu.Lock()
+	defer c.ckptMu.Unlock()
+	if err := c.loadCheckpoint(ctx); err != nil {
+		return 0, err
+	}
+	return c.ckpt, nil
+}
+
+// loadCheckpoint reads the checkpoint record once. c.ckptMu is held.
+func (c *Coordinator) loadCheckpoint(ctx context.Context) error {
+	if c.ckptLoaded {
+		return nil
+	}
+	rec, ok, err := c.store.Get(ctx, c.CheckpointKey())
+	if err != nil {
+		return storageError(ctx, "coordinator: get checkpoint", err)
+	}
+	if ok {
+		c.ckpt = rec.Version
+	}
+	c.ckptLoaded = true
+	return nil
+}
+
+// advanceCheckpoint moves the checkpoint past the events just recorded that
+// continue it without a gap, and stores it if it moved. Recorded events that
+// do not continue it (delivered out of order) leave it where it is: behind is
+// safe, ahead never happens.
+func (c *Coordinator) advanceCheckpoint(ctx context.Context, events []resourcelease.Event) error {
+	c.ckptMu.Lock()
+	defer c.ckptMu.Unlock()
+	if err := c.loadCheckpoint(ctx); err != nil {
+		return c.storeFailure(events, err)
+	}
+	next := c.ckpt
+	for i := range events {
+		if seq := events[i].SequenceNumber; seq == next+1 {
+			next = seq
+		}
+	}
+	if next == c.ckpt {
+		return nil
+	}
+	rec := resourcelease.Record{
+		Kind:       CheckpointKind,
+		Version:    next,
+		Payload:    []byte{},
+		RecordedAt: events[len(events)-1].Timestamp,
+	}
+	if err := c.store.Set(ctx, c.CheckpointKey(), rec); err != nil {
+		return c.storeFailure(events, err)
+	}
+	c.ckpt = next
+	return nil
 }
 
 // ApplyEvent records e under Key(e.SequenceNumber) unless a record is there
@@ -124,6 +204,11 @@ func (c *Coordinator) ApplyEvent(ctx context.Context, e resourcelease.Event) err
 // nothing is recorded or counted, and the replicator redelivers the batch,
 // which then records every event once.
 //
+// After the records, the checkpoint (see LastApplied) is stored with one Set
+// if the batch moved it. If that Set fails, ApplyEvents returns the same
+// deterministic_failed error although the records are kept (and counted):
+// the redelivery counts them as replays and stores the checkpoint.
+//
 // Other stores get one TryAdd per event, in order; a failure part-way
 // returns the same error, and the events before it stay recorded (and
 // counted), so the redelivery counts them as replays: each sequence number is
@@ -153,7 +238,10 @@ func (c *Coordinator) apply(ctx context.Context, events []resourcelease.Event) e
 	if !isBatchStore {
 		// A plain StateStore may keep the payload slices it is given: b's
 		// buffers now belong to it and are not reused.
-		return c.applyEach(ctx, events, recs)
+		if err := c.applyEach(ctx, events, recs); err != nil {
+			return err
+		}
+		return c.advanceCheckpoint(ctx, events)
 	}
 	defer b.release() // a BatchStateStore copies payloads, so b can be reused
 	var added []bool
@@ -169,7 +257,7 @@ func (c *Coordinator) apply(ctx context.Context, events []resourcelease.Event) e
 		return c.storeFailure(events, err)
 	}
 	c.count(added)
-	return nil
+	return c.advanceCheckpoint(ctx, events)
 }
 
 // applyEach records recs with one TryAdd each, counting as it goes, and stops

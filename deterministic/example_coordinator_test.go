@@ -38,6 +38,7 @@ func ExampleCoordinator() {
 			panic(err)
 		}
 	}
+	// The store holds one record per event and the checkpoint.
 	fmt.Printf("recorded %d, replayed %d, records %d\n", coord.Recorded(), coord.Replayed(), store.Len())
 
 	rec, _, err := coord.Effect(ctx, 2)
@@ -49,7 +50,7 @@ func ExampleCoordinator() {
 	err = coord.ApplyEvent(ctx, resourcelease.Event{SequenceNumber: 0, EventType: resourcelease.EventHeartbeat})
 	fmt.Println(resourcelease.StatusOf(err))
 	// Output:
-	// recorded 3, replayed 2, records 3
+	// recorded 3, replayed 2, records 4
 	// resourcelease/seq/2: kind LeaseGranted, version 2, at 2026-01-02T03:04:06Z
 	// invalid-argument
 }
@@ -120,14 +121,16 @@ func ExampleCoordinator_ApplyEvents() {
 		if err := coord.ApplyEvents(ctx, batch); err != nil {
 			panic(err)
 		}
-		fmt.Printf("recorded %d, replayed %d, records %d\n", coord.Recorded(), coord.Replayed(), store.Len())
+		last, _ := coord.LastApplied(ctx)
+		fmt.Printf("recorded %d, replayed %d, records %d (with the checkpoint), applied up to %d\n",
+			coord.Recorded(), coord.Replayed(), store.Len(), last)
 	}
 
 	// A bad event anywhere in a batch rejects the whole batch.
 	err = coord.ApplyEvents(ctx, []resourcelease.Event{event(5, resourcelease.EventEnqueue), event(0, resourcelease.EventHeartbeat)})
 	fmt.Println(resourcelease.StatusOf(err), store.Len())
 	// Output:
-	// recorded 3, replayed 0, records 3
-	// recorded 4, replayed 1, records 4
-	// invalid-argument 4
+	// recorded 3, replayed 0, records 4 (with the checkpoint), applied up to 3
+	// recorded 4, replayed 1, records 5 (with the checkpoint), applied up to 4
+	// invalid-argument 5
 }

@@ -209,6 +209,9 @@ func (r *core) writer() {
 			continue
 		}
 		if closed {
+			// A last attempt at the synchronous sinks' backlog, so a clean
+			// shutdown does not leave an event to the next start.
+			r.retrySync(sinks)
 			return
 		}
 		if retry == nil {
@@ -429,6 +432,10 @@ func (r *core) AddSink(name string, es resourcelease.EventSink, opts resourcelea
 	if es == nil {
 		return invalidArg("AddSink %q: sink is nil", name)
 	}
+	resume, err := r.resumePoint(name, es)
+	if err != nil {
+		return err
+	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.closed {
@@ -440,15 +447,59 @@ func (r *core) AddSink(name string, es resourcelease.EventSink, opts resourcelea
 		}
 	}
 	s := newSink(r, name, es, opts.Synchronous)
-	s.applied.Store(r.nextSeq - 1) // events published earlier are not replayed
+	// A plain sink starts at the head: events published earlier are not
+	// replayed. A ResumableSink behind the head gets the rest from the log
+	// (which stays pinned for it) before or with the next events.
+	s.applied.Store(min(resume, r.nextSeq-1))
 	r.sinks = append(slices.Clip(r.sinks), s)
 	if s.sync {
 		r.syncSinks++
+		if s.applied.Load() < r.lastSeq.Load() {
+			select { // let the writer schedule the catch-up while idle
+			case r.wake <- struct{}{}:
+			default:
+			}
+		}
 		return nil
 	}
 	r.sinkWG.Add(1)
 	go r.runAsync(s)
 	return nil
+}
+
+// resumePoint is where a new sink's cursor starts: the sink's LastApplied if
+// it is a resourcelease.ResumableSink, else the head of the log (MaxInt64,
+// which AddSink caps). A resumable sink whose next event the log no longer
+// holds is an error naming the gap: its events would otherwise be skipped.
+func (r *core) resumePoint(name string, es resourcelease.EventSink) (int64, error) {
+	rs, ok := es.(resourcelease.ResumableSink)
+	if !ok {
+		return math.MaxInt64, nil
+	}
+	applied, err := rs.LastApplied(r.ctx)
+	if err != nil {
+		return 0, sinkError(name, 0, fmt.Errorf("read the sink's last applied sequence: %w", err))
+	}
+	if applied < 0 {
+		return 0, invalidArg("AddSink %q: LastApplied returned %d, which is negative", name, applied)
+	}
+	if applied >= r.lastSeq.Load() {
+		return applied, nil // up to date (or ahead of this log: it starts at the head)
+	}
+	evs, err := r.read(r.ctx, applied, 1)
+	if err != nil {
+		return 0, sinkError(name, applied+1, fmt.Errorf("read the log to resume the sink: %w", err))
+	}
+	if len(evs) == 0 || evs[0].SequenceNumber != applied+1 {
+		lost := r.lastSeq.Load()
+		if len(evs) > 0 {
+			lost = evs[0].SequenceNumber - 1
+		}
+		return 0, sinkError(name, applied+1, fmt.Errorf(
+			"the sink applied events up to %d but the log no longer holds events %d to %d, so they cannot be redelivered",
+			applied, applied+1, lost))
+	}
+	return applied, nil
 }
 
 // runAsync feeds one asynchronous sink from the log, in order, retrying a

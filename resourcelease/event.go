@@ -131,6 +131,20 @@ type BatchEventSink interface {
 	ApplyEvents(ctx context.Context, events []Event) error
 }
 
+// ResumableSink is an EventSink that remembers how far it got, so a
+// replicator can redeliver what it missed (a failed apply, or a crash between
+// the log's commit and the apply) after a restart. LastApplied returns the
+// sequence number up to which the sink has applied every event (0 if none);
+// on AddSink the replicator starts the sink there instead of at the head of
+// the log and redelivers from the next event on. Redelivered events may have
+// been applied already, so applying must be idempotent per event.
+type ResumableSink interface {
+	EventSink
+	// LastApplied returns the highest sequence number n such that every
+	// event up to n has been applied.
+	LastApplied(ctx context.Context) (int64, error)
+}
+
 // SinkOptions configure how a Replicator delivers to a sink.
 type SinkOptions struct {
 	// Synchronous sinks run in the commit path: an Ack completes only after
