@@ -166,7 +166,9 @@ type Replicator interface {
 	// LastSequence is the sequence number of the newest event (0 if none).
 	LastSequence() int64
 	// AddSink registers a sink under a name used in errors and metrics. Add
-	// sinks before the queue starts; events published earlier are not replayed.
+	// sinks before the queue starts. A plain sink starts at the head of the
+	// log; a ResumableSink is first redelivered every event after its
+	// LastApplied (an error if the log no longer holds them).
 	AddSink(name string, sink EventSink, opts SinkOptions) error
 	// Close flushes and stops the replicator. Safe to call twice.
 	Close() error

@@ -150,6 +150,9 @@ func (c *QueueConfig) applyDefaults() error {
 		if d.v < 0 {
 			return Errorf(StatusInvalidArgument, CodeInvalidArgument, "resourcelease: %s must not be negative, got %v", d.name, d.v)
 		}
+		if d.v > MaxDuration {
+			return Errorf(StatusInvalidArgument, CodeInvalidArgument, "resourcelease: %s must be at most %v, got %v", d.name, MaxDuration, d.v)
+		}
 	}
 	if c.Capacity < -1 {
 		return Errorf(StatusInvalidArgument, CodeInvalidArgument, "resourcelease: Capacity must be -1 (unbounded), 0 (default) or positive, got %d", c.Capacity)
@@ -170,7 +173,11 @@ func (c *QueueConfig) applyDefaults() error {
 		c.LeaseDuration = DefaultLeaseDuration
 	}
 	if c.HeartbeatInterval == 0 {
-		c.HeartbeatInterval = DefaultHeartbeatInterval
+		// A short lease gets a heartbeat that can still keep it alive.
+		c.HeartbeatInterval = min(DefaultHeartbeatInterval, c.LeaseDuration/3)
+	}
+	if c.HeartbeatInterval >= c.LeaseDuration {
+		return Errorf(StatusInvalidArgument, CodeInvalidArgument, "resourcelease: HeartbeatInterval %v must be shorter than LeaseDuration %v, or every lease expires between heartbeats", c.HeartbeatInterval, c.LeaseDuration)
 	}
 	if c.SweepInterval == 0 {
 		c.SweepInterval = DefaultSweepInterval
@@ -576,7 +583,7 @@ func (q *MemoryQueue) endLease(e *entry, now int64, kind ChangeKind, errInfo *Er
 		c.Error = errInfo
 		c.Metadata = meta
 	}
-	if !requeue || e.attempt+1 > q.cfg.MaxDeliveryAttempts {
+	if !requeue || e.attempt >= q.cfg.MaxDeliveryAttempts { // not attempt+1 >: a restored attempt may be huge
 		reason := "failed without requeue"
 		if requeue {
 			reason = fmt.Sprintf("max delivery attempts (%d) exceeded", q.cfg.MaxDeliveryAttempts)

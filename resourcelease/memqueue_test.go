@@ -132,6 +132,9 @@ func TestConfigValidation(t *testing.T) {
 		{"dedupe", resourcelease.QueueConfig{DedupeWindow: -2}},
 		{"full mode", resourcelease.QueueConfig{FullMode: 7}},
 		{"max delay below delay", resourcelease.QueueConfig{RequeueDelay: time.Minute, MaxRequeueDelay: time.Second}},
+		{"heartbeat not shorter than lease", resourcelease.QueueConfig{LeaseDuration: time.Second, HeartbeatInterval: time.Second}},
+		{"lease that would overflow", resourcelease.QueueConfig{LeaseDuration: 200 * 365 * 24 * time.Hour}},
+		{"backoff cap that would overflow", resourcelease.QueueConfig{RequeueDelay: time.Second, MaxRequeueDelay: 1<<63 - 1}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			q, err := resourcelease.NewMemoryQueue(tc.cfg)
@@ -151,6 +154,23 @@ func TestConfigValidation(t *testing.T) {
 	assert.Equal(t, time.Duration(0), c.RequeueDelay)
 	assert.Equal(t, 5, c.MaxDeliveryAttempts)
 	assert.Equal(t, 10*time.Minute, c.DedupeWindow)
+
+	short, err := resourcelease.NewMemoryQueue(resourcelease.QueueConfig{LeaseDuration: 600 * time.Millisecond})
+	require.NoError(t, err)
+	defer short.Close()
+	assert.Equal(t, 200*time.Millisecond, short.Config().HeartbeatInterval, "a short lease gets a heartbeat that can keep it")
+}
+
+// TestHugeRestoredAttemptDeadLetters: an attempt beyond the maximum (as a
+// restore from elsewhere may carry) dead-letters on its next failure rather
+// than overflowing.
+func TestHugeRestoredAttemptDeadLetters(t *testing.T) {
+	f := newQueue(t, resourcelease.QueueConfig{})
+	_, err := f.q.Restore(ctx, []resourcelease.PendingItem{{Payload: item("a"), Attempt: 1<<63 - 1, SequenceID: 7}})
+	require.NoError(t, err)
+	l := mustLease(t, f.q, "w")
+	require.NoError(t, f.q.Fail(ctx, l.OwnershipToken, resourcelease.FailOptions{Requeue: true}))
+	assert.Equal(t, resourcelease.Stats{DeadLetterCount: 1}, f.q.Stats())
 }
 
 func TestLeaseOldestReadyFirst(t *testing.T) {

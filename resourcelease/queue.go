@@ -62,6 +62,9 @@ const (
 	DefaultSweepInterval       = time.Second
 	DefaultMaxDeliveryAttempts = 5
 	DefaultDedupeWindow        = 10 * time.Minute
+	// MaxDuration bounds every duration in QueueConfig, so that times
+	// computed from them (now + lease, backoff doubling) cannot overflow.
+	MaxDuration = 10 * 365 * 24 * time.Hour
 )
 
 // QueueConfig configures a MemoryQueue. The zero value of every field means its
@@ -73,7 +76,9 @@ type QueueConfig struct {
 	FullMode FullMode
 	// LeaseDuration is how long a lease lives without a heartbeat. Defaults to 30s.
 	LeaseDuration time.Duration
-	// HeartbeatInterval is advertised to workers with each lease. Defaults to 5s.
+	// HeartbeatInterval is advertised to workers with each lease. Defaults to
+	// 5s, or LeaseDuration/3 when that is shorter; it must be shorter than
+	// LeaseDuration.
 	HeartbeatInterval time.Duration
 	// SweepInterval is how often expired leases are requeued. Defaults to 1s.
 	SweepInterval time.Duration
