@@ -294,9 +294,17 @@ func (w *Worker) heartbeatInterval(l *resourcelease.Lease) time.Duration {
 }
 
 // heartbeatLoop heartbeats every interval until ctx ends; onLost is called
-// (and the loop ends) when the dispatcher no longer knows the token.
+// (and the loop ends) when the dispatcher no longer knows the token, or when
+// the lease's expiry passes without a successful heartbeat (failures were
+// transient, or the interval was too long): from then on another worker may
+// hold the item, so the handler must stop.
 func (w *Worker) heartbeatLoop(ctx context.Context, token resourcelease.OwnershipToken, interval time.Duration, expiry *atomic.Int64, onLost func()) {
-	for w.sleep(ctx, interval) {
+	for w.sleep(ctx, w.nextHeartbeat(interval, expiry.Load())) {
+		if !w.clock.Now().Before(time.Unix(0, expiry.Load())) {
+			w.logger.Warn("worker: lease expired without a successful heartbeat", "peer", w.peerID, "sequenceId", token.SequenceID)
+			onLost()
+			return
+		}
 		resp, err := w.d.Heartbeat(ctx, &resourcelease.HeartbeatRequest{OwnershipToken: &token})
 		switch {
 		case err == nil:
@@ -314,6 +322,15 @@ func (w *Worker) heartbeatLoop(ctx context.Context, token resourcelease.Ownershi
 				"status", string(resourcelease.StatusOf(err)), "error", err)
 		}
 	}
+}
+
+// nextHeartbeat is how long to wait before the next heartbeat: the interval,
+// but never more than half the time left on the lease, so a lease shorter than
+// the advertised interval (or one a failed heartbeat did not extend) is still
+// renewed in time, with a retry before it runs out.
+func (w *Worker) nextHeartbeat(interval time.Duration, expiresAt int64) time.Duration {
+	left := time.Duration(expiresAt - w.clock.Now().UnixNano())
+	return max(min(interval, left/2), time.Millisecond)
 }
 
 // runHandler calls the handler, turning a panic into an error.

@@ -251,6 +251,59 @@ func TestWorkerLostLease(t *testing.T) {
 	require.Equal(t, transport.WorkerStats{Leased: 1, Lost: 1}, w.Stats())
 }
 
+// TestWorkerStopsAtLeaseExpiry: a lease shorter than its advertised heartbeat
+// interval is heartbeated in time anyway, and when every heartbeat fails the
+// handler's context is cancelled with ErrLeaseLost once the lease's expiry
+// passes, because from then on another worker may hold the item.
+func TestWorkerStopsAtLeaseExpiry(t *testing.T) {
+	t.Parallel()
+	clock := leasetest.NewManualClock(time.Time{})
+	expires := clock.Now().Add(3 * time.Second)
+	var beats atomic.Int64
+	var given atomic.Bool
+	d := &fakeDispatcher{
+		LeaseFn: func(ctx context.Context, r *resourcelease.LeaseRequest) (*resourcelease.Lease, error) {
+			if given.Swap(true) { // one lease, then nothing until the worker stops
+				<-ctx.Done()
+				return nil, ctx.Err()
+			}
+			return &resourcelease.Lease{Payload: item, SequenceID: 1, Attempt: 1, HeartbeatIntervalMs: 10_000,
+				LeaseExpiresAt: expires, OwnershipToken: resourcelease.OwnershipToken{SequenceID: 1, Attempt: 1, LeaseID: uuid.New()}}, nil
+		},
+		HeartbeatFn: func(context.Context, *resourcelease.HeartbeatRequest) (*resourcelease.HeartbeatResponse, error) {
+			beats.Add(1)
+			return nil, resourcelease.ErrStorageUnavailable // transient, never succeeds
+		},
+		FailFn: func(context.Context, *resourcelease.FailRequest) (*resourcelease.SuccessResponse, error) {
+			return &resourcelease.SuccessResponse{Success: true}, nil
+		},
+	}
+	cause := make(chan error, 1)
+	var once sync.Once
+	w := newWorker(t, d, transport.WorkerOptions{Clock: clock, Concurrency: 1, Handler: func(ctx context.Context, _ *resourcelease.Lease) error {
+		<-ctx.Done()
+		once.Do(func() { cause <- context.Cause(ctx) })
+		return ctx.Err()
+	}})
+	stop := startWorker(t, w)
+	defer stop()
+	deadline := time.Now().Add(10 * time.Second) // real time: a bound on the test, not synchronisation
+	for time.Now().Before(deadline) {
+		select {
+		case err := <-cause:
+			require.ErrorIs(t, err, transport.ErrLeaseLost)
+			require.False(t, clock.Now().Before(expires), "cancelled before the lease expired")
+			require.GreaterOrEqual(t, beats.Load(), int64(2), "heartbeats were attempted before expiry despite the 10 s interval")
+			return
+		default:
+		}
+		if clock.WaitForTimers(1, 20*time.Millisecond) && clock.Now().Before(expires.Add(time.Minute)) {
+			clock.Advance(250 * time.Millisecond)
+		}
+	}
+	t.Fatalf("handler not cancelled; clock at +%v, %d heartbeats", clock.Now().Sub(expires), beats.Load())
+}
+
 // TestWorkerShutdown: when Run's context ends, in-flight handlers are
 // cancelled and their leases failed with requeue on a context that is still
 // alive.
