@@ -302,6 +302,8 @@ func (s *sqliteStore) collect(entries []*entry) error {
 			s.set(rowOp{seq: c.Item.SequenceID, state: stateLeased, item: c.Item, token: c.Token, peer: c.PeerID, at: at}, false)
 		case resourcelease.ChangeHeartbeat:
 			// Not persisted: a restored lease gets a fresh duration anyway.
+		case resourcelease.ChangeFailed:
+			// Event only: the ChangeDeadLettered that follows moves the row.
 		case resourcelease.ChangeCompleted:
 			s.set(rowOp{seq: c.Token.SequenceID, del: true}, false)
 		case resourcelease.ChangeRequeued, resourcelease.ChangeExpired, resourcelease.ChangeReleased:

@@ -40,6 +40,11 @@ const (
 	ChangeRedriven
 	// ChangePurged: dead letters SequenceIDs were deleted.
 	ChangePurged
+	// ChangeFailed: a worker failed the lease Token and the item is not
+	// requeued (it asked not to be, or it was on its last attempt). Error and
+	// Metadata are the worker's; a ChangeDeadLettered of the item follows.
+	// (A fail that requeues is ChangeRequeued.)
+	ChangeFailed
 )
 
 var changeKindNames = [...]string{
@@ -47,6 +52,7 @@ var changeKindNames = [...]string{
 	ChangeCompleted: "completed", ChangeRequeued: "requeued", ChangeExpired: "expired",
 	ChangeDeadLettered: "dead-lettered", ChangeReleased: "released", ChangeDrained: "drained",
 	ChangeRestored: "restored", ChangeRedriven: "redriven", ChangePurged: "purged",
+	ChangeFailed: "failed",
 }
 
 // String returns the kind's name.

@@ -88,6 +88,9 @@ func NewEvent(c *Change) Event {
 	case ChangeRequeued:
 		e.EventType = EventFailed
 		e.Metadata[MetaFailureRequeued] = "true"
+	case ChangeFailed:
+		e.EventType = EventFailed
+		e.Metadata[MetaFailureRequeued] = "false"
 	case ChangeExpired:
 		e.EventType = EventLeaseExpired
 	case ChangeDeadLettered:

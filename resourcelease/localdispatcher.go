@@ -331,6 +331,8 @@ func (d *LocalDispatcher) trackLease(c *Change) leaseEnding {
 	case ChangeLeased, ChangeHeartbeat:
 		d.leases[c.Token.SequenceID] = liveLease{token: c.Token, expiresAt: c.LeaseExpiresAt}
 		return endedUnknown
+	case ChangeFailed:
+		return endedUnknown // the ChangeDeadLettered that follows ends the lease
 	case ChangeDeadLettered:
 		l, ok := d.leases[c.Token.SequenceID]
 		if !ok || l.token != c.Token {

@@ -150,6 +150,7 @@ func TestDispatcherReplicationEvents(t *testing.T) {
 				{resourcelease.EventLeaseGranted, "w2", 0, 1, nil},
 				{resourcelease.EventFailed, "w2", 1, 0, map[string]string{resourcelease.MetaFailureRequeued: "true", "host": "h1"}},
 				{resourcelease.EventLeaseGranted, "w2", 0, 1, map[string]string{resourcelease.MetaAttempt: "2"}},
+				{resourcelease.EventFailed, "w2", 0, 0, map[string]string{resourcelease.MetaFailureRequeued: "false"}},
 				{resourcelease.EventDeadLettered, "w2", 0, 0, map[string]string{resourcelease.MetaFailureRequeued: "false"}},
 				{resourcelease.EventRedriven, "admin", 1, 0, map[string]string{resourcelease.MetaRedriveCount: "1"}},
 				{resourcelease.EventDrainSnapshot, "admin", 0, 0, map[string]string{resourcelease.MetaDrainCount: "1"}},
@@ -175,8 +176,9 @@ func TestDispatcherReplicationEvents(t *testing.T) {
 				}
 			}
 			assert.Equal(t, "app.flaky", events[6].Error.Code)
-			assert.Equal(t, resourcelease.CodeLeaseExpired, events[13].Error.Code)
-			assert.Equal(t, lb.OwnershipToken, *events[13].Ownership)
+			assert.Equal(t, "broken", events[8].Error.Message, "a fail without requeue is a Failed event with the worker's reason")
+			assert.Equal(t, resourcelease.CodeLeaseExpired, events[14].Error.Code)
+			assert.Equal(t, lb.OwnershipToken, *events[14].Ownership)
 			assert.Equal(t, int64(len(want)), repl.LastSequence())
 
 			wantSeqs := make([]int64, len(want))
@@ -185,7 +187,7 @@ func TestDispatcherReplicationEvents(t *testing.T) {
 			}
 			assert.Equal(t, wantSeqs, audit.sequences(), "the synchronous sink saw every event, in order")
 			assert.Equal(t, int64(len(want)), coord.Recorded(), "one effect per event")
-			rec, ok, err := coord.Effect(context.Background(), 9)
+			rec, ok, err := coord.Effect(context.Background(), 10)
 			require.NoError(t, err)
 			require.True(t, ok)
 			assert.Equal(t, string(resourcelease.EventDeadLettered), rec.Kind)

@@ -592,6 +592,9 @@ func (q *MemoryQueue) endLease(e *entry, now int64, kind ChangeKind, errInfo *Er
 			reason += ": " + errInfo.Message
 		}
 		q.dead[e.seq] = q.deadLst.PushBack(&deadEntry{e: e, at: now, reason: reason})
+		if kind == ChangeRequeued { // a worker's fail: its Failed event comes before the dead letter
+			q.record(ChangeFailed, now, fill)
+		}
 		code := CodeDeliveryAttemptsExceed
 		if !requeue {
 			code = ""

@@ -362,6 +362,21 @@ func TestMaxDeliveryAttemptsDeadLetters(t *testing.T) {
 	last := f.rec.changes[len(f.rec.changes)-1]
 	assert.Equal(t, resourcelease.ChangeDeadLettered, last.Kind)
 	assert.Equal(t, resourcelease.CodeDeliveryAttemptsExceed, last.Error.Code)
+	failed := f.rec.changes[len(f.rec.changes)-2]
+	assert.Equal(t, resourcelease.ChangeFailed, failed.Kind, "the worker's last fail is reported before the dead letter")
+	assert.Equal(t, "fail 3", failed.Error.Message)
+	assert.Equal(t, "false", resourcelease.NewEvent(&failed).Metadata[resourcelease.MetaFailureRequeued])
+}
+
+// TestExpiryOnLastAttemptIsNotAFail: an expiry that dead-letters reports
+// LeaseExpired's dead letter only; no worker failed.
+func TestExpiryOnLastAttemptIsNotAFail(t *testing.T) {
+	f := newQueue(t, resourcelease.QueueConfig{MaxDeliveryAttempts: 1, LeaseDuration: time.Second})
+	mustEnqueue(t, f.q, "a")
+	mustLease(t, f.q, "w")
+	f.clock.Advance(time.Second)
+	f.q.Sweep()
+	assert.Equal(t, []resourcelease.ChangeKind{resourcelease.ChangeEnqueued, resourcelease.ChangeLeased, resourcelease.ChangeDeadLettered}, f.rec.kinds())
 }
 
 func TestDeadLetterListRedrivePurge(t *testing.T) {
