@@ -338,6 +338,20 @@ func TestTailOnce(t *testing.T) {
 	assert.Empty(t, m.ok("", "tail", "--once", "--since", "3"))
 }
 
+// TestTailReportsTrimmedEvents: events the log no longer holds (retention)
+// are reported on stderr, not skipped silently.
+func TestTailReportsTrimmedEvents(t *testing.T) {
+	t.Parallel()
+	m := newMesh(t, meshOptions{retention: 2})
+	for i := range 3 { // events 1..3; the log keeps 2 and 3
+		m.ok("", "enqueue", "--resource-type", "t", "--resource-id", fmt.Sprint(i), "--partition-key", "p")
+	}
+	r := m.run("", "tail", "--once")
+	require.Equal(t, 0, r.code, r.stderr)
+	assert.Contains(t, r.stderr, "events 1 to 1 are no longer in the log")
+	assert.Equal(t, 2, strings.Count(r.stdout, "\n"))
+}
+
 // TestTailFollow follows the log while it grows, then is interrupted.
 func TestTailFollow(t *testing.T) {
 	t.Parallel()

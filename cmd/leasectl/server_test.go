@@ -47,11 +47,13 @@ type meshOptions struct {
 	token string
 	// queue configures the dispatcher's queue.
 	queue resourcelease.QueueConfig
+	// retention bounds the replication log (0: the replicator's default).
+	retention int
 }
 
 func newMesh(t *testing.T, opts meshOptions) *mesh {
 	t.Helper()
-	rep, err := replication.NewMemoryReplicator(replication.MemoryOptions{Logger: quietLogger})
+	rep, err := replication.NewMemoryReplicator(replication.MemoryOptions{Logger: quietLogger, Retention: opts.retention})
 	require.NoError(t, err)
 	tracker, err := peerhealth.New(peerhealth.Config{})
 	require.NoError(t, err)
