@@ -1,6 +1,8 @@
 package backpressure
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"net"
 	"net/http"
@@ -34,12 +36,25 @@ type MiddlewareConfig struct {
 // the remote IP address.
 func CallerKey(r *http.Request) string {
 	if c := r.Header.Get(headerCaller); c != "" {
-		return c
+		return boundedKey(c)
 	}
 	if host, _, err := net.SplitHostPort(r.RemoteAddr); err == nil {
 		return host
 	}
 	return r.RemoteAddr
+}
+
+// maxKeyBytes bounds a limiter key: MaxKeys bounds how many keys are kept, and
+// this bounds what each costs, whatever a client puts in its header.
+const maxKeyBytes = 128
+
+// boundedKey returns k, or a digest of it when it is longer than maxKeyBytes.
+func boundedKey(k string) string {
+	if len(k) <= maxKeyBytes {
+		return k
+	}
+	sum := sha256.Sum256([]byte(k))
+	return "sha256:" + hex.EncodeToString(sum[:])
 }
 
 // MatchEnqueue is the default MiddlewareConfig.Match: requests whose

@@ -289,6 +289,9 @@ func checkEnqueue(_ *handler, r *resourcelease.EnqueueRequest) error {
 }
 
 func checkLease(h *handler, r *resourcelease.LeaseRequest) error {
+	if err := checkPeerID("peerId", r.PeerID); err != nil {
+		return err
+	}
 	if r.WaitMs < 0 {
 		return resourcelease.Errorf(resourcelease.StatusInvalidArgument, resourcelease.CodeInvalidArgument,
 			"waitMs must not be negative, got %d", r.WaitMs)
@@ -396,6 +399,11 @@ func (h *handler) parseCall(r *http.Request, now time.Time) (call, *resourceleas
 	if err != nil {
 		return call{}, err
 	}
+	for _, name := range [...]string{HeaderCaller, HeaderPeerID} {
+		if err := checkPeerID(name, r.Header.Get(name)); err != nil {
+			return call{}, err
+		}
+	}
 	return call{
 		route:    rt,
 		deadline: deadline,
@@ -405,6 +413,19 @@ func (h *handler) parseCall(r *http.Request, now time.Time) (call, *resourceleas
 			Service: svc,
 		},
 	}, nil
+}
+
+// MaxPeerIDBytes bounds a caller or peer id (Rpc-Caller, x-peer-id, a lease's
+// peerId). Peer ids are kept by peer health and written into every event, so
+// a client must not be able to make the dispatcher hold megabytes per id.
+const MaxPeerIDBytes = 256
+
+func checkPeerID(field, id string) *resourcelease.Error {
+	if len(id) > MaxPeerIDBytes {
+		return resourcelease.Errorf(resourcelease.StatusInvalidArgument, CodePeerIDTooLong,
+			"%s is %d bytes; at most %d are allowed", field, len(id), MaxPeerIDBytes)
+	}
+	return nil
 }
 
 // serveRPC is the protocol proper: headers, body, dispatch, response.

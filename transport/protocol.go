@@ -94,6 +94,9 @@ const (
 	CodeInvalidDeadline = "resourcelease.transport.deadline_invalid"
 	// CodeBodyTooLarge: the request body exceeds the handler's limit.
 	CodeBodyTooLarge = "resourcelease.transport.body_too_large"
+	// CodePeerIDTooLong: Rpc-Caller, x-peer-id or a lease's peerId is longer
+	// than MaxPeerIDBytes.
+	CodePeerIDTooLong = "resourcelease.transport.peer_id_too_long"
 	// CodeMethodNotAllowed: the request was not a POST.
 	CodeMethodNotAllowed = "resourcelease.transport.method_not_allowed"
 	// CodeUnauthenticated: the request carries no (valid) credentials.
