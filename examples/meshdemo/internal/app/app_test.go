@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"strings"
@@ -19,6 +20,7 @@ import (
 	"github.com/leasemesh/leasemesh/examples/meshdemo/internal/app"
 	"github.com/leasemesh/leasemesh/examples/meshdemo/internal/config"
 	"github.com/leasemesh/leasemesh/resourcelease"
+	"github.com/leasemesh/leasemesh/transport"
 )
 
 func TestMain(m *testing.M) {
@@ -270,6 +272,8 @@ func TestConfigErrors(t *testing.T) {
 		{"unknown key", []string{"--meshDemo:colour=blue"}, "meshDemo:colour"},
 		{"rpc address in use", []string{"--meshDemo:rpcUrl=" + busyURL, "--urls=http://127.0.0.1:0"}, "meshDemo:rpcUrl"},
 		{"diagnostics address in use", []string{"--meshDemo:rpcUrl=http://127.0.0.1:0", "--urls=" + busyURL}, "urls"},
+		{"rpc path under the control plane", []string{"--meshDemo:rpcUrl=http://127.0.0.1:0/omnirelay/control/", "--urls=http://127.0.0.1:0", "-storage=memory"}, "meshDemo:rpcUrl"},
+		{"rpc path is metrics", []string{"--meshDemo:rpcUrl=http://127.0.0.1:0/metrics", "--urls=http://127.0.0.1:0", "-storage=memory"}, "meshDemo:rpcUrl"},
 		{"unresolvable host", []string{"--meshDemo:rpcUrl=http://no-such-host.invalid:7420", "--urls=http://127.0.0.1:0"}, "meshDemo:rpcUrl"},
 	}
 	for _, tc := range cases {
@@ -408,4 +412,46 @@ func TestWorkerSurvivesDispatcherAbsence(t *testing.T) {
 	if !strings.Contains(slow.stderr.String(), "worker shutting down") {
 		t.Errorf("no requeue at shutdown in the worker's log:\n%s", slow.stderr)
 	}
+}
+
+// TestStartTurnsRouteConflictIntoError bypasses config validation with an RPC
+// path that conflicts with the control plane: Start must return a one-line
+// configuration error (not panic) and release everything it had opened,
+// SQLite storage included.
+func TestStartTurnsRouteConflictIntoError(t *testing.T) {
+	dir := t.TempDir()
+	cfg, err := config.Load(config.Input{Dir: dir, Args: []string{
+		"--meshDemo:roles=dispatcher", "--meshDemo:rpcUrl=http://127.0.0.1:0", "--urls=http://127.0.0.1:0",
+		"-storage=sqlite", "-data-dir=" + dir + "/data",
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.RPCPath = transport.DefaultControlPrefix + "/"
+	before := goleak.IgnoreCurrent()
+	var n *app.Node
+	func() {
+		defer func() {
+			if p := recover(); p != nil {
+				t.Fatalf("Start panicked: %v", p)
+			}
+		}()
+		n, err = app.Start(context.Background(), cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	}()
+	if n != nil {
+		n.Close()
+		t.Fatal("Start succeeded with a conflicting RPC path")
+	}
+	var cve *config.ConfigValidationError
+	if !errors.As(err, &cve) || cve.Field != "meshDemo:rpcUrl" {
+		t.Fatalf("got %v, want a ConfigValidationError for meshDemo:rpcUrl", err)
+	}
+	if code := app.ExitCode(err); code != 2 {
+		t.Errorf("exit code: got %d, want 2", code)
+	}
+	if strings.Contains(err.Error(), "\n") {
+		t.Errorf("error spans lines: %q", err)
+	}
+	// Storage and listeners were closed: nothing Start began is still running.
+	goleak.VerifyNone(t, before)
 }

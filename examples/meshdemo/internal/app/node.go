@@ -182,10 +182,16 @@ func Start(ctx context.Context, cfg *config.Config, logger *slog.Logger) (n *Nod
 		if herr != nil {
 			return n, herr
 		}
-		mux := http.NewServeMux()
-		mux.Handle(cfg.RPCPath, rpc)
-		mux.Handle(transport.DefaultControlPrefix+"/", control)
-		mux.Handle("GET /metrics", n.metricsHandler())
+		mux, rerr := newMux([]route{
+			{cfg.RPCPath, rpc},
+			{transport.DefaultControlPrefix + "/", control},
+			{"GET /metrics", n.metricsHandler()},
+		})
+		if rerr != nil {
+			// config.Load rejects such paths; this keeps a gap in that check
+			// from panicking the process with storage open.
+			return n, &config.ConfigValidationError{Field: config.Section + ":rpcUrl", Err: fmt.Errorf("invalid value %q: cannot serve RPC there: %w", cfg.RPC.Raw, rerr)}
+		}
 		n.serve(n.rpcLn, mux)
 	}
 
@@ -235,6 +241,28 @@ func Start(ctx context.Context, cfg *config.Config, logger *slog.Logger) (n *Nod
 		}
 	}
 	return n, nil
+}
+
+// route is one pattern of an http.ServeMux and its handler.
+type route struct {
+	pattern string
+	handler http.Handler
+}
+
+// newMux registers routes on a new http.ServeMux, turning the panic
+// ServeMux.Handle raises on an invalid or conflicting pattern into an error.
+func newMux(routes []route) (mux *http.ServeMux, err error) {
+	mux = http.NewServeMux()
+	defer func() {
+		if p := recover(); p != nil {
+			// The conflict description spans lines; keep the error on one.
+			mux, err = nil, errors.New(strings.Join(strings.Fields(fmt.Sprint(p)), " "))
+		}
+	}()
+	for _, r := range routes {
+		mux.Handle(r.pattern, r.handler)
+	}
+	return mux, nil
 }
 
 func (n *Node) metricsHandler() http.Handler {

@@ -156,6 +156,8 @@ func TestLayers(t *testing.T) {
 			}},
 		{name: "json array on the command line", args: []string{`-roles=["dispatcher","seeder"]`},
 			check: func(t *testing.T, c *config.Config) { eq(t, "roles", c.Roles.String(), "dispatcher,seeder") }},
+		{name: "rpcUrl path next to the reserved ones", args: []string{"-rpc-url=http://127.0.0.1:7500/metrics-rpc/"},
+			check: func(t *testing.T, c *config.Config) { eq(t, "rpc path", c.RPCPath, "/metrics-rpc/") }},
 		{name: "explicit rpcClientUrl", args: []string{"-rpc-client-url", "http://mesh-dispatcher:7420"},
 			check: func(t *testing.T, c *config.Config) {
 				eq(t, "client", c.RPCClientURL, "http://mesh-dispatcher:7420/yarpc/v1")
@@ -257,6 +259,14 @@ func TestErrors(t *testing.T) {
 		{name: "duplicate peer", args: []string{"-worker-peer-id=a,a"}, field: "meshDemo:workerPeerId", wantInMsg: []string{`"a,a"`}},
 		{name: "rpcUrl not a url", args: []string{"--meshDemo:rpcUrl=7420"}, field: "meshDemo:rpcUrl", wantInMsg: []string{`"7420"`}},
 		{name: "rpcUrl bad port", args: []string{"--meshDemo:rpcUrl=http://127.0.0.1:99999"}, field: "meshDemo:rpcUrl", wantInMsg: []string{`"http://127.0.0.1:99999"`}},
+		{name: "rpcUrl path is the control prefix", args: []string{"--meshDemo:rpcUrl=http://127.0.0.1:0/omnirelay/control/"}, field: "meshDemo:rpcUrl", wantInMsg: []string{`"http://127.0.0.1:0/omnirelay/control/"`, "reserved", "command line"}},
+		{name: "rpcUrl path equals the control prefix", args: []string{"--meshDemo:rpcUrl=http://127.0.0.1:0/omnirelay/control"}, field: "meshDemo:rpcUrl", wantInMsg: []string{"reserved"}},
+		{name: "rpcUrl path under the control prefix", args: []string{"-rpc-url=http://127.0.0.1:0/omnirelay/control/drain"}, field: "meshDemo:rpcUrl", wantInMsg: []string{"reserved"}},
+		{name: "rpcUrl path is the control prefix escaped", args: []string{"-rpc-url=http://127.0.0.1:0/%6Fmnirelay/control/"}, field: "meshDemo:rpcUrl", wantInMsg: []string{"reserved"}},
+		{name: "rpcUrl path is metrics", env: []string{"MESHDEMO_meshDemo__rpcUrl=http://127.0.0.1:0/metrics"}, field: "meshDemo:rpcUrl", wantInMsg: []string{`"http://127.0.0.1:0/metrics"`, "reserved", "env MESHDEMO_meshDemo__rpcUrl"}},
+		{name: "rpcUrl path under metrics", args: []string{"-rpc-url=http://127.0.0.1:0/metrics/rpc"}, field: "meshDemo:rpcUrl", wantInMsg: []string{"reserved"}},
+		{name: "rpcUrl unclean path", args: []string{"-rpc-url=http://127.0.0.1:0/a/../yarpc"}, field: "meshDemo:rpcUrl", wantInMsg: []string{"clean"}},
+		{name: "rpcUrl empty path segment", args: []string{"-rpc-url=http://127.0.0.1:0//yarpc"}, field: "meshDemo:rpcUrl", wantInMsg: []string{"clean"}},
 		{name: "rpcUrl https", args: []string{"--meshDemo:rpcUrl=https://127.0.0.1:7420"}, field: "meshDemo:rpcUrl", wantInMsg: []string{"https"}},
 		{name: "urls bad", args: []string{"--urls=http://localhost:abc"}, field: "urls", wantInMsg: []string{`"http://localhost:abc"`}},
 		{name: "urls with path", args: []string{"--urls=http://localhost:5158/x"}, field: "urls", wantInMsg: []string{"path"}},

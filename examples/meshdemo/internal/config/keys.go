@@ -8,10 +8,13 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"path"
 	"slices"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/leasemesh/leasemesh/transport"
 )
 
 // keyDef describes one configuration key: its canonical name, its Go-style
@@ -340,12 +343,49 @@ func applyRPCURL(c *Config, v string) error {
 	}
 	c.RPCPath = u.EscapedPath()
 	if c.RPCPath == "" || c.RPCPath == "/" {
-		c.RPCPath = DefaultRPCPath
+		c.RPCPath, u.Path = DefaultRPCPath, DefaultRPCPath
+	}
+	if err := checkRPCPath(c.RPCPath, u.Path); err != nil {
+		return err
 	}
 	u.Path, u.RawPath, u.RawQuery, u.Fragment = c.RPCPath, "", "", ""
 	l.URL = u.String()
 	c.RPC = l
 	return nil
+}
+
+// Routes the dispatcher serves next to RPC on the rpcUrl listener; the RPC
+// path must stay clear of them (http.ServeMux would panic on a conflict, or
+// silently route the RPC calls elsewhere).
+const (
+	controlPrefix = transport.DefaultControlPrefix
+	metricsPath   = "/metrics"
+)
+
+// checkRPCPath rejects an RPC path (escaped as served, and decoded as the
+// mux reads it) that http.ServeMux cannot register or that collides with the
+// control plane or /metrics.
+func checkRPCPath(escaped, decoded string) error {
+	for _, p := range []string{escaped, decoded} {
+		if p != cleanPath(p) {
+			return fmt.Errorf("path %q must be clean (no empty, . or .. segments)", p)
+		}
+	}
+	for _, r := range []string{controlPrefix, metricsPath} {
+		if decoded == r || strings.HasPrefix(decoded, r+"/") {
+			return fmt.Errorf("path %q is reserved on the RPC listener (%s and %s/... are served there)", decoded, r, r)
+		}
+	}
+	return nil
+}
+
+// cleanPath is path.Clean keeping a trailing slash, as http.ServeMux checks.
+func cleanPath(p string) string {
+	np := path.Clean(p)
+	if strings.HasSuffix(p, "/") && np != "/" {
+		np += "/"
+	}
+	return np
 }
 
 // clientURLFrom derives what a client dials from a bind URL.
