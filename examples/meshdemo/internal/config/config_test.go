@@ -158,6 +158,12 @@ func TestLayers(t *testing.T) {
 			check: func(t *testing.T, c *config.Config) { eq(t, "roles", c.Roles.String(), "dispatcher,seeder") }},
 		{name: "rpcUrl path next to the reserved ones", args: []string{"-rpc-url=http://127.0.0.1:7500/metrics-rpc/"},
 			check: func(t *testing.T, c *config.Config) { eq(t, "rpc path", c.RPCPath, "/metrics-rpc/") }},
+		{name: "one millisecond is the smallest duration", args: []string{"-seeder-interval-seconds=0.001", "-lease-duration-seconds=0.001", "-requeue-delay-seconds=0"},
+			check: func(t *testing.T, c *config.Config) {
+				eq(t, "seed", c.SeederInterval, time.Millisecond)
+				eq(t, "lease", c.LeaseDuration, time.Millisecond)
+				eq(t, "requeue", c.RequeueDelay, time.Duration(0))
+			}},
 		{name: "explicit rpcClientUrl", args: []string{"-rpc-client-url", "http://mesh-dispatcher:7420"},
 			check: func(t *testing.T, c *config.Config) {
 				eq(t, "client", c.RPCClientURL, "http://mesh-dispatcher:7420/yarpc/v1")
@@ -248,6 +254,12 @@ func TestErrors(t *testing.T) {
 		{name: "unparsable int", args: []string{"--meshDemo:capacity=lots"}, field: "meshDemo:capacity", wantInMsg: []string{`"lots"`, "integer"}},
 		{name: "unparsable seconds", env: []string{"MESHDEMO_meshDemo__leaseDurationSeconds=soon"}, field: "meshDemo:leaseDurationSeconds", wantInMsg: []string{`"soon"`}},
 		{name: "zero lease", args: []string{"-lease-duration-seconds=0"}, field: "meshDemo:leaseDurationSeconds", wantInMsg: []string{`"0"`}},
+		{name: "sub-nanosecond seeder interval", args: []string{"--meshDemo:seederIntervalSeconds=0.0000000001"}, field: "meshDemo:seederIntervalSeconds", wantInMsg: []string{`"0.0000000001"`, "at least 0.001 seconds"}},
+		{name: "sub-millisecond lease", args: []string{"-lease-duration-seconds=0.0000001"}, field: "meshDemo:leaseDurationSeconds", wantInMsg: []string{`"0.0000001"`, "at least 0.001 seconds"}},
+		{name: "sub-nanosecond heartbeat", env: []string{"MESHDEMO_meshDemo__heartbeatIntervalSeconds=1e-12"}, field: "meshDemo:heartbeatIntervalSeconds", wantInMsg: []string{`"1e-12"`, "at least 0.001 seconds", "env MESHDEMO_meshDemo__heartbeatIntervalSeconds"}},
+		{name: "sub-millisecond processing", args: []string{"-worker-processing-seconds=0.0000000001"}, field: "meshDemo:workerProcessingSeconds", wantInMsg: []string{"zero or at least 0.001 seconds"}},
+		{name: "sub-millisecond requeue delay", args: []string{"-requeue-delay-seconds=0.0000005"}, field: "meshDemo:requeueDelaySeconds", wantInMsg: []string{"zero or at least 0.001 seconds"}},
+		{name: "sub-millisecond cooldown", file: `{"meshDemo":{"backpressureCooldownSeconds":1e-10}}`, field: "meshDemo:backpressureCooldownSeconds", wantInMsg: []string{"zero or at least 0.001 seconds", "appsettings.json"}},
 		{name: "negative requeue delay", args: []string{"-requeue-delay-seconds=-1"}, field: "meshDemo:requeueDelaySeconds", wantInMsg: []string{`"-1"`}},
 		{name: "negative rate", args: []string{"-rate-limit-per-second=-3"}, field: "meshDemo:rateLimitPerSecond", wantInMsg: []string{`"-3"`}},
 		{name: "bad mode", args: []string{"-backpressure-mode=drop"}, field: "meshDemo:backpressureMode", wantInMsg: []string{`"drop"`}},

@@ -142,6 +142,9 @@ func parseSeconds(v string) (float64, error) {
 	return f, nil
 }
 
+// minDuration is the smallest non-zero duration a seconds key accepts.
+const minDuration = time.Millisecond
+
 func seconds(field func(*Config) *time.Duration, zeroOK bool) func(*Config, string) error {
 	return func(c *Config, v string) error {
 		f, err := parseSeconds(v)
@@ -157,7 +160,17 @@ func seconds(field func(*Config) *time.Duration, zeroOK bool) func(*Config, stri
 		case f > 365*24*3600:
 			return errors.New("must be at most a year")
 		}
-		*field(c) = time.Duration(f * float64(time.Second))
+		// Check the Duration actually used: a tiny value would truncate to
+		// zero (a zero ticker interval panics; a zero lease means the
+		// library default) or to a few nanoseconds.
+		d := time.Duration(f * float64(time.Second))
+		if f > 0 && d < minDuration {
+			if zeroOK {
+				return fmt.Errorf("must be zero or at least %g seconds (%s)", minDuration.Seconds(), minDuration)
+			}
+			return fmt.Errorf("must be at least %g seconds (%s)", minDuration.Seconds(), minDuration)
+		}
+		*field(c) = d
 		return nil
 	}
 }
