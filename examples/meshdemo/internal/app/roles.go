@@ -50,7 +50,8 @@ func newClientMetrics(reg prometheus.Registerer) (*clientMetrics, error) {
 }
 
 // roundTrip records each call by its Rpc-Procedure header and its outcome:
-// "ok", the Rpc-Status of an error response, or "unavailable" when the
+// "ok", the Rpc-Status of an error response (when it is a protocol status;
+// else the status its HTTP code stands for), or "unavailable" when the
 // dispatcher could not be reached.
 func (m *clientMetrics) roundTripper(next http.RoundTripper) http.RoundTripper {
 	return roundTripFunc(func(r *http.Request) (*http.Response, error) {
@@ -62,8 +63,12 @@ func (m *clientMetrics) roundTripper(next http.RoundTripper) http.RoundTripper {
 		case err != nil:
 			status = string(resourcelease.StatusUnavailable)
 		case resp.StatusCode != http.StatusOK:
-			status = resp.Header.Get(transport.HeaderStatus)
-			if status == "" {
+			// The header is the server's to fill: only a protocol status
+			// becomes a label value, so a misbehaving server cannot grow
+			// the series without bound.
+			if s := resourcelease.Status(resp.Header.Get(transport.HeaderStatus)); s.Valid() {
+				status = string(s)
+			} else {
 				status = string(resourcelease.StatusFromHTTP(resp.StatusCode))
 			}
 		}

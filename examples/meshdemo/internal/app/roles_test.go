@@ -1,0 +1,95 @@
+package app
+
+import (
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/leasemesh/leasemesh/resourcelease"
+	"github.com/leasemesh/leasemesh/transport"
+)
+
+// TestClientMetricsIgnoreGarbageRpcStatus checks that the status label of
+// rpc_client_requests_total only takes protocol statuses: a server answering
+// made-up Rpc-Status values does not create new series.
+func TestClientMetricsIgnoreGarbageRpcStatus(t *testing.T) {
+	n := 0
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/valid":
+			w.Header().Set(transport.HeaderStatus, string(resourcelease.StatusResourceExhausted))
+			w.WriteHeader(http.StatusTooManyRequests)
+		case "/ok":
+			w.WriteHeader(http.StatusOK)
+		default:
+			n++
+			w.Header().Set(transport.HeaderStatus, fmt.Sprintf("garbage-%d", n))
+			w.WriteHeader(http.StatusServiceUnavailable)
+		}
+	}))
+	defer srv.Close()
+
+	reg := prometheus.NewRegistry()
+	m, err := newClientMetrics(reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr := &http.Transport{DisableKeepAlives: true}
+	defer tr.CloseIdleConnections()
+	client := &http.Client{Transport: m.roundTripper(tr)}
+	call := func(path string) {
+		t.Helper()
+		req, err := http.NewRequest(http.MethodPost, srv.URL+path, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set(transport.HeaderProcedure, "ns::enqueue")
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+	}
+	for range 5 {
+		call("/garbage")
+	}
+	call("/valid")
+	call("/ok")
+
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]float64{}
+	for _, mf := range mfs {
+		if mf.GetName() != "rpc_client_requests_total" {
+			continue
+		}
+		for _, mt := range mf.GetMetric() {
+			for _, lp := range mt.GetLabel() {
+				if lp.GetName() == "status" {
+					got[lp.GetValue()] += mt.GetCounter().GetValue()
+				}
+			}
+		}
+	}
+	fallback := string(resourcelease.StatusFromHTTP(http.StatusServiceUnavailable))
+	want := map[string]float64{fallback: 5, string(resourcelease.StatusResourceExhausted): 1, "ok": 1}
+	if len(got) != len(want) {
+		t.Errorf("status label values: got %v, want %v", got, want)
+	}
+	for s, c := range want {
+		if got[s] != c {
+			t.Errorf("status %q: got %v calls, want %v (all: %v)", s, got[s], c, got)
+		}
+	}
+	for s := range got {
+		if strings.HasPrefix(s, "garbage") || !(s == "ok" || resourcelease.Status(s).Valid()) {
+			t.Errorf("status label %q is not a protocol status", s)
+		}
+	}
+}
