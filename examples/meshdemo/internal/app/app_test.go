@@ -275,6 +275,7 @@ func TestConfigErrors(t *testing.T) {
 		{"rpc path under the control plane", []string{"--meshDemo:rpcUrl=http://127.0.0.1:0/omnirelay/control/", "--urls=http://127.0.0.1:0", "-storage=memory"}, "meshDemo:rpcUrl"},
 		{"rpc path is metrics", []string{"--meshDemo:rpcUrl=http://127.0.0.1:0/metrics", "--urls=http://127.0.0.1:0", "-storage=memory"}, "meshDemo:rpcUrl"},
 		{"sub-nanosecond seeder interval", []string{"--meshDemo:rpcUrl=http://127.0.0.1:0", "--urls=http://127.0.0.1:0", "-storage=memory", "--meshDemo:seederIntervalSeconds=0.0000000001"}, "meshDemo:seederIntervalSeconds"},
+		{"capacity below high watermark", []string{"--meshDemo:rpcUrl=http://127.0.0.1:0", "--urls=http://127.0.0.1:0", "-storage=memory", "--meshDemo:capacity=8", "--meshDemo:highWatermark=16"}, "meshDemo:capacity"},
 		{"unresolvable host", []string{"--meshDemo:rpcUrl=http://no-such-host.invalid:7420", "--urls=http://127.0.0.1:0"}, "meshDemo:rpcUrl"},
 	}
 	for _, tc := range cases {

@@ -133,10 +133,10 @@ func TestLayers(t *testing.T) {
 				eq(t, "roles", c.Roles.String(), "worker")
 				eq(t, "client", c.RPCClientURL, "http://127.0.0.1:7420/yarpc/v1")
 			}},
-		{name: "cli indexed and bare key=value", args: []string{"--meshDemo:roles:0=worker", "meshDemo:capacity=7"},
+		{name: "cli indexed and bare key=value", args: []string{"--meshDemo:roles:0=worker", "meshDemo:capacity=70"},
 			check: func(t *testing.T, c *config.Config) {
 				eq(t, "roles", c.Roles.String(), "worker")
-				eq(t, "capacity", c.Capacity, 7)
+				eq(t, "capacity", c.Capacity, 70)
 			}},
 		{name: "go flags", args: []string{"-roles", "WORKER,Seeder", "-rpc-url=http://127.0.0.1:7500/rpc", "--data-dir", "/tmp/x", "-worker-peer-id=w9", "-urls", "http://127.0.0.1:0", "-backpressure-mode", "Reject", "-high-watermark=10"},
 			check: func(t *testing.T, c *config.Config) {
@@ -164,6 +164,8 @@ func TestLayers(t *testing.T) {
 				eq(t, "lease", c.LeaseDuration, time.Millisecond)
 				eq(t, "requeue", c.RequeueDelay, time.Duration(0))
 			}},
+		{name: "capacity equal to high watermark", args: []string{"-capacity=64", "-high-watermark=64"},
+			check: func(t *testing.T, c *config.Config) { eq(t, "capacity", c.Capacity, 64) }},
 		{name: "explicit rpcClientUrl", args: []string{"-rpc-client-url", "http://mesh-dispatcher:7420"},
 			check: func(t *testing.T, c *config.Config) {
 				eq(t, "client", c.RPCClientURL, "http://mesh-dispatcher:7420/yarpc/v1")
@@ -188,8 +190,8 @@ func TestLayers(t *testing.T) {
 				eq(t, "src env", c.Sources["highWatermark"], "env MESHDEMO_meshDemo__highWatermark")
 				eq(t, "src file", c.Sources["namespace"], "appsettings.json")
 			}},
-		{name: "later cli wins", args: []string{"-capacity=3", "--meshDemo:capacity=4"},
-			check: func(t *testing.T, c *config.Config) { eq(t, "capacity", c.Capacity, 4) }},
+		{name: "later cli wins", args: []string{"-capacity=300", "--meshDemo:capacity=400"},
+			check: func(t *testing.T, c *config.Config) { eq(t, "capacity", c.Capacity, 400) }},
 		{name: "every key", args: []string{
 			"--meshDemo:serviceName=s", "--meshDemo:namespace=n", "--meshDemo:rpcUrl=http://127.0.0.1:1", "--meshDemo:rpcClientUrl=https://example.com",
 			"--meshDemo:dataDirectory=d", "--meshDemo:workerPeerId=p", "--meshDemo:seederIntervalSeconds=0.1", "--meshDemo:roles=worker",
@@ -267,6 +269,8 @@ func TestErrors(t *testing.T) {
 		{name: "bad bool", args: []string{"-refuse-unhealthy-peers=maybe"}, field: "meshDemo:refuseUnhealthyPeers", wantInMsg: []string{`"maybe"`}},
 		{name: "bad log level", args: []string{"-log-level=loud"}, field: "meshDemo:logLevel", wantInMsg: []string{`"loud"`}},
 		{name: "bad failure rate", args: []string{"-worker-failure-rate=2"}, field: "meshDemo:workerFailureRate", wantInMsg: []string{`"2"`}},
+		{name: "capacity below high watermark", args: []string{"-capacity=10"}, field: "meshDemo:capacity", wantInMsg: []string{`"10"`, "command line", "highWatermark (64, from default)"}},
+		{name: "capacity below configured high watermark", file: `{"meshDemo":{"capacity":20}}`, env: []string{"MESHDEMO_meshDemo__highWatermark=21"}, field: "meshDemo:capacity", wantInMsg: []string{`"20"`, "appsettings.json", "highWatermark (21, from env MESHDEMO_meshDemo__highWatermark)"}},
 		{name: "low above high", args: []string{"-high-watermark=10", "-low-watermark=10"}, field: "meshDemo:lowWatermark", wantInMsg: []string{`"10"`}},
 		{name: "duplicate peer", args: []string{"-worker-peer-id=a,a"}, field: "meshDemo:workerPeerId", wantInMsg: []string{`"a,a"`}},
 		{name: "rpcUrl not a url", args: []string{"--meshDemo:rpcUrl=7420"}, field: "meshDemo:rpcUrl", wantInMsg: []string{`"7420"`}},

@@ -169,6 +169,12 @@ func (c *Config) derive(merged map[*keyDef]value) error {
 		c.LowWatermark = c.HighWatermark / 4
 		c.Sources["lowWatermark"] = "derived from highWatermark"
 	}
+	// Backpressure turns on when pending reaches highWatermark; a bounded
+	// queue that is full below it never gets there.
+	if c.Capacity >= 0 && c.Capacity < c.HighWatermark {
+		v, hv := merged[lookupKey("capacity", false)], merged[lookupKey("highWatermark", false)]
+		return &ConfigValidationError{Field: Section + ":capacity", Err: fmt.Errorf("invalid value %q (from %s): must be at least highWatermark (%d, from %s), or backpressure can never turn on", v.raw, v.source, c.HighWatermark, hv.source)}
+	}
 	if c.LowWatermark >= c.HighWatermark {
 		v := merged[lookupKey("lowWatermark", false)]
 		return &ConfigValidationError{Field: Section + ":lowWatermark", Err: fmt.Errorf("invalid value %q (from %s): must be below highWatermark (%d)", v.raw, v.source, c.HighWatermark)}
