@@ -269,11 +269,17 @@ func (n *Node) metricsHandler() http.Handler {
 	return promhttp.HandlerFor(n.reg, promhttp.HandlerOpts{Registry: n.reg})
 }
 
+// serverIdleTimeout is how long the demo's servers keep an idle keep-alive
+// connection open. They set no ReadTimeout or WriteTimeout: those would cut
+// lease long-polls and the diagnostics SSE stream.
+const serverIdleTimeout = 2 * time.Minute
+
 // serve runs an HTTP server on ln until Close.
 func (n *Node) serve(ln net.Listener, h http.Handler) {
 	srv := &http.Server{
 		Handler:           h,
 		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       serverIdleTimeout,
 		BaseContext:       func(net.Listener) context.Context { return n.serveCtx },
 		ErrorLog:          slog.NewLogLogger(n.logger.Handler(), slog.LevelWarn),
 	}

@@ -1,7 +1,10 @@
 package app
 
 import (
+	"context"
 	"fmt"
+	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -9,6 +12,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/leasemesh/leasemesh/examples/meshdemo/internal/config"
 	"github.com/leasemesh/leasemesh/resourcelease"
 	"github.com/leasemesh/leasemesh/transport"
 )
@@ -90,6 +94,31 @@ func TestClientMetricsIgnoreGarbageRpcStatus(t *testing.T) {
 	for s := range got {
 		if strings.HasPrefix(s, "garbage") || !(s == "ok" || resourcelease.Status(s).Valid()) {
 			t.Errorf("status label %q is not a protocol status", s)
+		}
+	}
+}
+
+// TestServersHaveIdleTimeout checks every server a node starts closes idle
+// keep-alive connections, and has no read or write timeout that would cut
+// lease long-polls or the diagnostics stream.
+func TestServersHaveIdleTimeout(t *testing.T) {
+	cfg, err := config.Load(config.Input{Dir: t.TempDir(), Args: []string{
+		"--meshDemo:rpcUrl=http://127.0.0.1:0", "--urls=http://127.0.0.1:0", "-storage=memory",
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := Start(context.Background(), cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Close()
+	if len(n.servers) != 2 {
+		t.Fatalf("got %d servers, want 2 (RPC and diagnostics)", len(n.servers))
+	}
+	for i, srv := range n.servers {
+		if srv.IdleTimeout != serverIdleTimeout || srv.ReadTimeout != 0 || srv.WriteTimeout != 0 {
+			t.Errorf("server %d: IdleTimeout %v ReadTimeout %v WriteTimeout %v; want %v, 0, 0", i, srv.IdleTimeout, srv.ReadTimeout, srv.WriteTimeout, serverIdleTimeout)
 		}
 	}
 }
