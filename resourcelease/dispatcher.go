@@ -84,12 +84,24 @@ type FailRequest struct {
 	Metadata       map[string]string `json:"metadata,omitempty"`
 }
 
-// DrainRequest is the body of `drain`.
-type DrainRequest struct{}
+// DrainRequest is the body of `drain`. Without limits (the default) a drain
+// removes every pending item; with Limit or MaxBytes it removes only the
+// oldest ones that fit (at least one) and the response says whether More
+// remain, so that a caller can drain page by page and keep each page safe
+// before asking for the next.
+type DrainRequest struct {
+	// Limit is the most items to remove (0: no limit).
+	Limit int `json:"limit,omitempty"`
+	// MaxBytes bounds the approximate JSON size of the items returned
+	// (0: no limit).
+	MaxBytes int64 `json:"maxBytes,omitempty"`
+}
 
 // DrainResponse is the result of `drain`.
 type DrainResponse struct {
 	Items []PendingItem `json:"items"`
+	// More is true when pending items remain after this drain.
+	More bool `json:"more,omitempty"`
 }
 
 // RestoreRequest is the body of `restore`.

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"math"
 	"slices"
 	"sync"
 	"time"
@@ -579,8 +580,18 @@ func (d *LocalDispatcher) Fail(ctx context.Context, req *FailRequest) (*SuccessR
 }
 
 // Drain implements Dispatcher.
-func (d *LocalDispatcher) Drain(ctx context.Context, _ *DrainRequest) (*DrainResponse, error) {
-	items, err := d.queue.Drain(orBackground(ctx))
+// With Limit or MaxBytes it drains one page (see DrainRequest); negative
+// limits are invalid-argument.
+func (d *LocalDispatcher) Drain(ctx context.Context, req *DrainRequest) (*DrainResponse, error) {
+	var limit, maxBytes int
+	if req != nil {
+		if req.Limit < 0 || req.MaxBytes < 0 {
+			return nil, Errorf(StatusInvalidArgument, CodeInvalidArgument, "drain limit and maxBytes must not be negative, got %d and %d", req.Limit, req.MaxBytes)
+		}
+		limit = req.Limit
+		maxBytes = int(min(req.MaxBytes, int64(math.MaxInt)))
+	}
+	items, more, err := d.queue.DrainN(orBackground(ctx), limit, maxBytes)
 	if err != nil {
 		return nil, d.done("drain", err)
 	}
@@ -590,7 +601,7 @@ func (d *LocalDispatcher) Drain(ctx context.Context, _ *DrainRequest) (*DrainRes
 	for i := range items {
 		ownPayload(&items[i].Payload)
 	}
-	return &DrainResponse{Items: items}, nil
+	return &DrainResponse{Items: items, More: more}, nil
 }
 
 // Restore implements Dispatcher. It needs at least one item, each with a

@@ -832,21 +832,80 @@ func (q *MemoryQueue) Fail(ctx context.Context, token OwnershipToken, opts FailO
 	})
 }
 
-// Drain implements Queue.
+// Drain implements Queue: DrainN without limits.
 func (q *MemoryQueue) Drain(ctx context.Context) ([]PendingItem, error) {
+	items, _, err := q.DrainN(ctx, 0, 0)
+	return items, err
+}
+
+// DrainN removes and returns the oldest pending items (by sequence id, ready
+// or delayed alike; leases are untouched): at most maxItems of them, and no
+// more than fit in about maxBytes of JSON (see approxPendingJSONSize), though
+// always at least one when any is pending. A limit <= 0 is no limit. It
+// records one ChangeDrained carrying exactly the returned items, and more
+// reports whether pending items remain.
+//
+// Paging a drain bounds what is at risk when the response never reaches the
+// caller: only the items of that one call.
+func (q *MemoryQueue) DrainN(ctx context.Context, maxItems, maxBytes int) (items []PendingItem, more bool, err error) {
 	now, err := q.begin(ctx)
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	ack := q.maintain(now)
-	all := q.fresh.Drop()
-	all = append(all, q.redo.Drop()...)
-	all = append(all, q.delayed.Drop()...)
-	slices.SortFunc(all, func(a, b *entry) int { return cmpInt64(a.seq, b.seq) })
-	items := make([]PendingItem, len(all))
-	for i, e := range all {
+	// The delayed heap is ordered by ready time: take its entries in sequence
+	// order from a sorted copy, and rebuild it from what is left at the end.
+	delayed := slices.Clone(q.delayed.items)
+	slices.SortFunc(delayed, func(a, b *entry) int { return cmpInt64(a.seq, b.seq) })
+	var taken []*entry
+	size, tookDelayed := 0, 0
+	for maxItems <= 0 || len(taken) < maxItems {
+		var next *entry
+		from := 0 // 1 fresh, 2 redo, 3 delayed
+		if f := q.fresh.Front(); f != nil {
+			next, from = f, 1
+		}
+		if r, ok := q.redo.Peek(); ok && (next == nil || r.seq < next.seq) {
+			next, from = r, 2
+		}
+		if tookDelayed < len(delayed) && (next == nil || delayed[tookDelayed].seq < next.seq) {
+			next, from = delayed[tookDelayed], 3
+		}
+		if next == nil {
+			break
+		}
+		n := approxPendingJSONSize(next)
+		if maxBytes > 0 && len(taken) > 0 && size+n > maxBytes {
+			break
+		}
+		size += n
+		switch from {
+		case 1:
+			q.fresh.PopFront()
+		case 2:
+			q.redo.Pop()
+		case 3:
+			tookDelayed++
+		}
+		taken = append(taken, next)
+	}
+	if q.fresh.Len() == 0 {
+		q.fresh.Drop() // release the buffer, as a full drain always did
+	}
+	if q.redo.Len() == 0 {
+		q.redo.Drop()
+	}
+	if tookDelayed > 0 {
+		q.delayed.Drop()
+		for _, e := range delayed[tookDelayed:] {
+			q.delayed.Push(e)
+		}
+	}
+	items = make([]PendingItem, len(taken))
+	for i, e := range taken {
 		items[i] = e.pendingItem()
 	}
+	more = q.pendingLen() > 0
 	if len(items) > 0 {
 		q.signalSpace()
 		if a := q.record(ChangeDrained, now, func(c *Change) {
@@ -857,7 +916,27 @@ func (q *MemoryQueue) Drain(ctx context.Context) ([]PendingItem, error) {
 		}
 	}
 	q.mu.Unlock()
-	return items, waitAck(ack)
+	return items, more, waitAck(ack)
+}
+
+// approxPendingJSONSize estimates the bytes e takes as a PendingItem in a
+// drain response: the body as base64 (4 bytes per 3, rounded up), the
+// lengths of the payload's strings, attribute keys and values (plus 6 bytes
+// each for quotes, colon and comma) and the last error, plus 300 bytes for
+// field names, times, numbers and the ownership token. It does not count JSON
+// escaping of unusual characters, so treat it as an estimate and leave
+// headroom under any hard limit.
+func approxPendingJSONSize(e *entry) int {
+	it := &e.item
+	n := 300 + (len(it.Body)+2)/3*4 +
+		len(it.ResourceType) + len(it.ResourceID) + len(it.PartitionKey) + len(it.PayloadEncoding) + len(it.RequestID)
+	for k, v := range it.Attributes {
+		n += len(k) + len(v) + 6
+	}
+	if e.lastError != nil {
+		n += len(e.lastError.Message) + len(e.lastError.Code)
+	}
+	return n
 }
 
 // Restore implements Queue. Items are validated first; one bad item, or a

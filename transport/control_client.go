@@ -201,6 +201,13 @@ func (c *ControlClient) Drain(ctx context.Context) (*resourcelease.DrainResponse
 	return controlCall[resourcelease.DrainResponse](ctx, c, http.MethodPost, "/drain", struct{}{})
 }
 
+// DrainPage removes and returns the oldest pending items within req's limits
+// (POST /drain with req as the body); More says whether any remain. A nil or
+// empty req drains everything, as Drain does.
+func (c *ControlClient) DrainPage(ctx context.Context, req *resourcelease.DrainRequest) (*resourcelease.DrainResponse, error) {
+	return controlCall[resourcelease.DrainResponse](ctx, c, http.MethodPost, "/drain", orEmpty(req))
+}
+
 // Restore puts drained items back (POST /restore).
 func (c *ControlClient) Restore(ctx context.Context, req *resourcelease.RestoreRequest) (*resourcelease.RestoreResponse, error) {
 	return controlCall[resourcelease.RestoreResponse](ctx, c, http.MethodPost, "/restore", orEmpty(req))

@@ -59,6 +59,8 @@ func TestGoldenWireFormat(t *testing.T) {
 		{"drain_request", &resourcelease.DrainRequest{}},
 		{"drain_response", &resourcelease.DrainResponse{Items: []resourcelease.PendingItem{first, retried}}},
 		{"drain_response_empty", &resourcelease.DrainResponse{Items: []resourcelease.PendingItem{}}},
+		{"drain_request_paged", &resourcelease.DrainRequest{Limit: 100, MaxBytes: 3 << 20}},
+		{"drain_response_paged", &resourcelease.DrainResponse{Items: []resourcelease.PendingItem{first}, More: true}},
 		{"restore_request", &resourcelease.RestoreRequest{Items: []resourcelease.PendingItem{first, retried}}},
 		{"restore_response", &resourcelease.RestoreResponse{RestoredCount: 2}},
 		{"stats_request", &resourcelease.StatsRequest{}},

@@ -18,6 +18,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/leasemesh/leasemesh/resourcelease"
+	"github.com/leasemesh/leasemesh/transport"
 )
 
 // The enqueue call of the seed README, verbatim but for the URL.
@@ -501,4 +502,79 @@ func TestHelp(t *testing.T) {
 		assert.Equal(t, 0, r.code, "%v", args)
 		assert.Contains(t, r.stdout, "Verbs:")
 	}
+}
+
+// TestDrainRestoreOverBodyLimit drains more than the handler's 4 MiB request
+// body limit to a file, in pages, and restores it in batches: one restore
+// request could not carry it.
+func TestDrainRestoreOverBodyLimit(t *testing.T) {
+	t.Parallel()
+	m := newMesh(t, meshOptions{})
+	ctx := context.Background()
+	body := []byte(strings.Repeat("b", 100<<10))
+	for i := range 60 { // 60 × 100 KiB: about 8 MiB of JSON
+		_, err := m.d.Enqueue(ctx, &resourcelease.EnqueueRequest{Payload: &resourcelease.Item{ResourceType: "t",
+			ResourceID: fmt.Sprint(i), PartitionKey: "p", PayloadEncoding: "raw", Body: body}})
+		require.NoError(t, err)
+	}
+	file := filepath.Join(t.TempDir(), "drained.json")
+	sum := decode[drainSummary](t, m.ok("", "drain", "--out", file))
+	assert.Equal(t, drainSummary{DrainedCount: 60, File: file}, sum)
+	assert.Equal(t, 0, decode[resourcelease.Stats](t, m.ok("", "stats")).PendingCount)
+
+	// It took several pages: one DrainSnapshot event each.
+	cc, err := transport.NewControlClient(m.srv.URL, transport.ControlClientOptions{})
+	require.NoError(t, err)
+	defer cc.Close()
+	page, err := cc.Replication(ctx, 0, 1000)
+	require.NoError(t, err)
+	drains := 0
+	for _, e := range page.Events {
+		if e.EventType == resourcelease.EventDrainSnapshot {
+			drains++
+		}
+	}
+	assert.GreaterOrEqual(t, drains, 3, "8 MiB in pages of about 3 MiB")
+
+	data, err := os.ReadFile(file)
+	require.NoError(t, err)
+	assert.Greater(t, len(data), 4<<20)
+	drained := decode[resourcelease.DrainResponse](t, string(data))
+	require.Len(t, drained.Items, 60)
+	for i, p := range drained.Items {
+		require.Equal(t, int64(i+1), p.SequenceID, "in order, none missing")
+		require.Equal(t, body, p.Payload.Body)
+	}
+
+	// One request would be over the body limit...
+	r := m.run("", "restore", "--in", file, "--batch-bytes", "0")
+	assert.Equal(t, 1, r.code)
+	assert.Contains(t, r.stderr, "error: resource-exhausted", r.stderr)
+	assert.Equal(t, 0, decode[resourcelease.Stats](t, m.ok("", "stats")).PendingCount)
+
+	// ...batches are not.
+	rs := decode[resourcelease.RestoreResponse](t, m.ok("", "restore", "--in", file))
+	assert.Equal(t, 60, rs.RestoredCount)
+	assert.Equal(t, 60, decode[resourcelease.Stats](t, m.ok("", "stats")).PendingCount)
+
+	// Again: the first batch already exists, and restore stops there.
+	r = m.run("", "restore", "--in", file)
+	assert.Equal(t, 1, r.code)
+	assert.True(t, strings.HasPrefix(r.stderr, "error: already-exists resourcelease.restore.duplicate_sequence: batch 1 of "), r.stderr)
+	assert.Contains(t, r.stderr, "0 items were restored before it")
+
+	// A partial overlap: the batch that fails is named, the ones before it stay restored.
+	later := decode[resourcelease.DrainResponse](t, m.ok("", "drain", "--raw"))
+	require.Len(t, later.Items, 60)
+	file2 := filepath.Join(t.TempDir(), "later.json")
+	half, err := json.Marshal(&resourcelease.RestoreRequest{Items: later.Items[30:]})
+	require.NoError(t, err)
+	require.NoError(t, os.WriteFile(file2, half, 0o600))
+	m.ok("", "restore", "--in", file2)
+	r = m.run("", "restore", "--in", file)
+	assert.Equal(t, 1, r.code)
+	assert.Contains(t, r.stderr, "already-exists", r.stderr)
+	assert.NotContains(t, r.stderr, "batch 1 of", "the first batch (items 0 to ~20) does not overlap")
+	assert.Regexp(t, `batch \d+ of \d+ \(items \d+ to \d+\) failed and restore stopped; \d+ items were restored before it`, r.stderr)
+	assert.Less(t, decode[resourcelease.Stats](t, m.ok("", "stats")).PendingCount, 60+30)
 }

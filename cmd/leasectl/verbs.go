@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"os"
@@ -325,36 +326,53 @@ type drainSummary struct {
 	File         string `json:"file"`
 }
 
+// defaultPageBytes is the approximate JSON size of one drain page and one
+// restore batch: well under the handler's default 4 MiB request-body limit,
+// so that whatever one drain page returns can be restored in one request.
+const defaultPageBytes = 3 << 20
+
 var drainCommand = &command{
 	name:     "drain",
-	synopsis: "leasectl drain [--out FILE [--force]] [flags]",
+	synopsis: "leasectl drain [--out FILE [--force]] [--page-bytes N] [flags]",
 	summary:  "remove every pending item and save them (for restore)",
 	details: `
 Removes every pending item from the queue (leases are untouched) and writes
 them as {"items":[...]} to --out, or prints them without it. restore --in
 takes that file back, on this dispatcher or another.
 
+The items are drained in pages of about --page-bytes of JSON each, oldest
+first (0: everything in one response, as servers without paging do). With
+--out each page is appended to the file and synced to disk before the next
+page is asked for, so a failure can lose at most the one page in flight.
+
 The file is created before anything is drained and written atomically; an
-existing file is not overwritten without --force. Should the file still fail
-to be written, the drained items are printed on stdout instead so that they
-are not lost.`,
+existing file is not overwritten without --force. If the drain fails after
+some pages, the items already drained are still written to --out and the
+error says how many; run drain again for the rest. Should the file fail to
+be written, the drained items are printed on stdout instead so that they are
+not lost.`,
 	example: `
 leasectl drain --out drained.json
 leasectl restore --in drained.json --url http://other-host:7420/yarpc/v1`,
 	setup: func(a *app, fs *flag.FlagSet) func([]string) error {
 		o := a.rpcFlags(fs)
 		var (
-			out   string
-			force bool
+			out       string
+			force     bool
+			pageBytes int64
 		)
 		fs.StringVar(&out, "out", "", "write the drained items to `FILE` (- is stdout)")
 		fs.BoolVar(&force, "force", false, "overwrite --out if it exists")
+		fs.Int64Var(&pageBytes, "page-bytes", defaultPageBytes, "drain in pages of about `N` bytes of JSON (0: one page)")
 		return func(args []string) error {
 			if err := noArgs(args); err != nil {
 				return err
 			}
+			if pageBytes < 0 {
+				return usagef("--page-bytes must not be negative, got %d", pageBytes)
+			}
 			if out == "" || out == "-" {
-				return callAndPrint(a, o, (*transport.Client).Drain, &resourcelease.DrainRequest{})
+				return drainToStdout(a, o, pageBytes)
 			}
 			if _, err := os.Stat(out); err == nil && !force {
 				return usagef("--out %s exists; use --force to overwrite it", out)
@@ -367,58 +385,195 @@ leasectl restore --in drained.json --url http://other-host:7420/yarpc/v1`,
 			}
 			defer func() { _ = os.Remove(tmp.Name()) }() // a no-op once renamed
 			defer tmp.Close()
-			return rpcAction(o, func(c *transport.Client, ctx context.Context) error {
-				resp, err := c.Drain(ctx, &resourcelease.DrainRequest{})
-				if err != nil {
-					return err
-				}
-				data, err := json.MarshalIndent(resp, "", "  ")
-				if err != nil {
-					return err
-				}
-				data = append(data, '\n')
-				if err := writeFile(tmp, out, data); err != nil {
-					_, _ = a.stdout.Write(data)
-					return fmt.Errorf("drained %d items but could not write --out (%w); they were printed on stdout instead", len(resp.Items), err)
-				}
-				return a.printValue(o.raw, drainSummary{DrainedCount: len(resp.Items), File: out})
-			})
+			return drainToFile(a, o, pageBytes, tmp, out)
 		}
 	},
 }
 
-// writeFile writes data to tmp, syncs it and renames it to path.
-func writeFile(tmp *os.File, path string, data []byte) error {
-	if _, err := tmp.Write(data); err != nil {
+// drainPages drains page by page, calling page with each page's items before
+// asking for the next, until no pending items remain, page fails or a drain
+// call fails. It returns the error of the drain call, or page's.
+func drainPages(o *rpcOptions, pageBytes int64, page func(items []resourcelease.PendingItem) error) (callErr, pageErr error) {
+	c, err := o.client(transport.ClientOptions{})
+	if err != nil {
+		return err, nil
+	}
+	defer c.Close()
+	for {
+		ctx, cancel := o.callContext() // --ttl bounds each page
+		resp, err := c.Drain(ctx, &resourcelease.DrainRequest{MaxBytes: pageBytes})
+		cancel()
+		if err != nil {
+			return err, nil
+		}
+		if err := page(resp.Items); err != nil {
+			return nil, err
+		}
+		// An older server ignores MaxBytes, drains everything and never says more.
+		if !resp.More || len(resp.Items) == 0 {
+			return nil, nil
+		}
+	}
+}
+
+// drainToStdout drains in pages and prints all the items as one
+// {"items":[...]}. Should a page fail, the items already drained are still
+// printed.
+func drainToStdout(a *app, o *rpcOptions, pageBytes int64) error {
+	all := []resourcelease.PendingItem{}
+	callErr, _ := drainPages(o, pageBytes, func(items []resourcelease.PendingItem) error {
+		all = append(all, items...)
+		return nil
+	})
+	if callErr != nil && len(all) == 0 {
+		return callErr
+	}
+	if err := a.printValue(o.raw, &resourcelease.DrainResponse{Items: all}); err != nil {
 		return err
 	}
-	if err := tmp.Sync(); err != nil {
-		return err
+	if callErr != nil {
+		return prefixError(callErr, "%d items were drained and printed, then draining the rest failed", len(all))
 	}
-	if err := tmp.Close(); err != nil {
-		return err
+	return nil
+}
+
+// drainToFile drains in pages into tmp, syncing each page before the next
+// is asked for, then renames tmp to out. The file is {"items":[...]}, as
+// restore reads it.
+func drainToFile(a *app, o *rpcOptions, pageBytes int64, tmp *os.File, out string) error {
+	var (
+		all     []resourcelease.PendingItem // printed on stdout if the file fails
+		fileErr error
+	)
+	write := func(data []byte) {
+		if fileErr == nil {
+			_, fileErr = tmp.Write(data)
+		}
 	}
-	return os.Rename(tmp.Name(), path)
+	write([]byte("{\n  \"items\": ["))
+	callErr, _ := drainPages(o, pageBytes, func(items []resourcelease.PendingItem) error {
+		for i := range items {
+			data, err := json.MarshalIndent(&items[i], "    ", "  ")
+			if err != nil && fileErr == nil {
+				fileErr = err
+			}
+			if len(all) > 0 {
+				write([]byte(","))
+			}
+			write([]byte("\n    "))
+			write(data)
+			all = append(all, items[i])
+		}
+		if fileErr == nil {
+			fileErr = tmp.Sync()
+		}
+		return nil // keep draining even if the file failed: the items are kept in all
+	})
+	if callErr != nil && len(all) == 0 {
+		return callErr
+	}
+	if len(all) > 0 {
+		write([]byte("\n  "))
+	}
+	write([]byte("]\n}\n"))
+	if fileErr == nil {
+		fileErr = tmp.Sync()
+	}
+	if fileErr == nil {
+		fileErr = tmp.Close()
+	}
+	if fileErr == nil {
+		fileErr = os.Rename(tmp.Name(), out)
+	}
+	if fileErr != nil {
+		data, err := json.MarshalIndent(&resourcelease.DrainResponse{Items: all}, "", "  ")
+		if err != nil {
+			return err
+		}
+		_, _ = a.stdout.Write(append(data, '\n'))
+		msg := fmt.Sprintf("drained %d items but could not write --out (%v); they were printed on stdout instead", len(all), fileErr)
+		if callErr != nil {
+			return prefixError(callErr, "%s; then draining the rest failed", msg)
+		}
+		return errors.New(msg)
+	}
+	if callErr != nil {
+		return prefixError(callErr, "%d items were drained and saved to %s, then draining the rest failed (run drain again)", len(all), out)
+	}
+	return a.printValue(o.raw, drainSummary{DrainedCount: len(all), File: out})
+}
+
+// prefixError puts context before err's message, keeping its status and code
+// when it is an RPC error (report prints those, not the wrapping).
+func prefixError(err error, format string, args ...any) error {
+	msg := fmt.Sprintf(format, args...)
+	var e *resourcelease.Error
+	if errors.As(err, &e) || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		c := *resourcelease.AsError(err)
+		c.Message = msg + ": " + c.Message
+		return &c
+	}
+	return fmt.Errorf("%s: %w", msg, err)
+}
+
+// restoreBatches splits items, in order, into batches of about maxBytes of
+// JSON each (their encoded size, measured), at least one item per batch;
+// maxBytes <= 0 is one batch.
+func restoreBatches(items []resourcelease.PendingItem, maxBytes int64) ([][]resourcelease.PendingItem, error) {
+	if maxBytes <= 0 || len(items) == 0 {
+		return [][]resourcelease.PendingItem{items}, nil
+	}
+	var (
+		batches [][]resourcelease.PendingItem
+		start   int
+		size    int64
+	)
+	for i := range items {
+		data, err := json.Marshal(&items[i])
+		if err != nil {
+			return nil, fmt.Errorf("items[%d]: %w", i, err)
+		}
+		n := int64(len(data)) + 1 // and a comma
+		if i > start && size+n > maxBytes {
+			batches = append(batches, items[start:i])
+			start, size = i, 0
+		}
+		size += n
+	}
+	return append(batches, items[start:]), nil
 }
 
 var restoreCommand = &command{
 	name:     "restore",
-	synopsis: "leasectl restore [--in FILE | < drained.json] [flags]",
+	synopsis: "leasectl restore [--in FILE | < drained.json] [--batch-bytes N] [flags]",
 	summary:  "put drained items back (from drain's output)",
 	details: `
 Restores items written by drain: {"items":[...]} or a bare array, from --in
 (- is stdin) or piped stdin. Items keep their sequenceId, attempt, enqueuedAt
-and lastError. Restore is all or nothing; a sequenceId already present is
-already-exists resourcelease.restore.duplicate_sequence.`,
+and lastError.
+
+The items are sent in order, in batches of about --batch-bytes of JSON each
+(0: one request), so that no request exceeds the server's body limit. Each
+batch is all or nothing; a sequenceId already present is already-exists
+resourcelease.restore.duplicate_sequence. When a batch fails, restore stops
+and the error says which batch failed and how many items the batches before
+it restored.`,
 	example: `
 leasectl restore --in drained.json`,
 	setup: func(a *app, fs *flag.FlagSet) func([]string) error {
 		o := a.rpcFlags(fs)
-		var in string
+		var (
+			in         string
+			batchBytes int64
+		)
 		fs.StringVar(&in, "in", "", "read the items from `FILE` (- is stdin)")
+		fs.Int64Var(&batchBytes, "batch-bytes", defaultPageBytes, "restore in batches of about `N` bytes of JSON (0: one request)")
 		return func(args []string) error {
 			if err := noArgs(args); err != nil {
 				return err
+			}
+			if batchBytes < 0 {
+				return usagef("--batch-bytes must not be negative, got %d", batchBytes)
 			}
 			var (
 				data []byte
@@ -445,7 +600,31 @@ leasectl restore --in drained.json`,
 			if err != nil {
 				return fmt.Errorf("the items to restore are not drain output ({\"items\":[...]}): %w", err)
 			}
-			return callAndPrint(a, o, (*transport.Client).Restore, &req)
+			batches, err := restoreBatches(req.Items, batchBytes)
+			if err != nil {
+				return err
+			}
+			c, err := o.client(transport.ClientOptions{})
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			total, first := 0, 0
+			for i, b := range batches {
+				ctx, cancel := o.callContext() // --ttl bounds each batch
+				resp, err := c.Restore(ctx, &resourcelease.RestoreRequest{Items: b})
+				cancel()
+				if err != nil {
+					if len(batches) == 1 {
+						return err
+					}
+					return prefixError(err, "batch %d of %d (items %d to %d) failed and restore stopped; %d items were restored before it",
+						i+1, len(batches), first, first+len(b)-1, total)
+				}
+				total += resp.RestoredCount
+				first += len(b)
+			}
+			return a.printValue(o.raw, &resourcelease.RestoreResponse{RestoredCount: total})
 		}
 	},
 }
