@@ -21,6 +21,11 @@ import (
 // Choosing the next item is O(1) for items in enqueue order (a FIFO ring) and
 // O(log n) for requeued or restored ones (a heap by sequence id), so lease cost
 // does not grow with queue depth.
+//
+// Payloads are not copied: the Body and Attributes of an enqueued item, and of
+// the items a lease, drain or dead-letter listing returns, are shared with the
+// queue and its journal, so treat them as read-only. LocalDispatcher copies at
+// its boundary, so its callers need not care.
 type MemoryQueue struct {
 	cfg     QueueConfig // defaults applied
 	clock   Clock
