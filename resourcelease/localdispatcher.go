@@ -696,3 +696,13 @@ func ownPayload(it *Item) {
 	it.Body = bytes.Clone(it.Body)
 	it.Attributes = maps.Clone(it.Attributes)
 }
+
+// ReleaseLease gives a live lease back without counting its attempt (see
+// MemoryQueue.Release). The transport calls it when the client that asked for
+// a lease is gone by the time it is granted.
+func (d *LocalDispatcher) ReleaseLease(ctx context.Context, token OwnershipToken) error {
+	if err := d.queue.Release(orBackground(ctx), token); err != nil {
+		return d.done("release", err)
+	}
+	return nil
+}

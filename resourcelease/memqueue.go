@@ -726,33 +726,36 @@ func (q *MemoryQueue) abandon(w *waiter) (waiterResult, bool) {
 	return <-w.ch, true // sent under q.mu before elem was cleared
 }
 
-// release puts back a lease whose long-poll went away before it could be
-// delivered; the attempt is not counted.
-func (q *MemoryQueue) release(token OwnershipToken) {
-	read := q.clock.Now().UnixNano() // before the lock: reading the clock can be slow
-	q.mu.Lock()
-	e, ok := q.leases[token.SequenceID]
-	if !ok || e.token != token || q.closed {
-		q.mu.Unlock()
-		return
-	}
-	now := q.stamp(read)
-	peer, leasedAt := e.peer, e.leasedAt
-	delete(q.leases, e.seq)
-	q.expiry.Remove(e.heapIndex)
-	e.token, e.peer, e.leasedAt, e.expiresAt = OwnershipToken{}, "", 0, 0
-	e.readyAt = 0
-	q.redo.Push(e)
-	ack := q.record(ChangeReleased, now, func(c *Change) {
-		p := e.pendingItem()
-		c.Item = &p
-		c.Token = token
-		c.PeerID = peer
-		c.LeasedAt = fromNanos(leasedAt)
+// Release gives a live lease back without counting its attempt: the item is
+// pending again at once, as if it had never been leased, and the token is
+// dead. It is for a lease that never reached its worker (the transport uses
+// it when the client is gone by the time the lease arrives); a worker that
+// gives up on an item should Fail it instead.
+func (q *MemoryQueue) Release(ctx context.Context, token OwnershipToken) error {
+	return q.tokenOp(ctx, token, func(e *entry, now int64) Ack {
+		peer, leasedAt := e.peer, e.leasedAt
+		delete(q.leases, e.seq)
+		q.expiry.Remove(e.heapIndex)
+		e.token, e.peer, e.leasedAt, e.expiresAt = OwnershipToken{}, "", 0, 0
+		e.readyAt = 0
+		q.redo.Push(e)
+		ack := q.record(ChangeReleased, now, func(c *Change) {
+			p := e.pendingItem()
+			c.Item = &p
+			c.Token = token
+			c.PeerID = peer
+			c.LeasedAt = fromNanos(leasedAt)
+		})
+		q.handOff(now)
+		return ack
 	})
-	q.handOff(now)
-	q.mu.Unlock()
-	_ = waitAck(ack)
+}
+
+// release gives back a lease granted to a long-poll that could not take it
+// (gone, or its acknowledgement failed). A token no longer live (the queue
+// closed, or it expired meanwhile) needs nothing.
+func (q *MemoryQueue) release(token OwnershipToken) {
+	_ = q.Release(context.Background(), token)
 }
 
 // liveLease returns the entry whose live lease token is, expiring it first if

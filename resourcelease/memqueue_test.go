@@ -726,3 +726,18 @@ func TestFailedLeaseAckReleasesTheItem(t *testing.T) {
 		})
 	}
 }
+
+// TestRelease: a released lease's item is pending again at once with the same
+// attempt, and the token is dead.
+func TestRelease(t *testing.T) {
+	f := newQueue(t, resourcelease.QueueConfig{})
+	mustEnqueue(t, f.q, "a")
+	l := mustLease(t, f.q, "w")
+	require.NoError(t, f.q.Release(ctx, l.OwnershipToken))
+	assert.Equal(t, resourcelease.Stats{PendingCount: 1}, f.q.Stats())
+	assert.ErrorIs(t, f.q.Release(ctx, l.OwnershipToken), resourcelease.ErrUnknownToken)
+	assert.ErrorIs(t, f.q.Complete(ctx, l.OwnershipToken), resourcelease.ErrUnknownToken)
+	again := mustLease(t, f.q, "w2")
+	assert.Equal(t, 1, again.Attempt, "a released lease does not count as an attempt")
+	assert.Equal(t, resourcelease.ChangeReleased, f.rec.kinds()[2])
+}

@@ -178,7 +178,7 @@ func NewHandler(d resourcelease.Dispatcher, opts HandlerOptions) (http.Handler, 
 		h.routes[p] = route{procedure: p, serve: serve}
 	}
 	add(VerbEnqueue, unary(resourcelease.Dispatcher.Enqueue, false, checkEnqueue))
-	add(VerbLease, unary(resourcelease.Dispatcher.Lease, true, checkLease))
+	add(VerbLease, unary(leaseOrGiveBack, true, checkLease))
 	add(VerbHeartbeat, unary(resourcelease.Dispatcher.Heartbeat, false, func(_ *handler, r *resourcelease.HeartbeatRequest) error {
 		return checkToken(r.OwnershipToken)
 	}))
@@ -211,6 +211,34 @@ func isSpaceOrControl(r rune) bool { return r <= ' ' || r == 0x7f }
 // unary adapts one Dispatcher method to a route. allowNull lets the method
 // answer (nil, nil), encoded as null (lease); for the others it is a bug in
 // the Dispatcher, reported as internal.
+// LeaseReleaser is implemented by Dispatchers that can take a lease back
+// without counting its attempt (resourcelease.LocalDispatcher does). The
+// handler uses it when a lease is granted to a client that is already gone:
+// nobody will read the response, and otherwise the item would sit leased to
+// nobody until it expired, costing an attempt.
+type LeaseReleaser interface {
+	ReleaseLease(ctx context.Context, token resourcelease.OwnershipToken) error
+}
+
+var _ LeaseReleaser = (*resourcelease.LocalDispatcher)(nil)
+
+// leaseOrGiveBack leases, and gives the lease back at once when the request's
+// context ended while it was being granted.
+func leaseOrGiveBack(d resourcelease.Dispatcher, ctx context.Context, r *resourcelease.LeaseRequest) (*resourcelease.Lease, error) {
+	l, err := d.Lease(ctx, r)
+	if err != nil || l == nil || ctx.Err() == nil {
+		return l, err
+	}
+	rel, ok := d.(LeaseReleaser)
+	if !ok {
+		return l, nil
+	}
+	if rerr := rel.ReleaseLease(context.WithoutCancel(ctx), l.OwnershipToken); rerr != nil {
+		return l, nil // could not give it back: deliver it if anyone is still listening
+	}
+	return nil, ctx.Err()
+}
+
 func unary[Req, Resp any](
 	call func(resourcelease.Dispatcher, context.Context, *Req) (*Resp, error),
 	allowNull bool,
