@@ -146,7 +146,8 @@ type controlHandler struct {
 //
 //	GET  /peers                peer health: the JSON of opts.Peers
 //	GET  /backpressure         the latest signal; 204 when there is none yet
-//	GET  /replication          {"events":[...],"nextSince":N,"lastSequence":M}:
+//	GET  /replication          {"events":[...],"nextSince":N,"lastSequence":M,
+//	                           "trimmed":{"from":A,"to":B}}:
 //	                           events with sequenceNumber > since (query
 //	                           since, default 0), at most limit (query limit,
 //	                           default 100, larger than 1000 is cut to 1000)
@@ -356,6 +357,19 @@ type ReplicationPage struct {
 	// EventReader can tell (omitted otherwise). NextSince < LastSequence
 	// means more events are waiting.
 	LastSequence *int64 `json:"lastSequence,omitempty"`
+	// Trimmed, when present, names the events after since and before the
+	// first event returned that are no longer in the log: retention deleted
+	// them before this reader got to them. Sequence numbers have no gaps, so
+	// a jump can mean nothing else. A reader that must see every event has
+	// lost these and should resynchronise (from the queue's state, a drain,
+	// or the sink that applied them) rather than carry on as if it had not.
+	Trimmed *SequenceRange `json:"trimmed,omitempty"`
+}
+
+// SequenceRange is the replication events From through To, inclusive.
+type SequenceRange struct {
+	From int64 `json:"from"`
+	To   int64 `json:"to"`
 }
 
 func (h *controlHandler) replication(w http.ResponseWriter, r *http.Request) {
@@ -391,6 +405,9 @@ func (h *controlHandler) replication(w http.ResponseWriter, r *http.Request) {
 		page.Events = []resourcelease.Event{}
 	}
 	if n := len(events); n > 0 {
+		if first := events[0].SequenceNumber; first > since+1 {
+			page.Trimmed = &SequenceRange{From: since + 1, To: first - 1}
+		}
 		page.NextSince = events[n-1].SequenceNumber
 		if last != nil && *last < page.NextSince {
 			*last = page.NextSince

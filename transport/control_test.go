@@ -458,6 +458,40 @@ func TestControlReplicationLastSequence(t *testing.T) {
 	assert.Len(t, got.Events, 2)
 }
 
+// TestControlReplicationReportsTrimmedEvents: when retention has deleted
+// events a reader had not read yet, the page says which, instead of the
+// reader skipping them silently; a page without a jump says nothing.
+func TestControlReplicationReportsTrimmedEvents(t *testing.T) {
+	t.Parallel()
+	all := controlEvents(20)
+	tests := []struct {
+		name  string
+		query string
+		want  *transport.SequenceRange
+	}{
+		{"from the start, log trimmed to 11", "?since=0", &transport.SequenceRange{From: 1, To: 10}},
+		{"partly read, rest trimmed", "?since=4", &transport.SequenceRange{From: 5, To: 10}},
+		{"exactly at the trim point", "?since=10", nil},
+		{"past the trim point", "?since=15", nil},
+		{"nothing new", "?since=20", nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			src := &controlFakeEvents{events: all[10:]} // 11..20: 1..10 trimmed
+			h := transport.NewControlHandler(transport.ControlOptions{Events: src, Logger: controlQuietLogger})
+			rec := controlDo(t, h, http.MethodGet, "/omnirelay/control/replication"+tt.query, "")
+			require.Equal(t, 200, rec.Code, "body %s", rec.Body)
+			var got transport.ReplicationPage
+			require.NoError(t, json.Unmarshal(rec.Body.Bytes(), &got))
+			assert.Equal(t, tt.want, got.Trimmed)
+			if tt.want == nil {
+				assert.NotContains(t, rec.Body.String(), `"trimmed"`)
+			}
+		})
+	}
+}
+
 func TestControlReplicationBadQuery(t *testing.T) {
 	t.Parallel()
 	src := &controlFakeEvents{events: controlEvents(3)}

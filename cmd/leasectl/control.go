@@ -146,11 +146,16 @@ func (t *tailer) poll() (caughtUp bool, err error) {
 		fmt.Fprintln(t.a.stderr, "leasectl tail: the control plane is back")
 		t.down = false
 	}
-	if len(page.Events) > 0 && page.Events[0].SequenceNumber > t.since+1 {
+	gap := page.Trimmed
+	if gap == nil && len(page.Events) > 0 && page.Events[0].SequenceNumber > t.since+1 {
+		// A server older than the trimmed field: the jump says the same.
+		gap = &transport.SequenceRange{From: t.since + 1, To: page.Events[0].SequenceNumber - 1}
+	}
+	if gap != nil {
 		// The log was trimmed (retention) past what this tail had read: say
 		// so rather than skip events silently.
 		fmt.Fprintf(t.a.stderr, "leasectl tail: events %d to %d are no longer in the log (trimmed by retention)\n",
-			t.since+1, page.Events[0].SequenceNumber-1)
+			gap.From, gap.To)
 	}
 	for _, e := range page.Events {
 		line, err := json.Marshal(e)
