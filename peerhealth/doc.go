@@ -61,7 +61,12 @@
 // amortised: a map lookup, a few field writes, and pruning of forgotten peers
 // from the front of a list ordered by last contact. A peer that holds no
 // leases and has not been heard from for longer than Config.Retention is
-// forgotten, so memory stays bounded however many peers come and go. Gossip
+// forgotten, and the tracker never remembers more than Config.MaxPeers peers:
+// a new peer beyond that evicts the least recently seen peer that holds no
+// leases (or, only when every peer holds leases, the least recently seen
+// holder), found in O(1) at the front of a list ordered by last contact,
+// and counted by peerhealth_evictions_total. So memory
+// stays bounded however many peers come and go, and however fast. Gossip
 // metadata (the attributes of a peer's most recent assignment that had any) is
 // bounded in keys and in key and value length, and the reason label of the
 // disconnect counter is bounded in cardinality.

@@ -12,6 +12,7 @@ type descs struct {
 	heartbeats  *prometheus.Desc
 	releases    *prometheus.Desc
 	disconnects *prometheus.Desc
+	evictions   *prometheus.Desc
 }
 
 func newDescs() descs {
@@ -28,13 +29,19 @@ func newDescs() descs {
 			"Leases that ended normally, by outcome (completed or requeued).", []string{"outcome"}, nil),
 		disconnects: prometheus.NewDesc("peerhealth_disconnects_total",
 			"Leases peers lost by failure without requeue or by expiry, by reason.", []string{"reason"}, nil),
+		evictions: prometheus.NewDesc("peerhealth_evictions_total",
+			"Peers evicted to stay within MaxPeers, by state (idle or holding leases).", []string{"state"}, nil),
 	}
 }
 
 // Describe sends the descriptors of the Tracker's metrics: the gauges
 // peerhealth_peers_healthy and peerhealth_peers_unhealthy, and the counters
 // peerhealth_assignments_total, peerhealth_heartbeats_total,
-// peerhealth_releases_total{outcome} and peerhealth_disconnects_total{reason}.
+// peerhealth_releases_total{outcome}, peerhealth_disconnects_total{reason}
+// and peerhealth_evictions_total{state}. The last counts the peers evicted
+// to stay within Config.MaxPeers: state="idle" for peers that held no leases
+// (expected under peer-id churn), state="holding" for peers that held leases
+// (every known peer did; MaxPeers is likely too small).
 func (t *Tracker) Describe(ch chan<- *prometheus.Desc) {
 	ch <- t.descs.healthy
 	ch <- t.descs.unhealthy
@@ -42,6 +49,7 @@ func (t *Tracker) Describe(ch chan<- *prometheus.Desc) {
 	ch <- t.descs.heartbeats
 	ch <- t.descs.releases
 	ch <- t.descs.disconnects
+	ch <- t.descs.evictions
 }
 
 // Collect sends the current values of the Tracker's metrics. Health is
@@ -58,7 +66,7 @@ func (t *Tracker) Collect(ch chan<- prometheus.Metric) {
 			unhealthy++
 		}
 	}
-	assignments, heartbeats, releases := t.assignments, t.heartbeats, t.releases
+	assignments, heartbeats, releases, evictions := t.assignments, t.heartbeats, t.releases, t.evictions
 	disconnects := make(map[string]uint64, len(t.disconnects))
 	for k, v := range t.disconnects {
 		disconnects[k] = v
@@ -71,6 +79,8 @@ func (t *Tracker) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(t.descs.heartbeats, prometheus.CounterValue, float64(heartbeats))
 	ch <- prometheus.MustNewConstMetric(t.descs.releases, prometheus.CounterValue, float64(releases[0]), "completed")
 	ch <- prometheus.MustNewConstMetric(t.descs.releases, prometheus.CounterValue, float64(releases[1]), "requeued")
+	ch <- prometheus.MustNewConstMetric(t.descs.evictions, prometheus.CounterValue, float64(evictions[0]), "idle")
+	ch <- prometheus.MustNewConstMetric(t.descs.evictions, prometheus.CounterValue, float64(evictions[1]), "holding")
 	for reason, n := range disconnects {
 		ch <- prometheus.MustNewConstMetric(t.descs.disconnects, prometheus.CounterValue, float64(n), reason)
 	}

@@ -38,6 +38,10 @@ peerhealth_assignments_total 3
 # TYPE peerhealth_disconnects_total counter
 peerhealth_disconnects_total{reason="lease expired"} 1
 peerhealth_disconnects_total{reason="unspecified"} 1
+# HELP peerhealth_evictions_total Peers evicted to stay within MaxPeers, by state (idle or holding leases).
+# TYPE peerhealth_evictions_total counter
+peerhealth_evictions_total{state="holding"} 0
+peerhealth_evictions_total{state="idle"} 0
 # HELP peerhealth_heartbeats_total Lease heartbeats received from peers.
 # TYPE peerhealth_heartbeats_total counter
 peerhealth_heartbeats_total 2

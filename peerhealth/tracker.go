@@ -24,6 +24,8 @@ const (
 	DefaultRetention = 10 * time.Minute
 	// DefaultMaxMetadataKeys is the most gossip metadata entries kept per peer.
 	DefaultMaxMetadataKeys = 32
+	// DefaultMaxPeers is the most peers a Tracker remembers.
+	DefaultMaxPeers = 10_000
 )
 
 // MaxMetadataLength is the most bytes kept of a metadata key or value; longer
@@ -53,6 +55,21 @@ type Config struct {
 	// an assignment carries more, the first ones in key order are kept.
 	// Defaults to 32.
 	MaxMetadataKeys int
+	// MaxPeers is the most peers the tracker remembers. It exists because
+	// Retention forgets peers by time only: clients that invent peer ids
+	// faster than Retention expires them (each id is a new peer) would grow
+	// the tracker without bound, so MaxPeers bounds its memory by count.
+	//
+	// When a peer the tracker does not know is heard from while MaxPeers
+	// peers are remembered, the tracker first forgets the peers past
+	// Retention, then evicts the peer that holds no leases and was least
+	// recently seen. A peer that holds leases is evicted only when every
+	// remembered peer holds leases, and then it is the least recently seen
+	// of them. An evicted peer is as good as unknown: it is eligible, and it
+	// is tracked afresh (with the lease it heartbeats) when next heard from.
+	// Evictions are counted by peerhealth_evictions_total.
+	// Defaults to 10,000 (DefaultMaxPeers).
+	MaxPeers int
 	// Clock is the source of time for health decisions made at read time.
 	// Nil means resourcelease.SystemClock.
 	Clock resourcelease.Clock
@@ -74,6 +91,9 @@ func (c Config) withDefaults() (Config, error) {
 	if c.MaxMetadataKeys < 0 {
 		return c, fmt.Errorf("peerhealth: MaxMetadataKeys must not be negative, got %d", c.MaxMetadataKeys)
 	}
+	if c.MaxPeers < 0 {
+		return c, fmt.Errorf("peerhealth: MaxPeers must not be negative, got %d", c.MaxPeers)
+	}
 	if c.GracePeriod == 0 {
 		c.GracePeriod = DefaultGracePeriod
 	}
@@ -85,6 +105,9 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if c.MaxMetadataKeys == 0 {
 		c.MaxMetadataKeys = DefaultMaxMetadataKeys
+	}
+	if c.MaxPeers == 0 {
+		c.MaxPeers = DefaultMaxPeers
 	}
 	if c.Clock == nil {
 		c.Clock = resourcelease.SystemClock
@@ -102,14 +125,17 @@ type Tracker struct {
 
 	mu    sync.Mutex
 	peers map[string]*peer
-	// idle holds the peers with no active leases, ordered by last contact
-	// (oldest first), so forgetting them costs O(1) per peer.
-	idle *list.List
+	// idle holds the peers with no active leases and busy those with some,
+	// each ordered by last contact (oldest first); every known peer is in
+	// exactly one of them. Forgetting a peer (by retention or eviction) thus
+	// costs O(1).
+	idle, busy *list.List
 
 	assignments uint64
 	heartbeats  uint64
 	releases    [2]uint64 // [0] completed, [1] requeued
 	disconnects map[string]uint64
+	evictions   [2]uint64 // [0] idle peers, [1] peers holding leases
 
 	descs descs
 }
@@ -133,9 +159,9 @@ type peer struct {
 	lost     int
 	active   map[resourcelease.OwnershipToken]struct{}
 	metadata map[string]string
-	// idleElem is the peer's element in Tracker.idle while it holds no
-	// leases, nil otherwise.
-	idleElem *list.Element
+	// elem is the peer's element in Tracker.idle while it holds no leases,
+	// in Tracker.busy otherwise (see Tracker.lru).
+	elem *list.Element
 }
 
 // New returns a Tracker configured by cfg.
@@ -148,6 +174,7 @@ func New(cfg Config) (*Tracker, error) {
 		cfg:         cfg,
 		peers:       make(map[string]*peer),
 		idle:        list.New(),
+		busy:        list.New(),
 		disconnects: make(map[string]uint64),
 		descs:       newDescs(),
 	}, nil
@@ -248,26 +275,74 @@ func (t *Tracker) at(at time.Time) time.Time {
 	return at
 }
 
-// touch returns peerID's state, creating it, and records contact at at.
-// t.mu must be held.
+// touch returns peerID's state, creating it (within Config.MaxPeers), and
+// records contact at at. t.mu must be held.
 func (t *Tracker) touch(peerID string, at time.Time) *peer {
 	p, ok := t.peers[peerID]
 	if !ok {
+		if len(t.peers) >= t.cfg.MaxPeers {
+			t.makeRoom(at)
+		}
+		// A new peer holds no leases yet.
 		p = &peer{id: peerID}
+		p.elem = t.idle.PushBack(p)
 		t.peers[peerID] = p
+	} else {
+		// Requeue at the back of its list: it was just seen.
+		t.lru(p).MoveToBack(p.elem)
 	}
 	if at.After(p.lastSeen) {
 		p.lastSeen = at
 	}
-	if len(p.active) == 0 {
-		// (Re)queue at the back of the idle list: it was just seen.
-		if p.idleElem != nil {
-			t.idle.MoveToBack(p.idleElem)
-		} else {
-			p.idleElem = t.idle.PushBack(p)
-		}
-	}
 	return p
+}
+
+// lru returns the list p is in: idle when it holds no leases, busy
+// otherwise. t.mu must be held.
+func (t *Tracker) lru(p *peer) *list.List {
+	if len(p.active) == 0 {
+		return t.idle
+	}
+	return t.busy
+}
+
+// makeRoom frees one place for a new peer when Config.MaxPeers are known:
+// it forgets the peers past retention, and if that is not enough evicts the
+// least recently seen idle peer, or, when every known peer holds leases, the
+// least recently seen one of those. Both are O(1) amortised: no scan of the
+// peers. t.mu must be held.
+//
+// Evicting a peer that holds leases, rather than refusing to track the new
+// peer, is deliberate: the memory bound wins, and it does the least harm.
+// The least recently seen holder is the likeliest to be dead (it has gone
+// the longest without a heartbeat); if it is alive, its next heartbeat
+// tracks it again with the lease it names (RecordHeartbeat marks unknown
+// tokens active), and if its lease expires instead, the disconnect tracks
+// it again as unhealthy. Refusing would instead blind the tracker to new
+// peers for as long as the old holders linger: a new worker's lost leases
+// would go unrecorded and it would stay eligible (an unknown peer is)
+// however badly it behaved.
+func (t *Tracker) makeRoom(now time.Time) {
+	t.prune(now)
+	if len(t.peers) < t.cfg.MaxPeers {
+		return
+	}
+	if e := t.idle.Front(); e != nil {
+		t.evictions[0]++
+		t.forget(t.idle, e)
+		return
+	}
+	if e := t.busy.Front(); e != nil {
+		t.evictions[1]++
+		t.forget(t.busy, e)
+	}
+}
+
+// forget drops the peer at e of l. t.mu must be held.
+func (t *Tracker) forget(l *list.List, e *list.Element) {
+	p := l.Remove(e).(*peer)
+	p.elem = nil
+	delete(t.peers, p.id)
 }
 
 func (p *peer) activity(at time.Time) {
@@ -277,25 +352,29 @@ func (p *peer) activity(at time.Time) {
 	p.lost = 0
 }
 
-// addActive marks token active for p, taking p off the idle list. t.mu must
-// be held.
+// addActive marks token active for p; a peer that held no leases moves from
+// the idle list to the back of the busy list. t.mu must be held.
 func (t *Tracker) addActive(p *peer, token resourcelease.OwnershipToken) {
 	if p.active == nil {
 		p.active = make(map[resourcelease.OwnershipToken]struct{})
 	}
-	p.active[token] = struct{}{}
-	if p.idleElem != nil {
-		t.idle.Remove(p.idleElem)
-		p.idleElem = nil
+	if len(p.active) == 0 {
+		t.idle.Remove(p.elem)
+		p.elem = t.busy.PushBack(p)
 	}
+	p.active[token] = struct{}{}
 }
 
-// removeActive ends token for p; a peer left with no leases joins the back of
-// the idle list. t.mu must be held.
+// removeActive ends token for p; a peer left with no leases moves from the
+// busy list to the back of the idle list. t.mu must be held.
 func (t *Tracker) removeActive(p *peer, token resourcelease.OwnershipToken) {
+	if _, ok := p.active[token]; !ok {
+		return
+	}
 	delete(p.active, token)
-	if len(p.active) == 0 && p.idleElem == nil {
-		p.idleElem = t.idle.PushBack(p)
+	if len(p.active) == 0 {
+		t.busy.Remove(p.elem)
+		p.elem = t.idle.PushBack(p)
 	}
 }
 
@@ -305,13 +384,10 @@ func (t *Tracker) removeActive(p *peer, token resourcelease.OwnershipToken) {
 // t.mu must be held.
 func (t *Tracker) prune(now time.Time) {
 	for e := t.idle.Front(); e != nil; e = t.idle.Front() {
-		p := e.Value.(*peer)
-		if now.Sub(p.lastSeen) <= t.cfg.Retention {
+		if now.Sub(e.Value.(*peer).lastSeen) <= t.cfg.Retention {
 			return
 		}
-		t.idle.Remove(e)
-		p.idleElem = nil
-		delete(t.peers, p.id)
+		t.forget(t.idle, e)
 	}
 }
 

@@ -44,11 +44,12 @@ func TestNewValidatesConfig(t *testing.T) {
 		wantErr string
 	}{
 		{"zero value", peerhealth.Config{}, ""},
-		{"explicit values", peerhealth.Config{GracePeriod: time.Second, Quarantine: time.Minute, Retention: time.Hour, MaxMetadataKeys: 4}, ""},
+		{"explicit values", peerhealth.Config{GracePeriod: time.Second, Quarantine: time.Minute, Retention: time.Hour, MaxMetadataKeys: 4, MaxPeers: 5}, ""},
 		{"negative grace", peerhealth.Config{GracePeriod: -time.Second}, "GracePeriod"},
 		{"negative quarantine", peerhealth.Config{Quarantine: -time.Second}, "Quarantine"},
 		{"negative retention", peerhealth.Config{Retention: -time.Second}, "Retention"},
 		{"negative metadata keys", peerhealth.Config{MaxMetadataKeys: -1}, "MaxMetadataKeys"},
+		{"negative max peers", peerhealth.Config{MaxPeers: -1}, "MaxPeers must not be negative"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
