@@ -1,12 +1,9 @@
 package resourcelease
 
-// minHeap is a binary min-heap. When setIndex is non-nil it is told every
-// element's new position, so the element can later be fixed or removed in
-// O(log n) (the expiry heap needs that for heartbeats and completes).
+// minHeap is a binary min-heap.
 type minHeap[T any] struct {
-	items    []T
-	less     func(a, b T) bool
-	setIndex func(x T, i int)
+	items []T
+	less  func(a, b T) bool
 }
 
 func (h *minHeap[T]) Len() int { return len(h.items) }
@@ -21,7 +18,6 @@ func (h *minHeap[T]) Peek() (T, bool) {
 
 func (h *minHeap[T]) Push(x T) {
 	h.items = append(h.items, x)
-	h.moved(len(h.items) - 1)
 	h.up(len(h.items) - 1)
 }
 
@@ -33,60 +29,18 @@ func (h *minHeap[T]) Pop() T {
 	var zero T
 	h.items[n] = zero
 	h.items = h.items[:n]
-	if h.setIndex != nil {
-		h.setIndex(x, -1)
-	}
 	return x
-}
-
-// Remove removes the element at position i.
-func (h *minHeap[T]) Remove(i int) T {
-	n := len(h.items) - 1
-	if n != i {
-		h.swap(i, n)
-		if !h.down(i, n) {
-			h.up(i)
-		}
-	}
-	x := h.items[n]
-	var zero T
-	h.items[n] = zero
-	h.items = h.items[:n]
-	if h.setIndex != nil {
-		h.setIndex(x, -1)
-	}
-	return x
-}
-
-// Fix restores the heap after the element at i changed its key.
-func (h *minHeap[T]) Fix(i int) {
-	if !h.down(i, len(h.items)) {
-		h.up(i)
-	}
 }
 
 // Drop empties the heap and returns its elements (in heap order).
 func (h *minHeap[T]) Drop() []T {
 	out := h.items
 	h.items = nil
-	if h.setIndex != nil {
-		for _, x := range out {
-			h.setIndex(x, -1)
-		}
-	}
 	return out
-}
-
-func (h *minHeap[T]) moved(i int) {
-	if h.setIndex != nil {
-		h.setIndex(h.items[i], i)
-	}
 }
 
 func (h *minHeap[T]) swap(i, j int) {
 	h.items[i], h.items[j] = h.items[j], h.items[i]
-	h.moved(i)
-	h.moved(j)
 }
 
 func (h *minHeap[T]) up(j int) {
@@ -100,8 +54,7 @@ func (h *minHeap[T]) up(j int) {
 	}
 }
 
-func (h *minHeap[T]) down(i0, n int) bool {
-	i := i0
+func (h *minHeap[T]) down(i, n int) {
 	for {
 		j1 := 2*i + 1
 		if j1 >= n || j1 < 0 {
@@ -117,7 +70,6 @@ func (h *minHeap[T]) down(i0, n int) bool {
 		h.swap(i, j)
 		i = j
 	}
-	return i > i0
 }
 
 // ring is a FIFO deque of pointers that grows by doubling; pops clear their

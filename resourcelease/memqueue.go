@@ -36,13 +36,12 @@ type MemoryQueue struct {
 	nextSeq int64
 	// lastStamp is the newest change time handed out (see stamp).
 	lastStamp int64
-	ids       *rand.ChaCha8 // lease ids: a CSPRNG seeded once, cheap per lease
 
 	fresh   ring[entry]             // ready, in ascending sequence order (new enqueues)
 	redo    minHeap[*entry]         // ready, out of order (requeued, restored, redriven): by sequence id
 	delayed minHeap[*entry]         // waiting for ReadyAt: by ReadyAt, then sequence id
 	leases  map[int64]*entry        // live leases by sequence id
-	expiry  minHeap[*entry]         // live leases by expiry (entry.heapIndex)
+	expiry  expiryList              // live leases by expiry
 	dead    map[int64]*list.Element // of *deadEntry, in dead-letter order
 	deadLst list.List
 
@@ -66,14 +65,16 @@ type entry struct {
 	enqueuedAt int64
 	readyAt    int64
 	lastError  *ErrorInfo
-	lastToken  OwnershipToken
+	// lastToken is the token of the item's newest lease: the live one while
+	// the entry is in MemoryQueue.leases (one field for both keeps the entry
+	// in a smaller allocation size class).
+	lastToken OwnershipToken
 
 	// Live lease, valid while the entry is in MemoryQueue.leases.
-	token     OwnershipToken
-	peer      string
-	leasedAt  int64
-	expiresAt int64
-	heapIndex int
+	peer                 string
+	leasedAt             int64
+	expiresAt            int64
+	prevLease, nextLease *entry // neighbours in MemoryQueue.expiry
 }
 
 type deadEntry struct {
@@ -94,7 +95,7 @@ type waiter struct {
 }
 
 type waiterResult struct {
-	lease *Lease
+	grant grantInfo // grant.e is nil when nothing was granted
 	ack   Ack
 	err   error
 }
@@ -107,16 +108,11 @@ func NewMemoryQueue(cfg QueueConfig) (*MemoryQueue, error) {
 	if err := cfg.applyDefaults(); err != nil {
 		return nil, err
 	}
-	var seed [32]byte
-	if _, err := crand.Read(seed[:]); err != nil {
-		return nil, fmt.Errorf("resourcelease: seeding lease ids: %w", err)
-	}
 	q := &MemoryQueue{
 		cfg:       cfg,
 		clock:     clockOrSystem(cfg.Clock),
 		journal:   cfg.Journal,
 		nextSeq:   1,
-		ids:       rand.NewChaCha8(seed),
 		leases:    make(map[int64]*entry),
 		dead:      make(map[int64]*list.Element),
 		dedupe:    make(map[string]dedupeRecord),
@@ -132,8 +128,6 @@ func NewMemoryQueue(cfg QueueConfig) (*MemoryQueue, error) {
 		}
 		return a.seq < b.seq
 	}
-	q.expiry.less = func(a, b *entry) bool { return a.expiresAt < b.expiresAt }
-	q.expiry.setIndex = func(e *entry, i int) { e.heapIndex = i }
 	if cfg.InitialState != nil {
 		if err := q.rebuild(cfg.InitialState); err != nil {
 			return nil, err
@@ -238,13 +232,13 @@ func (q *MemoryQueue) rebuild(st *QueueState) error {
 			return err
 		}
 		e := newEntryFrom(&l.PendingItem)
-		e.token, e.peer = l.Token, l.PeerID
+		e.lastToken, e.peer = l.Token, l.PeerID
 		e.leasedAt = l.LeasedAt.UnixNano()
 		// A fresh lease duration from the restart: heartbeats are not persisted,
 		// so the worker gets a full period to reconnect and heartbeat.
 		e.expiresAt = now + int64(q.cfg.LeaseDuration)
 		q.leases[e.seq] = e
-		q.expiry.Push(e)
+		q.expiry.PushBack(e)
 	}
 	dead := slices.Clone(st.DeadLetters)
 	slices.SortStableFunc(dead, func(a, b DeadLetter) int { return a.DeadLetteredAt.Compare(b.DeadLetteredAt) })
@@ -279,7 +273,6 @@ func newEntryFrom(p *PendingItem) *entry {
 		enqueuedAt: nanos(p.EnqueuedAt),
 		readyAt:    nanos(p.ReadyAt),
 		lastError:  p.LastError,
-		heapIndex:  -1,
 	}
 	if p.LastOwnershipToken != nil {
 		e.lastToken = *p.LastOwnershipToken
@@ -390,7 +383,7 @@ func (q *MemoryQueue) Enqueue(ctx context.Context, item Item) (EnqueueResult, er
 		return EnqueueResult{}, err
 	}
 	// Allocated before taking the lock: less time holding it under contention.
-	e := &entry{item: item, attempt: 1, heapIndex: -1}
+	e := &entry{item: item, attempt: 1}
 	for {
 		read := q.clock.Now().UnixNano() // before the lock: reading the clock can be slow
 		q.mu.Lock()
@@ -471,45 +464,76 @@ func (q *MemoryQueue) popReady() *entry {
 
 func (q *MemoryQueue) readyLen() int { return q.fresh.Len() + q.redo.Len() }
 
-// grant leases e to peer, filling l (allocated by the caller, ideally before
-// it took the lock). Callers hold q.mu and have removed e from pending.
-func (q *MemoryQueue) grant(e *entry, peer string, now int64, l *Lease) (*Lease, Ack) {
-	var id uuid.UUID
-	var b [16]byte
-	putUint64(b[:8], q.ids.Uint64())
-	putUint64(b[8:], q.ids.Uint64())
-	b[6] = (b[6] & 0x0f) | 0x40 // version 4
-	b[8] = (b[8] & 0x3f) | 0x80 // RFC 4122 variant
-	id = uuid.UUID(b)
+// grantInfo is what a Lease is built from: the entry's immutable parts
+// (item, sequence id, enqueue time) are read from e at any time, and the
+// parts a later change may rewrite are copied under the lock.
+type grantInfo struct {
+	e         *entry
+	token     OwnershipToken
+	peer      string
+	lastError *ErrorInfo
+	expiresAt int64
+}
+
+// grant leases e to peer under lease id id. Callers hold q.mu and have
+// removed e from pending. The Lease itself is built from the returned
+// grantInfo by newLease, after the lock is released: less time holding it.
+func (q *MemoryQueue) grant(e *entry, peer string, now int64, id uuid.UUID) (grantInfo, Ack) {
 	e.readyAt = 0
-	e.token = OwnershipToken{SequenceID: e.seq, Attempt: e.attempt, LeaseID: id}
-	e.lastToken = e.token
+	e.lastToken = OwnershipToken{SequenceID: e.seq, Attempt: e.attempt, LeaseID: id}
 	e.peer = peer
 	e.leasedAt = now
 	e.expiresAt = now + int64(q.cfg.LeaseDuration)
 	q.leases[e.seq] = e
-	q.expiry.Push(e)
+	q.expiry.PushBack(e)
 	q.signalSpace()
-	*l = Lease{
-		Payload:             e.item,
-		SequenceID:          e.seq,
-		Attempt:             e.attempt,
-		EnqueuedAt:          fromNanos(e.enqueuedAt),
-		LastError:           e.lastError,
-		OwnershipToken:      e.token,
-		OwnerPeerID:         peer,
-		LeaseExpiresAt:      fromNanos(e.expiresAt),
-		HeartbeatIntervalMs: q.cfg.HeartbeatInterval.Milliseconds(),
-	}
+	g := grantInfo{e: e, token: e.lastToken, peer: peer, lastError: e.lastError, expiresAt: e.expiresAt}
 	ack := q.record(ChangeLeased, now, func(c *Change) {
 		p := e.pendingItem()
 		c.Item = &p
-		c.Token = e.token
+		c.Token = e.lastToken
 		c.PeerID = peer
-		c.LeaseExpiresAt = l.LeaseExpiresAt
+		c.LeaseExpiresAt = fromNanos(e.expiresAt)
 		c.LeasedAt = fromNanos(now)
 	})
-	return l, ack
+	return g, ack
+}
+
+// newLease builds the Lease of a grant. It needs no lock.
+func (q *MemoryQueue) newLease(g *grantInfo) *Lease {
+	e := g.e
+	return &Lease{
+		Payload:             e.item,
+		SequenceID:          e.seq,
+		Attempt:             g.token.Attempt,
+		EnqueuedAt:          fromNanos(e.enqueuedAt),
+		LastError:           g.lastError,
+		OwnershipToken:      g.token,
+		OwnerPeerID:         g.peer,
+		LeaseExpiresAt:      fromNanos(g.expiresAt),
+		HeartbeatIntervalMs: q.cfg.HeartbeatInterval.Milliseconds(),
+	}
+}
+
+// leaseIDSources are ChaCha8 generators (a CSPRNG), each seeded from
+// crypto/rand, pooled so that lease ids are drawn without the queue's lock
+// and without a system call per lease.
+var leaseIDSources = sync.Pool{New: func() any {
+	var seed [32]byte
+	_, _ = crand.Read(seed[:]) // never fails: it crashes the program first
+	return rand.NewChaCha8(seed)
+}}
+
+// newLeaseID returns a random (version 4) UUID.
+func newLeaseID() uuid.UUID {
+	src := leaseIDSources.Get().(*rand.ChaCha8)
+	var b [16]byte
+	putUint64(b[:8], src.Uint64())
+	putUint64(b[8:], src.Uint64())
+	leaseIDSources.Put(src)
+	b[6] = (b[6] & 0x0f) | 0x40 // version 4
+	b[8] = (b[8] & 0x3f) | 0x80 // RFC 4122 variant
+	return uuid.UUID(b)
 }
 
 func putUint64(b []byte, v uint64) {
@@ -524,8 +548,8 @@ func (q *MemoryQueue) handOff(now int64) {
 	for q.waiters.Len() > 0 && q.readyLen() > 0 {
 		w := q.waiters.Remove(q.waiters.Front()).(*waiter)
 		w.elem = nil
-		l, ack := q.grant(q.popReady(), w.peer, now, new(Lease))
-		w.ch <- waiterResult{lease: l, ack: ack}
+		g, ack := q.grant(q.popReady(), w.peer, now, newLeaseID())
+		w.ch <- waiterResult{grant: g, ack: ack}
 	}
 }
 
@@ -553,8 +577,8 @@ func (q *MemoryQueue) maintain(now int64) Ack {
 		q.redo.Push(e)
 	}
 	for {
-		e, ok := q.expiry.Peek()
-		if !ok || e.expiresAt > now {
+		e := q.expiry.Front()
+		if e == nil || e.expiresAt > now {
 			break
 		}
 		if a := q.expire(e, now); a != nil {
@@ -574,10 +598,10 @@ func (q *MemoryQueue) expire(e *entry, now int64) Ack {
 // endLease removes e's live lease and requeues or dead-letters it. Callers
 // hold q.mu.
 func (q *MemoryQueue) endLease(e *entry, now int64, kind ChangeKind, errInfo *ErrorInfo, requeue bool, meta map[string]string) Ack {
-	token, peer, leasedAt := e.token, e.peer, e.leasedAt
+	token, peer, leasedAt := e.lastToken, e.peer, e.leasedAt
 	delete(q.leases, e.seq)
-	q.expiry.Remove(e.heapIndex)
-	e.token, e.peer, e.leasedAt, e.expiresAt = OwnershipToken{}, "", 0, 0
+	q.expiry.Remove(e)
+	e.peer, e.leasedAt, e.expiresAt = "", 0, 0
 	e.lastError = errInfo
 	fill := func(c *Change) {
 		p := e.pendingItem()
@@ -652,7 +676,7 @@ func (q *MemoryQueue) Lease(ctx context.Context, peerID string, wait time.Durati
 	if wait < 0 {
 		return nil, Errorf(StatusInvalidArgument, CodeInvalidArgument, "lease wait must not be negative, got %v", wait)
 	}
-	l := new(Lease) // before the lock; wasted only when nothing is ready
+	id := newLeaseID() // before the lock; wasted only when nothing is ready
 	now, err := q.begin(ctx)
 	if err != nil {
 		return nil, err
@@ -661,9 +685,9 @@ func (q *MemoryQueue) Lease(ctx context.Context, peerID string, wait time.Durati
 	// While long-polls wait there are no ready items (handOff gave them out),
 	// so this never jumps the line.
 	if e := q.popReady(); e != nil {
-		l, a := q.grant(e, peerID, now, l)
+		g, a := q.grant(e, peerID, now, id)
 		q.mu.Unlock()
-		return q.deliver(waiterResult{lease: l, ack: a})
+		return q.deliver(waiterResult{grant: g, ack: a})
 	}
 	if wait == 0 {
 		q.mu.Unlock()
@@ -685,11 +709,11 @@ func (q *MemoryQueue) Lease(ctx context.Context, peerID string, wait time.Durati
 		return nil, nil
 	case <-ctx.Done():
 		r, ok := q.abandon(w)
-		if ok && r.lease != nil {
+		if ok && r.grant.e != nil {
 			if r.ack != nil {
 				_ = r.ack.Wait()
 			}
-			q.release(r.lease.OwnershipToken)
+			q.release(r.grant.token)
 		}
 		if ctx.Err() == context.DeadlineExceeded {
 			return nil, nil // the request's deadline bounds the wait: nothing arrived
@@ -707,10 +731,10 @@ func (q *MemoryQueue) deliver(r waiterResult) (*Lease, error) {
 		return nil, r.err
 	}
 	if err := waitAck(r.ack); err != nil {
-		q.release(r.lease.OwnershipToken)
+		q.release(r.grant.token)
 		return nil, err
 	}
-	return r.lease, nil
+	return q.newLease(&r.grant), nil
 }
 
 // abandon removes w from the waiters. If a result was already handed to it,
@@ -735,8 +759,8 @@ func (q *MemoryQueue) Release(ctx context.Context, token OwnershipToken) error {
 	return q.tokenOp(ctx, token, func(e *entry, now int64) Ack {
 		peer, leasedAt := e.peer, e.leasedAt
 		delete(q.leases, e.seq)
-		q.expiry.Remove(e.heapIndex)
-		e.token, e.peer, e.leasedAt, e.expiresAt = OwnershipToken{}, "", 0, 0
+		q.expiry.Remove(e)
+		e.peer, e.leasedAt, e.expiresAt = "", 0, 0
 		e.readyAt = 0
 		q.redo.Push(e)
 		ack := q.record(ChangeReleased, now, func(c *Change) {
@@ -762,7 +786,7 @@ func (q *MemoryQueue) release(token OwnershipToken) {
 // its time has passed. Callers hold q.mu.
 func (q *MemoryQueue) liveLease(token OwnershipToken, now int64) (*entry, Ack, error) {
 	e, ok := q.leases[token.SequenceID]
-	if !ok || e.token != token {
+	if !ok || e.lastToken != token {
 		return nil, nil, ErrUnknownToken
 	}
 	if e.expiresAt <= now {
@@ -798,11 +822,11 @@ func (q *MemoryQueue) Heartbeat(ctx context.Context, token OwnershipToken) (time
 	err := q.tokenOp(ctx, token, func(e *entry, now int64) Ack {
 		e.expiresAt = now + int64(q.cfg.LeaseDuration)
 		expires = e.expiresAt
-		q.expiry.Fix(e.heapIndex)
+		q.expiry.MoveToBack(e)
 		return q.record(ChangeHeartbeat, now, func(c *Change) {
 			p := e.pendingItem()
 			c.Item = &p
-			c.Token = e.token
+			c.Token = e.lastToken
 			c.PeerID = e.peer
 			c.LeaseExpiresAt = fromNanos(expires)
 		})
@@ -818,7 +842,7 @@ func (q *MemoryQueue) Complete(ctx context.Context, token OwnershipToken) error 
 	return q.tokenOp(ctx, token, func(e *entry, now int64) Ack {
 		peer, leasedAt := e.peer, e.leasedAt
 		delete(q.leases, e.seq)
-		q.expiry.Remove(e.heapIndex)
+		q.expiry.Remove(e)
 		return q.record(ChangeCompleted, now, func(c *Change) {
 			p := e.pendingItem()
 			c.Item = &p

@@ -231,6 +231,54 @@ func TestHeartbeatExtendsLease(t *testing.T) {
 	assert.Equal(t, resourcelease.Stats{}, f.q.Stats())
 }
 
+// TestSweepExpiresInExpiryOrder: leases expire in the order of their expiry,
+// not of their grant: a heartbeat moves a lease behind later grants, and
+// ending a lease in the middle of the order leaves the rest in order.
+func TestSweepExpiresInExpiryOrder(t *testing.T) {
+	f := newQueue(t, resourcelease.QueueConfig{LeaseDuration: 10 * time.Second})
+	for _, id := range []string{"a", "b", "c", "d"} {
+		mustEnqueue(t, f.q, id)
+	}
+	start := f.clock.Now()
+	a := mustLease(t, f.q, "w") // expires at 10 s
+	f.clock.Advance(time.Second)
+	mustLease(t, f.q, "w")      // b: 11 s
+	c := mustLease(t, f.q, "w") // 11 s
+	f.clock.Advance(time.Second)
+	mustLease(t, f.q, "w") // d: 12 s
+	f.clock.Advance(time.Second)
+	_, err := f.q.Heartbeat(ctx, a.OwnershipToken) // a: now 13 s, after d
+	require.NoError(t, err)
+	require.NoError(t, f.q.Complete(ctx, c.OwnershipToken)) // out of the middle
+
+	expired := func() []string {
+		f.rec.mu.Lock()
+		defer f.rec.mu.Unlock()
+		var out []string
+		for _, ch := range f.rec.changes {
+			if ch.Kind == resourcelease.ChangeExpired {
+				out = append(out, ch.Item.Payload.ResourceID)
+			}
+		}
+		return out
+	}
+	steps := []struct {
+		at   time.Duration // since the first lease
+		want []string
+	}{
+		{10*time.Second + time.Millisecond, nil}, // a's first expiry: the heartbeat moved it
+		{11*time.Second + time.Millisecond, []string{"b"}},
+		{12*time.Second + time.Millisecond, []string{"b", "d"}},
+		{13*time.Second + time.Millisecond, []string{"b", "d", "a"}},
+	}
+	for _, st := range steps {
+		f.clock.Advance(start.Add(st.at).Sub(f.clock.Now()))
+		f.q.Sweep()
+		assert.Equal(t, st.want, expired(), "after %v", st.at)
+		assert.Equal(t, 3-len(st.want), f.q.Stats().ActiveLeaseCount, "after %v", st.at)
+	}
+}
+
 // TestFencing: after complete, fail, expiry, drain-and-restore or a newer
 // lease, every use of the old token is unknown_token.
 func TestFencing(t *testing.T) {
