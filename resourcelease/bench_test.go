@@ -77,6 +77,43 @@ func BenchmarkCycleParallel(b *testing.B) {
 	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "cycles/s")
 }
 
+// BenchmarkReferenceChannelFIFO is a yardstick, not the engine: Go's own
+// buffered channel used as a shared FIFO (send a fresh item, receive the
+// oldest), with one goroutine and with 8 (4 per proc on GOMAXPROCS=2), as in
+// BenchmarkCycle and BenchmarkCycleParallel. It shows what a shared FIFO with
+// per-operation synchronisation can do on the machine at hand: on the 2-core
+// machine of the README even the runtime's channel moves fewer items per
+// second with 8 goroutines than with one, because every operation moves the
+// queue's state between the two cores' caches.
+func BenchmarkReferenceChannelFIFO(b *testing.B) {
+	type item struct {
+		seq  int64
+		body []byte
+	}
+	for _, goroutines := range []int{1, 8} {
+		b.Run(fmt.Sprintf("goroutines=%d", goroutines), func(b *testing.B) {
+			ch := make(chan *item, 1<<16)
+			b.SetParallelism(max(1, goroutines/runtime.GOMAXPROCS(0)))
+			b.ReportAllocs()
+			start := time.Now()
+			if goroutines == 1 {
+				for b.Loop() {
+					ch <- &item{seq: 1, body: benchBody}
+					<-ch
+				}
+			} else {
+				b.RunParallel(func(pb *testing.PB) {
+					for pb.Next() {
+						ch <- &item{seq: 1, body: benchBody}
+						<-ch
+					}
+				})
+			}
+			b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "cycles/s")
+		})
+	}
+}
+
 // BenchmarkLeaseAtDepth: lease → complete → enqueue with 1k and 1M items
 // pending (the enqueue keeps the depth constant). Lease cost must not grow with
 // depth.
