@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"os"
 	"path/filepath"
 	"sync"
 	"sync/atomic"
@@ -153,6 +154,41 @@ func naiveCycle(ctx context.Context, db *sql.DB) error {
 		}
 		_, err = db.ExecContext(ctx, `DELETE FROM naive WHERE id = ? AND lease_id = ?`, id, lease)
 		return err
+	}
+}
+
+// BenchmarkDiskSync is a yardstick for FULL: what one durable write costs on
+// the disk under b.TempDir, appending a 16 KiB frame then fsync (as a WAL
+// commit does), and overwriting 4 KiB in place then fsync. Group commit pays
+// one of these per commit whatever the batch size; one transaction per
+// operation pays one per operation.
+func BenchmarkDiskSync(b *testing.B) {
+	for _, tc := range []struct {
+		name   string
+		size   int
+		append bool
+	}{{"append16KiB", 16 << 10, true}, {"overwrite4KiB", 4 << 10, false}} {
+		b.Run(tc.name, func(b *testing.B) {
+			f, err := os.Create(filepath.Join(b.TempDir(), "sync.bin"))
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer f.Close()
+			buf := make([]byte, tc.size)
+			for b.Loop() {
+				if tc.append {
+					_, err = f.Write(buf)
+				} else {
+					_, err = f.WriteAt(buf, 0)
+				}
+				if err != nil {
+					b.Fatal(err)
+				}
+				if err := f.Sync(); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
 	}
 }
 
