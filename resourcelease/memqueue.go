@@ -159,6 +159,9 @@ func (c *QueueConfig) applyDefaults() error {
 	if c.MaxDeliveryAttempts < 0 {
 		return Errorf(StatusInvalidArgument, CodeInvalidArgument, "resourcelease: MaxDeliveryAttempts must not be negative, got %d", c.MaxDeliveryAttempts)
 	}
+	if c.MaxDedupeEntries < -1 {
+		return Errorf(StatusInvalidArgument, CodeInvalidArgument, "resourcelease: MaxDedupeEntries must be -1 (unbounded), 0 (default) or positive, got %d", c.MaxDedupeEntries)
+	}
 	if c.DedupeWindow < -1 {
 		return Errorf(StatusInvalidArgument, CodeInvalidArgument, "resourcelease: DedupeWindow must be -1 (off), 0 (default) or positive, got %v", c.DedupeWindow)
 	}
@@ -186,6 +189,9 @@ func (c *QueueConfig) applyDefaults() error {
 	}
 	if c.DedupeWindow == 0 {
 		c.DedupeWindow = DefaultDedupeWindow
+	}
+	if c.MaxDedupeEntries == 0 {
+		c.MaxDedupeEntries = DefaultMaxDedupeEntries
 	}
 	if c.MaxRequeueDelay > 0 && c.MaxRequeueDelay < c.RequeueDelay {
 		return Errorf(StatusInvalidArgument, CodeInvalidArgument, "resourcelease: MaxRequeueDelay %v is below RequeueDelay %v", c.MaxRequeueDelay, c.RequeueDelay)
@@ -259,6 +265,7 @@ func (q *MemoryQueue) rebuild(st *QueueState) error {
 			q.dedupe[dd[i].RequestID] = dedupeRecord{seq: dd[i].SequenceID, seenAt: dd[i].SeenAt.UnixNano()}
 			d := dd[i]
 			q.dedupeOrder.PushBack(&d)
+			q.boundDedupe()
 		}
 	}
 	q.nextSeq = max(st.NextSequenceID, maxSeq+1, 1)
@@ -421,6 +428,7 @@ func (q *MemoryQueue) Enqueue(ctx context.Context, item Item) (EnqueueResult, er
 		if item.RequestID != "" && q.cfg.DedupeWindow > 0 {
 			q.dedupe[item.RequestID] = dedupeRecord{seq: e.seq, seenAt: now}
 			q.dedupeOrder.PushBack(&DedupeEntry{RequestID: item.RequestID, SequenceID: e.seq, SeenAt: fromNanos(now)})
+			q.boundDedupe()
 		}
 		ack := q.record(ChangeEnqueued, now, func(c *Change) {
 			p := e.pendingItem()
@@ -434,16 +442,30 @@ func (q *MemoryQueue) Enqueue(ctx context.Context, item Item) (EnqueueResult, er
 	}
 }
 
+// boundDedupe forgets the oldest remembered request ids beyond
+// MaxDedupeEntries. Callers hold q.mu.
+func (q *MemoryQueue) boundDedupe() {
+	for q.cfg.MaxDedupeEntries > 0 && q.dedupeOrder.Len() > q.cfg.MaxDedupeEntries {
+		q.forgetOldestDedupe()
+	}
+}
+
+// forgetOldestDedupe drops the front of dedupeOrder, and its map entry unless
+// a newer enqueue of the same request id owns it. Callers hold q.mu.
+func (q *MemoryQueue) forgetOldestDedupe() {
+	d := q.dedupeOrder.PopFront()
+	if r, ok := q.dedupe[d.RequestID]; ok && r.seq == d.SequenceID {
+		delete(q.dedupe, d.RequestID)
+	}
+}
+
 func (q *MemoryQueue) trimDedupe(now int64) {
 	for q.dedupeOrder.Len() > 0 {
 		d := q.dedupeOrder.Front()
 		if now-d.SeenAt.UnixNano() < int64(q.cfg.DedupeWindow) {
 			return
 		}
-		q.dedupeOrder.PopFront()
-		if r, ok := q.dedupe[d.RequestID]; ok && r.seq == d.SequenceID {
-			delete(q.dedupe, d.RequestID)
-		}
+		q.forgetOldestDedupe()
 	}
 }
 

@@ -130,6 +130,7 @@ func TestConfigValidation(t *testing.T) {
 		{"capacity", resourcelease.QueueConfig{Capacity: -2}},
 		{"attempts", resourcelease.QueueConfig{MaxDeliveryAttempts: -1}},
 		{"dedupe", resourcelease.QueueConfig{DedupeWindow: -2}},
+		{"dedupe entries", resourcelease.QueueConfig{MaxDedupeEntries: -2}},
 		{"full mode", resourcelease.QueueConfig{FullMode: 7}},
 		{"max delay below delay", resourcelease.QueueConfig{RequeueDelay: time.Minute, MaxRequeueDelay: time.Second}},
 		{"heartbeat not shorter than lease", resourcelease.QueueConfig{LeaseDuration: time.Second, HeartbeatInterval: time.Second}},
@@ -154,6 +155,7 @@ func TestConfigValidation(t *testing.T) {
 	assert.Equal(t, time.Duration(0), c.RequeueDelay)
 	assert.Equal(t, 5, c.MaxDeliveryAttempts)
 	assert.Equal(t, 10*time.Minute, c.DedupeWindow)
+	assert.Equal(t, 1_000_000, c.MaxDedupeEntries)
 
 	short, err := resourcelease.NewMemoryQueue(resourcelease.QueueConfig{LeaseDuration: 600 * time.Millisecond})
 	require.NoError(t, err)
@@ -577,6 +579,65 @@ func TestRequestIDDedupe(t *testing.T) {
 	require.NoError(t, err)
 	assert.False(t, again.Duplicate)
 	assert.NotEqual(t, first.SequenceID, again.SequenceID)
+}
+
+// TestMaxDedupeEntries: past MaxDedupeEntries the oldest request id is
+// forgotten before its window ends, so unique ids cannot grow memory without
+// bound; the newer ones are still deduplicated, also after a rebuild.
+func TestMaxDedupeEntries(t *testing.T) {
+	withID := func(id string) resourcelease.Item {
+		it := item(id)
+		it.RequestID = id
+		return it
+	}
+	for _, tc := range []struct {
+		name    string
+		max     int
+		enqueue []string
+		wantDup map[string]bool // a second enqueue of each id: duplicate?
+	}{
+		{"bound of 2 forgets the oldest", 2, []string{"r1", "r2", "r3"}, map[string]bool{"r1": false, "r2": true, "r3": true}},
+		{"bound of 1", 1, []string{"r1", "r2"}, map[string]bool{"r1": false, "r2": true}},
+		{"within the bound", 3, []string{"r1", "r2", "r3"}, map[string]bool{"r1": true, "r2": true, "r3": true}},
+		{"unbounded", -1, []string{"r1", "r2", "r3"}, map[string]bool{"r1": true, "r2": true, "r3": true}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newQueue(t, resourcelease.QueueConfig{MaxDedupeEntries: tc.max, Capacity: -1})
+			for _, id := range tc.enqueue {
+				res, err := f.q.Enqueue(ctx, withID(id))
+				require.NoError(t, err)
+				require.False(t, res.Duplicate, id)
+			}
+			for _, id := range tc.enqueue { // in order: a re-enqueue may evict the next oldest
+				res, err := f.q.Enqueue(ctx, withID(id))
+				require.NoError(t, err)
+				assert.Equal(t, tc.wantDup[id], res.Duplicate, "second enqueue of %s", id)
+				if !res.Duplicate {
+					break // it took a dedupe slot of its own: later answers change
+				}
+			}
+		})
+	}
+	t.Run("rebuild keeps the newest", func(t *testing.T) {
+		at := time.Unix(1_700_000_000, 0)
+		st := &resourcelease.QueueState{Dedupe: []resourcelease.DedupeEntry{
+			{RequestID: "r1", SequenceID: 1, SeenAt: at},
+			{RequestID: "r3", SequenceID: 3, SeenAt: at.Add(2 * time.Second)},
+			{RequestID: "r2", SequenceID: 2, SeenAt: at.Add(time.Second)},
+		}, NextSequenceID: 4}
+		clock := leasetest.NewManualClock(at.Add(3 * time.Second))
+		q, err := resourcelease.NewMemoryQueue(resourcelease.QueueConfig{Clock: clock, MaxDedupeEntries: 2, InitialState: st})
+		require.NoError(t, err)
+		defer q.Close()
+		for id, want := range map[string]bool{"r2": true, "r3": true} {
+			res, err := q.Enqueue(ctx, withID(id))
+			require.NoError(t, err)
+			assert.Equal(t, want, res.Duplicate, id)
+		}
+		res, err := q.Enqueue(ctx, withID("r1"))
+		require.NoError(t, err)
+		assert.False(t, res.Duplicate, "r1 was the oldest beyond the bound")
+	})
 }
 
 func TestCapacity(t *testing.T) {

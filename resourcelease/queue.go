@@ -62,6 +62,7 @@ const (
 	DefaultSweepInterval       = time.Second
 	DefaultMaxDeliveryAttempts = 5
 	DefaultDedupeWindow        = 10 * time.Minute
+	DefaultMaxDedupeEntries    = 1_000_000
 	// MaxDuration bounds every duration in QueueConfig, so that times
 	// computed from them (now + lease, backoff doubling) cannot overflow.
 	MaxDuration = 10 * 365 * 24 * time.Hour
@@ -94,6 +95,13 @@ type QueueConfig struct {
 	// DedupeWindow is how long a RequestID is remembered. Defaults to 10 min;
 	// -1 disables dedupe.
 	DedupeWindow time.Duration
+	// MaxDedupeEntries bounds how many RequestIDs are remembered, so that
+	// producers sending unique request ids faster than the window forgets
+	// them cannot grow memory without bound (each costs about 150 bytes
+	// plus the id). Past it the oldest is forgotten before its window ends:
+	// a retry of that request after so long is then enqueued again.
+	// Defaults to 1,000,000; -1 means no bound.
+	MaxDedupeEntries int
 	// Clock defaults to SystemClock.
 	Clock Clock
 	// Journal receives every change in order; nil records nothing.
