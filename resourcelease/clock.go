@@ -17,25 +17,18 @@ type Timer interface {
 	Stop() bool
 }
 
-// SystemClock is the real clock. Its readings are the wall clock as read once,
-// when the process started, advanced by the monotonic clock: lease expiry,
-// requeue backoff and dedupe windows measure real elapsed time even when the
-// system clock is stepped (an NTP correction, an operator), which would
-// otherwise expire every lease at once (a step forward) or freeze expiry for
-// the length of the step (a step back). The price is that a step after start
-// is not reflected in the times the queue records until the process restarts.
-// A reading also costs one clock read instead of the two of time.Now.
-var SystemClock Clock = newSystemClock(time.Now())
+// SystemClock is the real clock: time.Now. It is the wall clock, not a
+// monotonic one anchored at start, on purpose: lease expiries travel to
+// workers as absolute times (leaseExpiresAt) that they compare with their own
+// wall clocks, so the dispatcher's readings must follow the host's clock,
+// corrections included. A monotonic clock would carry a correction made after
+// start (NTP at boot, a host suspend) as a permanent offset, and workers would
+// lose every lease when it exceeds the lease duration.
+var SystemClock Clock = systemClock{}
 
-// systemClock advances wall, read at the same instant as mono (which carries
-// Go's monotonic reading), by the monotonic time elapsed since mono.
-type systemClock struct{ wall, mono time.Time }
+type systemClock struct{}
 
-func newSystemClock(now time.Time) systemClock {
-	return systemClock{wall: now.Round(0), mono: now}
-}
-
-func (c systemClock) Now() time.Time { return c.wall.Add(time.Since(c.mono)) }
+func (systemClock) Now() time.Time { return time.Now() }
 
 func (systemClock) NewTimer(d time.Duration) Timer { return realTimer{time.NewTimer(d)} }
 
