@@ -27,8 +27,12 @@ func (l *expiryList) PushBack(e *entry) {
 	l.tail = e
 }
 
-// Remove takes e, which is in the list, out of it.
+// Remove takes e out of the list; an entry not in it is left alone (its nil
+// neighbours would otherwise empty the list).
 func (l *expiryList) Remove(e *entry) {
+	if e.prevLease == nil && l.head != e {
+		return
+	}
 	if e.prevLease != nil {
 		e.prevLease.nextLease = e.nextLease
 	} else {

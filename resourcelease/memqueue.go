@@ -207,7 +207,10 @@ func (q *MemoryQueue) Config() QueueConfig {
 }
 
 func (q *MemoryQueue) rebuild(st *QueueState) error {
-	now := q.clock.Now().UnixNano()
+	// The rebuild is the first change: later change times start from it, so
+	// the restored leases' expiries stay in order with later ones (see
+	// expiryList) even under a clock that steps back.
+	now := q.stamp(q.clock.Now().UnixNano())
 	seen := make(map[int64]bool, len(st.Pending)+len(st.Leased)+len(st.DeadLetters))
 	maxSeq := int64(0)
 	check := func(p *PendingItem) error {
@@ -262,8 +265,15 @@ func (q *MemoryQueue) rebuild(st *QueueState) error {
 			if now-dd[i].SeenAt.UnixNano() >= int64(q.cfg.DedupeWindow) {
 				continue
 			}
-			q.dedupe[dd[i].RequestID] = dedupeRecord{seq: dd[i].SequenceID, seenAt: dd[i].SeenAt.UnixNano()}
 			d := dd[i]
+			if d.SeenAt.UnixNano() > now {
+				// Seen "later" than now: the clock of the process that saved
+				// it was ahead. Count its window from now, or it would sit at
+				// the back of a list trimmed from the front by age, blocking
+				// the trim of everything behind it.
+				d.SeenAt = fromNanos(now)
+			}
+			q.dedupe[d.RequestID] = dedupeRecord{seq: d.SequenceID, seenAt: d.SeenAt.UnixNano()}
 			q.dedupeOrder.PushBack(&d)
 			q.boundDedupe()
 		}

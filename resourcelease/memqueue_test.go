@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/leasemesh/leasemesh/resourcelease"
 	"github.com/leasemesh/leasemesh/resourcelease/leasetest"
 	"github.com/stretchr/testify/assert"
@@ -849,4 +850,86 @@ func TestRelease(t *testing.T) {
 	again := mustLease(t, f.q, "w2")
 	assert.Equal(t, 1, again.Attempt, "a released lease does not count as an attempt")
 	assert.Equal(t, resourcelease.ChangeReleased, f.rec.kinds()[2])
+}
+
+// TestRebuildUnderAClockThatStepsBack: the rebuild counts as the first
+// change, so a lease granted after it, under a clock read earlier than the
+// rebuild, does not expire before the restored leases: a sweep leaves no
+// lease whose expiry has passed.
+func TestRebuildUnderAClockThatStepsBack(t *testing.T) {
+	at := time.Unix(1_700_000_000, 0)
+	clock := &settableClock{ManualClock: leasetest.NewManualClock(at), now: at}
+	rec := &recorder{}
+	restored := resourcelease.LeasedItem{
+		PendingItem: resourcelease.PendingItem{Payload: item("a"), SequenceID: 1, Attempt: 1, EnqueuedAt: at},
+		Token:       resourcelease.OwnershipToken{SequenceID: 1, Attempt: 1, LeaseID: uuid.New()},
+		PeerID:      "w",
+		LeasedAt:    at,
+	}
+	q, err := resourcelease.NewMemoryQueue(resourcelease.QueueConfig{
+		Clock: clock, Journal: rec, LeaseDuration: 30 * time.Second, SweepInterval: time.Hour,
+		InitialState: &resourcelease.QueueState{Leased: []resourcelease.LeasedItem{restored}, NextSequenceID: 2},
+	})
+	require.NoError(t, err)
+	defer q.Close()
+
+	clock.Set(at.Add(-20 * time.Second)) // the clock steps back
+	mustEnqueue(t, q, "b")
+	b := mustLease(t, q, "w")
+	clock.Set(at.Add(15 * time.Second))
+	q.Sweep()
+
+	live := 0
+	for _, exp := range []time.Time{at.Add(30 * time.Second), b.LeaseExpiresAt} {
+		if exp.After(clock.Now()) {
+			live++
+		}
+	}
+	assert.Equal(t, live, q.Stats().ActiveLeaseCount, "after a sweep, exactly the leases whose expiry is still ahead are live (b expires %v)", b.LeaseExpiresAt)
+}
+
+// settableClock is a clock that can be set backwards (ManualClock never
+// goes back); its timers are the ManualClock's.
+type settableClock struct {
+	*leasetest.ManualClock
+	mu  sync.Mutex
+	now time.Time
+}
+
+func (c *settableClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+func (c *settableClock) Set(t time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.now = t
+}
+
+// TestRebuildWithDedupeFromTheFuture: a dedupe record saved by a process
+// whose clock was ahead counts its window from the rebuild; it must not block
+// the age-ordered trim of the records behind it.
+func TestRebuildWithDedupeFromTheFuture(t *testing.T) {
+	at := time.Unix(1_700_000_000, 0)
+	clock := leasetest.NewManualClock(at)
+	q, err := resourcelease.NewMemoryQueue(resourcelease.QueueConfig{
+		Clock: clock, DedupeWindow: 10 * time.Minute, Capacity: -1,
+		InitialState: &resourcelease.QueueState{NextSequenceID: 2, Dedupe: []resourcelease.DedupeEntry{
+			{RequestID: "future", SequenceID: 1, SeenAt: at.Add(5 * time.Minute)},
+		}},
+	})
+	require.NoError(t, err)
+	defer q.Close()
+	x := item("x")
+	x.RequestID = "x"
+	first, err := q.Enqueue(ctx, x)
+	require.NoError(t, err)
+	require.False(t, first.Duplicate)
+
+	clock.Advance(11 * time.Minute) // past the window of both records
+	again, err := q.Enqueue(ctx, x)
+	require.NoError(t, err)
+	assert.False(t, again.Duplicate, "request x seen 11 min ago with a 10 min window")
 }
