@@ -353,6 +353,20 @@ func TestTailReportsTrimmedEvents(t *testing.T) {
 	assert.Equal(t, 2, strings.Count(r.stdout, "\n"))
 }
 
+// TestTailPastTheEndOfTheLog: a tail positioned past the log's last event
+// (the log was reset, or --since is wrong) says so and fails instead of
+// waiting for events that will never come.
+func TestTailPastTheEndOfTheLog(t *testing.T) {
+	t.Parallel()
+	m := newMesh(t, meshOptions{})
+	m.ok("", "enqueue", "--resource-type", "t", "--resource-id", "1", "--partition-key", "p")
+	r := m.run("", "tail", "--once", "--since", "100")
+	assert.NotEqual(t, 0, r.code)
+	assert.Contains(t, r.stderr, "the log ends at event 1, before this tail's position 100")
+	r = m.run("", "tail", "--once", "--since", "1") // at the end: fine, nothing new
+	assert.Equal(t, 0, r.code, r.stderr)
+}
+
 // TestTailFollow follows the log while it grows, then is interrupted.
 func TestTailFollow(t *testing.T) {
 	t.Parallel()

@@ -169,6 +169,13 @@ func (t *tailer) poll() (caughtUp bool, err error) {
 	if page.NextSince < t.since {
 		return false, errors.New("the control plane went back in the log (nextSince below since)")
 	}
+	if page.LastSequence != nil && *page.LastSequence < t.since {
+		// Nothing will ever come past since: the log was reset (an in-memory
+		// log starts again at 1 when its dispatcher restarts), or since was
+		// wrong to begin with. Waiting would look like a quiet queue.
+		return false, fmt.Errorf("the log ends at event %d, before this tail's position %d: the dispatcher's log was reset or --since is past its end; tail again with a lower --since",
+			*page.LastSequence, t.since)
+	}
 	t.since = page.NextSince
 	if page.LastSequence != nil {
 		return t.since >= *page.LastSequence, nil
