@@ -1,10 +1,10 @@
 package main_test
 
 import (
-	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -54,14 +54,15 @@ const readPage = `(() => {
 // It keeps a screenshot as a test artifact.
 func TestBrowserShowsLiveDiagnostics(t *testing.T) {
 	chromium := needTool(t, "chromium")
-	base := fmt.Sprintf("http://127.0.0.1:%d", freePort(t))
 	// Producing faster than two slow workers consume makes the queue grow
-	// past a low high-watermark, so backpressure turns on and off.
+	// past a low high-watermark, so backpressure turns on and off. The OS
+	// picks both ports; the banner says which.
 	demo := startProc(t, "demo", t.TempDir(), "--",
-		fmt.Sprintf("--meshDemo:rpcUrl=http://127.0.0.1:%d", freePort(t)), "--urls="+base,
+		"--meshDemo:rpcUrl=http://127.0.0.1:0", "--urls=http://127.0.0.1:0",
 		"--meshDemo:seederIntervalSeconds=0.1", "--meshDemo:workerProcessingSeconds=0.7",
 		"--meshDemo:highWatermark=12", "--meshDemo:lowWatermark=4", "--meshDemo:backpressureCooldownSeconds=1",
 		"--meshDemo:heartbeatIntervalSeconds=0.3", "--meshDemo:dataDirectory=data")
+	base := strings.TrimSuffix(demo.bannerURL(t, "Diagnostics UI"), "/")
 	eventually(t, 30*time.Second, "the diagnostics port", func() bool {
 		if demo.exited() {
 			t.Fatalf("the demo exited: %v", demo.err)

@@ -22,16 +22,26 @@ type mesh struct {
 	disp    *proc
 }
 
-// startDispatcher starts the README's step 1 on loopback ports.
+// startDispatcher starts the README's step 1 on loopback. The first start
+// lets the OS pick both ports and reads them from the banner; a restart
+// binds the same ports again, the ones the workers and the test dial.
 func startDispatcher(t *testing.T, m *mesh, extra ...string) *proc {
 	t.Helper()
+	rpc, base := "http://127.0.0.1:0", "http://127.0.0.1:0"
+	if m.rpcURL != "" {
+		rpc, base = strings.TrimSuffix(m.rpcURL, "/yarpc/v1"), m.base
+	}
 	args := append([]string{"--",
 		"--meshDemo:roles=dispatcher,diagnostics",
-		"--meshDemo:rpcUrl=" + strings.TrimSuffix(m.rpcURL, "/yarpc/v1"),
-		"--urls=" + m.base,
+		"--meshDemo:rpcUrl=" + rpc,
+		"--urls=" + base,
 		"--meshDemo:dataDirectory=" + m.dataDir,
 	}, extra...)
 	p := startProc(t, "dispatcher", t.TempDir(), args...)
+	if m.rpcURL == "" {
+		m.rpcURL = p.bannerURL(t, "RPC endpoint")
+		m.base = strings.TrimSuffix(p.bannerURL(t, "Diagnostics UI"), "/")
+	}
 	eventually(t, 30*time.Second, "the dispatcher's diagnostics port", func() bool {
 		if p.exited() {
 			t.Fatalf("dispatcher exited: %v\n%s", p.err, p.stderr.String())
@@ -43,12 +53,10 @@ func startDispatcher(t *testing.T, m *mesh, extra ...string) *proc {
 	return p
 }
 
+// newMesh returns a mesh with a data directory; startDispatcher fills in
+// its URLs.
 func newMesh(t *testing.T) *mesh {
-	return &mesh{
-		rpcURL:  fmt.Sprintf("http://127.0.0.1:%d/yarpc/v1", freePort(t)),
-		base:    fmt.Sprintf("http://127.0.0.1:%d", freePort(t)),
-		dataDir: t.TempDir(),
-	}
+	return &mesh{dataDir: t.TempDir()}
 }
 
 // startRole starts a seeder or a worker the way the README does, with its
@@ -128,14 +136,31 @@ func TestKilledWorkerLeasesMoveToAnotherWorker(t *testing.T) {
 	wa := m.startRole(t, "worker-a", "--meshDemo:roles=worker", "--meshDemo:workerPeerId=mesh-worker-a",
 		"--meshDemo:workerProcessingSeconds=60", "--meshDemo:workerConcurrency=3")
 
+	// Lease-health lists a lease as soon as the dispatcher grants it to a
+	// waiting long-poll, but the worker receives it only once the grant is
+	// committed to storage (an fsync). A worker killed in between never gets
+	// that lease, and the dispatcher gives it back (LeaseReleased) instead of
+	// letting it expire. So the leases this test follows are the ones
+	// worker-a has in hand by its own count: lease-health lists the same
+	// three before and after worker-a reports three leases in hand (all its
+	// slots busy, no lease call open), so each was granted, and delivered,
+	// before that.
+	waMetrics := wa.metricsURL(t)
 	var held []resourcelease.OwnershipToken
-	eventually(t, 30*time.Second, "mesh-worker-a to hold 3 leases", func() bool {
-		var h peerHealth
-		if !getJSON(m.base+"/demo/lease-health", &h) {
+	eventually(t, 30*time.Second, "mesh-worker-a to hold 3 leases, received by it", func() bool {
+		before, ok := leasesOf(m.base, "mesh-worker-a")
+		if !ok || len(before) != 3 {
 			return false
 		}
-		_, held, _ = h.peer("mesh-worker-a")
-		return len(held) == 3
+		if n, ok := leasesInHand(waMetrics, "mesh-worker-a"); !ok || n != 3 {
+			return false
+		}
+		after, ok := leasesOf(m.base, "mesh-worker-a")
+		if !ok || !sameTokens(before, after) {
+			return false
+		}
+		held = after
+		return true
 	})
 	wa.kill()
 

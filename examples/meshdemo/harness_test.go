@@ -11,12 +11,13 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -195,34 +196,36 @@ func (p *proc) exited() bool {
 	}
 }
 
-var bannerURL = regexp.MustCompile(`(?m)^  Metrics +(http://\S+)/metrics`)
-
-// metricsURL waits for the banner and returns the process's /metrics URL.
-func (p *proc) metricsURL(t *testing.T) string {
+// bannerURL waits for the row of the process's banner named row ("RPC
+// endpoint", "Diagnostics UI", "Metrics") and returns the URL it shows. The
+// banner is printed once the process listens, with the ports it bound.
+func (p *proc) bannerURL(t *testing.T, row string) string {
 	t.Helper()
+	re := regexp.MustCompile(`(?m)^  ` + regexp.QuoteMeta(row) + ` +(http://\S+)`)
 	var url string
-	eventually(t, 30*time.Second, p.name+" banner", func() bool {
-		if m := bannerURL.FindStringSubmatch(p.stdout.String()); m != nil {
-			url = m[1] + "/metrics"
+	eventually(t, 30*time.Second, p.name+" banner row "+row, func() bool {
+		if m := re.FindStringSubmatch(p.stdout.String()); m != nil {
+			url = m[1]
 			return true
 		}
 		if p.exited() {
-			t.Fatalf("%s exited: %v", p.name, p.err)
+			t.Fatalf("%s exited: %v\n%s", p.name, p.err, tail(p.stderr.String(), 4096))
 		}
 		return false
 	})
 	return url
 }
 
-// freePort returns a loopback port that was free a moment ago.
-func freePort(t *testing.T) int {
+// metricsURL waits for the banner and returns the process's /metrics URL.
+func (p *proc) metricsURL(t *testing.T) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
+	return p.bannerURL(t, "Metrics")
+}
+
+// hostPort returns the host:port of an http:// URL.
+func hostPort(url string) string {
+	hp, _, _ := strings.Cut(strings.TrimPrefix(url, "http://"), "/")
+	return hp
 }
 
 // httpClient keeps no idle connections between polls.
@@ -317,4 +320,53 @@ func ctxFor(t *testing.T, d time.Duration) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), d)
 	t.Cleanup(cancel)
 	return ctx
+}
+
+// leasesOf returns the active leases lease-health lists for peer.
+func leasesOf(base, peer string) ([]resourcelease.OwnershipToken, bool) {
+	var h peerHealth
+	if !getJSON(base+"/demo/lease-health", &h) {
+		return nil, false
+	}
+	_, leases, _ := h.peer(peer)
+	return leases, true
+}
+
+// sameTokens reports whether a and b hold the same tokens, in any order.
+func sameTokens(a, b []resourcelease.OwnershipToken) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for _, tok := range a {
+		if !slices.Contains(b, tok) {
+			return false
+		}
+	}
+	return true
+}
+
+var workerCounter = regexp.MustCompile(`(?m)^meshdemo_worker_(leased|completed|failed|lost)_total\{peer="([^"]+)"\} (\S+)$`)
+
+// leasesInHand reads a worker process's /metrics and returns how many leases
+// the worker peer has received and not yet settled or lost.
+func leasesInHand(metricsURL, peer string) (int, bool) {
+	status, body, ok := get(metricsURL)
+	if !ok || status != 200 {
+		return 0, false
+	}
+	counts := map[string]float64{}
+	for _, m := range workerCounter.FindAllStringSubmatch(string(body), -1) {
+		if m[2] != peer {
+			continue
+		}
+		v, err := strconv.ParseFloat(m[3], 64)
+		if err != nil {
+			return 0, false
+		}
+		counts[m[1]] = v
+	}
+	if _, ok := counts["leased"]; !ok {
+		return 0, false
+	}
+	return int(counts["leased"] - counts["completed"] - counts["failed"] - counts["lost"]), true
 }

@@ -215,14 +215,13 @@ func TestLabPrometheusScrapesDashboardMetrics(t *testing.T) {
 	m := newMesh(t)
 	startDispatcher(t, m, "--meshDemo:highWatermark=6", "--meshDemo:lowWatermark=2", "--meshDemo:backpressureCooldownSeconds=0.5",
 		"--meshDemo:heartbeatIntervalSeconds=0.3")
-	ports := map[string]int{"mesh-seeder": freePort(t), "mesh-worker-a": freePort(t), "mesh-worker-b": freePort(t)}
-	startRole := func(name string, args ...string) {
-		all := append([]string{"--", "--meshDemo:rpcUrl=" + strings.TrimSuffix(m.rpcURL, "/yarpc/v1"), fmt.Sprintf("--urls=http://127.0.0.1:%d", ports[name])}, args...)
-		startProc(t, name, t.TempDir(), all...)
+	// Each role serves /metrics on a port the OS picks (m.startRole passes
+	// --urls=http://127.0.0.1:0); its banner says which.
+	roles := map[string]*proc{
+		"mesh-seeder":   m.startRole(t, "mesh-seeder", "--meshDemo:roles=seeder", "--meshDemo:seederIntervalSeconds=0.05"),
+		"mesh-worker-a": m.startRole(t, "mesh-worker-a", "--meshDemo:roles=worker", "--meshDemo:workerPeerId=mesh-worker-a", "--meshDemo:workerProcessingSeconds=0.3"),
+		"mesh-worker-b": m.startRole(t, "mesh-worker-b", "--meshDemo:roles=worker", "--meshDemo:workerPeerId=mesh-worker-b", "--meshDemo:workerProcessingSeconds=0.3"),
 	}
-	startRole("mesh-seeder", "--meshDemo:roles=seeder", "--meshDemo:seederIntervalSeconds=0.05")
-	startRole("mesh-worker-a", "--meshDemo:roles=worker", "--meshDemo:workerPeerId=mesh-worker-a", "--meshDemo:workerProcessingSeconds=0.3")
-	startRole("mesh-worker-b", "--meshDemo:roles=worker", "--meshDemo:workerPeerId=mesh-worker-b", "--meshDemo:workerProcessingSeconds=0.3")
 
 	// The lab's configuration, with the compose services replaced by the
 	// loopback processes, a faster scrape, and without the DNS-discovered
@@ -237,10 +236,9 @@ func TestLabPrometheusScrapesDashboardMetrics(t *testing.T) {
 		t.Fatalf("%s lacks the marker %q", labPrometheus, scaleMarker)
 	}
 	cfg = cfg[:cut]
-	dispHost := strings.TrimPrefix(m.base, "http://")
-	replacements := map[string]string{"mesh-dispatcher:5158": dispHost}
-	for svc, port := range ports {
-		replacements[svc+":9464"] = fmt.Sprintf("127.0.0.1:%d", port)
+	replacements := map[string]string{"mesh-dispatcher:5158": hostPort(m.base)}
+	for svc, p := range roles {
+		replacements[svc+":9464"] = hostPort(p.metricsURL(t))
 	}
 	for from, to := range replacements {
 		if !strings.Contains(cfg, `"`+from+`"`) {
@@ -258,11 +256,22 @@ func TestLabPrometheusScrapesDashboardMetrics(t *testing.T) {
 		t.Fatalf("promtool check config (loopback): %v\n%s", err, out)
 	}
 
-	promAddr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	// Prometheus listens on a port the OS picks and logs it (at info).
 	prom := &proc{name: "prometheus", done: make(chan struct{})}
 	prom.cmd = exec.Command(prometheus, "--config.file="+cfgPath, "--storage.tsdb.path="+filepath.Join(dir, "data"),
-		"--web.listen-address="+promAddr, "--log.level=warn")
+		"--web.listen-address=127.0.0.1:0", "--log.level=info")
 	startCmd(t, prom)
+	var promAddr string
+	eventually(t, 30*time.Second, "prometheus to log its listening address", func() bool {
+		if m := promListening.FindStringSubmatch(prom.stderr.String()); m != nil {
+			promAddr = m[1]
+			return true
+		}
+		if prom.exited() {
+			t.Fatalf("prometheus exited: %v\n%s", prom.err, tail(prom.stderr.String(), 4096))
+		}
+		return false
+	})
 	api := "http://" + promAddr + "/api/v1/"
 
 	type targetsResp struct {
@@ -340,6 +349,10 @@ func TestLabPrometheusScrapesDashboardMetrics(t *testing.T) {
 	}
 	t.Logf("%d dashboard queries evaluate; all %d metrics they name have samples: %v", len(queries), len(names), names)
 }
+
+// promListening matches the line Prometheus logs once its web listener is
+// bound, with the address it got (logfmt: 2.x and 3.x).
+var promListening = regexp.MustCompile(`msg="Listening on".*\baddress=(127\.0\.0\.1:[1-9][0-9]*)`)
 
 // startCmd starts an already configured proc (not the demo binary), killed
 // with its process group when the test ends.
