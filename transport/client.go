@@ -11,6 +11,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/leasemesh/leasemesh/resourcelease"
@@ -89,9 +90,45 @@ type Client struct {
 	timeout        time.Duration // 0: none
 	longPollMargin time.Duration
 	maxResponse    int64
+
+	// serverOffset is the server's clock minus this process's, in
+	// nanoseconds, from the Date header of the latest response; 0 until
+	// serverOffsetKnown.
+	serverOffset      atomic.Int64
+	serverOffsetKnown atomic.Bool
 }
 
 var _ resourcelease.Dispatcher = (*Client)(nil)
+
+// ServerClockOffset estimates how far the server's clock is ahead of this
+// process's (negative: behind), from the HTTP Date header of the latest
+// response, to within about a second plus the round trip (the header has
+// one-second resolution). ok is false before the first response or when the
+// server sends no Date. The dispatcher states lease expiries in its own
+// clock; Worker uses this to translate them when the clocks disagree by more
+// than a couple of seconds.
+func (c *Client) ServerClockOffset() (offset time.Duration, ok bool) {
+	if !c.serverOffsetKnown.Load() {
+		return 0, false
+	}
+	return time.Duration(c.serverOffset.Load()), true
+}
+
+// observeServerDate updates the server clock offset from a response's Date
+// header, received at local time at.
+func (c *Client) observeServerDate(date string, at time.Time) {
+	if date == "" {
+		return
+	}
+	t, err := http.ParseTime(date)
+	if err != nil {
+		return
+	}
+	// Date is truncated to the second: the server's clock read somewhere in
+	// [t, t+1s) when it answered.
+	c.serverOffset.Store(int64(t.Add(500 * time.Millisecond).Sub(at)))
+	c.serverOffsetKnown.Store(true)
+}
 
 // NewClient returns a client of the handler at rawURL (for the demo,
 // "http://127.0.0.1:7420/yarpc/v1").
@@ -240,6 +277,7 @@ func (c *Client) call(ctx context.Context, procedure string, body []byte, minTim
 	if err != nil {
 		return nil, err
 	}
+	c.observeServerDate(resp.Header.Get("Date"), time.Now())
 	if resp.StatusCode != http.StatusOK {
 		return nil, decodeError(resp, out)
 	}

@@ -116,6 +116,39 @@ type Worker struct {
 
 	running                                   atomic.Bool
 	leased, completed, failed, lost, failures atomic.Int64
+	skewWarned                                atomic.Bool
+}
+
+// ClockSkewTolerance is how far the dispatcher's clock may be from the
+// worker's before a Worker translates the dispatcher's lease expiries into its
+// own clock (when its Dispatcher can tell the offset, as Client can). Below it
+// the expiries are used as sent: the offset is only known to about a second.
+const ClockSkewTolerance = 2 * time.Second
+
+// serverClockOffsetter is the optional ability of a Dispatcher (Client has it)
+// to estimate how far the dispatcher's clock is ahead of this process's.
+type serverClockOffsetter interface {
+	ServerClockOffset() (time.Duration, bool)
+}
+
+// local turns a time the dispatcher stated (a lease expiry) into this
+// worker's clock. Hosts whose clocks disagree by more than the lease duration
+// would otherwise see every lease as already expired (dispatcher behind) or
+// heartbeat too late (dispatcher ahead).
+func (w *Worker) local(t time.Time) time.Time {
+	o, ok := w.d.(serverClockOffsetter)
+	if !ok {
+		return t
+	}
+	off, known := o.ServerClockOffset()
+	if !known || (off <= ClockSkewTolerance && off >= -ClockSkewTolerance) {
+		return t
+	}
+	if !w.skewWarned.Swap(true) {
+		w.logger.Warn("worker: the dispatcher's clock differs from this host's; lease expiries are translated, but fix the clocks",
+			"peer", w.peerID, "dispatcherAhead", off.Round(time.Second).String())
+	}
+	return t.Add(-off)
 }
 
 // NewWorker returns a Worker that leases from d.
@@ -246,7 +279,7 @@ func (w *Worker) loop(ctx context.Context, slot int) {
 func (w *Worker) work(ctx context.Context, l *resourcelease.Lease) {
 	token := l.OwnershipToken
 	expiry := new(atomic.Int64)
-	expiry.Store(leaseDeadline(l, w.clock.Now()).UnixNano())
+	expiry.Store(w.leaseDeadline(l).UnixNano())
 	if ctx.Err() != nil { // leased as the worker stopped: hand it straight back
 		w.settle(ctx, token, context.Cause(ctx), expiry)
 		return
@@ -274,13 +307,13 @@ func (w *Worker) work(ctx context.Context, l *resourcelease.Lease) {
 	w.settle(ctx, token, herr, expiry)
 }
 
-// leaseDeadline is when a lease expires if it is not heartbeated; a lease
-// without an expiry gets the default lease duration.
-func leaseDeadline(l *resourcelease.Lease, now time.Time) time.Time {
+// leaseDeadline is when, by the worker's clock, a lease expires if it is not
+// heartbeated; a lease without an expiry gets the default lease duration.
+func (w *Worker) leaseDeadline(l *resourcelease.Lease) time.Time {
 	if l.LeaseExpiresAt.IsZero() {
-		return now.Add(resourcelease.DefaultLeaseDuration)
+		return w.clock.Now().Add(resourcelease.DefaultLeaseDuration)
 	}
-	return l.LeaseExpiresAt
+	return w.local(l.LeaseExpiresAt)
 }
 
 func (w *Worker) heartbeatInterval(l *resourcelease.Lease) time.Duration {
@@ -309,7 +342,7 @@ func (w *Worker) heartbeatLoop(ctx context.Context, token resourcelease.Ownershi
 		switch {
 		case err == nil:
 			if !resp.LeaseExpiresAt.IsZero() {
-				expiry.Store(resp.LeaseExpiresAt.UnixNano())
+				expiry.Store(w.local(resp.LeaseExpiresAt).UnixNano())
 			}
 		case errors.Is(err, resourcelease.ErrUnknownToken):
 			onLost()
@@ -348,16 +381,25 @@ func (w *Worker) runHandler(ctx context.Context, l *resourcelease.Lease) (err er
 // settle completes (herr == nil) or fails the lease, retrying transient
 // failures until the lease would have expired. Once ctx has ended it uses a
 // fresh context bounded by the shutdown timeout, and a failure is a requeue
-// with ShutdownReason.
+// with ShutdownReason. A call in flight is never cut short by ctx ending:
+// the dispatcher may already have applied it, and the retry would then be
+// told the token is unknown and count finished work as lost.
 func (w *Worker) settle(ctx context.Context, token resourcelease.OwnershipToken, herr error, expiry *atomic.Int64) {
 	complete := herr == nil
-	cctx, cancel := ctx, context.CancelFunc(func() {})
+	// Calls made before ctx ends outlive it by at most the shutdown timeout.
+	firstCtx, cancelFirst := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelFirst()
+	stopAfter := context.AfterFunc(ctx, func() { time.AfterFunc(w.shutdownWait, cancelFirst) })
+	defer stopAfter()
+	cctx, cancel := firstCtx, context.CancelFunc(func() {})
+	backoffCtx := ctx // a backoff, unlike a call, ends when Run's context does
 	defer func() { cancel() }()
 	shuttingDown := false
 	for attempt := 0; ; attempt++ {
 		if !shuttingDown && ctx.Err() != nil {
 			shuttingDown = true
 			cctx, cancel = w.shutdownContext(ctx)
+			backoffCtx = cctx
 		}
 		var err error
 		if complete {
@@ -385,7 +427,7 @@ func (w *Worker) settle(ctx context.Context, token resourcelease.OwnershipToken,
 		}
 		delay := w.backoff(attempt)
 		giveUp := !retryable(err) || !w.clock.Now().Add(delay).Before(time.Unix(0, expiry.Load()))
-		if !giveUp && !w.sleep(cctx, delay) {
+		if !giveUp && !w.sleep(backoffCtx, delay) {
 			// Run's context ended during the backoff (go round again with a
 			// fresh context), or the shutdown timeout did (give up).
 			giveUp = shuttingDown

@@ -616,3 +616,111 @@ func TestNewWorkerOptions(t *testing.T) {
 		})
 	}
 }
+
+// TestWorkerStopDuringSettleIsNotLost: stopping the worker while its
+// complete is in flight does not cut the call short. The dispatcher may
+// already have applied it, and a retry would be told the token is unknown and
+// count finished work as lost.
+func TestWorkerStopDuringSettleIsNotLost(t *testing.T) {
+	t.Parallel()
+	var given atomic.Bool
+	inFlight := make(chan struct{})
+	runStopped := make(chan struct{})
+	var calls atomic.Int64
+	d := &fakeDispatcher{
+		LeaseFn: func(ctx context.Context, _ *resourcelease.LeaseRequest) (*resourcelease.Lease, error) {
+			if given.Swap(true) {
+				<-ctx.Done()
+				return nil, ctx.Err()
+			}
+			return &resourcelease.Lease{Payload: item, SequenceID: 1, Attempt: 1, HeartbeatIntervalMs: 10_000,
+				LeaseExpiresAt: time.Now().Add(time.Minute), OwnershipToken: resourcelease.OwnershipToken{SequenceID: 1, Attempt: 1, LeaseID: uuid.New()}}, nil
+		},
+		CompleteFn: func(ctx context.Context, _ *resourcelease.CompleteRequest) (*resourcelease.SuccessResponse, error) {
+			if calls.Add(1) > 1 {
+				return nil, resourcelease.ErrUnknownToken // the first call was applied
+			}
+			close(inFlight)
+			<-runStopped // Run's context has ended by now
+			if err := ctx.Err(); err != nil {
+				return nil, err // the call was cut short (as a real client's would be)
+			}
+			return &resourcelease.SuccessResponse{Success: true}, nil
+		},
+	}
+	w := newWorker(t, d, transport.WorkerOptions{Concurrency: 1, Handler: func(context.Context, *resourcelease.Lease) error { return nil }})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- w.Run(ctx) }()
+	<-inFlight
+	cancel()
+	close(runStopped)
+	require.NoError(t, <-done)
+	s := w.Stats()
+	assert.Equal(t, int64(1), s.Completed, "stats %+v", s)
+	assert.Equal(t, int64(0), s.Lost, "stats %+v", s)
+	assert.Equal(t, int64(1), calls.Load(), "one complete call")
+}
+
+// offsetDispatcher is a fakeDispatcher whose host clock is off the worker's
+// by off, and that says so, as Client does from the Date header.
+type offsetDispatcher struct {
+	*fakeDispatcher
+	off time.Duration
+}
+
+func (d offsetDispatcher) ServerClockOffset() (time.Duration, bool) { return d.off, true }
+
+// TestWorkerStopsAtTranslatedExpiry: with the dispatcher's clock 10 minutes
+// ahead, its lease expiry reads 10 minutes late by the worker's clock; when
+// heartbeats fail, the worker must still stop the handler when the lease
+// really expires, not 10 minutes later while another worker holds the item.
+func TestWorkerStopsAtTranslatedExpiry(t *testing.T) {
+	t.Parallel()
+	clock := leasetest.NewManualClock(time.Time{})
+	const ahead = 10 * time.Minute
+	realExpiry := clock.Now().Add(3 * time.Second) // by the worker's clock
+	var given atomic.Bool
+	fake := &fakeDispatcher{
+		LeaseFn: func(ctx context.Context, _ *resourcelease.LeaseRequest) (*resourcelease.Lease, error) {
+			if given.Swap(true) {
+				<-ctx.Done()
+				return nil, ctx.Err()
+			}
+			return &resourcelease.Lease{Payload: item, SequenceID: 1, Attempt: 1, HeartbeatIntervalMs: 1000,
+				LeaseExpiresAt: realExpiry.Add(ahead), // in the dispatcher's clock
+				OwnershipToken: resourcelease.OwnershipToken{SequenceID: 1, Attempt: 1, LeaseID: uuid.New()}}, nil
+		},
+		HeartbeatFn: func(context.Context, *resourcelease.HeartbeatRequest) (*resourcelease.HeartbeatResponse, error) {
+			return nil, resourcelease.ErrStorageUnavailable // transient, never succeeds
+		},
+		FailFn: func(context.Context, *resourcelease.FailRequest) (*resourcelease.SuccessResponse, error) {
+			return &resourcelease.SuccessResponse{Success: true}, nil
+		},
+	}
+	cause := make(chan error, 1)
+	var once sync.Once
+	w := newWorker(t, offsetDispatcher{fake, ahead}, transport.WorkerOptions{Clock: clock, Concurrency: 1,
+		Handler: func(ctx context.Context, _ *resourcelease.Lease) error {
+			<-ctx.Done()
+			once.Do(func() { cause <- context.Cause(ctx) })
+			return ctx.Err()
+		}})
+	stop := startWorker(t, w)
+	defer stop()
+	deadline := time.Now().Add(10 * time.Second) // real time: a bound on the test, not synchronisation
+	for time.Now().Before(deadline) {
+		select {
+		case err := <-cause:
+			require.ErrorIs(t, err, transport.ErrLeaseLost)
+			require.False(t, clock.Now().Before(realExpiry), "stopped before the lease expired")
+			require.True(t, clock.Now().Before(realExpiry.Add(time.Minute)), "stopped at %v, long after the lease expired at %v", clock.Now(), realExpiry)
+			return
+		default:
+		}
+		if clock.WaitForTimers(1, 20*time.Millisecond) && clock.Now().Before(realExpiry.Add(ahead+time.Minute)) {
+			clock.Advance(250 * time.Millisecond)
+		}
+	}
+	t.Fatalf("the handler was never stopped (worker clock at %v, real expiry %v)", clock.Now(), realExpiry)
+}
