@@ -11,7 +11,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
-	"sync/atomic"
+	"sync"
 	"time"
 
 	"github.com/leasemesh/leasemesh/resourcelease"
@@ -91,32 +91,34 @@ type Client struct {
 	longPollMargin time.Duration
 	maxResponse    int64
 
-	// serverOffset is the server's clock minus this process's, in
-	// nanoseconds, from the Date header of the latest response; 0 until
-	// serverOffsetKnown.
-	serverOffset      atomic.Int64
-	serverOffsetKnown atomic.Bool
+	offsets serverOffsets
 }
 
 var _ resourcelease.Dispatcher = (*Client)(nil)
 
 // ServerClockOffset estimates how far the server's clock is ahead of this
-// process's (negative: behind), from the HTTP Date header of the latest
-// response, to within about a second plus the round trip (the header has
-// one-second resolution). ok is false before the first response or when the
-// server sends no Date. The dispatcher states lease expiries in its own
-// clock; Worker uses this to translate them when the clocks disagree by more
-// than a couple of seconds.
+// process's (negative: behind) from the HTTP Date header of recent successful
+// responses: the highest of the last few estimates, since a delay between
+// the server stamping Date and the headers arriving can only make the server
+// look further behind. The header has one-second resolution, so the estimate
+// is good to about a second. ok is false until a successful response with a
+// Date arrived. Behind a proxy that rewrites Date it measures the proxy's
+// clock. The dispatcher states lease expiries in its own clock; Worker uses
+// this to read them in its own when the clocks disagree by seconds.
 func (c *Client) ServerClockOffset() (offset time.Duration, ok bool) {
-	if !c.serverOffsetKnown.Load() {
-		return 0, false
-	}
-	return time.Duration(c.serverOffset.Load()), true
+	return c.offsets.estimate()
 }
 
-// observeServerDate updates the server clock offset from a response's Date
-// header, received at local time at.
-func (c *Client) observeServerDate(date string, at time.Time) {
+// serverOffsets keeps the last few server clock offset samples.
+type serverOffsets struct {
+	mu      sync.Mutex
+	samples [8]time.Duration
+	n, next int
+}
+
+// observe adds the sample of a successful response whose headers, with the
+// given Date, arrived at local time at.
+func (o *serverOffsets) observe(date string, at time.Time) {
 	if date == "" {
 		return
 	}
@@ -126,8 +128,25 @@ func (c *Client) observeServerDate(date string, at time.Time) {
 	}
 	// Date is truncated to the second: the server's clock read somewhere in
 	// [t, t+1s) when it answered.
-	c.serverOffset.Store(int64(t.Add(500 * time.Millisecond).Sub(at)))
-	c.serverOffsetKnown.Store(true)
+	sample := t.Add(500 * time.Millisecond).Sub(at)
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.samples[o.next] = sample
+	o.next = (o.next + 1) % len(o.samples)
+	o.n = min(o.n+1, len(o.samples))
+}
+
+func (o *serverOffsets) estimate() (time.Duration, bool) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.n == 0 {
+		return 0, false
+	}
+	best := o.samples[0]
+	for _, s := range o.samples[1:o.n] {
+		best = max(best, s)
+	}
+	return best, true
 }
 
 // NewClient returns a client of the handler at rawURL (for the demo,
@@ -273,11 +292,15 @@ func (c *Client) call(ctx context.Context, procedure string, body []byte, minTim
 		ms := (left + time.Millisecond - 1) / time.Millisecond
 		h.Set(HeaderTTLMs, strconv.FormatInt(int64(ms), 10))
 	}
-	resp, out, err := doBounded(c.hc, req, c.maxResponse, procedure)
+	resp, out, headersAt, err := doBounded(c.hc, req, c.maxResponse, procedure)
 	if err != nil {
 		return nil, err
 	}
-	c.observeServerDate(resp.Header.Get("Date"), time.Now())
+	if resp.StatusCode == http.StatusOK && resp.Header.Get(HeaderStatus) == "" {
+		// Only the handler's own successes: an error may come from a proxy
+		// or load balancer with a clock of its own.
+		c.offsets.observe(resp.Header.Get("Date"), headersAt)
+	}
 	if resp.StatusCode != http.StatusOK {
 		return nil, decodeError(resp, out)
 	}
@@ -288,11 +311,13 @@ func (c *Client) call(ctx context.Context, procedure string, body []byte, minTim
 // bytes; what names the call in the error of a larger one. Client and
 // ControlClient share it so that both bound, report and recycle responses
 // alike. The body is closed when doBounded returns; the status is the caller's.
-func doBounded(hc *http.Client, req *http.Request, maxResponse int64, what string) (*http.Response, []byte, error) {
+// headersAt is when the response headers arrived.
+func doBounded(hc *http.Client, req *http.Request, maxResponse int64, what string) (*http.Response, []byte, time.Time, error) {
 	ctx := req.Context()
 	resp, err := hc.Do(req)
+	headersAt := time.Now()
 	if err != nil {
-		return nil, nil, transportError(ctx, err)
+		return nil, nil, headersAt, transportError(ctx, err)
 	}
 	defer func() {
 		// Drain a little so that the connection can be reused, then close.
@@ -301,13 +326,13 @@ func doBounded(hc *http.Client, req *http.Request, maxResponse int64, what strin
 	}()
 	out, err := io.ReadAll(io.LimitReader(resp.Body, maxResponse+1))
 	if err != nil {
-		return nil, nil, transportError(ctx, err)
+		return nil, nil, headersAt, transportError(ctx, err)
 	}
 	if int64(len(out)) > maxResponse {
-		return nil, nil, resourcelease.Errorf(resourcelease.StatusResourceExhausted, CodeResponseTooLarge,
+		return nil, nil, headersAt, resourcelease.Errorf(resourcelease.StatusResourceExhausted, CodeResponseTooLarge,
 			"transport: %s: response exceeds %d bytes", what, maxResponse)
 	}
-	return resp, out, nil
+	return resp, out, headersAt, nil
 }
 
 // transportError is the error of a call that got no (complete) response: the

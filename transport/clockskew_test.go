@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/http"
 	"net/http/httptest"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -70,6 +71,41 @@ func TestClientServerClockOffset(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestServerClockOffsetIgnoresDelaysAndProxies: the estimate is taken when
+// the headers arrive, so a slow body does not make the server look behind,
+// and only the handler's own successes count, so a proxy's error page with
+// a clock of its own does not move it.
+func TestServerClockOffsetIgnoresDelaysAndProxies(t *testing.T) {
+	t.Parallel()
+	var proxyError atomic.Bool
+	c := newRawServer(t, transport.ClientOptions{}, func(w http.ResponseWriter, _ *http.Request) {
+		if proxyError.Load() {
+			// A proxy whose clock is ahead: the highest-sample rule alone
+			// would take it.
+			w.Header().Set("Date", time.Now().Add(10*time.Minute).UTC().Format(http.TimeFormat))
+			http.Error(w, "bad gateway", http.StatusBadGateway)
+			return
+		}
+		w.WriteHeader(http.StatusOK) // Date: now, same clock
+		w.(http.Flusher).Flush()
+		time.Sleep(1600 * time.Millisecond) // the body arrives late
+		_, _ = w.Write([]byte(`{"pendingCount":0}`))
+	})
+	ctx := context.Background()
+	_, err := c.Stats(ctx, &resourcelease.StatsRequest{})
+	require.NoError(t, err)
+	off, ok := c.ServerClockOffset()
+	require.True(t, ok)
+	assert.InDelta(t, 0, off.Seconds(), 1.0, "same clock, slow body: offset %v", off)
+
+	proxyError.Store(true)
+	_, err = c.Stats(ctx, &resourcelease.StatsRequest{})
+	require.Error(t, err)
+	off, ok = c.ServerClockOffset()
+	require.True(t, ok)
+	assert.InDelta(t, 0, off.Seconds(), 1.0, "a proxy's error page moved the offset to %v", off)
 }
 
 // TestWorkerWithSkewedDispatcherClock: a dispatcher whose host clock is

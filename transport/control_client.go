@@ -130,7 +130,7 @@ func (c *ControlClient) do(ctx context.Context, method, path string, body any) (
 	if c.authorization != "" {
 		req.Header.Set("Authorization", c.authorization)
 	}
-	resp, out, err := doBounded(c.hc, req, c.maxResponse, "control "+path)
+	resp, out, _, err := doBounded(c.hc, req, c.maxResponse, "control "+path)
 	if err != nil {
 		return 0, nil, err
 	}

@@ -120,10 +120,16 @@ type Worker struct {
 }
 
 // ClockSkewTolerance is how far the dispatcher's clock may be from the
-// worker's before a Worker translates the dispatcher's lease expiries into its
-// own clock (when its Dispatcher can tell the offset, as Client can). Below it
+// worker's before a Worker reads the dispatcher's lease expiries in its own
+// clock (when its Dispatcher can tell the offset, as Client can). Below it
 // the expiries are used as sent: the offset is only known to about a second.
 const ClockSkewTolerance = 2 * time.Second
+
+// clockSkewMargin is how much earlier than the offset estimate says a
+// translated expiry is taken to be: the estimate can be off by half a second
+// (Date's resolution) plus the headers' delay, and erring late would let the
+// worker keep working on an item the dispatcher has given to another.
+const clockSkewMargin = time.Second
 
 // serverClockOffsetter is the optional ability of a Dispatcher (Client has it)
 // to estimate how far the dispatcher's clock is ahead of this process's.
@@ -133,8 +139,9 @@ type serverClockOffsetter interface {
 
 // local turns a time the dispatcher stated (a lease expiry) into this
 // worker's clock. Hosts whose clocks disagree by more than the lease duration
-// would otherwise see every lease as already expired (dispatcher behind) or
-// heartbeat too late (dispatcher ahead).
+// would otherwise see every lease as already expired (dispatcher behind), or
+// keep working past a lease's real expiry when heartbeats fail (dispatcher
+// ahead).
 func (w *Worker) local(t time.Time) time.Time {
 	o, ok := w.d.(serverClockOffsetter)
 	if !ok {
@@ -148,7 +155,7 @@ func (w *Worker) local(t time.Time) time.Time {
 		w.logger.Warn("worker: the dispatcher's clock differs from this host's; lease expiries are translated, but fix the clocks",
 			"peer", w.peerID, "dispatcherAhead", off.Round(time.Second).String())
 	}
-	return t.Add(-off)
+	return t.Add(-off - clockSkewMargin)
 }
 
 // NewWorker returns a Worker that leases from d.
@@ -386,20 +393,37 @@ func (w *Worker) runHandler(ctx context.Context, l *resourcelease.Lease) (err er
 // told the token is unknown and count finished work as lost.
 func (w *Worker) settle(ctx context.Context, token resourcelease.OwnershipToken, herr error, expiry *atomic.Int64) {
 	complete := herr == nil
-	// Calls made before ctx ends outlive it by at most the shutdown timeout.
-	firstCtx, cancelFirst := context.WithCancel(context.WithoutCancel(ctx))
-	defer cancelFirst()
-	stopAfter := context.AfterFunc(ctx, func() { time.AfterFunc(w.shutdownWait, cancelFirst) })
+	// Every call runs on callCtx: not cut short when ctx ends (the call may
+	// already have been applied), but cancelled the shutdown timeout after
+	// it, one deadline for all attempts, so Run returns within that bound.
+	callCtx, cancelCalls := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelCalls()
+	var shutdownBy atomic.Int64 // Unix ns: when calls are cut, once ctx has ended
+	stopAfter := context.AfterFunc(ctx, func() {
+		shutdownBy.Store(time.Now().Add(w.shutdownWait).UnixNano())
+		time.AfterFunc(w.shutdownWait, cancelCalls)
+	})
 	defer stopAfter()
-	cctx, cancel := firstCtx, context.CancelFunc(func() {})
-	backoffCtx := ctx // a backoff, unlike a call, ends when Run's context does
-	defer func() { cancel() }()
 	shuttingDown := false
 	for attempt := 0; ; attempt++ {
-		if !shuttingDown && ctx.Err() != nil {
+		if ctx.Err() != nil {
 			shuttingDown = true
-			cctx, cancel = w.shutdownContext(ctx)
-			backoffCtx = cctx
+		}
+		if callCtx.Err() != nil {
+			w.lost.Add(1)
+			w.logger.Error("worker: could not settle lease before the shutdown timeout; it will expire and be redelivered",
+				"peer", w.peerID, "sequenceId", token.SequenceID, "attempt", token.Attempt, "complete", complete)
+			return
+		}
+		// A call made while shutting down carries the shutdown deadline, so
+		// the dispatcher sees it too (Rpc-TTL-Ms).
+		cctx, cancel := callCtx, context.CancelFunc(func() {})
+		if shuttingDown {
+			if by := shutdownBy.Load(); by != 0 {
+				cctx, cancel = context.WithDeadline(callCtx, time.Unix(0, by))
+			} else { // ctx has just ended: the deadline is being set
+				cctx, cancel = context.WithTimeout(callCtx, w.shutdownWait)
+			}
 		}
 		var err error
 		if complete {
@@ -407,6 +431,7 @@ func (w *Worker) settle(ctx context.Context, token resourcelease.OwnershipToken,
 		} else {
 			_, err = w.d.Fail(cctx, failRequest(token, herr, shuttingDown))
 		}
+		cancel()
 		switch {
 		case err == nil && complete:
 			w.completed.Add(1)
@@ -422,29 +447,26 @@ func (w *Worker) settle(ctx context.Context, token resourcelease.OwnershipToken,
 				"sequenceId", token.SequenceID, "attempt", token.Attempt)
 			return
 		}
-		if cctx.Err() == nil { // not our own shutdown interrupting the call
+		if callCtx.Err() == nil { // not our own shutdown timeout interrupting the call
 			w.failures.Add(1)
 		}
 		delay := w.backoff(attempt)
 		giveUp := !retryable(err) || !w.clock.Now().Add(delay).Before(time.Unix(0, expiry.Load()))
-		if !giveUp && !w.sleep(backoffCtx, delay) {
-			// Run's context ended during the backoff (go round again with a
-			// fresh context), or the shutdown timeout did (give up).
-			giveUp = shuttingDown
+		backoffCtx := ctx // a backoff ends when Run's context does: retry at once, as a shutdown
+		if shuttingDown {
+			backoffCtx = callCtx
 		}
-		if giveUp {
-			w.lost.Add(1)
-			w.logger.Error("worker: could not settle lease; it will expire and be redelivered", "peer", w.peerID,
-				"sequenceId", token.SequenceID, "attempt", token.Attempt, "complete", complete, "error", err)
-			return
+		if !giveUp {
+			// Cut short when Run's context ends (the next attempt is then a
+			// shutdown's) or the shutdown timeout does (the loop gives up).
+			w.sleep(backoffCtx, delay)
+			continue
 		}
+		w.lost.Add(1)
+		w.logger.Error("worker: could not settle lease; it will expire and be redelivered", "peer", w.peerID,
+			"sequenceId", token.SequenceID, "attempt", token.Attempt, "complete", complete, "error", err)
+		return
 	}
-}
-
-// shutdownContext is the context of the calls that settle a lease after
-// Run's context ended: not cancelled with it, bounded by ShutdownTimeout.
-func (w *Worker) shutdownContext(ctx context.Context) (context.Context, context.CancelFunc) {
-	return context.WithTimeout(context.WithoutCancel(ctx), w.shutdownWait)
 }
 
 // failRequest is the fail call for a handler error.
