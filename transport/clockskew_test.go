@@ -108,19 +108,45 @@ func TestServerClockOffsetIgnoresDelaysAndProxies(t *testing.T) {
 	assert.InDelta(t, 0, off.Seconds(), 1.0, "a proxy's error page moved the offset to %v", off)
 }
 
+// TestServerClockOffsetTakesTheHighestRecentSample: a response whose
+// headers were delayed makes the server look further behind than it is, so
+// the estimate is the highest of the recent samples, not the latest.
+func TestServerClockOffsetTakesTheHighestRecentSample(t *testing.T) {
+	t.Parallel()
+	var delayed atomic.Bool
+	c := newRawServer(t, transport.ClientOptions{}, func(w http.ResponseWriter, _ *http.Request) {
+		skew := time.Minute
+		if delayed.Load() {
+			skew -= 3 * time.Second // as if Date was stamped 3 s before the headers arrived
+		}
+		w.Header().Set("Date", time.Now().Add(skew).UTC().Format(http.TimeFormat))
+		_, _ = w.Write([]byte(`{"pendingCount":0}`))
+	})
+	ctx := context.Background()
+	_, err := c.Stats(ctx, &resourcelease.StatsRequest{})
+	require.NoError(t, err)
+	delayed.Store(true)
+	_, err = c.Stats(ctx, &resourcelease.StatsRequest{})
+	require.NoError(t, err)
+	off, ok := c.ServerClockOffset()
+	require.True(t, ok)
+	assert.InDelta(t, 60, off.Seconds(), 1.0, "offset %v", off)
+}
+
 // TestWorkerWithSkewedDispatcherClock: a dispatcher whose host clock is
-// minutes off the worker's states lease expiries in its own clock; the
-// Worker translates them, so it neither declares every lease lost at once
-// (dispatcher behind) nor misjudges the time left (dispatcher ahead). Each
-// handler outlives the 2 s lease, so the work completes only if heartbeats
-// keep the lease alive.
+// minutes ahead of the worker's states lease expiries in its own clock; the
+// Worker translates them (a second early) and still keeps the lease alive
+// through a handler that outlives the lease. Failing heartbeats in that case
+// are TestWorkerStopsAtTranslatedExpiry.
 func TestWorkerWithSkewedDispatcherClock(t *testing.T) {
 	t.Parallel()
-	for _, skew := range []time.Duration{0, -10 * time.Minute, 10 * time.Minute} {
+	// A dispatcher behind is not corrected (see ClockSkewTolerance): with it
+	// 10 minutes behind, every lease looks expired to the worker.
+	for _, skew := range []time.Duration{0, 10 * time.Minute} {
 		t.Run(skew.String(), func(t *testing.T) {
 			t.Parallel()
 			local, err := resourcelease.NewDispatcher(resourcelease.DispatcherConfig{Queue: resourcelease.QueueConfig{
-				Clock: skewedClock{skew}, LeaseDuration: 2 * time.Second, HeartbeatInterval: 500 * time.Millisecond,
+				Clock: skewedClock{skew}, LeaseDuration: 4 * time.Second, HeartbeatInterval: 500 * time.Millisecond,
 			}})
 			require.NoError(t, err)
 			t.Cleanup(func() { local.Close() })
@@ -136,7 +162,7 @@ func TestWorkerWithSkewedDispatcherClock(t *testing.T) {
 			w := newWorker(t, c, transport.WorkerOptions{Concurrency: 1, LeaseWait: 200 * time.Millisecond,
 				Handler: func(ctx context.Context, _ *resourcelease.Lease) error {
 					select {
-					case <-time.After(3 * time.Second): // longer than the lease: needs heartbeats
+					case <-time.After(5 * time.Second): // longer than the lease: needs heartbeats
 						done <- nil
 						return nil
 					case <-ctx.Done():

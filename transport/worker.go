@@ -119,10 +119,19 @@ type Worker struct {
 	skewWarned                                atomic.Bool
 }
 
-// ClockSkewTolerance is how far the dispatcher's clock may be from the
+// ClockSkewTolerance is how far the dispatcher's clock may be ahead of the
 // worker's before a Worker reads the dispatcher's lease expiries in its own
 // clock (when its Dispatcher can tell the offset, as Client can). Below it
 // the expiries are used as sent: the offset is only known to about a second.
+//
+// Only a dispatcher ahead is corrected, which makes expiries earlier: the
+// worker then stops a handler whose lease it could not renew no later than
+// the dispatcher gives the item to another worker. A dispatcher that seems
+// behind is not: the estimate could be a proxy's clock (nginx stamps its own
+// Date), and reading expiries later on it could let two workers hold one
+// item. Leases from a dispatcher far behind look short, so the worker
+// heartbeats early and, past the lease duration, gives every lease up; it
+// warns once either way.
 const ClockSkewTolerance = 2 * time.Second
 
 // clockSkewMargin is how much earlier than the offset estimate says a
@@ -138,10 +147,9 @@ type serverClockOffsetter interface {
 }
 
 // local turns a time the dispatcher stated (a lease expiry) into this
-// worker's clock. Hosts whose clocks disagree by more than the lease duration
-// would otherwise see every lease as already expired (dispatcher behind), or
-// keep working past a lease's real expiry when heartbeats fail (dispatcher
-// ahead).
+// worker's clock where that is safe: it never returns a time later than t
+// (see ClockSkewTolerance). A dispatcher ahead would otherwise have the
+// worker keep working past the lease's real expiry when heartbeats fail.
 func (w *Worker) local(t time.Time) time.Time {
 	o, ok := w.d.(serverClockOffsetter)
 	if !ok {
@@ -152,8 +160,11 @@ func (w *Worker) local(t time.Time) time.Time {
 		return t
 	}
 	if !w.skewWarned.Swap(true) {
-		w.logger.Warn("worker: the dispatcher's clock differs from this host's; lease expiries are translated, but fix the clocks",
-			"peer", w.peerID, "dispatcherAhead", off.Round(time.Second).String())
+		w.logger.Warn("worker: the dispatcher's clock (or a proxy's Date) differs from this host's; fix the clocks",
+			"peer", w.peerID, "dispatcherAhead", off.Round(time.Second).String(), "expiriesTranslated", off > 0)
+	}
+	if off < 0 {
+		return t
 	}
 	return t.Add(-off - clockSkewMargin)
 }
@@ -386,11 +397,12 @@ func (w *Worker) runHandler(ctx context.Context, l *resourcelease.Lease) (err er
 }
 
 // settle completes (herr == nil) or fails the lease, retrying transient
-// failures until the lease would have expired. Once ctx has ended it uses a
-// fresh context bounded by the shutdown timeout, and a failure is a requeue
-// with ShutdownReason. A call in flight is never cut short by ctx ending:
-// the dispatcher may already have applied it, and the retry would then be
-// told the token is unknown and count finished work as lost.
+// failures until the lease would have expired. Once ctx has ended, a failure
+// is a requeue with ShutdownReason, and every call, including one already in
+// flight, must finish within the shutdown timeout after ctx ended (one
+// deadline for all attempts). A call in flight is not cut short by ctx
+// ending itself: the dispatcher may already have applied it, and the retry
+// would then be told the token is unknown and count finished work as lost.
 func (w *Worker) settle(ctx context.Context, token resourcelease.OwnershipToken, herr error, expiry *atomic.Int64) {
 	complete := herr == nil
 	// Every call runs on callCtx: not cut short when ctx ends (the call may
@@ -431,6 +443,7 @@ func (w *Worker) settle(ctx context.Context, token resourcelease.OwnershipToken,
 		} else {
 			_, err = w.d.Fail(cctx, failRequest(token, herr, shuttingDown))
 		}
+		cutByShutdown := cctx.Err() != nil // our own deadline, not the dispatcher's failure
 		cancel()
 		switch {
 		case err == nil && complete:
@@ -447,7 +460,7 @@ func (w *Worker) settle(ctx context.Context, token resourcelease.OwnershipToken,
 				"sequenceId", token.SequenceID, "attempt", token.Attempt)
 			return
 		}
-		if callCtx.Err() == nil { // not our own shutdown timeout interrupting the call
+		if !cutByShutdown {
 			w.failures.Add(1)
 		}
 		delay := w.backoff(attempt)

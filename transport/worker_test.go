@@ -617,6 +617,57 @@ func TestNewWorkerOptions(t *testing.T) {
 	}
 }
 
+// TestWorkerNeverReadsExpiriesLater: a dispatcher that seems behind (or a
+// proxy stamping Date from a lagging clock) is not corrected: reading its
+// expiries later could keep the worker on an item the dispatcher has given
+// to another. The worker stops at the expiry as sent.
+func TestWorkerNeverReadsExpiriesLater(t *testing.T) {
+	t.Parallel()
+	clock := leasetest.NewManualClock(time.Time{})
+	expires := clock.Now().Add(3 * time.Second)
+	var given atomic.Bool
+	fake := &fakeDispatcher{
+		LeaseFn: func(ctx context.Context, _ *resourcelease.LeaseRequest) (*resourcelease.Lease, error) {
+			if given.Swap(true) {
+				<-ctx.Done()
+				return nil, ctx.Err()
+			}
+			return &resourcelease.Lease{Payload: item, SequenceID: 1, Attempt: 1, HeartbeatIntervalMs: 1000,
+				LeaseExpiresAt: expires, OwnershipToken: resourcelease.OwnershipToken{SequenceID: 1, Attempt: 1, LeaseID: uuid.New()}}, nil
+		},
+		HeartbeatFn: func(context.Context, *resourcelease.HeartbeatRequest) (*resourcelease.HeartbeatResponse, error) {
+			return nil, resourcelease.ErrStorageUnavailable
+		},
+		FailFn: func(context.Context, *resourcelease.FailRequest) (*resourcelease.SuccessResponse, error) {
+			return &resourcelease.SuccessResponse{Success: true}, nil
+		},
+	}
+	cause := make(chan error, 1)
+	var once sync.Once
+	w := newWorker(t, offsetDispatcher{fake, -time.Minute}, transport.WorkerOptions{Clock: clock, Concurrency: 1,
+		Handler: func(ctx context.Context, _ *resourcelease.Lease) error {
+			<-ctx.Done()
+			once.Do(func() { cause <- context.Cause(ctx) })
+			return ctx.Err()
+		}})
+	stop := startWorker(t, w)
+	defer stop()
+	deadline := time.Now().Add(10 * time.Second) // real time: a bound on the test, not synchronisation
+	for time.Now().Before(deadline) {
+		select {
+		case err := <-cause:
+			require.ErrorIs(t, err, transport.ErrLeaseLost)
+			require.False(t, clock.Now().After(expires.Add(250*time.Millisecond)), "stopped at %v, after the expiry as sent %v", clock.Now(), expires)
+			return
+		default:
+		}
+		if clock.WaitForTimers(1, 20*time.Millisecond) && clock.Now().Before(expires.Add(2*time.Minute)) {
+			clock.Advance(250 * time.Millisecond)
+		}
+	}
+	t.Fatalf("the handler was never stopped (worker clock at %v, expiry %v)", clock.Now(), expires)
+}
+
 // TestWorkerStopDuringSettleIsNotLost: stopping the worker while its
 // complete is in flight does not cut the call short. The dispatcher may
 // already have applied it, and a retry would be told the token is unknown and
@@ -716,7 +767,7 @@ func TestWorkerStopsAtTranslatedExpiry(t *testing.T) {
 			// Translated expiries err a second early (the offset is only known
 			// to about a second), never late.
 			require.False(t, clock.Now().Before(realExpiry.Add(-1500*time.Millisecond)), "stopped at %v, well before the lease expired at %v", clock.Now(), realExpiry)
-			require.False(t, clock.Now().After(realExpiry), "stopped at %v, after the lease expired at %v: another worker may hold the item", clock.Now(), realExpiry)
+			require.True(t, clock.Now().Before(realExpiry), "stopped at %v, not before the lease expired at %v: another worker may hold the item", clock.Now(), realExpiry)
 			return
 		default:
 		}
@@ -764,4 +815,36 @@ func TestWorkerShutdownTimeoutBoundsSettling(t *testing.T) {
 	s := w.Stats()
 	assert.Equal(t, int64(1), s.Lost, "stats %+v", s)
 	assert.Equal(t, int64(0), s.Completed, "stats %+v", s)
+}
+
+// TestWorkerShutdownCutIsNotADispatcherError: a shutdown requeue that the
+// shutdown timeout cuts short is the worker's own doing, not a failed
+// dispatcher call: Errors stays 0 and the lease counts as lost (it will
+// expire and be redelivered).
+func TestWorkerShutdownCutIsNotADispatcherError(t *testing.T) {
+	t.Parallel()
+	running := make(chan struct{})
+	var calls atomic.Int64
+	d := &fakeDispatcher{
+		LeaseFn: leaseN(1, 0),
+		FailFn: func(ctx context.Context, _ *resourcelease.FailRequest) (*resourcelease.SuccessResponse, error) {
+			calls.Add(1)
+			<-ctx.Done() // the dispatcher never answers
+			return nil, resourcelease.AsError(ctx.Err())
+		},
+	}
+	w := newWorker(t, d, transport.WorkerOptions{Concurrency: 1, ShutdownTimeout: 50 * time.Millisecond,
+		Handler: func(ctx context.Context, _ *resourcelease.Lease) error {
+			close(running)
+			<-ctx.Done()
+			return ctx.Err()
+		}})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- w.Run(ctx) }()
+	<-running
+	cancel()
+	require.NoError(t, <-done)
+	s := w.Stats()
+	assert.Equal(t, transport.WorkerStats{Leased: 1, Lost: 1}, s, "after %d fail calls", calls.Load())
 }
