@@ -627,13 +627,20 @@ func (q *MemoryQueue) expire(e *entry, now int64) Ack {
 	return q.endLease(e, now, ChangeExpired, reason, true, nil)
 }
 
-// endLease removes e's live lease and requeues or dead-letters it. Callers
-// hold q.mu.
-func (q *MemoryQueue) endLease(e *entry, now int64, kind ChangeKind, errInfo *ErrorInfo, requeue bool, meta map[string]string) Ack {
-	token, peer, leasedAt := e.lastToken, e.peer, e.leasedAt
+// endLiveLease takes e out of the live leases and returns what its lease
+// was; e.lastToken keeps the token. Callers hold q.mu.
+func (q *MemoryQueue) endLiveLease(e *entry) (token OwnershipToken, peer string, leasedAt int64) {
+	token, peer, leasedAt = e.lastToken, e.peer, e.leasedAt
 	delete(q.leases, e.seq)
 	q.expiry.Remove(e)
 	e.peer, e.leasedAt, e.expiresAt = "", 0, 0
+	return token, peer, leasedAt
+}
+
+// endLease removes e's live lease and requeues or dead-letters it. Callers
+// hold q.mu.
+func (q *MemoryQueue) endLease(e *entry, now int64, kind ChangeKind, errInfo *ErrorInfo, requeue bool, meta map[string]string) Ack {
+	token, peer, leasedAt := q.endLiveLease(e)
 	e.lastError = errInfo
 	fill := func(c *Change) {
 		p := e.pendingItem()
@@ -789,10 +796,7 @@ func (q *MemoryQueue) abandon(w *waiter) (waiterResult, bool) {
 // gives up on an item should Fail it instead.
 func (q *MemoryQueue) Release(ctx context.Context, token OwnershipToken) error {
 	return q.tokenOp(ctx, token, func(e *entry, now int64) Ack {
-		peer, leasedAt := e.peer, e.leasedAt
-		delete(q.leases, e.seq)
-		q.expiry.Remove(e)
-		e.peer, e.leasedAt, e.expiresAt = "", 0, 0
+		_, peer, leasedAt := q.endLiveLease(e)
 		e.readyAt = 0
 		q.redo.Push(e)
 		ack := q.record(ChangeReleased, now, func(c *Change) {
@@ -872,9 +876,7 @@ func (q *MemoryQueue) Heartbeat(ctx context.Context, token OwnershipToken) (time
 // Complete implements Queue.
 func (q *MemoryQueue) Complete(ctx context.Context, token OwnershipToken) error {
 	return q.tokenOp(ctx, token, func(e *entry, now int64) Ack {
-		peer, leasedAt := e.peer, e.leasedAt
-		delete(q.leases, e.seq)
-		q.expiry.Remove(e)
+		_, peer, leasedAt := q.endLiveLease(e)
 		return q.record(ChangeCompleted, now, func(c *Change) {
 			p := e.pendingItem()
 			c.Item = &p
