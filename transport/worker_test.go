@@ -260,15 +260,25 @@ func TestWorkerStopsAtLeaseExpiry(t *testing.T) {
 	clock := leasetest.NewManualClock(time.Time{})
 	expires := clock.Now().Add(3 * time.Second)
 	var beats atomic.Int64
+	at, err := holdUntilStopped(t, unrenewableLease(expires, 10_000, &beats), clock, expires.Add(time.Minute))
+	require.ErrorIs(t, err, transport.ErrLeaseLost)
+	require.False(t, at.Before(expires), "cancelled before the lease expired")
+	require.GreaterOrEqual(t, beats.Load(), int64(2), "heartbeats were attempted before expiry despite the 10 s interval")
+}
+
+// unrenewableLease is a dispatcher that hands out one lease, stated to
+// expire at expiresAt (in its own clock) and advertising heartbeatMs, whose
+// heartbeats all fail transiently; it counts them in beats.
+func unrenewableLease(expiresAt time.Time, heartbeatMs int64, beats *atomic.Int64) *fakeDispatcher {
 	var given atomic.Bool
-	d := &fakeDispatcher{
-		LeaseFn: func(ctx context.Context, r *resourcelease.LeaseRequest) (*resourcelease.Lease, error) {
+	return &fakeDispatcher{
+		LeaseFn: func(ctx context.Context, _ *resourcelease.LeaseRequest) (*resourcelease.Lease, error) {
 			if given.Swap(true) { // one lease, then nothing until the worker stops
 				<-ctx.Done()
 				return nil, ctx.Err()
 			}
-			return &resourcelease.Lease{Payload: item, SequenceID: 1, Attempt: 1, HeartbeatIntervalMs: 10_000,
-				LeaseExpiresAt: expires, OwnershipToken: resourcelease.OwnershipToken{SequenceID: 1, Attempt: 1, LeaseID: uuid.New()}}, nil
+			return &resourcelease.Lease{Payload: item, SequenceID: 1, Attempt: 1, HeartbeatIntervalMs: heartbeatMs,
+				LeaseExpiresAt: expiresAt, OwnershipToken: resourcelease.OwnershipToken{SequenceID: 1, Attempt: 1, LeaseID: uuid.New()}}, nil
 		},
 		HeartbeatFn: func(context.Context, *resourcelease.HeartbeatRequest) (*resourcelease.HeartbeatResponse, error) {
 			beats.Add(1)
@@ -278,11 +288,19 @@ func TestWorkerStopsAtLeaseExpiry(t *testing.T) {
 			return &resourcelease.SuccessResponse{Success: true}, nil
 		},
 	}
-	cause := make(chan error, 1)
+}
+
+// holdUntilStopped runs a Worker on clock over d with a handler that holds
+// its lease until its context ends, moving clock on in 250 ms steps (up to
+// limit) while the worker waits on it. It returns the clock's time when the
+// handler was stopped and why; it fails the test if it never was.
+func holdUntilStopped(t *testing.T, d resourcelease.Dispatcher, clock *leasetest.ManualClock, limit time.Time) (at time.Time, cause error) {
+	t.Helper()
+	causes := make(chan error, 1)
 	var once sync.Once
 	w := newWorker(t, d, transport.WorkerOptions{Clock: clock, Concurrency: 1, Handler: func(ctx context.Context, _ *resourcelease.Lease) error {
 		<-ctx.Done()
-		once.Do(func() { cause <- context.Cause(ctx) })
+		once.Do(func() { causes <- context.Cause(ctx) })
 		return ctx.Err()
 	}})
 	stop := startWorker(t, w)
@@ -290,18 +308,16 @@ func TestWorkerStopsAtLeaseExpiry(t *testing.T) {
 	deadline := time.Now().Add(10 * time.Second) // real time: a bound on the test, not synchronisation
 	for time.Now().Before(deadline) {
 		select {
-		case err := <-cause:
-			require.ErrorIs(t, err, transport.ErrLeaseLost)
-			require.False(t, clock.Now().Before(expires), "cancelled before the lease expired")
-			require.GreaterOrEqual(t, beats.Load(), int64(2), "heartbeats were attempted before expiry despite the 10 s interval")
-			return
+		case err := <-causes:
+			return clock.Now(), err
 		default:
 		}
-		if clock.WaitForTimers(1, 20*time.Millisecond) && clock.Now().Before(expires.Add(time.Minute)) {
+		if clock.WaitForTimers(1, 20*time.Millisecond) && clock.Now().Before(limit) {
 			clock.Advance(250 * time.Millisecond)
 		}
 	}
-	t.Fatalf("handler not cancelled; clock at +%v, %d heartbeats", clock.Now().Sub(expires), beats.Load())
+	t.Fatalf("the handler was never stopped (worker clock at %v)", clock.Now())
+	return time.Time{}, nil
 }
 
 // TestWorkerShutdown: when Run's context ends, in-flight handlers are
@@ -625,47 +641,11 @@ func TestWorkerNeverReadsExpiriesLater(t *testing.T) {
 	t.Parallel()
 	clock := leasetest.NewManualClock(time.Time{})
 	expires := clock.Now().Add(3 * time.Second)
-	var given atomic.Bool
-	fake := &fakeDispatcher{
-		LeaseFn: func(ctx context.Context, _ *resourcelease.LeaseRequest) (*resourcelease.Lease, error) {
-			if given.Swap(true) {
-				<-ctx.Done()
-				return nil, ctx.Err()
-			}
-			return &resourcelease.Lease{Payload: item, SequenceID: 1, Attempt: 1, HeartbeatIntervalMs: 1000,
-				LeaseExpiresAt: expires, OwnershipToken: resourcelease.OwnershipToken{SequenceID: 1, Attempt: 1, LeaseID: uuid.New()}}, nil
-		},
-		HeartbeatFn: func(context.Context, *resourcelease.HeartbeatRequest) (*resourcelease.HeartbeatResponse, error) {
-			return nil, resourcelease.ErrStorageUnavailable
-		},
-		FailFn: func(context.Context, *resourcelease.FailRequest) (*resourcelease.SuccessResponse, error) {
-			return &resourcelease.SuccessResponse{Success: true}, nil
-		},
-	}
-	cause := make(chan error, 1)
-	var once sync.Once
-	w := newWorker(t, offsetDispatcher{fake, -time.Minute}, transport.WorkerOptions{Clock: clock, Concurrency: 1,
-		Handler: func(ctx context.Context, _ *resourcelease.Lease) error {
-			<-ctx.Done()
-			once.Do(func() { cause <- context.Cause(ctx) })
-			return ctx.Err()
-		}})
-	stop := startWorker(t, w)
-	defer stop()
-	deadline := time.Now().Add(10 * time.Second) // real time: a bound on the test, not synchronisation
-	for time.Now().Before(deadline) {
-		select {
-		case err := <-cause:
-			require.ErrorIs(t, err, transport.ErrLeaseLost)
-			require.False(t, clock.Now().After(expires.Add(250*time.Millisecond)), "stopped at %v, after the expiry as sent %v", clock.Now(), expires)
-			return
-		default:
-		}
-		if clock.WaitForTimers(1, 20*time.Millisecond) && clock.Now().Before(expires.Add(2*time.Minute)) {
-			clock.Advance(250 * time.Millisecond)
-		}
-	}
-	t.Fatalf("the handler was never stopped (worker clock at %v, expiry %v)", clock.Now(), expires)
+	var beats atomic.Int64
+	d := offsetDispatcher{unrenewableLease(expires, 1000, &beats), -time.Minute}
+	at, err := holdUntilStopped(t, d, clock, expires.Add(2*time.Minute))
+	require.ErrorIs(t, err, transport.ErrLeaseLost)
+	require.False(t, at.After(expires.Add(250*time.Millisecond)), "stopped at %v, after the expiry as sent %v", at, expires)
 }
 
 // TestWorkerStopDuringSettleIsNotLost: stopping the worker while its
@@ -731,51 +711,14 @@ func TestWorkerStopsAtTranslatedExpiry(t *testing.T) {
 	clock := leasetest.NewManualClock(time.Time{})
 	const ahead = 10 * time.Minute
 	realExpiry := clock.Now().Add(3 * time.Second) // by the worker's clock
-	var given atomic.Bool
-	fake := &fakeDispatcher{
-		LeaseFn: func(ctx context.Context, _ *resourcelease.LeaseRequest) (*resourcelease.Lease, error) {
-			if given.Swap(true) {
-				<-ctx.Done()
-				return nil, ctx.Err()
-			}
-			return &resourcelease.Lease{Payload: item, SequenceID: 1, Attempt: 1, HeartbeatIntervalMs: 1000,
-				LeaseExpiresAt: realExpiry.Add(ahead), // in the dispatcher's clock
-				OwnershipToken: resourcelease.OwnershipToken{SequenceID: 1, Attempt: 1, LeaseID: uuid.New()}}, nil
-		},
-		HeartbeatFn: func(context.Context, *resourcelease.HeartbeatRequest) (*resourcelease.HeartbeatResponse, error) {
-			return nil, resourcelease.ErrStorageUnavailable // transient, never succeeds
-		},
-		FailFn: func(context.Context, *resourcelease.FailRequest) (*resourcelease.SuccessResponse, error) {
-			return &resourcelease.SuccessResponse{Success: true}, nil
-		},
-	}
-	cause := make(chan error, 1)
-	var once sync.Once
-	w := newWorker(t, offsetDispatcher{fake, ahead}, transport.WorkerOptions{Clock: clock, Concurrency: 1,
-		Handler: func(ctx context.Context, _ *resourcelease.Lease) error {
-			<-ctx.Done()
-			once.Do(func() { cause <- context.Cause(ctx) })
-			return ctx.Err()
-		}})
-	stop := startWorker(t, w)
-	defer stop()
-	deadline := time.Now().Add(10 * time.Second) // real time: a bound on the test, not synchronisation
-	for time.Now().Before(deadline) {
-		select {
-		case err := <-cause:
-			require.ErrorIs(t, err, transport.ErrLeaseLost)
-			// Translated expiries err a second early (the offset is only known
-			// to about a second), never late.
-			require.False(t, clock.Now().Before(realExpiry.Add(-1500*time.Millisecond)), "stopped at %v, well before the lease expired at %v", clock.Now(), realExpiry)
-			require.True(t, clock.Now().Before(realExpiry), "stopped at %v, not before the lease expired at %v: another worker may hold the item", clock.Now(), realExpiry)
-			return
-		default:
-		}
-		if clock.WaitForTimers(1, 20*time.Millisecond) && clock.Now().Before(realExpiry.Add(ahead+time.Minute)) {
-			clock.Advance(250 * time.Millisecond)
-		}
-	}
-	t.Fatalf("the handler was never stopped (worker clock at %v, real expiry %v)", clock.Now(), realExpiry)
+	var beats atomic.Int64
+	d := offsetDispatcher{unrenewableLease(realExpiry.Add(ahead), 1000, &beats), ahead} // expiry in the dispatcher's clock
+	at, err := holdUntilStopped(t, d, clock, realExpiry.Add(ahead+time.Minute))
+	require.ErrorIs(t, err, transport.ErrLeaseLost)
+	// Translated expiries err a second early (the offset is only known
+	// to about a second), never late.
+	require.False(t, at.Before(realExpiry.Add(-1500*time.Millisecond)), "stopped at %v, well before the lease expired at %v", at, realExpiry)
+	require.True(t, at.Before(realExpiry), "stopped at %v, not before the lease expired at %v: another worker may hold the item", at, realExpiry)
 }
 
 // TestWorkerShutdownTimeoutBoundsSettling: a dispatcher that never answers
