@@ -654,19 +654,11 @@ func TestWorkerNeverReadsExpiriesLater(t *testing.T) {
 // count finished work as lost.
 func TestWorkerStopDuringSettleIsNotLost(t *testing.T) {
 	t.Parallel()
-	var given atomic.Bool
 	inFlight := make(chan struct{})
 	runStopped := make(chan struct{})
 	var calls atomic.Int64
 	d := &fakeDispatcher{
-		LeaseFn: func(ctx context.Context, _ *resourcelease.LeaseRequest) (*resourcelease.Lease, error) {
-			if given.Swap(true) {
-				<-ctx.Done()
-				return nil, ctx.Err()
-			}
-			return &resourcelease.Lease{Payload: item, SequenceID: 1, Attempt: 1, HeartbeatIntervalMs: 10_000,
-				LeaseExpiresAt: time.Now().Add(time.Minute), OwnershipToken: resourcelease.OwnershipToken{SequenceID: 1, Attempt: 1, LeaseID: uuid.New()}}, nil
-		},
+		LeaseFn: leaseN(1, 10_000),
 		CompleteFn: func(ctx context.Context, _ *resourcelease.CompleteRequest) (*resourcelease.SuccessResponse, error) {
 			if calls.Add(1) > 1 {
 				return nil, resourcelease.ErrUnknownToken // the first call was applied
@@ -726,18 +718,10 @@ func TestWorkerStopsAtTranslatedExpiry(t *testing.T) {
 // ends, once for all attempts: no fresh timeout for a retry.
 func TestWorkerShutdownTimeoutBoundsSettling(t *testing.T) {
 	t.Parallel()
-	var given atomic.Bool
 	inFlight := make(chan struct{})
 	var calls atomic.Int64
 	d := &fakeDispatcher{
-		LeaseFn: func(ctx context.Context, _ *resourcelease.LeaseRequest) (*resourcelease.Lease, error) {
-			if given.Swap(true) {
-				<-ctx.Done()
-				return nil, ctx.Err()
-			}
-			return &resourcelease.Lease{Payload: item, SequenceID: 1, Attempt: 1, HeartbeatIntervalMs: 10_000,
-				LeaseExpiresAt: time.Now().Add(time.Minute), OwnershipToken: resourcelease.OwnershipToken{SequenceID: 1, Attempt: 1, LeaseID: uuid.New()}}, nil
-		},
+		LeaseFn: leaseN(1, 10_000),
 		CompleteFn: func(ctx context.Context, _ *resourcelease.CompleteRequest) (*resourcelease.SuccessResponse, error) {
 			if calls.Add(1) == 1 {
 				close(inFlight)
