@@ -3,21 +3,12 @@ package backpressure
 import (
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"net"
 	"net/http"
-	"strconv"
 	"strings"
 	"time"
-)
 
-// Protocol headers the middleware reads and writes (DESIGN §9).
-const (
-	headerProcedure    = "Rpc-Procedure"
-	headerCaller       = "Rpc-Caller"
-	headerStatus       = "Rpc-Status"
-	headerErrorCode    = "Rpc-Error-Code"
-	headerErrorMessage = "Rpc-Error-Message"
+	"github.com/leasemesh/leasemesh/internal/wire"
 )
 
 // MiddlewareConfig says which requests the middleware throttles and how it
@@ -35,7 +26,7 @@ type MiddlewareConfig struct {
 // CallerKey is the default MiddlewareConfig.Key: the Rpc-Caller header, else
 // the remote IP address.
 func CallerKey(r *http.Request) string {
-	if c := r.Header.Get(headerCaller); c != "" {
+	if c := r.Header.Get(wire.HeaderCaller); c != "" {
 		return boundedKey(c)
 	}
 	if host, _, err := net.SplitHostPort(r.RemoteAddr); err == nil {
@@ -61,7 +52,7 @@ func boundedKey(k string) string {
 // Rpc-Procedure header ends with "::enqueue". Only producers are throttled;
 // lease, heartbeat, complete and fail drain the queue and never are.
 func MatchEnqueue(r *http.Request) bool {
-	return strings.HasSuffix(r.Header.Get(headerProcedure), "::enqueue")
+	return strings.HasSuffix(r.Header.Get(wire.HeaderProcedure), "::enqueue")
 }
 
 // Middleware is shorthand for MiddlewareWith(next, MiddlewareConfig{}): it
@@ -98,24 +89,10 @@ func (r *RateLimiter) MiddlewareWith(next http.Handler, cfg MiddlewareConfig) ht
 	})
 }
 
-// errorBody is the protocol's error body.
-type errorBody struct {
-	Message  string            `json:"message"`
-	Status   string            `json:"status"`
-	Code     string            `json:"code"`
-	Metadata map[string]string `json:"metadata"`
-}
-
+// writeRateLimited refuses a request in the protocol's error format, with
+// Retry-After set from the limiter's own estimate.
 func writeRateLimited(w http.ResponseWriter, retry time.Duration) {
 	e := rateLimitedError(retry)
-	body, _ := json.Marshal(errorBody{Message: e.Message, Status: string(e.Status), Code: e.Code, Metadata: e.Metadata}) // strings only: cannot fail
-	h := w.Header()
-	h.Set("Content-Type", "application/json")
-	h.Set("Content-Length", strconv.Itoa(len(body)))
-	h.Set("Retry-After", e.Metadata["retryAfterSeconds"])
-	h.Set(headerStatus, string(e.Status))
-	h.Set(headerErrorCode, e.Code)
-	h.Set(headerErrorMessage, e.Message)
-	w.WriteHeader(e.Status.HTTPStatus())
-	_, _ = w.Write(body)
+	w.Header().Set("Retry-After", e.Metadata["retryAfterSeconds"])
+	wire.WriteError(w, e)
 }

@@ -75,7 +75,7 @@ func BenchmarkGroupCommit(b *testing.B) {
 				if err != nil {
 					b.Fatal(err)
 				}
-				q, err := resourcelease.NewMemoryQueue(resourcelease.QueueConfig{Capacity: -1, Journal: r, InitialState: st})
+				q, err := resourcelease.NewEngine(resourcelease.QueueConfig{Capacity: -1, Journal: r, InitialState: st})
 				if err != nil {
 					b.Fatal(err)
 				}
@@ -193,7 +193,7 @@ func BenchmarkDiskSync(b *testing.B) {
 }
 
 // BenchmarkRestart1M: a database with 1,000,000 pending items → LoadState and
-// NewMemoryQueue, until the queue leases. The database is built once, outside
+// NewEngine, until the queue leases. The database is built once, outside
 // the timer, with one transaction and a prepared insert.
 func BenchmarkRestart1M(b *testing.B) {
 	ctx := context.Background()
@@ -233,7 +233,7 @@ func BenchmarkRestart1M(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		q, err := resourcelease.NewMemoryQueue(resourcelease.QueueConfig{Capacity: -1, Journal: r, InitialState: st})
+		q, err := resourcelease.NewEngine(resourcelease.QueueConfig{Capacity: -1, Journal: r, InitialState: st})
 		if err != nil {
 			b.Fatal(err)
 		}

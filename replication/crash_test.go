@@ -52,7 +52,7 @@ func crashQueueConfig(clock resourcelease.Clock, j resourcelease.Journal, st *re
 }
 
 // openCrashQueue opens the database at path and rebuilds a queue from it.
-func openCrashQueue(ctx context.Context, path string, clock resourcelease.Clock) (*resourcelease.MemoryQueue, *replication.SQLiteReplicator, func(), error) {
+func openCrashQueue(ctx context.Context, path string, clock resourcelease.Clock) (*resourcelease.Engine, *replication.SQLiteReplicator, func(), error) {
 	db, err := sqlitedb.Open(ctx, path, sqlitedb.Options{Synchronous: sqlitedb.SynchronousNormal})
 	if err != nil {
 		return nil, nil, nil, err
@@ -68,7 +68,7 @@ func openCrashQueue(ctx context.Context, path string, clock resourcelease.Clock)
 		db.Close()
 		return nil, nil, nil, err
 	}
-	q, err := resourcelease.NewMemoryQueue(crashQueueConfig(clock, r, st))
+	q, err := resourcelease.NewEngine(crashQueueConfig(clock, r, st))
 	if err != nil {
 		r.Close()
 		db.Close()

@@ -13,7 +13,7 @@
 //
 // # Group commit
 //
-// The queue engine (resourcelease.MemoryQueue) calls Record for every change,
+// The queue engine (resourcelease.Engine) calls Record for every change,
 // in order, with its lock held, then waits — after unlocking — for the Ack of
 // its last change. Record therefore must not block: it builds the event
 // (resourcelease.NewEvent), assigns the next sequence number (strictly

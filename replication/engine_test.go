@@ -14,7 +14,7 @@ import (
 	"github.com/leasemesh/leasemesh/sqlitedb"
 )
 
-// engineHarness is a MemoryQueue journaled to a SQLite replicator on a file
+// engineHarness is a Engine journaled to a SQLite replicator on a file
 // that can be "restarted": closed and rebuilt from LoadState.
 type engineHarness struct {
 	t     *testing.T
@@ -23,7 +23,7 @@ type engineHarness struct {
 	cfg   resourcelease.QueueConfig
 	db    *dbCloser
 	r     *replication.SQLiteReplicator
-	q     *resourcelease.MemoryQueue
+	q     *resourcelease.Engine
 	st    *resourcelease.QueueState // what the last start loaded
 }
 
@@ -54,7 +54,7 @@ func (h *engineHarness) start() {
 	}
 	cfg := h.cfg
 	cfg.Clock, cfg.Journal, cfg.InitialState = h.clock, h.r, h.st
-	if h.q, err = resourcelease.NewMemoryQueue(cfg); err != nil {
+	if h.q, err = resourcelease.NewEngine(cfg); err != nil {
 		h.t.Fatal(err)
 	}
 }
@@ -105,7 +105,7 @@ func mustLease(t *testing.T, q resourcelease.Queue, peer string) *resourcelease.
 // snapshot is what the queue reports about itself, in a comparable form:
 // pending items (drained and restored, which also exercises both), dead
 // letters and counts.
-func snapshot(t *testing.T, q *resourcelease.MemoryQueue) string {
+func snapshot(t *testing.T, q *resourcelease.Engine) string {
 	t.Helper()
 	ctx := context.Background()
 	pending, err := q.Drain(ctx)
@@ -374,7 +374,7 @@ func TestEngineWithMemoryReplicator(t *testing.T) {
 	if err := r.AddSink("recent", recent, resourcelease.SinkOptions{Synchronous: true}); err != nil {
 		t.Fatal(err)
 	}
-	q, err := resourcelease.NewMemoryQueue(resourcelease.QueueConfig{Journal: r, Clock: leasetest.NewManualClock(time.Time{})})
+	q, err := resourcelease.NewEngine(resourcelease.QueueConfig{Journal: r, Clock: leasetest.NewManualClock(time.Time{})})
 	if err != nil {
 		t.Fatal(err)
 	}

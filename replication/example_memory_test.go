@@ -22,7 +22,7 @@ func ExampleNewMemoryReplicator() {
 	if err := r.AddSink("recent", recent, resourcelease.SinkOptions{Synchronous: true}); err != nil {
 		panic(err)
 	}
-	q, err := resourcelease.NewMemoryQueue(resourcelease.QueueConfig{Journal: r, Clock: leasetest.NewManualClock(ctxTime)})
+	q, err := resourcelease.NewEngine(resourcelease.QueueConfig{Journal: r, Clock: leasetest.NewManualClock(ctxTime)})
 	if err != nil {
 		panic(err)
 	}

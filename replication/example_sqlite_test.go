@@ -17,7 +17,7 @@ var ctxTime = time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
 
 // startQueue opens dir/replication.db and builds a queue from what it holds:
 // the restart path of a durable dispatcher.
-func startQueue(ctx context.Context, path string) (*resourcelease.MemoryQueue, *replication.SQLiteReplicator, *resourcelease.QueueState, func()) {
+func startQueue(ctx context.Context, path string) (*resourcelease.Engine, *replication.SQLiteReplicator, *resourcelease.QueueState, func()) {
 	db, err := sqlitedb.Open(ctx, path, sqlitedb.Options{Synchronous: sqlitedb.SynchronousNormal})
 	if err != nil {
 		panic(err)
@@ -30,7 +30,7 @@ func startQueue(ctx context.Context, path string) (*resourcelease.MemoryQueue, *
 	if err != nil {
 		panic(err)
 	}
-	q, err := resourcelease.NewMemoryQueue(resourcelease.QueueConfig{Journal: r, InitialState: st, Clock: leasetest.NewManualClock(ctxTime)})
+	q, err := resourcelease.NewEngine(resourcelease.QueueConfig{Journal: r, InitialState: st, Clock: leasetest.NewManualClock(ctxTime)})
 	if err != nil {
 		panic(err)
 	}

@@ -422,7 +422,7 @@ func TestSQLiteSequenceIDsAreNeverReused(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		q, err := resourcelease.NewMemoryQueue(resourcelease.QueueConfig{Journal: r, InitialState: st})
+		q, err := resourcelease.NewEngine(resourcelease.QueueConfig{Journal: r, InitialState: st})
 		if err != nil {
 			t.Fatal(err)
 		}

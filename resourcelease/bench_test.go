@@ -11,9 +11,9 @@ import (
 	"github.com/leasemesh/leasemesh/resourcelease"
 )
 
-func benchQueue(b *testing.B) *resourcelease.MemoryQueue {
+func benchQueue(b *testing.B) *resourcelease.Engine {
 	b.Helper()
-	q, err := resourcelease.NewMemoryQueue(resourcelease.QueueConfig{Capacity: -1})
+	q, err := resourcelease.NewEngine(resourcelease.QueueConfig{Capacity: -1})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -27,7 +27,7 @@ func benchItem(i int) resourcelease.Item {
 	return resourcelease.Item{ResourceType: "demo.order", ResourceID: "order", PartitionKey: "tenant-1", PayloadEncoding: "application/json", Body: benchBody}
 }
 
-func cycle(b *testing.B, q *resourcelease.MemoryQueue, i int) {
+func cycle(b *testing.B, q *resourcelease.Engine, i int) {
 	ctx := context.Background()
 	if _, err := q.Enqueue(ctx, benchItem(i)); err != nil {
 		b.Fatal(err)
@@ -149,7 +149,7 @@ func BenchmarkLeaseAtDepth(b *testing.B) {
 func BenchmarkRequeuedLeaseAtDepth(b *testing.B) {
 	for _, depth := range []int{1_000, 1_000_000} {
 		b.Run(fmt.Sprintf("pending=%d", depth), func(b *testing.B) {
-			q, err := resourcelease.NewMemoryQueue(resourcelease.QueueConfig{Capacity: -1, MaxDeliveryAttempts: 1 << 30})
+			q, err := resourcelease.NewEngine(resourcelease.QueueConfig{Capacity: -1, MaxDeliveryAttempts: 1 << 30})
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -190,7 +190,7 @@ func BenchmarkMemoryPerPendingItem(b *testing.B) {
 		var before, after runtime.MemStats
 		runtime.GC()
 		runtime.ReadMemStats(&before)
-		q, err := resourcelease.NewMemoryQueue(resourcelease.QueueConfig{Capacity: -1})
+		q, err := resourcelease.NewEngine(resourcelease.QueueConfig{Capacity: -1})
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -143,7 +143,7 @@ type QueueState struct {
 }
 
 // StateLoader is implemented by durable journals: LoadState returns the state
-// they persisted, for NewMemoryQueue's QueueConfig.InitialState.
+// they persisted, for NewEngine's QueueConfig.InitialState.
 type StateLoader interface {
 	LoadState(ctx context.Context) (*QueueState, error)
 }

@@ -17,7 +17,7 @@ import (
 // race; every item is completed exactly once and nothing is left.
 func TestConcurrentLeaseCompleteExactlyOnce(t *testing.T) {
 	const producers, consumers, perProducer = 4, 8, 500
-	q, err := resourcelease.NewMemoryQueue(resourcelease.QueueConfig{Capacity: 64})
+	q, err := resourcelease.NewEngine(resourcelease.QueueConfig{Capacity: 64})
 	require.NoError(t, err)
 	defer q.Close()
 	var seen sync.Map

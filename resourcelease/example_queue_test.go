@@ -12,9 +12,9 @@ import (
 
 // A producer enqueues, a worker leases, heartbeats and completes; the spent
 // token is fenced off afterwards.
-func ExampleMemoryQueue() {
+func ExampleEngine() {
 	ctx := context.Background()
-	q, err := resourcelease.NewMemoryQueue(resourcelease.QueueConfig{})
+	q, err := resourcelease.NewEngine(resourcelease.QueueConfig{})
 	if err != nil {
 		panic(err)
 	}
@@ -46,9 +46,9 @@ func ExampleMemoryQueue() {
 }
 
 // A failed attempt goes back with its error; the next delivery sees it.
-func ExampleMemoryQueue_Fail() {
+func ExampleEngine_Fail() {
 	ctx := context.Background()
-	q, _ := resourcelease.NewMemoryQueue(resourcelease.QueueConfig{MaxDeliveryAttempts: 2})
+	q, _ := resourcelease.NewEngine(resourcelease.QueueConfig{MaxDeliveryAttempts: 2})
 	defer q.Close()
 	q.Enqueue(ctx, resourcelease.Item{ResourceType: "t", ResourceID: "r", PartitionKey: "p", PayloadEncoding: "raw"})
 
@@ -69,7 +69,7 @@ func ExampleMemoryQueue_Fail() {
 func ExampleQueueConfig_clock() {
 	ctx := context.Background()
 	clock := leasetest.NewManualClock(time.Time{})
-	q, _ := resourcelease.NewMemoryQueue(resourcelease.QueueConfig{Clock: clock, LeaseDuration: 30 * time.Second})
+	q, _ := resourcelease.NewEngine(resourcelease.QueueConfig{Clock: clock, LeaseDuration: 30 * time.Second})
 	defer q.Close()
 	q.Enqueue(ctx, resourcelease.Item{ResourceType: "t", ResourceID: "r", PartitionKey: "p", PayloadEncoding: "raw"})
 	l, _ := q.Lease(ctx, "slow-worker", 0)

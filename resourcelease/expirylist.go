@@ -7,7 +7,7 @@ package resourcelease
 //
 // The order needs no comparisons: every lease expires at its change time plus
 // the queue's one LeaseDuration, and change times never go backwards (see
-// MemoryQueue.stamp), so an entry given a new expiry always belongs at the
+// Engine.stamp), so an entry given a new expiry always belongs at the
 // back.
 type expiryList struct {
 	head, tail *entry

@@ -103,7 +103,7 @@ type DispatcherConfig struct {
 // nil request is treated as an empty one; nothing a caller sends makes it
 // panic.
 type LocalDispatcher struct {
-	queue   *MemoryQueue
+	queue   *Engine
 	clock   Clock
 	repl    Replicator
 	health  PeerHealth
@@ -215,7 +215,7 @@ func NewDispatcher(cfg DispatcherConfig) (*LocalDispatcher, error) {
 		// at all, which is most of what a journal costs.
 		qcfg.Journal = JournalFunc(d.record)
 	}
-	q, err := NewMemoryQueue(qcfg)
+	q, err := NewEngine(qcfg)
 	if err != nil {
 		return fail(err)
 	}
@@ -387,7 +387,7 @@ func (d *LocalDispatcher) tellPeerHealth(c *Change) {
 
 // Queue returns the engine, for what the Dispatcher interface does not cover
 // (Sweep, Config). Changes made through it are journaled like any other.
-func (d *LocalDispatcher) Queue() *MemoryQueue { return d.queue }
+func (d *LocalDispatcher) Queue() *Engine { return d.queue }
 
 // Close closes the queue (waking every waiting long-poll and enqueue with
 // ErrClosed) and unregisters the metrics NewDispatcher registered. It does
@@ -698,7 +698,7 @@ func ownPayload(it *Item) {
 }
 
 // ReleaseLease gives a live lease back without counting its attempt (see
-// MemoryQueue.Release). The transport calls it when the client that asked for
+// Engine.Release). The transport calls it when the client that asked for
 // a lease is gone by the time it is granted.
 func (d *LocalDispatcher) ReleaseLease(ctx context.Context, token OwnershipToken) error {
 	if err := d.queue.Release(orBackground(ctx), token); err != nil {

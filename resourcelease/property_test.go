@@ -75,7 +75,7 @@ func (m *model) endLease(it *modelItem, requeue bool) {
 func TestQueueMatchesModel(t *testing.T) {
 	rapid.Check(t, func(rt *rapid.T) {
 		clock := leasetest.NewManualClock(time.Time{})
-		q, err := resourcelease.NewMemoryQueue(resourcelease.QueueConfig{
+		q, err := resourcelease.NewEngine(resourcelease.QueueConfig{
 			Clock: clock, LeaseDuration: propLease, MaxDeliveryAttempts: propAttempts,
 			Capacity: -1, SweepInterval: time.Hour,
 		})

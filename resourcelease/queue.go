@@ -5,7 +5,7 @@ import (
 	"time"
 )
 
-// Queue is a lease-based work queue. MemoryQueue is the engine; with a durable
+// Queue is a lease-based work queue. Engine is the engine; with a durable
 // Journal it writes every change through and survives restarts.
 //
 // Blocking methods take a context; it bounds how long the caller waits (for
@@ -68,7 +68,7 @@ const (
 	MaxDuration = 10 * 365 * 24 * time.Hour
 )
 
-// QueueConfig configures a MemoryQueue. The zero value of every field means its
+// QueueConfig configures a Engine. The zero value of every field means its
 // documented default; negative values are an error.
 type QueueConfig struct {
 	// Capacity is the most pending items. Defaults to 512; -1 means unbounded.

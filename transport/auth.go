@@ -8,7 +8,7 @@ import (
 	"github.com/leasemesh/leasemesh/resourcelease"
 )
 
-// BearerToken returns an Authorize function (for HandlerOptions.Authorize)
+// BearerToken returns an Authorize function (for HandlerConfig.Authorize)
 // that requires the header "Authorization: Bearer <token>". A request without
 // a bearer token gets unauthenticated (code CodeUnauthenticated); one with a
 // different token gets permission-denied (code CodePermissionDenied). Tokens
@@ -34,7 +34,7 @@ func BearerToken(token string) func(*http.Request) error {
 // OnlyProcedures applies mw only to requests whose Rpc-Procedure header is one
 // of procedures (full names, e.g. Procedure("resourcelease", VerbEnqueue));
 // other requests bypass it. A nil mw gives a nil middleware, which NewHandler
-// refuses. Use it in HandlerOptions.Middleware to throttle
+// refuses. Use it in HandlerConfig.Middleware to throttle
 // enqueue alone, as the backpressure rate limiter must: lease, heartbeat,
 // complete and fail drain the queue and are never throttled.
 func OnlyProcedures(mw func(http.Handler) http.Handler, procedures ...string) func(http.Handler) http.Handler {

@@ -83,12 +83,12 @@ func BenchmarkClientCycle(b *testing.B) {
 
 func benchClient(b *testing.B, d resourcelease.Dispatcher) *transport.Client {
 	b.Helper()
-	h, err := transport.NewHandler(d, transport.HandlerOptions{Logger: quietLogger})
+	h, err := transport.NewHandler(d, transport.HandlerConfig{Logger: quietLogger})
 	if err != nil {
 		b.Fatal(err)
 	}
 	srv := httptest.NewServer(h)
-	c, err := transport.NewClient(srv.URL, transport.ClientOptions{})
+	c, err := transport.NewClient(srv.URL, transport.ClientConfig{})
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -5,8 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
-	"net"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -14,28 +12,29 @@ import (
 	"sync"
 	"time"
 
+	"github.com/leasemesh/leasemesh/internal/wire"
 	"github.com/leasemesh/leasemesh/resourcelease"
 )
 
-// Defaults of ClientOptions.
+// Defaults of ClientConfig.
 const (
 	// DefaultClientTimeout bounds a call whose context has no deadline: 30 s.
-	DefaultClientTimeout = 30 * time.Second
+	DefaultClientTimeout = wire.DefaultClientTimeout
 	// DefaultLongPollMargin is how much longer than its waitMs a lease
 	// long-poll may take before the client gives up on it: 5 s.
 	DefaultLongPollMargin = 5 * time.Second
 	// DefaultMaxResponseBytes bounds a response body: 64 MiB (a drain of a
 	// deep queue is the largest response).
-	DefaultMaxResponseBytes = 64 << 20
+	DefaultMaxResponseBytes = wire.DefaultMaxResponseBytes
 	// DefaultMaxIdleConnsPerHost is how many idle keep-alive connections the
 	// default HTTP client keeps per server: enough for a fleet of concurrent
 	// workers in one process to reuse connections instead of redialling.
-	DefaultMaxIdleConnsPerHost = 128
+	DefaultMaxIdleConnsPerHost = wire.DefaultMaxIdleConnsPerHost
 )
 
-// ClientOptions configure NewClient. The zero value of every field means its
+// ClientConfig configure NewClient. The zero value of every field means its
 // documented default; a bad value makes NewClient return an error.
-type ClientOptions struct {
+type ClientConfig struct {
 	// Service is sent as Rpc-Service. Defaults to "" (not sent).
 	Service string
 	// Namespace is the procedure namespace of the typed methods. Defaults to
@@ -151,7 +150,7 @@ func (o *serverOffsets) estimate() (time.Duration, bool) {
 
 // NewClient returns a client of the handler at rawURL (for the demo,
 // "http://127.0.0.1:7420/yarpc/v1").
-func NewClient(rawURL string, opts ClientOptions) (*Client, error) {
+func NewClient(rawURL string, opts ClientConfig) (*Client, error) {
 	u, err := url.Parse(rawURL)
 	if err != nil {
 		return nil, fmt.Errorf("transport: NewClient: invalid URL %q: %w", rawURL, err)
@@ -175,7 +174,7 @@ func NewClient(rawURL string, opts ClientOptions) (*Client, error) {
 		return nil, fmt.Errorf("transport: NewClient: invalid Namespace %q: it must not contain \"::\" or white space", c.namespace)
 	}
 	for name, v := range map[string]string{"Service": opts.Service, "Caller": opts.Caller, "PeerID": opts.PeerID, "BearerToken": opts.BearerToken} {
-		if headerSafe(v, len(v)) != v || strings.TrimSpace(v) != v {
+		if wire.HeaderSafe(v, len(v)) != v || strings.TrimSpace(v) != v {
 			return nil, fmt.Errorf("transport: NewClient: %s must be a valid header value without surrounding white space", name)
 		}
 	}
@@ -188,59 +187,18 @@ func NewClient(rawURL string, opts ClientOptions) (*Client, error) {
 	case c.longPollMargin == 0:
 		c.longPollMargin = DefaultLongPollMargin
 	}
-	if c.timeout, c.maxResponse, err = callLimits("NewClient", opts.Timeout, opts.MaxResponseBytes); err != nil {
+	if c.timeout, c.maxResponse, err = wire.CallLimits("NewClient", opts.Timeout, opts.MaxResponseBytes); err != nil {
 		return nil, err
 	}
 	if c.hc == nil {
-		c.hc = &http.Client{Transport: newTransport()}
+		c.hc = &http.Client{Transport: wire.NewHTTPTransport()}
 		c.ownsHC = true
 	}
 	return c, nil
 }
 
-// callLimits applies the Timeout and MaxResponseBytes defaults, which
-// ClientOptions and ControlClientOptions document alike; fn names the
-// constructor in the error.
-func callLimits(fn string, timeout time.Duration, maxResponse int64) (time.Duration, int64, error) {
-	switch {
-	case timeout == 0:
-		timeout = DefaultClientTimeout
-	case timeout < 0:
-		timeout = 0
-	}
-	switch {
-	case maxResponse < 0:
-		return 0, 0, fmt.Errorf("transport: %s: MaxResponseBytes must not be negative, got %d", fn, maxResponse)
-	case maxResponse == 0:
-		maxResponse = DefaultMaxResponseBytes
-	}
-	return timeout, maxResponse, nil
-}
-
-// newTransport returns the default client's Transport: the standard one's
-// settings (proxy from the environment, dial and TLS timeouts, HTTP/2) with
-// more idle connections kept per host.
-func newTransport() *http.Transport {
-	var t *http.Transport
-	if dt, ok := http.DefaultTransport.(*http.Transport); ok {
-		t = dt.Clone()
-	} else {
-		t = &http.Transport{
-			Proxy:                 http.ProxyFromEnvironment,
-			DialContext:           (&net.Dialer{Timeout: 30 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
-			ForceAttemptHTTP2:     true,
-			TLSHandshakeTimeout:   10 * time.Second,
-			ExpectContinueTimeout: time.Second,
-		}
-	}
-	t.MaxIdleConns = 4 * DefaultMaxIdleConnsPerHost
-	t.MaxIdleConnsPerHost = DefaultMaxIdleConnsPerHost
-	t.IdleConnTimeout = 90 * time.Second
-	return t
-}
-
 // Close releases the idle connections of the Client's own HTTP client (not
-// of one given in ClientOptions.HTTPClient). The Client stays usable. It
+// of one given in ClientConfig.HTTPClient). The Client stays usable. It
 // always returns nil.
 func (c *Client) Close() error {
 	if c.ownsHC {
@@ -287,12 +245,12 @@ func (c *Client) call(ctx context.Context, procedure string, body []byte, minTim
 	if dl, ok := ctx.Deadline(); ok {
 		left := time.Until(dl)
 		if left <= 0 {
-			return nil, transportError(ctx, context.DeadlineExceeded)
+			return nil, wire.TransportError(ctx, context.DeadlineExceeded)
 		}
 		ms := (left + time.Millisecond - 1) / time.Millisecond
 		h.Set(HeaderTTLMs, strconv.FormatInt(int64(ms), 10))
 	}
-	resp, out, headersAt, err := doBounded(c.hc, req, c.maxResponse, procedure)
+	resp, out, headersAt, err := wire.Do(c.hc, req, c.maxResponse, procedure)
 	if err != nil {
 		return nil, err
 	}
@@ -302,52 +260,9 @@ func (c *Client) call(ctx context.Context, procedure string, body []byte, minTim
 		c.offsets.observe(resp.Header.Get("Date"), headersAt)
 	}
 	if resp.StatusCode != http.StatusOK {
-		return nil, decodeError(resp, out)
+		return nil, wire.DecodeError(resp, out)
 	}
 	return out, nil
-}
-
-// doBounded does req with hc and reads the response body, at most maxResponse
-// bytes; what names the call in the error of a larger one. Client and
-// ControlClient share it so that both bound, report and recycle responses
-// alike. The body is closed when doBounded returns; the status is the caller's.
-// headersAt is when the response headers arrived.
-func doBounded(hc *http.Client, req *http.Request, maxResponse int64, what string) (*http.Response, []byte, time.Time, error) {
-	ctx := req.Context()
-	resp, err := hc.Do(req)
-	headersAt := time.Now()
-	if err != nil {
-		return nil, nil, headersAt, transportError(ctx, err)
-	}
-	defer func() {
-		// Drain a little so that the connection can be reused, then close.
-		_, _ = io.CopyN(io.Discard, resp.Body, 4<<10)
-		_ = resp.Body.Close()
-	}()
-	out, err := io.ReadAll(io.LimitReader(resp.Body, maxResponse+1))
-	if err != nil {
-		return nil, nil, headersAt, transportError(ctx, err)
-	}
-	if int64(len(out)) > maxResponse {
-		return nil, nil, headersAt, resourcelease.Errorf(resourcelease.StatusResourceExhausted, CodeResponseTooLarge,
-			"transport: %s: response exceeds %d bytes", what, maxResponse)
-	}
-	return resp, out, headersAt, nil
-}
-
-// transportError is the error of a call that got no (complete) response: the
-// context's own error when it ended, unavailable otherwise.
-func transportError(ctx context.Context, err error) error {
-	if ctxErr := ctx.Err(); ctxErr != nil {
-		e := resourcelease.AsError(ctxErr)
-		return &resourcelease.Error{Status: e.Status, Code: e.Code, Message: e.Message, Err: err}
-	}
-	return &resourcelease.Error{
-		Status:  resourcelease.StatusUnavailable,
-		Code:    CodeTransportUnavailable,
-		Message: "transport: " + err.Error(),
-		Err:     err,
-	}
 }
 
 // roundTrip marshals req, calls verb and decodes the response into a new Resp.
@@ -358,7 +273,7 @@ func roundTrip[Resp any](ctx context.Context, c *Client, verb string, req any, m
 	}
 	resp := new(Resp)
 	if err := json.Unmarshal(out, resp); err != nil {
-		return nil, malformedResponse(verb, err)
+		return nil, wire.MalformedResponse(verb, err)
 	}
 	return resp, nil
 }
@@ -372,14 +287,9 @@ func (c *Client) callJSON(ctx context.Context, verb string, req any, minTimeout 
 	return c.call(ctx, Procedure(c.namespace, verb), body, minTimeout)
 }
 
-func malformedResponse(verb string, err error) error {
-	return &resourcelease.Error{Status: resourcelease.StatusInternal, Code: CodeMalformedResponse,
-		Message: "transport: malformed " + verb + " response: " + err.Error(), Err: err}
-}
-
 // Enqueue calls the enqueue procedure.
 func (c *Client) Enqueue(ctx context.Context, req *resourcelease.EnqueueRequest) (*resourcelease.EnqueueResponse, error) {
-	return roundTrip[resourcelease.EnqueueResponse](ctx, c, VerbEnqueue, orEmpty(req), 0)
+	return roundTrip[resourcelease.EnqueueResponse](ctx, c, VerbEnqueue, wire.OrEmpty(req), 0)
 }
 
 // Lease calls the lease procedure. It returns (nil, nil) when nothing was
@@ -391,66 +301,58 @@ func (c *Client) Lease(ctx context.Context, req *resourcelease.LeaseRequest) (*r
 	if req != nil && req.WaitMs > 0 {
 		minTimeout = time.Duration(min(req.WaitMs, maxTTLMs/2))*time.Millisecond + c.longPollMargin
 	}
-	out, err := c.callJSON(ctx, VerbLease, orEmpty(req), minTimeout)
+	out, err := c.callJSON(ctx, VerbLease, wire.OrEmpty(req), minTimeout)
 	if err != nil {
 		return nil, err
 	}
 	var l *resourcelease.Lease
 	if err := json.Unmarshal(out, &l); err != nil {
-		return nil, malformedResponse(VerbLease, err)
+		return nil, wire.MalformedResponse(VerbLease, err)
 	}
 	return l, nil
 }
 
 // Heartbeat calls the heartbeat procedure.
 func (c *Client) Heartbeat(ctx context.Context, req *resourcelease.HeartbeatRequest) (*resourcelease.HeartbeatResponse, error) {
-	return roundTrip[resourcelease.HeartbeatResponse](ctx, c, VerbHeartbeat, orEmpty(req), 0)
+	return roundTrip[resourcelease.HeartbeatResponse](ctx, c, VerbHeartbeat, wire.OrEmpty(req), 0)
 }
 
 // Complete calls the complete procedure.
 func (c *Client) Complete(ctx context.Context, req *resourcelease.CompleteRequest) (*resourcelease.SuccessResponse, error) {
-	return roundTrip[resourcelease.SuccessResponse](ctx, c, VerbComplete, orEmpty(req), 0)
+	return roundTrip[resourcelease.SuccessResponse](ctx, c, VerbComplete, wire.OrEmpty(req), 0)
 }
 
 // Fail calls the fail procedure.
 func (c *Client) Fail(ctx context.Context, req *resourcelease.FailRequest) (*resourcelease.SuccessResponse, error) {
-	return roundTrip[resourcelease.SuccessResponse](ctx, c, VerbFail, orEmpty(req), 0)
+	return roundTrip[resourcelease.SuccessResponse](ctx, c, VerbFail, wire.OrEmpty(req), 0)
 }
 
 // Drain calls the drain procedure.
 func (c *Client) Drain(ctx context.Context, req *resourcelease.DrainRequest) (*resourcelease.DrainResponse, error) {
-	return roundTrip[resourcelease.DrainResponse](ctx, c, VerbDrain, orEmpty(req), 0)
+	return roundTrip[resourcelease.DrainResponse](ctx, c, VerbDrain, wire.OrEmpty(req), 0)
 }
 
 // Restore calls the restore procedure.
 func (c *Client) Restore(ctx context.Context, req *resourcelease.RestoreRequest) (*resourcelease.RestoreResponse, error) {
-	return roundTrip[resourcelease.RestoreResponse](ctx, c, VerbRestore, orEmpty(req), 0)
+	return roundTrip[resourcelease.RestoreResponse](ctx, c, VerbRestore, wire.OrEmpty(req), 0)
 }
 
 // Stats calls the stats procedure.
 func (c *Client) Stats(ctx context.Context, req *resourcelease.StatsRequest) (*resourcelease.Stats, error) {
-	return roundTrip[resourcelease.Stats](ctx, c, VerbStats, orEmpty(req), 0)
+	return roundTrip[resourcelease.Stats](ctx, c, VerbStats, wire.OrEmpty(req), 0)
 }
 
 // DeadLetters calls the deadletters procedure.
 func (c *Client) DeadLetters(ctx context.Context, req *resourcelease.DeadLettersRequest) (*resourcelease.DeadLettersResponse, error) {
-	return roundTrip[resourcelease.DeadLettersResponse](ctx, c, VerbDeadLetters, orEmpty(req), 0)
+	return roundTrip[resourcelease.DeadLettersResponse](ctx, c, VerbDeadLetters, wire.OrEmpty(req), 0)
 }
 
 // Redrive calls the redrive procedure.
 func (c *Client) Redrive(ctx context.Context, req *resourcelease.RedriveRequest) (*resourcelease.RedriveResponse, error) {
-	return roundTrip[resourcelease.RedriveResponse](ctx, c, VerbRedrive, orEmpty(req), 0)
+	return roundTrip[resourcelease.RedriveResponse](ctx, c, VerbRedrive, wire.OrEmpty(req), 0)
 }
 
 // Purge calls the purge procedure.
 func (c *Client) Purge(ctx context.Context, req *resourcelease.PurgeRequest) (*resourcelease.PurgeResponse, error) {
-	return roundTrip[resourcelease.PurgeResponse](ctx, c, VerbPurge, orEmpty(req), 0)
-}
-
-// orEmpty sends {} rather than null for a nil request.
-func orEmpty[T any](req *T) *T {
-	if req == nil {
-		return new(T)
-	}
-	return req
+	return roundTrip[resourcelease.PurgeResponse](ctx, c, VerbPurge, wire.OrEmpty(req), 0)
 }

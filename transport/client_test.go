@@ -16,12 +16,13 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/leasemesh/leasemesh/resourcelease"
+	"github.com/leasemesh/leasemesh/resourcelease/leasetest"
 	"github.com/leasemesh/leasemesh/transport"
 )
 
 // newClientServer serves d over a real HTTP server and returns a Client of
 // it; both are closed when the test ends.
-func newClientServer(t *testing.T, d resourcelease.Dispatcher, hopts transport.HandlerOptions, copts transport.ClientOptions) *transport.Client {
+func newClientServer(t *testing.T, d resourcelease.Dispatcher, hopts transport.HandlerConfig, copts transport.ClientConfig) *transport.Client {
 	t.Helper()
 	srv := httptest.NewServer(newHandler(t, d, hopts))
 	c, err := transport.NewClient(srv.URL+"/yarpc/v1", copts)
@@ -34,7 +35,7 @@ func newClientServer(t *testing.T, d resourcelease.Dispatcher, hopts transport.H
 }
 
 // newRawServer serves fn and returns a Client of it.
-func newRawServer(t *testing.T, copts transport.ClientOptions, fn http.HandlerFunc) *transport.Client {
+func newRawServer(t *testing.T, copts transport.ClientConfig, fn http.HandlerFunc) *transport.Client {
 	t.Helper()
 	srv := httptest.NewServer(fn)
 	c, err := transport.NewClient(srv.URL, copts)
@@ -60,7 +61,7 @@ func TestClientRoundTrips(t *testing.T) {
 		// run calls the client and returns the request it sent and the response it got.
 		run func(ctx context.Context, c *transport.Client) (req, resp any, err error)
 		// serve installs a fake method that records the request it gets and answers wantResp.
-		serve    func(f *fakeDispatcher, got chan<- any, resp any)
+		serve    func(f *leasetest.FakeDispatcher, got chan<- any, resp any)
 		wantResp any
 	}{
 		{
@@ -70,7 +71,7 @@ func TestClientRoundTrips(t *testing.T) {
 				resp, err := c.Enqueue(ctx, req)
 				return req, resp, err
 			},
-			serve: func(f *fakeDispatcher, got chan<- any, resp any) {
+			serve: func(f *leasetest.FakeDispatcher, got chan<- any, resp any) {
 				f.EnqueueFn = func(_ context.Context, r *resourcelease.EnqueueRequest) (*resourcelease.EnqueueResponse, error) {
 					got <- r
 					return resp.(*resourcelease.EnqueueResponse), nil
@@ -85,7 +86,7 @@ func TestClientRoundTrips(t *testing.T) {
 				resp, err := c.Lease(ctx, req)
 				return req, resp, err
 			},
-			serve: func(f *fakeDispatcher, got chan<- any, resp any) {
+			serve: func(f *leasetest.FakeDispatcher, got chan<- any, resp any) {
 				f.LeaseFn = func(_ context.Context, r *resourcelease.LeaseRequest) (*resourcelease.Lease, error) {
 					got <- r
 					return resp.(*resourcelease.Lease), nil
@@ -100,7 +101,7 @@ func TestClientRoundTrips(t *testing.T) {
 				resp, err := c.Heartbeat(ctx, req)
 				return req, resp, err
 			},
-			serve: func(f *fakeDispatcher, got chan<- any, resp any) {
+			serve: func(f *leasetest.FakeDispatcher, got chan<- any, resp any) {
 				f.HeartbeatFn = func(_ context.Context, r *resourcelease.HeartbeatRequest) (*resourcelease.HeartbeatResponse, error) {
 					got <- r
 					return resp.(*resourcelease.HeartbeatResponse), nil
@@ -115,7 +116,7 @@ func TestClientRoundTrips(t *testing.T) {
 				resp, err := c.Complete(ctx, req)
 				return req, resp, err
 			},
-			serve: func(f *fakeDispatcher, got chan<- any, resp any) {
+			serve: func(f *leasetest.FakeDispatcher, got chan<- any, resp any) {
 				f.CompleteFn = func(_ context.Context, r *resourcelease.CompleteRequest) (*resourcelease.SuccessResponse, error) {
 					got <- r
 					return resp.(*resourcelease.SuccessResponse), nil
@@ -130,7 +131,7 @@ func TestClientRoundTrips(t *testing.T) {
 				resp, err := c.Fail(ctx, req)
 				return req, resp, err
 			},
-			serve: func(f *fakeDispatcher, got chan<- any, resp any) {
+			serve: func(f *leasetest.FakeDispatcher, got chan<- any, resp any) {
 				f.FailFn = func(_ context.Context, r *resourcelease.FailRequest) (*resourcelease.SuccessResponse, error) {
 					got <- r
 					return resp.(*resourcelease.SuccessResponse), nil
@@ -145,7 +146,7 @@ func TestClientRoundTrips(t *testing.T) {
 				resp, err := c.Drain(ctx, req)
 				return req, resp, err
 			},
-			serve: func(f *fakeDispatcher, got chan<- any, resp any) {
+			serve: func(f *leasetest.FakeDispatcher, got chan<- any, resp any) {
 				f.DrainFn = func(_ context.Context, r *resourcelease.DrainRequest) (*resourcelease.DrainResponse, error) {
 					got <- r
 					return resp.(*resourcelease.DrainResponse), nil
@@ -160,7 +161,7 @@ func TestClientRoundTrips(t *testing.T) {
 				resp, err := c.Restore(ctx, req)
 				return req, resp, err
 			},
-			serve: func(f *fakeDispatcher, got chan<- any, resp any) {
+			serve: func(f *leasetest.FakeDispatcher, got chan<- any, resp any) {
 				f.RestoreFn = func(_ context.Context, r *resourcelease.RestoreRequest) (*resourcelease.RestoreResponse, error) {
 					got <- r
 					return resp.(*resourcelease.RestoreResponse), nil
@@ -175,7 +176,7 @@ func TestClientRoundTrips(t *testing.T) {
 				resp, err := c.Stats(ctx, req)
 				return req, resp, err
 			},
-			serve: func(f *fakeDispatcher, got chan<- any, resp any) {
+			serve: func(f *leasetest.FakeDispatcher, got chan<- any, resp any) {
 				f.StatsFn = func(_ context.Context, r *resourcelease.StatsRequest) (*resourcelease.Stats, error) {
 					got <- r
 					return resp.(*resourcelease.Stats), nil
@@ -190,7 +191,7 @@ func TestClientRoundTrips(t *testing.T) {
 				resp, err := c.DeadLetters(ctx, req)
 				return req, resp, err
 			},
-			serve: func(f *fakeDispatcher, got chan<- any, resp any) {
+			serve: func(f *leasetest.FakeDispatcher, got chan<- any, resp any) {
 				f.DeadLettersFn = func(_ context.Context, r *resourcelease.DeadLettersRequest) (*resourcelease.DeadLettersResponse, error) {
 					got <- r
 					return resp.(*resourcelease.DeadLettersResponse), nil
@@ -205,7 +206,7 @@ func TestClientRoundTrips(t *testing.T) {
 				resp, err := c.Redrive(ctx, req)
 				return req, resp, err
 			},
-			serve: func(f *fakeDispatcher, got chan<- any, resp any) {
+			serve: func(f *leasetest.FakeDispatcher, got chan<- any, resp any) {
 				f.RedriveFn = func(_ context.Context, r *resourcelease.RedriveRequest) (*resourcelease.RedriveResponse, error) {
 					got <- r
 					return resp.(*resourcelease.RedriveResponse), nil
@@ -220,7 +221,7 @@ func TestClientRoundTrips(t *testing.T) {
 				resp, err := c.Purge(ctx, req)
 				return req, resp, err
 			},
-			serve: func(f *fakeDispatcher, got chan<- any, resp any) {
+			serve: func(f *leasetest.FakeDispatcher, got chan<- any, resp any) {
 				f.PurgeFn = func(_ context.Context, r *resourcelease.PurgeRequest) (*resourcelease.PurgeResponse, error) {
 					got <- r
 					return resp.(*resourcelease.PurgeResponse), nil
@@ -232,10 +233,10 @@ func TestClientRoundTrips(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			f := &fakeDispatcher{}
+			f := &leasetest.FakeDispatcher{}
 			got := make(chan any, 1)
 			tt.serve(f, got, tt.wantResp)
-			c := newClientServer(t, f, transport.HandlerOptions{}, transport.ClientOptions{})
+			c := newClientServer(t, f, transport.HandlerConfig{}, transport.ClientConfig{})
 			req, resp, err := tt.run(context.Background(), c)
 			require.NoError(t, err)
 			require.Equal(t, req, <-got, "the dispatcher got the request the client sent")
@@ -247,7 +248,7 @@ func TestClientRoundTrips(t *testing.T) {
 // TestClientNilRequests checks that nil requests are sent as {}.
 func TestClientNilRequests(t *testing.T) {
 	t.Parallel()
-	c := newClientServer(t, &fakeDispatcher{}, transport.HandlerOptions{}, transport.ClientOptions{})
+	c := newClientServer(t, &leasetest.FakeDispatcher{}, transport.HandlerConfig{}, transport.ClientConfig{})
 	ctx := context.Background()
 	l, err := c.Lease(ctx, nil)
 	require.NoError(t, err)
@@ -302,9 +303,9 @@ func TestClientErrors(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			c := newClientServer(t, &fakeDispatcher{HeartbeatFn: func(context.Context, *resourcelease.HeartbeatRequest) (*resourcelease.HeartbeatResponse, error) {
+			c := newClientServer(t, &leasetest.FakeDispatcher{HeartbeatFn: func(context.Context, *resourcelease.HeartbeatRequest) (*resourcelease.HeartbeatResponse, error) {
 				return nil, tt.err
-			}}, transport.HandlerOptions{}, transport.ClientOptions{})
+			}}, transport.HandlerConfig{}, transport.ClientConfig{})
 			_, err := c.Heartbeat(context.Background(), &resourcelease.HeartbeatRequest{OwnershipToken: &token})
 			require.ErrorIs(t, err, tt.sentinel)
 			var e *resourcelease.Error
@@ -317,9 +318,9 @@ func TestClientErrors(t *testing.T) {
 	t.Run("metadata", func(t *testing.T) {
 		t.Parallel()
 		md := map[string]string{"retryAfterMs": "250"}
-		c := newClientServer(t, &fakeDispatcher{EnqueueFn: func(context.Context, *resourcelease.EnqueueRequest) (*resourcelease.EnqueueResponse, error) {
+		c := newClientServer(t, &leasetest.FakeDispatcher{EnqueueFn: func(context.Context, *resourcelease.EnqueueRequest) (*resourcelease.EnqueueResponse, error) {
 			return nil, &resourcelease.Error{Status: resourcelease.StatusResourceExhausted, Code: resourcelease.CodeRateLimited, Message: "slow", Metadata: md}
-		}}, transport.HandlerOptions{}, transport.ClientOptions{})
+		}}, transport.HandlerConfig{}, transport.ClientConfig{})
 		_, err := c.Enqueue(context.Background(), &resourcelease.EnqueueRequest{Payload: &item})
 		require.ErrorIs(t, err, resourcelease.ErrRateLimited)
 		require.Equal(t, md, resourcelease.AsError(err).Metadata)
@@ -353,7 +354,7 @@ func TestClientErrorFallbacks(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			c := newRawServer(t, transport.ClientOptions{}, func(w http.ResponseWriter, _ *http.Request) {
+			c := newRawServer(t, transport.ClientConfig{}, func(w http.ResponseWriter, _ *http.Request) {
 				for k, v := range tt.headers {
 					w.Header().Set(k, v)
 				}
@@ -376,7 +377,7 @@ func TestClientUnavailable(t *testing.T) {
 	srv := httptest.NewServer(http.NotFoundHandler())
 	url := srv.URL
 	srv.Close()
-	c, err := transport.NewClient(url, transport.ClientOptions{})
+	c, err := transport.NewClient(url, transport.ClientConfig{})
 	require.NoError(t, err)
 	defer c.Close()
 	_, err = c.Stats(context.Background(), nil)
@@ -394,7 +395,7 @@ func TestClientUnavailable(t *testing.T) {
 func TestClientContext(t *testing.T) {
 	t.Parallel()
 	var requests atomic.Int64
-	c := newRawServer(t, transport.ClientOptions{}, func(w http.ResponseWriter, r *http.Request) {
+	c := newRawServer(t, transport.ClientConfig{}, func(w http.ResponseWriter, r *http.Request) {
 		requests.Add(1)
 		_, _ = io.ReadAll(r.Body) // so that net/http notices the client leaving
 		<-r.Context().Done()
@@ -430,14 +431,14 @@ func TestClientHeaders(t *testing.T) {
 	}
 	tests := []struct {
 		name    string
-		opts    transport.ClientOptions
+		opts    transport.ClientConfig
 		timeout time.Duration // of the call's context; 0: none
 		call    func(ctx context.Context, c *transport.Client) error
 		check   func(t *testing.T, s sent)
 	}{
 		{
 			name: "identity headers",
-			opts: transport.ClientOptions{Service: "mesh", Namespace: "resourcelease.mesh", Caller: "seeder", PeerID: "peer-1", BearerToken: "tok"},
+			opts: transport.ClientConfig{Service: "mesh", Namespace: "resourcelease.mesh", Caller: "seeder", PeerID: "peer-1", BearerToken: "tok"},
 			call: func(ctx context.Context, c *transport.Client) error { _, err := c.Stats(ctx, nil); return err },
 			check: func(t *testing.T, s sent) {
 				require.Equal(t, http.MethodPost, s.method)
@@ -474,13 +475,13 @@ func TestClientHeaders(t *testing.T) {
 		},
 		{
 			name:  "no ttl without a timeout",
-			opts:  transport.ClientOptions{Timeout: -1},
+			opts:  transport.ClientConfig{Timeout: -1},
 			call:  func(ctx context.Context, c *transport.Client) error { _, err := c.Stats(ctx, nil); return err },
 			check: func(t *testing.T, s sent) { require.Empty(t, s.header.Get(transport.HeaderTTLMs)) },
 		},
 		{
 			name: "long-poll outlives its wait",
-			opts: transport.ClientOptions{Timeout: time.Second, LongPollMargin: 3 * time.Second},
+			opts: transport.ClientConfig{Timeout: time.Second, LongPollMargin: 3 * time.Second},
 			call: func(ctx context.Context, c *transport.Client) error {
 				_, err := c.Lease(ctx, &resourcelease.LeaseRequest{WaitMs: 10000})
 				return err
@@ -489,7 +490,7 @@ func TestClientHeaders(t *testing.T) {
 		},
 		{
 			name: "short long-poll keeps the timeout",
-			opts: transport.ClientOptions{Timeout: time.Minute},
+			opts: transport.ClientConfig{Timeout: time.Minute},
 			call: func(ctx context.Context, c *transport.Client) error {
 				_, err := c.Lease(ctx, &resourcelease.LeaseRequest{WaitMs: 10})
 				return err
@@ -551,20 +552,20 @@ func TestClientResponses(t *testing.T) {
 	t.Parallel()
 	tests := []struct {
 		name     string
-		opts     transport.ClientOptions
+		opts     transport.ClientConfig
 		body     string
 		call     func(c *transport.Client) error
 		wantCode string
 	}{
-		{"too large", transport.ClientOptions{MaxResponseBytes: 1024}, `{"pendingCount":1,"x":"` + strings.Repeat("a", 2000) + `"}`,
+		{"too large", transport.ClientConfig{MaxResponseBytes: 1024}, `{"pendingCount":1,"x":"` + strings.Repeat("a", 2000) + `"}`,
 			func(c *transport.Client) error { _, err := c.Stats(context.Background(), nil); return err }, transport.CodeResponseTooLarge},
-		{"at the limit", transport.ClientOptions{MaxResponseBytes: 18}, `{"pendingCount":1}`,
+		{"at the limit", transport.ClientConfig{MaxResponseBytes: 18}, `{"pendingCount":1}`,
 			func(c *transport.Client) error { _, err := c.Stats(context.Background(), nil); return err }, ""},
-		{"malformed stats", transport.ClientOptions{}, `<html>`,
+		{"malformed stats", transport.ClientConfig{}, `<html>`,
 			func(c *transport.Client) error { _, err := c.Stats(context.Background(), nil); return err }, transport.CodeMalformedResponse},
-		{"malformed lease", transport.ClientOptions{}, `{"attempt":"x"}`,
+		{"malformed lease", transport.ClientConfig{}, `{"attempt":"x"}`,
 			func(c *transport.Client) error { _, err := c.Lease(context.Background(), nil); return err }, transport.CodeMalformedResponse},
-		{"raw call returns the body as is", transport.ClientOptions{}, `<html>`,
+		{"raw call returns the body as is", transport.ClientConfig{}, `<html>`,
 			func(c *transport.Client) error {
 				out, err := c.Call(context.Background(), "x::y", nil)
 				if string(out) != "<html>" {
@@ -592,11 +593,11 @@ func TestClientResponses(t *testing.T) {
 func TestClientReusesConnections(t *testing.T) {
 	t.Parallel()
 	var conns atomic.Int64
-	srv := httptest.NewUnstartedServer(newHandler(t, &fakeDispatcher{
+	srv := httptest.NewUnstartedServer(newHandler(t, &leasetest.FakeDispatcher{
 		DrainFn: func(context.Context, *resourcelease.DrainRequest) (*resourcelease.DrainResponse, error) {
 			return nil, resourcelease.ErrClosed
 		},
-	}, transport.HandlerOptions{}))
+	}, transport.HandlerConfig{}))
 	srv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
 		if s == http.StateNew {
 			conns.Add(1)
@@ -604,7 +605,7 @@ func TestClientReusesConnections(t *testing.T) {
 	}
 	srv.Start()
 	defer srv.Close()
-	c, err := transport.NewClient(srv.URL, transport.ClientOptions{})
+	c, err := transport.NewClient(srv.URL, transport.ClientConfig{})
 	require.NoError(t, err)
 	defer c.Close()
 	for range 20 {
@@ -624,23 +625,23 @@ func TestNewClientOptions(t *testing.T) {
 	tests := []struct {
 		name    string
 		url     string
-		opts    transport.ClientOptions
+		opts    transport.ClientConfig
 		wantErr string
 	}{
 		{name: "defaults", url: "http://127.0.0.1:7420/yarpc/v1"},
-		{name: "https", url: "https://mesh.example.com/yarpc/v1", opts: transport.ClientOptions{Service: "mesh", Namespace: "resourcelease.mesh",
+		{name: "https", url: "https://mesh.example.com/yarpc/v1", opts: transport.ClientConfig{Service: "mesh", Namespace: "resourcelease.mesh",
 			Caller: "w", PeerID: "p", BearerToken: "t", HTTPClient: &http.Client{}, Timeout: time.Second, LongPollMargin: time.Second, MaxResponseBytes: 1}},
-		{name: "no timeout", url: "http://h", opts: transport.ClientOptions{Timeout: -1}},
+		{name: "no timeout", url: "http://h", opts: transport.ClientConfig{Timeout: -1}},
 		{name: "empty url", url: "", wantErr: "invalid URL"},
 		{name: "no scheme", url: "127.0.0.1:7420", wantErr: "invalid URL"},
 		{name: "other scheme", url: "ftp://host/x", wantErr: "invalid URL"},
 		{name: "no host", url: "http:///yarpc", wantErr: "invalid URL"},
 		{name: "unparsable", url: "http://[::1", wantErr: "invalid URL"},
-		{name: "namespace with ::", url: "http://h", opts: transport.ClientOptions{Namespace: "a::b"}, wantErr: "Namespace"},
-		{name: "caller with newline", url: "http://h", opts: transport.ClientOptions{Caller: "a\nb"}, wantErr: "Caller"},
-		{name: "token with space around", url: "http://h", opts: transport.ClientOptions{BearerToken: " t"}, wantErr: "BearerToken"},
-		{name: "negative margin", url: "http://h", opts: transport.ClientOptions{LongPollMargin: -1}, wantErr: "LongPollMargin"},
-		{name: "negative response limit", url: "http://h", opts: transport.ClientOptions{MaxResponseBytes: -1}, wantErr: "MaxResponseBytes"},
+		{name: "namespace with ::", url: "http://h", opts: transport.ClientConfig{Namespace: "a::b"}, wantErr: "Namespace"},
+		{name: "caller with newline", url: "http://h", opts: transport.ClientConfig{Caller: "a\nb"}, wantErr: "Caller"},
+		{name: "token with space around", url: "http://h", opts: transport.ClientConfig{BearerToken: " t"}, wantErr: "BearerToken"},
+		{name: "negative margin", url: "http://h", opts: transport.ClientConfig{LongPollMargin: -1}, wantErr: "LongPollMargin"},
+		{name: "negative response limit", url: "http://h", opts: transport.ClientConfig{MaxResponseBytes: -1}, wantErr: "MaxResponseBytes"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -52,7 +52,7 @@ func TestClientServerClockOffset(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			c := newRawServer(t, transport.ClientOptions{}, func(w http.ResponseWriter, _ *http.Request) {
+			c := newRawServer(t, transport.ClientConfig{}, func(w http.ResponseWriter, _ *http.Request) {
 				if tc.date == nil {
 					w.Header()["Date"] = nil // net/http then sends none
 				} else {
@@ -80,7 +80,7 @@ func TestClientServerClockOffset(t *testing.T) {
 func TestServerClockOffsetIgnoresDelaysAndProxies(t *testing.T) {
 	t.Parallel()
 	var proxyError atomic.Bool
-	c := newRawServer(t, transport.ClientOptions{}, func(w http.ResponseWriter, _ *http.Request) {
+	c := newRawServer(t, transport.ClientConfig{}, func(w http.ResponseWriter, _ *http.Request) {
 		if proxyError.Load() {
 			// A proxy whose clock is ahead: the highest-sample rule alone
 			// would take it.
@@ -114,7 +114,7 @@ func TestServerClockOffsetIgnoresDelaysAndProxies(t *testing.T) {
 func TestServerClockOffsetTakesTheHighestRecentSample(t *testing.T) {
 	t.Parallel()
 	var delayed atomic.Bool
-	c := newRawServer(t, transport.ClientOptions{}, func(w http.ResponseWriter, _ *http.Request) {
+	c := newRawServer(t, transport.ClientConfig{}, func(w http.ResponseWriter, _ *http.Request) {
 		skew := time.Minute
 		if delayed.Load() {
 			skew -= 3 * time.Second // as if Date was stamped 3 s before the headers arrived
@@ -131,59 +131,4 @@ func TestServerClockOffsetTakesTheHighestRecentSample(t *testing.T) {
 	off, ok := c.ServerClockOffset()
 	require.True(t, ok)
 	assert.InDelta(t, 60, off.Seconds(), 1.0, "offset %v", off)
-}
-
-// TestWorkerWithSkewedDispatcherClock: a dispatcher whose host clock is
-// minutes ahead of the worker's states lease expiries in its own clock; the
-// Worker translates them (a second early) and still keeps the lease alive
-// through a handler that outlives the lease. Failing heartbeats in that case
-// are TestWorkerStopsAtTranslatedExpiry.
-func TestWorkerWithSkewedDispatcherClock(t *testing.T) {
-	t.Parallel()
-	// A dispatcher behind is not corrected (see ClockSkewTolerance): with it
-	// 10 minutes behind, every lease looks expired to the worker.
-	for _, skew := range []time.Duration{0, 10 * time.Minute} {
-		t.Run(skew.String(), func(t *testing.T) {
-			t.Parallel()
-			local, err := resourcelease.NewDispatcher(resourcelease.DispatcherConfig{Queue: resourcelease.QueueConfig{
-				Clock: skewedClock{skew}, LeaseDuration: 4 * time.Second, HeartbeatInterval: 500 * time.Millisecond,
-			}})
-			require.NoError(t, err)
-			t.Cleanup(func() { local.Close() })
-			srv := skewedServer(t, newHandler(t, local, transport.HandlerOptions{}), skew)
-			c, err := transport.NewClient(srv.URL+"/yarpc/v1", transport.ClientOptions{Caller: "worker-a"})
-			require.NoError(t, err)
-			t.Cleanup(func() { c.Close() })
-
-			ctx := context.Background()
-			_, err = c.Enqueue(ctx, &resourcelease.EnqueueRequest{Payload: &item})
-			require.NoError(t, err)
-			done := make(chan error, 1)
-			w := newWorker(t, c, transport.WorkerOptions{Concurrency: 1, LeaseWait: 200 * time.Millisecond,
-				Handler: func(ctx context.Context, _ *resourcelease.Lease) error {
-					select {
-					case <-time.After(5 * time.Second): // longer than the lease: needs heartbeats
-						done <- nil
-						return nil
-					case <-ctx.Done():
-						done <- context.Cause(ctx)
-						return ctx.Err()
-					}
-				}})
-			stop := startWorker(t, w)
-			select {
-			case err := <-done:
-				require.NoError(t, err, "the handler was stopped")
-			case <-time.After(30 * time.Second): // a bound on the test, not synchronisation
-				t.Fatal("the handler never finished")
-			}
-			stop()
-			s := w.Stats()
-			assert.Equal(t, int64(1), s.Completed, "stats %+v", s)
-			assert.Equal(t, int64(0), s.Lost, "stats %+v", s)
-			st, err := local.Stats(ctx, &resourcelease.StatsRequest{})
-			require.NoError(t, err)
-			assert.Equal(t, 0, st.PendingCount+st.ActiveLeaseCount, "the item was completed, not requeued")
-		})
-	}
 }

@@ -11,7 +11,7 @@
 // mounted at, so it lives beside your own routes:
 //
 //	d, _ := resourcelease.NewDispatcher(resourcelease.DispatcherConfig{})
-//	h, err := transport.NewHandler(d, transport.HandlerOptions{
+//	h, err := transport.NewHandler(d, transport.HandlerConfig{
 //		Service:    "mesh",
 //		Namespace:  "resourcelease.mesh",        // procedures "resourcelease.mesh::<verb>"
 //		Authorize:  transport.BearerToken(token), // optional
@@ -38,7 +38,7 @@
 // error, and any panic in the Dispatcher, is logged and sent as internal with
 // a generic message. A method other than POST is answered 405.
 //
-// Middleware (HandlerOptions.Middleware) wraps the protocol after the method
+// Middleware (HandlerConfig.Middleware) wraps the protocol after the method
 // and Authorize checks; OnlyProcedures restricts one to some procedures (the
 // backpressure rate limiter throttles enqueue only), and WriteError lets it
 // refuse in the protocol's format.
@@ -49,14 +49,14 @@
 // resourcelease.Dispatcher, so code written against a Dispatcher runs over the
 // network unchanged:
 //
-//	c, err := transport.NewClient("http://127.0.0.1:7420/yarpc/v1", transport.ClientOptions{
+//	c, err := transport.NewClient("http://127.0.0.1:7420/yarpc/v1", transport.ClientConfig{
 //		Namespace: "resourcelease.mesh", Caller: "worker-1",
 //	})
 //	defer c.Close()
 //	l, err := c.Lease(ctx, &resourcelease.LeaseRequest{WaitMs: 10000})
 //
 // The context's deadline travels as Rpc-Ttl-Ms (a call without one gets
-// ClientOptions.Timeout; a long-poll gets at least its wait plus
+// ClientConfig.Timeout; a long-poll gets at least its wait plus
 // LongPollMargin). Errors come back as *resourcelease.Error with their status,
 // code, message and metadata, so errors.Is(err, resourcelease.ErrUnknownToken)
 // holds across the wire; a server that cannot be reached is status
@@ -68,7 +68,7 @@
 // NewWorker runs Handler on leases from any Dispatcher, a Client or one in
 // the same process:
 //
-//	w, err := transport.NewWorker(c, transport.WorkerOptions{
+//	w, err := worker.New(c, worker.Config{
 //		PeerID:      "worker-1",
 //		Concurrency: 4,
 //		Handler: func(ctx context.Context, l *resourcelease.Lease) error {

@@ -1,142 +1,16 @@
 package transport
 
 import (
-	"encoding/json"
-	"errors"
 	"net/http"
-	"strconv"
-	"strings"
-	"unicode/utf8"
 
-	"github.com/leasemesh/leasemesh/resourcelease"
+	"github.com/leasemesh/leasemesh/internal/wire"
 )
-
-// errorBody is the JSON body of an error response:
-// {"message","status","code","metadata"}. Metadata is always an object.
-type errorBody struct {
-	Message  string            `json:"message"`
-	Status   string            `json:"status"`
-	Code     string            `json:"code"`
-	Metadata map[string]string `json:"metadata"`
-}
-
-// maxHeaderMessage bounds the Rpc-Error-Message header; the body carries the
-// full message.
-const maxHeaderMessage = 1024
-
-// wireError converts err to the *resourcelease.Error that is put on the wire.
-// An *Error in the chain is sent as is (its Err never is), except that an
-// unknown status becomes internal; context errors become deadline-exceeded or
-// cancelled; anything else becomes internal with a generic message.
-func wireError(err error) *resourcelease.Error {
-	e := resourcelease.AsError(err)
-	if e == nil {
-		e = &resourcelease.Error{Status: resourcelease.StatusInternal, Code: resourcelease.CodeInternal, Message: "internal error"}
-	}
-	if !e.Status.Valid() {
-		e = &resourcelease.Error{Status: resourcelease.StatusInternal, Code: e.Code, Message: e.Message, Metadata: e.Metadata}
-	}
-	return e
-}
-
-// isForeign reports whether err carries no *resourcelease.Error and is not a
-// context error: such errors are internal and their text stays in the log.
-func isForeign(err error) bool {
-	var e *resourcelease.Error
-	return !errors.As(err, &e) && resourcelease.AsError(err).Status == resourcelease.StatusInternal
-}
 
 // WriteError writes err as a protocol error response: the HTTP status of its
 // Status, the Rpc-Status, Rpc-Error-Code and Rpc-Error-Message headers, and the
 // body {"message","status","code","metadata"}. An error that is not (and does
 // not wrap) a *resourcelease.Error is written as internal with a generic
-// message, never its own text. Middleware given to NewHandler (a rate limiter,
-// say) uses it to refuse requests in the protocol's own format.
-func WriteError(w http.ResponseWriter, err error) {
-	writeWireError(w, wireError(err))
-}
-
-// writeWireError writes an already normalised error.
-func writeWireError(w http.ResponseWriter, e *resourcelease.Error) {
-	writeWireErrorStatus(w, e, e.Status.HTTPStatus())
-}
-
-func writeWireErrorStatus(w http.ResponseWriter, e *resourcelease.Error, httpStatus int) {
-	md := e.Metadata
-	if md == nil {
-		md = map[string]string{}
-	}
-	body, err := json.Marshal(errorBody{Message: e.Message, Status: string(e.Status), Code: e.Code, Metadata: md})
-	if err != nil { // unreachable: strings only
-		body = []byte(`{"message":"internal error","status":"internal","code":"` + resourcelease.CodeInternal + `","metadata":{}}`)
-	}
-	h := w.Header()
-	h.Set("Content-Type", "application/json")
-	h.Set("Content-Length", strconv.Itoa(len(body)))
-	h.Set(HeaderStatus, string(e.Status))
-	if e.Code != "" {
-		h.Set(HeaderErrorCode, headerSafe(e.Code, maxHeaderMessage))
-	}
-	if e.Message != "" {
-		h.Set(HeaderErrorMessage, headerSafe(e.Message, maxHeaderMessage))
-	}
-	// Every overload refusal (backpressure, queue full, rate limit) tells the
-	// client when to come back; a middleware that knows better sets it first.
-	if e.Status == resourcelease.StatusResourceExhausted && h.Get("Retry-After") == "" {
-		h.Set("Retry-After", "1")
-	}
-	w.WriteHeader(httpStatus)
-	_, _ = w.Write(body)
-}
-
-// headerSafe returns s with control characters replaced by spaces and
-// invalid UTF-8 dropped, cut to at most max bytes on a rune boundary, so that
-// it is a valid header value.
-func headerSafe(s string, max int) string {
-	var b strings.Builder
-	for _, r := range s {
-		if r == utf8.RuneError {
-			continue
-		}
-		if r < 0x20 || r == 0x7f {
-			r = ' '
-		}
-		if b.Len()+utf8.RuneLen(r) > max {
-			break
-		}
-		b.WriteRune(r)
-	}
-	return b.String()
-}
-
-// decodeError rebuilds the *resourcelease.Error of a non-200 response from its
-// body and headers, falling back to the HTTP status code.
-func decodeError(resp *http.Response, body []byte) *resourcelease.Error {
-	var eb errorBody
-	_ = json.Unmarshal(body, &eb) // a proxy's HTML page is not an error body; the headers still help
-	e := &resourcelease.Error{
-		Status:   resourcelease.Status(eb.Status),
-		Code:     eb.Code,
-		Message:  eb.Message,
-		Metadata: eb.Metadata,
-	}
-	if len(e.Metadata) == 0 {
-		e.Metadata = nil
-	}
-	if !e.Status.Valid() {
-		e.Status = resourcelease.Status(resp.Header.Get(HeaderStatus))
-	}
-	if !e.Status.Valid() {
-		e.Status = resourcelease.StatusFromHTTP(resp.StatusCode)
-	}
-	if e.Code == "" {
-		e.Code = resp.Header.Get(HeaderErrorCode)
-	}
-	if e.Message == "" {
-		e.Message = resp.Header.Get(HeaderErrorMessage)
-	}
-	if e.Message == "" {
-		e.Message = strings.TrimSpace("HTTP " + strconv.Itoa(resp.StatusCode) + " " + http.StatusText(resp.StatusCode))
-	}
-	return e
-}
+// message, never its own text. Middleware given to NewHandler (an
+// authorization check, say) uses it to refuse requests in the protocol's own
+// format.
+func WriteError(w http.ResponseWriter, err error) { wire.WriteError(w, err) }

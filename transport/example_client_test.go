@@ -16,14 +16,14 @@ import (
 func ExampleClient() {
 	d, closeDispatcher := newLocalDispatcher(resourcelease.QueueConfig{})
 	defer closeDispatcher()
-	h, err := transport.NewHandler(d, transport.HandlerOptions{})
+	h, err := transport.NewHandler(d, transport.HandlerConfig{})
 	if err != nil {
 		log.Fatal(err)
 	}
 	srv := httptest.NewServer(h)
 	defer srv.Close()
 
-	c, err := transport.NewClient(srv.URL, transport.ClientOptions{Caller: "worker-1"})
+	c, err := transport.NewClient(srv.URL, transport.ClientConfig{Caller: "worker-1"})
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -69,13 +69,13 @@ func ExampleClient() {
 func ExampleClient_Call() {
 	d, closeDispatcher := newLocalDispatcher(resourcelease.QueueConfig{})
 	defer closeDispatcher()
-	h, err := transport.NewHandler(d, transport.HandlerOptions{Namespace: "resourcelease.mesh"})
+	h, err := transport.NewHandler(d, transport.HandlerConfig{Namespace: "resourcelease.mesh"})
 	if err != nil {
 		log.Fatal(err)
 	}
 	srv := httptest.NewServer(h)
 	defer srv.Close()
-	c, err := transport.NewClient(srv.URL, transport.ClientOptions{})
+	c, err := transport.NewClient(srv.URL, transport.ClientConfig{})
 	if err != nil {
 		log.Fatal(err)
 	}

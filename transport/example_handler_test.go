@@ -21,7 +21,7 @@ func ExampleNewHandler() {
 
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok") })
-	h, err := transport.NewHandler(d, transport.HandlerOptions{Service: "mesh", Namespace: "resourcelease.mesh"})
+	h, err := transport.NewHandler(d, transport.HandlerConfig{Service: "mesh", Namespace: "resourcelease.mesh"})
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -75,7 +75,7 @@ func ExampleNewHandler() {
 func ExampleBearerToken() {
 	d, closeDispatcher := newLocalDispatcher(resourcelease.QueueConfig{})
 	defer closeDispatcher()
-	h, err := transport.NewHandler(d, transport.HandlerOptions{Authorize: transport.BearerToken("s3cret")})
+	h, err := transport.NewHandler(d, transport.HandlerConfig{Authorize: transport.BearerToken("s3cret")})
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -83,7 +83,7 @@ func ExampleBearerToken() {
 	defer srv.Close()
 
 	for _, token := range []string{"", "guess", "s3cret"} {
-		c, err := transport.NewClient(srv.URL, transport.ClientOptions{BearerToken: token})
+		c, err := transport.NewClient(srv.URL, transport.ClientConfig{BearerToken: token})
 		if err != nil {
 			log.Fatal(err)
 		}
@@ -112,7 +112,7 @@ func ExampleOnlyProcedures() {
 			transport.WriteError(w, resourcelease.ErrRateLimited)
 		})
 	}
-	h, err := transport.NewHandler(d, transport.HandlerOptions{Middleware: []func(http.Handler) http.Handler{
+	h, err := transport.NewHandler(d, transport.HandlerConfig{Middleware: []func(http.Handler) http.Handler{
 		transport.OnlyProcedures(closed, transport.Procedure("", transport.VerbEnqueue)),
 	}})
 	if err != nil {
@@ -120,7 +120,7 @@ func ExampleOnlyProcedures() {
 	}
 	srv := httptest.NewServer(h)
 	defer srv.Close()
-	c, err := transport.NewClient(srv.URL, transport.ClientOptions{})
+	c, err := transport.NewClient(srv.URL, transport.ClientConfig{})
 	if err != nil {
 		log.Fatal(err)
 	}

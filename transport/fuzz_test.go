@@ -12,13 +12,14 @@ import (
 	"time"
 
 	"github.com/leasemesh/leasemesh/resourcelease"
+	"github.com/leasemesh/leasemesh/resourcelease/leasetest"
 	"github.com/leasemesh/leasemesh/transport"
 )
 
 // capturing returns a Dispatcher that answers every procedure with a valid
 // zero response and stores the decoded request in *got.
-func capturing(got *any) *fakeDispatcher {
-	return &fakeDispatcher{
+func capturing(got *any) *leasetest.FakeDispatcher {
+	return &leasetest.FakeDispatcher{
 		EnqueueFn: func(_ context.Context, r *resourcelease.EnqueueRequest) (*resourcelease.EnqueueResponse, error) {
 			*got = r
 			return &resourcelease.EnqueueResponse{}, nil
@@ -81,7 +82,7 @@ func FuzzDecodeRequest(f *testing.F) {
 	f.Fuzz(func(t *testing.T, verbIndex uint8, body []byte) {
 		verb := verbs[int(verbIndex)%len(verbs)]
 		var got any
-		h, err := transport.NewHandler(capturing(&got), transport.HandlerOptions{MaxWait: maxWait, Logger: quietLogger})
+		h, err := transport.NewHandler(capturing(&got), transport.HandlerConfig{MaxWait: maxWait, Logger: quietLogger})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -190,7 +191,7 @@ func FuzzHeaders(f *testing.F) {
 	f.Fuzz(func(t *testing.T, procedure, service, encoding, ttl, ctxTTL, deadline string) {
 		var dl time.Time
 		var called bool
-		h, err := transport.NewHandler(&fakeDispatcher{StatsFn: func(ctx context.Context, _ *resourcelease.StatsRequest) (*resourcelease.Stats, error) {
+		h, err := transport.NewHandler(&leasetest.FakeDispatcher{StatsFn: func(ctx context.Context, _ *resourcelease.StatsRequest) (*resourcelease.Stats, error) {
 			called = true
 			d, ok := ctx.Deadline()
 			if !ok {
@@ -198,7 +199,7 @@ func FuzzHeaders(f *testing.F) {
 			}
 			dl = d
 			return &resourcelease.Stats{}, nil
-		}}, transport.HandlerOptions{Service: "mesh", MaxTTL: maxTTL, Logger: quietLogger})
+		}}, transport.HandlerConfig{Service: "mesh", MaxTTL: maxTTL, Logger: quietLogger})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -45,7 +45,7 @@ func TestLeaseToAGoneClientIsGivenBack(t *testing.T) {
 	_, err := local.Enqueue(ctx, &resourcelease.EnqueueRequest{Payload: &item})
 	require.NoError(t, err)
 	d := &slowDelivery{LocalDispatcher: local, granted: make(chan struct{}), released: make(chan resourcelease.OwnershipToken, 1)}
-	h := newHandler(t, d, transport.HandlerOptions{})
+	h := newHandler(t, d, transport.HandlerConfig{})
 
 	reqCtx, leave := context.WithCancel(ctx)
 	req, err := http.NewRequestWithContext(reqCtx, http.MethodPost, "/yarpc/v1", strings.NewReader(`{}`))

@@ -15,6 +15,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/leasemesh/leasemesh/resourcelease"
+	"github.com/leasemesh/leasemesh/resourcelease/leasetest"
 	"github.com/leasemesh/leasemesh/transport"
 )
 
@@ -91,7 +92,7 @@ func TestGoldenWireFormat(t *testing.T) {
 	// The shapes only the handler produces.
 	t.Run("lease_response_none", func(t *testing.T) {
 		t.Parallel()
-		rec := call(newHandler(t, &fakeDispatcher{}, transport.HandlerOptions{}), transport.VerbLease, `{"waitMs":1}`)
+		rec := call(newHandler(t, &leasetest.FakeDispatcher{}, transport.HandlerConfig{}), transport.VerbLease, `{"waitMs":1}`)
 		checkGolden(t, "lease_response_none", []byte(requireOK(t, rec)))
 	})
 	t.Run("error", func(t *testing.T) {

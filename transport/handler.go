@@ -1,7 +1,6 @@
 package transport
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -16,22 +15,23 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/leasemesh/leasemesh/internal/wire"
 	"github.com/leasemesh/leasemesh/resourcelease"
 )
 
-// Defaults of HandlerOptions.
+// Defaults of HandlerConfig.
 const (
 	// DefaultMaxBodyBytes is the default request body limit: 4 MiB.
-	DefaultMaxBodyBytes = 4 << 20
+	DefaultMaxBodyBytes = wire.DefaultMaxBodyBytes
 	// DefaultMaxWait is the default cap on a lease long-poll: 60 s.
 	DefaultMaxWait = 60 * time.Second
 	// DefaultMaxTTL is the default cap on a request's deadline: 10 min.
 	DefaultMaxTTL = 10 * time.Minute
 )
 
-// HandlerOptions configure NewHandler. The zero value of every field means its
+// HandlerConfig configure NewHandler. The zero value of every field means its
 // documented default; a bad value makes NewHandler return an error.
-type HandlerOptions struct {
+type HandlerConfig struct {
 	// Service is the service name. When set, a request whose Rpc-Service
 	// header is present and different gets not-found. Defaults to "": any
 	// Rpc-Service is accepted.
@@ -117,7 +117,7 @@ type route struct {
 // also ends when the client goes away. The context carries a
 // resourcelease.CallInfo with the Rpc-Caller, x-peer-id and Rpc-Service
 // headers.
-func NewHandler(d resourcelease.Dispatcher, opts HandlerOptions) (http.Handler, error) {
+func NewHandler(d resourcelease.Dispatcher, opts HandlerConfig) (http.Handler, error) {
 	if d == nil {
 		return nil, errors.New("transport: NewHandler: nil Dispatcher")
 	}
@@ -246,7 +246,7 @@ func unary[Req, Resp any](
 ) func(*handler, context.Context, []byte) ([]byte, error) {
 	return func(h *handler, ctx context.Context, body []byte) ([]byte, error) {
 		req := new(Req)
-		if err := decodeRequest(body, req); err != nil {
+		if err := wire.DecodeRequest(body, req); err != nil {
 			return nil, err
 		}
 		if check != nil {
@@ -266,50 +266,6 @@ func unary[Req, Resp any](
 		}
 		return json.Marshal(resp)
 	}
-}
-
-// decodeRequest decodes a request body into req. An empty body is {}.
-func decodeRequest(body []byte, req any) error {
-	if len(bytes.TrimSpace(body)) == 0 {
-		return nil
-	}
-	err := json.Unmarshal(body, req)
-	if err == nil {
-		return nil
-	}
-	var (
-		typeErr   *json.UnmarshalTypeError
-		syntaxErr *json.SyntaxError
-		msg       string
-	)
-	switch {
-	case errors.As(err, &typeErr) && typeErr.Field != "":
-		msg = fmt.Sprintf("malformed request body: field %q: cannot use JSON %s as %s", typeErr.Field, typeErr.Value, jsonKind(typeErr.Type.Kind().String()))
-	case errors.As(err, &typeErr):
-		msg = fmt.Sprintf("malformed request body: cannot use JSON %s here", typeErr.Value)
-	case errors.As(err, &syntaxErr):
-		msg = fmt.Sprintf("malformed request body: invalid JSON at offset %d", syntaxErr.Offset)
-	default:
-		msg = "malformed request body: " + headerSafe(strings.TrimPrefix(err.Error(), "json: "), 200)
-	}
-	return &resourcelease.Error{Status: resourcelease.StatusInvalidArgument, Code: resourcelease.CodeInvalidArgument, Message: msg}
-}
-
-// jsonKind names a Go kind the way a JSON client thinks of it.
-func jsonKind(kind string) string {
-	switch kind {
-	case "int", "int8", "int16", "int32", "int64", "uint", "uint8", "uint16", "uint32", "uint64", "float32", "float64":
-		return "a number"
-	case "string":
-		return "a string"
-	case "bool":
-		return "a boolean"
-	case "map", "struct":
-		return "an object"
-	case "slice", "array":
-		return "an array"
-	}
-	return "this field"
 }
 
 func checkEnqueue(_ *handler, r *resourcelease.EnqueueRequest) error {
@@ -351,7 +307,7 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if p != nil && p != http.ErrAbortHandler { // ErrAbortHandler is net/http's own way to abort: let it through
 			h.logger.Error("transport: panic serving request", "procedure", label, "panic", fmt.Sprint(p), "stack", string(debug.Stack()))
 			if rec.status == 0 {
-				writeWireError(rec, internalError())
+				wire.WriteNormalized(rec, internalError())
 			}
 		}
 		if h.metrics != nil {
@@ -365,18 +321,18 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.Method != http.MethodPost {
 		rec.Header().Set("Allow", http.MethodPost)
 		h.logger.Debug("transport: refused request", "method", r.Method, "reason", "method not allowed")
-		writeWireErrorStatus(rec, resourcelease.Errorf(resourcelease.StatusInvalidArgument, CodeMethodNotAllowed,
-			"method %s is not allowed; use POST", headerSafe(r.Method, 32)), http.StatusMethodNotAllowed)
+		wire.WriteNormalizedStatus(rec, resourcelease.Errorf(resourcelease.StatusInvalidArgument, CodeMethodNotAllowed,
+			"method %s is not allowed; use POST", wire.HeaderSafe(r.Method, 32)), http.StatusMethodNotAllowed)
 		return
 	}
 	if h.authorize != nil {
 		if err := h.authorize(r); err != nil {
-			e := authError(err)
+			e := wire.AuthError(err)
 			h.logger.Debug("transport: unauthorized request", "procedure", label, "status", string(e.Status), "error", err)
 			if e.Status == resourcelease.StatusUnauthenticated {
 				rec.Header().Set("WWW-Authenticate", "Bearer")
 			}
-			writeWireError(rec, e)
+			wire.WriteNormalized(rec, e)
 			return
 		}
 	}
@@ -385,16 +341,6 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 func internalError() *resourcelease.Error {
 	return &resourcelease.Error{Status: resourcelease.StatusInternal, Code: resourcelease.CodeInternal, Message: "internal error"}
-}
-
-// authError is the error sent for a failed Authorize: its own *Error, or
-// unauthenticated with a generic message.
-func authError(err error) *resourcelease.Error {
-	var e *resourcelease.Error
-	if errors.As(err, &e) {
-		return wireError(e)
-	}
-	return &resourcelease.Error{Status: resourcelease.StatusUnauthenticated, Code: CodeUnauthenticated, Message: "request is not authenticated", Err: err}
 }
 
 // call is what the headers of a request say.
@@ -413,12 +359,12 @@ func (h *handler) parseCall(r *http.Request, now time.Time) (call, *resourceleas
 	svc := r.Header.Get(HeaderService)
 	if h.service != "" && svc != "" && svc != h.service {
 		return call{}, resourcelease.Errorf(resourcelease.StatusNotFound, CodeUnknownService,
-			"unknown service %q (this is %q)", headerSafe(svc, 128), h.service)
+			"unknown service %q (this is %q)", wire.HeaderSafe(svc, 128), h.service)
 	}
 	rt, ok := h.routes[proc]
 	if !ok {
 		return call{}, resourcelease.Errorf(resourcelease.StatusNotFound, CodeUnknownProcedure,
-			"unknown procedure %q", headerSafe(proc, 128))
+			"unknown procedure %q", wire.HeaderSafe(proc, 128))
 	}
 	if err := checkEncoding(r.Header.Get(HeaderEncoding)); err != nil {
 		return call{}, err
@@ -461,7 +407,7 @@ func (h *handler) serveRPC(w http.ResponseWriter, r *http.Request) {
 	c, perr := h.parseCall(r, time.Now())
 	if perr != nil {
 		h.logger.Debug("transport: refused request", "procedure", r.Header.Get(HeaderProcedure), "status", string(perr.Status), "code", perr.Code)
-		writeWireError(w, perr)
+		wire.WriteNormalized(w, perr)
 		return
 	}
 	body, err := h.readBody(w, r)
@@ -497,7 +443,7 @@ func (h *handler) serveRPC(w http.ResponseWriter, r *http.Request) {
 // goes away during a long-poll) within the size limit.
 func (h *handler) readBody(w http.ResponseWriter, r *http.Request) ([]byte, error) {
 	if r.ContentLength > h.maxBody {
-		return nil, bodyTooLarge(h.maxBody)
+		return nil, wire.BodyTooLarge(h.maxBody)
 	}
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, h.maxBody))
 	if err == nil {
@@ -505,16 +451,12 @@ func (h *handler) readBody(w http.ResponseWriter, r *http.Request) ([]byte, erro
 	}
 	var mbe *http.MaxBytesError
 	if errors.As(err, &mbe) {
-		return nil, bodyTooLarge(h.maxBody)
+		return nil, wire.BodyTooLarge(h.maxBody)
 	}
 	if ctxErr := r.Context().Err(); ctxErr != nil {
 		return nil, ctxErr
 	}
 	return nil, resourcelease.Errorf(resourcelease.StatusInvalidArgument, resourcelease.CodeInvalidArgument, "could not read the request body")
-}
-
-func bodyTooLarge(limit int64) error {
-	return resourcelease.Errorf(resourcelease.StatusResourceExhausted, CodeBodyTooLarge, "request body exceeds %d bytes", limit)
 }
 
 // invoke runs a route, turning a panic in the Dispatcher into an internal
@@ -531,14 +473,14 @@ func (h *handler) invoke(ctx context.Context, rt route, body []byte) (out []byte
 
 // writeError logs internal errors (with their cause) and writes err.
 func (h *handler) writeError(w http.ResponseWriter, procedure string, err error) {
-	e := wireError(err)
+	e := wire.Normalize(err)
 	switch {
 	case e.Status == resourcelease.StatusInternal:
 		h.logger.Error("transport: internal error", "procedure", procedure, "code", e.Code, "error", err)
 	default:
 		h.logger.Debug("transport: request failed", "procedure", procedure, "status", string(e.Status), "code", e.Code)
 	}
-	writeWireError(w, e)
+	wire.WriteNormalized(w, e)
 }
 
 // statusRecorder remembers the status of the response for the metrics.

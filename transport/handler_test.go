@@ -16,6 +16,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/leasemesh/leasemesh/resourcelease"
+	"github.com/leasemesh/leasemesh/resourcelease/leasetest"
 	"github.com/leasemesh/leasemesh/transport"
 )
 
@@ -47,13 +48,13 @@ func TestHandlerProcedures(t *testing.T) {
 	tests := []struct {
 		verb     string
 		body     string
-		setup    func(t *testing.T, f *fakeDispatcher)
+		setup    func(t *testing.T, f *leasetest.FakeDispatcher)
 		wantJSON string
 	}{
 		{
 			verb: transport.VerbEnqueue,
 			body: `{"payload":` + itemJSON + `,"someNewField":true}`,
-			setup: func(t *testing.T, f *fakeDispatcher) {
+			setup: func(t *testing.T, f *leasetest.FakeDispatcher) {
 				f.EnqueueFn = func(_ context.Context, r *resourcelease.EnqueueRequest) (*resourcelease.EnqueueResponse, error) {
 					require.Equal(t, &item, r.Payload)
 					return &resourcelease.EnqueueResponse{Stats: resourcelease.QueueCounts{PendingCount: 3, ActiveLeaseCount: 1}, SequenceID: 7}, nil
@@ -64,7 +65,7 @@ func TestHandlerProcedures(t *testing.T) {
 		{
 			verb: transport.VerbLease,
 			body: `{"peerId":"worker-1","waitMs":250}`,
-			setup: func(t *testing.T, f *fakeDispatcher) {
+			setup: func(t *testing.T, f *leasetest.FakeDispatcher) {
 				f.LeaseFn = func(_ context.Context, r *resourcelease.LeaseRequest) (*resourcelease.Lease, error) {
 					require.Equal(t, &resourcelease.LeaseRequest{PeerID: "worker-1", WaitMs: 250}, r)
 					return &resourcelease.Lease{Payload: item, SequenceID: 7, Attempt: 2, EnqueuedAt: t0,
@@ -79,13 +80,13 @@ func TestHandlerProcedures(t *testing.T) {
 		{
 			verb:     transport.VerbLease,
 			body:     ``,
-			setup:    func(*testing.T, *fakeDispatcher) {},
+			setup:    func(*testing.T, *leasetest.FakeDispatcher) {},
 			wantJSON: `null`,
 		},
 		{
 			verb: transport.VerbHeartbeat,
 			body: `{"ownershipToken":` + tokenJSON + `}`,
-			setup: func(t *testing.T, f *fakeDispatcher) {
+			setup: func(t *testing.T, f *leasetest.FakeDispatcher) {
 				f.HeartbeatFn = func(_ context.Context, r *resourcelease.HeartbeatRequest) (*resourcelease.HeartbeatResponse, error) {
 					require.Equal(t, &token, r.OwnershipToken)
 					return &resourcelease.HeartbeatResponse{Success: true, LeaseExpiresAt: t0}, nil
@@ -96,7 +97,7 @@ func TestHandlerProcedures(t *testing.T) {
 		{
 			verb: transport.VerbComplete,
 			body: `{"ownershipToken":` + tokenJSON + `}`,
-			setup: func(t *testing.T, f *fakeDispatcher) {
+			setup: func(t *testing.T, f *leasetest.FakeDispatcher) {
 				f.CompleteFn = func(_ context.Context, r *resourcelease.CompleteRequest) (*resourcelease.SuccessResponse, error) {
 					require.Equal(t, &token, r.OwnershipToken)
 					return &resourcelease.SuccessResponse{Success: true}, nil
@@ -107,7 +108,7 @@ func TestHandlerProcedures(t *testing.T) {
 		{
 			verb: transport.VerbFail,
 			body: `{"ownershipToken":` + tokenJSON + `,"reason":"db down","errorCode":"app.db","requeue":false,"metadata":{"k":"v"}}`,
-			setup: func(t *testing.T, f *fakeDispatcher) {
+			setup: func(t *testing.T, f *leasetest.FakeDispatcher) {
 				f.FailFn = func(_ context.Context, r *resourcelease.FailRequest) (*resourcelease.SuccessResponse, error) {
 					require.Equal(t, &resourcelease.FailRequest{OwnershipToken: &token, Reason: "db down", ErrorCode: "app.db",
 						Requeue: ptr(false), Metadata: map[string]string{"k": "v"}}, r)
@@ -119,7 +120,7 @@ func TestHandlerProcedures(t *testing.T) {
 		{
 			verb: transport.VerbDrain,
 			body: `{}`,
-			setup: func(t *testing.T, f *fakeDispatcher) {
+			setup: func(t *testing.T, f *leasetest.FakeDispatcher) {
 				f.DrainFn = func(context.Context, *resourcelease.DrainRequest) (*resourcelease.DrainResponse, error) {
 					return &resourcelease.DrainResponse{Items: []resourcelease.PendingItem{pending}}, nil
 				}
@@ -129,7 +130,7 @@ func TestHandlerProcedures(t *testing.T) {
 		{
 			verb: transport.VerbRestore,
 			body: `{"items":[` + pendingJSON + `]}`,
-			setup: func(t *testing.T, f *fakeDispatcher) {
+			setup: func(t *testing.T, f *leasetest.FakeDispatcher) {
 				f.RestoreFn = func(_ context.Context, r *resourcelease.RestoreRequest) (*resourcelease.RestoreResponse, error) {
 					require.Equal(t, []resourcelease.PendingItem{pending}, r.Items)
 					return &resourcelease.RestoreResponse{RestoredCount: 1}, nil
@@ -140,7 +141,7 @@ func TestHandlerProcedures(t *testing.T) {
 		{
 			verb: transport.VerbStats,
 			body: ``,
-			setup: func(t *testing.T, f *fakeDispatcher) {
+			setup: func(t *testing.T, f *leasetest.FakeDispatcher) {
 				f.StatsFn = func(context.Context, *resourcelease.StatsRequest) (*resourcelease.Stats, error) {
 					return &resourcelease.Stats{PendingCount: 4, ActiveLeaseCount: 2, DeadLetterCount: 1, BackpressureActive: true}, nil
 				}
@@ -150,7 +151,7 @@ func TestHandlerProcedures(t *testing.T) {
 		{
 			verb: transport.VerbDeadLetters,
 			body: `{"limit":2}`,
-			setup: func(t *testing.T, f *fakeDispatcher) {
+			setup: func(t *testing.T, f *leasetest.FakeDispatcher) {
 				f.DeadLettersFn = func(_ context.Context, r *resourcelease.DeadLettersRequest) (*resourcelease.DeadLettersResponse, error) {
 					require.Equal(t, 2, r.Limit)
 					return &resourcelease.DeadLettersResponse{Items: []resourcelease.DeadLetter{{PendingItem: pending, DeadLetteredAt: t0, Reason: "poison"}}}, nil
@@ -161,7 +162,7 @@ func TestHandlerProcedures(t *testing.T) {
 		{
 			verb: transport.VerbRedrive,
 			body: `{"sequenceIds":[1,2]}`,
-			setup: func(t *testing.T, f *fakeDispatcher) {
+			setup: func(t *testing.T, f *leasetest.FakeDispatcher) {
 				f.RedriveFn = func(_ context.Context, r *resourcelease.RedriveRequest) (*resourcelease.RedriveResponse, error) {
 					require.Equal(t, []int64{1, 2}, r.SequenceIDs)
 					return &resourcelease.RedriveResponse{RedrivenCount: 2}, nil
@@ -172,7 +173,7 @@ func TestHandlerProcedures(t *testing.T) {
 		{
 			verb: transport.VerbPurge,
 			body: `null`,
-			setup: func(t *testing.T, f *fakeDispatcher) {
+			setup: func(t *testing.T, f *leasetest.FakeDispatcher) {
 				f.PurgeFn = func(_ context.Context, r *resourcelease.PurgeRequest) (*resourcelease.PurgeResponse, error) {
 					require.Empty(t, r.SequenceIDs)
 					return &resourcelease.PurgeResponse{PurgedCount: 3}, nil
@@ -184,9 +185,9 @@ func TestHandlerProcedures(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.verb+"/"+tt.body, func(t *testing.T) {
 			t.Parallel()
-			f := &fakeDispatcher{}
+			f := &leasetest.FakeDispatcher{}
 			tt.setup(t, f)
-			rec := call(newHandler(t, f, transport.HandlerOptions{}), tt.verb, tt.body)
+			rec := call(newHandler(t, f, transport.HandlerConfig{}), tt.verb, tt.body)
 			require.JSONEq(t, tt.wantJSON, requireOK(t, rec))
 			require.Equal(t, strconv.Itoa(rec.Body.Len()), rec.Header().Get("Content-Length"))
 		})
@@ -204,7 +205,7 @@ func TestHandlerRequestRules(t *testing.T) {
 	stats := transport.Procedure("", transport.VerbStats)
 	tests := []struct {
 		name       string
-		opts       transport.HandlerOptions
+		opts       transport.HandlerConfig
 		method     string
 		headers    hdr
 		body       string
@@ -226,16 +227,16 @@ func TestHandlerRequestRules(t *testing.T) {
 			wantHTTP: http.StatusNotFound, wantStatus: resourcelease.StatusNotFound, wantCode: transport.CodeUnknownProcedure},
 		{name: "verb without namespace", headers: hdr{transport.HeaderProcedure: "stats"},
 			wantHTTP: http.StatusNotFound, wantStatus: resourcelease.StatusNotFound, wantCode: transport.CodeUnknownProcedure},
-		{name: "custom namespace", opts: transport.HandlerOptions{Namespace: "resourcelease.mesh"},
+		{name: "custom namespace", opts: transport.HandlerConfig{Namespace: "resourcelease.mesh"},
 			headers: hdr{transport.HeaderProcedure: "resourcelease.mesh::stats"}, wantHTTP: 200},
-		{name: "default namespace refused under a custom one", opts: transport.HandlerOptions{Namespace: "resourcelease.mesh"},
+		{name: "default namespace refused under a custom one", opts: transport.HandlerConfig{Namespace: "resourcelease.mesh"},
 			headers:  hdr{transport.HeaderProcedure: stats},
 			wantHTTP: http.StatusNotFound, wantStatus: resourcelease.StatusNotFound, wantCode: transport.CodeUnknownProcedure},
-		{name: "service matches", opts: transport.HandlerOptions{Service: "mesh"},
+		{name: "service matches", opts: transport.HandlerConfig{Service: "mesh"},
 			headers: hdr{transport.HeaderProcedure: stats, transport.HeaderService: "mesh"}, wantHTTP: 200},
-		{name: "service absent", opts: transport.HandlerOptions{Service: "mesh"},
+		{name: "service absent", opts: transport.HandlerConfig{Service: "mesh"},
 			headers: hdr{transport.HeaderProcedure: stats}, wantHTTP: 200},
-		{name: "service differs", opts: transport.HandlerOptions{Service: "mesh"},
+		{name: "service differs", opts: transport.HandlerConfig{Service: "mesh"},
 			headers:  hdr{transport.HeaderProcedure: stats, transport.HeaderService: "other"},
 			wantHTTP: http.StatusNotFound, wantStatus: resourcelease.StatusNotFound, wantCode: transport.CodeUnknownService},
 		{name: "any service when none configured",
@@ -305,15 +306,15 @@ func TestHandlerRequestRules(t *testing.T) {
 			wantHTTP: badArg, wantStatus: invalid, wantCode: resourcelease.CodeTokenRequired},
 		{name: "token with bad lease id", headers: hdr{transport.HeaderProcedure: transport.Procedure("", transport.VerbComplete)},
 			body: `{"ownershipToken":{"sequenceId":1,"attempt":1,"leaseId":"nope"}}`, wantHTTP: badArg, wantStatus: invalid, wantCode: resourcelease.CodeInvalidArgument},
-		{name: "body over the limit", opts: transport.HandlerOptions{MaxBodyBytes: 16}, headers: hdr{transport.HeaderProcedure: stats},
+		{name: "body over the limit", opts: transport.HandlerConfig{MaxBodyBytes: 16}, headers: hdr{transport.HeaderProcedure: stats},
 			body: `{"padding":"0123456789"}`, wantHTTP: http.StatusTooManyRequests, wantStatus: resourcelease.StatusResourceExhausted, wantCode: transport.CodeBodyTooLarge},
-		{name: "body at the limit", opts: transport.HandlerOptions{MaxBodyBytes: 16}, headers: hdr{transport.HeaderProcedure: stats},
+		{name: "body at the limit", opts: transport.HandlerConfig{MaxBodyBytes: 16}, headers: hdr{transport.HeaderProcedure: stats},
 			body: `{"padding":"01"}`, wantHTTP: 200},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			h := newHandler(t, &fakeDispatcher{}, tt.opts)
+			h := newHandler(t, &leasetest.FakeDispatcher{}, tt.opts)
 			method := tt.method
 			if method == "" {
 				method = http.MethodPost
@@ -338,7 +339,7 @@ func TestHandlerRequestRules(t *testing.T) {
 // whose length is not announced.
 func TestHandlerBodyLimitUnknownLength(t *testing.T) {
 	t.Parallel()
-	h := newHandler(t, &fakeDispatcher{}, transport.HandlerOptions{MaxBodyBytes: 64})
+	h := newHandler(t, &leasetest.FakeDispatcher{}, transport.HandlerConfig{MaxBodyBytes: 64})
 	req := httptest.NewRequest(http.MethodPost, "/", io.MultiReader(strings.NewReader(`{"x":"`), strings.NewReader(strings.Repeat("a", 100)+`"}`)))
 	req.ContentLength = -1
 	req.Header.Set(transport.HeaderProcedure, transport.Procedure("", transport.VerbStats))
@@ -350,7 +351,7 @@ func TestHandlerBodyLimitUnknownLength(t *testing.T) {
 // TestHandlerDefaultBodyLimit checks the 4 MiB default.
 func TestHandlerDefaultBodyLimit(t *testing.T) {
 	t.Parallel()
-	h := newHandler(t, &fakeDispatcher{}, transport.HandlerOptions{})
+	h := newHandler(t, &leasetest.FakeDispatcher{}, transport.HandlerConfig{})
 	pad := func(n int) string { return `{"x":"` + strings.Repeat("a", n-8) + `"}` }
 	requireOK(t, call(h, transport.VerbStats, pad(transport.DefaultMaxBodyBytes)))
 	requireError(t, call(h, transport.VerbStats, pad(transport.DefaultMaxBodyBytes+1)),
@@ -387,12 +388,12 @@ func TestHandlerDeadline(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			got := make(chan time.Time, 1)
-			h := newHandler(t, &fakeDispatcher{StatsFn: func(ctx context.Context, _ *resourcelease.StatsRequest) (*resourcelease.Stats, error) {
+			h := newHandler(t, &leasetest.FakeDispatcher{StatsFn: func(ctx context.Context, _ *resourcelease.StatsRequest) (*resourcelease.Stats, error) {
 				dl, ok := ctx.Deadline()
 				require.True(t, ok, "the dispatcher's context has a deadline")
 				got <- dl
 				return &resourcelease.Stats{}, nil
-			}}, transport.HandlerOptions{MaxTTL: maxTTL})
+			}}, transport.HandlerConfig{MaxTTL: maxTTL})
 			before := time.Now()
 			requireOK(t, call(h, transport.VerbStats, "", tt.headers(before)))
 			after := time.Now()
@@ -409,10 +410,10 @@ func TestHandlerDeadline(t *testing.T) {
 // the Dispatcher.
 func TestHandlerDeadlineExceededWhileWaiting(t *testing.T) {
 	t.Parallel()
-	h := newHandler(t, &fakeDispatcher{LeaseFn: func(ctx context.Context, _ *resourcelease.LeaseRequest) (*resourcelease.Lease, error) {
+	h := newHandler(t, &leasetest.FakeDispatcher{LeaseFn: func(ctx context.Context, _ *resourcelease.LeaseRequest) (*resourcelease.Lease, error) {
 		<-ctx.Done()
 		return nil, ctx.Err()
-	}}, transport.HandlerOptions{})
+	}}, transport.HandlerConfig{})
 	rec := call(h, transport.VerbLease, `{"waitMs":60000}`, hdr{transport.HeaderTTLMs: "20"})
 	requireError(t, rec, http.StatusGatewayTimeout, resourcelease.StatusDeadlineExceeded, resourcelease.CodeDeadlineExceeded)
 }
@@ -436,10 +437,10 @@ func TestHandlerLeaseWait(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			got := make(chan int64, 1)
-			h := newHandler(t, &fakeDispatcher{LeaseFn: func(_ context.Context, r *resourcelease.LeaseRequest) (*resourcelease.Lease, error) {
+			h := newHandler(t, &leasetest.FakeDispatcher{LeaseFn: func(_ context.Context, r *resourcelease.LeaseRequest) (*resourcelease.Lease, error) {
 				got <- r.WaitMs
 				return nil, nil
-			}}, transport.HandlerOptions{MaxWait: tt.maxWait})
+			}}, transport.HandlerConfig{MaxWait: tt.maxWait})
 			require.Equal(t, "null", requireOK(t, call(h, transport.VerbLease, fmt.Sprintf(`{"waitMs":%d}`, tt.waitMs))))
 			require.Equal(t, tt.want, <-got)
 		})
@@ -471,11 +472,11 @@ func TestHandlerCallInfo(t *testing.T) {
 				peer string
 			}
 			got := make(chan seen, 1)
-			h := newHandler(t, &fakeDispatcher{LeaseFn: func(ctx context.Context, r *resourcelease.LeaseRequest) (*resourcelease.Lease, error) {
+			h := newHandler(t, &leasetest.FakeDispatcher{LeaseFn: func(ctx context.Context, r *resourcelease.LeaseRequest) (*resourcelease.Lease, error) {
 				ci := resourcelease.CallInfoFrom(ctx)
 				got <- seen{ci, resourcelease.ResolvePeerID(r.PeerID, ci)}
 				return nil, nil
-			}}, transport.HandlerOptions{Service: "mesh"})
+			}}, transport.HandlerConfig{Service: "mesh"})
 			requireOK(t, call(h, transport.VerbLease, tt.body, tt.headers))
 			s := <-got
 			require.Equal(t, tt.want, s.ci)
@@ -546,7 +547,7 @@ func TestHandlerErrors(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			var logs logBuffer
-			h := newHandler(t, &fakeDispatcher{StatsFn: func(context.Context, *resourcelease.StatsRequest) (*resourcelease.Stats, error) {
+			h := newHandler(t, &leasetest.FakeDispatcher{StatsFn: func(context.Context, *resourcelease.StatsRequest) (*resourcelease.Stats, error) {
 				if tt.panicWith != nil {
 					panic(tt.panicWith)
 				}
@@ -554,7 +555,7 @@ func TestHandlerErrors(t *testing.T) {
 					return nil, nil
 				}
 				return nil, tt.err
-			}}, transport.HandlerOptions{Logger: logs.logger()})
+			}}, transport.HandlerConfig{Logger: logs.logger()})
 			rec := call(h, transport.VerbStats, "")
 			we := requireError(t, rec, tt.wantHTTP, tt.wantStatus, tt.wantCode)
 			require.Equal(t, tt.wantMessage, we.Message)
@@ -577,9 +578,9 @@ func TestHandlerErrors(t *testing.T) {
 func TestHandlerErrorMessageHeader(t *testing.T) {
 	t.Parallel()
 	msg := "line one\r\nline two\x00 " + strings.Repeat("é", 1000)
-	h := newHandler(t, &fakeDispatcher{StatsFn: func(context.Context, *resourcelease.StatsRequest) (*resourcelease.Stats, error) {
+	h := newHandler(t, &leasetest.FakeDispatcher{StatsFn: func(context.Context, *resourcelease.StatsRequest) (*resourcelease.Stats, error) {
 		return nil, resourcelease.Errorf(resourcelease.StatusInvalidArgument, "app.bad", "%s", msg)
-	}}, transport.HandlerOptions{})
+	}}, transport.HandlerConfig{})
 	rec := call(h, transport.VerbStats, "")
 	require.Equal(t, http.StatusBadRequest, rec.Code)
 	got := rec.Header().Get(transport.HeaderErrorMessage)
@@ -624,7 +625,7 @@ func TestHandlerAuthorize(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			h := newHandler(t, &fakeDispatcher{}, transport.HandlerOptions{Authorize: tt.authorize})
+			h := newHandler(t, &leasetest.FakeDispatcher{}, transport.HandlerConfig{Authorize: tt.authorize})
 			headers := hdr{transport.HeaderProcedure: transport.Procedure("", transport.VerbStats)}
 			if tt.procedure != "" {
 				headers[transport.HeaderProcedure] = tt.procedure
@@ -664,7 +665,7 @@ func TestHandlerMiddleware(t *testing.T) {
 			transport.WriteError(w, resourcelease.ErrRateLimited)
 		})
 	}
-	h := newHandler(t, &fakeDispatcher{}, transport.HandlerOptions{Middleware: []func(http.Handler) http.Handler{
+	h := newHandler(t, &leasetest.FakeDispatcher{}, transport.HandlerConfig{Middleware: []func(http.Handler) http.Handler{
 		tag("outer"), transport.OnlyProcedures(refuse, transport.Procedure("", transport.VerbEnqueue)), tag("inner"),
 	}})
 	requireOK(t, call(h, transport.VerbStats, ""))
@@ -691,23 +692,23 @@ func TestNewHandlerOptions(t *testing.T) {
 	tests := []struct {
 		name    string
 		d       resourcelease.Dispatcher
-		opts    transport.HandlerOptions
+		opts    transport.HandlerConfig
 		wantErr string
 	}{
-		{name: "zero options", d: &fakeDispatcher{}},
-		{name: "all set", d: &fakeDispatcher{}, opts: transport.HandlerOptions{Service: "mesh", Namespace: "resourcelease.mesh",
+		{name: "zero options", d: &leasetest.FakeDispatcher{}},
+		{name: "all set", d: &leasetest.FakeDispatcher{}, opts: transport.HandlerConfig{Service: "mesh", Namespace: "resourcelease.mesh",
 			MaxBodyBytes: 1, MaxWait: time.Millisecond, MaxTTL: time.Millisecond, Middleware: []func(http.Handler) http.Handler{identity}}},
 		{name: "nil dispatcher", wantErr: "nil Dispatcher"},
-		{name: "namespace with ::", d: &fakeDispatcher{}, opts: transport.HandlerOptions{Namespace: "a::b"}, wantErr: "Namespace"},
-		{name: "namespace with space", d: &fakeDispatcher{}, opts: transport.HandlerOptions{Namespace: "a b"}, wantErr: "Namespace"},
-		{name: "service with space", d: &fakeDispatcher{}, opts: transport.HandlerOptions{Service: "mesh "}, wantErr: "Service"},
-		{name: "negative body limit", d: &fakeDispatcher{}, opts: transport.HandlerOptions{MaxBodyBytes: -1}, wantErr: "MaxBodyBytes"},
-		{name: "negative max wait", d: &fakeDispatcher{}, opts: transport.HandlerOptions{MaxWait: -time.Second}, wantErr: "MaxWait"},
-		{name: "negative max ttl", d: &fakeDispatcher{}, opts: transport.HandlerOptions{MaxTTL: -time.Second}, wantErr: "MaxTTL"},
-		{name: "nil middleware", d: &fakeDispatcher{}, opts: transport.HandlerOptions{Middleware: []func(http.Handler) http.Handler{nil}}, wantErr: "Middleware[0]"},
-		{name: "OnlyProcedures(nil)", d: &fakeDispatcher{}, opts: transport.HandlerOptions{Middleware: []func(http.Handler) http.Handler{
+		{name: "namespace with ::", d: &leasetest.FakeDispatcher{}, opts: transport.HandlerConfig{Namespace: "a::b"}, wantErr: "Namespace"},
+		{name: "namespace with space", d: &leasetest.FakeDispatcher{}, opts: transport.HandlerConfig{Namespace: "a b"}, wantErr: "Namespace"},
+		{name: "service with space", d: &leasetest.FakeDispatcher{}, opts: transport.HandlerConfig{Service: "mesh "}, wantErr: "Service"},
+		{name: "negative body limit", d: &leasetest.FakeDispatcher{}, opts: transport.HandlerConfig{MaxBodyBytes: -1}, wantErr: "MaxBodyBytes"},
+		{name: "negative max wait", d: &leasetest.FakeDispatcher{}, opts: transport.HandlerConfig{MaxWait: -time.Second}, wantErr: "MaxWait"},
+		{name: "negative max ttl", d: &leasetest.FakeDispatcher{}, opts: transport.HandlerConfig{MaxTTL: -time.Second}, wantErr: "MaxTTL"},
+		{name: "nil middleware", d: &leasetest.FakeDispatcher{}, opts: transport.HandlerConfig{Middleware: []func(http.Handler) http.Handler{nil}}, wantErr: "Middleware[0]"},
+		{name: "OnlyProcedures(nil)", d: &leasetest.FakeDispatcher{}, opts: transport.HandlerConfig{Middleware: []func(http.Handler) http.Handler{
 			identity, transport.OnlyProcedures(nil, "x::y")}}, wantErr: "Middleware[1]"},
-		{name: "middleware returning nil", d: &fakeDispatcher{}, opts: transport.HandlerOptions{Middleware: []func(http.Handler) http.Handler{
+		{name: "middleware returning nil", d: &leasetest.FakeDispatcher{}, opts: transport.HandlerConfig{Middleware: []func(http.Handler) http.Handler{
 			func(http.Handler) http.Handler { return nil }}}, wantErr: "Middleware[0]"},
 	}
 	for _, tt := range tests {

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/leasemesh/leasemesh/internal/wire"
 	"github.com/leasemesh/leasemesh/resourcelease"
 )
 
@@ -21,7 +22,7 @@ func checkEncoding(v string) *resourcelease.Error {
 		return nil
 	}
 	return resourcelease.Errorf(resourcelease.StatusInvalidArgument, CodeUnsupportedEncoding,
-		"unsupported %s %q: want json or application/json", HeaderEncoding, headerSafe(v, 64))
+		"unsupported %s %q: want json or application/json", HeaderEncoding, wire.HeaderSafe(v, 64))
 }
 
 // maxTTLMs is the largest TTL in milliseconds that fits a time.Duration.
@@ -34,7 +35,7 @@ func parseTTLMs(name, v string) (time.Duration, *resourcelease.Error) {
 	switch {
 	case err != nil:
 		return 0, resourcelease.Errorf(resourcelease.StatusInvalidArgument, CodeInvalidDeadline,
-			"%s %q is not a number of milliseconds", name, headerSafe(v, 64))
+			"%s %q is not a number of milliseconds", name, wire.HeaderSafe(v, 64))
 	case ms <= 0:
 		return 0, resourcelease.Errorf(resourcelease.StatusInvalidArgument, CodeInvalidDeadline,
 			"%s must be positive, got %d", name, ms)
@@ -68,7 +69,7 @@ func requestDeadline(h http.Header, now time.Time, maxTTL time.Duration) (time.T
 		d, err := time.Parse(time.RFC3339Nano, v)
 		if err != nil {
 			return time.Time{}, resourcelease.Errorf(resourcelease.StatusInvalidArgument, CodeInvalidDeadline,
-				"%s %q is not an RFC 3339 time", HeaderDeadline, headerSafe(v, 64))
+				"%s %q is not an RFC 3339 time", HeaderDeadline, wire.HeaderSafe(v, 64))
 		}
 		deadline = minTime(deadline, d)
 	}

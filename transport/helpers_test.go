@@ -44,7 +44,7 @@ func (b *logBuffer) logger() *slog.Logger {
 
 // newHandler builds a handler, failing the test on an option error. A nil
 // Logger is replaced by quietLogger.
-func newHandler(t testing.TB, d resourcelease.Dispatcher, opts transport.HandlerOptions) http.Handler {
+func newHandler(t testing.TB, d resourcelease.Dispatcher, opts transport.HandlerConfig) http.Handler {
 	t.Helper()
 	if opts.Logger == nil {
 		opts.Logger = quietLogger

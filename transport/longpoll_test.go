@@ -14,6 +14,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/leasemesh/leasemesh/resourcelease"
+	"github.com/leasemesh/leasemesh/resourcelease/leasetest"
 	"github.com/leasemesh/leasemesh/transport"
 )
 
@@ -24,15 +25,15 @@ import (
 func TestLongPollEndsWhenClientDisconnects(t *testing.T) {
 	started := make(chan struct{})
 	ended := make(chan error, 1)
-	d := &fakeDispatcher{LeaseFn: func(ctx context.Context, r *resourcelease.LeaseRequest) (*resourcelease.Lease, error) {
+	d := &leasetest.FakeDispatcher{LeaseFn: func(ctx context.Context, r *resourcelease.LeaseRequest) (*resourcelease.Lease, error) {
 		assert.EqualValues(t, 60000, r.WaitMs) // a server goroutine: assert, not require
 		close(started)
 		<-ctx.Done()
 		ended <- ctx.Err()
 		return nil, ctx.Err()
 	}}
-	srv := httptest.NewServer(newHandler(t, d, transport.HandlerOptions{}))
-	c, err := transport.NewClient(srv.URL, transport.ClientOptions{})
+	srv := httptest.NewServer(newHandler(t, d, transport.HandlerConfig{}))
+	c, err := transport.NewClient(srv.URL, transport.ClientConfig{})
 	require.NoError(t, err)
 
 	ctx, cancel := context.WithCancel(context.Background())
@@ -62,7 +63,7 @@ func TestLongPollEndsWhenClientDisconnects(t *testing.T) {
 // timed-out long-polls over a real connection, then checks that nothing is
 // left running once the server and client are closed.
 func TestNoGoroutineLeftPerRequest(t *testing.T) {
-	d := &fakeDispatcher{
+	d := &leasetest.FakeDispatcher{
 		LeaseFn: func(ctx context.Context, _ *resourcelease.LeaseRequest) (*resourcelease.Lease, error) {
 			<-ctx.Done()
 			return nil, ctx.Err()
@@ -72,8 +73,8 @@ func TestNoGoroutineLeftPerRequest(t *testing.T) {
 			return nil, errors.New("foreign")
 		},
 	}
-	srv := httptest.NewServer(newHandler(t, d, transport.HandlerOptions{MaxBodyBytes: 1024}))
-	c, err := transport.NewClient(srv.URL, transport.ClientOptions{})
+	srv := httptest.NewServer(newHandler(t, d, transport.HandlerConfig{MaxBodyBytes: 1024}))
+	c, err := transport.NewClient(srv.URL, transport.ClientConfig{})
 	require.NoError(t, err)
 	ctx := context.Background()
 	for range 3 {

@@ -10,6 +10,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/leasemesh/leasemesh/resourcelease"
+	"github.com/leasemesh/leasemesh/resourcelease/leasetest"
 	"github.com/leasemesh/leasemesh/transport"
 )
 
@@ -22,7 +23,7 @@ func TestHandlerMetrics(t *testing.T) {
 	refuseEnqueue := transport.OnlyProcedures(func(http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { transport.WriteError(w, resourcelease.ErrRateLimited) })
 	}, transport.Procedure("", transport.VerbEnqueue))
-	h := newHandler(t, &fakeDispatcher{}, transport.HandlerOptions{Registerer: reg,
+	h := newHandler(t, &leasetest.FakeDispatcher{}, transport.HandlerConfig{Registerer: reg,
 		Middleware: []func(http.Handler) http.Handler{refuseEnqueue}})
 
 	requireOK(t, call(h, transport.VerbStats, ""))
@@ -67,9 +68,9 @@ rpc_requests_total{procedure="unknown",status="not-found"} 1
 func TestHandlerMetricsRegistries(t *testing.T) {
 	t.Parallel()
 	reg1, reg2 := prometheus.NewPedanticRegistry(), prometheus.NewPedanticRegistry()
-	a := newHandler(t, &fakeDispatcher{}, transport.HandlerOptions{Registerer: reg1})
-	b := newHandler(t, &fakeDispatcher{}, transport.HandlerOptions{Registerer: reg2})
-	c := newHandler(t, &fakeDispatcher{}, transport.HandlerOptions{Registerer: reg1})
+	a := newHandler(t, &leasetest.FakeDispatcher{}, transport.HandlerConfig{Registerer: reg1})
+	b := newHandler(t, &leasetest.FakeDispatcher{}, transport.HandlerConfig{Registerer: reg2})
+	c := newHandler(t, &leasetest.FakeDispatcher{}, transport.HandlerConfig{Registerer: reg1})
 	requireOK(t, call(a, transport.VerbStats, ""))
 	requireOK(t, call(b, transport.VerbStats, ""))
 	requireOK(t, call(b, transport.VerbStats, ""))
@@ -89,6 +90,6 @@ func TestHandlerMetricsRegistries(t *testing.T) {
 
 	reg3 := prometheus.NewRegistry()
 	reg3.MustRegister(prometheus.NewGauge(prometheus.GaugeOpts{Name: transport.MetricRequests, Help: "something else"}))
-	_, err := transport.NewHandler(&fakeDispatcher{}, transport.HandlerOptions{Registerer: reg3, Logger: quietLogger})
+	_, err := transport.NewHandler(&leasetest.FakeDispatcher{}, transport.HandlerConfig{Registerer: reg3, Logger: quietLogger})
 	require.ErrorContains(t, err, "register metrics")
 }

@@ -18,7 +18,7 @@ func TestPeerIDLengthIsBounded(t *testing.T) {
 	t.Parallel()
 	d, closeDispatcher := newLocalDispatcher(resourcelease.QueueConfig{})
 	defer closeDispatcher()
-	h := newHandler(t, d, transport.HandlerOptions{})
+	h := newHandler(t, d, transport.HandlerConfig{})
 	long := strings.Repeat("p", transport.MaxPeerIDBytes+1)
 	fits := strings.Repeat("p", transport.MaxPeerIDBytes)
 	for _, tc := range []struct {

@@ -1,18 +1,22 @@
 package transport
 
-import "strings"
+import (
+	"strings"
+
+	"github.com/leasemesh/leasemesh/internal/wire"
+)
 
 // Header names of the wire protocol (DESIGN §9). They are given in Go's
 // canonical form; HTTP header names are case-insensitive.
 const (
 	// HeaderProcedure names the procedure, "<namespace>::<verb>". Required.
-	HeaderProcedure = "Rpc-Procedure"
+	HeaderProcedure = wire.HeaderProcedure
 	// HeaderService names the service; when present it must match the
 	// handler's service.
 	HeaderService = "Rpc-Service"
 	// HeaderCaller names the calling service or worker. It is also the
 	// lease's peer id when the request carries none.
-	HeaderCaller = "Rpc-Caller"
+	HeaderCaller = wire.HeaderCaller
 	// HeaderEncoding is the request encoding: "json" or "application/json".
 	HeaderEncoding = "Rpc-Encoding"
 	// HeaderTTLMs is the request's time to live in milliseconds.
@@ -25,11 +29,11 @@ const (
 	// HeaderPeerID is the peer id of last resort ("x-peer-id").
 	HeaderPeerID = "X-Peer-Id"
 	// HeaderStatus carries the status name of an error response.
-	HeaderStatus = "Rpc-Status"
+	HeaderStatus = wire.HeaderStatus
 	// HeaderErrorCode carries the stable code of an error response.
-	HeaderErrorCode = "Rpc-Error-Code"
+	HeaderErrorCode = wire.HeaderErrorCode
 	// HeaderErrorMessage carries the message of an error response.
-	HeaderErrorMessage = "Rpc-Error-Message"
+	HeaderErrorMessage = wire.HeaderErrorMessage
 )
 
 // DefaultNamespace is the procedure namespace used when none is configured.
@@ -93,21 +97,21 @@ const (
 	// negative or out of range.
 	CodeInvalidDeadline = "resourcelease.transport.deadline_invalid"
 	// CodeBodyTooLarge: the request body exceeds the handler's limit.
-	CodeBodyTooLarge = "resourcelease.transport.body_too_large"
+	CodeBodyTooLarge = wire.CodeBodyTooLarge
 	// CodePeerIDTooLong: Rpc-Caller, x-peer-id or a lease's peerId is longer
 	// than MaxPeerIDBytes.
 	CodePeerIDTooLong = "resourcelease.transport.peer_id_too_long"
 	// CodeMethodNotAllowed: the request was not a POST.
-	CodeMethodNotAllowed = "resourcelease.transport.method_not_allowed"
+	CodeMethodNotAllowed = wire.CodeMethodNotAllowed
 	// CodeUnauthenticated: the request carries no (valid) credentials.
-	CodeUnauthenticated = "error.resourcelease.unauthenticated"
+	CodeUnauthenticated = wire.CodeUnauthenticated
 	// CodePermissionDenied: the credentials do not allow the request.
-	CodePermissionDenied = "error.resourcelease.permission_denied"
+	CodePermissionDenied = wire.CodePermissionDenied
 	// CodeTransportUnavailable: the client could not reach the server (the
 	// cause is kept in the error's Err).
-	CodeTransportUnavailable = "error.resourcelease.transport_unavailable"
+	CodeTransportUnavailable = wire.CodeTransportUnavailable
 	// CodeResponseTooLarge: a response body exceeded the client's limit.
-	CodeResponseTooLarge = "error.resourcelease.response_too_large"
+	CodeResponseTooLarge = wire.CodeResponseTooLarge
 	// CodeMalformedResponse: a response body could not be decoded.
-	CodeMalformedResponse = "error.resourcelease.malformed_response"
+	CodeMalformedResponse = wire.CodeMalformedResponse
 )

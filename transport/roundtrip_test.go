@@ -53,8 +53,8 @@ func newStorageDispatcher(t *testing.T, storage string) *resourcelease.LocalDisp
 }
 
 func roundTripLifecycle(t *testing.T, local *resourcelease.LocalDispatcher) {
-	c := newClientServer(t, local, transport.HandlerOptions{Service: "mesh", Namespace: "resourcelease.mesh"},
-		transport.ClientOptions{Service: "mesh", Namespace: "resourcelease.mesh", Caller: "worker-a"})
+	c := newClientServer(t, local, transport.HandlerConfig{Service: "mesh", Namespace: "resourcelease.mesh"},
+		transport.ClientConfig{Service: "mesh", Namespace: "resourcelease.mesh", Caller: "worker-a"})
 	ctx := context.Background()
 	enqueue := func(id, requestID string) *resourcelease.EnqueueResponse {
 		t.Helper()

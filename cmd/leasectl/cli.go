@@ -15,6 +15,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/leasemesh/leasemesh/control"
 	"github.com/leasemesh/leasemesh/resourcelease"
 	"github.com/leasemesh/leasemesh/transport"
 )
@@ -211,7 +212,7 @@ func (o *rpcOptions) token() string {
 }
 
 // client returns a Client for the flags; opts fills in what the flags do not.
-func (o *rpcOptions) client(opts transport.ClientOptions) (*transport.Client, error) {
+func (o *rpcOptions) client(opts transport.ClientConfig) (*transport.Client, error) {
 	opts.Service, opts.Namespace, opts.Caller, opts.BearerToken = o.service, o.namespace, o.caller, o.token()
 	if o.ttl < 0 {
 		return nil, usagef("--ttl must not be negative, got %v", o.ttl)
@@ -242,14 +243,14 @@ type controlOptions struct {
 func (a *app) controlFlags(fs *flag.FlagSet) *controlOptions {
 	o := &controlOptions{a: a}
 	fs.StringVar(&o.url, "control-url", a.env("LEASECTL_CONTROL_URL", defaultControlURL),
-		"the control plane's `URL`; without a path, "+transport.DefaultControlPrefix+" is added (env LEASECTL_CONTROL_URL)")
+		"the control plane's `URL`; without a path, "+control.DefaultPrefix+" is added (env LEASECTL_CONTROL_URL)")
 	fs.StringVar(&o.bearerToken, "bearer-token", "", "send \"Authorization: Bearer `token`\" (env LEASECTL_BEARER_TOKEN)")
 	fs.DurationVar(&o.ttl, "ttl", 0, "each request's deadline (default 30s)")
 	fs.BoolVar(&o.raw, "raw", false, "print JSON compact instead of indented")
 	return o
 }
 
-func (o *controlOptions) client() (*transport.ControlClient, error) {
+func (o *controlOptions) client() (*control.Client, error) {
 	tok := o.bearerToken
 	if tok == "" {
 		tok = o.a.getenv("LEASECTL_BEARER_TOKEN")
@@ -257,7 +258,7 @@ func (o *controlOptions) client() (*transport.ControlClient, error) {
 	if o.ttl < 0 {
 		return nil, usagef("--ttl must not be negative, got %v", o.ttl)
 	}
-	c, err := transport.NewControlClient(o.url, transport.ControlClientOptions{BearerToken: tok, Timeout: o.ttl})
+	c, err := control.NewClient(o.url, control.ClientConfig{BearerToken: tok, Timeout: o.ttl})
 	if err != nil {
 		return nil, usagef("--control-url: %s", strings.TrimPrefix(err.Error(), "transport: NewControlClient: "))
 	}

@@ -17,8 +17,8 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/leasemesh/leasemesh/control"
 	"github.com/leasemesh/leasemesh/resourcelease"
-	"github.com/leasemesh/leasemesh/transport"
 )
 
 // The enqueue call of the seed README, verbatim but for the URL.
@@ -537,7 +537,7 @@ func TestDrainRestoreOverBodyLimit(t *testing.T) {
 	assert.Equal(t, 0, decode[resourcelease.Stats](t, m.ok("", "stats")).PendingCount)
 
 	// It took several pages: one DrainSnapshot event each.
-	cc, err := transport.NewControlClient(m.srv.URL, transport.ControlClientOptions{})
+	cc, err := control.NewClient(m.srv.URL, control.ClientConfig{})
 	require.NoError(t, err)
 	defer cc.Close()
 	page, err := cc.Replication(ctx, 0, 1000)

@@ -7,8 +7,8 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/leasemesh/leasemesh/control"
 	"github.com/leasemesh/leasemesh/resourcelease"
-	"github.com/leasemesh/leasemesh/transport"
 )
 
 var peersCommand = &command{
@@ -43,7 +43,7 @@ leasectl peers --control-url http://127.0.0.1:5158`,
 // Defaults of tail.
 const (
 	defaultTailInterval = time.Second
-	tailPageSize        = transport.MaxReplicationLimit
+	tailPageSize        = control.MaxReplicationLimit
 )
 
 var tailCommand = &command{
@@ -53,7 +53,7 @@ var tailCommand = &command{
 	details: `
 Prints the replication events with a sequence number above --since, one
 compact JSON object per line, oldest first, then keeps polling the control
-plane (` + transport.DefaultControlPrefix + `/replication?since=N) every
+plane (` + control.DefaultPrefix + `/replication?since=N) every
 --interval for new ones until interrupted (Ctrl-C ends it with status 0).
 With --once it prints what is there and exits.
 
@@ -96,7 +96,7 @@ leasectl tail --once | jq -r .eventType`,
 // tailer follows the replication log.
 type tailer struct {
 	a        *app
-	c        *transport.ControlClient
+	c        *control.Client
 	since    int64
 	interval time.Duration
 	down     bool // the last poll could not reach the control plane
@@ -149,7 +149,7 @@ func (t *tailer) poll() (caughtUp bool, err error) {
 	gap := page.Trimmed
 	if gap == nil && len(page.Events) > 0 && page.Events[0].SequenceNumber > t.since+1 {
 		// A server older than the trimmed field: the jump says the same.
-		gap = &transport.SequenceRange{From: t.since + 1, To: page.Events[0].SequenceNumber - 1}
+		gap = &control.SequenceRange{From: t.since + 1, To: page.Events[0].SequenceNumber - 1}
 	}
 	if gap != nil {
 		// The log was trimmed (retention) past what this tail had read: say

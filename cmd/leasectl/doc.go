@@ -10,7 +10,7 @@
 // The friendly verbs call the RPC endpoint through transport.Client: enqueue,
 // lease, heartbeat, complete, fail, stats, drain (to a file), restore (from
 // one) and deadletters (list, redrive, purge). peers and tail read the control
-// plane (transport.NewControlHandler) through transport.ControlClient; tail
+// plane (control.NewHandler) through control.Client; tail
 // follows the replication log, one JSON event per line.
 //
 // Defaults come from the environment: LEASECTL_URL

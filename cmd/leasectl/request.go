@@ -118,7 +118,7 @@ func setupRequest(a *app, fs *flag.FlagSet) func([]string) error {
 		defer base.CloseIdleConnections()
 		hc := &http.Client{Transport: headerTransport{base: base, set: set}}
 
-		c, err := o.client(transport.ClientOptions{HTTPClient: hc})
+		c, err := o.client(transport.ClientConfig{HTTPClient: hc})
 		if err != nil {
 			return err
 		}

@@ -15,6 +15,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/leasemesh/leasemesh/control"
 	"github.com/leasemesh/leasemesh/peerhealth"
 	"github.com/leasemesh/leasemesh/replication"
 	"github.com/leasemesh/leasemesh/resourcelease"
@@ -66,8 +67,8 @@ func newMesh(t *testing.T, opts meshOptions) *mesh {
 	require.NoError(t, err)
 	m := &mesh{t: t, d: d, rep: rep}
 
-	hopts := transport.HandlerOptions{Service: demoService, Namespace: demoNamespace, Logger: quietLogger}
-	copts := transport.ControlOptions{
+	hopts := transport.HandlerConfig{Service: demoService, Namespace: demoNamespace, Logger: quietLogger}
+	copts := control.HandlerConfig{
 		Dispatcher: d,
 		Peers:      func(context.Context) (any, error) { return tracker.Diagnostics(), nil },
 		Events:     rep,
@@ -87,7 +88,9 @@ func newMesh(t *testing.T, opts meshOptions) *mesh {
 		m.mu.Unlock()
 		rpc.ServeHTTP(w, r)
 	}))
-	mux.Handle("/omnirelay/control/", transport.NewControlHandler(copts))
+	ch, err := control.NewHandler(copts)
+	require.NoError(t, err)
+	mux.Handle("/omnirelay/control/", ch)
 	m.srv = httptest.NewServer(mux)
 	t.Cleanup(func() {
 		m.srv.Close()

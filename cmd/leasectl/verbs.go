@@ -17,7 +17,7 @@ import (
 
 // rpcAction runs fn with a Client for o and a context bounded by --ttl.
 func rpcAction(o *rpcOptions, fn func(c *transport.Client, ctx context.Context) error) error {
-	c, err := o.client(transport.ClientOptions{})
+	c, err := o.client(transport.ClientConfig{})
 	if err != nil {
 		return err
 	}
@@ -394,7 +394,7 @@ leasectl restore --in drained.json --url http://other-host:7420/yarpc/v1`,
 // asking for the next, until no pending items remain, page fails or a drain
 // call fails. It returns the error of the drain call, or page's.
 func drainPages(o *rpcOptions, pageBytes int64, page func(items []resourcelease.PendingItem) error) (callErr, pageErr error) {
-	c, err := o.client(transport.ClientOptions{})
+	c, err := o.client(transport.ClientConfig{})
 	if err != nil {
 		return err, nil
 	}
@@ -604,7 +604,7 @@ leasectl restore --in drained.json`,
 			if err != nil {
 				return err
 			}
-			c, err := o.client(transport.ClientOptions{})
+			c, err := o.client(transport.ClientConfig{})
 			if err != nil {
 				return err
 			}

@@ -86,7 +86,7 @@ func load(ctx context.Context, cfg *config, stderr io.Writer) (rep *report, err 
 
 	hc := newHTTPClient(cfg.concurrency)
 	defer hc.CloseIdleConnections()
-	client, err := transport.NewClient(rpcURL, transport.ClientOptions{
+	client, err := transport.NewClient(rpcURL, transport.ClientConfig{
 		Service: cfg.service, Namespace: cfg.namespace, Caller: cfg.caller, HTTPClient: hc,
 	})
 	if err != nil {

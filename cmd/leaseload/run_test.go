@@ -161,7 +161,7 @@ func TestRunTextReport(t *testing.T) {
 
 // newTarget serves a real in-memory dispatcher over the wire protocol, as
 // the demo does, and returns its URL and dispatcher.
-func newTarget(t *testing.T, opts transport.HandlerOptions) (string, *resourcelease.LocalDispatcher) {
+func newTarget(t *testing.T, opts transport.HandlerConfig) (string, *resourcelease.LocalDispatcher) {
 	t.Helper()
 	d, err := resourcelease.NewDispatcher(resourcelease.DispatcherConfig{})
 	require.NoError(t, err)
@@ -178,7 +178,7 @@ func newTarget(t *testing.T, opts transport.HandlerOptions) (string, *resourcele
 
 func TestRunTarget(t *testing.T) {
 	t.Parallel()
-	url, d := newTarget(t, transport.HandlerOptions{Service: "resourcelease-mesh-demo", Namespace: "resourcelease.mesh"})
+	url, d := newTarget(t, transport.HandlerConfig{Service: "resourcelease-mesh-demo", Namespace: "resourcelease.mesh"})
 	// Another producer's item, enqueued first: the first lease gets it.
 	_, err := d.Enqueue(t.Context(), &resourcelease.EnqueueRequest{Payload: &resourcelease.Item{
 		ResourceType: "demo.order", ResourceID: "order-0001", PartitionKey: "tenant-1", PayloadEncoding: "application/json",
@@ -204,7 +204,7 @@ func TestRunTarget(t *testing.T) {
 
 func TestRunFailedRPCs(t *testing.T) {
 	t.Parallel()
-	wrongService, _ := newTarget(t, transport.HandlerOptions{Service: "the-real-one"})
+	wrongService, _ := newTarget(t, transport.HandlerConfig{Service: "the-real-one"})
 	redirect := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		http.Redirect(w, r, "http://192.0.2.1/yarpc/v1", http.StatusTemporaryRedirect) // TEST-NET-1: never reached
 	}))

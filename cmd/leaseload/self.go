@@ -109,7 +109,7 @@ func startSelfDispatcher(ctx context.Context, cfg *config, logger *slog.Logger) 
 	if sd.disp, err = resourcelease.NewDispatcher(resourcelease.DispatcherConfig{Replicator: repl, Logger: logger}); err != nil {
 		return sd, err
 	}
-	h, err := transport.NewHandler(sd.disp, transport.HandlerOptions{Service: cfg.service, Namespace: cfg.namespace, Logger: logger})
+	h, err := transport.NewHandler(sd.disp, transport.HandlerConfig{Service: cfg.service, Namespace: cfg.namespace, Logger: logger})
 	if err != nil {
 		return sd, err
 	}

@@ -20,6 +20,7 @@ import (
 	"github.com/leasemesh/leasemesh/resourcelease"
 	"github.com/leasemesh/leasemesh/sqlitedb"
 	"github.com/leasemesh/leasemesh/transport"
+	"github.com/leasemesh/leasemesh/worker"
 )
 
 func main() {
@@ -56,7 +57,7 @@ func run(ctx context.Context, dataDir string, n int) error {
 	defer d.Close()
 
 	// 3. Mount the protocol on the service's existing mux.
-	rpc, err := transport.NewHandler(d, transport.HandlerOptions{Service: "orders"})
+	rpc, err := transport.NewHandler(d, transport.HandlerConfig{Service: "orders"})
 	if err != nil {
 		return err
 	}
@@ -72,7 +73,7 @@ func run(ctx context.Context, dataDir string, n int) error {
 	defer srv.Shutdown(context.Background())
 
 	// 4. Producers and workers anywhere on the network use the client.
-	client, err := transport.NewClient("http://"+ln.Addr().String()+"/yarpc/v1", transport.ClientOptions{Service: "orders", Caller: "billing"})
+	client, err := transport.NewClient("http://"+ln.Addr().String()+"/yarpc/v1", transport.ClientConfig{Service: "orders", Caller: "billing"})
 	if err != nil {
 		return err
 	}
@@ -90,7 +91,7 @@ func run(ctx context.Context, dataDir string, n int) error {
 	workCtx, stop := context.WithCancel(ctx)
 	defer stop()
 	var done atomic.Int64
-	worker, err := transport.NewWorker(client, transport.WorkerOptions{
+	worker, err := worker.New(client, worker.Config{
 		PeerID: "worker-1",
 		Handler: func(ctx context.Context, l *resourcelease.Lease) error {
 			fmt.Printf("processed %s (attempt %d)\n", l.Payload.ResourceID, l.Attempt)

@@ -218,7 +218,7 @@ func TestDispatcherCrashLosesNoAcknowledgedItem(t *testing.T) {
 	m.startRole(t, "worker-b", "--meshDemo:roles=worker", "--meshDemo:workerPeerId=mesh-worker-b", "--meshDemo:workerProcessingSeconds=0.1", "--meshDemo:workerConcurrency=2")
 
 	// The test is a producer too: it records what the dispatcher acknowledged.
-	client, err := transport.NewClient(m.rpcURL, transport.ClientOptions{Service: "resourcelease-mesh-demo", Namespace: "resourcelease.mesh", Caller: "e2e-test"})
+	client, err := transport.NewClient(m.rpcURL, transport.ClientConfig{Service: "resourcelease-mesh-demo", Namespace: "resourcelease.mesh", Caller: "e2e-test"})
 	if err != nil {
 		t.Fatal(err)
 	}

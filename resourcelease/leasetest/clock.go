@@ -1,5 +1,6 @@
 // Package leasetest holds test helpers shared by leasemesh's packages: a manual
-// clock for the Clock interface. It is for tests only.
+// clock for the Clock interface and a FakeDispatcher made of func fields. It is
+// for tests only.
 package leasetest
 
 import (

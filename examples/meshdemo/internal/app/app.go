@@ -8,7 +8,7 @@
 //   - diagnostics: the /demo/* helpers, the control plane, /metrics and the live
 //     page on urls (it requires the dispatcher in the same process);
 //   - seeder: enqueues demo.order items through the RPC client;
-//   - worker: one transport.Worker per workerPeerId, through the RPC client.
+//   - worker: one worker.Worker per workerPeerId, through the RPC client.
 //
 // Seeders and workers only ever talk to the dispatcher through the RPC client,
 // also when they share its process, so one process behaves like the mesh.

@@ -17,10 +17,10 @@ import (
 
 	"go.uber.org/goleak"
 
+	"github.com/leasemesh/leasemesh/control"
 	"github.com/leasemesh/leasemesh/examples/meshdemo/internal/app"
 	"github.com/leasemesh/leasemesh/examples/meshdemo/internal/config"
 	"github.com/leasemesh/leasemesh/resourcelease"
-	"github.com/leasemesh/leasemesh/transport"
 )
 
 func TestMain(m *testing.M) {
@@ -429,7 +429,7 @@ func TestStartTurnsRouteConflictIntoError(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg.RPCPath = transport.DefaultControlPrefix + "/"
+	cfg.RPCPath = control.DefaultPrefix + "/"
 	before := goleak.IgnoreCurrent()
 	var n *app.Node
 	func() {

@@ -15,6 +15,7 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/leasemesh/leasemesh/backpressure"
+	"github.com/leasemesh/leasemesh/control"
 	"github.com/leasemesh/leasemesh/deterministic"
 	"github.com/leasemesh/leasemesh/examples/meshdemo/internal/config"
 	"github.com/leasemesh/leasemesh/examples/meshdemo/internal/diagnostics"
@@ -202,7 +203,7 @@ func (d *dispatcherRole) rpcHandler(cfg *config.Config, token string, logger *sl
 			transport.Procedure(cfg.Namespace, transport.VerbDrain), transport.Procedure(cfg.Namespace, transport.VerbRestore),
 			transport.Procedure(cfg.Namespace, transport.VerbRedrive), transport.Procedure(cfg.Namespace, transport.VerbPurge)))
 	}
-	return transport.NewHandler(d.disp, transport.HandlerOptions{
+	return transport.NewHandler(d.disp, transport.HandlerConfig{
 		Service: cfg.ServiceName, Namespace: cfg.Namespace, Middleware: mws, Registerer: reg, Logger: logger,
 	})
 }
@@ -223,8 +224,8 @@ func requireToken(token string) func(http.Handler) http.Handler {
 
 // controlHandler serves /omnirelay/control/*; with a token the destructive
 // endpoints need it.
-func (d *dispatcherRole) controlHandler(token string, logger *slog.Logger) http.Handler {
-	opts := transport.ControlOptions{
+func (d *dispatcherRole) controlHandler(token string, logger *slog.Logger) (http.Handler, error) {
+	opts := control.HandlerConfig{
 		Dispatcher:   d.disp,
 		Peers:        func(context.Context) (any, error) { return d.tracker.Diagnostics(), nil },
 		Backpressure: func() (any, bool) { return d.bpDiag.Latest() },
@@ -234,7 +235,7 @@ func (d *dispatcherRole) controlHandler(token string, logger *slog.Logger) http.
 	if token != "" {
 		opts.Authorize = transport.BearerToken(token)
 	}
-	return transport.NewControlHandler(opts)
+	return control.NewHandler(opts)
 }
 
 // sources feeds the diagnostics page from the dispatcher's pieces;

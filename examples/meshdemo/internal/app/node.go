@@ -19,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/leasemesh/leasemesh/control"
 	"github.com/leasemesh/leasemesh/examples/meshdemo/internal/config"
 	"github.com/leasemesh/leasemesh/examples/meshdemo/internal/diagnostics"
 	"github.com/leasemesh/leasemesh/resourcelease"
@@ -172,19 +173,21 @@ func Start(ctx context.Context, cfg *config.Config, logger *slog.Logger) (n *Nod
 		}
 	}
 
-	var control http.Handler
+	var controlH http.Handler
 	if cfg.Has(config.RoleDispatcher) {
 		if n.disp, err = startDispatcher(ctx, cfg, logger, n.reg); err != nil {
 			return n, err
 		}
-		control = n.disp.controlHandler(n.Token, logger)
+		if controlH, err = n.disp.controlHandler(n.Token, logger); err != nil {
+			return n, err
+		}
 		rpc, herr := n.disp.rpcHandler(cfg, n.Token, logger, n.reg)
 		if herr != nil {
 			return n, herr
 		}
 		mux, rerr := newMux([]route{
 			{cfg.RPCPath, rpc},
-			{transport.DefaultControlPrefix + "/", control},
+			{control.DefaultPrefix + "/", controlH},
 			{"GET /metrics", n.metricsHandler()},
 		})
 		if rerr != nil {
@@ -206,7 +209,7 @@ func Start(ctx context.Context, cfg *config.Config, logger *slog.Logger) (n *Nod
 				Roles: strings.Split(cfg.Roles.String(), ","), Storage: string(cfg.Storage),
 				DataDirectory: n.disp.dataDir, StartedAt: time.Now().UTC(),
 			},
-			History: n.history, Control: control, Metrics: metrics, Logger: logger,
+			History: n.history, Control: controlH, Metrics: metrics, Logger: logger,
 		})
 		if err != nil {
 			return n, err
@@ -386,12 +389,12 @@ func (n *Node) PrintBanner(out io.Writer) {
 		if n.cfg.Has(config.RoleDiagnostics) {
 			row("Diagnostics UI", "%s/", u)
 			row("Demo helpers", "%s/demo/{enqueue,lease-health,backpressure,replication}", u)
-			row("Control plane", "%s%s/", u, transport.DefaultControlPrefix)
+			row("Control plane", "%s%s/", u, control.DefaultPrefix)
 		}
 		row("Metrics", "%s/metrics", u)
 	}
 	if n.disp != nil && !n.cfg.Has(config.RoleDiagnostics) {
-		row("Control plane", "%s%s/ (on the RPC port)", strings.TrimSuffix(n.RPCURL(), c.RPCPath), transport.DefaultControlPrefix)
+		row("Control plane", "%s%s/ (on the RPC port)", strings.TrimSuffix(n.RPCURL(), c.RPCPath), control.DefaultPrefix)
 	}
 	if n.seeder != nil {
 		row("Seeder", "demo.order every %s via %s", c.SeederInterval, n.clientURL)

@@ -17,6 +17,7 @@ import (
 	"github.com/leasemesh/leasemesh/examples/meshdemo/internal/config"
 	"github.com/leasemesh/leasemesh/resourcelease"
 	"github.com/leasemesh/leasemesh/transport"
+	"github.com/leasemesh/leasemesh/worker"
 )
 
 // CodeSimulatedFailure is the error code of the failures workers simulate.
@@ -86,7 +87,7 @@ func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { retu
 func newClient(url string, cfg *config.Config, caller string, m *clientMetrics) (*transport.Client, error) {
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.MaxIdleConnsPerHost = transport.DefaultMaxIdleConnsPerHost
-	return transport.NewClient(url, transport.ClientOptions{
+	return transport.NewClient(url, transport.ClientConfig{
 		Service: cfg.ServiceName, Namespace: cfg.Namespace, Caller: caller, PeerID: caller,
 		HTTPClient: &http.Client{Transport: m.roundTripper(tr)},
 	})
@@ -184,13 +185,13 @@ func sleep(ctx context.Context, d time.Duration) bool {
 	}
 }
 
-// workerRole is one transport.Worker with its own client (its peer id is its
+// workerRole is one worker.Worker with its own client (its peer id is its
 // Rpc-Caller).
 type workerRole struct {
 	logger *slog.Logger
 	peer   string
 	client *transport.Client
-	worker *transport.Worker
+	worker *worker.Worker
 }
 
 func newWorkerRole(url, peer string, cfg *config.Config, logger *slog.Logger, m *clientMetrics, reg prometheus.Registerer) (*workerRole, error) {
@@ -200,7 +201,7 @@ func newWorkerRole(url, peer string, cfg *config.Config, logger *slog.Logger, m 
 	}
 	wl := logger.With("peer", peer)
 	failRate, processing := cfg.WorkerFailureRate, cfg.WorkerProcessing
-	w, err := transport.NewWorker(client, transport.WorkerOptions{
+	w, err := worker.New(client, worker.Config{
 		PeerID:      peer,
 		Concurrency: cfg.WorkerConcurrency,
 		LeaseWait:   5 * time.Second,
@@ -224,16 +225,16 @@ func newWorkerRole(url, peer string, cfg *config.Config, logger *slog.Logger, m 
 	}
 	wr := &workerRole{logger: logger, peer: peer, client: client, worker: w}
 	labels := prometheus.Labels{"peer": peer}
-	stat := func(name, help string, f func(transport.WorkerStats) int64) prometheus.Collector {
+	stat := func(name, help string, f func(worker.Stats) int64) prometheus.Collector {
 		return prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help, ConstLabels: labels},
 			func() float64 { return float64(f(w.Stats())) })
 	}
 	for _, c := range []prometheus.Collector{
-		stat("meshdemo_worker_leased_total", "Leases this worker received.", func(s transport.WorkerStats) int64 { return s.Leased }),
-		stat("meshdemo_worker_completed_total", "Leases this worker completed.", func(s transport.WorkerStats) int64 { return s.Completed }),
-		stat("meshdemo_worker_failed_total", "Leases this worker failed with requeue.", func(s transport.WorkerStats) int64 { return s.Failed }),
-		stat("meshdemo_worker_lost_total", "Leases this worker lost (expired or taken over).", func(s transport.WorkerStats) int64 { return s.Lost }),
-		stat("meshdemo_worker_errors_total", "Dispatcher calls of this worker that failed.", func(s transport.WorkerStats) int64 { return s.Errors }),
+		stat("meshdemo_worker_leased_total", "Leases this worker received.", func(s worker.Stats) int64 { return s.Leased }),
+		stat("meshdemo_worker_completed_total", "Leases this worker completed.", func(s worker.Stats) int64 { return s.Completed }),
+		stat("meshdemo_worker_failed_total", "Leases this worker failed with requeue.", func(s worker.Stats) int64 { return s.Failed }),
+		stat("meshdemo_worker_lost_total", "Leases this worker lost (expired or taken over).", func(s worker.Stats) int64 { return s.Lost }),
+		stat("meshdemo_worker_errors_total", "Dispatcher calls of this worker that failed.", func(s worker.Stats) int64 { return s.Errors }),
 	} {
 		if err := reg.Register(c); err != nil {
 			_ = client.Close()

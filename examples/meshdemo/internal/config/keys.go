@@ -14,7 +14,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/leasemesh/leasemesh/transport"
+	"github.com/leasemesh/leasemesh/control"
 )
 
 // keyDef describes one configuration key: its canonical name, its Go-style
@@ -371,7 +371,7 @@ func applyRPCURL(c *Config, v string) error {
 // path must stay clear of them (http.ServeMux would panic on a conflict, or
 // silently route the RPC calls elsewhere).
 const (
-	controlPrefix = transport.DefaultControlPrefix
+	controlPrefix = control.DefaultPrefix
 	metricsPath   = "/metrics"
 )
 

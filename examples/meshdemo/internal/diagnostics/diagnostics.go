@@ -28,6 +28,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/leasemesh/leasemesh/control"
 	"github.com/leasemesh/leasemesh/resourcelease"
 	"github.com/leasemesh/leasemesh/transport"
 )
@@ -132,7 +133,7 @@ func NewHandler(o Options) (http.Handler, error) {
 	mux.HandleFunc("GET /demo/snapshot", h.snapshotJSON)
 	mux.HandleFunc("GET /demo/stream", h.stream)
 	if o.Control != nil {
-		mux.Handle(transport.DefaultControlPrefix+"/", o.Control)
+		mux.Handle(control.DefaultPrefix+"/", o.Control)
 	}
 	if o.Metrics != nil {
 		mux.Handle("GET /metrics", o.Metrics)

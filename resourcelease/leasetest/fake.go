@@ -1,4 +1,4 @@
-package transport_test
+package leasetest
 
 import (
 	"context"
@@ -6,9 +6,10 @@ import (
 	"github.com/leasemesh/leasemesh/resourcelease"
 )
 
-// fakeDispatcher is a resourcelease.Dispatcher made of func fields. A nil
+// FakeDispatcher is a resourcelease.Dispatcher made of func fields, for tests
+// of code that talks to a Dispatcher (handlers, workers, control planes). A nil
 // field answers with the zero response (and lease with null).
-type fakeDispatcher struct {
+type FakeDispatcher struct {
 	EnqueueFn     func(context.Context, *resourcelease.EnqueueRequest) (*resourcelease.EnqueueResponse, error)
 	LeaseFn       func(context.Context, *resourcelease.LeaseRequest) (*resourcelease.Lease, error)
 	HeartbeatFn   func(context.Context, *resourcelease.HeartbeatRequest) (*resourcelease.HeartbeatResponse, error)
@@ -22,79 +23,79 @@ type fakeDispatcher struct {
 	PurgeFn       func(context.Context, *resourcelease.PurgeRequest) (*resourcelease.PurgeResponse, error)
 }
 
-var _ resourcelease.Dispatcher = (*fakeDispatcher)(nil)
+var _ resourcelease.Dispatcher = (*FakeDispatcher)(nil)
 
-func (f *fakeDispatcher) Enqueue(ctx context.Context, r *resourcelease.EnqueueRequest) (*resourcelease.EnqueueResponse, error) {
+func (f *FakeDispatcher) Enqueue(ctx context.Context, r *resourcelease.EnqueueRequest) (*resourcelease.EnqueueResponse, error) {
 	if f.EnqueueFn != nil {
 		return f.EnqueueFn(ctx, r)
 	}
 	return &resourcelease.EnqueueResponse{}, nil
 }
 
-func (f *fakeDispatcher) Lease(ctx context.Context, r *resourcelease.LeaseRequest) (*resourcelease.Lease, error) {
+func (f *FakeDispatcher) Lease(ctx context.Context, r *resourcelease.LeaseRequest) (*resourcelease.Lease, error) {
 	if f.LeaseFn != nil {
 		return f.LeaseFn(ctx, r)
 	}
 	return nil, nil
 }
 
-func (f *fakeDispatcher) Heartbeat(ctx context.Context, r *resourcelease.HeartbeatRequest) (*resourcelease.HeartbeatResponse, error) {
+func (f *FakeDispatcher) Heartbeat(ctx context.Context, r *resourcelease.HeartbeatRequest) (*resourcelease.HeartbeatResponse, error) {
 	if f.HeartbeatFn != nil {
 		return f.HeartbeatFn(ctx, r)
 	}
 	return &resourcelease.HeartbeatResponse{Success: true}, nil
 }
 
-func (f *fakeDispatcher) Complete(ctx context.Context, r *resourcelease.CompleteRequest) (*resourcelease.SuccessResponse, error) {
+func (f *FakeDispatcher) Complete(ctx context.Context, r *resourcelease.CompleteRequest) (*resourcelease.SuccessResponse, error) {
 	if f.CompleteFn != nil {
 		return f.CompleteFn(ctx, r)
 	}
 	return &resourcelease.SuccessResponse{Success: true}, nil
 }
 
-func (f *fakeDispatcher) Fail(ctx context.Context, r *resourcelease.FailRequest) (*resourcelease.SuccessResponse, error) {
+func (f *FakeDispatcher) Fail(ctx context.Context, r *resourcelease.FailRequest) (*resourcelease.SuccessResponse, error) {
 	if f.FailFn != nil {
 		return f.FailFn(ctx, r)
 	}
 	return &resourcelease.SuccessResponse{Success: true}, nil
 }
 
-func (f *fakeDispatcher) Drain(ctx context.Context, r *resourcelease.DrainRequest) (*resourcelease.DrainResponse, error) {
+func (f *FakeDispatcher) Drain(ctx context.Context, r *resourcelease.DrainRequest) (*resourcelease.DrainResponse, error) {
 	if f.DrainFn != nil {
 		return f.DrainFn(ctx, r)
 	}
 	return &resourcelease.DrainResponse{}, nil
 }
 
-func (f *fakeDispatcher) Restore(ctx context.Context, r *resourcelease.RestoreRequest) (*resourcelease.RestoreResponse, error) {
+func (f *FakeDispatcher) Restore(ctx context.Context, r *resourcelease.RestoreRequest) (*resourcelease.RestoreResponse, error) {
 	if f.RestoreFn != nil {
 		return f.RestoreFn(ctx, r)
 	}
 	return &resourcelease.RestoreResponse{}, nil
 }
 
-func (f *fakeDispatcher) Stats(ctx context.Context, r *resourcelease.StatsRequest) (*resourcelease.Stats, error) {
+func (f *FakeDispatcher) Stats(ctx context.Context, r *resourcelease.StatsRequest) (*resourcelease.Stats, error) {
 	if f.StatsFn != nil {
 		return f.StatsFn(ctx, r)
 	}
 	return &resourcelease.Stats{}, nil
 }
 
-func (f *fakeDispatcher) DeadLetters(ctx context.Context, r *resourcelease.DeadLettersRequest) (*resourcelease.DeadLettersResponse, error) {
+func (f *FakeDispatcher) DeadLetters(ctx context.Context, r *resourcelease.DeadLettersRequest) (*resourcelease.DeadLettersResponse, error) {
 	if f.DeadLettersFn != nil {
 		return f.DeadLettersFn(ctx, r)
 	}
 	return &resourcelease.DeadLettersResponse{}, nil
 }
 
-func (f *fakeDispatcher) Redrive(ctx context.Context, r *resourcelease.RedriveRequest) (*resourcelease.RedriveResponse, error) {
+func (f *FakeDispatcher) Redrive(ctx context.Context, r *resourcelease.RedriveRequest) (*resourcelease.RedriveResponse, error) {
 	if f.RedriveFn != nil {
 		return f.RedriveFn(ctx, r)
 	}
 	return &resourcelease.RedriveResponse{}, nil
 }
 
-func (f *fakeDispatcher) Purge(ctx context.Context, r *resourcelease.PurgeRequest) (*resourcelease.PurgeResponse, error) {
+func (f *FakeDispatcher) Purge(ctx context.Context, r *resourcelease.PurgeRequest) (*resourcelease.PurgeResponse, error) {
 	if f.PurgeFn != nil {
 		return f.PurgeFn(ctx, r)
 	}

@@ -1,4 +1,4 @@
-package transport_test
+package control_test
 
 import (
 	"context"
@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/leasemesh/leasemesh/control"
 	"github.com/leasemesh/leasemesh/resourcelease"
 	"github.com/leasemesh/leasemesh/transport"
 )
@@ -29,14 +30,18 @@ func (exampleControlLog) ReadEvents(_ context.Context, after int64, limit int) (
 	return out, nil
 }
 
-func ExampleNewControlHandler() {
-	control := transport.NewControlHandler(transport.ControlOptions{
+func ExampleNewHandler() {
+	h, err := control.NewHandler(control.HandlerConfig{
 		// Dispatcher: the dispatcher, to serve /stats, /drain, /restore and /deadletters.
 		Events:       exampleControlLog{},
 		Backpressure: func() (any, bool) { return nil, false }, // no signal yet
 	})
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
 	mux := http.NewServeMux()
-	mux.Handle("/omnirelay/control/", control)
+	mux.Handle("/omnirelay/control/", h)
 	srv := httptest.NewServer(mux)
 	defer srv.Close()
 
@@ -60,12 +65,17 @@ func ExampleNewControlHandler() {
 	// 501 unimplemented {"message":"the control plane has no dispatcher (Dispatcher) configured","status":"unimplemented","code":"resourcelease.control.not_configured","metadata":{}}
 }
 
-// ExampleControlClient_Replication follows the replication log page by page,
+// ExampleClient_Replication follows the replication log page by page,
 // as `leasectl tail` does.
-func ExampleControlClient_Replication() {
-	srv := httptest.NewServer(transport.NewControlHandler(transport.ControlOptions{Events: exampleControlLog{}}))
+func ExampleClient_Replication() {
+	h, err := control.NewHandler(control.HandlerConfig{Events: exampleControlLog{}})
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	srv := httptest.NewServer(h)
 	defer srv.Close()
-	c, err := transport.NewControlClient(srv.URL, transport.ControlClientOptions{}) // adds /omnirelay/control
+	c, err := control.NewClient(srv.URL, control.ClientConfig{}) // adds /omnirelay/control
 	if err != nil {
 		fmt.Println(err)
 		return

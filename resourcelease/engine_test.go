@@ -48,7 +48,7 @@ type failedAck struct{ err error }
 func (a failedAck) Wait() error { return a.err }
 
 type fixture struct {
-	q     *resourcelease.MemoryQueue
+	q     *resourcelease.Engine
 	clock *leasetest.ManualClock
 	rec   *recorder
 }
@@ -63,7 +63,7 @@ func newQueue(t *testing.T, cfg resourcelease.QueueConfig) fixture {
 	if cfg.Journal == nil {
 		cfg.Journal = rec
 	}
-	q, err := resourcelease.NewMemoryQueue(cfg)
+	q, err := resourcelease.NewEngine(cfg)
 	require.NoError(t, err)
 	t.Cleanup(func() { q.Close() })
 	return fixture{q: q, clock: clock, rec: rec}
@@ -139,13 +139,13 @@ func TestConfigValidation(t *testing.T) {
 		{"backoff cap that would overflow", resourcelease.QueueConfig{RequeueDelay: time.Second, MaxRequeueDelay: 1<<63 - 1}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			q, err := resourcelease.NewMemoryQueue(tc.cfg)
+			q, err := resourcelease.NewEngine(tc.cfg)
 			require.Error(t, err)
 			assert.Nil(t, q)
 			assert.Equal(t, resourcelease.StatusInvalidArgument, resourcelease.StatusOf(err))
 		})
 	}
-	q, err := resourcelease.NewMemoryQueue(resourcelease.QueueConfig{})
+	q, err := resourcelease.NewEngine(resourcelease.QueueConfig{})
 	require.NoError(t, err)
 	defer q.Close()
 	c := q.Config()
@@ -158,7 +158,7 @@ func TestConfigValidation(t *testing.T) {
 	assert.Equal(t, 10*time.Minute, c.DedupeWindow)
 	assert.Equal(t, 1_000_000, c.MaxDedupeEntries)
 
-	short, err := resourcelease.NewMemoryQueue(resourcelease.QueueConfig{LeaseDuration: 600 * time.Millisecond})
+	short, err := resourcelease.NewEngine(resourcelease.QueueConfig{LeaseDuration: 600 * time.Millisecond})
 	require.NoError(t, err)
 	defer short.Close()
 	assert.Equal(t, 200*time.Millisecond, short.Config().HeartbeatInterval, "a short lease gets a heartbeat that can keep it")
@@ -627,7 +627,7 @@ func TestMaxDedupeEntries(t *testing.T) {
 			{RequestID: "r2", SequenceID: 2, SeenAt: at.Add(time.Second)},
 		}, NextSequenceID: 4}
 		clock := leasetest.NewManualClock(at.Add(3 * time.Second))
-		q, err := resourcelease.NewMemoryQueue(resourcelease.QueueConfig{Clock: clock, MaxDedupeEntries: 2, InitialState: st})
+		q, err := resourcelease.NewEngine(resourcelease.QueueConfig{Clock: clock, MaxDedupeEntries: 2, InitialState: st})
 		require.NoError(t, err)
 		defer q.Close()
 		for id, want := range map[string]bool{"r2": true, "r3": true} {
@@ -730,7 +730,7 @@ func TestLongPoll(t *testing.T) {
 		assert.Nil(t, l)
 	})
 	t.Run("close wakes waiters", func(t *testing.T) {
-		q, err := resourcelease.NewMemoryQueue(resourcelease.QueueConfig{})
+		q, err := resourcelease.NewEngine(resourcelease.QueueConfig{})
 		require.NoError(t, err)
 		done := make(chan error, 1)
 		go func() { _, err := q.Lease(ctx, "w", time.Hour); done <- err }()
@@ -866,7 +866,7 @@ func TestRebuildUnderAClockThatStepsBack(t *testing.T) {
 		PeerID:      "w",
 		LeasedAt:    at,
 	}
-	q, err := resourcelease.NewMemoryQueue(resourcelease.QueueConfig{
+	q, err := resourcelease.NewEngine(resourcelease.QueueConfig{
 		Clock: clock, Journal: rec, LeaseDuration: 30 * time.Second, SweepInterval: time.Hour,
 		InitialState: &resourcelease.QueueState{Leased: []resourcelease.LeasedItem{restored}, NextSequenceID: 2},
 	})
@@ -914,7 +914,7 @@ func (c *settableClock) Set(t time.Time) {
 func TestRebuildWithDedupeFromTheFuture(t *testing.T) {
 	at := time.Unix(1_700_000_000, 0)
 	clock := leasetest.NewManualClock(at)
-	q, err := resourcelease.NewMemoryQueue(resourcelease.QueueConfig{
+	q, err := resourcelease.NewEngine(resourcelease.QueueConfig{
 		Clock: clock, DedupeWindow: 10 * time.Minute, Capacity: -1,
 		InitialState: &resourcelease.QueueState{NextSequenceID: 2, Dedupe: []resourcelease.DedupeEntry{
 			{RequestID: "future", SequenceID: 1, SeenAt: at.Add(5 * time.Minute)},

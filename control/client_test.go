@@ -1,4 +1,4 @@
-package transport_test
+package control_test
 
 import (
 	"context"
@@ -12,6 +12,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/leasemesh/leasemesh/control"
 	"github.com/leasemesh/leasemesh/resourcelease"
 	"github.com/leasemesh/leasemesh/transport"
 )
@@ -34,7 +35,7 @@ func TestNewControlClientURL(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.in, func(t *testing.T) {
 			t.Parallel()
-			c, err := transport.NewControlClient(tt.in, transport.ControlClientOptions{})
+			c, err := control.NewClient(tt.in, control.ClientConfig{})
 			if tt.wantErr {
 				require.Error(t, err)
 				return
@@ -44,24 +45,24 @@ func TestNewControlClientURL(t *testing.T) {
 			assert.Equal(t, tt.want, c.URL())
 		})
 	}
-	for _, opts := range []transport.ControlClientOptions{
+	for _, opts := range []control.ClientConfig{
 		{MaxResponseBytes: -1},
 		{BearerToken: " x"},
 		{BearerToken: "a\nb"},
 	} {
-		_, err := transport.NewControlClient("http://h", opts)
+		_, err := control.NewClient("http://h", opts)
 		assert.Error(t, err, "%+v", opts)
 	}
 }
 
 // controlServer serves a control plane over a fake dispatcher and event log
 // on loopback and returns a client of it.
-func controlServer(t *testing.T, opts transport.ControlOptions, copts transport.ControlClientOptions) *transport.ControlClient {
+func controlServer(t *testing.T, opts control.HandlerConfig, copts control.ClientConfig) *control.Client {
 	t.Helper()
 	opts.Logger = controlQuietLogger
-	srv := httptest.NewServer(transport.NewControlHandler(opts))
+	srv := httptest.NewServer(newControlHandler(t, opts))
 	t.Cleanup(srv.Close)
-	c, err := transport.NewControlClient(srv.URL, copts)
+	c, err := control.NewClient(srv.URL, copts)
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = c.Close() })
 	return c
@@ -116,12 +117,12 @@ func TestControlClientRoundTrip(t *testing.T) {
 		},
 	}
 	signal := resourcelease.BackpressureSignal{IsActive: true, PendingCount: 65, ObservedAt: at, HighWatermark: 64, LowWatermark: 16}
-	c := controlServer(t, transport.ControlOptions{
+	c := controlServer(t, control.HandlerConfig{
 		Dispatcher:   d,
 		Peers:        func(context.Context) (any, error) { return map[string]any{"peers": []any{}}, nil },
 		Backpressure: func() (any, bool) { return signal, true },
 		Events:       &controlFakeLog{controlFakeEvents: controlFakeEvents{events: controlEvents(5)}, last: 5},
-	}, transport.ControlClientOptions{})
+	}, control.ClientConfig{})
 	ctx := context.Background()
 
 	peers, err := c.Peers(ctx)
@@ -182,24 +183,24 @@ func TestControlClientErrors(t *testing.T) {
 
 	t.Run("no backpressure yet", func(t *testing.T) {
 		t.Parallel()
-		c := controlServer(t, transport.ControlOptions{Backpressure: func() (any, bool) { return nil, false }}, transport.ControlClientOptions{})
+		c := controlServer(t, control.HandlerConfig{Backpressure: func() (any, bool) { return nil, false }}, control.ClientConfig{})
 		bp, err := c.Backpressure(ctx)
 		require.NoError(t, err)
 		assert.Nil(t, bp)
 	})
 	t.Run("not configured", func(t *testing.T) {
 		t.Parallel()
-		c := controlServer(t, transport.ControlOptions{}, transport.ControlClientOptions{})
+		c := controlServer(t, control.HandlerConfig{}, control.ClientConfig{})
 		_, err := c.Peers(ctx)
 		assert.Equal(t, resourcelease.StatusUnimplemented, resourcelease.StatusOf(err))
-		assert.Equal(t, transport.CodeControlNotConfigured, resourcelease.CodeOf(err))
+		assert.Equal(t, control.CodeNotConfigured, resourcelease.CodeOf(err))
 	})
 	t.Run("wire error keeps its code", func(t *testing.T) {
 		t.Parallel()
 		d := &controlFakeDispatcher{t: t, stats: func(context.Context, *resourcelease.StatsRequest) (*resourcelease.Stats, error) {
 			return nil, resourcelease.ErrClosed
 		}}
-		c := controlServer(t, transport.ControlOptions{Dispatcher: d}, transport.ControlClientOptions{})
+		c := controlServer(t, control.HandlerConfig{Dispatcher: d}, control.ClientConfig{})
 		_, err := c.Stats(ctx)
 		assert.ErrorIs(t, err, resourcelease.ErrClosed)
 	})
@@ -208,20 +209,20 @@ func TestControlClientErrors(t *testing.T) {
 		d := &controlFakeDispatcher{t: t, drain: func(context.Context, *resourcelease.DrainRequest) (*resourcelease.DrainResponse, error) {
 			return &resourcelease.DrainResponse{}, nil
 		}}
-		opts := transport.ControlOptions{Dispatcher: d, Authorize: transport.BearerToken("s3cret")}
-		_, err := controlServer(t, opts, transport.ControlClientOptions{}).Drain(ctx)
+		opts := control.HandlerConfig{Dispatcher: d, Authorize: transport.BearerToken("s3cret")}
+		_, err := controlServer(t, opts, control.ClientConfig{}).Drain(ctx)
 		assert.Equal(t, resourcelease.StatusUnauthenticated, resourcelease.StatusOf(err))
-		_, err = controlServer(t, opts, transport.ControlClientOptions{BearerToken: "nope"}).Drain(ctx)
+		_, err = controlServer(t, opts, control.ClientConfig{BearerToken: "nope"}).Drain(ctx)
 		assert.Equal(t, resourcelease.StatusPermissionDenied, resourcelease.StatusOf(err))
-		dr, err := controlServer(t, opts, transport.ControlClientOptions{BearerToken: "s3cret"}).Drain(ctx)
+		dr, err := controlServer(t, opts, control.ClientConfig{BearerToken: "s3cret"}).Drain(ctx)
 		require.NoError(t, err)
 		assert.Empty(t, dr.Items)
 	})
 	t.Run("response too large", func(t *testing.T) {
 		t.Parallel()
-		c := controlServer(t, transport.ControlOptions{Peers: func(context.Context) (any, error) {
+		c := controlServer(t, control.HandlerConfig{Peers: func(context.Context) (any, error) {
 			return make([]int, 1000), nil
-		}}, transport.ControlClientOptions{MaxResponseBytes: 100})
+		}}, control.ClientConfig{MaxResponseBytes: 100})
 		_, err := c.Peers(ctx)
 		assert.Equal(t, transport.CodeResponseTooLarge, resourcelease.CodeOf(err))
 	})
@@ -231,7 +232,7 @@ func TestControlClientErrors(t *testing.T) {
 			_, _ = w.Write([]byte("<html>proxy page</html>"))
 		}))
 		defer srv.Close()
-		c, err := transport.NewControlClient(srv.URL, transport.ControlClientOptions{})
+		c, err := control.NewClient(srv.URL, control.ClientConfig{})
 		require.NoError(t, err)
 		defer c.Close()
 		_, err = c.Stats(ctx)
@@ -244,7 +245,7 @@ func TestControlClientErrors(t *testing.T) {
 		srv := httptest.NewServer(http.NotFoundHandler())
 		url := srv.URL
 		srv.Close()
-		c, err := transport.NewControlClient(url, transport.ControlClientOptions{})
+		c, err := control.NewClient(url, control.ClientConfig{})
 		require.NoError(t, err)
 		defer c.Close()
 		_, err = c.Stats(ctx)
@@ -253,7 +254,7 @@ func TestControlClientErrors(t *testing.T) {
 	})
 	t.Run("cancelled", func(t *testing.T) {
 		t.Parallel()
-		c := controlServer(t, transport.ControlOptions{}, transport.ControlClientOptions{})
+		c := controlServer(t, control.HandlerConfig{}, control.ClientConfig{})
 		cctx, cancel := context.WithCancel(ctx)
 		cancel()
 		_, err := c.Stats(cctx)
@@ -266,7 +267,7 @@ func TestControlClientErrors(t *testing.T) {
 func TestControlClientFollow(t *testing.T) {
 	t.Parallel()
 	src := &controlFakeEvents{events: controlEvents(25)}
-	c := controlServer(t, transport.ControlOptions{Events: src}, transport.ControlClientOptions{})
+	c := controlServer(t, control.HandlerConfig{Events: src}, control.ClientConfig{})
 	var (
 		since int64
 		got   []int64

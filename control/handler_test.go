@@ -1,4 +1,4 @@
-package transport_test
+package control_test
 
 import (
 	"context"
@@ -16,6 +16,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/leasemesh/leasemesh/control"
 	"github.com/leasemesh/leasemesh/resourcelease"
 	"github.com/leasemesh/leasemesh/transport"
 )
@@ -192,7 +193,7 @@ func TestControlRouting(t *testing.T) {
 			return &resourcelease.DeadLettersResponse{}, nil
 		},
 	}
-	h := transport.NewControlHandler(transport.ControlOptions{Dispatcher: d, Logger: controlQuietLogger})
+	h := newControlHandler(t, control.HandlerConfig{Dispatcher: d, Logger: controlQuietLogger})
 	tests := []struct {
 		method, path string
 		wantHTTP     int
@@ -212,11 +213,11 @@ func TestControlRouting(t *testing.T) {
 		{http.MethodGet, "/omnirelay/control/deadletters/purge", 405, "POST", transport.CodeMethodNotAllowed},
 		{http.MethodDelete, "/omnirelay/control/deadletters", 405, "GET, HEAD, POST", transport.CodeMethodNotAllowed},
 		{http.MethodPut, "/omnirelay/control/drain", 405, "POST", transport.CodeMethodNotAllowed},
-		{http.MethodGet, "/omnirelay/control/nope", 404, "", transport.CodeControlUnknownEndpoint},
-		{http.MethodGet, "/omnirelay/control/stats/", 404, "", transport.CodeControlUnknownEndpoint},
-		{http.MethodGet, "/omnirelay/control", 404, "", transport.CodeControlUnknownEndpoint},
-		{http.MethodGet, "/omnirelay/controlstats", 404, "", transport.CodeControlUnknownEndpoint},
-		{http.MethodGet, "/stats", 404, "", transport.CodeControlUnknownEndpoint},
+		{http.MethodGet, "/omnirelay/control/nope", 404, "", control.CodeUnknownEndpoint},
+		{http.MethodGet, "/omnirelay/control/stats/", 404, "", control.CodeUnknownEndpoint},
+		{http.MethodGet, "/omnirelay/control", 404, "", control.CodeUnknownEndpoint},
+		{http.MethodGet, "/omnirelay/controlstats", 404, "", control.CodeUnknownEndpoint},
+		{http.MethodGet, "/stats", 404, "", control.CodeUnknownEndpoint},
 	}
 	for _, tt := range tests {
 		t.Run(tt.method+" "+tt.path, func(t *testing.T) {
@@ -254,7 +255,7 @@ func TestControlPrefix(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.prefix+tt.path, func(t *testing.T) {
 			t.Parallel()
-			h := transport.NewControlHandler(transport.ControlOptions{Prefix: tt.prefix, Dispatcher: d, Logger: controlQuietLogger})
+			h := newControlHandler(t, control.HandlerConfig{Prefix: tt.prefix, Dispatcher: d, Logger: controlQuietLogger})
 			rec := controlDo(t, h, http.MethodGet, tt.path, "")
 			require.Equal(t, tt.want, rec.Code, "body %s", rec.Body)
 			if tt.want == 200 {
@@ -266,7 +267,7 @@ func TestControlPrefix(t *testing.T) {
 
 func TestControlNotConfigured(t *testing.T) {
 	t.Parallel()
-	h := transport.NewControlHandler(transport.ControlOptions{Logger: controlQuietLogger})
+	h := newControlHandler(t, control.HandlerConfig{Logger: controlQuietLogger})
 	for _, tt := range []struct{ method, path string }{
 		{http.MethodGet, "/omnirelay/control/peers"},
 		{http.MethodGet, "/omnirelay/control/backpressure"},
@@ -281,7 +282,7 @@ func TestControlNotConfigured(t *testing.T) {
 	} {
 		t.Run(tt.method+" "+tt.path, func(t *testing.T) {
 			rec := controlDo(t, h, tt.method, tt.path, "")
-			controlWireError(t, rec, http.StatusNotImplemented, resourcelease.StatusUnimplemented, transport.CodeControlNotConfigured)
+			controlWireError(t, rec, http.StatusNotImplemented, resourcelease.StatusUnimplemented, control.CodeNotConfigured)
 		})
 	}
 }
@@ -336,7 +337,7 @@ func TestControlPeers(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			h := transport.NewControlHandler(transport.ControlOptions{Peers: tt.peers, Logger: controlQuietLogger})
+			h := newControlHandler(t, control.HandlerConfig{Peers: tt.peers, Logger: controlQuietLogger})
 			rec := controlDo(t, h, http.MethodGet, "/omnirelay/control/peers", "")
 			if tt.wantHTTP == 200 {
 				require.Equal(t, 200, rec.Code)
@@ -358,7 +359,7 @@ func TestControlBackpressure(t *testing.T) {
 		mu     sync.Mutex
 		signal *resourcelease.BackpressureSignal
 	)
-	h := transport.NewControlHandler(transport.ControlOptions{Logger: controlQuietLogger, Backpressure: func() (any, bool) {
+	h := newControlHandler(t, control.HandlerConfig{Logger: controlQuietLogger, Backpressure: func() (any, bool) {
 		mu.Lock()
 		defer mu.Unlock()
 		if signal == nil {
@@ -414,7 +415,7 @@ func TestControlReplication(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			src := &controlFakeEvents{events: controlEvents(1500)}
-			h := transport.NewControlHandler(transport.ControlOptions{Events: src, Logger: controlQuietLogger})
+			h := newControlHandler(t, control.HandlerConfig{Events: src, Logger: controlQuietLogger})
 			rec := controlDo(t, h, http.MethodGet, "/omnirelay/control/replication"+tt.query, "")
 			require.Equal(t, 200, rec.Code, "body %s", rec.Body)
 			after, limit := src.args()
@@ -424,7 +425,7 @@ func TestControlReplication(t *testing.T) {
 			require.NoError(t, json.Unmarshal(rec.Body.Bytes(), &page))
 			assert.NotContains(t, page, "lastSequence", "a reader without LastSequence reports none")
 			assert.NotEqual(t, "null", string(page["events"]), "events must be an array")
-			var got transport.ReplicationPage
+			var got control.ReplicationPage
 			require.NoError(t, json.Unmarshal(rec.Body.Bytes(), &got))
 			var seqs []int64
 			for _, e := range got.Events {
@@ -447,10 +448,10 @@ func controlSeqRange(from, to int64) []int64 {
 func TestControlReplicationLastSequence(t *testing.T) {
 	t.Parallel()
 	src := &controlFakeLog{controlFakeEvents: controlFakeEvents{events: controlEvents(5)}, last: 5}
-	h := transport.NewControlHandler(transport.ControlOptions{Events: src, Logger: controlQuietLogger})
+	h := newControlHandler(t, control.HandlerConfig{Events: src, Logger: controlQuietLogger})
 	rec := controlDo(t, h, http.MethodGet, "/omnirelay/control/replication?since=1&limit=2", "")
 	require.Equal(t, 200, rec.Code)
-	var got transport.ReplicationPage
+	var got control.ReplicationPage
 	require.NoError(t, json.Unmarshal(rec.Body.Bytes(), &got))
 	require.NotNil(t, got.LastSequence)
 	assert.Equal(t, int64(5), *got.LastSequence)
@@ -467,10 +468,10 @@ func TestControlReplicationReportsTrimmedEvents(t *testing.T) {
 	tests := []struct {
 		name  string
 		query string
-		want  *transport.SequenceRange
+		want  *control.SequenceRange
 	}{
-		{"from the start, log trimmed to 11", "?since=0", &transport.SequenceRange{From: 1, To: 10}},
-		{"partly read, rest trimmed", "?since=4", &transport.SequenceRange{From: 5, To: 10}},
+		{"from the start, log trimmed to 11", "?since=0", &control.SequenceRange{From: 1, To: 10}},
+		{"partly read, rest trimmed", "?since=4", &control.SequenceRange{From: 5, To: 10}},
 		{"exactly at the trim point", "?since=10", nil},
 		{"past the trim point", "?since=15", nil},
 		{"nothing new", "?since=20", nil},
@@ -479,10 +480,10 @@ func TestControlReplicationReportsTrimmedEvents(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			src := &controlFakeEvents{events: all[10:]} // 11..20: 1..10 trimmed
-			h := transport.NewControlHandler(transport.ControlOptions{Events: src, Logger: controlQuietLogger})
+			h := newControlHandler(t, control.HandlerConfig{Events: src, Logger: controlQuietLogger})
 			rec := controlDo(t, h, http.MethodGet, "/omnirelay/control/replication"+tt.query, "")
 			require.Equal(t, 200, rec.Code, "body %s", rec.Body)
-			var got transport.ReplicationPage
+			var got control.ReplicationPage
 			require.NoError(t, json.Unmarshal(rec.Body.Bytes(), &got))
 			assert.Equal(t, tt.want, got.Trimmed)
 			if tt.want == nil {
@@ -495,14 +496,14 @@ func TestControlReplicationReportsTrimmedEvents(t *testing.T) {
 func TestControlReplicationBadQuery(t *testing.T) {
 	t.Parallel()
 	src := &controlFakeEvents{events: controlEvents(3)}
-	h := transport.NewControlHandler(transport.ControlOptions{Events: src, Logger: controlQuietLogger})
+	h := newControlHandler(t, control.HandlerConfig{Events: src, Logger: controlQuietLogger})
 	for _, q := range []string{
 		"since=-1", "since=abc", "since=1.5", "since=99999999999999999999",
 		"limit=0", "limit=-5", "limit=ten", "limit=1e3",
 	} {
 		t.Run(q, func(t *testing.T) {
 			rec := controlDo(t, h, http.MethodGet, "/omnirelay/control/replication?"+q, "")
-			msg := controlWireError(t, rec, 400, resourcelease.StatusInvalidArgument, transport.CodeControlInvalidQuery)
+			msg := controlWireError(t, rec, 400, resourcelease.StatusInvalidArgument, control.CodeInvalidQuery)
 			assert.Contains(t, msg, strings.SplitN(q, "=", 2)[0])
 		})
 	}
@@ -511,7 +512,7 @@ func TestControlReplicationBadQuery(t *testing.T) {
 func TestControlReplicationReadError(t *testing.T) {
 	t.Parallel()
 	src := &controlFakeEvents{err: resourcelease.ErrStorageUnavailable}
-	h := transport.NewControlHandler(transport.ControlOptions{Events: src, Logger: controlQuietLogger})
+	h := newControlHandler(t, control.HandlerConfig{Events: src, Logger: controlQuietLogger})
 	rec := controlDo(t, h, http.MethodGet, "/omnirelay/control/replication", "")
 	controlWireError(t, rec, 503, resourcelease.StatusUnavailable, resourcelease.CodeStorageUnavailable)
 }
@@ -564,7 +565,7 @@ func TestControlDispatcherEndpoints(t *testing.T) {
 			return &resourcelease.PurgeResponse{PurgedCount: max(len(r.SequenceIDs), 5)}, nil
 		},
 	}
-	h := transport.NewControlHandler(transport.ControlOptions{Dispatcher: d, Logger: controlQuietLogger})
+	h := newControlHandler(t, control.HandlerConfig{Dispatcher: d, Logger: controlQuietLogger})
 	tests := []struct {
 		name, method, path, body string
 		wantBody                 string
@@ -625,7 +626,7 @@ func TestControlRequestErrors(t *testing.T) {
 			return nil, resourcelease.ErrClosed
 		},
 	}
-	h := transport.NewControlHandler(transport.ControlOptions{Dispatcher: d, MaxBodyBytes: 64, Logger: controlQuietLogger})
+	h := newControlHandler(t, control.HandlerConfig{Dispatcher: d, MaxBodyBytes: 64, Logger: controlQuietLogger})
 	tests := []struct {
 		name, method, path, body string
 		wantHTTP                 int
@@ -635,9 +636,9 @@ func TestControlRequestErrors(t *testing.T) {
 		{"bad json", "POST", "/restore", `{"items":`, 400, resourcelease.StatusInvalidArgument, resourcelease.CodeInvalidArgument},
 		{"wrong json type", "POST", "/restore", `{"items":{}}`, 400, resourcelease.StatusInvalidArgument, resourcelease.CodeInvalidArgument},
 		{"body too large", "POST", "/restore", `{"items":[` + strings.Repeat(" ", 100) + `]}`, 429, resourcelease.StatusResourceExhausted, transport.CodeBodyTooLarge},
-		{"missing action", "POST", "/deadletters", `{"sequenceIds":[1]}`, 400, resourcelease.StatusInvalidArgument, transport.CodeControlInvalidAction},
-		{"unknown action", "POST", "/deadletters", `{"action":"explode"}`, 400, resourcelease.StatusInvalidArgument, transport.CodeControlInvalidAction},
-		{"bad deadletters limit", "GET", "/deadletters?limit=-1", "", 400, resourcelease.StatusInvalidArgument, transport.CodeControlInvalidQuery},
+		{"missing action", "POST", "/deadletters", `{"sequenceIds":[1]}`, 400, resourcelease.StatusInvalidArgument, control.CodeInvalidAction},
+		{"unknown action", "POST", "/deadletters", `{"action":"explode"}`, 400, resourcelease.StatusInvalidArgument, control.CodeInvalidAction},
+		{"bad deadletters limit", "GET", "/deadletters?limit=-1", "", 400, resourcelease.StatusInvalidArgument, control.CodeInvalidQuery},
 		{"dispatcher wire error", "POST", "/restore", `{"items":[]}`, 409, resourcelease.StatusAlreadyExists, resourcelease.CodeDuplicateSequence},
 		{"dispatcher closed", "GET", "/stats", "", 503, resourcelease.StatusUnavailable, resourcelease.CodeClosed},
 		{"dispatcher foreign error", "POST", "/drain", "", 500, resourcelease.StatusInternal, resourcelease.CodeInternal},
@@ -695,7 +696,7 @@ func TestControlAuthorize(t *testing.T) {
 		{"/deadletters/purge", ""},
 	}
 	reads := []string{"/stats", "/deadletters", "/peers", "/backpressure", "/replication"}
-	opts := transport.ControlOptions{
+	opts := control.HandlerConfig{
 		Dispatcher:   d,
 		Authorize:    authorize,
 		Peers:        func(context.Context) (any, error) { return []string{}, nil },
@@ -703,9 +704,9 @@ func TestControlAuthorize(t *testing.T) {
 		Events:       &controlFakeEvents{},
 		Logger:       controlQuietLogger,
 	}
-	open := transport.NewControlHandler(opts)
+	open := newControlHandler(t, opts)
 	opts.AuthorizeReads = true
-	closed := transport.NewControlHandler(opts)
+	closed := newControlHandler(t, opts)
 
 	for _, w := range writes {
 		t.Run("write "+w.path, func(t *testing.T) {
@@ -751,7 +752,7 @@ func TestControlRequestContext(t *testing.T) {
 		<-ctx.Done()
 		return nil, ctx.Err()
 	}}
-	h := transport.NewControlHandler(transport.ControlOptions{Dispatcher: d, Logger: controlQuietLogger})
+	h := newControlHandler(t, control.HandlerConfig{Dispatcher: d, Logger: controlQuietLogger})
 	ctx, cancel := context.WithCancel(context.WithValue(context.Background(), key{}, "here"))
 	cancel()
 	req := httptest.NewRequestWithContext(ctx, "GET", "/omnirelay/control/stats", nil)
@@ -766,7 +767,7 @@ func TestControlOverHTTP(t *testing.T) {
 		return &resourcelease.PurgeResponse{PurgedCount: len(r.SequenceIDs)}, nil
 	}}
 	mux := http.NewServeMux()
-	mux.Handle("/omnirelay/control/", transport.NewControlHandler(transport.ControlOptions{Dispatcher: d, Logger: controlQuietLogger}))
+	mux.Handle("/omnirelay/control/", newControlHandler(t, control.HandlerConfig{Dispatcher: d, Logger: controlQuietLogger}))
 	srv := httptest.NewServer(mux)
 	defer srv.Close()
 	resp, err := srv.Client().Post(srv.URL+"/omnirelay/control/deadletters", "application/json",
@@ -783,10 +784,19 @@ func TestControlOverHTTP(t *testing.T) {
 // Content-Length.
 func TestControlChunkedBodyTooLarge(t *testing.T) {
 	t.Parallel()
-	h := transport.NewControlHandler(transport.ControlOptions{Dispatcher: &controlFakeDispatcher{t: t}, MaxBodyBytes: 16, Logger: controlQuietLogger})
+	h := newControlHandler(t, control.HandlerConfig{Dispatcher: &controlFakeDispatcher{t: t}, MaxBodyBytes: 16, Logger: controlQuietLogger})
 	req := httptest.NewRequest("POST", "/omnirelay/control/restore", io.MultiReader(strings.NewReader(`{"items":[`), strings.NewReader(strings.Repeat(" ", 32)+`]}`)))
 	req.ContentLength = -1
 	rec := httptest.NewRecorder()
 	h.ServeHTTP(rec, req)
 	controlWireError(t, rec, 429, resourcelease.StatusResourceExhausted, transport.CodeBodyTooLarge)
+}
+
+// newControlHandler builds a control-plane handler, failing the test on a
+// configuration error.
+func newControlHandler(t testing.TB, cfg control.HandlerConfig) http.Handler {
+	t.Helper()
+	h, err := control.NewHandler(cfg)
+	require.NoError(t, err)
+	return h
 }

@@ -1,4 +1,4 @@
-package transport_test
+package control_test
 
 import (
 	"context"
@@ -10,6 +10,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/leasemesh/leasemesh/control"
 	"github.com/leasemesh/leasemesh/resourcelease"
 	"github.com/leasemesh/leasemesh/transport"
 )
@@ -23,7 +24,7 @@ func TestPagedDrainRoundTrip(t *testing.T) {
 	newServer := func() (*resourcelease.LocalDispatcher, *httptest.Server) {
 		d, err := resourcelease.NewDispatcher(resourcelease.DispatcherConfig{})
 		require.NoError(t, err)
-		h, err := transport.NewHandler(d, transport.HandlerOptions{})
+		h, err := transport.NewHandler(d, transport.HandlerConfig{})
 		require.NoError(t, err)
 		srv := httptest.NewServer(h)
 		t.Cleanup(func() { srv.Close(); _ = d.Close() })
@@ -31,7 +32,7 @@ func TestPagedDrainRoundTrip(t *testing.T) {
 	}
 	_, src := newServer()
 	dst, dstSrv := newServer()
-	c, err := transport.NewClient(src.URL, transport.ClientOptions{MaxResponseBytes: 1 << 20})
+	c, err := transport.NewClient(src.URL, transport.ClientConfig{MaxResponseBytes: 1 << 20})
 	require.NoError(t, err)
 	defer c.Close()
 	body := []byte(strings.Repeat("b", 100<<10))
@@ -45,7 +46,7 @@ func TestPagedDrainRoundTrip(t *testing.T) {
 	_, err = c.Drain(ctx, &resourcelease.DrainRequest{Limit: -1})
 	assert.Equal(t, resourcelease.StatusInvalidArgument, resourcelease.AsError(err).Status)
 
-	dc, err := transport.NewClient(dstSrv.URL, transport.ClientOptions{})
+	dc, err := transport.NewClient(dstSrv.URL, transport.ClientConfig{})
 	require.NoError(t, err)
 	defer dc.Close()
 	var (
@@ -75,7 +76,7 @@ func TestPagedDrainRoundTrip(t *testing.T) {
 	assert.Equal(t, 20, st.PendingCount)
 
 	// The control plane's POST /drain takes the same body.
-	cc := controlServer(t, transport.ControlOptions{Dispatcher: dst}, transport.ControlClientOptions{})
+	cc := controlServer(t, control.HandlerConfig{Dispatcher: dst}, control.ClientConfig{})
 	resp, err := cc.DrainPage(ctx, &resourcelease.DrainRequest{Limit: 3})
 	require.NoError(t, err)
 	assert.Equal(t, []int64{1, 2, 3}, pendingSeqs(resp.Items))

@@ -1,4 +1,4 @@
-package transport_test
+package worker_test
 
 import (
 	"context"
@@ -19,11 +19,12 @@ import (
 	"github.com/leasemesh/leasemesh/resourcelease"
 	"github.com/leasemesh/leasemesh/resourcelease/leasetest"
 	"github.com/leasemesh/leasemesh/transport"
+	"github.com/leasemesh/leasemesh/worker"
 )
 
 // startWorker runs w until the test ends (or stop is called) and returns
 // stop, which cancels Run's context and waits for Run to return nil.
-func startWorker(t *testing.T, w *transport.Worker) (stop func()) {
+func startWorker(t *testing.T, w *worker.Worker) (stop func()) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -39,12 +40,12 @@ func startWorker(t *testing.T, w *transport.Worker) (stop func()) {
 	return stop
 }
 
-func newWorker(t *testing.T, d resourcelease.Dispatcher, opts transport.WorkerOptions) *transport.Worker {
+func newWorker(t *testing.T, d resourcelease.Dispatcher, opts worker.Config) *worker.Worker {
 	t.Helper()
 	if opts.Logger == nil {
 		opts.Logger = quietLogger
 	}
-	w, err := transport.NewWorker(d, opts)
+	w, err := worker.New(d, opts)
 	require.NoError(t, err)
 	return w
 }
@@ -103,7 +104,7 @@ func TestWorkerWithLocalDispatcher(t *testing.T) {
 			defer closeDispatcher()
 			var d resourcelease.Dispatcher = local
 			if overNetwork {
-				d = newClientServer(t, local, transport.HandlerOptions{}, transport.ClientOptions{Caller: "test"})
+				d = newClientServer(t, local, transport.HandlerConfig{}, transport.ClientConfig{Caller: "test"})
 			}
 			// Notified on the workers' side, once they have the answer.
 			nd := &notifyDispatcher{Dispatcher: d, completed: make(chan resourcelease.OwnershipToken, 16), failed: make(chan *resourcelease.FailRequest, 16)}
@@ -127,8 +128,8 @@ func TestWorkerWithLocalDispatcher(t *testing.T) {
 				mu.Unlock()
 				return nil
 			}
-			w1 := newWorker(t, nd, transport.WorkerOptions{PeerID: "w1", Handler: handler, Concurrency: 2, LeaseWait: time.Second})
-			w2 := newWorker(t, nd, transport.WorkerOptions{PeerID: "w2", Handler: handler, LeaseWait: time.Second})
+			w1 := newWorker(t, nd, worker.Config{PeerID: "w1", Handler: handler, Concurrency: 2, LeaseWait: time.Second})
+			w2 := newWorker(t, nd, worker.Config{PeerID: "w2", Handler: handler, LeaseWait: time.Second})
 			stop1, stop2 := startWorker(t, w1), startWorker(t, w2)
 			for range n {
 				<-nd.completed
@@ -175,7 +176,7 @@ func TestWorkerHeartbeats(t *testing.T) {
 			clock := leasetest.NewManualClock(time.Time{})
 			heartbeats := make(chan time.Time, 4)
 			completed := make(chan struct{}, 1)
-			d := &fakeDispatcher{
+			d := &leasetest.FakeDispatcher{
 				LeaseFn: leaseN(1, tt.advertised),
 				HeartbeatFn: func(_ context.Context, r *resourcelease.HeartbeatRequest) (*resourcelease.HeartbeatResponse, error) {
 					heartbeats <- clock.Now()
@@ -187,7 +188,7 @@ func TestWorkerHeartbeats(t *testing.T) {
 				},
 			}
 			started, release := make(chan struct{}), make(chan struct{})
-			w := newWorker(t, d, transport.WorkerOptions{Clock: clock, HeartbeatInterval: tt.override, Handler: func(context.Context, *resourcelease.Lease) error {
+			w := newWorker(t, d, worker.Config{Clock: clock, HeartbeatInterval: tt.override, Handler: func(context.Context, *resourcelease.Lease) error {
 				close(started)
 				<-release
 				return nil
@@ -216,7 +217,7 @@ func TestWorkerLostLease(t *testing.T) {
 	t.Parallel()
 	clock := leasetest.NewManualClock(time.Time{})
 	var settled atomic.Int64
-	d := &fakeDispatcher{
+	d := &leasetest.FakeDispatcher{
 		LeaseFn: leaseN(1, 1000),
 		HeartbeatFn: func(context.Context, *resourcelease.HeartbeatRequest) (*resourcelease.HeartbeatResponse, error) {
 			return nil, resourcelease.ErrUnknownToken
@@ -230,10 +231,10 @@ func TestWorkerLostLease(t *testing.T) {
 			return &resourcelease.SuccessResponse{Success: true}, nil
 		},
 	}
-	c := newClientServer(t, d, transport.HandlerOptions{}, transport.ClientOptions{})
+	c := newClientServer(t, d, transport.HandlerConfig{}, transport.ClientConfig{})
 	started, cause := make(chan struct{}), make(chan error, 1)
 	handlerDone := make(chan struct{})
-	w := newWorker(t, c, transport.WorkerOptions{Clock: clock, Handler: func(ctx context.Context, _ *resourcelease.Lease) error {
+	w := newWorker(t, c, worker.Config{Clock: clock, Handler: func(ctx context.Context, _ *resourcelease.Lease) error {
 		defer close(handlerDone)
 		close(started)
 		<-ctx.Done()
@@ -244,11 +245,11 @@ func TestWorkerLostLease(t *testing.T) {
 	<-started
 	require.True(t, clock.WaitForTimers(1, 10*time.Second))
 	clock.Advance(time.Second)
-	require.ErrorIs(t, <-cause, transport.ErrLeaseLost)
+	require.ErrorIs(t, <-cause, worker.ErrLeaseLost)
 	<-handlerDone
 	stop()
 	require.Zero(t, settled.Load(), "a lost lease is not settled")
-	require.Equal(t, transport.WorkerStats{Leased: 1, Lost: 1}, w.Stats())
+	require.Equal(t, worker.Stats{Leased: 1, Lost: 1}, w.Stats())
 }
 
 // TestWorkerStopsAtLeaseExpiry: a lease shorter than its advertised heartbeat
@@ -261,7 +262,7 @@ func TestWorkerStopsAtLeaseExpiry(t *testing.T) {
 	expires := clock.Now().Add(3 * time.Second)
 	var beats atomic.Int64
 	at, err := holdUntilStopped(t, unrenewableLease(expires, 10_000, &beats), clock, expires.Add(time.Minute))
-	require.ErrorIs(t, err, transport.ErrLeaseLost)
+	require.ErrorIs(t, err, worker.ErrLeaseLost)
 	require.False(t, at.Before(expires), "cancelled before the lease expired")
 	require.GreaterOrEqual(t, beats.Load(), int64(2), "heartbeats were attempted before expiry despite the 10 s interval")
 }
@@ -269,9 +270,9 @@ func TestWorkerStopsAtLeaseExpiry(t *testing.T) {
 // unrenewableLease is a dispatcher that hands out one lease, stated to
 // expire at expiresAt (in its own clock) and advertising heartbeatMs, whose
 // heartbeats all fail transiently; it counts them in beats.
-func unrenewableLease(expiresAt time.Time, heartbeatMs int64, beats *atomic.Int64) *fakeDispatcher {
+func unrenewableLease(expiresAt time.Time, heartbeatMs int64, beats *atomic.Int64) *leasetest.FakeDispatcher {
 	var given atomic.Bool
-	return &fakeDispatcher{
+	return &leasetest.FakeDispatcher{
 		LeaseFn: func(ctx context.Context, _ *resourcelease.LeaseRequest) (*resourcelease.Lease, error) {
 			if given.Swap(true) { // one lease, then nothing until the worker stops
 				<-ctx.Done()
@@ -298,7 +299,7 @@ func holdUntilStopped(t *testing.T, d resourcelease.Dispatcher, clock *leasetest
 	t.Helper()
 	causes := make(chan error, 1)
 	var once sync.Once
-	w := newWorker(t, d, transport.WorkerOptions{Clock: clock, Concurrency: 1, Handler: func(ctx context.Context, _ *resourcelease.Lease) error {
+	w := newWorker(t, d, worker.Config{Clock: clock, Concurrency: 1, Handler: func(ctx context.Context, _ *resourcelease.Lease) error {
 		<-ctx.Done()
 		once.Do(func() { causes <- context.Cause(ctx) })
 		return ctx.Err()
@@ -332,7 +333,7 @@ func TestWorkerShutdown(t *testing.T) {
 		deadline bool
 	}
 	fails := make(chan failCall, n)
-	d := &fakeDispatcher{
+	d := &leasetest.FakeDispatcher{
 		LeaseFn: leaseN(n, 0),
 		FailFn: func(ctx context.Context, r *resourcelease.FailRequest) (*resourcelease.SuccessResponse, error) {
 			_, hasDeadline := ctx.Deadline()
@@ -342,7 +343,7 @@ func TestWorkerShutdown(t *testing.T) {
 	}
 	var running sync.WaitGroup
 	running.Add(n)
-	w := newWorker(t, d, transport.WorkerOptions{Concurrency: n, Handler: func(ctx context.Context, _ *resourcelease.Lease) error {
+	w := newWorker(t, d, worker.Config{Concurrency: n, Handler: func(ctx context.Context, _ *resourcelease.Lease) error {
 		running.Done()
 		<-ctx.Done()
 		return ctx.Err()
@@ -356,13 +357,13 @@ func TestWorkerShutdown(t *testing.T) {
 		f := <-fails
 		require.NoError(t, f.ctxErr, "the fail call has a live context")
 		require.True(t, f.deadline, "bounded by the shutdown timeout")
-		require.Equal(t, transport.ShutdownReason, f.req.Reason)
+		require.Equal(t, worker.ShutdownReason, f.req.Reason)
 		require.Equal(t, resourcelease.CodeCancelled, f.req.ErrorCode)
 		require.True(t, *f.req.Requeue)
 		seen[f.req.OwnershipToken.SequenceID] = true
 	}
 	require.Len(t, seen, n)
-	require.Equal(t, transport.WorkerStats{Leased: n, Failed: n}, w.Stats())
+	require.Equal(t, worker.Stats{Leased: n, Failed: n}, w.Stats())
 }
 
 // TestWorkerLeasedAsItStops: a lease that arrives after Run's context ended is
@@ -372,7 +373,7 @@ func TestWorkerLeasedAsItStops(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	fails := make(chan *resourcelease.FailRequest, 1)
 	inner := leaseN(1, 0)
-	d := &fakeDispatcher{
+	d := &leasetest.FakeDispatcher{
 		LeaseFn: func(ctx context.Context, r *resourcelease.LeaseRequest) (*resourcelease.Lease, error) {
 			l, err := inner(ctx, r)
 			cancel() // the worker is told to stop while the lease is on its way
@@ -384,14 +385,14 @@ func TestWorkerLeasedAsItStops(t *testing.T) {
 		},
 	}
 	var ran atomic.Bool
-	w := newWorker(t, d, transport.WorkerOptions{Handler: func(context.Context, *resourcelease.Lease) error {
+	w := newWorker(t, d, worker.Config{Handler: func(context.Context, *resourcelease.Lease) error {
 		ran.Store(true)
 		return nil
 	}})
 	require.NoError(t, w.Run(ctx))
 	require.False(t, ran.Load())
 	f := <-fails
-	require.Equal(t, transport.ShutdownReason, f.Reason)
+	require.Equal(t, worker.ShutdownReason, f.Reason)
 	require.True(t, *f.Requeue)
 }
 
@@ -400,7 +401,7 @@ func TestWorkerLeasedAsItStops(t *testing.T) {
 func TestWorkerBackoffAndResume(t *testing.T) {
 	t.Parallel()
 	const outage = 3
-	h := newHandler(t, &fakeDispatcher{LeaseFn: leaseN(1, 0)}, transport.HandlerOptions{})
+	h := newHandler(t, &leasetest.FakeDispatcher{LeaseFn: leaseN(1, 0)}, transport.HandlerConfig{})
 	var refused atomic.Int64
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if refused.Load() < outage {
@@ -411,16 +412,16 @@ func TestWorkerBackoffAndResume(t *testing.T) {
 		h.ServeHTTP(w, r)
 	}))
 	defer srv.Close()
-	c, err := transport.NewClient(srv.URL, transport.ClientOptions{})
+	c, err := transport.NewClient(srv.URL, transport.ClientConfig{})
 	require.NoError(t, err)
 	defer c.Close()
 	nd := &notifyDispatcher{Dispatcher: c, completed: make(chan resourcelease.OwnershipToken, 1)}
-	w := newWorker(t, nd, transport.WorkerOptions{MinBackoff: time.Millisecond, MaxBackoff: 4 * time.Millisecond,
+	w := newWorker(t, nd, worker.Config{MinBackoff: time.Millisecond, MaxBackoff: 4 * time.Millisecond,
 		Handler: func(context.Context, *resourcelease.Lease) error { return nil }})
 	stop := startWorker(t, w)
 	<-nd.completed
 	stop()
-	require.Equal(t, transport.WorkerStats{Leased: 1, Completed: 1, Errors: outage}, w.Stats())
+	require.Equal(t, worker.Stats{Leased: 1, Completed: 1, Errors: outage}, w.Stats())
 }
 
 // TestWorkerBackoffSchedule checks the exponential backoff with jitter on a
@@ -429,12 +430,12 @@ func TestWorkerBackoffSchedule(t *testing.T) {
 	t.Parallel()
 	clock := leasetest.NewManualClock(time.Time{})
 	calls := make(chan time.Time, 16)
-	d := &fakeDispatcher{LeaseFn: func(ctx context.Context, _ *resourcelease.LeaseRequest) (*resourcelease.Lease, error) {
+	d := &leasetest.FakeDispatcher{LeaseFn: func(ctx context.Context, _ *resourcelease.LeaseRequest) (*resourcelease.Lease, error) {
 		calls <- clock.Now()
 		return nil, resourcelease.ErrStorageUnavailable
 	}}
 	const minB, maxB = 100 * time.Millisecond, 800 * time.Millisecond
-	w := newWorker(t, d, transport.WorkerOptions{Clock: clock, MinBackoff: minB, MaxBackoff: maxB,
+	w := newWorker(t, d, worker.Config{Clock: clock, MinBackoff: minB, MaxBackoff: maxB,
 		Handler: func(context.Context, *resourcelease.Lease) error { return nil }})
 	startWorker(t, w)
 	prev := <-calls
@@ -466,11 +467,11 @@ func TestWorkerIdleDispatcher(t *testing.T) {
 	t.Parallel()
 	clock := leasetest.NewManualClock(time.Time{})
 	var calls atomic.Int64
-	d := &fakeDispatcher{LeaseFn: func(context.Context, *resourcelease.LeaseRequest) (*resourcelease.Lease, error) {
+	d := &leasetest.FakeDispatcher{LeaseFn: func(context.Context, *resourcelease.LeaseRequest) (*resourcelease.Lease, error) {
 		calls.Add(1)
 		return nil, nil
 	}}
-	w := newWorker(t, d, transport.WorkerOptions{Clock: clock, MinBackoff: time.Second, MaxBackoff: time.Second,
+	w := newWorker(t, d, worker.Config{Clock: clock, MinBackoff: time.Second, MaxBackoff: time.Second,
 		Handler: func(context.Context, *resourcelease.Lease) error { return nil }})
 	startWorker(t, w)
 	require.True(t, clock.WaitForTimers(1, 10*time.Second))
@@ -488,21 +489,21 @@ func TestWorkerSettle(t *testing.T) {
 	tests := []struct {
 		name       string
 		errs       []error // answers of successive complete calls; then success
-		wantStats  transport.WorkerStats
+		wantStats  worker.Stats
 		wantCalls  int
 		wantLogged string
 	}{
-		{"first time", nil, transport.WorkerStats{Leased: 1, Completed: 1}, 1, ""},
-		{"after transient errors", []error{unavailable, unavailable}, transport.WorkerStats{Leased: 1, Completed: 1, Errors: 2}, 3, ""},
-		{"unknown token", []error{resourcelease.ErrUnknownToken}, transport.WorkerStats{Leased: 1, Lost: 1}, 1, "lease lost before it was settled"},
-		{"not retryable", []error{resourcelease.Errorf(resourcelease.StatusInvalidArgument, "x", "bad")}, transport.WorkerStats{Leased: 1, Lost: 1, Errors: 1}, 1, "could not settle lease"},
+		{"first time", nil, worker.Stats{Leased: 1, Completed: 1}, 1, ""},
+		{"after transient errors", []error{unavailable, unavailable}, worker.Stats{Leased: 1, Completed: 1, Errors: 2}, 3, ""},
+		{"unknown token", []error{resourcelease.ErrUnknownToken}, worker.Stats{Leased: 1, Lost: 1}, 1, "lease lost before it was settled"},
+		{"not retryable", []error{resourcelease.Errorf(resourcelease.StatusInvalidArgument, "x", "bad")}, worker.Stats{Leased: 1, Lost: 1, Errors: 1}, 1, "could not settle lease"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			var calls atomic.Int64
 			done := make(chan struct{})
-			d := &fakeDispatcher{
+			d := &leasetest.FakeDispatcher{
 				LeaseFn: leaseN(1, 0),
 				CompleteFn: func(context.Context, *resourcelease.CompleteRequest) (*resourcelease.SuccessResponse, error) {
 					i := int(calls.Add(1))
@@ -516,7 +517,7 @@ func TestWorkerSettle(t *testing.T) {
 				},
 			}
 			var logs logBuffer
-			w := newWorker(t, d, transport.WorkerOptions{MinBackoff: time.Millisecond, MaxBackoff: 2 * time.Millisecond, Logger: logs.logger(),
+			w := newWorker(t, d, worker.Config{MinBackoff: time.Millisecond, MaxBackoff: 2 * time.Millisecond, Logger: logs.logger(),
 				Handler: func(context.Context, *resourcelease.Lease) error { return nil }})
 			stop := startWorker(t, w)
 			<-done
@@ -543,39 +544,39 @@ func TestWorkerHandlerErrors(t *testing.T) {
 		{"plain error", func() error { return errors.New("db timeout") }, "db timeout", "", true},
 		{"*Error", func() error { return appErr }, "app.stock: out of stock", "app.stock", true},
 		{"wrapped *Error", func() error { return fmt.Errorf("order 7: %w", appErr) }, "order 7: app.stock: out of stock", "app.stock", true},
-		{"permanent", func() error { return transport.Permanent(errors.New("poison")) }, "poison", "", false},
-		{"permanent *Error", func() error { return transport.Permanent(appErr) }, "app.stock: out of stock", "app.stock", false},
+		{"permanent", func() error { return worker.Permanent(errors.New("poison")) }, "poison", "", false},
+		{"permanent *Error", func() error { return worker.Permanent(appErr) }, "app.stock: out of stock", "app.stock", false},
 		{"panic", func() error { panic("boom") }, "handler panic: boom", "", true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			fails := make(chan *resourcelease.FailRequest, 1)
-			d := &fakeDispatcher{
+			d := &leasetest.FakeDispatcher{
 				LeaseFn: leaseN(1, 0),
 				FailFn: func(_ context.Context, r *resourcelease.FailRequest) (*resourcelease.SuccessResponse, error) {
 					fails <- r
 					return &resourcelease.SuccessResponse{Success: true}, nil
 				},
 			}
-			w := newWorker(t, d, transport.WorkerOptions{Handler: func(context.Context, *resourcelease.Lease) error { return tt.handler() }})
+			w := newWorker(t, d, worker.Config{Handler: func(context.Context, *resourcelease.Lease) error { return tt.handler() }})
 			stop := startWorker(t, w)
 			f := <-fails
 			stop()
 			require.Equal(t, tt.wantReason, f.Reason)
 			require.Equal(t, tt.wantCode, f.ErrorCode)
 			require.Equal(t, tt.wantRequeue, *f.Requeue)
-			require.Equal(t, transport.WorkerStats{Leased: 1, Failed: 1}, w.Stats())
+			require.Equal(t, worker.Stats{Leased: 1, Failed: 1}, w.Stats())
 		})
 	}
-	require.NoError(t, transport.Permanent(nil))
+	require.NoError(t, worker.Permanent(nil))
 }
 
 // TestWorkerRunTwice: a Worker runs once at a time.
 func TestWorkerRunTwice(t *testing.T) {
 	t.Parallel()
 	leasing := make(chan struct{}, 1)
-	d := &fakeDispatcher{LeaseFn: func(ctx context.Context, _ *resourcelease.LeaseRequest) (*resourcelease.Lease, error) {
+	d := &leasetest.FakeDispatcher{LeaseFn: func(ctx context.Context, _ *resourcelease.LeaseRequest) (*resourcelease.Lease, error) {
 		select {
 		case leasing <- struct{}{}:
 		default:
@@ -583,7 +584,7 @@ func TestWorkerRunTwice(t *testing.T) {
 		<-ctx.Done()
 		return nil, ctx.Err()
 	}}
-	w := newWorker(t, d, transport.WorkerOptions{Handler: func(context.Context, *resourcelease.Lease) error { return nil }})
+	w := newWorker(t, d, worker.Config{Handler: func(context.Context, *resourcelease.Lease) error { return nil }})
 	stop := startWorker(t, w)
 	<-leasing
 	require.ErrorContains(t, w.Run(context.Background()), "already running")
@@ -600,28 +601,28 @@ func TestNewWorkerOptions(t *testing.T) {
 	tests := []struct {
 		name    string
 		d       resourcelease.Dispatcher
-		opts    transport.WorkerOptions
+		opts    worker.Config
 		wantErr string
 	}{
-		{name: "minimal", d: &fakeDispatcher{}, opts: transport.WorkerOptions{Handler: h}},
-		{name: "all set", d: &fakeDispatcher{}, opts: transport.WorkerOptions{PeerID: "w", Handler: h, Concurrency: 4, LeaseWait: time.Second,
+		{name: "minimal", d: &leasetest.FakeDispatcher{}, opts: worker.Config{Handler: h}},
+		{name: "all set", d: &leasetest.FakeDispatcher{}, opts: worker.Config{PeerID: "w", Handler: h, Concurrency: 4, LeaseWait: time.Second,
 			MinBackoff: time.Millisecond, MaxBackoff: time.Second, HeartbeatInterval: time.Second, ShutdownTimeout: time.Second,
 			Logger: quietLogger, Clock: leasetest.NewManualClock(time.Time{})}},
-		{name: "only MinBackoff, under the default max", d: &fakeDispatcher{}, opts: transport.WorkerOptions{Handler: h, MinBackoff: time.Second}},
-		{name: "nil dispatcher", opts: transport.WorkerOptions{Handler: h}, wantErr: "nil Dispatcher"},
-		{name: "no handler", d: &fakeDispatcher{}, wantErr: "Handler is required"},
-		{name: "negative concurrency", d: &fakeDispatcher{}, opts: transport.WorkerOptions{Handler: h, Concurrency: -1}, wantErr: "Concurrency"},
-		{name: "negative lease wait", d: &fakeDispatcher{}, opts: transport.WorkerOptions{Handler: h, LeaseWait: -1}, wantErr: "LeaseWait"},
-		{name: "negative backoff", d: &fakeDispatcher{}, opts: transport.WorkerOptions{Handler: h, MinBackoff: -1}, wantErr: "MinBackoff"},
-		{name: "negative heartbeat", d: &fakeDispatcher{}, opts: transport.WorkerOptions{Handler: h, HeartbeatInterval: -1}, wantErr: "HeartbeatInterval"},
-		{name: "negative shutdown", d: &fakeDispatcher{}, opts: transport.WorkerOptions{Handler: h, ShutdownTimeout: -1}, wantErr: "ShutdownTimeout"},
-		{name: "min over max", d: &fakeDispatcher{}, opts: transport.WorkerOptions{Handler: h, MinBackoff: time.Minute, MaxBackoff: time.Second}, wantErr: "exceeds MaxBackoff"},
-		{name: "min over the default max", d: &fakeDispatcher{}, opts: transport.WorkerOptions{Handler: h, MinBackoff: time.Minute}, wantErr: "exceeds MaxBackoff"},
+		{name: "only MinBackoff, under the default max", d: &leasetest.FakeDispatcher{}, opts: worker.Config{Handler: h, MinBackoff: time.Second}},
+		{name: "nil dispatcher", opts: worker.Config{Handler: h}, wantErr: "nil Dispatcher"},
+		{name: "no handler", d: &leasetest.FakeDispatcher{}, wantErr: "Handler is required"},
+		{name: "negative concurrency", d: &leasetest.FakeDispatcher{}, opts: worker.Config{Handler: h, Concurrency: -1}, wantErr: "Concurrency"},
+		{name: "negative lease wait", d: &leasetest.FakeDispatcher{}, opts: worker.Config{Handler: h, LeaseWait: -1}, wantErr: "LeaseWait"},
+		{name: "negative backoff", d: &leasetest.FakeDispatcher{}, opts: worker.Config{Handler: h, MinBackoff: -1}, wantErr: "MinBackoff"},
+		{name: "negative heartbeat", d: &leasetest.FakeDispatcher{}, opts: worker.Config{Handler: h, HeartbeatInterval: -1}, wantErr: "HeartbeatInterval"},
+		{name: "negative shutdown", d: &leasetest.FakeDispatcher{}, opts: worker.Config{Handler: h, ShutdownTimeout: -1}, wantErr: "ShutdownTimeout"},
+		{name: "min over max", d: &leasetest.FakeDispatcher{}, opts: worker.Config{Handler: h, MinBackoff: time.Minute, MaxBackoff: time.Second}, wantErr: "exceeds MaxBackoff"},
+		{name: "min over the default max", d: &leasetest.FakeDispatcher{}, opts: worker.Config{Handler: h, MinBackoff: time.Minute}, wantErr: "exceeds MaxBackoff"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			w, err := transport.NewWorker(tt.d, tt.opts)
+			w, err := worker.New(tt.d, tt.opts)
 			if tt.wantErr == "" {
 				require.NoError(t, err)
 				require.NotNil(t, w)
@@ -644,7 +645,7 @@ func TestWorkerNeverReadsExpiriesLater(t *testing.T) {
 	var beats atomic.Int64
 	d := offsetDispatcher{unrenewableLease(expires, 1000, &beats), -time.Minute}
 	at, err := holdUntilStopped(t, d, clock, expires.Add(2*time.Minute))
-	require.ErrorIs(t, err, transport.ErrLeaseLost)
+	require.ErrorIs(t, err, worker.ErrLeaseLost)
 	require.False(t, at.After(expires.Add(250*time.Millisecond)), "stopped at %v, after the expiry as sent %v", at, expires)
 }
 
@@ -657,7 +658,7 @@ func TestWorkerStopDuringSettleIsNotLost(t *testing.T) {
 	inFlight := make(chan struct{})
 	runStopped := make(chan struct{})
 	var calls atomic.Int64
-	d := &fakeDispatcher{
+	d := &leasetest.FakeDispatcher{
 		LeaseFn: leaseN(1, 10_000),
 		CompleteFn: func(ctx context.Context, _ *resourcelease.CompleteRequest) (*resourcelease.SuccessResponse, error) {
 			if calls.Add(1) > 1 {
@@ -671,7 +672,7 @@ func TestWorkerStopDuringSettleIsNotLost(t *testing.T) {
 			return &resourcelease.SuccessResponse{Success: true}, nil
 		},
 	}
-	w := newWorker(t, d, transport.WorkerOptions{Concurrency: 1, Handler: func(context.Context, *resourcelease.Lease) error { return nil }})
+	w := newWorker(t, d, worker.Config{Concurrency: 1, Handler: func(context.Context, *resourcelease.Lease) error { return nil }})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- w.Run(ctx) }()
@@ -685,10 +686,10 @@ func TestWorkerStopDuringSettleIsNotLost(t *testing.T) {
 	assert.Equal(t, int64(1), calls.Load(), "one complete call")
 }
 
-// offsetDispatcher is a fakeDispatcher whose host clock is off the worker's
+// offsetDispatcher is a leasetest.FakeDispatcher whose host clock is off the worker's
 // by off, and that says so, as Client does from the Date header.
 type offsetDispatcher struct {
-	*fakeDispatcher
+	*leasetest.FakeDispatcher
 	off time.Duration
 }
 
@@ -706,7 +707,7 @@ func TestWorkerStopsAtTranslatedExpiry(t *testing.T) {
 	var beats atomic.Int64
 	d := offsetDispatcher{unrenewableLease(realExpiry.Add(ahead), 1000, &beats), ahead} // expiry in the dispatcher's clock
 	at, err := holdUntilStopped(t, d, clock, realExpiry.Add(ahead+time.Minute))
-	require.ErrorIs(t, err, transport.ErrLeaseLost)
+	require.ErrorIs(t, err, worker.ErrLeaseLost)
 	// Translated expiries err a second early (the offset is only known
 	// to about a second), never late.
 	require.False(t, at.Before(realExpiry.Add(-1500*time.Millisecond)), "stopped at %v, well before the lease expired at %v", at, realExpiry)
@@ -720,7 +721,7 @@ func TestWorkerShutdownTimeoutBoundsSettling(t *testing.T) {
 	t.Parallel()
 	inFlight := make(chan struct{})
 	var calls atomic.Int64
-	d := &fakeDispatcher{
+	d := &leasetest.FakeDispatcher{
 		LeaseFn: leaseN(1, 10_000),
 		CompleteFn: func(ctx context.Context, _ *resourcelease.CompleteRequest) (*resourcelease.SuccessResponse, error) {
 			if calls.Add(1) == 1 {
@@ -730,7 +731,7 @@ func TestWorkerShutdownTimeoutBoundsSettling(t *testing.T) {
 			return nil, resourcelease.AsError(ctx.Err())
 		},
 	}
-	w := newWorker(t, d, transport.WorkerOptions{Concurrency: 1, ShutdownTimeout: 100 * time.Millisecond,
+	w := newWorker(t, d, worker.Config{Concurrency: 1, ShutdownTimeout: 100 * time.Millisecond,
 		Handler: func(context.Context, *resourcelease.Lease) error { return nil }})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -752,7 +753,7 @@ func TestWorkerShutdownCutIsNotADispatcherError(t *testing.T) {
 	t.Parallel()
 	running := make(chan struct{})
 	var calls atomic.Int64
-	d := &fakeDispatcher{
+	d := &leasetest.FakeDispatcher{
 		LeaseFn: leaseN(1, 0),
 		FailFn: func(ctx context.Context, _ *resourcelease.FailRequest) (*resourcelease.SuccessResponse, error) {
 			calls.Add(1)
@@ -760,7 +761,7 @@ func TestWorkerShutdownCutIsNotADispatcherError(t *testing.T) {
 			return nil, resourcelease.AsError(ctx.Err())
 		},
 	}
-	w := newWorker(t, d, transport.WorkerOptions{Concurrency: 1, ShutdownTimeout: 50 * time.Millisecond,
+	w := newWorker(t, d, worker.Config{Concurrency: 1, ShutdownTimeout: 50 * time.Millisecond,
 		Handler: func(ctx context.Context, _ *resourcelease.Lease) error {
 			close(running)
 			<-ctx.Done()
@@ -773,5 +774,5 @@ func TestWorkerShutdownCutIsNotADispatcherError(t *testing.T) {
 	cancel()
 	require.NoError(t, <-done)
 	s := w.Stats()
-	assert.Equal(t, transport.WorkerStats{Leased: 1, Lost: 1}, s, "after %d fail calls", calls.Load())
+	assert.Equal(t, worker.Stats{Leased: 1, Lost: 1}, s, "after %d fail calls", calls.Load())
 }

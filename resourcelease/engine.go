@@ -13,10 +13,10 @@ import (
 	"github.com/google/uuid"
 )
 
-// MemoryQueue is the lease queue engine. Its index lives in memory; with a
+// Engine is the lease queue engine. Its index lives in memory; with a
 // durable Journal (the SQLite replicator) every change is written through and
 // acknowledged before the call returns, and InitialState rebuilds it after a
-// restart. Create it with NewMemoryQueue; it is safe for concurrent use.
+// restart. Create it with NewEngine; it is safe for concurrent use.
 //
 // Choosing the next item is O(1) for items in enqueue order (a FIFO ring) and
 // O(log n) for requeued or restored ones (a heap by sequence id), so lease cost
@@ -26,7 +26,7 @@ import (
 // the items a lease, drain or dead-letter listing returns, are shared with the
 // queue and its journal, so treat them as read-only. LocalDispatcher copies at
 // its boundary, so its callers need not care.
-type MemoryQueue struct {
+type Engine struct {
 	cfg     QueueConfig // defaults applied
 	clock   Clock
 	journal Journal
@@ -66,15 +66,15 @@ type entry struct {
 	readyAt    int64
 	lastError  *ErrorInfo
 	// lastToken is the token of the item's newest lease: the live one while
-	// the entry is in MemoryQueue.leases (one field for both keeps the entry
+	// the entry is in Engine.leases (one field for both keeps the entry
 	// in a smaller allocation size class).
 	lastToken OwnershipToken
 
-	// Live lease, valid while the entry is in MemoryQueue.leases.
+	// Live lease, valid while the entry is in Engine.leases.
 	peer                 string
 	leasedAt             int64
 	expiresAt            int64
-	prevLease, nextLease *entry // neighbours in MemoryQueue.expiry
+	prevLease, nextLease *entry // neighbours in Engine.expiry
 }
 
 type deadEntry struct {
@@ -100,15 +100,15 @@ type waiterResult struct {
 	err   error
 }
 
-var _ Queue = (*MemoryQueue)(nil)
+var _ Queue = (*Engine)(nil)
 
-// NewMemoryQueue validates cfg, applies its defaults, rebuilds from
+// NewEngine validates cfg, applies its defaults, rebuilds from
 // cfg.InitialState if given, and starts the expiry sweeper (stopped by Close).
-func NewMemoryQueue(cfg QueueConfig) (*MemoryQueue, error) {
+func NewEngine(cfg QueueConfig) (*Engine, error) {
 	if err := cfg.applyDefaults(); err != nil {
 		return nil, err
 	}
-	q := &MemoryQueue{
+	q := &Engine{
 		cfg:       cfg,
 		clock:     clockOrSystem(cfg.Clock),
 		journal:   cfg.Journal,
@@ -200,13 +200,13 @@ func (c *QueueConfig) applyDefaults() error {
 }
 
 // Config returns the queue's configuration with defaults applied.
-func (q *MemoryQueue) Config() QueueConfig {
+func (q *Engine) Config() QueueConfig {
 	c := q.cfg
 	c.InitialState = nil
 	return c
 }
 
-func (q *MemoryQueue) rebuild(st *QueueState) error {
+func (q *Engine) rebuild(st *QueueState) error {
 	// The rebuild is the first change: later change times start from it, so
 	// the restored leases' expiries stay in order with later ones (see
 	// expiryList) even under a clock that steps back.
@@ -338,16 +338,16 @@ func (e *entry) pendingItem() PendingItem {
 	return p
 }
 
-func (q *MemoryQueue) pendingLen() int { return q.fresh.Len() + q.redo.Len() + q.delayed.Len() }
+func (q *Engine) pendingLen() int { return q.fresh.Len() + q.redo.Len() + q.delayed.Len() }
 
-func (q *MemoryQueue) statsLocked() Stats {
+func (q *Engine) statsLocked() Stats {
 	return Stats{PendingCount: q.pendingLen(), ActiveLeaseCount: len(q.leases), DeadLetterCount: len(q.dead)}
 }
 
 // begin starts a call that changes the queue: it checks ctx, reads the clock
 // (before the lock: reading it can be slow), takes q.mu and refuses a closed
 // queue. On success q.mu is held and now is the call's change time.
-func (q *MemoryQueue) begin(ctx context.Context) (now int64, err error) {
+func (q *Engine) begin(ctx context.Context) (now int64, err error) {
 	if err := ctxError(ctx); err != nil {
 		return 0, err
 	}
@@ -362,7 +362,7 @@ func (q *MemoryQueue) begin(ctx context.Context) (now int64, err error) {
 
 // stamp returns the time of a change: the clock reading its caller took
 // before the lock, kept from going backwards in change order. Callers hold q.mu.
-func (q *MemoryQueue) stamp(read int64) int64 {
+func (q *Engine) stamp(read int64) int64 {
 	if read < q.lastStamp {
 		read = q.lastStamp
 	}
@@ -372,7 +372,7 @@ func (q *MemoryQueue) stamp(read int64) int64 {
 
 // record hands a change to the journal. Callers hold q.mu. The change is only
 // built when there is a journal, so a queue without one pays nothing.
-func (q *MemoryQueue) record(kind ChangeKind, now int64, fill func(c *Change)) Ack {
+func (q *Engine) record(kind ChangeKind, now int64, fill func(c *Change)) Ack {
 	if q.journal == nil {
 		return nil
 	}
@@ -392,7 +392,7 @@ func waitAck(a Ack) error {
 }
 
 // Enqueue implements Queue.
-func (q *MemoryQueue) Enqueue(ctx context.Context, item Item) (EnqueueResult, error) {
+func (q *Engine) Enqueue(ctx context.Context, item Item) (EnqueueResult, error) {
 	if err := item.Validate(); err != nil {
 		return EnqueueResult{}, err
 	}
@@ -454,7 +454,7 @@ func (q *MemoryQueue) Enqueue(ctx context.Context, item Item) (EnqueueResult, er
 
 // boundDedupe forgets the oldest remembered request ids beyond
 // MaxDedupeEntries. Callers hold q.mu.
-func (q *MemoryQueue) boundDedupe() {
+func (q *Engine) boundDedupe() {
 	for q.cfg.MaxDedupeEntries > 0 && q.dedupeOrder.Len() > q.cfg.MaxDedupeEntries {
 		q.forgetOldestDedupe()
 	}
@@ -462,14 +462,14 @@ func (q *MemoryQueue) boundDedupe() {
 
 // forgetOldestDedupe drops the front of dedupeOrder, and its map entry unless
 // a newer enqueue of the same request id owns it. Callers hold q.mu.
-func (q *MemoryQueue) forgetOldestDedupe() {
+func (q *Engine) forgetOldestDedupe() {
 	d := q.dedupeOrder.PopFront()
 	if r, ok := q.dedupe[d.RequestID]; ok && r.seq == d.SequenceID {
 		delete(q.dedupe, d.RequestID)
 	}
 }
 
-func (q *MemoryQueue) trimDedupe(now int64) {
+func (q *Engine) trimDedupe(now int64) {
 	for q.dedupeOrder.Len() > 0 {
 		d := q.dedupeOrder.Front()
 		if now-d.SeenAt.UnixNano() < int64(q.cfg.DedupeWindow) {
@@ -480,7 +480,7 @@ func (q *MemoryQueue) trimDedupe(now int64) {
 }
 
 // popReady removes and returns the oldest ready item, or nil.
-func (q *MemoryQueue) popReady() *entry {
+func (q *Engine) popReady() *entry {
 	f := q.fresh.Front()
 	r, ok := q.redo.Peek()
 	switch {
@@ -494,7 +494,7 @@ func (q *MemoryQueue) popReady() *entry {
 	return q.redo.Pop()
 }
 
-func (q *MemoryQueue) readyLen() int { return q.fresh.Len() + q.redo.Len() }
+func (q *Engine) readyLen() int { return q.fresh.Len() + q.redo.Len() }
 
 // grantInfo is what a Lease is built from: the entry's immutable parts
 // (item, sequence id, enqueue time) are read from e at any time, and the
@@ -510,7 +510,7 @@ type grantInfo struct {
 // grant leases e to peer under lease id id. Callers hold q.mu and have
 // removed e from pending. The Lease itself is built from the returned
 // grantInfo by newLease, after the lock is released: less time holding it.
-func (q *MemoryQueue) grant(e *entry, peer string, now int64, id uuid.UUID) (grantInfo, Ack) {
+func (q *Engine) grant(e *entry, peer string, now int64, id uuid.UUID) (grantInfo, Ack) {
 	e.readyAt = 0
 	e.lastToken = OwnershipToken{SequenceID: e.seq, Attempt: e.attempt, LeaseID: id}
 	e.peer = peer
@@ -532,7 +532,7 @@ func (q *MemoryQueue) grant(e *entry, peer string, now int64, id uuid.UUID) (gra
 }
 
 // newLease builds the Lease of a grant. It needs no lock.
-func (q *MemoryQueue) newLease(g *grantInfo) *Lease {
+func (q *Engine) newLease(g *grantInfo) *Lease {
 	e := g.e
 	return &Lease{
 		Payload:             e.item,
@@ -576,7 +576,7 @@ func putUint64(b []byte, v uint64) {
 
 // handOff gives ready items to waiting long-polls, first come first served, one
 // item per waiter: no waiter is woken for an item it will not get.
-func (q *MemoryQueue) handOff(now int64) {
+func (q *Engine) handOff(now int64) {
 	for q.waiters.Len() > 0 && q.readyLen() > 0 {
 		w := q.waiters.Remove(q.waiters.Front()).(*waiter)
 		w.elem = nil
@@ -586,7 +586,7 @@ func (q *MemoryQueue) handOff(now int64) {
 }
 
 // signalSpace wakes enqueues waiting for capacity. Callers hold q.mu.
-func (q *MemoryQueue) signalSpace() {
+func (q *Engine) signalSpace() {
 	if q.spaceWanted {
 		q.spaceWanted = false
 		close(q.spaceCh)
@@ -597,7 +597,7 @@ func (q *MemoryQueue) signalSpace() {
 // maintain promotes delayed items whose time has come, expires overdue leases
 // and hands ready items to waiting long-polls. Callers hold q.mu; it returns
 // the last ack it produced.
-func (q *MemoryQueue) maintain(now int64) Ack {
+func (q *Engine) maintain(now int64) Ack {
 	var last Ack
 	for {
 		e, ok := q.delayed.Peek()
@@ -622,14 +622,14 @@ func (q *MemoryQueue) maintain(now int64) Ack {
 }
 
 // expire ends e's lease because it passed its expiry. Callers hold q.mu.
-func (q *MemoryQueue) expire(e *entry, now int64) Ack {
+func (q *Engine) expire(e *entry, now int64) Ack {
 	reason := &ErrorInfo{Message: "lease expired without a heartbeat", Code: CodeLeaseExpired}
 	return q.endLease(e, now, ChangeExpired, reason, true, nil)
 }
 
 // endLiveLease takes e out of the live leases and returns what its lease
 // was; e.lastToken keeps the token. Callers hold q.mu.
-func (q *MemoryQueue) endLiveLease(e *entry) (token OwnershipToken, peer string, leasedAt int64) {
+func (q *Engine) endLiveLease(e *entry) (token OwnershipToken, peer string, leasedAt int64) {
 	token, peer, leasedAt = e.lastToken, e.peer, e.leasedAt
 	delete(q.leases, e.seq)
 	q.expiry.Remove(e)
@@ -639,7 +639,7 @@ func (q *MemoryQueue) endLiveLease(e *entry) (token OwnershipToken, peer string,
 
 // endLease removes e's live lease and requeues or dead-letters it. Callers
 // hold q.mu.
-func (q *MemoryQueue) endLease(e *entry, now int64, kind ChangeKind, errInfo *ErrorInfo, requeue bool, meta map[string]string) Ack {
+func (q *Engine) endLease(e *entry, now int64, kind ChangeKind, errInfo *ErrorInfo, requeue bool, meta map[string]string) Ack {
 	token, peer, leasedAt := q.endLiveLease(e)
 	e.lastError = errInfo
 	fill := func(c *Change) {
@@ -692,7 +692,7 @@ func (q *MemoryQueue) endLease(e *entry, now int64, kind ChangeKind, errInfo *Er
 
 // requeueDelay is the delay after the given failed attempt: fixed, or
 // RequeueDelay·2^(attempt-1) capped at MaxRequeueDelay.
-func (q *MemoryQueue) requeueDelay(failedAttempt int) time.Duration {
+func (q *Engine) requeueDelay(failedAttempt int) time.Duration {
 	d := q.cfg.RequeueDelay
 	if q.cfg.MaxRequeueDelay <= 0 || d <= 0 {
 		return d
@@ -703,7 +703,7 @@ func (q *MemoryQueue) requeueDelay(failedAttempt int) time.Duration {
 	return min(d, q.cfg.MaxRequeueDelay)
 }
 
-func (q *MemoryQueue) kickSweeper() {
+func (q *Engine) kickSweeper() {
 	select {
 	case q.sweepKick <- struct{}{}:
 	default:
@@ -711,7 +711,7 @@ func (q *MemoryQueue) kickSweeper() {
 }
 
 // Lease implements Queue.
-func (q *MemoryQueue) Lease(ctx context.Context, peerID string, wait time.Duration) (*Lease, error) {
+func (q *Engine) Lease(ctx context.Context, peerID string, wait time.Duration) (*Lease, error) {
 	if wait < 0 {
 		return nil, Errorf(StatusInvalidArgument, CodeInvalidArgument, "lease wait must not be negative, got %v", wait)
 	}
@@ -765,7 +765,7 @@ func (q *MemoryQueue) Lease(ctx context.Context, peerID string, wait time.Durati
 // acknowledgement fails (storage, or a synchronous sink after the commit) the
 // caller never gets the lease, so it is released at once, without counting an
 // attempt, instead of leaving the item held by nobody until it expires.
-func (q *MemoryQueue) deliver(r waiterResult) (*Lease, error) {
+func (q *Engine) deliver(r waiterResult) (*Lease, error) {
 	if r.err != nil {
 		return nil, r.err
 	}
@@ -778,7 +778,7 @@ func (q *MemoryQueue) deliver(r waiterResult) (*Lease, error) {
 
 // abandon removes w from the waiters. If a result was already handed to it,
 // it returns that result and true.
-func (q *MemoryQueue) abandon(w *waiter) (waiterResult, bool) {
+func (q *Engine) abandon(w *waiter) (waiterResult, bool) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	if w.elem != nil {
@@ -794,7 +794,7 @@ func (q *MemoryQueue) abandon(w *waiter) (waiterResult, bool) {
 // dead. It is for a lease that never reached its worker (the transport uses
 // it when the client is gone by the time the lease arrives); a worker that
 // gives up on an item should Fail it instead.
-func (q *MemoryQueue) Release(ctx context.Context, token OwnershipToken) error {
+func (q *Engine) Release(ctx context.Context, token OwnershipToken) error {
 	return q.tokenOp(ctx, token, func(e *entry, now int64) Ack {
 		_, peer, leasedAt := q.endLiveLease(e)
 		e.readyAt = 0
@@ -814,13 +814,13 @@ func (q *MemoryQueue) Release(ctx context.Context, token OwnershipToken) error {
 // release gives back a lease granted to a long-poll that could not take it
 // (gone, or its acknowledgement failed). A token no longer live (the queue
 // closed, or it expired meanwhile) needs nothing.
-func (q *MemoryQueue) release(token OwnershipToken) {
+func (q *Engine) release(token OwnershipToken) {
 	_ = q.Release(context.Background(), token)
 }
 
 // liveLease returns the entry whose live lease token is, expiring it first if
 // its time has passed. Callers hold q.mu.
-func (q *MemoryQueue) liveLease(token OwnershipToken, now int64) (*entry, Ack, error) {
+func (q *Engine) liveLease(token OwnershipToken, now int64) (*entry, Ack, error) {
 	e, ok := q.leases[token.SequenceID]
 	if !ok || e.lastToken != token {
 		return nil, nil, ErrUnknownToken
@@ -833,7 +833,7 @@ func (q *MemoryQueue) liveLease(token OwnershipToken, now int64) (*entry, Ack, e
 
 // tokenOp runs f on the live lease of token under the lock and waits for the
 // acknowledgement of what f recorded.
-func (q *MemoryQueue) tokenOp(ctx context.Context, token OwnershipToken, f func(e *entry, now int64) Ack) error {
+func (q *Engine) tokenOp(ctx context.Context, token OwnershipToken, f func(e *entry, now int64) Ack) error {
 	if err := validateToken(&token); err != nil {
 		return err
 	}
@@ -853,7 +853,7 @@ func (q *MemoryQueue) tokenOp(ctx context.Context, token OwnershipToken, f func(
 }
 
 // Heartbeat implements Queue.
-func (q *MemoryQueue) Heartbeat(ctx context.Context, token OwnershipToken) (time.Time, error) {
+func (q *Engine) Heartbeat(ctx context.Context, token OwnershipToken) (time.Time, error) {
 	var expires int64
 	err := q.tokenOp(ctx, token, func(e *entry, now int64) Ack {
 		e.expiresAt = now + int64(q.cfg.LeaseDuration)
@@ -874,7 +874,7 @@ func (q *MemoryQueue) Heartbeat(ctx context.Context, token OwnershipToken) (time
 }
 
 // Complete implements Queue.
-func (q *MemoryQueue) Complete(ctx context.Context, token OwnershipToken) error {
+func (q *Engine) Complete(ctx context.Context, token OwnershipToken) error {
 	return q.tokenOp(ctx, token, func(e *entry, now int64) Ack {
 		_, peer, leasedAt := q.endLiveLease(e)
 		return q.record(ChangeCompleted, now, func(c *Change) {
@@ -888,7 +888,7 @@ func (q *MemoryQueue) Complete(ctx context.Context, token OwnershipToken) error 
 }
 
 // Fail implements Queue.
-func (q *MemoryQueue) Fail(ctx context.Context, token OwnershipToken, opts FailOptions) error {
+func (q *Engine) Fail(ctx context.Context, token OwnershipToken, opts FailOptions) error {
 	return q.tokenOp(ctx, token, func(e *entry, now int64) Ack {
 		info := &ErrorInfo{Message: opts.Reason, Code: opts.ErrorCode}
 		if info.Message == "" && info.Code == "" {
@@ -899,7 +899,7 @@ func (q *MemoryQueue) Fail(ctx context.Context, token OwnershipToken, opts FailO
 }
 
 // Drain implements Queue: DrainN without limits.
-func (q *MemoryQueue) Drain(ctx context.Context) ([]PendingItem, error) {
+func (q *Engine) Drain(ctx context.Context) ([]PendingItem, error) {
 	items, _, err := q.DrainN(ctx, 0, 0)
 	return items, err
 }
@@ -913,7 +913,7 @@ func (q *MemoryQueue) Drain(ctx context.Context) ([]PendingItem, error) {
 //
 // Paging a drain bounds what is at risk when the response never reaches the
 // caller: only the items of that one call.
-func (q *MemoryQueue) DrainN(ctx context.Context, maxItems, maxBytes int) (items []PendingItem, more bool, err error) {
+func (q *Engine) DrainN(ctx context.Context, maxItems, maxBytes int) (items []PendingItem, more bool, err error) {
 	now, err := q.begin(ctx)
 	if err != nil {
 		return nil, false, err
@@ -1008,7 +1008,7 @@ func approxPendingJSONSize(e *entry) int {
 // Restore implements Queue. Items are validated first; one bad item, or a
 // sequence id already present, restores nothing. Restore is not bound by
 // capacity: refusing it would lose the drained work.
-func (q *MemoryQueue) Restore(ctx context.Context, items []PendingItem) (int, error) {
+func (q *Engine) Restore(ctx context.Context, items []PendingItem) (int, error) {
 	if err := ctxError(ctx); err != nil {
 		return 0, err
 	}
@@ -1069,7 +1069,7 @@ func (q *MemoryQueue) Restore(ctx context.Context, items []PendingItem) (int, er
 // findAny returns a sequence id of ids that is present anywhere in the queue.
 // It scans: restore is rare, and an index by sequence id for every pending
 // item would cost memory and time on the hot path.
-func (q *MemoryQueue) findAny(ids map[int64]bool) (int64, bool) {
+func (q *Engine) findAny(ids map[int64]bool) (int64, bool) {
 	for id := range ids {
 		if _, ok := q.leases[id]; ok {
 			return id, true
@@ -1095,21 +1095,21 @@ func (q *MemoryQueue) findAny(ids map[int64]bool) (int64, bool) {
 }
 
 // Waiters returns how many long-poll leases are waiting for an item.
-func (q *MemoryQueue) Waiters() int {
+func (q *Engine) Waiters() int {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	return q.waiters.Len()
 }
 
 // Stats implements Queue.
-func (q *MemoryQueue) Stats() Stats {
+func (q *Engine) Stats() Stats {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	return q.statsLocked()
 }
 
 // DeadLetters implements Queue.
-func (q *MemoryQueue) DeadLetters(ctx context.Context, limit int) ([]DeadLetter, error) {
+func (q *Engine) DeadLetters(ctx context.Context, limit int) ([]DeadLetter, error) {
 	if err := ctxError(ctx); err != nil {
 		return nil, err
 	}
@@ -1129,7 +1129,7 @@ func (q *MemoryQueue) DeadLetters(ctx context.Context, limit int) ([]DeadLetter,
 
 // takeDead returns the dead entries named by ids (all when empty), in
 // dead-letter order, and removes them. Unknown ids are ignored. Callers hold q.mu.
-func (q *MemoryQueue) takeDead(ids []int64) []*entry {
+func (q *Engine) takeDead(ids []int64) []*entry {
 	var out []*entry
 	if len(ids) == 0 {
 		for el := q.deadLst.Front(); el != nil; el = el.Next() {
@@ -1150,7 +1150,7 @@ func (q *MemoryQueue) takeDead(ids []int64) []*entry {
 }
 
 // Redrive implements Queue.
-func (q *MemoryQueue) Redrive(ctx context.Context, ids []int64) (int, error) {
+func (q *Engine) Redrive(ctx context.Context, ids []int64) (int, error) {
 	return q.deadLetterOp(ctx, ids, func(moved []*entry, now int64) Ack {
 		items := make([]PendingItem, len(moved))
 		for i, e := range moved {
@@ -1168,7 +1168,7 @@ func (q *MemoryQueue) Redrive(ctx context.Context, ids []int64) (int, error) {
 }
 
 // Purge implements Queue.
-func (q *MemoryQueue) Purge(ctx context.Context, ids []int64) (int, error) {
+func (q *Engine) Purge(ctx context.Context, ids []int64) (int, error) {
 	return q.deadLetterOp(ctx, ids, func(gone []*entry, now int64) Ack {
 		seqs := make([]int64, len(gone))
 		for i, e := range gone {
@@ -1184,7 +1184,7 @@ func (q *MemoryQueue) Purge(ctx context.Context, ids []int64) (int, error) {
 // deadLetterOp takes the dead letters named by ids (all when empty) out of the
 // dead-letter list and hands them to apply, under the lock; it returns how
 // many there were once apply's change is acknowledged.
-func (q *MemoryQueue) deadLetterOp(ctx context.Context, ids []int64, apply func(taken []*entry, now int64) Ack) (int, error) {
+func (q *Engine) deadLetterOp(ctx context.Context, ids []int64, apply func(taken []*entry, now int64) Ack) (int, error) {
 	now, err := q.begin(ctx)
 	if err != nil {
 		return 0, err
@@ -1202,7 +1202,7 @@ func (q *MemoryQueue) deadLetterOp(ctx context.Context, ids []int64, apply func(
 // Sweep promotes delayed items that are due, requeues expired leases and hands
 // ready items to waiting long-polls. The sweeper calls it every SweepInterval;
 // it is exported for callers that drive time themselves.
-func (q *MemoryQueue) Sweep() {
+func (q *Engine) Sweep() {
 	read := q.clock.Now().UnixNano() // before the lock: reading the clock can be slow
 	q.mu.Lock()
 	if q.closed {
@@ -1217,7 +1217,7 @@ func (q *MemoryQueue) Sweep() {
 
 // nextSweep is how long the sweeper sleeps: the sweep interval, or less when a
 // delayed item becomes ready sooner.
-func (q *MemoryQueue) nextSweep() time.Duration {
+func (q *Engine) nextSweep() time.Duration {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	d := q.cfg.SweepInterval
@@ -1228,7 +1228,7 @@ func (q *MemoryQueue) nextSweep() time.Duration {
 	return d
 }
 
-func (q *MemoryQueue) sweepLoop() {
+func (q *Engine) sweepLoop() {
 	defer close(q.sweepDone)
 	for {
 		t := q.clock.NewTimer(q.nextSweep())
@@ -1248,7 +1248,7 @@ func (q *MemoryQueue) sweepLoop() {
 // Close implements Queue: it stops the sweeper, fails every waiting long-poll
 // and capacity wait with ErrClosed, and refuses later calls. Leases stay as
 // they are (a durable journal has them on disk for the next start).
-func (q *MemoryQueue) Close() error {
+func (q *Engine) Close() error {
 	q.mu.Lock()
 	if q.closed {
 		q.mu.Unlock()

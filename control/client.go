@@ -1,4 +1,4 @@
-package transport
+package control
 
 import (
 	"bytes"
@@ -12,15 +12,16 @@ import (
 	"strings"
 	"time"
 
+	"github.com/leasemesh/leasemesh/internal/wire"
 	"github.com/leasemesh/leasemesh/resourcelease"
 )
 
-// ControlClientOptions configure NewControlClient. The zero value of every
-// field means its documented default; a bad value makes NewControlClient
+// ClientConfig configure NewClient. The zero value of every
+// field means its documented default; a bad value makes NewClient
 // return an error.
-type ControlClientOptions struct {
+type ClientConfig struct {
 	// HTTPClient makes the requests. Defaults to a client of the
-	// ControlClient's own (released by Close).
+	// Client's own (released by Close).
 	HTTPClient *http.Client
 	// BearerToken, when set, is sent as "Authorization: Bearer <token>", for
 	// a control plane protected by BearerToken.
@@ -34,13 +35,13 @@ type ControlClientOptions struct {
 	MaxResponseBytes int64
 }
 
-// ControlClient is the Go client of the control plane served by
-// NewControlHandler. Errors are *resourcelease.Error rebuilt from the
+// Client is the Go client of the control plane served by
+// NewHandler. Errors are *resourcelease.Error rebuilt from the
 // response, as with Client; a server that cannot be reached gives status
 // unavailable with code CodeTransportUnavailable.
 //
-// A ControlClient is safe for concurrent use.
-type ControlClient struct {
+// A Client is safe for concurrent use.
+type Client struct {
 	base          string // scheme://host/prefix, no trailing slash
 	authorization string
 	hc            *http.Client
@@ -49,40 +50,40 @@ type ControlClient struct {
 	maxResponse   int64
 }
 
-// NewControlClient returns a client of the control plane at rawURL. When
+// NewClient returns a client of the control plane at rawURL. When
 // rawURL has no path (for the demo, "http://127.0.0.1:5158"),
-// DefaultControlPrefix is added; otherwise its path is the handler's prefix.
-func NewControlClient(rawURL string, opts ControlClientOptions) (*ControlClient, error) {
+// DefaultPrefix is added; otherwise its path is the handler's prefix.
+func NewClient(rawURL string, opts ClientConfig) (*Client, error) {
 	u, err := url.Parse(rawURL)
 	if err != nil {
-		return nil, fmt.Errorf("transport: NewControlClient: invalid URL %q: %w", rawURL, err)
+		return nil, fmt.Errorf("transport: NewClient: invalid URL %q: %w", rawURL, err)
 	}
 	if u.Scheme != "http" && u.Scheme != "https" || u.Host == "" {
-		return nil, fmt.Errorf("transport: NewControlClient: invalid URL %q: want http:// or https:// and a host", rawURL)
+		return nil, fmt.Errorf("transport: NewClient: invalid URL %q: want http:// or https:// and a host", rawURL)
 	}
 	if u.RawQuery != "" || u.Fragment != "" {
-		return nil, fmt.Errorf("transport: NewControlClient: invalid URL %q: it must not have a query or fragment", rawURL)
+		return nil, fmt.Errorf("transport: NewClient: invalid URL %q: it must not have a query or fragment", rawURL)
 	}
 	u.Path = strings.TrimRight(u.Path, "/")
 	u.RawPath = ""
 	if u.Path == "" {
-		u.Path = DefaultControlPrefix
+		u.Path = DefaultPrefix
 	}
-	c := &ControlClient{
+	c := &Client{
 		base: u.String(),
 		hc:   opts.HTTPClient,
 	}
 	if tok := opts.BearerToken; tok != "" {
-		if headerSafe(tok, len(tok)) != tok || strings.TrimSpace(tok) != tok {
-			return nil, fmt.Errorf("transport: NewControlClient: BearerToken must be a valid header value without surrounding white space")
+		if wire.HeaderSafe(tok, len(tok)) != tok || strings.TrimSpace(tok) != tok {
+			return nil, fmt.Errorf("transport: NewClient: BearerToken must be a valid header value without surrounding white space")
 		}
 		c.authorization = "Bearer " + tok
 	}
-	if c.timeout, c.maxResponse, err = callLimits("NewControlClient", opts.Timeout, opts.MaxResponseBytes); err != nil {
+	if c.timeout, c.maxResponse, err = wire.CallLimits("NewClient", opts.Timeout, opts.MaxResponseBytes); err != nil {
 		return nil, err
 	}
 	if c.hc == nil {
-		c.hc = &http.Client{Transport: newTransport()}
+		c.hc = &http.Client{Transport: wire.NewHTTPTransport()}
 		c.ownsHC = true
 	}
 	return c, nil
@@ -90,12 +91,12 @@ func NewControlClient(rawURL string, opts ControlClientOptions) (*ControlClient,
 
 // URL returns the control plane's URL with its prefix, e.g.
 // "http://127.0.0.1:5158/omnirelay/control".
-func (c *ControlClient) URL() string { return c.base }
+func (c *Client) URL() string { return c.base }
 
-// Close releases the idle connections of the ControlClient's own HTTP client
-// (not of one given in ControlClientOptions.HTTPClient). The ControlClient
+// Close releases the idle connections of the Client's own HTTP client
+// (not of one given in ClientConfig.HTTPClient). The Client
 // stays usable. It always returns nil.
-func (c *ControlClient) Close() error {
+func (c *Client) Close() error {
 	if c.ownsHC {
 		c.hc.CloseIdleConnections()
 	}
@@ -104,7 +105,7 @@ func (c *ControlClient) Close() error {
 
 // do sends one request to path (below the prefix, with its query) and
 // returns the status code and body of a 2xx response.
-func (c *ControlClient) do(ctx context.Context, method, path string, body any) (int, []byte, error) {
+func (c *Client) do(ctx context.Context, method, path string, body any) (int, []byte, error) {
 	if _, ok := ctx.Deadline(); !ok && c.timeout > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, c.timeout)
@@ -130,52 +131,52 @@ func (c *ControlClient) do(ctx context.Context, method, path string, body any) (
 	if c.authorization != "" {
 		req.Header.Set("Authorization", c.authorization)
 	}
-	resp, out, _, err := doBounded(c.hc, req, c.maxResponse, "control "+path)
+	resp, out, _, err := wire.Do(c.hc, req, c.maxResponse, "control "+path)
 	if err != nil {
 		return 0, nil, err
 	}
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
-		return 0, nil, decodeError(resp, out)
+		return 0, nil, wire.DecodeError(resp, out)
 	}
 	return resp.StatusCode, out, nil
 }
 
 // controlCall sends one request and decodes its JSON response into a new T.
-func controlCall[T any](ctx context.Context, c *ControlClient, method, path string, body any) (*T, error) {
+func controlCall[T any](ctx context.Context, c *Client, method, path string, body any) (*T, error) {
 	_, out, err := c.do(ctx, method, path, body)
 	if err != nil {
 		return nil, err
 	}
 	v := new(T)
 	if err := json.Unmarshal(out, v); err != nil {
-		return nil, malformedResponse("control "+path, err)
+		return nil, wire.MalformedResponse("control "+path, err)
 	}
 	return v, nil
 }
 
 // Peers returns the JSON of GET /peers as it is (the shape is the server's
 // Peers source; for the demo, the peerhealth diagnostics payload).
-func (c *ControlClient) Peers(ctx context.Context) (json.RawMessage, error) {
+func (c *Client) Peers(ctx context.Context) (json.RawMessage, error) {
 	_, out, err := c.do(ctx, http.MethodGet, "/peers", nil)
 	if err != nil {
 		return nil, err
 	}
 	if !json.Valid(out) {
-		return nil, malformedResponse("control /peers", fmt.Errorf("not JSON"))
+		return nil, wire.MalformedResponse("control /peers", fmt.Errorf("not JSON"))
 	}
 	return json.RawMessage(out), nil
 }
 
 // Backpressure returns the latest backpressure signal, or (nil, nil) when
 // there has been none yet.
-func (c *ControlClient) Backpressure(ctx context.Context) (*resourcelease.BackpressureSignal, error) {
+func (c *Client) Backpressure(ctx context.Context) (*resourcelease.BackpressureSignal, error) {
 	code, out, err := c.do(ctx, http.MethodGet, "/backpressure", nil)
 	if err != nil || code == http.StatusNoContent {
 		return nil, err
 	}
 	var s resourcelease.BackpressureSignal
 	if err := json.Unmarshal(out, &s); err != nil {
-		return nil, malformedResponse("control /backpressure", err)
+		return nil, wire.MalformedResponse("control /backpressure", err)
 	}
 	return &s, nil
 }
@@ -183,7 +184,7 @@ func (c *ControlClient) Backpressure(ctx context.Context) (*resourcelease.Backpr
 // Replication returns up to limit replication events with sequence numbers
 // above since; limit <= 0 means the server's default (DefaultReplicationLimit).
 // To follow the log, call it again with the page's NextSince.
-func (c *ControlClient) Replication(ctx context.Context, since int64, limit int) (*ReplicationPage, error) {
+func (c *Client) Replication(ctx context.Context, since int64, limit int) (*ReplicationPage, error) {
 	q := url.Values{"since": {strconv.FormatInt(since, 10)}}
 	if limit > 0 {
 		q.Set("limit", strconv.Itoa(limit))
@@ -192,30 +193,30 @@ func (c *ControlClient) Replication(ctx context.Context, since int64, limit int)
 }
 
 // Stats returns the queue's counts (GET /stats).
-func (c *ControlClient) Stats(ctx context.Context) (*resourcelease.Stats, error) {
+func (c *Client) Stats(ctx context.Context) (*resourcelease.Stats, error) {
 	return controlCall[resourcelease.Stats](ctx, c, http.MethodGet, "/stats", nil)
 }
 
 // Drain removes and returns every pending item (POST /drain).
-func (c *ControlClient) Drain(ctx context.Context) (*resourcelease.DrainResponse, error) {
+func (c *Client) Drain(ctx context.Context) (*resourcelease.DrainResponse, error) {
 	return controlCall[resourcelease.DrainResponse](ctx, c, http.MethodPost, "/drain", struct{}{})
 }
 
 // DrainPage removes and returns the oldest pending items within req's limits
 // (POST /drain with req as the body); More says whether any remain. A nil or
 // empty req drains everything, as Drain does.
-func (c *ControlClient) DrainPage(ctx context.Context, req *resourcelease.DrainRequest) (*resourcelease.DrainResponse, error) {
-	return controlCall[resourcelease.DrainResponse](ctx, c, http.MethodPost, "/drain", orEmpty(req))
+func (c *Client) DrainPage(ctx context.Context, req *resourcelease.DrainRequest) (*resourcelease.DrainResponse, error) {
+	return controlCall[resourcelease.DrainResponse](ctx, c, http.MethodPost, "/drain", wire.OrEmpty(req))
 }
 
 // Restore puts drained items back (POST /restore).
-func (c *ControlClient) Restore(ctx context.Context, req *resourcelease.RestoreRequest) (*resourcelease.RestoreResponse, error) {
-	return controlCall[resourcelease.RestoreResponse](ctx, c, http.MethodPost, "/restore", orEmpty(req))
+func (c *Client) Restore(ctx context.Context, req *resourcelease.RestoreRequest) (*resourcelease.RestoreResponse, error) {
+	return controlCall[resourcelease.RestoreResponse](ctx, c, http.MethodPost, "/restore", wire.OrEmpty(req))
 }
 
 // DeadLetters lists up to limit dead letters, oldest first; limit <= 0 lists
 // all (GET /deadletters).
-func (c *ControlClient) DeadLetters(ctx context.Context, limit int) (*resourcelease.DeadLettersResponse, error) {
+func (c *Client) DeadLetters(ctx context.Context, limit int) (*resourcelease.DeadLettersResponse, error) {
 	path := "/deadletters"
 	if limit > 0 {
 		path += "?limit=" + strconv.Itoa(limit)
@@ -225,14 +226,14 @@ func (c *ControlClient) DeadLetters(ctx context.Context, limit int) (*resourcele
 
 // Redrive moves the given dead letters (all when ids is empty) back to
 // pending with attempt 1 (POST /deadletters/redrive).
-func (c *ControlClient) Redrive(ctx context.Context, ids []int64) (*resourcelease.RedriveResponse, error) {
+func (c *Client) Redrive(ctx context.Context, ids []int64) (*resourcelease.RedriveResponse, error) {
 	return controlCall[resourcelease.RedriveResponse](ctx, c, http.MethodPost, "/deadletters/redrive",
 		&resourcelease.RedriveRequest{SequenceIDs: ids})
 }
 
 // Purge deletes the given dead letters (all when ids is empty) (POST
 // /deadletters/purge).
-func (c *ControlClient) Purge(ctx context.Context, ids []int64) (*resourcelease.PurgeResponse, error) {
+func (c *Client) Purge(ctx context.Context, ids []int64) (*resourcelease.PurgeResponse, error) {
 	return controlCall[resourcelease.PurgeResponse](ctx, c, http.MethodPost, "/deadletters/purge",
 		&resourcelease.PurgeRequest{SequenceIDs: ids})
 }

@@ -1,4 +1,4 @@
-package transport
+package worker
 
 import (
 	"context"
@@ -14,7 +14,7 @@ import (
 	"github.com/leasemesh/leasemesh/resourcelease"
 )
 
-// Defaults of WorkerOptions.
+// Defaults of Config.
 const (
 	// DefaultLeaseWait is how long each lease call long-polls: 10 s.
 	DefaultLeaseWait = 10 * time.Second
@@ -34,12 +34,12 @@ const ShutdownReason = "worker shutting down"
 // ErrLeaseLost is the cause (context.Cause) of a handler's context when the
 // Worker learned that the lease was lost: a heartbeat was answered with
 // resourcelease.ErrUnknownToken (the lease expired or was taken over).
-var ErrLeaseLost = errors.New("transport: lease lost")
+var ErrLeaseLost = errors.New("worker: lease lost")
 
-// WorkerOptions configure NewWorker. The zero value of every field but
-// Handler means its documented default; a bad value makes NewWorker return an
+// Config configures New. The zero value of every field but
+// Handler means its documented default; a bad value makes New return an
 // error.
-type WorkerOptions struct {
+type Config struct {
 	// PeerID is sent with every lease request. Defaults to "": the dispatcher
 	// then takes the peer id from the call (a Client's Caller or PeerID).
 	PeerID string
@@ -73,8 +73,8 @@ type WorkerOptions struct {
 	Clock resourcelease.Clock
 }
 
-// WorkerStats are a Worker's counters since it was made.
-type WorkerStats struct {
+// Stats are a Worker's counters since it was made.
+type Stats struct {
 	// Leased counts leases received.
 	Leased int64
 	// Completed counts leases completed.
@@ -169,13 +169,13 @@ func (w *Worker) local(t time.Time) time.Time {
 	return t.Add(-off - clockSkewMargin)
 }
 
-// NewWorker returns a Worker that leases from d.
-func NewWorker(d resourcelease.Dispatcher, opts WorkerOptions) (*Worker, error) {
+// New returns a Worker that leases from d.
+func New(d resourcelease.Dispatcher, opts Config) (*Worker, error) {
 	if d == nil {
-		return nil, errors.New("transport: NewWorker: nil Dispatcher")
+		return nil, errors.New("worker: New: nil Dispatcher")
 	}
 	if opts.Handler == nil {
-		return nil, errors.New("transport: NewWorker: Handler is required")
+		return nil, errors.New("worker: New: Handler is required")
 	}
 	w := &Worker{
 		d:            d,
@@ -199,7 +199,7 @@ func NewWorker(d resourcelease.Dispatcher, opts WorkerOptions) (*Worker, error) 
 		{"HeartbeatInterval", int64(w.heartbeat)}, {"ShutdownTimeout", int64(w.shutdownWait)},
 	} {
 		if f.v < 0 {
-			return nil, fmt.Errorf("transport: NewWorker: %s must not be negative", f.name)
+			return nil, fmt.Errorf("worker: New: %s must not be negative", f.name)
 		}
 	}
 	w.concurrency = cmpOr(w.concurrency, 1)
@@ -208,7 +208,7 @@ func NewWorker(d resourcelease.Dispatcher, opts WorkerOptions) (*Worker, error) 
 	w.maxBackoff = cmpOr(w.maxBackoff, DefaultMaxBackoff)
 	w.shutdownWait = cmpOr(w.shutdownWait, DefaultShutdownTimeout)
 	if w.minBackoff > w.maxBackoff {
-		return nil, fmt.Errorf("transport: NewWorker: MinBackoff %v exceeds MaxBackoff %v", w.minBackoff, w.maxBackoff)
+		return nil, fmt.Errorf("worker: New: MinBackoff %v exceeds MaxBackoff %v", w.minBackoff, w.maxBackoff)
 	}
 	if w.logger == nil {
 		w.logger = slog.Default()
@@ -228,8 +228,8 @@ func cmpOr[T comparable](v, def T) T {
 }
 
 // Stats returns the worker's counters.
-func (w *Worker) Stats() WorkerStats {
-	return WorkerStats{
+func (w *Worker) Stats() Stats {
+	return Stats{
 		Leased:    w.leased.Load(),
 		Completed: w.completed.Load(),
 		Failed:    w.failed.Load(),
@@ -244,7 +244,7 @@ func (w *Worker) Stats() WorkerStats {
 // running; once it has returned it may be called again.
 func (w *Worker) Run(ctx context.Context) error {
 	if !w.running.CompareAndSwap(false, true) {
-		return errors.New("transport: Worker.Run: already running")
+		return errors.New("worker: Worker.Run: already running")
 	}
 	defer w.running.Store(false)
 	var wg sync.WaitGroup

@@ -1,4 +1,4 @@
-package transport_test
+package worker_test
 
 import (
 	"context"
@@ -8,7 +8,7 @@ import (
 	"log/slog"
 
 	"github.com/leasemesh/leasemesh/resourcelease"
-	"github.com/leasemesh/leasemesh/transport"
+	"github.com/leasemesh/leasemesh/worker"
 )
 
 // A Worker leases, heartbeats and completes (or fails with requeue) until its
@@ -28,7 +28,7 @@ func ExampleWorker() {
 
 	runCtx, stop := context.WithCancel(ctx)
 	handled := 0
-	w, err := transport.NewWorker(d, transport.WorkerOptions{
+	w, err := worker.New(d, worker.Config{
 		PeerID: "worker-1",
 		Logger: slog.New(slog.DiscardHandler),
 		Handler: func(ctx context.Context, l *resourcelease.Lease) error {

@@ -1,4 +1,4 @@
-package transport
+package control
 
 import (
 	"context"
@@ -11,12 +11,13 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/leasemesh/leasemesh/internal/wire"
 	"github.com/leasemesh/leasemesh/resourcelease"
 )
 
-// DefaultControlPrefix is the path prefix the control plane is served under
-// when ControlOptions.Prefix is empty (DESIGN §10).
-const DefaultControlPrefix = "/omnirelay/control"
+// DefaultPrefix is the path prefix the control plane is served under
+// when HandlerConfig.Prefix is empty.
+const DefaultPrefix = "/omnirelay/control"
 
 // Defaults and bounds of the control plane.
 const (
@@ -30,18 +31,18 @@ const (
 
 // Codes of the errors the control plane itself produces. It also uses those
 // of package resourcelease (CodeInvalidArgument for a malformed body) and of
-// the RPC handler (CodeMethodNotAllowed, CodeBodyTooLarge, CodeUnauthenticated).
+// the RPC handler (wire.CodeMethodNotAllowed, wire.CodeBodyTooLarge, wire.CodeUnauthenticated).
 const (
-	// CodeControlUnknownEndpoint: the path is not a control-plane endpoint.
-	CodeControlUnknownEndpoint = "resourcelease.control.unknown_endpoint"
-	// CodeControlNotConfigured: the endpoint's source (Dispatcher, Peers,
-	// Backpressure or Events) was not given to NewControlHandler.
-	CodeControlNotConfigured = "resourcelease.control.not_configured"
-	// CodeControlInvalidQuery: a query parameter is malformed or out of range.
-	CodeControlInvalidQuery = "resourcelease.control.invalid_query"
-	// CodeControlInvalidAction: POST /deadletters named no action, or one
+	// CodeUnknownEndpoint: the path is not a control-plane endpoint.
+	CodeUnknownEndpoint = "resourcelease.control.unknown_endpoint"
+	// CodeNotConfigured: the endpoint's source (Dispatcher, Peers,
+	// Backpressure or Events) was not given to NewHandler.
+	CodeNotConfigured = "resourcelease.control.not_configured"
+	// CodeInvalidQuery: a query parameter is malformed or out of range.
+	CodeInvalidQuery = "resourcelease.control.invalid_query"
+	// CodeInvalidAction: POST /deadletters named no action, or one
 	// other than redrive and purge.
-	CodeControlInvalidAction = "resourcelease.control.invalid_action"
+	CodeInvalidAction = "resourcelease.control.invalid_action"
 )
 
 // EventReader reads the replication log from a sequence number; every
@@ -60,13 +61,13 @@ type lastSequencer interface {
 	LastSequence() int64
 }
 
-// ControlOptions configure NewControlHandler. The zero value serves every
-// endpoint under DefaultControlPrefix with nothing configured: each endpoint
-// then answers unimplemented (HTTP 501, CodeControlNotConfigured) until its
+// HandlerConfig configures NewHandler. The zero value serves every
+// endpoint under DefaultPrefix with nothing configured: each endpoint
+// then answers unimplemented (HTTP 501, CodeNotConfigured) until its
 // source is set.
-type ControlOptions struct {
+type HandlerConfig struct {
 	// Prefix is the path the endpoints are served under, e.g. GET
-	// <Prefix>/stats. Defaults to DefaultControlPrefix; a trailing slash is
+	// <Prefix>/stats. Defaults to DefaultPrefix; a trailing slash is
 	// ignored, and "/" serves the endpoints at the root.
 	Prefix string
 
@@ -95,7 +96,7 @@ type ControlOptions struct {
 	// (use StatusUnauthenticated, HTTP 401, for missing credentials and
 	// StatusPermissionDenied, HTTP 403, for insufficient ones); any other
 	// error is written as unauthenticated with a generic message, as
-	// HandlerOptions.Authorize is. Defaults to nil: no authorization.
+	// transport.HandlerConfig.Authorize is. Defaults to nil: no authorization.
 	Authorize func(r *http.Request) error
 
 	// AuthorizeReads extends Authorize to the read endpoints. Defaults to
@@ -103,8 +104,8 @@ type ControlOptions struct {
 	AuthorizeReads bool
 
 	// MaxBodyBytes limits request bodies; a larger body is refused with
-	// resource-exhausted (CodeBodyTooLarge). Zero or negative means
-	// DefaultMaxBodyBytes (4 MiB).
+	// resource-exhausted (code resourcelease.transport.body_too_large).
+	// Defaults to 4 MiB; negative is an error.
 	MaxBodyBytes int64
 
 	// Logger receives the text of internal errors, which never go on the
@@ -135,13 +136,13 @@ var controlRoutes = map[string]controlEndpoint{
 }
 
 type controlHandler struct {
-	opts      ControlOptions
+	opts      HandlerConfig
 	prefix    string
 	authorize func(*http.Request) error
 	log       *slog.Logger
 }
 
-// NewControlHandler returns the control-plane handler (DESIGN §10). It serves,
+// NewHandler returns the control-plane handler (DESIGN §10). It serves,
 // under opts.Prefix (default "/omnirelay/control"):
 //
 //	GET  /peers                peer health: the JSON of opts.Peers
@@ -171,29 +172,36 @@ type controlHandler struct {
 // goes to opts.Logger). A malformed query parameter or body is
 // invalid-argument (400); an unknown path not-found (404); a method the
 // endpoint does not serve is HTTP 405 with an Allow header (wire status
-// invalid-argument, code CodeMethodNotAllowed); an endpoint whose source is
+// invalid-argument, code wire.CodeMethodNotAllowed); an endpoint whose source is
 // not configured is unimplemented (501).
 //
 // The POST endpoints are destructive: when opts.Authorize is set they
 // require it; reads stay open unless opts.AuthorizeReads.
 // The handler can be mounted on its own or in a mux that routes the prefix to
 // it.
-func NewControlHandler(opts ControlOptions) http.Handler {
+func NewHandler(opts HandlerConfig) (http.Handler, error) {
 	h := &controlHandler{opts: opts, log: opts.Logger}
 	h.prefix = strings.TrimRight(opts.Prefix, "/")
 	switch {
 	case opts.Prefix == "":
-		h.prefix = DefaultControlPrefix
+		h.prefix = DefaultPrefix
+	case strings.ContainsAny(opts.Prefix, " ?#\t\n"):
+		return nil, resourcelease.Errorf(resourcelease.StatusInvalidArgument, resourcelease.CodeInvalidArgument,
+			"control: Prefix %q is not a URL path", opts.Prefix)
 	case !strings.HasPrefix(h.prefix, "/") && h.prefix != "":
 		h.prefix = "/" + h.prefix
 	}
-	if h.opts.MaxBodyBytes <= 0 {
-		h.opts.MaxBodyBytes = DefaultMaxBodyBytes
+	switch {
+	case h.opts.MaxBodyBytes < 0:
+		return nil, resourcelease.Errorf(resourcelease.StatusInvalidArgument, resourcelease.CodeInvalidArgument,
+			"control: MaxBodyBytes must not be negative, got %d", h.opts.MaxBodyBytes)
+	case h.opts.MaxBodyBytes == 0:
+		h.opts.MaxBodyBytes = wire.DefaultMaxBodyBytes
 	}
 	if h.log == nil {
 		h.log = slog.Default()
 	}
-	return h
+	return h, nil
 }
 
 // ServeHTTP routes r to its endpoint.
@@ -202,8 +210,8 @@ func (h *controlHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	rest, ok := strings.CutPrefix(r.URL.Path, h.prefix)
 	ep, found := controlRoutes[rest]
 	if !ok || !found {
-		h.writeError(w, resourcelease.Errorf(resourcelease.StatusNotFound, CodeControlUnknownEndpoint,
-			"no control-plane endpoint at %s", headerSafe(r.URL.Path, 256)))
+		h.writeError(w, resourcelease.Errorf(resourcelease.StatusNotFound, CodeUnknownEndpoint,
+			"no control-plane endpoint at %s", wire.HeaderSafe(r.URL.Path, 256)))
 		return
 	}
 	var serve func(*controlHandler, http.ResponseWriter, *http.Request)
@@ -216,20 +224,20 @@ func (h *controlHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	if serve == nil {
 		w.Header().Set("Allow", ep.allow)
-		writeWireErrorStatus(w, resourcelease.Errorf(resourcelease.StatusInvalidArgument, CodeMethodNotAllowed,
-			"method %s is not allowed on %s; allowed: %s", headerSafe(r.Method, 32), rest, ep.allow),
+		wire.WriteNormalizedStatus(w, resourcelease.Errorf(resourcelease.StatusInvalidArgument, wire.CodeMethodNotAllowed,
+			"method %s is not allowed on %s; allowed: %s", wire.HeaderSafe(r.Method, 32), rest, ep.allow),
 			http.StatusMethodNotAllowed)
 		return
 	}
 	if h.opts.Authorize != nil && (write || h.opts.AuthorizeReads) {
 		if err := h.opts.Authorize(r); err != nil {
-			e := authError(err)
+			e := wire.AuthError(err)
 			h.log.DebugContext(r.Context(), "control plane: unauthorized request",
 				"path", r.URL.Path, "status", string(e.Status), "error", err)
 			if e.Status == resourcelease.StatusUnauthenticated {
 				w.Header().Set("WWW-Authenticate", "Bearer")
 			}
-			writeWireError(w, e)
+			wire.WriteNormalized(w, e)
 			return
 		}
 	}
@@ -251,16 +259,16 @@ func (h *controlHandler) recoverPanic(w http.ResponseWriter, r *http.Request) {
 	}
 	h.log.ErrorContext(r.Context(), "control plane: panic serving request",
 		"path", r.URL.Path, "panic", v, "stack", string(debug.Stack()))
-	WriteError(w, resourcelease.Errorf(resourcelease.StatusInternal, resourcelease.CodeInternal, "internal error"))
+	wire.WriteError(w, resourcelease.Errorf(resourcelease.StatusInternal, resourcelease.CodeInternal, "internal error"))
 }
 
 // writeError writes err as a wire error, logging the text of foreign errors
 // (WriteError sends them as a generic internal error).
 func (h *controlHandler) writeError(w http.ResponseWriter, err error) {
-	if isForeign(err) {
+	if wire.IsForeign(err) {
 		h.log.Error("control plane: internal error", "error", err)
 	}
-	WriteError(w, err)
+	wire.WriteError(w, err)
 }
 
 // writeJSON writes v as a 200 JSON response.
@@ -279,7 +287,7 @@ func (h *controlHandler) writeJSON(w http.ResponseWriter, v any) {
 
 // notConfigured is the error of an endpoint whose source is missing.
 func notConfigured(what string) *resourcelease.Error {
-	return resourcelease.Errorf(resourcelease.StatusUnimplemented, CodeControlNotConfigured,
+	return resourcelease.Errorf(resourcelease.StatusUnimplemented, CodeNotConfigured,
 		"the control plane has no %s configured", what)
 }
 
@@ -287,13 +295,13 @@ func notConfigured(what string) *resourcelease.Error {
 // handler does: an empty body leaves v as it is, unknown fields are ignored.
 func (h *controlHandler) decodeBody(w http.ResponseWriter, r *http.Request, v any) error {
 	if r.ContentLength > h.opts.MaxBodyBytes {
-		return bodyTooLarge(h.opts.MaxBodyBytes)
+		return wire.BodyTooLarge(h.opts.MaxBodyBytes)
 	}
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, h.opts.MaxBodyBytes))
 	if err != nil {
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {
-			return bodyTooLarge(h.opts.MaxBodyBytes)
+			return wire.BodyTooLarge(h.opts.MaxBodyBytes)
 		}
 		if ctxErr := r.Context().Err(); ctxErr != nil {
 			return ctxErr
@@ -301,7 +309,7 @@ func (h *controlHandler) decodeBody(w http.ResponseWriter, r *http.Request, v an
 		return resourcelease.Errorf(resourcelease.StatusInvalidArgument, resourcelease.CodeInvalidArgument,
 			"could not read the request body")
 	}
-	return decodeRequest(body, v)
+	return wire.DecodeRequest(body, v)
 }
 
 // queryInt parses the query parameter name as an integer in [min, max]; def
@@ -313,8 +321,8 @@ func queryInt(r *http.Request, name string, def, min, max int64) (int64, error) 
 	}
 	n, err := strconv.ParseInt(v, 10, 64)
 	if err != nil || n < min || n > max {
-		return 0, resourcelease.Errorf(resourcelease.StatusInvalidArgument, CodeControlInvalidQuery,
-			"query parameter %s=%q must be an integer from %d to %d", name, headerSafe(v, 32), min, max)
+		return 0, resourcelease.Errorf(resourcelease.StatusInvalidArgument, CodeInvalidQuery,
+			"query parameter %s=%q must be an integer from %d to %d", name, wire.HeaderSafe(v, 32), min, max)
 	}
 	return n, nil
 }
@@ -522,8 +530,8 @@ func (h *controlHandler) deadLetterAction(w http.ResponseWriter, r *http.Request
 		resp, err := d.Purge(r.Context(), &resourcelease.PurgeRequest{SequenceIDs: req.SequenceIDs})
 		respond(h, w, resp, err)
 	default:
-		h.writeError(w, resourcelease.Errorf(resourcelease.StatusInvalidArgument, CodeControlInvalidAction,
-			`action must be %q or %q, got %q`, DeadLetterRedrive, DeadLetterPurge, headerSafe(req.Action, 64)))
+		h.writeError(w, resourcelease.Errorf(resourcelease.StatusInvalidArgument, CodeInvalidAction,
+			`action must be %q or %q, got %q`, DeadLetterRedrive, DeadLetterPurge, wire.HeaderSafe(req.Action, 64)))
 	}
 }
 
