@@ -1,9 +1,13 @@
 // Command embed shows leasemesh embedded in an existing Go service: a durable
-// Dispatcher on SQLite, its RPC handler mounted on the service's own
-// http.ServeMux next to the service's other routes, and a worker that leases
-// through the Go client. It enqueues a few items, works them off and exits.
+// dispatcher on a SQLite data directory opened in one call, its RPC handler
+// mounted on the service's own http.ServeMux beside the service's other
+// routes, a producer that enqueues Go values and a typed worker that leases
+// them through the Go client. It works off a few orders and exits.
 //
 //	go run ./examples/embed
+//
+// The part between the readme markers is the README's "Use it in your
+// service", word for word; a test checks that the two agree.
 package main
 
 import (
@@ -13,15 +17,20 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"path/filepath"
 	"sync/atomic"
+	"time"
 
-	"github.com/leasemesh/leasemesh/replication"
+	"github.com/leasemesh/leasemesh"
 	"github.com/leasemesh/leasemesh/resourcelease"
-	"github.com/leasemesh/leasemesh/sqlitedb"
+	"github.com/leasemesh/leasemesh/sqlitestore"
 	"github.com/leasemesh/leasemesh/transport"
 	"github.com/leasemesh/leasemesh/worker"
 )
+
+// Order is the typed payload of "order" work.
+type Order struct {
+	Total int `json:"total"`
+}
 
 func main() {
 	dir, err := os.MkdirTemp("", "leasemesh-embed-")
@@ -34,84 +43,67 @@ func main() {
 	}
 }
 
-// run enqueues n items through the service's own HTTP endpoint and works them
+// run enqueues n orders through the service's own HTTP endpoint and works them
 // off with one worker; it returns once all n are completed.
 func run(ctx context.Context, dataDir string, n int) error {
-	// 1. Durable storage: queue state and the replication log in one SQLite file.
-	db, err := sqlitedb.Open(ctx, filepath.Join(dataDir, "replication.db"), sqlitedb.Options{Synchronous: sqlitedb.SynchronousNormal})
-	if err != nil {
-		return err
-	}
-	defer db.Close()
-	repl, err := replication.NewSQLiteReplicator(ctx, db, replication.SQLiteOptions{Path: "replication.db"})
-	if err != nil {
-		return err
-	}
-	defer repl.Close()
-
-	// 2. The Dispatcher rebuilds the queue from what the replicator stored.
-	d, err := resourcelease.NewDispatcher(resourcelease.DispatcherConfig{Replicator: repl})
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-
-	// 3. Mount the protocol on the service's existing mux.
-	rpc, err := transport.NewHandler(d, transport.HandlerConfig{Service: "orders"})
-	if err != nil {
-		return err
-	}
-	mux := http.NewServeMux()
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
-	mux.Handle("/yarpc/v1", rpc)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return err
 	}
-	srv := &http.Server{Handler: mux}
+	url := "http://" + ln.Addr().String() + "/yarpc/v1"
+	mux := http.NewServeMux() // the service's own mux and server
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	go srv.Serve(ln)
 	defer srv.Shutdown(context.Background())
+	workCtx, stop := context.WithCancel(ctx)
+	defer stop()
+	var done atomic.Int64
+	process := func(_ context.Context, o Order) error {
+		if done.Add(1) == int64(n) {
+			stop() // all done: the worker completes this lease, then returns
+		}
+		return nil
+	}
 
-	// 4. Producers and workers anywhere on the network use the client.
-	client, err := transport.NewClient("http://"+ln.Addr().String()+"/yarpc/v1", transport.ClientConfig{Service: "orders", Caller: "billing"})
+	// readme:start
+	d, err := leasemesh.Open(ctx, leasemesh.Config{Storage: sqlitestore.Dir(dataDir)}) // rebuilds from disk
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	mux.Handle("/yarpc/v1", d.Handler()) // beside your own routes
+
+	// Anywhere on the network: producers and workers use the Go client.
+	client, err := transport.NewClient(url, transport.ClientConfig{})
 	if err != nil {
 		return err
 	}
 	defer client.Close()
-	for i := 1; i <= n; i++ {
-		_, err := client.Enqueue(ctx, &resourcelease.EnqueueRequest{Payload: &resourcelease.Item{
-			ResourceType: "order", ResourceID: fmt.Sprintf("order-%04d", i), PartitionKey: "tenant-1",
-			PayloadEncoding: "application/json", Body: []byte(`{"total":42}`),
-		}})
-		if err != nil {
+	for i := range n {
+		item := resourcelease.Item{ResourceType: "order", ResourceID: fmt.Sprint("order-", i), PartitionKey: "tenant-1"}
+		if _, err := resourcelease.Enqueue(ctx, client, item, Order{Total: 42}); err != nil {
 			return err
 		}
 	}
-
-	workCtx, stop := context.WithCancel(ctx)
-	defer stop()
-	var done atomic.Int64
-	worker, err := worker.New(client, worker.Config{
-		PeerID: "worker-1",
-		Handler: func(ctx context.Context, l *resourcelease.Lease) error {
-			fmt.Printf("processed %s (attempt %d)\n", l.Payload.ResourceID, l.Attempt)
-			if done.Add(1) == int64(n) {
-				stop() // all done: the worker completes this lease, then returns
-			}
-			return nil // nil completes the lease; an error fails it with requeue
-		},
+	handlers := worker.NewMux()
+	worker.Handle(handlers, "order", func(ctx context.Context, job *worker.Job[Order]) error {
+		return process(ctx, job.Value) // nil completes; an error fails with requeue
 	})
+	w, err := worker.New(client, worker.Config{Handler: handlers.Work})
 	if err != nil {
 		return err
 	}
-	if err := worker.Run(workCtx); err != nil {
+	err = w.Run(workCtx) // heartbeats while it works; on cancel, hands back in-flight leases
+	// readme:end
+	if err != nil {
 		return err
 	}
 	st, err := client.Stats(ctx, &resourcelease.StatsRequest{})
 	if err != nil {
 		return err
 	}
-	completed := worker.Stats().Completed
+	completed := w.Stats().Completed
 	fmt.Printf("pending=%d active=%d completed=%d\n", st.PendingCount, st.ActiveLeaseCount, completed)
 	if st.PendingCount != 0 || st.ActiveLeaseCount != 0 || completed != int64(n) {
 		return fmt.Errorf("embed: want all %d items completed, got %+v and %d completed", n, st, completed)
