@@ -175,16 +175,11 @@ func Start(ctx context.Context, cfg *config.Config, logger *slog.Logger) (n *Nod
 
 	var controlH http.Handler
 	if cfg.Has(config.RoleDispatcher) {
-		if n.disp, err = startDispatcher(ctx, cfg, logger, n.reg); err != nil {
+		if n.disp, err = startDispatcher(ctx, cfg, n.Token, logger, n.reg); err != nil {
 			return n, err
 		}
-		if controlH, err = n.disp.controlHandler(n.Token, logger); err != nil {
-			return n, err
-		}
-		rpc, herr := n.disp.rpcHandler(cfg, n.Token, logger, n.reg)
-		if herr != nil {
-			return n, herr
-		}
+		controlH = n.disp.ControlHandler()
+		rpc := n.disp.Handler()
 		mux, rerr := newMux([]route{
 			{cfg.RPCPath, rpc},
 			{control.DefaultPrefix + "/", controlH},
@@ -336,8 +331,8 @@ func (n *Node) StatusLine(ctx context.Context) string {
 		}
 		fmt.Fprintf(&b, " pending=%d active=%d dead-lettered=%d backpressure=%s", st.PendingCount, st.ActiveLeaseCount, st.DeadLetterCount, bp)
 	}
-	if n.disp != nil && n.disp.tracker != nil {
-		s := n.disp.tracker.Summary()
+	if n.disp != nil && n.disp.PeerHealth() != nil {
+		s := n.disp.PeerHealth().Summary()
 		fmt.Fprintf(&b, " | peers: eligible=%d unhealthy=%d pending-reassignments=%d", s.EligiblePeers, s.UnhealthyPeers, s.PendingReassignments)
 	}
 	n.writeActivity(&b, " | ")
@@ -427,8 +422,9 @@ func (n *Node) Close() error {
 		n.rolesCancel()
 		n.rolesWG.Wait()
 		if n.disp != nil {
-			// Wakes long-polls with unavailable, so the servers drain quickly.
-			errs = append(errs, n.disp.closeDispatcher())
+			// Wakes long-polls with unavailable, so the servers drain
+			// quickly, then flushes and closes storage.
+			errs = append(errs, n.disp.Close())
 		}
 		n.serveCancel()
 		sctx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
@@ -443,9 +439,6 @@ func (n *Node) Close() error {
 		}
 		if n.rpcLn != nil {
 			_ = n.rpcLn.Close()
-		}
-		if n.disp != nil {
-			errs = append(errs, n.disp.closeStorage())
 		}
 		for _, w := range n.workers {
 			_ = w.client.Close()
