@@ -1,9 +1,41 @@
-// Package resourcelease is the centre of leasemesh: the work item and ownership
-// token types, errors with wire statuses and stable codes, the lease queue
-// engine, and the interfaces (Queue, Journal, Replicator, StateStore,
-// PeerHealth, BackpressureController, Dispatcher) that the other packages
-// implement or consume. It imports none of leasemesh's other packages and
-// builds without cgo.
+// Package resourcelease is the centre of leasemesh: the work item and its
+// lease, the Dispatcher interface that every way of reaching a queue
+// implements, errors with wire statuses and stable codes, and the queue
+// engine. It imports none of leasemesh's other packages and builds without
+// cgo.
+//
+// # Start here
+//
+// Most users need five names from this package:
+//
+//   - [Item]: one piece of work (resourceType, resourceId, partitionKey,
+//     payloadEncoding, body); [Enqueue] enqueues a Go value as its body.
+//   - [Lease]: an item handed to one worker, with its [OwnershipToken] and its
+//     expiry; heartbeat it while working, then complete or fail it.
+//   - [Dispatcher]: the procedures of the protocol (enqueue, lease,
+//     heartbeat, complete, fail, drain, restore, dead letters). A dispatcher
+//     in process (leasemesh.Open) and a transport.Client over the network are
+//     both one, so the same code runs either way.
+//   - [QueueConfig]: capacity, lease duration, heartbeat interval, requeue
+//     delay and backoff, delivery attempts, dedupe window, with their defaults.
+//   - [Error] and its sentinels ([ErrUnknownToken], [ErrQueueFull], ...):
+//     errors.Is works on them in process and across the wire.
+//
+// To run a dispatcher, use package leasemesh (leasemesh.Open wires a durable
+// one in one call); to work leases, package worker.
+//
+// # For implementers
+//
+// The other names are contracts between leasemesh's own packages, listed
+// here so that they do not crowd the API above. A storage implements
+// [Journal] (it receives every [Change] in order and returns an [Ack] once
+// the change is durable) and, when durable, [StateLoader] (a [QueueState] to
+// rebuild from); a replication log implements [Replicator] and feeds
+// [EventSink]s ([BatchEventSink], [ResumableSink]); deterministic capture
+// implements [StateStore]; peer health and backpressure implement
+// [PeerHealth] and [BackpressureController]. [Engine] is the queue engine
+// (in memory, and durable with a durable Journal) and [LocalDispatcher] the
+// composition that leasemesh.Open builds. Users of a queue need none of them.
 //
 // # Lease lifecycle
 //
