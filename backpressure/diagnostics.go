@@ -1,7 +1,6 @@
 package backpressure
 
 import (
-	"fmt"
 	"sync"
 
 	"github.com/leasemesh/leasemesh/resourcelease"
@@ -51,10 +50,10 @@ type subscription struct {
 // NewDiagnosticsListener returns a DiagnosticsListener configured by cfg.
 func NewDiagnosticsListener(cfg DiagnosticsConfig) (*DiagnosticsListener, error) {
 	if cfg.HistorySize < 0 {
-		return nil, fmt.Errorf("backpressure: HistorySize must not be negative, got %d", cfg.HistorySize)
+		return nil, resourcelease.Errorf(resourcelease.StatusInvalidArgument, resourcelease.CodeInvalidArgument, "backpressure: HistorySize must not be negative, got %d", cfg.HistorySize)
 	}
 	if cfg.SubscriberBuffer < 0 {
-		return nil, fmt.Errorf("backpressure: SubscriberBuffer must not be negative, got %d", cfg.SubscriberBuffer)
+		return nil, resourcelease.Errorf(resourcelease.StatusInvalidArgument, resourcelease.CodeInvalidArgument, "backpressure: SubscriberBuffer must not be negative, got %d", cfg.SubscriberBuffer)
 	}
 	if cfg.HistorySize == 0 {
 		cfg.HistorySize = DefaultHistorySize

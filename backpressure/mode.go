@@ -3,6 +3,8 @@ package backpressure
 import (
 	"fmt"
 	"strings"
+
+	"github.com/leasemesh/leasemesh/resourcelease"
 )
 
 // Mode says what Admit does while backpressure is active.
@@ -37,13 +39,13 @@ func ParseMode(s string) (Mode, error) {
 	case "reject":
 		return ModeReject, nil
 	}
-	return ModeWait, fmt.Errorf("backpressure: unknown mode %q (want wait or reject)", s)
+	return ModeWait, resourcelease.Errorf(resourcelease.StatusInvalidArgument, resourcelease.CodeInvalidArgument, "backpressure: unknown mode %q (want wait or reject)", s)
 }
 
 // MarshalText encodes m as "wait" or "reject".
 func (m Mode) MarshalText() ([]byte, error) {
 	if !m.valid() {
-		return nil, fmt.Errorf("backpressure: invalid mode %d", int(m))
+		return nil, resourcelease.Errorf(resourcelease.StatusInvalidArgument, resourcelease.CodeInvalidArgument, "backpressure: invalid mode %d", int(m))
 	}
 	return []byte(m.String()), nil
 }

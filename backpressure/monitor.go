@@ -51,17 +51,17 @@ type Config struct {
 func (c Config) withDefaults() (Config, error) {
 	switch {
 	case c.HighWatermark <= 0:
-		return c, fmt.Errorf("backpressure: HighWatermark must be > 0, got %d", c.HighWatermark)
+		return c, resourcelease.Errorf(resourcelease.StatusInvalidArgument, resourcelease.CodeInvalidArgument, "backpressure: HighWatermark must be > 0, got %d", c.HighWatermark)
 	case c.LowWatermark < -1:
-		return c, fmt.Errorf("backpressure: LowWatermark must be -1 (meaning 0) or more, got %d", c.LowWatermark)
+		return c, resourcelease.Errorf(resourcelease.StatusInvalidArgument, resourcelease.CodeInvalidArgument, "backpressure: LowWatermark must be -1 (meaning 0) or more, got %d", c.LowWatermark)
 	case c.LowWatermark >= c.HighWatermark:
-		return c, fmt.Errorf("backpressure: LowWatermark (%d) must be below HighWatermark (%d)", c.LowWatermark, c.HighWatermark)
+		return c, resourcelease.Errorf(resourcelease.StatusInvalidArgument, resourcelease.CodeInvalidArgument, "backpressure: LowWatermark (%d) must be below HighWatermark (%d)", c.LowWatermark, c.HighWatermark)
 	case c.Cooldown < 0:
-		return c, fmt.Errorf("backpressure: Cooldown must not be negative, got %v", c.Cooldown)
+		return c, resourcelease.Errorf(resourcelease.StatusInvalidArgument, resourcelease.CodeInvalidArgument, "backpressure: Cooldown must not be negative, got %v", c.Cooldown)
 	case !c.Mode.valid():
-		return c, fmt.Errorf("backpressure: invalid Mode %d", int(c.Mode))
+		return c, resourcelease.Errorf(resourcelease.StatusInvalidArgument, resourcelease.CodeInvalidArgument, "backpressure: invalid Mode %d", int(c.Mode))
 	case c.SignalBuffer < 0 || c.SignalBuffer == 1:
-		return c, fmt.Errorf("backpressure: SignalBuffer must be 0 (default) or at least 2, got %d", c.SignalBuffer)
+		return c, resourcelease.Errorf(resourcelease.StatusInvalidArgument, resourcelease.CodeInvalidArgument, "backpressure: SignalBuffer must be 0 (default) or at least 2, got %d", c.SignalBuffer)
 	}
 	switch c.LowWatermark {
 	case 0:

@@ -54,7 +54,7 @@ func (c RateLimiterConfig) withDefaults() (RateLimiterConfig, error) {
 		return c, err
 	}
 	if c.MaxKeys < 0 {
-		return c, fmt.Errorf("backpressure: MaxKeys must not be negative, got %d", c.MaxKeys)
+		return c, resourcelease.Errorf(resourcelease.StatusInvalidArgument, resourcelease.CodeInvalidArgument, "backpressure: MaxKeys must not be negative, got %d", c.MaxKeys)
 	}
 	if c.MaxKeys == 0 {
 		c.MaxKeys = DefaultMaxKeys
@@ -68,10 +68,10 @@ func (c RateLimiterConfig) withDefaults() (RateLimiterConfig, error) {
 // checkLimit validates a limit and its burst and returns the burst to use.
 func checkLimit(name string, limit rate.Limit, burst int) (int, error) {
 	if math.IsNaN(float64(limit)) || limit < 0 {
-		return 0, fmt.Errorf("backpressure: %sLimit must not be negative, got %v", name, limit)
+		return 0, resourcelease.Errorf(resourcelease.StatusInvalidArgument, resourcelease.CodeInvalidArgument, "backpressure: %sLimit must not be negative, got %v", name, limit)
 	}
 	if burst < 0 {
-		return 0, fmt.Errorf("backpressure: %sBurst must not be negative, got %d", name, burst)
+		return 0, resourcelease.Errorf(resourcelease.StatusInvalidArgument, resourcelease.CodeInvalidArgument, "backpressure: %sBurst must not be negative, got %d", name, burst)
 	}
 	if burst == 0 && !unlimited(limit) {
 		burst = max(1, int(math.Ceil(float64(limit))))

@@ -56,13 +56,13 @@ type Client struct {
 func NewClient(rawURL string, opts ClientConfig) (*Client, error) {
 	u, err := url.Parse(rawURL)
 	if err != nil {
-		return nil, fmt.Errorf("transport: NewClient: invalid URL %q: %w", rawURL, err)
+		return nil, resourcelease.Errorf(resourcelease.StatusInvalidArgument, resourcelease.CodeInvalidArgument, "control: NewClient: invalid URL %q: %v", rawURL, err)
 	}
 	if u.Scheme != "http" && u.Scheme != "https" || u.Host == "" {
-		return nil, fmt.Errorf("transport: NewClient: invalid URL %q: want http:// or https:// and a host", rawURL)
+		return nil, resourcelease.Errorf(resourcelease.StatusInvalidArgument, resourcelease.CodeInvalidArgument, "control: NewClient: invalid URL %q: want http:// or https:// and a host", rawURL)
 	}
 	if u.RawQuery != "" || u.Fragment != "" {
-		return nil, fmt.Errorf("transport: NewClient: invalid URL %q: it must not have a query or fragment", rawURL)
+		return nil, resourcelease.Errorf(resourcelease.StatusInvalidArgument, resourcelease.CodeInvalidArgument, "control: NewClient: invalid URL %q: it must not have a query or fragment", rawURL)
 	}
 	u.Path = strings.TrimRight(u.Path, "/")
 	u.RawPath = ""
@@ -75,7 +75,7 @@ func NewClient(rawURL string, opts ClientConfig) (*Client, error) {
 	}
 	if tok := opts.BearerToken; tok != "" {
 		if wire.HeaderSafe(tok, len(tok)) != tok || strings.TrimSpace(tok) != tok {
-			return nil, fmt.Errorf("transport: NewClient: BearerToken must be a valid header value without surrounding white space")
+			return nil, resourcelease.Errorf(resourcelease.StatusInvalidArgument, resourcelease.CodeInvalidArgument, "control: NewClient: BearerToken must be a valid header value without surrounding white space")
 		}
 		c.authorization = "Bearer " + tok
 	}

@@ -2,7 +2,6 @@ package worker
 
 import (
 	"context"
-	"fmt"
 	"slices"
 	"sync"
 
@@ -61,14 +60,14 @@ func (m *Mux) HandleLease(resourceType string, h func(context.Context, *resource
 func (m *Mux) register(resourceType string, h func(context.Context, *resourcelease.Lease) error) error {
 	switch {
 	case resourceType == "":
-		return fmt.Errorf("worker: Mux: blank resourceType")
+		return resourcelease.Errorf(resourcelease.StatusInvalidArgument, resourcelease.CodeInvalidArgument, "worker: Mux: blank resourceType")
 	case h == nil:
-		return fmt.Errorf("worker: Mux: nil handler for %q", resourceType)
+		return resourcelease.Errorf(resourcelease.StatusInvalidArgument, resourcelease.CodeInvalidArgument, "worker: Mux: nil handler for %q", resourceType)
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if _, dup := m.handlers[resourceType]; dup {
-		return fmt.Errorf("worker: Mux: a handler for %q is already registered", resourceType)
+		return resourcelease.Errorf(resourcelease.StatusInvalidArgument, resourcelease.CodeInvalidArgument, "worker: Mux: a handler for %q is already registered", resourceType)
 	}
 	m.handlers[resourceType] = h
 	return nil
@@ -123,7 +122,7 @@ func HandleCodec[T any](m *Mux, resourceType string, codec resourcelease.Codec, 
 		codec = resourcelease.JSON
 	}
 	if fn == nil {
-		panic(fmt.Errorf("worker: Mux: nil handler for %q", resourceType))
+		panic(resourcelease.Errorf(resourcelease.StatusInvalidArgument, resourcelease.CodeInvalidArgument, "worker: Mux: nil handler for %q", resourceType))
 	}
 	m.HandleLease(resourceType, func(ctx context.Context, l *resourcelease.Lease) error {
 		job := &Job[T]{Lease: l}

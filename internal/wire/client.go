@@ -2,7 +2,6 @@ package wire
 
 import (
 	"context"
-	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -45,7 +44,7 @@ func CallLimits(fn string, timeout time.Duration, maxResponse int64) (time.Durat
 	}
 	switch {
 	case maxResponse < 0:
-		return 0, 0, fmt.Errorf("transport: %s: MaxResponseBytes must not be negative, got %d", fn, maxResponse)
+		return 0, 0, resourcelease.Errorf(resourcelease.StatusInvalidArgument, resourcelease.CodeInvalidArgument, "transport: %s: MaxResponseBytes must not be negative, got %d", fn, maxResponse)
 	case maxResponse == 0:
 		maxResponse = DefaultMaxResponseBytes
 	}
