@@ -39,6 +39,7 @@ import (
 	"github.com/leasemesh/leasemesh/peerhealth"
 	"github.com/leasemesh/leasemesh/replication"
 	"github.com/leasemesh/leasemesh/resourcelease"
+	"github.com/leasemesh/leasemesh/tracing"
 	"github.com/leasemesh/leasemesh/transport"
 )
 
@@ -82,6 +83,12 @@ type Config struct {
 	// prefix and authorization. Its sources (Dispatcher, Peers, Backpressure,
 	// Events) are filled in by Open.
 	Control control.HandlerConfig
+
+	// Tracing, when its TracerProvider is set, traces every RPC the handler
+	// serves and stores each enqueue's trace context with its item, so a
+	// worker wrapped with tracing.Work continues the producer's trace.
+	// Defaults to off.
+	Tracing tracing.Config
 
 	// Sinks are extra replication sinks, attached in order before the queue
 	// starts, so that they see every event from the first.
@@ -249,12 +256,12 @@ func Open(ctx context.Context, cfg Config) (d *Dispatcher, err error) {
 	}
 
 	hc := cfg.Handler
-	hc.Middleware = append([]func(http.Handler) http.Handler{d.limiter.Middleware}, hc.Middleware...)
+	hc.Middleware = append([]func(http.Handler) http.Handler{tracing.Middleware(cfg.Tracing), d.limiter.Middleware}, hc.Middleware...)
 	hc.Logger = cmp.Or(hc.Logger, logger)
 	if hc.Registerer == nil {
 		hc.Registerer = cfg.Registerer
 	}
-	if d.rpc, err = transport.NewHandler(d.LocalDispatcher, hc); err != nil {
+	if d.rpc, err = transport.NewHandler(tracing.Dispatcher(d.LocalDispatcher, cfg.Tracing), hc); err != nil {
 		return d, err
 	}
 	cc := cfg.Control
