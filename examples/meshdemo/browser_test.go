@@ -1,6 +1,7 @@
 package main_test
 
 import (
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -163,11 +164,4 @@ func TestBrowserShowsLiveDiagnostics(t *testing.T) {
 	}
 }
 
-func keys(m map[string]bool) []string {
-	var out []string
-	for k := range m {
-		out = append(out, k)
-	}
-	slices.Sort(out)
-	return out
-}
+func keys(m map[string]bool) []string { return slices.Sorted(maps.Keys(m)) }
