@@ -141,7 +141,7 @@ func TestBrowserShowsLiveDiagnostics(t *testing.T) {
 		t.Errorf("the page is wider than a %s viewport", "1360px")
 	}
 	t.Logf("page after %d updates: pending values seen %v, active values %v, events up to #%d, %d chart points, backpressure %q with %d transitions, %q",
-		st.Updates, keys(pendingSeen), keys(activeSeen), st.MaxSeq, st.Points, st.BPBadge, st.BPRows, st.Live)
+		st.Updates, slices.Sorted(maps.Keys(pendingSeen)), slices.Sorted(maps.Keys(activeSeen)), st.MaxSeq, st.Points, st.BPBadge, st.BPRows, st.Live)
 
 	update := os.Getenv("UPDATE_MESHDEMO_SCREENSHOT") == "1"
 	if update {
@@ -163,5 +163,3 @@ func TestBrowserShowsLiveDiagnostics(t *testing.T) {
 		}
 	}
 }
-
-func keys(m map[string]bool) []string { return slices.Sorted(maps.Keys(m)) }
