@@ -1,9 +1,11 @@
 package resourcelease
 
 import (
+	"cmp"
 	"container/list"
 	"context"
 	crand "crypto/rand"
+	"encoding/binary"
 	"fmt"
 	"math/rand/v2"
 	"slices"
@@ -222,7 +224,7 @@ func (q *Engine) rebuild(st *QueueState) error {
 		return nil
 	}
 	pending := slices.Clone(st.Pending)
-	slices.SortFunc(pending, func(a, b PendingItem) int { return cmpInt64(a.SequenceID, b.SequenceID) })
+	slices.SortFunc(pending, func(a, b PendingItem) int { return cmp.Compare(a.SequenceID, b.SequenceID) })
 	for i := range pending {
 		if err := check(&pending[i]); err != nil {
 			return err
@@ -309,16 +311,6 @@ func fromNanos(n int64) time.Time {
 		return time.Time{}
 	}
 	return time.Unix(0, n).UTC()
-}
-
-func cmpInt64(a, b int64) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 // pendingItem is the snapshot of e as a pending item.
@@ -560,18 +552,12 @@ var leaseIDSources = sync.Pool{New: func() any {
 func newLeaseID() uuid.UUID {
 	src := leaseIDSources.Get().(*rand.ChaCha8)
 	var b [16]byte
-	putUint64(b[:8], src.Uint64())
-	putUint64(b[8:], src.Uint64())
+	binary.LittleEndian.PutUint64(b[:8], src.Uint64())
+	binary.LittleEndian.PutUint64(b[8:], src.Uint64())
 	leaseIDSources.Put(src)
 	b[6] = (b[6] & 0x0f) | 0x40 // version 4
 	b[8] = (b[8] & 0x3f) | 0x80 // RFC 4122 variant
 	return uuid.UUID(b)
-}
-
-func putUint64(b []byte, v uint64) {
-	for i := range 8 {
-		b[i] = byte(v >> (8 * i))
-	}
 }
 
 // handOff gives ready items to waiting long-polls, first come first served, one
@@ -922,7 +908,7 @@ func (q *Engine) DrainN(ctx context.Context, maxItems, maxBytes int) (items []Pe
 	// The delayed heap is ordered by ready time: take its entries in sequence
 	// order from a sorted copy, and rebuild it from what is left at the end.
 	delayed := slices.Clone(q.delayed.items)
-	slices.SortFunc(delayed, func(a, b *entry) int { return cmpInt64(a.seq, b.seq) })
+	slices.SortFunc(delayed, func(a, b *entry) int { return cmp.Compare(a.seq, b.seq) })
 	var taken []*entry
 	size, tookDelayed := 0, 0
 	for maxItems <= 0 || len(taken) < maxItems {

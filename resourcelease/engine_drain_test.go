@@ -143,7 +143,7 @@ func TestDispatcherDrainPaged(t *testing.T) {
 	require.NoError(t, err)
 	defer d.Close()
 	for _, id := range []string{"a", "b", "c"} {
-		_, err := d.Enqueue(ctx, &resourcelease.EnqueueRequest{Payload: ptrItem(item(id))})
+		_, err := d.Enqueue(ctx, &resourcelease.EnqueueRequest{Payload: new(item(id))})
 		require.NoError(t, err)
 	}
 	for _, req := range []*resourcelease.DrainRequest{{Limit: -1}, {MaxBytes: -1}} {
@@ -171,5 +171,3 @@ func TestDispatcherDrainPaged(t *testing.T) {
 	assert.Empty(t, resp.Items)
 	assert.False(t, resp.More)
 }
-
-func ptrItem(it resourcelease.Item) *resourcelease.Item { return &it }

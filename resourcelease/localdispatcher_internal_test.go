@@ -3,6 +3,7 @@ package resourcelease
 import (
 	"context"
 	"errors"
+	"maps"
 	"testing"
 	"time"
 
@@ -150,10 +151,7 @@ func TestJournalTellsEveryPart(t *testing.T) {
 // classifyForTest runs trackLease on a copy of the lease map, so the test can
 // see the classification record will make without changing what it sees.
 func (d *LocalDispatcher) classifyForTest(c *Change) leaseEnding {
-	saved := make(map[int64]liveLease, len(d.leases))
-	for k, v := range d.leases {
-		saved[k] = v
-	}
+	saved := maps.Clone(d.leases)
 	e := d.trackLease(c)
 	d.leases = saved
 	return e

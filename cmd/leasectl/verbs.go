@@ -203,6 +203,38 @@ func parseToken(data []byte) (*resourcelease.OwnershipToken, error) {
 	return &tok, nil
 }
 
+// tokenVerb is the setup of a verb that acts on one lease (heartbeat,
+// complete, fail): the RPC flags, the token flags, no arguments, then one call
+// whose response is printed. flags registers the verb's own flags after those
+// and returns how to build its request from the token.
+func tokenVerb[Req, Resp any](
+	call func(*transport.Client, context.Context, Req) (Resp, error),
+	flags func(fs *flag.FlagSet) func(tok *resourcelease.OwnershipToken) Req,
+) func(a *app, fs *flag.FlagSet) func([]string) error {
+	return func(a *app, fs *flag.FlagSet) func([]string) error {
+		o := a.rpcFlags(fs)
+		var tf tokenFlags
+		tf.register(fs)
+		request := flags(fs)
+		return func(args []string) error {
+			if err := noArgs(args); err != nil {
+				return err
+			}
+			tok, err := tf.resolve(a, fs)
+			if err != nil {
+				return err
+			}
+			return callAndPrint(a, o, call, request(tok))
+		}
+	}
+}
+
+// onToken is the flags argument of tokenVerb for a verb with no flags of its
+// own.
+func onToken[Req any](request func(tok *resourcelease.OwnershipToken) Req) func(*flag.FlagSet) func(*resourcelease.OwnershipToken) Req {
+	return func(*flag.FlagSet) func(*resourcelease.OwnershipToken) Req { return request }
+}
+
 var heartbeatCommand = &command{
 	name:     "heartbeat",
 	synopsis: "leasectl heartbeat (--token JSON | --token-file FILE | < lease.json) [flags]",
@@ -214,21 +246,9 @@ as printed by 'leasectl lease'). A token whose lease is gone is not-found
 error.resourcelease.unknown_token.`,
 	example: `
 leasectl heartbeat --token '{"sequenceId":7,"attempt":1,"leaseId":"4b6c0c36-8f5c-4cde-9d53-0e7f3c1c2b11"}'`,
-	setup: func(a *app, fs *flag.FlagSet) func([]string) error {
-		o := a.rpcFlags(fs)
-		var tf tokenFlags
-		tf.register(fs)
-		return func(args []string) error {
-			if err := noArgs(args); err != nil {
-				return err
-			}
-			tok, err := tf.resolve(a, fs)
-			if err != nil {
-				return err
-			}
-			return callAndPrint(a, o, (*transport.Client).Heartbeat, &resourcelease.HeartbeatRequest{OwnershipToken: tok})
-		}
-	},
+	setup: tokenVerb((*transport.Client).Heartbeat, onToken(func(tok *resourcelease.OwnershipToken) *resourcelease.HeartbeatRequest {
+		return &resourcelease.HeartbeatRequest{OwnershipToken: tok}
+	})),
 }
 
 var completeCommand = &command{
@@ -242,21 +262,9 @@ the contents of --token-file, or stdin (a token, or a lease as printed by
 or the item was leased again) is not-found error.resourcelease.unknown_token.`,
 	example: `
 leasectl lease --raw | leasectl complete`,
-	setup: func(a *app, fs *flag.FlagSet) func([]string) error {
-		o := a.rpcFlags(fs)
-		var tf tokenFlags
-		tf.register(fs)
-		return func(args []string) error {
-			if err := noArgs(args); err != nil {
-				return err
-			}
-			tok, err := tf.resolve(a, fs)
-			if err != nil {
-				return err
-			}
-			return callAndPrint(a, o, (*transport.Client).Complete, &resourcelease.CompleteRequest{OwnershipToken: tok})
-		}
-	},
+	setup: tokenVerb((*transport.Client).Complete, onToken(func(tok *resourcelease.OwnershipToken) *resourcelease.CompleteRequest {
+		return &resourcelease.CompleteRequest{OwnershipToken: tok}
+	})),
 }
 
 var failCommand = &command{
@@ -270,35 +278,25 @@ has used its last attempt); --no-requeue dead-letters it at once. The token is
 --token, the contents of --token-file, or stdin.`,
 	example: `
 leasectl lease --raw | leasectl fail --reason "upstream timed out" --code upstream.timeout`,
-	setup: func(a *app, fs *flag.FlagSet) func([]string) error {
-		o := a.rpcFlags(fs)
+	setup: tokenVerb((*transport.Client).Fail, func(fs *flag.FlagSet) func(*resourcelease.OwnershipToken) *resourcelease.FailRequest {
 		var (
-			tf        tokenFlags
 			reason    string
 			code      string
 			noRequeue bool
 			meta      pairsFlag
 		)
-		tf.register(fs)
 		fs.StringVar(&reason, "reason", "", "why the work failed: the `text` (the lastError message)")
 		fs.StringVar(&code, "code", "", "a stable error `code` (the lastError code)")
 		fs.BoolVar(&noRequeue, "no-requeue", false, "dead-letter the item instead of requeueing it")
 		fs.Var(&meta, "meta", "add the failure metadata `key=value` (repeatable)")
-		return func(args []string) error {
-			if err := noArgs(args); err != nil {
-				return err
-			}
-			tok, err := tf.resolve(a, fs)
-			if err != nil {
-				return err
-			}
+		return func(tok *resourcelease.OwnershipToken) *resourcelease.FailRequest {
 			req := &resourcelease.FailRequest{OwnershipToken: tok, Reason: reason, ErrorCode: code, Metadata: meta.Map()}
 			if noRequeue {
-				req.Requeue = new(bool)
+				req.Requeue = new(false)
 			}
-			return callAndPrint(a, o, (*transport.Client).Fail, req)
+			return req
 		}
-	},
+	}),
 }
 
 var statsCommand = &command{

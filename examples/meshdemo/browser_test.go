@@ -1,6 +1,7 @@
 package main_test
 
 import (
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -8,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/leasemesh/leasemesh/examples/meshdemo/internal/cdptest"
+	"github.com/chromedp/chromedp"
 )
 
 // pageState is what the browser test reads from the live page.
@@ -72,42 +73,51 @@ func TestBrowserShowsLiveDiagnostics(t *testing.T) {
 	})
 
 	ctx := ctxFor(t, 90*time.Second)
-	b, err := cdptest.Launch(ctx, chromium, t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
+	var chromiumLog lockedBuffer
+	allocCtx, closeAlloc := chromedp.NewExecAllocator(ctx,
+		chromedp.ExecPath(chromium),
+		chromedp.Headless, chromedp.NoSandbox, chromedp.DisableGPU, chromedp.NoFirstRun,
+		chromedp.Flag("disable-background-networking", true),
+		chromedp.Flag("disable-component-update", true),
+		chromedp.Flag("disable-sync", true),
+		chromedp.Flag("disable-dev-shm-usage", true),
+		chromedp.UserDataDir(t.TempDir()), // a fresh profile
+		chromedp.WindowSize(1360, 900),
+		chromedp.CombinedOutput(&chromiumLog),
+	)
+	page, closePage := chromedp.NewContext(allocCtx)
+	// Registered after t.TempDir, so it runs first: the browser is gone
+	// before its profile directory is removed.
 	t.Cleanup(func() {
-		b.Close()
+		closePage()
+		closeAlloc()
 		if t.Failed() {
-			t.Logf("chromium stderr (last 2 KiB):\n%s", tail(b.Stderr(), 2048))
+			t.Logf("chromium output (last 2 KiB):\n%s", tail(chromiumLog.String(), 2048))
 		}
 	})
-	page, err := b.Page(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer page.Close()
-	if err := page.Navigate(ctx, base+"/"); err != nil {
-		t.Fatal(err)
+	if err := chromedp.Do(page, chromedp.Navigate(base+"/")); err != nil {
+		t.Fatalf("loading the diagnostics page: %v", err)
 	}
 
 	var st pageState
 	read := func() pageState {
 		t.Helper()
-		var s pageState
-		if err := page.Eval(ctx, readPage, &s); err != nil {
+		s, err := chromedp.Run(page, chromedp.Evaluate[pageState](readPage))
+		if err != nil {
 			t.Fatalf("reading the page: %v", err)
 		}
 		return s
 	}
 	eventually(t, 30*time.Second, "the page to show both workers", func() bool {
-		if err := page.Eval(ctx, readPage, &st); err != nil {
-			return false // the page is still loading
+		s, err := chromedp.Run(page, chromedp.Evaluate[pageState](readPage))
+		if err != nil {
+			return false // the page's script has not run yet
 		}
+		st = s
 		return st.Updates > 0 && slices.Contains(st.Peers, "mesh-worker-a") && slices.Contains(st.Peers, "mesh-worker-b")
 	})
 	// Mark the window: a reload would clear the mark.
-	if err := page.Eval(ctx, "window.__e2eMarker = 1", nil); err != nil {
+	if err := chromedp.Do(page, chromedp.Evaluate[chromedp.Void]("window.__e2eMarker = 1")); err != nil {
 		t.Fatal(err)
 	}
 	first := read()
@@ -131,13 +141,13 @@ func TestBrowserShowsLiveDiagnostics(t *testing.T) {
 		t.Errorf("the page is wider than a %s viewport", "1360px")
 	}
 	t.Logf("page after %d updates: pending values seen %v, active values %v, events up to #%d, %d chart points, backpressure %q with %d transitions, %q",
-		st.Updates, keys(pendingSeen), keys(activeSeen), st.MaxSeq, st.Points, st.BPBadge, st.BPRows, st.Live)
+		st.Updates, slices.Sorted(maps.Keys(pendingSeen)), slices.Sorted(maps.Keys(activeSeen)), st.MaxSeq, st.Points, st.BPBadge, st.BPRows, st.Live)
 
 	update := os.Getenv("UPDATE_MESHDEMO_SCREENSHOT") == "1"
 	if update {
 		time.Sleep(25 * time.Second) // a fuller chart for the README's picture
 	}
-	png, err := page.Screenshot(ctx)
+	png, err := chromedp.Run(page, chromedp.CaptureScreenshot())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -152,13 +162,4 @@ func TestBrowserShowsLiveDiagnostics(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-}
-
-func keys(m map[string]bool) []string {
-	var out []string
-	for k := range m {
-		out = append(out, k)
-	}
-	slices.Sort(out)
-	return out
 }

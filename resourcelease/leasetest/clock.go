@@ -4,7 +4,7 @@
 package leasetest
 
 import (
-	"sort"
+	"slices"
 	"sync"
 	"time"
 
@@ -71,7 +71,7 @@ func (c *ManualClock) Set(t time.Time) {
 		return
 	}
 	c.now = t
-	sort.SliceStable(c.timers, func(i, j int) bool { return c.timers[i].at.Before(c.timers[j].at) })
+	slices.SortStableFunc(c.timers, func(a, b *manualTimer) int { return a.at.Compare(b.at) })
 	kept := c.timers[:0]
 	for _, tm := range c.timers {
 		if !tm.at.After(t) {
@@ -131,11 +131,8 @@ func (t *manualTimer) Stop() bool {
 	if t.fired {
 		return false
 	}
-	for i, tm := range c.timers {
-		if tm == t {
-			c.timers = append(c.timers[:i], c.timers[i+1:]...)
-			break
-		}
+	if i := slices.Index(c.timers, t); i >= 0 {
+		c.timers = slices.Delete(c.timers, i, i+1)
 	}
 	t.fired = true
 	return true

@@ -24,6 +24,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -393,9 +394,9 @@ func (h *History) Samples() []Sample {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if !h.full {
-		return append([]Sample{}, h.samples[:h.next]...)
+		return slices.Clone(h.samples[:h.next])
 	}
-	return append(append([]Sample{}, h.samples[h.next:]...), h.samples[:h.next]...)
+	return slices.Concat(h.samples[h.next:], h.samples[:h.next])
 }
 
 // Sample records the counts of stats at time at.
