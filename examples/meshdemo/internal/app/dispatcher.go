@@ -125,7 +125,9 @@ func startDispatcher(ctx context.Context, cfg *config.Config, logger *slog.Logge
 		return d, err
 	}
 
-	if d.tracker, err = peerhealth.New(peerhealth.Config{GracePeriod: cfg.LeaseDuration}); err != nil {
+	if d.tracker, err = peerhealth.New(peerhealth.Config{
+		GracePeriod: cfg.LeaseDuration, BreakerThreshold: cfg.BreakerThreshold, BreakerCooldown: cfg.BreakerCooldown,
+	}); err != nil {
 		return d, err
 	}
 	if d.bpDiag, err = backpressure.NewDiagnosticsListener(backpressure.DiagnosticsConfig{}); err != nil {
