@@ -13,7 +13,7 @@
 //	RecordAssignment  a lease was granted          activity; the token becomes active
 //	RecordHeartbeat   a lease was extended         activity; the token is (re)marked active; the breaker closes
 //	RecordRelease     completed, failed (requeued  activity; the token is no longer active;
-//	                  or dead-lettered), given back the breaker closes (not on a give-back)
+//	                  or not), or given back       the breaker closes (not on a give-back)
 //	RecordDisconnect  the lease expired unsettled  the token is no longer active, counts as a
 //	                                               pending reassignment and as an expiry
 //
@@ -67,7 +67,8 @@
 //
 // # Cost and memory
 //
-// The Record methods are called with the queue's lock held, so each is O(1)
+// The Record methods are called with the queue's lock held (AdmitLease and
+// RecordLeaseMiss on every lease request, without it), so each is O(1)
 // amortised: a map lookup, a few field writes, and pruning of forgotten peers
 // from the front of a list ordered by last contact. A peer that holds no
 // leases and has not been heard from for longer than Config.Retention is

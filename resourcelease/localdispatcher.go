@@ -502,6 +502,8 @@ func (d *LocalDispatcher) admit(ctx context.Context) error {
 // Lease implements Dispatcher. The peer is req.PeerID, else the caller of the
 // CallInfo in ctx, else its x-peer-id (ResolvePeerID). WaitMs is capped at
 // MaxLeaseWait; it returns (nil, nil) when nothing was available in time.
+// With RefuseUnhealthyPeers, a peer PeerHealth does not admit is refused with
+// ErrPeerIneligible, whose Metadata says when to come back.
 func (d *LocalDispatcher) Lease(ctx context.Context, req *LeaseRequest) (*Lease, error) {
 	ctx = orBackground(ctx)
 	var r LeaseRequest
