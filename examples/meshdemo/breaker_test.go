@@ -161,7 +161,7 @@ func TestPoisonItemDoesNotRefuseWorker(t *testing.T) {
 func TestExpiringPeerIsRefusedThenRecovers(t *testing.T) {
 	m := newMesh(t)
 	startDispatcher(t, m, "--meshDemo:leaseDurationSeconds=1", "--meshDemo:heartbeatIntervalSeconds=0.25",
-		"--meshDemo:breakerCooldownSeconds=3")
+		"--meshDemo:breakerCooldownSeconds=5")
 	producer := demoClient(t, m, "e2e-producer", nil)
 	rec := newLastResponse()
 	flaky := demoClient(t, m, "e2e-flaky", rec)
@@ -185,8 +185,8 @@ func TestExpiringPeerIsRefusedThenRecovers(t *testing.T) {
 	}
 	status, retryAfter := rec.last()
 	secs, perr := strconv.Atoi(retryAfter)
-	if status != http.StatusPreconditionFailed || perr != nil || secs < 1 || secs > 3 {
-		t.Fatalf("refusal: HTTP %d, Retry-After %q; want 412 and 1..3 seconds", status, retryAfter)
+	if status != http.StatusPreconditionFailed || perr != nil || secs < 1 || secs > 5 {
+		t.Fatalf("refusal: HTTP %d, Retry-After %q; want 412 and 1..5 seconds", status, retryAfter)
 	}
 	if e.Metadata[resourcelease.MetadataRetryAfterSeconds] != retryAfter {
 		t.Errorf("metadata %v, want %s=%s", e.Metadata, resourcelease.MetadataRetryAfterSeconds, retryAfter)
