@@ -1,63 +1,74 @@
 // Package peerhealth tracks the health of the workers (peers) that lease
 // work from a leasemesh dispatcher. A [Tracker] implements
-// resourcelease.PeerHealth: the dispatcher tells it about every lease it
-// grants, every heartbeat, and every lease that ends, and asks it whether a
-// peer may be given another lease. The tracker serves per-peer snapshots, a
-// summary and the diagnostics payload of DESIGN §7, and is a
-// prometheus.Collector.
+// resourcelease.PeerHealth: the dispatcher tells it about every lease request,
+// every lease it grants, every heartbeat, and every lease that ends, and asks
+// it whether to serve a peer's lease request. The tracker serves per-peer
+// snapshots, a summary and the diagnostics payload
+// {"peers":[...],"summary":{...}}, and is a prometheus.Collector.
 //
 // # What the tracker is told
 //
-//	RecordAssignment  a lease was granted        activity; the token becomes active
-//	RecordHeartbeat   a lease was extended       activity; the token is (re)marked active
-//	RecordRelease     completed / failed+requeue activity; the token is no longer active
-//	RecordDisconnect  failed without requeue,    the token is no longer active and
-//	                  or the lease expired        counts as a pending reassignment
+//	AdmitLease        a lease request arrived      activity; the breaker's answer
+//	RecordLeaseMiss   that request got no lease    activity
+//	RecordAssignment  a lease was granted          activity; the token becomes active
+//	RecordHeartbeat   a lease was extended         activity; the token is (re)marked active; the breaker closes
+//	RecordRelease     completed, failed (requeued  activity; the token is no longer active;
+//	                  or not), or given back       the breaker closes (not on a give-back)
+//	RecordDisconnect  the lease expired unsettled  the token is no longer active, counts as a
+//	                                               pending reassignment and as an expiry
 //
-// The tracker learns only from these calls: it never sees a long-poll lease
-// request that found nothing, so it cannot tell an idle worker from a dead
-// one. The health rules below are built around that.
+// A fail is a release whatever becomes of the item: a worker that fails or
+// dead-letters a poison item made that decision while talking to the
+// dispatcher, so it is healthy. Only a lease that expired without being
+// settled means the peer went silent.
 //
 // # Health
 //
-// A peer is unhealthy when either
+// A peer is unhealthy when
 //
-//   - it lost a lease by disconnect or expiry and has not been heard from
-//     since (no assignment, heartbeat or release after the disconnect), or
+//   - it lost a lease by expiry and has not been heard from since (no lease
+//     request, assignment, heartbeat or release after the expiry), or
 //   - it holds at least one lease and has not been heard from for longer than
-//     the grace period (it is not heartbeating what it holds).
+//     the grace period (it is not heartbeating what it holds), or
+//   - its breaker is not closed.
 //
 // Otherwise it is healthy. In particular a peer that holds no leases owes no
 // heartbeats: a worker polling an empty queue stays healthy however long the
-// queue stays empty. (A strict "activity within the grace period" rule would
-// mark every idle worker unhealthy and, with the dispatcher refusing leases to
-// unhealthy peers, lock it out for good.) Releases count as activity because
-// completing or failing a lease is a call the worker made.
+// queue stays empty.
 //
 // # Pending reassignments
 //
-// A peer's pendingReassignments is the number of leases it lost by disconnect
-// or expiry since it was last heard from. Those items went back to the queue
-// (or to the dead letters) and must be picked up by some peer; the count
-// drops to zero as soon as the peer shows fresh activity, because a peer that
-// is back is again available to take such work. The summary's
-// pendingReassignments is the sum over all peers.
+// A peer's pendingReassignments is the number of leases it lost by expiry
+// since it was last heard from. Those items went back to the queue (or to the
+// dead letters) and must be picked up by some peer; the count drops to zero
+// as soon as the peer shows fresh activity, because a peer that is back is
+// again available to take such work. The summary's pendingReassignments is
+// the sum over all peers.
 //
-// # Eligibility
+// # The breaker
 //
-// IsPeerEligible is what the dispatcher asks before granting a lease. Unknown
-// peers are eligible (a new worker must be able to get its first lease), and
-// healthy peers are eligible. An unhealthy peer is refused, with one bounded
-// exception so that refusal is never permanent: a peer that is unhealthy only
-// because it lost a lease, and whose last disconnect is older than the
-// quarantine period (Config.Quarantine, by default the grace period), is
-// eligible again. Without it a worker that once let a lease expire could never
-// get the assignment that would make it healthy again. A peer that holds
-// leases it does not heartbeat stays ineligible until those leases expire.
+// AdmitLease is a circuit breaker per peer, not a verdict on its health.
+// Unknown peers are admitted, and so is every peer whose breaker is closed.
+// The breaker opens after Config.BreakerThreshold (3) consecutive lease
+// expiries of the peer with no successful heartbeat or settle of it in
+// between; expiries recorded at the same instant, as one sweep finds them,
+// count as one. While open, for Config.BreakerCooldown (30s), every request
+// is answered with the rest of the cool-down (the dispatcher refuses it with
+// failed-precondition and Retry-After). Then the breaker is half-open: one
+// request is let through, and others are answered with one second until it
+// is decided. A successful heartbeat or settle (of any of the peer's leases)
+// closes the breaker; an expiry while half-open opens it for a fresh
+// cool-down; a trial request that got no lease, or whose lease was given back
+// unused, lets the next request through. A worker that fails or dead-letters
+// items, or whose first lease expires, is therefore never refused.
+//
+// IsPeerEligible asks the same question as AdmitLease without changing
+// anything; the summary's eligiblePeers counts the peers it admits.
 //
 // # Cost and memory
 //
-// The Record methods are called with the queue's lock held, so each is O(1)
+// The Record methods are called with the queue's lock held (AdmitLease and
+// RecordLeaseMiss on every lease request, without it), so each is O(1)
 // amortised: a map lookup, a few field writes, and pruning of forgotten peers
 // from the front of a list ordered by last contact. A peer that holds no
 // leases and has not been heard from for longer than Config.Retention is
@@ -72,5 +83,7 @@
 // disconnect counter is bounded in cardinality.
 //
 // Reads (Snapshot, Snapshots, Summary, Diagnostics, Collect) take the same
-// lock and copy what they return; they cost O(peers).
+// lock and copy what they return; they cost O(peers). A forgotten or evicted
+// peer loses its breaker with the rest of its state; a peer that keeps asking
+// for leases is heard from, so it is not forgotten while refused.
 package peerhealth

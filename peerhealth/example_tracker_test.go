@@ -6,11 +6,13 @@ import (
 	"time"
 
 	"github.com/leasemesh/leasemesh/peerhealth"
+	"github.com/leasemesh/leasemesh/resourcelease"
 	"github.com/leasemesh/leasemesh/resourcelease/leasetest"
 )
 
-// The dispatcher feeds the tracker as leases are granted, heartbeated and
-// lost; the tracker answers whether a peer may get another lease.
+// The dispatcher feeds the tracker as leases are requested, granted,
+// heartbeated, settled and lost; the tracker's breaker answers whether a
+// peer's lease request is served.
 func ExampleTracker() {
 	clk := leasetest.NewManualClock(time.Time{})
 	tr, err := peerhealth.New(peerhealth.Config{Clock: clk})
@@ -21,22 +23,39 @@ func ExampleTracker() {
 	tr.RecordAssignment("worker-1", token(1), map[string]string{"tenant": "tenant-1"}, clk.Now())
 	clk.Advance(10 * time.Second)
 	tr.RecordHeartbeat("worker-1", token(1), 3, clk.Now())
+	// The item is poison: the worker dead-letters it. That is a release.
+	tr.RecordRelease("worker-1", token(1), resourcelease.ReleaseDeadLettered, clk.Now())
 	s, _ := tr.Snapshot("worker-1")
-	fmt.Println("healthy:", s.IsHealthy, "leases:", s.ActiveAssignments)
+	fmt.Println("healthy:", s.IsHealthy, "breaker:", s.Breaker)
 
-	// The worker stops heartbeating; its lease expires and is requeued.
+	// The worker goes silent: three leases in a row expire.
+	for seq := int64(2); seq <= 4; seq++ {
+		tr.RecordAssignment("worker-1", token(seq), nil, clk.Now())
+		clk.Advance(30 * time.Second)
+		tr.RecordDisconnect("worker-1", token(seq), resourcelease.DisconnectLeaseExpired, clk.Now())
+		fmt.Println("expiries:", seq-1, "wait:", tr.AdmitLease("worker-1", clk.Now()))
+	}
+	fmt.Println("new worker wait:", tr.AdmitLease("worker-2", clk.Now()))
+
+	// After the cool-down one request is let through; its lease is
+	// heartbeated, and the breaker closes.
 	clk.Advance(30 * time.Second)
-	tr.RecordDisconnect("worker-1", token(1), "lease expired", clk.Now())
+	fmt.Println("after the cool-down, wait:", tr.AdmitLease("worker-1", clk.Now()))
+	tr.RecordAssignment("worker-1", token(5), nil, clk.Now())
+	fmt.Println("second request, wait:", tr.AdmitLease("worker-1", clk.Now()))
+	tr.RecordHeartbeat("worker-1", token(5), 0, clk.Now())
 	s, _ = tr.Snapshot("worker-1")
-	fmt.Println("healthy:", s.IsHealthy, "pending reassignments:", s.PendingReassignments)
-	fmt.Println("eligible:", tr.IsPeerEligible("worker-1"))
-	fmt.Println("new worker eligible:", tr.IsPeerEligible("worker-2"))
+	fmt.Println("breaker:", s.Breaker, "wait:", tr.AdmitLease("worker-1", clk.Now()))
 
 	// Output:
-	// healthy: true leases: 1
-	// healthy: false pending reassignments: 1
-	// eligible: false
-	// new worker eligible: true
+	// healthy: true breaker: closed
+	// expiries: 1 wait: 0s
+	// expiries: 2 wait: 0s
+	// expiries: 3 wait: 30s
+	// new worker wait: 0s
+	// after the cool-down, wait: 0s
+	// second request, wait: 1s
+	// breaker: closed wait: 0s
 }
 
 func ExampleTracker_Diagnostics() {
@@ -72,7 +91,9 @@ func ExampleTracker_Diagnostics() {
 	//       ],
 	//       "metadata": {
 	//         "priority": "high"
-	//       }
+	//       },
+	//       "breaker": "closed",
+	//       "consecutiveExpiries": 0
 	//     }
 	//   ],
 	//   "summary": {

@@ -12,6 +12,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/leasemesh/leasemesh/peerhealth"
+	"github.com/leasemesh/leasemesh/resourcelease"
 	"github.com/leasemesh/leasemesh/resourcelease/leasetest"
 )
 
@@ -19,7 +20,7 @@ import (
 func idle(peer string, seq int64) op {
 	return func(tr *peerhealth.Tracker, clk *leasetest.ManualClock) {
 		tr.RecordAssignment(peer, token(seq), nil, clk.Now())
-		tr.RecordRelease(peer, token(seq), false, clk.Now())
+		tr.RecordRelease(peer, token(seq), resourcelease.ReleaseCompleted, clk.Now())
 	}
 }
 
@@ -69,7 +70,7 @@ func TestMaxPeersBoundsMemoryUnderChurn(t *testing.T) {
 			maxPeers: 1,
 			record: func(tr *peerhealth.Tracker, id string, seq int64, now time.Time) {
 				tr.RecordAssignment(id, token(seq), nil, now)
-				tr.RecordRelease(id, token(seq), false, now)
+				tr.RecordRelease(id, token(seq), resourcelease.ReleaseCompleted, now)
 			},
 			wantState: "idle",
 		},
@@ -78,7 +79,7 @@ func TestMaxPeersBoundsMemoryUnderChurn(t *testing.T) {
 			maxPeers: 100,
 			record: func(tr *peerhealth.Tracker, id string, seq int64, now time.Time) {
 				tr.RecordAssignment(id, token(seq), nil, now)
-				tr.RecordRelease(id, token(seq), true, now)
+				tr.RecordRelease(id, token(seq), resourcelease.ReleaseRequeued, now)
 			},
 			wantState: "idle",
 		},
@@ -110,7 +111,7 @@ func TestMaxPeersBoundsMemoryUnderChurn(t *testing.T) {
 			name: "idle peers, default MaxPeers",
 			record: func(tr *peerhealth.Tracker, id string, seq int64, now time.Time) {
 				tr.RecordAssignment(id, token(seq), nil, now)
-				tr.RecordRelease(id, token(seq), false, now)
+				tr.RecordRelease(id, token(seq), resourcelease.ReleaseCompleted, now)
 			},
 			wantState: "idle",
 		},
@@ -195,7 +196,7 @@ func TestMaxPeersEviction(t *testing.T) {
 			cfg:  peerhealth.Config{MaxPeers: 2},
 			ops: []op{
 				assign("a", 1), advance(time.Second), assign("b", 2), advance(time.Second),
-				release("a", 1, false), advance(time.Second), // a: idle, yet seen after b
+				release("a", 1, resourcelease.ReleaseCompleted), advance(time.Second), // a: idle, yet seen after b
 				assign("c", 3),
 			},
 			want:       []string{"b", "c"},
@@ -248,7 +249,7 @@ func TestMaxPeersEviction(t *testing.T) {
 			cfg:  peerhealth.Config{MaxPeers: 2},
 			ops: []op{
 				idle("a", 1), assign("b", 2), advance(time.Second),
-				heartbeat("b", 2), idle("a", 3), disconnect("a", 4, "lease expired"), release("b", 2, false),
+				heartbeat("b", 2), idle("a", 3), disconnect("a", 4, "lease expired"), release("b", 2, resourcelease.ReleaseCompleted),
 			},
 			want: []string{"a", "b"},
 		},
@@ -303,8 +304,8 @@ peerhealth_evictions_total{state="idle"} %d
 	compare(5, 1)
 
 	// Peers forgotten by retention are not evictions.
-	tr.RecordRelease("h1", token(11), false, clk.Now())
-	tr.RecordRelease("h2", token(12), false, clk.Now())
+	tr.RecordRelease("h1", token(11), resourcelease.ReleaseCompleted, clk.Now())
+	tr.RecordRelease("h2", token(12), resourcelease.ReleaseCompleted, clk.Now())
 	clk.Advance(time.Minute + time.Second)
 	idle("late", 20)(tr, clk)
 	assert.Equal(t, []string{"late"}, knownPeers(tr))

@@ -8,8 +8,8 @@ import (
 	"github.com/leasemesh/leasemesh/resourcelease"
 )
 
-// Disconnect is the last lease a peer lost badly: when, and why (the reason
-// the dispatcher gave, such as a lease expiry or a failure without requeue).
+// Disconnect is the last lease a peer lost by letting it expire: when, and
+// the reason the dispatcher gave (such as resourcelease.DisconnectLeaseExpired).
 type Disconnect struct {
 	Time   time.Time `json:"time"`
 	Reason string    `json:"reason"`
@@ -21,10 +21,10 @@ type PeerSnapshot struct {
 	// PeerID identifies the peer.
 	PeerID string `json:"peerId"`
 	// LastHeartbeat is when the peer was last heard from: its last lease
-	// assignment, heartbeat or release. Zero if it never was (a peer known
-	// only from a disconnect).
+	// request, assignment, heartbeat or release. Zero if it never was (a peer
+	// known only from a disconnect).
 	LastHeartbeat time.Time `json:"lastHeartbeat"`
-	// LastDisconnect is the last lease it lost badly, nil if none.
+	// LastDisconnect is the last lease it let expire, nil if none.
 	LastDisconnect *Disconnect `json:"lastDisconnect"`
 	// IsHealthy applies the health rules of the package doc.
 	IsHealthy bool `json:"isHealthy"`
@@ -39,6 +39,16 @@ type PeerSnapshot struct {
 	// Metadata is its gossip metadata: the attributes of its most recent
 	// assignment that had any.
 	Metadata map[string]string `json:"metadata"`
+	// Breaker is the state of its circuit breaker: closed, open (refused
+	// until BreakerOpenUntil) or half-open.
+	Breaker BreakerState `json:"breaker"`
+	// ConsecutiveExpiries is the number of its leases that expired since its
+	// last successful heartbeat or settle (expiries found by one sweep count
+	// once).
+	ConsecutiveExpiries int `json:"consecutiveExpiries"`
+	// BreakerOpenUntil is when the cool-down of an open breaker ends; nil
+	// unless Breaker is open.
+	BreakerOpenUntil *time.Time `json:"breakerOpenUntil,omitempty"`
 }
 
 // Summary counts the peers the tracker knows.
@@ -111,7 +121,7 @@ func (t *Tracker) Diagnostics() Diagnostics {
 
 // count adds p to s. t.mu must be held.
 func (t *Tracker) count(s *Summary, p *peer, now time.Time) {
-	if t.eligible(p, now) {
+	if p.eligible(now) {
 		s.EligiblePeers++
 	}
 	if !t.healthy(p, now) {
@@ -130,6 +140,12 @@ func (t *Tracker) snapshot(p *peer, now time.Time) PeerSnapshot {
 		PendingReassignments: p.lost,
 		ActiveLeases:         make([]resourcelease.OwnershipToken, 0, len(p.active)),
 		Metadata:             make(map[string]string, len(p.metadata)),
+		Breaker:              breakerStates[p.state(now)],
+		ConsecutiveExpiries:  p.expiries,
+	}
+	if s.Breaker == BreakerOpen {
+		until := p.openUntil
+		s.BreakerOpenUntil = &until
 	}
 	if p.lastDisconnect != nil {
 		d := *p.lastDisconnect

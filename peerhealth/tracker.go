@@ -2,7 +2,6 @@ package peerhealth
 
 import (
 	"container/list"
-	"fmt"
 	"slices"
 	"strings"
 	"sync"
@@ -26,6 +25,11 @@ const (
 	DefaultMaxMetadataKeys = 32
 	// DefaultMaxPeers is the most peers a Tracker remembers.
 	DefaultMaxPeers = 10_000
+	// DefaultBreakerThreshold is how many consecutive lease expiries open a
+	// peer's breaker.
+	DefaultBreakerThreshold = 3
+	// DefaultBreakerCooldown is how long an open breaker refuses its peer.
+	DefaultBreakerCooldown = 30 * time.Second
 )
 
 // MaxMetadataLength is the most bytes kept of a metadata key or value; longer
@@ -40,13 +44,19 @@ const maxReasonLabels = 32
 // documented default; negative values are an error.
 type Config struct {
 	// GracePeriod is how long a peer that holds leases may go without being
-	// heard from (assignment, heartbeat or release) before it is unhealthy.
-	// Defaults to 30s.
+	// heard from (a lease request, assignment, heartbeat or release) before it
+	// is unhealthy. Defaults to 30s.
 	GracePeriod time.Duration
-	// Quarantine is how long after its last disconnect a peer that lost a
-	// lease and has not been heard from since stays ineligible for new leases.
-	// Defaults to GracePeriod.
-	Quarantine time.Duration
+	// BreakerThreshold is how many consecutive lease expiries of a peer, with
+	// no successful heartbeat or settle of it in between, open its breaker
+	// (AdmitLease then refuses it for BreakerCooldown). Expiries recorded at
+	// the same instant, as one sweep finds them, count as one. Defaults to 3;
+	// 1 is an error, because a peer whose first lease expires is never
+	// refused.
+	BreakerThreshold int
+	// BreakerCooldown is how long an open breaker refuses its peer before it
+	// lets one lease request through (half-open). Defaults to 30s.
+	BreakerCooldown time.Duration
 	// Retention is how long a peer that holds no leases is remembered after it
 	// was last heard from (or last disconnected); then it is forgotten.
 	// Defaults to 10 minutes.
@@ -81,24 +91,30 @@ func (c Config) withDefaults() (Config, error) {
 		v    time.Duration
 	}{
 		{"GracePeriod", c.GracePeriod},
-		{"Quarantine", c.Quarantine},
+		{"BreakerCooldown", c.BreakerCooldown},
 		{"Retention", c.Retention},
 	} {
 		if f.v < 0 {
-			return c, fmt.Errorf("peerhealth: %s must not be negative, got %v", f.name, f.v)
+			return c, configError("%s must not be negative, got %v", f.name, f.v)
 		}
 	}
+	if c.BreakerThreshold < 0 || c.BreakerThreshold == 1 {
+		return c, configError("BreakerThreshold must be 0 (the default, %d) or at least 2, got %d", DefaultBreakerThreshold, c.BreakerThreshold)
+	}
 	if c.MaxMetadataKeys < 0 {
-		return c, fmt.Errorf("peerhealth: MaxMetadataKeys must not be negative, got %d", c.MaxMetadataKeys)
+		return c, configError("MaxMetadataKeys must not be negative, got %d", c.MaxMetadataKeys)
 	}
 	if c.MaxPeers < 0 {
-		return c, fmt.Errorf("peerhealth: MaxPeers must not be negative, got %d", c.MaxPeers)
+		return c, configError("MaxPeers must not be negative, got %d", c.MaxPeers)
 	}
 	if c.GracePeriod == 0 {
 		c.GracePeriod = DefaultGracePeriod
 	}
-	if c.Quarantine == 0 {
-		c.Quarantine = c.GracePeriod
+	if c.BreakerThreshold == 0 {
+		c.BreakerThreshold = DefaultBreakerThreshold
+	}
+	if c.BreakerCooldown == 0 {
+		c.BreakerCooldown = DefaultBreakerCooldown
 	}
 	if c.Retention == 0 {
 		c.Retention = DefaultRetention
@@ -113,6 +129,12 @@ func (c Config) withDefaults() (Config, error) {
 		c.Clock = resourcelease.SystemClock
 	}
 	return c, nil
+}
+
+// configError is a bad Config: invalid-argument, like every leasemesh
+// configuration error.
+func configError(format string, args ...any) *resourcelease.Error {
+	return resourcelease.Errorf(resourcelease.StatusInvalidArgument, resourcelease.CodeInvalidArgument, "peerhealth: Config."+format, args...)
 }
 
 // Tracker keeps the lease health of every peer a dispatcher deals with. It
@@ -133,9 +155,10 @@ type Tracker struct {
 
 	assignments uint64
 	heartbeats  uint64
-	releases    [2]uint64 // [0] completed, [1] requeued
+	releases    [len(releaseOutcomes)]uint64 // by outcome, in releaseOutcomes order
 	disconnects map[string]uint64
 	evictions   [2]uint64 // [0] idle peers, [1] peers holding leases
+	trips       uint64    // breakers opened (or reopened from half-open)
 
 	descs descs
 }
@@ -148,7 +171,8 @@ var (
 // peer is one peer's state; it is guarded by Tracker.mu.
 type peer struct {
 	id string
-	// lastActivity is the last assignment, heartbeat or release.
+	// lastActivity is the last lease request, assignment, heartbeat or
+	// release.
 	lastActivity time.Time
 	// lastSeen is the later of lastActivity and the last disconnect; it drives
 	// retention.
@@ -162,6 +186,7 @@ type peer struct {
 	// elem is the peer's element in Tracker.idle while it holds no leases,
 	// in Tracker.busy otherwise (see Tracker.lru).
 	elem *list.Element
+	breaker
 }
 
 // New returns a Tracker configured by cfg.
@@ -193,6 +218,7 @@ func (t *Tracker) RecordAssignment(peerID string, token resourcelease.OwnershipT
 	p := t.touch(peerID, at)
 	p.activity(at)
 	t.addActive(p, token)
+	t.assigned(p, token, at)
 	if len(metadata) > 0 {
 		p.metadata = boundMetadata(metadata, t.cfg.MaxMetadataKeys)
 	}
@@ -200,11 +226,11 @@ func (t *Tracker) RecordAssignment(peerID string, token resourcelease.OwnershipT
 }
 
 // RecordHeartbeat records that peerID extended the lease identified by token
-// at at (the clock's now when zero). The peer counts as heard from, and the
-// token is marked active if the tracker did not know it (as after a
-// dispatcher restart that kept its leases). pendingCount, the queue's
-// pending count at the heartbeat, says nothing about the peer and is not
-// kept.
+// at at (the clock's now when zero). The peer counts as heard from, its
+// breaker closes, and the token is marked active if the tracker did not know
+// it (as after a dispatcher restart that kept its leases). pendingCount, the
+// queue's pending count at the heartbeat, says nothing about the peer and is
+// not kept.
 func (t *Tracker) RecordHeartbeat(peerID string, token resourcelease.OwnershipToken, pendingCount int, at time.Time) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -213,32 +239,40 @@ func (t *Tracker) RecordHeartbeat(peerID string, token resourcelease.OwnershipTo
 	p := t.touch(peerID, at)
 	p.activity(at)
 	t.addActive(p, token)
+	p.close()
 	t.prune(at)
 }
 
-// RecordRelease records that the lease identified by token ended normally at
-// at (the clock's now when zero): completed, or failed with requeue when
-// requeued is true. The peer counts as heard from.
-func (t *Tracker) RecordRelease(peerID string, token resourcelease.OwnershipToken, requeued bool, at time.Time) {
+// RecordRelease records that the lease identified by token ended without
+// expiring at at (the clock's now when zero), as outcome says: completed, or
+// failed (requeued or dead-lettered), or given back unused. The peer counts
+// as heard from. Every outcome but a give-back is a settle, which closes the
+// peer's breaker: a worker that fails or dead-letters items is talking to the
+// dispatcher, and is never refused for it.
+func (t *Tracker) RecordRelease(peerID string, token resourcelease.OwnershipToken, outcome resourcelease.ReleaseOutcome, at time.Time) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	at = t.at(at)
-	if requeued {
-		t.releases[1]++
-	} else {
-		t.releases[0]++
+	if i := slices.Index(releaseOutcomes[:], outcome); i >= 0 {
+		t.releases[i]++
 	}
 	p := t.touch(peerID, at)
 	p.activity(at)
 	t.removeActive(p, token)
+	if outcome == resourcelease.ReleaseGivenBack {
+		p.givenBack(token)
+	} else {
+		p.close()
+	}
 	t.prune(at)
 }
 
 // RecordDisconnect records that peerID lost the lease identified by token at
-// at (the clock's now when zero): it failed it without requeue, or the lease
-// expired. reason says which (it labels the disconnect counter). The peer is
-// unhealthy until it is heard from again, and the lease counts as one of its
-// pending reassignments.
+// at (the clock's now when zero) because it expired without being settled.
+// reason says how the item ended up (it labels the disconnect counter). The
+// peer is unhealthy until it is heard from again, the lease counts as one of
+// its pending reassignments, and the expiry counts towards opening its
+// breaker (expiries at the same instant count once).
 func (t *Tracker) RecordDisconnect(peerID string, token resourcelease.OwnershipToken, reason string, at time.Time) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -248,13 +282,44 @@ func (t *Tracker) RecordDisconnect(peerID string, token resourcelease.OwnershipT
 	p.lastDisconnect = &Disconnect{Time: at, Reason: truncate(reason)}
 	p.lost++
 	t.removeActive(p, token)
+	t.expired(p, at)
 	t.prune(at)
 }
 
-// IsPeerEligible reports whether peerID may be granted a lease: unknown and
-// healthy peers may; an unhealthy peer may not, unless it is unhealthy only
-// because it lost a lease and its last disconnect is older than
-// Config.Quarantine (see the package doc).
+// AdmitLease implements resourcelease.PeerHealth: peerID asks for a lease at
+// at (the clock's now when zero). The request counts as hearing from the
+// peer. It returns zero when the peer's breaker lets the request through,
+// else how long the peer should wait before asking again: the rest of the
+// cool-down while the breaker is open, one second while it is half-open and
+// its one trial request or lease is under way.
+func (t *Tracker) AdmitLease(peerID string, at time.Time) time.Duration {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	at = t.at(at)
+	p := t.touch(peerID, at)
+	p.activity(at)
+	retry := p.admit(at)
+	t.prune(at)
+	return retry
+}
+
+// RecordLeaseMiss implements resourcelease.PeerHealth: a lease request of
+// peerID that AdmitLease let through ended at at (the clock's now when zero)
+// without a lease. The peer counts as heard from, and a half-open breaker
+// lets its next request through.
+func (t *Tracker) RecordLeaseMiss(peerID string, at time.Time) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	at = t.at(at)
+	p := t.touch(peerID, at)
+	p.activity(at)
+	p.probing = false
+	t.prune(at)
+}
+
+// IsPeerEligible reports whether AdmitLease would let a lease request of
+// peerID through now. Unlike AdmitLease it changes nothing, and an unknown
+// peer stays unknown (and eligible).
 func (t *Tracker) IsPeerEligible(peerID string) bool {
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -264,7 +329,7 @@ func (t *Tracker) IsPeerEligible(peerID string) bool {
 	if !ok {
 		return true
 	}
-	return t.eligible(p, now)
+	return p.eligible(now)
 }
 
 // at returns at, or the clock's now when at is zero.
@@ -407,24 +472,13 @@ func (t *Tracker) countDisconnect(reason string) {
 
 // healthy applies the health rules of the package doc. t.mu must be held.
 func (t *Tracker) healthy(p *peer, now time.Time) bool {
-	return p.lost == 0 && !t.stale(p, now)
+	return p.lost == 0 && !t.stale(p, now) && p.state(now) == breakerClosed
 }
 
 // stale reports whether p holds leases it has not heartbeated within the
 // grace period.
 func (t *Tracker) stale(p *peer, now time.Time) bool {
 	return len(p.active) > 0 && now.Sub(p.lastActivity) > t.cfg.GracePeriod
-}
-
-// eligible applies the eligibility rule of the package doc. t.mu must be held.
-func (t *Tracker) eligible(p *peer, now time.Time) bool {
-	if t.stale(p, now) {
-		return false
-	}
-	if p.lost == 0 {
-		return true
-	}
-	return now.Sub(p.lastDisconnect.Time) > t.cfg.Quarantine
 }
 
 // boundMetadata copies md, keeping at most max entries (the first in key

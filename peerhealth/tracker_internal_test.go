@@ -26,7 +26,7 @@ func TestWritesAloneBoundMemory(t *testing.T) {
 		id := fmt.Sprintf("peer-%d", i)
 		tok := resourcelease.OwnershipToken{SequenceID: int64(i + 1), Attempt: 1, LeaseID: uuid.New()}
 		tr.RecordAssignment(id, tok, nil, clk.Now())
-		tr.RecordRelease(id, tok, false, clk.Now())
+		tr.RecordRelease(id, tok, resourcelease.ReleaseCompleted, clk.Now())
 		clk.Advance(time.Second)
 	}
 	tr.mu.Lock()
@@ -57,15 +57,19 @@ func TestMaxPeersKeepsListsConsistent(t *testing.T) {
 	for step := range 20_000 {
 		id := fmt.Sprintf("peer-%d", rng.IntN(4*maxPeers))
 		tok := tokens[rng.IntN(len(tokens))]
-		switch rng.IntN(4) {
+		switch rng.IntN(6) {
 		case 0:
 			tr.RecordAssignment(id, tok, nil, clk.Now())
 		case 1:
 			tr.RecordHeartbeat(id, tok, 0, clk.Now())
 		case 2:
-			tr.RecordRelease(id, tok, rng.IntN(2) == 0, clk.Now())
+			tr.RecordRelease(id, tok, releaseOutcomes[rng.IntN(len(releaseOutcomes))], clk.Now())
 		case 3:
 			tr.RecordDisconnect(id, tok, "lease expired", clk.Now())
+		case 4:
+			tr.AdmitLease(id, clk.Now())
+		case 5:
+			tr.RecordLeaseMiss(id, clk.Now())
 		}
 		clk.Advance(time.Duration(rng.IntN(1000)) * time.Millisecond)
 

@@ -183,18 +183,70 @@ func ResolvePeerID(explicit string, ci CallInfo) string {
 	return ci.PeerID
 }
 
-// PeerHealth is what the Dispatcher tells the peer-health tracker
-// (peerhealth.Tracker implements it). Calls are made in change order with the
-// queue's lock held, so implementations must be quick and must not call back
-// into the queue.
+// PeerHealth is what the Dispatcher tells the peer-health tracker about each
+// peer, and what it asks before serving a peer's lease request
+// (peerhealth.Tracker implements it). The Record calls that follow a change
+// (assignment, heartbeat, release, disconnect) are made in change order with
+// the queue's lock held; AdmitLease and RecordLeaseMiss are made without it.
+// Implementations must be quick and must not call back into the queue.
+//
+// Only a lease that expired without being settled is a disconnect: a fail,
+// with or without requeue, is the decision of a worker that is talking to the
+// dispatcher, so it is a release.
 type PeerHealth interface {
+	// RecordAssignment: a lease was granted to peerID; metadata are the
+	// item's attributes.
 	RecordAssignment(peerID string, token OwnershipToken, metadata map[string]string, at time.Time)
+	// RecordHeartbeat: peerID extended its lease; pendingCount is the queue's.
 	RecordHeartbeat(peerID string, token OwnershipToken, pendingCount int, at time.Time)
-	// RecordRelease: the lease ended normally (completed, or failed with requeue).
-	RecordRelease(peerID string, token OwnershipToken, requeued bool, at time.Time)
-	// RecordDisconnect: the lease ended badly (failed without requeue, expired).
+	// RecordRelease: the lease ended without expiring; outcome says how.
+	RecordRelease(peerID string, token OwnershipToken, outcome ReleaseOutcome, at time.Time)
+	// RecordDisconnect: the lease expired without being settled (the peer went
+	// silent); reason is DisconnectLeaseExpired, or DisconnectMaxAttempts when
+	// the expiry dead-lettered the item. Expiries found by one sweep share
+	// their at.
 	RecordDisconnect(peerID string, token OwnershipToken, reason string, at time.Time)
-	IsPeerEligible(peerID string) bool
+	// AdmitLease is asked before a lease request of peerID is served. It
+	// returns zero to serve it, or how long the peer should wait before it
+	// asks again; the Dispatcher refuses the request only with
+	// RefuseUnhealthyPeers. The request is proof of life either way.
+	AdmitLease(peerID string, at time.Time) (retryAfter time.Duration)
+	// RecordLeaseMiss: a lease request AdmitLease was asked about ended
+	// without a lease (nothing was ready within its wait, or it failed).
+	RecordLeaseMiss(peerID string, at time.Time)
+}
+
+// ReleaseOutcome is how a lease ended without expiring, as PeerHealth's
+// RecordRelease is told.
+type ReleaseOutcome uint8
+
+// The release outcomes.
+const (
+	// ReleaseCompleted: the peer completed the item.
+	ReleaseCompleted ReleaseOutcome = iota + 1
+	// ReleaseRequeued: the peer failed the item and it went back to pending.
+	ReleaseRequeued
+	// ReleaseDeadLettered: the peer failed the item and it was dead-lettered
+	// (requeue false, or its last attempt). A worker that dead-letters a
+	// poison item is healthy: this is a release, not a disconnect.
+	ReleaseDeadLettered
+	// ReleaseGivenBack: the lease went back unused, because the lease request
+	// it was granted to was gone by then; the peer never held it.
+	ReleaseGivenBack
+)
+
+var releaseOutcomeNames = [...]string{
+	ReleaseCompleted: "completed", ReleaseRequeued: "requeued",
+	ReleaseDeadLettered: "dead_lettered", ReleaseGivenBack: "given_back",
+}
+
+// String returns the outcome's name (completed, requeued, dead_lettered or
+// given_back), as used in metric labels.
+func (o ReleaseOutcome) String() string {
+	if int(o) < len(releaseOutcomeNames) && releaseOutcomeNames[o] != "" {
+		return releaseOutcomeNames[o]
+	}
+	return "unknown"
 }
 
 // BackpressureSignal is one backpressure transition.

@@ -95,6 +95,11 @@ const (
 	CodeDeliveryAttemptsExceed = "error.resourcelease.max_delivery_attempts"
 )
 
+// MetadataRetryAfterSeconds is the key of an Error's Metadata that says, in
+// whole seconds, when the caller may try again; the transport also sends it
+// as the Retry-After header.
+const MetadataRetryAfterSeconds = "retryAfterSeconds"
+
 // Error is the error type of leasemesh: a wire status, a stable code and a
 // message, with optional metadata. It crosses the network intact (the transport
 // sends all four and the client rebuilds an *Error), so errors.Is against the
@@ -153,7 +158,9 @@ var (
 	// ErrStorageUnavailable: the durable store failed; the queue refuses work
 	// rather than acknowledge what it cannot persist.
 	ErrStorageUnavailable = &Error{Status: StatusUnavailable, Code: CodeStorageUnavailable, Message: "storage unavailable"}
-	// ErrPeerIneligible: the peer is unhealthy and the dispatcher refuses it leases.
+	// ErrPeerIneligible: the dispatcher refuses the peer leases for a while,
+	// because its recent leases expired without being settled. The refusal
+	// carries MetadataRetryAfterSeconds.
 	ErrPeerIneligible = &Error{Status: StatusFailedPrecondition, Code: CodePeerIneligible, Message: "peer is not eligible for leases"}
 	// ErrDuplicateSequence: restore of an item whose sequenceId is already present.
 	ErrDuplicateSequence = &Error{Status: StatusAlreadyExists, Code: CodeDuplicateSequence, Message: "sequence id already present"}

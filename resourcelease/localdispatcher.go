@@ -8,6 +8,7 @@ import (
 	"maps"
 	"math"
 	"slices"
+	"strconv"
 	"sync"
 	"time"
 
@@ -23,16 +24,14 @@ const DefaultMaxLeaseWait = 5 * time.Minute
 // and metrics of the replicator.
 const DeterministicSinkName = "deterministic"
 
-// Reasons the Dispatcher gives PeerHealth.RecordDisconnect.
+// Reasons the Dispatcher gives PeerHealth.RecordDisconnect. Both are a lease
+// that expired without being settled; a fail is never a disconnect.
 const (
 	// DisconnectLeaseExpired: the peer let a lease expire without a heartbeat
 	// and the item went back to pending.
 	DisconnectLeaseExpired = "lease_expired"
-	// DisconnectFailed: the peer failed a lease without requeue and the item
-	// was dead-lettered.
-	DisconnectFailed = "failed"
-	// DisconnectMaxAttempts: the peer's lease ended (failed or expired) on the
-	// item's last delivery attempt and the item was dead-lettered.
+	// DisconnectMaxAttempts: the peer let a lease expire on the item's last
+	// delivery attempt and the item was dead-lettered.
 	DisconnectMaxAttempts = "max_attempts"
 )
 
@@ -62,11 +61,15 @@ type DispatcherConfig struct {
 	// Replicator.
 	Deterministic EventSink
 	// PeerHealth, when set, is told about every lease assignment, heartbeat,
-	// release and disconnect. Leases with an empty peer id are not reported.
+	// release and disconnect, and asked about every lease request
+	// (AdmitLease). Leases and requests with an empty peer id are not
+	// reported.
 	PeerHealth PeerHealth
-	// RefuseUnhealthyPeers makes Lease return ErrPeerIneligible (status
-	// failed-precondition) to a peer PeerHealth says is not eligible. It
-	// requires PeerHealth.
+	// RefuseUnhealthyPeers makes Lease refuse a peer that PeerHealth's
+	// AdmitLease answers with a wait: ErrPeerIneligible (status
+	// failed-precondition) with MetadataRetryAfterSeconds, the wait in whole
+	// seconds. With peerhealth.Tracker that is a circuit breaker that opens
+	// only after several consecutive lease expiries. It requires PeerHealth.
 	RefuseUnhealthyPeers bool
 	// Backpressure, when set, observes the pending count after every change,
 	// admits each enqueue, and fills Stats.BackpressureActive.
@@ -122,6 +125,10 @@ type LocalDispatcher struct {
 	// journal can tell a dead letter caused by a fail from one caused by an
 	// expiry (the change does not say). Kept only when metrics are on.
 	leases map[int64]liveLease
+	// failed is the lease of the last ChangeFailed told to peer health: the
+	// ChangeDeadLettered that follows it is that fail's, not an expiry's.
+	// Only the journal touches it, with the queue's lock held.
+	failed OwnershipToken
 
 	closeCtx  context.Context // cancelled by Close, to wake enqueues waiting on backpressure
 	cancel    context.CancelFunc
@@ -364,24 +371,30 @@ func (d *LocalDispatcher) tellPeerHealth(c *Change) {
 	case ChangeHeartbeat:
 		d.health.RecordHeartbeat(c.PeerID, c.Token, c.Pending, c.At)
 	case ChangeCompleted:
-		d.health.RecordRelease(c.PeerID, c.Token, false, c.At)
+		d.health.RecordRelease(c.PeerID, c.Token, ReleaseCompleted, c.At)
 	case ChangeRequeued:
-		d.health.RecordRelease(c.PeerID, c.Token, true, c.At)
+		d.health.RecordRelease(c.PeerID, c.Token, ReleaseRequeued, c.At)
 	case ChangeReleased:
 		// A lease granted to a long-poll that was gone before it got it: the
 		// peer never held it, so it must not count against the peer.
-		d.health.RecordRelease(c.PeerID, c.Token, true, c.At)
+		d.health.RecordRelease(c.PeerID, c.Token, ReleaseGivenBack, c.At)
 	case ChangeExpired:
 		d.health.RecordDisconnect(c.PeerID, c.Token, DisconnectLeaseExpired, c.At)
+	case ChangeFailed:
+		// A fail that dead-letters the item (requeue false, or the last
+		// attempt) is a release like any fail; its dead letter follows.
+		d.failed = c.Token
+		d.health.RecordRelease(c.PeerID, c.Token, ReleaseDeadLettered, c.At)
 	case ChangeDeadLettered:
 		if c.Token.IsZero() {
 			return
 		}
-		reason := DisconnectFailed
-		if c.Error != nil && c.Error.Code == CodeDeliveryAttemptsExceed {
-			reason = DisconnectMaxAttempts
+		if c.Token == d.failed {
+			d.failed = OwnershipToken{}
+			return
 		}
-		d.health.RecordDisconnect(c.PeerID, c.Token, reason, c.At)
+		// No fail came first: the lease expired on the item's last attempt.
+		d.health.RecordDisconnect(c.PeerID, c.Token, DisconnectMaxAttempts, c.At)
 	}
 }
 
@@ -489,6 +502,8 @@ func (d *LocalDispatcher) admit(ctx context.Context) error {
 // Lease implements Dispatcher. The peer is req.PeerID, else the caller of the
 // CallInfo in ctx, else its x-peer-id (ResolvePeerID). WaitMs is capped at
 // MaxLeaseWait; it returns (nil, nil) when nothing was available in time.
+// With RefuseUnhealthyPeers, a peer PeerHealth does not admit is refused with
+// ErrPeerIneligible, whose Metadata says when to come back.
 func (d *LocalDispatcher) Lease(ctx context.Context, req *LeaseRequest) (*Lease, error) {
 	ctx = orBackground(ctx)
 	var r LeaseRequest
@@ -499,16 +514,22 @@ func (d *LocalDispatcher) Lease(ctx context.Context, req *LeaseRequest) (*Lease,
 		return nil, Errorf(StatusInvalidArgument, CodeInvalidArgument, "waitMs must not be negative, got %d", r.WaitMs)
 	}
 	peer := ResolvePeerID(r.PeerID, CallInfoFrom(ctx))
-	if d.refuse && !d.health.IsPeerEligible(peer) {
-		d.log.Debug("resourcelease: lease refused to an ineligible peer", "peer", peer)
-		return nil, &Error{Status: ErrPeerIneligible.Status, Code: ErrPeerIneligible.Code,
-			Message: fmt.Sprintf("peer %q is not eligible for leases (unhealthy)", peer)}
+	admitted := false // PeerHealth admitted this request, so it hears how it ends
+	if d.health != nil && peer != "" {
+		retry := d.health.AdmitLease(peer, d.clock.Now())
+		if retry > 0 && d.refuse {
+			return nil, d.refusePeer(peer, retry)
+		}
+		admitted = retry == 0
 	}
 	wait := d.maxWait
 	if r.WaitMs < int64(d.maxWait/time.Millisecond) {
 		wait = time.Duration(r.WaitMs) * time.Millisecond
 	}
 	l, err := d.queue.Lease(ctx, peer, wait)
+	if admitted && l == nil {
+		d.health.RecordLeaseMiss(peer, d.clock.Now())
+	}
 	if err != nil {
 		return nil, d.done("lease", err)
 	}
@@ -516,6 +537,16 @@ func (d *LocalDispatcher) Lease(ctx context.Context, req *LeaseRequest) (*Lease,
 		ownPayload(&l.Payload) // the caller may modify it; the engine's copy stays as it is
 	}
 	return l, nil
+}
+
+// refusePeer is the refusal of a lease request from peer, told to come back
+// after wait (in whole seconds, at least one).
+func (d *LocalDispatcher) refusePeer(peer string, wait time.Duration) *Error {
+	secs := int64((wait + time.Second - 1) / time.Second)
+	d.log.Debug("resourcelease: lease refused to a peer whose leases keep expiring", "peer", peer, "retryAfterSeconds", secs)
+	return &Error{Status: ErrPeerIneligible.Status, Code: ErrPeerIneligible.Code,
+		Message:  fmt.Sprintf("peer %q is refused leases for %ds: its recent leases expired without being settled", peer, secs),
+		Metadata: map[string]string{MetadataRetryAfterSeconds: strconv.FormatInt(secs, 10)}}
 }
 
 func tokenOf(t *OwnershipToken) (OwnershipToken, error) {

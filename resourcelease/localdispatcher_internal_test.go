@@ -15,14 +15,14 @@ import (
 
 // ldCall is one call the journal made to a part.
 type ldCall struct {
-	Op       string
-	Peer     string
-	Token    OwnershipToken
-	Meta     map[string]string
-	Pending  int
-	Requeued bool
-	Reason   string
-	At       time.Time
+	Op      string
+	Peer    string
+	Token   OwnershipToken
+	Meta    map[string]string
+	Pending int
+	Outcome ReleaseOutcome
+	Reason  string
+	At      time.Time
 }
 
 // ldParts is a PeerHealth, BackpressureController and Replicator that
@@ -38,13 +38,19 @@ func (p *ldParts) RecordAssignment(peer string, tok OwnershipToken, meta map[str
 func (p *ldParts) RecordHeartbeat(peer string, tok OwnershipToken, pending int, at time.Time) {
 	p.calls = append(p.calls, ldCall{Op: "heartbeat", Peer: peer, Token: tok, Pending: pending, At: at})
 }
-func (p *ldParts) RecordRelease(peer string, tok OwnershipToken, requeued bool, at time.Time) {
-	p.calls = append(p.calls, ldCall{Op: "release", Peer: peer, Token: tok, Requeued: requeued, At: at})
+func (p *ldParts) RecordRelease(peer string, tok OwnershipToken, outcome ReleaseOutcome, at time.Time) {
+	p.calls = append(p.calls, ldCall{Op: "release", Peer: peer, Token: tok, Outcome: outcome, At: at})
 }
 func (p *ldParts) RecordDisconnect(peer string, tok OwnershipToken, reason string, at time.Time) {
 	p.calls = append(p.calls, ldCall{Op: "disconnect", Peer: peer, Token: tok, Reason: reason, At: at})
 }
-func (p *ldParts) IsPeerEligible(string) bool { return true }
+func (p *ldParts) AdmitLease(peer string, at time.Time) time.Duration {
+	p.calls = append(p.calls, ldCall{Op: "admit", Peer: peer, At: at})
+	return 0
+}
+func (p *ldParts) RecordLeaseMiss(peer string, at time.Time) {
+	p.calls = append(p.calls, ldCall{Op: "miss", Peer: peer, At: at})
+}
 func (p *ldParts) Observe(pending int, at time.Time) {
 	p.calls = append(p.calls, ldCall{Op: "observe", Pending: pending, At: at})
 }
@@ -76,6 +82,7 @@ func TestJournalTellsEveryPart(t *testing.T) {
 		Attributes: map[string]string{"tenant": "tenant-1"}}}
 	leased := Change{Kind: ChangeLeased, At: at, PeerID: "w1", Item: it, Token: tok, LeaseExpiresAt: at.Add(30 * time.Second), Pending: 3, Active: 1}
 	maxErr := &ErrorInfo{Message: "max delivery attempts (2) exceeded", Code: CodeDeliveryAttemptsExceed}
+	failed := Change{Kind: ChangeFailed, At: at.Add(time.Second), PeerID: "w1", Item: it, Token: tok, Error: &ErrorInfo{Message: "bad", Code: "app.bad"}, Pending: 3}
 
 	tests := []struct {
 		name    string
@@ -90,23 +97,29 @@ func TestJournalTellsEveryPart(t *testing.T) {
 		{"heartbeat carries the pending count", []Change{leased, {Kind: ChangeHeartbeat, At: at, PeerID: "w1", Item: it, Token: tok, LeaseExpiresAt: at.Add(40 * time.Second), Pending: 5, Active: 1}},
 			[]ldCall{{Op: "heartbeat", Peer: "w1", Token: tok, Pending: 5, At: at}, {Op: "observe", Pending: 5, At: at}}, endedUnknown},
 		{"completed", []Change{leased, {Kind: ChangeCompleted, At: at, PeerID: "w1", Item: it, Token: tok, Pending: 3}},
-			[]ldCall{{Op: "release", Peer: "w1", Token: tok, Requeued: false, At: at}, {Op: "observe", Pending: 3, At: at}}, endedUnknown},
+			[]ldCall{{Op: "release", Peer: "w1", Token: tok, Outcome: ReleaseCompleted, At: at}, {Op: "observe", Pending: 3, At: at}}, endedUnknown},
 		{"requeued", []Change{leased, {Kind: ChangeRequeued, At: at, PeerID: "w1", Item: it, Token: tok, Pending: 4}},
-			[]ldCall{{Op: "release", Peer: "w1", Token: tok, Requeued: true, At: at}, {Op: "observe", Pending: 4, At: at}}, endedUnknown},
+			[]ldCall{{Op: "release", Peer: "w1", Token: tok, Outcome: ReleaseRequeued, At: at}, {Op: "observe", Pending: 4, At: at}}, endedUnknown},
 		{"released to a vanished long-poll", []Change{leased, {Kind: ChangeReleased, At: at, PeerID: "w1", Item: it, Token: tok, Pending: 4}},
-			[]ldCall{{Op: "release", Peer: "w1", Token: tok, Requeued: true, At: at}, {Op: "observe", Pending: 4, At: at}}, endedUnknown},
+			[]ldCall{{Op: "release", Peer: "w1", Token: tok, Outcome: ReleaseGivenBack, At: at}, {Op: "observe", Pending: 4, At: at}}, endedUnknown},
 		{"expired", []Change{leased, {Kind: ChangeExpired, At: at.Add(30 * time.Second), PeerID: "w1", Item: it, Token: tok, Pending: 4}},
 			[]ldCall{{Op: "disconnect", Peer: "w1", Token: tok, Reason: DisconnectLeaseExpired, At: at.Add(30 * time.Second)}, {Op: "observe", Pending: 4, At: at.Add(30 * time.Second)}}, endedUnknown},
-		{"dead-lettered by a fail without requeue", []Change{leased, {Kind: ChangeDeadLettered, At: at.Add(time.Second), PeerID: "w1", Item: it, Token: tok, Error: &ErrorInfo{Message: "failed without requeue: bad", Code: "app.bad"}, Pending: 3, DeadLettered: 1}},
-			[]ldCall{{Op: "disconnect", Peer: "w1", Token: tok, Reason: DisconnectFailed, At: at.Add(time.Second)}, {Op: "observe", Pending: 3, At: at.Add(time.Second)}}, endedByFail},
-		{"dead-lettered by a fail on the last attempt", []Change{leased, {Kind: ChangeDeadLettered, At: at.Add(time.Second), PeerID: "w1", Item: it, Token: tok, Error: maxErr, Pending: 3, DeadLettered: 1}},
-			[]ldCall{{Op: "disconnect", Peer: "w1", Token: tok, Reason: DisconnectMaxAttempts, At: at.Add(time.Second)}, {Op: "observe", Pending: 3, At: at.Add(time.Second)}}, endedByFail},
+		{"a fail that dead-letters is a release", []Change{leased, failed},
+			[]ldCall{{Op: "release", Peer: "w1", Token: tok, Outcome: ReleaseDeadLettered, At: at.Add(time.Second)}, {Op: "observe", Pending: 3, At: at.Add(time.Second)}}, endedUnknown},
+		{"dead-lettered by a fail without requeue: not a disconnect", []Change{leased, failed, {Kind: ChangeDeadLettered, At: at.Add(time.Second), PeerID: "w1", Item: it, Token: tok, Error: &ErrorInfo{Message: "failed without requeue: bad", Code: "app.bad"}, Pending: 3, DeadLettered: 1}},
+			[]ldCall{{Op: "observe", Pending: 3, At: at.Add(time.Second)}}, endedByFail},
+		{"dead-lettered by a fail on the last attempt: not a disconnect", []Change{leased, failed, {Kind: ChangeDeadLettered, At: at.Add(time.Second), PeerID: "w1", Item: it, Token: tok, Error: maxErr, Pending: 3, DeadLettered: 1}},
+			[]ldCall{{Op: "observe", Pending: 3, At: at.Add(time.Second)}}, endedByFail},
+		{"a fail's dead letter does not hide a later expiry's", []Change{leased, failed, {Kind: ChangeDeadLettered, At: at.Add(time.Second), PeerID: "w1", Item: it, Token: tok, Error: maxErr, DeadLettered: 1},
+			{Kind: ChangeDeadLettered, At: at.Add(time.Minute), PeerID: "w1", Item: it, Token: other, Error: maxErr, DeadLettered: 2}},
+			[]ldCall{{Op: "disconnect", Peer: "w1", Token: other, Reason: DisconnectMaxAttempts, At: at.Add(time.Minute)}, {Op: "observe", Pending: 0, At: at.Add(time.Minute)}}, endedUnknown},
 		{"dead-lettered by an expiry on the last attempt", []Change{leased, {Kind: ChangeDeadLettered, At: at.Add(30 * time.Second), PeerID: "w1", Item: it, Token: tok, Error: maxErr, Pending: 3, DeadLettered: 1}},
 			[]ldCall{{Op: "disconnect", Peer: "w1", Token: tok, Reason: DisconnectMaxAttempts, At: at.Add(30 * time.Second)}, {Op: "observe", Pending: 3, At: at.Add(30 * time.Second)}}, endedByExpiry},
 		{"heartbeat moves the expiry the classification uses", []Change{leased,
 			{Kind: ChangeHeartbeat, At: at.Add(20 * time.Second), PeerID: "w1", Item: it, Token: tok, LeaseExpiresAt: at.Add(50 * time.Second), Active: 1},
+			{Kind: ChangeFailed, At: at.Add(40 * time.Second), PeerID: "w1", Item: it, Token: tok, Error: maxErr},
 			{Kind: ChangeDeadLettered, At: at.Add(40 * time.Second), PeerID: "w1", Item: it, Token: tok, Error: maxErr, DeadLettered: 1}},
-			[]ldCall{{Op: "disconnect", Peer: "w1", Token: tok, Reason: DisconnectMaxAttempts, At: at.Add(40 * time.Second)}, {Op: "observe", Pending: 0, At: at.Add(40 * time.Second)}}, endedByFail},
+			[]ldCall{{Op: "observe", Pending: 0, At: at.Add(40 * time.Second)}}, endedByFail},
 		{"dead letter of a lease the journal never saw", []Change{{Kind: ChangeDeadLettered, At: at, PeerID: "w1", Item: it, Token: other, Error: maxErr, DeadLettered: 1}},
 			[]ldCall{{Op: "disconnect", Peer: "w1", Token: other, Reason: DisconnectMaxAttempts, At: at}, {Op: "observe", Pending: 0, At: at}}, endedUnknown},
 		{"anonymous lease is not reported to peer health", []Change{{Kind: ChangeLeased, At: at, Item: it, Token: tok, LeaseExpiresAt: at.Add(time.Minute), Pending: 2, Active: 1}},
@@ -141,7 +154,7 @@ func TestJournalTellsEveryPart(t *testing.T) {
 			}
 			assert.Equal(t, tt.want, parts.calls[1:])
 			assert.Equal(t, tt.ending, ending)
-			if len(tt.changes) > 1 && tt.changes[len(tt.changes)-1].Kind != ChangeHeartbeat {
+			if last := tt.changes[len(tt.changes)-1].Kind; len(tt.changes) > 1 && last != ChangeHeartbeat && last != ChangeFailed {
 				assert.Empty(t, d.leases, "a lease that ended is forgotten")
 			}
 		})

@@ -2,6 +2,7 @@ package resourcelease_test
 
 import (
 	"context"
+	"fmt"
 	"testing"
 	"time"
 
@@ -80,8 +81,8 @@ func TestDispatcherPeerHealthFollowsLeases(t *testing.T) {
 	_, err = f.d.Complete(ctx, &resourcelease.CompleteRequest{OwnershipToken: &lb.OwnershipToken})
 	assert.ErrorIs(t, err, resourcelease.ErrUnknownToken)
 
-	// w3 fails with requeue (a release), then w3 fails without requeue (a
-	// disconnect with reason failed).
+	// w3 fails with requeue, then without: both are releases, the second
+	// dead-letters the item, and w3 stays healthy with no disconnect.
 	l := f.lease(t, "w3")
 	_, err = f.d.Fail(ctx, &resourcelease.FailRequest{OwnershipToken: &l.OwnershipToken, Reason: "retry me"})
 	require.NoError(t, err)
@@ -92,36 +93,105 @@ func TestDispatcherPeerHealthFollowsLeases(t *testing.T) {
 	_, err = f.d.Fail(ctx, &resourcelease.FailRequest{OwnershipToken: &l.OwnershipToken, Requeue: ldBool(false)})
 	require.NoError(t, err)
 	s = ldSnapshot(t, tr, "w3")
-	require.NotNil(t, s.LastDisconnect)
-	assert.Equal(t, resourcelease.DisconnectFailed, s.LastDisconnect.Reason)
-	assert.False(t, s.IsHealthy)
+	assert.Nil(t, s.LastDisconnect, "a fail without requeue is not a disconnect")
+	assert.True(t, s.IsHealthy)
+	assert.Zero(t, s.ActiveAssignments)
+	assert.Zero(t, s.PendingReassignments)
 
-	// A lease failed with requeue on the item's last attempt is a
-	// max_attempts disconnect.
+	// A lease failed with requeue on the item's last attempt dead-letters it:
+	// still a release.
 	for attempt := 1; attempt <= 3; attempt++ {
 		l = f.lease(t, "w4")
 		require.Equal(t, "c", l.Payload.ResourceID)
 		require.Equal(t, attempt, l.Attempt)
-		if attempt < 3 {
-			assert.True(t, ldSnapshot(t, tr, "w4").IsHealthy)
-		}
 		_, err = f.d.Fail(ctx, &resourcelease.FailRequest{OwnershipToken: &l.OwnershipToken})
 		require.NoError(t, err)
 	}
 	s = ldSnapshot(t, tr, "w4")
+	assert.Nil(t, s.LastDisconnect, "dead-lettered by max attempts after a fail: not a disconnect")
+	assert.True(t, s.IsHealthy)
+	st, _ := f.d.Stats(ctx, nil)
+	assert.Equal(t, 2, st.DeadLetterCount)
+
+	// A lease that expires on the item's last attempt is a max_attempts
+	// disconnect.
+	f.enqueue(t, "d")
+	for attempt := 1; attempt <= 3; attempt++ {
+		l = f.lease(t, "w5")
+		require.Equal(t, "d", l.Payload.ResourceID)
+		f.clock.Advance(11 * time.Second)
+		f.d.Queue().Sweep()
+	}
+	s = ldSnapshot(t, tr, "w5")
 	require.NotNil(t, s.LastDisconnect)
 	assert.Equal(t, resourcelease.DisconnectMaxAttempts, s.LastDisconnect.Reason)
+	assert.Equal(t, 3, s.ConsecutiveExpiries)
 
 	sum := tr.Summary()
-	assert.Equal(t, 3, sum.UnhealthyPeers, "w2, w3, w4")
-	assert.Equal(t, 3, sum.PendingReassignments)
+	assert.Equal(t, 2, sum.UnhealthyPeers, "w2 and w5")
+	assert.Equal(t, 2, sum.PendingReassignments, "one each: w5's lease requests heard from it after its earlier expiries")
 }
 
-// TestDispatcherRefusesUnhealthyPeers: with RefuseUnhealthyPeers, a peer that
-// let its lease expire is refused (failed-precondition) until the tracker's
-// quarantine passes; other peers are served; without the option nobody is
-// refused.
-func TestDispatcherRefusesUnhealthyPeers(t *testing.T) {
+// expireLease has peer lease the next item and let it expire: past the lease
+// duration a sweep of its own finds it.
+func expireLease(t *testing.T, f ldFixture, peer string) {
+	t.Helper()
+	f.lease(t, peer)
+	f.clock.Advance(11 * time.Second)
+	f.d.Queue().Sweep()
+}
+
+// requireRefused checks that err refuses a lease with failed-precondition /
+// peer_ineligible, telling the peer to come back in retryAfter seconds.
+func requireRefused(t *testing.T, err error, peer, retryAfter string) {
+	t.Helper()
+	require.Error(t, err)
+	assert.ErrorIs(t, err, resourcelease.ErrPeerIneligible)
+	assert.Equal(t, resourcelease.StatusFailedPrecondition, resourcelease.StatusOf(err))
+	assert.Contains(t, err.Error(), `"`+peer+`"`)
+	var e *resourcelease.Error
+	require.ErrorAs(t, err, &e)
+	assert.Equal(t, map[string]string{resourcelease.MetadataRetryAfterSeconds: retryAfter}, e.Metadata)
+}
+
+// TestDispatcherFailWithoutRequeueDoesNotRefuse: with RefuseUnhealthyPeers, a
+// worker that dead-letters item after item (fail without requeue, and fail
+// on the last attempt) is served every lease.
+func TestDispatcherFailWithoutRequeueDoesNotRefuse(t *testing.T) {
+	f, tr := newTrackedLD(t, true)
+	ctx := context.Background()
+	for i := range 5 {
+		f.enqueue(t, fmt.Sprintf("poison-%d", i))
+		l := f.lease(t, "w")
+		_, err := f.d.Fail(ctx, &resourcelease.FailRequest{OwnershipToken: &l.OwnershipToken, Requeue: ldBool(false), Reason: "poison"})
+		require.NoError(t, err)
+	}
+	f.enqueue(t, "last-attempt")
+	for range 3 {
+		l := f.lease(t, "w")
+		_, err := f.d.Fail(ctx, &resourcelease.FailRequest{OwnershipToken: &l.OwnershipToken})
+		require.NoError(t, err)
+	}
+	for i := range 10 {
+		f.enqueue(t, fmt.Sprintf("good-%d", i))
+		l := f.lease(t, "w") // fails the test if refused
+		_, err := f.d.Complete(ctx, &resourcelease.CompleteRequest{OwnershipToken: &l.OwnershipToken})
+		require.NoError(t, err)
+	}
+	st, _ := f.d.Stats(ctx, nil)
+	assert.Equal(t, 6, st.DeadLetterCount)
+	s := ldSnapshot(t, tr, "w")
+	assert.True(t, s.IsHealthy)
+	assert.Equal(t, peerhealth.BreakerClosed, s.Breaker)
+	assert.Nil(t, s.LastDisconnect)
+}
+
+// TestDispatcherBreaker: with RefuseUnhealthyPeers, a peer whose leases
+// expire three times in a row is refused (failed-precondition, Retry-After
+// the rest of the cool-down); other peers are served; after the cool-down
+// one lease is let through, and its heartbeat closes the breaker. Without
+// the option nobody is refused.
+func TestDispatcherBreaker(t *testing.T) {
 	for _, refuse := range []bool{true, false} {
 		name := "refuse"
 		if !refuse {
@@ -130,46 +200,109 @@ func TestDispatcherRefusesUnhealthyPeers(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			f, tr := newTrackedLD(t, refuse)
 			ctx := context.Background()
-			f.enqueue(t, "a", "b")
-			f.lease(t, "w-bad")
-			f.clock.Advance(11 * time.Second)
-			f.d.Queue().Sweep()
+			f.enqueue(t, "a", "b", "c", "d", "e")
+			expireLease(t, f, "w-bad")
+			expireLease(t, f, "w-bad") // a first and a second expiry are not refused
+			expireLease(t, f, "w-bad")
 			require.False(t, tr.IsPeerEligible("w-bad"))
 
 			l, err := f.d.Lease(ctx, &resourcelease.LeaseRequest{PeerID: "w-bad"})
-			if refuse {
-				require.Error(t, err)
-				assert.Nil(t, l)
-				assert.ErrorIs(t, err, resourcelease.ErrPeerIneligible)
-				assert.Equal(t, resourcelease.StatusFailedPrecondition, resourcelease.StatusOf(err))
-				assert.Contains(t, err.Error(), `"w-bad"`)
-				st, _ := f.d.Stats(ctx, nil)
-				assert.Zero(t, st.ActiveLeaseCount, "nothing was leased")
-			} else {
+			if !refuse {
 				require.NoError(t, err)
 				require.NotNil(t, l)
+				return
 			}
+			requireRefused(t, err, "w-bad", "30")
+			assert.Nil(t, l)
+			st, _ := f.d.Stats(ctx, nil)
+			assert.Zero(t, st.ActiveLeaseCount, "nothing was leased")
 
-			// A healthy peer is served either way, also when named by its caller.
+			// Retry-After is the rest of the cool-down in whole seconds, up.
+			f.clock.Advance(12500 * time.Millisecond)
+			_, err = f.d.Lease(ctx, &resourcelease.LeaseRequest{PeerID: "w-bad"})
+			requireRefused(t, err, "w-bad", "18")
+
+			// A healthy peer is served, also when named by its caller.
 			cctx := resourcelease.WithCallInfo(ctx, resourcelease.CallInfo{Caller: "w-good"})
 			l, err = f.d.Lease(cctx, nil)
 			require.NoError(t, err)
 			require.NotNil(t, l)
 			assert.Equal(t, "w-good", l.OwnerPeerID)
-
 			_, err = f.d.Complete(ctx, &resourcelease.CompleteRequest{OwnershipToken: &l.OwnershipToken})
 			require.NoError(t, err)
 
-			if refuse {
-				// After the tracker's quarantine (its grace period) the bad
-				// peer may try again, and a lease makes it healthy.
-				f.clock.Advance(31 * time.Second)
-				require.True(t, tr.IsPeerEligible("w-bad"))
-				l, err = f.d.Lease(ctx, &resourcelease.LeaseRequest{PeerID: "w-bad"})
-				require.NoError(t, err)
-				require.NotNil(t, l)
-				assert.True(t, ldSnapshot(t, tr, "w-bad").IsHealthy)
-			}
+			// After the cool-down one lease is let through (half-open); a
+			// second request waits a second until the trial is decided.
+			f.clock.Advance(17500 * time.Millisecond)
+			trial := f.lease(t, "w-bad")
+			assert.Equal(t, peerhealth.BreakerHalfOpen, ldSnapshot(t, tr, "w-bad").Breaker)
+			_, err = f.d.Lease(ctx, &resourcelease.LeaseRequest{PeerID: "w-bad"})
+			requireRefused(t, err, "w-bad", "1")
+
+			// Its heartbeat closes the breaker.
+			_, err = f.d.Heartbeat(ctx, &resourcelease.HeartbeatRequest{OwnershipToken: &trial.OwnershipToken})
+			require.NoError(t, err)
+			s := ldSnapshot(t, tr, "w-bad")
+			assert.Equal(t, peerhealth.BreakerClosed, s.Breaker)
+			assert.Zero(t, s.ConsecutiveExpiries)
+			assert.True(t, s.IsHealthy)
+			f.lease(t, "w-bad")
 		})
 	}
+}
+
+// TestDispatcherBreakerHalfOpen covers the other ends of a trial: an expiry
+// opens the breaker for a fresh cool-down, and a trial request that finds
+// nothing lets the next request through.
+func TestDispatcherBreakerHalfOpen(t *testing.T) {
+	ctx := context.Background()
+	trip := func(t *testing.T) (ldFixture, *peerhealth.Tracker) {
+		f, tr := newTrackedLD(t, true)
+		f.enqueue(t, "a", "b", "c")
+		for range 3 {
+			expireLease(t, f, "w-bad")
+		}
+		f.clock.Advance(30 * time.Second)
+		return f, tr
+	}
+
+	t.Run("the trial lease expires", func(t *testing.T) {
+		f, tr := trip(t)
+		expireLease(t, f, "w-bad") // the trial
+		assert.Equal(t, peerhealth.BreakerOpen, ldSnapshot(t, tr, "w-bad").Breaker)
+		f.clock.Advance(time.Second)
+		_, err := f.d.Lease(ctx, &resourcelease.LeaseRequest{PeerID: "w-bad"})
+		requireRefused(t, err, "w-bad", "29")
+	})
+
+	t.Run("the trial request finds nothing", func(t *testing.T) {
+		f, tr := trip(t)
+		// Another peer takes everything, so the trial finds the queue empty.
+		drained, err := f.d.Drain(ctx, nil)
+		require.NoError(t, err)
+		require.NotEmpty(t, drained.Items)
+		l, err := f.d.Lease(ctx, &resourcelease.LeaseRequest{PeerID: "w-bad"})
+		require.NoError(t, err)
+		require.Nil(t, l, "nothing to lease")
+		assert.True(t, tr.IsPeerEligible("w-bad"), "the next request is the trial")
+		f.enqueue(t, "z")
+		l = f.lease(t, "w-bad")
+		_, err = f.d.Complete(ctx, &resourcelease.CompleteRequest{OwnershipToken: &l.OwnershipToken})
+		require.NoError(t, err)
+		assert.Equal(t, peerhealth.BreakerClosed, ldSnapshot(t, tr, "w-bad").Breaker)
+	})
+
+	t.Run("expiries of one sweep count once", func(t *testing.T) {
+		f, tr := newTrackedLD(t, true)
+		f.enqueue(t, "a", "b", "c")
+		for range 3 {
+			f.lease(t, "w-busy")
+		}
+		f.clock.Advance(11 * time.Second)
+		f.d.Queue().Sweep()
+		s := ldSnapshot(t, tr, "w-busy")
+		assert.Equal(t, 1, s.ConsecutiveExpiries)
+		assert.Equal(t, 3, s.PendingReassignments)
+		f.lease(t, "w-busy")
+	})
 }

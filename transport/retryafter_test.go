@@ -19,6 +19,14 @@ func TestWriteErrorRetryAfter(t *testing.T) {
 		{"queue full", resourcelease.ErrQueueFull, "", "1"},
 		{"middleware set its own", resourcelease.ErrRateLimited, "7", "7"},
 		{"not an overload", resourcelease.ErrUnknownToken, "", ""},
+		{"a refused peer is told the rest of its cool-down", &resourcelease.Error{Status: resourcelease.StatusFailedPrecondition, Code: resourcelease.CodePeerIneligible,
+			Metadata: map[string]string{resourcelease.MetadataRetryAfterSeconds: "30"}}, "", "30"},
+		{"an overload that says when", &resourcelease.Error{Status: resourcelease.StatusResourceExhausted, Code: resourcelease.CodeRateLimited,
+			Metadata: map[string]string{resourcelease.MetadataRetryAfterSeconds: "5"}}, "", "5"},
+		{"a malformed delay is not sent", &resourcelease.Error{Status: resourcelease.StatusFailedPrecondition, Code: resourcelease.CodePeerIneligible,
+			Metadata: map[string]string{resourcelease.MetadataRetryAfterSeconds: "+5\r\nX: y"}}, "", ""},
+		{"a malformed delay on an overload falls back to one second", &resourcelease.Error{Status: resourcelease.StatusResourceExhausted, Code: resourcelease.CodeQueueFull,
+			Metadata: map[string]string{resourcelease.MetadataRetryAfterSeconds: "soon"}}, "", "1"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			rec := httptest.NewRecorder()

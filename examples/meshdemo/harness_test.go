@@ -263,10 +263,12 @@ func eventually(t *testing.T, within time.Duration, what string, cond func() boo
 // peerHealth is the payload of /demo/lease-health.
 type peerHealth struct {
 	Peers []struct {
-		PeerID         string                         `json:"peerId"`
-		IsHealthy      bool                           `json:"isHealthy"`
-		ActiveLeases   []resourcelease.OwnershipToken `json:"activeLeases"`
-		LastDisconnect *struct{ Reason string }       `json:"lastDisconnect"`
+		PeerID              string                         `json:"peerId"`
+		IsHealthy           bool                           `json:"isHealthy"`
+		ActiveLeases        []resourcelease.OwnershipToken `json:"activeLeases"`
+		LastDisconnect      *struct{ Reason string }       `json:"lastDisconnect"`
+		Breaker             string                         `json:"breaker"`
+		ConsecutiveExpiries int                            `json:"consecutiveExpiries"`
 	} `json:"peers"`
 }
 

@@ -101,12 +101,25 @@ func WriteNormalizedStatus(w http.ResponseWriter, e *resourcelease.Error, httpSt
 		h.Set(HeaderErrorMessage, HeaderSafe(e.Message, MaxHeaderMessage))
 	}
 	// Every overload refusal (backpressure, queue full, rate limit) tells the
-	// client when to come back; a middleware that knows better sets it first.
-	if e.Status == resourcelease.StatusResourceExhausted && h.Get("Retry-After") == "" {
-		h.Set("Retry-After", "1")
+	// client when to come back, and so does any error whose metadata says when
+	// (a lease refused to a peer whose breaker is open); a middleware that
+	// knows better sets it first.
+	if h.Get("Retry-After") == "" {
+		if secs := e.Metadata[resourcelease.MetadataRetryAfterSeconds]; isDelaySeconds(secs) {
+			h.Set("Retry-After", secs)
+		} else if e.Status == resourcelease.StatusResourceExhausted {
+			h.Set("Retry-After", "1")
+		}
 	}
 	w.WriteHeader(httpStatus)
 	_, _ = w.Write(body)
+}
+
+// isDelaySeconds reports whether s is a Retry-After delay: whole seconds,
+// digits only.
+func isDelaySeconds(s string) bool {
+	_, err := strconv.ParseUint(s, 10, 63) // no sign, no spaces
+	return err == nil
 }
 
 // HeaderSafe returns s with control characters replaced by spaces and

@@ -62,7 +62,9 @@ func startDispatcher(ctx context.Context, cfg *config.Config, token string, logg
 			Capacity: cfg.Capacity, LeaseDuration: cfg.LeaseDuration, HeartbeatInterval: cfg.HeartbeatInterval,
 			RequeueDelay: cfg.RequeueDelay, MaxDeliveryAttempts: cfg.MaxDeliveryAttempts,
 		},
-		PeerHealth:           peerhealth.Config{GracePeriod: cfg.LeaseDuration},
+		PeerHealth: peerhealth.Config{
+			GracePeriod: cfg.LeaseDuration, BreakerThreshold: cfg.BreakerThreshold, BreakerCooldown: cfg.BreakerCooldown,
+		},
 		RefuseUnhealthyPeers: cfg.RefuseUnhealthyPeers,
 		Backpressure: backpressure.Config{
 			HighWatermark: cfg.HighWatermark, LowWatermark: cfg.LowWatermark, Cooldown: cfg.BackpressureCooldown, Mode: mode,

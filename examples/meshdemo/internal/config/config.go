@@ -170,8 +170,14 @@ type Config struct {
 	// listener binds a non-loopback address.
 	ControlToken string
 	// RefuseUnhealthyPeers (refuseUnhealthyPeers) makes the dispatcher refuse
-	// leases to unhealthy peers. Default true.
+	// leases, for a cool-down, to a peer whose breaker is open. Default true.
 	RefuseUnhealthyPeers bool
+	// BreakerThreshold (breakerThreshold) is how many consecutive lease
+	// expiries of a peer open its breaker. Default 3; at least 2.
+	BreakerThreshold int
+	// BreakerCooldown (breakerCooldownSeconds) is how long an open breaker
+	// refuses its peer. Default 30s.
+	BreakerCooldown time.Duration
 	// LogLevel (logLevel): debug, info (default), warn or error.
 	LogLevel slog.Level
 	// WorkerFailureRate (workerFailureRate) is the share of items a worker

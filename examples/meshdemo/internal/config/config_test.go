@@ -67,6 +67,8 @@ func TestDefaults(t *testing.T) {
 		{"concurrency", c.WorkerConcurrency, 1},
 		{"public", c.Public(), false},
 		{"refuse", c.RefuseUnhealthyPeers, true},
+		{"breakerThreshold", c.BreakerThreshold, 3},
+		{"breakerCooldown", c.BreakerCooldown, 30 * time.Second},
 		{"logLevel", c.LogLevel, slog.LevelInfo},
 		{"source", c.Sources["roles"], "default"},
 	}
@@ -199,7 +201,7 @@ func TestLayers(t *testing.T) {
 			"--meshDemo:requeueDelaySeconds=0.5", "--meshDemo:capacity=99", "--meshDemo:highWatermark=20", "--meshDemo:lowWatermark=5",
 			"--meshDemo:backpressureCooldownSeconds=0", "--meshDemo:backpressureMode=reject", "--meshDemo:rateLimitPerSecond=10",
 			"--meshDemo:backpressureRateLimitPerSecond=0", "--meshDemo:storage=memory", "--meshDemo:controlToken=tok",
-			"--meshDemo:workerFailureRate=0", "--meshDemo:refuseUnhealthyPeers=false", "--meshDemo:logLevel=DEBUG", "--meshDemo:workerProcessingSeconds=2", "--meshDemo:workerConcurrency=3"},
+			"--meshDemo:workerFailureRate=0", "--meshDemo:refuseUnhealthyPeers=false", "--meshDemo:breakerThreshold=5", "--meshDemo:breakerCooldownSeconds=2.5", "--meshDemo:logLevel=DEBUG", "--meshDemo:workerProcessingSeconds=2", "--meshDemo:workerConcurrency=3"},
 			check: func(t *testing.T, c *config.Config) {
 				eq(t, "serviceName", c.ServiceName, "s")
 				eq(t, "namespace", c.Namespace, "n")
@@ -225,6 +227,8 @@ func TestLayers(t *testing.T) {
 				eq(t, "token", c.ControlToken, "tok")
 				eq(t, "failure", c.WorkerFailureRate, 0.0)
 				eq(t, "refuse", c.RefuseUnhealthyPeers, false)
+				eq(t, "breakerThreshold", c.BreakerThreshold, 5)
+				eq(t, "breakerCooldown", c.BreakerCooldown, 2500*time.Millisecond)
 				eq(t, "logLevel", c.LogLevel, slog.LevelDebug)
 				eq(t, "processing", c.WorkerProcessing, 2*time.Second)
 				eq(t, "concurrency", c.WorkerConcurrency, 3)
@@ -267,6 +271,8 @@ func TestErrors(t *testing.T) {
 		{name: "bad mode", args: []string{"-backpressure-mode=drop"}, field: "meshDemo:backpressureMode", wantInMsg: []string{`"drop"`}},
 		{name: "bad storage", args: []string{"-storage=postgres"}, field: "meshDemo:storage", wantInMsg: []string{`"postgres"`}},
 		{name: "bad bool", args: []string{"-refuse-unhealthy-peers=maybe"}, field: "meshDemo:refuseUnhealthyPeers", wantInMsg: []string{`"maybe"`}},
+		{name: "breaker threshold of one", args: []string{"-breaker-threshold=1"}, field: "meshDemo:breakerThreshold", wantInMsg: []string{`"1"`, "at least 2"}},
+		{name: "zero breaker cool-down", args: []string{"--meshDemo:breakerCooldownSeconds=0"}, field: "meshDemo:breakerCooldownSeconds", wantInMsg: []string{`"0"`, "more than zero"}},
 		{name: "bad log level", args: []string{"-log-level=loud"}, field: "meshDemo:logLevel", wantInMsg: []string{`"loud"`}},
 		{name: "bad failure rate", args: []string{"-worker-failure-rate=2"}, field: "meshDemo:workerFailureRate", wantInMsg: []string{`"2"`}},
 		{name: "capacity below high watermark", args: []string{"-capacity=10"}, field: "meshDemo:capacity", wantInMsg: []string{`"10"`, "command line", "highWatermark (64, from default)"}},

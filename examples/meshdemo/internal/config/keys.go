@@ -80,7 +80,7 @@ var keys = []*keyDef{
 			return nil
 		}},
 	{name: "refuseUnhealthyPeers", flags: []string{"refuse-unhealthy-peers"}, def: "true",
-		help: "refuse leases to peers the health tracker marks unhealthy (true or false)", apply: func(c *Config, v string) error {
+		help: "refuse leases, for a cool-down, to a peer whose leases keep expiring (true or false)", apply: func(c *Config, v string) error {
 			b, err := strconv.ParseBool(strings.TrimSpace(v))
 			if err != nil {
 				return errors.New("want true or false")
@@ -88,6 +88,10 @@ var keys = []*keyDef{
 			c.RefuseUnhealthyPeers = b
 			return nil
 		}},
+	{name: "breakerThreshold", flags: []string{"breaker-threshold"}, def: "3",
+		help: "consecutive lease expiries of a peer, with no heartbeat or settle in between, that open its breaker (at least 2)", apply: integer(func(c *Config) *int { return &c.BreakerThreshold }, 2)},
+	{name: "breakerCooldownSeconds", flags: []string{"breaker-cooldown-seconds", "breaker-cooldown"}, def: "30",
+		help: "how long an open breaker refuses its peer before it lets one lease through", apply: seconds(func(c *Config) *time.Duration { return &c.BreakerCooldown }, false)},
 	{name: "logLevel", flags: []string{"log-level"}, def: "info",
 		help: "log level: debug, info, warn or error", apply: func(c *Config, v string) error {
 			if err := c.LogLevel.UnmarshalText([]byte(strings.TrimSpace(v))); err != nil {
