@@ -376,6 +376,7 @@ func (s *Server) stop(sig syscall.Signal) error {
 		return nil
 	}
 	s.running.Store(false)
+	s.signalGroup(syscall.SIGCONT) //nolint:errcheck // a frozen server could not act on sig; if this fails, the wait below reports it
 	if err := s.proc.Process.Signal(sig); err != nil && !errors.Is(err, os.ErrProcessDone) {
 		return fmt.Errorf("pgtest: signalling postgres: %w", err)
 	}
@@ -390,6 +391,82 @@ func (s *Server) stop(sig syscall.Signal) error {
 	}
 	s.proc, s.exited = nil, nil
 	return nil
+}
+
+// Freeze stops every process of the server (SIGSTOP to the postmaster, then
+// to each of its children) without closing a socket: connections and new connection attempts hang,
+// as with a server that is overloaded or cut off by the network, so calls
+// must be bounded by their deadlines. Thaw resumes it; Stop and Close thaw
+// it first.
+func (s *Server) Freeze() error { return s.signalGroupLocked(syscall.SIGSTOP) }
+
+// Thaw resumes a server that Freeze stopped.
+func (s *Server) Thaw() error { return s.signalGroupLocked(syscall.SIGCONT) }
+
+func (s *Server) signalGroupLocked(sig syscall.Signal) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.proc == nil {
+		return errors.New("pgtest: server is not running")
+	}
+	return s.signalGroup(sig)
+}
+
+// signalGroup sends sig to the postmaster and each of its children (they
+// are not in its process group: every PostgreSQL child calls setsid);
+// s.mu is held. The postmaster goes first on SIGSTOP, so it forks no child
+// that the signal would miss, and last on SIGCONT.
+func (s *Server) signalGroup(sig syscall.Signal) error {
+	pid := s.proc.Process.Pid
+	if sig != syscall.SIGCONT {
+		if err := syscall.Kill(pid, sig); err != nil {
+			return fmt.Errorf("pgtest: signalling postgres: %w", err)
+		}
+	}
+	children, err := childrenOf(pid)
+	if err != nil {
+		return err
+	}
+	for _, c := range children {
+		if err := syscall.Kill(c, sig); err != nil && err != syscall.ESRCH {
+			return fmt.Errorf("pgtest: signalling postgres process %d: %w", c, err)
+		}
+	}
+	if sig == syscall.SIGCONT {
+		if err := syscall.Kill(pid, sig); err != nil {
+			return fmt.Errorf("pgtest: signalling postgres: %w", err)
+		}
+	}
+	return nil
+}
+
+// childrenOf lists the processes whose parent is pid, from /proc.
+func childrenOf(pid int) ([]int, error) {
+	stats, err := filepath.Glob("/proc/[0-9]*/stat")
+	if err != nil {
+		return nil, err
+	}
+	var children []int
+	for _, path := range stats {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			continue // exited meanwhile
+		}
+		// pid (comm) state ppid ...: comm may hold spaces and parentheses,
+		// so read from the last ')'.
+		i := strings.LastIndexByte(string(b), ')')
+		if i < 0 {
+			continue
+		}
+		f := strings.Fields(string(b[i+1:]))
+		if len(f) < 2 || f[1] != strconv.Itoa(pid) {
+			continue
+		}
+		if c, err := strconv.Atoi(filepath.Base(filepath.Dir(path))); err == nil {
+			children = append(children, c)
+		}
+	}
+	return children, nil
 }
 
 // Close stops the server (fast) and removes its directory. Calling it twice

@@ -235,3 +235,40 @@ func TestFindBinaries(t *testing.T) {
 		})
 	}
 }
+
+// TestFreezeThaw: a frozen server holds a query until its deadline; thawed,
+// the same connection works again; a frozen server still stops.
+func TestFreezeThaw(t *testing.T) {
+	srv := NewServer(t)
+	conn := connect(t, srv.NewDatabase(t))
+	ctx := context.Background()
+	if err := srv.Freeze(); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	qctx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+	_, err := conn.Exec(qctx, "SELECT 1")
+	cancel()
+	if err == nil {
+		t.Fatal("a query on a frozen server succeeded")
+	}
+	if d := time.Since(start); d < 250*time.Millisecond || d > 5*time.Second {
+		t.Errorf("query on a frozen server returned after %v, want at its 300ms deadline", d)
+	}
+	if err := srv.Thaw(); err != nil {
+		t.Fatal(err)
+	}
+	conn2 := connect(t, srv.URL("postgres"))
+	if got := queryString(t, conn2, "SELECT 'thawed'"); got != "thawed" {
+		t.Fatalf("after Thaw: %q", got)
+	}
+	if err := srv.Freeze(); err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.StopImmediate(); err != nil {
+		t.Fatalf("stopping a frozen server: %v", err)
+	}
+	if err := srv.Freeze(); err == nil {
+		t.Error("Freeze of a stopped server succeeded")
+	}
+}
