@@ -47,17 +47,17 @@ type Config struct {
 	ConnectTimeout time.Duration
 	// StatementTimeout is the server-side statement_timeout of the store's
 	// connections: a statement running longer is cancelled and reported as
-	// deadline-exceeded. Negative leaves the server's setting alone (needed
-	// behind a PgBouncer that refuses startup parameters). Defaults to the
-	// URL's statement_timeout, else DefaultStatementTimeout. Migrations run
-	// without it.
+	// deadline-exceeded. Defaults to the URL's statement_timeout, else
+	// DefaultStatementTimeout; negative sends none but the URL's, leaving
+	// the server's setting (for a PgBouncer that refuses startup
+	// parameters). Migrations run without it.
 	StatementTimeout time.Duration
 	// IdleInTransactionTimeout is the server-side
 	// idle_in_transaction_session_timeout: a transaction of the store left
 	// open that long (its process frozen or cut off) is ended by the
 	// server, so it cannot hold the queue's serialization row for ever.
-	// Negative leaves the server's setting alone. Defaults to the URL's
-	// setting, else DefaultIdleInTransactionTimeout.
+	// Defaults to the URL's setting, else DefaultIdleInTransactionTimeout;
+	// negative sends none but the URL's.
 	IdleInTransactionTimeout time.Duration
 	// ApplicationName is reported in pg_stat_activity. Defaults to the URL's
 	// application_name, else DefaultApplicationName.

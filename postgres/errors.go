@@ -4,7 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"net"
 	"strings"
+	"syscall"
 
 	"github.com/jackc/pgx/v5/pgconn"
 
@@ -46,20 +49,21 @@ func ctxErr(ctx context.Context) error {
 // storageError turns a failure of the database into an *resourcelease.Error
 // naming op:
 //
-//   - the caller's context ended, or the statement ran out of time (the
-//     client-side deadline or the server's statement_timeout):
-//     cancelled or deadline-exceeded;
+//   - the caller's context ended: cancelled or deadline-exceeded;
+//   - the server cancelled the statement (SQLSTATE 57014: statement_timeout,
+//     or an operator's pg_cancel_backend): deadline-exceeded;
 //   - a data exception (SQLSTATE class 22: a value the column cannot hold):
 //     invalid-argument;
-//   - anything else — connection refused or reset, the server shutting
-//     down, starting up or in recovery, too many connections, a read-only
-//     standby after a failover, a serialization failure, the schema gone:
-//     unavailable with code storage_unavailable, which callers retry
-//     (another dispatcher, or this one once the database is back).
+//   - anything else — connection refused, reset or timed out, the server
+//     shutting down, starting up or in recovery, too many connections, a
+//     read-only standby after a failover, a serialization failure, the
+//     schema gone: unavailable with code storage_unavailable, which callers
+//     retry (on another dispatcher, or on this one once the database is
+//     back).
 //
 // The SQLSTATE, when the server sent one, is in the error's metadata under
-// "sqlstate". The cause stays in Err (never sent on the wire); it is the
-// context's error joined with the driver's when the context ended, so
+// "sqlstate". The cause stays in Err (never sent on the wire); when the
+// context ended it is the context's error joined with the driver's, so
 // errors.Is(err, context.Canceled) holds whichever of them pgx returned.
 func storageError(ctx context.Context, op string, err error) error {
 	if err == nil {
@@ -78,22 +82,44 @@ func storageError(ctx context.Context, op string, err error) error {
 		e := resourcelease.AsError(cerr)
 		return &resourcelease.Error{Status: e.Status, Code: e.Code, Message: msg, Err: cause}
 	}
+	// The context is live, so a timeout here is the store's own (the
+	// connect timeout): the database did not answer in time, which is
+	// unavailability, not the caller's deadline.
 	var pgErr *pgconn.PgError
-	isPg := errors.As(err, &pgErr)
-	var meta map[string]string
-	if isPg {
-		meta = map[string]string{"sqlstate": pgErr.Code}
+	if !errors.As(err, &pgErr) {
+		return &resourcelease.Error{Status: resourcelease.StatusUnavailable, Code: resourcelease.CodeStorageUnavailable, Message: msg, Err: err}
 	}
+	meta := map[string]string{"sqlstate": pgErr.Code}
 	switch {
-	case pgconn.Timeout(err) || errors.Is(err, context.DeadlineExceeded) || (isPg && pgErr.Code == "57014"):
-		// 57014 query_canceled: statement_timeout, or a cancel request.
+	case pgErr.Code == "57014":
 		return &resourcelease.Error{Status: resourcelease.StatusDeadlineExceeded, Code: resourcelease.CodeDeadlineExceeded, Message: msg, Metadata: meta, Err: err}
-	case errors.Is(err, context.Canceled):
-		return &resourcelease.Error{Status: resourcelease.StatusCancelled, Code: resourcelease.CodeCancelled, Message: msg, Metadata: meta, Err: err}
-	case isPg && strings.HasPrefix(pgErr.Code, "22"):
+	case strings.HasPrefix(pgErr.Code, "22"):
 		return &resourcelease.Error{Status: resourcelease.StatusInvalidArgument, Code: resourcelease.CodeInvalidArgument, Message: msg, Metadata: meta, Err: err}
 	}
 	return &resourcelease.Error{Status: resourcelease.StatusUnavailable, Code: resourcelease.CodeStorageUnavailable, Message: msg, Metadata: meta, Err: err}
+}
+
+// connectionLost reports whether err says an established connection is
+// gone: the server closed it (shutting down, crashed, restarted, or an
+// operator terminated the backend) or the network broke it. After a server
+// restart every idle connection of the pool is dead, and each would fail
+// one call before the pool learnt of it.
+func connectionLost(err error) bool {
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		switch pgErr.Code {
+		case "57P01", "57P02", "57P03": // admin_shutdown, crash_shutdown, cannot_connect_now
+			return true
+		}
+		return strings.HasPrefix(pgErr.Code, "08") // connection_exception
+	}
+	var connectErr *pgconn.ConnectError
+	if errors.As(err, &connectErr) {
+		return false // no connection was made
+	}
+	var netErr net.Error
+	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, net.ErrClosed) ||
+		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) || errors.As(err, &netErr)
 }
 
 // oneLine flattens pgx's multi-line connect errors (one line per address

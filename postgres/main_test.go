@@ -3,6 +3,7 @@ package postgres_test
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"os"
 	"testing"
 
@@ -26,6 +27,9 @@ func TestMain(m *testing.M) {
 // openStore opens a store on url and closes it when t ends.
 func openStore(t testing.TB, url string, cfg postgres.Config) *postgres.Store {
 	t.Helper()
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
 	s, err := postgres.Open(context.Background(), url, cfg)
 	if err != nil {
 		t.Fatalf("Open: %v", err)

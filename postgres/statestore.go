@@ -170,7 +170,7 @@ func (s *StateStore) getOn(ctx context.Context, q querier, key string) (resource
 		return resourcelease.Record{}, false, nil
 	}
 	if err != nil {
-		return resourcelease.Record{}, false, storageError(ctx, fmt.Sprintf("get %q from %s", key, s.table), err)
+		return resourcelease.Record{}, false, s.store.fail(ctx, fmt.Sprintf("get %q from %s", key, s.table), err)
 	}
 	rec.RecordedAt = at.UTC().Add(time.Duration(ns))
 	if rec.Payload == nil {
@@ -188,7 +188,7 @@ func (s *StateStore) setOn(ctx context.Context, q querier, key string, rec resou
 	}
 	at, ns := splitTime(rec.RecordedAt)
 	if _, err := q.Exec(ctx, s.set, []byte(key), rec.Kind, rec.Version, payloadOf(rec), at, ns); err != nil {
-		return storageError(ctx, fmt.Sprintf("set %q in %s", key, s.table), err)
+		return s.store.fail(ctx, fmt.Sprintf("set %q in %s", key, s.table), err)
 	}
 	return nil
 }
@@ -203,7 +203,7 @@ func (s *StateStore) tryAddOn(ctx context.Context, q querier, key string, rec re
 	at, ns := splitTime(rec.RecordedAt)
 	tag, err := q.Exec(ctx, s.tryAdd, []byte(key), rec.Kind, rec.Version, payloadOf(rec), at, ns)
 	if err != nil {
-		return false, storageError(ctx, fmt.Sprintf("try-add %q to %s", key, s.table), err)
+		return false, s.store.fail(ctx, fmt.Sprintf("try-add %q to %s", key, s.table), err)
 	}
 	return tag.RowsAffected() == 1, nil
 }
@@ -241,22 +241,22 @@ func (s *StateStore) tryAddManyOn(ctx context.Context, q querier, recs []determi
 	op := fmt.Sprintf("try-add-many of %d records to %s", len(recs), s.table)
 	rows, err := q.Query(ctx, s.tryAddMany, keys, kinds, versions, payloads, ats, nss)
 	if err != nil {
-		return nil, storageError(ctx, op, err)
+		return nil, s.store.fail(ctx, op, err)
 	}
 	defer rows.Close()
 	var key []byte
 	for rows.Next() {
 		if err := rows.Scan(&key); err != nil {
-			return nil, storageError(ctx, op, err)
+			return nil, s.store.fail(ctx, op, err)
 		}
 		i, ok := first[string(key)]
 		if !ok {
-			return nil, storageError(ctx, op, fmt.Errorf("the database returned key %q, which is not in the batch", key))
+			return nil, s.store.fail(ctx, op, fmt.Errorf("the database returned key %q, which is not in the batch", key))
 		}
 		added[i] = true
 	}
 	if err := rows.Err(); err != nil {
-		return nil, storageError(ctx, op, err)
+		return nil, s.store.fail(ctx, op, err)
 	}
 	return added, nil
 }

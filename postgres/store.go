@@ -86,11 +86,9 @@ func applyConfig(p *pgxpool.Config, cfg Config) {
 	}
 	setParam := func(name string, d, def time.Duration) {
 		switch _, inURL := cc.RuntimeParams[name]; {
-		case d < 0:
-			delete(cc.RuntimeParams, name)
 		case d > 0:
 			cc.RuntimeParams[name] = strconv.FormatInt(d.Milliseconds(), 10)
-		case !inURL:
+		case d == 0 && !inURL:
 			cc.RuntimeParams[name] = strconv.FormatInt(def.Milliseconds(), 10)
 		}
 	}
@@ -145,7 +143,7 @@ func (s *Store) Now(ctx context.Context) (time.Time, error) {
 	}
 	var t time.Time
 	if err := s.pool.QueryRow(ctx, `SELECT coalesce($1::timestamptz, now())`, s.nowArg()).Scan(&t); err != nil {
-		return time.Time{}, storageError(ctx, "now", err)
+		return time.Time{}, s.fail(ctx, "now", err)
 	}
 	return t.UTC(), nil
 }
@@ -158,7 +156,7 @@ func (s *Store) SchemaVersion(ctx context.Context) (int, error) {
 	}
 	var v int
 	if err := s.pool.QueryRow(ctx, `SELECT coalesce(max(version), 0) FROM `+s.table("schema_migrations")).Scan(&v); err != nil {
-		return 0, storageError(ctx, "schema version", err)
+		return 0, s.fail(ctx, "schema version", err)
 	}
 	return v, nil
 }
@@ -171,6 +169,17 @@ func (s *Store) Close() error {
 	s.closed.Store(true)
 	s.closeOnce.Do(s.pool.Close)
 	return nil
+}
+
+// fail is storageError for a statement run on the store's pool: when the
+// error says the connection was lost, it also resets the pool, so the
+// other idle connections, dead too after a server restart, are replaced
+// rather than each failing one more call.
+func (s *Store) fail(ctx context.Context, op string, err error) error {
+	if ctx.Err() == nil && connectionLost(err) {
+		s.pool.Reset()
+	}
+	return storageError(ctx, op, err)
 }
 
 // checkOpen returns the error op answers on a closed store, or nil.
