@@ -117,9 +117,13 @@ func connectionLost(err error) bool {
 	if errors.As(err, &connectErr) {
 		return false // no connection was made
 	}
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return false // pgx closes a connection a deadline cut; the pool drops it
+	}
 	var netErr net.Error
 	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, net.ErrClosed) ||
-		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) || errors.As(err, &netErr)
+		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) ||
+		(errors.As(err, &netErr) && !netErr.Timeout())
 }
 
 // oneLine flattens pgx's multi-line connect errors (one line per address

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"time"
 	"unicode/utf8"
 
@@ -170,7 +171,7 @@ func (s *StateStore) getOn(ctx context.Context, q querier, key string) (resource
 		return resourcelease.Record{}, false, nil
 	}
 	if err != nil {
-		return resourcelease.Record{}, false, s.store.fail(ctx, fmt.Sprintf("get %q from %s", key, s.table), err)
+		return resourcelease.Record{}, false, s.store.fail(ctx, fmt.Sprintf("get %s from %s", quoteKey(key), s.table), err)
 	}
 	rec.RecordedAt = at.UTC().Add(time.Duration(ns))
 	if rec.Payload == nil {
@@ -188,7 +189,7 @@ func (s *StateStore) setOn(ctx context.Context, q querier, key string, rec resou
 	}
 	at, ns := splitTime(rec.RecordedAt)
 	if _, err := q.Exec(ctx, s.set, []byte(key), rec.Kind, rec.Version, payloadOf(rec), at, ns); err != nil {
-		return s.store.fail(ctx, fmt.Sprintf("set %q in %s", key, s.table), err)
+		return s.store.fail(ctx, fmt.Sprintf("set %s in %s", quoteKey(key), s.table), err)
 	}
 	return nil
 }
@@ -203,7 +204,7 @@ func (s *StateStore) tryAddOn(ctx context.Context, q querier, key string, rec re
 	at, ns := splitTime(rec.RecordedAt)
 	tag, err := q.Exec(ctx, s.tryAdd, []byte(key), rec.Kind, rec.Version, payloadOf(rec), at, ns)
 	if err != nil {
-		return false, s.store.fail(ctx, fmt.Sprintf("try-add %q to %s", key, s.table), err)
+		return false, s.store.fail(ctx, fmt.Sprintf("try-add %s to %s", quoteKey(key), s.table), err)
 	}
 	return tag.RowsAffected() == 1, nil
 }
@@ -251,7 +252,7 @@ func (s *StateStore) tryAddManyOn(ctx context.Context, q querier, recs []determi
 		}
 		i, ok := first[string(key)]
 		if !ok {
-			return nil, s.store.fail(ctx, op, fmt.Errorf("the database returned key %q, which is not in the batch", key))
+			return nil, s.store.fail(ctx, op, fmt.Errorf("the database returned key %s, which is not in the batch", quoteKey(string(key))))
 		}
 		added[i] = true
 	}
@@ -268,14 +269,24 @@ func recordProblem(key string, rec resourcelease.Record) string {
 	case key == "":
 		return "key is required"
 	case !utf8.ValidString(rec.Kind):
-		return fmt.Sprintf("kind %q of %q is not valid UTF-8", rec.Kind, key)
+		return fmt.Sprintf("kind %q of %s is not valid UTF-8", rec.Kind, quoteKey(key))
 	case containsNUL(rec.Kind):
-		return fmt.Sprintf("kind %q of %q contains NUL", rec.Kind, key)
+		return fmt.Sprintf("kind %q of %s contains NUL", rec.Kind, quoteKey(key))
 	}
 	if y := rec.RecordedAt.UTC().Year(); y < 0 || y > 9999 {
-		return fmt.Sprintf("recordedAt %v of %q is outside years 0000-9999", rec.RecordedAt, key)
+		return fmt.Sprintf("recordedAt %v of %s is outside years 0000-9999", rec.RecordedAt, quoteKey(key))
 	}
 	return ""
+}
+
+// quoteKey quotes key for a message, cut to its first 64 bytes: keys may be
+// any length, messages should fit a log line.
+func quoteKey(key string) string {
+	const max = 64
+	if len(key) <= max {
+		return strconv.Quote(key)
+	}
+	return fmt.Sprintf("%q... (%d bytes)", key[:max], len(key))
 }
 
 func containsNUL(s string) bool {
