@@ -57,6 +57,7 @@ func warm(t *testing.T, s *postgres.Store, n int) {
 // unavailable at once (well inside its deadline); once the server is back
 // the store reconnects by itself and nothing acknowledged is lost.
 func TestServerDownIsUnavailable(t *testing.T) {
+	t.Parallel()
 	srv := pgtest.NewServer(t)
 	s := openStore(t, srv.NewDatabase(t), postgres.Config{MaxConns: 4})
 	ctx := context.Background()
@@ -107,6 +108,7 @@ func TestServerDownIsUnavailable(t *testing.T) {
 // idle leaves every pooled connection dead; at most one call fails before
 // the store has replaced them all.
 func TestRestartWithIdleConnections(t *testing.T) {
+	t.Parallel()
 	srv := pgtest.NewServer(t)
 	s := openStore(t, srv.NewDatabase(t), postgres.Config{MaxConns: 4})
 	ctx := context.Background()
@@ -138,6 +140,7 @@ func TestRestartWithIdleConnections(t *testing.T) {
 // frozen host, a black-holed network) holds each call only until its
 // deadline.
 func TestFrozenServerIsBoundedByDeadline(t *testing.T) {
+	t.Parallel()
 	srv := pgtest.NewServer(t)
 	s := openStore(t, srv.NewDatabase(t), postgres.Config{MaxConns: 2})
 	warm(t, s, 2)

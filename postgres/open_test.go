@@ -47,6 +47,7 @@ func queryInt(t *testing.T, s *postgres.Store, sql string, args ...any) int64 {
 }
 
 func TestOpenCreatesTheSchema(t *testing.T) {
+	t.Parallel()
 	s := newStore(t)
 	if got := strings.Join(tablesIn(t, s, "leasemesh"), ","); got != strings.Join(schemaTables, ",") {
 		t.Errorf("tables in schema leasemesh: %s, want %s", got, strings.Join(schemaTables, ","))
@@ -79,6 +80,7 @@ func TestOpenCreatesTheSchema(t *testing.T) {
 // TestConcurrentOpensMigrateOnce: processes starting at once on an empty
 // database all open, and the migrations run once.
 func TestConcurrentOpensMigrateOnce(t *testing.T) {
+	t.Parallel()
 	dbURL := pgtest.NewDatabase(t)
 	const openers = 3
 	logs := &logRecorder{}
@@ -127,6 +129,7 @@ func TestConcurrentOpensMigrateOnce(t *testing.T) {
 }
 
 func TestReopenMakesNoDDL(t *testing.T) {
+	t.Parallel()
 	dbURL := pgtest.NewDatabase(t)
 	first := openStore(t, dbURL, postgres.Config{})
 	ctx := context.Background()
@@ -157,6 +160,7 @@ func TestReopenMakesNoDDL(t *testing.T) {
 }
 
 func TestSchemasAreIndependent(t *testing.T) {
+	t.Parallel()
 	dbURL := pgtest.NewDatabase(t)
 	a := openStore(t, dbURL, postgres.Config{Schema: "mesh_a"})
 	b := openStore(t, dbURL, postgres.Config{Schema: "mesh_b"})
@@ -179,6 +183,7 @@ func TestSchemasAreIndependent(t *testing.T) {
 }
 
 func TestSchemaTooNew(t *testing.T) {
+	t.Parallel()
 	dbURL := pgtest.NewDatabase(t)
 	s := openStore(t, dbURL, postgres.Config{})
 	next := postgres.LatestSchemaVersion() + 1
@@ -195,6 +200,7 @@ func TestSchemaTooNew(t *testing.T) {
 }
 
 func TestOpenRefusesANonUTF8Database(t *testing.T) {
+	t.Parallel()
 	srv := pgtest.Shared(t)
 	ctx := context.Background()
 	if err := srv.Exec(ctx, `CREATE DATABASE latin1 TEMPLATE template0 ENCODING 'LATIN1'`); err != nil {
@@ -208,6 +214,7 @@ func TestOpenRefusesANonUTF8Database(t *testing.T) {
 }
 
 func TestOpenConfigErrors(t *testing.T) {
+	t.Parallel()
 	// A URL nothing listens on: a Config error must be reported before any
 	// connection is tried.
 	refused := refusedURL(t)
@@ -261,6 +268,7 @@ func refusedURL(t *testing.T) string {
 }
 
 func TestOpenUnreachable(t *testing.T) {
+	t.Parallel()
 	t.Run("refused", func(t *testing.T) {
 		start := time.Now()
 		_, err := postgres.Open(context.Background(), refusedURL(t), postgres.Config{})
@@ -330,6 +338,7 @@ func TestOpenUnreachable(t *testing.T) {
 }
 
 func TestSessionSettings(t *testing.T) {
+	t.Parallel()
 	dbURL := pgtest.NewDatabase(t)
 	show := func(s *postgres.Store, setting string) string {
 		t.Helper()
@@ -376,6 +385,7 @@ func TestSessionSettings(t *testing.T) {
 }
 
 func TestStatementTimeoutIsDeadlineExceeded(t *testing.T) {
+	t.Parallel()
 	s := openStore(t, pgtest.NewDatabase(t), postgres.Config{StatementTimeout: 100 * time.Millisecond})
 	ctx := context.Background()
 	// Hold a record's row lock in a transaction, so a Set of it waits until
@@ -402,6 +412,7 @@ func TestStatementTimeoutIsDeadlineExceeded(t *testing.T) {
 }
 
 func TestNow(t *testing.T) {
+	t.Parallel()
 	dbURL := pgtest.NewDatabase(t)
 	ctx := context.Background()
 	s := openStore(t, dbURL, postgres.Config{})
@@ -425,6 +436,7 @@ func TestNow(t *testing.T) {
 }
 
 func TestClose(t *testing.T) {
+	t.Parallel()
 	s, err := postgres.Open(context.Background(), pgtest.NewDatabase(t), postgres.Config{})
 	if err != nil {
 		t.Fatal(err)

@@ -18,12 +18,14 @@ import (
 )
 
 func TestStateStoreConformance(t *testing.T) {
+	t.Parallel()
 	statestoretest.Run(t, func(t *testing.T) resourcelease.StateStore {
 		return newStore(t).StateStore()
 	})
 }
 
 func TestStateStoreValues(t *testing.T) {
+	t.Parallel()
 	ss := newStore(t).StateStore()
 	ctx := context.Background()
 	random := make([]byte, 20000)
@@ -57,6 +59,7 @@ func TestStateStoreValues(t *testing.T) {
 }
 
 func TestStateStoreRefusesWhatItCannotHold(t *testing.T) {
+	t.Parallel()
 	ss := newStore(t).StateStore()
 	ctx := context.Background()
 	for _, tc := range []struct {
@@ -92,6 +95,7 @@ func TestStateStoreRefusesWhatItCannotHold(t *testing.T) {
 // TestStateStoreInCallersTransaction: the Tx forms write with the caller's
 // transaction, and the once-only guarantee holds across transactions.
 func TestStateStoreInCallersTransaction(t *testing.T) {
+	t.Parallel()
 	s := newStore(t)
 	ss := s.StateStore()
 	ctx := context.Background()
