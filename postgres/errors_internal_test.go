@@ -154,3 +154,25 @@ func TestMigrationLockKeyPerSchema(t *testing.T) {
 		t.Error("the lock key is not stable")
 	}
 }
+
+func TestCheckServer(t *testing.T) {
+	for _, tc := range []struct {
+		encoding string
+		version  int
+		want     string // "" = accepted
+	}{
+		{"UTF8", 130000, ""},
+		{"UTF8", 170002, ""},
+		{"UTF8", 120015, "PostgreSQL 12.15; leasemesh needs 13 or later"},
+		{"LATIN1", 150000, "encoding is LATIN1"},
+		{"SQL_ASCII", 150000, "encoding is SQL_ASCII"},
+	} {
+		err := checkServer("h:1/db", tc.encoding, tc.version)
+		switch {
+		case tc.want == "" && err != nil:
+			t.Errorf("%s %d: %v, want accepted", tc.encoding, tc.version, err)
+		case tc.want != "" && (resourcelease.StatusOf(err) != resourcelease.StatusFailedPrecondition || !strings.Contains(err.Error(), tc.want)):
+			t.Errorf("%s %d: %v, want failed-precondition saying %q", tc.encoding, tc.version, err, tc.want)
+		}
+	}
+}

@@ -81,6 +81,26 @@ func migrationLockKey(schema string) int64 {
 	return int64(h.Sum64())
 }
 
+// minServerVersion is the oldest PostgreSQL the store runs on (as
+// server_version_num): the schema uses generated columns, sha256() and
+// insert-triggered autovacuum.
+const minServerVersion = 130000
+
+// checkServer refuses a database the store cannot work with: one whose
+// encoding is not UTF8 (the text columns would refuse or mangle keys and
+// payload fields), or a server older than minServerVersion.
+func checkServer(where, encoding string, version int) error {
+	if encoding != "UTF8" {
+		return resourcelease.Errorf(resourcelease.StatusFailedPrecondition, resourcelease.CodeStorageUnavailable,
+			"postgres: open %s: the database's encoding is %s; leasemesh needs UTF8 (CREATE DATABASE ... ENCODING 'UTF8')", where, encoding)
+	}
+	if version < minServerVersion {
+		return resourcelease.Errorf(resourcelease.StatusFailedPrecondition, resourcelease.CodeStorageUnavailable,
+			"postgres: open %s: the server is PostgreSQL %d.%d; leasemesh needs %d or later", where, version/10000, version%10000, minServerVersion/10000)
+	}
+	return nil
+}
+
 // migrate brings the store's schema to this build's version in one
 // transaction, holding the schema's advisory lock until it commits: a
 // second process opening the same database waits on the lock and then
@@ -108,14 +128,16 @@ func (s *Store) migrate(ctx context.Context, where string) (err error) {
 	if _, err := tx.Exec(ctx, `SET LOCAL statement_timeout = 0`); err != nil {
 		return storageError(ctx, op, err)
 	}
-	var encoding string
-	if err := tx.QueryRow(ctx, `SELECT current_setting('server_encoding') FROM pg_advisory_xact_lock($1)`,
-		migrationLockKey(s.cfg.Schema)).Scan(&encoding); err != nil {
+	var (
+		encoding string
+		version  int
+	)
+	if err := tx.QueryRow(ctx, `SELECT current_setting('server_encoding'), current_setting('server_version_num')::int
+		FROM pg_advisory_xact_lock($1)`, migrationLockKey(s.cfg.Schema)).Scan(&encoding, &version); err != nil {
 		return storageError(ctx, op, err)
 	}
-	if encoding != "UTF8" {
-		return resourcelease.Errorf(resourcelease.StatusFailedPrecondition, resourcelease.CodeStorageUnavailable,
-			"postgres: open %s: the database's encoding is %s; leasemesh needs UTF8 (CREATE DATABASE ... ENCODING 'UTF8')", where, encoding)
+	if err := checkServer(where, encoding, version); err != nil {
+		return err
 	}
 	var hasSchema, hasTable bool
 	if err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1), to_regclass($2) IS NOT NULL`,

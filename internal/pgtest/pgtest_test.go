@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"syscall"
 	"testing"
@@ -270,5 +271,52 @@ func TestFreezeThaw(t *testing.T) {
 	}
 	if err := srv.Freeze(); err == nil {
 		t.Error("Freeze of a stopped server succeeded")
+	}
+}
+
+// recordTB is a testing.TB whose Skipf and Fatal record the call and end
+// the goroutine, as the real ones do.
+type recordTB struct {
+	testing.TB
+	skipped, failed bool
+}
+
+func (r *recordTB) Helper()               { r.TB.Helper() }
+func (r *recordTB) Skipf(string, ...any)  { r.skipped = true; runtime.Goexit() }
+func (r *recordTB) Fatal(...any)          { r.failed = true; runtime.Goexit() }
+func (r *recordTB) Fatalf(string, ...any) { r.failed = true; runtime.Goexit() }
+
+// TestMissingInstallation: a missing PostgreSQL skips locally and fails in
+// CI; any other start failure fails everywhere.
+func TestMissingInstallation(t *testing.T) {
+	t.Setenv("PATH", t.TempDir()) // no initdb on PATH either
+	missing, err := findBinaries("", filepath.Join(t.TempDir(), "none"))
+	if missing != "" || !errors.Is(err, errNotInstalled) {
+		t.Fatalf("findBinaries of an empty root = %q, %v", missing, err)
+	}
+	broken := errors.New("pgtest: initdb failed")
+	for _, tc := range []struct {
+		ci          string
+		err         error
+		skip, fatal bool
+	}{
+		{"", err, true, false},
+		{"false", err, true, false},
+		{"true", err, false, true},
+		{"1", err, false, true},
+		{"", broken, false, true},
+		{"true", broken, false, true},
+	} {
+		t.Setenv("CI", tc.ci)
+		r := &recordTB{TB: t}
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			fail(r, tc.err)
+		}()
+		<-done
+		if r.skipped != tc.skip || r.failed != tc.fatal {
+			t.Errorf("CI=%q, %v: skipped %v, failed %v; want %v, %v", tc.ci, tc.err, r.skipped, r.failed, tc.skip, tc.fatal)
+		}
 	}
 }
