@@ -138,7 +138,7 @@ func ExampleBearerToken_admin() {
 			log.Fatal(err)
 		}
 		_, statsErr := c.Stats(context.Background(), nil)
-		_, drainErr := c.Drain(context.Background(), nil)
+		_, drainErr := c.Call(context.Background(), transport.Procedure("", transport.VerbDrain), nil)
 		fmt.Printf("%s: stats %s, drain %s\n", token, outcome(statsErr), outcome(drainErr))
 		_ = c.Close()
 	}

@@ -401,7 +401,7 @@ type call struct {
 	info     resourcelease.CallInfo
 }
 
-// parseCall applies the header rules of DESIGN §9.
+// parseCall applies the header rules of the protocol (docs/protocol.md).
 func (h *handler) parseCall(r *http.Request, now time.Time) (call, *resourcelease.Error) {
 	proc := r.Header.Get(HeaderProcedure)
 	if strings.TrimSpace(proc) == "" {

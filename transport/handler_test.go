@@ -195,7 +195,7 @@ func TestHandlerProcedures(t *testing.T) {
 }
 
 // TestHandlerRequestRules covers the method, header and body rules of
-// DESIGN §9 that refuse a request before (or instead of) the Dispatcher.
+// the protocol that refuse a request before (or instead of) the Dispatcher.
 func TestHandlerRequestRules(t *testing.T) {
 	t.Parallel()
 	const (

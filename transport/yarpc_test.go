@@ -313,30 +313,13 @@ func TestClientCallsYARPCServer(t *testing.T) {
 	c, err := transport.NewClient(srv.URL+"/yarpc/v1", transport.ClientConfig{Service: "mesh", PeerID: "worker-1"})
 	require.NoError(t, err)
 	defer c.Close()
+	// Raw calls of every procedure: the typed methods share Call's path.
 	ctx := context.Background()
-	calls := []func() error{
-		func() error { _, err := c.Enqueue(ctx, &resourcelease.EnqueueRequest{Payload: &item}); return err },
-		func() error { _, err := c.Lease(ctx, &resourcelease.LeaseRequest{WaitMs: 100}); return err },
-		func() error {
-			_, err := c.Heartbeat(ctx, &resourcelease.HeartbeatRequest{OwnershipToken: &token})
-			return err
-		},
-		func() error {
-			_, err := c.Complete(ctx, &resourcelease.CompleteRequest{OwnershipToken: &token})
-			return err
-		},
-		func() error { _, err := c.Fail(ctx, &resourcelease.FailRequest{OwnershipToken: &token}); return err },
-		func() error { _, err := c.Drain(ctx, nil); return err },
-		func() error { _, err := c.Restore(ctx, nil); return err },
-		func() error { _, err := c.Stats(ctx, nil); return err },
-		func() error { _, err := c.DeadLetters(ctx, nil); return err },
-		func() error { _, err := c.Redrive(ctx, nil); return err },
-		func() error { _, err := c.Purge(ctx, nil); return err },
-		func() error { _, err := c.Call(ctx, "resourcelease::stats", nil); return err },
-	}
-	for i, call := range calls {
-		require.NoError(t, call(), "call %d", i)
-		<-reqs
+	for _, verb := range transport.Verbs() {
+		_, err := c.Call(ctx, transport.Procedure("", verb), []byte(`{}`))
+		require.NoError(t, err, verb)
+		r := <-reqs
+		require.Equal(t, transport.Procedure("", verb), r.Header.Get("Rpc-Procedure"))
 	}
 
 	// The exact request, with its TTL's value (time left) checked and masked.
@@ -489,7 +472,7 @@ func TestClientAgainstHandlerEcho(t *testing.T) {
 	defer c.Close()
 	_, err = c.Stats(context.Background(), nil)
 	require.NoError(t, err)
-	_, err = c.Heartbeat(context.Background(), &resourcelease.HeartbeatRequest{OwnershipToken: &token})
+	_, err = c.Call(context.Background(), transport.Procedure("", transport.VerbHeartbeat), []byte(`{"ownershipToken":`+tokenJSON+`}`))
 	require.ErrorIs(t, err, resourcelease.ErrUnknownToken)
 	require.Equal(t, resourcelease.StatusNotFound, resourcelease.StatusOf(err))
 }

@@ -46,11 +46,16 @@ func TestRequestSeedReadme(t *testing.T) {
 	assert.Equal(t, int64(1), resp.SequenceID)
 	assert.True(t, strings.HasPrefix(out, "{\n  \""), "pretty-printed by default: %q", out)
 
+	// What a yarpc-go server requires: --encoding application/json is sent
+	// as yarpc's json, with a caller, the service and yarpc's TTL header.
 	h := m.lastHeaders()
-	assert.Equal(t, "application/json", h.Get("Rpc-Encoding"))
+	assert.Equal(t, "json", h.Get("Rpc-Encoding"))
 	assert.Equal(t, demoService, h.Get("Rpc-Service"))
 	assert.Equal(t, "resourcelease.mesh::enqueue", h.Get("Rpc-Procedure"))
 	assert.Equal(t, "leasectl", h.Get("Rpc-Caller"))
+	assert.Equal(t, "true", h.Get("Rpc-Accepts-Both-Response-Error"))
+	assert.NotEmpty(t, h.Get("Context-TTL-MS"))
+	assert.Empty(t, h.Get("Rpc-Ttl-Ms"))
 
 	l, err := m.d.Lease(context.Background(), &resourcelease.LeaseRequest{PeerID: "t"})
 	require.NoError(t, err)
@@ -89,10 +94,10 @@ func TestRequestBodiesAndHeaders(t *testing.T) {
 				assert.Equal(t, "abc", hh.Get("X-Trace"))
 				assert.Equal(t, "p9", hh.Get("X-Peer-Id"))
 				assert.Equal(t, "json", hh.Get("Rpc-Encoding"))
-				ttl := hh.Get("Rpc-Ttl-Ms")
+				ttl := hh.Get("Context-TTL-MS")
 				var ms int
 				_, err := fmt.Sscan(ttl, &ms)
-				require.NoError(t, err, "Rpc-Ttl-Ms %q", ttl)
+				require.NoError(t, err, "Context-TTL-MS %q", ttl)
 				assert.InDelta(t, 7000, ms, 500)
 			},
 		},

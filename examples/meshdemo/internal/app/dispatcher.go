@@ -194,32 +194,19 @@ func (d *dispatcherRole) stats(ctx context.Context) (*resourcelease.Stats, error
 }
 
 // rpcHandler serves the dispatcher over the wire protocol: enqueue goes
-// through the backpressure-aware rate limiter, and with a token the
-// destructive procedures need it.
+// through the backpressure-aware rate limiter, and the admin procedures
+// (drain, restore, redrive, purge) need the token when there is one. Without
+// one every listener is loopback-only (a public bind generates a token), so
+// they are open to this machine.
 func (d *dispatcherRole) rpcHandler(cfg *config.Config, token string, logger *slog.Logger, reg prometheus.Registerer) (http.Handler, error) {
-	mws := []func(http.Handler) http.Handler{d.limiter.Middleware}
+	admin := transport.AllowAll
 	if token != "" {
-		mws = append(mws, transport.OnlyProcedures(requireToken(token),
-			transport.Procedure(cfg.Namespace, transport.VerbDrain), transport.Procedure(cfg.Namespace, transport.VerbRestore),
-			transport.Procedure(cfg.Namespace, transport.VerbRedrive), transport.Procedure(cfg.Namespace, transport.VerbPurge)))
+		admin = transport.BearerToken(token)
 	}
 	return transport.NewHandler(d.disp, transport.HandlerConfig{
-		Service: cfg.ServiceName, Namespace: cfg.Namespace, Middleware: mws, Registerer: reg, Logger: logger,
+		Service: cfg.ServiceName, Namespace: cfg.Namespace, AuthorizeAdmin: admin,
+		Middleware: []func(http.Handler) http.Handler{d.limiter.Middleware}, Registerer: reg, Logger: logger,
 	})
-}
-
-// requireToken is middleware refusing requests without the bearer token.
-func requireToken(token string) func(http.Handler) http.Handler {
-	auth := transport.BearerToken(token)
-	return func(next http.Handler) http.Handler {
-		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			if err := auth(r); err != nil {
-				transport.WriteError(w, err)
-				return
-			}
-			next.ServeHTTP(w, r)
-		})
-	}
 }
 
 // controlHandler serves /omnirelay/control/*; with a token the destructive
