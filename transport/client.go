@@ -233,10 +233,14 @@ func (c *Client) Close() error {
 	return nil
 }
 
-// Call sends one raw call: body (JSON; nil or empty means {}) to the full
-// procedure name (for example "resourcelease.mesh::enqueue"), and returns the
-// response body of a success. It is what `leasectl request` uses.
+// Call sends one raw call: body (JSON; nil or empty is sent as {}, which a
+// yarpc server's JSON decoder needs) to the full procedure name (for example
+// "resourcelease.mesh::enqueue"), and returns the response body of a
+// success. It is what `leasectl request` uses.
 func (c *Client) Call(ctx context.Context, procedure string, body []byte) ([]byte, error) {
+	if len(bytes.TrimSpace(body)) == 0 {
+		body = []byte("{}")
+	}
 	return c.call(ctx, procedure, body, 0)
 }
 

@@ -167,7 +167,11 @@ func (a *app) report(verb string, err error) int {
 		return exitError
 	}
 	e = resourcelease.AsError(err)
-	fmt.Fprintf(a.stderr, "error: %s %s: %s\n", e.Status, e.Code, e.Message)
+	if e.Code == "" { // a yarpc server's error names only its status
+		fmt.Fprintf(a.stderr, "error: %s: %s\n", e.Status, e.Message)
+	} else {
+		fmt.Fprintf(a.stderr, "error: %s %s: %s\n", e.Status, e.Code, e.Message)
+	}
 	for _, k := range slices.Sorted(maps.Keys(e.Metadata)) {
 		fmt.Fprintf(a.stderr, "  %s: %s\n", k, e.Metadata[k])
 	}
