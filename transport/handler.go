@@ -72,9 +72,9 @@ type HandlerConfig struct {
 	AuthorizeAdmin func(*http.Request) error
 	// Middleware wraps the protocol handler, Middleware[0] outermost. It runs
 	// after the method check, Authorize and AuthorizeAdmin and before the
-	// headers are parsed;
-	// the backpressure rate limiter plugs in here (see OnlyProcedures and
-	// WriteError). Requests it refuses are still counted in the metrics.
+	// headers are parsed; the backpressure rate limiter plugs in here (see
+	// OnlyProcedures and WriteError). Requests it refuses are still counted
+	// in the metrics.
 	Middleware []func(http.Handler) http.Handler
 	// Logger receives internal errors (with their cause, which never goes on
 	// the wire), recovered panics and, at debug level, refused requests.
