@@ -93,6 +93,12 @@ const (
 	CodeCancelled              = "error.resourcelease.cancelled"
 	CodeInternal               = "error.resourcelease.internal"
 	CodeDeliveryAttemptsExceed = "error.resourcelease.max_delivery_attempts"
+	// CodeSelectionRequired: a redrive or purge named neither sequence ids
+	// nor all (or both).
+	CodeSelectionRequired = "resourcelease.deadletters.selection_required"
+	// CodeReleaseLimit: the lastError of an item whose release counted as a
+	// failed attempt, because it was released MaxReleases times in a row.
+	CodeReleaseLimit = "error.resourcelease.release_limit"
 )
 
 // Error is the error type of leasemesh: a wire status, a stable code and a

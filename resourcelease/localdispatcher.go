@@ -221,7 +221,7 @@ func NewDispatcher(cfg DispatcherConfig) (*LocalDispatcher, error) {
 	}
 	d.queue = q
 	d.closeCtx, d.cancel = context.WithCancel(context.Background())
-	st := q.Stats()
+	st, _ := q.Stats(context.Background()) // a background context: it cannot fail
 	if d.metrics != nil {
 		d.metrics.setCounts(st.PendingCount, st.ActiveLeaseCount, st.DeadLetterCount)
 	}
@@ -487,7 +487,7 @@ func (d *LocalDispatcher) admit(ctx context.Context) error {
 }
 
 // Lease implements Dispatcher. The peer is req.PeerID, else the caller of the
-// CallInfo in ctx, else its x-peer-id (ResolvePeerID). WaitMs is capped at
+// CallInfo in ctx, else its x-peer-id (ResolvePeerID). Wait is capped at
 // MaxLeaseWait; it returns (nil, nil) when nothing was available in time.
 func (d *LocalDispatcher) Lease(ctx context.Context, req *LeaseRequest) (*Lease, error) {
 	ctx = orBackground(ctx)
@@ -495,20 +495,14 @@ func (d *LocalDispatcher) Lease(ctx context.Context, req *LeaseRequest) (*Lease,
 	if req != nil {
 		r = *req
 	}
-	if r.WaitMs < 0 {
-		return nil, Errorf(StatusInvalidArgument, CodeInvalidArgument, "waitMs must not be negative, got %d", r.WaitMs)
+	if r.Wait < 0 {
+		return nil, Errorf(StatusInvalidArgument, CodeInvalidArgument, "waitMs must not be negative, got %d", msCeil(r.Wait))
 	}
 	peer := ResolvePeerID(r.PeerID, CallInfoFrom(ctx))
-	if d.refuse && !d.health.IsPeerEligible(peer) {
-		d.log.Debug("resourcelease: lease refused to an ineligible peer", "peer", peer)
-		return nil, &Error{Status: ErrPeerIneligible.Status, Code: ErrPeerIneligible.Code,
-			Message: fmt.Sprintf("peer %q is not eligible for leases (unhealthy)", peer)}
+	if err := d.eligible(peer); err != nil {
+		return nil, err
 	}
-	wait := d.maxWait
-	if r.WaitMs < int64(d.maxWait/time.Millisecond) {
-		wait = time.Duration(r.WaitMs) * time.Millisecond
-	}
-	l, err := d.queue.Lease(ctx, peer, wait)
+	l, err := d.queue.Lease(ctx, peer, min(r.Wait, d.maxWait))
 	if err != nil {
 		return nil, d.done("lease", err)
 	}
@@ -518,65 +512,72 @@ func (d *LocalDispatcher) Lease(ctx context.Context, req *LeaseRequest) (*Lease,
 	return l, nil
 }
 
-func tokenOf(t *OwnershipToken) (OwnershipToken, error) {
-	if err := validateToken(t); err != nil {
-		return OwnershipToken{}, err
+// eligible refuses leases to a peer that peer health says is unhealthy,
+// when RefuseUnhealthyPeers is set.
+func (d *LocalDispatcher) eligible(peer string) error {
+	if d.refuse && !d.health.IsPeerEligible(peer) {
+		d.log.Debug("resourcelease: lease refused to an ineligible peer", "peer", peer)
+		return &Error{Status: ErrPeerIneligible.Status, Code: ErrPeerIneligible.Code,
+			Message: fmt.Sprintf("peer %q is not eligible for leases (unhealthy)", peer)}
 	}
-	return *t, nil
+	return nil
 }
 
 // Heartbeat implements Dispatcher.
 func (d *LocalDispatcher) Heartbeat(ctx context.Context, req *HeartbeatRequest) (*HeartbeatResponse, error) {
-	var tp *OwnershipToken
+	var token OwnershipToken
 	if req != nil {
-		tp = req.OwnershipToken
+		token = req.OwnershipToken
 	}
-	token, err := tokenOf(tp)
-	if err != nil {
+	if err := validateToken(&token); err != nil {
 		return nil, err
 	}
-	exp, err := d.queue.Heartbeat(orBackground(ctx), token)
+	resp, err := d.queue.Heartbeat(orBackground(ctx), token)
 	if err != nil {
 		return nil, d.done("heartbeat", err)
 	}
-	return &HeartbeatResponse{Success: true, LeaseExpiresAt: exp}, nil
+	return &resp, nil
 }
 
 // Complete implements Dispatcher.
-func (d *LocalDispatcher) Complete(ctx context.Context, req *CompleteRequest) (*SuccessResponse, error) {
-	var tp *OwnershipToken
+func (d *LocalDispatcher) Complete(ctx context.Context, req *CompleteRequest) error {
+	var token OwnershipToken
 	if req != nil {
-		tp = req.OwnershipToken
+		token = req.OwnershipToken
 	}
-	token, err := tokenOf(tp)
-	if err != nil {
-		return nil, err
+	if err := validateToken(&token); err != nil {
+		return err
 	}
-	if err := d.queue.Complete(orBackground(ctx), token); err != nil {
-		return nil, d.done("complete", err)
-	}
-	return &SuccessResponse{Success: true}, nil
+	return d.done("complete", d.queue.Complete(orBackground(ctx), token))
 }
 
-// Fail implements Dispatcher. Requeue defaults to true when absent.
-func (d *LocalDispatcher) Fail(ctx context.Context, req *FailRequest) (*SuccessResponse, error) {
+// Fail implements Dispatcher: the item is requeued unless req.DeadLetter.
+func (d *LocalDispatcher) Fail(ctx context.Context, req *FailRequest) error {
 	var r FailRequest
 	if req != nil {
 		r = *req
 	}
-	token, err := tokenOf(r.OwnershipToken)
-	if err != nil {
-		return nil, err
+	if err := validateToken(&r.OwnershipToken); err != nil {
+		return err
 	}
-	requeue := true
-	if r.Requeue != nil {
-		requeue = *r.Requeue
+	opts := FailOptions{Reason: r.Reason, ErrorCode: r.ErrorCode, DeadLetter: r.DeadLetter, Metadata: maps.Clone(r.Metadata)}
+	return d.done("fail", d.queue.Fail(orBackground(ctx), r.OwnershipToken, opts))
+}
+
+// Release implements Dispatcher. A negative delay is invalid-argument.
+func (d *LocalDispatcher) Release(ctx context.Context, req *ReleaseRequest) error {
+	var r ReleaseRequest
+	if req != nil {
+		r = *req
 	}
-	opts := FailOptions{Reason: r.Reason, ErrorCode: r.ErrorCode, Requeue: requeue, Metadata: maps.Clone(r.Metadata)}
-	if err := d.queue.Fail(orBackground(ctx), token, opts); err != nil {
-		return nil, d.done("fail", err)
+	if err := validateToken(&r.OwnershipToken); err != nil {
+		return err
 	}
-	return &SuccessResponse{Success: true}, nil
+	if r.Delay < 0 {
+		return Errorf(StatusInvalidArgument, CodeInvalidArgument, "delayMs must not be negative, got %d", msCeil(r.Delay))
+	}
+	opts := ReleaseOptions{Delay: min(r.Delay, MaxDuration)}
+	return d.done("release", d.queue.Release(orBackground(ctx), r.OwnershipToken, opts))
 }
 
 // Drain implements Dispatcher.
@@ -633,8 +634,11 @@ func isZeroItem(it *Item) bool {
 
 // Stats implements Dispatcher, with BackpressureActive from the
 // BackpressureController.
-func (d *LocalDispatcher) Stats(_ context.Context, _ *StatsRequest) (*Stats, error) {
-	s := d.queue.Stats()
+func (d *LocalDispatcher) Stats(ctx context.Context, _ *StatsRequest) (*Stats, error) {
+	s, err := d.queue.Stats(orBackground(ctx))
+	if err != nil {
+		return nil, d.done("stats", err)
+	}
 	s.BackpressureActive = d.bp != nil && d.bp.Active()
 	return &s, nil
 }
@@ -658,29 +662,30 @@ func (d *LocalDispatcher) DeadLetters(ctx context.Context, req *DeadLettersReque
 	return &DeadLettersResponse{Items: items}, nil
 }
 
-// Redrive implements Dispatcher: the given dead letters (all when none are
-// given, or the request is nil) go back to pending with attempt 1. Unknown
-// ids are ignored.
+// Redrive implements Dispatcher: the selected dead letters go back to
+// pending with attempt 1. A request with neither SequenceIDs nor All (a nil
+// one included), or with both, is invalid-argument. Unknown ids are ignored.
 func (d *LocalDispatcher) Redrive(ctx context.Context, req *RedriveRequest) (*RedriveResponse, error) {
-	var ids []int64
+	var sel DeadLetterSelection
 	if req != nil {
-		ids = req.SequenceIDs
+		sel = DeadLetterSelection{SequenceIDs: req.SequenceIDs, All: req.All}
 	}
-	n, err := d.queue.Redrive(orBackground(ctx), ids)
+	n, err := d.queue.Redrive(orBackground(ctx), sel)
 	if err != nil {
 		return nil, d.done("redrive", err)
 	}
 	return &RedriveResponse{RedrivenCount: n}, nil
 }
 
-// Purge implements Dispatcher: the given dead letters (all when none are
-// given, or the request is nil) are deleted. Unknown ids are ignored.
+// Purge implements Dispatcher: the selected dead letters are deleted. A
+// request with neither SequenceIDs nor All (a nil one included), or with
+// both, is invalid-argument. Unknown ids are ignored.
 func (d *LocalDispatcher) Purge(ctx context.Context, req *PurgeRequest) (*PurgeResponse, error) {
-	var ids []int64
+	var sel DeadLetterSelection
 	if req != nil {
-		ids = req.SequenceIDs
+		sel = DeadLetterSelection{SequenceIDs: req.SequenceIDs, All: req.All}
 	}
-	n, err := d.queue.Purge(orBackground(ctx), ids)
+	n, err := d.queue.Purge(orBackground(ctx), sel)
 	if err != nil {
 		return nil, d.done("purge", err)
 	}
@@ -695,14 +700,4 @@ func (d *LocalDispatcher) Purge(ctx context.Context, req *PurgeRequest) (*PurgeR
 func ownPayload(it *Item) {
 	it.Body = bytes.Clone(it.Body)
 	it.Attributes = maps.Clone(it.Attributes)
-}
-
-// ReleaseLease gives a live lease back without counting its attempt (see
-// Engine.Release). The transport calls it when the client that asked for
-// a lease is gone by the time it is granted.
-func (d *LocalDispatcher) ReleaseLease(ctx context.Context, token OwnershipToken) error {
-	if err := d.queue.Release(orBackground(ctx), token); err != nil {
-		return d.done("release", err)
-	}
-	return nil
 }

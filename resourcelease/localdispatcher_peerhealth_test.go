@@ -53,12 +53,12 @@ func TestDispatcherPeerHealthFollowsLeases(t *testing.T) {
 
 	// A heartbeat later is the peer's latest activity.
 	f.clock.Advance(5 * time.Second)
-	_, err := f.d.Heartbeat(ctx, &resourcelease.HeartbeatRequest{OwnershipToken: &la.OwnershipToken})
+	_, err := f.d.Heartbeat(ctx, &resourcelease.HeartbeatRequest{OwnershipToken: la.OwnershipToken})
 	require.NoError(t, err)
 	assert.Equal(t, start.Add(5*time.Second), ldSnapshot(t, tr, "w1").LastHeartbeat)
 
 	// Complete releases it.
-	_, err = f.d.Complete(ctx, &resourcelease.CompleteRequest{OwnershipToken: &la.OwnershipToken})
+	err = f.d.Complete(ctx, &resourcelease.CompleteRequest{OwnershipToken: la.OwnershipToken})
 	require.NoError(t, err)
 	s = ldSnapshot(t, tr, "w1")
 	assert.Zero(t, s.ActiveAssignments)
@@ -77,19 +77,19 @@ func TestDispatcherPeerHealthFollowsLeases(t *testing.T) {
 	require.NotNil(t, s.LastDisconnect)
 	assert.Equal(t, resourcelease.DisconnectLeaseExpired, s.LastDisconnect.Reason)
 	assert.Equal(t, f.clock.Now(), s.LastDisconnect.Time)
-	_, err = f.d.Complete(ctx, &resourcelease.CompleteRequest{OwnershipToken: &lb.OwnershipToken})
+	err = f.d.Complete(ctx, &resourcelease.CompleteRequest{OwnershipToken: lb.OwnershipToken})
 	assert.ErrorIs(t, err, resourcelease.ErrUnknownToken)
 
 	// w3 fails with requeue (a release), then w3 fails without requeue (a
 	// disconnect with reason failed).
 	l := f.lease(t, "w3")
-	_, err = f.d.Fail(ctx, &resourcelease.FailRequest{OwnershipToken: &l.OwnershipToken, Reason: "retry me"})
+	err = f.d.Fail(ctx, &resourcelease.FailRequest{OwnershipToken: l.OwnershipToken, Reason: "retry me"})
 	require.NoError(t, err)
 	s = ldSnapshot(t, tr, "w3")
 	assert.True(t, s.IsHealthy)
 	assert.Nil(t, s.LastDisconnect)
 	l = f.lease(t, "w3")
-	_, err = f.d.Fail(ctx, &resourcelease.FailRequest{OwnershipToken: &l.OwnershipToken, Requeue: ldBool(false)})
+	err = f.d.Fail(ctx, &resourcelease.FailRequest{OwnershipToken: l.OwnershipToken, DeadLetter: true})
 	require.NoError(t, err)
 	s = ldSnapshot(t, tr, "w3")
 	require.NotNil(t, s.LastDisconnect)
@@ -105,7 +105,7 @@ func TestDispatcherPeerHealthFollowsLeases(t *testing.T) {
 		if attempt < 3 {
 			assert.True(t, ldSnapshot(t, tr, "w4").IsHealthy)
 		}
-		_, err = f.d.Fail(ctx, &resourcelease.FailRequest{OwnershipToken: &l.OwnershipToken})
+		err = f.d.Fail(ctx, &resourcelease.FailRequest{OwnershipToken: l.OwnershipToken})
 		require.NoError(t, err)
 	}
 	s = ldSnapshot(t, tr, "w4")
@@ -157,7 +157,7 @@ func TestDispatcherRefusesUnhealthyPeers(t *testing.T) {
 			require.NotNil(t, l)
 			assert.Equal(t, "w-good", l.OwnerPeerID)
 
-			_, err = f.d.Complete(ctx, &resourcelease.CompleteRequest{OwnershipToken: &l.OwnershipToken})
+			err = f.d.Complete(ctx, &resourcelease.CompleteRequest{OwnershipToken: l.OwnershipToken})
 			require.NoError(t, err)
 
 			if refuse {

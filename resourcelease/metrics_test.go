@@ -97,24 +97,24 @@ func TestMetricsMoveWithOperations(t *testing.T) {
 		{"lease", func(t *testing.T) { l = f.lease(t, "w") }, counts{pending: 3, active: 1, enq: 4, leased: 1}},
 		{"heartbeat", func(t *testing.T) {
 			f.clock.Advance(2 * time.Second)
-			_, err := d.Heartbeat(ctx, &resourcelease.HeartbeatRequest{OwnershipToken: &l.OwnershipToken})
+			_, err := d.Heartbeat(ctx, &resourcelease.HeartbeatRequest{OwnershipToken: l.OwnershipToken})
 			require.NoError(t, err)
 		}, counts{pending: 3, active: 1, enq: 4, leased: 1, hb: 1}},
 		{"complete after 3s", func(t *testing.T) {
 			f.clock.Advance(time.Second)
-			_, err := d.Complete(ctx, &resourcelease.CompleteRequest{OwnershipToken: &l.OwnershipToken})
+			err := d.Complete(ctx, &resourcelease.CompleteRequest{OwnershipToken: l.OwnershipToken})
 			require.NoError(t, err)
 		}, counts{pending: 3, enq: 4, leased: 1, hb: 1, completed: 1, holds: 1, holdSum: 3}},
 		{"fail with requeue after 1s", func(t *testing.T) {
 			l = f.lease(t, "w") // b
 			f.clock.Advance(time.Second)
-			_, err := d.Fail(ctx, &resourcelease.FailRequest{OwnershipToken: &l.OwnershipToken})
+			err := d.Fail(ctx, &resourcelease.FailRequest{OwnershipToken: l.OwnershipToken})
 			require.NoError(t, err)
 		}, counts{pending: 3, enq: 4, leased: 2, hb: 1, completed: 1, failed: 1, requeued: 1, holds: 2, holdSum: 4}},
 		{"fail without requeue after 2s", func(t *testing.T) {
 			l = f.lease(t, "w") // b again, attempt 2
 			f.clock.Advance(2 * time.Second)
-			_, err := d.Fail(ctx, &resourcelease.FailRequest{OwnershipToken: &l.OwnershipToken, Requeue: ldBool(false)})
+			err := d.Fail(ctx, &resourcelease.FailRequest{OwnershipToken: l.OwnershipToken, DeadLetter: true})
 			require.NoError(t, err)
 		}, counts{pending: 2, dead: 1, enq: 4, leased: 3, hb: 1, completed: 1, failed: 2, requeued: 1, dlq: 1, holds: 3, holdSum: 6}},
 		{"expiry requeues after the 10s lease", func(t *testing.T) {
@@ -127,21 +127,21 @@ func TestMetricsMoveWithOperations(t *testing.T) {
 			require.Equal(t, 2, l.Attempt)
 			f.clock.Advance(10 * time.Second)
 			// The token presented after expiry expires the lease lazily.
-			_, err := d.Fail(ctx, &resourcelease.FailRequest{OwnershipToken: &l.OwnershipToken})
+			err := d.Fail(ctx, &resourcelease.FailRequest{OwnershipToken: l.OwnershipToken})
 			require.ErrorIs(t, err, resourcelease.ErrUnknownToken)
 		}, counts{pending: 1, dead: 2, enq: 4, leased: 5, hb: 1, completed: 1, failed: 2, requeued: 1, expired: 2, dlq: 2, holds: 5, holdSum: 26}},
 		{"fail with requeue on the last attempt dead-letters: failed", func(t *testing.T) {
 			l = f.lease(t, "w") // a (r1)
-			_, err := d.Fail(ctx, &resourcelease.FailRequest{OwnershipToken: &l.OwnershipToken})
+			err := d.Fail(ctx, &resourcelease.FailRequest{OwnershipToken: l.OwnershipToken})
 			require.NoError(t, err)
 			l = f.lease(t, "w")
-			_, err = d.Fail(ctx, &resourcelease.FailRequest{OwnershipToken: &l.OwnershipToken})
+			err = d.Fail(ctx, &resourcelease.FailRequest{OwnershipToken: l.OwnershipToken})
 			require.NoError(t, err)
 		}, counts{dead: 3, enq: 4, leased: 7, hb: 1, completed: 1, failed: 4, requeued: 2, expired: 2, dlq: 3, holds: 7, holdSum: 26}},
 		{"redrive and purge move only the gauges", func(t *testing.T) {
 			_, err := d.Redrive(ctx, &resourcelease.RedriveRequest{SequenceIDs: []int64{4}})
 			require.NoError(t, err)
-			_, err = d.Purge(ctx, nil)
+			_, err = d.Purge(ctx, &resourcelease.PurgeRequest{All: true})
 			require.NoError(t, err)
 		}, counts{pending: 1, enq: 4, leased: 7, hb: 1, completed: 1, failed: 4, requeued: 2, expired: 2, dlq: 3, holds: 7, holdSum: 26}},
 		{"drain and restore move only the gauges", func(t *testing.T) {
@@ -186,7 +186,7 @@ func TestMetricsExposition(t *testing.T) {
 	f.enqueue(t, "a", "b")
 	l := f.lease(t, "w")
 	f.clock.Advance(40 * time.Millisecond)
-	_, err := f.d.Complete(context.Background(), &resourcelease.CompleteRequest{OwnershipToken: &l.OwnershipToken})
+	err := f.d.Complete(context.Background(), &resourcelease.CompleteRequest{OwnershipToken: l.OwnershipToken})
 	require.NoError(t, err)
 	want := `
 # HELP resourcelease_pending_items Items waiting to be leased.

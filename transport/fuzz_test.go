@@ -30,15 +30,15 @@ func capturing(got *any) *leasetest.FakeDispatcher {
 		},
 		HeartbeatFn: func(_ context.Context, r *resourcelease.HeartbeatRequest) (*resourcelease.HeartbeatResponse, error) {
 			*got = r
-			return &resourcelease.HeartbeatResponse{Success: true}, nil
+			return &resourcelease.HeartbeatResponse{}, nil
 		},
-		CompleteFn: func(_ context.Context, r *resourcelease.CompleteRequest) (*resourcelease.SuccessResponse, error) {
+		CompleteFn: func(_ context.Context, r *resourcelease.CompleteRequest) error {
 			*got = r
-			return &resourcelease.SuccessResponse{Success: true}, nil
+			return nil
 		},
-		FailFn: func(_ context.Context, r *resourcelease.FailRequest) (*resourcelease.SuccessResponse, error) {
+		FailFn: func(_ context.Context, r *resourcelease.FailRequest) error {
 			*got = r
-			return &resourcelease.SuccessResponse{Success: true}, nil
+			return nil
 		},
 		DrainFn: func(_ context.Context, r *resourcelease.DrainRequest) (*resourcelease.DrainResponse, error) {
 			*got = r
@@ -55,6 +55,10 @@ func capturing(got *any) *leasetest.FakeDispatcher {
 		DeadLettersFn: func(_ context.Context, r *resourcelease.DeadLettersRequest) (*resourcelease.DeadLettersResponse, error) {
 			*got = r
 			return &resourcelease.DeadLettersResponse{}, nil
+		},
+		ReleaseFn: func(_ context.Context, r *resourcelease.ReleaseRequest) error {
+			*got = r
+			return nil
 		},
 		RedriveFn: func(_ context.Context, r *resourcelease.RedriveRequest) (*resourcelease.RedriveResponse, error) {
 			*got = r
@@ -113,15 +117,28 @@ func FuzzDecodeRequest(f *testing.F) {
 				t.Fatalf("invalid payload reached the dispatcher: %v", err)
 			}
 		case *resourcelease.LeaseRequest:
-			if r.WaitMs < 0 || r.WaitMs > maxWait.Milliseconds() {
-				t.Fatalf("waitMs %d outside [0, %d]", r.WaitMs, maxWait.Milliseconds())
+			if r.Wait < 0 || r.Wait > maxWait {
+				t.Fatalf("wait %v outside [0, %v]", r.Wait, maxWait)
 			}
 		case *resourcelease.HeartbeatRequest:
-			requireToken(t, r.OwnershipToken)
+			requireToken(t, &r.OwnershipToken)
 		case *resourcelease.CompleteRequest:
-			requireToken(t, r.OwnershipToken)
+			requireToken(t, &r.OwnershipToken)
 		case *resourcelease.FailRequest:
-			requireToken(t, r.OwnershipToken)
+			requireToken(t, &r.OwnershipToken)
+		case *resourcelease.ReleaseRequest:
+			requireToken(t, &r.OwnershipToken)
+			if r.Delay < 0 {
+				t.Fatalf("negative delay %v reached the dispatcher", r.Delay)
+			}
+		case *resourcelease.RedriveRequest:
+			if err := r.Validate(); err != nil {
+				t.Fatalf("an empty redrive reached the dispatcher: %v", err)
+			}
+		case *resourcelease.PurgeRequest:
+			if err := r.Validate(); err != nil {
+				t.Fatalf("an empty purge reached the dispatcher: %v", err)
+			}
 		}
 		// encode(decode(encode(x))) == encode(x)
 		once, err := json.Marshal(got)
@@ -159,6 +176,8 @@ func newLike(v any) any {
 		return new(resourcelease.CompleteRequest)
 	case *resourcelease.FailRequest:
 		return new(resourcelease.FailRequest)
+	case *resourcelease.ReleaseRequest:
+		return new(resourcelease.ReleaseRequest)
 	case *resourcelease.DrainRequest:
 		return new(resourcelease.DrainRequest)
 	case *resourcelease.RestoreRequest:

@@ -34,7 +34,8 @@ func TestGoldenWireFormat(t *testing.T) {
 		LastOwnershipToken: &retriedToken, ReadyAt: t0.Add(1500 * time.Millisecond)}
 	lease := resourcelease.Lease{Payload: item, SequenceID: 7, Attempt: 2, EnqueuedAt: t0,
 		LastError:      &resourcelease.ErrorInfo{Message: "lease expired without a heartbeat", Code: resourcelease.CodeLeaseExpired},
-		OwnershipToken: token, OwnerPeerID: "worker-1", LeaseExpiresAt: t0.Add(30 * time.Second), HeartbeatIntervalMs: 5000}
+		OwnershipToken: token, OwnerPeerID: "worker-1", LeaseExpiresAt: t0.Add(30 * time.Second),
+		TTL: 30 * time.Second, HeartbeatInterval: 5 * time.Second}
 	firstLease := lease
 	firstLease.Attempt, firstLease.LastError = 1, nil
 	firstLease.OwnershipToken.Attempt = 1
@@ -46,17 +47,18 @@ func TestGoldenWireFormat(t *testing.T) {
 		{"enqueue_request", &resourcelease.EnqueueRequest{Payload: &item}},
 		{"enqueue_response", &resourcelease.EnqueueResponse{Stats: resourcelease.QueueCounts{PendingCount: 3, ActiveLeaseCount: 1}, SequenceID: 7}},
 		{"enqueue_response_duplicate", &resourcelease.EnqueueResponse{Stats: resourcelease.QueueCounts{PendingCount: 3}, SequenceID: 7, Duplicate: true}},
-		{"lease_request", &resourcelease.LeaseRequest{PeerID: "worker-1", WaitMs: 10000}},
+		{"lease_request", &resourcelease.LeaseRequest{PeerID: "worker-1", Wait: 10 * time.Second}},
 		{"lease_request_empty", &resourcelease.LeaseRequest{}},
 		{"lease_response", &lease},
 		{"lease_response_first_delivery", &firstLease},
-		{"heartbeat_request", &resourcelease.HeartbeatRequest{OwnershipToken: &token}},
-		{"heartbeat_response", &resourcelease.HeartbeatResponse{Success: true, LeaseExpiresAt: t0.Add(30 * time.Second)}},
-		{"complete_request", &resourcelease.CompleteRequest{OwnershipToken: &token}},
-		{"complete_response", &resourcelease.SuccessResponse{Success: true}},
-		{"fail_request", &resourcelease.FailRequest{OwnershipToken: &token, Reason: "db timeout", ErrorCode: "app.db_timeout",
-			Requeue: ptr(true), Metadata: map[string]string{"host": "db-2"}}},
-		{"fail_response", &resourcelease.SuccessResponse{Success: true}},
+		{"heartbeat_request", &resourcelease.HeartbeatRequest{OwnershipToken: token}},
+		{"heartbeat_response", &resourcelease.HeartbeatResponse{LeaseExpiresAt: t0.Add(30 * time.Second), TTL: 30 * time.Second}},
+		{"complete_request", &resourcelease.CompleteRequest{OwnershipToken: token}},
+		{"fail_request", &resourcelease.FailRequest{OwnershipToken: token, Reason: "db timeout", ErrorCode: "app.db_timeout",
+			Metadata: map[string]string{"host": "db-2"}}},
+		{"fail_request_dead_letter", &resourcelease.FailRequest{OwnershipToken: token, Reason: "poison", DeadLetter: true}},
+		{"release_request", &resourcelease.ReleaseRequest{OwnershipToken: token}},
+		{"release_request_delayed", &resourcelease.ReleaseRequest{OwnershipToken: token, Delay: 30 * time.Second}},
 		{"drain_request", &resourcelease.DrainRequest{}},
 		{"drain_response", &resourcelease.DrainResponse{Items: []resourcelease.PendingItem{first, retried}}},
 		{"drain_response_empty", &resourcelease.DrainResponse{Items: []resourcelease.PendingItem{}}},
@@ -70,9 +72,10 @@ func TestGoldenWireFormat(t *testing.T) {
 		{"deadletters_response", &resourcelease.DeadLettersResponse{Items: []resourcelease.DeadLetter{
 			{PendingItem: retried, DeadLetteredAt: t0.Add(time.Minute), Reason: "max delivery attempts exceeded"}}}},
 		{"redrive_request", &resourcelease.RedriveRequest{SequenceIDs: []int64{8, 9}}},
-		{"redrive_request_all", &resourcelease.RedriveRequest{}},
+		{"redrive_request_all", &resourcelease.RedriveRequest{All: true}},
 		{"redrive_response", &resourcelease.RedriveResponse{RedrivenCount: 2}},
 		{"purge_request", &resourcelease.PurgeRequest{SequenceIDs: []int64{8}}},
+		{"purge_request_all", &resourcelease.PurgeRequest{All: true}},
 		{"purge_response", &resourcelease.PurgeResponse{PurgedCount: 1}},
 	}
 	for _, tt := range tests {
@@ -95,6 +98,13 @@ func TestGoldenWireFormat(t *testing.T) {
 		rec := call(newHandler(t, &leasetest.FakeDispatcher{}, transport.HandlerConfig{}), transport.VerbLease, `{"waitMs":1}`)
 		checkGolden(t, "lease_response_none", []byte(requireOK(t, rec)))
 	})
+	for _, verb := range []string{transport.VerbComplete, transport.VerbFail, transport.VerbRelease} {
+		t.Run(verb+"_response", func(t *testing.T) {
+			t.Parallel()
+			rec := call(newHandler(t, &leasetest.FakeDispatcher{}, transport.HandlerConfig{}), verb, string(readGolden(t, verb+"_request")))
+			checkGolden(t, verb+"_response", []byte(requireOK(t, rec)))
+		})
+	}
 	t.Run("error", func(t *testing.T) {
 		t.Parallel()
 		rec := httptest.NewRecorder()

@@ -46,6 +46,7 @@ const (
 	VerbHeartbeat   = "heartbeat"
 	VerbComplete    = "complete"
 	VerbFail        = "fail"
+	VerbRelease     = "release"
 	VerbDrain       = "drain"
 	VerbRestore     = "restore"
 	VerbStats       = "stats"
@@ -57,7 +58,7 @@ const (
 // Verbs returns every verb of the protocol, in the order of DESIGN §9.
 func Verbs() []string {
 	return []string{
-		VerbEnqueue, VerbLease, VerbHeartbeat, VerbComplete, VerbFail, VerbDrain,
+		VerbEnqueue, VerbLease, VerbHeartbeat, VerbComplete, VerbFail, VerbRelease, VerbDrain,
 		VerbRestore, VerbStats, VerbDeadLetters, VerbRedrive, VerbPurge,
 	}
 }

@@ -174,15 +174,24 @@ func TestLeaseRoundTrip(t *testing.T) {
 	assert.Equal(t, "req-1", l.Payload.RequestID)
 
 	// heartbeat takes the lease on stdin.
-	hb := decode[resourcelease.HeartbeatResponse](t, m.ok(leaseOut, "heartbeat"))
-	assert.True(t, hb.Success)
+	hbOut := m.ok(leaseOut, "heartbeat")
+	hb := decode[resourcelease.HeartbeatResponse](t, hbOut)
+	assert.Contains(t, hbOut, `"success": true`)
+	assert.Positive(t, hb.TTL, "leaseTtlMs is printed")
 	assert.False(t, hb.LeaseExpiresAt.Before(l.LeaseExpiresAt))
+
+	// release puts it back, its attempt not counted.
+	released := decode[map[string]bool](t, m.ok(leaseOut, "release"))
+	assert.Equal(t, map[string]bool{"success": true}, released)
+	leaseOut = m.ok("", "lease", "--peer", "worker-7", "--raw")
+	l = decode[resourcelease.Lease](t, leaseOut)
+	assert.Equal(t, 1, l.Attempt, "a release is not an attempt")
 
 	// complete takes it from a file.
 	leaseFile := filepath.Join(t.TempDir(), "lease.json")
 	require.NoError(t, os.WriteFile(leaseFile, []byte(leaseOut), 0o600))
-	done := decode[resourcelease.SuccessResponse](t, m.ok("", "complete", "--token-file", leaseFile))
-	assert.True(t, done.Success)
+	done := decode[map[string]bool](t, m.ok("", "complete", "--token-file", leaseFile))
+	assert.Equal(t, map[string]bool{"success": true}, done)
 
 	st := decode[resourcelease.Stats](t, m.ok("", "stats"))
 	assert.Equal(t, resourcelease.Stats{}, st)
@@ -190,7 +199,7 @@ func TestLeaseRoundTrip(t *testing.T) {
 	// The token is stale now: not-found unknown_token, exit 1.
 	tok, err := json.Marshal(l.OwnershipToken)
 	require.NoError(t, err)
-	for _, verb := range []string{"complete", "heartbeat", "fail"} {
+	for _, verb := range []string{"complete", "heartbeat", "fail", "release"} {
 		r := m.run("", verb, "--token", string(tok))
 		assert.Equal(t, 1, r.code, verb)
 		assert.True(t, strings.HasPrefix(r.stderr, "error: not-found error.resourcelease.unknown_token: "), "%s: stderr %q", verb, r.stderr)

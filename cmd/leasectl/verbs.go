@@ -40,6 +40,24 @@ func callAndPrint[Req, Resp any](a *app, o *rpcOptions, call func(*transport.Cli
 	})
 }
 
+// successResponse is what the verbs that only succeed or fail (complete,
+// fail, release) print: the procedure's response, {"success":true}.
+type successResponse struct {
+	Success bool `json:"success"`
+}
+
+// settleAndPrint makes one RPC whose response only says it worked, and
+// prints {"success":true}. call is a Client method expression, such as
+// (*transport.Client).Complete.
+func settleAndPrint[Req any](a *app, o *rpcOptions, call func(*transport.Client, context.Context, Req) error, req Req) error {
+	return rpcAction(o, func(c *transport.Client, ctx context.Context) error {
+		if err := call(c, ctx, req); err != nil {
+			return err
+		}
+		return a.printValue(o.raw, successResponse{Success: true})
+	})
+}
+
 var enqueueCommand = &command{
 	name:     "enqueue",
 	synopsis: "leasectl enqueue --resource-type T --resource-id ID --partition-key K [--body DATA | --body-file FILE] [--attr k=v]... [flags]",
@@ -117,8 +135,8 @@ lastError, the ownershipToken, the expiry and the advised heartbeat interval.
 With --wait it long-polls up to that long for an item to arrive. When nothing
 was available it prints null (and exits 0).
 
-The printed lease can be piped into heartbeat, complete and fail, which take
-its ownershipToken.`,
+The printed lease can be piped into heartbeat, complete, fail and release,
+which take its ownershipToken.`,
 	example: `
 leasectl lease --peer worker-cli --wait 10s > lease.json
 leasectl complete --token-file lease.json`,
@@ -137,12 +155,12 @@ leasectl complete --token-file lease.json`,
 			if wait < 0 {
 				return usagef("--wait must not be negative, got %v", wait)
 			}
-			return callAndPrint(a, o, (*transport.Client).Lease, &resourcelease.LeaseRequest{PeerID: peer, WaitMs: wait.Milliseconds()})
+			return callAndPrint(a, o, (*transport.Client).Lease, &resourcelease.LeaseRequest{PeerID: peer, Wait: wait})
 		}
 	},
 }
 
-// tokenFlags are the ways heartbeat, complete and fail take a token.
+// tokenFlags are the ways heartbeat, complete, fail and release take a token.
 type tokenFlags struct {
 	token, file string
 }
@@ -226,7 +244,7 @@ leasectl heartbeat --token '{"sequenceId":7,"attempt":1,"leaseId":"4b6c0c36-8f5c
 			if err != nil {
 				return err
 			}
-			return callAndPrint(a, o, (*transport.Client).Heartbeat, &resourcelease.HeartbeatRequest{OwnershipToken: tok})
+			return callAndPrint(a, o, (*transport.Client).Heartbeat, &resourcelease.HeartbeatRequest{OwnershipToken: *tok})
 		}
 	},
 }
@@ -254,7 +272,7 @@ leasectl lease --raw | leasectl complete`,
 			if err != nil {
 				return err
 			}
-			return callAndPrint(a, o, (*transport.Client).Complete, &resourcelease.CompleteRequest{OwnershipToken: tok})
+			return settleAndPrint(a, o, (*transport.Client).Complete, &resourcelease.CompleteRequest{OwnershipToken: *tok})
 		}
 	},
 }
@@ -292,11 +310,45 @@ leasectl lease --raw | leasectl fail --reason "upstream timed out" --code upstre
 			if err != nil {
 				return err
 			}
-			req := &resourcelease.FailRequest{OwnershipToken: tok, Reason: reason, ErrorCode: code, Metadata: meta.Map()}
-			if noRequeue {
-				req.Requeue = new(bool)
+			req := &resourcelease.FailRequest{OwnershipToken: *tok, Reason: reason, ErrorCode: code, DeadLetter: noRequeue, Metadata: meta.Map()}
+			return settleAndPrint(a, o, (*transport.Client).Fail, req)
+		}
+	},
+}
+
+var releaseCommand = &command{
+	name:     "release",
+	synopsis: "leasectl release (--token JSON | --token-file FILE | < lease.json) [--delay DURATION] [flags]",
+	summary:  "give a lease back without counting its attempt",
+	details: `
+Releases a live lease: the item is pending again at once, in its old place,
+with its attempt not counted and no backoff (for work this worker will not
+do now). With --delay it stays out of reach for that long first. A release
+beyond the dispatcher's limit in a row (10 by default) of one item counts as
+a failed attempt. The token is --token, the contents of --token-file, or
+stdin. A server older than release answers unimplemented.`,
+	example: `
+leasectl lease --raw | leasectl release --delay 30s`,
+	setup: func(a *app, fs *flag.FlagSet) func([]string) error {
+		o := a.rpcFlags(fs)
+		var (
+			tf    tokenFlags
+			delay time.Duration
+		)
+		tf.register(fs)
+		fs.DurationVar(&delay, "delay", 0, "keep the item from being leased again for this `duration`")
+		return func(args []string) error {
+			if err := noArgs(args); err != nil {
+				return err
 			}
-			return callAndPrint(a, o, (*transport.Client).Fail, req)
+			if delay < 0 {
+				return usagef("--delay must not be negative, got %v", delay)
+			}
+			tok, err := tf.resolve(a, fs)
+			if err != nil {
+				return err
+			}
+			return settleAndPrint(a, o, (*transport.Client).Release, &resourcelease.ReleaseRequest{OwnershipToken: *tok, Delay: delay})
 		}
 	},
 }
@@ -681,9 +733,9 @@ leasectl deadletters purge --all`,
 				return usagef("give sequence ids or --all, not both")
 			}
 			if action == "redrive" {
-				return callAndPrint(a, o, (*transport.Client).Redrive, &resourcelease.RedriveRequest{SequenceIDs: ids})
+				return callAndPrint(a, o, (*transport.Client).Redrive, &resourcelease.RedriveRequest{SequenceIDs: ids, All: all})
 			}
-			return callAndPrint(a, o, (*transport.Client).Purge, &resourcelease.PurgeRequest{SequenceIDs: ids})
+			return callAndPrint(a, o, (*transport.Client).Purge, &resourcelease.PurgeRequest{SequenceIDs: ids, All: all})
 		}
 	},
 }

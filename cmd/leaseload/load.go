@@ -159,7 +159,7 @@ func (l *leasemeshWorkload) cycle(ctx context.Context, w int, _ int64, r *record
 	}
 	t1 := time.Now()
 	r.ok(procEnqueue, t1.Sub(t0))
-	lease, err := l.client.Lease(ctx, &resourcelease.LeaseRequest{WaitMs: l.waitMs})
+	lease, err := l.client.Lease(ctx, &resourcelease.LeaseRequest{Wait: time.Duration(l.waitMs) * time.Millisecond})
 	t2 := time.Now()
 	if err != nil {
 		r.fail(procLease, err)
@@ -173,7 +173,7 @@ func (l *leasemeshWorkload) cycle(ctx context.Context, w int, _ int64, r *record
 	if lease.Payload.ResourceType != itemResourceType {
 		r.foreign.Add(1)
 	}
-	if _, err := l.client.Complete(ctx, &resourcelease.CompleteRequest{OwnershipToken: &lease.OwnershipToken}); err != nil {
+	if err := l.client.Complete(ctx, &resourcelease.CompleteRequest{OwnershipToken: lease.OwnershipToken}); err != nil {
 		r.fail(procComplete, err)
 		return
 	}

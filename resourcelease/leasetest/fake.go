@@ -13,8 +13,9 @@ type FakeDispatcher struct {
 	EnqueueFn     func(context.Context, *resourcelease.EnqueueRequest) (*resourcelease.EnqueueResponse, error)
 	LeaseFn       func(context.Context, *resourcelease.LeaseRequest) (*resourcelease.Lease, error)
 	HeartbeatFn   func(context.Context, *resourcelease.HeartbeatRequest) (*resourcelease.HeartbeatResponse, error)
-	CompleteFn    func(context.Context, *resourcelease.CompleteRequest) (*resourcelease.SuccessResponse, error)
-	FailFn        func(context.Context, *resourcelease.FailRequest) (*resourcelease.SuccessResponse, error)
+	CompleteFn    func(context.Context, *resourcelease.CompleteRequest) error
+	FailFn        func(context.Context, *resourcelease.FailRequest) error
+	ReleaseFn     func(context.Context, *resourcelease.ReleaseRequest) error
 	DrainFn       func(context.Context, *resourcelease.DrainRequest) (*resourcelease.DrainResponse, error)
 	RestoreFn     func(context.Context, *resourcelease.RestoreRequest) (*resourcelease.RestoreResponse, error)
 	StatsFn       func(context.Context, *resourcelease.StatsRequest) (*resourcelease.Stats, error)
@@ -43,21 +44,28 @@ func (f *FakeDispatcher) Heartbeat(ctx context.Context, r *resourcelease.Heartbe
 	if f.HeartbeatFn != nil {
 		return f.HeartbeatFn(ctx, r)
 	}
-	return &resourcelease.HeartbeatResponse{Success: true}, nil
+	return &resourcelease.HeartbeatResponse{}, nil
 }
 
-func (f *FakeDispatcher) Complete(ctx context.Context, r *resourcelease.CompleteRequest) (*resourcelease.SuccessResponse, error) {
+func (f *FakeDispatcher) Complete(ctx context.Context, r *resourcelease.CompleteRequest) error {
 	if f.CompleteFn != nil {
 		return f.CompleteFn(ctx, r)
 	}
-	return &resourcelease.SuccessResponse{Success: true}, nil
+	return nil
 }
 
-func (f *FakeDispatcher) Fail(ctx context.Context, r *resourcelease.FailRequest) (*resourcelease.SuccessResponse, error) {
+func (f *FakeDispatcher) Fail(ctx context.Context, r *resourcelease.FailRequest) error {
 	if f.FailFn != nil {
 		return f.FailFn(ctx, r)
 	}
-	return &resourcelease.SuccessResponse{Success: true}, nil
+	return nil
+}
+
+func (f *FakeDispatcher) Release(ctx context.Context, r *resourcelease.ReleaseRequest) error {
+	if f.ReleaseFn != nil {
+		return f.ReleaseFn(ctx, r)
+	}
+	return nil
 }
 
 func (f *FakeDispatcher) Drain(ctx context.Context, r *resourcelease.DrainRequest) (*resourcelease.DrainResponse, error) {

@@ -1,0 +1,175 @@
+package resourcelease
+
+import (
+	"encoding/json"
+	"math"
+	"time"
+)
+
+// The JSON of the request and response types whose Go fields are not their
+// wire fields: durations travel as milliseconds (waitMs, delayMs, leaseTtlMs,
+// heartbeatIntervalMs), a fail's DeadLetter as its wire opposite requeue, and
+// responses that only say "it worked" carry success:true. Each type encodes
+// through a mirror struct with the wire's tags, so the bytes are those of the
+// protocol exactly.
+
+// msCeil is d in whole milliseconds, rounded up: a positive wait or delay
+// never becomes "none".
+func msCeil(d time.Duration) int64 {
+	if d <= 0 {
+		return d.Milliseconds()
+	}
+	ms := d / time.Millisecond
+	if d%time.Millisecond != 0 {
+		ms++
+	}
+	return int64(ms)
+}
+
+// msFloor is d in whole milliseconds, rounded down: time left is never
+// overstated.
+func msFloor(d time.Duration) int64 { return d.Milliseconds() }
+
+// fromMs is ms milliseconds as a Duration, saturating instead of
+// overflowing.
+func fromMs(ms int64) time.Duration {
+	const most = math.MaxInt64 / int64(time.Millisecond)
+	switch {
+	case ms > most:
+		return math.MaxInt64
+	case ms < -most:
+		return math.MinInt64
+	}
+	return time.Duration(ms) * time.Millisecond
+}
+
+type leaseRequestJSON struct {
+	PeerID string `json:"peerId,omitempty"`
+	WaitMs int64  `json:"waitMs,omitempty"`
+}
+
+// MarshalJSON encodes r as {"peerId","waitMs"}.
+func (r LeaseRequest) MarshalJSON() ([]byte, error) {
+	return json.Marshal(leaseRequestJSON{PeerID: r.PeerID, WaitMs: msCeil(r.Wait)})
+}
+
+// UnmarshalJSON decodes {"peerId","waitMs"}.
+func (r *LeaseRequest) UnmarshalJSON(b []byte) error {
+	var m leaseRequestJSON
+	if err := json.Unmarshal(b, &m); err != nil {
+		return err
+	}
+	*r = LeaseRequest{PeerID: m.PeerID, Wait: fromMs(m.WaitMs)}
+	return nil
+}
+
+type leaseJSON struct {
+	Payload             Item           `json:"payload"`
+	SequenceID          int64          `json:"sequenceId"`
+	Attempt             int            `json:"attempt"`
+	EnqueuedAt          time.Time      `json:"enqueuedAt"`
+	LastError           *ErrorInfo     `json:"lastError"`
+	OwnershipToken      OwnershipToken `json:"ownershipToken"`
+	OwnerPeerID         string         `json:"ownerPeerId"`
+	LeaseExpiresAt      time.Time      `json:"leaseExpiresAt"`
+	LeaseTTLMs          int64          `json:"leaseTtlMs,omitempty"`
+	HeartbeatIntervalMs int64          `json:"heartbeatIntervalMs"`
+}
+
+func (l *Lease) wire() leaseJSON {
+	return leaseJSON{
+		Payload: l.Payload, SequenceID: l.SequenceID, Attempt: l.Attempt, EnqueuedAt: l.EnqueuedAt,
+		LastError: l.LastError, OwnershipToken: l.OwnershipToken, OwnerPeerID: l.OwnerPeerID,
+		LeaseExpiresAt: l.LeaseExpiresAt, LeaseTTLMs: msFloor(l.TTL), HeartbeatIntervalMs: msFloor(l.HeartbeatInterval),
+	}
+}
+
+func (m *leaseJSON) lease() Lease {
+	return Lease{
+		Payload: m.Payload, SequenceID: m.SequenceID, Attempt: m.Attempt, EnqueuedAt: m.EnqueuedAt,
+		LastError: m.LastError, OwnershipToken: m.OwnershipToken, OwnerPeerID: m.OwnerPeerID,
+		LeaseExpiresAt: m.LeaseExpiresAt, TTL: fromMs(m.LeaseTTLMs), HeartbeatInterval: fromMs(m.HeartbeatIntervalMs),
+	}
+}
+
+// MarshalJSON encodes l in the wire shape (see Lease).
+func (l Lease) MarshalJSON() ([]byte, error) { return json.Marshal(l.wire()) }
+
+// UnmarshalJSON decodes the wire shape (see Lease).
+func (l *Lease) UnmarshalJSON(b []byte) error {
+	var m leaseJSON
+	if err := json.Unmarshal(b, &m); err != nil {
+		return err
+	}
+	*l = m.lease()
+	return nil
+}
+
+type heartbeatResponseJSON struct {
+	Success        bool      `json:"success"`
+	LeaseExpiresAt time.Time `json:"leaseExpiresAt"`
+	LeaseTTLMs     int64     `json:"leaseTtlMs,omitempty"`
+}
+
+// MarshalJSON encodes r as {"success":true,"leaseExpiresAt","leaseTtlMs"}.
+func (r HeartbeatResponse) MarshalJSON() ([]byte, error) {
+	return json.Marshal(heartbeatResponseJSON{Success: true, LeaseExpiresAt: r.LeaseExpiresAt, LeaseTTLMs: msFloor(r.TTL)})
+}
+
+// UnmarshalJSON decodes {"success","leaseExpiresAt","leaseTtlMs"}.
+func (r *HeartbeatResponse) UnmarshalJSON(b []byte) error {
+	var m heartbeatResponseJSON
+	if err := json.Unmarshal(b, &m); err != nil {
+		return err
+	}
+	*r = HeartbeatResponse{LeaseExpiresAt: m.LeaseExpiresAt, TTL: fromMs(m.LeaseTTLMs)}
+	return nil
+}
+
+type failRequestJSON struct {
+	OwnershipToken OwnershipToken    `json:"ownershipToken"`
+	Reason         string            `json:"reason,omitempty"`
+	ErrorCode      string            `json:"errorCode,omitempty"`
+	Requeue        *bool             `json:"requeue,omitempty"`
+	Metadata       map[string]string `json:"metadata,omitempty"`
+}
+
+// MarshalJSON encodes r as {"ownershipToken","reason","errorCode","requeue",
+// "metadata"}; requeue is always sent (it is !DeadLetter).
+func (r FailRequest) MarshalJSON() ([]byte, error) {
+	requeue := !r.DeadLetter
+	return json.Marshal(failRequestJSON{OwnershipToken: r.OwnershipToken, Reason: r.Reason, ErrorCode: r.ErrorCode,
+		Requeue: &requeue, Metadata: r.Metadata})
+}
+
+// UnmarshalJSON decodes the wire shape; an absent or null requeue means
+// true (requeue), as it always has.
+func (r *FailRequest) UnmarshalJSON(b []byte) error {
+	var m failRequestJSON
+	if err := json.Unmarshal(b, &m); err != nil {
+		return err
+	}
+	*r = FailRequest{OwnershipToken: m.OwnershipToken, Reason: m.Reason, ErrorCode: m.ErrorCode,
+		DeadLetter: m.Requeue != nil && !*m.Requeue, Metadata: m.Metadata}
+	return nil
+}
+
+type releaseRequestJSON struct {
+	OwnershipToken OwnershipToken `json:"ownershipToken"`
+	DelayMs        int64          `json:"delayMs,omitempty"`
+}
+
+// MarshalJSON encodes r as {"ownershipToken","delayMs"}.
+func (r ReleaseRequest) MarshalJSON() ([]byte, error) {
+	return json.Marshal(releaseRequestJSON{OwnershipToken: r.OwnershipToken, DelayMs: msCeil(r.Delay)})
+}
+
+// UnmarshalJSON decodes {"ownershipToken","delayMs"}.
+func (r *ReleaseRequest) UnmarshalJSON(b []byte) error {
+	var m releaseRequestJSON
+	if err := json.Unmarshal(b, &m); err != nil {
+		return err
+	}
+	*r = ReleaseRequest{OwnershipToken: m.OwnershipToken, Delay: fromMs(m.DelayMs)}
+	return nil
+}
