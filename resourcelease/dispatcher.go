@@ -54,6 +54,36 @@ type Dispatcher interface {
 	Purge(ctx context.Context, req *PurgeRequest) (*PurgeResponse, error)
 }
 
+// MaxBatchItems is the most items one batch procedure takes (enqueueBatch,
+// heartbeatBatch, completeBatch) or returns (leaseBatch).
+const MaxBatchItems = 1000
+
+// BatchDispatcher is a Dispatcher that also takes work in batches: one call,
+// and one durable commit, for many items, each with its own result. The
+// transport's Client and LocalDispatcher implement it; PerItem serves the
+// batches of any other Dispatcher with per-item calls.
+//
+// A batch succeeds or fails as a whole only when it cannot be done at all
+// (a bad request, a closed or failed store); otherwise every item gets its
+// own result, in the order of the request.
+type BatchDispatcher interface {
+	Dispatcher
+	// EnqueueBatch adds up to MaxBatchItems items, each validated and
+	// deduplicated on its own; every accepted one is committed together.
+	// It never waits for capacity: items past it are refused one by one
+	// (ErrQueueFull).
+	EnqueueBatch(ctx context.Context, req *EnqueueBatchRequest) (*EnqueueBatchResponse, error)
+	// LeaseBatch leases up to req.MaxItems items. It returns as soon as at
+	// least one is there (then takes up to MaxItems of those ready without
+	// waiting more), or no leases when req.Wait ends.
+	LeaseBatch(ctx context.Context, req *LeaseBatchRequest) ([]*Lease, error)
+	// HeartbeatBatch extends each of the leases, with one result per token.
+	HeartbeatBatch(ctx context.Context, req *HeartbeatBatchRequest) ([]HeartbeatResult, error)
+	// CompleteBatch completes each of the leases: one error per token, nil
+	// for those completed.
+	CompleteBatch(ctx context.Context, req *CompleteBatchRequest) ([]error, error)
+}
+
 // EnqueueRequest is the body of `enqueue`.
 type EnqueueRequest struct {
 	Payload *Item `json:"payload"`
@@ -99,6 +129,84 @@ type HeartbeatResponse struct {
 	// the two clocks say. Zero when the dispatcher did not say (a server
 	// that predates it).
 	TTL time.Duration
+}
+
+// EnqueueBatchRequest is the body of `enqueueBatch`: at most MaxBatchItems
+// payloads.
+type EnqueueBatchRequest struct {
+	Payloads []Item `json:"payloads"`
+}
+
+// EnqueueBatchResponse is the result of `enqueueBatch`: one result per
+// payload, in order, and the queue's counts after the batch (wire:
+// {"results":[...],"stats"}).
+type EnqueueBatchResponse struct {
+	Results []EnqueueItemResult `json:"results"`
+	Stats   QueueCounts         `json:"stats"`
+}
+
+// EnqueueItemResult is the outcome of one payload of an enqueueBatch: its
+// sequence id (Duplicate when its RequestID was seen within the dedupe
+// window), or Err, an *Error (wire: {"sequenceId","duplicate"} or
+// {"error":{"status","code","message"}}).
+type EnqueueItemResult struct {
+	SequenceID int64
+	Duplicate  bool
+	Err        error
+}
+
+// LeaseBatchRequest is the body of `leaseBatch` (wire: {"peerId","waitMs",
+// "maxItems","maxBytes"}).
+type LeaseBatchRequest struct {
+	// PeerID names the worker; empty means the caller's (see Dispatcher).
+	PeerID string
+	// Wait > 0 long-polls for the first item (see LeaseRequest.Wait).
+	Wait time.Duration
+	// MaxItems is the most leases to return: 1 to MaxBatchItems.
+	MaxItems int
+	// MaxBytes, when positive, bounds the approximate JSON size of the
+	// leases returned, though at least one is always returned when any is
+	// ready.
+	MaxBytes int64
+}
+
+// LeaseBatchResponse is the wire shape of a `leaseBatch` response:
+// {"items":[lease,...]}. BatchDispatcher.LeaseBatch returns its Items.
+type LeaseBatchResponse struct {
+	Items []*Lease `json:"items"`
+}
+
+// HeartbeatBatchRequest is the body of `heartbeatBatch`: at most
+// MaxBatchItems tokens.
+type HeartbeatBatchRequest struct {
+	OwnershipTokens []OwnershipToken `json:"ownershipTokens"`
+}
+
+// HeartbeatResult is the outcome of one token of a heartbeatBatch: the
+// lease's new expiry and time left, or Err, an *Error such as
+// ErrUnknownToken (wire: {"leaseExpiresAt","leaseTtlMs"} or {"error":{...}}).
+type HeartbeatResult struct {
+	HeartbeatResponse
+	Err error
+}
+
+// HeartbeatBatchResponse is the wire shape of a `heartbeatBatch` response:
+// {"results":[...]}. BatchDispatcher.HeartbeatBatch returns its Results.
+type HeartbeatBatchResponse struct {
+	Results []HeartbeatResult `json:"results"`
+}
+
+// CompleteBatchRequest is the body of `completeBatch`: at most
+// MaxBatchItems tokens.
+type CompleteBatchRequest struct {
+	OwnershipTokens []OwnershipToken `json:"ownershipTokens"`
+}
+
+// CompleteBatchResponse is the wire shape of a `completeBatch` response:
+// {"results":[{"success":true} or {"error":{...}}]}, one per token.
+// BatchDispatcher.CompleteBatch returns its Results (nil for a success).
+type CompleteBatchResponse struct {
+	Results []error
 }
 
 // CompleteRequest is the body of `complete`.

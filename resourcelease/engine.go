@@ -52,6 +52,10 @@ type Engine struct {
 	dedupe      map[string]dedupeRecord
 	dedupeOrder ring[DedupeEntry] // by SeenAt: trimmed from the front
 
+	// batch collects the changes of the batch operation in progress (see
+	// engine_batch.go); nil outside one.
+	batch *changeBatch
+
 	waiters     list.List     // of *waiter, first come first served
 	spaceCh     chan struct{} // closed and replaced when pending shrinks and spaceWanted
 	spaceWanted bool          // an enqueue is waiting for capacity
@@ -401,6 +405,10 @@ func (q *Engine) record(kind ChangeKind, now int64, fill func(c *Change)) Ack {
 	}
 	c := &Change{Kind: kind, At: fromNanos(now), Pending: q.pendingLen(), Active: len(q.leases), DeadLettered: len(q.dead)}
 	fill(c)
+	if q.batch != nil {
+		q.batch.changes = append(q.batch.changes, c)
+		return q.batch.ack
+	}
 	return q.journal.Record(c)
 }
 

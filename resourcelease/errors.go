@@ -96,6 +96,9 @@ const (
 	// CodeSelectionRequired: a redrive or purge named neither sequence ids
 	// nor all (or both).
 	CodeSelectionRequired = "resourcelease.deadletters.selection_required"
+	// CodeBatchTooLarge: a batch procedure got more than MaxBatchItems
+	// items, or a leaseBatch a maxItems outside 1..MaxBatchItems.
+	CodeBatchTooLarge = "resourcelease.batch.too_large"
 	// CodeReleaseLimit: the lastError of an item whose release counted as a
 	// failed attempt, because it was released MaxReleases times in a row.
 	CodeReleaseLimit = "error.resourcelease.release_limit"

@@ -129,10 +129,13 @@ type Stats struct {
 
 // EnqueueResult is what an enqueue returns. A repeated RequestID within the
 // dedupe window returns the first enqueue's SequenceID with Duplicate set.
+// In an EnqueueBatch, Err is the refusal of that one item (and Stats are the
+// counts after the batch).
 type EnqueueResult struct {
 	SequenceID int64
 	Duplicate  bool
 	Stats      Stats
+	Err        error
 }
 
 // FailOptions describe a failure reported by a worker.

@@ -213,7 +213,7 @@ func NewDispatcher(cfg DispatcherConfig) (*LocalDispatcher, error) {
 	if d.repl != nil || d.metrics != nil || d.health != nil || d.bp != nil {
 		// With nobody to tell, no journal: the engine then builds no Change
 		// at all, which is most of what a journal costs.
-		qcfg.Journal = JournalFunc(d.record)
+		qcfg.Journal = dispatcherJournal{d}
 	}
 	q, err := NewEngine(qcfg)
 	if err != nil {
@@ -307,6 +307,33 @@ func (d *LocalDispatcher) record(c *Change) Ack {
 	if d.repl != nil {
 		ack = d.repl.Record(c)
 	}
+	d.observe(c)
+	return ack
+}
+
+// recordAll is record for the changes of one batch: the Replicator gets
+// them as one unit when it can take one (BatchJournal), so a durable one
+// commits the batch in one transaction.
+func (d *LocalDispatcher) recordAll(cs []*Change) Ack {
+	var ack Ack
+	if bj, ok := d.repl.(BatchJournal); ok {
+		ack = bj.RecordAll(cs)
+	} else if d.repl != nil {
+		for _, c := range cs {
+			if a := d.repl.Record(c); a != nil {
+				ack = a
+			}
+		}
+	}
+	for _, c := range cs {
+		d.observe(c)
+	}
+	return ack
+}
+
+// observe updates metrics, peer health and backpressure from c. Callers
+// hold the queue's lock.
+func (d *LocalDispatcher) observe(c *Change) {
 	if d.metrics != nil {
 		d.metrics.observe(c, d.trackLease(c))
 	}
@@ -316,8 +343,13 @@ func (d *LocalDispatcher) record(c *Change) Ack {
 	if d.bp != nil {
 		d.bp.Observe(c.Pending, c.At)
 	}
-	return ack
 }
+
+// dispatcherJournal is the LocalDispatcher as its engine's Journal.
+type dispatcherJournal struct{ d *LocalDispatcher }
+
+func (j dispatcherJournal) Record(c *Change) Ack       { return j.d.record(c) }
+func (j dispatcherJournal) RecordAll(cs []*Change) Ack { return j.d.recordAll(cs) }
 
 // trackLease keeps d.leases in step with c and, for a dead letter that ended
 // a lease, says whether a fail or an expiry ended it: the engine expires a

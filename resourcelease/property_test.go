@@ -141,6 +141,63 @@ func TestQueueMatchesModel(t *testing.T) {
 				it.state, it.token, it.expiresAt = "leased", l.OwnershipToken, m.now.Add(propLease)
 				m.tokens = append(m.tokens, l.OwnershipToken)
 			},
+			"enqueueBatch": func(rt *rapid.T) {
+				n := rapid.IntRange(0, 4).Draw(rt, "n")
+				items := make([]resourcelease.Item, n)
+				for i := range items {
+					items[i] = item(fmt.Sprint("b", len(m.items)+len(m.completed), "-", i))
+				}
+				res, err := q.EnqueueBatch(ctx, items)
+				if err != nil || len(res) != n {
+					rt.Fatalf("enqueueBatch = %d results, %v", len(res), err)
+				}
+				for _, r := range res {
+					if r.Err != nil {
+						rt.Fatal(r.Err)
+					}
+					m.items[r.SequenceID] = &modelItem{state: "pending", attempt: 1}
+				}
+			},
+			"leaseBatch": func(rt *rapid.T) {
+				n := rapid.IntRange(1, 4).Draw(rt, "max")
+				leases, err := q.LeaseBatch(ctx, "peer", resourcelease.LeaseBatchOptions{MaxItems: n})
+				if err != nil {
+					rt.Fatal(err)
+				}
+				for _, l := range leases {
+					want, ok := m.oldestPending()
+					if !ok || l.SequenceID != want {
+						rt.Fatalf("leaseBatch gave %d, want oldest pending %d (%v)", l.SequenceID, want, ok)
+					}
+					it := m.items[want]
+					if l.Attempt != it.attempt {
+						rt.Fatalf("attempt %d, model %d", l.Attempt, it.attempt)
+					}
+					it.state, it.token, it.expiresAt = "leased", l.OwnershipToken, m.now.Add(propLease)
+					m.tokens = append(m.tokens, l.OwnershipToken)
+				}
+				if _, more := m.oldestPending(); len(leases) < n && more {
+					rt.Fatalf("leaseBatch gave %d of %d while items were ready", len(leases), n)
+				}
+			},
+			"completeBatch": func(rt *rapid.T) {
+				if len(m.tokens) == 0 {
+					rt.Skip()
+				}
+				toks := rapid.SliceOfN(rapid.SampledFrom(m.tokens), 1, 4).Draw(rt, "tokens")
+				errs, err := q.CompleteBatch(ctx, toks)
+				if err != nil || len(errs) != len(toks) {
+					rt.Fatalf("completeBatch = %d results, %v", len(errs), err)
+				}
+				for i, tok := range toks {
+					live := m.live(tok)
+					checkTokenErr(rt, tok, live, errs[i])
+					if live {
+						delete(m.items, tok.SequenceID)
+						m.completed[tok.SequenceID] = true
+					}
+				}
+			},
 			"heartbeat": func(rt *rapid.T) {
 				tok, ok := pickToken(rt)
 				if !ok {

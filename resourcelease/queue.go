@@ -37,6 +37,23 @@ type Queue interface {
 	// opts.Delay, with no backoff. The MaxReleases-th release in a row of one
 	// item counts as a failed attempt instead (lastError CodeReleaseLimit).
 	Release(ctx context.Context, token OwnershipToken, opts ReleaseOptions) error
+	// EnqueueBatch enqueues items as Enqueue does, each validated and
+	// deduplicated on its own (a result's Err is its refusal), with one lock
+	// and one journal commit for the whole batch. It never waits for
+	// capacity: items past it get ErrQueueFull. The error is the batch's
+	// (the context, a closed or failed store).
+	EnqueueBatch(ctx context.Context, items []Item) ([]EnqueueResult, error)
+	// LeaseBatch leases up to opts.MaxItems ready items to peerID in one
+	// commit. When none is ready it waits (up to opts.Wait) for the first,
+	// then takes what else is ready without waiting more; it returns no
+	// leases when the wait ends empty.
+	LeaseBatch(ctx context.Context, peerID string, opts LeaseBatchOptions) ([]*Lease, error)
+	// HeartbeatBatch heartbeats each token, in one commit; a result's Err is
+	// that token's refusal (ErrUnknownToken).
+	HeartbeatBatch(ctx context.Context, tokens []OwnershipToken) ([]HeartbeatResult, error)
+	// CompleteBatch completes each token, in one commit: one error per
+	// token, nil for those completed.
+	CompleteBatch(ctx context.Context, tokens []OwnershipToken) ([]error, error)
 	// DrainN removes and returns the oldest pending items (ready or
 	// delayed; leases are untouched): at most maxItems, and no more than fit
 	// in about maxBytes of JSON, but at least one when any is pending (a
@@ -60,6 +77,17 @@ type Queue interface {
 	// Close stops background work and wakes every waiter with ErrClosed.
 	// Safe to call twice.
 	Close() error
+}
+
+// LeaseBatchOptions bound a LeaseBatch.
+type LeaseBatchOptions struct {
+	// Wait > 0 long-polls for the first item.
+	Wait time.Duration
+	// MaxItems is the most leases to return; <= 0 means 1.
+	MaxItems int
+	// MaxBytes, when positive, bounds the approximate JSON size of the
+	// leases (at least one is always returned when any is ready).
+	MaxBytes int
 }
 
 // FullMode says what Enqueue does at capacity.

@@ -173,3 +173,170 @@ func (r *ReleaseRequest) UnmarshalJSON(b []byte) error {
 	*r = ReleaseRequest{OwnershipToken: m.OwnershipToken, Delay: fromMs(m.DelayMs)}
 	return nil
 }
+
+// itemErrorJSON is a per-item error of a batch response:
+// {"status","code","message"}.
+type itemErrorJSON struct {
+	Status  Status `json:"status"`
+	Code    string `json:"code"`
+	Message string `json:"message"`
+}
+
+// wireItemError is err as it goes on the wire: its *Error (a foreign error
+// is internal, with a generic message: its text stays in this process).
+func wireItemError(err error) *itemErrorJSON {
+	if err == nil {
+		return nil
+	}
+	e := AsError(err)
+	if !e.Status.Valid() {
+		e = &Error{Status: StatusInternal, Code: e.Code, Message: e.Message}
+	}
+	return &itemErrorJSON{Status: e.Status, Code: e.Code, Message: e.Message}
+}
+
+// err is the *Error of a decoded per-item error; nil stays nil.
+func (e *itemErrorJSON) err() error {
+	if e == nil {
+		return nil
+	}
+	st := e.Status
+	if !st.Valid() {
+		st = StatusInternal
+	}
+	return &Error{Status: st, Code: e.Code, Message: e.Message}
+}
+
+type enqueueItemResultJSON struct {
+	SequenceID int64          `json:"sequenceId,omitempty"`
+	Duplicate  bool           `json:"duplicate,omitempty"`
+	Error      *itemErrorJSON `json:"error,omitempty"`
+}
+
+// MarshalJSON encodes r as {"sequenceId","duplicate"} or {"error":{...}}.
+func (r EnqueueItemResult) MarshalJSON() ([]byte, error) {
+	if r.Err != nil {
+		return json.Marshal(enqueueItemResultJSON{Error: wireItemError(r.Err)})
+	}
+	return json.Marshal(enqueueItemResultJSON{SequenceID: r.SequenceID, Duplicate: r.Duplicate})
+}
+
+// UnmarshalJSON decodes {"sequenceId","duplicate"} or {"error":{...}}.
+func (r *EnqueueItemResult) UnmarshalJSON(b []byte) error {
+	var m enqueueItemResultJSON
+	if err := json.Unmarshal(b, &m); err != nil {
+		return err
+	}
+	*r = EnqueueItemResult{SequenceID: m.SequenceID, Duplicate: m.Duplicate, Err: m.Error.err()}
+	return nil
+}
+
+type leaseBatchRequestJSON struct {
+	PeerID   string `json:"peerId,omitempty"`
+	WaitMs   int64  `json:"waitMs,omitempty"`
+	MaxItems int    `json:"maxItems"`
+	MaxBytes int64  `json:"maxBytes,omitempty"`
+}
+
+// MarshalJSON encodes r as {"peerId","waitMs","maxItems","maxBytes"}.
+func (r LeaseBatchRequest) MarshalJSON() ([]byte, error) {
+	return json.Marshal(leaseBatchRequestJSON{PeerID: r.PeerID, WaitMs: msCeil(r.Wait), MaxItems: r.MaxItems, MaxBytes: r.MaxBytes})
+}
+
+// UnmarshalJSON decodes {"peerId","waitMs","maxItems","maxBytes"}.
+func (r *LeaseBatchRequest) UnmarshalJSON(b []byte) error {
+	var m leaseBatchRequestJSON
+	if err := json.Unmarshal(b, &m); err != nil {
+		return err
+	}
+	*r = LeaseBatchRequest{PeerID: m.PeerID, Wait: fromMs(m.WaitMs), MaxItems: m.MaxItems, MaxBytes: m.MaxBytes}
+	return nil
+}
+
+type leaseBatchResponseJSON struct {
+	Items []leaseJSON `json:"items"`
+}
+
+// MarshalJSON encodes r as {"items":[lease,...]} (never null), in one pass:
+// the leases are encoded as their wire mirrors, not one by one through
+// Lease.MarshalJSON.
+func (r LeaseBatchResponse) MarshalJSON() ([]byte, error) {
+	m := leaseBatchResponseJSON{Items: make([]leaseJSON, len(r.Items))}
+	for i, l := range r.Items {
+		if l != nil {
+			m.Items[i] = l.wire()
+		}
+	}
+	return json.Marshal(m)
+}
+
+type heartbeatResultJSON struct {
+	LeaseExpiresAt *time.Time     `json:"leaseExpiresAt,omitempty"`
+	LeaseTTLMs     int64          `json:"leaseTtlMs,omitempty"`
+	Error          *itemErrorJSON `json:"error,omitempty"`
+}
+
+// MarshalJSON encodes r as {"leaseExpiresAt","leaseTtlMs"} or
+// {"error":{...}}.
+func (r HeartbeatResult) MarshalJSON() ([]byte, error) {
+	if r.Err != nil {
+		return json.Marshal(heartbeatResultJSON{Error: wireItemError(r.Err)})
+	}
+	at := r.LeaseExpiresAt
+	return json.Marshal(heartbeatResultJSON{LeaseExpiresAt: &at, LeaseTTLMs: msFloor(r.TTL)})
+}
+
+// UnmarshalJSON decodes {"leaseExpiresAt","leaseTtlMs"} or {"error":{...}}.
+func (r *HeartbeatResult) UnmarshalJSON(b []byte) error {
+	var m heartbeatResultJSON
+	if err := json.Unmarshal(b, &m); err != nil {
+		return err
+	}
+	*r = HeartbeatResult{Err: m.Error.err()}
+	if m.LeaseExpiresAt != nil {
+		r.LeaseExpiresAt = *m.LeaseExpiresAt
+	}
+	r.TTL = fromMs(m.LeaseTTLMs)
+	return nil
+}
+
+type completeResultJSON struct {
+	Success bool           `json:"success,omitempty"`
+	Error   *itemErrorJSON `json:"error,omitempty"`
+}
+
+type completeBatchResponseJSON struct {
+	Results []completeResultJSON `json:"results"`
+}
+
+// MarshalJSON encodes r as {"results":[{"success":true} or {"error":{...}}]}.
+func (r CompleteBatchResponse) MarshalJSON() ([]byte, error) {
+	m := completeBatchResponseJSON{Results: make([]completeResultJSON, len(r.Results))}
+	for i, err := range r.Results {
+		if err != nil {
+			m.Results[i].Error = wireItemError(err)
+		} else {
+			m.Results[i].Success = true
+		}
+	}
+	return json.Marshal(m)
+}
+
+// UnmarshalJSON decodes the wire shape; an entry that is neither a success
+// nor an error is an internal error (the server said nothing about it).
+func (r *CompleteBatchResponse) UnmarshalJSON(b []byte) error {
+	var m completeBatchResponseJSON
+	if err := json.Unmarshal(b, &m); err != nil {
+		return err
+	}
+	r.Results = make([]error, len(m.Results))
+	for i, res := range m.Results {
+		switch {
+		case res.Error != nil:
+			r.Results[i] = res.Error.err()
+		case !res.Success:
+			r.Results[i] = Errorf(StatusInternal, CodeInternal, "completeBatch result %d is neither a success nor an error", i)
+		}
+	}
+	return nil
+}

@@ -88,6 +88,8 @@ type Client struct {
 	timeout        time.Duration // 0: none
 	longPollMargin time.Duration
 	maxResponse    int64
+
+	batches batchSupport // which batch procedures the server is taken not to serve
 }
 
 var _ resourcelease.Dispatcher = (*Client)(nil)

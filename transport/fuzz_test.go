@@ -56,6 +56,22 @@ func capturing(got *any) *leasetest.FakeDispatcher {
 			*got = r
 			return &resourcelease.DeadLettersResponse{}, nil
 		},
+		EnqueueBatchFn: func(_ context.Context, r *resourcelease.EnqueueBatchRequest) (*resourcelease.EnqueueBatchResponse, error) {
+			*got = r
+			return &resourcelease.EnqueueBatchResponse{Results: make([]resourcelease.EnqueueItemResult, len(r.Payloads))}, nil
+		},
+		LeaseBatchFn: func(_ context.Context, r *resourcelease.LeaseBatchRequest) ([]*resourcelease.Lease, error) {
+			*got = r
+			return nil, nil
+		},
+		HeartbeatBatchFn: func(_ context.Context, r *resourcelease.HeartbeatBatchRequest) ([]resourcelease.HeartbeatResult, error) {
+			*got = r
+			return make([]resourcelease.HeartbeatResult, len(r.OwnershipTokens)), nil
+		},
+		CompleteBatchFn: func(_ context.Context, r *resourcelease.CompleteBatchRequest) ([]error, error) {
+			*got = r
+			return make([]error, len(r.OwnershipTokens)), nil
+		},
 		ReleaseFn: func(_ context.Context, r *resourcelease.ReleaseRequest) error {
 			*got = r
 			return nil
@@ -80,6 +96,7 @@ func FuzzDecodeRequest(f *testing.F) {
 	for i := range transport.Verbs() {
 		f.Add(uint8(i), []byte(`{}`))
 		f.Add(uint8(i), []byte(`{"payload":`+itemJSON+`,"ownershipToken":`+tokenJSON+`,"waitMs":5,"limit":2,"sequenceIds":[1],"items":[{"payload":`+itemJSON+`}]}`))
+		f.Add(uint8(i), []byte(`{"payloads":[`+itemJSON+`,{}],"ownershipTokens":[`+tokenJSON+`],"maxItems":3,"maxBytes":10,"delayMs":7,"all":true}`))
 	}
 	const maxWait = 2 * time.Second
 	verbs := transport.Verbs()
@@ -131,6 +148,22 @@ func FuzzDecodeRequest(f *testing.F) {
 			if r.Delay < 0 {
 				t.Fatalf("negative delay %v reached the dispatcher", r.Delay)
 			}
+		case *resourcelease.EnqueueBatchRequest:
+			if len(r.Payloads) > resourcelease.MaxBatchItems {
+				t.Fatalf("a batch of %d reached the dispatcher", len(r.Payloads))
+			}
+		case *resourcelease.LeaseBatchRequest:
+			if r.MaxItems < 1 || r.MaxItems > resourcelease.MaxBatchItems || r.Wait < 0 || r.Wait > maxWait || r.MaxBytes < 0 {
+				t.Fatalf("a bad leaseBatch reached the dispatcher: %+v", r)
+			}
+		case *resourcelease.HeartbeatBatchRequest:
+			if len(r.OwnershipTokens) > resourcelease.MaxBatchItems {
+				t.Fatalf("a batch of %d reached the dispatcher", len(r.OwnershipTokens))
+			}
+		case *resourcelease.CompleteBatchRequest:
+			if len(r.OwnershipTokens) > resourcelease.MaxBatchItems {
+				t.Fatalf("a batch of %d reached the dispatcher", len(r.OwnershipTokens))
+			}
 		case *resourcelease.RedriveRequest:
 			if err := r.Validate(); err != nil {
 				t.Fatalf("an empty redrive reached the dispatcher: %v", err)
@@ -178,6 +211,14 @@ func newLike(v any) any {
 		return new(resourcelease.FailRequest)
 	case *resourcelease.ReleaseRequest:
 		return new(resourcelease.ReleaseRequest)
+	case *resourcelease.EnqueueBatchRequest:
+		return new(resourcelease.EnqueueBatchRequest)
+	case *resourcelease.LeaseBatchRequest:
+		return new(resourcelease.LeaseBatchRequest)
+	case *resourcelease.HeartbeatBatchRequest:
+		return new(resourcelease.HeartbeatBatchRequest)
+	case *resourcelease.CompleteBatchRequest:
+		return new(resourcelease.CompleteBatchRequest)
 	case *resourcelease.DrainRequest:
 		return new(resourcelease.DrainRequest)
 	case *resourcelease.RestoreRequest:

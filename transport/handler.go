@@ -78,6 +78,7 @@ type HandlerConfig struct {
 // NewHandler and safe for concurrent use.
 type handler struct {
 	d         resourcelease.Dispatcher
+	bd        resourcelease.BatchDispatcher // d, or d's per-item calls (resourcelease.PerItem)
 	service   string
 	maxBody   int64
 	maxWait   time.Duration
@@ -123,6 +124,7 @@ func NewHandler(d resourcelease.Dispatcher, opts HandlerConfig) (http.Handler, e
 	}
 	h := &handler{
 		d:         d,
+		bd:        resourcelease.PerItem(d),
 		service:   opts.Service,
 		maxBody:   opts.MaxBodyBytes,
 		maxWait:   opts.MaxWait,
@@ -194,6 +196,14 @@ func NewHandler(d resourcelease.Dispatcher, opts HandlerConfig) (http.Handler, e
 				"delayMs must not be negative")
 		}
 		return checkToken(&r.OwnershipToken)
+	}))
+	add(VerbEnqueueBatch, batchRoute(serveEnqueueBatch, checkEnqueueBatch))
+	add(VerbLeaseBatch, batchRoute(serveLeaseBatch, checkLeaseBatch))
+	add(VerbHeartbeatBatch, batchRoute(serveHeartbeatBatch, func(_ *handler, r *resourcelease.HeartbeatBatchRequest) error {
+		return checkBatchSize(VerbHeartbeatBatch, len(r.OwnershipTokens))
+	}))
+	add(VerbCompleteBatch, batchRoute(serveCompleteBatch, func(_ *handler, r *resourcelease.CompleteBatchRequest) error {
+		return checkBatchSize(VerbCompleteBatch, len(r.OwnershipTokens))
 	}))
 	add(VerbDrain, unary(resourcelease.Dispatcher.Drain, false, nil))
 	add(VerbRestore, unary(resourcelease.Dispatcher.Restore, false, nil))

@@ -758,7 +758,7 @@ func TestProcedureNames(t *testing.T) {
 	t.Parallel()
 	require.Equal(t, "resourcelease::lease", transport.Procedure("", transport.VerbLease))
 	require.Equal(t, "resourcelease.mesh::enqueue", transport.Procedure("resourcelease.mesh", transport.VerbEnqueue))
-	require.Len(t, transport.Verbs(), 12)
+	require.Len(t, transport.Verbs(), 16)
 	tests := []struct {
 		in       string
 		ns, verb string

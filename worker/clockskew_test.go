@@ -1,9 +1,7 @@
 package worker_test
 
 import (
-	"bytes"
 	"context"
-	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -190,8 +188,8 @@ func TestWorkerHeartbeatTTL(t *testing.T) {
 func TestWorkerWarnsOfSkewWithoutTTL(t *testing.T) {
 	t.Parallel()
 	clock := leasetest.NewManualClock(time.Time{})
-	var logs syncBuffer
-	logger := slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	var logs logBuffer
+	logger := logs.logger()
 	var beats atomic.Int64
 	d := unrenewableLease(clock.Now().Add(-10*time.Minute), 1000, &beats) // no TTL; expiry long past
 	causes := make(chan error, 1)
@@ -216,22 +214,4 @@ func TestWorkerWarnsOfSkewWithoutTTL(t *testing.T) {
 		}
 	}
 	t.Fatal("the handler was never stopped")
-}
-
-// syncBuffer is a bytes.Buffer safe for a logger and a test to share.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }

@@ -51,9 +51,22 @@ type Config struct {
 	// (wrap it with Permanent to dead-letter instead). A panic counts as an
 	// error. Required.
 	Handler func(ctx context.Context, l *resourcelease.Lease) error
-	// Concurrency is how many leases are worked at once, each by its own
-	// lease loop. Defaults to 1.
+	// Concurrency is how many leases are worked at once. Defaults to 1.
 	Concurrency int
+	// LeaseBatch is the most leases one lease call asks for, when the
+	// Dispatcher takes batches (a resourcelease.BatchDispatcher, as Client
+	// and LocalDispatcher are): the worker then keeps one leaseBatch call in
+	// flight for all its free slots (up to LeaseBatch at a time) instead of
+	// one lease call per slot. 1 leases one at a time, each slot on its own.
+	// Defaults to Concurrency, at most resourcelease.MaxBatchItems.
+	LeaseBatch int
+	// CompleteBatch is the most completions one call carries, when the
+	// Dispatcher takes batches: a completion goes out at once when none is
+	// in flight, and those that finish meanwhile go out together
+	// (completeBatch) when it returns, so batching adds no wait. 1
+	// completes one at a time. Defaults to Concurrency, at most
+	// resourcelease.MaxBatchItems.
+	CompleteBatch int
 	// LeaseWait is how long each lease call long-polls for work. Defaults to
 	// DefaultLeaseWait.
 	LeaseWait time.Duration
@@ -115,6 +128,10 @@ type Stats struct {
 // (ErrLeaseLost) before the dispatcher can give the item to another worker.
 type Worker struct {
 	d            resourcelease.Dispatcher
+	bd           resourcelease.BatchDispatcher // d, when it takes batches
+	leaseBatch   int
+	complBatch   int
+	completes    *completer // set by Run when completions are batched
 	handler      func(context.Context, *resourcelease.Lease) error
 	peerID       string
 	concurrency  int
@@ -157,6 +174,8 @@ func New(d resourcelease.Dispatcher, opts Config) (*Worker, error) {
 		maxBackoff:   opts.MaxBackoff,
 		heartbeat:    opts.HeartbeatInterval,
 		shutdownWait: opts.ShutdownTimeout,
+		leaseBatch:   opts.LeaseBatch,
+		complBatch:   opts.CompleteBatch,
 		logger:       opts.Logger,
 		clock:        opts.Clock,
 	}
@@ -167,12 +186,21 @@ func New(d resourcelease.Dispatcher, opts Config) (*Worker, error) {
 		{"Concurrency", int64(w.concurrency)}, {"LeaseWait", int64(w.leaseWait)},
 		{"MinBackoff", int64(w.minBackoff)}, {"MaxBackoff", int64(w.maxBackoff)},
 		{"HeartbeatInterval", int64(w.heartbeat)}, {"ShutdownTimeout", int64(w.shutdownWait)},
+		{"LeaseBatch", int64(w.leaseBatch)}, {"CompleteBatch", int64(w.complBatch)},
 	} {
 		if f.v < 0 {
 			return nil, fmt.Errorf("worker: New: %s must not be negative", f.name)
 		}
 	}
+	if w.leaseBatch > resourcelease.MaxBatchItems || w.complBatch > resourcelease.MaxBatchItems {
+		return nil, fmt.Errorf("worker: New: LeaseBatch and CompleteBatch must be at most %d", resourcelease.MaxBatchItems)
+	}
 	w.concurrency = cmpOr(w.concurrency, 1)
+	w.leaseBatch = cmpOr(w.leaseBatch, min(w.concurrency, resourcelease.MaxBatchItems))
+	w.complBatch = cmpOr(w.complBatch, min(w.concurrency, resourcelease.MaxBatchItems))
+	if bd, ok := d.(resourcelease.BatchDispatcher); ok {
+		w.bd = bd
+	}
 	w.leaseWait = cmpOr(w.leaseWait, DefaultLeaseWait)
 	w.minBackoff = cmpOr(w.minBackoff, DefaultMinBackoff)
 	w.maxBackoff = cmpOr(w.maxBackoff, DefaultMaxBackoff)
@@ -218,12 +246,93 @@ func (w *Worker) Run(ctx context.Context) error {
 		return errors.New("worker: Worker.Run: already running")
 	}
 	defer w.running.Store(false)
+	if w.bd != nil && w.complBatch > 1 {
+		w.completes = newCompleter(w.bd, w.complBatch)
+		defer func() {
+			w.completes.stop()
+			w.completes = nil
+		}()
+	}
 	var wg sync.WaitGroup
-	for i := range w.concurrency {
-		wg.Go(func() { w.loop(ctx, i) })
+	if w.bd != nil && w.leaseBatch > 1 {
+		w.fetch(ctx, &wg)
+	} else {
+		for i := range w.concurrency {
+			wg.Go(func() { w.loop(ctx, i) })
+		}
 	}
 	wg.Wait()
 	return nil
+}
+
+// fetch is the lease loop of a batching worker: one leaseBatch call at a
+// time, for as many leases as slots are free (at least one, at most
+// LeaseBatch), each lease worked by its own goroutine, added to wg.
+func (w *Worker) fetch(ctx context.Context, wg *sync.WaitGroup) {
+	free := make(chan struct{}, w.concurrency) // one token per free slot
+	for range w.concurrency {
+		free <- struct{}{}
+	}
+	giveBack := func() {
+		select {
+		case free <- struct{}{}:
+		default: // a dispatcher that sent more than it was asked for
+		}
+	}
+	failures := 0
+	for ctx.Err() == nil {
+		select {
+		case <-free:
+		case <-ctx.Done():
+			return
+		}
+		n := 1
+	take:
+		for n < w.leaseBatch {
+			select {
+			case <-free:
+				n++
+			default:
+				break take
+			}
+		}
+		start := w.clock.Now()
+		leases, err := w.bd.LeaseBatch(ctx, &resourcelease.LeaseBatchRequest{PeerID: w.peerID, Wait: w.leaseWait, MaxItems: n})
+		for range max(n-len(leases), 0) {
+			giveBack()
+		}
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			w.failures.Add(1)
+			delay := w.backoff(failures)
+			failures++
+			w.logger.Warn("worker: lease failed; backing off", "peer", w.peerID, "batch", n,
+				"status", string(resourcelease.StatusOf(err)), "code", resourcelease.CodeOf(err), "error", err, "backoff", delay)
+			if !w.sleep(ctx, delay) {
+				return
+			}
+			continue
+		}
+		if failures > 0 {
+			w.logger.Info("worker: dispatcher is back", "peer", w.peerID)
+			failures = 0
+		}
+		if len(leases) == 0 {
+			if w.clock.Now().Sub(start) < w.leaseWait/2 && !w.sleep(ctx, w.minBackoff) {
+				return
+			}
+			continue
+		}
+		for _, l := range leases {
+			w.leased.Add(1)
+			wg.Go(func() {
+				defer giveBack()
+				w.work(ctx, l, start)
+			})
+		}
+	}
 }
 
 // loop is one lease loop.
@@ -444,7 +553,7 @@ func (w *Worker) settle(ctx context.Context, token resourcelease.OwnershipToken,
 		release := !complete && shuttingDown && !w.noRelease.Load()
 		switch {
 		case complete:
-			err = w.d.Complete(cctx, &resourcelease.CompleteRequest{OwnershipToken: token})
+			err = w.complete(cctx, token)
 		case release:
 			err = w.d.Release(cctx, &resourcelease.ReleaseRequest{OwnershipToken: token})
 		default:

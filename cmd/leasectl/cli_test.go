@@ -601,3 +601,56 @@ func TestDrainRestoreOverBodyLimit(t *testing.T) {
 	assert.Regexp(t, `batch \d+ of \d+ \(items \d+ to \d+\) failed and restore stopped; \d+ items were restored before it`, r.stderr)
 	assert.Less(t, decode[resourcelease.Stats](t, m.ok("", "stats")).PendingCount, 60+30)
 }
+
+// TestBatchVerbs: enqueue --batch-file, lease --max and complete of the
+// leases it printed, each one batch call; refusals make the exit status 1.
+func TestBatchVerbs(t *testing.T) {
+	t.Parallel()
+	m := newMesh(t, meshOptions{})
+	file := filepath.Join(t.TempDir(), "items.json")
+	items := `[` +
+		`{"resourceType":"demo.order","resourceId":"o-1","partitionKey":"p","payloadEncoding":"application/json"},` +
+		`{"resourceType":"demo.order","resourceId":"o-2","partitionKey":"p","payloadEncoding":"application/json"},` +
+		`{"resourceType":"demo.order","resourceId":"o-3","partitionKey":"p","payloadEncoding":"application/json"}]`
+	require.NoError(t, os.WriteFile(file, []byte(items), 0o600))
+	er := decode[resourcelease.EnqueueBatchResponse](t, m.ok("", "enqueue", "--batch-file", file))
+	require.Len(t, er.Results, 3)
+	assert.Equal(t, 3, er.Stats.PendingCount)
+
+	leasesOut := m.ok("", "lease", "--max", "2", "--raw")
+	lb := decode[resourcelease.LeaseBatchResponse](t, leasesOut)
+	require.Len(t, lb.Items, 2)
+	assert.Equal(t, "o-1", lb.Items[0].Payload.ResourceID)
+
+	done := decode[resourcelease.CompleteBatchResponse](t, m.ok(leasesOut, "complete"))
+	assert.Equal(t, []error{nil, nil}, done.Results)
+	st := decode[resourcelease.Stats](t, m.ok("", "stats"))
+	assert.Equal(t, 1, st.PendingCount)
+
+	// The same leases again: both stale, exit 1, the results still printed.
+	r := m.run(leasesOut, "complete")
+	assert.Equal(t, 1, r.code)
+	assert.Contains(t, r.stderr, "2 of 2 leases were not completed")
+	again := decode[resourcelease.CompleteBatchResponse](t, r.stdout)
+	require.Len(t, again.Results, 2)
+	assert.ErrorIs(t, again.Results[0], resourcelease.ErrUnknownToken)
+
+	// A refused item: exit 1, with every result printed.
+	require.NoError(t, os.WriteFile(file, []byte(`{"payloads":[{"resourceType":"demo.order"},`+
+		`{"resourceType":"demo.order","resourceId":"o-4","partitionKey":"p","payloadEncoding":"application/json"}]}`), 0o600))
+	r = m.run("", "enqueue", "--batch-file", file)
+	assert.Equal(t, 1, r.code)
+	assert.Contains(t, r.stderr, "1 of 2 items were refused")
+	partial := decode[resourcelease.EnqueueBatchResponse](t, r.stdout)
+	assert.Error(t, partial.Results[0].Err)
+	assert.NoError(t, partial.Results[1].Err)
+
+	none := decode[resourcelease.LeaseBatchResponse](t, m.ok("", "lease", "--max", "5", "--peer", "x"))
+	assert.Len(t, none.Items, 2, "o-3 and o-4")
+	empty := m.ok("", "lease", "--max", "5")
+	assert.JSONEq(t, `{"items":[]}`, empty)
+	r = m.run("", "lease", "--max", "1001")
+	assert.Equal(t, 2, r.code)
+	r = m.run("", "enqueue", "--batch-file", file, "--resource-id", "x")
+	assert.Equal(t, 2, r.code)
+}
