@@ -231,9 +231,9 @@ type FailRequest struct {
 
 // ReleaseRequest is the body of `release` (wire: {"ownershipToken",
 // "delayMs"}). A released item is pending again at once, in its old place
-// (by sequence id), its attempt not counted and no backoff applied; after
-// QueueConfig.MaxReleases releases in a row of the same item it counts as a
-// failed attempt instead, so a handler that keeps declining cannot loop hot.
+// (by sequence id), its attempt not counted and no backoff applied. A
+// release beyond QueueConfig.MaxReleases in a row of the same item counts as
+// a failed attempt instead, so a handler that keeps declining cannot loop hot.
 type ReleaseRequest struct {
 	OwnershipToken OwnershipToken
 	// Delay, when positive, keeps the item from being leased again for that

@@ -34,8 +34,9 @@ type Queue interface {
 	Fail(ctx context.Context, token OwnershipToken, opts FailOptions) error
 	// Release ends the lease without counting its attempt: the item is
 	// pending again in its old place (by sequence id), at once or after
-	// opts.Delay, with no backoff. The MaxReleases-th release in a row of one
-	// item counts as a failed attempt instead (lastError CodeReleaseLimit).
+	// opts.Delay, with no backoff. A release beyond QueueConfig.MaxReleases
+	// in a row of one item counts as a failed attempt instead (lastError
+	// CodeReleaseLimit).
 	Release(ctx context.Context, token OwnershipToken, opts ReleaseOptions) error
 	// EnqueueBatch enqueues items as Enqueue does, each validated and
 	// deduplicated on its own (a result's Err is its refusal), with one lock

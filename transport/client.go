@@ -66,8 +66,10 @@ type ClientConfig struct {
 }
 
 // Client is the Go client of the wire protocol. It implements
-// resourcelease.Dispatcher, so code written against a Dispatcher (a Worker,
-// say) runs over the network unchanged, and it sends raw calls with Call.
+// resourcelease.BatchDispatcher, so code written against a Dispatcher (a
+// Worker, say) runs over the network unchanged, and it sends raw calls with
+// Call. Against a server that predates a batch procedure its batch methods
+// fall back to per-item calls (see EnqueueBatch and the others).
 //
 // Errors are *resourcelease.Error rebuilt from the response, so
 // errors.Is(err, resourcelease.ErrUnknownToken) holds across the wire; a

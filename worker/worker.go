@@ -112,9 +112,12 @@ type Stats struct {
 // resourcelease.Dispatcher: a Client over the network, or a dispatcher in the
 // same process.
 //
-// Each of its Concurrency loops long-polls for a lease, runs Handler while
-// heartbeating at the lease's advertised interval, then completes or fails the
-// lease. A dispatcher that is down is retried with exponential backoff and
+// It works up to Concurrency leases at once: for each it runs Handler while
+// heartbeating at the lease's advertised interval, then completes or fails
+// the lease. Over a Dispatcher that takes batches (Client, LocalDispatcher)
+// it keeps one leaseBatch call in flight for all its free slots and groups
+// the completions that finish together into completeBatch calls; otherwise
+// each slot long-polls for its own lease. A dispatcher that is down is retried with exponential backoff and
 // jitter; the worker resumes when it is back. Run blocks until its context
 // ends, then stops leasing, cancels the handlers' contexts, releases their
 // leases (back to pending at once, the attempt not counted; a dispatcher
