@@ -61,6 +61,7 @@ var ldAllMetrics = []string{
 	resourcelease.MetricEnqueued, resourcelease.MetricLeased, resourcelease.MetricCompleted,
 	resourcelease.MetricFailed, resourcelease.MetricRequeued, resourcelease.MetricExpired,
 	resourcelease.MetricDeadLettered, resourcelease.MetricHeartbeats, resourcelease.MetricLeaseHold,
+	resourcelease.MetricReleased,
 }
 
 // TestMetricsMoveWithOperations runs one operation per step on a pedantic
@@ -75,6 +76,7 @@ func TestMetricsMoveWithOperations(t *testing.T) {
 	type counts struct {
 		pending, active, dead                                      float64
 		enq, leased, completed, failed, requeued, expired, dlq, hb float64
+		released                                                   float64
 		holds                                                      float64
 		holdSum                                                    float64
 	}
@@ -151,6 +153,11 @@ func TestMetricsMoveWithOperations(t *testing.T) {
 			_, err = d.Restore(ctx, &resourcelease.RestoreRequest{Items: dr.Items})
 			require.NoError(t, err)
 		}, counts{pending: 1, enq: 4, leased: 7, hb: 1, completed: 1, failed: 4, requeued: 2, expired: 2, dlq: 3, holds: 7, holdSum: 26}},
+		{"release after 1s", func(t *testing.T) {
+			l = f.lease(t, "w")
+			f.clock.Advance(time.Second)
+			require.NoError(t, d.Release(ctx, &resourcelease.ReleaseRequest{OwnershipToken: l.OwnershipToken}))
+		}, counts{pending: 1, enq: 4, leased: 8, hb: 1, completed: 1, failed: 4, requeued: 2, expired: 2, dlq: 3, released: 1, holds: 8, holdSum: 27}},
 	}
 	for _, st := range steps {
 		st.do(t)
@@ -166,6 +173,7 @@ func TestMetricsMoveWithOperations(t *testing.T) {
 			expired:   ldMetric(t, reg, resourcelease.MetricExpired),
 			dlq:       ldMetric(t, reg, resourcelease.MetricDeadLettered),
 			hb:        ldMetric(t, reg, resourcelease.MetricHeartbeats),
+			released:  ldMetric(t, reg, resourcelease.MetricReleased),
 			holds:     ldMetric(t, reg, resourcelease.MetricLeaseHold),
 			holdSum:   ldHoldSum(t, reg),
 		}
