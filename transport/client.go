@@ -248,11 +248,14 @@ func (c *Client) Lease(ctx context.Context, req *resourcelease.LeaseRequest) (*r
 	if err != nil {
 		return nil, err
 	}
-	var l *resourcelease.Lease
-	if err := json.Unmarshal(out, &l); err != nil {
+	var w *wireLease
+	if err := json.Unmarshal(out, &w); err != nil {
 		return nil, wire.MalformedResponse(VerbLease, err)
 	}
-	return l, nil
+	if w == nil {
+		return nil, nil
+	}
+	return w.lease(), nil
 }
 
 // Heartbeat calls the heartbeat procedure.

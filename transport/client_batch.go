@@ -95,19 +95,21 @@ func (c *Client) LeaseBatch(ctx context.Context, req *resourcelease.LeaseBatchRe
 	if req.Wait > 0 {
 		minTimeout = c.longPollTimeout(req.Wait)
 	}
-	resp, ok, err := batchCall[resourcelease.LeaseBatchResponse](ctx, c, batchLease, VerbLeaseBatch, req, minTimeout)
+	resp, ok, err := batchCall[wireLeaseBatch](ctx, c, batchLease, VerbLeaseBatch, req, minTimeout)
 	switch {
 	case !ok:
 		return c.perItem().LeaseBatch(ctx, req)
 	case err != nil:
 		return nil, err
 	}
-	for _, l := range resp.Items {
-		if l == nil {
+	leases := make([]*resourcelease.Lease, len(resp.Items))
+	for i, w := range resp.Items {
+		if w == nil {
 			return nil, wire.MalformedResponse(VerbLeaseBatch, errNullLease)
 		}
+		leases[i] = w.lease()
 	}
-	return resp.Items, nil
+	return leases, nil
 }
 
 // HeartbeatBatch calls the heartbeatBatch procedure; with a server that

@@ -2,6 +2,7 @@ package transport_test
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"flag"
 	"net/http/httptest"
@@ -115,6 +116,29 @@ func TestGoldenWireFormat(t *testing.T) {
 		t.Parallel()
 		rec := call(newHandler(t, &leasetest.FakeDispatcher{}, transport.HandlerConfig{}), transport.VerbLease, `{"waitMs":1}`)
 		checkGolden(t, "lease_response_none", []byte(requireOK(t, rec)))
+	})
+	// The handler encodes leases on a path of its own (not through
+	// Lease.MarshalJSON): the bytes must be the golden ones all the same, and
+	// the Client must decode them back to the same leases.
+	t.Run("lease_response_from_the_handler", func(t *testing.T) {
+		t.Parallel()
+		for name, l := range map[string]*resourcelease.Lease{"lease_response": &lease, "lease_response_first_delivery": &firstLease} {
+			f := &leasetest.FakeDispatcher{LeaseFn: func(context.Context, *resourcelease.LeaseRequest) (*resourcelease.Lease, error) { return l, nil }}
+			checkGolden(t, name, []byte(requireOK(t, call(newHandler(t, f, transport.HandlerConfig{}), transport.VerbLease, `{}`))))
+			got, err := newClientServer(t, f, transport.HandlerConfig{}, transport.ClientConfig{}).Lease(context.Background(), nil)
+			require.NoError(t, err)
+			require.Equal(t, l, got)
+		}
+	})
+	t.Run("lease_batch_response_from_the_handler", func(t *testing.T) {
+		t.Parallel()
+		f := &leasetest.FakeDispatcher{LeaseBatchFn: func(context.Context, *resourcelease.LeaseBatchRequest) ([]*resourcelease.Lease, error) {
+			return []*resourcelease.Lease{&firstLease, &lease}, nil
+		}}
+		checkGolden(t, "lease_batch_response", []byte(requireOK(t, call(newHandler(t, f, transport.HandlerConfig{}), transport.VerbLeaseBatch, `{"maxItems":2}`))))
+		got, err := newClientServer(t, f, transport.HandlerConfig{}, transport.ClientConfig{}).LeaseBatch(context.Background(), &resourcelease.LeaseBatchRequest{MaxItems: 2})
+		require.NoError(t, err)
+		require.Equal(t, []*resourcelease.Lease{&firstLease, &lease}, got)
 	})
 	for _, verb := range []string{transport.VerbComplete, transport.VerbFail, transport.VerbRelease} {
 		t.Run(verb+"_response", func(t *testing.T) {

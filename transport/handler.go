@@ -180,7 +180,7 @@ func NewHandler(d resourcelease.Dispatcher, opts HandlerConfig) (http.Handler, e
 		h.routes[p] = route{procedure: p, serve: serve}
 	}
 	add(VerbEnqueue, unary(resourcelease.Dispatcher.Enqueue, false, checkEnqueue))
-	add(VerbLease, unary(leaseOrGiveBack, true, checkLease))
+	add(VerbLease, serveLease)
 	add(VerbHeartbeat, unary(resourcelease.Dispatcher.Heartbeat, false, func(_ *handler, r *resourcelease.HeartbeatRequest) error {
 		return checkToken(&r.OwnershipToken)
 	}))
@@ -242,6 +242,27 @@ func leaseOrGiveBack(d resourcelease.Dispatcher, ctx context.Context, r *resourc
 		return l, nil // could not give it back: deliver it if anyone is still listening
 	}
 	return nil, ctx.Err()
+}
+
+// serveLease is the lease route: the lease in its wire shape (see
+// wireLease), or null when nothing came within the wait.
+func serveLease(h *handler, ctx context.Context, body []byte) ([]byte, error) {
+	req := new(resourcelease.LeaseRequest)
+	if err := wire.DecodeRequest(body, req); err != nil {
+		return nil, err
+	}
+	if err := checkLease(h, req); err != nil {
+		return nil, err
+	}
+	l, err := leaseOrGiveBack(h.d, ctx, req)
+	if err != nil {
+		return nil, err
+	}
+	if l == nil {
+		return []byte("null"), nil
+	}
+	w := toWireLease(l)
+	return json.Marshal(&w)
 }
 
 // successBody is the response of the procedures that only report success

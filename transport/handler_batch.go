@@ -82,7 +82,7 @@ func serveEnqueueBatch(h *handler, ctx context.Context, r *resourcelease.Enqueue
 
 // serveLeaseBatch leases, and releases the leases at once when the request's
 // context ended while they were being granted (see leaseOrGiveBack).
-func serveLeaseBatch(h *handler, ctx context.Context, r *resourcelease.LeaseBatchRequest) (*resourcelease.LeaseBatchResponse, error) {
+func serveLeaseBatch(h *handler, ctx context.Context, r *resourcelease.LeaseBatchRequest) (*wireLeaseBatch, error) {
 	leases, err := h.bd.LeaseBatch(ctx, r)
 	if err != nil {
 		return nil, err
@@ -99,7 +99,15 @@ func serveLeaseBatch(h *handler, ctx context.Context, r *resourcelease.LeaseBatc
 		}
 		leases = kept
 	}
-	return &resourcelease.LeaseBatchResponse{Items: leases}, nil
+	resp := &wireLeaseBatch{Items: make([]*wireLease, len(leases))}
+	for i, l := range leases {
+		if l == nil {
+			return nil, internalError() // a Dispatcher bug: a batch has no null leases
+		}
+		w := toWireLease(l)
+		resp.Items[i] = &w
+	}
+	return resp, nil
 }
 
 func serveHeartbeatBatch(h *handler, ctx context.Context, r *resourcelease.HeartbeatBatchRequest) (*resourcelease.HeartbeatBatchResponse, error) {
