@@ -304,6 +304,13 @@ func (w *Worker) fetch(ctx context.Context, wg *sync.WaitGroup) {
 		for range max(n-len(leases), 0) {
 			giveBack()
 		}
+		for _, l := range leases { // even alongside an error: they are ours
+			w.leased.Add(1)
+			wg.Go(func() {
+				defer giveBack()
+				w.work(ctx, l, start)
+			})
+		}
 		if err != nil {
 			if ctx.Err() != nil {
 				return
@@ -322,18 +329,8 @@ func (w *Worker) fetch(ctx context.Context, wg *sync.WaitGroup) {
 			w.logger.Info("worker: dispatcher is back", "peer", w.peerID)
 			failures = 0
 		}
-		if len(leases) == 0 {
-			if w.clock.Now().Sub(start) < w.leaseWait/2 && !w.sleep(ctx, w.minBackoff) {
-				return
-			}
-			continue
-		}
-		for _, l := range leases {
-			w.leased.Add(1)
-			wg.Go(func() {
-				defer giveBack()
-				w.work(ctx, l, start)
-			})
+		if len(leases) == 0 && w.clock.Now().Sub(start) < w.leaseWait/2 && !w.sleep(ctx, w.minBackoff) {
+			return // a dispatcher that answers at once instead of long-polling must not make us spin
 		}
 	}
 }
