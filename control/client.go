@@ -224,16 +224,16 @@ func (c *Client) DeadLetters(ctx context.Context, limit int) (*resourcelease.Dea
 	return controlCall[resourcelease.DeadLettersResponse](ctx, c, http.MethodGet, path, nil)
 }
 
-// Redrive moves the given dead letters (all when ids is empty) back to
-// pending with attempt 1 (POST /deadletters/redrive).
-func (c *Client) Redrive(ctx context.Context, ids []int64) (*resourcelease.RedriveResponse, error) {
+// Redrive moves the selected dead letters back to pending with attempt 1
+// (POST /deadletters/redrive). An empty selection is invalid-argument.
+func (c *Client) Redrive(ctx context.Context, sel resourcelease.DeadLetterSelection) (*resourcelease.RedriveResponse, error) {
 	return controlCall[resourcelease.RedriveResponse](ctx, c, http.MethodPost, "/deadletters/redrive",
-		&resourcelease.RedriveRequest{SequenceIDs: ids})
+		&resourcelease.RedriveRequest{SequenceIDs: sel.SequenceIDs, All: sel.All})
 }
 
-// Purge deletes the given dead letters (all when ids is empty) (POST
-// /deadletters/purge).
-func (c *Client) Purge(ctx context.Context, ids []int64) (*resourcelease.PurgeResponse, error) {
+// Purge deletes the selected dead letters (POST /deadletters/purge). An
+// empty selection is invalid-argument.
+func (c *Client) Purge(ctx context.Context, sel resourcelease.DeadLetterSelection) (*resourcelease.PurgeResponse, error) {
 	return controlCall[resourcelease.PurgeResponse](ctx, c, http.MethodPost, "/deadletters/purge",
-		&resourcelease.PurgeRequest{SequenceIDs: ids})
+		&resourcelease.PurgeRequest{SequenceIDs: sel.SequenceIDs, All: sel.All})
 }

@@ -157,13 +157,16 @@ type controlHandler struct {
 //	POST /restore              body {"items":[...]} → {"restoredCount":N}
 //	GET  /deadletters          {"items":[...]}; query limit (0 or absent: all)
 //	POST /deadletters          body {"action":"redrive"|"purge","sequenceIds":[...]}
+//	                           or {"action":...,"all":true}
 //	                           → {"redrivenCount":N} or {"purgedCount":N}
-//	POST /deadletters/redrive  body {"sequenceIds":[...]} (optional) → {"redrivenCount":N}
-//	POST /deadletters/purge    body {"sequenceIds":[...]} (optional) → {"purgedCount":N}
+//	POST /deadletters/redrive  body {"sequenceIds":[...]} or {"all":true} → {"redrivenCount":N}
+//	POST /deadletters/purge    body {"sequenceIds":[...]} or {"all":true} → {"purgedCount":N}
 //
-// GET endpoints answer HEAD too. For redrive and purge, absent or empty
-// sequenceIds mean every dead letter, as in the RPC procedures. An empty POST
-// body counts as {}. Unknown JSON fields are ignored.
+// GET endpoints answer HEAD too. Redrive and purge act on the dead letters
+// named by sequenceIds, or on all of them with "all":true; neither (an empty
+// body, say) or both is invalid-argument, as in the RPC procedures, so that a
+// forgotten filter never wipes the dead letters. An empty POST body counts as
+// {}. Unknown JSON fields are ignored.
 //
 // Errors are in the RPC protocol's format (written by the same code): the
 // HTTP status of the error's status, the headers Rpc-Status and
@@ -501,8 +504,11 @@ func (h *controlHandler) deadLetters(w http.ResponseWriter, r *http.Request) {
 type DeadLetterAction struct {
 	// Action is "redrive" or "purge".
 	Action string `json:"action"`
-	// SequenceIDs selects the dead letters; absent or empty means all.
+	// SequenceIDs selects the dead letters by sequence id.
 	SequenceIDs []int64 `json:"sequenceIds,omitempty"`
+	// All selects every dead letter. Exactly one of SequenceIDs and All
+	// must be given.
+	All bool `json:"all,omitempty"`
 }
 
 // The actions of POST <prefix>/deadletters.
@@ -525,10 +531,20 @@ func (h *controlHandler) deadLetterAction(w http.ResponseWriter, r *http.Request
 	}
 	switch strings.ToLower(strings.TrimSpace(req.Action)) {
 	case DeadLetterRedrive:
-		resp, err := d.Redrive(r.Context(), &resourcelease.RedriveRequest{SequenceIDs: req.SequenceIDs})
+		rr := &resourcelease.RedriveRequest{SequenceIDs: req.SequenceIDs, All: req.All}
+		if err := rr.Validate(); err != nil {
+			h.writeError(w, err)
+			return
+		}
+		resp, err := d.Redrive(r.Context(), rr)
 		respond(h, w, resp, err)
 	case DeadLetterPurge:
-		resp, err := d.Purge(r.Context(), &resourcelease.PurgeRequest{SequenceIDs: req.SequenceIDs})
+		pr := &resourcelease.PurgeRequest{SequenceIDs: req.SequenceIDs, All: req.All}
+		if err := pr.Validate(); err != nil {
+			h.writeError(w, err)
+			return
+		}
+		resp, err := d.Purge(r.Context(), pr)
 		respond(h, w, resp, err)
 	default:
 		h.writeError(w, resourcelease.Errorf(resourcelease.StatusInvalidArgument, CodeInvalidAction,
@@ -546,6 +562,10 @@ func (h *controlHandler) redrive(w http.ResponseWriter, r *http.Request) {
 		h.writeError(w, err)
 		return
 	}
+	if err := req.Validate(); err != nil {
+		h.writeError(w, err)
+		return
+	}
 	resp, err := d.Redrive(r.Context(), &req)
 	respond(h, w, resp, err)
 }
@@ -557,6 +577,10 @@ func (h *controlHandler) purge(w http.ResponseWriter, r *http.Request) {
 	}
 	var req resourcelease.PurgeRequest
 	if err := h.decodeBody(w, r, &req); err != nil {
+		h.writeError(w, err)
+		return
+	}
+	if err := req.Validate(); err != nil {
 		h.writeError(w, err)
 		return
 	}

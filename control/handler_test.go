@@ -50,12 +50,16 @@ func (f *controlFakeDispatcher) Heartbeat(context.Context, *resourcelease.Heartb
 	return nil, f.unexpected("Heartbeat")
 }
 
-func (f *controlFakeDispatcher) Complete(context.Context, *resourcelease.CompleteRequest) (*resourcelease.SuccessResponse, error) {
-	return nil, f.unexpected("Complete")
+func (f *controlFakeDispatcher) Complete(context.Context, *resourcelease.CompleteRequest) error {
+	return f.unexpected("Complete")
 }
 
-func (f *controlFakeDispatcher) Fail(context.Context, *resourcelease.FailRequest) (*resourcelease.SuccessResponse, error) {
-	return nil, f.unexpected("Fail")
+func (f *controlFakeDispatcher) Fail(context.Context, *resourcelease.FailRequest) error {
+	return f.unexpected("Fail")
+}
+
+func (f *controlFakeDispatcher) Release(context.Context, *resourcelease.ReleaseRequest) error {
+	return f.unexpected("Release")
 }
 
 func (f *controlFakeDispatcher) Drain(ctx context.Context, r *resourcelease.DrainRequest) (*resourcelease.DrainResponse, error) {
@@ -579,11 +583,12 @@ func TestControlDispatcherEndpoints(t *testing.T) {
 		{"deadletters", "GET", "/deadletters", "", `{"items":[` + strings.TrimSuffix(itemJSON, "}") + `,"deadLetteredAt":"2025-02-03T04:05:06.000000007Z","reason":"gave up"}]}`, `deadletters {}`},
 		{"deadletters empty is []", "GET", "/deadletters?limit=7", "", `{"items":[]}`, `deadletters {"limit":7}`},
 		{"action redrive", "POST", "/deadletters", `{"action":"redrive","sequenceIds":[4,5]}`, `{"redrivenCount":5}`, `redrive {"sequenceIds":[4,5]}`},
-		{"action redrive all", "POST", "/deadletters", `{"action":"Redrive"}`, `{"redrivenCount":5}`, `redrive {}`},
+		{"action redrive all", "POST", "/deadletters", `{"action":"Redrive","all":true}`, `{"redrivenCount":5}`, `redrive {"all":true}`},
 		{"action purge", "POST", "/deadletters", `{"action":"purge","sequenceIds":[9]}`, `{"purgedCount":5}`, `purge {"sequenceIds":[9]}`},
 		{"redrive path", "POST", "/deadletters/redrive", `{"sequenceIds":[1,2,3]}`, `{"redrivenCount":5}`, `redrive {"sequenceIds":[1,2,3]}`},
-		{"redrive path empty body", "POST", "/deadletters/redrive", ``, `{"redrivenCount":5}`, `redrive {}`},
+		{"redrive path all", "POST", "/deadletters/redrive", `{"all":true}`, `{"redrivenCount":5}`, `redrive {"all":true}`},
 		{"purge path", "POST", "/deadletters/purge", `{"sequenceIds":[8]}`, `{"purgedCount":5}`, `purge {"sequenceIds":[8]}`},
+		{"purge path all", "POST", "/deadletters/purge", `{"all":true}`, `{"purgedCount":5}`, `purge {"all":true}`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -639,6 +644,10 @@ func TestControlRequestErrors(t *testing.T) {
 		{"body too large", "POST", "/restore", `{"items":[` + strings.Repeat(" ", 100) + `]}`, 429, resourcelease.StatusResourceExhausted, transport.CodeBodyTooLarge},
 		{"missing action", "POST", "/deadletters", `{"sequenceIds":[1]}`, 400, resourcelease.StatusInvalidArgument, control.CodeInvalidAction},
 		{"unknown action", "POST", "/deadletters", `{"action":"explode"}`, 400, resourcelease.StatusInvalidArgument, control.CodeInvalidAction},
+		{"action purge of nothing", "POST", "/deadletters", `{"action":"purge"}`, 400, resourcelease.StatusInvalidArgument, resourcelease.CodeSelectionRequired},
+		{"action redrive of ids and all", "POST", "/deadletters", `{"action":"redrive","sequenceIds":[1],"all":true}`, 400, resourcelease.StatusInvalidArgument, resourcelease.CodeSelectionRequired},
+		{"purge path empty body", "POST", "/deadletters/purge", ``, 400, resourcelease.StatusInvalidArgument, resourcelease.CodeSelectionRequired},
+		{"redrive path {}", "POST", "/deadletters/redrive", `{}`, 400, resourcelease.StatusInvalidArgument, resourcelease.CodeSelectionRequired},
 		{"bad deadletters limit", "GET", "/deadletters?limit=-1", "", 400, resourcelease.StatusInvalidArgument, control.CodeInvalidQuery},
 		{"dispatcher wire error", "POST", "/restore", `{"items":[]}`, 409, resourcelease.StatusAlreadyExists, resourcelease.CodeDuplicateSequence},
 		{"dispatcher closed", "GET", "/stats", "", 503, resourcelease.StatusUnavailable, resourcelease.CodeClosed},
@@ -692,9 +701,9 @@ func TestControlAuthorize(t *testing.T) {
 	writes := []struct{ path, body string }{
 		{"/drain", ""},
 		{"/restore", `{"items":[]}`},
-		{"/deadletters", `{"action":"purge"}`},
-		{"/deadletters/redrive", ""},
-		{"/deadletters/purge", ""},
+		{"/deadletters", `{"action":"purge","all":true}`},
+		{"/deadletters/redrive", `{"all":true}`},
+		{"/deadletters/purge", `{"sequenceIds":[1]}`},
 	}
 	reads := []string{"/stats", "/deadletters", "/peers", "/backpressure", "/replication"}
 	opts := control.HandlerConfig{

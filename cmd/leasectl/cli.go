@@ -80,7 +80,7 @@ var commands []*command
 func init() {
 	commands = []*command{
 		requestCommand, enqueueCommand, leaseCommand, heartbeatCommand, completeCommand,
-		failCommand, statsCommand, drainCommand, restoreCommand, deadLettersCommand,
+		failCommand, releaseCommand, statsCommand, drainCommand, restoreCommand, deadLettersCommand,
 		peersCommand, tailCommand,
 	}
 }
