@@ -174,8 +174,13 @@ func TestControlPauseResume(t *testing.T) {
 		calls []string
 	)
 	d := &controlFakeDispatcher{t: t,
-		pause:  func(context.Context) error { mu.Lock(); defer mu.Unlock(); calls = append(calls, "pause"); return nil },
-		resume: func(context.Context) error { mu.Lock(); defer mu.Unlock(); calls = append(calls, "resume"); return resourcelease.ErrClosed },
+		pause: func(context.Context) error { mu.Lock(); defer mu.Unlock(); calls = append(calls, "pause"); return nil },
+		resume: func(context.Context) error {
+			mu.Lock()
+			defer mu.Unlock()
+			calls = append(calls, "resume")
+			return resourcelease.ErrClosed
+		},
 	}
 	h := newControlHandler(t, control.HandlerConfig{Dispatcher: d, Logger: controlQuietLogger})
 	rec := controlDo(t, h, "POST", "/omnirelay/control/pause", "")
