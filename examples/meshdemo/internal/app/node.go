@@ -203,6 +203,7 @@ func Start(ctx context.Context, cfg *config.Config, logger *slog.Logger) (n *Nod
 				ServiceName: cfg.ServiceName, Namespace: cfg.Namespace, RPCURL: n.RPCURL(),
 				Roles: strings.Split(cfg.Roles.String(), ","), Storage: string(cfg.Storage),
 				DataDirectory: n.disp.dataDir, StartedAt: time.Now().UTC(),
+				ControlProtected: n.Token != "",
 			},
 			History: n.history, Control: controlH, Metrics: metrics, Logger: logger,
 		})
