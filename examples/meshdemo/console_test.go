@@ -108,7 +108,13 @@ func TestBrowserConsole(t *testing.T) {
 	// carries HTML that must stay text; item 7's is binary.
 	bodies := map[string][]byte{
 		"order-3": []byte(`{"note":"<img src=x onerror=\"window.__xss=1\"><script>window.__xss=1</script>"}`),
-		"blob-7":  func() []byte { b := make([]byte, 300); for i := range b { b[i] = byte(i) }; return b }(),
+		"blob-7": func() []byte {
+			b := make([]byte, 300)
+			for i := range b {
+				b[i] = byte(i)
+			}
+			return b
+		}(),
 	}
 	seqOf := map[string]int64{}
 	for i, id := range []string{"order-1", "order-2", "order-3", "order-4", "order-5", "order-6", "blob-7"} {
@@ -273,7 +279,9 @@ func TestBrowserConsole(t *testing.T) {
 	click("#token-save")
 	waitPage("the dialog to close", func(s consoleState) bool { return !s.DialogOpen })
 	click("#redrive-selected")
-	waitPage("the redrive", func(s consoleState) bool { return s.MsgKind == "ok" && strings.Contains(s.Msg, "Redrove 1 dead letter") })
+	waitPage("the redrive", func(s consoleState) bool {
+		return s.MsgKind == "ok" && strings.Contains(s.Msg, "Redrove 1 dead letter")
+	})
 	if s := itemState(seqOf["order-1"]); s != resourcelease.ItemPending {
 		t.Errorf("after the redrive order-1 is %s, want pending", s)
 	}
