@@ -130,7 +130,19 @@ func TestBrowserShowsLiveDiagnostics(t *testing.T) {
 	if update {
 		time.Sleep(25 * time.Second) // a fuller chart for the README's picture
 	}
-	if err := chromedp.Do(page, chromedp.Click(chromedp.CSS("#items-body tr[data-seq] button[data-open]"))); err != nil {
+	// The newest pending item, from a fresh page: it stays pending longest.
+	loads, err := chromedp.Run(page, chromedp.Evaluate[int](`+(document.body.dataset.itemLoads || 0)`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := chromedp.Do(page, chromedp.Click(chromedp.CSS("#refresh-btn"))); err != nil {
+		t.Fatalf("refreshing the list: %v", err)
+	}
+	eventually(t, 10*time.Second, "the refreshed list", func() bool {
+		n, err := chromedp.Run(page, chromedp.Evaluate[int](`+(document.body.dataset.itemLoads || 0)`))
+		return err == nil && n > loads
+	})
+	if err := chromedp.Do(page, chromedp.Click(chromedp.CSS("#items-body tr[data-seq]:last-child button[data-open]"))); err != nil {
 		t.Fatalf("opening an item: %v", err)
 	}
 	eventually(t, 10*time.Second, "the item's detail", func() bool {
