@@ -64,9 +64,10 @@ func (r *RateLimiter) Middleware(next http.Handler) http.Handler {
 // MiddlewareWith returns a handler that passes the requests cfg.Match
 // selects through the limiter before next. A refused request gets 429 Too
 // Many Requests with the protocol's error: headers Retry-After (whole
-// seconds, at least 1), Rpc-Status (resource-exhausted), Rpc-Error-Code
-// (error.resourcelease.rate_limited) and Rpc-Error-Message, and the body
-// {"message","status","code","metadata"}.
+// seconds, at least 1), Rpc-Status and Rpc-Error-Code (resource-exhausted),
+// Rpc-Error-Name (error.resourcelease.rate_limited) and Rpc-Error-Message,
+// and the body {"message","status","code","metadata"} with the metadata
+// retryAfterSeconds.
 func (r *RateLimiter) MiddlewareWith(next http.Handler, cfg MiddlewareConfig) http.Handler {
 	key, match := cfg.Key, cfg.Match
 	if key == nil {
@@ -89,10 +90,9 @@ func (r *RateLimiter) MiddlewareWith(next http.Handler, cfg MiddlewareConfig) ht
 	})
 }
 
-// writeRateLimited refuses a request in the protocol's error format, with
-// Retry-After set from the limiter's own estimate.
+// writeRateLimited refuses a request in the protocol's error format; the
+// writer sends the limiter's estimate (metadata retryAfterSeconds) as
+// Retry-After.
 func writeRateLimited(w http.ResponseWriter, retry time.Duration) {
-	e := rateLimitedError(retry)
-	w.Header().Set("Retry-After", e.Metadata["retryAfterSeconds"])
-	wire.WriteError(w, e)
+	wire.WriteError(w, rateLimitedError(retry))
 }

@@ -175,7 +175,7 @@ type controlHandler struct {
 	log       *slog.Logger
 }
 
-// NewHandler returns the control-plane handler (DESIGN §10). It serves,
+// NewHandler returns the control-plane handler. It serves,
 // under opts.Prefix (default "/omnirelay/control"):
 //
 //	GET  /peers                peer health: the JSON of opts.Peers
@@ -214,9 +214,10 @@ type controlHandler struct {
 // empty request never empties the dead letters. An empty POST body counts
 // as {}. Unknown JSON fields and query parameters are ignored.
 //
-// Errors are wire errors (DESIGN §9): the HTTP status of the error's status,
-// the Rpc-Status, Rpc-Error-Code and Rpc-Error-Message headers and the body
-// {"message","status","code","metadata"}; an error that is not a
+// Errors are in the RPC protocol's format (written by the same code): the
+// HTTP status of the error's status, the headers Rpc-Status and
+// Rpc-Error-Code (the status), Rpc-Error-Name (the stable code) and
+// Rpc-Error-Message, and the body {"message","status","code","metadata"}; an error that is not a
 // *resourcelease.Error is sent as internal with a generic message (its text
 // goes to opts.Logger). A malformed query parameter or body is
 // invalid-argument (400); an unknown path not-found (404); a method the

@@ -202,7 +202,8 @@ func controlWireError(t *testing.T, rec *httptest.ResponseRecorder, httpStatus i
 	require.Equal(t, httpStatus, rec.Code, "HTTP status; body %s", rec.Body)
 	assert.Equal(t, "application/json", rec.Header().Get("Content-Type"))
 	assert.Equal(t, string(status), rec.Header().Get(transport.HeaderStatus))
-	assert.Equal(t, code, rec.Header().Get(transport.HeaderErrorCode))
+	assert.Equal(t, string(status), rec.Header().Get(transport.HeaderErrorCode))
+	assert.Equal(t, code, rec.Header().Get(transport.HeaderErrorName))
 	var body struct {
 		Message  *string           `json:"message"`
 		Status   string            `json:"status"`

@@ -14,6 +14,7 @@ import (
 	"github.com/leasemesh/leasemesh"
 	"github.com/leasemesh/leasemesh/control"
 	"github.com/leasemesh/leasemesh/resourcelease"
+	"github.com/leasemesh/leasemesh/transport"
 )
 
 // plainDispatcher hides every method but resourcelease.Dispatcher's.
@@ -85,7 +86,7 @@ func TestControlItemsQuery(t *testing.T) {
 	rec := controlDo(t, h, "GET", "/omnirelay/control/items/1/events", "")
 	controlWireError(t, rec, 404, resourcelease.StatusNotFound, control.CodeUnknownEndpoint)
 	rec = controlDo(t, h, "POST", "/omnirelay/control/items/1", "")
-	controlWireError(t, rec, 405, resourcelease.StatusInvalidArgument, "resourcelease.transport.method_not_allowed")
+	controlWireError(t, rec, 405, resourcelease.StatusInvalidArgument, transport.CodeMethodNotAllowed)
 }
 
 func TestControlItemDetail(t *testing.T) {
@@ -189,7 +190,7 @@ func TestControlPauseResume(t *testing.T) {
 	rec = controlDo(t, h, "POST", "/omnirelay/control/resume", "{}")
 	controlWireError(t, rec, 503, resourcelease.StatusUnavailable, resourcelease.CodeClosed)
 	rec = controlDo(t, h, "GET", "/omnirelay/control/pause", "")
-	controlWireError(t, rec, 405, resourcelease.StatusInvalidArgument, "resourcelease.transport.method_not_allowed")
+	controlWireError(t, rec, 405, resourcelease.StatusInvalidArgument, transport.CodeMethodNotAllowed)
 	mu.Lock()
 	assert.Equal(t, []string{"pause", "resume"}, calls)
 	mu.Unlock()

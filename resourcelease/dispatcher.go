@@ -12,8 +12,8 @@ import (
 // network unchanged.
 //
 // The caller and peer of a request travel in the context (WithCallInfo). A
-// lease's peer id is the request's PeerID, else CallInfo.Caller, else
-// CallInfo.PeerID (the x-peer-id header).
+// lease's peer id is the request's PeerID, else CallInfo.PeerID, else
+// CallInfo.Caller (ResolvePeerID).
 type Dispatcher interface {
 	Enqueue(ctx context.Context, req *EnqueueRequest) (*EnqueueResponse, error)
 	// Lease returns (nil, nil) when nothing was available within the wait.
@@ -150,9 +150,11 @@ type PurgeResponse struct {
 
 // CallInfo is what the transport knows about a request's origin.
 type CallInfo struct {
-	// Caller is the Rpc-Caller header.
+	// Caller is the Rpc-Caller header: in yarpc, the calling service's name,
+	// the same for every instance of it.
 	Caller string
-	// PeerID is the x-peer-id header.
+	// PeerID is the peer id the request's headers name: the application
+	// header Rpc-Header-Peer-Id, else x-peer-id.
 	PeerID string
 	// Service is the Rpc-Service header.
 	Service string
@@ -171,16 +173,17 @@ func CallInfoFrom(ctx context.Context) CallInfo {
 	return ci
 }
 
-// ResolvePeerID applies the peer id rule: explicit, else the caller, else the
-// x-peer-id header.
+// ResolvePeerID applies the peer id rule: explicit (a lease's peerId), else
+// the peer id header (ci.PeerID), else the caller. The caller comes last
+// because a yarpc caller names a service, not one of its instances.
 func ResolvePeerID(explicit string, ci CallInfo) string {
 	switch {
 	case explicit != "":
 		return explicit
-	case ci.Caller != "":
-		return ci.Caller
+	case ci.PeerID != "":
+		return ci.PeerID
 	}
-	return ci.PeerID
+	return ci.Caller
 }
 
 // PeerHealth is what the Dispatcher tells the peer-health tracker about each

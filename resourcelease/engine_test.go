@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 	"runtime"
 	"sync"
 	"testing"
@@ -782,14 +783,29 @@ func TestErrorsMatchAcrossTheWire(t *testing.T) {
 	assert.Equal(t, resourcelease.CodeUnknownToken, resourcelease.CodeOf(wrapped))
 	assert.Equal(t, resourcelease.StatusDeadlineExceeded, resourcelease.StatusOf(context.DeadlineExceeded))
 	assert.Equal(t, resourcelease.StatusInternal, resourcelease.StatusOf(errors.New("x")))
+	// yarpc's table (transport/http codes.go).
 	for s, code := range map[resourcelease.Status]int{
 		resourcelease.StatusInvalidArgument: 400, resourcelease.StatusNotFound: 404, resourcelease.StatusResourceExhausted: 429,
 		resourcelease.StatusDeadlineExceeded: 504, resourcelease.StatusCancelled: 499, resourcelease.StatusUnavailable: 503,
-		resourcelease.StatusInternal: 500, resourcelease.StatusAlreadyExists: 409, resourcelease.StatusFailedPrecondition: 412,
+		resourcelease.StatusInternal: 500, resourcelease.StatusAlreadyExists: 409, resourcelease.StatusFailedPrecondition: 400,
 		resourcelease.StatusPermissionDenied: 403, resourcelease.StatusUnauthenticated: 401, resourcelease.StatusUnimplemented: 501,
+		resourcelease.StatusUnknown: 500, resourcelease.StatusAborted: 409, resourcelease.StatusOutOfRange: 400,
+		resourcelease.StatusDataLoss: 500,
 	} {
 		assert.Equal(t, code, s.HTTPStatus(), s)
-		assert.Equal(t, s, resourcelease.StatusFromHTTP(code))
+		assert.True(t, s.Valid(), s)
+	}
+	assert.False(t, resourcelease.Status("success").Valid())
+	assert.Equal(t, http.StatusInternalServerError, resourcelease.Status("bogus").HTTPStatus())
+	// A bare HTTP status: yarpc's first choice where several share it.
+	for code, s := range map[int]resourcelease.Status{
+		400: resourcelease.StatusInvalidArgument, 401: resourcelease.StatusUnauthenticated, 403: resourcelease.StatusPermissionDenied,
+		404: resourcelease.StatusNotFound, 409: resourcelease.StatusAborted, 422: resourcelease.StatusInvalidArgument,
+		429: resourcelease.StatusResourceExhausted, 499: resourcelease.StatusCancelled, 500: resourcelease.StatusUnknown,
+		501: resourcelease.StatusUnimplemented, 503: resourcelease.StatusUnavailable, 504: resourcelease.StatusDeadlineExceeded,
+		302: resourcelease.StatusInvalidArgument, 418: resourcelease.StatusInvalidArgument, 502: resourcelease.StatusUnknown,
+	} {
+		assert.Equal(t, s, resourcelease.StatusFromHTTP(code), code)
 	}
 }
 

@@ -7,11 +7,14 @@ import (
 	"net/http"
 )
 
-// Status is a wire status of the yarpc-style protocol (DESIGN §9). Each maps to
-// one HTTP status code.
+// Status is a wire status of the yarpc-style protocol: one of yarpc's error
+// code names (yarpcerrors.Code's text), sent as Rpc-Error-Code. Each maps to
+// one HTTP status code, as yarpc's HTTP transport maps them.
 type Status string
 
-// The statuses of the protocol.
+// The statuses of the protocol. leasemesh itself answers with the first twelve;
+// StatusUnknown, StatusAborted, StatusOutOfRange and StatusDataLoss complete
+// yarpc's set, so that an error from a yarpc server decodes to its own code.
 const (
 	StatusInvalidArgument    Status = "invalid-argument"
 	StatusNotFound           Status = "not-found"
@@ -25,8 +28,14 @@ const (
 	StatusPermissionDenied   Status = "permission-denied"
 	StatusUnauthenticated    Status = "unauthenticated"
 	StatusUnimplemented      Status = "unimplemented"
+	StatusUnknown            Status = "unknown"
+	StatusAborted            Status = "aborted"
+	StatusOutOfRange         Status = "out-of-range"
+	StatusDataLoss           Status = "data-loss"
 )
 
+// statusHTTP is yarpc's table (transport/http codes.go): several statuses
+// share an HTTP status (failed-precondition is 400 like invalid-argument).
 var statusHTTP = map[Status]int{
 	StatusInvalidArgument:    http.StatusBadRequest,
 	StatusNotFound:           http.StatusNotFound,
@@ -36,10 +45,31 @@ var statusHTTP = map[Status]int{
 	StatusUnavailable:        http.StatusServiceUnavailable,
 	StatusInternal:           http.StatusInternalServerError,
 	StatusAlreadyExists:      http.StatusConflict,
-	StatusFailedPrecondition: http.StatusPreconditionFailed,
+	StatusFailedPrecondition: http.StatusBadRequest,
 	StatusPermissionDenied:   http.StatusForbidden,
 	StatusUnauthenticated:    http.StatusUnauthorized,
 	StatusUnimplemented:      http.StatusNotImplemented,
+	StatusUnknown:            http.StatusInternalServerError,
+	StatusAborted:            http.StatusConflict,
+	StatusOutOfRange:         http.StatusBadRequest,
+	StatusDataLoss:           http.StatusInternalServerError,
+}
+
+// httpStatus is the status a bare HTTP status code stands for: yarpc's first
+// choice for each code its table knows.
+var httpStatus = map[int]Status{
+	http.StatusBadRequest:          StatusInvalidArgument,
+	http.StatusUnauthorized:        StatusUnauthenticated,
+	http.StatusForbidden:           StatusPermissionDenied,
+	http.StatusNotFound:            StatusNotFound,
+	http.StatusConflict:            StatusAborted,
+	http.StatusUnprocessableEntity: StatusInvalidArgument,
+	http.StatusTooManyRequests:     StatusResourceExhausted,
+	499:                            StatusCancelled,
+	http.StatusInternalServerError: StatusUnknown,
+	http.StatusNotImplemented:      StatusUnimplemented,
+	http.StatusServiceUnavailable:  StatusUnavailable,
+	http.StatusGatewayTimeout:      StatusDeadlineExceeded,
 }
 
 // HTTPStatus returns the HTTP status code for s; unknown statuses map to 500.
@@ -57,18 +87,22 @@ func (s Status) Valid() bool {
 }
 
 // StatusFromHTTP returns the status a bare HTTP status code stands for, used
-// when a response carries no Rpc-Status header.
+// when a response names none (a proxy's answer, say). It follows yarpc: where
+// several statuses share a code the first of yarpc's list wins (400:
+// invalid-argument, 409: aborted, 500: unknown); any other 3xx or 4xx is
+// invalid-argument, anything else unknown.
 func StatusFromHTTP(code int) Status {
-	for s, c := range statusHTTP {
-		if c == code {
-			return s
-		}
+	if s, ok := httpStatus[code]; ok {
+		return s
 	}
-	return StatusInternal
+	if code >= 300 && code < 500 {
+		return StatusInvalidArgument
+	}
+	return StatusUnknown
 }
 
-// Stable error codes. They travel on the wire (Rpc-Error-Code) and never change
-// meaning; clients match on them.
+// Stable error codes. They travel on the wire (Rpc-Error-Name, and the body's
+// "code") and never change meaning; clients match on them.
 const (
 	CodeUnknownToken           = "error.resourcelease.unknown_token"
 	CodeLeaseExpired           = "error.resourcelease.lease_expired"

@@ -499,8 +499,8 @@ func (d *LocalDispatcher) admit(ctx context.Context) error {
 	return AsError(err)
 }
 
-// Lease implements Dispatcher. The peer is req.PeerID, else the caller of the
-// CallInfo in ctx, else its x-peer-id (ResolvePeerID). WaitMs is capped at
+// Lease implements Dispatcher. The peer is req.PeerID, else the peer id of the
+// CallInfo in ctx, else its caller (ResolvePeerID). WaitMs is capped at
 // MaxLeaseWait; it returns (nil, nil) when nothing was available in time.
 // With RefuseUnhealthyPeers, a peer PeerHealth does not admit is refused with
 // ErrPeerIneligible, whose Metadata says when to come back.

@@ -271,8 +271,8 @@ func TestDispatcherLeasePeerID(t *testing.T) {
 		want     string
 	}{
 		{"explicit wins", "w1", resourcelease.CallInfo{Caller: "caller", PeerID: "header"}, "w1"},
-		{"then Rpc-Caller", "", resourcelease.CallInfo{Caller: "caller", PeerID: "header"}, "caller"},
-		{"then x-peer-id", "", resourcelease.CallInfo{PeerID: "header"}, "header"},
+		{"then the peer id header", "", resourcelease.CallInfo{Caller: "caller", PeerID: "header"}, "header"},
+		{"then Rpc-Caller", "", resourcelease.CallInfo{Caller: "caller"}, "caller"},
 		{"else anonymous", "", resourcelease.CallInfo{}, ""},
 	}
 	for _, tt := range tests {

@@ -8,14 +8,28 @@ import (
 	"github.com/leasemesh/leasemesh/resourcelease"
 )
 
-// BearerToken returns an Authorize function (for HandlerConfig.Authorize)
-// that requires the header "Authorization: Bearer <token>". A request without
-// a bearer token gets unauthenticated (code CodeUnauthenticated); one with a
-// different token gets permission-denied (code CodePermissionDenied). Tokens
-// are compared in constant time. An empty token matches no request, so a
+// BearerToken returns an authorization hook (for HandlerConfig.Authorize or
+// AuthorizeAdmin, or control.HandlerConfig.Authorize) that requires the
+// header "Authorization: Bearer <token>" with one of tokens. A request
+// without a bearer token gets unauthenticated (code CodeUnauthenticated); one
+// with another token gets permission-denied (code CodePermissionDenied).
+// Tokens are compared in constant time. Empty tokens match no request, so a
 // missing secret locks the handler rather than opening it.
-func BearerToken(token string) func(*http.Request) error {
-	want := []byte(token)
+//
+// With an admin token apart from the workers' one, the admin token must pass
+// Authorize too:
+//
+//	transport.HandlerConfig{
+//		Authorize:      transport.BearerToken(workerToken, adminToken),
+//		AuthorizeAdmin: transport.BearerToken(adminToken),
+//	}
+func BearerToken(tokens ...string) func(*http.Request) error {
+	var want [][]byte
+	for _, t := range tokens {
+		if t != "" {
+			want = append(want, []byte(t))
+		}
+	}
 	return func(r *http.Request) error {
 		auth := r.Header.Get("Authorization")
 		scheme, got, ok := strings.Cut(auth, " ")
@@ -23,13 +37,23 @@ func BearerToken(token string) func(*http.Request) error {
 			return resourcelease.Errorf(resourcelease.StatusUnauthenticated, CodeUnauthenticated,
 				"a bearer token is required (Authorization: Bearer <token>)")
 		}
-		if len(want) == 0 || subtle.ConstantTimeCompare([]byte(strings.TrimSpace(got)), want) != 1 {
+		g := []byte(strings.TrimSpace(got))
+		match := 0
+		for _, w := range want { // every token, so the time does not tell which matched
+			match |= subtle.ConstantTimeCompare(g, w)
+		}
+		if match != 1 {
 			return resourcelease.Errorf(resourcelease.StatusPermissionDenied, CodePermissionDenied,
 				"the bearer token is not valid")
 		}
 		return nil
 	}
 }
+
+// AllowAll is an authorization hook that lets every request through: set
+// HandlerConfig.AuthorizeAdmin to it to serve the admin procedures to anyone
+// who can reach the handler (a loopback-only listener, tests).
+func AllowAll(*http.Request) error { return nil }
 
 // OnlyProcedures applies mw only to requests whose Rpc-Procedure header is one
 // of procedures (full names, e.g. Procedure("resourcelease", VerbEnqueue));

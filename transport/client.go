@@ -2,11 +2,14 @@ package transport
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
 	"net/url"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -35,16 +38,20 @@ const (
 // ClientConfig configure NewClient. The zero value of every field means its
 // documented default; a bad value makes NewClient return an error.
 type ClientConfig struct {
-	// Service is sent as Rpc-Service. Defaults to "" (not sent).
+	// Service is sent as Rpc-Service; a response naming another service is
+	// an error (CodeServiceMismatch), as yarpc clients check. Defaults to ""
+	// (not sent): a leasemesh handler takes any service then, a yarpc-go
+	// server answers "missing service name".
 	Service string
 	// Namespace is the procedure namespace of the typed methods. Defaults to
 	// DefaultNamespace.
 	Namespace string
-	// Caller is sent as Rpc-Caller (which is also the lease peer id when a
-	// LeaseRequest has none). Defaults to "" (not sent).
+	// Caller is sent as Rpc-Caller, which yarpc servers require (a lease's
+	// peer id of last resort). Defaults to PeerID, else the program's name
+	// (the base name of os.Args[0]).
 	Caller string
-	// PeerID is sent as x-peer-id, the peer id of last resort. Defaults to ""
-	// (not sent).
+	// PeerID is sent as x-peer-id: a lease's peer id when the LeaseRequest
+	// names none. Defaults to "" (not sent).
 	PeerID string
 	// BearerToken, when set, is sent as "Authorization: Bearer <token>".
 	BearerToken string
@@ -70,11 +77,16 @@ type ClientConfig struct {
 // resourcelease.Dispatcher, so code written against a Dispatcher (a Worker,
 // say) runs over the network unchanged, and it sends raw calls with Call.
 //
-// Errors are *resourcelease.Error rebuilt from the response, so
-// errors.Is(err, resourcelease.ErrUnknownToken) holds across the wire; a
-// server that cannot be reached gives status unavailable with code
-// CodeTransportUnavailable and the cause in Err. A call's context deadline is
-// sent as Rpc-Ttl-Ms.
+// Every call carries what a yarpc-go server requires: Rpc-Procedure,
+// Rpc-Caller, Rpc-Service (when configured), Rpc-Encoding: json,
+// Context-TTL-MS (the context's deadline, else the Client's Timeout) and
+// Rpc-Accepts-Both-Response-Error: true.
+//
+// Errors are *resourcelease.Error rebuilt from the response, whether it came
+// from a leasemesh server (new or older) or a yarpc-go one (its error headers,
+// or its plain-text message): errors.Is(err, resourcelease.ErrUnknownToken)
+// holds across the wire. A server that cannot be reached gives status
+// unavailable with code CodeTransportUnavailable and the cause in Err.
 //
 // A Client is safe for concurrent use; make one per server and reuse it.
 type Client struct {
@@ -162,7 +174,7 @@ func NewClient(rawURL string, opts ClientConfig) (*Client, error) {
 		url:            u.String(),
 		namespace:      opts.Namespace,
 		service:        opts.Service,
-		caller:         opts.Caller,
+		caller:         cmp.Or(opts.Caller, opts.PeerID, programName()),
 		peerID:         opts.PeerID,
 		hc:             opts.HTTPClient,
 		longPollMargin: opts.LongPollMargin,
@@ -197,6 +209,20 @@ func NewClient(rawURL string, opts ClientConfig) (*Client, error) {
 	return c, nil
 }
 
+// programName is the default caller: the base name of the running program,
+// made a valid header value no longer than a server accepts.
+func programName() string {
+	name := ""
+	if len(os.Args) > 0 {
+		name = filepath.Base(os.Args[0])
+	}
+	name = strings.TrimSpace(wire.HeaderSafe(name, MaxPeerIDBytes))
+	if name == "" || name == "." || name == string(filepath.Separator) {
+		return "leasemesh"
+	}
+	return name
+}
+
 // Close releases the idle connections of the Client's own HTTP client (not
 // of one given in ClientConfig.HTTPClient). The Client stays usable. It
 // always returns nil.
@@ -207,10 +233,14 @@ func (c *Client) Close() error {
 	return nil
 }
 
-// Call sends one raw call: body (JSON; nil or empty means {}) to the full
-// procedure name (for example "resourcelease.mesh::enqueue"), and returns the
-// response body of a success. It is what `leasectl request` uses.
+// Call sends one raw call: body (JSON; nil or empty is sent as {}, which a
+// yarpc server's JSON decoder needs) to the full procedure name (for example
+// "resourcelease.mesh::enqueue"), and returns the response body of a
+// success. It is what `leasectl request` uses.
 func (c *Client) Call(ctx context.Context, procedure string, body []byte) ([]byte, error) {
+	if len(bytes.TrimSpace(body)) == 0 {
+		body = []byte("{}")
+	}
 	return c.call(ctx, procedure, body, 0)
 }
 
@@ -228,14 +258,13 @@ func (c *Client) call(ctx context.Context, procedure string, body []byte, minTim
 	}
 	h := req.Header
 	h.Set(HeaderProcedure, procedure)
-	h.Set(HeaderEncoding, "json")
-	h.Set("Content-Type", "application/json")
+	h.Set(HeaderCaller, c.caller)
 	if c.service != "" {
 		h.Set(HeaderService, c.service)
 	}
-	if c.caller != "" {
-		h.Set(HeaderCaller, c.caller)
-	}
+	h.Set(HeaderEncoding, "json")
+	h.Set(HeaderAcceptsBothResponseError, wire.AcceptTrue)
+	h.Set("Content-Type", "application/json")
 	if c.peerID != "" {
 		h.Set(HeaderPeerID, c.peerID)
 	}
@@ -248,13 +277,17 @@ func (c *Client) call(ctx context.Context, procedure string, body []byte, minTim
 			return nil, wire.TransportError(ctx, context.DeadlineExceeded)
 		}
 		ms := (left + time.Millisecond - 1) / time.Millisecond
-		h.Set(HeaderTTLMs, strconv.FormatInt(int64(ms), 10))
+		h.Set(HeaderContextTTLMs, strconv.FormatInt(int64(ms), 10))
 	}
 	resp, out, headersAt, err := wire.Do(c.hc, req, c.maxResponse, procedure)
 	if err != nil {
 		return nil, err
 	}
-	if resp.StatusCode == http.StatusOK && resp.Header.Get(HeaderStatus) == "" {
+	if svc := resp.Header.Get(HeaderService); svc != "" && c.service != "" && svc != c.service {
+		return nil, resourcelease.Errorf(resourcelease.StatusInternal, CodeServiceMismatch,
+			"transport: the response is from service %q, not %q", wire.HeaderSafe(svc, 128), c.service)
+	}
+	if st := resp.Header.Get(HeaderStatus); resp.StatusCode == http.StatusOK && (st == "" || st == StatusSuccess) {
 		// Only the handler's own successes: an error may come from a proxy
 		// or load balancer with a clock of its own.
 		c.offsets.observe(resp.Header.Get("Date"), headersAt)

@@ -328,7 +328,8 @@ func TestClientErrors(t *testing.T) {
 }
 
 // TestClientErrorFallbacks checks responses that are not the protocol's own
-// (a proxy, an older server): headers, then the HTTP status, fill the gaps.
+// (a proxy, an older server): headers, then the body, then the HTTP status,
+// fill the gaps. (yarpc-go's layouts: TestYARPCServerErrors.)
 func TestClientErrorFallbacks(t *testing.T) {
 	t.Parallel()
 	tests := []struct {
@@ -340,12 +341,25 @@ func TestClientErrorFallbacks(t *testing.T) {
 		wantCode   string
 		wantMsg    string
 	}{
-		{"bare 503", 503, nil, "upstream down", resourcelease.StatusUnavailable, "", "HTTP 503 Service Unavailable"},
-		{"bare 404", 404, nil, "<html>nope</html>", resourcelease.StatusNotFound, "", "HTTP 404 Not Found"},
+		{"bare 503", 503, nil, "", resourcelease.StatusUnavailable, "", "HTTP 503 Service Unavailable"},
+		{"bare 503, a plain-text message", 503, hdr{"Content-Type": "text/plain"}, "upstream down\n", resourcelease.StatusUnavailable, "", "upstream down"},
+		{"bare 404, an HTML page", 404, nil, "<html>nope</html>", resourcelease.StatusNotFound, "", "HTTP 404 Not Found"},
 		{"bare 499", 499, nil, "", resourcelease.StatusCancelled, "", "HTTP 499"},
-		{"bare 502 is internal", 502, nil, "bad gateway", resourcelease.StatusInternal, "", "HTTP 502 Bad Gateway"},
-		{"headers only", 404, hdr{transport.HeaderStatus: "not-found", transport.HeaderErrorCode: resourcelease.CodeUnknownToken, transport.HeaderErrorMessage: "gone"},
+		{"bare 502 is unknown", 502, hdr{"Content-Type": "text/html"}, "bad gateway", resourcelease.StatusUnknown, "", "HTTP 502 Bad Gateway"},
+		{"bare 409 is aborted", 409, nil, "", resourcelease.StatusAborted, "", "HTTP 409 Conflict"},
+		{"an older leasemesh server's headers: the code in Rpc-Error-Code", 404,
+			hdr{transport.HeaderStatus: "not-found", transport.HeaderErrorCode: resourcelease.CodeUnknownToken, transport.HeaderErrorMessage: "gone"},
 			"", resourcelease.StatusNotFound, resourcelease.CodeUnknownToken, "gone"},
+		{"yarpc's headers", 404,
+			hdr{transport.HeaderErrorCode: "not-found", transport.HeaderErrorName: resourcelease.CodeUnknownToken, transport.HeaderErrorMessage: "gone"},
+			"", resourcelease.StatusNotFound, resourcelease.CodeUnknownToken, "gone"},
+		{"Rpc-Error-Code is case-insensitive, as yarpc's", 400, hdr{transport.HeaderErrorCode: "Failed-Precondition"},
+			"", resourcelease.StatusFailedPrecondition, "", "HTTP 400 Bad Request"},
+		{"Rpc-Error-Code wins over Rpc-Status and the HTTP status", 500, hdr{transport.HeaderErrorCode: "unavailable", transport.HeaderStatus: "internal"},
+			"", resourcelease.StatusUnavailable, "", "HTTP 500 Internal Server Error"},
+		{"a body naming another status is not an error body", 404,
+			hdr{transport.HeaderErrorCode: "not-found", transport.HeaderErrorName: "n", transport.HeaderErrorMessage: "from the header"},
+			`{"status":"internal","code":"c","message":"from the body"}`, resourcelease.StatusNotFound, "n", "from the header"},
 		{"header status wins over HTTP status", 500, hdr{transport.HeaderStatus: "unavailable"}, "", resourcelease.StatusUnavailable, "", "HTTP 500 Internal Server Error"},
 		{"bad status everywhere", 429, hdr{transport.HeaderStatus: "bogus"}, `{"status":"bogus","code":"c","message":"m"}`, resourcelease.StatusResourceExhausted, "c", "m"},
 		{"body wins over headers", 404, hdr{transport.HeaderErrorMessage: "cut short"}, `{"status":"not-found","code":"c","message":"the whole message","metadata":{}}`,
@@ -448,18 +462,31 @@ func TestClientHeaders(t *testing.T) {
 				require.Equal(t, "peer-1", s.header.Get("x-peer-id"))
 				require.Equal(t, "Bearer tok", s.header.Get("Authorization"))
 				require.Equal(t, "json", s.header.Get(transport.HeaderEncoding))
+				require.Equal(t, "true", s.header.Get(transport.HeaderAcceptsBothResponseError))
 				require.Equal(t, "application/json", s.header.Get("Content-Type"))
 				require.Equal(t, `{}`, s.body)
 			},
 		},
 		{
-			name: "no optional headers by default",
+			name: "defaults",
 			call: func(ctx context.Context, c *transport.Client) error { _, err := c.Stats(ctx, nil); return err },
 			check: func(t *testing.T, s sent) {
 				require.Equal(t, "resourcelease::stats", s.header.Get(transport.HeaderProcedure))
-				for _, h := range []string{transport.HeaderService, transport.HeaderCaller, "x-peer-id", "Authorization"} {
+				require.Equal(t, "transport.test", s.header.Get(transport.HeaderCaller), "the program's name")
+				require.Equal(t, "json", s.header.Get(transport.HeaderEncoding))
+				require.Equal(t, "true", s.header.Get(transport.HeaderAcceptsBothResponseError))
+				for _, h := range []string{transport.HeaderService, "x-peer-id", "Authorization", transport.HeaderTTLMs} {
 					require.Empty(t, s.header.Values(h), h)
 				}
+			},
+		},
+		{
+			name: "the caller defaults to the peer id",
+			opts: transport.ClientConfig{PeerID: "worker-3"},
+			call: func(ctx context.Context, c *transport.Client) error { _, err := c.Stats(ctx, nil); return err },
+			check: func(t *testing.T, s sent) {
+				require.Equal(t, "worker-3", s.header.Get(transport.HeaderCaller))
+				require.Equal(t, "worker-3", s.header.Get("x-peer-id"))
 			},
 		},
 		{
@@ -474,10 +501,13 @@ func TestClientHeaders(t *testing.T) {
 			check: func(t *testing.T, s sent) { requireTTL(t, s.header, 29*time.Second, transport.DefaultClientTimeout) },
 		},
 		{
-			name:  "no ttl without a timeout",
-			opts:  transport.ClientConfig{Timeout: -1},
-			call:  func(ctx context.Context, c *transport.Client) error { _, err := c.Stats(ctx, nil); return err },
-			check: func(t *testing.T, s sent) { require.Empty(t, s.header.Get(transport.HeaderTTLMs)) },
+			name: "no ttl without a timeout",
+			opts: transport.ClientConfig{Timeout: -1},
+			call: func(ctx context.Context, c *transport.Client) error { _, err := c.Stats(ctx, nil); return err },
+			check: func(t *testing.T, s sent) {
+				require.Empty(t, s.header.Get(transport.HeaderContextTTLMs))
+				require.Empty(t, s.header.Get(transport.HeaderTTLMs))
+			},
 		},
 		{
 			name: "long-poll outlives its wait",
@@ -541,10 +571,11 @@ func TestClientHeaders(t *testing.T) {
 
 func requireTTL(t *testing.T, h http.Header, lo, hi time.Duration) {
 	t.Helper()
-	ms, err := strconv.ParseInt(h.Get(transport.HeaderTTLMs), 10, 64)
-	require.NoError(t, err, "Rpc-Ttl-Ms %q", h.Get(transport.HeaderTTLMs))
+	ms, err := strconv.ParseInt(h.Get(transport.HeaderContextTTLMs), 10, 64)
+	require.NoError(t, err, "Context-TTL-MS %q", h.Get(transport.HeaderContextTTLMs))
 	got := time.Duration(ms) * time.Millisecond
-	require.True(t, got >= lo && got <= hi, "Rpc-Ttl-Ms %v not in [%v, %v]", got, lo, hi)
+	require.True(t, got >= lo && got <= hi, "Context-TTL-MS %v not in [%v, %v]", got, lo, hi)
+	require.Empty(t, h.Values(transport.HeaderTTLMs), "only yarpc's TTL header is sent")
 }
 
 // TestClientResponses checks bounded and malformed responses.

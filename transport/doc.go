@@ -12,36 +12,48 @@
 //
 //	d, _ := resourcelease.NewDispatcher(resourcelease.DispatcherConfig{})
 //	h, err := transport.NewHandler(d, transport.HandlerConfig{
-//		Service:    "mesh",
-//		Namespace:  "resourcelease.mesh",        // procedures "resourcelease.mesh::<verb>"
-//		Authorize:  transport.BearerToken(token), // optional
-//		Registerer: registry,                     // optional: rpc_requests_total, rpc_request_duration_seconds
+//		Service:        "mesh",
+//		Namespace:      "resourcelease.mesh",                     // procedures "resourcelease.mesh::<verb>"
+//		Authorize:      transport.BearerToken(token, adminToken), // optional: every procedure
+//		AuthorizeAdmin: transport.BearerToken(adminToken),        // drain, restore, redrive, purge
+//		Registerer:     registry,                                 // optional: rpc_requests_total, rpc_request_duration_seconds
 //	})
 //	mux.Handle("/yarpc/v1", h)
 //
-// A request is a POST whose Rpc-Procedure header names "<namespace>::<verb>"
-// (enqueue, lease, heartbeat, complete, fail, drain, restore, stats,
-// deadletters, redrive, purge) and whose body is that verb's JSON request (see
-// the types in resourcelease/dispatcher.go; an empty body is {}, unknown
-// fields are ignored). Rpc-Service, when present, must name the handler's
-// service; Rpc-Encoding, when present, must be json or application/json;
-// Rpc-Ttl-Ms, Context-TTL-MS or Rpc-Deadline set the deadline of the
-// Dispatcher's context, capped by MaxTTL (a lease long-poll is further capped
-// by MaxWait, and ends as soon as the client goes away); Rpc-Caller and
-// x-peer-id reach the Dispatcher through resourcelease.CallInfo.
+// The protocol is yarpc's HTTP transport with the JSON encoding, so a
+// yarpc-go client calls the handler, and the Client calls a yarpc-go server,
+// without adapters. A request is a POST whose Rpc-Procedure header names
+// "<namespace>::<verb>" (enqueue, lease, heartbeat, complete, fail, drain,
+// restore, stats, deadletters, redrive, purge) and whose body is that verb's
+// JSON request (see the types in resourcelease/dispatcher.go; an empty body is
+// {}, unknown fields are ignored). Rpc-Service, when present, must name the
+// handler's service; Rpc-Encoding, when present, must be json or
+// application/json; Context-TTL-MS (yarpc's), Rpc-Ttl-Ms or Rpc-Deadline set
+// the deadline of the Dispatcher's context, capped by MaxTTL (a lease
+// long-poll is further capped by MaxWait, and ends as soon as the client goes
+// away); Rpc-Caller and the peer id (Rpc-Header-Peer-Id, else x-peer-id)
+// reach the Dispatcher through resourcelease.CallInfo. yarpc's other headers
+// (routing, tracing, application headers) are accepted.
 //
-// A success is HTTP 200 with the JSON response and no Rpc-Status header (a
-// lease with nothing available is the body null). An error carries the HTTP
-// status of its resourcelease.Status, the headers Rpc-Status, Rpc-Error-Code
-// and Rpc-Error-Message, and the body {"message","status","code","metadata"}.
-// Only *resourcelease.Error values reach the wire as they are: any other
-// error, and any panic in the Dispatcher, is logged and sent as internal with
-// a generic message. A method other than POST is answered 405.
+// A success is HTTP 200 with Rpc-Status: success and the JSON response (a
+// lease with nothing available is the body null); Rpc-Service is echoed. An
+// error carries the HTTP status of its resourcelease.Status (yarpc's table),
+// Rpc-Status and Rpc-Error-Code (the status), Rpc-Error-Name (the stable
+// code), Rpc-Error-Message, Rpc-Both-Response-Error when the request carried
+// Rpc-Accepts-Both-Response-Error: true, and the body
+// {"message","status","code","metadata"}. Only *resourcelease.Error values
+// reach the wire as they are: any other error, and any panic in the
+// Dispatcher, is logged and sent as internal with a generic message. A method
+// other than POST is answered 405.
+//
+// The admin procedures (AdminVerbs) are refused until
+// HandlerConfig.AuthorizeAdmin lets them through, so a handler mounted with a
+// zero config serves producers and workers only.
 //
 // Middleware (HandlerConfig.Middleware) wraps the protocol after the method
-// and Authorize checks; OnlyProcedures restricts one to some procedures (the
-// backpressure rate limiter throttles enqueue only), and WriteError lets it
-// refuse in the protocol's format.
+// and authorization checks; OnlyProcedures restricts one to some procedures
+// (the backpressure rate limiter throttles enqueue only), and WriteError lets
+// it refuse in the protocol's format.
 //
 // # Calling: the Client
 //
@@ -55,13 +67,16 @@
 //	defer c.Close()
 //	l, err := c.Lease(ctx, &resourcelease.LeaseRequest{WaitMs: 10000})
 //
-// The context's deadline travels as Rpc-Ttl-Ms (a call without one gets
+// The context's deadline travels as Context-TTL-MS (a call without one gets
 // ClientConfig.Timeout; a long-poll gets at least its wait plus
-// LongPollMargin). Errors come back as *resourcelease.Error with their status,
-// code, message and metadata, so errors.Is(err, resourcelease.ErrUnknownToken)
-// holds across the wire; a server that cannot be reached is status
-// unavailable with code CodeTransportUnavailable. Call sends a raw request
-// with a full procedure name, as `leasectl request` does.
+// LongPollMargin), with Rpc-Caller (defaulted), Rpc-Service, Rpc-Encoding:
+// json and Rpc-Accepts-Both-Response-Error: true, which a yarpc-go server
+// requires. Errors come back as *resourcelease.Error with their status, code,
+// message and metadata, from a leasemesh server or a yarpc-go one, so
+// errors.Is(err, resourcelease.ErrUnknownToken) holds across the wire; a
+// server that cannot be reached is status unavailable with code
+// CodeTransportUnavailable. Call sends a raw request with a full procedure
+// name, as `leasectl request` does.
 //
 // # Working: the Worker
 //

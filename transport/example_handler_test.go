@@ -14,7 +14,9 @@ import (
 )
 
 // Mount the RPC handler under a path of a mux that already serves other
-// routes, and speak the wire protocol to it with plain HTTP.
+// routes, and speak the wire protocol to it with plain HTTP, as a yarpc-go
+// client does. The admin procedures (drain here) are refused until
+// HandlerConfig.AuthorizeAdmin is set.
 func ExampleNewHandler() {
 	d, closeDispatcher := newLocalDispatcher(resourcelease.QueueConfig{})
 	defer closeDispatcher()
@@ -39,20 +41,26 @@ func ExampleNewHandler() {
 		req.Header.Set("Rpc-Service", "mesh")
 		req.Header.Set("Rpc-Caller", "example")
 		req.Header.Set("Rpc-Encoding", "json")
-		req.Header.Set("Rpc-Ttl-Ms", "5000")
+		req.Header.Set("Context-TTL-MS", "5000")
+		req.Header.Set("Rpc-Accepts-Both-Response-Error", "true")
 		res, err := srv.Client().Do(req)
 		if err != nil {
 			log.Fatal(err)
 		}
 		out, _ := io.ReadAll(res.Body)
 		_ = res.Body.Close()
-		fmt.Printf("%d status=%q %s\n", res.StatusCode, res.Header.Get("Rpc-Status"), out)
+		fmt.Printf("%d %s", res.StatusCode, res.Header.Get("Rpc-Status"))
+		if res.StatusCode != http.StatusOK {
+			fmt.Printf(" %s %s", res.Header.Get("Rpc-Error-Code"), res.Header.Get("Rpc-Error-Name"))
+		}
+		fmt.Printf(" %s\n", out)
 	}
 	send(http.MethodPost, "resourcelease.mesh::enqueue",
 		`{"payload":{"resourceType":"demo.order","resourceId":"order-0001","partitionKey":"tenant-1","payloadEncoding":"application/json","body":"eyJhIjoxfQ=="}}`)
 	send(http.MethodPost, "resourcelease.mesh::stats", "")
 	send(http.MethodPost, "resourcelease.mesh::heartbeat", `{}`)
 	send(http.MethodPost, "resourcelease.mesh::nope", `{}`)
+	send(http.MethodPost, "resourcelease.mesh::drain", `{}`)
 	send(http.MethodGet, "resourcelease.mesh::stats", "")
 
 	res, err := srv.Client().Get(srv.URL + "/healthz")
@@ -63,11 +71,12 @@ func ExampleNewHandler() {
 	_ = res.Body.Close()
 	fmt.Println("healthz:", string(health))
 	// Output:
-	// 200 status="" {"stats":{"pendingCount":1,"activeLeaseCount":0},"sequenceId":1}
-	// 200 status="" {"pendingCount":1,"activeLeaseCount":0,"deadLetterCount":0,"backpressureActive":false}
-	// 400 status="invalid-argument" {"message":"ownershipToken is required","status":"invalid-argument","code":"resourcelease.ownership_token.required","metadata":{}}
-	// 404 status="not-found" {"message":"unknown procedure \"resourcelease.mesh::nope\"","status":"not-found","code":"resourcelease.transport.unknown_procedure","metadata":{}}
-	// 405 status="invalid-argument" {"message":"method GET is not allowed; use POST","status":"invalid-argument","code":"resourcelease.transport.method_not_allowed","metadata":{}}
+	// 200 success {"stats":{"pendingCount":1,"activeLeaseCount":0},"sequenceId":1}
+	// 200 success {"pendingCount":1,"activeLeaseCount":0,"deadLetterCount":0,"backpressureActive":false}
+	// 400 invalid-argument invalid-argument resourcelease.ownership_token.required {"message":"ownershipToken is required","status":"invalid-argument","code":"resourcelease.ownership_token.required","metadata":{}}
+	// 404 not-found not-found resourcelease.transport.unknown_procedure {"message":"unknown procedure \"resourcelease.mesh::nope\"","status":"not-found","code":"resourcelease.transport.unknown_procedure","metadata":{}}
+	// 403 permission-denied permission-denied error.resourcelease.admin_not_configured {"message":"resourcelease.mesh::drain is an admin procedure and this handler serves none (see transport.HandlerConfig.AuthorizeAdmin)","status":"permission-denied","code":"error.resourcelease.admin_not_configured","metadata":{}}
+	// 405 invalid-argument invalid-argument resourcelease.transport.method_not_allowed {"message":"method GET is not allowed; use POST","status":"invalid-argument","code":"resourcelease.transport.method_not_allowed","metadata":{}}
 	// healthz: ok
 }
 
@@ -99,6 +108,43 @@ func ExampleBearerToken() {
 	// token "": unauthenticated
 	// token "guess": permission-denied
 	// token "s3cret": ok
+}
+
+// Give workers and producers one token and operators another: the admin
+// procedures (drain, restore, redrive, purge) need the admin token, which
+// Authorize must accept too.
+func ExampleBearerToken_admin() {
+	d, closeDispatcher := newLocalDispatcher(resourcelease.QueueConfig{})
+	defer closeDispatcher()
+	h, err := transport.NewHandler(d, transport.HandlerConfig{
+		Authorize:      transport.BearerToken("worker-secret", "admin-secret"),
+		AuthorizeAdmin: transport.BearerToken("admin-secret"),
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	srv := httptest.NewServer(h)
+	defer srv.Close()
+
+	outcome := func(err error) string {
+		if err != nil {
+			return string(resourcelease.StatusOf(err))
+		}
+		return "ok"
+	}
+	for _, token := range []string{"worker-secret", "admin-secret"} {
+		c, err := transport.NewClient(srv.URL, transport.ClientConfig{BearerToken: token})
+		if err != nil {
+			log.Fatal(err)
+		}
+		_, statsErr := c.Stats(context.Background(), nil)
+		_, drainErr := c.Call(context.Background(), transport.Procedure("", transport.VerbDrain), nil)
+		fmt.Printf("%s: stats %s, drain %s\n", token, outcome(statsErr), outcome(drainErr))
+		_ = c.Close()
+	}
+	// Output:
+	// worker-secret: stats ok, drain permission-denied
+	// admin-secret: stats ok, drain ok
 }
 
 // Throttle enqueue alone with a middleware; lease, heartbeat, complete and

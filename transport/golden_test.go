@@ -141,7 +141,7 @@ var (
 	timeKey     = regexp.MustCompile(`At$`)
 )
 
-// requireWireConventions checks the conventions of DESIGN §9 on an encoded
+// requireWireConventions checks the protocol's JSON conventions on an encoded
 // value: camelCase names, times in RFC 3339 with (up to nano) fractions, body
 // in base64.
 func requireWireConventions(t *testing.T, raw []byte) {

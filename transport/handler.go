@@ -1,6 +1,7 @@
 package transport
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -52,16 +53,28 @@ type HandlerConfig struct {
 	// away is cut to it, and a request without one gets it. Defaults to
 	// DefaultMaxTTL (10 min); negative is an error.
 	MaxTTL time.Duration
-	// Authorize, when set, is called for every POST before anything else is
-	// looked at. A non-nil result refuses the request: a *resourcelease.Error
-	// is sent with its own status (BearerToken returns unauthenticated or
-	// permission-denied); any other error is sent as unauthenticated with a
-	// generic message. Defaults to nil: no authorization.
+	// Authorize, when set, is called for every POST, of any procedure, before
+	// anything else is looked at. A non-nil result refuses the request: a
+	// *resourcelease.Error is sent with its own status (BearerToken returns
+	// unauthenticated or permission-denied); any other error is sent as
+	// unauthenticated with a generic message. Defaults to nil: producers and
+	// workers need no credentials.
 	Authorize func(*http.Request) error
+	// AuthorizeAdmin guards the admin procedures (AdminVerbs: drain, restore,
+	// redrive, purge), which take items out of the queue or rewrite it. It
+	// runs after Authorize has let the request through (so a request for an
+	// admin procedure must pass both: give Authorize every token it should
+	// accept, e.g. BearerToken(workerToken, adminToken)), before the
+	// middleware; its result is sent as Authorize's is. Defaults to nil: the
+	// admin procedures are refused to everyone (permission-denied, code
+	// CodeAdminNotConfigured), so a handler mounted without thinking about it
+	// serves producers and workers only. AllowAll opens them.
+	AuthorizeAdmin func(*http.Request) error
 	// Middleware wraps the protocol handler, Middleware[0] outermost. It runs
-	// after the method check and Authorize and before the headers are parsed;
-	// the backpressure rate limiter plugs in here (see OnlyProcedures and
-	// WriteError). Requests it refuses are still counted in the metrics.
+	// after the method check, Authorize and AuthorizeAdmin and before the
+	// headers are parsed; the backpressure rate limiter plugs in here (see
+	// OnlyProcedures and WriteError). Requests it refuses are still counted
+	// in the metrics.
 	Middleware []func(http.Handler) http.Handler
 	// Logger receives internal errors (with their cause, which never goes on
 	// the wire), recovered panics and, at debug level, refused requests.
@@ -83,6 +96,8 @@ type handler struct {
 	maxWait   time.Duration
 	maxTTL    time.Duration
 	authorize func(*http.Request) error
+	admin     func(*http.Request) error
+	adminProc map[string]bool // full names of the admin procedures
 	logger    *slog.Logger
 	metrics   *rpcMetrics
 	routes    map[string]route // by full procedure name
@@ -96,27 +111,34 @@ type route struct {
 	serve     func(h *handler, ctx context.Context, body []byte) ([]byte, error)
 }
 
-// NewHandler returns the http.Handler that serves d over the yarpc-style
-// HTTP/JSON protocol of DESIGN §9. It answers every path it is given, so mount
-// it at the path of your choice (the demo uses "/yarpc/v1").
+// NewHandler returns the http.Handler that serves d over yarpc's HTTP
+// transport with the JSON encoding. It answers every path it is given, so
+// mount it at the path of your choice (the demo uses "/yarpc/v1").
 //
 // A request is a POST whose Rpc-Procedure header names "<namespace>::<verb>"
 // and whose body is the JSON request of that verb (empty means {}; unknown
-// fields are ignored). A success is HTTP 200 with the JSON response (the
-// lease verb answers null when nothing was available) and no Rpc-Status
-// header: a response is a success exactly when its status is 200. An error
-// has the HTTP status of its resourcelease.Status, the headers Rpc-Status,
-// Rpc-Error-Code and Rpc-Error-Message, and the body
+// fields are ignored). yarpc's other request headers (Rpc-Caller,
+// Rpc-Encoding json or application/json, Rpc-Shard-Key, Rpc-Routing-Key,
+// Rpc-Routing-Delegate, Rpc-Caller-Procedure, application headers
+// Rpc-Header-<name>) are accepted and never an error. A present Rpc-Service
+// is echoed in the response, as yarpc servers do.
+//
+// A success is HTTP 200 with Rpc-Status: success and the JSON response (the
+// lease verb answers null when nothing was available). An error has the HTTP
+// status of its resourcelease.Status (yarpc's table), the headers Rpc-Status
+// and Rpc-Error-Code (the status), Rpc-Error-Name (the stable code),
+// Rpc-Error-Message, Rpc-Both-Response-Error: true when the request carried
+// Rpc-Accepts-Both-Response-Error: true, and the body
 // {"message","status","code","metadata"}. Errors that are not
 // *resourcelease.Error, and panics in d, are sent as internal with a generic
 // message and logged. A method other than POST gets 405 with "Allow: POST"
 // (status invalid-argument, code CodeMethodNotAllowed).
 //
-// The request's deadline (Rpc-Ttl-Ms, Context-TTL-MS or Rpc-Deadline, the
+// The request's deadline (Context-TTL-MS, Rpc-Ttl-Ms or Rpc-Deadline, the
 // earliest if several, capped by MaxTTL) bounds the context given to d, which
 // also ends when the client goes away. The context carries a
-// resourcelease.CallInfo with the Rpc-Caller, x-peer-id and Rpc-Service
-// headers.
+// resourcelease.CallInfo with the Rpc-Caller, the peer id header
+// (Rpc-Header-Peer-Id, else x-peer-id) and Rpc-Service.
 func NewHandler(d resourcelease.Dispatcher, opts HandlerConfig) (http.Handler, error) {
 	if d == nil {
 		return nil, errors.New("transport: NewHandler: nil Dispatcher")
@@ -128,6 +150,7 @@ func NewHandler(d resourcelease.Dispatcher, opts HandlerConfig) (http.Handler, e
 		maxWait:   opts.MaxWait,
 		maxTTL:    opts.MaxTTL,
 		authorize: opts.Authorize,
+		admin:     opts.AuthorizeAdmin,
 		logger:    opts.Logger,
 	}
 	ns := opts.Namespace
@@ -194,6 +217,10 @@ func NewHandler(d resourcelease.Dispatcher, opts HandlerConfig) (http.Handler, e
 	add(VerbDeadLetters, unary(resourcelease.Dispatcher.DeadLetters, false, nil))
 	add(VerbRedrive, unary(resourcelease.Dispatcher.Redrive, false, nil))
 	add(VerbPurge, unary(resourcelease.Dispatcher.Purge, false, nil))
+	h.adminProc = make(map[string]bool)
+	for _, verb := range AdminVerbs() {
+		h.adminProc[Procedure(ns, verb)] = true
+	}
 
 	var inner http.Handler = http.HandlerFunc(h.serveRPC)
 	for i := len(opts.Middleware) - 1; i >= 0; i-- {
@@ -297,11 +324,17 @@ func checkToken(t *resourcelease.OwnershipToken) error {
 // authorization, then runs the middleware chain and the protocol.
 func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
+	proc := r.Header.Get(HeaderProcedure)
 	label := unknownProcedureLabel
-	if _, ok := h.routes[r.Header.Get(HeaderProcedure)]; ok {
-		label = r.Header.Get(HeaderProcedure)
+	if _, ok := h.routes[proc]; ok {
+		label = proc
 	}
-	rec := &statusRecorder{ResponseWriter: w}
+	rec := &statusRecorder{ResponseWriter: w, acceptsBoth: wire.AcceptsBothResponseError(r.Header)}
+	if svc := r.Header.Get(HeaderService); svc != "" {
+		// yarpc servers echo the service on every response; a yarpc client
+		// refuses a response naming another one.
+		rec.Header().Set(HeaderService, svc)
+	}
 	defer func() {
 		p := recover()
 		if p != nil && p != http.ErrAbortHandler { // ErrAbortHandler is net/http's own way to abort: let it through
@@ -325,18 +358,36 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			"method %s is not allowed; use POST", wire.HeaderSafe(r.Method, 32)), http.StatusMethodNotAllowed)
 		return
 	}
-	if h.authorize != nil {
-		if err := h.authorize(r); err != nil {
-			e := wire.AuthError(err)
-			h.logger.Debug("transport: unauthorized request", "procedure", label, "status", string(e.Status), "error", err)
-			if e.Status == resourcelease.StatusUnauthenticated {
-				rec.Header().Set("WWW-Authenticate", "Bearer")
-			}
-			wire.WriteNormalized(rec, e)
+	if h.authorize != nil && !h.authorized(rec, r, label, h.authorize) {
+		return
+	}
+	if h.adminProc[proc] {
+		if h.admin == nil {
+			h.logger.Debug("transport: refused request", "procedure", label, "reason", "admin procedures are not configured")
+			wire.WriteNormalized(rec, resourcelease.Errorf(resourcelease.StatusPermissionDenied, CodeAdminNotConfigured,
+				"%s is an admin procedure and this handler serves none (see transport.HandlerConfig.AuthorizeAdmin)", proc))
+			return
+		}
+		if !h.authorized(rec, r, label, h.admin) {
 			return
 		}
 	}
 	h.inner.ServeHTTP(rec, r)
+}
+
+// authorized runs one authorization hook, writing its refusal.
+func (h *handler) authorized(w http.ResponseWriter, r *http.Request, label string, authorize func(*http.Request) error) bool {
+	err := authorize(r)
+	if err == nil {
+		return true
+	}
+	e := wire.AuthError(err)
+	h.logger.Debug("transport: unauthorized request", "procedure", label, "status", string(e.Status), "error", err)
+	if e.Status == resourcelease.StatusUnauthenticated {
+		w.Header().Set("WWW-Authenticate", "Bearer")
+	}
+	wire.WriteNormalized(w, e)
+	return false
 }
 
 func internalError() *resourcelease.Error {
@@ -350,7 +401,7 @@ type call struct {
 	info     resourcelease.CallInfo
 }
 
-// parseCall applies the header rules of DESIGN §9.
+// parseCall applies the header rules of the protocol (docs/protocol.md).
 func (h *handler) parseCall(r *http.Request, now time.Time) (call, *resourcelease.Error) {
 	proc := r.Header.Get(HeaderProcedure)
 	if strings.TrimSpace(proc) == "" {
@@ -373,7 +424,7 @@ func (h *handler) parseCall(r *http.Request, now time.Time) (call, *resourceleas
 	if err != nil {
 		return call{}, err
 	}
-	for _, name := range [...]string{HeaderCaller, HeaderPeerID} {
+	for _, name := range [...]string{HeaderCaller, HeaderApplicationPeerID, HeaderPeerID} {
 		if err := checkPeerID(name, r.Header.Get(name)); err != nil {
 			return call{}, err
 		}
@@ -383,14 +434,14 @@ func (h *handler) parseCall(r *http.Request, now time.Time) (call, *resourceleas
 		deadline: deadline,
 		info: resourcelease.CallInfo{
 			Caller:  r.Header.Get(HeaderCaller),
-			PeerID:  r.Header.Get(HeaderPeerID),
+			PeerID:  cmp.Or(r.Header.Get(HeaderApplicationPeerID), r.Header.Get(HeaderPeerID)),
 			Service: svc,
 		},
 	}, nil
 }
 
-// MaxPeerIDBytes bounds a caller or peer id (Rpc-Caller, x-peer-id, a lease's
-// peerId). Peer ids are kept by peer health and written into every event, so
+// MaxPeerIDBytes bounds a caller or peer id (Rpc-Caller, Rpc-Header-Peer-Id,
+// x-peer-id, a lease's peerId). Peer ids are kept by peer health and written into every event, so
 // a client must not be able to make the dispatcher hold megabytes per id.
 const MaxPeerIDBytes = 256
 
@@ -435,6 +486,7 @@ func (h *handler) serveRPC(w http.ResponseWriter, r *http.Request) {
 	hdr := w.Header()
 	hdr.Set("Content-Type", "application/json")
 	hdr.Set("Content-Length", strconv.Itoa(len(out)))
+	hdr.Set(HeaderStatus, wire.StatusSuccess)
 	w.WriteHeader(http.StatusOK)
 	_, _ = w.Write(out)
 }
@@ -483,18 +535,24 @@ func (h *handler) writeError(w http.ResponseWriter, procedure string, err error)
 	wire.WriteNormalized(w, e)
 }
 
-// statusRecorder remembers the status of the response for the metrics.
+// statusRecorder remembers the status of the response for the metrics, and
+// marks the errors written through it for a client that accepts both
+// response and error.
 type statusRecorder struct {
 	http.ResponseWriter
-	status    int
-	rpcStatus string
+	acceptsBoth bool
+	status      int
+	rpcStatus   resourcelease.Status
 }
 
-// WriteHeader records the first final status and its Rpc-Status header.
+// WriteHeader records the first final status and the error's status.
 func (s *statusRecorder) WriteHeader(code int) {
 	if s.status == 0 && code >= 200 {
 		s.status = code
-		s.rpcStatus = s.Header().Get(HeaderStatus)
+		if code >= 300 {
+			wire.MarkBothResponseError(s.Header(), s.acceptsBoth)
+			s.rpcStatus = wire.ResponseStatus(&http.Response{StatusCode: code, Header: s.Header()})
+		}
 	}
 	s.ResponseWriter.WriteHeader(code)
 }
@@ -521,11 +579,8 @@ func (s *statusRecorder) Unwrap() http.ResponseWriter { return s.ResponseWriter 
 // statusLabel is the status label of the metrics: "ok" for success, else the
 // wire status.
 func (s *statusRecorder) statusLabel() string {
-	if st := resourcelease.Status(s.rpcStatus); st.Valid() {
-		return string(st)
+	if s.rpcStatus != "" {
+		return string(s.rpcStatus)
 	}
-	if s.status == 0 || s.status == http.StatusOK {
-		return okStatusLabel
-	}
-	return string(resourcelease.StatusFromHTTP(s.status))
+	return okStatusLabel
 }

@@ -195,7 +195,7 @@ func TestHandlerProcedures(t *testing.T) {
 }
 
 // TestHandlerRequestRules covers the method, header and body rules of
-// DESIGN §9 that refuse a request before (or instead of) the Dispatcher.
+// the protocol that refuse a request before (or instead of) the Dispatcher.
 func TestHandlerRequestRules(t *testing.T) {
 	t.Parallel()
 	const (
@@ -457,11 +457,14 @@ func TestHandlerCallInfo(t *testing.T) {
 		want     resourcelease.CallInfo
 		wantPeer string
 	}{
-		{"all headers", hdr{transport.HeaderCaller: "seeder", "x-peer-id": "peer-9", transport.HeaderService: "mesh"}, `{}`,
-			resourcelease.CallInfo{Caller: "seeder", PeerID: "peer-9", Service: "mesh"}, "seeder"},
-		{"explicit peer wins", hdr{transport.HeaderCaller: "seeder", "x-peer-id": "peer-9"}, `{"peerId":"w1"}`,
-			resourcelease.CallInfo{Caller: "seeder", PeerID: "peer-9"}, "w1"},
-		{"x-peer-id last", hdr{"X-PEER-ID": "peer-9"}, `{}`, resourcelease.CallInfo{PeerID: "peer-9"}, "peer-9"},
+		{"all headers", hdr{transport.HeaderCaller: "seeder", "rpc-header-peer-id": "peer-7", "x-peer-id": "peer-9", transport.HeaderService: "mesh"}, `{}`,
+			resourcelease.CallInfo{Caller: "seeder", PeerID: "peer-7", Service: "mesh"}, "peer-7"},
+		{"explicit peer wins", hdr{transport.HeaderCaller: "seeder", transport.HeaderApplicationPeerID: "peer-7", "x-peer-id": "peer-9"}, `{"peerId":"w1"}`,
+			resourcelease.CallInfo{Caller: "seeder", PeerID: "peer-7"}, "w1"},
+		{"x-peer-id over the caller", hdr{transport.HeaderCaller: "seeder", "X-PEER-ID": "peer-9"}, `{}`,
+			resourcelease.CallInfo{Caller: "seeder", PeerID: "peer-9"}, "peer-9"},
+		{"the caller last", hdr{transport.HeaderCaller: "seeder"}, `{}`, resourcelease.CallInfo{Caller: "seeder"}, "seeder"},
+		{"other application headers are no peer id", hdr{"Rpc-Header-Tenant": "t1", "Rpc-Header-Peer": "p"}, `{}`, resourcelease.CallInfo{}, ""},
 		{"nothing", hdr{}, `{}`, resourcelease.CallInfo{}, ""},
 	}
 	for _, tt := range tests {
@@ -523,7 +526,7 @@ func TestHandlerErrors(t *testing.T) {
 		{name: "already-exists", err: resourcelease.ErrDuplicateSequence,
 			wantHTTP: 409, wantStatus: resourcelease.StatusAlreadyExists, wantCode: resourcelease.CodeDuplicateSequence, wantMessage: resourcelease.ErrDuplicateSequence.Message},
 		{name: "failed-precondition", err: resourcelease.ErrPeerIneligible,
-			wantHTTP: 412, wantStatus: resourcelease.StatusFailedPrecondition, wantCode: resourcelease.CodePeerIneligible, wantMessage: resourcelease.ErrPeerIneligible.Message},
+			wantHTTP: 400, wantStatus: resourcelease.StatusFailedPrecondition, wantCode: resourcelease.CodePeerIneligible, wantMessage: resourcelease.ErrPeerIneligible.Message},
 		{name: "permission-denied", err: resourcelease.Errorf(resourcelease.StatusPermissionDenied, "app.denied", "no"),
 			wantHTTP: 403, wantStatus: resourcelease.StatusPermissionDenied, wantCode: "app.denied", wantMessage: "no"},
 		{name: "unauthenticated", err: resourcelease.Errorf(resourcelease.StatusUnauthenticated, "app.who", "who are you"),
@@ -621,6 +624,11 @@ func TestHandlerAuthorize(t *testing.T) {
 		{name: "custom *Error", authorize: func(*http.Request) error {
 			return resourcelease.Errorf(resourcelease.StatusPermissionDenied, "app.tenant", "tenant suspended")
 		}, wantHTTP: 403, wantStatus: resourcelease.StatusPermissionDenied, wantCode: "app.tenant"},
+		{name: "one of several tokens", authorize: transport.BearerToken("worker", "admin"), headers: hdr{"Authorization": "Bearer admin"}, wantHTTP: 200},
+		{name: "none of several tokens", authorize: transport.BearerToken("worker", "", "admin"), headers: hdr{"Authorization": "Bearer "},
+			wantHTTP: 403, wantStatus: resourcelease.StatusPermissionDenied, wantCode: transport.CodePermissionDenied},
+		{name: "no tokens match nothing", authorize: transport.BearerToken(), headers: hdr{"Authorization": "Bearer x"},
+			wantHTTP: 403, wantStatus: resourcelease.StatusPermissionDenied, wantCode: transport.CodePermissionDenied},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -643,6 +651,80 @@ func TestHandlerAuthorize(t *testing.T) {
 			if tt.wantHTTP == 401 {
 				require.Equal(t, "Bearer", rec.Header().Get("WWW-Authenticate"))
 			}
+		})
+	}
+}
+
+// TestHandlerAuthorizeAdmin: the admin procedures are refused unless
+// AuthorizeAdmin lets them through; Authorize runs first, for every
+// procedure, and AuthorizeAdmin only for the admin ones.
+func TestHandlerAuthorizeAdmin(t *testing.T) {
+	t.Parallel()
+	const worker, admin = "Bearer w-tok", "Bearer a-tok"
+	tests := []struct {
+		name      string
+		opts      transport.HandlerConfig
+		verb      string
+		auth      string
+		wantHTTP  int
+		wantCode  string
+		wantCalls []string // the hooks that ran, in order
+	}{
+		{name: "no AuthorizeAdmin: drain refused", verb: transport.VerbDrain, wantHTTP: 403, wantCode: transport.CodeAdminNotConfigured},
+		{name: "no AuthorizeAdmin: restore refused", verb: transport.VerbRestore, wantHTTP: 403, wantCode: transport.CodeAdminNotConfigured},
+		{name: "no AuthorizeAdmin: redrive refused", verb: transport.VerbRedrive, wantHTTP: 403, wantCode: transport.CodeAdminNotConfigured},
+		{name: "no AuthorizeAdmin: purge refused", verb: transport.VerbPurge, wantHTTP: 403, wantCode: transport.CodeAdminNotConfigured},
+		{name: "no AuthorizeAdmin: workers and producers served", verb: transport.VerbStats, wantHTTP: 200},
+		{name: "no AuthorizeAdmin, Authorize passed: still refused", opts: transport.HandlerConfig{Authorize: transport.BearerToken("w-tok")},
+			verb: transport.VerbPurge, auth: worker, wantHTTP: 403, wantCode: transport.CodeAdminNotConfigured, wantCalls: []string{"authorize"}},
+		{name: "AllowAll opens them", opts: transport.HandlerConfig{AuthorizeAdmin: transport.AllowAll}, verb: transport.VerbDrain, wantHTTP: 200,
+			wantCalls: []string{"admin"}},
+		{name: "admin token", opts: transport.HandlerConfig{AuthorizeAdmin: transport.BearerToken("a-tok")},
+			verb: transport.VerbRedrive, auth: admin, wantHTTP: 200, wantCalls: []string{"admin"}},
+		{name: "a worker's token is not an admin's", opts: transport.HandlerConfig{AuthorizeAdmin: transport.BearerToken("a-tok")},
+			verb: transport.VerbRedrive, auth: worker, wantHTTP: 403, wantCode: transport.CodePermissionDenied, wantCalls: []string{"admin"}},
+		{name: "no token for an admin procedure", opts: transport.HandlerConfig{AuthorizeAdmin: transport.BearerToken("a-tok")},
+			verb: transport.VerbRestore, wantHTTP: 401, wantCode: transport.CodeUnauthenticated, wantCalls: []string{"admin"}},
+		{name: "AuthorizeAdmin leaves the other procedures alone", opts: transport.HandlerConfig{AuthorizeAdmin: transport.BearerToken("a-tok")},
+			verb: transport.VerbEnqueue, wantHTTP: 400, wantCode: resourcelease.CodePayloadRequired},
+		{name: "both hooks, admin token", opts: transport.HandlerConfig{Authorize: transport.BearerToken("w-tok", "a-tok"), AuthorizeAdmin: transport.BearerToken("a-tok")},
+			verb: transport.VerbDrain, auth: admin, wantHTTP: 200, wantCalls: []string{"authorize", "admin"}},
+		{name: "both hooks, worker token on drain", opts: transport.HandlerConfig{Authorize: transport.BearerToken("w-tok", "a-tok"), AuthorizeAdmin: transport.BearerToken("a-tok")},
+			verb: transport.VerbDrain, auth: worker, wantHTTP: 403, wantCode: transport.CodePermissionDenied, wantCalls: []string{"authorize", "admin"}},
+		{name: "both hooks, worker token on lease", opts: transport.HandlerConfig{Authorize: transport.BearerToken("w-tok", "a-tok"), AuthorizeAdmin: transport.BearerToken("a-tok")},
+			verb: transport.VerbLease, auth: worker, wantHTTP: 200, wantCalls: []string{"authorize"}},
+		{name: "Authorize refuses first", opts: transport.HandlerConfig{Authorize: transport.BearerToken("w-tok"), AuthorizeAdmin: transport.BearerToken("a-tok")},
+			verb: transport.VerbPurge, auth: admin, wantHTTP: 403, wantCode: transport.CodePermissionDenied, wantCalls: []string{"authorize"}},
+		{name: "another namespace's drain is no procedure of ours", opts: transport.HandlerConfig{Namespace: "other"},
+			verb: "drain", wantHTTP: 404, wantCode: transport.CodeUnknownProcedure},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			var calls []string
+			trace := func(name string, hook func(*http.Request) error) func(*http.Request) error {
+				if hook == nil {
+					return nil
+				}
+				return func(r *http.Request) error { calls = append(calls, name); return hook(r) }
+			}
+			opts := tt.opts
+			opts.Logger = quietLogger
+			opts.Authorize = trace("authorize", opts.Authorize)
+			opts.AuthorizeAdmin = trace("admin", opts.AuthorizeAdmin)
+			h, err := transport.NewHandler(&leasetest.FakeDispatcher{}, opts) // not newHandler: it would open the admin procedures
+			require.NoError(t, err)
+			headers := hdr{}
+			if tt.auth != "" {
+				headers["Authorization"] = tt.auth
+			}
+			rec := call(h, tt.verb, "", headers) // resourcelease::<verb>
+			if tt.wantHTTP == 200 {
+				requireOK(t, rec)
+			} else {
+				requireError(t, rec, tt.wantHTTP, resourcelease.StatusFromHTTP(tt.wantHTTP), tt.wantCode)
+			}
+			require.Equal(t, tt.wantCalls, calls)
 		})
 	}
 }
@@ -673,6 +755,19 @@ func TestHandlerMiddleware(t *testing.T) {
 	requireError(t, call(h, transport.VerbEnqueue, `{"payload":`+itemJSON+`}`),
 		http.StatusTooManyRequests, resourcelease.StatusResourceExhausted, resourcelease.CodeRateLimited)
 	require.Equal(t, []string{"outer", "inner", "outer"}, order, "the refusing middleware stops the chain")
+
+	// A middleware's refusal is marked for a client that accepts both
+	// response and error, as the handler's own are; a plain-text one is not.
+	rec := call(h, transport.VerbEnqueue, `{}`, hdr{transport.HeaderAcceptsBothResponseError: "true"})
+	require.Equal(t, "true", rec.Header().Get(transport.HeaderBothResponseError))
+	plain := newHandler(t, &leasetest.FakeDispatcher{}, transport.HandlerConfig{Middleware: []func(http.Handler) http.Handler{
+		func(http.Handler) http.Handler {
+			return http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { http.Error(w, "go away", http.StatusTeapot) })
+		},
+	}})
+	rec = call(plain, transport.VerbStats, ``, hdr{transport.HeaderAcceptsBothResponseError: "true"})
+	require.Equal(t, http.StatusTeapot, rec.Code)
+	require.Empty(t, rec.Header().Get(transport.HeaderBothResponseError), "its body is its message")
 }
 
 // TestWriteErrorForeign checks that WriteError hides foreign errors.

@@ -28,15 +28,19 @@ func checkEncoding(v string) *resourcelease.Error {
 // maxTTLMs is the largest TTL in milliseconds that fits a time.Duration.
 const maxTTLMs = math.MaxInt64 / int64(time.Millisecond)
 
-// parseTTLMs parses a TTL header value: a positive decimal number of
-// milliseconds that fits a time.Duration.
-func parseTTLMs(name, v string) (time.Duration, *resourcelease.Error) {
+// parseTTLMs parses a TTL header value: a decimal number of milliseconds that
+// fits a time.Duration, positive, or zero when allowZero (yarpc takes a
+// Context-TTL-MS of 0 as a deadline already past).
+func parseTTLMs(name, v string, allowZero bool) (time.Duration, *resourcelease.Error) {
 	ms, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
 	switch {
 	case err != nil:
 		return 0, resourcelease.Errorf(resourcelease.StatusInvalidArgument, CodeInvalidDeadline,
 			"%s %q is not a number of milliseconds", name, wire.HeaderSafe(v, 64))
-	case ms <= 0:
+	case ms < 0 && allowZero:
+		return 0, resourcelease.Errorf(resourcelease.StatusInvalidArgument, CodeInvalidDeadline,
+			"%s must not be negative, got %d", name, ms)
+	case ms <= 0 && !allowZero:
 		return 0, resourcelease.Errorf(resourcelease.StatusInvalidArgument, CodeInvalidDeadline,
 			"%s must be positive, got %d", name, ms)
 	case ms > maxTTLMs:
@@ -46,18 +50,18 @@ func parseTTLMs(name, v string) (time.Duration, *resourcelease.Error) {
 	return time.Duration(ms) * time.Millisecond, nil
 }
 
-// requestDeadline computes a request's deadline from Rpc-Ttl-Ms,
-// Context-TTL-MS and Rpc-Deadline: every one present must be valid, the
-// earliest wins, and none may be later than now+maxTTL (later ones are cut to
-// it). Without any, the deadline is now+maxTTL.
+// requestDeadline computes a request's deadline from Context-TTL-MS (yarpc's),
+// Rpc-Ttl-Ms and Rpc-Deadline: every one present must be valid, the earliest
+// wins, and none may be later than now+maxTTL (later ones are cut to it).
+// Without any, the deadline is now+maxTTL.
 func requestDeadline(h http.Header, now time.Time, maxTTL time.Duration) (time.Time, *resourcelease.Error) {
 	deadline := now.Add(maxTTL)
-	for _, name := range [...]string{HeaderTTLMs, HeaderContextTTLMs} {
+	for _, name := range [...]string{HeaderContextTTLMs, HeaderTTLMs} {
 		v := h.Get(name)
 		if v == "" {
 			continue
 		}
-		ttl, err := parseTTLMs(name, v)
+		ttl, err := parseTTLMs(name, v, name == HeaderContextTTLMs)
 		if err != nil {
 			return time.Time{}, err
 		}

@@ -43,11 +43,16 @@ func (b *logBuffer) logger() *slog.Logger {
 }
 
 // newHandler builds a handler, failing the test on an option error. A nil
-// Logger is replaced by quietLogger.
+// Logger is replaced by quietLogger and a nil AuthorizeAdmin by AllowAll
+// (the tests of the default, which refuses the admin procedures, call
+// NewHandler themselves).
 func newHandler(t testing.TB, d resourcelease.Dispatcher, opts transport.HandlerConfig) http.Handler {
 	t.Helper()
 	if opts.Logger == nil {
 		opts.Logger = quietLogger
+	}
+	if opts.AuthorizeAdmin == nil {
+		opts.AuthorizeAdmin = transport.AllowAll
 	}
 	h, err := transport.NewHandler(d, opts)
 	require.NoError(t, err)
@@ -87,7 +92,7 @@ type wireError struct {
 	Metadata map[string]string `json:"metadata"`
 }
 
-// requireError checks an error response: HTTP status, the three headers, and
+// requireError checks an error response: HTTP status, the four headers, and
 // a body that agrees with them.
 func requireError(t testing.TB, rec *httptest.ResponseRecorder, httpStatus int, status resourcelease.Status, code string) wireError {
 	t.Helper()
@@ -96,7 +101,8 @@ func requireError(t testing.TB, rec *httptest.ResponseRecorder, httpStatus int, 
 	body, _ := io.ReadAll(res.Body)
 	require.Equal(t, httpStatus, res.StatusCode, "HTTP status; body %s", body)
 	require.Equal(t, string(status), res.Header.Get(transport.HeaderStatus), "Rpc-Status")
-	require.Equal(t, code, res.Header.Get(transport.HeaderErrorCode), "Rpc-Error-Code")
+	require.Equal(t, string(status), res.Header.Get(transport.HeaderErrorCode), "Rpc-Error-Code")
+	require.Equal(t, code, res.Header.Get(transport.HeaderErrorName), "Rpc-Error-Name")
 	require.Equal(t, "application/json", res.Header.Get("Content-Type"))
 	var we wireError
 	require.NoError(t, json.Unmarshal(body, &we), "error body %s", body)
@@ -112,7 +118,7 @@ func requireError(t testing.TB, rec *httptest.ResponseRecorder, httpStatus int, 
 func requireOK(t testing.TB, rec *httptest.ResponseRecorder) string {
 	t.Helper()
 	require.Equal(t, http.StatusOK, rec.Code, "body %s", rec.Body.String())
-	require.Empty(t, rec.Header().Get(transport.HeaderStatus), "a success carries no Rpc-Status")
+	require.Equal(t, transport.StatusSuccess, rec.Header().Get(transport.HeaderStatus), "Rpc-Status")
 	require.Equal(t, "application/json", rec.Header().Get("Content-Type"))
 	return rec.Body.String()
 }

@@ -6,35 +6,67 @@ import (
 	"github.com/leasemesh/leasemesh/internal/wire"
 )
 
-// Header names of the wire protocol (DESIGN §9). They are given in Go's
-// canonical form; HTTP header names are case-insensitive.
+// Header names of the wire protocol: yarpc's HTTP transport (its
+// transport/http constants.go) plus a few of leasemesh's own. They are given
+// in Go's canonical form; HTTP header names are case-insensitive.
 const (
 	// HeaderProcedure names the procedure, "<namespace>::<verb>". Required.
 	HeaderProcedure = wire.HeaderProcedure
 	// HeaderService names the service; when present it must match the
-	// handler's service.
-	HeaderService = "Rpc-Service"
-	// HeaderCaller names the calling service or worker. It is also the
-	// lease's peer id when the request carries none.
+	// handler's service, and the handler echoes it in the response.
+	HeaderService = wire.HeaderService
+	// HeaderCaller names the calling service (yarpc's caller: one name for
+	// every instance of a service). It is the lease's peer id of last resort.
 	HeaderCaller = wire.HeaderCaller
-	// HeaderEncoding is the request encoding: "json" or "application/json".
+	// HeaderEncoding is the request encoding: "json" (yarpc's name) or
+	// "application/json".
 	HeaderEncoding = "Rpc-Encoding"
-	// HeaderTTLMs is the request's time to live in milliseconds.
-	HeaderTTLMs = "Rpc-Ttl-Ms"
-	// HeaderContextTTLMs is the alternative name of HeaderTTLMs
-	// ("Context-TTL-MS").
+	// HeaderContextTTLMs is yarpc's time to live of a request, in
+	// milliseconds ("Context-TTL-MS"). The Client sends it.
 	HeaderContextTTLMs = "Context-Ttl-Ms"
+	// HeaderTTLMs is another name of HeaderContextTTLMs, accepted for older
+	// clients.
+	HeaderTTLMs = "Rpc-Ttl-Ms"
 	// HeaderDeadline is the request's absolute deadline in RFC 3339.
 	HeaderDeadline = "Rpc-Deadline"
-	// HeaderPeerID is the peer id of last resort ("x-peer-id").
+	// HeaderShardKey, HeaderRoutingKey, HeaderRoutingDelegate and
+	// HeaderCallerProcedure are yarpc's routing headers: accepted, not used.
+	HeaderShardKey        = "Rpc-Shard-Key"
+	HeaderRoutingKey      = "Rpc-Routing-Key"
+	HeaderRoutingDelegate = "Rpc-Routing-Delegate"
+	HeaderCallerProcedure = "Rpc-Caller-Procedure"
+	// ApplicationHeaderPrefix starts yarpc's application headers
+	// ("Rpc-Header-<name>"); they are accepted, and one is read:
+	// HeaderApplicationPeerID.
+	ApplicationHeaderPrefix = "Rpc-Header-"
+	// HeaderApplicationPeerID is the application header peer-id: the lease's
+	// peer id when the request body names none.
+	HeaderApplicationPeerID = ApplicationHeaderPrefix + "Peer-Id"
+	// HeaderPeerID is the peer id when neither the body nor
+	// HeaderApplicationPeerID names one ("x-peer-id").
 	HeaderPeerID = "X-Peer-Id"
-	// HeaderStatus carries the status name of an error response.
+	// HeaderAcceptsBothResponseError is sent by a client that reads an
+	// error's message from Rpc-Error-Message (yarpc clients and the Client
+	// do).
+	HeaderAcceptsBothResponseError = wire.HeaderAcceptsBothResponseError
+	// HeaderStatus is Rpc-Status: "success" (StatusSuccess) on a success,
+	// the error's status on an error.
 	HeaderStatus = wire.HeaderStatus
-	// HeaderErrorCode carries the stable code of an error response.
+	// HeaderErrorCode carries the status of an error response (yarpc's code
+	// name, e.g. "not-found").
 	HeaderErrorCode = wire.HeaderErrorCode
+	// HeaderErrorName carries the stable code of an error response, e.g.
+	// "error.resourcelease.unknown_token".
+	HeaderErrorName = wire.HeaderErrorName
 	// HeaderErrorMessage carries the message of an error response.
 	HeaderErrorMessage = wire.HeaderErrorMessage
+	// HeaderBothResponseError answers HeaderAcceptsBothResponseError on an
+	// error response.
+	HeaderBothResponseError = wire.HeaderBothResponseError
 )
+
+// StatusSuccess is the Rpc-Status of a success.
+const StatusSuccess = wire.StatusSuccess
 
 // DefaultNamespace is the procedure namespace used when none is configured.
 const DefaultNamespace = "resourcelease"
@@ -54,12 +86,19 @@ const (
 	VerbPurge       = "purge"
 )
 
-// Verbs returns every verb of the protocol, in the order of DESIGN §9.
+// Verbs returns every verb of the protocol, in the order of the README's
+// table.
 func Verbs() []string {
 	return []string{
 		VerbEnqueue, VerbLease, VerbHeartbeat, VerbComplete, VerbFail, VerbDrain,
 		VerbRestore, VerbStats, VerbDeadLetters, VerbRedrive, VerbPurge,
 	}
+}
+
+// AdminVerbs returns the verbs of the admin procedures, which take items
+// out of the queue or rewrite it: HandlerConfig.AuthorizeAdmin guards them.
+func AdminVerbs() []string {
+	return []string{VerbDrain, VerbRestore, VerbRedrive, VerbPurge}
 }
 
 // Procedure returns the full procedure name "<namespace>::<verb>"; an empty
@@ -98,8 +137,8 @@ const (
 	CodeInvalidDeadline = "resourcelease.transport.deadline_invalid"
 	// CodeBodyTooLarge: the request body exceeds the handler's limit.
 	CodeBodyTooLarge = wire.CodeBodyTooLarge
-	// CodePeerIDTooLong: Rpc-Caller, x-peer-id or a lease's peerId is longer
-	// than MaxPeerIDBytes.
+	// CodePeerIDTooLong: Rpc-Caller, Rpc-Header-Peer-Id, x-peer-id or a
+	// lease's peerId is longer than MaxPeerIDBytes.
 	CodePeerIDTooLong = "resourcelease.transport.peer_id_too_long"
 	// CodeMethodNotAllowed: the request was not a POST.
 	CodeMethodNotAllowed = wire.CodeMethodNotAllowed
@@ -107,6 +146,12 @@ const (
 	CodeUnauthenticated = wire.CodeUnauthenticated
 	// CodePermissionDenied: the credentials do not allow the request.
 	CodePermissionDenied = wire.CodePermissionDenied
+	// CodeAdminNotConfigured: an admin procedure was called on a handler
+	// without HandlerConfig.AuthorizeAdmin (status permission-denied).
+	CodeAdminNotConfigured = "error.resourcelease.admin_not_configured"
+	// CodeServiceMismatch: the response names another service than the
+	// Client's (Rpc-Service), as a yarpc client checks (status internal).
+	CodeServiceMismatch = "error.resourcelease.service_mismatch"
 	// CodeTransportUnavailable: the client could not reach the server (the
 	// cause is kept in the error's Err).
 	CodeTransportUnavailable = wire.CodeTransportUnavailable

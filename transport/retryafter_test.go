@@ -27,6 +27,13 @@ func TestWriteErrorRetryAfter(t *testing.T) {
 			Metadata: map[string]string{resourcelease.MetadataRetryAfterSeconds: "+5\r\nX: y"}}, "", ""},
 		{"a malformed delay on an overload falls back to one second", &resourcelease.Error{Status: resourcelease.StatusResourceExhausted, Code: resourcelease.CodeQueueFull,
 			Metadata: map[string]string{resourcelease.MetadataRetryAfterSeconds: "soon"}}, "", "1"},
+		{"breaker open: the metadata's delay, whatever the status", withRetryAfter(resourcelease.ErrPeerIneligible, "30"), "", "30"},
+		{"rate limit: the metadata's delay", withRetryAfter(resourcelease.ErrRateLimited, "4"), "", "4"},
+		{"any status with the metadata", withRetryAfter(resourcelease.ErrClosed, "2"), "", "2"},
+		{"unusable metadata is ignored", withRetryAfter(resourcelease.ErrPeerIneligible, "soon"), "", ""},
+		{"a zero delay is ignored", withRetryAfter(resourcelease.ErrPeerIneligible, "0"), "", ""},
+		{"unusable metadata on an overload: 1 s", withRetryAfter(resourcelease.ErrQueueFull, "-3"), "", "1"},
+		{"a preset header wins over the metadata", withRetryAfter(resourcelease.ErrPeerIneligible, "30"), "9", "9"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			rec := httptest.NewRecorder()
@@ -39,4 +46,11 @@ func TestWriteErrorRetryAfter(t *testing.T) {
 			}
 		})
 	}
+}
+
+// withRetryAfter returns a copy of e with metadata retryAfterSeconds.
+func withRetryAfter(e *resourcelease.Error, secs string) *resourcelease.Error {
+	c := *e
+	c.Metadata = map[string]string{"retryAfterSeconds": secs}
+	return &c
 }

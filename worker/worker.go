@@ -509,11 +509,12 @@ func failReason(herr error, shuttingDown bool) string {
 }
 
 // retryable reports whether a failed complete or fail may succeed if tried
-// again.
+// again. Unknown is what a bare 5xx (a proxy's) and a yarpc server's
+// unclassified errors decode to.
 func retryable(err error) bool {
 	switch resourcelease.StatusOf(err) {
 	case resourcelease.StatusUnavailable, resourcelease.StatusResourceExhausted, resourcelease.StatusDeadlineExceeded,
-		resourcelease.StatusCancelled, resourcelease.StatusInternal:
+		resourcelease.StatusCancelled, resourcelease.StatusInternal, resourcelease.StatusUnknown:
 		return true
 	}
 	return false

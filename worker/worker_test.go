@@ -495,6 +495,8 @@ func TestWorkerSettle(t *testing.T) {
 	}{
 		{"first time", nil, worker.Stats{Leased: 1, Completed: 1}, 1, ""},
 		{"after transient errors", []error{unavailable, unavailable}, worker.Stats{Leased: 1, Completed: 1, Errors: 2}, 3, ""},
+		{"after a bare 5xx (unknown, as yarpc reads it)", []error{resourcelease.Errorf(resourcelease.StatusUnknown, "", "HTTP 502 Bad Gateway")},
+			worker.Stats{Leased: 1, Completed: 1, Errors: 1}, 2, ""},
 		{"unknown token", []error{resourcelease.ErrUnknownToken}, worker.Stats{Leased: 1, Lost: 1}, 1, "lease lost before it was settled"},
 		{"not retryable", []error{resourcelease.Errorf(resourcelease.StatusInvalidArgument, "x", "bad")}, worker.Stats{Leased: 1, Lost: 1, Errors: 1}, 1, "could not settle lease"},
 	}

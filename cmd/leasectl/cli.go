@@ -167,7 +167,11 @@ func (a *app) report(verb string, err error) int {
 		return exitError
 	}
 	e = resourcelease.AsError(err)
-	fmt.Fprintf(a.stderr, "error: %s %s: %s\n", e.Status, e.Code, e.Message)
+	if e.Code == "" { // a yarpc server's error names only its status
+		fmt.Fprintf(a.stderr, "error: %s: %s\n", e.Status, e.Message)
+	} else {
+		fmt.Fprintf(a.stderr, "error: %s %s: %s\n", e.Status, e.Code, e.Message)
+	}
 	for _, k := range slices.Sorted(maps.Keys(e.Metadata)) {
 		fmt.Fprintf(a.stderr, "  %s: %s\n", k, e.Metadata[k])
 	}
@@ -199,7 +203,7 @@ func (a *app) rpcFlags(fs *flag.FlagSet) *rpcOptions {
 	fs.StringVar(&o.namespace, "namespace", a.env("LEASECTL_NAMESPACE", defaultNamespace), "the procedure `namespace` (env LEASECTL_NAMESPACE)")
 	fs.StringVar(&o.caller, "caller", a.env("LEASECTL_CALLER", defaultCaller), "the `name` sent as Rpc-Caller, also the lease's peer id when none is given (env LEASECTL_CALLER)")
 	fs.StringVar(&o.bearerToken, "bearer-token", "", "send \"Authorization: Bearer `token`\" (env LEASECTL_BEARER_TOKEN)")
-	fs.DurationVar(&o.ttl, "ttl", 0, "the call's deadline, sent as Rpc-Ttl-Ms (default 30s)")
+	fs.DurationVar(&o.ttl, "ttl", 0, "the call's deadline, sent as Context-TTL-MS (default 30s)")
 	fs.BoolVar(&o.raw, "raw", false, "print the response JSON compact, as received, instead of indented")
 	return o
 }

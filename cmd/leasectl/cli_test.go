@@ -6,7 +6,9 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -46,11 +48,16 @@ func TestRequestSeedReadme(t *testing.T) {
 	assert.Equal(t, int64(1), resp.SequenceID)
 	assert.True(t, strings.HasPrefix(out, "{\n  \""), "pretty-printed by default: %q", out)
 
+	// What a yarpc-go server requires: --encoding application/json is sent
+	// as yarpc's json, with a caller, the service and yarpc's TTL header.
 	h := m.lastHeaders()
-	assert.Equal(t, "application/json", h.Get("Rpc-Encoding"))
+	assert.Equal(t, "json", h.Get("Rpc-Encoding"))
 	assert.Equal(t, demoService, h.Get("Rpc-Service"))
 	assert.Equal(t, "resourcelease.mesh::enqueue", h.Get("Rpc-Procedure"))
 	assert.Equal(t, "leasectl", h.Get("Rpc-Caller"))
+	assert.Equal(t, "true", h.Get("Rpc-Accepts-Both-Response-Error"))
+	assert.NotEmpty(t, h.Get("Context-TTL-MS"))
+	assert.Empty(t, h.Get("Rpc-Ttl-Ms"))
 
 	l, err := m.d.Lease(context.Background(), &resourcelease.LeaseRequest{PeerID: "t"})
 	require.NoError(t, err)
@@ -89,10 +96,10 @@ func TestRequestBodiesAndHeaders(t *testing.T) {
 				assert.Equal(t, "abc", hh.Get("X-Trace"))
 				assert.Equal(t, "p9", hh.Get("X-Peer-Id"))
 				assert.Equal(t, "json", hh.Get("Rpc-Encoding"))
-				ttl := hh.Get("Rpc-Ttl-Ms")
+				ttl := hh.Get("Context-TTL-MS")
 				var ms int
 				_, err := fmt.Sscan(ttl, &ms)
-				require.NoError(t, err, "Rpc-Ttl-Ms %q", ttl)
+				require.NoError(t, err, "Context-TTL-MS %q", ttl)
 				assert.InDelta(t, 7000, ms, 500)
 			},
 		},
@@ -591,4 +598,36 @@ func TestDrainRestoreOverBodyLimit(t *testing.T) {
 	assert.NotContains(t, r.stderr, "batch 1 of", "the first batch (items 0 to ~20) does not overlap")
 	assert.Regexp(t, `batch \d+ of \d+ \(items \d+ to \d+\) failed and restore stopped; \d+ items were restored before it`, r.stderr)
 	assert.Less(t, decode[resourcelease.Stats](t, m.ok("", "stats")).PendingCount, 60+30)
+}
+
+// TestRequestYARPCServer: `leasectl request` calls a yarpc-go server the way
+// yarpc's handler requires (json, a caller, a TTL, a body), and prints its
+// error, which names only a status, without an empty code.
+func TestRequestYARPCServer(t *testing.T) {
+	t.Parallel()
+	seen := make(chan http.Header, 1)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		h := r.Header.Clone()
+		h.Set("X-Body", string(body))
+		seen <- h
+		// yarpc-go's answer to an unregistered procedure, text layout.
+		w.Header().Set("Rpc-Status", "success")
+		w.Header().Set("Rpc-Service", r.Header.Get("Rpc-Service"))
+		w.Header().Set("Rpc-Error-Code", "unimplemented")
+		w.Header().Set("Content-Type", "text/plain; charset=utf8")
+		w.WriteHeader(http.StatusNotImplemented)
+		_, _ = io.WriteString(w, "unrecognized procedure \"resourcelease::release\" for service \"mesh\"\n")
+	}))
+	defer srv.Close()
+	var stdout, stderr strings.Builder
+	code := run(context.Background(), []string{"request", "--url", srv.URL, "--service", "mesh",
+		"--procedure", "resourcelease::release", "--encoding", "application/json"}, nil, &stdout, &stderr)
+	assert.Equal(t, exitError, code)
+	assert.Equal(t, "error: unimplemented: unrecognized procedure \"resourcelease::release\" for service \"mesh\"\n", stderr.String())
+	h := <-seen
+	for k, want := range map[string]string{"Rpc-Encoding": "json", "Rpc-Caller": "leasectl", "Rpc-Service": "mesh", "X-Body": "{}"} {
+		assert.Equal(t, want, h.Get(k), k)
+	}
+	assert.NotEmpty(t, h.Get("Context-TTL-MS"))
 }

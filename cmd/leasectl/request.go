@@ -16,8 +16,9 @@ var requestCommand = &command{
 	details: `
 Sends one call of the wire protocol and prints the response JSON: indented by
 default, as received with --raw. The flags are those of OmniRelay's
-"omnirelay request"; only --transport http and the JSON encodings (json,
-application/json) are supported.
+"omnirelay request"; only --transport http and the JSON encoding are
+supported: --encoding json or application/json, sent as yarpc's
+"Rpc-Encoding: json" (a yarpc-go server refuses any other name).
 
 The body is --body's value (--body @FILE reads a file and --body - reads
 stdin), the contents of --body-file, or --body-base64 decoded. Without any of
@@ -47,7 +48,7 @@ func setupRequest(a *app, fs *flag.FlagSet) func([]string) error {
 	)
 	fs.StringVar(&transportName, "transport", "http", "the `transport`: only http is supported")
 	fs.StringVar(&procedure, "procedure", "", "the `procedure` to call, \"<namespace>::<verb>\" (required)")
-	fs.StringVar(&encoding, "encoding", "application/json", "the request `encoding`, sent as Rpc-Encoding: json or application/json")
+	fs.StringVar(&encoding, "encoding", "application/json", "the request `encoding`: json or application/json, both sent as Rpc-Encoding: json")
 	fs.StringVar(&body, "body", "", "the request body: `JSON`, @FILE, or - for stdin")
 	fs.StringVar(&bodyFile, "body-file", "", "read the request body from `FILE` (- is stdin)")
 	fs.StringVar(&bodyBase64, "body-base64", "", "the request body, base64-encoded")
@@ -107,10 +108,10 @@ func setupRequest(a *app, fs *flag.FlagSet) func([]string) error {
 			return err
 		}
 
-		// The Client sets Rpc-Encoding to json; send the encoding asked for,
-		// and the extra headers, through a round tripper of our own.
+		// The Client sends every header yarpc requires (Rpc-Encoding: json
+		// for either encoding name); the extra headers go through a round
+		// tripper of our own.
 		set := http.Header{}
-		set.Set(transport.HeaderEncoding, encoding)
 		for _, kv := range headers.pairs {
 			set.Set(kv[0], kv[1])
 		}

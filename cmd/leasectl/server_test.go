@@ -74,8 +74,10 @@ func newMesh(t *testing.T, opts meshOptions) *mesh {
 		Events:     rep,
 		Logger:     quietLogger,
 	}
+	hopts.AuthorizeAdmin = transport.AllowAll // a loopback listener, as the demo's without a token
 	if opts.token != "" {
 		hopts.Authorize = transport.BearerToken(opts.token)
+		hopts.AuthorizeAdmin = transport.BearerToken(opts.token)
 		copts.Authorize = transport.BearerToken(opts.token)
 		copts.AuthorizeReads = true
 	}

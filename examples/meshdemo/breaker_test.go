@@ -155,7 +155,7 @@ func TestPoisonItemDoesNotRefuseWorker(t *testing.T) {
 
 // TestExpiringPeerIsRefusedThenRecovers runs the demo's dispatcher with a
 // short lease and cool-down: a peer that lets three leases in a row expire
-// is refused (412, failed-precondition, peer_ineligible, Retry-After) while
+// is refused (HTTP 400, failed-precondition, peer_ineligible, Retry-After) while
 // another peer is served; after the cool-down it gets one lease, whose
 // heartbeat closes the breaker, and it is served again.
 func TestExpiringPeerIsRefusedThenRecovers(t *testing.T) {
@@ -185,8 +185,8 @@ func TestExpiringPeerIsRefusedThenRecovers(t *testing.T) {
 	}
 	status, retryAfter := rec.last()
 	secs, perr := strconv.Atoi(retryAfter)
-	if status != http.StatusPreconditionFailed || perr != nil || secs < 1 || secs > 5 {
-		t.Fatalf("refusal: HTTP %d, Retry-After %q; want 412 and 1..5 seconds", status, retryAfter)
+	if status != http.StatusBadRequest || perr != nil || secs < 1 || secs > 5 {
+		t.Fatalf("refusal: HTTP %d, Retry-After %q; want 400 (yarpc's failed-precondition) and 1..5 seconds", status, retryAfter)
 	}
 	if e.Metadata[resourcelease.MetadataRetryAfterSeconds] != retryAfter {
 		t.Errorf("metadata %v, want %s=%s", e.Metadata, resourcelease.MetadataRetryAfterSeconds, retryAfter)

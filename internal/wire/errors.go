@@ -15,18 +15,49 @@ import (
 	"github.com/leasemesh/leasemesh/resourcelease"
 )
 
-// Header names of the error format, in Go's canonical form.
+// Header names of the protocol that the error format uses, in Go's
+// canonical form (yarpc's transport/http constants.go spells the same names).
 const (
 	// HeaderProcedure names the procedure of a request.
 	HeaderProcedure = "Rpc-Procedure"
 	// HeaderCaller names the calling service.
 	HeaderCaller = "Rpc-Caller"
-	// HeaderStatus carries the status name of an error response.
+	// HeaderService names the service a request is for; yarpc servers echo
+	// it in every response.
+	HeaderService = "Rpc-Service"
+	// HeaderStatus is yarpc's Rpc-Status: "success" on a success; on an
+	// error leasemesh puts the status there (yarpc-go leaves "success" or
+	// puts "error").
 	HeaderStatus = "Rpc-Status"
-	// HeaderErrorCode carries the stable code of an error response.
+	// HeaderErrorCode carries the status of an error response: yarpc's code
+	// name, e.g. "not-found". leasemesh servers before the yarpc alignment
+	// put the stable code here.
 	HeaderErrorCode = "Rpc-Error-Code"
+	// HeaderErrorName carries the stable code of an error response, e.g.
+	// "error.resourcelease.unknown_token" (yarpc's error name).
+	HeaderErrorName = "Rpc-Error-Name"
 	// HeaderErrorMessage carries the message of an error response.
 	HeaderErrorMessage = "Rpc-Error-Message"
+	// HeaderAcceptsBothResponseError is sent by a client that reads an
+	// error's message from Rpc-Error-Message and leaves the body alone.
+	HeaderAcceptsBothResponseError = "Rpc-Accepts-Both-Response-Error"
+	// HeaderBothResponseError answers HeaderAcceptsBothResponseError on an
+	// error response.
+	HeaderBothResponseError = "Rpc-Both-Response-Error"
+	// HeaderRetryAfter tells a refused client when to come back, in seconds.
+	HeaderRetryAfter = "Retry-After"
+)
+
+// Header values of the protocol.
+const (
+	// StatusSuccess is the Rpc-Status of a success.
+	StatusSuccess = "success"
+	// AcceptTrue is the value of HeaderAcceptsBothResponseError and
+	// HeaderBothResponseError.
+	AcceptTrue = "true"
+	// MetadataRetryAfter is the metadata key whose value (whole seconds)
+	// WriteError also sends as Retry-After, whatever the status.
+	MetadataRetryAfter = "retryAfterSeconds"
 )
 
 // ErrorBody is the JSON body of an error response:
@@ -64,12 +95,15 @@ func IsForeign(err error) bool {
 	return !errors.As(err, &e) && resourcelease.AsError(err).Status == resourcelease.StatusInternal
 }
 
-// WriteError writes err as a protocol error response: the HTTP status of its
-// Status, the Rpc-Status, Rpc-Error-Code and Rpc-Error-Message headers, and the
-// body {"message","status","code","metadata"}. An error that is not (and does
-// not wrap) a *resourcelease.Error is written as internal with a generic
-// message, never its own text. The RPC handler, the control plane and the rate
-// limiter's middleware all answer errors through it.
+// WriteError writes err as a protocol error response, yarpc's layout with
+// leasemesh's JSON body: the HTTP status of its Status (yarpc's table), the
+// headers Rpc-Status and Rpc-Error-Code (the status), Rpc-Error-Name (the
+// stable code), Rpc-Error-Message and, when the metadata has
+// retryAfterSeconds or the status is resource-exhausted, Retry-After; and
+// the body {"message","status","code","metadata"}. An error that is not (and
+// does not wrap) a *resourcelease.Error is written as internal with a generic
+// message, never its own text. The RPC handler, the control plane and the
+// rate limiter's middleware all answer errors through it.
 func WriteError(w http.ResponseWriter, err error) {
 	WriteNormalized(w, Normalize(err))
 }
@@ -94,32 +128,44 @@ func WriteNormalizedStatus(w http.ResponseWriter, e *resourcelease.Error, httpSt
 	h.Set("Content-Type", "application/json")
 	h.Set("Content-Length", strconv.Itoa(len(body)))
 	h.Set(HeaderStatus, string(e.Status))
+	h.Set(HeaderErrorCode, string(e.Status))
 	if e.Code != "" {
-		h.Set(HeaderErrorCode, HeaderSafe(e.Code, MaxHeaderMessage))
+		h.Set(HeaderErrorName, HeaderSafe(e.Code, MaxHeaderMessage))
 	}
 	if e.Message != "" {
 		h.Set(HeaderErrorMessage, HeaderSafe(e.Message, MaxHeaderMessage))
 	}
-	// Every overload refusal (backpressure, queue full, rate limit) tells the
-	// client when to come back, and so does any error whose metadata says when
-	// (a lease refused to a peer whose breaker is open); a middleware that
-	// knows better sets it first.
-	if h.Get("Retry-After") == "" {
-		if secs := e.Metadata[resourcelease.MetadataRetryAfterSeconds]; isDelaySeconds(secs) {
-			h.Set("Retry-After", secs)
+	// Every refusal that knows when to come back says so (a breaker's
+	// cool-down, a rate limit's refill); every overload refusal (backpressure,
+	// queue full) says at least 1 s. A middleware that knows better sets the
+	// header first.
+	if h.Get(HeaderRetryAfter) == "" {
+		if secs, err := strconv.ParseInt(md[MetadataRetryAfter], 10, 64); err == nil && secs > 0 {
+			h.Set(HeaderRetryAfter, strconv.FormatInt(secs, 10))
 		} else if e.Status == resourcelease.StatusResourceExhausted {
-			h.Set("Retry-After", "1")
+			h.Set(HeaderRetryAfter, "1")
 		}
 	}
 	w.WriteHeader(httpStatus)
 	_, _ = w.Write(body)
 }
 
-// isDelaySeconds reports whether s is a Retry-After delay: whole seconds,
-// digits only.
-func isDelaySeconds(s string) bool {
-	_, err := strconv.ParseUint(s, 10, 63) // no sign, no spaces
-	return err == nil
+// AcceptsBothResponseError reports whether request headers h carry
+// Rpc-Accepts-Both-Response-Error: true.
+func AcceptsBothResponseError(h http.Header) bool {
+	return h.Get(HeaderAcceptsBothResponseError) == AcceptTrue
+}
+
+// MarkBothResponseError adds Rpc-Both-Response-Error: true to the response
+// headers h when the request accepted it and h are those of an error written
+// in the protocol's format (they have Rpc-Error-Code). A yarpc client then
+// reads the message from Rpc-Error-Message instead of taking the whole body
+// for it. A plain-text error of some middleware is left alone: its body is
+// its message.
+func MarkBothResponseError(h http.Header, accepted bool) {
+	if accepted && h.Get(HeaderErrorCode) != "" {
+		h.Set(HeaderBothResponseError, AcceptTrue)
+	}
 }
 
 // HeaderSafe returns s with control characters replaced by spaces and
@@ -142,34 +188,97 @@ func HeaderSafe(s string, max int) string {
 	return b.String()
 }
 
-// DecodeError rebuilds the *resourcelease.Error of a non-200 response from its
-// body and headers, falling back to the HTTP status code.
+// maxTextMessage bounds the message taken from a plain-text error body.
+const maxTextMessage = 4 << 10
+
+// DecodeError rebuilds the *resourcelease.Error of an error response. It
+// understands the layouts a client meets:
+//
+//   - yarpc's (a leasemesh server's, or a yarpc-go server's): the status in
+//     Rpc-Error-Code, the stable code in Rpc-Error-Name, the message in
+//     Rpc-Error-Message;
+//   - leasemesh's JSON body {"message","status","code","metadata"}, which
+//     fills in what the headers lack (and gives the full message and the
+//     metadata when it agrees with them);
+//   - an older leasemesh server's, whose Rpc-Error-Code is the stable code
+//     (a value that is no status name) and whose status is in the body or
+//     Rpc-Status;
+//   - an older yarpc server's (or one whose client did not accept both
+//     response and error), whose message is the text/plain body;
+//
+// and falls back to the status the HTTP status code stands for, and to the
+// message "HTTP <code> <text>".
 func DecodeError(resp *http.Response, body []byte) *resourcelease.Error {
+	e := &resourcelease.Error{}
+	if v := strings.TrimSpace(resp.Header.Get(HeaderErrorCode)); v != "" {
+		if st := resourcelease.Status(strings.ToLower(v)); st.Valid() {
+			e.Status = st
+			e.Code = resp.Header.Get(HeaderErrorName)
+		} else {
+			e.Code = v // an older leasemesh server
+		}
+	}
+	e.Message = resp.Header.Get(HeaderErrorMessage)
+
+	headerStatus := e.Status
 	var eb ErrorBody
-	_ = json.Unmarshal(body, &eb) // a proxy's HTML page is not an error body; the headers still help
-	e := &resourcelease.Error{
-		Status:   resourcelease.Status(eb.Status),
-		Code:     eb.Code,
-		Message:  eb.Message,
-		Metadata: eb.Metadata,
+	if json.Unmarshal(body, &eb) == nil && (eb.Status != "" || eb.Code != "" || eb.Message != "") {
+		// A body of ours. It fills in what the headers lack unless it names
+		// another status than they do: then it is no error body (the
+		// response half of a yarpc "both response and error", say).
+		if st := resourcelease.Status(eb.Status); headerStatus == "" || st == headerStatus {
+			if e.Status == "" && st.Valid() {
+				e.Status = st
+			}
+			if e.Code == "" {
+				e.Code = eb.Code
+			}
+			if eb.Code == e.Code { // the same error: the body has the message uncut
+				if eb.Message != "" {
+					e.Message = eb.Message
+				}
+				if len(eb.Metadata) > 0 {
+					e.Metadata = eb.Metadata
+				}
+			}
+		}
+	} else if e.Message == "" && isPlainText(resp.Header.Get("Content-Type")) {
+		// yarpc's message when the client did not accept both response and
+		// error (and every yarpc server's before that header).
+		e.Message = HeaderSafe(strings.TrimSpace(string(body)), maxTextMessage)
 	}
-	if len(e.Metadata) == 0 {
-		e.Metadata = nil
-	}
-	if !e.Status.Valid() {
-		e.Status = resourcelease.Status(resp.Header.Get(HeaderStatus))
+	if e.Status == "" {
+		e.Status = resourcelease.Status(resp.Header.Get(HeaderStatus)) // an older leasemesh server; never "success"
 	}
 	if !e.Status.Valid() {
 		e.Status = resourcelease.StatusFromHTTP(resp.StatusCode)
-	}
-	if e.Code == "" {
-		e.Code = resp.Header.Get(HeaderErrorCode)
-	}
-	if e.Message == "" {
-		e.Message = resp.Header.Get(HeaderErrorMessage)
 	}
 	if e.Message == "" {
 		e.Message = strings.TrimSpace("HTTP " + strconv.Itoa(resp.StatusCode) + " " + http.StatusText(resp.StatusCode))
 	}
 	return e
+}
+
+// isPlainText reports whether a Content-Type is text/plain (yarpc writes
+// "text/plain; charset=utf8").
+func isPlainText(contentType string) bool {
+	mt, _, _ := strings.Cut(contentType, ";")
+	return strings.EqualFold(strings.TrimSpace(mt), "text/plain")
+}
+
+// ResponseStatus returns the status of a response: "" for a 2xx, else its
+// Rpc-Error-Code when that is a status name, else its Rpc-Status when that
+// is one (an older leasemesh server), else the status its HTTP status code
+// stands for. It reads headers only, so it suits a RoundTripper that labels
+// metrics (a misbehaving server cannot make up label values).
+func ResponseStatus(resp *http.Response) resourcelease.Status {
+	if resp.StatusCode >= 200 && resp.StatusCode < 300 {
+		return ""
+	}
+	for _, v := range [...]string{resp.Header.Get(HeaderErrorCode), resp.Header.Get(HeaderStatus)} {
+		if st := resourcelease.Status(strings.ToLower(strings.TrimSpace(v))); st.Valid() {
+			return st
+		}
+	}
+	return resourcelease.StatusFromHTTP(resp.StatusCode)
 }

@@ -48,13 +48,14 @@ func startDispatcher(ctx context.Context, cfg *config.Config, token string, logg
 	if cfg.BackpressureMode == config.BackpressureReject {
 		mode = backpressure.ModeReject
 	}
-	var mws []func(http.Handler) http.Handler
+	// The admin procedures (drain, restore, redrive, purge) need the token
+	// when there is one. Without one every listener is loopback-only (a
+	// public bind generates a token), so they are open to this machine.
+	admin := transport.AllowAll
 	var controlAuth func(*http.Request) error
 	if token != "" {
-		mws = append(mws, transport.OnlyProcedures(requireToken(token),
-			transport.Procedure(cfg.Namespace, transport.VerbDrain), transport.Procedure(cfg.Namespace, transport.VerbRestore),
-			transport.Procedure(cfg.Namespace, transport.VerbRedrive), transport.Procedure(cfg.Namespace, transport.VerbPurge)))
-		controlAuth = transport.BearerToken(token)
+		admin = transport.BearerToken(token)
+		controlAuth = admin
 	}
 	var err error
 	d.Dispatcher, err = leasemesh.Open(ctx, leasemesh.Config{
@@ -75,7 +76,7 @@ func startDispatcher(ctx context.Context, cfg *config.Config, token string, logg
 			BackpressureLimit: limit(cfg.BackpressureRateLimitPerSecond),
 			BackpressureBurst: burst(cfg.BackpressureRateLimitPerSecond),
 		},
-		Handler:    transport.HandlerConfig{Service: cfg.ServiceName, Namespace: cfg.Namespace, Middleware: mws},
+		Handler:    transport.HandlerConfig{Service: cfg.ServiceName, Namespace: cfg.Namespace, AuthorizeAdmin: admin},
 		Control:    control.HandlerConfig{Authorize: controlAuth},
 		Tracing:    tc,
 		Sinks:      []leasemesh.Sink{{Name: "demo-totals", Sink: d.totals}},
@@ -106,20 +107,6 @@ func burst(perSecond float64) int {
 
 func (d *dispatcherRole) stats(ctx context.Context) (*resourcelease.Stats, error) {
 	return d.Stats(ctx, &resourcelease.StatsRequest{})
-}
-
-// requireToken is middleware refusing requests without the bearer token.
-func requireToken(token string) func(http.Handler) http.Handler {
-	auth := transport.BearerToken(token)
-	return func(next http.Handler) http.Handler {
-		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			if err := auth(r); err != nil {
-				transport.WriteError(w, err)
-				return
-			}
-			next.ServeHTTP(w, r)
-		})
-	}
 }
 
 // sources feeds the diagnostics page from the dispatcher's pieces;

@@ -52,9 +52,9 @@ func newClientMetrics(reg prometheus.Registerer) (*clientMetrics, error) {
 }
 
 // roundTrip records each call by its Rpc-Procedure header and its outcome:
-// "ok", the Rpc-Status of an error response (when it is a protocol status;
-// else the status its HTTP code stands for), or "unavailable" when the
-// dispatcher could not be reached.
+// "ok", the status of an error response (transport.ResponseStatus: from its
+// headers, else its HTTP code), or "unavailable" when the dispatcher could
+// not be reached.
 func (m *clientMetrics) roundTripper(next http.RoundTripper) http.RoundTripper {
 	return roundTripFunc(func(r *http.Request) (*http.Response, error) {
 		proc := r.Header.Get(transport.HeaderProcedure)
@@ -65,14 +65,10 @@ func (m *clientMetrics) roundTripper(next http.RoundTripper) http.RoundTripper {
 		case err != nil:
 			status = string(resourcelease.StatusUnavailable)
 		case resp.StatusCode != http.StatusOK:
-			// The header is the server's to fill: only a protocol status
+			// The headers are the server's to fill: only a protocol status
 			// becomes a label value, so a misbehaving server cannot grow
 			// the series without bound.
-			if s := resourcelease.Status(resp.Header.Get(transport.HeaderStatus)); s.Valid() {
-				status = string(s)
-			} else {
-				status = string(resourcelease.StatusFromHTTP(resp.StatusCode))
-			}
+			status = string(transport.ResponseStatus(resp))
 		}
 		m.requests.WithLabelValues(proc, status).Inc()
 		m.duration.WithLabelValues(proc).Observe(time.Since(start).Seconds())

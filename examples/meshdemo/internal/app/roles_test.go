@@ -27,11 +27,18 @@ func TestClientMetricsIgnoreGarbageRpcStatus(t *testing.T) {
 		case "/valid":
 			w.Header().Set(transport.HeaderStatus, string(resourcelease.StatusResourceExhausted))
 			w.WriteHeader(http.StatusTooManyRequests)
+		case "/yarpc":
+			// yarpc's layout: the status in Rpc-Error-Code, whatever
+			// Rpc-Status says (a yarpc-go server leaves it "success").
+			w.Header().Set(transport.HeaderErrorCode, string(resourcelease.StatusFailedPrecondition))
+			w.Header().Set(transport.HeaderStatus, "success")
+			w.WriteHeader(http.StatusBadRequest)
 		case "/ok":
 			w.WriteHeader(http.StatusOK)
 		default:
 			n++
 			w.Header().Set(transport.HeaderStatus, fmt.Sprintf("garbage-%d", n))
+			w.Header().Set(transport.HeaderErrorCode, fmt.Sprintf("garbage-%d", n))
 			w.WriteHeader(http.StatusServiceUnavailable)
 		}
 	}))
@@ -62,6 +69,7 @@ func TestClientMetricsIgnoreGarbageRpcStatus(t *testing.T) {
 		call("/garbage")
 	}
 	call("/valid")
+	call("/yarpc")
 	call("/ok")
 
 	mfs, err := reg.Gather()
@@ -82,7 +90,7 @@ func TestClientMetricsIgnoreGarbageRpcStatus(t *testing.T) {
 		}
 	}
 	fallback := string(resourcelease.StatusFromHTTP(http.StatusServiceUnavailable))
-	want := map[string]float64{fallback: 5, string(resourcelease.StatusResourceExhausted): 1, "ok": 1}
+	want := map[string]float64{fallback: 5, string(resourcelease.StatusResourceExhausted): 1, string(resourcelease.StatusFailedPrecondition): 1, "ok": 1}
 	if len(got) != len(want) {
 		t.Errorf("status label values: got %v, want %v", got, want)
 	}

@@ -215,7 +215,7 @@ func TestEnqueueForwardsWireErrors(t *testing.T) {
 	if resp.StatusCode != http.StatusTooManyRequests {
 		t.Fatalf("status: got %d, want 429 (%s)", resp.StatusCode, body)
 	}
-	if got := resp.Header.Get("Rpc-Error-Code"); got != resourcelease.CodeBackpressure {
+	if got := resp.Header.Get("Rpc-Error-Name"); got != resourcelease.CodeBackpressure {
 		t.Errorf("code: got %q, want %q", got, resourcelease.CodeBackpressure)
 	}
 }
@@ -313,8 +313,8 @@ func TestEnqueueWithoutClient(t *testing.T) {
 	srv := httptest.NewServer(h)
 	defer srv.Close()
 	resp, _ := do(t, "POST", srv.URL+"/demo/enqueue", `{"resourceType":"t","resourceId":"r","partitionKey":"p"}`)
-	if resp.StatusCode != http.StatusNotImplemented || resp.Header.Get("Rpc-Error-Code") != diagnostics.CodeNoEnqueue {
-		t.Fatalf("got %d %q, want 501 %q", resp.StatusCode, resp.Header.Get("Rpc-Error-Code"), diagnostics.CodeNoEnqueue)
+	if resp.StatusCode != http.StatusNotImplemented || resp.Header.Get("Rpc-Error-Name") != diagnostics.CodeNoEnqueue {
+		t.Fatalf("got %d %q, want 501 %q", resp.StatusCode, resp.Header.Get("Rpc-Error-Name"), diagnostics.CodeNoEnqueue)
 	}
 	// Without peers, backpressure or replication sources the endpoints are empty, not broken.
 	if resp, body := do(t, "GET", srv.URL+"/demo/lease-health", ""); resp.StatusCode != 200 || !strings.Contains(body, `"peers": []`) {
