@@ -162,12 +162,14 @@ func TestControlClientRoundTrip(t *testing.T) {
 	require.Len(t, dl.Items, 1)
 	assert.Equal(t, "r", dl.Items[0].Reason)
 
-	rd, err := c.Redrive(ctx, resourcelease.DeadLetterSelection{SequenceIDs: []int64{9, 10}})
+	rd, err := c.Redrive(ctx, []int64{9, 10})
 	require.NoError(t, err)
 	assert.Equal(t, 2, rd.RedrivenCount)
-	pg, err := c.Purge(ctx, resourcelease.DeadLetterSelection{All: true})
+	pg, err := c.PurgeAll(ctx)
 	require.NoError(t, err)
 	assert.Equal(t, 3, pg.PurgedCount)
+	_, err = c.Purge(ctx, nil)
+	assert.Equal(t, resourcelease.CodeSelectionRequired, resourcelease.CodeOf(err), "an empty selection is refused")
 
 	mu.Lock()
 	defer mu.Unlock()

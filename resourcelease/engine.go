@@ -35,6 +35,7 @@ type Engine struct {
 
 	mu      sync.Mutex
 	closed  bool
+	paused  bool // leasing is paused (pause.go): popReady and handOff grant nothing
 	nextSeq int64
 	// lastStamp is the newest change time handed out (see stamp), and
 	// lastRead the clock reading it came from: with the system clock it
@@ -351,7 +352,7 @@ func (e *entry) pendingItem() PendingItem {
 func (q *Engine) pendingLen() int { return q.fresh.Len() + q.redo.Len() + q.delayed.Len() }
 
 func (q *Engine) statsLocked() Stats {
-	return Stats{PendingCount: q.pendingLen(), ActiveLeaseCount: len(q.leases), DeadLetterCount: len(q.dead)}
+	return Stats{PendingCount: q.pendingLen(), ActiveLeaseCount: len(q.leases), DeadLetterCount: len(q.dead), Paused: q.paused}
 }
 
 // begin starts a call that changes the queue: it checks ctx, reads the clock
@@ -502,8 +503,12 @@ func (q *Engine) trimDedupe(now int64) {
 	}
 }
 
-// popReady removes and returns the oldest ready item, or nil.
+// popReady removes and returns the oldest ready item, or nil (always nil
+// while leasing is paused).
 func (q *Engine) popReady() *entry {
+	if q.paused {
+		return nil
+	}
 	f := q.fresh.Front()
 	r, ok := q.redo.Peek()
 	switch {
@@ -603,9 +608,10 @@ func newLeaseID() uuid.UUID {
 }
 
 // handOff gives ready items to waiting long-polls, first come first served, one
-// item per waiter: no waiter is woken for an item it will not get.
+// item per waiter: no waiter is woken for an item it will not get. While
+// leasing is paused it gives out nothing; Resume hands off.
 func (q *Engine) handOff(now int64) {
-	for q.waiters.Len() > 0 && q.readyLen() > 0 {
+	for !q.paused && q.waiters.Len() > 0 && q.readyLen() > 0 {
 		w := q.waiters.Remove(q.waiters.Front()).(*waiter)
 		w.elem = nil
 		g, ack := q.grant(q.popReady(), w.peer, now, newLeaseID())

@@ -125,6 +125,9 @@ type Stats struct {
 	ActiveLeaseCount   int  `json:"activeLeaseCount"`
 	DeadLetterCount    int  `json:"deadLetterCount"`
 	BackpressureActive bool `json:"backpressureActive"`
+	// Paused is true while leasing is paused (Engine.Pause); omitted when
+	// false, so older readers see the shape they know.
+	Paused bool `json:"paused,omitempty"`
 }
 
 // EnqueueResult is what an enqueue returns. A repeated RequestID within the

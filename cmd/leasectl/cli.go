@@ -81,7 +81,7 @@ func init() {
 	commands = []*command{
 		requestCommand, enqueueCommand, leaseCommand, heartbeatCommand, completeCommand,
 		failCommand, releaseCommand, statsCommand, drainCommand, restoreCommand, deadLettersCommand,
-		peersCommand, tailCommand,
+		itemsCommand, itemCommand, pauseCommand, resumeCommand, peersCommand, tailCommand,
 	}
 }
 

@@ -19,6 +19,7 @@ import (
 	"github.com/leasemesh/leasemesh/peerhealth"
 	"github.com/leasemesh/leasemesh/resourcelease"
 	"github.com/leasemesh/leasemesh/sqlitestore"
+	"github.com/leasemesh/leasemesh/tracing"
 	"github.com/leasemesh/leasemesh/transport"
 )
 
@@ -32,7 +33,7 @@ type dispatcherRole struct {
 // startDispatcher opens the dispatcher on the configured storage, with the
 // demo's settings and, when token is set, the destructive procedures and
 // control-plane endpoints guarded by it.
-func startDispatcher(ctx context.Context, cfg *config.Config, token string, logger *slog.Logger, reg prometheus.Registerer) (*dispatcherRole, error) {
+func startDispatcher(ctx context.Context, cfg *config.Config, token string, logger *slog.Logger, reg prometheus.Registerer, tc tracing.Config) (*dispatcherRole, error) {
 	d := &dispatcherRole{totals: &totalsSink{}}
 	storage := leasemesh.Memory()
 	if cfg.Storage == config.StorageSQLite {
@@ -77,6 +78,7 @@ func startDispatcher(ctx context.Context, cfg *config.Config, token string, logg
 		},
 		Handler:    transport.HandlerConfig{Service: cfg.ServiceName, Namespace: cfg.Namespace, AuthorizeAdmin: admin},
 		Control:    control.HandlerConfig{Authorize: controlAuth},
+		Tracing:    tc,
 		Sinks:      []leasemesh.Sink{{Name: "demo-totals", Sink: d.totals}},
 		Registerer: reg,
 		Logger:     logger,

@@ -23,6 +23,7 @@ import (
 	"github.com/leasemesh/leasemesh/examples/meshdemo/internal/config"
 	"github.com/leasemesh/leasemesh/examples/meshdemo/internal/diagnostics"
 	"github.com/leasemesh/leasemesh/resourcelease"
+	"github.com/leasemesh/leasemesh/tracing"
 	"github.com/leasemesh/leasemesh/transport"
 )
 
@@ -45,6 +46,11 @@ type Node struct {
 	Token string
 	// TokenGenerated reports whether Token was generated at start.
 	TokenGenerated bool
+
+	// tracing is the process's tracing (off without otlpEndpoint);
+	// stopTracing flushes and stops its exporter (nil when off).
+	tracing     tracing.Config
+	stopTracing func(context.Context) error
 
 	rpcLn   net.Listener
 	httpLns []net.Listener
@@ -155,6 +161,10 @@ func Start(ctx context.Context, cfg *config.Config, logger *slog.Logger) (n *Nod
 		}
 	}
 
+	if n.tracing, n.stopTracing, err = newTracing(ctx, cfg); err != nil {
+		return n, err
+	}
+
 	n.clientURL = cfg.RPCClientURL
 	if n.rpcLn != nil && strings.HasSuffix(cfg.RPC.Addr, ":0") && cfg.Sources["rpcClientUrl"] == config.SourceDerived {
 		// A free port was asked for: dial the one we got.
@@ -168,14 +178,14 @@ func Start(ctx context.Context, cfg *config.Config, logger *slog.Logger) (n *Nod
 		if !cfg.Has(config.RoleSeeder) {
 			caller = "mesh-diagnostics"
 		}
-		if n.client, err = newClient(n.clientURL, cfg, caller, n.metrics); err != nil {
+		if n.client, err = newClient(n.clientURL, cfg, caller, n.metrics, n.tracing); err != nil {
 			return n, err
 		}
 	}
 
 	var controlH http.Handler
 	if cfg.Has(config.RoleDispatcher) {
-		if n.disp, err = startDispatcher(ctx, cfg, n.Token, logger, n.reg); err != nil {
+		if n.disp, err = startDispatcher(ctx, cfg, n.Token, logger, n.reg, n.tracing); err != nil {
 			return n, err
 		}
 		controlH = n.disp.ControlHandler()
@@ -203,6 +213,7 @@ func Start(ctx context.Context, cfg *config.Config, logger *slog.Logger) (n *Nod
 				ServiceName: cfg.ServiceName, Namespace: cfg.Namespace, RPCURL: n.RPCURL(),
 				Roles: strings.Split(cfg.Roles.String(), ","), Storage: string(cfg.Storage),
 				DataDirectory: n.disp.dataDir, StartedAt: time.Now().UTC(),
+				ControlProtected: n.Token != "",
 			},
 			History: n.history, Control: controlH, Metrics: metrics, Logger: logger,
 		})
@@ -230,7 +241,7 @@ func Start(ctx context.Context, cfg *config.Config, logger *slog.Logger) (n *Nod
 	}
 	if cfg.Has(config.RoleWorker) {
 		for _, peer := range cfg.WorkerPeerIDs {
-			w, werr := newWorkerRole(n.clientURL, peer, cfg, logger, n.metrics, n.reg)
+			w, werr := newWorkerRole(n.clientURL, peer, cfg, logger, n.metrics, n.reg, n.tracing)
 			if werr != nil {
 				return n, werr
 			}
@@ -397,6 +408,9 @@ func (n *Node) PrintBanner(out io.Writer) {
 	if len(n.workers) > 0 {
 		row("Workers", "%s via %s (lease %s, heartbeat %s, ~%.0f%% failures)", strings.Join(c.WorkerPeerIDs, ", "), n.clientURL, c.LeaseDuration, c.HeartbeatInterval, c.WorkerFailureRate*100)
 	}
+	if c.OTLPEndpoint != "" {
+		row("Tracing", "OTLP/HTTP to %s (service.name %s)", otlpTarget(c.OTLPEndpoint), c.ServiceName)
+	}
 	switch {
 	case n.TokenGenerated:
 		row("Control token", "%s (generated: a listener is not loopback-only; send Authorization: Bearer <token> to drain/restore/redrive/purge)", n.Token)
@@ -445,6 +459,14 @@ func (n *Node) Close() error {
 		}
 		if n.client != nil {
 			_ = n.client.Close()
+		}
+		if n.stopTracing != nil {
+			// Last: the spans of everything above are flushed too.
+			tctx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
+			if err := n.stopTracing(tctx); err != nil {
+				n.logger.Warn("meshdemo: flushing traces", "endpoint", n.cfg.OTLPEndpoint, "err", err)
+			}
+			cancel()
 		}
 		n.closeErr = errors.Join(errs...)
 	})

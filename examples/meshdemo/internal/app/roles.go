@@ -16,6 +16,7 @@ import (
 
 	"github.com/leasemesh/leasemesh/examples/meshdemo/internal/config"
 	"github.com/leasemesh/leasemesh/resourcelease"
+	"github.com/leasemesh/leasemesh/tracing"
 	"github.com/leasemesh/leasemesh/transport"
 	"github.com/leasemesh/leasemesh/worker"
 )
@@ -79,13 +80,15 @@ type roundTripFunc func(*http.Request) (*http.Response, error)
 
 func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
 
-// newClient returns an RPC client of the dispatcher at url, calling as caller.
-func newClient(url string, cfg *config.Config, caller string, m *clientMetrics) (*transport.Client, error) {
+// newClient returns an RPC client of the dispatcher at url, calling as
+// caller; with tracing on, each call is a client span whose context goes
+// out in its headers.
+func newClient(url string, cfg *config.Config, caller string, m *clientMetrics, tc tracing.Config) (*transport.Client, error) {
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.MaxIdleConnsPerHost = transport.DefaultMaxIdleConnsPerHost
 	return transport.NewClient(url, transport.ClientConfig{
 		Service: cfg.ServiceName, Namespace: cfg.Namespace, Caller: caller, PeerID: caller,
-		HTTPClient: &http.Client{Transport: m.roundTripper(tr)},
+		HTTPClient: &http.Client{Transport: tracing.Transport(tc, m.roundTripper(tr))},
 	})
 }
 
@@ -190,8 +193,8 @@ type workerRole struct {
 	worker *worker.Worker
 }
 
-func newWorkerRole(url, peer string, cfg *config.Config, logger *slog.Logger, m *clientMetrics, reg prometheus.Registerer) (*workerRole, error) {
-	client, err := newClient(url, cfg, peer, m)
+func newWorkerRole(url, peer string, cfg *config.Config, logger *slog.Logger, m *clientMetrics, reg prometheus.Registerer, tc tracing.Config) (*workerRole, error) {
+	client, err := newClient(url, cfg, peer, m, tc)
 	if err != nil {
 		return nil, err
 	}
@@ -203,7 +206,8 @@ func newWorkerRole(url, peer string, cfg *config.Config, logger *slog.Logger, m 
 		LeaseWait:   5 * time.Second,
 		MaxBackoff:  2 * time.Second,
 		Logger:      logger,
-		Handler: func(ctx context.Context, l *resourcelease.Lease) error {
+		// With tracing on, each delivery is a span in the producer's trace.
+		Handler: tracing.Work(tc, func(ctx context.Context, l *resourcelease.Lease) error {
 			if !sleep(ctx, processing) {
 				return ctx.Err()
 			}
@@ -213,7 +217,7 @@ func newWorkerRole(url, peer string, cfg *config.Config, logger *slog.Logger, m 
 			}
 			wl.Debug("completing", "resourceId", l.Payload.ResourceID, "attempt", l.Attempt)
 			return nil
-		},
+		}),
 	})
 	if err != nil {
 		_ = client.Close()

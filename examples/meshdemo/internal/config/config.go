@@ -165,6 +165,10 @@ type Config struct {
 	BackpressureRateLimitPerSecond float64
 	// Storage (storage): sqlite (default) or memory.
 	Storage Storage
+	// OTLPEndpoint (otlpEndpoint) is the OpenTelemetry collector that
+	// traces are exported to over OTLP/HTTP; empty (the default) traces
+	// nothing.
+	OTLPEndpoint string
 	// ControlToken (controlToken) is the bearer token for destructive
 	// control-plane endpoints. Default: none on loopback; generated when any
 	// listener binds a non-loopback address.
