@@ -84,7 +84,7 @@ type DispatcherConfig struct {
 	// registration failure is an error from NewDispatcher. Close unregisters
 	// what NewDispatcher registered.
 	Registerer prometheus.Registerer
-	// Logger defaults to a logger that discards everything.
+	// Logger defaults to slog.Default(), as in every leasemesh package.
 	Logger *slog.Logger
 	// Clock is the engine's clock when Queue.Clock is nil. Defaults to
 	// SystemClock.
@@ -186,7 +186,7 @@ func NewDispatcher(cfg DispatcherConfig) (*LocalDispatcher, error) {
 		maxWait: cfg.MaxLeaseWait,
 	}
 	if d.log == nil {
-		d.log = slog.New(slog.DiscardHandler)
+		d.log = slog.Default()
 	}
 	if d.maxWait == 0 {
 		d.maxWait = DefaultMaxLeaseWait

@@ -5,7 +5,6 @@ import (
 	"cmp"
 	"context"
 	"encoding/json"
-	"fmt"
 	"net/http"
 	"net/url"
 	"os"
@@ -113,10 +112,10 @@ var _ resourcelease.Dispatcher = (*Client)(nil)
 func NewClient(rawURL string, opts ClientConfig) (*Client, error) {
 	u, err := url.Parse(rawURL)
 	if err != nil {
-		return nil, fmt.Errorf("transport: NewClient: invalid URL %q: %w", rawURL, err)
+		return nil, resourcelease.Errorf(resourcelease.StatusInvalidArgument, resourcelease.CodeInvalidArgument, "transport: NewClient: invalid URL %q: %v", rawURL, err)
 	}
 	if u.Scheme != "http" && u.Scheme != "https" || u.Host == "" {
-		return nil, fmt.Errorf("transport: NewClient: invalid URL %q: want http:// or https:// and a host", rawURL)
+		return nil, resourcelease.Errorf(resourcelease.StatusInvalidArgument, resourcelease.CodeInvalidArgument, "transport: NewClient: invalid URL %q: want http:// or https:// and a host", rawURL)
 	}
 	c := &Client{
 		url:            u.String(),
@@ -131,11 +130,11 @@ func NewClient(rawURL string, opts ClientConfig) (*Client, error) {
 		c.namespace = DefaultNamespace
 	}
 	if strings.Contains(c.namespace, "::") || strings.IndexFunc(c.namespace, isSpaceOrControl) >= 0 {
-		return nil, fmt.Errorf("transport: NewClient: invalid Namespace %q: it must not contain \"::\" or white space", c.namespace)
+		return nil, resourcelease.Errorf(resourcelease.StatusInvalidArgument, resourcelease.CodeInvalidArgument, "transport: NewClient: invalid Namespace %q: it must not contain \"::\" or white space", c.namespace)
 	}
 	for name, v := range map[string]string{"Service": opts.Service, "Caller": opts.Caller, "PeerID": opts.PeerID, "BearerToken": opts.BearerToken} {
 		if wire.HeaderSafe(v, len(v)) != v || strings.TrimSpace(v) != v {
-			return nil, fmt.Errorf("transport: NewClient: %s must be a valid header value without surrounding white space", name)
+			return nil, resourcelease.Errorf(resourcelease.StatusInvalidArgument, resourcelease.CodeInvalidArgument, "transport: NewClient: %s must be a valid header value without surrounding white space", name)
 		}
 	}
 	if opts.BearerToken != "" {
@@ -143,7 +142,7 @@ func NewClient(rawURL string, opts ClientConfig) (*Client, error) {
 	}
 	switch {
 	case c.longPollMargin < 0:
-		return nil, fmt.Errorf("transport: NewClient: LongPollMargin must not be negative, got %v", c.longPollMargin)
+		return nil, resourcelease.Errorf(resourcelease.StatusInvalidArgument, resourcelease.CodeInvalidArgument, "transport: NewClient: LongPollMargin must not be negative, got %v", c.longPollMargin)
 	case c.longPollMargin == 0:
 		c.longPollMargin = DefaultLongPollMargin
 	}

@@ -160,18 +160,18 @@ func NewHandler(d resourcelease.Dispatcher, opts HandlerConfig) (http.Handler, e
 		ns = DefaultNamespace
 	}
 	if strings.Contains(ns, "::") || strings.IndexFunc(ns, isSpaceOrControl) >= 0 {
-		return nil, fmt.Errorf("transport: NewHandler: invalid Namespace %q: it must not contain \"::\" or white space", ns)
+		return nil, resourcelease.Errorf(resourcelease.StatusInvalidArgument, resourcelease.CodeInvalidArgument, "transport: NewHandler: invalid Namespace %q: it must not contain \"::\" or white space", ns)
 	}
 	if strings.IndexFunc(h.service, isSpaceOrControl) >= 0 {
-		return nil, fmt.Errorf("transport: NewHandler: invalid Service %q: it must not contain white space", h.service)
+		return nil, resourcelease.Errorf(resourcelease.StatusInvalidArgument, resourcelease.CodeInvalidArgument, "transport: NewHandler: invalid Service %q: it must not contain white space", h.service)
 	}
 	switch {
 	case h.maxBody < 0:
-		return nil, fmt.Errorf("transport: NewHandler: MaxBodyBytes must not be negative, got %d", h.maxBody)
+		return nil, resourcelease.Errorf(resourcelease.StatusInvalidArgument, resourcelease.CodeInvalidArgument, "transport: NewHandler: MaxBodyBytes must not be negative, got %d", h.maxBody)
 	case h.maxWait < 0:
-		return nil, fmt.Errorf("transport: NewHandler: MaxWait must not be negative, got %v", h.maxWait)
+		return nil, resourcelease.Errorf(resourcelease.StatusInvalidArgument, resourcelease.CodeInvalidArgument, "transport: NewHandler: MaxWait must not be negative, got %v", h.maxWait)
 	case h.maxTTL < 0:
-		return nil, fmt.Errorf("transport: NewHandler: MaxTTL must not be negative, got %v", h.maxTTL)
+		return nil, resourcelease.Errorf(resourcelease.StatusInvalidArgument, resourcelease.CodeInvalidArgument, "transport: NewHandler: MaxTTL must not be negative, got %v", h.maxTTL)
 	}
 	if h.maxBody == 0 {
 		h.maxBody = DefaultMaxBodyBytes
@@ -187,7 +187,7 @@ func NewHandler(d resourcelease.Dispatcher, opts HandlerConfig) (http.Handler, e
 	}
 	for i, mw := range opts.Middleware {
 		if mw == nil {
-			return nil, fmt.Errorf("transport: NewHandler: Middleware[%d] is nil", i)
+			return nil, resourcelease.Errorf(resourcelease.StatusInvalidArgument, resourcelease.CodeInvalidArgument, "transport: NewHandler: Middleware[%d] is nil", i)
 		}
 	}
 	if opts.Registerer != nil {
@@ -247,7 +247,7 @@ func NewHandler(d resourcelease.Dispatcher, opts HandlerConfig) (http.Handler, e
 	for i := len(opts.Middleware) - 1; i >= 0; i-- {
 		inner = opts.Middleware[i](inner)
 		if inner == nil {
-			return nil, fmt.Errorf("transport: NewHandler: Middleware[%d] returned a nil handler", i)
+			return nil, resourcelease.Errorf(resourcelease.StatusInvalidArgument, resourcelease.CodeInvalidArgument, "transport: NewHandler: Middleware[%d] returned a nil handler", i)
 		}
 	}
 	h.inner = inner

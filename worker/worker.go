@@ -192,11 +192,11 @@ func New(d resourcelease.Dispatcher, opts Config) (*Worker, error) {
 		{"LeaseBatch", int64(w.leaseBatch)}, {"CompleteBatch", int64(w.complBatch)},
 	} {
 		if f.v < 0 {
-			return nil, fmt.Errorf("worker: New: %s must not be negative", f.name)
+			return nil, resourcelease.Errorf(resourcelease.StatusInvalidArgument, resourcelease.CodeInvalidArgument, "worker: New: %s must not be negative", f.name)
 		}
 	}
 	if w.leaseBatch > resourcelease.MaxBatchItems || w.complBatch > resourcelease.MaxBatchItems {
-		return nil, fmt.Errorf("worker: New: LeaseBatch and CompleteBatch must be at most %d", resourcelease.MaxBatchItems)
+		return nil, resourcelease.Errorf(resourcelease.StatusInvalidArgument, resourcelease.CodeInvalidArgument, "worker: New: LeaseBatch and CompleteBatch must be at most %d", resourcelease.MaxBatchItems)
 	}
 	w.concurrency = cmpOr(w.concurrency, 1)
 	w.leaseBatch = cmpOr(w.leaseBatch, min(w.concurrency, resourcelease.MaxBatchItems))
@@ -209,7 +209,7 @@ func New(d resourcelease.Dispatcher, opts Config) (*Worker, error) {
 	w.maxBackoff = cmpOr(w.maxBackoff, DefaultMaxBackoff)
 	w.shutdownWait = cmpOr(w.shutdownWait, DefaultShutdownTimeout)
 	if w.minBackoff > w.maxBackoff {
-		return nil, fmt.Errorf("worker: New: MinBackoff %v exceeds MaxBackoff %v", w.minBackoff, w.maxBackoff)
+		return nil, resourcelease.Errorf(resourcelease.StatusInvalidArgument, resourcelease.CodeInvalidArgument, "worker: New: MinBackoff %v exceeds MaxBackoff %v", w.minBackoff, w.maxBackoff)
 	}
 	if w.logger == nil {
 		w.logger = slog.Default()
