@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"runtime/debug"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -316,7 +317,7 @@ func (w *Worker) fetch(ctx context.Context, wg *sync.WaitGroup) {
 				return
 			}
 			w.failures.Add(1)
-			delay := w.backoff(failures)
+			delay := w.leaseRetryDelay(err, failures)
 			failures++
 			w.logger.Warn("worker: lease failed; backing off", "peer", w.peerID, "batch", n,
 				"status", string(resourcelease.StatusOf(err)), "code", resourcelease.CodeOf(err), "error", err, "backoff", delay)
@@ -346,7 +347,7 @@ func (w *Worker) loop(ctx context.Context, slot int) {
 				return
 			}
 			w.failures.Add(1)
-			delay := w.backoff(failures)
+			delay := w.leaseRetryDelay(err, failures)
 			failures++
 			w.logger.Warn("worker: lease failed; backing off", "slot", slot, "peer", w.peerID,
 				"status", string(resourcelease.StatusOf(err)), "code", resourcelease.CodeOf(err), "error", err, "backoff", delay)
@@ -655,6 +656,19 @@ func (w *Worker) backoff(attempt int) time.Duration {
 	}
 	half := d / 2
 	return half + rand.N(d-half+1)
+}
+
+// leaseRetryDelay is how long to wait after a failed lease call: the
+// backoff, or longer when the dispatcher said when to come back (a breaker's
+// cool-down, a rate limit): asking sooner would only be refused again.
+func (w *Worker) leaseRetryDelay(err error, failures int) time.Duration {
+	d := w.backoff(failures)
+	if e := resourcelease.AsError(err); e != nil {
+		if secs, perr := strconv.Atoi(e.Metadata[resourcelease.MetadataRetryAfterSeconds]); perr == nil && secs > 0 {
+			d = max(d, time.Duration(secs)*time.Second)
+		}
+	}
+	return d
 }
 
 // sleep waits d on the worker's clock; false means ctx ended first.

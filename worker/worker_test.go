@@ -768,3 +768,30 @@ func TestWorkerShutdownCutIsNotADispatcherError(t *testing.T) {
 	s := w.Stats()
 	assert.Equal(t, worker.Stats{Leased: 1, Lost: 1}, s, "after %d release calls", calls.Load())
 }
+
+// TestWorkerWaitsOutRetryAfter: a lease refused with a Retry-After (a peer
+// whose breaker is open) is not asked for again before that time, however
+// short the backoff.
+func TestWorkerWaitsOutRetryAfter(t *testing.T) {
+	t.Parallel()
+	clock := leasetest.NewManualClock(time.Time{})
+	calls := make(chan time.Time, 16)
+	d := &leasetest.FakeDispatcher{LeaseFn: func(ctx context.Context, _ *resourcelease.LeaseRequest) (*resourcelease.Lease, error) {
+		calls <- clock.Now()
+		return nil, &resourcelease.Error{Status: resourcelease.StatusFailedPrecondition, Code: resourcelease.CodePeerIneligible,
+			Message: "refused", Metadata: map[string]string{resourcelease.MetadataRetryAfterSeconds: "30"}}
+	}}
+	w := newWorker(t, d, worker.Config{Clock: clock, MinBackoff: 100 * time.Millisecond, MaxBackoff: time.Second,
+		Handler: func(context.Context, *resourcelease.Lease) error { return nil }})
+	startWorker(t, w)
+	first := <-calls
+	require.True(t, clock.WaitForTimers(1, 10*time.Second))
+	clock.Advance(29 * time.Second)
+	// A shorter wait would have fired by now, and the worker would have
+	// called again before arming its next timer.
+	require.True(t, clock.WaitForTimers(1, 10*time.Second))
+	require.Empty(t, calls, "asked again before the 30 s Retry-After")
+	clock.Advance(time.Second)
+	next := <-calls
+	require.Equal(t, 30*time.Second, next.Sub(first))
+}
