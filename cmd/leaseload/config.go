@@ -27,6 +27,7 @@ const (
 	storageSQLite      = "sqlite"
 	defaultCaller      = "leaseload"
 	maxBatch           = 1000 // resourcelease.MaxBatchItems
+	maxRounds          = 100
 )
 
 // config is a parsed, validated command line.
@@ -46,7 +47,9 @@ type config struct {
 	waitMs   int64
 	// batch > 0 adds a phase of batch cycles of that many items
 	// (enqueueBatch → leaseBatch → completeBatch) after the per-item one.
-	batch     int
+	batch int
+	// rounds > 1 splits each phase into that many slices, interleaved.
+	rounds    int
 	echo      bool
 	json      bool
 	maxErrors int64
@@ -79,6 +82,7 @@ func newFlagSet(c *config) (*flag.FlagSet, *bool, *string) {
 	fs.Int64Var(&c.cycles, "cycles", 0, "stop each phase after `N` enqueue→lease→complete cycles (echo: 3N POSTs); 0 means only -duration bounds it")
 	fs.DurationVar(&c.warmup, "warmup", defaultWarmup, fmt.Sprintf("unmeasured load before each phase, at most %v", maxWarmup))
 	fs.Int64Var(&c.waitMs, "wait-ms", defaultWaitMs, fmt.Sprintf("the lease long-poll's waitMs, 0..%d", maxWaitMs))
+	fs.IntVar(&c.rounds, "rounds", 1, fmt.Sprintf("measure the phases in `N` interleaved rounds (each a slice of -duration), 1..%d, so that they share a busy machine's noise", maxRounds))
 	fs.IntVar(&c.batch, "batch", 0, fmt.Sprintf("also measure batch cycles of `N` items (enqueueBatch → leaseBatch → completeBatch), 2..%d, after the per-item phase; 0: per-item only", maxBatch))
 	fs.BoolVar(&c.echo, "echo", true, "measure the bare net/http JSON echo ceiling first (an in-process server, in -target mode too)")
 	fs.BoolVar(&c.json, "json", false, "print the report as JSON")
@@ -150,6 +154,8 @@ func parseConfig(args []string) (*config, error) {
 		return nil, usagef("invalid -warmup %v: want 0..%v", c.warmup, maxWarmup)
 	case c.waitMs < 0 || c.waitMs > maxWaitMs:
 		return nil, usagef("invalid -wait-ms %d: want 0..%d", c.waitMs, maxWaitMs)
+	case c.rounds < 1 || c.rounds > maxRounds:
+		return nil, usagef("invalid -rounds %d: want 1..%d", c.rounds, maxRounds)
 	case c.batch < 0 || c.batch == 1 || c.batch > maxBatch:
 		return nil, usagef("invalid -batch %d: want 0 (off) or 2..%d", c.batch, maxBatch)
 	case c.maxErrors < 0:

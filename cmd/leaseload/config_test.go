@@ -32,6 +32,7 @@ func TestRunUsageErrors(t *testing.T) {
 		{name: "negative wait", args: []string{"-wait-ms", "-1"}, want: "invalid -wait-ms -1"},
 		{name: "long wait", args: []string{"-wait-ms", "60001"}, want: "invalid -wait-ms 60001"},
 		{name: "negative max errors", args: []string{"-max-errors", "-1"}, want: "invalid -max-errors -1"},
+		{name: "no rounds", args: []string{"-rounds", "0"}, want: "invalid -rounds 0: want 1..100"},
 		{name: "batch of one", args: []string{"-batch", "1"}, want: "invalid -batch 1: want 0 (off) or 2..1000"},
 		{name: "batch too large", args: []string{"-batch", "1001"}, want: "invalid -batch 1001"},
 		{name: "negative batch", args: []string{"-batch", "-2"}, want: "invalid -batch -2"},
@@ -85,11 +86,22 @@ func TestParseConfig(t *testing.T) {
 				concurrency: 8, duration: 3 * time.Second, cycles: 200, waitMs: 1000, echo: true, json: true, maxErrors: 100},
 		},
 		{
+			name: "batch in rounds",
+			args: []string{"-batch", "32", "-rounds", "5"},
+			want: config{storage: "memory", namespace: "resourcelease", caller: "leaseload", concurrency: 8,
+				duration: 10 * time.Second, warmup: time.Second, waitMs: 1000, echo: true, maxErrors: 100, batch: 32, rounds: 5},
+		},
+		{
 			name: "target",
 			args: []string{"-target", "http://localhost:7420/yarpc/v1", "-service", "s", "-namespace", "n", "-echo=false", "-self=false"},
 			want: config{target: "http://localhost:7420/yarpc/v1", service: "s", namespace: "n", caller: "leaseload",
 				concurrency: 8, duration: 10 * time.Second, warmup: time.Second, waitMs: 1000, maxErrors: 100},
 		},
+	}
+	for i := range tests {
+		if tests[i].want.rounds == 0 {
+			tests[i].want.rounds = 1 // the default
+		}
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -383,25 +383,71 @@ type phaseSpec struct {
 	procs []string
 	limit int64 // units (0: none)
 	unit  unit
+	after func() // run after each of its slices, if set
 }
 
-// runPhase runs the warmup (unmeasured, but its errors count) and then the
-// measured load of p, and summarises it.
-func runPhase(ctx context.Context, cfg *config, p phaseSpec) *phaseReport {
-	var warmupErrs int64
-	if cfg.warmup > 0 {
-		wr := newRecorder(p.procs...)
-		drive(ctx, cfg.concurrency, cfg.warmup, 0, cfg.maxErrors, wr, p.unit)
-		warmupErrs = wr.nerr.Load()
+// phaseRun is a phase's measurement so far.
+type phaseRun struct {
+	spec       phaseSpec
+	r          *recorder
+	warmupErrs int64
+	elapsed    time.Duration
+	why        string
+	done       bool // stopped for good (max-errors, interrupted)
+}
+
+// runPhases measures the phases in cfg.rounds rounds: each round gives each
+// phase, in order, a slice of cfg.duration/rounds (and of its cycle limit),
+// so that with several rounds the phases share whatever else the machine is
+// doing instead of one getting a quiet minute and the next a busy one. A
+// phase warms up (unmeasured, but its errors count) right before its first
+// slice. It returns the phases' reports, in order.
+func runPhases(ctx context.Context, cfg *config, specs []phaseSpec) []*phaseReport {
+	rounds := max(cfg.rounds, 1)
+	runs := make([]*phaseRun, len(specs))
+	for i, p := range specs {
+		runs[i] = &phaseRun{spec: p, r: newRecorder(p.procs...), why: "interrupted"}
 	}
-	r := newRecorder(p.procs...)
-	elapsed, why := time.Duration(0), "interrupted"
-	if ctx.Err() == nil && warmupErrs <= cfg.maxErrors {
-		elapsed, why = drive(ctx, cfg.concurrency, cfg.duration, p.limit, cfg.maxErrors, r, p.unit)
-	} else if ctx.Err() == nil {
-		why = "max-errors"
+	for round := range rounds {
+		for _, pr := range runs {
+			if pr.done || ctx.Err() != nil {
+				continue
+			}
+			p := pr.spec
+			if round == 0 && cfg.warmup > 0 {
+				wr := newRecorder(p.procs...)
+				drive(ctx, cfg.concurrency, cfg.warmup, 0, cfg.maxErrors, wr, p.unit)
+				pr.warmupErrs = wr.nerr.Load()
+				if ctx.Err() == nil && pr.warmupErrs > cfg.maxErrors {
+					pr.why, pr.done = "max-errors", true
+					continue
+				}
+			}
+			if ctx.Err() != nil {
+				continue
+			}
+			limit := p.limit
+			if limit > 0 {
+				limit = (limit + int64(rounds) - 1) / int64(rounds)
+			}
+			// drive counts errors in the recorder it is given: the limit
+			// on them is the phase's, across its slices.
+			elapsed, why := drive(ctx, cfg.concurrency, cfg.duration/time.Duration(rounds), limit, cfg.maxErrors, pr.r, p.unit)
+			pr.elapsed += elapsed
+			pr.why = why
+			if why == "max-errors" || why == "interrupted" {
+				pr.done = true
+			}
+			if p.after != nil {
+				p.after()
+			}
+		}
 	}
-	return summarise(p, r, elapsed, why, warmupErrs)
+	reports := make([]*phaseReport, len(runs))
+	for i, pr := range runs {
+		reports[i] = summarise(pr.spec, pr.r, pr.elapsed, pr.why, pr.warmupErrs)
+	}
+	return reports
 }
 
 // errSummary is the one-line stderr summary of a failed run.

@@ -24,6 +24,7 @@ type report struct {
 	CycleLimit  int64   `json:"cycleLimit,omitempty"`
 	WarmupSec   float64 `json:"warmupSeconds"`
 	WaitMs      int64   `json:"waitMs"`
+	Rounds      int     `json:"rounds,omitempty"`
 	GoVersion   string  `json:"goVersion"`
 	Platform    string  `json:"platform"`
 	GOMAXPROCS  int     `json:"gomaxprocs"`
@@ -187,6 +188,9 @@ func writeText(w io.Writer, rep *report) error {
 	limit := fmt.Sprintf("duration %v", secs(rep.DurationSec))
 	if rep.CycleLimit > 0 {
 		limit = fmt.Sprintf("cycles %d (at most %v)", rep.CycleLimit, secs(rep.DurationSec))
+	}
+	if rep.Rounds > 1 {
+		limit += fmt.Sprintf(" in %d interleaved rounds", rep.Rounds)
 	}
 	fmt.Fprintf(&b, "concurrency %d · %s · warmup %v · waitMs %d · %s %s · GOMAXPROCS %d (%d CPUs)\n",
 		rep.Concurrency, limit, secs(rep.WarmupSec), rep.WaitMs, rep.GoVersion, rep.Platform, rep.GOMAXPROCS, rep.NumCPU)

@@ -96,42 +96,39 @@ func load(ctx context.Context, cfg *config, stderr io.Writer) (rep *report, err 
 	lm := newLeasemeshWorkload(client, cfg.waitMs)
 	lm.batch = cfg.batch
 
+	var specs []phaseSpec
 	if cfg.echo {
 		echo, err := startServer(echoHandler())
 		if err != nil {
 			return nil, fmt.Errorf("starting the echo server: %w", err)
 		}
+		defer func() {
+			if cerr := echo.close(); cerr != nil && err == nil {
+				err = fmt.Errorf("stopping the echo server: %w", cerr)
+			}
+		}()
 		url := echo.url + "/echo"
 		ew := newEchoWorkload(hc, url, lm.body)
 		fmt.Fprintf(stderr, "leaseload: echo ceiling %s: %s\n", url, phasePlan(cfg, 3))
-		rep.Phases = append(rep.Phases, runPhase(ctx, cfg, phaseSpec{
-			name: procEcho, url: url, procs: []string{procEcho}, limit: 3 * cfg.cycles, unit: ew.post,
-		}))
-		// Its idle connections go with it: the leasemesh phase then holds
-		// only its own.
-		hc.CloseIdleConnections()
-		if err := echo.close(); err != nil {
-			return nil, fmt.Errorf("stopping the echo server: %w", err)
-		}
+		// Its idle connections go after each of its slices: the leasemesh
+		// phases then hold only their own.
+		specs = append(specs, phaseSpec{name: procEcho, url: url, procs: []string{procEcho}, limit: 3 * cfg.cycles,
+			unit: ew.post, after: hc.CloseIdleConnections})
 	}
-	if ctx.Err() == nil {
-		fmt.Fprintf(stderr, "leaseload: leasemesh %s: %s\n", rpcURL, phasePlan(cfg, 1))
-		rep.Phases = append(rep.Phases, runPhase(ctx, cfg, phaseSpec{
-			name: phasePerItem, url: rpcURL, procs: []string{procEnqueue, procLease, procComplete},
-			limit: cfg.cycles, unit: lm.cycle,
-		}))
-	}
-	if cfg.batch > 0 && ctx.Err() == nil {
+	fmt.Fprintf(stderr, "leaseload: leasemesh %s: %s\n", rpcURL, phasePlan(cfg, 1))
+	specs = append(specs, phaseSpec{name: phasePerItem, url: rpcURL, procs: []string{procEnqueue, procLease, procComplete},
+		limit: cfg.cycles, unit: lm.cycle})
+	if cfg.batch > 0 {
 		units := int64(0)
 		if cfg.cycles > 0 {
 			units = max(cfg.cycles/int64(cfg.batch), 1)
 		}
 		fmt.Fprintf(stderr, "leaseload: leasemesh in batches of %d %s: %s\n", cfg.batch, rpcURL, phasePlan(cfg, 1))
-		rep.Phases = append(rep.Phases, runPhase(ctx, cfg, phaseSpec{
-			name: phaseBatch, url: rpcURL, procs: []string{procEnqueueBatch, procLeaseBatch, procCompleteBatch},
-			limit: units, unit: lm.batchCycle,
-		}))
+		specs = append(specs, phaseSpec{name: phaseBatch, url: rpcURL, procs: []string{procEnqueueBatch, procLeaseBatch, procCompleteBatch},
+			limit: units, unit: lm.batchCycle})
 	}
+	rep.Rounds = cfg.rounds
+	rep.Phases = runPhases(ctx, cfg, specs)
 
 	rep.Interrupted = ctx.Err() != nil
 	rep.OK = !rep.Interrupted
@@ -154,6 +151,9 @@ func load(ctx context.Context, cfg *config, stderr io.Writer) (rep *report, err 
 // phasePlan describes what a phase is about to do, for stderr.
 func phasePlan(cfg *config, perCycle int64) string {
 	s := fmt.Sprintf("%d goroutines, warmup %v, then ", cfg.concurrency, cfg.warmup)
+	if cfg.rounds > 1 {
+		s = fmt.Sprintf("%d goroutines, warmup %v, then in %d slices interleaved with the other phases: ", cfg.concurrency, cfg.warmup, cfg.rounds)
+	}
 	if cfg.cycles > 0 {
 		unit := "cycles"
 		if perCycle > 1 {

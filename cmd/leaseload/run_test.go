@@ -174,6 +174,20 @@ func TestRunBatch(t *testing.T) {
 	assert.Contains(t, text.stdout, "× the per-item cycles/s")
 }
 
+// TestRunRounds: with -rounds the phases are measured in interleaved slices
+// whose counts add up: each phase still does its -cycles.
+func TestRunRounds(t *testing.T) {
+	t.Parallel()
+	res, rep := runJSON(t, "-storage", "memory", "-cycles", "90", "-concurrency", "3", "-warmup", "0", "-rounds", "3", "-batch", "10")
+	require.Equal(t, exitOK, res.code, "stderr: %s", res.stderr)
+	assert.Equal(t, 3, rep.Rounds)
+	require.Len(t, rep.Phases, 3)
+	assert.Equal(t, int64(3*90), rep.Phases[0].RPCs, "echo: 3 slices of 90 POSTs")
+	checkCleanLeasemesh(t, rep.Phases[1], 90)
+	assert.Equal(t, int64(9), rows(rep.Phases[2])[procEnqueueBatch].Count, "9 batches, 3 per slice")
+	assert.Contains(t, res.stderr, "in 3 slices interleaved")
+}
+
 func TestRunTextReport(t *testing.T) {
 	t.Parallel()
 	res := runLeaseload(t, t.Context(), "-cycles", "20", "-concurrency", "2", "-warmup", "0")
