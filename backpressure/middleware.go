@@ -49,10 +49,13 @@ func boundedKey(k string) string {
 }
 
 // MatchEnqueue is the default MiddlewareConfig.Match: requests whose
-// Rpc-Procedure header ends with "::enqueue". Only producers are throttled;
-// lease, heartbeat, complete and fail drain the queue and never are.
+// Rpc-Procedure header ends with "::enqueue" or "::enqueueBatch". Only
+// producers are throttled; lease, heartbeat, complete, fail and release
+// drain the queue and never are. A batch is charged one token, like a
+// single enqueue.
 func MatchEnqueue(r *http.Request) bool {
-	return strings.HasSuffix(r.Header.Get(wire.HeaderProcedure), "::enqueue")
+	p := r.Header.Get(wire.HeaderProcedure)
+	return strings.HasSuffix(p, "::enqueue") || strings.HasSuffix(p, "::enqueueBatch")
 }
 
 // Middleware is shorthand for MiddlewareWith(next, MiddlewareConfig{}): it

@@ -46,6 +46,9 @@ func TestMiddlewareThrottlesOnlyEnqueue(t *testing.T) {
 	}{
 		{"resourcelease::enqueue", true},
 		{"resourcelease.mesh::enqueue", true},
+		{"resourcelease.mesh::enqueueBatch", true},
+		{"resourcelease::leaseBatch", false},
+		{"resourcelease::release", false},
 		{"resourcelease::lease", false},
 		{"resourcelease::heartbeat", false},
 		{"resourcelease::complete", false},
