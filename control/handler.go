@@ -304,6 +304,10 @@ func (h *controlHandler) decodeBody(w http.ResponseWriter, r *http.Request, v an
 		if errors.As(err, &mbe) {
 			return wire.BodyTooLarge(h.opts.MaxBodyBytes)
 		}
+		if terr := wire.BodyTimeout(err); terr != nil {
+			w.Header().Set("Connection", "close")
+			return terr
+		}
 		if ctxErr := r.Context().Err(); ctxErr != nil {
 			return ctxErr
 		}

@@ -463,7 +463,7 @@ func (h *handler) serveRPC(w http.ResponseWriter, r *http.Request) {
 	}
 	body, err := h.readBody(w, r)
 	if err != nil {
-		if resourcelease.CodeOf(err) == CodeBodyTooLarge {
+		if code := resourcelease.CodeOf(err); code == CodeBodyTooLarge || code == CodeBodyTimeout {
 			// Do not read the rest of an oversized body to keep the
 			// connection: close it. (MaxBytesReader cannot tell the server
 			// itself through the writers that wrap its own.)
@@ -504,6 +504,9 @@ func (h *handler) readBody(w http.ResponseWriter, r *http.Request) ([]byte, erro
 	var mbe *http.MaxBytesError
 	if errors.As(err, &mbe) {
 		return nil, wire.BodyTooLarge(h.maxBody)
+	}
+	if terr := wire.BodyTimeout(err); terr != nil {
+		return nil, terr
 	}
 	if ctxErr := r.Context().Err(); ctxErr != nil {
 		return nil, ctxErr
