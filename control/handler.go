@@ -13,6 +13,7 @@ import (
 
 	"github.com/leasemesh/leasemesh/internal/wire"
 	"github.com/leasemesh/leasemesh/resourcelease"
+	"github.com/leasemesh/leasemesh/transport"
 )
 
 // DefaultPrefix is the path prefix the control plane is served under
@@ -88,16 +89,15 @@ type HandlerConfig struct {
 	// Events is the replication log served by GET /replication.
 	Events EventReader
 
-	// Authorize, when set, guards the destructive endpoints (POST /drain,
-	// POST /restore and the POST /deadletters forms) and, with
-	// AuthorizeReads, every other endpoint too; it runs after the path and
-	// method are checked and before anything else. A nil error lets the
-	// request through. A *resourcelease.Error is written with its own status
-	// (use StatusUnauthenticated, HTTP 401, for missing credentials and
-	// StatusPermissionDenied, HTTP 403, for insufficient ones); any other
-	// error is written as unauthenticated with a generic message, as
-	// transport.HandlerConfig.Authorize is. Defaults to nil: no authorization.
-	Authorize func(r *http.Request) error
+	// Authorize, when set, guards the destructive endpoints (every POST:
+	// drain, restore, the dead-letter actions), asked for
+	// transport.RoleAdmin, and, with AuthorizeReads, every other endpoint
+	// too, asked for transport.RoleObserver; it runs after the path and
+	// method are checked and before anything else. Its result is sent as
+	// transport.Authorizer documents, so the RPC handler's Authorizer (say
+	// transport.BearerTokens) serves here unchanged. Defaults to nil: no
+	// authorization.
+	Authorize transport.Authorizer
 
 	// AuthorizeReads extends Authorize to the read endpoints. Defaults to
 	// false: reads are open.
@@ -136,10 +136,9 @@ var controlRoutes = map[string]controlEndpoint{
 }
 
 type controlHandler struct {
-	opts      HandlerConfig
-	prefix    string
-	authorize func(*http.Request) error
-	log       *slog.Logger
+	opts   HandlerConfig
+	prefix string
+	log    *slog.Logger
 }
 
 // NewHandler returns the control-plane handler. It serves,
@@ -177,7 +176,7 @@ type controlHandler struct {
 // not configured is unimplemented (501).
 //
 // The POST endpoints are destructive: when opts.Authorize is set they
-// require it; reads stay open unless opts.AuthorizeReads.
+// require transport.RoleAdmin; reads stay open unless opts.AuthorizeReads.
 // The handler can be mounted on its own or in a mux that routes the prefix to
 // it.
 func NewHandler(opts HandlerConfig) (http.Handler, error) {
@@ -231,7 +230,11 @@ func (h *controlHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if h.opts.Authorize != nil && (write || h.opts.AuthorizeReads) {
-		if err := h.opts.Authorize(r); err != nil {
+		role := transport.RoleObserver
+		if write {
+			role = transport.RoleAdmin
+		}
+		if err := h.opts.Authorize(r, role); err != nil {
 			e := wire.AuthError(err)
 			h.log.DebugContext(r.Context(), "control plane: unauthorized request",
 				"path", r.URL.Path, "status", string(e.Status), "error", err)

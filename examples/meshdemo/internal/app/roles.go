@@ -2,6 +2,7 @@ package app
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -79,12 +80,15 @@ type roundTripFunc func(*http.Request) (*http.Response, error)
 
 func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
 
-// newClient returns an RPC client of the dispatcher at url, calling as caller.
-func newClient(url string, cfg *config.Config, caller string, m *clientMetrics) (*transport.Client, error) {
+// newClient returns an RPC client of the dispatcher at url, calling as
+// caller with the bearer token (none when "") and, for an https url,
+// tlsCfg.
+func newClient(url string, cfg *config.Config, caller, token string, tlsCfg *tls.Config, m *clientMetrics) (*transport.Client, error) {
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.MaxIdleConnsPerHost = transport.DefaultMaxIdleConnsPerHost
+	tr.TLSClientConfig = tlsCfg
 	return transport.NewClient(url, transport.ClientConfig{
-		Service: cfg.ServiceName, Namespace: cfg.Namespace, Caller: caller, PeerID: caller,
+		Service: cfg.ServiceName, Namespace: cfg.Namespace, Caller: caller, PeerID: caller, BearerToken: token,
 		HTTPClient: &http.Client{Transport: m.roundTripper(tr)},
 	})
 }
@@ -190,8 +194,8 @@ type workerRole struct {
 	worker *worker.Worker
 }
 
-func newWorkerRole(url, peer string, cfg *config.Config, logger *slog.Logger, m *clientMetrics, reg prometheus.Registerer) (*workerRole, error) {
-	client, err := newClient(url, cfg, peer, m)
+func newWorkerRole(url, peer string, cfg *config.Config, tlsCfg *tls.Config, logger *slog.Logger, m *clientMetrics, reg prometheus.Registerer) (*workerRole, error) {
+	client, err := newClient(url, cfg, peer, cfg.WorkerToken, tlsCfg, m)
 	if err != nil {
 		return nil, err
 	}
