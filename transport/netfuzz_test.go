@@ -273,7 +273,9 @@ func (s *netFuzzState) nextCall(in *fuzzBytes) netFuzzCall {
 		return strconv.Itoa(1 + in.intn(50)*100)
 	}
 	set(0, transport.HeaderService, func() string { return []string{"svc", "other", in.str(10)}[in.intn(3)] })
-	set(1, transport.HeaderEncoding, func() string { return []string{"json", "application/json; charset=utf-8", "proto", in.str(6)}[in.intn(4)] })
+	set(1, transport.HeaderEncoding, func() string {
+		return []string{"json", "application/json; charset=utf-8", "proto", in.str(6)}[in.intn(4)]
+	})
 	set(2, transport.HeaderContextTTLMs, ttl)
 	set(3, transport.HeaderTTLMs, ttl)
 	set(4, transport.HeaderDeadline, func() string {
