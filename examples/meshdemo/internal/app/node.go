@@ -447,11 +447,14 @@ func (n *Node) PrintBanner(out io.Writer) {
 		row("Admin token", "configured (admin calls need Authorization: Bearer <token>)")
 	}
 	if n.auth != nil {
-		open := "none"
-		if o := n.auth.openRoles(); len(o) > 0 {
-			open = strings.Join(o, ", ")
+		switch o := n.auth.openRoles(); len(o) {
+		case 0:
+			row("Open roles", "none: every call needs its role's bearer token")
+		case len(transport.Roles()):
+			row("Open roles", "all (no token is set, and every listener is loopback-only)")
+		default:
+			row("Open roles", "%s (need no token; the others need their role's)", strings.Join(o, ", "))
 		}
-		row("Open roles", "%s (the others need their bearer token)", open)
 	}
 	if n.disp != nil && c.RPC.TLS {
 		mode := "TLS"
