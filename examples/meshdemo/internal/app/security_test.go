@@ -1,12 +1,16 @@
 package app_test
 
 import (
+	"bufio"
+	"context"
 	"encoding/json"
+	"errors"
 	"net/http"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/leasemesh/leasemesh/examples/meshdemo/internal/app"
 	"github.com/leasemesh/leasemesh/examples/meshdemo/internal/config"
 	"github.com/leasemesh/leasemesh/internal/testcerts"
 	"github.com/leasemesh/leasemesh/transport"
@@ -132,5 +136,38 @@ func TestMutualTLS(t *testing.T) {
 	}
 	if out := r.stdout.String(); !strings.Contains(out, "mutual TLS") || !strings.Contains(out, "https://127.0.0.1:") {
 		t.Errorf("the banner does not show the TLS endpoints:\n%s", out)
+	}
+}
+
+// TestStreamThroughHardenedServer: the diagnostics event stream flushes
+// through transport.NewServer's write deadlines, event after event.
+func TestStreamThroughHardenedServer(t *testing.T) {
+	r := start(t, t.TempDir(), fastArgs("-storage=memory", "-roles=dispatcher,diagnostics")...)
+	res, err := httpClient.Get(r.node.HTTPURLs()[0] + "/demo/stream")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	lines := bufio.NewScanner(res.Body)
+	events := 0
+	for events < 2 && lines.Scan() {
+		if lines.Text() == "event: snapshot" {
+			events++
+		}
+	}
+	if events < 2 {
+		t.Fatalf("got %d events before the stream ended: %v", events, lines.Err())
+	}
+}
+
+// TestHTTPSWithoutCertificateExitsTwo: a TLS mistake is a one-line
+// configuration error.
+func TestHTTPSWithoutCertificateExitsTwo(t *testing.T) {
+	var out, errb syncBuffer
+	m := &app.Main{Stdout: &out, Stderr: &errb, Dir: t.TempDir()}
+	err := m.Run(context.Background(), []string{"--meshDemo:rpcUrl=https://127.0.0.1:0", "--urls=http://127.0.0.1:0", "-storage=memory"})
+	var cve *config.ConfigValidationError
+	if !errors.As(err, &cve) || cve.Field != "meshDemo:rpcUrl" || app.ExitCode(err) != 2 || strings.Contains(err.Error(), "\n") {
+		t.Fatalf("got %v (exit %d), want a one-line error on meshDemo:rpcUrl, exit 2", err, app.ExitCode(err))
 	}
 }
