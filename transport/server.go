@@ -161,8 +161,8 @@ func (l *connLimit) track(c net.Conn, state http.ConnState) {
 	switch state {
 	case http.StateNew:
 		if l.open.Add(1) > l.max {
+			l.refusedOne(c) // before the close, which the client sees
 			_ = c.Close()
-			l.refusedOne(c)
 		}
 	case http.StateClosed, http.StateHijacked:
 		l.open.Add(-1)
