@@ -86,7 +86,7 @@ func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { retu
 func newClient(url string, cfg *config.Config, caller, token string, tlsCfg *tls.Config, m *clientMetrics) (*transport.Client, error) {
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.MaxIdleConnsPerHost = transport.DefaultMaxIdleConnsPerHost
-	tr.TLSClientConfig = tlsCfg
+	tr.TLSClientConfig = tlsCfg.Clone() // each Transport adds its own ALPN protocols to it
 	return transport.NewClient(url, transport.ClientConfig{
 		Service: cfg.ServiceName, Namespace: cfg.Namespace, Caller: caller, PeerID: caller, BearerToken: token,
 		HTTPClient: &http.Client{Transport: m.roundTripper(tr)},
