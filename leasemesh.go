@@ -283,7 +283,9 @@ func Open(ctx context.Context, cfg Config) (d *Dispatcher, err error) {
 	if d.control, err = control.NewHandler(cc); err != nil {
 		return d, err
 	}
-	logger.Info("leasemesh: dispatcher open", "storage", d.stores.Location, "pending", d.LocalDispatcher.Queue().Stats().PendingCount)
+	if st, serr := d.LocalDispatcher.Stats(ctx, nil); serr == nil {
+		logger.Info("leasemesh: dispatcher open", "storage", d.stores.Location, "pending", st.PendingCount)
+	}
 	return d, nil
 }
 

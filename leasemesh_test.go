@@ -52,7 +52,7 @@ func TestOpenDurableSurvivesReopen(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, 1, st.PendingCount)
 	require.Equal(t, 1, st.ActiveLeaseCount, "the lease survives the restart")
-	_, err = d.Complete(ctx, &resourcelease.CompleteRequest{OwnershipToken: &l.OwnershipToken})
+	err = d.Complete(ctx, &resourcelease.CompleteRequest{OwnershipToken: l.OwnershipToken})
 	require.NoError(t, err, "the token issued before the restart is honoured")
 
 	// The dedupe window reached the store: a retry of "a" after the restart adds nothing.

@@ -76,7 +76,7 @@ func NewClient(rawURL string, opts ClientConfig) (*Client, error) {
 		u.Path = DefaultPrefix
 	}
 	if err := wire.CheckClientTLS("control: NewClient", u, opts.HTTPClient, opts.TLS); err != nil {
-		return nil, resourcelease.Errorf(resourcelease.StatusInvalidArgument, resourcelease.CodeInvalidArgument, "%v", err)
+		return nil, err
 	}
 	c := &Client{
 		base: u.String(),
@@ -233,16 +233,75 @@ func (c *Client) DeadLetters(ctx context.Context, limit int) (*resourcelease.Dea
 	return controlCall[resourcelease.DeadLettersResponse](ctx, c, http.MethodGet, path, nil)
 }
 
-// Redrive moves the given dead letters (all when ids is empty) back to
-// pending with attempt 1 (POST /deadletters/redrive).
+// Redrive moves the given dead letters back to pending with attempt 1
+// (POST /deadletters/redrive). ids must not be empty: the server refuses an
+// empty selection (invalid-argument, resourcelease.CodeSelectionRequired); RedriveAll redrives
+// every dead letter.
 func (c *Client) Redrive(ctx context.Context, ids []int64) (*resourcelease.RedriveResponse, error) {
 	return controlCall[resourcelease.RedriveResponse](ctx, c, http.MethodPost, "/deadletters/redrive",
-		&resourcelease.RedriveRequest{SequenceIDs: ids})
+		&DeadLetterSelection{SequenceIDs: ids})
 }
 
-// Purge deletes the given dead letters (all when ids is empty) (POST
-// /deadletters/purge).
+// RedriveAll moves every dead letter back to pending with attempt 1.
+func (c *Client) RedriveAll(ctx context.Context) (*resourcelease.RedriveResponse, error) {
+	return controlCall[resourcelease.RedriveResponse](ctx, c, http.MethodPost, "/deadletters/redrive",
+		&DeadLetterSelection{All: true})
+}
+
+// Purge deletes the given dead letters (POST /deadletters/purge). ids must
+// not be empty, as for Redrive; PurgeAll deletes every dead letter.
 func (c *Client) Purge(ctx context.Context, ids []int64) (*resourcelease.PurgeResponse, error) {
 	return controlCall[resourcelease.PurgeResponse](ctx, c, http.MethodPost, "/deadletters/purge",
-		&resourcelease.PurgeRequest{SequenceIDs: ids})
+		&DeadLetterSelection{SequenceIDs: ids})
+}
+
+// PurgeAll deletes every dead letter.
+func (c *Client) PurgeAll(ctx context.Context) (*resourcelease.PurgeResponse, error) {
+	return controlCall[resourcelease.PurgeResponse](ctx, c, http.MethodPost, "/deadletters/purge",
+		&DeadLetterSelection{All: true})
+}
+
+// Items returns a page of the items in req.State (GET /items); a nil req
+// or an empty State lists pending items. Pass the page's NextAfter as the
+// next req.After until it is zero.
+func (c *Client) Items(ctx context.Context, req *resourcelease.ListItemsRequest) (*resourcelease.ListItemsResponse, error) {
+	q := url.Values{}
+	if req != nil {
+		for k, v := range map[string]string{
+			"state": string(req.State), "resourceType": req.ResourceType,
+			"partitionKey": req.PartitionKey, "resourceId": req.ResourceID,
+		} {
+			if v != "" {
+				q.Set(k, v)
+			}
+		}
+		if req.After != 0 {
+			q.Set("after", strconv.FormatInt(req.After, 10))
+		}
+		if req.Limit != 0 {
+			q.Set("limit", strconv.Itoa(req.Limit))
+		}
+	}
+	path := "/items"
+	if len(q) > 0 {
+		path += "?" + q.Encode()
+	}
+	return controlCall[resourcelease.ListItemsResponse](ctx, c, http.MethodGet, path, nil)
+}
+
+// Item returns the item with the given sequence id, with its body and its
+// recent replication events (GET /items/{sequenceId}); not-found
+// (resourcelease.ErrItemNotFound) when no pending, leased or dead item has it.
+func (c *Client) Item(ctx context.Context, sequenceID int64) (*ItemDetail, error) {
+	return controlCall[ItemDetail](ctx, c, http.MethodGet, "/items/"+strconv.FormatInt(sequenceID, 10), nil)
+}
+
+// Pause stops the dispatcher from granting leases (POST /pause).
+func (c *Client) Pause(ctx context.Context) (*PauseState, error) {
+	return controlCall[PauseState](ctx, c, http.MethodPost, "/pause", struct{}{})
+}
+
+// Resume lets the dispatcher grant leases again (POST /resume).
+func (c *Client) Resume(ctx context.Context) (*PauseState, error) {
+	return controlCall[PauseState](ctx, c, http.MethodPost, "/resume", struct{}{})
 }

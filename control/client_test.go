@@ -165,9 +165,11 @@ func TestControlClientRoundTrip(t *testing.T) {
 	rd, err := c.Redrive(ctx, []int64{9, 10})
 	require.NoError(t, err)
 	assert.Equal(t, 2, rd.RedrivenCount)
-	pg, err := c.Purge(ctx, nil)
+	pg, err := c.PurgeAll(ctx)
 	require.NoError(t, err)
 	assert.Equal(t, 3, pg.PurgedCount)
+	_, err = c.Purge(ctx, nil)
+	assert.Equal(t, resourcelease.CodeSelectionRequired, resourcelease.CodeOf(err), "an empty selection is refused")
 
 	mu.Lock()
 	defer mu.Unlock()

@@ -44,6 +44,9 @@ const (
 	// CodeInvalidAction: POST /deadletters named no action, or one
 	// other than redrive and purge.
 	CodeInvalidAction = "resourcelease.control.invalid_action"
+	// CodeCrossOrigin: a POST came from a browser page of another origin
+	// (see HandlerConfig.TrustedOrigins); its status is permission-denied.
+	CodeCrossOrigin = "resourcelease.control.cross_origin"
 )
 
 // EventReader reads the replication log from a sequence number; every
@@ -73,7 +76,10 @@ type HandlerConfig struct {
 	Prefix string
 
 	// Dispatcher serves /stats, /drain, /restore and /deadletters with the
-	// same request and response types as the RPC procedures.
+	// same request and response types as the RPC procedures. When it is also
+	// an ItemReader it serves /items, and when it is a LeasingPauser /pause
+	// and /resume (resourcelease.LocalDispatcher and leasemesh.Dispatcher
+	// are both).
 	Dispatcher resourcelease.Dispatcher
 
 	// Peers returns the peer-health payload served by GET /peers as JSON,
@@ -86,14 +92,33 @@ type HandlerConfig struct {
 	// endpoint then answers 204 No Content).
 	Backpressure func() (signal any, ok bool)
 
-	// Events is the replication log served by GET /replication.
+	// Events is the replication log served by GET /replication, and
+	// searched for an item's events by GET /items/{sequenceId}.
 	Events EventReader
 
+	// ItemEventWindow is how many of the newest replication events GET
+	// /items/{sequenceId} searches for the item's events (it needs an
+	// Events that reports LastSequence). Defaults to
+	// DefaultItemEventWindow; negative or above MaxItemEventWindow is an
+	// error.
+	ItemEventWindow int
+
+	// TrustedOrigins are the browser origins ("https://console.example.com")
+	// whose pages may POST to the control plane besides its own. A POST
+	// whose Sec-Fetch-Site or Origin header says it comes from a page of any
+	// other origin is refused with permission-denied (CodeCrossOrigin), so a
+	// page elsewhere cannot make a browser that holds credentials drain or
+	// purge; requests without those headers (CLI clients) are let through,
+	// and left to Authorize. Add the public origin here when a proxy in
+	// front rewrites the Host header. Defaults to none; a malformed origin
+	// is an error.
+	TrustedOrigins []string
+
 	// Authorize, when set, guards the destructive endpoints (every POST:
-	// drain, restore, the dead-letter actions), asked for
-	// transport.RoleAdmin, and, with AuthorizeReads, every other endpoint
-	// too, asked for transport.RoleObserver; it runs after the path and
-	// method are checked and before anything else. Its result is sent as
+	// /drain, /restore, /pause, /resume and the /deadletters forms), asked
+	// for transport.RoleAdmin, and, with AuthorizeReads, every other
+	// endpoint too, asked for transport.RoleObserver; it runs after the path
+	// and method are checked and before anything else. Its result is sent as
 	// transport.Authorizer documents, so the RPC handler's Authorizer (say
 	// transport.BearerTokens) serves here unchanged. Defaults to nil: no
 	// authorization.
@@ -133,12 +158,17 @@ var controlRoutes = map[string]controlEndpoint{
 	"/deadletters":         {allow: "GET, HEAD, POST", get: (*controlHandler).deadLetters, post: (*controlHandler).deadLetterAction},
 	"/deadletters/redrive": {allow: "POST", post: (*controlHandler).redrive},
 	"/deadletters/purge":   {allow: "POST", post: (*controlHandler).purge},
+	"/items":               {allow: "GET, HEAD", get: (*controlHandler).items},
+	"/items/":              {allow: "GET, HEAD", get: (*controlHandler).item}, // /items/{sequenceId}
+	"/pause":               {allow: "POST", post: (*controlHandler).pause},
+	"/resume":              {allow: "POST", post: (*controlHandler).resume},
 }
 
 type controlHandler struct {
-	opts   HandlerConfig
-	prefix string
-	log    *slog.Logger
+	opts    HandlerConfig
+	prefix  string
+	origins *http.CrossOriginProtection
+	log     *slog.Logger
 }
 
 // NewHandler returns the control-plane handler. It serves,
@@ -156,13 +186,29 @@ type controlHandler struct {
 //	POST /restore              body {"items":[...]} → {"restoredCount":N}
 //	GET  /deadletters          {"items":[...]}; query limit (0 or absent: all)
 //	POST /deadletters          body {"action":"redrive"|"purge","sequenceIds":[...]}
+//	                           or {"action":...,"all":true}
 //	                           → {"redrivenCount":N} or {"purgedCount":N}
-//	POST /deadletters/redrive  body {"sequenceIds":[...]} (optional) → {"redrivenCount":N}
-//	POST /deadletters/purge    body {"sequenceIds":[...]} (optional) → {"purgedCount":N}
+//	POST /deadletters/redrive  body {"sequenceIds":[...]} or {"all":true} → {"redrivenCount":N}
+//	POST /deadletters/purge    body {"sequenceIds":[...]} or {"all":true} → {"purgedCount":N}
+//	GET  /items                {"items":[...],"nextAfter":N}: a page of the
+//	                           items in query state (pending, the default;
+//	                           leased; dead), filtered by the exact query
+//	                           resourceType, partitionKey and resourceId, by
+//	                           ascending sequenceId after query after, at most
+//	                           query limit (default 50, above 500 cut to 500);
+//	                           nextAfter, when present, is the next page's after
+//	GET  /items/{sequenceId}   {"item":{...},"events":[...],"eventWindow":{"from":A,"to":B}}:
+//	                           the item with its body, and the replication
+//	                           events that name it among the newest
+//	                           ItemEventWindow (A to B); not-found when no
+//	                           pending, leased or dead item has the id
+//	POST /pause                stop granting leases → {"paused":true}
+//	POST /resume               grant leases again → {"paused":false}
 //
-// GET endpoints answer HEAD too. For redrive and purge, absent or empty
-// sequenceIds mean every dead letter, as in the RPC procedures. An empty POST
-// body counts as {}. Unknown JSON fields are ignored.
+// GET endpoints answer HEAD too. Redrive and purge need sequenceIds or
+// "all":true; neither (or both) is invalid-argument (resourcelease.CodeSelectionRequired), so an
+// empty request never empties the dead letters. An empty POST body counts
+// as {}. Unknown JSON fields and query parameters are ignored.
 //
 // Errors are in the RPC protocol's format (written by the same code): the
 // HTTP status of the error's status, the headers Rpc-Status and
@@ -176,7 +222,12 @@ type controlHandler struct {
 // not configured is unimplemented (501).
 //
 // The POST endpoints are destructive: when opts.Authorize is set they
-// require transport.RoleAdmin; reads stay open unless opts.AuthorizeReads.
+// require transport.RoleAdmin; reads stay open unless opts.AuthorizeReads
+// (set it when item bodies are sensitive: /items/{sequenceId} and
+// /deadletters return them). Before Authorize, a POST from a browser page of
+// another origin is refused (see TrustedOrigins), so that a page cannot
+// forge an action with the credentials of an operator's browser; the
+// control plane never reads cookies.
 // The handler can be mounted on its own or in a mux that routes the prefix to
 // it.
 func NewHandler(opts HandlerConfig) (http.Handler, error) {
@@ -198,6 +249,20 @@ func NewHandler(opts HandlerConfig) (http.Handler, error) {
 	case h.opts.MaxBodyBytes == 0:
 		h.opts.MaxBodyBytes = wire.DefaultMaxBodyBytes
 	}
+	switch {
+	case h.opts.ItemEventWindow < 0 || h.opts.ItemEventWindow > MaxItemEventWindow:
+		return nil, resourcelease.Errorf(resourcelease.StatusInvalidArgument, resourcelease.CodeInvalidArgument,
+			"control: ItemEventWindow must be from 0 (default) to %d, got %d", MaxItemEventWindow, h.opts.ItemEventWindow)
+	case h.opts.ItemEventWindow == 0:
+		h.opts.ItemEventWindow = DefaultItemEventWindow
+	}
+	h.origins = http.NewCrossOriginProtection()
+	for _, o := range opts.TrustedOrigins {
+		if err := h.origins.AddTrustedOrigin(o); err != nil {
+			return nil, resourcelease.Errorf(resourcelease.StatusInvalidArgument, resourcelease.CodeInvalidArgument,
+				"control: TrustedOrigins: %v", err)
+		}
+	}
 	if h.log == nil {
 		h.log = slog.Default()
 	}
@@ -208,7 +273,11 @@ func NewHandler(opts HandlerConfig) (http.Handler, error) {
 func (h *controlHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	defer h.recoverPanic(w, r)
 	rest, ok := strings.CutPrefix(r.URL.Path, h.prefix)
-	ep, found := controlRoutes[rest]
+	route := rest
+	if id, isItem := strings.CutPrefix(rest, "/items/"); isItem && id != "" && !strings.Contains(id, "/") {
+		route = "/items/"
+	}
+	ep, found := controlRoutes[route]
 	if !ok || !found {
 		h.writeError(w, resourcelease.Errorf(resourcelease.StatusNotFound, CodeUnknownEndpoint,
 			"no control-plane endpoint at %s", wire.HeaderSafe(r.URL.Path, 256)))
@@ -228,6 +297,16 @@ func (h *controlHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			"method %s is not allowed on %s; allowed: %s", wire.HeaderSafe(r.Method, 32), rest, ep.allow),
 			http.StatusMethodNotAllowed)
 		return
+	}
+	if write {
+		if err := h.origins.Check(r); err != nil {
+			h.log.DebugContext(r.Context(), "control plane: cross-origin request refused",
+				"path", r.URL.Path, "origin", r.Header.Get("Origin"), "secFetchSite", r.Header.Get("Sec-Fetch-Site"))
+			wire.WriteNormalized(w, resourcelease.Errorf(resourcelease.StatusPermissionDenied, CodeCrossOrigin,
+				"cross-origin request refused: a page of origin %q may not call the control plane of %s (add it to TrustedOrigins to allow it)",
+				wire.HeaderSafe(r.Header.Get("Origin"), 128), wire.HeaderSafe(r.Host, 128)))
+			return
+		}
 	}
 	if h.opts.Authorize != nil && (write || h.opts.AuthorizeReads) {
 		role := transport.RoleObserver
@@ -508,8 +587,41 @@ func (h *controlHandler) deadLetters(w http.ResponseWriter, r *http.Request) {
 type DeadLetterAction struct {
 	// Action is "redrive" or "purge".
 	Action string `json:"action"`
-	// SequenceIDs selects the dead letters; absent or empty means all.
+	// SequenceIDs selects the dead letters.
 	SequenceIDs []int64 `json:"sequenceIds,omitempty"`
+	// All selects every dead letter; it may not be given with SequenceIDs.
+	// One of the two is required.
+	All bool `json:"all,omitempty"`
+}
+
+// DeadLetterSelection is the body of POST <prefix>/deadletters/redrive and
+// /deadletters/purge: the given dead letters, or all of them. One of the two
+// is required, so that an empty request never empties the dead letters.
+type DeadLetterSelection struct {
+	SequenceIDs []int64 `json:"sequenceIds,omitempty"`
+	All         bool    `json:"all,omitempty"`
+}
+
+// ids checks the selection and returns the ids to pass to the Dispatcher
+// (nil with All).
+func (s *DeadLetterSelection) ids() ([]int64, error) {
+	switch {
+	case s.All && len(s.SequenceIDs) > 0:
+		return nil, resourcelease.Errorf(resourcelease.StatusInvalidArgument, resourcelease.CodeSelectionRequired,
+			"give sequenceIds or all, not both")
+	case s.All:
+		return nil, nil
+	case len(s.SequenceIDs) == 0:
+		return nil, resourcelease.Errorf(resourcelease.StatusInvalidArgument, resourcelease.CodeSelectionRequired,
+			`name the dead letters in sequenceIds, or set "all": true for every one`)
+	}
+	for _, id := range s.SequenceIDs {
+		if id <= 0 {
+			return nil, resourcelease.Errorf(resourcelease.StatusInvalidArgument, resourcelease.CodeInvalidArgument,
+				"sequenceIds must be positive, got %d", id)
+		}
+	}
+	return s.SequenceIDs, nil
 }
 
 // The actions of POST <prefix>/deadletters.
@@ -530,17 +642,38 @@ func (h *controlHandler) deadLetterAction(w http.ResponseWriter, r *http.Request
 		h.writeError(w, err)
 		return
 	}
-	switch strings.ToLower(strings.TrimSpace(req.Action)) {
-	case DeadLetterRedrive:
-		resp, err := d.Redrive(r.Context(), &resourcelease.RedriveRequest{SequenceIDs: req.SequenceIDs})
-		respond(h, w, resp, err)
-	case DeadLetterPurge:
-		resp, err := d.Purge(r.Context(), &resourcelease.PurgeRequest{SequenceIDs: req.SequenceIDs})
-		respond(h, w, resp, err)
-	default:
+	action := strings.ToLower(strings.TrimSpace(req.Action))
+	if action != DeadLetterRedrive && action != DeadLetterPurge {
 		h.writeError(w, resourcelease.Errorf(resourcelease.StatusInvalidArgument, CodeInvalidAction,
 			`action must be %q or %q, got %q`, DeadLetterRedrive, DeadLetterPurge, wire.HeaderSafe(req.Action, 64)))
+		return
 	}
+	sel := DeadLetterSelection{SequenceIDs: req.SequenceIDs, All: req.All}
+	if action == DeadLetterRedrive {
+		h.redriveSelection(w, r, d, &sel)
+	} else {
+		h.purgeSelection(w, r, d, &sel)
+	}
+}
+
+func (h *controlHandler) redriveSelection(w http.ResponseWriter, r *http.Request, d resourcelease.Dispatcher, sel *DeadLetterSelection) {
+	ids, err := sel.ids()
+	if err != nil {
+		h.writeError(w, err)
+		return
+	}
+	resp, err := d.Redrive(r.Context(), &resourcelease.RedriveRequest{SequenceIDs: ids, All: sel.All})
+	respond(h, w, resp, err)
+}
+
+func (h *controlHandler) purgeSelection(w http.ResponseWriter, r *http.Request, d resourcelease.Dispatcher, sel *DeadLetterSelection) {
+	ids, err := sel.ids()
+	if err != nil {
+		h.writeError(w, err)
+		return
+	}
+	resp, err := d.Purge(r.Context(), &resourcelease.PurgeRequest{SequenceIDs: ids, All: sel.All})
+	respond(h, w, resp, err)
 }
 
 func (h *controlHandler) redrive(w http.ResponseWriter, r *http.Request) {
@@ -548,13 +681,12 @@ func (h *controlHandler) redrive(w http.ResponseWriter, r *http.Request) {
 	if d == nil {
 		return
 	}
-	var req resourcelease.RedriveRequest
-	if err := h.decodeBody(w, r, &req); err != nil {
+	var sel DeadLetterSelection
+	if err := h.decodeBody(w, r, &sel); err != nil {
 		h.writeError(w, err)
 		return
 	}
-	resp, err := d.Redrive(r.Context(), &req)
-	respond(h, w, resp, err)
+	h.redriveSelection(w, r, d, &sel)
 }
 
 func (h *controlHandler) purge(w http.ResponseWriter, r *http.Request) {
@@ -562,11 +694,10 @@ func (h *controlHandler) purge(w http.ResponseWriter, r *http.Request) {
 	if d == nil {
 		return
 	}
-	var req resourcelease.PurgeRequest
-	if err := h.decodeBody(w, r, &req); err != nil {
+	var sel DeadLetterSelection
+	if err := h.decodeBody(w, r, &sel); err != nil {
 		h.writeError(w, err)
 		return
 	}
-	resp, err := d.Purge(r.Context(), &req)
-	respond(h, w, resp, err)
+	h.purgeSelection(w, r, d, &sel)
 }

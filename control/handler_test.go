@@ -31,6 +31,10 @@ type controlFakeDispatcher struct {
 	deadLetters func(context.Context, *resourcelease.DeadLettersRequest) (*resourcelease.DeadLettersResponse, error)
 	redrive     func(context.Context, *resourcelease.RedriveRequest) (*resourcelease.RedriveResponse, error)
 	purge       func(context.Context, *resourcelease.PurgeRequest) (*resourcelease.PurgeResponse, error)
+	listItems   func(context.Context, *resourcelease.ListItemsRequest) (*resourcelease.ListItemsResponse, error)
+	item        func(context.Context, int64) (*resourcelease.ItemInfo, error)
+	pause       func(context.Context) error
+	resume      func(context.Context) error
 }
 
 func (f *controlFakeDispatcher) unexpected(name string) error {
@@ -50,12 +54,16 @@ func (f *controlFakeDispatcher) Heartbeat(context.Context, *resourcelease.Heartb
 	return nil, f.unexpected("Heartbeat")
 }
 
-func (f *controlFakeDispatcher) Complete(context.Context, *resourcelease.CompleteRequest) (*resourcelease.SuccessResponse, error) {
-	return nil, f.unexpected("Complete")
+func (f *controlFakeDispatcher) Complete(context.Context, *resourcelease.CompleteRequest) error {
+	return f.unexpected("Complete")
 }
 
-func (f *controlFakeDispatcher) Fail(context.Context, *resourcelease.FailRequest) (*resourcelease.SuccessResponse, error) {
-	return nil, f.unexpected("Fail")
+func (f *controlFakeDispatcher) Fail(context.Context, *resourcelease.FailRequest) error {
+	return f.unexpected("Fail")
+}
+
+func (f *controlFakeDispatcher) Release(context.Context, *resourcelease.ReleaseRequest) error {
+	return f.unexpected("Release")
 }
 
 func (f *controlFakeDispatcher) Drain(ctx context.Context, r *resourcelease.DrainRequest) (*resourcelease.DrainResponse, error) {
@@ -100,7 +108,39 @@ func (f *controlFakeDispatcher) Purge(ctx context.Context, r *resourcelease.Purg
 	return f.purge(ctx, r)
 }
 
-var _ resourcelease.Dispatcher = (*controlFakeDispatcher)(nil)
+func (f *controlFakeDispatcher) ListItems(ctx context.Context, r *resourcelease.ListItemsRequest) (*resourcelease.ListItemsResponse, error) {
+	if f.listItems == nil {
+		return nil, f.unexpected("ListItems")
+	}
+	return f.listItems(ctx, r)
+}
+
+func (f *controlFakeDispatcher) Item(ctx context.Context, seq int64) (*resourcelease.ItemInfo, error) {
+	if f.item == nil {
+		return nil, f.unexpected("Item")
+	}
+	return f.item(ctx, seq)
+}
+
+func (f *controlFakeDispatcher) Pause(ctx context.Context) error {
+	if f.pause == nil {
+		return f.unexpected("Pause")
+	}
+	return f.pause(ctx)
+}
+
+func (f *controlFakeDispatcher) Resume(ctx context.Context) error {
+	if f.resume == nil {
+		return f.unexpected("Resume")
+	}
+	return f.resume(ctx)
+}
+
+var (
+	_ resourcelease.Dispatcher = (*controlFakeDispatcher)(nil)
+	_ control.ItemReader       = (*controlFakeDispatcher)(nil)
+	_ control.LeasingPauser    = (*controlFakeDispatcher)(nil)
+)
 
 // controlFakeEvents is an EventReader over a slice; with last set it also
 // reports LastSequence.
@@ -579,11 +619,14 @@ func TestControlDispatcherEndpoints(t *testing.T) {
 		{"deadletters", "GET", "/deadletters", "", `{"items":[` + strings.TrimSuffix(itemJSON, "}") + `,"deadLetteredAt":"2025-02-03T04:05:06.000000007Z","reason":"gave up"}]}`, `deadletters {}`},
 		{"deadletters empty is []", "GET", "/deadletters?limit=7", "", `{"items":[]}`, `deadletters {"limit":7}`},
 		{"action redrive", "POST", "/deadletters", `{"action":"redrive","sequenceIds":[4,5]}`, `{"redrivenCount":5}`, `redrive {"sequenceIds":[4,5]}`},
-		{"action redrive all", "POST", "/deadletters", `{"action":"Redrive"}`, `{"redrivenCount":5}`, `redrive {}`},
+		{"action redrive all", "POST", "/deadletters", `{"action":"Redrive","all":true}`, `{"redrivenCount":5}`, `redrive {"all":true}`},
+		{"action purge all", "POST", "/deadletters", `{"action":"purge","all":true}`, `{"purgedCount":5}`, `purge {"all":true}`},
 		{"action purge", "POST", "/deadletters", `{"action":"purge","sequenceIds":[9]}`, `{"purgedCount":5}`, `purge {"sequenceIds":[9]}`},
 		{"redrive path", "POST", "/deadletters/redrive", `{"sequenceIds":[1,2,3]}`, `{"redrivenCount":5}`, `redrive {"sequenceIds":[1,2,3]}`},
-		{"redrive path empty body", "POST", "/deadletters/redrive", ``, `{"redrivenCount":5}`, `redrive {}`},
+		{"redrive path all", "POST", "/deadletters/redrive", `{"all":true}`, `{"redrivenCount":5}`, `redrive {"all":true}`},
+		{"purge path all", "POST", "/deadletters/purge", `{"all":true}`, `{"purgedCount":5}`, `purge {"all":true}`},
 		{"purge path", "POST", "/deadletters/purge", `{"sequenceIds":[8]}`, `{"purgedCount":5}`, `purge {"sequenceIds":[8]}`},
+		{"purge path all", "POST", "/deadletters/purge", `{"all":true}`, `{"purgedCount":5}`, `purge {"all":true}`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -639,6 +682,13 @@ func TestControlRequestErrors(t *testing.T) {
 		{"body too large", "POST", "/restore", `{"items":[` + strings.Repeat(" ", 100) + `]}`, 429, resourcelease.StatusResourceExhausted, transport.CodeBodyTooLarge},
 		{"missing action", "POST", "/deadletters", `{"sequenceIds":[1]}`, 400, resourcelease.StatusInvalidArgument, control.CodeInvalidAction},
 		{"unknown action", "POST", "/deadletters", `{"action":"explode"}`, 400, resourcelease.StatusInvalidArgument, control.CodeInvalidAction},
+		{"action without a selection", "POST", "/deadletters", `{"action":"purge"}`, 400, resourcelease.StatusInvalidArgument, resourcelease.CodeSelectionRequired},
+		{"action with an empty selection", "POST", "/deadletters", `{"action":"redrive","sequenceIds":[]}`, 400, resourcelease.StatusInvalidArgument, resourcelease.CodeSelectionRequired},
+		{"action with ids and all", "POST", "/deadletters", `{"action":"redrive","sequenceIds":[1],"all":true}`, 400, resourcelease.StatusInvalidArgument, resourcelease.CodeSelectionRequired},
+		{"action with a bad id", "POST", "/deadletters", `{"action":"redrive","sequenceIds":[0]}`, 400, resourcelease.StatusInvalidArgument, resourcelease.CodeInvalidArgument},
+		{"redrive empty body", "POST", "/deadletters/redrive", ``, 400, resourcelease.StatusInvalidArgument, resourcelease.CodeSelectionRequired},
+		{"purge empty object", "POST", "/deadletters/purge", `{}`, 400, resourcelease.StatusInvalidArgument, resourcelease.CodeSelectionRequired},
+		{"purge all false", "POST", "/deadletters/purge", `{"all":false}`, 400, resourcelease.StatusInvalidArgument, resourcelease.CodeSelectionRequired},
 		{"bad deadletters limit", "GET", "/deadletters?limit=-1", "", 400, resourcelease.StatusInvalidArgument, control.CodeInvalidQuery},
 		{"dispatcher wire error", "POST", "/restore", `{"items":[]}`, 409, resourcelease.StatusAlreadyExists, resourcelease.CodeDuplicateSequence},
 		{"dispatcher closed", "GET", "/stats", "", 503, resourcelease.StatusUnavailable, resourcelease.CodeClosed},
@@ -674,6 +724,14 @@ func TestControlAuthorize(t *testing.T) {
 		purge: func(context.Context, *resourcelease.PurgeRequest) (*resourcelease.PurgeResponse, error) {
 			return &resourcelease.PurgeResponse{}, nil
 		},
+		listItems: func(context.Context, *resourcelease.ListItemsRequest) (*resourcelease.ListItemsResponse, error) {
+			return &resourcelease.ListItemsResponse{}, nil
+		},
+		item: func(_ context.Context, seq int64) (*resourcelease.ItemInfo, error) {
+			return &resourcelease.ItemInfo{SequenceID: seq}, nil
+		},
+		pause:  func(context.Context) error { return nil },
+		resume: func(context.Context) error { return nil },
 	}
 	// authorize accepts "Bearer good", refuses "Bearer bad" as permission
 	// denied, a missing header as unauthenticated, and anything else with a
@@ -697,11 +755,13 @@ func TestControlAuthorize(t *testing.T) {
 	writes := []struct{ path, body string }{
 		{"/drain", ""},
 		{"/restore", `{"items":[]}`},
-		{"/deadletters", `{"action":"purge"}`},
-		{"/deadletters/redrive", ""},
-		{"/deadletters/purge", ""},
+		{"/deadletters", `{"action":"purge","all":true}`},
+		{"/deadletters/redrive", `{"sequenceIds":[1]}`},
+		{"/deadletters/purge", `{"all":true}`},
+		{"/pause", ""},
+		{"/resume", ""},
 	}
-	reads := []string{"/stats", "/deadletters", "/peers", "/backpressure", "/replication"}
+	reads := []string{"/stats", "/deadletters", "/peers", "/backpressure", "/replication", "/items", "/items/7"}
 	opts := control.HandlerConfig{
 		Dispatcher:   d,
 		Authorize:    authorize,

@@ -154,6 +154,56 @@ func (r *core) Record(c *resourcelease.Change) resourcelease.Ack {
 	return e
 }
 
+// RecordAll implements resourcelease.BatchJournal: the changes of one call
+// get consecutive sequence numbers and go into one batch, so the writer
+// commits them in one transaction (the batch may exceed MaxBatch for that).
+// It returns the Ack of the last, which completes with them all.
+func (r *core) RecordAll(cs []*resourcelease.Change) resourcelease.Ack {
+	if len(cs) == 0 {
+		return nil
+	}
+	evs := make([]resourcelease.Event, len(cs))
+	for i, c := range cs {
+		evs[i] = resourcelease.NewEvent(c)
+	}
+	r.mu.Lock()
+	if r.closed {
+		r.mu.Unlock()
+		return failedAck{errClosed}
+	}
+	if r.failed != nil {
+		err := r.failed
+		r.mu.Unlock()
+		return failedAck{err}
+	}
+	for i := range evs {
+		evs[i].SequenceNumber = r.nextSeq
+		r.nextSeq++
+	}
+	if r.store == nil && r.syncSinks == 0 {
+		r.publish(r.sinks, evs...)
+		r.mu.Unlock()
+		return nil
+	}
+	b := r.open
+	if b == nil || len(b.entries)+len(cs) > max(r.maxBatch, len(cs)) {
+		b = &batch{done: make(chan struct{}), entries: make([]*entry, 0, len(cs))}
+		r.open = b
+		r.queue = append(r.queue, b)
+	}
+	var last *entry
+	for i, c := range cs {
+		last = &entry{change: c, event: evs[i], batch: b, index: len(b.entries)}
+		b.entries = append(b.entries, last)
+	}
+	r.mu.Unlock()
+	select {
+	case r.wake <- struct{}{}:
+	default:
+	}
+	return last
+}
+
 // publish makes committed events visible: the log, LastSequence, metrics and
 // the async sinks' wake-ups. Callers serialise it (Record under r.mu, or the
 // writer).

@@ -38,6 +38,10 @@ const (
 	crashReqDelay   = 30 * time.Second
 	crashLeaseTTL   = time.Minute
 	crashMaxAttempt = 100
+	// crashMaxRelease is low so that the load also makes releases that
+	// count as an attempt.
+	crashMaxRelease = 2
+	crashRelDelay   = 10 * time.Second
 )
 
 // crashStart is the (manual) time of every run: child and parent agree on it,
@@ -47,7 +51,7 @@ var crashStart = time.Date(2026, 5, 6, 7, 8, 9, 0, time.UTC)
 func crashQueueConfig(clock resourcelease.Clock, j resourcelease.Journal, st *resourcelease.QueueState) resourcelease.QueueConfig {
 	return resourcelease.QueueConfig{
 		Capacity: -1, LeaseDuration: crashLeaseTTL, RequeueDelay: crashReqDelay,
-		MaxDeliveryAttempts: crashMaxAttempt, Clock: clock, Journal: j, InitialState: st,
+		MaxDeliveryAttempts: crashMaxAttempt, MaxReleases: crashMaxRelease, Clock: clock, Journal: j, InitialState: st,
 	}
 }
 
@@ -78,7 +82,8 @@ func openCrashQueue(ctx context.Context, path string, clock resourcelease.Clock)
 }
 
 // crashLoad runs crashWorkers goroutines of enqueue, lease, then complete,
-// fail (requeue or not), heartbeat-and-hold or hold, printing each operation
+// fail (requeue or not), release (at once or delayed), heartbeat-and-hold or
+// hold, printing each operation
 // to out after it was acknowledged, until stop is closed or a call fails.
 func crashLoad(ctx context.Context, q resourcelease.Queue, seed uint64, out io.Writer, stop <-chan struct{}, opsPerWorker int) error {
 	var mu sync.Mutex
@@ -141,20 +146,31 @@ func crashStep(ctx context.Context, q resourcelease.Queue, rng *rand.Rand, peer,
 		}
 		return emit("C %d %d", t.SequenceID, t.Attempt)
 	case p < 60:
-		if err := q.Fail(ctx, t, resourcelease.FailOptions{Reason: fmt.Sprintf("boom-%d-%d", t.SequenceID, t.Attempt), ErrorCode: "e.boom", Requeue: true}); err != nil {
+		if err := q.Fail(ctx, t, resourcelease.FailOptions{Reason: fmt.Sprintf("boom-%d-%d", t.SequenceID, t.Attempt), ErrorCode: "e.boom"}); err != nil {
 			return err
 		}
 		return emit("R %d %d", t.SequenceID, t.Attempt)
 	case p < 70:
-		if err := q.Fail(ctx, t, resourcelease.FailOptions{Reason: fmt.Sprintf("fatal-%d-%d", t.SequenceID, t.Attempt), Requeue: false}); err != nil {
+		if err := q.Fail(ctx, t, resourcelease.FailOptions{Reason: fmt.Sprintf("fatal-%d-%d", t.SequenceID, t.Attempt), DeadLetter: true}); err != nil {
 			return err
 		}
 		return emit("D %d %d", t.SequenceID, t.Attempt)
-	case p < 85:
+	case p < 78:
 		if _, err := q.Heartbeat(ctx, t); err != nil {
 			return err
 		}
 		return emit("H %d %d", t.SequenceID, t.Attempt)
+	case p < 92:
+		// Released at once, the item is the oldest ready one again and the
+		// next lease (of any worker) takes it, with the same attempt.
+		delay := time.Duration(0)
+		if p >= 88 {
+			delay = crashRelDelay
+		}
+		if err := q.Release(ctx, t, resourcelease.ReleaseOptions{Delay: delay}); err != nil {
+			return err
+		}
+		return emit("X %d %d %d", t.SequenceID, t.Attempt, delay.Milliseconds())
 	}
 	return nil // hold the lease, silently
 }
@@ -189,6 +205,9 @@ func TestCrashChild(t *testing.T) {
 		t.Fatal(err)
 	}
 	closeAll()
+	if !strings.Contains(out.String(), "ACK X ") {
+		t.Fatal("the load made no release")
+	}
 	ops := parseOps(t, out.String())
 	if len(ops.enqueued) != crashWorkers*40 {
 		t.Fatalf("parsed %d enqueues, want %d", len(ops.enqueued), crashWorkers*40)
@@ -264,7 +283,8 @@ type ackedOps struct {
 	enqueued  map[int64]string // seq → requestId
 	completed map[int64]bool
 	leased    map[resourcelease.OwnershipToken]bool
-	ended     map[[2]int64]string // (seq, attempt) → "C", "R", "D"
+	ended     map[[2]int64]string // (seq, attempt) → "C", "R", "D", "X" (the last acknowledged)
+	delays    map[[2]int64]int64  // (seq, attempt) → delay ms of its last acknowledged release
 }
 
 func (o *ackedOps) init() {
@@ -272,6 +292,7 @@ func (o *ackedOps) init() {
 	o.completed = map[int64]bool{}
 	o.leased = map[resourcelease.OwnershipToken]bool{}
 	o.ended = map[[2]int64]string{}
+	o.delays = map[[2]int64]int64{}
 }
 
 func (o *ackedOps) add(t *testing.T, line string) {
@@ -298,6 +319,9 @@ func (o *ackedOps) add(t *testing.T, line string) {
 		o.ended[[2]int64{num(1), num(2)}] = "C"
 	case "R", "D":
 		o.ended[[2]int64{num(1), num(2)}] = f[0]
+	case "X":
+		o.ended[[2]int64{num(1), num(2)}] = "X"
+		o.delays[[2]int64{num(1), num(2)}] = num(3)
 	case "H":
 	default:
 		t.Fatalf("unknown line %q", line)
@@ -318,6 +342,7 @@ func parseOps(t *testing.T, out string) *ackedOps {
 type modelItem struct {
 	state     string // pending, leased, dead
 	attempt   int
+	releases  int // free releases since the attempt changed
 	token     resourcelease.OwnershipToken
 	lastError *resourcelease.ErrorInfo
 	reason    string
@@ -348,10 +373,13 @@ func replay(t *testing.T, evs []resourcelease.Event) (map[int64]*modelItem, map[
 		case resourcelease.EventCompleted:
 			delete(items, seq)
 			completed[seq] = true
-		case resourcelease.EventFailed, resourcelease.EventLeaseExpired, resourcelease.EventLeaseReleased:
-			it.state, it.attempt, it.lastError = "pending", attempt, ev.Error
+		case resourcelease.EventFailed, resourcelease.EventLeaseExpired:
+			it.state, it.attempt, it.lastError, it.releases = "pending", attempt, ev.Error, 0
+		case resourcelease.EventLeaseReleased:
+			it.state, it.attempt = "pending", attempt
+			it.releases++
 		case resourcelease.EventDeadLettered:
-			it.state, it.attempt, it.reason = "dead", attempt, ev.Error.Message
+			it.state, it.attempt, it.reason, it.releases = "dead", attempt, ev.Error.Message, 0
 		default:
 			t.Fatalf("unexpected event type %s", ev.EventType)
 		}
@@ -426,6 +454,8 @@ func verifyCrash(t *testing.T, path string, ops *ackedOps, inFlight int) {
 			t.Fatalf("item %d: log's lease %v, tables' lease %v", seq, m.token, leased[seq].Token)
 		case got == "pending" && (pending[seq].Attempt != m.attempt || fmt.Sprint(pending[seq].LastError) != fmt.Sprint(m.lastError)):
 			t.Fatalf("item %d: log says attempt %d lastError %v, tables say %d %v", seq, m.attempt, m.lastError, pending[seq].Attempt, pending[seq].LastError)
+		case got == "pending" && pending[seq].Releases != m.releases, got == "leased" && leased[seq].Releases != m.releases:
+			t.Fatalf("item %d: log says %d releases in a row, tables say %d (pending) %d (leased)", seq, m.releases, pending[seq].Releases, leased[seq].Releases)
 		case got == "dead" && (dead[seq].Attempt != m.attempt || dead[seq].Reason != m.reason):
 			t.Fatalf("item %d: log says dead at attempt %d (%q), tables say %d (%q)", seq, m.attempt, m.reason, dead[seq].Attempt, dead[seq].Reason)
 		}
@@ -474,6 +504,26 @@ func verifyCrash(t *testing.T, path string, ops *ackedOps, inFlight int) {
 				// a later attempt was acknowledged or in flight
 			default:
 				t.Fatalf("acknowledged requeue of %d (attempt %d) is %s", seq, attempt, state[seq])
+			}
+		case "X":
+			p, isPending := pending[seq]
+			delay := time.Duration(ops.delays[k]) * time.Millisecond
+			switch {
+			case isPending && p.Attempt == attempt:
+				// Released, its attempt not counted, in its old place.
+				if want := crashStart.Add(delay); delay > 0 && !p.ReadyAt.Equal(want) {
+					t.Fatalf("item %d released with a delay: readyAt %v, want %v", seq, p.ReadyAt, want)
+				}
+				if p.Releases < 1 || p.Releases > crashMaxRelease {
+					t.Fatalf("released item %d: %d releases in a row", seq, p.Releases)
+				}
+			case isPending && p.Attempt == attempt+1 && p.LastError != nil && p.LastError.Code == resourcelease.CodeReleaseLimit:
+				// A release beyond MaxReleases: counted as a failed attempt.
+			case state[seq] == "leased" && leased[seq].Token.Attempt >= attempt, isPending && p.Attempt > attempt,
+				state[seq] == "dead" && dead[seq].Attempt >= attempt, completedInLog[seq]:
+				// leased again (same attempt, by a later lease) or moved on
+			default:
+				t.Fatalf("acknowledged release of %d (attempt %d) is %s %+v", seq, attempt, state[seq], p)
 			}
 		}
 	}
@@ -552,7 +602,7 @@ func verifyCrash(t *testing.T, path string, ops *ackedOps, inFlight int) {
 			t.Fatalf("expired lease %v came back as %+v; want attempt %d with lastError lease_expired", tok, l, tok.Attempt+1)
 		}
 	}
-	if s := q.Stats(); s.PendingCount != 0 {
+	if s := engineStats(q); s.PendingCount != 0 {
 		t.Fatalf("%d items still pending after leasing everything", s.PendingCount)
 	}
 	completedNow := len(live) - len(expiring)

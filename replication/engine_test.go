@@ -121,7 +121,7 @@ func snapshot(t *testing.T, q *resourcelease.Engine) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return jsonOf(t, map[string]any{"pending": pending, "dead": dead, "stats": q.Stats()})
+	return jsonOf(t, map[string]any{"pending": pending, "dead": dead, "stats": engineStats(q)})
 }
 
 // TestEngineStateSurvivesRestart drives the real engine through each kind of
@@ -154,7 +154,7 @@ func TestEngineStateSurvivesRestart(t *testing.T) {
 		{"requeued with delay and backoff", resourcelease.QueueConfig{RequeueDelay: time.Minute, MaxRequeueDelay: time.Hour}, func(t *testing.T, h *engineHarness) {
 			h.q.Enqueue(ctx, item("a", ""))
 			l := mustLease(t, h.q, "w")
-			if err := h.q.Fail(ctx, l.OwnershipToken, resourcelease.FailOptions{Reason: "db timeout", ErrorCode: "e.timeout", Requeue: true}); err != nil {
+			if err := h.q.Fail(ctx, l.OwnershipToken, resourcelease.FailOptions{Reason: "db timeout", ErrorCode: "e.timeout"}); err != nil {
 				t.Fatal(err)
 			}
 		}},
@@ -162,7 +162,7 @@ func TestEngineStateSurvivesRestart(t *testing.T) {
 			h.q.Enqueue(ctx, item("a", ""))
 			l := mustLease(t, h.q, "w")
 			h.clock.Advance(3 * time.Second)
-			if err := h.q.Fail(ctx, l.OwnershipToken, resourcelease.FailOptions{Reason: "bad input", ErrorCode: "e.bad"}); err != nil {
+			if err := h.q.Fail(ctx, l.OwnershipToken, resourcelease.FailOptions{Reason: "bad input", ErrorCode: "e.bad", DeadLetter: true}); err != nil {
 				t.Fatal(err)
 			}
 		}},
@@ -173,7 +173,7 @@ func TestEngineStateSurvivesRestart(t *testing.T) {
 				leases = append(leases, mustLease(t, h.q, "w"))
 			}
 			for i := len(leases) - 1; i >= 0; i-- { // dead-lettered c, b, a at one instant
-				if err := h.q.Fail(ctx, leases[i].OwnershipToken, resourcelease.FailOptions{Reason: "no"}); err != nil {
+				if err := h.q.Fail(ctx, leases[i].OwnershipToken, resourcelease.FailOptions{Reason: "no", DeadLetter: true}); err != nil {
 					t.Fatal(err)
 				}
 			}
@@ -222,13 +222,13 @@ func TestEngineStateSurvivesRestart(t *testing.T) {
 			for _, id := range []string{"a", "b", "c"} {
 				h.q.Enqueue(ctx, item(id, ""))
 				l := mustLease(t, h.q, "w")
-				h.q.Fail(ctx, l.OwnershipToken, resourcelease.FailOptions{Reason: "no"})
+				h.q.Fail(ctx, l.OwnershipToken, resourcelease.FailOptions{Reason: "no", DeadLetter: true})
 				seqs = append(seqs, l.SequenceID)
 			}
-			if n, err := h.q.Redrive(ctx, seqs[:1]); err != nil || n != 1 {
+			if n, err := h.q.Redrive(ctx, resourcelease.DeadLetterSelection{SequenceIDs: seqs[:1]}); err != nil || n != 1 {
 				t.Fatalf("Redrive = %d, %v", n, err)
 			}
-			if n, err := h.q.Purge(ctx, seqs[1:2]); err != nil || n != 1 {
+			if n, err := h.q.Purge(ctx, resourcelease.DeadLetterSelection{SequenceIDs: seqs[1:2]}); err != nil || n != 1 {
 				t.Fatalf("Purge = %d, %v", n, err)
 			}
 		}},
@@ -330,6 +330,53 @@ func TestEngineLeaseSurvivesRestart(t *testing.T) {
 	}
 }
 
+// TestEngineReleaseSurvivesRestart: a released item is pending after a
+// restart with its attempt uncounted, its delay and its count of releases in
+// a row, so the release that goes over MaxReleases after the restart still
+// counts as an attempt.
+func TestEngineReleaseSurvivesRestart(t *testing.T) {
+	ctx := context.Background()
+	h := newEngineHarness(t, resourcelease.QueueConfig{MaxReleases: 2, RequeueDelay: time.Minute})
+	h.q.Enqueue(ctx, item("first", ""))
+	h.q.Enqueue(ctx, item("second", ""))
+	l := mustLease(t, h.q, "worker-1")
+	if err := h.q.Release(ctx, l.OwnershipToken, resourcelease.ReleaseOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	l = mustLease(t, h.q, "worker-1")
+	if l.Payload.ResourceID != "first" || l.Attempt != 1 {
+		t.Fatalf("after a release: leased %q attempt %d, want first attempt 1 (its old place)", l.Payload.ResourceID, l.Attempt)
+	}
+	if err := h.q.Release(ctx, l.OwnershipToken, resourcelease.ReleaseOptions{Delay: 10 * time.Second}); err != nil {
+		t.Fatal(err)
+	}
+	h.restart()
+	if len(h.st.Pending) != 2 || len(h.st.Leased) != 0 {
+		t.Fatalf("after the restart: pending %d, leased %d; want 2 pending", len(h.st.Pending), len(h.st.Leased))
+	}
+	p := h.st.Pending[0]
+	if p.Payload.ResourceID != "first" || p.Attempt != 1 || p.Releases != 2 || !p.ReadyAt.Equal(h.clock.Now().Add(10*time.Second)) {
+		t.Fatalf("released item after the restart: %+v; want attempt 1, 2 releases, ready in 10 s", p)
+	}
+	if l := mustLease(t, h.q, "worker-2"); l.Payload.ResourceID != "second" {
+		t.Fatalf("leased %q during the release delay, want second", l.Payload.ResourceID)
+	}
+	h.clock.Advance(10 * time.Second)
+	l = mustLease(t, h.q, "worker-2")
+	if l.Payload.ResourceID != "first" || l.Attempt != 1 {
+		t.Fatalf("after the delay: leased %q attempt %d, want first attempt 1", l.Payload.ResourceID, l.Attempt)
+	}
+	// The third release in a row is over MaxReleases: a failed attempt.
+	if err := h.q.Release(ctx, l.OwnershipToken, resourcelease.ReleaseOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	h.restart()
+	p = h.st.Pending[len(h.st.Pending)-1]
+	if p.Payload.ResourceID != "first" || p.Attempt != 2 || p.Releases != 0 || p.LastError == nil || p.LastError.Code != resourcelease.CodeReleaseLimit {
+		t.Fatalf("after the release over the limit: %+v; want attempt 2, no releases, lastError release_limit", p)
+	}
+}
+
 // TestEngineDedupeWindowSurvivesRestart: a request id seen before a restart
 // still deduplicates after it, until the window passes; then the dedupe row
 // is trimmed from the database.
@@ -382,7 +429,7 @@ func TestEngineWithMemoryReplicator(t *testing.T) {
 	q.Enqueue(ctx, item("a", ""))
 	l := mustLease(t, q, "w")
 	q.Heartbeat(ctx, l.OwnershipToken)
-	q.Fail(ctx, l.OwnershipToken, resourcelease.FailOptions{Reason: "x", Requeue: true})
+	q.Fail(ctx, l.OwnershipToken, resourcelease.FailOptions{Reason: "x"})
 	l = mustLease(t, q, "w")
 	q.Complete(ctx, l.OwnershipToken) // its Ack returned: the synchronous sink has it
 	var types []resourcelease.EventType

@@ -67,3 +67,12 @@ func wait(a resourcelease.Ack) error {
 	}
 	return a.Wait()
 }
+
+// engineStats is a queue's Stats for tests, which read the counts of a live
+// engine (its Stats fails only on a done context).
+func engineStats(q interface {
+	Stats(context.Context) (resourcelease.Stats, error)
+}) resourcelease.Stats {
+	s, _ := q.Stats(context.Background())
+	return s
+}

@@ -48,6 +48,12 @@ func NewMemoryReplicator(opts MemoryOptions) (*MemoryReplicator, error) {
 // next sequence number. It never blocks.
 func (m *MemoryReplicator) Record(c *resourcelease.Change) resourcelease.Ack { return m.c.Record(c) }
 
+// RecordAll implements resourcelease.BatchJournal: the changes get
+// consecutive sequence numbers and reach the synchronous sinks as one batch.
+func (m *MemoryReplicator) RecordAll(cs []*resourcelease.Change) resourcelease.Ack {
+	return m.c.RecordAll(cs)
+}
+
 // ReadEvents implements resourcelease.Replicator. Events older than the
 // retention are gone: the result then starts at the oldest retained event.
 // limit <= 0 means DefaultReadLimit; it is capped at MaxReadLimit.

@@ -41,11 +41,11 @@ func TestSequenceIDNotReissuedAfterCreateAndDeleteInOneBatch(t *testing.T) {
 		_, err := h.q.Restore(ctx, []resourcelease.PendingItem{{Payload: item("r", ""), Attempt: 1, SequenceID: high}})
 		done <- err
 	}()
-	for h.q.Stats().PendingCount != 2 { // the restore is applied in memory, its commit waits
+	for engineStats(h.q).PendingCount != 2 { // the restore is applied in memory, its commit waits
 		runtime.Gosched()
 	}
 	go func() { _, err := h.q.Drain(ctx); done <- err }()
-	for h.q.Stats().PendingCount != 0 {
+	for engineStats(h.q).PendingCount != 0 {
 		runtime.Gosched()
 	}
 	close(sink.release) // restore + drain now commit as one batch

@@ -130,6 +130,13 @@ func (r *SQLiteReplicator) LoadState(ctx context.Context) (*resourcelease.QueueS
 // the synchronous sinks have applied its event.
 func (r *SQLiteReplicator) Record(c *resourcelease.Change) resourcelease.Ack { return r.c.Record(c) }
 
+// RecordAll implements resourcelease.BatchJournal: the changes of one batch
+// procedure are committed in one transaction (one fsync), with consecutive
+// sequence numbers.
+func (r *SQLiteReplicator) RecordAll(cs []*resourcelease.Change) resourcelease.Ack {
+	return r.c.RecordAll(cs)
+}
+
 // ReadEvents implements resourcelease.Replicator: recent events come from
 // memory, older ones from one indexed query. limit <= 0 means
 // DefaultReadLimit; it is capped at MaxReadLimit.

@@ -124,12 +124,13 @@ func (q *sqliteReads) loadItems(ctx context.Context, st *resourcelease.QueueStat
 		deadEvent                                         sql.NullInt64
 		readyAt, lastAttempt, leaseAttempt                sql.NullInt64
 		leasedAt, deadAt                                  sql.NullInt64
+		releases                                          int64
 	)
 	for rows.Next() {
 		body, lastLease, leaseID = nil, nil, nil
 		if err := rows.Scan(&seq, &rtype, &rid, &pkey, &penc, &body, &attrs, &reqID, &enqueuedAt,
 			&state, &attempt, &readyAt, &lastErr, &lastCode, &lastAttempt, &lastLease, &leaseAttempt, &leaseID,
-			&peer, &leasedAt, &deadAt, &deadReason, &deadCode, &deadEvent); err != nil {
+			&peer, &leasedAt, &deadAt, &deadReason, &deadCode, &deadEvent, &releases); err != nil {
 			return err
 		}
 		p := resourcelease.PendingItem{
@@ -140,6 +141,7 @@ func (q *sqliteReads) loadItems(ctx context.Context, st *resourcelease.QueueStat
 			Attempt:    int(attempt),
 			EnqueuedAt: fromNanos(enqueuedAt),
 			SequenceID: seq,
+			Releases:   int(releases),
 		}
 		if attrs.Valid {
 			if p.Payload.Attributes, err = parseStringMap(attrs.String); err != nil {

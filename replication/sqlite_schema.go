@@ -8,8 +8,11 @@ import (
 )
 
 // schemaVersion is the version of the tables below. A database written by a
-// newer version is refused rather than misread.
-const schemaVersion = 1
+// newer version is refused rather than misread; an older one is migrated.
+//
+//   - 1: the first schema.
+//   - 2: queue_items.releases (free releases since the attempt changed).
+const schemaVersion = 2
 
 // Item states in queue_items.state.
 const (
@@ -29,7 +32,8 @@ const (
 //   - queue_items: one row per pending, leased or dead-lettered item, keyed by
 //     the item's sequence id. Completed items have no row. dead_event is the
 //     sequence number of the DeadLettered event, which orders dead letters
-//     that share a timestamp as the queue listed them.
+//     that share a timestamp as the queue listed them. releases counts an
+//     item's free releases in a row.
 //   - queue_dedupe: requestId → sequence id and when it was seen; rows outlive
 //     their item and are trimmed after the dedupe window.
 var schemaStatements = []string{
@@ -62,7 +66,8 @@ var schemaStatements = []string{
 		dead_at            INTEGER,
 		dead_reason        TEXT,
 		dead_code          TEXT,
-		dead_event         INTEGER
+		dead_event         INTEGER,
+		releases           INTEGER NOT NULL DEFAULT 0
 	)`,
 	`CREATE TABLE IF NOT EXISTS queue_dedupe (
 		request_id TEXT PRIMARY KEY,
@@ -77,15 +82,15 @@ var schemaStatements = []string{
 const itemColumns = `seq, resource_type, resource_id, partition_key, payload_encoding, body,
 	attributes, request_id, enqueued_at, state, attempt, ready_at, last_error, last_error_code,
 	last_token_attempt, last_token_lease, lease_attempt, lease_id, peer_id, leased_at,
-	dead_at, dead_reason, dead_code, dead_event`
+	dead_at, dead_reason, dead_code, dead_event, releases`
 
 // itemColumnCount is the number of columns in itemColumns.
-const itemColumnCount = 24
+const itemColumnCount = 25
 
 // mutableColumns are the key and the columns a transition may change.
 var mutableColumns = []string{"seq", "state", "attempt", "ready_at", "last_error", "last_error_code",
 	"last_token_attempt", "last_token_lease", "lease_attempt", "lease_id", "peer_id", "leased_at",
-	"dead_at", "dead_reason", "dead_code", "dead_event"}
+	"dead_at", "dead_reason", "dead_code", "dead_event", "releases"}
 
 // migrate creates the schema if needed, in one transaction, and refuses a
 // database whose schema is newer than this build's.
@@ -111,6 +116,14 @@ func migrate(ctx context.Context, db *sql.DB) error {
 	}
 	for _, s := range schemaStatements {
 		if _, err := tx.ExecContext(ctx, s); err != nil {
+			return err
+		}
+	}
+	if v == 1 {
+		if _, err := tx.ExecContext(ctx, `ALTER TABLE queue_items ADD COLUMN releases INTEGER NOT NULL DEFAULT 0`); err != nil {
+			return fmt.Errorf("migrate schema 1 to 2: %w", err)
+		}
+		if _, err := tx.ExecContext(ctx, `UPDATE replication_meta SET value = ? WHERE key = 'schema_version'`, schemaVersion); err != nil {
 			return err
 		}
 	}

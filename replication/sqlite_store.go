@@ -477,7 +477,7 @@ func (s *sqliteStore) appendMutable(args []any, op *rowOp) []any {
 		}
 	}
 	return append(args, int64(op.state), int64(it.Attempt), readyAt, lastErr, lastCode, lastAttempt,
-		lastLease, leaseAttempt, leaseID, peer, leasedAt, deadAt, deadReason, deadCode, deadEvent)
+		lastLease, leaseAttempt, leaseID, peer, leasedAt, deadAt, deadReason, deadCode, deadEvent, int64(it.Releases))
 }
 
 // trimStep is the most events deleted by one trim, to keep commits short.

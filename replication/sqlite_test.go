@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
+
 	"github.com/leasemesh/leasemesh/replication"
 	"github.com/leasemesh/leasemesh/replication/replicatortest"
 	"github.com/leasemesh/leasemesh/resourcelease"
@@ -249,6 +251,49 @@ func TestSQLiteRefusesNewerSchema(t *testing.T) {
 	}
 	_, err := replication.NewSQLiteReplicator(context.Background(), db, replication.SQLiteOptions{Path: "new.db", Logger: quiet})
 	wantStorageError(t, err, "new.db", "schema version 99")
+}
+
+// TestSQLiteMigratesSchemaOne: a database written by schema 1 (before
+// queue_items.releases) is migrated in place: its items load with no
+// releases, and a release after that is persisted.
+func TestSQLiteMigratesSchemaOne(t *testing.T) {
+	ctx := context.Background()
+	db := openDB(t, "", sqlitedb.Options{})
+	r := newSQLite(t, db, replication.SQLiteOptions{})
+	seq := int64(1)
+	if err := r.Record(&resourcelease.Change{Kind: resourcelease.ChangeEnqueued, At: time.Unix(1, 0), Item: &resourcelease.PendingItem{
+		Payload: resourcelease.Item{ResourceType: "t", ResourceID: "a", PartitionKey: "p", PayloadEncoding: "e"}, Attempt: 1,
+		EnqueuedAt: time.Unix(1, 0), SequenceID: seq}}).Wait(); err != nil {
+		t.Fatal(err)
+	}
+	r.Close()
+	// Back to schema 1: no releases column.
+	for _, stmt := range []string{`ALTER TABLE queue_items DROP COLUMN releases`, `UPDATE replication_meta SET value = 1 WHERE key = 'schema_version'`} {
+		if _, err := db.Exec(stmt); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r = newSQLite(t, db, replication.SQLiteOptions{})
+	st, err := r.LoadState(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(st.Pending) != 1 || st.Pending[0].Releases != 0 {
+		t.Fatalf("migrated state %+v, want the one item with no releases", st.Pending)
+	}
+	var v int
+	if err := db.QueryRow(`SELECT value FROM replication_meta WHERE key = 'schema_version'`).Scan(&v); err != nil || v != 2 {
+		t.Fatalf("schema version %d, %v; want 2", v, err)
+	}
+	item := st.Pending[0]
+	item.Releases = 1
+	if err := r.Record(&resourcelease.Change{Kind: resourcelease.ChangeReleased, At: time.Unix(2, 0), Item: &item,
+		Token: resourcelease.OwnershipToken{SequenceID: seq, Attempt: 1, LeaseID: uuid.New()}}).Wait(); err != nil {
+		t.Fatal(err)
+	}
+	if st, err = r.LoadState(ctx); err != nil || st.Pending[0].Releases != 1 {
+		t.Fatalf("after a release: %+v, %v; want 1 release", st.Pending, err)
+	}
 }
 
 func TestSQLiteOptionsValidation(t *testing.T) {

@@ -161,7 +161,7 @@ func BenchmarkRequeuedLeaseAtDepth(b *testing.B) {
 			// Push every item through the heap once.
 			for range depth {
 				l, _ := q.Lease(ctx, "bench", 0)
-				q.Fail(ctx, l.OwnershipToken, resourcelease.FailOptions{Requeue: true})
+				q.Fail(ctx, l.OwnershipToken, resourcelease.FailOptions{})
 			}
 			b.ResetTimer()
 			for b.Loop() {
@@ -169,7 +169,7 @@ func BenchmarkRequeuedLeaseAtDepth(b *testing.B) {
 				if err != nil || l == nil {
 					b.Fatal("lease", err)
 				}
-				if err := q.Fail(ctx, l.OwnershipToken, resourcelease.FailOptions{Requeue: true}); err != nil {
+				if err := q.Fail(ctx, l.OwnershipToken, resourcelease.FailOptions{}); err != nil {
 					b.Fatal(err)
 				}
 			}

@@ -109,6 +109,17 @@ type Journal interface {
 	Record(c *Change) Ack
 }
 
+// BatchJournal is a Journal that can take the changes of one call at once
+// (a batch procedure), so that a durable journal commits them together: one
+// transaction, one fsync. The engine uses RecordAll when its Journal has it,
+// with its lock held, as it does Record.
+type BatchJournal interface {
+	Journal
+	// RecordAll records cs, in order, as one unit, and returns the Ack of
+	// them all.
+	RecordAll(cs []*Change) Ack
+}
+
 // JournalFunc adapts a function to the Journal interface.
 type JournalFunc func(c *Change) Ack
 

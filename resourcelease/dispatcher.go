@@ -5,28 +5,83 @@ import (
 	"time"
 )
 
-// Dispatcher is the RPC-level face of a queue: the procedures of the wire
-// protocol (DESIGN §9), taking and returning their JSON request and response
-// types. The transport serves a Dispatcher; the transport's Client implements
-// it too, so code written against Dispatcher runs in process or over the
-// network unchanged.
+// Dispatcher is the queue as a service talks to it: the procedures of the
+// wire protocol, with Go types. The transport serves a Dispatcher, and the
+// transport's Client implements it too, so code written against Dispatcher
+// (a Worker, a producer) runs in process or over the network unchanged.
+// LocalDispatcher is the in-process one.
+//
+// Producers Enqueue; workers Lease, Heartbeat while they work, then
+// Complete, Fail or Release; operators read Stats, Drain and Restore, and
+// inspect, Redrive or Purge the dead letters. A Dispatcher that can also take
+// work in batches implements BatchDispatcher.
+//
+// Requests are pointers so that they can grow without breaking callers; a
+// nil request means the zero one. Errors are *Error with a wire status and
+// a stable code, so errors.Is(err, ErrUnknownToken) holds locally and across
+// the network alike.
 //
 // The caller and peer of a request travel in the context (WithCallInfo). A
 // lease's peer id is the request's PeerID, else CallInfo.PeerID, else
 // CallInfo.Caller (ResolvePeerID).
 type Dispatcher interface {
+	// Enqueue adds one item (see EnqueueRequest).
 	Enqueue(ctx context.Context, req *EnqueueRequest) (*EnqueueResponse, error)
-	// Lease returns (nil, nil) when nothing was available within the wait.
+	// Lease leases the oldest ready item, long-polling up to req.Wait. It
+	// returns (nil, nil) when nothing was available within the wait.
 	Lease(ctx context.Context, req *LeaseRequest) (*Lease, error)
+	// Heartbeat extends a live lease by the lease duration.
 	Heartbeat(ctx context.Context, req *HeartbeatRequest) (*HeartbeatResponse, error)
-	Complete(ctx context.Context, req *CompleteRequest) (*SuccessResponse, error)
-	Fail(ctx context.Context, req *FailRequest) (*SuccessResponse, error)
-	Drain(ctx context.Context, req *DrainRequest) (*DrainResponse, error)
-	Restore(ctx context.Context, req *RestoreRequest) (*RestoreResponse, error)
+	// Complete removes the leased item for good.
+	Complete(ctx context.Context, req *CompleteRequest) error
+	// Fail ends a lease because the work failed: the item is requeued with
+	// its next attempt, or dead-lettered (see FailRequest).
+	Fail(ctx context.Context, req *FailRequest) error
+	// Release gives a lease back without counting its attempt (see
+	// ReleaseRequest): for a worker shutting down, or a handler declining.
+	Release(ctx context.Context, req *ReleaseRequest) error
+	// Stats returns the queue's counts.
 	Stats(ctx context.Context, req *StatsRequest) (*Stats, error)
+	// Drain removes pending items (all, or one page) and returns them.
+	Drain(ctx context.Context, req *DrainRequest) (*DrainResponse, error)
+	// Restore puts drained items back, all or nothing.
+	Restore(ctx context.Context, req *RestoreRequest) (*RestoreResponse, error)
+	// DeadLetters lists dead letters, oldest first.
 	DeadLetters(ctx context.Context, req *DeadLettersRequest) (*DeadLettersResponse, error)
+	// Redrive moves the selected dead letters back to pending with attempt 1.
 	Redrive(ctx context.Context, req *RedriveRequest) (*RedriveResponse, error)
+	// Purge deletes the selected dead letters.
 	Purge(ctx context.Context, req *PurgeRequest) (*PurgeResponse, error)
+}
+
+// MaxBatchItems is the most items one batch procedure takes (enqueueBatch,
+// heartbeatBatch, completeBatch) or returns (leaseBatch).
+const MaxBatchItems = 1000
+
+// BatchDispatcher is a Dispatcher that also takes work in batches: one call,
+// and one durable commit, for many items, each with its own result. The
+// transport's Client and LocalDispatcher implement it; PerItem serves the
+// batches of any other Dispatcher with per-item calls.
+//
+// A batch succeeds or fails as a whole only when it cannot be done at all
+// (a bad request, a closed or failed store); otherwise every item gets its
+// own result, in the order of the request.
+type BatchDispatcher interface {
+	Dispatcher
+	// EnqueueBatch adds up to MaxBatchItems items, each validated and
+	// deduplicated on its own; every accepted one is committed together.
+	// It never waits for capacity: items past it are refused one by one
+	// (ErrQueueFull).
+	EnqueueBatch(ctx context.Context, req *EnqueueBatchRequest) (*EnqueueBatchResponse, error)
+	// LeaseBatch leases up to req.MaxItems items. It returns as soon as at
+	// least one is there (then takes up to MaxItems of those ready without
+	// waiting more), or no leases when req.Wait ends.
+	LeaseBatch(ctx context.Context, req *LeaseBatchRequest) ([]*Lease, error)
+	// HeartbeatBatch extends each of the leases, with one result per token.
+	HeartbeatBatch(ctx context.Context, req *HeartbeatBatchRequest) ([]HeartbeatResult, error)
+	// CompleteBatch completes each of the leases: one error per token, nil
+	// for those completed.
+	CompleteBatch(ctx context.Context, req *CompleteBatchRequest) ([]error, error)
 }
 
 // EnqueueRequest is the body of `enqueue`.
@@ -48,40 +103,142 @@ type EnqueueResponse struct {
 	Duplicate  bool        `json:"duplicate,omitempty"`
 }
 
-// LeaseRequest is the body of `lease`. WaitMs > 0 long-polls.
+// LeaseRequest is the body of `lease` (wire: {"peerId","waitMs"}).
 type LeaseRequest struct {
-	PeerID string `json:"peerId,omitempty"`
-	WaitMs int64  `json:"waitMs,omitempty"`
+	// PeerID names the worker; empty means the caller's (see Dispatcher).
+	PeerID string
+	// Wait > 0 long-polls: wait up to that long (or the request's deadline)
+	// for an item to arrive. It travels as whole milliseconds, rounded up.
+	Wait time.Duration
 }
 
 // HeartbeatRequest is the body of `heartbeat`.
 type HeartbeatRequest struct {
-	OwnershipToken *OwnershipToken `json:"ownershipToken"`
+	OwnershipToken OwnershipToken `json:"ownershipToken"`
 }
 
-// HeartbeatResponse is the result of `heartbeat`.
+// HeartbeatResponse is the result of `heartbeat` (wire:
+// {"success":true,"leaseExpiresAt","leaseTtlMs"}).
 type HeartbeatResponse struct {
-	Success        bool      `json:"success"`
-	LeaseExpiresAt time.Time `json:"leaseExpiresAt"`
+	// LeaseExpiresAt is the new expiry in the dispatcher's clock. It is for
+	// display: compare TTL with your own clock instead.
+	LeaseExpiresAt time.Time
+	// TTL is how long the lease has left, counted from when the dispatcher
+	// received the request: a worker that adds it to the time it sent the
+	// request gets a deadline never later than the dispatcher's, whatever
+	// the two clocks say. Zero when the dispatcher did not say (a server
+	// that predates it).
+	TTL time.Duration
+}
+
+// EnqueueBatchRequest is the body of `enqueueBatch`: at most MaxBatchItems
+// payloads.
+type EnqueueBatchRequest struct {
+	Payloads []Item `json:"payloads"`
+}
+
+// EnqueueBatchResponse is the result of `enqueueBatch`: one result per
+// payload, in order, and the queue's counts after the batch (wire:
+// {"results":[...],"stats"}).
+type EnqueueBatchResponse struct {
+	Results []EnqueueItemResult `json:"results"`
+	Stats   QueueCounts         `json:"stats"`
+}
+
+// EnqueueItemResult is the outcome of one payload of an enqueueBatch: its
+// sequence id (Duplicate when its RequestID was seen within the dedupe
+// window), or Err, an *Error (wire: {"sequenceId","duplicate"} or
+// {"error":{"status","code","message"}}).
+type EnqueueItemResult struct {
+	SequenceID int64
+	Duplicate  bool
+	Err        error
+}
+
+// LeaseBatchRequest is the body of `leaseBatch` (wire: {"peerId","waitMs",
+// "maxItems","maxBytes"}).
+type LeaseBatchRequest struct {
+	// PeerID names the worker; empty means the caller's (see Dispatcher).
+	PeerID string
+	// Wait > 0 long-polls for the first item (see LeaseRequest.Wait).
+	Wait time.Duration
+	// MaxItems is the most leases to return: 1 to MaxBatchItems.
+	MaxItems int
+	// MaxBytes, when positive, bounds the approximate JSON size of the
+	// leases returned, though at least one is always returned when any is
+	// ready.
+	MaxBytes int64
+}
+
+// LeaseBatchResponse is the wire shape of a `leaseBatch` response:
+// {"items":[lease,...]}. BatchDispatcher.LeaseBatch returns its Items.
+type LeaseBatchResponse struct {
+	Items []*Lease `json:"items"`
+}
+
+// HeartbeatBatchRequest is the body of `heartbeatBatch`: at most
+// MaxBatchItems tokens.
+type HeartbeatBatchRequest struct {
+	OwnershipTokens []OwnershipToken `json:"ownershipTokens"`
+}
+
+// HeartbeatResult is the outcome of one token of a heartbeatBatch: the
+// lease's new expiry and time left, or Err, an *Error such as
+// ErrUnknownToken (wire: {"leaseExpiresAt","leaseTtlMs"} or {"error":{...}}).
+type HeartbeatResult struct {
+	HeartbeatResponse
+	Err error
+}
+
+// HeartbeatBatchResponse is the wire shape of a `heartbeatBatch` response:
+// {"results":[...]}. BatchDispatcher.HeartbeatBatch returns its Results.
+type HeartbeatBatchResponse struct {
+	Results []HeartbeatResult `json:"results"`
+}
+
+// CompleteBatchRequest is the body of `completeBatch`: at most
+// MaxBatchItems tokens.
+type CompleteBatchRequest struct {
+	OwnershipTokens []OwnershipToken `json:"ownershipTokens"`
+}
+
+// CompleteBatchResponse is the wire shape of a `completeBatch` response:
+// {"results":[{"success":true} or {"error":{...}}]}, one per token.
+// BatchDispatcher.CompleteBatch returns its Results (nil for a success).
+type CompleteBatchResponse struct {
+	Results []error
 }
 
 // CompleteRequest is the body of `complete`.
 type CompleteRequest struct {
-	OwnershipToken *OwnershipToken `json:"ownershipToken"`
+	OwnershipToken OwnershipToken `json:"ownershipToken"`
 }
 
-// SuccessResponse is the result of `complete` and `fail`.
-type SuccessResponse struct {
-	Success bool `json:"success"`
-}
-
-// FailRequest is the body of `fail`. Requeue defaults to true when absent.
+// FailRequest is the body of `fail` (wire: {"ownershipToken","reason",
+// "errorCode","requeue","metadata"}).
 type FailRequest struct {
-	OwnershipToken *OwnershipToken   `json:"ownershipToken"`
-	Reason         string            `json:"reason,omitempty"`
-	ErrorCode      string            `json:"errorCode,omitempty"`
-	Requeue        *bool             `json:"requeue,omitempty"`
-	Metadata       map[string]string `json:"metadata,omitempty"`
+	OwnershipToken OwnershipToken
+	// Reason and ErrorCode become the item's lastError.
+	Reason    string
+	ErrorCode string
+	// DeadLetter dead-letters the item at once instead of requeueing it
+	// (wire: requeue false). By default a failed item is requeued with its
+	// next attempt, after the requeue delay, unless that was its last.
+	DeadLetter bool
+	// Metadata goes into the replication event of the failure.
+	Metadata map[string]string
+}
+
+// ReleaseRequest is the body of `release` (wire: {"ownershipToken",
+// "delayMs"}). A released item is pending again at once, in its old place
+// (by sequence id), its attempt not counted and no backoff applied. A
+// release beyond QueueConfig.MaxReleases in a row of the same item counts as
+// a failed attempt instead, so a handler that keeps declining cannot loop hot.
+type ReleaseRequest struct {
+	OwnershipToken OwnershipToken
+	// Delay, when positive, keeps the item from being leased again for that
+	// long. It travels as whole milliseconds, rounded up.
+	Delay time.Duration
 }
 
 // DrainRequest is the body of `drain`. Without limits (the default) a drain
@@ -128,9 +285,21 @@ type DeadLettersResponse struct {
 	Items []DeadLetter `json:"items"`
 }
 
-// RedriveRequest is the body of `redrive`; no ids means all dead letters.
+// RedriveRequest is the body of `redrive`: the dead letters with the given
+// SequenceIDs, or All of them. A request with neither (or both) is
+// invalid-argument, so that a forgotten filter never moves every dead letter.
 type RedriveRequest struct {
 	SequenceIDs []int64 `json:"sequenceIds,omitempty"`
+	All         bool    `json:"all,omitempty"`
+}
+
+// Validate refuses a request that selects nothing, or is ambiguous
+// (invalid-argument, CodeSelectionRequired). A nil request selects nothing.
+func (r *RedriveRequest) Validate() error {
+	if r == nil {
+		return DeadLetterSelection{}.validate("redrive")
+	}
+	return DeadLetterSelection{SequenceIDs: r.SequenceIDs, All: r.All}.validate("redrive")
 }
 
 // RedriveResponse is the result of `redrive`.
@@ -138,9 +307,21 @@ type RedriveResponse struct {
 	RedrivenCount int `json:"redrivenCount"`
 }
 
-// PurgeRequest is the body of `purge`; no ids means all dead letters.
+// PurgeRequest is the body of `purge`: the dead letters with the given
+// SequenceIDs, or All of them. A request with neither (or both) is
+// invalid-argument: an empty filter must never wipe the dead letters.
 type PurgeRequest struct {
 	SequenceIDs []int64 `json:"sequenceIds,omitempty"`
+	All         bool    `json:"all,omitempty"`
+}
+
+// Validate refuses a request that selects nothing, or is ambiguous
+// (invalid-argument, CodeSelectionRequired). A nil request selects nothing.
+func (r *PurgeRequest) Validate() error {
+	if r == nil {
+		return DeadLetterSelection{}.validate("purge")
+	}
+	return DeadLetterSelection{SequenceIDs: r.SequenceIDs, All: r.All}.validate("purge")
 }
 
 // PurgeResponse is the result of `purge`.

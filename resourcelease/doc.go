@@ -45,13 +45,18 @@
 //	┌──────────────▶  pending  ◀──────────────┐
 //	│                    │ lease               │ fail(requeue) / expiry
 //	│ release            ▼                     │ (attempt+1, lastError)
-//	│ (waiter gone)   leased ──────────────────┘
+//	│ (attempt kept)  leased ──────────────────┘
 //	│                    │        │
 //	└────────────────────┘        │ fail(no requeue) or attempt > max
 //	                     │        ▼
 //	            complete │    dead-lettered ──▶ redrive (attempt 1) / purge
 //	                     ▼
 //	                  removed
+//
+// A release puts the item back in its old place (by sequence id), at once or
+// after a delay, without counting its attempt: for a worker shutting down or
+// a handler declining the work. Past QueueConfig.MaxReleases releases in a
+// row it counts as a failed attempt, so a declined item cannot loop forever.
 //
 // # Fencing
 //
@@ -61,6 +66,11 @@
 // the same item, every call with the old token returns [ErrUnknownToken]. This
 // is what stops a worker that paused (GC, network partition) past its expiry
 // from completing work that another worker now owns.
+//
+// A lease's TTL is the time it has left counted from when the dispatcher
+// received the request, so a worker that adds it to the time it sent the
+// request gets a deadline no later than the dispatcher's, whatever the two
+// clocks say; LeaseExpiresAt, in the dispatcher's clock, is for display.
 //
 // Expiry is checked both by a sweeper (every SweepInterval) and lazily on every
 // call that presents a token, so a token is refused the instant its lease has

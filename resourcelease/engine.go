@@ -35,9 +35,14 @@ type Engine struct {
 
 	mu      sync.Mutex
 	closed  bool
+	paused  bool // leasing is paused (pause.go): popReady and handOff grant nothing
 	nextSeq int64
-	// lastStamp is the newest change time handed out (see stamp).
+	// lastStamp is the newest change time handed out (see stamp), and
+	// lastRead the clock reading it came from: with the system clock it
+	// carries a monotonic reading, which times leases (Lease.TTL) without
+	// trusting the wall clock.
 	lastStamp int64
+	lastRead  time.Time
 
 	fresh   ring[entry]             // ready, in ascending sequence order (new enqueues)
 	redo    minHeap[*entry]         // ready, out of order (requeued, restored, redriven): by sequence id
@@ -49,6 +54,10 @@ type Engine struct {
 
 	dedupe      map[string]dedupeRecord
 	dedupeOrder ring[DedupeEntry] // by SeenAt: trimmed from the front
+
+	// batch collects the changes of the batch operation in progress (see
+	// engine_batch.go); nil outside one.
+	batch *changeBatch
 
 	waiters     list.List     // of *waiter, first come first served
 	spaceCh     chan struct{} // closed and replaced when pending shrinks and spaceWanted
@@ -67,6 +76,8 @@ type entry struct {
 	enqueuedAt int64
 	readyAt    int64
 	lastError  *ErrorInfo
+	// releases counts the free releases since the attempt last changed.
+	releases int
 	// lastToken is the token of the item's newest lease: the live one while
 	// the entry is in Engine.leases (one field for both keeps the entry
 	// in a smaller allocation size class).
@@ -161,6 +172,9 @@ func (c *QueueConfig) applyDefaults() error {
 	if c.MaxDeliveryAttempts < 0 {
 		return Errorf(StatusInvalidArgument, CodeInvalidArgument, "resourcelease: MaxDeliveryAttempts must not be negative, got %d", c.MaxDeliveryAttempts)
 	}
+	if c.MaxReleases < -1 {
+		return Errorf(StatusInvalidArgument, CodeInvalidArgument, "resourcelease: MaxReleases must be -1 (no limit), 0 (default) or positive, got %d", c.MaxReleases)
+	}
 	if c.MaxDedupeEntries < -1 {
 		return Errorf(StatusInvalidArgument, CodeInvalidArgument, "resourcelease: MaxDedupeEntries must be -1 (unbounded), 0 (default) or positive, got %d", c.MaxDedupeEntries)
 	}
@@ -195,6 +209,9 @@ func (c *QueueConfig) applyDefaults() error {
 	if c.MaxDedupeEntries == 0 {
 		c.MaxDedupeEntries = DefaultMaxDedupeEntries
 	}
+	if c.MaxReleases == 0 {
+		c.MaxReleases = DefaultMaxReleases
+	}
 	if c.MaxRequeueDelay > 0 && c.MaxRequeueDelay < c.RequeueDelay {
 		return Errorf(StatusInvalidArgument, CodeInvalidArgument, "resourcelease: MaxRequeueDelay %v is below RequeueDelay %v", c.MaxRequeueDelay, c.RequeueDelay)
 	}
@@ -212,7 +229,7 @@ func (q *Engine) rebuild(st *QueueState) error {
 	// The rebuild is the first change: later change times start from it, so
 	// the restored leases' expiries stay in order with later ones (see
 	// expiryList) even under a clock that steps back.
-	now := q.stamp(q.clock.Now().UnixNano())
+	now := q.stamp(q.clock.Now())
 	seen := make(map[int64]bool, len(st.Pending)+len(st.Leased)+len(st.DeadLetters))
 	maxSeq := int64(0)
 	check := func(p *PendingItem) error {
@@ -292,6 +309,7 @@ func newEntryFrom(p *PendingItem) *entry {
 		enqueuedAt: nanos(p.EnqueuedAt),
 		readyAt:    nanos(p.ReadyAt),
 		lastError:  p.LastError,
+		releases:   max(p.Releases, 0),
 	}
 	if p.LastOwnershipToken != nil {
 		e.lastToken = *p.LastOwnershipToken
@@ -322,6 +340,7 @@ func (e *entry) pendingItem() PendingItem {
 		LastError:  e.lastError,
 		SequenceID: e.seq,
 		ReadyAt:    fromNanos(e.readyAt),
+		Releases:   e.releases,
 	}
 	if !e.lastToken.IsZero() {
 		t := e.lastToken
@@ -333,33 +352,42 @@ func (e *entry) pendingItem() PendingItem {
 func (q *Engine) pendingLen() int { return q.fresh.Len() + q.redo.Len() + q.delayed.Len() }
 
 func (q *Engine) statsLocked() Stats {
-	return Stats{PendingCount: q.pendingLen(), ActiveLeaseCount: len(q.leases), DeadLetterCount: len(q.dead)}
+	return Stats{PendingCount: q.pendingLen(), ActiveLeaseCount: len(q.leases), DeadLetterCount: len(q.dead), Paused: q.paused}
 }
 
 // begin starts a call that changes the queue: it checks ctx, reads the clock
 // (before the lock: reading it can be slow), takes q.mu and refuses a closed
 // queue. On success q.mu is held and now is the call's change time.
 func (q *Engine) begin(ctx context.Context) (now int64, err error) {
+	_, now, err = q.beginAt(ctx)
+	return now, err
+}
+
+// beginAt is begin that also returns the clock reading the call started
+// with, for timing a lease from it.
+func (q *Engine) beginAt(ctx context.Context) (read time.Time, now int64, err error) {
 	if err := ctxError(ctx); err != nil {
-		return 0, err
+		return time.Time{}, 0, err
 	}
-	read := q.clock.Now().UnixNano()
+	read = q.clock.Now()
 	q.mu.Lock()
 	if q.closed {
 		q.mu.Unlock()
-		return 0, ErrClosed
+		return time.Time{}, 0, ErrClosed
 	}
-	return q.stamp(read), nil
+	return read, q.stamp(read), nil
 }
 
 // stamp returns the time of a change: the clock reading its caller took
 // before the lock, kept from going backwards in change order. Callers hold q.mu.
-func (q *Engine) stamp(read int64) int64 {
-	if read < q.lastStamp {
-		read = q.lastStamp
+func (q *Engine) stamp(read time.Time) int64 {
+	n := read.UnixNano()
+	q.lastRead = read
+	if n < q.lastStamp {
+		n = q.lastStamp
 	}
-	q.lastStamp = read
-	return read
+	q.lastStamp = n
+	return n
 }
 
 // record hands a change to the journal. Callers hold q.mu. The change is only
@@ -370,6 +398,10 @@ func (q *Engine) record(kind ChangeKind, now int64, fill func(c *Change)) Ack {
 	}
 	c := &Change{Kind: kind, At: fromNanos(now), Pending: q.pendingLen(), Active: len(q.leases), DeadLettered: len(q.dead)}
 	fill(c)
+	if q.batch != nil {
+		q.batch.changes = append(q.batch.changes, c)
+		return q.batch.ack
+	}
 	return q.journal.Record(c)
 }
 
@@ -394,7 +426,7 @@ func (q *Engine) Enqueue(ctx context.Context, item Item) (EnqueueResult, error) 
 	// Allocated before taking the lock: less time holding it under contention.
 	e := &entry{item: item, attempt: 1}
 	for {
-		read := q.clock.Now().UnixNano() // before the lock: reading the clock can be slow
+		read := q.clock.Now() // before the lock: reading the clock can be slow
 		q.mu.Lock()
 		if q.closed {
 			q.mu.Unlock()
@@ -471,8 +503,12 @@ func (q *Engine) trimDedupe(now int64) {
 	}
 }
 
-// popReady removes and returns the oldest ready item, or nil.
+// popReady removes and returns the oldest ready item, or nil (always nil
+// while leasing is paused).
 func (q *Engine) popReady() *entry {
+	if q.paused {
+		return nil
+	}
 	f := q.fresh.Front()
 	r, ok := q.redo.Peek()
 	switch {
@@ -497,6 +533,8 @@ type grantInfo struct {
 	peer      string
 	lastError *ErrorInfo
 	expiresAt int64
+	// at is the clock reading of the change that granted it (see lastRead).
+	at time.Time
 }
 
 // grant leases e to peer under lease id id. Callers hold q.mu and have
@@ -511,7 +549,7 @@ func (q *Engine) grant(e *entry, peer string, now int64, id uuid.UUID) (grantInf
 	q.leases[e.seq] = e
 	q.expiry.PushBack(e)
 	q.signalSpace()
-	g := grantInfo{e: e, token: e.lastToken, peer: peer, lastError: e.lastError, expiresAt: e.expiresAt}
+	g := grantInfo{e: e, token: e.lastToken, peer: peer, lastError: e.lastError, expiresAt: e.expiresAt, at: q.lastRead}
 	ack := q.record(ChangeLeased, now, func(c *Change) {
 		p := e.pendingItem()
 		c.Item = &p
@@ -523,19 +561,28 @@ func (q *Engine) grant(e *entry, peer string, now int64, id uuid.UUID) (grantInf
 	return g, ack
 }
 
-// newLease builds the Lease of a grant. It needs no lock.
-func (q *Engine) newLease(g *grantInfo) *Lease {
+// newLease builds the Lease of a grant to a call that read the clock at
+// received. It needs no lock.
+//
+// The TTL is the lease duration plus the time from received to the grant,
+// measured between the two clock readings (monotonic with the system
+// clock), so that it does not follow a wall clock step. The grant's change
+// time is never earlier than its reading, so the expiry is never earlier than
+// received + TTL: a worker adding TTL to when it sent the request gets a
+// deadline no later than the engine's.
+func (q *Engine) newLease(g *grantInfo, received time.Time) *Lease {
 	e := g.e
 	return &Lease{
-		Payload:             e.item,
-		SequenceID:          e.seq,
-		Attempt:             g.token.Attempt,
-		EnqueuedAt:          fromNanos(e.enqueuedAt),
-		LastError:           g.lastError,
-		OwnershipToken:      g.token,
-		OwnerPeerID:         g.peer,
-		LeaseExpiresAt:      fromNanos(g.expiresAt),
-		HeartbeatIntervalMs: q.cfg.HeartbeatInterval.Milliseconds(),
+		Payload:           e.item,
+		SequenceID:        e.seq,
+		Attempt:           g.token.Attempt,
+		EnqueuedAt:        fromNanos(e.enqueuedAt),
+		LastError:         g.lastError,
+		OwnershipToken:    g.token,
+		OwnerPeerID:       g.peer,
+		LeaseExpiresAt:    fromNanos(g.expiresAt),
+		TTL:               max(q.cfg.LeaseDuration+g.at.Sub(received), 0),
+		HeartbeatInterval: q.cfg.HeartbeatInterval,
 	}
 }
 
@@ -561,9 +608,10 @@ func newLeaseID() uuid.UUID {
 }
 
 // handOff gives ready items to waiting long-polls, first come first served, one
-// item per waiter: no waiter is woken for an item it will not get.
+// item per waiter: no waiter is woken for an item it will not get. While
+// leasing is paused it gives out nothing; Resume hands off.
 func (q *Engine) handOff(now int64) {
-	for q.waiters.Len() > 0 && q.readyLen() > 0 {
+	for !q.paused && q.waiters.Len() > 0 && q.readyLen() > 0 {
 		w := q.waiters.Remove(q.waiters.Front()).(*waiter)
 		w.elem = nil
 		g, ack := q.grant(q.popReady(), w.peer, now, newLeaseID())
@@ -645,6 +693,7 @@ func (q *Engine) endLease(e *entry, now int64, kind ChangeKind, errInfo *ErrorIn
 		if errInfo != nil && errInfo.Message != "" {
 			reason += ": " + errInfo.Message
 		}
+		e.releases = 0
 		q.dead[e.seq] = q.deadLst.PushBack(&deadEntry{e: e, at: now, reason: reason})
 		if kind == ChangeRequeued { // a worker's fail: its Failed event comes before the dead letter
 			q.record(ChangeFailed, now, fill)
@@ -663,6 +712,7 @@ func (q *Engine) endLease(e *entry, now int64, kind ChangeKind, errInfo *ErrorIn
 	}
 	delay := q.requeueDelay(e.attempt)
 	e.attempt++
+	e.releases = 0
 	if delay > 0 {
 		e.readyAt = now + int64(delay)
 		q.delayed.Push(e)
@@ -702,7 +752,7 @@ func (q *Engine) Lease(ctx context.Context, peerID string, wait time.Duration) (
 		return nil, Errorf(StatusInvalidArgument, CodeInvalidArgument, "lease wait must not be negative, got %v", wait)
 	}
 	id := newLeaseID() // before the lock; wasted only when nothing is ready
-	now, err := q.begin(ctx)
+	received, now, err := q.beginAt(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -712,7 +762,7 @@ func (q *Engine) Lease(ctx context.Context, peerID string, wait time.Duration) (
 	if e := q.popReady(); e != nil {
 		g, a := q.grant(e, peerID, now, id)
 		q.mu.Unlock()
-		return q.deliver(waiterResult{grant: g, ack: a})
+		return q.deliver(waiterResult{grant: g, ack: a}, received)
 	}
 	if wait == 0 {
 		q.mu.Unlock()
@@ -726,10 +776,10 @@ func (q *Engine) Lease(ctx context.Context, peerID string, wait time.Duration) (
 	defer timer.Stop()
 	select {
 	case r := <-w.ch:
-		return q.deliver(r)
+		return q.deliver(r, received)
 	case <-timer.C():
 		if r, ok := q.abandon(w); ok {
-			return q.deliver(r) // granted just as the wait ended: still ours
+			return q.deliver(r, received) // granted just as the wait ended: still ours
 		}
 		return nil, nil
 	case <-ctx.Done():
@@ -738,7 +788,7 @@ func (q *Engine) Lease(ctx context.Context, peerID string, wait time.Duration) (
 			if r.ack != nil {
 				_ = r.ack.Wait()
 			}
-			q.release(r.grant.token)
+			q.giveBack(r.grant.token)
 		}
 		if ctx.Err() == context.DeadlineExceeded {
 			return nil, nil // the request's deadline bounds the wait: nothing arrived
@@ -749,17 +799,17 @@ func (q *Engine) Lease(ctx context.Context, peerID string, wait time.Duration) (
 
 // deliver returns a granted lease once its change is acknowledged. When the
 // acknowledgement fails (storage, or a synchronous sink after the commit) the
-// caller never gets the lease, so it is released at once, without counting an
-// attempt, instead of leaving the item held by nobody until it expires.
-func (q *Engine) deliver(r waiterResult) (*Lease, error) {
+// caller never gets the lease, so it is given back at once, without counting
+// an attempt, instead of leaving the item held by nobody until it expires.
+func (q *Engine) deliver(r waiterResult, received time.Time) (*Lease, error) {
 	if r.err != nil {
 		return nil, r.err
 	}
 	if err := waitAck(r.ack); err != nil {
-		q.release(r.grant.token)
+		q.giveBack(r.grant.token)
 		return nil, err
 	}
-	return q.newLease(&r.grant), nil
+	return q.newLease(&r.grant, received), nil
 }
 
 // abandon removes w from the waiters. If a result was already handed to it,
@@ -775,33 +825,56 @@ func (q *Engine) abandon(w *waiter) (waiterResult, bool) {
 	return <-w.ch, true // sent under q.mu before elem was cleared
 }
 
-// Release gives a live lease back without counting its attempt: the item is
-// pending again at once, as if it had never been leased, and the token is
-// dead. It is for a lease that never reached its worker (the transport uses
-// it when the client is gone by the time the lease arrives); a worker that
-// gives up on an item should Fail it instead.
-func (q *Engine) Release(ctx context.Context, token OwnershipToken) error {
+// Release implements Queue. Delay must be between 0 and MaxDuration.
+func (q *Engine) Release(ctx context.Context, token OwnershipToken, opts ReleaseOptions) error {
+	if opts.Delay < 0 || opts.Delay > MaxDuration {
+		return Errorf(StatusInvalidArgument, CodeInvalidArgument, "release delay must be between 0 and %v, got %v", MaxDuration, opts.Delay)
+	}
 	return q.tokenOp(ctx, token, func(e *entry, now int64) Ack {
-		_, peer, leasedAt := q.endLiveLease(e)
-		e.readyAt = 0
-		q.redo.Push(e)
-		ack := q.record(ChangeReleased, now, func(c *Change) {
-			p := e.pendingItem()
-			c.Item = &p
-			c.Token = token
-			c.PeerID = peer
-			c.LeasedAt = fromNanos(leasedAt)
-		})
-		q.handOff(now)
-		return ack
+		return q.releaseLease(e, now, opts.Delay, true)
 	})
 }
 
-// release gives back a lease granted to a long-poll that could not take it
-// (gone, or its acknowledgement failed). A token no longer live (the queue
-// closed, or it expired meanwhile) needs nothing.
-func (q *Engine) release(token OwnershipToken) {
-	_ = q.Release(context.Background(), token)
+// giveBack releases a lease granted to a caller that never got it (a
+// long-poll gone, or its acknowledgement failed): it does not count toward
+// MaxReleases. A token no longer live (the queue closed, or it expired
+// meanwhile) needs nothing.
+func (q *Engine) giveBack(token OwnershipToken) {
+	_ = q.tokenOp(context.Background(), token, func(e *entry, now int64) Ack {
+		return q.releaseLease(e, now, 0, false)
+	})
+}
+
+// releaseLease ends e's live lease and puts it back in its old place
+// (delayed by delay, if positive) with its attempt unchanged. A counted
+// release beyond MaxReleases in a row is a failed attempt instead. Callers
+// hold q.mu.
+func (q *Engine) releaseLease(e *entry, now int64, delay time.Duration, counted bool) Ack {
+	if counted && q.cfg.MaxReleases > 0 && e.releases >= q.cfg.MaxReleases {
+		info := &ErrorInfo{Message: fmt.Sprintf("released more than %d times in a row", q.cfg.MaxReleases), Code: CodeReleaseLimit}
+		return q.endLease(e, now, ChangeRequeued, info, true, nil)
+	}
+	token, peer, leasedAt := q.endLiveLease(e)
+	if counted {
+		e.releases++
+	}
+	if delay > 0 {
+		e.readyAt = now + int64(delay)
+		q.delayed.Push(e)
+		q.kickSweeper()
+	} else {
+		e.readyAt = 0
+		q.redo.Push(e)
+	}
+	ack := q.record(ChangeReleased, now, func(c *Change) {
+		p := e.pendingItem()
+		c.Item = &p
+		c.Token = token
+		c.PeerID = peer
+		c.LeasedAt = fromNanos(leasedAt)
+	})
+	q.handOff(now)
+	return ack
 }
 
 // liveLease returns the entry whose live lease token is, expiring it first if
@@ -838,38 +911,54 @@ func (q *Engine) tokenOp(ctx context.Context, token OwnershipToken, f func(e *en
 	return err
 }
 
-// Heartbeat implements Queue.
-func (q *Engine) Heartbeat(ctx context.Context, token OwnershipToken) (time.Time, error) {
+// Heartbeat implements Queue. The TTL is the lease duration: the new expiry
+// is counted from this call's own change time.
+func (q *Engine) Heartbeat(ctx context.Context, token OwnershipToken) (HeartbeatResponse, error) {
 	var expires int64
 	err := q.tokenOp(ctx, token, func(e *entry, now int64) Ack {
-		e.expiresAt = now + int64(q.cfg.LeaseDuration)
-		expires = e.expiresAt
-		q.expiry.MoveToBack(e)
-		return q.record(ChangeHeartbeat, now, func(c *Change) {
-			p := e.pendingItem()
-			c.Item = &p
-			c.Token = e.lastToken
-			c.PeerID = e.peer
-			c.LeaseExpiresAt = fromNanos(expires)
-		})
+		expires = q.extend(e, now)
+		return q.recordHeartbeat(e, now)
 	})
 	if err != nil {
-		return time.Time{}, err
+		return HeartbeatResponse{}, err
 	}
-	return fromNanos(expires), nil
+	return HeartbeatResponse{LeaseExpiresAt: fromNanos(expires), TTL: q.cfg.LeaseDuration}, nil
+}
+
+// extend gives e's live lease a fresh lease duration from now and returns
+// its new expiry. Callers hold q.mu.
+func (q *Engine) extend(e *entry, now int64) int64 {
+	e.expiresAt = now + int64(q.cfg.LeaseDuration)
+	q.expiry.MoveToBack(e)
+	return e.expiresAt
+}
+
+func (q *Engine) recordHeartbeat(e *entry, now int64) Ack {
+	return q.record(ChangeHeartbeat, now, func(c *Change) {
+		p := e.pendingItem()
+		c.Item = &p
+		c.Token = e.lastToken
+		c.PeerID = e.peer
+		c.LeaseExpiresAt = fromNanos(e.expiresAt)
+	})
 }
 
 // Complete implements Queue.
 func (q *Engine) Complete(ctx context.Context, token OwnershipToken) error {
 	return q.tokenOp(ctx, token, func(e *entry, now int64) Ack {
-		_, peer, leasedAt := q.endLiveLease(e)
-		return q.record(ChangeCompleted, now, func(c *Change) {
-			p := e.pendingItem()
-			c.Item = &p
-			c.Token = token
-			c.PeerID = peer
-			c.LeasedAt = fromNanos(leasedAt)
-		})
+		return q.complete(e, now)
+	})
+}
+
+// complete ends e's lease for good. Callers hold q.mu.
+func (q *Engine) complete(e *entry, now int64) Ack {
+	token, peer, leasedAt := q.endLiveLease(e)
+	return q.record(ChangeCompleted, now, func(c *Change) {
+		p := e.pendingItem()
+		c.Item = &p
+		c.Token = token
+		c.PeerID = peer
+		c.LeasedAt = fromNanos(leasedAt)
 	})
 }
 
@@ -880,7 +969,7 @@ func (q *Engine) Fail(ctx context.Context, token OwnershipToken, opts FailOption
 		if info.Message == "" && info.Code == "" {
 			info = nil
 		}
-		return q.endLease(e, now, ChangeRequeued, info, opts.Requeue, opts.Metadata)
+		return q.endLease(e, now, ChangeRequeued, info, !opts.DeadLetter, opts.Metadata)
 	})
 }
 
@@ -1087,11 +1176,14 @@ func (q *Engine) Waiters() int {
 	return q.waiters.Len()
 }
 
-// Stats implements Queue.
-func (q *Engine) Stats() Stats {
+// Stats implements Queue. A closed engine still reports its counts.
+func (q *Engine) Stats(ctx context.Context) (Stats, error) {
+	if err := ctxError(ctx); err != nil {
+		return Stats{}, err
+	}
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	return q.statsLocked()
+	return q.statsLocked(), nil
 }
 
 // DeadLetters implements Queue.
@@ -1113,11 +1205,11 @@ func (q *Engine) DeadLetters(ctx context.Context, limit int) ([]DeadLetter, erro
 	return out, nil
 }
 
-// takeDead returns the dead entries named by ids (all when empty), in
-// dead-letter order, and removes them. Unknown ids are ignored. Callers hold q.mu.
-func (q *Engine) takeDead(ids []int64) []*entry {
+// takeDead returns the dead entries sel names, in dead-letter order, and
+// removes them. Unknown ids are ignored. Callers hold q.mu.
+func (q *Engine) takeDead(sel DeadLetterSelection) []*entry {
 	var out []*entry
-	if len(ids) == 0 {
+	if sel.All {
 		for el := q.deadLst.Front(); el != nil; el = el.Next() {
 			out = append(out, el.Value.(*deadEntry).e)
 		}
@@ -1125,7 +1217,7 @@ func (q *Engine) takeDead(ids []int64) []*entry {
 		clear(q.dead)
 		return out
 	}
-	for _, id := range ids {
+	for _, id := range sel.SequenceIDs {
 		if el, ok := q.dead[id]; ok {
 			out = append(out, el.Value.(*deadEntry).e)
 			q.deadLst.Remove(el)
@@ -1136,11 +1228,14 @@ func (q *Engine) takeDead(ids []int64) []*entry {
 }
 
 // Redrive implements Queue.
-func (q *Engine) Redrive(ctx context.Context, ids []int64) (int, error) {
-	return q.deadLetterOp(ctx, ids, func(moved []*entry, now int64) Ack {
+func (q *Engine) Redrive(ctx context.Context, sel DeadLetterSelection) (int, error) {
+	if err := sel.validate("redrive"); err != nil {
+		return 0, err
+	}
+	return q.deadLetterOp(ctx, sel, func(moved []*entry, now int64) Ack {
 		items := make([]PendingItem, len(moved))
 		for i, e := range moved {
-			e.attempt, e.readyAt = 1, 0
+			e.attempt, e.readyAt, e.releases = 1, 0, 0
 			q.redo.Push(e)
 			items[i] = e.pendingItem()
 		}
@@ -1154,8 +1249,11 @@ func (q *Engine) Redrive(ctx context.Context, ids []int64) (int, error) {
 }
 
 // Purge implements Queue.
-func (q *Engine) Purge(ctx context.Context, ids []int64) (int, error) {
-	return q.deadLetterOp(ctx, ids, func(gone []*entry, now int64) Ack {
+func (q *Engine) Purge(ctx context.Context, sel DeadLetterSelection) (int, error) {
+	if err := sel.validate("purge"); err != nil {
+		return 0, err
+	}
+	return q.deadLetterOp(ctx, sel, func(gone []*entry, now int64) Ack {
 		seqs := make([]int64, len(gone))
 		for i, e := range gone {
 			seqs[i] = e.seq
@@ -1167,15 +1265,15 @@ func (q *Engine) Purge(ctx context.Context, ids []int64) (int, error) {
 	})
 }
 
-// deadLetterOp takes the dead letters named by ids (all when empty) out of the
-// dead-letter list and hands them to apply, under the lock; it returns how
-// many there were once apply's change is acknowledged.
-func (q *Engine) deadLetterOp(ctx context.Context, ids []int64, apply func(taken []*entry, now int64) Ack) (int, error) {
+// deadLetterOp takes the dead letters sel names out of the dead-letter list
+// and hands them to apply, under the lock; it returns how many there were
+// once apply's change is acknowledged.
+func (q *Engine) deadLetterOp(ctx context.Context, sel DeadLetterSelection, apply func(taken []*entry, now int64) Ack) (int, error) {
 	now, err := q.begin(ctx)
 	if err != nil {
 		return 0, err
 	}
-	taken := q.takeDead(ids)
+	taken := q.takeDead(sel)
 	if len(taken) == 0 {
 		q.mu.Unlock()
 		return 0, nil
@@ -1189,7 +1287,7 @@ func (q *Engine) deadLetterOp(ctx context.Context, ids []int64, apply func(taken
 // ready items to waiting long-polls. The sweeper calls it every SweepInterval;
 // it is exported for callers that drive time themselves.
 func (q *Engine) Sweep() {
-	read := q.clock.Now().UnixNano() // before the lock: reading the clock can be slow
+	read := q.clock.Now() // before the lock: reading the clock can be slow
 	q.mu.Lock()
 	if q.closed {
 		q.mu.Unlock()

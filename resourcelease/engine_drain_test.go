@@ -62,14 +62,14 @@ func TestDrainNOldestFirstAcrossRingRedoAndDelayed(t *testing.T) {
 	mustEnqueue(t, f.q, "z")       // seq 7, ring
 	restore(src[4], 0)             // seq 5, redo
 	mustEnqueue(t, f.q, "w")       // seq 8, ring
-	require.Equal(t, 8, f.q.Stats().PendingCount)
+	require.Equal(t, 8, engineStats(f.q).PendingCount)
 
 	items, more, err := f.q.DrainN(ctx, 4, 0)
 	require.NoError(t, err)
 	assert.Equal(t, []int64{1, 2, 3, 4}, seqs(items))
 	assert.True(t, more)
 	assert.Equal(t, "x", items[0].Payload.ResourceID)
-	assert.Equal(t, 4, f.q.Stats().PendingCount)
+	assert.Equal(t, 4, engineStats(f.q).PendingCount)
 
 	// Seq 6 is still delayed (the heap was rebuilt), 5 is the oldest ready.
 	l := mustLease(t, f.q, "w")
@@ -85,7 +85,7 @@ func TestDrainNOldestFirstAcrossRingRedoAndDelayed(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, []int64{8}, seqs(items))
 	assert.False(t, more)
-	assert.Equal(t, resourcelease.Stats{ActiveLeaseCount: 1}, f.q.Stats(), "leases are untouched")
+	assert.Equal(t, resourcelease.Stats{ActiveLeaseCount: 1}, engineStats(f.q), "leases are untouched")
 
 	// Empty: nothing returned, nothing recorded.
 	items, more, err = f.q.DrainN(ctx, 3, 100)
@@ -135,7 +135,7 @@ func TestDrainNByBytes(t *testing.T) {
 
 	// Room freed by a paged drain is usable at once.
 	mustEnqueue(t, f.q, "again")
-	assert.Equal(t, 1, f.q.Stats().PendingCount)
+	assert.Equal(t, 1, engineStats(f.q).PendingCount)
 }
 
 func TestDispatcherDrainPaged(t *testing.T) {

@@ -118,7 +118,7 @@ func TestEnqueueValidation(t *testing.T) {
 	}
 	var nilItem *resourcelease.Item
 	assert.Equal(t, resourcelease.CodePayloadRequired, resourcelease.CodeOf(nilItem.Validate()))
-	assert.Equal(t, 0, f.q.Stats().PendingCount)
+	assert.Equal(t, 0, engineStats(f.q).PendingCount)
 }
 
 func TestConfigValidation(t *testing.T) {
@@ -173,8 +173,8 @@ func TestHugeRestoredAttemptDeadLetters(t *testing.T) {
 	_, err := f.q.Restore(ctx, []resourcelease.PendingItem{{Payload: item("a"), Attempt: 1<<63 - 1, SequenceID: 7}})
 	require.NoError(t, err)
 	l := mustLease(t, f.q, "w")
-	require.NoError(t, f.q.Fail(ctx, l.OwnershipToken, resourcelease.FailOptions{Requeue: true}))
-	assert.Equal(t, resourcelease.Stats{DeadLetterCount: 1}, f.q.Stats())
+	require.NoError(t, f.q.Fail(ctx, l.OwnershipToken, resourcelease.FailOptions{}))
+	assert.Equal(t, resourcelease.Stats{DeadLetterCount: 1}, engineStats(f.q))
 }
 
 func TestLeaseOldestReadyFirst(t *testing.T) {
@@ -185,7 +185,7 @@ func TestLeaseOldestReadyFirst(t *testing.T) {
 	assert.Equal(t, "a", la.Payload.ResourceID)
 	assert.Equal(t, "b", lb.Payload.ResourceID)
 	// a failed with requeue is older than c, so it comes back first.
-	require.NoError(t, f.q.Fail(ctx, la.OwnershipToken, resourcelease.FailOptions{Reason: "boom", ErrorCode: "demo.boom", Requeue: true}))
+	require.NoError(t, f.q.Fail(ctx, la.OwnershipToken, resourcelease.FailOptions{Reason: "boom", ErrorCode: "demo.boom"}))
 	again := mustLease(t, f.q, "w")
 	assert.Equal(t, "a", again.Payload.ResourceID)
 	assert.Equal(t, 2, again.Attempt)
@@ -214,10 +214,11 @@ func TestLeaseFields(t *testing.T) {
 	assert.Equal(t, "peer-1", l.OwnerPeerID)
 	assert.True(t, l.EnqueuedAt.Equal(start))
 	assert.True(t, l.LeaseExpiresAt.Equal(start.Add(11*time.Second)))
-	assert.Equal(t, int64(2000), l.HeartbeatIntervalMs)
+	assert.Equal(t, 2*time.Second, l.HeartbeatInterval)
+	assert.Equal(t, 10*time.Second, l.TTL, "the lease duration: granted at once")
 	assert.Equal(t, resourcelease.OwnershipToken{SequenceID: 1, Attempt: 1, LeaseID: l.OwnershipToken.LeaseID}, l.OwnershipToken)
 	assert.Equal(t, byte(4), l.OwnershipToken.LeaseID[6]>>4, "lease ids are version-4 UUIDs")
-	assert.Equal(t, resourcelease.Stats{PendingCount: 0, ActiveLeaseCount: 1}, f.q.Stats())
+	assert.Equal(t, resourcelease.Stats{PendingCount: 0, ActiveLeaseCount: 1}, engineStats(f.q))
 }
 
 func TestHeartbeatExtendsLease(t *testing.T) {
@@ -225,14 +226,15 @@ func TestHeartbeatExtendsLease(t *testing.T) {
 	mustEnqueue(t, f.q, "a")
 	l := mustLease(t, f.q, "w")
 	f.clock.Advance(8 * time.Second)
-	exp, err := f.q.Heartbeat(ctx, l.OwnershipToken)
+	hb, err := f.q.Heartbeat(ctx, l.OwnershipToken)
 	require.NoError(t, err)
-	assert.True(t, exp.Equal(f.clock.Now().Add(10*time.Second)))
+	assert.True(t, hb.LeaseExpiresAt.Equal(f.clock.Now().Add(10*time.Second)))
+	assert.Equal(t, 10*time.Second, hb.TTL)
 	f.clock.Advance(8 * time.Second) // 16 s after the lease: alive thanks to the heartbeat
 	_, err = f.q.Heartbeat(ctx, l.OwnershipToken)
 	require.NoError(t, err)
 	require.NoError(t, f.q.Complete(ctx, l.OwnershipToken))
-	assert.Equal(t, resourcelease.Stats{}, f.q.Stats())
+	assert.Equal(t, resourcelease.Stats{}, engineStats(f.q))
 }
 
 // TestSweepExpiresInExpiryOrder: leases expire in the order of their expiry,
@@ -279,7 +281,7 @@ func TestSweepExpiresInExpiryOrder(t *testing.T) {
 		f.clock.Advance(start.Add(st.at).Sub(f.clock.Now()))
 		f.q.Sweep()
 		assert.Equal(t, st.want, expired(), "after %v", st.at)
-		assert.Equal(t, 3-len(st.want), f.q.Stats().ActiveLeaseCount, "after %v", st.at)
+		assert.Equal(t, 3-len(st.want), engineStats(f.q).ActiveLeaseCount, "after %v", st.at)
 	}
 }
 
@@ -289,10 +291,10 @@ func TestFencing(t *testing.T) {
 	type step func(f fixture, l *resourcelease.Lease)
 	complete := func(f fixture, l *resourcelease.Lease) { require.NoError(t, f.q.Complete(ctx, l.OwnershipToken)) }
 	failRequeue := func(f fixture, l *resourcelease.Lease) {
-		require.NoError(t, f.q.Fail(ctx, l.OwnershipToken, resourcelease.FailOptions{Requeue: true}))
+		require.NoError(t, f.q.Fail(ctx, l.OwnershipToken, resourcelease.FailOptions{}))
 	}
 	failDead := func(f fixture, l *resourcelease.Lease) {
-		require.NoError(t, f.q.Fail(ctx, l.OwnershipToken, resourcelease.FailOptions{Requeue: false}))
+		require.NoError(t, f.q.Fail(ctx, l.OwnershipToken, resourcelease.FailOptions{DeadLetter: true}))
 	}
 	expire := func(f fixture, l *resourcelease.Lease) { f.clock.Advance(31 * time.Second) }
 	expireThenRelease := func(f fixture, l *resourcelease.Lease) {
@@ -315,7 +317,7 @@ func TestFencing(t *testing.T) {
 			_, err := f.q.Heartbeat(ctx, l.OwnershipToken)
 			assert.ErrorIs(t, err, resourcelease.ErrUnknownToken)
 			assert.ErrorIs(t, f.q.Complete(ctx, l.OwnershipToken), resourcelease.ErrUnknownToken)
-			assert.ErrorIs(t, f.q.Fail(ctx, l.OwnershipToken, resourcelease.FailOptions{Requeue: true}), resourcelease.ErrUnknownToken)
+			assert.ErrorIs(t, f.q.Fail(ctx, l.OwnershipToken, resourcelease.FailOptions{}), resourcelease.ErrUnknownToken)
 			assert.Equal(t, resourcelease.StatusNotFound, resourcelease.StatusOf(f.q.Complete(ctx, l.OwnershipToken)))
 		})
 	}
@@ -355,7 +357,7 @@ func TestExpirySweeperRequeues(t *testing.T) {
 	l := mustLease(t, f.q, "w")
 	f.clock.Advance(5 * time.Second)
 	f.q.Sweep()
-	st := f.q.Stats()
+	st := engineStats(f.q)
 	assert.Equal(t, 1, st.PendingCount)
 	assert.Equal(t, 0, st.ActiveLeaseCount)
 	again := mustLease(t, f.q, "w2")
@@ -377,7 +379,7 @@ func TestSweeperGoroutine(t *testing.T) {
 	expired := make(chan struct{})
 	var once sync.Once
 	go func() {
-		for f.q.Stats().PendingCount == 0 {
+		for engineStats(f.q).PendingCount == 0 {
 			require.True(t, f.clock.WaitForTimers(1, 5*time.Second), "sweeper timer")
 			f.clock.Advance(time.Second)
 		}
@@ -402,9 +404,9 @@ func TestMaxDeliveryAttemptsDeadLetters(t *testing.T) {
 			f.q.Sweep()
 			continue
 		}
-		require.NoError(t, f.q.Fail(ctx, l.OwnershipToken, resourcelease.FailOptions{Reason: fmt.Sprint("fail ", attempt), Requeue: true}))
+		require.NoError(t, f.q.Fail(ctx, l.OwnershipToken, resourcelease.FailOptions{Reason: fmt.Sprint("fail ", attempt)}))
 	}
-	assert.Equal(t, resourcelease.Stats{DeadLetterCount: 1}, f.q.Stats())
+	assert.Equal(t, resourcelease.Stats{DeadLetterCount: 1}, engineStats(f.q))
 	dl, err := f.q.DeadLetters(ctx, 0)
 	require.NoError(t, err)
 	require.Len(t, dl, 1)
@@ -436,7 +438,7 @@ func TestDeadLetterListRedrivePurge(t *testing.T) {
 	mustEnqueue(t, f.q, "a", "b", "c")
 	for range 3 {
 		l := mustLease(t, f.q, "w")
-		require.NoError(t, f.q.Fail(ctx, l.OwnershipToken, resourcelease.FailOptions{Reason: "poison", ErrorCode: "demo.poison"}))
+		require.NoError(t, f.q.Fail(ctx, l.OwnershipToken, resourcelease.FailOptions{Reason: "poison", ErrorCode: "demo.poison", DeadLetter: true}))
 	}
 	dl, err := f.q.DeadLetters(ctx, 2)
 	require.NoError(t, err)
@@ -445,23 +447,23 @@ func TestDeadLetterListRedrivePurge(t *testing.T) {
 	assert.Equal(t, "failed without requeue: poison", dl[0].Reason)
 	assert.True(t, dl[0].DeadLetteredAt.Equal(f.clock.Now()))
 
-	n, err := f.q.Redrive(ctx, []int64{2, 42})
+	n, err := f.q.Redrive(ctx, resourcelease.DeadLetterSelection{SequenceIDs: []int64{2, 42}})
 	require.NoError(t, err)
 	assert.Equal(t, 1, n, "unknown ids are ignored")
 	l := mustLease(t, f.q, "w")
 	assert.Equal(t, int64(2), l.SequenceID)
 	assert.Equal(t, 1, l.Attempt, "redrive resets the attempt")
 
-	n, err = f.q.Purge(ctx, []int64{1})
+	n, err = f.q.Purge(ctx, resourcelease.DeadLetterSelection{SequenceIDs: []int64{1}})
 	require.NoError(t, err)
 	assert.Equal(t, 1, n)
-	n, err = f.q.Redrive(ctx, nil)
+	n, err = f.q.Redrive(ctx, resourcelease.DeadLetterSelection{All: true})
 	require.NoError(t, err)
-	assert.Equal(t, 1, n, "empty ids redrive all")
-	n, err = f.q.Purge(ctx, nil)
+	assert.Equal(t, 1, n, "all redrives every dead letter")
+	n, err = f.q.Purge(ctx, resourcelease.DeadLetterSelection{All: true})
 	require.NoError(t, err)
 	assert.Equal(t, 0, n)
-	assert.Equal(t, resourcelease.Stats{PendingCount: 1, ActiveLeaseCount: 1}, f.q.Stats())
+	assert.Equal(t, resourcelease.Stats{PendingCount: 1, ActiveLeaseCount: 1}, engineStats(f.q))
 }
 
 func TestRequeueDelayAndBackoff(t *testing.T) {
@@ -479,7 +481,7 @@ func TestRequeueDelayAndBackoff(t *testing.T) {
 			mustEnqueue(t, f.q, "a")
 			for _, d := range tc.delays {
 				l := mustLease(t, f.q, "w")
-				require.NoError(t, f.q.Fail(ctx, l.OwnershipToken, resourcelease.FailOptions{Requeue: true}))
+				require.NoError(t, f.q.Fail(ctx, l.OwnershipToken, resourcelease.FailOptions{}))
 				f.clock.Advance(d - time.Millisecond)
 				none, err := f.q.Lease(ctx, "w", 0)
 				require.NoError(t, err)
@@ -495,7 +497,7 @@ func TestDrainAndRestoreKeepBookkeeping(t *testing.T) {
 	f := newQueue(t, resourcelease.QueueConfig{})
 	mustEnqueue(t, f.q, "a", "b", "c")
 	la := mustLease(t, f.q, "w")
-	require.NoError(t, f.q.Fail(ctx, la.OwnershipToken, resourcelease.FailOptions{Reason: "x", Requeue: true}))
+	require.NoError(t, f.q.Fail(ctx, la.OwnershipToken, resourcelease.FailOptions{Reason: "x"}))
 	lb := mustLease(t, f.q, "w") // a again (oldest)
 	require.Equal(t, "a", lb.Payload.ResourceID)
 
@@ -503,7 +505,7 @@ func TestDrainAndRestoreKeepBookkeeping(t *testing.T) {
 	require.NoError(t, err)
 	require.Len(t, items, 2, "leased items are not drained")
 	assert.Equal(t, []string{"b", "c"}, []string{items[0].Payload.ResourceID, items[1].Payload.ResourceID})
-	assert.Equal(t, resourcelease.Stats{ActiveLeaseCount: 1}, f.q.Stats())
+	assert.Equal(t, resourcelease.Stats{ActiveLeaseCount: 1}, engineStats(f.q))
 
 	// Move the drained items to another queue: bookkeeping is kept.
 	g := newQueue(t, resourcelease.QueueConfig{})
@@ -518,7 +520,7 @@ func TestDrainAndRestoreKeepBookkeeping(t *testing.T) {
 	assert.Greater(t, res.SequenceID, items[1].SequenceID, "new ids stay above restored ones")
 
 	// A failed-then-drained item keeps attempt, lastError and last token.
-	require.NoError(t, f.q.Fail(ctx, lb.OwnershipToken, resourcelease.FailOptions{Reason: "again", Requeue: true}))
+	require.NoError(t, f.q.Fail(ctx, lb.OwnershipToken, resourcelease.FailOptions{Reason: "again"}))
 	items, err = f.q.Drain(ctx)
 	require.NoError(t, err)
 	require.Len(t, items, 1)
@@ -553,7 +555,7 @@ func TestRestoreRejectsBadItems(t *testing.T) {
 			n, err := f.q.Restore(ctx, tc.items)
 			assert.Equal(t, 0, n)
 			assert.Equal(t, tc.code, resourcelease.CodeOf(err))
-			assert.Equal(t, 1, f.q.Stats().PendingCount, "nothing restored")
+			assert.Equal(t, 1, engineStats(f.q).PendingCount, "nothing restored")
 		})
 	}
 }
@@ -569,7 +571,7 @@ func TestRequestIDDedupe(t *testing.T) {
 	require.NoError(t, err)
 	assert.True(t, dup.Duplicate)
 	assert.Equal(t, first.SequenceID, dup.SequenceID)
-	assert.Equal(t, 1, f.q.Stats().PendingCount)
+	assert.Equal(t, 1, engineStats(f.q).PendingCount)
 	// Completing the item does not reopen the window.
 	l := mustLease(t, f.q, "w")
 	require.NoError(t, f.q.Complete(ctx, l.OwnershipToken))
@@ -659,7 +661,7 @@ func TestCapacity(t *testing.T) {
 		cancel()
 		err := <-done
 		assert.Equal(t, resourcelease.StatusCancelled, resourcelease.StatusOf(err))
-		assert.Equal(t, 1, f.q.Stats().PendingCount)
+		assert.Equal(t, 1, engineStats(f.q).PendingCount)
 	})
 	t.Run("wait until room", func(t *testing.T) {
 		f := newQueue(t, resourcelease.QueueConfig{Capacity: 1})
@@ -669,7 +671,7 @@ func TestCapacity(t *testing.T) {
 		l := mustLease(t, f.q, "w") // makes room
 		require.NoError(t, <-done)
 		assert.Equal(t, "a", l.Payload.ResourceID)
-		assert.Equal(t, 1, f.q.Stats().PendingCount)
+		assert.Equal(t, 1, engineStats(f.q).PendingCount)
 	})
 }
 
@@ -844,7 +846,7 @@ func TestFailedLeaseAckReleasesTheItem(t *testing.T) {
 				mustEnqueue(t, f.q, "a")                                 // handed to the waiter, ack fails
 				require.ErrorIs(t, <-done, &resourcelease.Error{Code: resourcelease.CodeReplicationFailed})
 			}
-			assert.Equal(t, resourcelease.Stats{PendingCount: 1}, f.q.Stats(), "released, not stranded")
+			assert.Equal(t, resourcelease.Stats{PendingCount: 1}, engineStats(f.q), "released, not stranded")
 			l := mustLease(t, f.q, "w")
 			assert.Equal(t, 1, l.Attempt, "the failed grant did not count as an attempt")
 			kinds := j.kinds()
@@ -859,9 +861,9 @@ func TestRelease(t *testing.T) {
 	f := newQueue(t, resourcelease.QueueConfig{})
 	mustEnqueue(t, f.q, "a")
 	l := mustLease(t, f.q, "w")
-	require.NoError(t, f.q.Release(ctx, l.OwnershipToken))
-	assert.Equal(t, resourcelease.Stats{PendingCount: 1}, f.q.Stats())
-	assert.ErrorIs(t, f.q.Release(ctx, l.OwnershipToken), resourcelease.ErrUnknownToken)
+	require.NoError(t, f.q.Release(ctx, l.OwnershipToken, resourcelease.ReleaseOptions{}))
+	assert.Equal(t, resourcelease.Stats{PendingCount: 1}, engineStats(f.q))
+	assert.ErrorIs(t, f.q.Release(ctx, l.OwnershipToken, resourcelease.ReleaseOptions{}), resourcelease.ErrUnknownToken)
 	assert.ErrorIs(t, f.q.Complete(ctx, l.OwnershipToken), resourcelease.ErrUnknownToken)
 	again := mustLease(t, f.q, "w2")
 	assert.Equal(t, 1, again.Attempt, "a released lease does not count as an attempt")
@@ -901,7 +903,7 @@ func TestRebuildUnderAClockThatStepsBack(t *testing.T) {
 			live++
 		}
 	}
-	assert.Equal(t, live, q.Stats().ActiveLeaseCount, "after a sweep, exactly the leases whose expiry is still ahead are live (b expires %v)", b.LeaseExpiresAt)
+	assert.Equal(t, live, engineStats(q).ActiveLeaseCount, "after a sweep, exactly the leases whose expiry is still ahead are live (b expires %v)", b.LeaseExpiresAt)
 }
 
 // settableClock is a clock that can be set backwards (ManualClock never
@@ -948,4 +950,122 @@ func TestRebuildWithDedupeFromTheFuture(t *testing.T) {
 	again, err := q.Enqueue(ctx, x)
 	require.NoError(t, err)
 	assert.False(t, again.Duplicate, "request x seen 11 min ago with a 10 min window")
+}
+
+// TestReleaseSemantics: a released item goes back to its old place (ahead of
+// items enqueued after it), at once or after its delay, without counting an
+// attempt or applying the requeue delay; the release beyond MaxReleases in a
+// row counts as a failed attempt (lastError CodeReleaseLimit, the requeue
+// delay applies), and the count restarts once the attempt changes.
+func TestReleaseSemantics(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name        string
+		maxReleases int
+		delay       time.Duration
+		releases    int // releases in a row of the first item
+		wantAttempt int
+		wantReady   time.Duration // after the last release, from then
+		wantCode    string
+	}{
+		{"one release", 0, 0, 1, 1, 0, ""},
+		{"delayed", 0, 5 * time.Second, 1, 1, 5 * time.Second, ""},
+		{"up to the limit", 3, 0, 3, 1, 0, ""},
+		{"one over the limit", 3, 0, 4, 2, time.Minute, resourcelease.CodeReleaseLimit},
+		{"over the limit with a delay", 1, 5 * time.Second, 2, 2, time.Minute, resourcelease.CodeReleaseLimit},
+		{"no limit", -1, 0, 25, 1, 0, ""},
+		{"the default limit", 0, 0, resourcelease.DefaultMaxReleases + 1, 2, time.Minute, resourcelease.CodeReleaseLimit},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			f := newQueue(t, resourcelease.QueueConfig{MaxReleases: tt.maxReleases, RequeueDelay: time.Minute})
+			mustEnqueue(t, f.q, "a", "b")
+			for i := range tt.releases {
+				l := mustLease(t, f.q, "w")
+				require.Equal(t, "a", l.Payload.ResourceID, "release %d: the released item is back in its old place", i)
+				require.NoError(t, f.q.Release(ctx, l.OwnershipToken, resourcelease.ReleaseOptions{Delay: tt.delay}))
+				f.clock.Advance(tt.delay)
+			}
+			items, err := f.q.Drain(ctx)
+			require.NoError(t, err)
+			require.Len(t, items, 2)
+			a := items[0]
+			require.Equal(t, "a", a.Payload.ResourceID)
+			assert.Equal(t, tt.wantAttempt, a.Attempt)
+			if tt.wantCode == "" {
+				assert.Nil(t, a.LastError)
+				assert.Equal(t, tt.releases, a.Releases)
+			} else {
+				require.NotNil(t, a.LastError)
+				assert.Equal(t, tt.wantCode, a.LastError.Code)
+				assert.Zero(t, a.Releases, "the count restarts with the attempt")
+			}
+			if tt.wantReady > 0 && tt.wantCode != "" {
+				assert.True(t, a.ReadyAt.After(f.clock.Now()), "the requeue delay applies: ready at %v", a.ReadyAt)
+			}
+		})
+	}
+}
+
+// TestReleaseDelayKeepsTheItemBack: during its delay a released item is not
+// leased (the next one is), and it is once the delay has passed.
+func TestReleaseDelayKeepsTheItemBack(t *testing.T) {
+	t.Parallel()
+	f := newQueue(t, resourcelease.QueueConfig{})
+	mustEnqueue(t, f.q, "a", "b")
+	l := mustLease(t, f.q, "w")
+	require.NoError(t, f.q.Release(ctx, l.OwnershipToken, resourcelease.ReleaseOptions{Delay: 3 * time.Second}))
+	assert.Equal(t, "b", mustLease(t, f.q, "w").Payload.ResourceID)
+	none, err := f.q.Lease(ctx, "w", 0)
+	require.NoError(t, err)
+	assert.Nil(t, none, "a is held back by its delay")
+	f.clock.Advance(3 * time.Second)
+	again := mustLease(t, f.q, "w")
+	assert.Equal(t, "a", again.Payload.ResourceID)
+	assert.Equal(t, 1, again.Attempt)
+}
+
+// TestReleaseRefusesBadInput: a negative or huge delay, a zero token and a
+// stale token.
+func TestReleaseRefusesBadInput(t *testing.T) {
+	t.Parallel()
+	f := newQueue(t, resourcelease.QueueConfig{})
+	mustEnqueue(t, f.q, "a")
+	l := mustLease(t, f.q, "w")
+	for _, tt := range []struct {
+		name  string
+		token resourcelease.OwnershipToken
+		delay time.Duration
+		want  error
+	}{
+		{"negative delay", l.OwnershipToken, -time.Second, resourcelease.ErrInvalidArgument},
+		{"delay past MaxDuration", l.OwnershipToken, resourcelease.MaxDuration + 1, resourcelease.ErrInvalidArgument},
+		{"zero token", resourcelease.OwnershipToken{}, 0, &resourcelease.Error{Code: resourcelease.CodeTokenRequired}},
+		{"stale token", resourcelease.OwnershipToken{SequenceID: l.SequenceID, Attempt: 1, LeaseID: uuid.New()}, 0, resourcelease.ErrUnknownToken},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			err := f.q.Release(ctx, tt.token, resourcelease.ReleaseOptions{Delay: tt.delay})
+			require.ErrorIs(t, err, tt.want)
+		})
+	}
+	require.NoError(t, f.q.Complete(ctx, l.OwnershipToken), "the lease is untouched by the refused releases")
+}
+
+// TestQueueConfigMaxReleases: -1 and positive values are accepted, below -1
+// is refused.
+func TestQueueConfigMaxReleases(t *testing.T) {
+	t.Parallel()
+	for _, v := range []int{-1, 0, 1, 100} {
+		q, err := resourcelease.NewEngine(resourcelease.QueueConfig{MaxReleases: v})
+		require.NoError(t, err, "MaxReleases %d", v)
+		want := v
+		if v == 0 {
+			want = resourcelease.DefaultMaxReleases
+		}
+		assert.Equal(t, want, q.Config().MaxReleases)
+		require.NoError(t, q.Close())
+	}
+	_, err := resourcelease.NewEngine(resourcelease.QueueConfig{MaxReleases: -2})
+	require.ErrorIs(t, err, resourcelease.ErrInvalidArgument)
 }

@@ -127,6 +127,15 @@ const (
 	CodeCancelled              = "error.resourcelease.cancelled"
 	CodeInternal               = "error.resourcelease.internal"
 	CodeDeliveryAttemptsExceed = "error.resourcelease.max_delivery_attempts"
+	// CodeSelectionRequired: a redrive or purge named neither sequence ids
+	// nor all (or both).
+	CodeSelectionRequired = "resourcelease.deadletters.selection_required"
+	// CodeBatchTooLarge: a batch procedure got more than MaxBatchItems
+	// items, or a leaseBatch a maxItems outside 1..MaxBatchItems.
+	CodeBatchTooLarge = "resourcelease.batch.too_large"
+	// CodeReleaseLimit: the lastError of an item whose release counted as a
+	// failed attempt, because it was released MaxReleases times in a row.
+	CodeReleaseLimit = "error.resourcelease.release_limit"
 )
 
 // MetadataRetryAfterSeconds is the key of an Error's Metadata that says, in

@@ -53,10 +53,10 @@ func ExampleEngine_Fail() {
 	q.Enqueue(ctx, resourcelease.Item{ResourceType: "t", ResourceID: "r", PartitionKey: "p", PayloadEncoding: "raw"})
 
 	l, _ := q.Lease(ctx, "w", 0)
-	q.Fail(ctx, l.OwnershipToken, resourcelease.FailOptions{Reason: "db timeout", ErrorCode: "app.timeout", Requeue: true})
+	q.Fail(ctx, l.OwnershipToken, resourcelease.FailOptions{Reason: "db timeout", ErrorCode: "app.timeout"})
 	l, _ = q.Lease(ctx, "w", 0)
 	fmt.Println("attempt", l.Attempt, "lastError", l.LastError.Code)
-	q.Fail(ctx, l.OwnershipToken, resourcelease.FailOptions{Reason: "db timeout", Requeue: true})
+	q.Fail(ctx, l.OwnershipToken, resourcelease.FailOptions{Reason: "db timeout"})
 
 	dead, _ := q.DeadLetters(ctx, 0)
 	fmt.Println(len(dead), "dead letter:", dead[0].Reason)

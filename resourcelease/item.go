@@ -66,17 +66,32 @@ type ErrorInfo struct {
 }
 
 // Lease is a granted lease: the item, its delivery bookkeeping and the token
-// the worker must present to heartbeat, complete or fail it.
+// the worker must present to heartbeat, complete, fail or release it.
+//
+// On the wire it is {"payload","sequenceId","attempt","enqueuedAt",
+// "lastError","ownershipToken","ownerPeerId","leaseExpiresAt","leaseTtlMs",
+// "heartbeatIntervalMs"}.
 type Lease struct {
-	Payload             Item           `json:"payload"`
-	SequenceID          int64          `json:"sequenceId"`
-	Attempt             int            `json:"attempt"`
-	EnqueuedAt          time.Time      `json:"enqueuedAt"`
-	LastError           *ErrorInfo     `json:"lastError"`
-	OwnershipToken      OwnershipToken `json:"ownershipToken"`
-	OwnerPeerID         string         `json:"ownerPeerId"`
-	LeaseExpiresAt      time.Time      `json:"leaseExpiresAt"`
-	HeartbeatIntervalMs int64          `json:"heartbeatIntervalMs"`
+	Payload    Item
+	SequenceID int64
+	Attempt    int
+	EnqueuedAt time.Time
+	// LastError is the failure of the previous attempt; nil on a first
+	// delivery.
+	LastError      *ErrorInfo
+	OwnershipToken OwnershipToken
+	OwnerPeerID    string
+	// LeaseExpiresAt is the expiry in the dispatcher's clock. It is for
+	// display: a worker times the lease with TTL and its own clock.
+	LeaseExpiresAt time.Time
+	// TTL is how long the lease has left, counted from when the dispatcher
+	// received the lease request (for a long-poll, the wait is included):
+	// the time the worker sent the request plus TTL is never later than
+	// the dispatcher's expiry, whatever the two clocks say. Zero when the
+	// dispatcher did not say (a server that predates it).
+	TTL time.Duration
+	// HeartbeatInterval is how often the dispatcher advises heartbeating.
+	HeartbeatInterval time.Duration
 }
 
 // PendingItem is an item waiting to be leased, as drain returns it and restore
@@ -91,6 +106,10 @@ type PendingItem struct {
 	LastOwnershipToken *OwnershipToken `json:"lastOwnershipToken,omitempty"`
 	// ReadyAt, when set, is the earliest time the item may be leased (requeue delay).
 	ReadyAt time.Time `json:"readyAt,omitzero"`
+	// Releases counts the releases of the item since its attempt last
+	// changed; at QueueConfig.MaxReleases the next release counts as a
+	// failed attempt.
+	Releases int `json:"releases,omitempty"`
 }
 
 // DeadLetter is an item that will not be delivered again until redriven.
@@ -106,22 +125,57 @@ type Stats struct {
 	ActiveLeaseCount   int  `json:"activeLeaseCount"`
 	DeadLetterCount    int  `json:"deadLetterCount"`
 	BackpressureActive bool `json:"backpressureActive"`
+	// Paused is true while leasing is paused (Engine.Pause); omitted when
+	// false, so older readers see the shape they know.
+	Paused bool `json:"paused,omitempty"`
 }
 
 // EnqueueResult is what an enqueue returns. A repeated RequestID within the
 // dedupe window returns the first enqueue's SequenceID with Duplicate set.
+// In an EnqueueBatch, Err is the refusal of that one item (and Stats are the
+// counts after the batch).
 type EnqueueResult struct {
 	SequenceID int64
 	Duplicate  bool
 	Stats      Stats
+	Err        error
 }
 
 // FailOptions describe a failure reported by a worker.
 type FailOptions struct {
 	Reason    string
 	ErrorCode string
-	// Requeue puts the item back (attempt+1) unless it has reached the maximum
-	// delivery attempts; false dead-letters it.
-	Requeue  bool
-	Metadata map[string]string
+	// DeadLetter dead-letters the item at once. By default it is requeued
+	// with its next attempt, unless it has reached the maximum delivery
+	// attempts.
+	DeadLetter bool
+	Metadata   map[string]string
+}
+
+// ReleaseOptions describe a release: a lease given back without counting
+// its attempt.
+type ReleaseOptions struct {
+	// Delay, when positive, keeps the item from being leased again for that
+	// long; by default it is ready at once.
+	Delay time.Duration
+}
+
+// DeadLetterSelection names the dead letters a redrive or purge acts on:
+// those with the given SequenceIDs, or All of them. The zero value selects
+// nothing and is refused (invalid-argument), so that a forgotten filter
+// never wipes the dead letters.
+type DeadLetterSelection struct {
+	SequenceIDs []int64
+	All         bool
+}
+
+// validate refuses an empty or ambiguous selection.
+func (s DeadLetterSelection) validate(verb string) error {
+	switch {
+	case s.All && len(s.SequenceIDs) > 0:
+		return Errorf(StatusInvalidArgument, CodeSelectionRequired, "%s: give sequenceIds or all, not both", verb)
+	case !s.All && len(s.SequenceIDs) == 0:
+		return Errorf(StatusInvalidArgument, CodeSelectionRequired, "%s needs sequenceIds, or all:true for every dead letter", verb)
+	}
+	return nil
 }

@@ -84,7 +84,7 @@ type DispatcherConfig struct {
 	// registration failure is an error from NewDispatcher. Close unregisters
 	// what NewDispatcher registered.
 	Registerer prometheus.Registerer
-	// Logger defaults to a logger that discards everything.
+	// Logger defaults to slog.Default(), as in every leasemesh package.
 	Logger *slog.Logger
 	// Clock is the engine's clock when Queue.Clock is nil. Defaults to
 	// SystemClock.
@@ -186,7 +186,7 @@ func NewDispatcher(cfg DispatcherConfig) (*LocalDispatcher, error) {
 		maxWait: cfg.MaxLeaseWait,
 	}
 	if d.log == nil {
-		d.log = slog.New(slog.DiscardHandler)
+		d.log = slog.Default()
 	}
 	if d.maxWait == 0 {
 		d.maxWait = DefaultMaxLeaseWait
@@ -220,7 +220,7 @@ func NewDispatcher(cfg DispatcherConfig) (*LocalDispatcher, error) {
 	if d.repl != nil || d.metrics != nil || d.health != nil || d.bp != nil {
 		// With nobody to tell, no journal: the engine then builds no Change
 		// at all, which is most of what a journal costs.
-		qcfg.Journal = JournalFunc(d.record)
+		qcfg.Journal = dispatcherJournal{d}
 	}
 	q, err := NewEngine(qcfg)
 	if err != nil {
@@ -228,7 +228,7 @@ func NewDispatcher(cfg DispatcherConfig) (*LocalDispatcher, error) {
 	}
 	d.queue = q
 	d.closeCtx, d.cancel = context.WithCancel(context.Background())
-	st := q.Stats()
+	st, _ := q.Stats(context.Background()) // a background context: it cannot fail
 	if d.metrics != nil {
 		d.metrics.setCounts(st.PendingCount, st.ActiveLeaseCount, st.DeadLetterCount)
 	}
@@ -314,6 +314,33 @@ func (d *LocalDispatcher) record(c *Change) Ack {
 	if d.repl != nil {
 		ack = d.repl.Record(c)
 	}
+	d.observe(c)
+	return ack
+}
+
+// recordAll is record for the changes of one batch: the Replicator gets
+// them as one unit when it can take one (BatchJournal), so a durable one
+// commits the batch in one transaction.
+func (d *LocalDispatcher) recordAll(cs []*Change) Ack {
+	var ack Ack
+	if bj, ok := d.repl.(BatchJournal); ok {
+		ack = bj.RecordAll(cs)
+	} else if d.repl != nil {
+		for _, c := range cs {
+			if a := d.repl.Record(c); a != nil {
+				ack = a
+			}
+		}
+	}
+	for _, c := range cs {
+		d.observe(c)
+	}
+	return ack
+}
+
+// observe updates metrics, peer health and backpressure from c. Callers
+// hold the queue's lock.
+func (d *LocalDispatcher) observe(c *Change) {
 	if d.metrics != nil {
 		d.metrics.observe(c, d.trackLease(c))
 	}
@@ -323,8 +350,13 @@ func (d *LocalDispatcher) record(c *Change) Ack {
 	if d.bp != nil {
 		d.bp.Observe(c.Pending, c.At)
 	}
-	return ack
 }
+
+// dispatcherJournal is the LocalDispatcher as its engine's Journal.
+type dispatcherJournal struct{ d *LocalDispatcher }
+
+func (j dispatcherJournal) Record(c *Change) Ack       { return j.d.record(c) }
+func (j dispatcherJournal) RecordAll(cs []*Change) Ack { return j.d.recordAll(cs) }
 
 // trackLease keeps d.leases in step with c and, for a dead letter that ended
 // a lease, says whether a fail or an expiry ended it: the engine expires a
@@ -500,7 +532,7 @@ func (d *LocalDispatcher) admit(ctx context.Context) error {
 }
 
 // Lease implements Dispatcher. The peer is req.PeerID, else the peer id of the
-// CallInfo in ctx, else its caller (ResolvePeerID). WaitMs is capped at
+// CallInfo in ctx, else its caller (ResolvePeerID). Wait is capped at
 // MaxLeaseWait; it returns (nil, nil) when nothing was available in time.
 // With RefuseUnhealthyPeers, a peer PeerHealth does not admit is refused with
 // ErrPeerIneligible, whose Metadata says when to come back.
@@ -510,26 +542,16 @@ func (d *LocalDispatcher) Lease(ctx context.Context, req *LeaseRequest) (*Lease,
 	if req != nil {
 		r = *req
 	}
-	if r.WaitMs < 0 {
-		return nil, Errorf(StatusInvalidArgument, CodeInvalidArgument, "waitMs must not be negative, got %d", r.WaitMs)
+	if r.Wait < 0 {
+		return nil, Errorf(StatusInvalidArgument, CodeInvalidArgument, "waitMs must not be negative, got %d", msCeil(r.Wait))
 	}
 	peer := ResolvePeerID(r.PeerID, CallInfoFrom(ctx))
-	admitted := false // PeerHealth admitted this request, so it hears how it ends
-	if d.health != nil && peer != "" {
-		retry := d.health.AdmitLease(peer, d.clock.Now())
-		if retry > 0 && d.refuse {
-			return nil, d.refusePeer(peer, retry)
-		}
-		admitted = retry == 0
+	admitted, err := d.admitPeer(peer)
+	if err != nil {
+		return nil, err
 	}
-	wait := d.maxWait
-	if r.WaitMs < int64(d.maxWait/time.Millisecond) {
-		wait = time.Duration(r.WaitMs) * time.Millisecond
-	}
-	l, err := d.queue.Lease(ctx, peer, wait)
-	if admitted && l == nil {
-		d.health.RecordLeaseMiss(peer, d.clock.Now())
-	}
+	l, err := d.queue.Lease(ctx, peer, min(r.Wait, d.maxWait))
+	d.leaseEnded(peer, admitted, l != nil)
 	if err != nil {
 		return nil, d.done("lease", err)
 	}
@@ -537,6 +559,28 @@ func (d *LocalDispatcher) Lease(ctx context.Context, req *LeaseRequest) (*Lease,
 		ownPayload(&l.Payload) // the caller may modify it; the engine's copy stays as it is
 	}
 	return l, nil
+}
+
+// admitPeer asks peer health whether peer may lease now: every lease request
+// is proof of life, and with RefuseUnhealthyPeers a peer whose breaker is
+// open is refused. admitted reports whether peer health counts this request,
+// so that leaseEnded must tell it how the request ended.
+func (d *LocalDispatcher) admitPeer(peer string) (admitted bool, err error) {
+	if d.health == nil || peer == "" {
+		return false, nil
+	}
+	retry := d.health.AdmitLease(peer, d.clock.Now())
+	if retry > 0 && d.refuse {
+		return false, d.refusePeer(peer, retry)
+	}
+	return retry == 0, nil
+}
+
+// leaseEnded tells peer health that an admitted lease request got nothing.
+func (d *LocalDispatcher) leaseEnded(peer string, admitted, leased bool) {
+	if admitted && !leased {
+		d.health.RecordLeaseMiss(peer, d.clock.Now())
+	}
 }
 
 // refusePeer is the refusal of a lease request from peer, told to come back
@@ -549,65 +593,61 @@ func (d *LocalDispatcher) refusePeer(peer string, wait time.Duration) *Error {
 		Metadata: map[string]string{MetadataRetryAfterSeconds: strconv.FormatInt(secs, 10)}}
 }
 
-func tokenOf(t *OwnershipToken) (OwnershipToken, error) {
-	if err := validateToken(t); err != nil {
-		return OwnershipToken{}, err
-	}
-	return *t, nil
-}
-
 // Heartbeat implements Dispatcher.
 func (d *LocalDispatcher) Heartbeat(ctx context.Context, req *HeartbeatRequest) (*HeartbeatResponse, error) {
-	var tp *OwnershipToken
+	var token OwnershipToken
 	if req != nil {
-		tp = req.OwnershipToken
+		token = req.OwnershipToken
 	}
-	token, err := tokenOf(tp)
-	if err != nil {
+	if err := validateToken(&token); err != nil {
 		return nil, err
 	}
-	exp, err := d.queue.Heartbeat(orBackground(ctx), token)
+	resp, err := d.queue.Heartbeat(orBackground(ctx), token)
 	if err != nil {
 		return nil, d.done("heartbeat", err)
 	}
-	return &HeartbeatResponse{Success: true, LeaseExpiresAt: exp}, nil
+	return &resp, nil
 }
 
 // Complete implements Dispatcher.
-func (d *LocalDispatcher) Complete(ctx context.Context, req *CompleteRequest) (*SuccessResponse, error) {
-	var tp *OwnershipToken
+func (d *LocalDispatcher) Complete(ctx context.Context, req *CompleteRequest) error {
+	var token OwnershipToken
 	if req != nil {
-		tp = req.OwnershipToken
+		token = req.OwnershipToken
 	}
-	token, err := tokenOf(tp)
-	if err != nil {
-		return nil, err
+	if err := validateToken(&token); err != nil {
+		return err
 	}
-	if err := d.queue.Complete(orBackground(ctx), token); err != nil {
-		return nil, d.done("complete", err)
-	}
-	return &SuccessResponse{Success: true}, nil
+	return d.done("complete", d.queue.Complete(orBackground(ctx), token))
 }
 
-// Fail implements Dispatcher. Requeue defaults to true when absent.
-func (d *LocalDispatcher) Fail(ctx context.Context, req *FailRequest) (*SuccessResponse, error) {
+// Fail implements Dispatcher: the item is requeued unless req.DeadLetter.
+func (d *LocalDispatcher) Fail(ctx context.Context, req *FailRequest) error {
 	var r FailRequest
 	if req != nil {
 		r = *req
 	}
-	token, err := tokenOf(r.OwnershipToken)
-	if err != nil {
-		return nil, err
+	if err := validateToken(&r.OwnershipToken); err != nil {
+		return err
 	}
-	requeue := true
-	if r.Requeue != nil {
-		requeue = *r.Requeue
+	opts := FailOptions{Reason: r.Reason, ErrorCode: r.ErrorCode, DeadLetter: r.DeadLetter, Metadata: maps.Clone(r.Metadata)}
+	return d.done("fail", d.queue.Fail(orBackground(ctx), r.OwnershipToken, opts))
+}
+
+// Release implements Dispatcher. A negative delay is invalid-argument.
+func (d *LocalDispatcher) Release(ctx context.Context, req *ReleaseRequest) error {
+	var r ReleaseRequest
+	if req != nil {
+		r = *req
 	}
-	opts := FailOptions{Reason: r.Reason, ErrorCode: r.ErrorCode, Requeue: requeue, Metadata: maps.Clone(r.Metadata)}
-	if err := d.queue.Fail(orBackground(ctx), token, opts); err != nil {
-		return nil, d.done("fail", err)
+	if err := validateToken(&r.OwnershipToken); err != nil {
+		return err
 	}
-	return &SuccessResponse{Success: true}, nil
+	if r.Delay < 0 {
+		return Errorf(StatusInvalidArgument, CodeInvalidArgument, "delayMs must not be negative, got %d", msCeil(r.Delay))
+	}
+	opts := ReleaseOptions{Delay: min(r.Delay, MaxDuration)}
+	return d.done("release", d.queue.Release(orBackground(ctx), r.OwnershipToken, opts))
 }
 
 // Drain implements Dispatcher.
@@ -664,8 +704,11 @@ func isZeroItem(it *Item) bool {
 
 // Stats implements Dispatcher, with BackpressureActive from the
 // BackpressureController.
-func (d *LocalDispatcher) Stats(_ context.Context, _ *StatsRequest) (*Stats, error) {
-	s := d.queue.Stats()
+func (d *LocalDispatcher) Stats(ctx context.Context, _ *StatsRequest) (*Stats, error) {
+	s, err := d.queue.Stats(orBackground(ctx))
+	if err != nil {
+		return nil, d.done("stats", err)
+	}
 	s.BackpressureActive = d.bp != nil && d.bp.Active()
 	return &s, nil
 }
@@ -689,29 +732,30 @@ func (d *LocalDispatcher) DeadLetters(ctx context.Context, req *DeadLettersReque
 	return &DeadLettersResponse{Items: items}, nil
 }
 
-// Redrive implements Dispatcher: the given dead letters (all when none are
-// given, or the request is nil) go back to pending with attempt 1. Unknown
-// ids are ignored.
+// Redrive implements Dispatcher: the selected dead letters go back to
+// pending with attempt 1. A request with neither SequenceIDs nor All (a nil
+// one included), or with both, is invalid-argument. Unknown ids are ignored.
 func (d *LocalDispatcher) Redrive(ctx context.Context, req *RedriveRequest) (*RedriveResponse, error) {
-	var ids []int64
+	var sel DeadLetterSelection
 	if req != nil {
-		ids = req.SequenceIDs
+		sel = DeadLetterSelection{SequenceIDs: req.SequenceIDs, All: req.All}
 	}
-	n, err := d.queue.Redrive(orBackground(ctx), ids)
+	n, err := d.queue.Redrive(orBackground(ctx), sel)
 	if err != nil {
 		return nil, d.done("redrive", err)
 	}
 	return &RedriveResponse{RedrivenCount: n}, nil
 }
 
-// Purge implements Dispatcher: the given dead letters (all when none are
-// given, or the request is nil) are deleted. Unknown ids are ignored.
+// Purge implements Dispatcher: the selected dead letters are deleted. A
+// request with neither SequenceIDs nor All (a nil one included), or with
+// both, is invalid-argument. Unknown ids are ignored.
 func (d *LocalDispatcher) Purge(ctx context.Context, req *PurgeRequest) (*PurgeResponse, error) {
-	var ids []int64
+	var sel DeadLetterSelection
 	if req != nil {
-		ids = req.SequenceIDs
+		sel = DeadLetterSelection{SequenceIDs: req.SequenceIDs, All: req.All}
 	}
-	n, err := d.queue.Purge(orBackground(ctx), ids)
+	n, err := d.queue.Purge(orBackground(ctx), sel)
 	if err != nil {
 		return nil, d.done("purge", err)
 	}
@@ -726,14 +770,4 @@ func (d *LocalDispatcher) Purge(ctx context.Context, req *PurgeRequest) (*PurgeR
 func ownPayload(it *Item) {
 	it.Body = bytes.Clone(it.Body)
 	it.Attributes = maps.Clone(it.Attributes)
-}
-
-// ReleaseLease gives a live lease back without counting its attempt (see
-// Engine.Release). The transport calls it when the client that asked for
-// a lease is gone by the time it is granted.
-func (d *LocalDispatcher) ReleaseLease(ctx context.Context, token OwnershipToken) error {
-	if err := d.queue.Release(orBackground(ctx), token); err != nil {
-		return d.done("release", err)
-	}
-	return nil
 }

@@ -59,7 +59,7 @@ func BenchmarkDispatcherCycle(b *testing.B) {
 				if err != nil || l == nil {
 					b.Fatal("lease", err)
 				}
-				if _, err := d.Complete(ctx, &resourcelease.CompleteRequest{OwnershipToken: &l.OwnershipToken}); err != nil {
+				if err := d.Complete(ctx, &resourcelease.CompleteRequest{OwnershipToken: l.OwnershipToken}); err != nil {
 					b.Fatal(err)
 				}
 			}

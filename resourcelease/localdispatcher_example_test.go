@@ -35,17 +35,16 @@ func ExampleNewDispatcher() {
 	fmt.Println("enqueued sequence", enq.SequenceID, "pending", enq.Stats.PendingCount)
 
 	worker := resourcelease.WithCallInfo(ctx, resourcelease.CallInfo{Caller: "worker-a"})
-	lease, err := d.Lease(worker, &resourcelease.LeaseRequest{WaitMs: 5000})
+	lease, err := d.Lease(worker, &resourcelease.LeaseRequest{Wait: 5000 * time.Millisecond})
 	if err != nil || lease == nil {
 		panic("no lease")
 	}
 	fmt.Println("leased", lease.Payload.ResourceID, "to", lease.OwnerPeerID, "attempt", lease.Attempt)
 
-	done, err := d.Complete(worker, &resourcelease.CompleteRequest{OwnershipToken: &lease.OwnershipToken})
-	if err != nil {
+	if err := d.Complete(worker, &resourcelease.CompleteRequest{OwnershipToken: lease.OwnershipToken}); err != nil {
 		panic(err)
 	}
-	fmt.Println("completed:", done.Success)
+	fmt.Println("completed:", true)
 
 	stats, _ := d.Stats(ctx, &resourcelease.StatsRequest{})
 	fmt.Printf("pending %d, active %d, backpressure %v\n", stats.PendingCount, stats.ActiveLeaseCount, stats.BackpressureActive)

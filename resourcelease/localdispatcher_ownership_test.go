@@ -31,8 +31,7 @@ func TestDispatcherPayloadsAreCopies(t *testing.T) {
 	l, err := d.Lease(ctx, &resourcelease.LeaseRequest{PeerID: "w"})
 	require.NoError(t, err)
 	scribble(&l.Payload)
-	no := false
-	_, err = d.Fail(ctx, &resourcelease.FailRequest{OwnershipToken: &l.OwnershipToken, Requeue: &no})
+	err = d.Fail(ctx, &resourcelease.FailRequest{OwnershipToken: l.OwnershipToken, DeadLetter: true})
 	require.NoError(t, err)
 
 	dead, err := d.DeadLetters(ctx, &resourcelease.DeadLettersRequest{})
@@ -41,7 +40,7 @@ func TestDispatcherPayloadsAreCopies(t *testing.T) {
 	require.Equal(t, "{}", string(dead.Items[0].Payload.Body))
 	scribble(&dead.Items[0].Payload)
 
-	_, err = d.Redrive(ctx, &resourcelease.RedriveRequest{})
+	_, err = d.Redrive(ctx, &resourcelease.RedriveRequest{All: true})
 	require.NoError(t, err)
 	drained, err := d.Drain(ctx, &resourcelease.DrainRequest{})
 	require.NoError(t, err)

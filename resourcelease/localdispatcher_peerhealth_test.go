@@ -54,12 +54,12 @@ func TestDispatcherPeerHealthFollowsLeases(t *testing.T) {
 
 	// A heartbeat later is the peer's latest activity.
 	f.clock.Advance(5 * time.Second)
-	_, err := f.d.Heartbeat(ctx, &resourcelease.HeartbeatRequest{OwnershipToken: &la.OwnershipToken})
+	_, err := f.d.Heartbeat(ctx, &resourcelease.HeartbeatRequest{OwnershipToken: la.OwnershipToken})
 	require.NoError(t, err)
 	assert.Equal(t, start.Add(5*time.Second), ldSnapshot(t, tr, "w1").LastHeartbeat)
 
 	// Complete releases it.
-	_, err = f.d.Complete(ctx, &resourcelease.CompleteRequest{OwnershipToken: &la.OwnershipToken})
+	err = f.d.Complete(ctx, &resourcelease.CompleteRequest{OwnershipToken: la.OwnershipToken})
 	require.NoError(t, err)
 	s = ldSnapshot(t, tr, "w1")
 	assert.Zero(t, s.ActiveAssignments)
@@ -78,19 +78,19 @@ func TestDispatcherPeerHealthFollowsLeases(t *testing.T) {
 	require.NotNil(t, s.LastDisconnect)
 	assert.Equal(t, resourcelease.DisconnectLeaseExpired, s.LastDisconnect.Reason)
 	assert.Equal(t, f.clock.Now(), s.LastDisconnect.Time)
-	_, err = f.d.Complete(ctx, &resourcelease.CompleteRequest{OwnershipToken: &lb.OwnershipToken})
+	err = f.d.Complete(ctx, &resourcelease.CompleteRequest{OwnershipToken: lb.OwnershipToken})
 	assert.ErrorIs(t, err, resourcelease.ErrUnknownToken)
 
 	// w3 fails with requeue, then without: both are releases, the second
 	// dead-letters the item, and w3 stays healthy with no disconnect.
 	l := f.lease(t, "w3")
-	_, err = f.d.Fail(ctx, &resourcelease.FailRequest{OwnershipToken: &l.OwnershipToken, Reason: "retry me"})
+	err = f.d.Fail(ctx, &resourcelease.FailRequest{OwnershipToken: l.OwnershipToken, Reason: "retry me"})
 	require.NoError(t, err)
 	s = ldSnapshot(t, tr, "w3")
 	assert.True(t, s.IsHealthy)
 	assert.Nil(t, s.LastDisconnect)
 	l = f.lease(t, "w3")
-	_, err = f.d.Fail(ctx, &resourcelease.FailRequest{OwnershipToken: &l.OwnershipToken, Requeue: ldBool(false)})
+	err = f.d.Fail(ctx, &resourcelease.FailRequest{OwnershipToken: l.OwnershipToken, DeadLetter: true})
 	require.NoError(t, err)
 	s = ldSnapshot(t, tr, "w3")
 	assert.Nil(t, s.LastDisconnect, "a fail without requeue is not a disconnect")
@@ -104,7 +104,7 @@ func TestDispatcherPeerHealthFollowsLeases(t *testing.T) {
 		l = f.lease(t, "w4")
 		require.Equal(t, "c", l.Payload.ResourceID)
 		require.Equal(t, attempt, l.Attempt)
-		_, err = f.d.Fail(ctx, &resourcelease.FailRequest{OwnershipToken: &l.OwnershipToken})
+		err = f.d.Fail(ctx, &resourcelease.FailRequest{OwnershipToken: l.OwnershipToken})
 		require.NoError(t, err)
 	}
 	s = ldSnapshot(t, tr, "w4")
@@ -163,19 +163,19 @@ func TestDispatcherFailWithoutRequeueDoesNotRefuse(t *testing.T) {
 	for i := range 5 {
 		f.enqueue(t, fmt.Sprintf("poison-%d", i))
 		l := f.lease(t, "w")
-		_, err := f.d.Fail(ctx, &resourcelease.FailRequest{OwnershipToken: &l.OwnershipToken, Requeue: ldBool(false), Reason: "poison"})
+		err := f.d.Fail(ctx, &resourcelease.FailRequest{OwnershipToken: l.OwnershipToken, DeadLetter: true, Reason: "poison"})
 		require.NoError(t, err)
 	}
 	f.enqueue(t, "last-attempt")
 	for range 3 {
 		l := f.lease(t, "w")
-		_, err := f.d.Fail(ctx, &resourcelease.FailRequest{OwnershipToken: &l.OwnershipToken})
+		err := f.d.Fail(ctx, &resourcelease.FailRequest{OwnershipToken: l.OwnershipToken})
 		require.NoError(t, err)
 	}
 	for i := range 10 {
 		f.enqueue(t, fmt.Sprintf("good-%d", i))
 		l := f.lease(t, "w") // fails the test if refused
-		_, err := f.d.Complete(ctx, &resourcelease.CompleteRequest{OwnershipToken: &l.OwnershipToken})
+		err := f.d.Complete(ctx, &resourcelease.CompleteRequest{OwnershipToken: l.OwnershipToken})
 		require.NoError(t, err)
 	}
 	st, _ := f.d.Stats(ctx, nil)
@@ -228,7 +228,7 @@ func TestDispatcherBreaker(t *testing.T) {
 			require.NoError(t, err)
 			require.NotNil(t, l)
 			assert.Equal(t, "w-good", l.OwnerPeerID)
-			_, err = f.d.Complete(ctx, &resourcelease.CompleteRequest{OwnershipToken: &l.OwnershipToken})
+			err = f.d.Complete(ctx, &resourcelease.CompleteRequest{OwnershipToken: l.OwnershipToken})
 			require.NoError(t, err)
 
 			// After the cool-down one lease is let through (half-open); a
@@ -240,7 +240,7 @@ func TestDispatcherBreaker(t *testing.T) {
 			requireRefused(t, err, "w-bad", "1")
 
 			// Its heartbeat closes the breaker.
-			_, err = f.d.Heartbeat(ctx, &resourcelease.HeartbeatRequest{OwnershipToken: &trial.OwnershipToken})
+			_, err = f.d.Heartbeat(ctx, &resourcelease.HeartbeatRequest{OwnershipToken: trial.OwnershipToken})
 			require.NoError(t, err)
 			s := ldSnapshot(t, tr, "w-bad")
 			assert.Equal(t, peerhealth.BreakerClosed, s.Breaker)
@@ -287,7 +287,7 @@ func TestDispatcherBreakerHalfOpen(t *testing.T) {
 		assert.True(t, tr.IsPeerEligible("w-bad"), "the next request is the trial")
 		f.enqueue(t, "z")
 		l = f.lease(t, "w-bad")
-		_, err = f.d.Complete(ctx, &resourcelease.CompleteRequest{OwnershipToken: &l.OwnershipToken})
+		err = f.d.Complete(ctx, &resourcelease.CompleteRequest{OwnershipToken: l.OwnershipToken})
 		require.NoError(t, err)
 		assert.Equal(t, peerhealth.BreakerClosed, ldSnapshot(t, tr, "w-bad").Breaker)
 	})

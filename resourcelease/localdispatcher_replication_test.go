@@ -115,17 +115,17 @@ func TestDispatcherReplicationEvents(t *testing.T) {
 
 			f.enqueue(t, "a", "b")
 			la := f.lease(t, "w1")
-			_, err = d.Heartbeat(ctx, &resourcelease.HeartbeatRequest{OwnershipToken: &la.OwnershipToken})
+			_, err = d.Heartbeat(ctx, &resourcelease.HeartbeatRequest{OwnershipToken: la.OwnershipToken})
 			require.NoError(t, err)
-			_, err = d.Complete(ctx, &resourcelease.CompleteRequest{OwnershipToken: &la.OwnershipToken})
+			err = d.Complete(ctx, &resourcelease.CompleteRequest{OwnershipToken: la.OwnershipToken})
 			require.NoError(t, err)
 			lb := f.lease(t, "w2")
-			_, err = d.Fail(ctx, &resourcelease.FailRequest{OwnershipToken: &lb.OwnershipToken, Reason: "flaky", ErrorCode: "app.flaky", Metadata: map[string]string{"host": "h1"}})
+			err = d.Fail(ctx, &resourcelease.FailRequest{OwnershipToken: lb.OwnershipToken, Reason: "flaky", ErrorCode: "app.flaky", Metadata: map[string]string{"host": "h1"}})
 			require.NoError(t, err)
 			lb = f.lease(t, "w2")
-			_, err = d.Fail(ctx, &resourcelease.FailRequest{OwnershipToken: &lb.OwnershipToken, Reason: "broken", Requeue: ldBool(false)})
+			err = d.Fail(ctx, &resourcelease.FailRequest{OwnershipToken: lb.OwnershipToken, Reason: "broken", DeadLetter: true})
 			require.NoError(t, err)
-			_, err = d.Redrive(ctx, nil)
+			_, err = d.Redrive(ctx, &resourcelease.RedriveRequest{All: true})
 			require.NoError(t, err)
 			dr, err := d.Drain(ctx, nil)
 			require.NoError(t, err)
@@ -318,10 +318,10 @@ func TestDispatcherRestartSQLite(t *testing.T) {
 	f.enqueue(t, "a", "b", "c", "d")
 	held := f.lease(t, "w1") // a: still leased at the restart
 	done := f.lease(t, "w1") // b: completed, must not come back
-	_, err := n.d.Complete(ctx, &resourcelease.CompleteRequest{OwnershipToken: &done.OwnershipToken})
+	err := n.d.Complete(ctx, &resourcelease.CompleteRequest{OwnershipToken: done.OwnershipToken})
 	require.NoError(t, err)
 	dead := f.lease(t, "w1") // c: dead-lettered
-	_, err = n.d.Fail(ctx, &resourcelease.FailRequest{OwnershipToken: &dead.OwnershipToken, Reason: "poison", Requeue: ldBool(false)})
+	err = n.d.Fail(ctx, &resourcelease.FailRequest{OwnershipToken: dead.OwnershipToken, Reason: "poison", DeadLetter: true})
 	require.NoError(t, err)
 	lastSeq := n.repl.LastSequence()
 	recorded := n.coord.Recorded()
@@ -342,13 +342,13 @@ func TestDispatcherRestartSQLite(t *testing.T) {
 
 	// The lease taken before the restart is honoured: its worker heartbeats
 	// and completes it with the old token.
-	hb, err := n.d.Heartbeat(ctx, &resourcelease.HeartbeatRequest{OwnershipToken: &held.OwnershipToken})
+	hb, err := n.d.Heartbeat(ctx, &resourcelease.HeartbeatRequest{OwnershipToken: held.OwnershipToken})
 	require.NoError(t, err)
 	assert.Equal(t, clock.Now().Add(10*time.Second), hb.LeaseExpiresAt)
 	s, ok := n.tracker.Snapshot("w1")
 	require.True(t, ok, "the heartbeat told the new tracker about w1's lease")
 	assert.Equal(t, 1, s.ActiveAssignments)
-	_, err = n.d.Complete(ctx, &resourcelease.CompleteRequest{OwnershipToken: &held.OwnershipToken})
+	err = n.d.Complete(ctx, &resourcelease.CompleteRequest{OwnershipToken: held.OwnershipToken})
 	require.NoError(t, err)
 
 	// Sequences continue: the next item's id is above every earlier one

@@ -109,7 +109,7 @@ func TestDispatcherRequestValidation(t *testing.T) {
 	f := newLD(t, resourcelease.DispatcherConfig{})
 	d := f.d
 	ctx := context.Background()
-	zero := &resourcelease.OwnershipToken{}
+	var zero resourcelease.OwnershipToken
 	blank := func(mut func(it *resourcelease.Item)) *resourcelease.Item {
 		it := ldItem("x")
 		mut(it)
@@ -142,7 +142,10 @@ func TestDispatcherRequestValidation(t *testing.T) {
 			_, err := d.Enqueue(ctx, &resourcelease.EnqueueRequest{Payload: blank(func(it *resourcelease.Item) { it.PayloadEncoding = "" })})
 			return err
 		}, resourcelease.StatusInvalidArgument, resourcelease.CodeEncodingRequired},
-		{"lease negative wait", func() error { _, err := d.Lease(ctx, &resourcelease.LeaseRequest{WaitMs: -1}); return err }, resourcelease.StatusInvalidArgument, resourcelease.CodeInvalidArgument},
+		{"lease negative wait", func() error {
+			_, err := d.Lease(ctx, &resourcelease.LeaseRequest{Wait: -1 * time.Millisecond})
+			return err
+		}, resourcelease.StatusInvalidArgument, resourcelease.CodeInvalidArgument},
 		{"heartbeat nil request", func() error { _, err := d.Heartbeat(ctx, nil); return err }, resourcelease.StatusInvalidArgument, resourcelease.CodeTokenRequired},
 		{"heartbeat nil token", func() error { _, err := d.Heartbeat(ctx, &resourcelease.HeartbeatRequest{}); return err }, resourcelease.StatusInvalidArgument, resourcelease.CodeTokenRequired},
 		{"heartbeat zero token", func() error {
@@ -150,16 +153,16 @@ func TestDispatcherRequestValidation(t *testing.T) {
 			return err
 		}, resourcelease.StatusInvalidArgument, resourcelease.CodeTokenRequired},
 		{"heartbeat unknown token", func() error {
-			_, err := d.Heartbeat(ctx, &resourcelease.HeartbeatRequest{OwnershipToken: &resourcelease.OwnershipToken{SequenceID: 1, Attempt: 1, LeaseID: uuid.New()}})
+			_, err := d.Heartbeat(ctx, &resourcelease.HeartbeatRequest{OwnershipToken: resourcelease.OwnershipToken{SequenceID: 1, Attempt: 1, LeaseID: uuid.New()}})
 			return err
 		}, resourcelease.StatusNotFound, resourcelease.CodeUnknownToken},
-		{"complete nil request", func() error { _, err := d.Complete(ctx, nil); return err }, resourcelease.StatusInvalidArgument, resourcelease.CodeTokenRequired},
+		{"complete nil request", func() error { err := d.Complete(ctx, nil); return err }, resourcelease.StatusInvalidArgument, resourcelease.CodeTokenRequired},
 		{"complete zero token", func() error {
-			_, err := d.Complete(ctx, &resourcelease.CompleteRequest{OwnershipToken: zero})
+			err := d.Complete(ctx, &resourcelease.CompleteRequest{OwnershipToken: zero})
 			return err
 		}, resourcelease.StatusInvalidArgument, resourcelease.CodeTokenRequired},
-		{"fail nil request", func() error { _, err := d.Fail(ctx, nil); return err }, resourcelease.StatusInvalidArgument, resourcelease.CodeTokenRequired},
-		{"fail nil token", func() error { _, err := d.Fail(ctx, &resourcelease.FailRequest{Reason: "x"}); return err }, resourcelease.StatusInvalidArgument, resourcelease.CodeTokenRequired},
+		{"fail nil request", func() error { err := d.Fail(ctx, nil); return err }, resourcelease.StatusInvalidArgument, resourcelease.CodeTokenRequired},
+		{"fail nil token", func() error { err := d.Fail(ctx, &resourcelease.FailRequest{Reason: "x"}); return err }, resourcelease.StatusInvalidArgument, resourcelease.CodeTokenRequired},
 		{"restore nil request", func() error { _, err := d.Restore(ctx, nil); return err }, resourcelease.StatusInvalidArgument, resourcelease.CodePendingItemRequired},
 		{"restore no items", func() error { _, err := d.Restore(ctx, &resourcelease.RestoreRequest{}); return err }, resourcelease.StatusInvalidArgument, resourcelease.CodePendingItemRequired},
 		{"restore item without payload", func() error {
@@ -206,7 +209,9 @@ func TestDispatcherNilAndHugeRequests(t *testing.T) {
 	dl, err := d.DeadLetters(ctx, &resourcelease.DeadLettersRequest{Limit: math.MaxInt})
 	require.NoError(t, err)
 	assert.Empty(t, dl.Items)
-	rd, err := d.Redrive(ctx, nil)
+	_, err = d.Redrive(ctx, nil)
+	require.ErrorIs(t, err, &resourcelease.Error{Code: resourcelease.CodeSelectionRequired}, "a nil redrive selects nothing, and is refused")
+	rd, err := d.Redrive(ctx, &resourcelease.RedriveRequest{All: true})
 	require.NoError(t, err)
 	assert.Zero(t, rd.RedrivenCount)
 	pg, err := d.Purge(ctx, &resourcelease.PurgeRequest{SequenceIDs: []int64{-1, 0, math.MaxInt64}})
@@ -221,7 +226,7 @@ func TestDispatcherNilAndHugeRequests(t *testing.T) {
 	// A huge waitMs does not overflow: it is capped at MaxLeaseWait.
 	done := make(chan *resourcelease.Lease, 1)
 	go func() {
-		l, err := d.Lease(ctx, &resourcelease.LeaseRequest{PeerID: "w", WaitMs: math.MaxInt64})
+		l, err := d.Lease(ctx, &resourcelease.LeaseRequest{PeerID: "w", Wait: math.MaxInt64})
 		assert.NoError(t, err)
 		done <- l
 	}()
@@ -231,19 +236,19 @@ func TestDispatcherNilAndHugeRequests(t *testing.T) {
 
 	// With an item there, the same request returns at once.
 	f.enqueue(t, "a")
-	l, err = d.Lease(ctx, &resourcelease.LeaseRequest{PeerID: "w", WaitMs: math.MaxInt64})
+	l, err = d.Lease(ctx, &resourcelease.LeaseRequest{PeerID: "w", Wait: math.MaxInt64})
 	require.NoError(t, err)
 	require.NotNil(t, l)
 	assert.Equal(t, "w", l.OwnerPeerID)
 
 	// Fail with requeue absent means requeue.
-	_, err = d.Fail(ctx, &resourcelease.FailRequest{OwnershipToken: &l.OwnershipToken, Reason: "boom"})
+	err = d.Fail(ctx, &resourcelease.FailRequest{OwnershipToken: l.OwnershipToken, Reason: "boom"})
 	require.NoError(t, err)
 	l = f.lease(t, "w")
 	assert.Equal(t, 2, l.Attempt)
 	require.NotNil(t, l.LastError)
 	assert.Equal(t, "boom", l.LastError.Message)
-	_, err = d.Fail(ctx, &resourcelease.FailRequest{OwnershipToken: &l.OwnershipToken, Requeue: ldBool(false)})
+	err = d.Fail(ctx, &resourcelease.FailRequest{OwnershipToken: l.OwnershipToken, DeadLetter: true})
 	require.NoError(t, err)
 	st, _ = d.Stats(ctx, nil)
 	assert.Equal(t, 1, st.DeadLetterCount, "requeue=false dead-letters")
@@ -308,16 +313,16 @@ func TestDispatcherFullCycleResponses(t *testing.T) {
 	assert.Equal(t, int64(2), er.SequenceID)
 
 	l := f.lease(t, "w1")
-	assert.Equal(t, int64(2000), l.HeartbeatIntervalMs)
+	assert.Equal(t, 2*time.Second, l.HeartbeatInterval)
+	assert.Equal(t, 10*time.Second, l.TTL)
 	assert.Equal(t, f.clock.Now().Add(10*time.Second), l.LeaseExpiresAt)
 	f.clock.Advance(3 * time.Second)
-	hb, err := d.Heartbeat(ctx, &resourcelease.HeartbeatRequest{OwnershipToken: &l.OwnershipToken})
+	hb, err := d.Heartbeat(ctx, &resourcelease.HeartbeatRequest{OwnershipToken: l.OwnershipToken})
 	require.NoError(t, err)
-	assert.Equal(t, resourcelease.HeartbeatResponse{Success: true, LeaseExpiresAt: f.clock.Now().Add(10 * time.Second)}, *hb)
-	ok, err := d.Complete(ctx, &resourcelease.CompleteRequest{OwnershipToken: &l.OwnershipToken})
+	assert.Equal(t, resourcelease.HeartbeatResponse{LeaseExpiresAt: f.clock.Now().Add(10 * time.Second), TTL: 10 * time.Second}, *hb)
+	err = d.Complete(ctx, &resourcelease.CompleteRequest{OwnershipToken: l.OwnershipToken})
 	require.NoError(t, err)
-	assert.True(t, ok.Success)
-	_, err = d.Complete(ctx, &resourcelease.CompleteRequest{OwnershipToken: &l.OwnershipToken})
+	err = d.Complete(ctx, &resourcelease.CompleteRequest{OwnershipToken: l.OwnershipToken})
 	assert.ErrorIs(t, err, resourcelease.ErrUnknownToken, "fenced")
 
 	drained, err := d.Drain(ctx, &resourcelease.DrainRequest{})
@@ -329,18 +334,18 @@ func TestDispatcherFullCycleResponses(t *testing.T) {
 	assert.Equal(t, 1, rr.RestoredCount)
 
 	l = f.lease(t, "w1")
-	_, err = d.Fail(ctx, &resourcelease.FailRequest{OwnershipToken: &l.OwnershipToken, Reason: "bad", ErrorCode: "app.bad", Requeue: ldBool(false)})
+	err = d.Fail(ctx, &resourcelease.FailRequest{OwnershipToken: l.OwnershipToken, Reason: "bad", ErrorCode: "app.bad", DeadLetter: true})
 	require.NoError(t, err)
 	dl, err := d.DeadLetters(ctx, &resourcelease.DeadLettersRequest{})
 	require.NoError(t, err)
 	require.Len(t, dl.Items, 1)
 	assert.Contains(t, dl.Items[0].Reason, "bad")
-	rv, err := d.Redrive(ctx, &resourcelease.RedriveRequest{})
+	rv, err := d.Redrive(ctx, &resourcelease.RedriveRequest{All: true})
 	require.NoError(t, err)
 	assert.Equal(t, 1, rv.RedrivenCount)
 	l = f.lease(t, "w1")
 	assert.Equal(t, 1, l.Attempt, "redriven with attempt 1")
-	_, err = d.Fail(ctx, &resourcelease.FailRequest{OwnershipToken: &l.OwnershipToken, Requeue: ldBool(false)})
+	err = d.Fail(ctx, &resourcelease.FailRequest{OwnershipToken: l.OwnershipToken, DeadLetter: true})
 	require.NoError(t, err)
 	pg, err := d.Purge(ctx, &resourcelease.PurgeRequest{SequenceIDs: []int64{l.SequenceID}})
 	require.NoError(t, err)
@@ -357,7 +362,7 @@ func TestDispatcherCloseWakesWaiters(t *testing.T) {
 	require.NoError(t, err)
 	errs := make(chan error, 1)
 	go func() {
-		_, err := d.Lease(context.Background(), &resourcelease.LeaseRequest{PeerID: "w", WaitMs: 60_000})
+		_, err := d.Lease(context.Background(), &resourcelease.LeaseRequest{PeerID: "w", Wait: 60_000 * time.Millisecond})
 		errs <- err
 	}()
 	require.True(t, clock.WaitForTimers(2, 5*time.Second))
@@ -397,7 +402,7 @@ func FuzzDispatcherRequests(f *testing.F) {
 			ldCheckErr(t, do())
 		}
 		bg := context.Background()
-		switch proc % 11 {
+		switch proc % 12 {
 		case 0:
 			var r *resourcelease.EnqueueRequest
 			call(&r, func() error { _, err := d.Enqueue(bg, r); return err })
@@ -409,10 +414,10 @@ func FuzzDispatcherRequests(f *testing.F) {
 			call(&r, func() error { _, err := d.Heartbeat(bg, r); return err })
 		case 3:
 			var r *resourcelease.CompleteRequest
-			call(&r, func() error { _, err := d.Complete(bg, r); return err })
+			call(&r, func() error { err := d.Complete(bg, r); return err })
 		case 4:
 			var r *resourcelease.FailRequest
-			call(&r, func() error { _, err := d.Fail(bg, r); return err })
+			call(&r, func() error { err := d.Fail(bg, r); return err })
 		case 5:
 			var r *resourcelease.DrainRequest
 			call(&r, func() error { _, err := d.Drain(bg, r); return err })
@@ -431,6 +436,9 @@ func FuzzDispatcherRequests(f *testing.F) {
 		case 10:
 			var r *resourcelease.PurgeRequest
 			call(&r, func() error { _, err := d.Purge(bg, r); return err })
+		case 11:
+			var r *resourcelease.ReleaseRequest
+			call(&r, func() error { return d.Release(bg, r) })
 		}
 	})
 }
@@ -462,29 +470,33 @@ func TestDispatcherAfterClose(t *testing.T) {
 	require.NoError(t, f.d.Close())
 	ctx := context.Background()
 	var nilCtx context.Context // tolerated: treated as context.Background()
-	tok := &l.OwnershipToken
+	tok := l.OwnershipToken
 	calls := map[string]func() error{
 		"enqueue": func() error {
 			_, err := f.d.Enqueue(nilCtx, &resourcelease.EnqueueRequest{Payload: ldItem("b")})
 			return err
 		},
-		"lease": func() error { _, err := f.d.Lease(nilCtx, &resourcelease.LeaseRequest{WaitMs: 10}); return err },
+		"lease": func() error {
+			_, err := f.d.Lease(nilCtx, &resourcelease.LeaseRequest{Wait: 10 * time.Millisecond})
+			return err
+		},
 		"heartbeat": func() error {
 			_, err := f.d.Heartbeat(ctx, &resourcelease.HeartbeatRequest{OwnershipToken: tok})
 			return err
 		},
 		"complete": func() error {
-			_, err := f.d.Complete(ctx, &resourcelease.CompleteRequest{OwnershipToken: tok})
+			err := f.d.Complete(ctx, &resourcelease.CompleteRequest{OwnershipToken: tok})
 			return err
 		},
-		"fail":  func() error { _, err := f.d.Fail(ctx, &resourcelease.FailRequest{OwnershipToken: tok}); return err },
+		"fail":  func() error { err := f.d.Fail(ctx, &resourcelease.FailRequest{OwnershipToken: tok}); return err },
 		"drain": func() error { _, err := f.d.Drain(ctx, nil); return err },
 		"restore": func() error {
 			_, err := f.d.Restore(ctx, &resourcelease.RestoreRequest{Items: []resourcelease.PendingItem{{Payload: *ldItem("c"), SequenceID: 50}}})
 			return err
 		},
-		"redrive": func() error { _, err := f.d.Redrive(ctx, nil); return err },
-		"purge":   func() error { _, err := f.d.Purge(ctx, nil); return err },
+		"redrive": func() error { _, err := f.d.Redrive(ctx, &resourcelease.RedriveRequest{All: true}); return err },
+		"purge":   func() error { _, err := f.d.Purge(ctx, &resourcelease.PurgeRequest{All: true}); return err },
+		"release": func() error { return f.d.Release(ctx, &resourcelease.ReleaseRequest{OwnershipToken: tok}) },
 	}
 	for name, call := range calls {
 		t.Run(name, func(t *testing.T) {

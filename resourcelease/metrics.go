@@ -36,6 +36,9 @@ const (
 	MetricExpired = "resourcelease_expired_total"
 	// MetricDeadLettered counts items dead-lettered.
 	MetricDeadLettered = "resourcelease_dead_lettered_total"
+	// MetricReleased counts leases given back without counting their attempt
+	// (release, and leases whose caller was gone before it got them).
+	MetricReleased = "resourcelease_released_total"
 	// MetricHeartbeats counts heartbeats that extended a live lease.
 	MetricHeartbeats = "resourcelease_heartbeats_total"
 	// MetricLeaseHold is a histogram of how long leases were held, from the
@@ -54,7 +57,7 @@ type queueMetrics struct {
 	pending, active, dead prometheus.Gauge
 
 	enqueued, leased, completed, failed, requeued prometheus.Counter
-	expired, deadLettered, heartbeats             prometheus.Counter
+	expired, deadLettered, heartbeats, released   prometheus.Counter
 
 	hold prometheus.Histogram
 }
@@ -76,6 +79,7 @@ func newQueueMetrics() *queueMetrics {
 		failed:       counter(MetricFailed, "Leases ended by a worker's fail call (requeued or dead-lettered)."),
 		requeued:     counter(MetricRequeued, "Leases failed with requeue whose item went back to pending."),
 		expired:      counter(MetricExpired, "Leases that expired without a heartbeat (requeued or dead-lettered)."),
+		released:     counter(MetricReleased, "Leases given back without counting their attempt."),
 		deadLettered: counter(MetricDeadLettered, "Items dead-lettered."),
 		heartbeats:   counter(MetricHeartbeats, "Heartbeats that extended a live lease."),
 		hold: prometheus.NewHistogram(prometheus.HistogramOpts{
@@ -91,7 +95,7 @@ func (m *queueMetrics) collectors() []prometheus.Collector {
 	return []prometheus.Collector{
 		m.pending, m.active, m.dead,
 		m.enqueued, m.leased, m.completed, m.failed, m.requeued,
-		m.expired, m.deadLettered, m.heartbeats, m.hold,
+		m.expired, m.deadLettered, m.heartbeats, m.released, m.hold,
 	}
 }
 
@@ -122,6 +126,9 @@ func (m *queueMetrics) observe(c *Change, leaseEnd leaseEnding) {
 		m.observeHold(c)
 	case ChangeExpired:
 		m.expired.Inc()
+		m.observeHold(c)
+	case ChangeReleased:
+		m.released.Inc()
 		m.observeHold(c)
 	case ChangeDeadLettered:
 		m.deadLettered.Inc()

@@ -61,6 +61,7 @@ var ldAllMetrics = []string{
 	resourcelease.MetricEnqueued, resourcelease.MetricLeased, resourcelease.MetricCompleted,
 	resourcelease.MetricFailed, resourcelease.MetricRequeued, resourcelease.MetricExpired,
 	resourcelease.MetricDeadLettered, resourcelease.MetricHeartbeats, resourcelease.MetricLeaseHold,
+	resourcelease.MetricReleased,
 }
 
 // TestMetricsMoveWithOperations runs one operation per step on a pedantic
@@ -75,6 +76,7 @@ func TestMetricsMoveWithOperations(t *testing.T) {
 	type counts struct {
 		pending, active, dead                                      float64
 		enq, leased, completed, failed, requeued, expired, dlq, hb float64
+		released                                                   float64
 		holds                                                      float64
 		holdSum                                                    float64
 	}
@@ -97,24 +99,24 @@ func TestMetricsMoveWithOperations(t *testing.T) {
 		{"lease", func(t *testing.T) { l = f.lease(t, "w") }, counts{pending: 3, active: 1, enq: 4, leased: 1}},
 		{"heartbeat", func(t *testing.T) {
 			f.clock.Advance(2 * time.Second)
-			_, err := d.Heartbeat(ctx, &resourcelease.HeartbeatRequest{OwnershipToken: &l.OwnershipToken})
+			_, err := d.Heartbeat(ctx, &resourcelease.HeartbeatRequest{OwnershipToken: l.OwnershipToken})
 			require.NoError(t, err)
 		}, counts{pending: 3, active: 1, enq: 4, leased: 1, hb: 1}},
 		{"complete after 3s", func(t *testing.T) {
 			f.clock.Advance(time.Second)
-			_, err := d.Complete(ctx, &resourcelease.CompleteRequest{OwnershipToken: &l.OwnershipToken})
+			err := d.Complete(ctx, &resourcelease.CompleteRequest{OwnershipToken: l.OwnershipToken})
 			require.NoError(t, err)
 		}, counts{pending: 3, enq: 4, leased: 1, hb: 1, completed: 1, holds: 1, holdSum: 3}},
 		{"fail with requeue after 1s", func(t *testing.T) {
 			l = f.lease(t, "w") // b
 			f.clock.Advance(time.Second)
-			_, err := d.Fail(ctx, &resourcelease.FailRequest{OwnershipToken: &l.OwnershipToken})
+			err := d.Fail(ctx, &resourcelease.FailRequest{OwnershipToken: l.OwnershipToken})
 			require.NoError(t, err)
 		}, counts{pending: 3, enq: 4, leased: 2, hb: 1, completed: 1, failed: 1, requeued: 1, holds: 2, holdSum: 4}},
 		{"fail without requeue after 2s", func(t *testing.T) {
 			l = f.lease(t, "w") // b again, attempt 2
 			f.clock.Advance(2 * time.Second)
-			_, err := d.Fail(ctx, &resourcelease.FailRequest{OwnershipToken: &l.OwnershipToken, Requeue: ldBool(false)})
+			err := d.Fail(ctx, &resourcelease.FailRequest{OwnershipToken: l.OwnershipToken, DeadLetter: true})
 			require.NoError(t, err)
 		}, counts{pending: 2, dead: 1, enq: 4, leased: 3, hb: 1, completed: 1, failed: 2, requeued: 1, dlq: 1, holds: 3, holdSum: 6}},
 		{"expiry requeues after the 10s lease", func(t *testing.T) {
@@ -127,21 +129,21 @@ func TestMetricsMoveWithOperations(t *testing.T) {
 			require.Equal(t, 2, l.Attempt)
 			f.clock.Advance(10 * time.Second)
 			// The token presented after expiry expires the lease lazily.
-			_, err := d.Fail(ctx, &resourcelease.FailRequest{OwnershipToken: &l.OwnershipToken})
+			err := d.Fail(ctx, &resourcelease.FailRequest{OwnershipToken: l.OwnershipToken})
 			require.ErrorIs(t, err, resourcelease.ErrUnknownToken)
 		}, counts{pending: 1, dead: 2, enq: 4, leased: 5, hb: 1, completed: 1, failed: 2, requeued: 1, expired: 2, dlq: 2, holds: 5, holdSum: 26}},
 		{"fail with requeue on the last attempt dead-letters: failed", func(t *testing.T) {
 			l = f.lease(t, "w") // a (r1)
-			_, err := d.Fail(ctx, &resourcelease.FailRequest{OwnershipToken: &l.OwnershipToken})
+			err := d.Fail(ctx, &resourcelease.FailRequest{OwnershipToken: l.OwnershipToken})
 			require.NoError(t, err)
 			l = f.lease(t, "w")
-			_, err = d.Fail(ctx, &resourcelease.FailRequest{OwnershipToken: &l.OwnershipToken})
+			err = d.Fail(ctx, &resourcelease.FailRequest{OwnershipToken: l.OwnershipToken})
 			require.NoError(t, err)
 		}, counts{dead: 3, enq: 4, leased: 7, hb: 1, completed: 1, failed: 4, requeued: 2, expired: 2, dlq: 3, holds: 7, holdSum: 26}},
 		{"redrive and purge move only the gauges", func(t *testing.T) {
 			_, err := d.Redrive(ctx, &resourcelease.RedriveRequest{SequenceIDs: []int64{4}})
 			require.NoError(t, err)
-			_, err = d.Purge(ctx, nil)
+			_, err = d.Purge(ctx, &resourcelease.PurgeRequest{All: true})
 			require.NoError(t, err)
 		}, counts{pending: 1, enq: 4, leased: 7, hb: 1, completed: 1, failed: 4, requeued: 2, expired: 2, dlq: 3, holds: 7, holdSum: 26}},
 		{"drain and restore move only the gauges", func(t *testing.T) {
@@ -151,6 +153,11 @@ func TestMetricsMoveWithOperations(t *testing.T) {
 			_, err = d.Restore(ctx, &resourcelease.RestoreRequest{Items: dr.Items})
 			require.NoError(t, err)
 		}, counts{pending: 1, enq: 4, leased: 7, hb: 1, completed: 1, failed: 4, requeued: 2, expired: 2, dlq: 3, holds: 7, holdSum: 26}},
+		{"release after 1s", func(t *testing.T) {
+			l = f.lease(t, "w")
+			f.clock.Advance(time.Second)
+			require.NoError(t, d.Release(ctx, &resourcelease.ReleaseRequest{OwnershipToken: l.OwnershipToken}))
+		}, counts{pending: 1, enq: 4, leased: 8, hb: 1, completed: 1, failed: 4, requeued: 2, expired: 2, dlq: 3, released: 1, holds: 8, holdSum: 27}},
 	}
 	for _, st := range steps {
 		st.do(t)
@@ -166,6 +173,7 @@ func TestMetricsMoveWithOperations(t *testing.T) {
 			expired:   ldMetric(t, reg, resourcelease.MetricExpired),
 			dlq:       ldMetric(t, reg, resourcelease.MetricDeadLettered),
 			hb:        ldMetric(t, reg, resourcelease.MetricHeartbeats),
+			released:  ldMetric(t, reg, resourcelease.MetricReleased),
 			holds:     ldMetric(t, reg, resourcelease.MetricLeaseHold),
 			holdSum:   ldHoldSum(t, reg),
 		}
@@ -186,7 +194,7 @@ func TestMetricsExposition(t *testing.T) {
 	f.enqueue(t, "a", "b")
 	l := f.lease(t, "w")
 	f.clock.Advance(40 * time.Millisecond)
-	_, err := f.d.Complete(context.Background(), &resourcelease.CompleteRequest{OwnershipToken: &l.OwnershipToken})
+	err := f.d.Complete(context.Background(), &resourcelease.CompleteRequest{OwnershipToken: l.OwnershipToken})
 	require.NoError(t, err)
 	want := `
 # HELP resourcelease_pending_items Items waiting to be leased.

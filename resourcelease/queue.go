@@ -5,11 +5,15 @@ import (
 	"time"
 )
 
-// Queue is a lease-based work queue. Engine is the engine; with a durable
-// Journal it writes every change through and survives restarts.
+// Queue is the store-neutral contract of a lease queue: what a Dispatcher
+// needs from its storage. Engine implements it (in memory, or written
+// through a durable Journal); a store that keeps its state elsewhere (a
+// database) implements it on its own, and one conformance suite holds them
+// all to the same semantics.
 //
-// Blocking methods take a context; it bounds how long the caller waits (for
-// capacity, for a long-poll lease) and is never stored.
+// Every method takes a context, which bounds how long the caller waits (for
+// capacity, for a long-poll lease, for storage) and is never stored, and
+// returns an error: a store can always fail.
 type Queue interface {
 	// Enqueue adds an item. With a RequestID seen within the dedupe window it
 	// returns the first enqueue's result and adds nothing. At capacity it
@@ -17,31 +21,74 @@ type Queue interface {
 	Enqueue(ctx context.Context, item Item) (EnqueueResult, error)
 	// Lease leases the oldest ready item to peerID. With wait > 0 it waits up
 	// to wait (or until ctx ends) for one; it returns (nil, nil) when nothing
-	// arrived in time. Waiters are served first come, first served.
+	// arrived in time. Waiters are served first come, first served. The
+	// lease's TTL is counted from when Lease was called.
 	Lease(ctx context.Context, peerID string, wait time.Duration) (*Lease, error)
-	// Heartbeat extends a live lease by the lease duration and returns the new expiry.
-	Heartbeat(ctx context.Context, token OwnershipToken) (time.Time, error)
+	// Heartbeat extends a live lease by the lease duration and returns the
+	// new expiry and time left.
+	Heartbeat(ctx context.Context, token OwnershipToken) (HeartbeatResponse, error)
 	// Complete removes the leased item for good.
 	Complete(ctx context.Context, token OwnershipToken) error
-	// Fail ends the lease: requeue (attempt+1, after the requeue delay) or dead-letter.
+	// Fail ends the lease: requeue (attempt+1, after the requeue delay) or
+	// dead-letter.
 	Fail(ctx context.Context, token OwnershipToken, opts FailOptions) error
-	// Drain removes and returns every pending item (leases are untouched).
-	Drain(ctx context.Context) ([]PendingItem, error)
+	// Release ends the lease without counting its attempt: the item is
+	// pending again in its old place (by sequence id), at once or after
+	// opts.Delay, with no backoff. A release beyond QueueConfig.MaxReleases
+	// in a row of one item counts as a failed attempt instead (lastError
+	// CodeReleaseLimit).
+	Release(ctx context.Context, token OwnershipToken, opts ReleaseOptions) error
+	// EnqueueBatch enqueues items as Enqueue does, each validated and
+	// deduplicated on its own (a result's Err is its refusal), with one lock
+	// and one journal commit for the whole batch. It never waits for
+	// capacity: items past it get ErrQueueFull. The error is the batch's
+	// (the context, a closed or failed store).
+	EnqueueBatch(ctx context.Context, items []Item) ([]EnqueueResult, error)
+	// LeaseBatch leases up to opts.MaxItems ready items to peerID in one
+	// commit. When none is ready it waits (up to opts.Wait) for the first,
+	// then takes what else is ready without waiting more; it returns no
+	// leases when the wait ends empty.
+	LeaseBatch(ctx context.Context, peerID string, opts LeaseBatchOptions) ([]*Lease, error)
+	// HeartbeatBatch heartbeats each token, in one commit; a result's Err is
+	// that token's refusal (ErrUnknownToken).
+	HeartbeatBatch(ctx context.Context, tokens []OwnershipToken) ([]HeartbeatResult, error)
+	// CompleteBatch completes each token, in one commit: one error per
+	// token, nil for those completed.
+	CompleteBatch(ctx context.Context, tokens []OwnershipToken) ([]error, error)
+	// DrainN removes and returns the oldest pending items (ready or
+	// delayed; leases are untouched): at most maxItems, and no more than fit
+	// in about maxBytes of JSON, but at least one when any is pending (a
+	// limit <= 0 is no limit). more reports whether pending items remain.
+	DrainN(ctx context.Context, maxItems, maxBytes int) (items []PendingItem, more bool, err error)
 	// Restore puts drained items back, keeping their sequence ids, attempts,
 	// enqueue times and last errors. It is all or nothing.
 	Restore(ctx context.Context, items []PendingItem) (int, error)
 	// Stats returns the current counts.
-	Stats() Stats
+	Stats(ctx context.Context) (Stats, error)
 	// DeadLetters lists up to limit dead letters, oldest first (limit <= 0: all).
 	DeadLetters(ctx context.Context, limit int) ([]DeadLetter, error)
-	// Redrive moves the given dead letters (all when ids is empty) back to
-	// pending with attempt 1 and returns how many moved.
-	Redrive(ctx context.Context, ids []int64) (int, error)
-	// Purge deletes the given dead letters (all when ids is empty).
-	Purge(ctx context.Context, ids []int64) (int, error)
-	// Close stops the sweeper and wakes every waiter with ErrClosed. Safe to
-	// call twice.
+	// Redrive moves the selected dead letters back to pending with attempt 1
+	// and returns how many moved. An empty selection is invalid-argument;
+	// unknown ids are ignored.
+	Redrive(ctx context.Context, sel DeadLetterSelection) (int, error)
+	// Purge deletes the selected dead letters and returns how many it
+	// deleted. An empty selection is invalid-argument; unknown ids are
+	// ignored.
+	Purge(ctx context.Context, sel DeadLetterSelection) (int, error)
+	// Close stops background work and wakes every waiter with ErrClosed.
+	// Safe to call twice.
 	Close() error
+}
+
+// LeaseBatchOptions bound a LeaseBatch.
+type LeaseBatchOptions struct {
+	// Wait > 0 long-polls for the first item.
+	Wait time.Duration
+	// MaxItems is the most leases to return; <= 0 means 1.
+	MaxItems int
+	// MaxBytes, when positive, bounds the approximate JSON size of the
+	// leases (at least one is always returned when any is ready).
+	MaxBytes int
 }
 
 // FullMode says what Enqueue does at capacity.
@@ -63,12 +110,13 @@ const (
 	DefaultMaxDeliveryAttempts = 5
 	DefaultDedupeWindow        = 10 * time.Minute
 	DefaultMaxDedupeEntries    = 1_000_000
+	DefaultMaxReleases         = 10
 	// MaxDuration bounds every duration in QueueConfig, so that times
 	// computed from them (now + lease, backoff doubling) cannot overflow.
 	MaxDuration = 10 * 365 * 24 * time.Hour
 )
 
-// QueueConfig configures a Engine. The zero value of every field means its
+// QueueConfig configures an Engine. The zero value of every field means its
 // documented default; negative values are an error.
 type QueueConfig struct {
 	// Capacity is the most pending items. Defaults to 512; -1 means unbounded.
@@ -92,6 +140,13 @@ type QueueConfig struct {
 	// MaxDeliveryAttempts: an item that failed or expired on this attempt is
 	// dead-lettered. Defaults to 5.
 	MaxDeliveryAttempts int
+	// MaxReleases is how many releases in a row of one item are free: the
+	// next one counts as a failed attempt (requeue delay and dead-lettering
+	// apply as to any failure), so a handler that keeps declining an item
+	// cannot loop on it forever. The count restarts whenever the item's
+	// attempt changes. Defaults to DefaultMaxReleases (10); -1 means every
+	// release is free.
+	MaxReleases int
 	// DedupeWindow is how long a RequestID is remembered. Defaults to 10 min;
 	// -1 disables dedupe.
 	DedupeWindow time.Duration

@@ -251,20 +251,33 @@ func Extract(ctx context.Context, cfg Config, item resourcelease.Item) context.C
 	return cfg.propagator().Extract(ctx, attributeCarrier(item.Attributes))
 }
 
-// Dispatcher returns d with Enqueue storing the caller's trace context with
-// the item. Wrap the dispatcher the RPC handler serves (the trace context
-// then comes from the producer's request) or a producer's client. With
-// tracing off it returns d.
+// Dispatcher returns d with Enqueue and EnqueueBatch storing the caller's
+// trace context with each item. Wrap the dispatcher the RPC handler serves
+// (the trace context then comes from the producer's request) or a
+// producer's client. The result is a resourcelease.BatchDispatcher: d's own
+// batch methods when it has them, per-item calls otherwise. With tracing off
+// it returns d.
 func Dispatcher(d resourcelease.Dispatcher, cfg Config) resourcelease.Dispatcher {
 	if !cfg.enabled() {
 		return d
 	}
-	return &tracingDispatcher{Dispatcher: d, cfg: cfg}
+	return &tracingDispatcher{BatchDispatcher: resourcelease.PerItem(d), cfg: cfg}
 }
 
 type tracingDispatcher struct {
-	resourcelease.Dispatcher
+	resourcelease.BatchDispatcher
 	cfg Config
+}
+
+func (t *tracingDispatcher) EnqueueBatch(ctx context.Context, req *resourcelease.EnqueueBatchRequest) (*resourcelease.EnqueueBatchResponse, error) {
+	if req != nil && len(req.Payloads) > 0 && trace.SpanContextFromContext(ctx).IsValid() {
+		items := make([]resourcelease.Item, len(req.Payloads))
+		for i, it := range req.Payloads {
+			items[i] = Inject(ctx, t.cfg, it)
+		}
+		req = &resourcelease.EnqueueBatchRequest{Payloads: items}
+	}
+	return t.BatchDispatcher.EnqueueBatch(ctx, req)
 }
 
 func (t *tracingDispatcher) Enqueue(ctx context.Context, req *resourcelease.EnqueueRequest) (*resourcelease.EnqueueResponse, error) {
@@ -272,7 +285,7 @@ func (t *tracingDispatcher) Enqueue(ctx context.Context, req *resourcelease.Enqu
 		item := Inject(ctx, t.cfg, *req.Payload)
 		req = &resourcelease.EnqueueRequest{Payload: &item}
 	}
-	return t.Dispatcher.Enqueue(ctx, req)
+	return t.BatchDispatcher.Enqueue(ctx, req)
 }
 
 // Work wraps a worker's handler: each lease runs in a consumer span whose

@@ -125,7 +125,7 @@ func TestOneTraceFromProducerToWorker(t *testing.T) {
 
 func TestErrorsAreRecorded(t *testing.T) {
 	m := newMesh(t)
-	_, err := m.producer.Complete(context.Background(), &resourcelease.CompleteRequest{OwnershipToken: &resourcelease.OwnershipToken{SequenceID: 9, Attempt: 1}})
+	err := m.producer.Complete(context.Background(), &resourcelease.CompleteRequest{OwnershipToken: resourcelease.OwnershipToken{SequenceID: 9, Attempt: 1}})
 	require.Error(t, err)
 	s := m.span(t, "resourcelease/complete", trace.SpanKindClient)
 	require.Equal(t, int64(404), attr(s, "http.response.status_code").AsInt64())
@@ -169,4 +169,26 @@ func TestOffUnlessConfigured(t *testing.T) {
 	require.Same(t, h, tracing.Middleware(off)(h).(*http.ServeMux))
 	item := resourcelease.Item{ResourceType: "t"}
 	require.Equal(t, item, tracing.Inject(context.Background(), off, item))
+}
+
+// A batch enqueue stores each item's trace context too, and the handler keeps
+// serving batches in one call.
+func TestEnqueueBatchCarriesTraceContext(t *testing.T) {
+	m := newMesh(t)
+	ctx, root := m.cfg.TracerProvider.Tracer("test").Start(context.Background(), "import")
+	resp, err := m.producer.EnqueueBatch(ctx, &resourcelease.EnqueueBatchRequest{Payloads: []resourcelease.Item{
+		{ResourceType: "order", ResourceID: "o-1", PartitionKey: "t", PayloadEncoding: "application/json"},
+		{ResourceType: "order", ResourceID: "o-2", PartitionKey: "t", PayloadEncoding: "application/json"},
+	}})
+	root.End()
+	require.NoError(t, err)
+	require.Len(t, resp.Results, 2)
+	leases, err := m.local.LeaseBatch(context.Background(), &resourcelease.LeaseBatchRequest{PeerID: "w", MaxItems: 2})
+	require.NoError(t, err)
+	require.Len(t, leases, 2)
+	for _, l := range leases {
+		got := trace.SpanContextFromContext(tracing.Extract(context.Background(), m.cfg, l.Payload))
+		require.Equal(t, root.SpanContext().TraceID(), got.TraceID(), l.Payload.ResourceID)
+	}
+	m.span(t, "resourcelease/enqueueBatch", trace.SpanKindServer)
 }

@@ -74,7 +74,7 @@ func BenchmarkClientCycle(b *testing.B) {
 			if err != nil || l == nil {
 				b.Fatal("lease", l, err)
 			}
-			if _, err := c.Complete(ctx, &resourcelease.CompleteRequest{OwnershipToken: &l.OwnershipToken}); err != nil {
+			if err := c.Complete(ctx, &resourcelease.CompleteRequest{OwnershipToken: l.OwnershipToken}); err != nil {
 				b.Fatal(err)
 			}
 		}

@@ -6,14 +6,12 @@ import (
 	"context"
 	"crypto/tls"
 	"encoding/json"
-	"fmt"
 	"net/http"
 	"net/url"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/leasemesh/leasemesh/internal/wire"
@@ -82,8 +80,10 @@ type ClientConfig struct {
 }
 
 // Client is the Go client of the wire protocol. It implements
-// resourcelease.Dispatcher, so code written against a Dispatcher (a Worker,
-// say) runs over the network unchanged, and it sends raw calls with Call.
+// resourcelease.BatchDispatcher, so code written against a Dispatcher (a
+// Worker, say) runs over the network unchanged, and it sends raw calls with
+// Call. Against a server that predates a batch procedure its batch methods
+// fall back to per-item calls (see EnqueueBatch and the others).
 //
 // Every call carries what a yarpc-go server requires: Rpc-Procedure,
 // Rpc-Caller, Rpc-Service (when configured), Rpc-Encoding: json,
@@ -110,73 +110,20 @@ type Client struct {
 	longPollMargin time.Duration
 	maxResponse    int64
 
-	offsets serverOffsets
+	batches batchSupport // which batch procedures the server is taken not to serve
 }
 
 var _ resourcelease.Dispatcher = (*Client)(nil)
-
-// ServerClockOffset estimates how far the server's clock is ahead of this
-// process's (negative: behind) from the HTTP Date header of recent successful
-// responses: the highest of the last few estimates, since a delay between
-// the server stamping Date and the headers arriving can only make the server
-// look further behind. The header has one-second resolution, so the estimate
-// is good to about a second. ok is false until a successful response with a
-// Date arrived. Behind a proxy that rewrites Date it measures the proxy's
-// clock. The dispatcher states lease expiries in its own clock; Worker uses
-// this to read them in its own when the clocks disagree by seconds.
-func (c *Client) ServerClockOffset() (offset time.Duration, ok bool) {
-	return c.offsets.estimate()
-}
-
-// serverOffsets keeps the last few server clock offset samples.
-type serverOffsets struct {
-	mu      sync.Mutex
-	samples [8]time.Duration
-	n, next int
-}
-
-// observe adds the sample of a successful response whose headers, with the
-// given Date, arrived at local time at.
-func (o *serverOffsets) observe(date string, at time.Time) {
-	if date == "" {
-		return
-	}
-	t, err := http.ParseTime(date)
-	if err != nil {
-		return
-	}
-	// Date is truncated to the second: the server's clock read somewhere in
-	// [t, t+1s) when it answered.
-	sample := t.Add(500 * time.Millisecond).Sub(at)
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	o.samples[o.next] = sample
-	o.next = (o.next + 1) % len(o.samples)
-	o.n = min(o.n+1, len(o.samples))
-}
-
-func (o *serverOffsets) estimate() (time.Duration, bool) {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	if o.n == 0 {
-		return 0, false
-	}
-	best := o.samples[0]
-	for _, s := range o.samples[1:o.n] {
-		best = max(best, s)
-	}
-	return best, true
-}
 
 // NewClient returns a client of the handler at rawURL (for the demo,
 // "http://127.0.0.1:7420/yarpc/v1").
 func NewClient(rawURL string, opts ClientConfig) (*Client, error) {
 	u, err := url.Parse(rawURL)
 	if err != nil {
-		return nil, fmt.Errorf("transport: NewClient: invalid URL %q: %w", rawURL, err)
+		return nil, resourcelease.Errorf(resourcelease.StatusInvalidArgument, resourcelease.CodeInvalidArgument, "transport: NewClient: invalid URL %q: %v", rawURL, err)
 	}
 	if u.Scheme != "http" && u.Scheme != "https" || u.Host == "" {
-		return nil, fmt.Errorf("transport: NewClient: invalid URL %q: want http:// or https:// and a host", rawURL)
+		return nil, resourcelease.Errorf(resourcelease.StatusInvalidArgument, resourcelease.CodeInvalidArgument, "transport: NewClient: invalid URL %q: want http:// or https:// and a host", rawURL)
 	}
 	c := &Client{
 		url:            u.String(),
@@ -191,11 +138,11 @@ func NewClient(rawURL string, opts ClientConfig) (*Client, error) {
 		c.namespace = DefaultNamespace
 	}
 	if strings.Contains(c.namespace, "::") || strings.IndexFunc(c.namespace, isSpaceOrControl) >= 0 {
-		return nil, fmt.Errorf("transport: NewClient: invalid Namespace %q: it must not contain \"::\" or white space", c.namespace)
+		return nil, resourcelease.Errorf(resourcelease.StatusInvalidArgument, resourcelease.CodeInvalidArgument, "transport: NewClient: invalid Namespace %q: it must not contain \"::\" or white space", c.namespace)
 	}
 	for name, v := range map[string]string{"Service": opts.Service, "Caller": opts.Caller, "PeerID": opts.PeerID, "BearerToken": opts.BearerToken} {
 		if wire.HeaderSafe(v, len(v)) != v || strings.TrimSpace(v) != v {
-			return nil, fmt.Errorf("transport: NewClient: %s must be a valid header value without surrounding white space", name)
+			return nil, resourcelease.Errorf(resourcelease.StatusInvalidArgument, resourcelease.CodeInvalidArgument, "transport: NewClient: %s must be a valid header value without surrounding white space", name)
 		}
 	}
 	if err := wire.CheckClientTLS("transport: NewClient", u, opts.HTTPClient, opts.TLS); err != nil {
@@ -206,7 +153,7 @@ func NewClient(rawURL string, opts ClientConfig) (*Client, error) {
 	}
 	switch {
 	case c.longPollMargin < 0:
-		return nil, fmt.Errorf("transport: NewClient: LongPollMargin must not be negative, got %v", c.longPollMargin)
+		return nil, resourcelease.Errorf(resourcelease.StatusInvalidArgument, resourcelease.CodeInvalidArgument, "transport: NewClient: LongPollMargin must not be negative, got %v", c.longPollMargin)
 	case c.longPollMargin == 0:
 		c.longPollMargin = DefaultLongPollMargin
 	}
@@ -290,18 +237,13 @@ func (c *Client) call(ctx context.Context, procedure string, body []byte, minTim
 		ms := (left + time.Millisecond - 1) / time.Millisecond
 		h.Set(HeaderContextTTLMs, strconv.FormatInt(int64(ms), 10))
 	}
-	resp, out, headersAt, err := wire.Do(c.hc, req, c.maxResponse, procedure)
+	resp, out, _, err := wire.Do(c.hc, req, c.maxResponse, procedure)
 	if err != nil {
 		return nil, err
 	}
 	if svc := resp.Header.Get(HeaderService); svc != "" && c.service != "" && svc != c.service {
 		return nil, resourcelease.Errorf(resourcelease.StatusInternal, CodeServiceMismatch,
 			"transport: the response is from service %q, not %q", wire.HeaderSafe(svc, 128), c.service)
-	}
-	if st := resp.Header.Get(HeaderStatus); resp.StatusCode == http.StatusOK && (st == "" || st == StatusSuccess) {
-		// Only the handler's own successes: an error may come from a proxy
-		// or load balancer with a clock of its own.
-		c.offsets.observe(resp.Header.Get("Date"), headersAt)
 	}
 	if resp.StatusCode != http.StatusOK {
 		return nil, wire.DecodeError(resp, out)
@@ -337,23 +279,26 @@ func (c *Client) Enqueue(ctx context.Context, req *resourcelease.EnqueueRequest)
 }
 
 // Lease calls the lease procedure. It returns (nil, nil) when nothing was
-// available within the wait. A long-poll's request is allowed WaitMs plus
+// available within the wait. A long-poll's request is allowed Wait plus
 // LongPollMargin when that is longer than the client's Timeout (a context
 // deadline, if set, still wins).
 func (c *Client) Lease(ctx context.Context, req *resourcelease.LeaseRequest) (*resourcelease.Lease, error) {
 	var minTimeout time.Duration
-	if req != nil && req.WaitMs > 0 {
-		minTimeout = time.Duration(min(req.WaitMs, maxTTLMs/2))*time.Millisecond + c.longPollMargin
+	if req != nil && req.Wait > 0 {
+		minTimeout = c.longPollTimeout(req.Wait)
 	}
 	out, err := c.callJSON(ctx, VerbLease, wire.OrEmpty(req), minTimeout)
 	if err != nil {
 		return nil, err
 	}
-	var l *resourcelease.Lease
-	if err := json.Unmarshal(out, &l); err != nil {
+	var w *wireLease
+	if err := json.Unmarshal(out, &w); err != nil {
 		return nil, wire.MalformedResponse(VerbLease, err)
 	}
-	return l, nil
+	if w == nil {
+		return nil, nil
+	}
+	return w.lease(), nil
 }
 
 // Heartbeat calls the heartbeat procedure.
@@ -361,14 +306,52 @@ func (c *Client) Heartbeat(ctx context.Context, req *resourcelease.HeartbeatRequ
 	return roundTrip[resourcelease.HeartbeatResponse](ctx, c, VerbHeartbeat, wire.OrEmpty(req), 0)
 }
 
+// longPollTimeout is how long a request that long-polls for wait may take.
+func (c *Client) longPollTimeout(wait time.Duration) time.Duration {
+	return min(wait, time.Duration(maxTTLMs/2)*time.Millisecond) + c.longPollMargin
+}
+
 // Complete calls the complete procedure.
-func (c *Client) Complete(ctx context.Context, req *resourcelease.CompleteRequest) (*resourcelease.SuccessResponse, error) {
-	return roundTrip[resourcelease.SuccessResponse](ctx, c, VerbComplete, wire.OrEmpty(req), 0)
+func (c *Client) Complete(ctx context.Context, req *resourcelease.CompleteRequest) error {
+	_, err := c.callJSON(ctx, VerbComplete, wire.OrEmpty(req), 0)
+	return err
 }
 
 // Fail calls the fail procedure.
-func (c *Client) Fail(ctx context.Context, req *resourcelease.FailRequest) (*resourcelease.SuccessResponse, error) {
-	return roundTrip[resourcelease.SuccessResponse](ctx, c, VerbFail, wire.OrEmpty(req), 0)
+func (c *Client) Fail(ctx context.Context, req *resourcelease.FailRequest) error {
+	_, err := c.callJSON(ctx, VerbFail, wire.OrEmpty(req), 0)
+	return err
+}
+
+// Release calls the release procedure. A server that predates it answers
+// with status unimplemented (code CodeUnknownProcedure); the caller decides
+// what to do instead (the Worker then fails the lease with requeue, which
+// counts an attempt).
+func (c *Client) Release(ctx context.Context, req *resourcelease.ReleaseRequest) error {
+	_, err := c.callJSON(ctx, VerbRelease, wire.OrEmpty(req), 0)
+	if isUnknownProcedure(err) {
+		return &resourcelease.Error{Status: resourcelease.StatusUnimplemented, Code: CodeUnknownProcedure,
+			Message: "the server has no " + VerbRelease + " procedure (it is older than this client)", Err: err}
+	}
+	return err
+}
+
+// isUnknownProcedure reports whether err is a server saying it does not
+// serve the procedure: an older leasemesh handler (not-found with
+// CodeUnknownProcedure, in either error-header layout, which DecodeError
+// reads alike) or a yarpc server (unimplemented).
+func isUnknownProcedure(err error) bool {
+	if err == nil {
+		return false
+	}
+	e := resourcelease.AsError(err)
+	switch {
+	case e.Status == resourcelease.StatusNotFound && e.Code == CodeUnknownProcedure:
+		return true
+	case e.Status == resourcelease.StatusUnimplemented && e.Code != CodeTransportUnavailable:
+		return true
+	}
+	return false
 }
 
 // Drain calls the drain procedure.
@@ -391,12 +374,22 @@ func (c *Client) DeadLetters(ctx context.Context, req *resourcelease.DeadLetters
 	return roundTrip[resourcelease.DeadLettersResponse](ctx, c, VerbDeadLetters, wire.OrEmpty(req), 0)
 }
 
-// Redrive calls the redrive procedure.
+// Redrive calls the redrive procedure. A request that selects nothing is
+// refused before it is sent: a server older than the all field would take
+// {} for every dead letter.
 func (c *Client) Redrive(ctx context.Context, req *resourcelease.RedriveRequest) (*resourcelease.RedriveResponse, error) {
+	if err := req.Validate(); err != nil {
+		return nil, err
+	}
 	return roundTrip[resourcelease.RedriveResponse](ctx, c, VerbRedrive, wire.OrEmpty(req), 0)
 }
 
-// Purge calls the purge procedure.
+// Purge calls the purge procedure. A request that selects nothing is
+// refused before it is sent: a server older than the all field would purge
+// every dead letter on {}.
 func (c *Client) Purge(ctx context.Context, req *resourcelease.PurgeRequest) (*resourcelease.PurgeResponse, error) {
+	if err := req.Validate(); err != nil {
+		return nil, err
+	}
 	return roundTrip[resourcelease.PurgeResponse](ctx, c, VerbPurge, wire.OrEmpty(req), 0)
 }

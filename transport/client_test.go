@@ -55,7 +55,7 @@ func TestClientRoundTrips(t *testing.T) {
 	pending := resourcelease.PendingItem{Payload: item, Attempt: 3, EnqueuedAt: t0, SequenceID: 7,
 		LastError: &resourcelease.ErrorInfo{Message: "boom", Code: "app.boom"}, LastOwnershipToken: &token, ReadyAt: t0.Add(time.Second)}
 	lease := &resourcelease.Lease{Payload: item, SequenceID: 7, Attempt: 2, EnqueuedAt: t0,
-		OwnershipToken: token, OwnerPeerID: "w1", LeaseExpiresAt: t0.Add(30 * time.Second), HeartbeatIntervalMs: 5000}
+		OwnershipToken: token, OwnerPeerID: "w1", LeaseExpiresAt: t0.Add(30 * time.Second), TTL: 29_999 * time.Millisecond, HeartbeatInterval: 5 * time.Second}
 	tests := []struct {
 		name string
 		// run calls the client and returns the request it sent and the response it got.
@@ -82,7 +82,7 @@ func TestClientRoundTrips(t *testing.T) {
 		{
 			name: "lease",
 			run: func(ctx context.Context, c *transport.Client) (any, any, error) {
-				req := &resourcelease.LeaseRequest{PeerID: "w1", WaitMs: 10}
+				req := &resourcelease.LeaseRequest{PeerID: "w1", Wait: 10 * time.Millisecond}
 				resp, err := c.Lease(ctx, req)
 				return req, resp, err
 			},
@@ -97,7 +97,7 @@ func TestClientRoundTrips(t *testing.T) {
 		{
 			name: "heartbeat",
 			run: func(ctx context.Context, c *transport.Client) (any, any, error) {
-				req := &resourcelease.HeartbeatRequest{OwnershipToken: &token}
+				req := &resourcelease.HeartbeatRequest{OwnershipToken: token}
 				resp, err := c.Heartbeat(ctx, req)
 				return req, resp, err
 			},
@@ -107,37 +107,46 @@ func TestClientRoundTrips(t *testing.T) {
 					return resp.(*resourcelease.HeartbeatResponse), nil
 				}
 			},
-			wantResp: &resourcelease.HeartbeatResponse{Success: true, LeaseExpiresAt: t0},
+			wantResp: &resourcelease.HeartbeatResponse{LeaseExpiresAt: t0, TTL: 30 * time.Second},
 		},
 		{
 			name: "complete",
 			run: func(ctx context.Context, c *transport.Client) (any, any, error) {
-				req := &resourcelease.CompleteRequest{OwnershipToken: &token}
-				resp, err := c.Complete(ctx, req)
-				return req, resp, err
+				req := &resourcelease.CompleteRequest{OwnershipToken: token}
+				return req, nil, c.Complete(ctx, req)
 			},
-			serve: func(f *leasetest.FakeDispatcher, got chan<- any, resp any) {
-				f.CompleteFn = func(_ context.Context, r *resourcelease.CompleteRequest) (*resourcelease.SuccessResponse, error) {
+			serve: func(f *leasetest.FakeDispatcher, got chan<- any, _ any) {
+				f.CompleteFn = func(_ context.Context, r *resourcelease.CompleteRequest) error {
 					got <- r
-					return resp.(*resourcelease.SuccessResponse), nil
+					return nil
 				}
 			},
-			wantResp: &resourcelease.SuccessResponse{Success: true},
 		},
 		{
 			name: "fail",
 			run: func(ctx context.Context, c *transport.Client) (any, any, error) {
-				req := &resourcelease.FailRequest{OwnershipToken: &token, Reason: "r", ErrorCode: "c", Requeue: ptr(true), Metadata: map[string]string{"a": "b"}}
-				resp, err := c.Fail(ctx, req)
-				return req, resp, err
+				req := &resourcelease.FailRequest{OwnershipToken: token, Reason: "r", ErrorCode: "c", DeadLetter: true, Metadata: map[string]string{"a": "b"}}
+				return req, nil, c.Fail(ctx, req)
 			},
-			serve: func(f *leasetest.FakeDispatcher, got chan<- any, resp any) {
-				f.FailFn = func(_ context.Context, r *resourcelease.FailRequest) (*resourcelease.SuccessResponse, error) {
+			serve: func(f *leasetest.FakeDispatcher, got chan<- any, _ any) {
+				f.FailFn = func(_ context.Context, r *resourcelease.FailRequest) error {
 					got <- r
-					return resp.(*resourcelease.SuccessResponse), nil
+					return nil
 				}
 			},
-			wantResp: &resourcelease.SuccessResponse{Success: true},
+		},
+		{
+			name: "release",
+			run: func(ctx context.Context, c *transport.Client) (any, any, error) {
+				req := &resourcelease.ReleaseRequest{OwnershipToken: token, Delay: 1500 * time.Millisecond}
+				return req, nil, c.Release(ctx, req)
+			},
+			serve: func(f *leasetest.FakeDispatcher, got chan<- any, _ any) {
+				f.ReleaseFn = func(_ context.Context, r *resourcelease.ReleaseRequest) error {
+					got <- r
+					return nil
+				}
+			},
 		},
 		{
 			name: "drain",
@@ -260,18 +269,18 @@ func TestClientNilRequests(t *testing.T) {
 	_, err = c.DeadLetters(ctx, nil)
 	require.NoError(t, err)
 	_, err = c.Redrive(ctx, nil)
-	require.NoError(t, err)
+	require.ErrorIs(t, err, &resourcelease.Error{Code: resourcelease.CodeSelectionRequired}, "refused before it is sent")
 	_, err = c.Purge(ctx, nil)
-	require.NoError(t, err)
+	require.ErrorIs(t, err, &resourcelease.Error{Code: resourcelease.CodeSelectionRequired}, "refused before it is sent")
 	_, err = c.Restore(ctx, nil)
 	require.NoError(t, err)
 	_, err = c.Enqueue(ctx, nil)
 	require.ErrorIs(t, err, &resourcelease.Error{Code: resourcelease.CodePayloadRequired})
 	_, err = c.Heartbeat(ctx, nil)
 	require.ErrorIs(t, err, &resourcelease.Error{Code: resourcelease.CodeTokenRequired})
-	_, err = c.Complete(ctx, nil)
+	err = c.Complete(ctx, nil)
 	require.ErrorIs(t, err, &resourcelease.Error{Code: resourcelease.CodeTokenRequired})
-	_, err = c.Fail(ctx, nil)
+	err = c.Fail(ctx, nil)
 	require.ErrorIs(t, err, &resourcelease.Error{Code: resourcelease.CodeTokenRequired})
 }
 
@@ -306,7 +315,7 @@ func TestClientErrors(t *testing.T) {
 			c := newClientServer(t, &leasetest.FakeDispatcher{HeartbeatFn: func(context.Context, *resourcelease.HeartbeatRequest) (*resourcelease.HeartbeatResponse, error) {
 				return nil, tt.err
 			}}, transport.HandlerConfig{}, transport.ClientConfig{})
-			_, err := c.Heartbeat(context.Background(), &resourcelease.HeartbeatRequest{OwnershipToken: &token})
+			_, err := c.Heartbeat(context.Background(), &resourcelease.HeartbeatRequest{OwnershipToken: token})
 			require.ErrorIs(t, err, tt.sentinel)
 			var e *resourcelease.Error
 			require.ErrorAs(t, err, &e)
@@ -513,7 +522,7 @@ func TestClientHeaders(t *testing.T) {
 			name: "long-poll outlives its wait",
 			opts: transport.ClientConfig{Timeout: time.Second, LongPollMargin: 3 * time.Second},
 			call: func(ctx context.Context, c *transport.Client) error {
-				_, err := c.Lease(ctx, &resourcelease.LeaseRequest{WaitMs: 10000})
+				_, err := c.Lease(ctx, &resourcelease.LeaseRequest{Wait: 10000 * time.Millisecond})
 				return err
 			},
 			check: func(t *testing.T, s sent) { requireTTL(t, s.header, 12*time.Second, 13*time.Second) },
@@ -522,7 +531,7 @@ func TestClientHeaders(t *testing.T) {
 			name: "short long-poll keeps the timeout",
 			opts: transport.ClientConfig{Timeout: time.Minute},
 			call: func(ctx context.Context, c *transport.Client) error {
-				_, err := c.Lease(ctx, &resourcelease.LeaseRequest{WaitMs: 10})
+				_, err := c.Lease(ctx, &resourcelease.LeaseRequest{Wait: 10 * time.Millisecond})
 				return err
 			},
 			check: func(t *testing.T, s sent) { requireTTL(t, s.header, 59*time.Second, time.Minute) },
@@ -531,7 +540,7 @@ func TestClientHeaders(t *testing.T) {
 			name:    "context deadline beats the long-poll margin",
 			timeout: 2 * time.Second,
 			call: func(ctx context.Context, c *transport.Client) error {
-				_, err := c.Lease(ctx, &resourcelease.LeaseRequest{WaitMs: 10000})
+				_, err := c.Lease(ctx, &resourcelease.LeaseRequest{Wait: 10000 * time.Millisecond})
 				return err
 			},
 			check: func(t *testing.T, s sent) { requireTTL(t, s.header, time.Second, 2*time.Second) },

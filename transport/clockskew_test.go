@@ -4,7 +4,6 @@ import (
 	"context"
 	"net/http"
 	"net/http/httptest"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -12,6 +11,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/leasemesh/leasemesh/resourcelease"
+	"github.com/leasemesh/leasemesh/resourcelease/leasetest"
 	"github.com/leasemesh/leasemesh/transport"
 )
 
@@ -24,111 +24,97 @@ func (c skewedClock) NewTimer(d time.Duration) resourcelease.Timer {
 	return resourcelease.SystemClock.NewTimer(d)
 }
 
-// skewedServer serves h with its Date header off by skew, as the dispatcher
-// host's net/http would send it.
-func skewedServer(t *testing.T, h http.Handler, skew time.Duration) *httptest.Server {
+// skewedServer serves h with its Date header off by dateSkew, as the
+// dispatcher host's net/http (or a proxy in front of it) would send it.
+func skewedServer(t *testing.T, h http.Handler, dateSkew time.Duration) *httptest.Server {
 	t.Helper()
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Date", time.Now().Add(skew).UTC().Format(http.TimeFormat))
+		w.Header().Set("Date", time.Now().Add(dateSkew).UTC().Format(http.TimeFormat))
 		h.ServeHTTP(w, r)
 	}))
 	t.Cleanup(srv.Close)
 	return srv
 }
 
-func TestClientServerClockOffset(t *testing.T) {
+// TestLeaseTTLIgnoresClocks: the leaseTtlMs of a lease and a heartbeat is the
+// time left counted from when the dispatcher received the request, so it is
+// the lease duration whatever the dispatcher's clock (far ahead, far behind)
+// or a proxy's Date header say, while leaseExpiresAt follows the
+// dispatcher's clock. A client that adds it to its send time gets a
+// deadline no later than the dispatcher's.
+func TestLeaseTTLIgnoresClocks(t *testing.T) {
 	t.Parallel()
+	const lease = 4 * time.Second
 	for _, tc := range []struct {
-		name   string
-		date   func() string // nil: no Date header at all
-		want   time.Duration
-		wantOK bool
+		name            string
+		clock, dateSkew time.Duration
 	}{
-		{"server ahead", func() string { return time.Now().Add(10 * time.Minute).UTC().Format(http.TimeFormat) }, 10 * time.Minute, true},
-		{"server behind", func() string { return time.Now().Add(-time.Hour).UTC().Format(http.TimeFormat) }, -time.Hour, true},
-		{"same clock", func() string { return time.Now().UTC().Format(http.TimeFormat) }, 0, true},
-		{"no Date header", nil, 0, false},
-		{"unparsable Date", func() string { return "yesterday" }, 0, false},
+		{"same clocks", 0, 0},
+		{"dispatcher an hour ahead", time.Hour, time.Hour},
+		{"dispatcher an hour behind", -time.Hour, -time.Hour},
+		{"a proxy's Date a day off", 0, 24 * time.Hour},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			c := newRawServer(t, transport.ClientConfig{}, func(w http.ResponseWriter, _ *http.Request) {
-				if tc.date == nil {
-					w.Header()["Date"] = nil // net/http then sends none
-				} else {
-					w.Header().Set("Date", tc.date())
-				}
-				_, _ = w.Write([]byte(`{"pendingCount":0}`))
-			})
-			_, ok := c.ServerClockOffset()
-			require.False(t, ok, "known before any response")
-			_, err := c.Stats(context.Background(), &resourcelease.StatsRequest{})
+			d, err := resourcelease.NewDispatcher(resourcelease.DispatcherConfig{Queue: resourcelease.QueueConfig{
+				Clock: skewedClock{tc.clock}, LeaseDuration: lease, HeartbeatInterval: time.Second,
+			}})
 			require.NoError(t, err)
-			got, ok := c.ServerClockOffset()
-			require.Equal(t, tc.wantOK, ok)
-			if ok {
-				assert.InDelta(t, tc.want.Seconds(), got.Seconds(), 1.5, "offset %v", got)
-			}
+			t.Cleanup(func() { d.Close() })
+			srv := skewedServer(t, newHandler(t, d, transport.HandlerConfig{}), tc.dateSkew)
+			c, err := transport.NewClient(srv.URL, transport.ClientConfig{})
+			require.NoError(t, err)
+			t.Cleanup(func() { c.Close() })
+			ctx := context.Background()
+			_, err = c.Enqueue(ctx, &resourcelease.EnqueueRequest{Payload: &item})
+			require.NoError(t, err)
+
+			sent := time.Now()
+			l, err := c.Lease(ctx, &resourcelease.LeaseRequest{PeerID: "w"})
+			require.NoError(t, err)
+			require.NotNil(t, l)
+			assert.Equal(t, lease, l.TTL, "granted at once: the whole lease duration")
+			assert.WithinDuration(t, sent.Add(tc.clock).Add(lease), l.LeaseExpiresAt, time.Second, "the expiry is in the dispatcher's clock")
+			assert.False(t, sent.Add(l.TTL).After(l.LeaseExpiresAt.Add(-tc.clock)), "send time + TTL is never later than the dispatcher's expiry")
+
+			hb, err := c.Heartbeat(ctx, &resourcelease.HeartbeatRequest{OwnershipToken: l.OwnershipToken})
+			require.NoError(t, err)
+			assert.Equal(t, lease, hb.TTL)
 		})
 	}
 }
 
-// TestServerClockOffsetIgnoresDelaysAndProxies: the estimate is taken when
-// the headers arrive, so a slow body does not make the server look behind,
-// and only the handler's own successes count, so a proxy's error page with
-// a clock of its own does not move it.
-func TestServerClockOffsetIgnoresDelaysAndProxies(t *testing.T) {
+// TestLongPollTTLIncludesTheWait: a lease granted after a long-poll waited
+// has a TTL counted from when the request arrived, so the wait does not eat
+// into it: the worker's send time + TTL lands at the dispatcher's expiry.
+func TestLongPollTTLIncludesTheWait(t *testing.T) {
 	t.Parallel()
-	var proxyError atomic.Bool
-	c := newRawServer(t, transport.ClientConfig{}, func(w http.ResponseWriter, _ *http.Request) {
-		if proxyError.Load() {
-			// A proxy whose clock is ahead: the highest-sample rule alone
-			// would take it.
-			w.Header().Set("Date", time.Now().Add(10*time.Minute).UTC().Format(http.TimeFormat))
-			http.Error(w, "bad gateway", http.StatusBadGateway)
-			return
-		}
-		w.WriteHeader(http.StatusOK) // Date: now, same clock
-		w.(http.Flusher).Flush()
-		time.Sleep(1600 * time.Millisecond) // the body arrives late
-		_, _ = w.Write([]byte(`{"pendingCount":0}`))
-	})
+	const lease = 5 * time.Second
+	clock := leasetest.NewManualClock(time.Time{})
+	d, err := resourcelease.NewDispatcher(resourcelease.DispatcherConfig{Queue: resourcelease.QueueConfig{
+		Clock: clock, LeaseDuration: lease, HeartbeatInterval: time.Second,
+	}})
+	require.NoError(t, err)
+	t.Cleanup(func() { d.Close() })
+	c := newClientServer(t, d, transport.HandlerConfig{}, transport.ClientConfig{})
 	ctx := context.Background()
-	_, err := c.Stats(ctx, &resourcelease.StatsRequest{})
-	require.NoError(t, err)
-	off, ok := c.ServerClockOffset()
-	require.True(t, ok)
-	assert.InDelta(t, 0, off.Seconds(), 1.0, "same clock, slow body: offset %v", off)
 
-	proxyError.Store(true)
-	_, err = c.Stats(ctx, &resourcelease.StatsRequest{})
-	require.Error(t, err)
-	off, ok = c.ServerClockOffset()
-	require.True(t, ok)
-	assert.InDelta(t, 0, off.Seconds(), 1.0, "a proxy's error page moved the offset to %v", off)
-}
-
-// TestServerClockOffsetTakesTheHighestRecentSample: a response whose
-// headers were delayed makes the server look further behind than it is, so
-// the estimate is the highest of the recent samples, not the latest.
-func TestServerClockOffsetTakesTheHighestRecentSample(t *testing.T) {
-	t.Parallel()
-	var delayed atomic.Bool
-	c := newRawServer(t, transport.ClientConfig{}, func(w http.ResponseWriter, _ *http.Request) {
-		skew := time.Minute
-		if delayed.Load() {
-			skew -= 3 * time.Second // as if Date was stamped 3 s before the headers arrived
-		}
-		w.Header().Set("Date", time.Now().Add(skew).UTC().Format(http.TimeFormat))
-		_, _ = w.Write([]byte(`{"pendingCount":0}`))
-	})
-	ctx := context.Background()
-	_, err := c.Stats(ctx, &resourcelease.StatsRequest{})
+	type result struct {
+		l   *resourcelease.Lease
+		err error
+	}
+	got := make(chan result, 1)
+	go func() {
+		l, err := c.Lease(ctx, &resourcelease.LeaseRequest{PeerID: "w", Wait: 10 * time.Second})
+		got <- result{l, err}
+	}()
+	require.True(t, clock.WaitForTimers(2, 5*time.Second), "the long-poll is parked") // the sweeper's and the wait's
+	clock.Advance(3 * time.Second)
+	_, err = c.Enqueue(ctx, &resourcelease.EnqueueRequest{Payload: &item})
 	require.NoError(t, err)
-	delayed.Store(true)
-	_, err = c.Stats(ctx, &resourcelease.StatsRequest{})
-	require.NoError(t, err)
-	off, ok := c.ServerClockOffset()
-	require.True(t, ok)
-	assert.InDelta(t, 60, off.Seconds(), 1.0, "offset %v", off)
+	r := <-got
+	require.NoError(t, r.err)
+	require.NotNil(t, r.l)
+	assert.Equal(t, lease+3*time.Second, r.l.TTL, "the 3 s waited are added to the lease duration")
+	assert.True(t, r.l.LeaseExpiresAt.Equal(clock.Now().Add(lease)))
 }

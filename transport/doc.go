@@ -27,17 +27,20 @@
 // The protocol is yarpc's HTTP transport with the JSON encoding, so a
 // yarpc-go client calls the handler, and the Client calls a yarpc-go server,
 // without adapters. A request is a POST whose Rpc-Procedure header names
-// "<namespace>::<verb>" (enqueue, lease, heartbeat, complete, fail, drain,
-// restore, stats, deadletters, redrive, purge) and whose body is that verb's
-// JSON request (see the types in resourcelease/dispatcher.go; an empty body is
-// {}, unknown fields are ignored). Rpc-Service, when present, must name the
-// handler's service; Rpc-Encoding, when present, must be json or
-// application/json; Context-TTL-MS (yarpc's), Rpc-Ttl-Ms or Rpc-Deadline set
-// the deadline of the Dispatcher's context, capped by MaxTTL (a lease
-// long-poll is further capped by MaxWait, and ends as soon as the client goes
-// away); Rpc-Caller and the peer id (Rpc-Header-Peer-Id, else x-peer-id)
-// reach the Dispatcher through resourcelease.CallInfo. yarpc's other headers
-// (routing, tracing, application headers) are accepted.
+// "<namespace>::<verb>" (enqueue, lease, heartbeat, complete, fail, release,
+// drain, restore, stats, deadletters, redrive, purge, and the batch
+// procedures enqueueBatch, leaseBatch, heartbeatBatch and completeBatch,
+// which the handler serves with per-item calls for a Dispatcher that is not a
+// resourcelease.BatchDispatcher) and whose body is that verb's JSON request
+// (see the types in resourcelease/dispatcher.go; an empty body is {}, unknown
+// fields are ignored). Rpc-Service, when present, must name the handler's
+// service; Rpc-Encoding, when present, must be json or application/json;
+// Context-TTL-MS (yarpc's), Rpc-Ttl-Ms or Rpc-Deadline set the deadline of
+// the Dispatcher's context, capped by MaxTTL (a lease long-poll is further
+// capped by MaxWait, and ends as soon as the client goes away); Rpc-Caller
+// and the peer id (Rpc-Header-Peer-Id, else x-peer-id) reach the Dispatcher
+// through resourcelease.CallInfo. yarpc's other headers (routing, tracing,
+// application headers) are accepted.
 //
 // A success is HTTP 200 with Rpc-Status: success and the JSON response (a
 // lease with nothing available is the body null); Rpc-Service is echoed. An
@@ -73,14 +76,15 @@
 // # Calling: the Client
 //
 // NewClient returns a Client for a handler's URL. It implements
-// resourcelease.Dispatcher, so code written against a Dispatcher runs over the
-// network unchanged:
+// resourcelease.BatchDispatcher, so code written against a Dispatcher runs
+// over the network unchanged (and its batch methods fall back to per-item
+// calls on a server without the batch procedures):
 //
 //	c, err := transport.NewClient("http://127.0.0.1:7420/yarpc/v1", transport.ClientConfig{
 //		Namespace: "resourcelease.mesh", Caller: "worker-1",
 //	})
 //	defer c.Close()
-//	l, err := c.Lease(ctx, &resourcelease.LeaseRequest{WaitMs: 10000})
+//	l, err := c.Lease(ctx, &resourcelease.LeaseRequest{Wait: 10 * time.Second})
 //
 // The context's deadline travels as Context-TTL-MS (a call without one gets
 // ClientConfig.Timeout; a long-poll gets at least its wait plus
@@ -113,6 +117,8 @@
 // requeue, the error as reason and, for a *resourcelease.Error, its code
 // (Permanent dead-letters instead). A dispatcher that is down is retried with
 // exponential backoff and jitter. When ctx ends, Run stops leasing, cancels
-// the handlers, fails their leases with requeue (reason ShutdownReason) and
-// returns. Stats reports what it did.
+// the handlers, releases their leases (the attempt not counted) and returns.
+// A worker times each lease by its leaseTtlMs from when it sent the request,
+// so it needs no clock agreement with the dispatcher. Stats reports what it
+// did.
 package transport

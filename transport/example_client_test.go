@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log"
 	"net/http/httptest"
+	"time"
 
 	"github.com/leasemesh/leasemesh/resourcelease"
 	"github.com/leasemesh/leasemesh/transport"
@@ -39,20 +40,20 @@ func ExampleClient() {
 	}
 	fmt.Println("enqueued sequence", enq.SequenceID, "pending", enq.Stats.PendingCount)
 
-	l, err := c.Lease(ctx, &resourcelease.LeaseRequest{WaitMs: 1000}) // long-polls up to 1 s
+	l, err := c.Lease(ctx, &resourcelease.LeaseRequest{Wait: 1000 * time.Millisecond}) // long-polls up to 1 s
 	if err != nil {
 		log.Fatal(err)
 	}
 	fmt.Printf("leased %s attempt %d by %s: %s\n", l.Payload.ResourceID, l.Attempt, l.OwnerPeerID, l.Payload.Body)
 
-	if _, err := c.Heartbeat(ctx, &resourcelease.HeartbeatRequest{OwnershipToken: &l.OwnershipToken}); err != nil {
+	if _, err := c.Heartbeat(ctx, &resourcelease.HeartbeatRequest{OwnershipToken: l.OwnershipToken}); err != nil {
 		log.Fatal(err)
 	}
-	if _, err := c.Complete(ctx, &resourcelease.CompleteRequest{OwnershipToken: &l.OwnershipToken}); err != nil {
+	if err := c.Complete(ctx, &resourcelease.CompleteRequest{OwnershipToken: l.OwnershipToken}); err != nil {
 		log.Fatal(err)
 	}
 
-	_, err = c.Complete(ctx, &resourcelease.CompleteRequest{OwnershipToken: &l.OwnershipToken})
+	err = c.Complete(ctx, &resourcelease.CompleteRequest{OwnershipToken: l.OwnershipToken})
 	fmt.Println("again:", errors.Is(err, resourcelease.ErrUnknownToken), resourcelease.StatusOf(err))
 
 	none, err := c.Lease(ctx, nil)

@@ -30,15 +30,15 @@ func capturing(got *any) *leasetest.FakeDispatcher {
 		},
 		HeartbeatFn: func(_ context.Context, r *resourcelease.HeartbeatRequest) (*resourcelease.HeartbeatResponse, error) {
 			*got = r
-			return &resourcelease.HeartbeatResponse{Success: true}, nil
+			return &resourcelease.HeartbeatResponse{}, nil
 		},
-		CompleteFn: func(_ context.Context, r *resourcelease.CompleteRequest) (*resourcelease.SuccessResponse, error) {
+		CompleteFn: func(_ context.Context, r *resourcelease.CompleteRequest) error {
 			*got = r
-			return &resourcelease.SuccessResponse{Success: true}, nil
+			return nil
 		},
-		FailFn: func(_ context.Context, r *resourcelease.FailRequest) (*resourcelease.SuccessResponse, error) {
+		FailFn: func(_ context.Context, r *resourcelease.FailRequest) error {
 			*got = r
-			return &resourcelease.SuccessResponse{Success: true}, nil
+			return nil
 		},
 		DrainFn: func(_ context.Context, r *resourcelease.DrainRequest) (*resourcelease.DrainResponse, error) {
 			*got = r
@@ -55,6 +55,26 @@ func capturing(got *any) *leasetest.FakeDispatcher {
 		DeadLettersFn: func(_ context.Context, r *resourcelease.DeadLettersRequest) (*resourcelease.DeadLettersResponse, error) {
 			*got = r
 			return &resourcelease.DeadLettersResponse{}, nil
+		},
+		EnqueueBatchFn: func(_ context.Context, r *resourcelease.EnqueueBatchRequest) (*resourcelease.EnqueueBatchResponse, error) {
+			*got = r
+			return &resourcelease.EnqueueBatchResponse{Results: make([]resourcelease.EnqueueItemResult, len(r.Payloads))}, nil
+		},
+		LeaseBatchFn: func(_ context.Context, r *resourcelease.LeaseBatchRequest) ([]*resourcelease.Lease, error) {
+			*got = r
+			return nil, nil
+		},
+		HeartbeatBatchFn: func(_ context.Context, r *resourcelease.HeartbeatBatchRequest) ([]resourcelease.HeartbeatResult, error) {
+			*got = r
+			return make([]resourcelease.HeartbeatResult, len(r.OwnershipTokens)), nil
+		},
+		CompleteBatchFn: func(_ context.Context, r *resourcelease.CompleteBatchRequest) ([]error, error) {
+			*got = r
+			return make([]error, len(r.OwnershipTokens)), nil
+		},
+		ReleaseFn: func(_ context.Context, r *resourcelease.ReleaseRequest) error {
+			*got = r
+			return nil
 		},
 		RedriveFn: func(_ context.Context, r *resourcelease.RedriveRequest) (*resourcelease.RedriveResponse, error) {
 			*got = r
@@ -76,6 +96,7 @@ func FuzzDecodeRequest(f *testing.F) {
 	for i := range transport.Verbs() {
 		f.Add(uint8(i), []byte(`{}`))
 		f.Add(uint8(i), []byte(`{"payload":`+itemJSON+`,"ownershipToken":`+tokenJSON+`,"waitMs":5,"limit":2,"sequenceIds":[1],"items":[{"payload":`+itemJSON+`}]}`))
+		f.Add(uint8(i), []byte(`{"payloads":[`+itemJSON+`,{}],"ownershipTokens":[`+tokenJSON+`],"maxItems":3,"maxBytes":10,"delayMs":7,"all":true}`))
 	}
 	const maxWait = 2 * time.Second
 	verbs := transport.Verbs()
@@ -113,15 +134,44 @@ func FuzzDecodeRequest(f *testing.F) {
 				t.Fatalf("invalid payload reached the dispatcher: %v", err)
 			}
 		case *resourcelease.LeaseRequest:
-			if r.WaitMs < 0 || r.WaitMs > maxWait.Milliseconds() {
-				t.Fatalf("waitMs %d outside [0, %d]", r.WaitMs, maxWait.Milliseconds())
+			if r.Wait < 0 || r.Wait > maxWait {
+				t.Fatalf("wait %v outside [0, %v]", r.Wait, maxWait)
 			}
 		case *resourcelease.HeartbeatRequest:
-			requireToken(t, r.OwnershipToken)
+			requireToken(t, &r.OwnershipToken)
 		case *resourcelease.CompleteRequest:
-			requireToken(t, r.OwnershipToken)
+			requireToken(t, &r.OwnershipToken)
 		case *resourcelease.FailRequest:
-			requireToken(t, r.OwnershipToken)
+			requireToken(t, &r.OwnershipToken)
+		case *resourcelease.ReleaseRequest:
+			requireToken(t, &r.OwnershipToken)
+			if r.Delay < 0 {
+				t.Fatalf("negative delay %v reached the dispatcher", r.Delay)
+			}
+		case *resourcelease.EnqueueBatchRequest:
+			if len(r.Payloads) > resourcelease.MaxBatchItems {
+				t.Fatalf("a batch of %d reached the dispatcher", len(r.Payloads))
+			}
+		case *resourcelease.LeaseBatchRequest:
+			if r.MaxItems < 1 || r.MaxItems > resourcelease.MaxBatchItems || r.Wait < 0 || r.Wait > maxWait || r.MaxBytes < 0 {
+				t.Fatalf("a bad leaseBatch reached the dispatcher: %+v", r)
+			}
+		case *resourcelease.HeartbeatBatchRequest:
+			if len(r.OwnershipTokens) > resourcelease.MaxBatchItems {
+				t.Fatalf("a batch of %d reached the dispatcher", len(r.OwnershipTokens))
+			}
+		case *resourcelease.CompleteBatchRequest:
+			if len(r.OwnershipTokens) > resourcelease.MaxBatchItems {
+				t.Fatalf("a batch of %d reached the dispatcher", len(r.OwnershipTokens))
+			}
+		case *resourcelease.RedriveRequest:
+			if err := r.Validate(); err != nil {
+				t.Fatalf("an empty redrive reached the dispatcher: %v", err)
+			}
+		case *resourcelease.PurgeRequest:
+			if err := r.Validate(); err != nil {
+				t.Fatalf("an empty purge reached the dispatcher: %v", err)
+			}
 		}
 		// encode(decode(encode(x))) == encode(x)
 		once, err := json.Marshal(got)
@@ -159,6 +209,16 @@ func newLike(v any) any {
 		return new(resourcelease.CompleteRequest)
 	case *resourcelease.FailRequest:
 		return new(resourcelease.FailRequest)
+	case *resourcelease.ReleaseRequest:
+		return new(resourcelease.ReleaseRequest)
+	case *resourcelease.EnqueueBatchRequest:
+		return new(resourcelease.EnqueueBatchRequest)
+	case *resourcelease.LeaseBatchRequest:
+		return new(resourcelease.LeaseBatchRequest)
+	case *resourcelease.HeartbeatBatchRequest:
+		return new(resourcelease.HeartbeatBatchRequest)
+	case *resourcelease.CompleteBatchRequest:
+		return new(resourcelease.CompleteBatchRequest)
 	case *resourcelease.DrainRequest:
 		return new(resourcelease.DrainRequest)
 	case *resourcelease.RestoreRequest:

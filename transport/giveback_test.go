@@ -28,9 +28,9 @@ func (s *slowDelivery) Lease(ctx context.Context, r *resourcelease.LeaseRequest)
 	return l, err
 }
 
-func (s *slowDelivery) ReleaseLease(ctx context.Context, token resourcelease.OwnershipToken) error {
-	err := s.LocalDispatcher.ReleaseLease(ctx, token)
-	s.released <- token
+func (s *slowDelivery) Release(ctx context.Context, r *resourcelease.ReleaseRequest) error {
+	err := s.LocalDispatcher.Release(ctx, r)
+	s.released <- r.OwnershipToken
 	return err
 }
 
@@ -69,7 +69,7 @@ func TestLeaseToAGoneClientIsGivenBack(t *testing.T) {
 	stats, err := local.Stats(ctx, nil)
 	require.NoError(t, err)
 	require.Equal(t, resourcelease.Stats{PendingCount: 1}, *stats, "the item is back at once")
-	_, err = local.Complete(ctx, &resourcelease.CompleteRequest{OwnershipToken: &token})
+	err = local.Complete(ctx, &resourcelease.CompleteRequest{OwnershipToken: token})
 	require.ErrorIs(t, err, resourcelease.ErrUnknownToken, "the undelivered token is dead")
 	l, err := local.Lease(ctx, &resourcelease.LeaseRequest{PeerID: "next"})
 	require.NoError(t, err)

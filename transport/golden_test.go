@@ -2,6 +2,7 @@ package transport_test
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"flag"
 	"net/http/httptest"
@@ -34,7 +35,8 @@ func TestGoldenWireFormat(t *testing.T) {
 		LastOwnershipToken: &retriedToken, ReadyAt: t0.Add(1500 * time.Millisecond)}
 	lease := resourcelease.Lease{Payload: item, SequenceID: 7, Attempt: 2, EnqueuedAt: t0,
 		LastError:      &resourcelease.ErrorInfo{Message: "lease expired without a heartbeat", Code: resourcelease.CodeLeaseExpired},
-		OwnershipToken: token, OwnerPeerID: "worker-1", LeaseExpiresAt: t0.Add(30 * time.Second), HeartbeatIntervalMs: 5000}
+		OwnershipToken: token, OwnerPeerID: "worker-1", LeaseExpiresAt: t0.Add(30 * time.Second),
+		TTL: 30 * time.Second, HeartbeatInterval: 5 * time.Second}
 	firstLease := lease
 	firstLease.Attempt, firstLease.LastError = 1, nil
 	firstLease.OwnershipToken.Attempt = 1
@@ -46,17 +48,36 @@ func TestGoldenWireFormat(t *testing.T) {
 		{"enqueue_request", &resourcelease.EnqueueRequest{Payload: &item}},
 		{"enqueue_response", &resourcelease.EnqueueResponse{Stats: resourcelease.QueueCounts{PendingCount: 3, ActiveLeaseCount: 1}, SequenceID: 7}},
 		{"enqueue_response_duplicate", &resourcelease.EnqueueResponse{Stats: resourcelease.QueueCounts{PendingCount: 3}, SequenceID: 7, Duplicate: true}},
-		{"lease_request", &resourcelease.LeaseRequest{PeerID: "worker-1", WaitMs: 10000}},
+		{"lease_request", &resourcelease.LeaseRequest{PeerID: "worker-1", Wait: 10 * time.Second}},
 		{"lease_request_empty", &resourcelease.LeaseRequest{}},
 		{"lease_response", &lease},
 		{"lease_response_first_delivery", &firstLease},
-		{"heartbeat_request", &resourcelease.HeartbeatRequest{OwnershipToken: &token}},
-		{"heartbeat_response", &resourcelease.HeartbeatResponse{Success: true, LeaseExpiresAt: t0.Add(30 * time.Second)}},
-		{"complete_request", &resourcelease.CompleteRequest{OwnershipToken: &token}},
-		{"complete_response", &resourcelease.SuccessResponse{Success: true}},
-		{"fail_request", &resourcelease.FailRequest{OwnershipToken: &token, Reason: "db timeout", ErrorCode: "app.db_timeout",
-			Requeue: ptr(true), Metadata: map[string]string{"host": "db-2"}}},
-		{"fail_response", &resourcelease.SuccessResponse{Success: true}},
+		{"heartbeat_request", &resourcelease.HeartbeatRequest{OwnershipToken: token}},
+		{"heartbeat_response", &resourcelease.HeartbeatResponse{LeaseExpiresAt: t0.Add(30 * time.Second), TTL: 30 * time.Second}},
+		{"complete_request", &resourcelease.CompleteRequest{OwnershipToken: token}},
+		{"fail_request", &resourcelease.FailRequest{OwnershipToken: token, Reason: "db timeout", ErrorCode: "app.db_timeout",
+			Metadata: map[string]string{"host": "db-2"}}},
+		{"fail_request_dead_letter", &resourcelease.FailRequest{OwnershipToken: token, Reason: "poison", DeadLetter: true}},
+		{"release_request", &resourcelease.ReleaseRequest{OwnershipToken: token}},
+		{"release_request_delayed", &resourcelease.ReleaseRequest{OwnershipToken: token, Delay: 30 * time.Second}},
+		{"enqueue_batch_request", &resourcelease.EnqueueBatchRequest{Payloads: []resourcelease.Item{item, item}}},
+		{"enqueue_batch_response", &resourcelease.EnqueueBatchResponse{Results: []resourcelease.EnqueueItemResult{
+			{SequenceID: 7}, {SequenceID: 3, Duplicate: true},
+			{Err: &resourcelease.Error{Status: resourcelease.StatusInvalidArgument, Code: resourcelease.CodePartitionKeyRequired, Message: "payload.partitionKey is required"}},
+			{Err: &resourcelease.Error{Status: resourcelease.StatusResourceExhausted, Code: resourcelease.CodeQueueFull, Message: "queue is at capacity (512 pending)"}},
+		}, Stats: resourcelease.QueueCounts{PendingCount: 4, ActiveLeaseCount: 1}}},
+		{"lease_batch_request", &resourcelease.LeaseBatchRequest{PeerID: "worker-1", Wait: 10 * time.Second, MaxItems: 32, MaxBytes: 1 << 20}},
+		{"lease_batch_response", &resourcelease.LeaseBatchResponse{Items: []*resourcelease.Lease{&firstLease, &lease}}},
+		{"lease_batch_response_empty", &resourcelease.LeaseBatchResponse{Items: []*resourcelease.Lease{}}},
+		{"heartbeat_batch_request", &resourcelease.HeartbeatBatchRequest{OwnershipTokens: []resourcelease.OwnershipToken{token, retriedToken}}},
+		{"heartbeat_batch_response", &resourcelease.HeartbeatBatchResponse{Results: []resourcelease.HeartbeatResult{
+			{HeartbeatResponse: resourcelease.HeartbeatResponse{LeaseExpiresAt: t0.Add(30 * time.Second), TTL: 30 * time.Second}},
+			{Err: &resourcelease.Error{Status: resourcelease.StatusNotFound, Code: resourcelease.CodeUnknownToken, Message: "unknown or expired ownership token"}},
+		}}},
+		{"complete_batch_request", &resourcelease.CompleteBatchRequest{OwnershipTokens: []resourcelease.OwnershipToken{token, retriedToken}}},
+		{"complete_batch_response", &resourcelease.CompleteBatchResponse{Results: []error{
+			nil, &resourcelease.Error{Status: resourcelease.StatusNotFound, Code: resourcelease.CodeUnknownToken, Message: "unknown or expired ownership token"},
+		}}},
 		{"drain_request", &resourcelease.DrainRequest{}},
 		{"drain_response", &resourcelease.DrainResponse{Items: []resourcelease.PendingItem{first, retried}}},
 		{"drain_response_empty", &resourcelease.DrainResponse{Items: []resourcelease.PendingItem{}}},
@@ -70,9 +91,10 @@ func TestGoldenWireFormat(t *testing.T) {
 		{"deadletters_response", &resourcelease.DeadLettersResponse{Items: []resourcelease.DeadLetter{
 			{PendingItem: retried, DeadLetteredAt: t0.Add(time.Minute), Reason: "max delivery attempts exceeded"}}}},
 		{"redrive_request", &resourcelease.RedriveRequest{SequenceIDs: []int64{8, 9}}},
-		{"redrive_request_all", &resourcelease.RedriveRequest{}},
+		{"redrive_request_all", &resourcelease.RedriveRequest{All: true}},
 		{"redrive_response", &resourcelease.RedriveResponse{RedrivenCount: 2}},
 		{"purge_request", &resourcelease.PurgeRequest{SequenceIDs: []int64{8}}},
+		{"purge_request_all", &resourcelease.PurgeRequest{All: true}},
 		{"purge_response", &resourcelease.PurgeResponse{PurgedCount: 1}},
 	}
 	for _, tt := range tests {
@@ -95,6 +117,36 @@ func TestGoldenWireFormat(t *testing.T) {
 		rec := call(newHandler(t, &leasetest.FakeDispatcher{}, transport.HandlerConfig{}), transport.VerbLease, `{"waitMs":1}`)
 		checkGolden(t, "lease_response_none", []byte(requireOK(t, rec)))
 	})
+	// The handler encodes leases on a path of its own (not through
+	// Lease.MarshalJSON): the bytes must be the golden ones all the same, and
+	// the Client must decode them back to the same leases.
+	t.Run("lease_response_from_the_handler", func(t *testing.T) {
+		t.Parallel()
+		for name, l := range map[string]*resourcelease.Lease{"lease_response": &lease, "lease_response_first_delivery": &firstLease} {
+			f := &leasetest.FakeDispatcher{LeaseFn: func(context.Context, *resourcelease.LeaseRequest) (*resourcelease.Lease, error) { return l, nil }}
+			checkGolden(t, name, []byte(requireOK(t, call(newHandler(t, f, transport.HandlerConfig{}), transport.VerbLease, `{}`))))
+			got, err := newClientServer(t, f, transport.HandlerConfig{}, transport.ClientConfig{}).Lease(context.Background(), nil)
+			require.NoError(t, err)
+			require.Equal(t, l, got)
+		}
+	})
+	t.Run("lease_batch_response_from_the_handler", func(t *testing.T) {
+		t.Parallel()
+		f := &leasetest.FakeDispatcher{LeaseBatchFn: func(context.Context, *resourcelease.LeaseBatchRequest) ([]*resourcelease.Lease, error) {
+			return []*resourcelease.Lease{&firstLease, &lease}, nil
+		}}
+		checkGolden(t, "lease_batch_response", []byte(requireOK(t, call(newHandler(t, f, transport.HandlerConfig{}), transport.VerbLeaseBatch, `{"maxItems":2}`))))
+		got, err := newClientServer(t, f, transport.HandlerConfig{}, transport.ClientConfig{}).LeaseBatch(context.Background(), &resourcelease.LeaseBatchRequest{MaxItems: 2})
+		require.NoError(t, err)
+		require.Equal(t, []*resourcelease.Lease{&firstLease, &lease}, got)
+	})
+	for _, verb := range []string{transport.VerbComplete, transport.VerbFail, transport.VerbRelease} {
+		t.Run(verb+"_response", func(t *testing.T) {
+			t.Parallel()
+			rec := call(newHandler(t, &leasetest.FakeDispatcher{}, transport.HandlerConfig{}), verb, string(readGolden(t, verb+"_request")))
+			checkGolden(t, verb+"_response", []byte(requireOK(t, rec)))
+		})
+	}
 	t.Run("error", func(t *testing.T) {
 		t.Parallel()
 		rec := httptest.NewRecorder()

@@ -86,6 +86,7 @@ type HandlerConfig struct {
 // NewHandler and safe for concurrent use.
 type handler struct {
 	d         resourcelease.Dispatcher
+	bd        resourcelease.BatchDispatcher // d, or d's per-item calls (resourcelease.PerItem)
 	service   string
 	maxBody   int64
 	maxWait   time.Duration
@@ -139,6 +140,7 @@ func NewHandler(d resourcelease.Dispatcher, opts HandlerConfig) (http.Handler, e
 	}
 	h := &handler{
 		d:         d,
+		bd:        resourcelease.PerItem(d),
 		service:   opts.Service,
 		maxBody:   opts.MaxBodyBytes,
 		maxWait:   opts.MaxWait,
@@ -151,18 +153,18 @@ func NewHandler(d resourcelease.Dispatcher, opts HandlerConfig) (http.Handler, e
 		ns = DefaultNamespace
 	}
 	if strings.Contains(ns, "::") || strings.IndexFunc(ns, isSpaceOrControl) >= 0 {
-		return nil, fmt.Errorf("transport: NewHandler: invalid Namespace %q: it must not contain \"::\" or white space", ns)
+		return nil, resourcelease.Errorf(resourcelease.StatusInvalidArgument, resourcelease.CodeInvalidArgument, "transport: NewHandler: invalid Namespace %q: it must not contain \"::\" or white space", ns)
 	}
 	if strings.IndexFunc(h.service, isSpaceOrControl) >= 0 {
-		return nil, fmt.Errorf("transport: NewHandler: invalid Service %q: it must not contain white space", h.service)
+		return nil, resourcelease.Errorf(resourcelease.StatusInvalidArgument, resourcelease.CodeInvalidArgument, "transport: NewHandler: invalid Service %q: it must not contain white space", h.service)
 	}
 	switch {
 	case h.maxBody < 0:
-		return nil, fmt.Errorf("transport: NewHandler: MaxBodyBytes must not be negative, got %d", h.maxBody)
+		return nil, resourcelease.Errorf(resourcelease.StatusInvalidArgument, resourcelease.CodeInvalidArgument, "transport: NewHandler: MaxBodyBytes must not be negative, got %d", h.maxBody)
 	case h.maxWait < 0:
-		return nil, fmt.Errorf("transport: NewHandler: MaxWait must not be negative, got %v", h.maxWait)
+		return nil, resourcelease.Errorf(resourcelease.StatusInvalidArgument, resourcelease.CodeInvalidArgument, "transport: NewHandler: MaxWait must not be negative, got %v", h.maxWait)
 	case h.maxTTL < 0:
-		return nil, fmt.Errorf("transport: NewHandler: MaxTTL must not be negative, got %v", h.maxTTL)
+		return nil, resourcelease.Errorf(resourcelease.StatusInvalidArgument, resourcelease.CodeInvalidArgument, "transport: NewHandler: MaxTTL must not be negative, got %v", h.maxTTL)
 	}
 	if h.maxBody == 0 {
 		h.maxBody = DefaultMaxBodyBytes
@@ -178,7 +180,7 @@ func NewHandler(d resourcelease.Dispatcher, opts HandlerConfig) (http.Handler, e
 	}
 	for i, mw := range opts.Middleware {
 		if mw == nil {
-			return nil, fmt.Errorf("transport: NewHandler: Middleware[%d] is nil", i)
+			return nil, resourcelease.Errorf(resourcelease.StatusInvalidArgument, resourcelease.CodeInvalidArgument, "transport: NewHandler: Middleware[%d] is nil", i)
 		}
 	}
 	if opts.Registerer != nil {
@@ -194,22 +196,41 @@ func NewHandler(d resourcelease.Dispatcher, opts HandlerConfig) (http.Handler, e
 		h.routes[p] = route{procedure: p, serve: serve}
 	}
 	add(VerbEnqueue, unary(resourcelease.Dispatcher.Enqueue, false, checkEnqueue))
-	add(VerbLease, unary(leaseOrGiveBack, true, checkLease))
+	add(VerbLease, serveLease)
 	add(VerbHeartbeat, unary(resourcelease.Dispatcher.Heartbeat, false, func(_ *handler, r *resourcelease.HeartbeatRequest) error {
-		return checkToken(r.OwnershipToken)
+		return checkToken(&r.OwnershipToken)
 	}))
-	add(VerbComplete, unary(resourcelease.Dispatcher.Complete, false, func(_ *handler, r *resourcelease.CompleteRequest) error {
-		return checkToken(r.OwnershipToken)
+	add(VerbComplete, settle(resourcelease.Dispatcher.Complete, func(r *resourcelease.CompleteRequest) error {
+		return checkToken(&r.OwnershipToken)
 	}))
-	add(VerbFail, unary(resourcelease.Dispatcher.Fail, false, func(_ *handler, r *resourcelease.FailRequest) error {
-		return checkToken(r.OwnershipToken)
+	add(VerbFail, settle(resourcelease.Dispatcher.Fail, func(r *resourcelease.FailRequest) error {
+		return checkToken(&r.OwnershipToken)
+	}))
+	add(VerbRelease, settle(resourcelease.Dispatcher.Release, func(r *resourcelease.ReleaseRequest) error {
+		if r.Delay < 0 {
+			return resourcelease.Errorf(resourcelease.StatusInvalidArgument, resourcelease.CodeInvalidArgument,
+				"delayMs must not be negative")
+		}
+		return checkToken(&r.OwnershipToken)
+	}))
+	add(VerbEnqueueBatch, batchRoute(serveEnqueueBatch, checkEnqueueBatch))
+	add(VerbLeaseBatch, batchRoute(serveLeaseBatch, checkLeaseBatch))
+	add(VerbHeartbeatBatch, batchRoute(serveHeartbeatBatch, func(_ *handler, r *resourcelease.HeartbeatBatchRequest) error {
+		return checkBatchSize(VerbHeartbeatBatch, len(r.OwnershipTokens))
+	}))
+	add(VerbCompleteBatch, batchRoute(serveCompleteBatch, func(_ *handler, r *resourcelease.CompleteBatchRequest) error {
+		return checkBatchSize(VerbCompleteBatch, len(r.OwnershipTokens))
 	}))
 	add(VerbDrain, unary(resourcelease.Dispatcher.Drain, false, nil))
 	add(VerbRestore, unary(resourcelease.Dispatcher.Restore, false, nil))
 	add(VerbStats, unary(resourcelease.Dispatcher.Stats, false, nil))
 	add(VerbDeadLetters, unary(resourcelease.Dispatcher.DeadLetters, false, nil))
-	add(VerbRedrive, unary(resourcelease.Dispatcher.Redrive, false, nil))
-	add(VerbPurge, unary(resourcelease.Dispatcher.Purge, false, nil))
+	add(VerbRedrive, unary(resourcelease.Dispatcher.Redrive, false, func(_ *handler, r *resourcelease.RedriveRequest) error {
+		return r.Validate()
+	}))
+	add(VerbPurge, unary(resourcelease.Dispatcher.Purge, false, func(_ *handler, r *resourcelease.PurgeRequest) error {
+		return r.Validate()
+	}))
 	h.roles = make(map[string]Role, len(h.routes))
 	for p := range h.routes {
 		_, verb, _ := SplitProcedure(p)
@@ -220,7 +241,7 @@ func NewHandler(d resourcelease.Dispatcher, opts HandlerConfig) (http.Handler, e
 	for i := len(opts.Middleware) - 1; i >= 0; i-- {
 		inner = opts.Middleware[i](inner)
 		if inner == nil {
-			return nil, fmt.Errorf("transport: NewHandler: Middleware[%d] returned a nil handler", i)
+			return nil, resourcelease.Errorf(resourcelease.StatusInvalidArgument, resourcelease.CodeInvalidArgument, "transport: NewHandler: Middleware[%d] returned a nil handler", i)
 		}
 	}
 	h.inner = inner
@@ -229,36 +250,70 @@ func NewHandler(d resourcelease.Dispatcher, opts HandlerConfig) (http.Handler, e
 
 func isSpaceOrControl(r rune) bool { return r <= ' ' || r == 0x7f }
 
-// unary adapts one Dispatcher method to a route. allowNull lets the method
-// answer (nil, nil), encoded as null (lease); for the others it is a bug in
-// the Dispatcher, reported as internal.
-// LeaseReleaser is implemented by Dispatchers that can take a lease back
-// without counting its attempt (resourcelease.LocalDispatcher does). The
-// handler uses it when a lease is granted to a client that is already gone:
-// nobody will read the response, and otherwise the item would sit leased to
-// nobody until it expired, costing an attempt.
-type LeaseReleaser interface {
-	ReleaseLease(ctx context.Context, token resourcelease.OwnershipToken) error
-}
-
-var _ LeaseReleaser = (*resourcelease.LocalDispatcher)(nil)
-
-// leaseOrGiveBack leases, and gives the lease back at once when the request's
-// context ended while it was being granted.
+// leaseOrGiveBack leases, and releases the lease at once when the request's
+// context ended while it was being granted: nobody will read the response,
+// and otherwise the item would sit leased to nobody until it expired,
+// costing an attempt.
 func leaseOrGiveBack(d resourcelease.Dispatcher, ctx context.Context, r *resourcelease.LeaseRequest) (*resourcelease.Lease, error) {
 	l, err := d.Lease(ctx, r)
 	if err != nil || l == nil || ctx.Err() == nil {
 		return l, err
 	}
-	rel, ok := d.(LeaseReleaser)
-	if !ok {
-		return l, nil
-	}
-	if rerr := rel.ReleaseLease(context.WithoutCancel(ctx), l.OwnershipToken); rerr != nil {
+	if rerr := d.Release(context.WithoutCancel(ctx), &resourcelease.ReleaseRequest{OwnershipToken: l.OwnershipToken}); rerr != nil {
 		return l, nil // could not give it back: deliver it if anyone is still listening
 	}
 	return nil, ctx.Err()
 }
+
+// serveLease is the lease route: the lease in its wire shape (see
+// wireLease), or null when nothing came within the wait.
+func serveLease(h *handler, ctx context.Context, body []byte) ([]byte, error) {
+	req := new(resourcelease.LeaseRequest)
+	if err := wire.DecodeRequest(body, req); err != nil {
+		return nil, err
+	}
+	if err := checkLease(h, req); err != nil {
+		return nil, err
+	}
+	l, err := leaseOrGiveBack(h.d, ctx, req)
+	if err != nil {
+		return nil, err
+	}
+	if l == nil {
+		return []byte("null"), nil
+	}
+	w := toWireLease(l)
+	return json.Marshal(&w)
+}
+
+// successBody is the response of the procedures that only report success
+// (complete, fail, release).
+var successBody = []byte(`{"success":true}`)
+
+// settle adapts a Dispatcher method that only succeeds or fails to a route
+// answering {"success":true}.
+func settle[Req any](
+	call func(resourcelease.Dispatcher, context.Context, *Req) error,
+	check func(*Req) error,
+) func(*handler, context.Context, []byte) ([]byte, error) {
+	return func(h *handler, ctx context.Context, body []byte) ([]byte, error) {
+		req := new(Req)
+		if err := wire.DecodeRequest(body, req); err != nil {
+			return nil, err
+		}
+		if err := check(req); err != nil {
+			return nil, err
+		}
+		if err := call(h.d, ctx, req); err != nil {
+			return nil, err
+		}
+		return successBody, nil
+	}
+}
+
+// unary adapts one Dispatcher method to a route. allowNull lets the method
+// answer (nil, nil), encoded as null (lease); for the others it is a bug in
+// the Dispatcher, reported as internal.
 
 func unary[Req, Resp any](
 	call func(resourcelease.Dispatcher, context.Context, *Req) (*Resp, error),
@@ -297,13 +352,11 @@ func checkLease(h *handler, r *resourcelease.LeaseRequest) error {
 	if err := checkPeerID("peerId", r.PeerID); err != nil {
 		return err
 	}
-	if r.WaitMs < 0 {
+	if r.Wait < 0 {
 		return resourcelease.Errorf(resourcelease.StatusInvalidArgument, resourcelease.CodeInvalidArgument,
-			"waitMs must not be negative, got %d", r.WaitMs)
+			"waitMs must not be negative, got %d", r.Wait.Milliseconds())
 	}
-	if max := h.maxWait.Milliseconds(); r.WaitMs > max {
-		r.WaitMs = max
-	}
+	r.Wait = min(r.Wait, h.maxWait)
 	return nil
 }
 

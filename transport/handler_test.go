@@ -67,15 +67,15 @@ func TestHandlerProcedures(t *testing.T) {
 			body: `{"peerId":"worker-1","waitMs":250}`,
 			setup: func(t *testing.T, f *leasetest.FakeDispatcher) {
 				f.LeaseFn = func(_ context.Context, r *resourcelease.LeaseRequest) (*resourcelease.Lease, error) {
-					require.Equal(t, &resourcelease.LeaseRequest{PeerID: "worker-1", WaitMs: 250}, r)
+					require.Equal(t, &resourcelease.LeaseRequest{PeerID: "worker-1", Wait: 250 * time.Millisecond}, r)
 					return &resourcelease.Lease{Payload: item, SequenceID: 7, Attempt: 2, EnqueuedAt: t0,
 						LastError: &resourcelease.ErrorInfo{Message: "boom"}, OwnershipToken: token, OwnerPeerID: "worker-1",
-						LeaseExpiresAt: t0.Add(30 * time.Second), HeartbeatIntervalMs: 5000}, nil
+						LeaseExpiresAt: t0.Add(30 * time.Second), TTL: 30 * time.Second, HeartbeatInterval: 5 * time.Second}, nil
 				}
 			},
 			wantJSON: `{"payload":` + itemJSON + `,"sequenceId":7,"attempt":2,"enqueuedAt":"2026-01-02T03:04:05.123456789Z",
 				"lastError":{"message":"boom"},"ownershipToken":` + tokenJSON + `,"ownerPeerId":"worker-1",
-				"leaseExpiresAt":"2026-01-02T03:04:35.123456789Z","heartbeatIntervalMs":5000}`,
+				"leaseExpiresAt":"2026-01-02T03:04:35.123456789Z","leaseTtlMs":30000,"heartbeatIntervalMs":5000}`,
 		},
 		{
 			verb:     transport.VerbLease,
@@ -88,8 +88,8 @@ func TestHandlerProcedures(t *testing.T) {
 			body: `{"ownershipToken":` + tokenJSON + `}`,
 			setup: func(t *testing.T, f *leasetest.FakeDispatcher) {
 				f.HeartbeatFn = func(_ context.Context, r *resourcelease.HeartbeatRequest) (*resourcelease.HeartbeatResponse, error) {
-					require.Equal(t, &token, r.OwnershipToken)
-					return &resourcelease.HeartbeatResponse{Success: true, LeaseExpiresAt: t0}, nil
+					require.Equal(t, token, r.OwnershipToken)
+					return &resourcelease.HeartbeatResponse{LeaseExpiresAt: t0}, nil
 				}
 			},
 			wantJSON: `{"success":true,"leaseExpiresAt":"2026-01-02T03:04:05.123456789Z"}`,
@@ -98,9 +98,9 @@ func TestHandlerProcedures(t *testing.T) {
 			verb: transport.VerbComplete,
 			body: `{"ownershipToken":` + tokenJSON + `}`,
 			setup: func(t *testing.T, f *leasetest.FakeDispatcher) {
-				f.CompleteFn = func(_ context.Context, r *resourcelease.CompleteRequest) (*resourcelease.SuccessResponse, error) {
-					require.Equal(t, &token, r.OwnershipToken)
-					return &resourcelease.SuccessResponse{Success: true}, nil
+				f.CompleteFn = func(_ context.Context, r *resourcelease.CompleteRequest) error {
+					require.Equal(t, token, r.OwnershipToken)
+					return nil
 				}
 			},
 			wantJSON: `{"success":true}`,
@@ -109,10 +109,10 @@ func TestHandlerProcedures(t *testing.T) {
 			verb: transport.VerbFail,
 			body: `{"ownershipToken":` + tokenJSON + `,"reason":"db down","errorCode":"app.db","requeue":false,"metadata":{"k":"v"}}`,
 			setup: func(t *testing.T, f *leasetest.FakeDispatcher) {
-				f.FailFn = func(_ context.Context, r *resourcelease.FailRequest) (*resourcelease.SuccessResponse, error) {
-					require.Equal(t, &resourcelease.FailRequest{OwnershipToken: &token, Reason: "db down", ErrorCode: "app.db",
-						Requeue: ptr(false), Metadata: map[string]string{"k": "v"}}, r)
-					return &resourcelease.SuccessResponse{Success: true}, nil
+				f.FailFn = func(_ context.Context, r *resourcelease.FailRequest) error {
+					require.Equal(t, &resourcelease.FailRequest{OwnershipToken: token, Reason: "db down", ErrorCode: "app.db",
+						DeadLetter: true, Metadata: map[string]string{"k": "v"}}, r)
+					return nil
 				}
 			},
 			wantJSON: `{"success":true}`,
@@ -172,14 +172,25 @@ func TestHandlerProcedures(t *testing.T) {
 		},
 		{
 			verb: transport.VerbPurge,
-			body: `null`,
+			body: `{"all":true}`,
 			setup: func(t *testing.T, f *leasetest.FakeDispatcher) {
 				f.PurgeFn = func(_ context.Context, r *resourcelease.PurgeRequest) (*resourcelease.PurgeResponse, error) {
-					require.Empty(t, r.SequenceIDs)
+					require.Equal(t, &resourcelease.PurgeRequest{All: true}, r)
 					return &resourcelease.PurgeResponse{PurgedCount: 3}, nil
 				}
 			},
 			wantJSON: `{"purgedCount":3}`,
+		},
+		{
+			verb: transport.VerbRelease,
+			body: `{"ownershipToken":` + tokenJSON + `,"delayMs":250}`,
+			setup: func(t *testing.T, f *leasetest.FakeDispatcher) {
+				f.ReleaseFn = func(_ context.Context, r *resourcelease.ReleaseRequest) error {
+					require.Equal(t, &resourcelease.ReleaseRequest{OwnershipToken: token, Delay: 250 * time.Millisecond}, r)
+					return nil
+				}
+			},
+			wantJSON: `{"success":true}`,
 		},
 	}
 	for _, tt := range tests {
@@ -285,6 +296,22 @@ func TestHandlerRequestRules(t *testing.T) {
 			wantHTTP: badArg, wantStatus: invalid, wantCode: resourcelease.CodeInvalidArgument},
 		{name: "negative waitMs", headers: hdr{transport.HeaderProcedure: transport.Procedure("", transport.VerbLease)}, body: `{"waitMs":-1}`,
 			wantHTTP: badArg, wantStatus: invalid, wantCode: resourcelease.CodeInvalidArgument},
+		{name: "purge of nothing", headers: hdr{transport.HeaderProcedure: transport.Procedure("", transport.VerbPurge)}, body: `{}`,
+			wantHTTP: badArg, wantStatus: invalid, wantCode: resourcelease.CodeSelectionRequired},
+		{name: "purge null", headers: hdr{transport.HeaderProcedure: transport.Procedure("", transport.VerbPurge)}, body: `null`,
+			wantHTTP: badArg, wantStatus: invalid, wantCode: resourcelease.CodeSelectionRequired},
+		{name: "purge of empty ids", headers: hdr{transport.HeaderProcedure: transport.Procedure("", transport.VerbPurge)}, body: `{"sequenceIds":[]}`,
+			wantHTTP: badArg, wantStatus: invalid, wantCode: resourcelease.CodeSelectionRequired},
+		{name: "redrive of nothing", headers: hdr{transport.HeaderProcedure: transport.Procedure("", transport.VerbRedrive)}, body: ``,
+			wantHTTP: badArg, wantStatus: invalid, wantCode: resourcelease.CodeSelectionRequired},
+		{name: "redrive of ids and all", headers: hdr{transport.HeaderProcedure: transport.Procedure("", transport.VerbRedrive)}, body: `{"sequenceIds":[1],"all":true}`,
+			wantHTTP: badArg, wantStatus: invalid, wantCode: resourcelease.CodeSelectionRequired},
+		{name: "redrive all", headers: hdr{transport.HeaderProcedure: transport.Procedure("", transport.VerbRedrive)}, body: `{"all":true}`, wantHTTP: 200},
+		{name: "negative delayMs", headers: hdr{transport.HeaderProcedure: transport.Procedure("", transport.VerbRelease)},
+			body:     `{"ownershipToken":` + tokenJSON + `,"delayMs":-1}`,
+			wantHTTP: badArg, wantStatus: invalid, wantCode: resourcelease.CodeInvalidArgument},
+		{name: "release without a token", headers: hdr{transport.HeaderProcedure: transport.Procedure("", transport.VerbRelease)}, body: `{}`,
+			wantHTTP: badArg, wantStatus: invalid, wantCode: resourcelease.CodeTokenRequired},
 		{name: "body not base64", headers: hdr{transport.HeaderProcedure: transport.Procedure("", transport.VerbEnqueue)},
 			body:     `{"payload":{"resourceType":"t","resourceId":"i","partitionKey":"p","payloadEncoding":"e","body":"***"}}`,
 			wantHTTP: badArg, wantStatus: invalid, wantCode: resourcelease.CodeInvalidArgument},
@@ -438,7 +465,7 @@ func TestHandlerLeaseWait(t *testing.T) {
 			t.Parallel()
 			got := make(chan int64, 1)
 			h := newHandler(t, &leasetest.FakeDispatcher{LeaseFn: func(_ context.Context, r *resourcelease.LeaseRequest) (*resourcelease.Lease, error) {
-				got <- r.WaitMs
+				got <- r.Wait.Milliseconds()
 				return nil, nil
 			}}, transport.HandlerConfig{MaxWait: tt.maxWait})
 			require.Equal(t, "null", requireOK(t, call(h, transport.VerbLease, fmt.Sprintf(`{"waitMs":%d}`, tt.waitMs))))
@@ -690,7 +717,7 @@ func TestProcedureNames(t *testing.T) {
 	t.Parallel()
 	require.Equal(t, "resourcelease::lease", transport.Procedure("", transport.VerbLease))
 	require.Equal(t, "resourcelease.mesh::enqueue", transport.Procedure("resourcelease.mesh", transport.VerbEnqueue))
-	require.Len(t, transport.Verbs(), 11)
+	require.Len(t, transport.Verbs(), 16)
 	tests := []struct {
 		in       string
 		ns, verb string

@@ -26,7 +26,7 @@ func TestLongPollEndsWhenClientDisconnects(t *testing.T) {
 	started := make(chan struct{})
 	ended := make(chan error, 1)
 	d := &leasetest.FakeDispatcher{LeaseFn: func(ctx context.Context, r *resourcelease.LeaseRequest) (*resourcelease.Lease, error) {
-		assert.EqualValues(t, 60000, r.WaitMs) // a server goroutine: assert, not require
+		assert.Equal(t, time.Minute, r.Wait) // a server goroutine: assert, not require
 		close(started)
 		<-ctx.Done()
 		ended <- ctx.Err()
@@ -39,7 +39,7 @@ func TestLongPollEndsWhenClientDisconnects(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
-		_, err := c.Lease(ctx, &resourcelease.LeaseRequest{WaitMs: 60000})
+		_, err := c.Lease(ctx, &resourcelease.LeaseRequest{Wait: 60000 * time.Millisecond})
 		done <- err
 	}()
 	<-started
@@ -87,7 +87,7 @@ func TestNoGoroutineLeftPerRequest(t *testing.T) {
 		_, err = c.Call(ctx, "resourcelease::enqueue", []byte(`{"payload":{"body":"`+strings.Repeat("A", 2000)+`"}}`))
 		require.Equal(t, resourcelease.StatusResourceExhausted, resourcelease.StatusOf(err))
 		tctx, cancel := context.WithTimeout(ctx, 30*time.Millisecond)
-		_, err = c.Lease(tctx, &resourcelease.LeaseRequest{WaitMs: 1000})
+		_, err = c.Lease(tctx, &resourcelease.LeaseRequest{Wait: 1000 * time.Millisecond})
 		cancel()
 		require.Equal(t, resourcelease.StatusDeadlineExceeded, resourcelease.StatusOf(err))
 		res, err := http.Get(srv.URL)

@@ -232,10 +232,9 @@ func (s *netFuzzState) body(in *fuzzBytes, verb string) []byte {
 	return []byte(`{}`)
 }
 
-// netFuzzVerbs are the verbs a program calls: the served ones and the ones
-// other branches of the protocol add, which must be not-found here, never
-// a 500.
-var netFuzzVerbs = append(transport.Verbs(), "enqueueBatch", "leaseBatch", "release", "pause", "nope")
+// netFuzzVerbs are the verbs a program calls: the served ones, and two the
+// handler does not serve, which must be not-found, never a 500.
+var netFuzzVerbs = append(transport.Verbs(), "pause", "nope")
 
 // nextCall decodes one call from the input.
 func (s *netFuzzState) nextCall(in *fuzzBytes) netFuzzCall {

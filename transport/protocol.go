@@ -73,25 +73,32 @@ const DefaultNamespace = "resourcelease"
 
 // The verbs of the protocol. A procedure is Procedure(namespace, verb).
 const (
-	VerbEnqueue     = "enqueue"
-	VerbLease       = "lease"
-	VerbHeartbeat   = "heartbeat"
-	VerbComplete    = "complete"
-	VerbFail        = "fail"
-	VerbDrain       = "drain"
-	VerbRestore     = "restore"
-	VerbStats       = "stats"
-	VerbDeadLetters = "deadletters"
-	VerbRedrive     = "redrive"
-	VerbPurge       = "purge"
+	VerbEnqueue        = "enqueue"
+	VerbEnqueueBatch   = "enqueueBatch"
+	VerbLease          = "lease"
+	VerbLeaseBatch     = "leaseBatch"
+	VerbHeartbeat      = "heartbeat"
+	VerbHeartbeatBatch = "heartbeatBatch"
+	VerbComplete       = "complete"
+	VerbCompleteBatch  = "completeBatch"
+	VerbFail           = "fail"
+	VerbRelease        = "release"
+	VerbDrain          = "drain"
+	VerbRestore        = "restore"
+	VerbStats          = "stats"
+	VerbDeadLetters    = "deadletters"
+	VerbRedrive        = "redrive"
+	VerbPurge          = "purge"
 )
 
-// Verbs returns every verb of the protocol, in the order of the README's
-// table.
+// Verbs returns every verb of the protocol: the first eleven in the order of
+// the original protocol, then the ones added since (release and the batch
+// procedures).
 func Verbs() []string {
 	return []string{
 		VerbEnqueue, VerbLease, VerbHeartbeat, VerbComplete, VerbFail, VerbDrain,
 		VerbRestore, VerbStats, VerbDeadLetters, VerbRedrive, VerbPurge,
+		VerbRelease, VerbEnqueueBatch, VerbLeaseBatch, VerbHeartbeatBatch, VerbCompleteBatch,
 	}
 }
 

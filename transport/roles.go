@@ -42,21 +42,21 @@ func (r Role) Allows(need Role) bool {
 	return r == need || r == RoleAdmin || need == RoleObserver
 }
 
-// verbRoles is the role each verb requires, by name: a verb the handler
-// does not serve yet (the batch procedures, release, pause) is covered the
-// day it is added.
+// verbRoles is the role each verb requires, by name, so that a verb the
+// handler does not serve yet (pause and resume are control-plane endpoints
+// today) is covered the day it is added.
 var verbRoles = map[string]Role{
-	VerbEnqueue:    RoleProducer,
-	"enqueueBatch": RoleProducer,
+	VerbEnqueue:      RoleProducer,
+	VerbEnqueueBatch: RoleProducer,
 
-	VerbLease:        RoleWorker,
-	"leaseBatch":     RoleWorker,
-	VerbHeartbeat:    RoleWorker,
-	"heartbeatBatch": RoleWorker,
-	VerbComplete:     RoleWorker,
-	"completeBatch":  RoleWorker,
-	VerbFail:         RoleWorker,
-	"release":        RoleWorker,
+	VerbLease:          RoleWorker,
+	VerbLeaseBatch:     RoleWorker,
+	VerbHeartbeat:      RoleWorker,
+	VerbHeartbeatBatch: RoleWorker,
+	VerbComplete:       RoleWorker,
+	VerbCompleteBatch:  RoleWorker,
+	VerbFail:           RoleWorker,
+	VerbRelease:        RoleWorker,
 
 	VerbStats:       RoleObserver,
 	VerbDeadLetters: RoleObserver,

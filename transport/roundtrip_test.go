@@ -84,17 +84,18 @@ func roundTripLifecycle(t *testing.T, local *resourcelease.LocalDispatcher) {
 	require.Equal(t, 1, l1.Attempt)
 	require.Nil(t, l1.LastError)
 	require.Equal(t, "worker-a", l1.OwnerPeerID)
-	require.Equal(t, resourcelease.DefaultHeartbeatInterval.Milliseconds(), l1.HeartbeatIntervalMs)
+	require.Equal(t, resourcelease.DefaultHeartbeatInterval, l1.HeartbeatInterval)
+	require.Equal(t, resourcelease.DefaultLeaseDuration, l1.TTL)
 
-	hb, err := c.Heartbeat(ctx, &resourcelease.HeartbeatRequest{OwnershipToken: &l1.OwnershipToken})
+	hb, err := c.Heartbeat(ctx, &resourcelease.HeartbeatRequest{OwnershipToken: l1.OwnershipToken})
 	require.NoError(t, err)
-	require.True(t, hb.Success)
+	require.Equal(t, resourcelease.DefaultLeaseDuration, hb.TTL)
 	require.False(t, hb.LeaseExpiresAt.Before(l1.LeaseExpiresAt))
 
 	// Fail with requeue: the next lease is attempt 2 and carries the error.
-	_, err = c.Fail(ctx, &resourcelease.FailRequest{OwnershipToken: &l1.OwnershipToken, Reason: "db timeout", ErrorCode: "app.db"})
+	err = c.Fail(ctx, &resourcelease.FailRequest{OwnershipToken: l1.OwnershipToken, Reason: "db timeout", ErrorCode: "app.db"})
 	require.NoError(t, err)
-	_, err = c.Heartbeat(ctx, &resourcelease.HeartbeatRequest{OwnershipToken: &l1.OwnershipToken})
+	_, err = c.Heartbeat(ctx, &resourcelease.HeartbeatRequest{OwnershipToken: l1.OwnershipToken})
 	require.ErrorIs(t, err, resourcelease.ErrUnknownToken, "fenced after fail")
 	l1b, err := c.Lease(ctx, &resourcelease.LeaseRequest{PeerID: "worker-b"})
 	require.NoError(t, err)
@@ -107,27 +108,29 @@ func roundTripLifecycle(t *testing.T, local *resourcelease.LocalDispatcher) {
 	require.Equal(t, "worker-b", l1b.OwnerPeerID)
 
 	// Complete; the token is dead afterwards.
-	_, err = c.Complete(ctx, &resourcelease.CompleteRequest{OwnershipToken: &l1b.OwnershipToken})
+	err = c.Complete(ctx, &resourcelease.CompleteRequest{OwnershipToken: l1b.OwnershipToken})
 	require.NoError(t, err)
-	_, err = c.Complete(ctx, &resourcelease.CompleteRequest{OwnershipToken: &l1b.OwnershipToken})
+	err = c.Complete(ctx, &resourcelease.CompleteRequest{OwnershipToken: l1b.OwnershipToken})
 	require.ErrorIs(t, err, resourcelease.ErrUnknownToken)
 	require.Equal(t, resourcelease.StatusNotFound, resourcelease.StatusOf(err))
 
 	// Fail without requeue: dead letter, redrive, dead letter again, purge.
-	_, err = c.Fail(ctx, &resourcelease.FailRequest{OwnershipToken: &l2.OwnershipToken, Reason: "poison", Requeue: ptr(false)})
+	err = c.Fail(ctx, &resourcelease.FailRequest{OwnershipToken: l2.OwnershipToken, Reason: "poison", DeadLetter: true})
 	require.NoError(t, err)
 	dl, err := c.DeadLetters(ctx, &resourcelease.DeadLettersRequest{})
 	require.NoError(t, err)
 	require.Len(t, dl.Items, 1)
 	require.Equal(t, "order-2", dl.Items[0].Payload.ResourceID)
 	require.Contains(t, dl.Items[0].Reason, "poison")
-	redriven, err := c.Redrive(ctx, &resourcelease.RedriveRequest{})
+	_, err = c.Redrive(ctx, &resourcelease.RedriveRequest{})
+	require.ErrorIs(t, err, resourcelease.ErrInvalidArgument, "an empty redrive is refused")
+	redriven, err := c.Redrive(ctx, &resourcelease.RedriveRequest{All: true})
 	require.NoError(t, err)
 	require.Equal(t, 1, redriven.RedrivenCount)
 	l2b, err := c.Lease(ctx, nil)
 	require.NoError(t, err)
 	require.Equal(t, 1, l2b.Attempt, "redrive resets the attempt")
-	_, err = c.Fail(ctx, &resourcelease.FailRequest{OwnershipToken: &l2b.OwnershipToken, Reason: "poison", Requeue: ptr(false)})
+	err = c.Fail(ctx, &resourcelease.FailRequest{OwnershipToken: l2b.OwnershipToken, Reason: "poison", DeadLetter: true})
 	require.NoError(t, err)
 	purged, err := c.Purge(ctx, &resourcelease.PurgeRequest{SequenceIDs: []int64{l2b.SequenceID}})
 	require.NoError(t, err)
@@ -158,7 +161,7 @@ func roundTripLifecycle(t *testing.T, local *resourcelease.LocalDispatcher) {
 	l3, err := c.Lease(ctx, nil)
 	require.NoError(t, err)
 	require.Equal(t, drained.Items[0].SequenceID, l3.SequenceID)
-	_, err = c.Complete(ctx, &resourcelease.CompleteRequest{OwnershipToken: &l3.OwnershipToken})
+	err = c.Complete(ctx, &resourcelease.CompleteRequest{OwnershipToken: l3.OwnershipToken})
 	require.NoError(t, err)
 	_, err = c.Drain(ctx, nil)
 	require.NoError(t, err)
@@ -171,7 +174,7 @@ func roundTripLifecycle(t *testing.T, local *resourcelease.LocalDispatcher) {
 	// A long-poll is woken by an enqueue.
 	got := make(chan *resourcelease.Lease, 1)
 	go func() {
-		l, err := c.Lease(ctx, &resourcelease.LeaseRequest{WaitMs: 30000})
+		l, err := c.Lease(ctx, &resourcelease.LeaseRequest{Wait: 30000 * time.Millisecond})
 		if err != nil {
 			got <- nil
 			return
@@ -187,6 +190,6 @@ func roundTripLifecycle(t *testing.T, local *resourcelease.LocalDispatcher) {
 	woken := <-got
 	require.NotNil(t, woken)
 	require.Equal(t, "order-5", woken.Payload.ResourceID)
-	_, err = c.Complete(ctx, &resourcelease.CompleteRequest{OwnershipToken: &woken.OwnershipToken})
+	err = c.Complete(ctx, &resourcelease.CompleteRequest{OwnershipToken: woken.OwnershipToken})
 	require.NoError(t, err)
 }

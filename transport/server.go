@@ -2,7 +2,6 @@ package transport
 
 import (
 	"crypto/tls"
-	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -12,6 +11,7 @@ import (
 	"time"
 
 	"github.com/leasemesh/leasemesh/internal/wire"
+	"github.com/leasemesh/leasemesh/resourcelease"
 )
 
 // CodeBodyTimeout: the request body did not arrive within the server's
@@ -95,15 +95,15 @@ type ServerConfig struct {
 // ServerConfig.TLS), Shutdown and Close as usual.
 func NewServer(h http.Handler, cfg ServerConfig) (*http.Server, error) {
 	if h == nil {
-		return nil, fmt.Errorf("transport: NewServer: nil Handler")
+		return nil, invalidArgument("transport: NewServer: nil Handler")
 	}
 	switch {
 	case cfg.ReadHeaderTimeout < 0:
-		return nil, fmt.Errorf("transport: NewServer: ReadHeaderTimeout must not be negative, got %v", cfg.ReadHeaderTimeout)
+		return nil, invalidArgument("transport: NewServer: ReadHeaderTimeout must not be negative, got %v", cfg.ReadHeaderTimeout)
 	case cfg.IdleTimeout < 0:
-		return nil, fmt.Errorf("transport: NewServer: IdleTimeout must not be negative, got %v", cfg.IdleTimeout)
+		return nil, invalidArgument("transport: NewServer: IdleTimeout must not be negative, got %v", cfg.IdleTimeout)
 	case cfg.MaxHeaderBytes < 0:
-		return nil, fmt.Errorf("transport: NewServer: MaxHeaderBytes must not be negative, got %d", cfg.MaxHeaderBytes)
+		return nil, invalidArgument("transport: NewServer: MaxHeaderBytes must not be negative, got %d", cfg.MaxHeaderBytes)
 	}
 	dflt := func(v, d time.Duration) time.Duration {
 		switch {
@@ -142,6 +142,10 @@ func NewServer(h http.Handler, cfg ServerConfig) (*http.Server, error) {
 		srv.ConnState = (&connLimit{max: int64(maxConns), logger: logger}).track
 	}
 	return srv, nil
+}
+
+func invalidArgument(format string, args ...any) error {
+	return resourcelease.Errorf(resourcelease.StatusInvalidArgument, resourcelease.CodeInvalidArgument, format, args...)
 }
 
 // connLimit closes connections accepted beyond max. It counts in ConnState,

@@ -4,11 +4,12 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/pem"
-	"errors"
 	"fmt"
 	"os"
 	"sync"
 	"time"
+
+	"github.com/leasemesh/leasemesh/resourcelease"
 )
 
 // TLSConfig names the PEM files of a TLS or mutual-TLS setup. ServerTLS
@@ -48,7 +49,7 @@ type TLSConfig struct {
 // parsed is an error naming it.
 func (c TLSConfig) ServerTLS() (*tls.Config, error) {
 	if c.CertFile == "" || c.KeyFile == "" {
-		return nil, errors.New("transport: TLS: a server needs CertFile and KeyFile")
+		return nil, tlsError(nil, "transport: TLS: a server needs CertFile and KeyFile")
 	}
 	cfg, err := c.base()
 	if err != nil {
@@ -85,7 +86,7 @@ func (c TLSConfig) ClientTLS() (*tls.Config, error) {
 	}
 	if c.CertFile != "" || c.KeyFile != "" {
 		if c.CertFile == "" || c.KeyFile == "" {
-			return nil, errors.New("transport: TLS: a client certificate needs both CertFile and KeyFile")
+			return nil, tlsError(nil, "transport: TLS: a client certificate needs both CertFile and KeyFile")
 		}
 		kp, err := newKeyPair(c.CertFile, c.KeyFile)
 		if err != nil {
@@ -102,16 +103,23 @@ func (c TLSConfig) base() (*tls.Config, error) {
 	case v == 0:
 		v = tls.VersionTLS12
 	case v < tls.VersionTLS12:
-		return nil, fmt.Errorf("transport: TLS: MinVersion %s is below TLS 1.2", tls.VersionName(v))
+		return nil, tlsError(nil, "transport: TLS: MinVersion %s is below TLS 1.2", tls.VersionName(v))
 	}
 	return &tls.Config{MinVersion: v}, nil
+}
+
+// tlsError is the invalid-argument error of a TLS setting, with its cause
+// (a file that cannot be read, say) in Err.
+func tlsError(cause error, format string, args ...any) error {
+	return &resourcelease.Error{Status: resourcelease.StatusInvalidArgument, Code: resourcelease.CodeInvalidArgument,
+		Message: fmt.Sprintf(format, args...), Err: cause}
 }
 
 // loadCAs reads a PEM bundle of CA certificates; field names it in errors.
 func loadCAs(field, path string) (*x509.CertPool, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
-		return nil, fmt.Errorf("transport: TLS: %s: %w", field, err)
+		return nil, tlsError(err, "transport: TLS: %s: %v", field, err)
 	}
 	pool := x509.NewCertPool()
 	n := 0
@@ -126,13 +134,13 @@ func loadCAs(field, path string) (*x509.CertPool, error) {
 		}
 		cert, err := x509.ParseCertificate(block.Bytes)
 		if err != nil {
-			return nil, fmt.Errorf("transport: TLS: %s %s: certificate %d: %w", field, path, n+1, err)
+			return nil, tlsError(err, "transport: TLS: %s %s: certificate %d: %v", field, path, n+1, err)
 		}
 		pool.AddCert(cert)
 		n++
 	}
 	if n == 0 {
-		return nil, fmt.Errorf("transport: TLS: %s %s holds no PEM certificate", field, path)
+		return nil, tlsError(nil, "transport: TLS: %s %s holds no PEM certificate", field, path)
 	}
 	return pool, nil
 }
@@ -185,7 +193,7 @@ func (kp *keyPair) get() (*tls.Certificate, error) {
 		if kp.cert != nil {
 			return kp.cert, nil
 		}
-		return nil, fmt.Errorf("transport: TLS: CertFile %s and KeyFile %s: %w", kp.certFile, kp.keyFile, err)
+		return nil, tlsError(err, "transport: TLS: CertFile %s and KeyFile %s: %v", kp.certFile, kp.keyFile, err)
 	}
 	kp.cert, kp.stamp = &cert, [2]fileStamp{cs, ks}
 	return kp.cert, nil

@@ -28,7 +28,8 @@ const (
 )
 
 // ShutdownReason is the reason given when a Worker fails an in-flight lease
-// (with requeue) because its Run context ended.
+// (with requeue) because its Run context ended and the dispatcher is too old
+// to take it back with release (which does not count an attempt).
 const ShutdownReason = "worker shutting down"
 
 // ErrLeaseLost is the cause (context.Cause) of a handler's context when the
@@ -50,9 +51,22 @@ type Config struct {
 	// (wrap it with Permanent to dead-letter instead). A panic counts as an
 	// error. Required.
 	Handler func(ctx context.Context, l *resourcelease.Lease) error
-	// Concurrency is how many leases are worked at once, each by its own
-	// lease loop. Defaults to 1.
+	// Concurrency is how many leases are worked at once. Defaults to 1.
 	Concurrency int
+	// LeaseBatch is the most leases one lease call asks for, when the
+	// Dispatcher takes batches (a resourcelease.BatchDispatcher, as Client
+	// and LocalDispatcher are): the worker then keeps one leaseBatch call in
+	// flight for all its free slots (up to LeaseBatch at a time) instead of
+	// one lease call per slot. 1 leases one at a time, each slot on its own.
+	// Defaults to Concurrency, at most resourcelease.MaxBatchItems.
+	LeaseBatch int
+	// CompleteBatch is the most completions one call carries, when the
+	// Dispatcher takes batches: a completion goes out at once when none is
+	// in flight, and those that finish meanwhile go out together
+	// (completeBatch) when it returns, so batching adds no wait. 1
+	// completes one at a time. Defaults to Concurrency, at most
+	// resourcelease.MaxBatchItems.
+	CompleteBatch int
 	// LeaseWait is how long each lease call long-polls for work. Defaults to
 	// DefaultLeaseWait.
 	LeaseWait time.Duration
@@ -80,8 +94,11 @@ type Stats struct {
 	// Completed counts leases completed.
 	Completed int64
 	// Failed counts leases failed (requeued, or dead-lettered with Permanent),
-	// including those requeued at shutdown.
+	// including those failed at shutdown by a dispatcher without release.
 	Failed int64
+	// Released counts leases given back at shutdown without counting their
+	// attempt.
+	Released int64
 	// Lost counts leases the worker could not settle: a heartbeat or the
 	// final call was answered unknown_token, or the dispatcher stayed
 	// unreachable until the lease expired.
@@ -95,14 +112,29 @@ type Stats struct {
 // resourcelease.Dispatcher: a Client over the network, or a dispatcher in the
 // same process.
 //
-// Each of its Concurrency loops long-polls for a lease, runs Handler while
-// heartbeating at the lease's advertised interval, then completes or fails the
-// lease. A dispatcher that is down is retried with exponential backoff and
+// It works up to Concurrency leases at once: for each it runs Handler while
+// heartbeating at the lease's advertised interval, then completes or fails
+// the lease. Over a Dispatcher that takes batches (Client, LocalDispatcher)
+// it keeps one leaseBatch call in flight for all its free slots and groups
+// the completions that finish together into completeBatch calls; otherwise
+// each slot long-polls for its own lease. A dispatcher that is down is retried with exponential backoff and
 // jitter; the worker resumes when it is back. Run blocks until its context
-// ends, then stops leasing, cancels the handlers' contexts, fails their leases
-// with requeue (reason ShutdownReason) and returns.
+// ends, then stops leasing, cancels the handlers' contexts, releases their
+// leases (back to pending at once, the attempt not counted; a dispatcher
+// without release gets a fail with requeue, reason ShutdownReason) and
+// returns.
+//
+// The Worker times each lease with its own clock: its deadline is when it
+// sent the lease (or heartbeat) request plus the TTL the dispatcher gave,
+// which is never later than the dispatcher's own expiry, whatever the two
+// clocks say. A handler whose lease could not be renewed in time is stopped
+// (ErrLeaseLost) before the dispatcher can give the item to another worker.
 type Worker struct {
 	d            resourcelease.Dispatcher
+	bd           resourcelease.BatchDispatcher // d, when it takes batches
+	leaseBatch   int
+	complBatch   int
+	completes    *completer // set by Run when completions are batched
 	handler      func(context.Context, *resourcelease.Lease) error
 	peerID       string
 	concurrency  int
@@ -114,60 +146,18 @@ type Worker struct {
 	logger       *slog.Logger
 	clock        resourcelease.Clock
 
-	running                                   atomic.Bool
-	leased, completed, failed, lost, failures atomic.Int64
-	skewWarned                                atomic.Bool
+	running                                             atomic.Bool
+	leased, completed, failed, released, lost, failures atomic.Int64
+	skewWarned                                          atomic.Bool
+	// noRelease is set once the dispatcher answered release with
+	// unimplemented (it predates release).
+	noRelease atomic.Bool
 }
 
-// ClockSkewTolerance is how far the dispatcher's clock may be ahead of the
-// worker's before a Worker reads the dispatcher's lease expiries in its own
-// clock (when its Dispatcher can tell the offset, as Client can). Below it
-// the expiries are used as sent: the offset is only known to about a second.
-//
-// Only a dispatcher ahead is corrected, which makes expiries earlier: the
-// worker then stops a handler whose lease it could not renew no later than
-// the dispatcher gives the item to another worker. A dispatcher that seems
-// behind is not: the estimate could be a proxy's clock (nginx stamps its own
-// Date), and reading expiries later on it could let two workers hold one
-// item. Leases from a dispatcher far behind look short, so the worker
-// heartbeats early and, past the lease duration, gives every lease up; it
-// warns once either way.
-const ClockSkewTolerance = 2 * time.Second
-
-// clockSkewMargin is how much earlier than the offset estimate says a
-// translated expiry is taken to be: the estimate can be off by half a second
-// (Date's resolution) plus the headers' delay, and erring late would let the
-// worker keep working on an item the dispatcher has given to another.
-const clockSkewMargin = time.Second
-
-// serverClockOffsetter is the optional ability of a Dispatcher (Client has it)
-// to estimate how far the dispatcher's clock is ahead of this process's.
-type serverClockOffsetter interface {
-	ServerClockOffset() (time.Duration, bool)
-}
-
-// local turns a time the dispatcher stated (a lease expiry) into this
-// worker's clock where that is safe: it never returns a time later than t
-// (see ClockSkewTolerance). A dispatcher ahead would otherwise have the
-// worker keep working past the lease's real expiry when heartbeats fail.
-func (w *Worker) local(t time.Time) time.Time {
-	o, ok := w.d.(serverClockOffsetter)
-	if !ok {
-		return t
-	}
-	off, known := o.ServerClockOffset()
-	if !known || (off <= ClockSkewTolerance && off >= -ClockSkewTolerance) {
-		return t
-	}
-	if !w.skewWarned.Swap(true) {
-		w.logger.Warn("worker: the dispatcher's clock (or a proxy's Date) differs from this host's; fix the clocks",
-			"peer", w.peerID, "dispatcherAhead", off.Round(time.Second).String(), "expiriesTranslated", off > 0)
-	}
-	if off < 0 {
-		return t
-	}
-	return t.Add(-off - clockSkewMargin)
-}
+// skewWarnBound: a lease without a TTL (from a dispatcher that predates
+// leaseTtlMs) whose expiry is already past, or further ahead than this, when
+// it arrives means the clocks disagree; the Worker warns once.
+const skewWarnBound = time.Hour
 
 // New returns a Worker that leases from d.
 func New(d resourcelease.Dispatcher, opts Config) (*Worker, error) {
@@ -187,6 +177,8 @@ func New(d resourcelease.Dispatcher, opts Config) (*Worker, error) {
 		maxBackoff:   opts.MaxBackoff,
 		heartbeat:    opts.HeartbeatInterval,
 		shutdownWait: opts.ShutdownTimeout,
+		leaseBatch:   opts.LeaseBatch,
+		complBatch:   opts.CompleteBatch,
 		logger:       opts.Logger,
 		clock:        opts.Clock,
 	}
@@ -197,18 +189,27 @@ func New(d resourcelease.Dispatcher, opts Config) (*Worker, error) {
 		{"Concurrency", int64(w.concurrency)}, {"LeaseWait", int64(w.leaseWait)},
 		{"MinBackoff", int64(w.minBackoff)}, {"MaxBackoff", int64(w.maxBackoff)},
 		{"HeartbeatInterval", int64(w.heartbeat)}, {"ShutdownTimeout", int64(w.shutdownWait)},
+		{"LeaseBatch", int64(w.leaseBatch)}, {"CompleteBatch", int64(w.complBatch)},
 	} {
 		if f.v < 0 {
-			return nil, fmt.Errorf("worker: New: %s must not be negative", f.name)
+			return nil, resourcelease.Errorf(resourcelease.StatusInvalidArgument, resourcelease.CodeInvalidArgument, "worker: New: %s must not be negative", f.name)
 		}
 	}
+	if w.leaseBatch > resourcelease.MaxBatchItems || w.complBatch > resourcelease.MaxBatchItems {
+		return nil, resourcelease.Errorf(resourcelease.StatusInvalidArgument, resourcelease.CodeInvalidArgument, "worker: New: LeaseBatch and CompleteBatch must be at most %d", resourcelease.MaxBatchItems)
+	}
 	w.concurrency = cmpOr(w.concurrency, 1)
+	w.leaseBatch = cmpOr(w.leaseBatch, min(w.concurrency, resourcelease.MaxBatchItems))
+	w.complBatch = cmpOr(w.complBatch, min(w.concurrency, resourcelease.MaxBatchItems))
+	if bd, ok := d.(resourcelease.BatchDispatcher); ok {
+		w.bd = bd
+	}
 	w.leaseWait = cmpOr(w.leaseWait, DefaultLeaseWait)
 	w.minBackoff = cmpOr(w.minBackoff, DefaultMinBackoff)
 	w.maxBackoff = cmpOr(w.maxBackoff, DefaultMaxBackoff)
 	w.shutdownWait = cmpOr(w.shutdownWait, DefaultShutdownTimeout)
 	if w.minBackoff > w.maxBackoff {
-		return nil, fmt.Errorf("worker: New: MinBackoff %v exceeds MaxBackoff %v", w.minBackoff, w.maxBackoff)
+		return nil, resourcelease.Errorf(resourcelease.StatusInvalidArgument, resourcelease.CodeInvalidArgument, "worker: New: MinBackoff %v exceeds MaxBackoff %v", w.minBackoff, w.maxBackoff)
 	}
 	if w.logger == nil {
 		w.logger = slog.Default()
@@ -233,6 +234,7 @@ func (w *Worker) Stats() Stats {
 		Leased:    w.leased.Load(),
 		Completed: w.completed.Load(),
 		Failed:    w.failed.Load(),
+		Released:  w.released.Load(),
 		Lost:      w.lost.Load(),
 		Errors:    w.failures.Load(),
 	}
@@ -247,21 +249,98 @@ func (w *Worker) Run(ctx context.Context) error {
 		return errors.New("worker: Worker.Run: already running")
 	}
 	defer w.running.Store(false)
+	if w.bd != nil && w.complBatch > 1 {
+		w.completes = newCompleter(w.bd, w.complBatch)
+		defer func() {
+			w.completes.stop()
+			w.completes = nil
+		}()
+	}
 	var wg sync.WaitGroup
-	for i := range w.concurrency {
-		wg.Go(func() { w.loop(ctx, i) })
+	if w.bd != nil && w.leaseBatch > 1 {
+		w.fetch(ctx, &wg)
+	} else {
+		for i := range w.concurrency {
+			wg.Go(func() { w.loop(ctx, i) })
+		}
 	}
 	wg.Wait()
 	return nil
 }
 
+// fetch is the lease loop of a batching worker: one leaseBatch call at a
+// time, for as many leases as slots are free (at least one, at most
+// LeaseBatch), each lease worked by its own goroutine, added to wg.
+func (w *Worker) fetch(ctx context.Context, wg *sync.WaitGroup) {
+	free := make(chan struct{}, w.concurrency) // one token per free slot
+	for range w.concurrency {
+		free <- struct{}{}
+	}
+	giveBack := func() {
+		select {
+		case free <- struct{}{}:
+		default: // a dispatcher that sent more than it was asked for
+		}
+	}
+	failures := 0
+	for ctx.Err() == nil {
+		select {
+		case <-free:
+		case <-ctx.Done():
+			return
+		}
+		n := 1
+	take:
+		for n < w.leaseBatch {
+			select {
+			case <-free:
+				n++
+			default:
+				break take
+			}
+		}
+		start := w.clock.Now()
+		leases, err := w.bd.LeaseBatch(ctx, &resourcelease.LeaseBatchRequest{PeerID: w.peerID, Wait: w.leaseWait, MaxItems: n})
+		for range max(n-len(leases), 0) {
+			giveBack()
+		}
+		for _, l := range leases { // even alongside an error: they are ours
+			w.leased.Add(1)
+			wg.Go(func() {
+				defer giveBack()
+				w.work(ctx, l, start)
+			})
+		}
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			w.failures.Add(1)
+			delay := w.backoff(failures)
+			failures++
+			w.logger.Warn("worker: lease failed; backing off", "peer", w.peerID, "batch", n,
+				"status", string(resourcelease.StatusOf(err)), "code", resourcelease.CodeOf(err), "error", err, "backoff", delay)
+			if !w.sleep(ctx, delay) {
+				return
+			}
+			continue
+		}
+		if failures > 0 {
+			w.logger.Info("worker: dispatcher is back", "peer", w.peerID)
+			failures = 0
+		}
+		if len(leases) == 0 && w.clock.Now().Sub(start) < w.leaseWait/2 && !w.sleep(ctx, w.minBackoff) {
+			return // a dispatcher that answers at once instead of long-polling must not make us spin
+		}
+	}
+}
+
 // loop is one lease loop.
 func (w *Worker) loop(ctx context.Context, slot int) {
-	waitMs := w.leaseWait.Milliseconds()
 	failures := 0
 	for ctx.Err() == nil {
 		start := w.clock.Now()
-		l, err := w.d.Lease(ctx, &resourcelease.LeaseRequest{PeerID: w.peerID, WaitMs: waitMs})
+		l, err := w.d.Lease(ctx, &resourcelease.LeaseRequest{PeerID: w.peerID, Wait: w.leaseWait})
 		if err != nil {
 			if ctx.Err() != nil {
 				return
@@ -289,15 +368,36 @@ func (w *Worker) loop(ctx context.Context, slot int) {
 			continue
 		}
 		w.leased.Add(1)
-		w.work(ctx, l)
+		w.work(ctx, l, start)
 	}
 }
 
-// work runs the handler on one lease, heartbeating meanwhile, and settles it.
-func (w *Worker) work(ctx context.Context, l *resourcelease.Lease) {
+// deadline is when a lease ends by the worker's clock, if it is not
+// renewed. It is a time.Time, not Unix nanoseconds, so that with the system
+// clock it keeps the monotonic reading and a wall clock step does not move
+// it.
+type deadline struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (d *deadline) get() time.Time {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.t
+}
+
+func (d *deadline) set(t time.Time) {
+	d.mu.Lock()
+	d.t = t
+	d.mu.Unlock()
+}
+
+// work runs the handler on one lease, which was asked for at sent by the
+// worker's clock, heartbeating meanwhile, and settles it.
+func (w *Worker) work(ctx context.Context, l *resourcelease.Lease, sent time.Time) {
 	token := l.OwnershipToken
-	expiry := new(atomic.Int64)
-	expiry.Store(w.leaseDeadline(l).UnixNano())
+	expiry := &deadline{t: w.expiryOf(sent, l.TTL, l.LeaseExpiresAt)}
 	if ctx.Err() != nil { // leased as the worker stopped: hand it straight back
 		w.settle(ctx, token, context.Cause(ctx), expiry)
 		return
@@ -325,21 +425,31 @@ func (w *Worker) work(ctx context.Context, l *resourcelease.Lease) {
 	w.settle(ctx, token, herr, expiry)
 }
 
-// leaseDeadline is when, by the worker's clock, a lease expires if it is not
-// heartbeated; a lease without an expiry gets the default lease duration.
-func (w *Worker) leaseDeadline(l *resourcelease.Lease) time.Time {
-	if l.LeaseExpiresAt.IsZero() {
-		return w.clock.Now().Add(resourcelease.DefaultLeaseDuration)
+// expiryOf is when, by the worker's clock, a lease (or its renewal) asked
+// for at sent ends: sent + ttl. A dispatcher that predates leaseTtlMs gives
+// only its own clock's expiry, which is then taken as is (with a warning
+// when it looks off by a lot); one that gives neither gets the default lease
+// duration.
+func (w *Worker) expiryOf(sent time.Time, ttl time.Duration, expiresAt time.Time) time.Time {
+	switch {
+	case ttl > 0:
+		return sent.Add(ttl)
+	case expiresAt.IsZero():
+		return sent.Add(resourcelease.DefaultLeaseDuration)
 	}
-	return w.local(l.LeaseExpiresAt)
+	if left := expiresAt.Sub(w.clock.Now()); (left <= 0 || left > skewWarnBound) && !w.skewWarned.Swap(true) {
+		w.logger.Warn("worker: the dispatcher sends no leaseTtlMs (upgrade it) and its lease expiries look wrong by this host's clock; fix the clocks",
+			"peer", w.peerID, "expiresIn", left.Round(time.Second).String())
+	}
+	return expiresAt
 }
 
 func (w *Worker) heartbeatInterval(l *resourcelease.Lease) time.Duration {
 	switch {
 	case w.heartbeat > 0:
 		return w.heartbeat
-	case l.HeartbeatIntervalMs > 0:
-		return time.Duration(l.HeartbeatIntervalMs) * time.Millisecond
+	case l.HeartbeatInterval > 0:
+		return l.HeartbeatInterval
 	}
 	return resourcelease.DefaultHeartbeatInterval
 }
@@ -349,18 +459,19 @@ func (w *Worker) heartbeatInterval(l *resourcelease.Lease) time.Duration {
 // the lease's expiry passes without a successful heartbeat (failures were
 // transient, or the interval was too long): from then on another worker may
 // hold the item, so the handler must stop.
-func (w *Worker) heartbeatLoop(ctx context.Context, token resourcelease.OwnershipToken, interval time.Duration, expiry *atomic.Int64, onLost func()) {
-	for w.sleep(ctx, w.nextHeartbeat(interval, expiry.Load())) {
-		if !w.clock.Now().Before(time.Unix(0, expiry.Load())) {
+func (w *Worker) heartbeatLoop(ctx context.Context, token resourcelease.OwnershipToken, interval time.Duration, expiry *deadline, onLost func()) {
+	for w.sleep(ctx, w.nextHeartbeat(interval, expiry.get())) {
+		sent := w.clock.Now()
+		if !sent.Before(expiry.get()) {
 			w.logger.Warn("worker: lease expired without a successful heartbeat", "peer", w.peerID, "sequenceId", token.SequenceID)
 			onLost()
 			return
 		}
-		resp, err := w.d.Heartbeat(ctx, &resourcelease.HeartbeatRequest{OwnershipToken: &token})
+		resp, err := w.d.Heartbeat(ctx, &resourcelease.HeartbeatRequest{OwnershipToken: token})
 		switch {
 		case err == nil:
-			if !resp.LeaseExpiresAt.IsZero() {
-				expiry.Store(w.local(resp.LeaseExpiresAt).UnixNano())
+			if resp.TTL > 0 || !resp.LeaseExpiresAt.IsZero() {
+				expiry.set(w.expiryOf(sent, resp.TTL, resp.LeaseExpiresAt))
 			}
 		case errors.Is(err, resourcelease.ErrUnknownToken):
 			onLost()
@@ -379,8 +490,8 @@ func (w *Worker) heartbeatLoop(ctx context.Context, token resourcelease.Ownershi
 // but never more than half the time left on the lease, so a lease shorter than
 // the advertised interval (or one a failed heartbeat did not extend) is still
 // renewed in time, with a retry before it runs out.
-func (w *Worker) nextHeartbeat(interval time.Duration, expiresAt int64) time.Duration {
-	left := time.Duration(expiresAt - w.clock.Now().UnixNano())
+func (w *Worker) nextHeartbeat(interval time.Duration, expiresAt time.Time) time.Duration {
+	left := expiresAt.Sub(w.clock.Now())
 	return max(min(interval, left/2), time.Millisecond)
 }
 
@@ -398,12 +509,13 @@ func (w *Worker) runHandler(ctx context.Context, l *resourcelease.Lease) (err er
 
 // settle completes (herr == nil) or fails the lease, retrying transient
 // failures until the lease would have expired. Once ctx has ended, a failure
-// is a requeue with ShutdownReason, and every call, including one already in
+// is a release (or, from a dispatcher without release, a requeue with
+// ShutdownReason), and every call, including one already in
 // flight, must finish within the shutdown timeout after ctx ended (one
 // deadline for all attempts). A call in flight is not cut short by ctx
 // ending itself: the dispatcher may already have applied it, and the retry
 // would then be told the token is unknown and count finished work as lost.
-func (w *Worker) settle(ctx context.Context, token resourcelease.OwnershipToken, herr error, expiry *atomic.Int64) {
+func (w *Worker) settle(ctx context.Context, token resourcelease.OwnershipToken, herr error, expiry *deadline) {
 	complete := herr == nil
 	// Every call runs on callCtx: not cut short when ctx ends (the call may
 	// already have been applied), but cancelled the shutdown timeout after
@@ -438,10 +550,14 @@ func (w *Worker) settle(ctx context.Context, token resourcelease.OwnershipToken,
 			}
 		}
 		var err error
-		if complete {
-			_, err = w.d.Complete(cctx, &resourcelease.CompleteRequest{OwnershipToken: &token})
-		} else {
-			_, err = w.d.Fail(cctx, failRequest(token, herr, shuttingDown))
+		release := !complete && shuttingDown && !w.noRelease.Load()
+		switch {
+		case complete:
+			err = w.complete(cctx, token)
+		case release:
+			err = w.d.Release(cctx, &resourcelease.ReleaseRequest{OwnershipToken: token})
+		default:
+			err = w.d.Fail(cctx, failRequest(token, herr, shuttingDown))
 		}
 		cutByShutdown := cctx.Err() != nil // our own deadline, not the dispatcher's failure
 		cancel()
@@ -449,6 +565,17 @@ func (w *Worker) settle(ctx context.Context, token resourcelease.OwnershipToken,
 		case err == nil && complete:
 			w.completed.Add(1)
 			return
+		case err == nil && release:
+			w.released.Add(1)
+			w.logger.Info("worker: lease released at shutdown", "peer", w.peerID, "sequenceId", token.SequenceID,
+				"attempt", token.Attempt)
+			return
+		case release && resourcelease.StatusOf(err) == resourcelease.StatusUnimplemented:
+			// A dispatcher older than release: fail with requeue instead,
+			// from now on, which counts an attempt.
+			w.noRelease.Store(true)
+			attempt--
+			continue
 		case err == nil:
 			w.failed.Add(1)
 			w.logger.Info("worker: lease failed", "peer", w.peerID, "sequenceId", token.SequenceID,
@@ -464,7 +591,7 @@ func (w *Worker) settle(ctx context.Context, token resourcelease.OwnershipToken,
 			w.failures.Add(1)
 		}
 		delay := w.backoff(attempt)
-		giveUp := !retryable(err) || !w.clock.Now().Add(delay).Before(time.Unix(0, expiry.Load()))
+		giveUp := !retryable(err) || !w.clock.Now().Add(delay).Before(expiry.get())
 		backoffCtx := ctx // a backoff ends when Run's context does: retry at once, as a shutdown
 		if shuttingDown {
 			backoffCtx = callCtx
@@ -484,16 +611,12 @@ func (w *Worker) settle(ctx context.Context, token resourcelease.OwnershipToken,
 
 // failRequest is the fail call for a handler error.
 func failRequest(token resourcelease.OwnershipToken, herr error, shuttingDown bool) *resourcelease.FailRequest {
-	requeue := true
-	req := &resourcelease.FailRequest{OwnershipToken: &token, Reason: failReason(herr, shuttingDown), Requeue: &requeue}
+	req := &resourcelease.FailRequest{OwnershipToken: token, Reason: failReason(herr, shuttingDown)}
 	if shuttingDown {
 		req.ErrorCode = resourcelease.CodeCancelled
 		return req
 	}
-	var p *permanentError
-	if errors.As(herr, &p) {
-		requeue = false
-	}
+	req.DeadLetter = IsPermanent(herr)
 	var e *resourcelease.Error
 	if errors.As(herr, &e) {
 		req.ErrorCode = e.Code

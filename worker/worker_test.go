@@ -57,7 +57,7 @@ func leaseN(n int, heartbeatMs int64) func(context.Context, *resourcelease.Lease
 	return func(ctx context.Context, r *resourcelease.LeaseRequest) (*resourcelease.Lease, error) {
 		if i := given.Add(1); i <= int64(n) {
 			return &resourcelease.Lease{
-				Payload: item, SequenceID: i, Attempt: 1, OwnerPeerID: r.PeerID, HeartbeatIntervalMs: heartbeatMs,
+				Payload: item, SequenceID: i, Attempt: 1, OwnerPeerID: r.PeerID, HeartbeatInterval: time.Duration(heartbeatMs) * time.Millisecond,
 				OwnershipToken: resourcelease.OwnershipToken{SequenceID: i, Attempt: 1, LeaseID: uuid.New()},
 			}, nil
 		}
@@ -74,20 +74,20 @@ type notifyDispatcher struct {
 	failed    chan *resourcelease.FailRequest
 }
 
-func (d *notifyDispatcher) Complete(ctx context.Context, r *resourcelease.CompleteRequest) (*resourcelease.SuccessResponse, error) {
-	resp, err := d.Dispatcher.Complete(ctx, r)
+func (d *notifyDispatcher) Complete(ctx context.Context, r *resourcelease.CompleteRequest) error {
+	err := d.Dispatcher.Complete(ctx, r)
 	if err == nil {
-		d.completed <- *r.OwnershipToken
+		d.completed <- r.OwnershipToken
 	}
-	return resp, err
+	return err
 }
 
-func (d *notifyDispatcher) Fail(ctx context.Context, r *resourcelease.FailRequest) (*resourcelease.SuccessResponse, error) {
-	resp, err := d.Dispatcher.Fail(ctx, r)
+func (d *notifyDispatcher) Fail(ctx context.Context, r *resourcelease.FailRequest) error {
+	err := d.Dispatcher.Fail(ctx, r)
 	if err == nil {
 		d.failed <- r
 	}
-	return resp, err
+	return err
 }
 
 // TestWorkerWithLocalDispatcher runs two workers against the real
@@ -137,7 +137,7 @@ func TestWorkerWithLocalDispatcher(t *testing.T) {
 			for range 2 {
 				f := <-nd.failed
 				require.Equal(t, "app.flaky", f.ErrorCode)
-				require.True(t, *f.Requeue)
+				require.False(t, f.DeadLetter)
 			}
 			stop1()
 			stop2()
@@ -180,11 +180,11 @@ func TestWorkerHeartbeats(t *testing.T) {
 				LeaseFn: leaseN(1, tt.advertised),
 				HeartbeatFn: func(_ context.Context, r *resourcelease.HeartbeatRequest) (*resourcelease.HeartbeatResponse, error) {
 					heartbeats <- clock.Now()
-					return &resourcelease.HeartbeatResponse{Success: true, LeaseExpiresAt: clock.Now().Add(30 * time.Second)}, nil
+					return &resourcelease.HeartbeatResponse{LeaseExpiresAt: clock.Now().Add(30 * time.Second)}, nil
 				},
-				CompleteFn: func(context.Context, *resourcelease.CompleteRequest) (*resourcelease.SuccessResponse, error) {
+				CompleteFn: func(context.Context, *resourcelease.CompleteRequest) error {
 					completed <- struct{}{}
-					return &resourcelease.SuccessResponse{Success: true}, nil
+					return nil
 				},
 			}
 			started, release := make(chan struct{}), make(chan struct{})
@@ -222,13 +222,13 @@ func TestWorkerLostLease(t *testing.T) {
 		HeartbeatFn: func(context.Context, *resourcelease.HeartbeatRequest) (*resourcelease.HeartbeatResponse, error) {
 			return nil, resourcelease.ErrUnknownToken
 		},
-		CompleteFn: func(context.Context, *resourcelease.CompleteRequest) (*resourcelease.SuccessResponse, error) {
+		CompleteFn: func(context.Context, *resourcelease.CompleteRequest) error {
 			settled.Add(1)
-			return &resourcelease.SuccessResponse{Success: true}, nil
+			return nil
 		},
-		FailFn: func(context.Context, *resourcelease.FailRequest) (*resourcelease.SuccessResponse, error) {
+		FailFn: func(context.Context, *resourcelease.FailRequest) error {
 			settled.Add(1)
-			return &resourcelease.SuccessResponse{Success: true}, nil
+			return nil
 		},
 	}
 	c := newClientServer(t, d, transport.HandlerConfig{}, transport.ClientConfig{})
@@ -278,15 +278,15 @@ func unrenewableLease(expiresAt time.Time, heartbeatMs int64, beats *atomic.Int6
 				<-ctx.Done()
 				return nil, ctx.Err()
 			}
-			return &resourcelease.Lease{Payload: item, SequenceID: 1, Attempt: 1, HeartbeatIntervalMs: heartbeatMs,
+			return &resourcelease.Lease{Payload: item, SequenceID: 1, Attempt: 1, HeartbeatInterval: time.Duration(heartbeatMs) * time.Millisecond,
 				LeaseExpiresAt: expiresAt, OwnershipToken: resourcelease.OwnershipToken{SequenceID: 1, Attempt: 1, LeaseID: uuid.New()}}, nil
 		},
 		HeartbeatFn: func(context.Context, *resourcelease.HeartbeatRequest) (*resourcelease.HeartbeatResponse, error) {
 			beats.Add(1)
 			return nil, resourcelease.ErrStorageUnavailable // transient, never succeeds
 		},
-		FailFn: func(context.Context, *resourcelease.FailRequest) (*resourcelease.SuccessResponse, error) {
-			return &resourcelease.SuccessResponse{Success: true}, nil
+		FailFn: func(context.Context, *resourcelease.FailRequest) error {
+			return nil
 		},
 	}
 }
@@ -322,56 +322,89 @@ func holdUntilStopped(t *testing.T, d resourcelease.Dispatcher, clock *leasetest
 }
 
 // TestWorkerShutdown: when Run's context ends, in-flight handlers are
-// cancelled and their leases failed with requeue on a context that is still
-// alive.
+// cancelled and their leases released (the attempt not counted) on a
+// context that is still alive; a dispatcher that predates release
+// (unimplemented) gets a fail with requeue instead, as before.
 func TestWorkerShutdown(t *testing.T) {
 	t.Parallel()
 	const n = 3
-	type failCall struct {
-		req      *resourcelease.FailRequest
-		ctxErr   error
-		deadline bool
+	for _, tt := range []struct {
+		name       string
+		oldServer  bool
+		wantStats  worker.Stats
+		wantFailed int
+	}{
+		{"release", false, worker.Stats{Leased: n, Released: n}, 0},
+		{"dispatcher without release", true, worker.Stats{Leased: n, Failed: n}, n},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			type settleCall struct {
+				token    resourcelease.OwnershipToken
+				fail     *resourcelease.FailRequest // nil for a release
+				ctxErr   error
+				deadline bool
+			}
+			calls := make(chan settleCall, 2*n)
+			var releases atomic.Int64
+			d := &leasetest.FakeDispatcher{
+				LeaseFn: leaseN(n, 0),
+				ReleaseFn: func(ctx context.Context, r *resourcelease.ReleaseRequest) error {
+					releases.Add(1)
+					if tt.oldServer {
+						return &resourcelease.Error{Status: resourcelease.StatusUnimplemented, Code: transport.CodeUnknownProcedure}
+					}
+					_, hasDeadline := ctx.Deadline()
+					calls <- settleCall{r.OwnershipToken, nil, ctx.Err(), hasDeadline}
+					return nil
+				},
+				FailFn: func(ctx context.Context, r *resourcelease.FailRequest) error {
+					_, hasDeadline := ctx.Deadline()
+					calls <- settleCall{r.OwnershipToken, r, ctx.Err(), hasDeadline}
+					return nil
+				},
+			}
+			var running sync.WaitGroup
+			running.Add(n)
+			w := newWorker(t, d, worker.Config{Concurrency: n, Handler: func(ctx context.Context, _ *resourcelease.Lease) error {
+				running.Done()
+				<-ctx.Done()
+				return ctx.Err()
+			}})
+			stop := startWorker(t, w)
+			running.Wait()
+			stop()
+			require.Len(t, calls, n, "every in-flight lease was settled before Run returned")
+			seen := map[int64]bool{}
+			failed := 0
+			for range n {
+				c := <-calls
+				require.NoError(t, c.ctxErr, "the call has a live context")
+				require.True(t, c.deadline, "bounded by the shutdown timeout")
+				if c.fail != nil {
+					failed++
+					require.Equal(t, worker.ShutdownReason, c.fail.Reason)
+					require.Equal(t, resourcelease.CodeCancelled, c.fail.ErrorCode)
+					require.False(t, c.fail.DeadLetter)
+				}
+				seen[c.token.SequenceID] = true
+			}
+			require.Len(t, seen, n)
+			require.Equal(t, tt.wantFailed, failed)
+			require.Equal(t, tt.wantStats, w.Stats())
+			if tt.oldServer {
+				require.LessOrEqual(t, releases.Load(), int64(n), "release is not retried once refused")
+			}
+		})
 	}
-	fails := make(chan failCall, n)
-	d := &leasetest.FakeDispatcher{
-		LeaseFn: leaseN(n, 0),
-		FailFn: func(ctx context.Context, r *resourcelease.FailRequest) (*resourcelease.SuccessResponse, error) {
-			_, hasDeadline := ctx.Deadline()
-			fails <- failCall{r, ctx.Err(), hasDeadline}
-			return &resourcelease.SuccessResponse{Success: true}, nil
-		},
-	}
-	var running sync.WaitGroup
-	running.Add(n)
-	w := newWorker(t, d, worker.Config{Concurrency: n, Handler: func(ctx context.Context, _ *resourcelease.Lease) error {
-		running.Done()
-		<-ctx.Done()
-		return ctx.Err()
-	}})
-	stop := startWorker(t, w)
-	running.Wait()
-	stop()
-	require.Len(t, fails, n, "every in-flight lease was failed before Run returned")
-	seen := map[int64]bool{}
-	for range n {
-		f := <-fails
-		require.NoError(t, f.ctxErr, "the fail call has a live context")
-		require.True(t, f.deadline, "bounded by the shutdown timeout")
-		require.Equal(t, worker.ShutdownReason, f.req.Reason)
-		require.Equal(t, resourcelease.CodeCancelled, f.req.ErrorCode)
-		require.True(t, *f.req.Requeue)
-		seen[f.req.OwnershipToken.SequenceID] = true
-	}
-	require.Len(t, seen, n)
-	require.Equal(t, worker.Stats{Leased: n, Failed: n}, w.Stats())
 }
 
 // TestWorkerLeasedAsItStops: a lease that arrives after Run's context ended is
-// handed straight back without running the handler.
+// released at once without running the handler.
 func TestWorkerLeasedAsItStops(t *testing.T) {
 	t.Parallel()
 	ctx, cancel := context.WithCancel(context.Background())
-	fails := make(chan *resourcelease.FailRequest, 1)
+	releases := make(chan *resourcelease.ReleaseRequest, 1)
 	inner := leaseN(1, 0)
 	d := &leasetest.FakeDispatcher{
 		LeaseFn: func(ctx context.Context, r *resourcelease.LeaseRequest) (*resourcelease.Lease, error) {
@@ -379,9 +412,9 @@ func TestWorkerLeasedAsItStops(t *testing.T) {
 			cancel() // the worker is told to stop while the lease is on its way
 			return l, err
 		},
-		FailFn: func(_ context.Context, r *resourcelease.FailRequest) (*resourcelease.SuccessResponse, error) {
-			fails <- r
-			return &resourcelease.SuccessResponse{Success: true}, nil
+		ReleaseFn: func(_ context.Context, r *resourcelease.ReleaseRequest) error {
+			releases <- r
+			return nil
 		},
 	}
 	var ran atomic.Bool
@@ -391,9 +424,9 @@ func TestWorkerLeasedAsItStops(t *testing.T) {
 	}})
 	require.NoError(t, w.Run(ctx))
 	require.False(t, ran.Load())
-	f := <-fails
-	require.Equal(t, worker.ShutdownReason, f.Reason)
-	require.True(t, *f.Requeue)
+	r := <-releases
+	require.Equal(t, int64(1), r.OwnershipToken.SequenceID)
+	require.Equal(t, worker.Stats{Leased: 1, Released: 1}, w.Stats())
 }
 
 // TestWorkerBackoffAndResume: a dispatcher that is down (503 over the wire)
@@ -507,15 +540,15 @@ func TestWorkerSettle(t *testing.T) {
 			done := make(chan struct{})
 			d := &leasetest.FakeDispatcher{
 				LeaseFn: leaseN(1, 0),
-				CompleteFn: func(context.Context, *resourcelease.CompleteRequest) (*resourcelease.SuccessResponse, error) {
+				CompleteFn: func(context.Context, *resourcelease.CompleteRequest) error {
 					i := int(calls.Add(1))
 					if i == len(tt.errs)+1 || i == len(tt.errs) && tt.wantStats.Completed == 0 {
 						defer close(done)
 					}
 					if i <= len(tt.errs) {
-						return nil, tt.errs[i-1]
+						return tt.errs[i-1]
 					}
-					return &resourcelease.SuccessResponse{Success: true}, nil
+					return nil
 				},
 			}
 			var logs logBuffer
@@ -556,9 +589,9 @@ func TestWorkerHandlerErrors(t *testing.T) {
 			fails := make(chan *resourcelease.FailRequest, 1)
 			d := &leasetest.FakeDispatcher{
 				LeaseFn: leaseN(1, 0),
-				FailFn: func(_ context.Context, r *resourcelease.FailRequest) (*resourcelease.SuccessResponse, error) {
+				FailFn: func(_ context.Context, r *resourcelease.FailRequest) error {
 					fails <- r
-					return &resourcelease.SuccessResponse{Success: true}, nil
+					return nil
 				},
 			}
 			w := newWorker(t, d, worker.Config{Handler: func(context.Context, *resourcelease.Lease) error { return tt.handler() }})
@@ -567,7 +600,7 @@ func TestWorkerHandlerErrors(t *testing.T) {
 			stop()
 			require.Equal(t, tt.wantReason, f.Reason)
 			require.Equal(t, tt.wantCode, f.ErrorCode)
-			require.Equal(t, tt.wantRequeue, *f.Requeue)
+			require.Equal(t, !tt.wantRequeue, f.DeadLetter)
 			require.Equal(t, worker.Stats{Leased: 1, Failed: 1}, w.Stats())
 		})
 	}
@@ -636,21 +669,6 @@ func TestNewWorkerOptions(t *testing.T) {
 	}
 }
 
-// TestWorkerNeverReadsExpiriesLater: a dispatcher that seems behind (or a
-// proxy stamping Date from a lagging clock) is not corrected: reading its
-// expiries later could keep the worker on an item the dispatcher has given
-// to another. The worker stops at the expiry as sent.
-func TestWorkerNeverReadsExpiriesLater(t *testing.T) {
-	t.Parallel()
-	clock := leasetest.NewManualClock(time.Time{})
-	expires := clock.Now().Add(3 * time.Second)
-	var beats atomic.Int64
-	d := offsetDispatcher{unrenewableLease(expires, 1000, &beats), -time.Minute}
-	at, err := holdUntilStopped(t, d, clock, expires.Add(2*time.Minute))
-	require.ErrorIs(t, err, worker.ErrLeaseLost)
-	require.False(t, at.After(expires.Add(250*time.Millisecond)), "stopped at %v, after the expiry as sent %v", at, expires)
-}
-
 // TestWorkerStopDuringSettleIsNotLost: stopping the worker while its
 // complete is in flight does not cut the call short. The dispatcher may
 // already have applied it, and a retry would be told the token is unknown and
@@ -662,16 +680,16 @@ func TestWorkerStopDuringSettleIsNotLost(t *testing.T) {
 	var calls atomic.Int64
 	d := &leasetest.FakeDispatcher{
 		LeaseFn: leaseN(1, 10_000),
-		CompleteFn: func(ctx context.Context, _ *resourcelease.CompleteRequest) (*resourcelease.SuccessResponse, error) {
+		CompleteFn: func(ctx context.Context, _ *resourcelease.CompleteRequest) error {
 			if calls.Add(1) > 1 {
-				return nil, resourcelease.ErrUnknownToken // the first call was applied
+				return resourcelease.ErrUnknownToken // the first call was applied
 			}
 			close(inFlight)
 			<-runStopped // Run's context has ended by now
 			if err := ctx.Err(); err != nil {
-				return nil, err // the call was cut short (as a real client's would be)
+				return err // the call was cut short (as a real client's would be)
 			}
-			return &resourcelease.SuccessResponse{Success: true}, nil
+			return nil
 		},
 	}
 	w := newWorker(t, d, worker.Config{Concurrency: 1, Handler: func(context.Context, *resourcelease.Lease) error { return nil }})
@@ -688,34 +706,6 @@ func TestWorkerStopDuringSettleIsNotLost(t *testing.T) {
 	assert.Equal(t, int64(1), calls.Load(), "one complete call")
 }
 
-// offsetDispatcher is a leasetest.FakeDispatcher whose host clock is off the worker's
-// by off, and that says so, as Client does from the Date header.
-type offsetDispatcher struct {
-	*leasetest.FakeDispatcher
-	off time.Duration
-}
-
-func (d offsetDispatcher) ServerClockOffset() (time.Duration, bool) { return d.off, true }
-
-// TestWorkerStopsAtTranslatedExpiry: with the dispatcher's clock 10 minutes
-// ahead, its lease expiry reads 10 minutes late by the worker's clock; when
-// heartbeats fail, the worker must still stop the handler when the lease
-// really expires, not 10 minutes later while another worker holds the item.
-func TestWorkerStopsAtTranslatedExpiry(t *testing.T) {
-	t.Parallel()
-	clock := leasetest.NewManualClock(time.Time{})
-	const ahead = 10 * time.Minute
-	realExpiry := clock.Now().Add(3 * time.Second) // by the worker's clock
-	var beats atomic.Int64
-	d := offsetDispatcher{unrenewableLease(realExpiry.Add(ahead), 1000, &beats), ahead} // expiry in the dispatcher's clock
-	at, err := holdUntilStopped(t, d, clock, realExpiry.Add(ahead+time.Minute))
-	require.ErrorIs(t, err, worker.ErrLeaseLost)
-	// Translated expiries err a second early (the offset is only known
-	// to about a second), never late.
-	require.False(t, at.Before(realExpiry.Add(-1500*time.Millisecond)), "stopped at %v, well before the lease expired at %v", at, realExpiry)
-	require.True(t, at.Before(realExpiry), "stopped at %v, not before the lease expired at %v: another worker may hold the item", at, realExpiry)
-}
-
 // TestWorkerShutdownTimeoutBoundsSettling: a dispatcher that never answers
 // holds a settling call only until the shutdown timeout after Run's context
 // ends, once for all attempts: no fresh timeout for a retry.
@@ -725,12 +715,12 @@ func TestWorkerShutdownTimeoutBoundsSettling(t *testing.T) {
 	var calls atomic.Int64
 	d := &leasetest.FakeDispatcher{
 		LeaseFn: leaseN(1, 10_000),
-		CompleteFn: func(ctx context.Context, _ *resourcelease.CompleteRequest) (*resourcelease.SuccessResponse, error) {
+		CompleteFn: func(ctx context.Context, _ *resourcelease.CompleteRequest) error {
 			if calls.Add(1) == 1 {
 				close(inFlight)
 			}
 			<-ctx.Done() // hangs until the worker gives up on the call
-			return nil, resourcelease.AsError(ctx.Err())
+			return resourcelease.AsError(ctx.Err())
 		},
 	}
 	w := newWorker(t, d, worker.Config{Concurrency: 1, ShutdownTimeout: 100 * time.Millisecond,
@@ -747,7 +737,7 @@ func TestWorkerShutdownTimeoutBoundsSettling(t *testing.T) {
 	assert.Equal(t, int64(0), s.Completed, "stats %+v", s)
 }
 
-// TestWorkerShutdownCutIsNotADispatcherError: a shutdown requeue that the
+// TestWorkerShutdownCutIsNotADispatcherError: a shutdown release that the
 // shutdown timeout cuts short is the worker's own doing, not a failed
 // dispatcher call: Errors stays 0 and the lease counts as lost (it will
 // expire and be redelivered).
@@ -757,10 +747,10 @@ func TestWorkerShutdownCutIsNotADispatcherError(t *testing.T) {
 	var calls atomic.Int64
 	d := &leasetest.FakeDispatcher{
 		LeaseFn: leaseN(1, 0),
-		FailFn: func(ctx context.Context, _ *resourcelease.FailRequest) (*resourcelease.SuccessResponse, error) {
+		ReleaseFn: func(ctx context.Context, _ *resourcelease.ReleaseRequest) error {
 			calls.Add(1)
 			<-ctx.Done() // the dispatcher never answers
-			return nil, resourcelease.AsError(ctx.Err())
+			return resourcelease.AsError(ctx.Err())
 		},
 	}
 	w := newWorker(t, d, worker.Config{Concurrency: 1, ShutdownTimeout: 50 * time.Millisecond,
@@ -776,5 +766,5 @@ func TestWorkerShutdownCutIsNotADispatcherError(t *testing.T) {
 	cancel()
 	require.NoError(t, <-done)
 	s := w.Stats()
-	assert.Equal(t, worker.Stats{Leased: 1, Lost: 1}, s, "after %d fail calls", calls.Load())
+	assert.Equal(t, worker.Stats{Leased: 1, Lost: 1}, s, "after %d release calls", calls.Load())
 }

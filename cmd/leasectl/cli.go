@@ -80,8 +80,8 @@ var commands []*command
 func init() {
 	commands = []*command{
 		requestCommand, enqueueCommand, leaseCommand, heartbeatCommand, completeCommand,
-		failCommand, statsCommand, drainCommand, restoreCommand, deadLettersCommand,
-		peersCommand, tailCommand,
+		failCommand, releaseCommand, statsCommand, drainCommand, restoreCommand, deadLettersCommand,
+		itemsCommand, itemCommand, pauseCommand, resumeCommand, peersCommand, tailCommand,
 	}
 }
 

@@ -181,15 +181,24 @@ func TestLeaseRoundTrip(t *testing.T) {
 	assert.Equal(t, "req-1", l.Payload.RequestID)
 
 	// heartbeat takes the lease on stdin.
-	hb := decode[resourcelease.HeartbeatResponse](t, m.ok(leaseOut, "heartbeat"))
-	assert.True(t, hb.Success)
+	hbOut := m.ok(leaseOut, "heartbeat")
+	hb := decode[resourcelease.HeartbeatResponse](t, hbOut)
+	assert.Contains(t, hbOut, `"success": true`)
+	assert.Positive(t, hb.TTL, "leaseTtlMs is printed")
 	assert.False(t, hb.LeaseExpiresAt.Before(l.LeaseExpiresAt))
+
+	// release puts it back, its attempt not counted.
+	released := decode[map[string]bool](t, m.ok(leaseOut, "release"))
+	assert.Equal(t, map[string]bool{"success": true}, released)
+	leaseOut = m.ok("", "lease", "--peer", "worker-7", "--raw")
+	l = decode[resourcelease.Lease](t, leaseOut)
+	assert.Equal(t, 1, l.Attempt, "a release is not an attempt")
 
 	// complete takes it from a file.
 	leaseFile := filepath.Join(t.TempDir(), "lease.json")
 	require.NoError(t, os.WriteFile(leaseFile, []byte(leaseOut), 0o600))
-	done := decode[resourcelease.SuccessResponse](t, m.ok("", "complete", "--token-file", leaseFile))
-	assert.True(t, done.Success)
+	done := decode[map[string]bool](t, m.ok("", "complete", "--token-file", leaseFile))
+	assert.Equal(t, map[string]bool{"success": true}, done)
 
 	st := decode[resourcelease.Stats](t, m.ok("", "stats"))
 	assert.Equal(t, resourcelease.Stats{}, st)
@@ -197,7 +206,7 @@ func TestLeaseRoundTrip(t *testing.T) {
 	// The token is stale now: not-found unknown_token, exit 1.
 	tok, err := json.Marshal(l.OwnershipToken)
 	require.NoError(t, err)
-	for _, verb := range []string{"complete", "heartbeat", "fail"} {
+	for _, verb := range []string{"complete", "heartbeat", "fail", "release"} {
 		r := m.run("", verb, "--token", string(tok))
 		assert.Equal(t, 1, r.code, verb)
 		assert.True(t, strings.HasPrefix(r.stderr, "error: not-found error.resourcelease.unknown_token: "), "%s: stderr %q", verb, r.stderr)
@@ -630,4 +639,57 @@ func TestRequestYARPCServer(t *testing.T) {
 		assert.Equal(t, want, h.Get(k), k)
 	}
 	assert.NotEmpty(t, h.Get("Context-TTL-MS"))
+}
+
+// TestBatchVerbs: enqueue --batch-file, lease --max and complete of the
+// leases it printed, each one batch call; refusals make the exit status 1.
+func TestBatchVerbs(t *testing.T) {
+	t.Parallel()
+	m := newMesh(t, meshOptions{})
+	file := filepath.Join(t.TempDir(), "items.json")
+	items := `[` +
+		`{"resourceType":"demo.order","resourceId":"o-1","partitionKey":"p","payloadEncoding":"application/json"},` +
+		`{"resourceType":"demo.order","resourceId":"o-2","partitionKey":"p","payloadEncoding":"application/json"},` +
+		`{"resourceType":"demo.order","resourceId":"o-3","partitionKey":"p","payloadEncoding":"application/json"}]`
+	require.NoError(t, os.WriteFile(file, []byte(items), 0o600))
+	er := decode[resourcelease.EnqueueBatchResponse](t, m.ok("", "enqueue", "--batch-file", file))
+	require.Len(t, er.Results, 3)
+	assert.Equal(t, 3, er.Stats.PendingCount)
+
+	leasesOut := m.ok("", "lease", "--max", "2", "--raw")
+	lb := decode[resourcelease.LeaseBatchResponse](t, leasesOut)
+	require.Len(t, lb.Items, 2)
+	assert.Equal(t, "o-1", lb.Items[0].Payload.ResourceID)
+
+	done := decode[resourcelease.CompleteBatchResponse](t, m.ok(leasesOut, "complete"))
+	assert.Equal(t, []error{nil, nil}, done.Results)
+	st := decode[resourcelease.Stats](t, m.ok("", "stats"))
+	assert.Equal(t, 1, st.PendingCount)
+
+	// The same leases again: both stale, exit 1, the results still printed.
+	r := m.run(leasesOut, "complete")
+	assert.Equal(t, 1, r.code)
+	assert.Contains(t, r.stderr, "2 of 2 leases were not completed")
+	again := decode[resourcelease.CompleteBatchResponse](t, r.stdout)
+	require.Len(t, again.Results, 2)
+	assert.ErrorIs(t, again.Results[0], resourcelease.ErrUnknownToken)
+
+	// A refused item: exit 1, with every result printed.
+	require.NoError(t, os.WriteFile(file, []byte(`{"payloads":[{"resourceType":"demo.order"},`+
+		`{"resourceType":"demo.order","resourceId":"o-4","partitionKey":"p","payloadEncoding":"application/json"}]}`), 0o600))
+	r = m.run("", "enqueue", "--batch-file", file)
+	assert.Equal(t, 1, r.code)
+	assert.Contains(t, r.stderr, "1 of 2 items were refused")
+	partial := decode[resourcelease.EnqueueBatchResponse](t, r.stdout)
+	assert.Error(t, partial.Results[0].Err)
+	assert.NoError(t, partial.Results[1].Err)
+
+	none := decode[resourcelease.LeaseBatchResponse](t, m.ok("", "lease", "--max", "5", "--peer", "x"))
+	assert.Len(t, none.Items, 2, "o-3 and o-4")
+	empty := m.ok("", "lease", "--max", "5")
+	assert.JSONEq(t, `{"items":[]}`, empty)
+	r = m.run("", "lease", "--max", "1001")
+	assert.Equal(t, 2, r.code)
+	r = m.run("", "enqueue", "--batch-file", file, "--resource-id", "x")
+	assert.Equal(t, 2, r.code)
 }

@@ -9,9 +9,12 @@
 //
 // The friendly verbs call the RPC endpoint through transport.Client: enqueue,
 // lease, heartbeat, complete, fail, stats, drain (to a file), restore (from
-// one) and deadletters (list, redrive, purge). peers and tail read the control
-// plane (control.NewHandler) through control.Client; tail
-// follows the replication log, one JSON event per line.
+// one) and deadletters (list, redrive, purge). items, item, pause, resume,
+// peers and tail call the control plane (control.NewHandler) through
+// control.Client: items lists pending, leased or dead-lettered items (paged,
+// filtered), item shows one with its body and replication events, pause and
+// resume stop and restart leasing, and tail follows the replication log, one
+// JSON event per line.
 //
 // Defaults come from the environment: LEASECTL_URL
 // (http://127.0.0.1:7420/yarpc/v1), LEASECTL_SERVICE, LEASECTL_NAMESPACE

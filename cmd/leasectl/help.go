@@ -22,7 +22,7 @@ Environment:
   LEASECTL_SERVICE       the service name sent as Rpc-Service (the demo's: resourcelease-mesh-demo)
   LEASECTL_NAMESPACE     the procedure namespace (default ` + defaultNamespace + `; the demo's: resourcelease.mesh)
   LEASECTL_CALLER        the Rpc-Caller (default ` + defaultCaller + `)
-  LEASECTL_CONTROL_URL   the control plane's URL, for peers and tail (default ` + defaultControlURL + `)
+  LEASECTL_CONTROL_URL   the control plane's URL, for items, item, pause, resume, peers and tail (default ` + defaultControlURL + `)
   LEASECTL_BEARER_TOKEN  the bearer token of protected endpoints
 
 Exit status: 0 on success; 1 when a call fails, with

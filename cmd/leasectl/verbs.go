@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -40,19 +41,43 @@ func callAndPrint[Req, Resp any](a *app, o *rpcOptions, call func(*transport.Cli
 	})
 }
 
+// successResponse is what the verbs that only succeed or fail (complete,
+// fail, release) print: the procedure's response, {"success":true}.
+type successResponse struct {
+	Success bool `json:"success"`
+}
+
+// settleAndPrint makes one RPC whose response only says it worked, and
+// prints {"success":true}. call is a Client method expression, such as
+// (*transport.Client).Complete.
+func settleAndPrint[Req any](a *app, o *rpcOptions, call func(*transport.Client, context.Context, Req) error, req Req) error {
+	return rpcAction(o, func(c *transport.Client, ctx context.Context) error {
+		if err := call(c, ctx, req); err != nil {
+			return err
+		}
+		return a.printValue(o.raw, successResponse{Success: true})
+	})
+}
+
 var enqueueCommand = &command{
 	name:     "enqueue",
-	synopsis: "leasectl enqueue --resource-type T --resource-id ID --partition-key K [--body DATA | --body-file FILE] [--attr k=v]... [flags]",
-	summary:  "enqueue one work item",
+	synopsis: "leasectl enqueue --resource-type T --resource-id ID --partition-key K [--body DATA | --body-file FILE] [--attr k=v]... [flags] | enqueue --batch-file FILE",
+	summary:  "enqueue one work item (or a file of them)",
 	details: `
 Enqueues one work item and prints the enqueue response: the queue's counts,
 the item's sequenceId, and duplicate when --request-id was seen before within
 the dedupe window. The body is opaque bytes: --body's value (@FILE reads a
-file, - reads stdin) or the contents of --body-file.`,
+file, - reads stdin) or the contents of --body-file.
+
+With --batch-file it enqueues the items of FILE (- is stdin), given as
+{"payloads":[item,...]} or a JSON array of items, in calls of up to 1,000
+(enqueueBatch), and prints {"results":[...],"stats"}: each item's sequenceId
+or its error. It exits non-zero when any item was refused.`,
 	example: `
 leasectl enqueue --service resourcelease-mesh-demo --namespace resourcelease.mesh \
   --resource-type demo.order --resource-id order-42 --partition-key tenant-1 \
-  --body '{"message":"hello"}' --attr priority=high --request-id order-42-v1`,
+  --body '{"message":"hello"}' --attr priority=high --request-id order-42-v1
+leasectl enqueue --batch-file orders.json`,
 	setup: func(a *app, fs *flag.FlagSet) func([]string) error {
 		o := a.rpcFlags(fs)
 		var (
@@ -68,6 +93,7 @@ leasectl enqueue --service resourcelease-mesh-demo --namespace resourcelease.mes
 		fs.StringVar(&body, "body", "", "the item's body: `DATA`, @FILE, or - for stdin")
 		fs.StringVar(&bodyFile, "body-file", "", "read the item's body from `FILE`")
 		fs.Var(&attrs, "attr", "add the attribute `key=value` (repeatable)")
+		batchFile := fs.String("batch-file", "", "enqueue the items of `FILE` ({\"payloads\":[...]} or an array; - is stdin) in batches")
 		alias(fs, "resource-type", "resourceType")
 		alias(fs, "resource-id", "resourceId")
 		alias(fs, "partition-key", "partitionKey")
@@ -76,6 +102,14 @@ leasectl enqueue --service resourcelease-mesh-demo --namespace resourcelease.mes
 		return func(args []string) error {
 			if err := noArgs(args); err != nil {
 				return err
+			}
+			if flagGiven(fs, "batch-file") {
+				for _, name := range []string{"resource-type", "resource-id", "partition-key", "request-id", "body", "body-file", "attr"} {
+					if flagGiven(fs, name) {
+						return usagef("--batch-file takes the items from the file; --%s does not go with it", name)
+					}
+				}
+				return enqueueFile(a, o, *batchFile)
 			}
 			for _, f := range []struct{ name, v string }{
 				{"resource-type", item.ResourceType}, {"resource-id", item.ResourceID},
@@ -107,21 +141,77 @@ leasectl enqueue --service resourcelease-mesh-demo --namespace resourcelease.mes
 	},
 }
 
+// enqueueFile enqueues the items of file (see enqueue --batch-file).
+func enqueueFile(a *app, o *rpcOptions, file string) error {
+	data, err := a.readFile("batch-file", file)
+	if err != nil {
+		return err
+	}
+	var req resourcelease.EnqueueBatchRequest
+	data = bytes.TrimSpace(data)
+	if bytes.HasPrefix(data, []byte("[")) {
+		err = json.Unmarshal(data, &req.Payloads)
+	} else {
+		err = json.Unmarshal(data, &req)
+	}
+	if err != nil {
+		return fmt.Errorf(`--batch-file is not {"payloads":[...]} or an array of items: %w`, err)
+	}
+	return rpcAction(o, func(c *transport.Client, ctx context.Context) error {
+		all := &resourcelease.EnqueueBatchResponse{Results: []resourcelease.EnqueueItemResult{}}
+		for start := 0; start < len(req.Payloads); start += resourcelease.MaxBatchItems {
+			part := req.Payloads[start:min(start+resourcelease.MaxBatchItems, len(req.Payloads))]
+			resp, err := c.EnqueueBatch(ctx, &resourcelease.EnqueueBatchRequest{Payloads: part})
+			if err != nil {
+				if len(all.Results) > 0 {
+					_ = a.printValue(o.raw, all)
+					return prefixError(err, "%d items were sent (results above), then enqueueing the rest failed", len(all.Results))
+				}
+				return err
+			}
+			all.Results = append(all.Results, resp.Results...)
+			all.Stats = resp.Stats
+		}
+		if err := a.printValue(o.raw, all); err != nil {
+			return err
+		}
+		refused := 0
+		var first error
+		for _, r := range all.Results {
+			if r.Err != nil {
+				refused++
+				first = cmp.Or(first, r.Err)
+			}
+		}
+		if refused > 0 {
+			return prefixError(first, "%d of %d items were refused; the first", refused, len(all.Results))
+		}
+		return nil
+	})
+}
+
 var leaseCommand = &command{
 	name:     "lease",
-	synopsis: "leasectl lease [--peer ID] [--wait DURATION] [flags]",
-	summary:  "lease the next ready item and print the lease (with its ownership token)",
+	synopsis: "leasectl lease [--peer ID] [--wait DURATION] [--max N] [flags]",
+	summary:  "lease the next ready item (or up to --max) and print the lease (with its ownership token)",
 	details: `
 Leases the oldest ready item and prints the lease: the item, its attempt and
-lastError, the ownershipToken, the expiry and the advised heartbeat interval.
-With --wait it long-polls up to that long for an item to arrive. When nothing
-was available it prints null (and exits 0).
+lastError, the ownershipToken, the expiry (leaseExpiresAt, in the
+dispatcher's clock), the time it has left (leaseTtlMs) and the advised
+heartbeat interval. With --wait it long-polls up to that long for an item to
+arrive. When nothing was available it prints null (and exits 0).
 
-The printed lease can be piped into heartbeat, complete and fail, which take
-its ownershipToken.`,
+With --max N it leases up to N items in one call (leaseBatch) and prints
+{"items":[...]}: as soon as one is there, with what else is ready then;
+{"items":[]} when nothing came.
+
+The printed lease can be piped into heartbeat, complete, fail and release,
+which take its ownershipToken; complete also takes the {"items":[...]} of
+--max and completes them all in one call.`,
 	example: `
 leasectl lease --peer worker-cli --wait 10s > lease.json
-leasectl complete --token-file lease.json`,
+leasectl complete --token-file lease.json
+leasectl lease --max 32 --raw | leasectl complete`,
 	setup: func(a *app, fs *flag.FlagSet) func([]string) error {
 		o := a.rpcFlags(fs)
 		var (
@@ -130,6 +220,7 @@ leasectl complete --token-file lease.json`,
 		)
 		fs.StringVar(&peer, "peer", "", "the lease's peer `id` (default: the caller)")
 		fs.DurationVar(&wait, "wait", 0, "long-poll up to this `duration` for an item")
+		maxItems := fs.Int("max", 0, "lease up to `N` items in one call and print {\"items\":[...]} (0: one lease)")
 		return func(args []string) error {
 			if err := noArgs(args); err != nil {
 				return err
@@ -137,12 +228,24 @@ leasectl complete --token-file lease.json`,
 			if wait < 0 {
 				return usagef("--wait must not be negative, got %v", wait)
 			}
-			return callAndPrint(a, o, (*transport.Client).Lease, &resourcelease.LeaseRequest{PeerID: peer, WaitMs: wait.Milliseconds()})
+			if *maxItems < 0 || *maxItems > resourcelease.MaxBatchItems {
+				return usagef("--max must be 0 to %d, got %d", resourcelease.MaxBatchItems, *maxItems)
+			}
+			if *maxItems > 0 {
+				return rpcAction(o, func(c *transport.Client, ctx context.Context) error {
+					leases, err := c.LeaseBatch(ctx, &resourcelease.LeaseBatchRequest{PeerID: peer, Wait: wait, MaxItems: *maxItems})
+					if err != nil {
+						return err
+					}
+					return a.printValue(o.raw, resourcelease.LeaseBatchResponse{Items: leases})
+				})
+			}
+			return callAndPrint(a, o, (*transport.Client).Lease, &resourcelease.LeaseRequest{PeerID: peer, Wait: wait})
 		}
 	},
 }
 
-// tokenFlags are the ways heartbeat, complete and fail take a token.
+// tokenFlags are the ways heartbeat, complete, fail and release take a token.
 type tokenFlags struct {
 	token, file string
 }
@@ -154,6 +257,15 @@ func (t *tokenFlags) register(fs *flag.FlagSet) {
 
 // resolve finds the token: --token, --token-file, or piped stdin.
 func (t *tokenFlags) resolve(a *app, fs *flag.FlagSet) (*resourcelease.OwnershipToken, error) {
+	data, err := t.read(a, fs)
+	if err != nil {
+		return nil, err
+	}
+	return parseToken(data)
+}
+
+// read reads what holds the token: --token, --token-file, or piped stdin.
+func (t *tokenFlags) read(a *app, fs *flag.FlagSet) ([]byte, error) {
 	var (
 		data []byte
 		err  error
@@ -170,10 +282,75 @@ func (t *tokenFlags) resolve(a *app, fs *flag.FlagSet) (*resourcelease.Ownership
 	default:
 		return nil, usagef("an ownership token is required: --token JSON, --token-file FILE, or the output of 'leasectl lease' on stdin")
 	}
-	if err != nil {
-		return nil, err
+	return data, err
+}
+
+// parseTokens reads several leases or tokens: {"items":[...]} (as lease
+// --max prints it) or a JSON array of leases or tokens. many is false for
+// anything else (one token or lease, for parseToken).
+func parseTokens(data []byte) (tokens []resourcelease.OwnershipToken, many bool) {
+	data = bytes.TrimSpace(data)
+	var list []json.RawMessage
+	if bytes.HasPrefix(data, []byte("[")) {
+		if json.Unmarshal(data, &list) != nil {
+			return nil, false
+		}
+	} else {
+		var wrapped struct {
+			Items *[]json.RawMessage `json:"items"`
+		}
+		if json.Unmarshal(data, &wrapped) != nil || wrapped.Items == nil {
+			return nil, false
+		}
+		list = *wrapped.Items
 	}
-	return parseToken(data)
+	for _, raw := range list {
+		tok, err := parseToken(raw)
+		if err != nil {
+			return nil, false
+		}
+		tokens = append(tokens, *tok)
+	}
+	return tokens, true
+}
+
+// completeResults is what complete prints for several leases: the
+// completeBatch response.
+type completeResults = resourcelease.CompleteBatchResponse
+
+// completeAll completes tokens in calls of at most MaxBatchItems and prints
+// one {"results":[...]}; it fails when any of them did.
+func completeAll(a *app, o *rpcOptions, tokens []resourcelease.OwnershipToken) error {
+	return rpcAction(o, func(c *transport.Client, ctx context.Context) error {
+		var all []error
+		for start := 0; start < len(tokens); start += resourcelease.MaxBatchItems {
+			part := tokens[start:min(start+resourcelease.MaxBatchItems, len(tokens))]
+			errs, err := c.CompleteBatch(ctx, &resourcelease.CompleteBatchRequest{OwnershipTokens: part})
+			if err != nil {
+				if len(all) > 0 {
+					_ = a.printValue(o.raw, completeResults{Results: all})
+					return prefixError(err, "%d leases were completed (results above), then completing the rest failed", len(all))
+				}
+				return err
+			}
+			all = append(all, errs...)
+		}
+		if err := a.printValue(o.raw, completeResults{Results: all}); err != nil {
+			return err
+		}
+		failed := 0
+		var first error
+		for _, e := range all {
+			if e != nil {
+				failed++
+				first = cmp.Or(first, e)
+			}
+		}
+		if failed > 0 {
+			return prefixError(first, "%d of %d leases were not completed; the first", failed, len(all))
+		}
+		return nil
+	})
 }
 
 // parseToken accepts an ownership token, a lease (its ownershipToken is
@@ -203,19 +380,16 @@ func parseToken(data []byte) (*resourcelease.OwnershipToken, error) {
 	return &tok, nil
 }
 
-// tokenVerb is the setup of a verb that acts on one lease (heartbeat,
-// complete, fail): the RPC flags, the token flags, no arguments, then one call
-// whose response is printed. flags registers the verb's own flags after those
-// and returns how to build its request from the token.
-func tokenVerb[Req, Resp any](
-	call func(*transport.Client, context.Context, Req) (Resp, error),
-	flags func(fs *flag.FlagSet) func(tok *resourcelease.OwnershipToken) Req,
-) func(a *app, fs *flag.FlagSet) func([]string) error {
+// tokenVerb is the setup of a verb that acts on one lease (heartbeat, fail,
+// release): the RPC flags, the token flags, no arguments, then one call.
+// flags registers the verb's own flags after those and returns the action on
+// the token.
+func tokenVerb(flags func(fs *flag.FlagSet) func(a *app, o *rpcOptions, tok resourcelease.OwnershipToken) error) func(a *app, fs *flag.FlagSet) func([]string) error {
 	return func(a *app, fs *flag.FlagSet) func([]string) error {
 		o := a.rpcFlags(fs)
 		var tf tokenFlags
 		tf.register(fs)
-		request := flags(fs)
+		act := flags(fs)
 		return func(args []string) error {
 			if err := noArgs(args); err != nil {
 				return err
@@ -224,15 +398,9 @@ func tokenVerb[Req, Resp any](
 			if err != nil {
 				return err
 			}
-			return callAndPrint(a, o, call, request(tok))
+			return act(a, o, *tok)
 		}
 	}
-}
-
-// onToken is the flags argument of tokenVerb for a verb with no flags of its
-// own.
-func onToken[Req any](request func(tok *resourcelease.OwnershipToken) Req) func(*flag.FlagSet) func(*resourcelease.OwnershipToken) Req {
-	return func(*flag.FlagSet) func(*resourcelease.OwnershipToken) Req { return request }
 }
 
 var heartbeatCommand = &command{
@@ -246,25 +414,52 @@ as printed by 'leasectl lease'). A token whose lease is gone is not-found
 error.resourcelease.unknown_token.`,
 	example: `
 leasectl heartbeat --token '{"sequenceId":7,"attempt":1,"leaseId":"4b6c0c36-8f5c-4cde-9d53-0e7f3c1c2b11"}'`,
-	setup: tokenVerb((*transport.Client).Heartbeat, onToken(func(tok *resourcelease.OwnershipToken) *resourcelease.HeartbeatRequest {
-		return &resourcelease.HeartbeatRequest{OwnershipToken: tok}
-	})),
+	setup: tokenVerb(func(*flag.FlagSet) func(a *app, o *rpcOptions, tok resourcelease.OwnershipToken) error {
+		return func(a *app, o *rpcOptions, tok resourcelease.OwnershipToken) error {
+			return callAndPrint(a, o, (*transport.Client).Heartbeat, &resourcelease.HeartbeatRequest{OwnershipToken: tok})
+		}
+	}),
 }
 
 var completeCommand = &command{
 	name:     "complete",
 	synopsis: "leasectl complete (--token JSON | --token-file FILE | < lease.json) [flags]",
-	summary:  "complete a lease: the item is done for good",
+	summary:  "complete a lease (or several): the item is done for good",
 	details: `
 Completes a live lease: the item is removed for good. The token is --token,
 the contents of --token-file, or stdin (a token, or a lease as printed by
 'leasectl lease'). A stale token (the lease expired, was completed or failed,
-or the item was leased again) is not-found error.resourcelease.unknown_token.`,
+or the item was leased again) is not-found error.resourcelease.unknown_token.
+
+Given several leases or tokens ({"items":[...]} as 'leasectl lease --max'
+prints, or a JSON array) it completes them all in one call (completeBatch)
+and prints {"results":[...]}: {"success":true} or the error, per lease. It
+exits non-zero when any of them failed.`,
 	example: `
-leasectl lease --raw | leasectl complete`,
-	setup: tokenVerb((*transport.Client).Complete, onToken(func(tok *resourcelease.OwnershipToken) *resourcelease.CompleteRequest {
-		return &resourcelease.CompleteRequest{OwnershipToken: tok}
-	})),
+leasectl lease --raw | leasectl complete
+leasectl lease --max 32 --raw | leasectl complete`,
+	setup: func(a *app, fs *flag.FlagSet) func([]string) error {
+		o := a.rpcFlags(fs)
+		var tf tokenFlags
+		tf.register(fs)
+		return func(args []string) error {
+			if err := noArgs(args); err != nil {
+				return err
+			}
+			data, err := tf.read(a, fs)
+			if err != nil {
+				return err
+			}
+			if tokens, many := parseTokens(data); many {
+				return completeAll(a, o, tokens)
+			}
+			tok, err := parseToken(data)
+			if err != nil {
+				return err
+			}
+			return settleAndPrint(a, o, (*transport.Client).Complete, &resourcelease.CompleteRequest{OwnershipToken: *tok})
+		}
+	},
 }
 
 var failCommand = &command{
@@ -278,7 +473,7 @@ has used its last attempt); --no-requeue dead-letters it at once. The token is
 --token, the contents of --token-file, or stdin.`,
 	example: `
 leasectl lease --raw | leasectl fail --reason "upstream timed out" --code upstream.timeout`,
-	setup: tokenVerb((*transport.Client).Fail, func(fs *flag.FlagSet) func(*resourcelease.OwnershipToken) *resourcelease.FailRequest {
+	setup: tokenVerb(func(fs *flag.FlagSet) func(a *app, o *rpcOptions, tok resourcelease.OwnershipToken) error {
 		var (
 			reason    string
 			code      string
@@ -289,12 +484,34 @@ leasectl lease --raw | leasectl fail --reason "upstream timed out" --code upstre
 		fs.StringVar(&code, "code", "", "a stable error `code` (the lastError code)")
 		fs.BoolVar(&noRequeue, "no-requeue", false, "dead-letter the item instead of requeueing it")
 		fs.Var(&meta, "meta", "add the failure metadata `key=value` (repeatable)")
-		return func(tok *resourcelease.OwnershipToken) *resourcelease.FailRequest {
-			req := &resourcelease.FailRequest{OwnershipToken: tok, Reason: reason, ErrorCode: code, Metadata: meta.Map()}
-			if noRequeue {
-				req.Requeue = new(false)
+		return func(a *app, o *rpcOptions, tok resourcelease.OwnershipToken) error {
+			req := &resourcelease.FailRequest{OwnershipToken: tok, Reason: reason, ErrorCode: code, DeadLetter: noRequeue, Metadata: meta.Map()}
+			return settleAndPrint(a, o, (*transport.Client).Fail, req)
+		}
+	}),
+}
+
+var releaseCommand = &command{
+	name:     "release",
+	synopsis: "leasectl release (--token JSON | --token-file FILE | < lease.json) [--delay DURATION] [flags]",
+	summary:  "give a lease back without counting its attempt",
+	details: `
+Releases a live lease: the item is pending again at once, in its old place,
+with its attempt not counted and no backoff (for work this worker will not
+do now). With --delay it stays out of reach for that long first. A release
+beyond the dispatcher's limit in a row (10 by default) of one item counts as
+a failed attempt. The token is --token, the contents of --token-file, or
+stdin. A server older than release answers unimplemented.`,
+	example: `
+leasectl lease --raw | leasectl release --delay 30s`,
+	setup: tokenVerb(func(fs *flag.FlagSet) func(a *app, o *rpcOptions, tok resourcelease.OwnershipToken) error {
+		var delay time.Duration
+		fs.DurationVar(&delay, "delay", 0, "keep the item from being leased again for this `duration`")
+		return func(a *app, o *rpcOptions, tok resourcelease.OwnershipToken) error {
+			if delay < 0 {
+				return usagef("--delay must not be negative, got %v", delay)
 			}
-			return req
+			return settleAndPrint(a, o, (*transport.Client).Release, &resourcelease.ReleaseRequest{OwnershipToken: tok, Delay: delay})
 		}
 	}),
 }
@@ -679,9 +896,9 @@ leasectl deadletters purge --all`,
 				return usagef("give sequence ids or --all, not both")
 			}
 			if action == "redrive" {
-				return callAndPrint(a, o, (*transport.Client).Redrive, &resourcelease.RedriveRequest{SequenceIDs: ids})
+				return callAndPrint(a, o, (*transport.Client).Redrive, &resourcelease.RedriveRequest{SequenceIDs: ids, All: all})
 			}
-			return callAndPrint(a, o, (*transport.Client).Purge, &resourcelease.PurgeRequest{SequenceIDs: ids})
+			return callAndPrint(a, o, (*transport.Client).Purge, &resourcelease.PurgeRequest{SequenceIDs: ids, All: all})
 		}
 	},
 }

@@ -26,6 +26,7 @@ const (
 	storageMemory      = "memory"
 	storageSQLite      = "sqlite"
 	defaultCaller      = "leaseload"
+	maxBatch           = 1000 // resourcelease.MaxBatchItems
 )
 
 // config is a parsed, validated command line.
@@ -39,10 +40,13 @@ type config struct {
 	concurrency int
 	// duration bounds each measured phase. With -cycles and no -duration it
 	// is maxDuration, a safety bound rather than a target.
-	duration  time.Duration
-	cycles    int64 // 0: no cycle bound
-	warmup    time.Duration
-	waitMs    int64
+	duration time.Duration
+	cycles   int64 // 0: no cycle bound
+	warmup   time.Duration
+	waitMs   int64
+	// batch > 0 adds a phase of batch cycles of that many items
+	// (enqueueBatch → leaseBatch → completeBatch) after the per-item one.
+	batch     int
 	echo      bool
 	json      bool
 	maxErrors int64
@@ -75,6 +79,7 @@ func newFlagSet(c *config) (*flag.FlagSet, *bool, *string) {
 	fs.Int64Var(&c.cycles, "cycles", 0, "stop each phase after `N` enqueue→lease→complete cycles (echo: 3N POSTs); 0 means only -duration bounds it")
 	fs.DurationVar(&c.warmup, "warmup", defaultWarmup, fmt.Sprintf("unmeasured load before each phase, at most %v", maxWarmup))
 	fs.Int64Var(&c.waitMs, "wait-ms", defaultWaitMs, fmt.Sprintf("the lease long-poll's waitMs, 0..%d", maxWaitMs))
+	fs.IntVar(&c.batch, "batch", 0, fmt.Sprintf("also measure batch cycles of `N` items (enqueueBatch → leaseBatch → completeBatch), 2..%d, after the per-item phase; 0: per-item only", maxBatch))
 	fs.BoolVar(&c.echo, "echo", true, "measure the bare net/http JSON echo ceiling first (an in-process server, in -target mode too)")
 	fs.BoolVar(&c.json, "json", false, "print the report as JSON")
 	fs.Int64Var(&c.maxErrors, "max-errors", defaultMaxErrors, "end a phase early once more than `N` RPCs failed")
@@ -145,6 +150,8 @@ func parseConfig(args []string) (*config, error) {
 		return nil, usagef("invalid -warmup %v: want 0..%v", c.warmup, maxWarmup)
 	case c.waitMs < 0 || c.waitMs > maxWaitMs:
 		return nil, usagef("invalid -wait-ms %d: want 0..%d", c.waitMs, maxWaitMs)
+	case c.batch < 0 || c.batch == 1 || c.batch > maxBatch:
+		return nil, usagef("invalid -batch %d: want 0 (off) or 2..%d", c.batch, maxBatch)
 	case c.maxErrors < 0:
 		return nil, usagef("invalid -max-errors %d: want 0 or more", c.maxErrors)
 	case strings.TrimSpace(c.caller) == "":
@@ -162,10 +169,13 @@ func printUsage(w io.Writer) {
 
 Runs a bounded load over HTTP on loopback and prints a report: first a bare
 net/http JSON echo handler (the ceiling), then leasemesh, each goroutine
-looping enqueue → lease → complete through transport.Client.
+looping enqueue → lease → complete through transport.Client, then, with
+-batch N, the same in batches of N (enqueueBatch → leaseBatch →
+completeBatch), so that per-item and batch cycles are measured in one run.
 
   leaseload -self -storage memory -concurrency 8 -duration 10s
   leaseload -self -storage sqlite -synchronous NORMAL -cycles 5000 -json
+  leaseload -self -storage sqlite -synchronous NORMAL -batch 32
   leaseload -target http://127.0.0.1:7420/yarpc/v1 \
     -service resourcelease-mesh-demo -namespace resourcelease.mesh
 

@@ -49,11 +49,14 @@ func bucketHigh(i int) uint64 {
 }
 
 // record adds one latency. Negative durations (a clock step) count as zero.
-func (h *histogram) record(d time.Duration) {
+func (h *histogram) record(d time.Duration) { h.recordN(d, 1) }
+
+// recordN records n observations of d (the items of one batch).
+func (h *histogram) recordN(d time.Duration, n uint64) {
 	v := uint64(max(d, 0))
-	h.counts[bucketOf(v)].Add(1)
-	h.n.Add(1)
-	h.sum.Add(v)
+	h.counts[bucketOf(v)].Add(n)
+	h.n.Add(n)
+	h.sum.Add(v * n)
 	for {
 		old := h.max.Load()
 		if v <= old || h.max.CompareAndSwap(old, v) {

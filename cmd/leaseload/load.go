@@ -18,10 +18,13 @@ import (
 
 // Procedure names of the report.
 const (
-	procEcho     = "echo"
-	procEnqueue  = "enqueue"
-	procLease    = "lease"
-	procComplete = "complete"
+	procEcho          = "echo"
+	procEnqueue       = "enqueue"
+	procLease         = "lease"
+	procComplete      = "complete"
+	procEnqueueBatch  = "enqueueBatch"
+	procLeaseBatch    = "leaseBatch"
+	procCompleteBatch = "completeBatch"
 )
 
 // rpcTimeout bounds one echo POST, as transport.Client bounds a call whose
@@ -129,6 +132,7 @@ func drive(ctx context.Context, conc int, d time.Duration, limit, maxErrors int6
 type leasemeshWorkload struct {
 	client *transport.Client
 	waitMs int64
+	batch  int // items per batch cycle
 	body   []byte
 	seq    atomic.Int64
 }
@@ -159,7 +163,7 @@ func (l *leasemeshWorkload) cycle(ctx context.Context, w int, _ int64, r *record
 	}
 	t1 := time.Now()
 	r.ok(procEnqueue, t1.Sub(t0))
-	lease, err := l.client.Lease(ctx, &resourcelease.LeaseRequest{WaitMs: l.waitMs})
+	lease, err := l.client.Lease(ctx, &resourcelease.LeaseRequest{Wait: time.Duration(l.waitMs) * time.Millisecond})
 	t2 := time.Now()
 	if err != nil {
 		r.fail(procLease, err)
@@ -173,13 +177,82 @@ func (l *leasemeshWorkload) cycle(ctx context.Context, w int, _ int64, r *record
 	if lease.Payload.ResourceType != itemResourceType {
 		r.foreign.Add(1)
 	}
-	if _, err := l.client.Complete(ctx, &resourcelease.CompleteRequest{OwnershipToken: &lease.OwnershipToken}); err != nil {
+	if err := l.client.Complete(ctx, &resourcelease.CompleteRequest{OwnershipToken: lease.OwnershipToken}); err != nil {
 		r.fail(procComplete, err)
 		return
 	}
 	t3 := time.Now()
 	r.ok(procComplete, t3.Sub(t2))
 	r.cycle.record(t3.Sub(t0))
+}
+
+// batchCycle is one enqueueBatch → leaseBatch → completeBatch of up to
+// l.batch items; the completed ones count as cycles, each taking the whole
+// batch's time. A refused item fails its batch's procedure (one error, the
+// first); the leases of a batch may be other goroutines' items (they share
+// one queue), so a leaseBatch can return fewer than were enqueued, as a
+// per-item lease can return nothing.
+func (l *leasemeshWorkload) batchCycle(ctx context.Context, w int, _ int64, r *recorder) {
+	t0 := time.Now()
+	payloads := make([]resourcelease.Item, l.batch)
+	for i := range payloads {
+		payloads[i] = *l.item(w)
+	}
+	resp, err := l.client.EnqueueBatch(ctx, &resourcelease.EnqueueBatchRequest{Payloads: payloads})
+	if err == nil {
+		err = firstItemError(resp)
+	}
+	if err != nil {
+		r.fail(procEnqueueBatch, err)
+		return
+	}
+	t1 := time.Now()
+	r.ok(procEnqueueBatch, t1.Sub(t0))
+	leases, err := l.client.LeaseBatch(ctx, &resourcelease.LeaseBatchRequest{
+		Wait: time.Duration(l.waitMs) * time.Millisecond, MaxItems: l.batch,
+	})
+	t2 := time.Now()
+	if err != nil {
+		r.fail(procLeaseBatch, err)
+		return
+	}
+	if len(leases) == 0 {
+		r.emptyLease.record(t2.Sub(t1))
+		return
+	}
+	r.ok(procLeaseBatch, t2.Sub(t1))
+	tokens := make([]resourcelease.OwnershipToken, len(leases))
+	for i, lease := range leases {
+		tokens[i] = lease.OwnershipToken
+		if lease.Payload.ResourceType != itemResourceType {
+			r.foreign.Add(1)
+		}
+	}
+	errs, err := l.client.CompleteBatch(ctx, &resourcelease.CompleteBatchRequest{OwnershipTokens: tokens})
+	if err == nil {
+		for _, e := range errs {
+			if e != nil {
+				err = e
+				break
+			}
+		}
+	}
+	if err != nil {
+		r.fail(procCompleteBatch, err)
+		return
+	}
+	t3 := time.Now()
+	r.ok(procCompleteBatch, t3.Sub(t2))
+	r.cycle.recordN(t3.Sub(t0), uint64(len(leases)))
+}
+
+func firstItemError(resp *resourcelease.EnqueueBatchResponse) error {
+	for _, res := range resp.Results {
+		if res.Err != nil {
+			return res.Err
+		}
+	}
+	return nil
 }
 
 // echoItem, echoToken and echoRequest mirror the shapes of the enqueue,

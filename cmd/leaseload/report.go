@@ -30,9 +30,14 @@ type report struct {
 	NumCPU      int     `json:"numCPU"`
 	// Phases are the echo ceiling (unless -echo=false), then leasemesh.
 	Phases []*phaseReport `json:"phases"`
-	// LeasemeshToEcho is leasemesh's RPCs/s over the echo ceiling's.
+	// LeasemeshToEcho is leasemesh's per-item RPCs/s over the echo
+	// ceiling's.
 	LeasemeshToEcho float64 `json:"leasemeshToEchoRatio,omitempty"`
-	Interrupted     bool    `json:"interrupted,omitempty"`
+	// BatchSize is -batch; BatchToPerItem is the batch phase's cycles/s over
+	// the per-item phase's.
+	BatchSize      int     `json:"batchSize,omitempty"`
+	BatchToPerItem float64 `json:"batchToPerItemRatio,omitempty"`
+	Interrupted    bool    `json:"interrupted,omitempty"`
 	// OK is true when no RPC failed (warmups included) and the run was not
 	// interrupted; the exit status is 0 exactly then.
 	OK bool `json:"ok"`
@@ -42,7 +47,7 @@ type report struct {
 // that empty leases are counted apart (EmptyLeases) and not in RPCs; Errors
 // are the failed RPCs.
 type phaseReport struct {
-	Name           string  `json:"name"` // "echo" or "leasemesh"
+	Name           string  `json:"name"` // "echo", "leasemesh" or "leasemesh-batch"
 	URL            string  `json:"url"`
 	ElapsedSeconds float64 `json:"elapsedSeconds"`
 	// StoppedBy is "duration", "cycles", "max-errors" or "interrupted".
@@ -80,6 +85,22 @@ type latencyReport struct {
 	P90Ms     float64 `json:"p90Ms"`
 	P99Ms     float64 `json:"p99Ms"`
 	MaxMs     float64 `json:"maxMs"`
+}
+
+// Phase names.
+const (
+	phasePerItem = "leasemesh"
+	phaseBatch   = "leasemesh-batch"
+)
+
+// phase returns the phase called name, or nil.
+func (rep *report) phase(name string) *phaseReport {
+	for _, p := range rep.Phases {
+		if p.Name == name {
+			return p
+		}
+	}
+	return nil
 }
 
 // Row names besides the procedures.
@@ -172,16 +193,23 @@ func writeText(w io.Writer, rep *report) error {
 	for _, p := range rep.Phases {
 		b.WriteString("\n")
 		title := "leasemesh"
-		if p.Name == procEcho {
+		switch p.Name {
+		case procEcho:
 			title = "echo ceiling (bare net/http JSON handler)"
+		case phaseBatch:
+			title = fmt.Sprintf("leasemesh in batches of %d", rep.BatchSize)
 		}
 		fmt.Fprintf(&b, "%s  %s\n", title, p.URL)
 		fmt.Fprintf(&b, "  measured %.2fs, stopped by %s\n", p.ElapsedSeconds, p.StoppedBy)
 		if p.Cycles != nil {
-			fmt.Fprintf(&b, "  cycles  %d  %.1f/s\n", *p.Cycles, *p.CyclesPerSecond)
+			fmt.Fprintf(&b, "  cycles  %d  %.1f/s", *p.Cycles, *p.CyclesPerSecond)
+			if p.Name == phaseBatch && rep.BatchToPerItem > 0 {
+				fmt.Fprintf(&b, "  (%.2f× the per-item cycles/s)", rep.BatchToPerItem)
+			}
+			b.WriteString("\n")
 		}
 		fmt.Fprintf(&b, "  RPCs    %d  %.1f/s", p.RPCs, p.RPCsPerSecond)
-		if p.Name != procEcho && rep.LeasemeshToEcho > 0 {
+		if p.Name == phasePerItem && rep.LeasemeshToEcho > 0 {
 			fmt.Fprintf(&b, "  (%.0f%% of the echo ceiling)", 100*rep.LeasemeshToEcho)
 		}
 		b.WriteString("\n")

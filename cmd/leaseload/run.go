@@ -94,6 +94,7 @@ func load(ctx context.Context, cfg *config, stderr io.Writer) (rep *report, err 
 	}
 	defer client.Close()
 	lm := newLeasemeshWorkload(client, cfg.waitMs)
+	lm.batch = cfg.batch
 
 	if cfg.echo {
 		echo, err := startServer(echoHandler())
@@ -116,8 +117,19 @@ func load(ctx context.Context, cfg *config, stderr io.Writer) (rep *report, err 
 	if ctx.Err() == nil {
 		fmt.Fprintf(stderr, "leaseload: leasemesh %s: %s\n", rpcURL, phasePlan(cfg, 1))
 		rep.Phases = append(rep.Phases, runPhase(ctx, cfg, phaseSpec{
-			name: "leasemesh", url: rpcURL, procs: []string{procEnqueue, procLease, procComplete},
+			name: phasePerItem, url: rpcURL, procs: []string{procEnqueue, procLease, procComplete},
 			limit: cfg.cycles, unit: lm.cycle,
+		}))
+	}
+	if cfg.batch > 0 && ctx.Err() == nil {
+		units := int64(0)
+		if cfg.cycles > 0 {
+			units = max(cfg.cycles/int64(cfg.batch), 1)
+		}
+		fmt.Fprintf(stderr, "leaseload: leasemesh in batches of %d %s: %s\n", cfg.batch, rpcURL, phasePlan(cfg, 1))
+		rep.Phases = append(rep.Phases, runPhase(ctx, cfg, phaseSpec{
+			name: phaseBatch, url: rpcURL, procs: []string{procEnqueueBatch, procLeaseBatch, procCompleteBatch},
+			limit: units, unit: lm.batchCycle,
 		}))
 	}
 
@@ -128,8 +140,13 @@ func load(ctx context.Context, cfg *config, stderr io.Writer) (rep *report, err 
 			rep.OK = false
 		}
 	}
-	if n := len(rep.Phases); n == 2 && rep.Phases[0].RPCsPerSecond > 0 {
-		rep.LeasemeshToEcho = rep.Phases[1].RPCsPerSecond / rep.Phases[0].RPCsPerSecond
+	echo, perItem, batch := rep.phase(procEcho), rep.phase(phasePerItem), rep.phase(phaseBatch)
+	if echo != nil && perItem != nil && echo.RPCsPerSecond > 0 {
+		rep.LeasemeshToEcho = perItem.RPCsPerSecond / echo.RPCsPerSecond
+	}
+	if batch != nil && perItem != nil && perItem.CyclesPerSecond != nil && *perItem.CyclesPerSecond > 0 {
+		rep.BatchSize = cfg.batch
+		rep.BatchToPerItem = *batch.CyclesPerSecond / *perItem.CyclesPerSecond
 	}
 	return rep, nil
 }

@@ -141,6 +141,39 @@ func TestRunSelf(t *testing.T) {
 	}
 }
 
+// TestRunBatch: -batch adds a phase of batch cycles after the per-item one,
+// with three batch calls per batch and the ratio of the two phases'
+// cycles/s in the report.
+func TestRunBatch(t *testing.T) {
+	t.Parallel()
+	res, rep := runJSON(t, "-storage", "sqlite", "-synchronous", "NORMAL", "-cycles", "320", "-concurrency", "4", "-warmup", "0", "-batch", "16", "-echo=false")
+	require.Equal(t, exitOK, res.code, "stderr: %s", res.stderr)
+	require.Len(t, rep.Phases, 2)
+	checkCleanLeasemesh(t, rep.Phases[0], 320)
+	b := rep.Phases[1]
+	assert.Equal(t, phaseBatch, b.Name)
+	assert.Equal(t, "cycles", b.StoppedBy)
+	assert.Zero(t, b.Errors)
+	require.NotNil(t, b.Cycles)
+	assert.Positive(t, *b.Cycles)
+	assert.LessOrEqual(t, *b.Cycles, int64(320), "320/16 = 20 batches of at most 16 items")
+	r := rows(b)
+	for _, proc := range []string{procEnqueueBatch, procLeaseBatch, procCompleteBatch} {
+		require.Contains(t, r, proc)
+		checkLatencies(t, r[proc])
+	}
+	assert.Equal(t, int64(20), r[procEnqueueBatch].Count)
+	assert.Equal(t, *b.Cycles, r[rowCycle].Count, "one cycle per completed item")
+	assert.Equal(t, 16, rep.BatchSize)
+	assert.Positive(t, rep.BatchToPerItem)
+	assert.InDelta(t, *b.CyclesPerSecond / *rep.Phases[0].CyclesPerSecond, rep.BatchToPerItem, 1e-9)
+
+	text := runLeaseload(t, t.Context(), "-storage", "memory", "-cycles", "64", "-concurrency", "2", "-warmup", "0", "-batch", "8", "-echo=false")
+	require.Equal(t, exitOK, text.code, "stderr: %s", text.stderr)
+	assert.Contains(t, text.stdout, "leasemesh in batches of 8")
+	assert.Contains(t, text.stdout, "× the per-item cycles/s")
+}
+
 func TestRunTextReport(t *testing.T) {
 	t.Parallel()
 	res := runLeaseload(t, t.Context(), "-cycles", "20", "-concurrency", "2", "-warmup", "0")

@@ -81,7 +81,7 @@ func leaseOne(t *testing.T, c *transport.Client, peer string) *resourcelease.Lea
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	l, err := c.Lease(ctx, &resourcelease.LeaseRequest{PeerID: peer, WaitMs: 2000})
+	l, err := c.Lease(ctx, &resourcelease.LeaseRequest{PeerID: peer, Wait: 2000 * time.Millisecond})
 	if err != nil {
 		t.Fatalf("lease for %s: %v", peer, err)
 	}
@@ -123,8 +123,7 @@ func TestPoisonItemDoesNotRefuseWorker(t *testing.T) {
 	if l.Payload.ResourceID != "poison-00" {
 		t.Fatalf("first lease is %s, want the poison item", l.Payload.ResourceID)
 	}
-	no := false
-	if _, err := worker.Fail(ctx, &resourcelease.FailRequest{OwnershipToken: &l.OwnershipToken, Requeue: &no, Reason: "cannot parse", ErrorCode: "e2e.poison"}); err != nil {
+	if err := worker.Fail(ctx, &resourcelease.FailRequest{OwnershipToken: l.OwnershipToken, DeadLetter: true, Reason: "cannot parse", ErrorCode: "e2e.poison"}); err != nil {
 		t.Fatalf("fail: %v", err)
 	}
 	dl, err := worker.DeadLetters(ctx, &resourcelease.DeadLettersRequest{})
@@ -134,7 +133,7 @@ func TestPoisonItemDoesNotRefuseWorker(t *testing.T) {
 
 	for i := range 40 {
 		l := leaseOne(t, worker, peer) // a refusal fails the test here
-		if _, err := worker.Complete(ctx, &resourcelease.CompleteRequest{OwnershipToken: &l.OwnershipToken}); err != nil {
+		if err := worker.Complete(ctx, &resourcelease.CompleteRequest{OwnershipToken: l.OwnershipToken}); err != nil {
 			t.Fatalf("complete %d (%s): %v", i, l.Payload.ResourceID, err)
 		}
 	}
@@ -197,7 +196,7 @@ func TestExpiringPeerIsRefusedThenRecovers(t *testing.T) {
 
 	// Another peer is served meanwhile.
 	l := leaseOne(t, steady, "e2e-steady")
-	if _, err := steady.Complete(ctx, &resourcelease.CompleteRequest{OwnershipToken: &l.OwnershipToken}); err != nil {
+	if err := steady.Complete(ctx, &resourcelease.CompleteRequest{OwnershipToken: l.OwnershipToken}); err != nil {
 		t.Fatalf("steady complete: %v", err)
 	}
 
@@ -205,7 +204,7 @@ func TestExpiringPeerIsRefusedThenRecovers(t *testing.T) {
 	// the breaker.
 	var trial *resourcelease.Lease
 	eventually(t, 20*time.Second, "the cool-down to end and "+peer+" to get a lease", func() bool {
-		l, err := flaky.Lease(ctx, &resourcelease.LeaseRequest{PeerID: peer, WaitMs: 500})
+		l, err := flaky.Lease(ctx, &resourcelease.LeaseRequest{PeerID: peer, Wait: 500 * time.Millisecond})
 		switch {
 		case errors.Is(err, resourcelease.ErrPeerIneligible):
 			return false
@@ -215,17 +214,17 @@ func TestExpiringPeerIsRefusedThenRecovers(t *testing.T) {
 		trial = l
 		return l != nil
 	})
-	if _, err := flaky.Heartbeat(ctx, &resourcelease.HeartbeatRequest{OwnershipToken: &trial.OwnershipToken}); err != nil {
+	if _, err := flaky.Heartbeat(ctx, &resourcelease.HeartbeatRequest{OwnershipToken: trial.OwnershipToken}); err != nil {
 		t.Fatalf("heartbeat of the trial lease: %v", err)
 	}
 	if breaker, expiries, _, _, _ := peerState(m.base, peer); breaker != "closed" || expiries != 0 {
 		t.Errorf("after the trial's heartbeat: breaker %q, %d expiries; want closed, 0", breaker, expiries)
 	}
-	if _, err := flaky.Complete(ctx, &resourcelease.CompleteRequest{OwnershipToken: &trial.OwnershipToken}); err != nil {
+	if err := flaky.Complete(ctx, &resourcelease.CompleteRequest{OwnershipToken: trial.OwnershipToken}); err != nil {
 		t.Fatalf("complete the trial lease: %v", err)
 	}
 	l = leaseOne(t, flaky, peer)
-	if _, err := flaky.Complete(ctx, &resourcelease.CompleteRequest{OwnershipToken: &l.OwnershipToken}); err != nil {
+	if err := flaky.Complete(ctx, &resourcelease.CompleteRequest{OwnershipToken: l.OwnershipToken}); err != nil {
 		t.Fatalf("complete after recovery: %v", err)
 	}
 	if breaker, _, healthy, _, _ := peerState(m.base, peer); breaker != "closed" || !healthy {

@@ -72,29 +72,7 @@ func TestBrowserShowsLiveDiagnostics(t *testing.T) {
 		return ok && status == 200
 	})
 
-	ctx := ctxFor(t, 90*time.Second)
-	var chromiumLog lockedBuffer
-	allocCtx, closeAlloc := chromedp.NewExecAllocator(ctx,
-		chromedp.ExecPath(chromium),
-		chromedp.Headless, chromedp.NoSandbox, chromedp.DisableGPU, chromedp.NoFirstRun,
-		chromedp.Flag("disable-background-networking", true),
-		chromedp.Flag("disable-component-update", true),
-		chromedp.Flag("disable-sync", true),
-		chromedp.Flag("disable-dev-shm-usage", true),
-		chromedp.UserDataDir(t.TempDir()), // a fresh profile
-		chromedp.WindowSize(1360, 900),
-		chromedp.CombinedOutput(&chromiumLog),
-	)
-	page, closePage := chromedp.NewContext(allocCtx)
-	// Registered after t.TempDir, so it runs first: the browser is gone
-	// before its profile directory is removed.
-	t.Cleanup(func() {
-		closePage()
-		closeAlloc()
-		if t.Failed() {
-			t.Logf("chromium output (last 2 KiB):\n%s", tail(chromiumLog.String(), 2048))
-		}
-	})
+	page := newBrowserPage(t, chromium, 90*time.Second)
 	if err := chromedp.Do(page, chromedp.Navigate(base+"/")); err != nil {
 		t.Fatalf("loading the diagnostics page: %v", err)
 	}
@@ -143,11 +121,35 @@ func TestBrowserShowsLiveDiagnostics(t *testing.T) {
 	t.Logf("page after %d updates: pending values seen %v, active values %v, events up to #%d, %d chart points, backpressure %q with %d transitions, %q",
 		st.Updates, slices.Sorted(maps.Keys(pendingSeen)), slices.Sorted(maps.Keys(activeSeen)), st.MaxSeq, st.Points, st.BPBadge, st.BPRows, st.Live)
 
+	// The console lists the live queue's pending items; open the oldest.
+	eventually(t, 20*time.Second, "pending items in the console", func() bool {
+		n, err := chromedp.Run(page, chromedp.Evaluate[int](`document.querySelectorAll("#items-body tr[data-seq] button[data-open]").length`))
+		return err == nil && n > 0
+	})
 	update := os.Getenv("UPDATE_MESHDEMO_SCREENSHOT") == "1"
 	if update {
 		time.Sleep(25 * time.Second) // a fuller chart for the README's picture
 	}
-	png, err := chromedp.Run(page, chromedp.CaptureScreenshot())
+	// The newest pending item, from a fresh page: it stays pending longest.
+	loads, err := chromedp.Run(page, chromedp.Evaluate[int](`+(document.body.dataset.itemLoads || 0)`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := chromedp.Do(page, chromedp.Click(chromedp.CSS("#refresh-btn"))); err != nil {
+		t.Fatalf("refreshing the list: %v", err)
+	}
+	eventually(t, 10*time.Second, "the refreshed list", func() bool {
+		n, err := chromedp.Run(page, chromedp.Evaluate[int](`+(document.body.dataset.itemLoads || 0)`))
+		return err == nil && n > loads
+	})
+	if err := chromedp.Do(page, chromedp.Click(chromedp.CSS("#items-body tr[data-seq]:last-child button[data-open]"))); err != nil {
+		t.Fatalf("opening an item: %v", err)
+	}
+	eventually(t, 10*time.Second, "the item's detail", func() bool {
+		kind, err := chromedp.Run(page, chromedp.Evaluate[string](`(document.getElementById("detail-body") || {dataset: {}}).dataset.kind || document.getElementById("detail").dataset.state || ""`))
+		return err == nil && kind != ""
+	})
+	png, err := chromedp.Run(page, chromedp.FullScreenshot(100))
 	if err != nil {
 		t.Fatal(err)
 	}

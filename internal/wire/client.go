@@ -3,7 +3,6 @@ package wire
 import (
 	"context"
 	"crypto/tls"
-	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -136,7 +135,8 @@ func OrEmpty[T any](req *T) *T {
 	return req
 }
 
-// CheckClientTLS refuses a client TLS configuration that would not be used:
+// CheckClientTLS refuses, as invalid-argument, a client TLS configuration
+// that would not be used:
 // with an http:// URL (the caller believes the traffic is encrypted) or
 // beside an HTTPClient of the caller's own. what prefixes the error
 // ("transport: NewClient").
@@ -145,9 +145,11 @@ func CheckClientTLS(what string, u *url.URL, hc *http.Client, cfg *tls.Config) e
 	case cfg == nil:
 		return nil
 	case hc != nil:
-		return fmt.Errorf("%s: TLS and HTTPClient are exclusive: set the TLSClientConfig of your HTTPClient's Transport", what)
+		return resourcelease.Errorf(resourcelease.StatusInvalidArgument, resourcelease.CodeInvalidArgument,
+			"%s: TLS and HTTPClient are exclusive: set the TLSClientConfig of your HTTPClient's Transport", what)
 	case u.Scheme != "https":
-		return fmt.Errorf("%s: TLS is set but the URL %q is not https://", what, u.Redacted())
+		return resourcelease.Errorf(resourcelease.StatusInvalidArgument, resourcelease.CodeInvalidArgument,
+			"%s: TLS is set but the URL %q is not https://", what, u.Redacted())
 	}
 	return nil
 }

@@ -83,8 +83,13 @@ func Change(kind resourcelease.ChangeKind, seq int64, i int) *resourcelease.Chan
 	case resourcelease.ChangeLeased, resourcelease.ChangeHeartbeat:
 		item.LastOwnershipToken = &token
 		c.Item, c.Token, c.PeerID, c.LeaseExpiresAt, c.LeasedAt = &item, token, "worker-1", at.Add(30*time.Second), at
-	case resourcelease.ChangeCompleted, resourcelease.ChangeReleased:
+	case resourcelease.ChangeCompleted:
 		item.LastOwnershipToken = &token
+		c.Item, c.Token, c.PeerID, c.LeasedAt = &item, token, "worker-1", at
+	case resourcelease.ChangeReleased:
+		item.LastOwnershipToken = &token
+		item.Releases = 1
+		item.ReadyAt = at.Add(10 * time.Second) // a delayed release
 		c.Item, c.Token, c.PeerID, c.LeasedAt = &item, token, "worker-1", at
 	case resourcelease.ChangeRequeued, resourcelease.ChangeExpired:
 		item.Attempt = 2

@@ -409,10 +409,10 @@ func TestWorkerSurvivesDispatcherAbsence(t *testing.T) {
 	var s snapshot
 	getJSON(t, base+"/demo/snapshot", &s)
 	if s.Stats.ActiveLeaseCount != 0 {
-		t.Errorf("after the worker stopped: %d active leases, want 0 (requeued)", s.Stats.ActiveLeaseCount)
+		t.Errorf("after the worker stopped: %d active leases, want 0 (released)", s.Stats.ActiveLeaseCount)
 	}
-	if !strings.Contains(slow.stderr.String(), "worker shutting down") {
-		t.Errorf("no requeue at shutdown in the worker's log:\n%s", slow.stderr)
+	if !strings.Contains(slow.stderr.String(), "lease released at shutdown") {
+		t.Errorf("no release at shutdown in the worker's log:\n%s", slow.stderr)
 	}
 }
 

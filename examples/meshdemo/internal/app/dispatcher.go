@@ -18,6 +18,7 @@ import (
 	"github.com/leasemesh/leasemesh/peerhealth"
 	"github.com/leasemesh/leasemesh/resourcelease"
 	"github.com/leasemesh/leasemesh/sqlitestore"
+	"github.com/leasemesh/leasemesh/tracing"
 	"github.com/leasemesh/leasemesh/transport"
 )
 
@@ -31,7 +32,7 @@ type dispatcherRole struct {
 // startDispatcher opens the dispatcher on the configured storage, with the
 // demo's settings and auth guarding the RPC procedures and the control
 // plane's destructive endpoints by role.
-func startDispatcher(ctx context.Context, cfg *config.Config, auth *demoAuth, logger *slog.Logger, reg prometheus.Registerer) (*dispatcherRole, error) {
+func startDispatcher(ctx context.Context, cfg *config.Config, auth *demoAuth, logger *slog.Logger, reg prometheus.Registerer, tc tracing.Config) (*dispatcherRole, error) {
 	d := &dispatcherRole{totals: &totalsSink{}}
 	storage := leasemesh.Memory()
 	if cfg.Storage == config.StorageSQLite {
@@ -67,6 +68,7 @@ func startDispatcher(ctx context.Context, cfg *config.Config, auth *demoAuth, lo
 		},
 		Handler:    transport.HandlerConfig{Service: cfg.ServiceName, Namespace: cfg.Namespace, Authorize: auth.authorize},
 		Control:    control.HandlerConfig{Authorize: auth.authorize},
+		Tracing:    tc,
 		Sinks:      []leasemesh.Sink{{Name: "demo-totals", Sink: d.totals}},
 		Registerer: reg,
 		Logger:     logger,

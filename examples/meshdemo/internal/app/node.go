@@ -25,6 +25,7 @@ import (
 	"github.com/leasemesh/leasemesh/examples/meshdemo/internal/config"
 	"github.com/leasemesh/leasemesh/examples/meshdemo/internal/diagnostics"
 	"github.com/leasemesh/leasemesh/resourcelease"
+	"github.com/leasemesh/leasemesh/tracing"
 	"github.com/leasemesh/leasemesh/transport"
 )
 
@@ -53,6 +54,11 @@ type Node struct {
 	Warnings []string
 
 	auth *demoAuth // nil without the dispatcher role
+
+	// tracing is the process's tracing (off without otlpEndpoint);
+	// stopTracing flushes and stops its exporter (nil when off).
+	tracing     tracing.Config
+	stopTracing func(context.Context) error
 
 	rpcLn   net.Listener
 	httpLns []net.Listener
@@ -183,6 +189,10 @@ func Start(ctx context.Context, cfg *config.Config, logger *slog.Logger) (n *Nod
 		return n, &config.ConfigValidationError{Field: config.Section + ":tlsCaFile", Err: err}
 	}
 
+	if n.tracing, n.stopTracing, err = newTracing(ctx, cfg); err != nil {
+		return n, err
+	}
+
 	n.clientURL = cfg.RPCClientURL
 	if n.rpcLn != nil && strings.HasSuffix(cfg.RPC.Addr, ":0") && cfg.Sources["rpcClientUrl"] == config.SourceDerived {
 		// A free port was asked for: dial the one we got.
@@ -199,14 +209,14 @@ func Start(ctx context.Context, cfg *config.Config, logger *slog.Logger) (n *Nod
 		// The seeder and /demo/enqueue produce; a worker-only node uses it
 		// for the status line's stats, which any role's token may read.
 		token := cmp.Or(cfg.ProducerToken, cfg.WorkerToken)
-		if n.client, err = newClient(n.clientURL, cfg, caller, token, clientTLS, n.metrics); err != nil {
+		if n.client, err = newClient(n.clientURL, cfg, caller, token, clientTLS, n.metrics, n.tracing); err != nil {
 			return n, err
 		}
 	}
 
 	var controlH http.Handler
 	if cfg.Has(config.RoleDispatcher) {
-		if n.disp, err = startDispatcher(ctx, cfg, n.auth, logger, n.reg); err != nil {
+		if n.disp, err = startDispatcher(ctx, cfg, n.auth, logger, n.reg, n.tracing); err != nil {
 			return n, err
 		}
 		controlH = n.disp.ControlHandler()
@@ -234,6 +244,7 @@ func Start(ctx context.Context, cfg *config.Config, logger *slog.Logger) (n *Nod
 				ServiceName: cfg.ServiceName, Namespace: cfg.Namespace, RPCURL: n.RPCURL(),
 				Roles: strings.Split(cfg.Roles.String(), ","), Storage: string(cfg.Storage),
 				DataDirectory: n.disp.dataDir, StartedAt: time.Now().UTC(),
+				ControlProtected: n.Token != "",
 			},
 			History: n.history, Control: controlH, Metrics: metrics, Logger: logger,
 		})
@@ -262,7 +273,7 @@ func Start(ctx context.Context, cfg *config.Config, logger *slog.Logger) (n *Nod
 	}
 	if cfg.Has(config.RoleWorker) {
 		for _, peer := range cfg.WorkerPeerIDs {
-			w, werr := newWorkerRole(n.clientURL, peer, cfg, clientTLS, logger, n.metrics, n.reg)
+			w, werr := newWorkerRole(n.clientURL, peer, cfg, clientTLS, logger, n.metrics, n.reg, n.tracing)
 			if werr != nil {
 				return n, werr
 			}
@@ -440,6 +451,9 @@ func (n *Node) PrintBanner(out io.Writer) {
 	if len(n.workers) > 0 {
 		row("Workers", "%s via %s (lease %s, heartbeat %s, ~%.0f%% failures)", strings.Join(c.WorkerPeerIDs, ", "), n.clientURL, c.LeaseDuration, c.HeartbeatInterval, c.WorkerFailureRate*100)
 	}
+	if c.OTLPEndpoint != "" {
+		row("Tracing", "OTLP/HTTP to %s (service.name %s)", otlpTarget(c.OTLPEndpoint), c.ServiceName)
+	}
 	switch {
 	case n.TokenGenerated:
 		row("Admin token", "%s (generated: a listener is not loopback-only; send Authorization: Bearer <token> to drain/restore/redrive/purge)", n.Token)
@@ -508,6 +522,14 @@ func (n *Node) Close() error {
 		}
 		if n.client != nil {
 			_ = n.client.Close()
+		}
+		if n.stopTracing != nil {
+			// Last: the spans of everything above are flushed too.
+			tctx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
+			if err := n.stopTracing(tctx); err != nil {
+				n.logger.Warn("meshdemo: flushing traces", "endpoint", n.cfg.OTLPEndpoint, "err", err)
+			}
+			cancel()
 		}
 		n.closeErr = errors.Join(errs...)
 	})

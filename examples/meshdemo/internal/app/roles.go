@@ -17,6 +17,7 @@ import (
 
 	"github.com/leasemesh/leasemesh/examples/meshdemo/internal/config"
 	"github.com/leasemesh/leasemesh/resourcelease"
+	"github.com/leasemesh/leasemesh/tracing"
 	"github.com/leasemesh/leasemesh/transport"
 	"github.com/leasemesh/leasemesh/worker"
 )
@@ -82,14 +83,15 @@ func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { retu
 
 // newClient returns an RPC client of the dispatcher at url, calling as
 // caller with the bearer token (none when "") and, for an https url,
-// tlsCfg.
-func newClient(url string, cfg *config.Config, caller, token string, tlsCfg *tls.Config, m *clientMetrics) (*transport.Client, error) {
+// tlsCfg; with tracing on, each call is a client span whose context goes
+// out in its headers.
+func newClient(url string, cfg *config.Config, caller, token string, tlsCfg *tls.Config, m *clientMetrics, tc tracing.Config) (*transport.Client, error) {
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.MaxIdleConnsPerHost = transport.DefaultMaxIdleConnsPerHost
 	tr.TLSClientConfig = tlsCfg.Clone() // each Transport adds its own ALPN protocols to it
 	return transport.NewClient(url, transport.ClientConfig{
 		Service: cfg.ServiceName, Namespace: cfg.Namespace, Caller: caller, PeerID: caller, BearerToken: token,
-		HTTPClient: &http.Client{Transport: m.roundTripper(tr)},
+		HTTPClient: &http.Client{Transport: tracing.Transport(tc, m.roundTripper(tr))},
 	})
 }
 
@@ -194,8 +196,8 @@ type workerRole struct {
 	worker *worker.Worker
 }
 
-func newWorkerRole(url, peer string, cfg *config.Config, tlsCfg *tls.Config, logger *slog.Logger, m *clientMetrics, reg prometheus.Registerer) (*workerRole, error) {
-	client, err := newClient(url, cfg, peer, cfg.WorkerToken, tlsCfg, m)
+func newWorkerRole(url, peer string, cfg *config.Config, tlsCfg *tls.Config, logger *slog.Logger, m *clientMetrics, reg prometheus.Registerer, tc tracing.Config) (*workerRole, error) {
+	client, err := newClient(url, cfg, peer, cfg.WorkerToken, tlsCfg, m, tc)
 	if err != nil {
 		return nil, err
 	}
@@ -207,7 +209,8 @@ func newWorkerRole(url, peer string, cfg *config.Config, tlsCfg *tls.Config, log
 		LeaseWait:   5 * time.Second,
 		MaxBackoff:  2 * time.Second,
 		Logger:      logger,
-		Handler: func(ctx context.Context, l *resourcelease.Lease) error {
+		// With tracing on, each delivery is a span in the producer's trace.
+		Handler: tracing.Work(tc, func(ctx context.Context, l *resourcelease.Lease) error {
 			if !sleep(ctx, processing) {
 				return ctx.Err()
 			}
@@ -217,7 +220,7 @@ func newWorkerRole(url, peer string, cfg *config.Config, tlsCfg *tls.Config, log
 			}
 			wl.Debug("completing", "resourceId", l.Payload.ResourceID, "attempt", l.Attempt)
 			return nil
-		},
+		}),
 	})
 	if err != nil {
 		_ = client.Close()

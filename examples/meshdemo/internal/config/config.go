@@ -176,6 +176,10 @@ type Config struct {
 	BackpressureRateLimitPerSecond float64
 	// Storage (storage): sqlite (default) or memory.
 	Storage Storage
+	// OTLPEndpoint (otlpEndpoint) is the OpenTelemetry collector that
+	// traces are exported to over OTLP/HTTP; empty (the default) traces
+	// nothing.
+	OTLPEndpoint string
 	// ControlToken (adminToken, or its older name controlToken) is the
 	// admin role's bearer token: drain, restore, redrive, purge and the
 	// control plane's destructive endpoints need it, and it holds every

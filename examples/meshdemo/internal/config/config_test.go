@@ -201,8 +201,10 @@ func TestLayers(t *testing.T) {
 			"--meshDemo:requeueDelaySeconds=0.5", "--meshDemo:capacity=99", "--meshDemo:highWatermark=20", "--meshDemo:lowWatermark=5",
 			"--meshDemo:backpressureCooldownSeconds=0", "--meshDemo:backpressureMode=reject", "--meshDemo:rateLimitPerSecond=10",
 			"--meshDemo:backpressureRateLimitPerSecond=0", "--meshDemo:storage=memory", "--meshDemo:controlToken=tok",
-			"--meshDemo:workerFailureRate=0", "--meshDemo:refuseUnhealthyPeers=false", "--meshDemo:breakerThreshold=5", "--meshDemo:breakerCooldownSeconds=2.5", "--meshDemo:logLevel=DEBUG", "--meshDemo:workerProcessingSeconds=2", "--meshDemo:workerConcurrency=3"},
+			"--meshDemo:workerFailureRate=0", "--meshDemo:refuseUnhealthyPeers=false", "--meshDemo:breakerThreshold=5", "--meshDemo:breakerCooldownSeconds=2.5", "--meshDemo:logLevel=DEBUG", "--meshDemo:workerProcessingSeconds=2", "--meshDemo:workerConcurrency=3",
+			"--meshDemo:otlpEndpoint=http://collector:4318"},
 			check: func(t *testing.T, c *config.Config) {
+				eq(t, "otlpEndpoint", c.OTLPEndpoint, "http://collector:4318")
 				eq(t, "serviceName", c.ServiceName, "s")
 				eq(t, "namespace", c.Namespace, "n")
 				eq(t, "rpc", c.RPC.Addr, "127.0.0.1:1")
@@ -292,6 +294,8 @@ func TestErrors(t *testing.T) {
 		{name: "rpcUrl https", args: []string{"--meshDemo:rpcUrl=https://127.0.0.1:7420"}, field: "meshDemo:rpcUrl", wantInMsg: []string{"https"}},
 		{name: "urls bad", args: []string{"--urls=http://localhost:abc"}, field: "urls", wantInMsg: []string{`"http://localhost:abc"`}},
 		{name: "urls with path", args: []string{"--urls=http://localhost:5158/x"}, field: "urls", wantInMsg: []string{"path"}},
+		{name: "otlpEndpoint without a scheme", args: []string{"-otlp-endpoint=localhost:4318"}, field: "meshDemo:otlpEndpoint", wantInMsg: []string{`"localhost:4318"`, "OTLP/HTTP"}},
+		{name: "otlpEndpoint grpc", args: []string{"--meshDemo:otlpEndpoint=grpc://localhost:4317"}, field: "meshDemo:otlpEndpoint", wantInMsg: []string{"http(s) URL"}},
 		{name: "rpcClientUrl bad", args: []string{"-rpc-client-url=ftp://x"}, field: "meshDemo:rpcClientUrl", wantInMsg: []string{`"ftp://x"`}},
 		{name: "unknown key on cli", args: []string{"--meshDemo:colour=blue"}, field: "meshDemo:colour", wantInMsg: []string{"unknown key", "command line"}},
 		{name: "unknown flag", args: []string{"-colour", "blue"}, field: "-colour", wantInMsg: []string{"unknown flag"}},

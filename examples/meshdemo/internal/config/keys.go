@@ -116,6 +116,24 @@ var keys = []*keyDef{
 		help: "simulated work time per item", apply: seconds(func(c *Config) *time.Duration { return &c.WorkerProcessing }, true)},
 	{name: "workerConcurrency", flags: []string{"worker-concurrency"}, def: "1",
 		help: "leases each worker holds at once", apply: integer(func(c *Config) *int { return &c.WorkerConcurrency }, 1)},
+	{name: "otlpEndpoint", flags: []string{"otlp-endpoint"},
+		help: "OpenTelemetry collector to export traces to over OTLP/HTTP, e.g. http://localhost:4318 (empty: no tracing)", apply: applyOTLPEndpoint},
+}
+
+// applyOTLPEndpoint takes an http(s) URL; a path, if any, is where the
+// collector takes traces (default /v1/traces).
+func applyOTLPEndpoint(c *Config, v string) error {
+	v = strings.TrimSpace(v)
+	if v == "" {
+		c.OTLPEndpoint = ""
+		return nil
+	}
+	u, err := url.Parse(v)
+	if err != nil || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https") || u.RawQuery != "" || u.Fragment != "" {
+		return errors.New("want an http(s) URL of an OTLP/HTTP collector such as http://localhost:4318, or empty")
+	}
+	c.OTLPEndpoint = v
+	return nil
 }
 
 // lookupKey finds a key by its name (case-insensitive), as written after

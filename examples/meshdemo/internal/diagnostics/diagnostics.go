@@ -9,15 +9,27 @@
 //	GET  /demo/replication    the recent replication events, oldest first
 //	GET  /demo/snapshot       everything the page shows, as one JSON document
 //	GET  /demo/stream         the same snapshot as server-sent events, every second
-//	GET  /                    the live page (embedded; no CDN, no build step)
+//	GET  /                    the live page and operator console (embedded; no
+//	                          CDN, no build step)
+//
+// The page's console lists pending, leased and dead-lettered items and acts
+// on them through the control plane mounted at /omnirelay/control (Options.Control):
+// it sends the control token as a bearer header (asked for once, kept in the
+// tab's sessionStorage), never a cookie, and the control plane refuses
+// cross-origin POSTs, so another site's page cannot forge an action. The page
+// is served with a Content-Security-Policy that allows only its own inline
+// script (by hash) and same-origin requests, and forbids framing.
 //
 // The handler reads its data through Sources, a set of functions, so it can be
 // tested without a dispatcher and composed by the demo from the real pieces.
 package diagnostics
 
 import (
+	"bytes"
 	"context"
+	"crypto/sha256"
 	_ "embed"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -37,6 +49,21 @@ import (
 //go:embed page.html
 var page []byte
 
+// pageCSP is the page's Content-Security-Policy: its one inline script by
+// hash (so an injected one would not run), inline styles, requests to its
+// own origin only, no framing (clickjacking the console's buttons).
+var pageCSP = func() string {
+	start := bytes.Index(page, []byte("<script>"))
+	end := bytes.LastIndex(page, []byte("</script>"))
+	if start < 0 || end < start || bytes.Count(page, []byte("<script")) != 1 {
+		panic("diagnostics: page.html must have exactly one inline <script>") // the embedded file is fixed at build time
+	}
+	sum := sha256.Sum256(page[start+len("<script>") : end])
+	return "default-src 'none'; script-src 'sha256-" + base64.StdEncoding.EncodeToString(sum[:]) + "'; " +
+		"style-src 'unsafe-inline'; connect-src 'self'; img-src 'self' data:; " +
+		"base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+}()
+
 // CodeNoEnqueue is the error code of POST /demo/enqueue on a handler built
 // without Sources.Enqueue.
 const CodeNoEnqueue = "meshdemo.diagnostics.enqueue_unavailable"
@@ -50,6 +77,9 @@ type Info struct {
 	Storage       string    `json:"storage"`
 	DataDirectory string    `json:"dataDirectory,omitempty"`
 	StartedAt     time.Time `json:"startedAt"`
+	// ControlProtected says that the control plane's actions need a bearer
+	// token, so the page can say so before the first refusal.
+	ControlProtected bool `json:"controlProtected,omitempty"`
 }
 
 // Totals are running counts of what happened since the dispatcher started,
@@ -154,6 +184,10 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 func (h *handler) page(w http.ResponseWriter, _ *http.Request) {
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
 	w.Header().Set("Cache-Control", "no-store")
+	w.Header().Set("Content-Security-Policy", pageCSP)
+	w.Header().Set("X-Frame-Options", "DENY")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	w.Header().Set("Referrer-Policy", "no-referrer")
 	_, _ = w.Write(page)
 }
 

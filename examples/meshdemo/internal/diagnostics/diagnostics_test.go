@@ -3,6 +3,8 @@ package diagnostics_test
 import (
 	"bufio"
 	"context"
+	"crypto/sha256"
+	"encoding/base64"
 	"encoding/json"
 	"io"
 	"net/http"
@@ -101,7 +103,8 @@ func TestEndpoints(t *testing.T) {
 		contains                 []string
 		header                   map[string]string
 	}{
-		{"page", "GET", "/", "", 200, []string{"<title>ResourceLease Mesh Demo", "EventSource", `id="peers-body"`}, map[string]string{"Content-Type": "text/html; charset=utf-8"}},
+		{"page", "GET", "/", "", 200, []string{"<title>ResourceLease Mesh Demo", "EventSource", `id="peers-body"`, `id="items-body"`, `id="token-dialog"`},
+			map[string]string{"Content-Type": "text/html; charset=utf-8", "X-Frame-Options": "DENY", "X-Content-Type-Options": "nosniff"}},
 		{"lease-health", "GET", "/demo/lease-health", "", 200, []string{`"peerId": "mesh-worker-a"`, `"summary"`}, map[string]string{"Content-Type": "application/json; charset=utf-8"}},
 		{"backpressure before any signal", "GET", "/demo/backpressure", "", 204, nil, nil},
 		{"replication", "GET", "/demo/replication", "", 200, []string{`"sequenceNumber": 7`, `"eventType": "LeaseGranted"`}, nil},
@@ -143,6 +146,32 @@ func TestEndpoints(t *testing.T) {
 	}
 	if it.PayloadEncoding != "application/json" || string(it.Body) != `{"resourceId":"external-cli"}` {
 		t.Errorf("defaults: got encoding %q body %q", it.PayloadEncoding, it.Body)
+	}
+}
+
+// TestPageContentSecurityPolicy checks that the page's policy allows its
+// own script (by the hash of exactly its text, or the browser would block
+// it) and nothing else, and forbids framing.
+func TestPageContentSecurityPolicy(t *testing.T) {
+	srv := newServer(t, &fake{})
+	resp, body := do(t, "GET", srv.URL+"/", "")
+	csp := resp.Header.Get("Content-Security-Policy")
+	start := strings.Index(body, "<script>") + len("<script>")
+	end := strings.Index(body, "</script>")
+	if start < len("<script>") || end < start {
+		t.Fatal("the page has no inline script")
+	}
+	sum := sha256.Sum256([]byte(body[start:end]))
+	want := "script-src 'sha256-" + base64.StdEncoding.EncodeToString(sum[:]) + "';"
+	for _, part := range []string{want, "default-src 'none'", "connect-src 'self'", "frame-ancestors 'none'", "form-action 'none'"} {
+		if !strings.Contains(csp, part) {
+			t.Errorf("Content-Security-Policy %q lacks %q", csp, part)
+		}
+	}
+	for _, d := range strings.Split(csp, ";") {
+		if strings.HasPrefix(strings.TrimSpace(d), "script-src") && strings.Contains(d, "unsafe") {
+			t.Errorf("scripts must be allowed by hash only: %q", d)
+		}
 	}
 }
 

@@ -1,0 +1,120 @@
+package resourcelease
+
+import (
+	"context"
+	"math"
+)
+
+var _ BatchDispatcher = (*LocalDispatcher)(nil)
+
+// batchSize refuses a batch of more than MaxBatchItems.
+func batchSize(verb string, n int) error {
+	if n > MaxBatchItems {
+		return Errorf(StatusInvalidArgument, CodeBatchTooLarge, "%s takes at most %d items, got %d", verb, MaxBatchItems, n)
+	}
+	return nil
+}
+
+// EnqueueBatch implements BatchDispatcher. Each payload is validated and
+// copied as Enqueue does; backpressure admits (or refuses) the batch as a
+// whole. Items the queue has no room for are refused one by one
+// (ErrQueueFull); a batch never waits for capacity.
+func (d *LocalDispatcher) EnqueueBatch(ctx context.Context, req *EnqueueBatchRequest) (*EnqueueBatchResponse, error) {
+	ctx = orBackground(ctx)
+	var items []Item
+	if req != nil {
+		items = req.Payloads
+	}
+	if err := batchSize("enqueueBatch", len(items)); err != nil {
+		return nil, err
+	}
+	own := make([]Item, len(items))
+	for i := range items {
+		own[i] = items[i]
+		ownPayload(&own[i])
+	}
+	if err := d.admit(ctx); err != nil {
+		return nil, err
+	}
+	res, err := d.queue.EnqueueBatch(ctx, own)
+	if err != nil {
+		return nil, d.done("enqueueBatch", err)
+	}
+	resp := &EnqueueBatchResponse{Results: make([]EnqueueItemResult, len(res))}
+	for i, r := range res {
+		resp.Results[i] = EnqueueItemResult{SequenceID: r.SequenceID, Duplicate: r.Duplicate, Err: r.Err}
+	}
+	if len(res) > 0 {
+		resp.Stats = QueueCounts{PendingCount: res[0].Stats.PendingCount, ActiveLeaseCount: res[0].Stats.ActiveLeaseCount}
+	} else if st, err := d.queue.Stats(ctx); err == nil {
+		resp.Stats = QueueCounts{PendingCount: st.PendingCount, ActiveLeaseCount: st.ActiveLeaseCount}
+	}
+	return resp, nil
+}
+
+// LeaseBatch implements BatchDispatcher. The peer is resolved and checked as
+// for Lease; MaxItems must be 1 to MaxBatchItems, MaxBytes and Wait must not
+// be negative, and Wait is capped at MaxLeaseWait.
+func (d *LocalDispatcher) LeaseBatch(ctx context.Context, req *LeaseBatchRequest) ([]*Lease, error) {
+	ctx = orBackground(ctx)
+	var r LeaseBatchRequest
+	if req != nil {
+		r = *req
+	}
+	switch {
+	case r.MaxItems < 1 || r.MaxItems > MaxBatchItems:
+		return nil, Errorf(StatusInvalidArgument, CodeBatchTooLarge, "leaseBatch maxItems must be 1 to %d, got %d", MaxBatchItems, r.MaxItems)
+	case r.Wait < 0:
+		return nil, Errorf(StatusInvalidArgument, CodeInvalidArgument, "waitMs must not be negative, got %d", msCeil(r.Wait))
+	case r.MaxBytes < 0:
+		return nil, Errorf(StatusInvalidArgument, CodeInvalidArgument, "maxBytes must not be negative, got %d", r.MaxBytes)
+	}
+	peer := ResolvePeerID(r.PeerID, CallInfoFrom(ctx))
+	admitted, err := d.admitPeer(peer)
+	if err != nil {
+		return nil, err
+	}
+	leases, err := d.queue.LeaseBatch(ctx, peer, LeaseBatchOptions{
+		Wait: min(r.Wait, d.maxWait), MaxItems: r.MaxItems, MaxBytes: int(min(r.MaxBytes, math.MaxInt)),
+	})
+	d.leaseEnded(peer, admitted, len(leases) > 0)
+	if err != nil {
+		return nil, d.done("leaseBatch", err)
+	}
+	for _, l := range leases {
+		ownPayload(&l.Payload)
+	}
+	return leases, nil
+}
+
+// HeartbeatBatch implements BatchDispatcher.
+func (d *LocalDispatcher) HeartbeatBatch(ctx context.Context, req *HeartbeatBatchRequest) ([]HeartbeatResult, error) {
+	var tokens []OwnershipToken
+	if req != nil {
+		tokens = req.OwnershipTokens
+	}
+	if err := batchSize("heartbeatBatch", len(tokens)); err != nil {
+		return nil, err
+	}
+	res, err := d.queue.HeartbeatBatch(orBackground(ctx), tokens)
+	if err != nil {
+		return nil, d.done("heartbeatBatch", err)
+	}
+	return res, nil
+}
+
+// CompleteBatch implements BatchDispatcher.
+func (d *LocalDispatcher) CompleteBatch(ctx context.Context, req *CompleteBatchRequest) ([]error, error) {
+	var tokens []OwnershipToken
+	if req != nil {
+		tokens = req.OwnershipTokens
+	}
+	if err := batchSize("completeBatch", len(tokens)); err != nil {
+		return nil, err
+	}
+	res, err := d.queue.CompleteBatch(orBackground(ctx), tokens)
+	if err != nil {
+		return nil, d.done("completeBatch", err)
+	}
+	return res, nil
+}

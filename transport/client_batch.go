@@ -1,0 +1,151 @@
+package transport
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sync/atomic"
+	"time"
+
+	"github.com/leasemesh/leasemesh/internal/wire"
+	"github.com/leasemesh/leasemesh/resourcelease"
+)
+
+var _ resourcelease.BatchDispatcher = (*Client)(nil)
+
+// fallbackRecheck is how long the Client sends a server that did not know a
+// batch procedure per-item calls instead, before it tries the batch again
+// (the server may have been upgraded).
+const fallbackRecheck = time.Minute
+
+// batchSupport remembers, per batch procedure, until when the server is
+// taken not to serve it.
+type batchSupport struct {
+	until [4]atomic.Int64 // Unix nanoseconds, by batchVerb
+}
+
+// The batch procedures, as indexes into batchSupport.
+const (
+	batchEnqueue = iota
+	batchLease
+	batchHeartbeat
+	batchComplete
+)
+
+func (b *batchSupport) known(verb int) bool {
+	return time.Now().UnixNano() >= b.until[verb].Load()
+}
+
+func (b *batchSupport) unknown(verb int) {
+	b.until[verb].Store(time.Now().Add(fallbackRecheck).UnixNano())
+}
+
+// perItem is the Client seen through its per-item methods only, for the
+// fallback on a server without batch procedures.
+func (c *Client) perItem() resourcelease.BatchDispatcher {
+	return resourcelease.PerItem(struct{ resourcelease.Dispatcher }{c})
+}
+
+// batchCall sends a batch procedure, unless the server is known not to serve
+// it. ok is false when it does not (an older leasemesh, or a yarpc server:
+// see isUnknownProcedure); the caller then falls back to per-item calls.
+func batchCall[Resp any](ctx context.Context, c *Client, which int, verb string, req any, minTimeout time.Duration) (resp *Resp, ok bool, err error) {
+	if !c.batches.known(which) {
+		return nil, false, nil
+	}
+	out, err := c.callJSON(ctx, verb, req, minTimeout)
+	if isUnknownProcedure(err) {
+		c.batches.unknown(which)
+		return nil, false, nil
+	}
+	if err != nil {
+		return nil, true, err
+	}
+	resp = new(Resp)
+	if err := json.Unmarshal(out, resp); err != nil {
+		return nil, true, wire.MalformedResponse(verb, err)
+	}
+	return resp, true, nil
+}
+
+// EnqueueBatch calls the enqueueBatch procedure; with a server that predates
+// it, it enqueues the payloads one by one, in order.
+func (c *Client) EnqueueBatch(ctx context.Context, req *resourcelease.EnqueueBatchRequest) (*resourcelease.EnqueueBatchResponse, error) {
+	req = wire.OrEmpty(req)
+	resp, ok, err := batchCall[resourcelease.EnqueueBatchResponse](ctx, c, batchEnqueue, VerbEnqueueBatch, req, 0)
+	switch {
+	case !ok:
+		return c.perItem().EnqueueBatch(ctx, req)
+	case err != nil:
+		return nil, err
+	case len(resp.Results) != len(req.Payloads):
+		return nil, wire.MalformedResponse(VerbEnqueueBatch, errResultCount(len(resp.Results), len(req.Payloads)))
+	}
+	return resp, nil
+}
+
+// LeaseBatch calls the leaseBatch procedure. A long-poll's request is
+// allowed Wait plus LongPollMargin, as Lease's. With a server that predates
+// it, it leases one by one: one long-poll for the first, then without
+// waiting.
+func (c *Client) LeaseBatch(ctx context.Context, req *resourcelease.LeaseBatchRequest) ([]*resourcelease.Lease, error) {
+	req = wire.OrEmpty(req)
+	var minTimeout time.Duration
+	if req.Wait > 0 {
+		minTimeout = c.longPollTimeout(req.Wait)
+	}
+	resp, ok, err := batchCall[wireLeaseBatch](ctx, c, batchLease, VerbLeaseBatch, req, minTimeout)
+	switch {
+	case !ok:
+		return c.perItem().LeaseBatch(ctx, req)
+	case err != nil:
+		return nil, err
+	}
+	leases := make([]*resourcelease.Lease, len(resp.Items))
+	for i, w := range resp.Items {
+		if w == nil {
+			return nil, wire.MalformedResponse(VerbLeaseBatch, errNullLease)
+		}
+		leases[i] = w.lease()
+	}
+	return leases, nil
+}
+
+// HeartbeatBatch calls the heartbeatBatch procedure; with a server that
+// predates it, it heartbeats the leases one by one (a few at a time).
+func (c *Client) HeartbeatBatch(ctx context.Context, req *resourcelease.HeartbeatBatchRequest) ([]resourcelease.HeartbeatResult, error) {
+	req = wire.OrEmpty(req)
+	resp, ok, err := batchCall[resourcelease.HeartbeatBatchResponse](ctx, c, batchHeartbeat, VerbHeartbeatBatch, req, 0)
+	switch {
+	case !ok:
+		return c.perItem().HeartbeatBatch(ctx, req)
+	case err != nil:
+		return nil, err
+	case len(resp.Results) != len(req.OwnershipTokens):
+		return nil, wire.MalformedResponse(VerbHeartbeatBatch, errResultCount(len(resp.Results), len(req.OwnershipTokens)))
+	}
+	return resp.Results, nil
+}
+
+// CompleteBatch calls the completeBatch procedure; with a server that
+// predates it, it completes the leases one by one (a few at a time).
+func (c *Client) CompleteBatch(ctx context.Context, req *resourcelease.CompleteBatchRequest) ([]error, error) {
+	req = wire.OrEmpty(req)
+	resp, ok, err := batchCall[resourcelease.CompleteBatchResponse](ctx, c, batchComplete, VerbCompleteBatch, req, 0)
+	switch {
+	case !ok:
+		return c.perItem().CompleteBatch(ctx, req)
+	case err != nil:
+		return nil, err
+	case len(resp.Results) != len(req.OwnershipTokens):
+		return nil, wire.MalformedResponse(VerbCompleteBatch, errResultCount(len(resp.Results), len(req.OwnershipTokens)))
+	}
+	return resp.Results, nil
+}
+
+func errResultCount(got, want int) error {
+	return fmt.Errorf("the response has %d results for %d items", got, want)
+}
+
+var errNullLease = errors.New("a lease in the batch is null")
