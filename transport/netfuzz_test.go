@@ -194,12 +194,20 @@ func (s *netFuzzState) body(in *fuzzBytes, verb string) []byte {
 	switch verb {
 	case transport.VerbEnqueue:
 		return []byte(`{"payload":` + s.itemJSON(in) + `}`)
-	case "enqueueBatch":
+	case transport.VerbEnqueueBatch:
 		return []byte(`{"payloads":[` + s.itemJSON(in) + `,` + s.itemJSON(in) + `]}`)
-	case transport.VerbLease, "leaseBatch":
+	case transport.VerbLease, transport.VerbLeaseBatch:
 		return []byte(fmt.Sprintf(`{"peerId":%q,"waitMs":%d,"maxItems":%d}`, in.str(8), in.intn(20)-2, in.intn(4)))
-	case transport.VerbHeartbeat, transport.VerbComplete, "release":
+	case transport.VerbHeartbeat, transport.VerbComplete:
 		return []byte(`{"ownershipToken":` + s.tokenJSON(in) + `}`)
+	case transport.VerbRelease:
+		return []byte(fmt.Sprintf(`{"ownershipToken":%s,"delayMs":%d}`, s.tokenJSON(in), in.intn(4)-1))
+	case transport.VerbHeartbeatBatch, transport.VerbCompleteBatch:
+		toks := []string{}
+		for range in.intn(4) {
+			toks = append(toks, s.tokenJSON(in))
+		}
+		return []byte(`{"ownershipTokens":[` + strings.Join(toks, ",") + `]}`)
 	case transport.VerbFail:
 		return []byte(fmt.Sprintf(`{"ownershipToken":%s,"reason":%q,"errorCode":%q,"requeue":%t}`, s.tokenJSON(in), in.str(8), in.str(8), in.bool()))
 	case transport.VerbDrain:
@@ -434,8 +442,54 @@ func (s *netFuzzState) learn(t testing.TB, c netFuzzCall, body []byte) {
 		if l != nil {
 			s.tokens = append(s.tokens, l.OwnershipToken)
 		}
+	case transport.VerbEnqueueBatch:
+		var r struct {
+			Results []struct {
+				SequenceID int64           `json:"sequenceId"`
+				Duplicate  bool            `json:"duplicate"`
+				Error      json.RawMessage `json:"error"`
+			} `json:"results"`
+		}
+		if err := json.Unmarshal(body, &r); err != nil {
+			fail(err)
+		}
+		for _, it := range r.Results {
+			if it.Error == nil && !it.Duplicate {
+				s.live++
+			}
+			if it.Error == nil {
+				s.seqIDs = append(s.seqIDs, it.SequenceID)
+			}
+		}
+	case transport.VerbLeaseBatch:
+		var r struct {
+			Items []struct {
+				OwnershipToken json.RawMessage `json:"ownershipToken"`
+			} `json:"items"`
+		}
+		if err := json.Unmarshal(body, &r); err != nil {
+			fail(err)
+		}
+		for _, l := range r.Items {
+			s.tokens = append(s.tokens, l.OwnershipToken)
+		}
 	case transport.VerbComplete:
 		s.live--
+	case transport.VerbCompleteBatch:
+		var r struct {
+			Results []struct {
+				Success bool            `json:"success"`
+				Error   json.RawMessage `json:"error"`
+			} `json:"results"`
+		}
+		if err := json.Unmarshal(body, &r); err != nil {
+			fail(err)
+		}
+		for _, it := range r.Results {
+			if it.Success {
+				s.live--
+			}
+		}
 	case transport.VerbDrain:
 		var r struct {
 			Items []json.RawMessage `json:"items"`
@@ -467,7 +521,8 @@ func (s *netFuzzState) learn(t testing.TB, c netFuzzCall, body []byte) {
 // counts reports whether verb changes how many items the queue holds.
 func counts(verb string) bool {
 	switch verb {
-	case transport.VerbEnqueue, transport.VerbComplete, transport.VerbDrain, transport.VerbRestore, transport.VerbPurge:
+	case transport.VerbEnqueue, transport.VerbEnqueueBatch, transport.VerbComplete, transport.VerbCompleteBatch,
+		transport.VerbDrain, transport.VerbRestore, transport.VerbPurge:
 		return true
 	}
 	return false
