@@ -2,7 +2,9 @@ package leasemesh_test
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
+	"net/http"
 	"testing"
 	"time"
 
@@ -54,8 +56,24 @@ func TestConfigConvention(t *testing.T) {
 			_, err := sqlitedb.Open(context.Background(), t.TempDir()+"/x.db", sqlitedb.Options{Synchronous: "SOMETIMES"})
 			return err
 		}},
-		{"transport.NewHandler", func() error { _, err := transport.NewHandler(fake, transport.HandlerConfig{MaxBodyBytes: -1}); return err }},
+		{"transport.NewHandler", func() error {
+			_, err := transport.NewHandler(fake, transport.HandlerConfig{MaxBodyBytes: -1})
+			return err
+		}},
 		{"transport.NewClient", func() error { _, err := transport.NewClient("ftp://x", transport.ClientConfig{}); return err }},
+		{"transport.NewClient TLS", func() error {
+			_, err := transport.NewClient("http://x", transport.ClientConfig{TLS: &tls.Config{}})
+			return err
+		}},
+		{"transport.NewServer", func() error {
+			_, err := transport.NewServer(http.NotFoundHandler(), transport.ServerConfig{IdleTimeout: -1})
+			return err
+		}},
+		{"transport.TLSConfig.ServerTLS", func() error { _, err := transport.TLSConfig{}.ServerTLS(); return err }},
+		{"transport.TLSConfig.ClientTLS", func() error {
+			_, err := transport.TLSConfig{CAFile: t.TempDir() + "/missing.pem"}.ClientTLS()
+			return err
+		}},
 		{"control.NewHandler", func() error { _, err := control.NewHandler(control.HandlerConfig{MaxBodyBytes: -1}); return err }},
 		{"control.NewClient", func() error { _, err := control.NewClient("ftp://x", control.ClientConfig{}); return err }},
 		{"worker.New", func() error { _, err := worker.New(fake, worker.Config{Handler: noop, Concurrency: -1}); return err }},

@@ -76,12 +76,19 @@ type Config struct {
 	RateLimit backpressure.RateLimiterConfig
 
 	// Handler configures the RPC handler that Handler returns: service name,
-	// namespace, authorization, limits. Open adds the rate limiter to its
-	// Middleware, first. See transport.HandlerConfig.
+	// namespace, authorization, limits. Its Authorize is asked for the role
+	// of each procedure (producer, worker, observer, admin; see
+	// transport.RoleOf and transport.BearerTokens); left nil, the admin
+	// procedures are refused and the others open. Open adds the rate limiter
+	// to its Middleware, after authorization, so refused callers spend no
+	// tokens. See transport.HandlerConfig.
 	Handler transport.HandlerConfig
 	// Control configures the control plane that ControlHandler returns: its
-	// prefix and authorization. Its sources (Dispatcher, Peers, Backpressure,
-	// Events) are filled in by Open.
+	// prefix and authorization. Its Authorize defaults to Handler.Authorize
+	// (asked for RoleAdmin on the destructive endpoints); with neither set,
+	// the control plane is open, so mount it only where operators alone
+	// reach it. Its sources (Dispatcher, Peers, Backpressure, Events) are
+	// filled in by Open.
 	Control control.HandlerConfig
 
 	// Tracing, when its TracerProvider is set, traces every RPC the handler
@@ -265,6 +272,9 @@ func Open(ctx context.Context, cfg Config) (d *Dispatcher, err error) {
 		return d, err
 	}
 	cc := cfg.Control
+	if cc.Authorize == nil {
+		cc.Authorize = hc.Authorize // one Authorizer: the control plane asks it for RoleAdmin
+	}
 	cc.Dispatcher = d.LocalDispatcher
 	cc.Peers = func(context.Context) (any, error) { return d.tracker.Diagnostics(), nil }
 	cc.Backpressure = func() (any, bool) { return d.bpDiag.Latest() }

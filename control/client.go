@@ -3,6 +3,7 @@ package control
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -23,6 +24,11 @@ type ClientConfig struct {
 	// HTTPClient makes the requests. Defaults to a client of the
 	// Client's own (released by Close).
 	HTTPClient *http.Client
+	// TLS, when set, is the TLS configuration of the Client's own HTTP
+	// client (transport.TLSConfig.ClientTLS builds one). It needs an
+	// https:// URL and cannot be combined with HTTPClient. Defaults to nil:
+	// an https:// URL is verified against the system's roots.
+	TLS *tls.Config
 	// BearerToken, when set, is sent as "Authorization: Bearer <token>", for
 	// a control plane protected by BearerToken.
 	BearerToken string
@@ -69,6 +75,9 @@ func NewClient(rawURL string, opts ClientConfig) (*Client, error) {
 	if u.Path == "" {
 		u.Path = DefaultPrefix
 	}
+	if err := wire.CheckClientTLS("control: NewClient", u, opts.HTTPClient, opts.TLS); err != nil {
+		return nil, err
+	}
 	c := &Client{
 		base: u.String(),
 		hc:   opts.HTTPClient,
@@ -83,7 +92,7 @@ func NewClient(rawURL string, opts ClientConfig) (*Client, error) {
 		return nil, err
 	}
 	if c.hc == nil {
-		c.hc = &http.Client{Transport: wire.NewHTTPTransport()}
+		c.hc = &http.Client{Transport: wire.NewHTTPTransport(opts.TLS)}
 		c.ownsHC = true
 	}
 	return c, nil

@@ -211,11 +211,15 @@ func TestControlClientErrors(t *testing.T) {
 		d := &controlFakeDispatcher{t: t, drain: func(context.Context, *resourcelease.DrainRequest) (*resourcelease.DrainResponse, error) {
 			return &resourcelease.DrainResponse{}, nil
 		}}
-		opts := control.HandlerConfig{Dispatcher: d, Authorize: transport.BearerToken("s3cret")}
+		opts := control.HandlerConfig{Dispatcher: d, Authorize: transport.BearerTokens(map[transport.Role][]string{
+			transport.RoleAdmin: {"s3cret"}, transport.RoleWorker: {"w-tok"},
+		})}
 		_, err := controlServer(t, opts, control.ClientConfig{}).Drain(ctx)
 		assert.Equal(t, resourcelease.StatusUnauthenticated, resourcelease.StatusOf(err))
 		_, err = controlServer(t, opts, control.ClientConfig{BearerToken: "nope"}).Drain(ctx)
-		assert.Equal(t, resourcelease.StatusPermissionDenied, resourcelease.StatusOf(err))
+		assert.Equal(t, resourcelease.StatusUnauthenticated, resourcelease.StatusOf(err))
+		_, err = controlServer(t, opts, control.ClientConfig{BearerToken: "w-tok"}).Drain(ctx)
+		assert.Equal(t, resourcelease.StatusPermissionDenied, resourcelease.StatusOf(err), "a worker's token may not drain")
 		dr, err := controlServer(t, opts, control.ClientConfig{BearerToken: "s3cret"}).Drain(ctx)
 		require.NoError(t, err)
 		assert.Empty(t, dr.Items)

@@ -24,7 +24,7 @@ func TestPagedDrainRoundTrip(t *testing.T) {
 	newServer := func() (*resourcelease.LocalDispatcher, *httptest.Server) {
 		d, err := resourcelease.NewDispatcher(resourcelease.DispatcherConfig{})
 		require.NoError(t, err)
-		h, err := transport.NewHandler(d, transport.HandlerConfig{AuthorizeAdmin: transport.AllowAll})
+		h, err := transport.NewHandler(d, transport.HandlerConfig{Authorize: transport.AllowAll})
 		require.NoError(t, err)
 		srv := httptest.NewServer(h)
 		t.Cleanup(func() { srv.Close(); _ = d.Close() })

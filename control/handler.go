@@ -13,6 +13,7 @@ import (
 
 	"github.com/leasemesh/leasemesh/internal/wire"
 	"github.com/leasemesh/leasemesh/resourcelease"
+	"github.com/leasemesh/leasemesh/transport"
 )
 
 // DefaultPrefix is the path prefix the control plane is served under
@@ -114,15 +115,14 @@ type HandlerConfig struct {
 	TrustedOrigins []string
 
 	// Authorize, when set, guards the destructive endpoints (every POST:
-	// /drain, /restore, /pause, /resume and the /deadletters forms) and, with
-	// AuthorizeReads, every other endpoint too; it runs after the path and
-	// method are checked and before anything else. A nil error lets the
-	// request through. A *resourcelease.Error is written with its own status
-	// (use StatusUnauthenticated, HTTP 401, for missing credentials and
-	// StatusPermissionDenied, HTTP 403, for insufficient ones); any other
-	// error is written as unauthenticated with a generic message, as
-	// transport.HandlerConfig.Authorize is. Defaults to nil: no authorization.
-	Authorize func(r *http.Request) error
+	// /drain, /restore, /pause, /resume and the /deadletters forms), asked
+	// for transport.RoleAdmin, and, with AuthorizeReads, every other
+	// endpoint too, asked for transport.RoleObserver; it runs after the path
+	// and method are checked and before anything else. Its result is sent as
+	// transport.Authorizer documents, so the RPC handler's Authorizer (say
+	// transport.BearerTokens) serves here unchanged. Defaults to nil: no
+	// authorization.
+	Authorize transport.Authorizer
 
 	// AuthorizeReads extends Authorize to the read endpoints. Defaults to
 	// false: reads are open.
@@ -165,11 +165,10 @@ var controlRoutes = map[string]controlEndpoint{
 }
 
 type controlHandler struct {
-	opts      HandlerConfig
-	prefix    string
-	authorize func(*http.Request) error
-	origins   *http.CrossOriginProtection
-	log       *slog.Logger
+	opts    HandlerConfig
+	prefix  string
+	origins *http.CrossOriginProtection
+	log     *slog.Logger
 }
 
 // NewHandler returns the control-plane handler. It serves,
@@ -223,12 +222,12 @@ type controlHandler struct {
 // not configured is unimplemented (501).
 //
 // The POST endpoints are destructive: when opts.Authorize is set they
-// require it; reads stay open unless opts.AuthorizeReads (set it when item
-// bodies are sensitive: /items/{sequenceId} and /deadletters return them).
-// Before Authorize, a POST from a browser page of another origin is refused
-// (see TrustedOrigins), so that a page cannot forge an action with the
-// credentials of an operator's browser; the control plane never reads
-// cookies.
+// require transport.RoleAdmin; reads stay open unless opts.AuthorizeReads
+// (set it when item bodies are sensitive: /items/{sequenceId} and
+// /deadletters return them). Before Authorize, a POST from a browser page of
+// another origin is refused (see TrustedOrigins), so that a page cannot
+// forge an action with the credentials of an operator's browser; the
+// control plane never reads cookies.
 // The handler can be mounted on its own or in a mux that routes the prefix to
 // it.
 func NewHandler(opts HandlerConfig) (http.Handler, error) {
@@ -310,7 +309,11 @@ func (h *controlHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	if h.opts.Authorize != nil && (write || h.opts.AuthorizeReads) {
-		if err := h.opts.Authorize(r); err != nil {
+		role := transport.RoleObserver
+		if write {
+			role = transport.RoleAdmin
+		}
+		if err := h.opts.Authorize(r, role); err != nil {
 			e := wire.AuthError(err)
 			h.log.DebugContext(r.Context(), "control plane: unauthorized request",
 				"path", r.URL.Path, "status", string(e.Status), "error", err)
@@ -382,6 +385,10 @@ func (h *controlHandler) decodeBody(w http.ResponseWriter, r *http.Request, v an
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {
 			return wire.BodyTooLarge(h.opts.MaxBodyBytes)
+		}
+		if terr := wire.BodyTimeout(err); terr != nil {
+			w.Header().Set("Connection", "close")
+			return terr
 		}
 		if ctxErr := r.Context().Err(); ctxErr != nil {
 			return ctxErr

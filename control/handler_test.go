@@ -736,7 +736,12 @@ func TestControlAuthorize(t *testing.T) {
 	// authorize accepts "Bearer good", refuses "Bearer bad" as permission
 	// denied, a missing header as unauthenticated, and anything else with a
 	// plain error.
-	authorize := func(r *http.Request) error {
+	var mu sync.Mutex
+	var asked []transport.Role
+	authorize := func(r *http.Request, role transport.Role) error {
+		mu.Lock()
+		asked = append(asked, role)
+		mu.Unlock()
 		switch r.Header.Get("Authorization") {
 		case "Bearer good":
 			return nil
@@ -783,8 +788,14 @@ func TestControlAuthorize(t *testing.T) {
 				msg := controlWireError(t, rec, 401, resourcelease.StatusUnauthenticated, transport.CodeUnauthenticated)
 				assert.NotContains(t, msg, "secret")
 
+				mu.Lock()
+				asked = nil
+				mu.Unlock()
 				rec = controlDo(t, h, "POST", "/omnirelay/control"+w.path, w.body, "Authorization", "Bearer good")
 				assert.Equal(t, 200, rec.Code, "body %s", rec.Body)
+				mu.Lock()
+				assert.Equal(t, []transport.Role{transport.RoleAdmin}, asked, "a write asks for the admin role")
+				mu.Unlock()
 			}
 		})
 	}
@@ -795,8 +806,14 @@ func TestControlAuthorize(t *testing.T) {
 
 			rec = controlDo(t, closed, "GET", "/omnirelay/control"+path, "")
 			controlWireError(t, rec, 401, resourcelease.StatusUnauthenticated, transport.CodeUnauthenticated)
+			mu.Lock()
+			asked = nil
+			mu.Unlock()
 			rec = controlDo(t, closed, "GET", "/omnirelay/control"+path, "", "Authorization", "Bearer good")
 			assert.Less(t, rec.Code, 300, "body %s", rec.Body)
+			mu.Lock()
+			assert.Equal(t, []transport.Role{transport.RoleObserver}, asked, "a read asks for the observer role")
+			mu.Unlock()
 		})
 	}
 }

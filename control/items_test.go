@@ -251,7 +251,10 @@ func TestControlOrigin(t *testing.T) {
 
 	// The origin check comes before Authorize: a forged request learns nothing.
 	authorized := newControlHandler(t, control.HandlerConfig{Dispatcher: d, Logger: controlQuietLogger,
-		Authorize: func(*http.Request) error { t.Error("Authorize ran for a cross-origin request"); return nil }})
+		Authorize: func(*http.Request, transport.Role) error {
+			t.Error("Authorize ran for a cross-origin request")
+			return nil
+		}})
 	rec := controlDo(t, authorized, "POST", "/omnirelay/control/pause", "", "Origin", "https://evil.example")
 	controlWireError(t, rec, 403, resourcelease.StatusPermissionDenied, control.CodeCrossOrigin)
 }

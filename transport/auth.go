@@ -2,35 +2,57 @@ package transport
 
 import (
 	"crypto/subtle"
+	"maps"
 	"net/http"
+	"slices"
 	"strings"
 
+	"github.com/leasemesh/leasemesh/internal/wire"
 	"github.com/leasemesh/leasemesh/resourcelease"
 )
 
-// BearerToken returns an authorization hook (for HandlerConfig.Authorize or
-// AuthorizeAdmin, or control.HandlerConfig.Authorize) that requires the
-// header "Authorization: Bearer <token>" with one of tokens. A request
-// without a bearer token gets unauthenticated (code CodeUnauthenticated); one
-// with another token gets permission-denied (code CodePermissionDenied).
-// Tokens are compared in constant time. Empty tokens match no request, so a
-// missing secret locks the handler rather than opening it.
+// BearerTokens returns an Authorizer that requires the header
+// "Authorization: Bearer <token>" with a token that holds the role asked
+// for: tokens lists each role's tokens (a token listed under several roles
+// holds them all; RoleAdmin's hold every role; every token holds
+// RoleObserver). A request without a bearer token, or with one that is
+// not listed, gets unauthenticated (HTTP 401, code CodeUnauthenticated); a
+// listed token that does not hold the role gets permission-denied (HTTP 403,
+// code CodePermissionDenied).
 //
-// With an admin token apart from the workers' one, the admin token must pass
-// Authorize too:
+// Tokens are compared in constant time, all of them each time, so the time
+// taken does not tell which one matched. Empty tokens match no request, so
+// a missing secret locks the handler rather than opening it; so do tokens
+// listed under a key that is not a Role (a typo fails closed, and the
+// refusal names it).
 //
-//	transport.HandlerConfig{
-//		Authorize:      transport.BearerToken(workerToken, adminToken),
-//		AuthorizeAdmin: transport.BearerToken(adminToken),
-//	}
-func BearerToken(tokens ...string) func(*http.Request) error {
-	var want [][]byte
-	for _, t := range tokens {
-		if t != "" {
-			want = append(want, []byte(t))
+//	transport.HandlerConfig{Authorize: transport.BearerTokens(map[transport.Role][]string{
+//		transport.RoleProducer: {producerToken},
+//		transport.RoleWorker:   {workerToken},
+//		transport.RoleAdmin:    {adminToken},
+//	})}
+func BearerTokens(tokens map[Role][]string) Authorizer {
+	type entry struct {
+		token []byte
+		roles []Role
+	}
+	var want []entry
+	index := map[string]int{}
+	for _, role := range slices.Sorted(maps.Keys(tokens)) {
+		for _, t := range tokens[role] {
+			if t == "" {
+				continue
+			}
+			i, ok := index[t]
+			if !ok {
+				i = len(want)
+				index[t] = i
+				want = append(want, entry{token: []byte(t)})
+			}
+			want[i].roles = append(want[i].roles, role)
 		}
 	}
-	return func(r *http.Request) error {
+	return func(r *http.Request, need Role) error {
 		auth := r.Header.Get("Authorization")
 		scheme, got, ok := strings.Cut(auth, " ")
 		if auth == "" || !ok || !strings.EqualFold(scheme, "Bearer") {
@@ -38,22 +60,49 @@ func BearerToken(tokens ...string) func(*http.Request) error {
 				"a bearer token is required (Authorization: Bearer <token>)")
 		}
 		g := []byte(strings.TrimSpace(got))
-		match := 0
-		for _, w := range want { // every token, so the time does not tell which matched
-			match |= subtle.ConstantTimeCompare(g, w)
+		found := -1
+		for i, w := range want { // every token, so the time does not tell which matched
+			if subtle.ConstantTimeCompare(g, w.token) == 1 {
+				found = i
+			}
 		}
-		if match != 1 {
-			return resourcelease.Errorf(resourcelease.StatusPermissionDenied, CodePermissionDenied,
+		if found < 0 {
+			return resourcelease.Errorf(resourcelease.StatusUnauthenticated, CodeUnauthenticated,
 				"the bearer token is not valid")
 		}
-		return nil
+		held := want[found].roles
+		for _, role := range held {
+			if role.Allows(need) {
+				return nil
+			}
+		}
+		for _, role := range held {
+			if !role.Valid() {
+				return resourcelease.Errorf(resourcelease.StatusPermissionDenied, CodePermissionDenied,
+					"the bearer token is configured for %q, which is not a role (want observer, producer, worker or admin)",
+					wire.HeaderSafe(string(role), 64))
+			}
+		}
+		return resourcelease.Errorf(resourcelease.StatusPermissionDenied, CodePermissionDenied,
+			"the bearer token holds the %s role, not %s", joinRoles(held), need)
 	}
 }
 
-// AllowAll is an authorization hook that lets every request through: set
-// HandlerConfig.AuthorizeAdmin to it to serve the admin procedures to anyone
-// who can reach the handler (a loopback-only listener, tests).
-func AllowAll(*http.Request) error { return nil }
+func joinRoles(roles []Role) string {
+	s := make([]string, len(roles))
+	for i, r := range roles {
+		s[i] = string(r)
+	}
+	return strings.Join(s, " and ")
+}
+
+// BearerToken returns an Authorizer for one shared secret: each of tokens
+// holds every role, RoleAdmin included (it is BearerTokens with RoleAdmin:
+// tokens). Give producers, workers and operators tokens of their own with
+// BearerTokens instead.
+func BearerToken(tokens ...string) Authorizer {
+	return BearerTokens(map[Role][]string{RoleAdmin: tokens})
+}
 
 // OnlyProcedures applies mw only to requests whose Rpc-Procedure header is one
 // of procedures (full names, e.g. Procedure("resourcelease", VerbEnqueue));

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"cmp"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"net/http"
 	"net/url"
@@ -58,6 +59,13 @@ type ClientConfig struct {
 	// connections per host, no overall timeout: contexts bound calls).
 	// Its Timeout, if any, must leave room for lease long-polls.
 	HTTPClient *http.Client
+	// TLS, when set, is the TLS configuration of the Client's own HTTP
+	// client (TLSConfig.ClientTLS builds one: the CA to verify the server,
+	// the client certificate for mutual TLS). It needs an https:// URL, and
+	// cannot be combined with HTTPClient (set your Transport's
+	// TLSClientConfig instead). Defaults to nil: an https:// URL is verified
+	// against the system's roots.
+	TLS *tls.Config
 	// Timeout bounds a call whose context has no deadline. Defaults to
 	// DefaultClientTimeout; negative means no bound but the context's.
 	Timeout time.Duration
@@ -137,6 +145,9 @@ func NewClient(rawURL string, opts ClientConfig) (*Client, error) {
 			return nil, resourcelease.Errorf(resourcelease.StatusInvalidArgument, resourcelease.CodeInvalidArgument, "transport: NewClient: %s must be a valid header value without surrounding white space", name)
 		}
 	}
+	if err := wire.CheckClientTLS("transport: NewClient", u, opts.HTTPClient, opts.TLS); err != nil {
+		return nil, err
+	}
 	if opts.BearerToken != "" {
 		c.authorization = "Bearer " + opts.BearerToken
 	}
@@ -150,7 +161,7 @@ func NewClient(rawURL string, opts ClientConfig) (*Client, error) {
 		return nil, err
 	}
 	if c.hc == nil {
-		c.hc = &http.Client{Transport: wire.NewHTTPTransport()}
+		c.hc = &http.Client{Transport: wire.NewHTTPTransport(opts.TLS)}
 		c.ownsHC = true
 	}
 	return c, nil

@@ -12,13 +12,17 @@
 //
 //	d, _ := resourcelease.NewDispatcher(resourcelease.DispatcherConfig{})
 //	h, err := transport.NewHandler(d, transport.HandlerConfig{
-//		Service:        "mesh",
-//		Namespace:      "resourcelease.mesh",                     // procedures "resourcelease.mesh::<verb>"
-//		Authorize:      transport.BearerToken(token, adminToken), // optional: every procedure
-//		AuthorizeAdmin: transport.BearerToken(adminToken),        // drain, restore, redrive, purge
-//		Registerer:     registry,                                 // optional: rpc_requests_total, rpc_request_duration_seconds
+//		Service:   "mesh",
+//		Namespace: "resourcelease.mesh", // procedures "resourcelease.mesh::<verb>"
+//		Authorize: transport.BearerTokens(map[transport.Role][]string{ // a token per role
+//			transport.RoleProducer: {producerToken},
+//			transport.RoleWorker:   {workerToken},
+//			transport.RoleAdmin:    {adminToken}, // drain, restore, redrive, purge; every role
+//		}),
+//		Registerer: registry, // optional: rpc_requests_total, rpc_request_duration_seconds
 //	})
 //	mux.Handle("/yarpc/v1", h)
+//	srv, err := transport.NewServer(mux, transport.ServerConfig{}) // safe against slow and hostile clients
 //
 // The protocol is yarpc's HTTP transport with the JSON encoding, so a
 // yarpc-go client calls the handler, and the Client calls a yarpc-go server,
@@ -49,9 +53,20 @@
 // Dispatcher, is logged and sent as internal with a generic message. A method
 // other than POST is answered 405.
 //
-// The admin procedures (AdminVerbs) are refused until
-// HandlerConfig.AuthorizeAdmin lets them through, so a handler mounted with a
-// zero config serves producers and workers only.
+// Each procedure requires a Role (RoleOf: producer, worker, observer or
+// admin), and HandlerConfig.Authorize, one Authorizer, decides whether a
+// request holds it; BearerTokens gives each role its tokens. Without
+// Authorize the admin procedures are refused, so a handler mounted with a
+// zero config serves producers, workers and reads only.
+//
+// # Exposing it: NewServer and TLS
+//
+// NewServer returns an *http.Server that bounds headers, bodies and each
+// response write in time (without cutting long-polls, which end at their own
+// deadlines), headers in size and connections in number. TLSConfig builds
+// the server's and the client's *tls.Config from PEM files, with client
+// certificates required when a client CA is given (mutual TLS); the Client
+// takes it in ClientConfig.TLS.
 //
 // Middleware (HandlerConfig.Middleware) wraps the protocol after the method
 // and authorization checks; OnlyProcedures restricts one to some procedures

@@ -16,7 +16,7 @@ import (
 // Mount the RPC handler under a path of a mux that already serves other
 // routes, and speak the wire protocol to it with plain HTTP, as a yarpc-go
 // client does. The admin procedures (drain here) are refused until
-// HandlerConfig.AuthorizeAdmin is set.
+// HandlerConfig.Authorize is set.
 func ExampleNewHandler() {
 	d, closeDispatcher := newLocalDispatcher(resourcelease.QueueConfig{})
 	defer closeDispatcher()
@@ -75,12 +75,13 @@ func ExampleNewHandler() {
 	// 200 success {"pendingCount":1,"activeLeaseCount":0,"deadLetterCount":0,"backpressureActive":false}
 	// 400 invalid-argument invalid-argument resourcelease.ownership_token.required {"message":"ownershipToken is required","status":"invalid-argument","code":"resourcelease.ownership_token.required","metadata":{}}
 	// 404 not-found not-found resourcelease.transport.unknown_procedure {"message":"unknown procedure \"resourcelease.mesh::nope\"","status":"not-found","code":"resourcelease.transport.unknown_procedure","metadata":{}}
-	// 403 permission-denied permission-denied error.resourcelease.admin_not_configured {"message":"resourcelease.mesh::drain is an admin procedure and this handler serves none (see transport.HandlerConfig.AuthorizeAdmin)","status":"permission-denied","code":"error.resourcelease.admin_not_configured","metadata":{}}
+	// 403 permission-denied permission-denied error.resourcelease.admin_not_configured {"message":"resourcelease.mesh::drain is an admin procedure and this handler serves none (see transport.HandlerConfig.Authorize)","status":"permission-denied","code":"error.resourcelease.admin_not_configured","metadata":{}}
 	// 405 invalid-argument invalid-argument resourcelease.transport.method_not_allowed {"message":"method GET is not allowed; use POST","status":"invalid-argument","code":"resourcelease.transport.method_not_allowed","metadata":{}}
 	// healthz: ok
 }
 
-// Protect the handler with a bearer token; the Client sends it.
+// Protect the handler with one shared bearer token, which holds every role;
+// the Client sends it.
 func ExampleBearerToken() {
 	d, closeDispatcher := newLocalDispatcher(resourcelease.QueueConfig{})
 	defer closeDispatcher()
@@ -106,19 +107,22 @@ func ExampleBearerToken() {
 	}
 	// Output:
 	// token "": unauthenticated
-	// token "guess": permission-denied
+	// token "guess": unauthenticated
 	// token "s3cret": ok
 }
 
-// Give workers and producers one token and operators another: the admin
-// procedures (drain, restore, redrive, purge) need the admin token, which
-// Authorize must accept too.
-func ExampleBearerToken_admin() {
+// Give producers, workers and operators tokens of their own: each
+// procedure needs its role (transport.RoleOf), the admin token holds every
+// role, and every token may read the stats.
+func ExampleBearerTokens() {
 	d, closeDispatcher := newLocalDispatcher(resourcelease.QueueConfig{})
 	defer closeDispatcher()
 	h, err := transport.NewHandler(d, transport.HandlerConfig{
-		Authorize:      transport.BearerToken("worker-secret", "admin-secret"),
-		AuthorizeAdmin: transport.BearerToken("admin-secret"),
+		Authorize: transport.BearerTokens(map[transport.Role][]string{
+			transport.RoleProducer: {"producer-secret"},
+			transport.RoleWorker:   {"worker-secret"},
+			transport.RoleAdmin:    {"admin-secret"},
+		}),
 	})
 	if err != nil {
 		log.Fatal(err)
@@ -126,58 +130,31 @@ func ExampleBearerToken_admin() {
 	srv := httptest.NewServer(h)
 	defer srv.Close()
 
-	outcome := func(err error) string {
-		if err != nil {
-			return string(resourcelease.StatusOf(err))
-		}
-		return "ok"
+	calls := []struct{ verb, body string }{
+		{"enqueue", `{"payload":{"resourceType":"demo.order","resourceId":"order-1","partitionKey":"tenant-1","payloadEncoding":"application/json"}}`},
+		{"lease", `{"waitMs":0}`},
+		{"stats", `{}`},
+		{"drain", `{}`},
 	}
-	for _, token := range []string{"worker-secret", "admin-secret"} {
+	for _, token := range []string{"producer-secret", "worker-secret", "admin-secret", "guess"} {
 		c, err := transport.NewClient(srv.URL, transport.ClientConfig{BearerToken: token})
 		if err != nil {
 			log.Fatal(err)
 		}
-		_, statsErr := c.Stats(context.Background(), nil)
-		_, drainErr := c.Call(context.Background(), transport.Procedure("", transport.VerbDrain), nil)
-		fmt.Printf("%s: stats %s, drain %s\n", token, outcome(statsErr), outcome(drainErr))
+		fmt.Printf("%-16s", token)
+		for _, call := range calls {
+			outcome := "ok"
+			if _, err := c.Call(context.Background(), "resourcelease::"+call.verb, []byte(call.body)); err != nil {
+				outcome = string(resourcelease.StatusOf(err))
+			}
+			fmt.Printf(" %s=%s", call.verb, outcome)
+		}
+		fmt.Println()
 		_ = c.Close()
 	}
 	// Output:
-	// worker-secret: stats ok, drain permission-denied
-	// admin-secret: stats ok, drain ok
-}
-
-// Throttle enqueue alone with a middleware; lease, heartbeat, complete and
-// fail pass untouched. (The backpressure package's rate limiter plugs in the
-// same way.)
-func ExampleOnlyProcedures() {
-	d, closeDispatcher := newLocalDispatcher(resourcelease.QueueConfig{})
-	defer closeDispatcher()
-	closed := func(http.Handler) http.Handler {
-		return http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
-			transport.WriteError(w, resourcelease.ErrRateLimited)
-		})
-	}
-	h, err := transport.NewHandler(d, transport.HandlerConfig{Middleware: []func(http.Handler) http.Handler{
-		transport.OnlyProcedures(closed, transport.Procedure("", transport.VerbEnqueue)),
-	}})
-	if err != nil {
-		log.Fatal(err)
-	}
-	srv := httptest.NewServer(h)
-	defer srv.Close()
-	c, err := transport.NewClient(srv.URL, transport.ClientConfig{})
-	if err != nil {
-		log.Fatal(err)
-	}
-	defer c.Close()
-
-	_, err = c.Enqueue(context.Background(), &resourcelease.EnqueueRequest{Payload: &resourcelease.Item{
-		ResourceType: "demo.order", ResourceID: "order-0001", PartitionKey: "tenant-1", PayloadEncoding: "application/json"}})
-	fmt.Println("enqueue:", resourcelease.CodeOf(err))
-	l, err := c.Lease(context.Background(), nil)
-	fmt.Println("lease:", l, err)
-	// Output:
-	// enqueue: error.resourcelease.rate_limited
-	// lease: <nil> <nil>
+	// producer-secret  enqueue=ok lease=permission-denied stats=ok drain=permission-denied
+	// worker-secret    enqueue=permission-denied lease=ok stats=ok drain=permission-denied
+	// admin-secret     enqueue=ok lease=ok stats=ok drain=ok
+	// guess            enqueue=unauthenticated lease=unauthenticated stats=unauthenticated drain=unauthenticated
 }

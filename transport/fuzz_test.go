@@ -103,7 +103,7 @@ func FuzzDecodeRequest(f *testing.F) {
 	f.Fuzz(func(t *testing.T, verbIndex uint8, body []byte) {
 		verb := verbs[int(verbIndex)%len(verbs)]
 		var got any
-		h, err := transport.NewHandler(capturing(&got), transport.HandlerConfig{MaxWait: maxWait, Logger: quietLogger, AuthorizeAdmin: transport.AllowAll})
+		h, err := transport.NewHandler(capturing(&got), transport.HandlerConfig{MaxWait: maxWait, Logger: quietLogger, Authorize: transport.AllowAll})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -53,26 +53,21 @@ type HandlerConfig struct {
 	// away is cut to it, and a request without one gets it. Defaults to
 	// DefaultMaxTTL (10 min); negative is an error.
 	MaxTTL time.Duration
-	// Authorize, when set, is called for every POST, of any procedure, before
-	// anything else is looked at. A non-nil result refuses the request: a
-	// *resourcelease.Error is sent with its own status (BearerToken returns
-	// unauthenticated or permission-denied); any other error is sent as
-	// unauthenticated with a generic message. Defaults to nil: producers and
-	// workers need no credentials.
-	Authorize func(*http.Request) error
-	// AuthorizeAdmin guards the admin procedures (AdminVerbs: drain, restore,
-	// redrive, purge), which take items out of the queue or rewrite it. It
-	// runs after Authorize has let the request through (so a request for an
-	// admin procedure must pass both: give Authorize every token it should
-	// accept, e.g. BearerToken(workerToken, adminToken)), before the
-	// middleware; its result is sent as Authorize's is. Defaults to nil: the
-	// admin procedures are refused to everyone (permission-denied, code
-	// CodeAdminNotConfigured), so a handler mounted without thinking about it
-	// serves producers and workers only. AllowAll opens them.
-	AuthorizeAdmin func(*http.Request) error
+	// Authorize, when set, is called for every POST with the Role its
+	// procedure requires (RoleOf: producer, worker, observer or admin; a
+	// procedure the handler does not serve asks for RoleObserver and, let
+	// through, gets not-found), before the headers are parsed and the
+	// middleware runs. A non-nil result refuses the request and is sent as
+	// Authorizer documents. BearerTokens gives each role its tokens.
+	// Defaults to nil: every procedure but the admin ones (drain, restore,
+	// redrive, purge, ...) is served to anyone, and those are refused to
+	// everyone (permission-denied, code CodeAdminNotConfigured), so a handler
+	// mounted without thinking about it serves producers, workers and reads
+	// only. AllowAll opens them too.
+	Authorize Authorizer
 	// Middleware wraps the protocol handler, Middleware[0] outermost. It runs
-	// after the method check, Authorize and AuthorizeAdmin and before the
-	// headers are parsed; the backpressure rate limiter plugs in here (see
+	// after the method check and Authorize and before the headers are
+	// parsed; the backpressure rate limiter plugs in here (see
 	// OnlyProcedures and WriteError). Requests it refuses are still counted
 	// in the metrics.
 	Middleware []func(http.Handler) http.Handler
@@ -96,9 +91,8 @@ type handler struct {
 	maxBody   int64
 	maxWait   time.Duration
 	maxTTL    time.Duration
-	authorize func(*http.Request) error
-	admin     func(*http.Request) error
-	adminProc map[string]bool // full names of the admin procedures
+	authorize Authorizer
+	roles     map[string]Role // by full procedure name: what each route requires
 	logger    *slog.Logger
 	metrics   *rpcMetrics
 	routes    map[string]route // by full procedure name
@@ -152,7 +146,6 @@ func NewHandler(d resourcelease.Dispatcher, opts HandlerConfig) (http.Handler, e
 		maxWait:   opts.MaxWait,
 		maxTTL:    opts.MaxTTL,
 		authorize: opts.Authorize,
-		admin:     opts.AuthorizeAdmin,
 		logger:    opts.Logger,
 	}
 	ns := opts.Namespace
@@ -238,9 +231,10 @@ func NewHandler(d resourcelease.Dispatcher, opts HandlerConfig) (http.Handler, e
 	add(VerbPurge, unary(resourcelease.Dispatcher.Purge, false, func(_ *handler, r *resourcelease.PurgeRequest) error {
 		return r.Validate()
 	}))
-	h.adminProc = make(map[string]bool)
-	for _, verb := range AdminVerbs() {
-		h.adminProc[Procedure(ns, verb)] = true
+	h.roles = make(map[string]Role, len(h.routes))
+	for p := range h.routes {
+		_, verb, _ := SplitProcedure(p)
+		h.roles[p] = RoleOf(verb)
 	}
 
 	var inner http.Handler = http.HandlerFunc(h.serveRPC)
@@ -411,31 +405,39 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			"method %s is not allowed; use POST", wire.HeaderSafe(r.Method, 32)), http.StatusMethodNotAllowed)
 		return
 	}
-	if h.authorize != nil && !h.authorized(rec, r, label, h.authorize) {
-		return
+	role, served := h.roles[proc]
+	if !served {
+		role = RoleObserver // to be told not-found, a caller need only be known
 	}
-	if h.adminProc[proc] {
-		if h.admin == nil {
-			h.logger.Debug("transport: refused request", "procedure", label, "reason", "admin procedures are not configured")
-			wire.WriteNormalized(rec, resourcelease.Errorf(resourcelease.StatusPermissionDenied, CodeAdminNotConfigured,
-				"%s is an admin procedure and this handler serves none (see transport.HandlerConfig.AuthorizeAdmin)", proc))
+	switch {
+	case h.authorize != nil:
+		if !h.authorized(rec, r, label, role) {
 			return
 		}
-		if !h.authorized(rec, r, label, h.admin) {
-			return
-		}
+	case role == RoleAdmin:
+		h.logger.Debug("transport: refused request", "procedure", label, "reason", "admin procedures are not configured")
+		wire.WriteNormalized(rec, resourcelease.Errorf(resourcelease.StatusPermissionDenied, CodeAdminNotConfigured,
+			"%s is an admin procedure and this handler serves none (see transport.HandlerConfig.Authorize)", proc))
+		return
 	}
 	h.inner.ServeHTTP(rec, r)
 }
 
-// authorized runs one authorization hook, writing its refusal.
-func (h *handler) authorized(w http.ResponseWriter, r *http.Request, label string, authorize func(*http.Request) error) bool {
-	err := authorize(r)
+// authorized runs the Authorizer for role, writing its refusal. A refused
+// credential is logged at warn level (someone holds a token and tried
+// beyond it); a missing one at debug level (anyone can send those).
+func (h *handler) authorized(w http.ResponseWriter, r *http.Request, label string, role Role) bool {
+	err := h.authorize(r, role)
 	if err == nil {
 		return true
 	}
 	e := wire.AuthError(err)
-	h.logger.Debug("transport: unauthorized request", "procedure", label, "status", string(e.Status), "error", err)
+	level := slog.LevelDebug
+	if e.Status == resourcelease.StatusPermissionDenied {
+		level = slog.LevelWarn
+	}
+	h.logger.Log(r.Context(), level, "transport: unauthorized request", "procedure", label, "role", string(role),
+		"status", string(e.Status), "remote", r.RemoteAddr, "error", err)
 	if e.Status == resourcelease.StatusUnauthenticated {
 		w.Header().Set("WWW-Authenticate", "Bearer")
 	}
@@ -516,7 +518,7 @@ func (h *handler) serveRPC(w http.ResponseWriter, r *http.Request) {
 	}
 	body, err := h.readBody(w, r)
 	if err != nil {
-		if resourcelease.CodeOf(err) == CodeBodyTooLarge {
+		if code := resourcelease.CodeOf(err); code == CodeBodyTooLarge || code == CodeBodyTimeout {
 			// Do not read the rest of an oversized body to keep the
 			// connection: close it. (MaxBytesReader cannot tell the server
 			// itself through the writers that wrap its own.)
@@ -557,6 +559,9 @@ func (h *handler) readBody(w http.ResponseWriter, r *http.Request) ([]byte, erro
 	var mbe *http.MaxBytesError
 	if errors.As(err, &mbe) {
 		return nil, wire.BodyTooLarge(h.maxBody)
+	}
+	if terr := wire.BodyTimeout(err); terr != nil {
+		return nil, terr
 	}
 	if ctxErr := r.Context().Err(); ctxErr != nil {
 		return nil, ctxErr

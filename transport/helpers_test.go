@@ -43,16 +43,16 @@ func (b *logBuffer) logger() *slog.Logger {
 }
 
 // newHandler builds a handler, failing the test on an option error. A nil
-// Logger is replaced by quietLogger and a nil AuthorizeAdmin by AllowAll
-// (the tests of the default, which refuses the admin procedures, call
-// NewHandler themselves).
+// Logger is replaced by quietLogger and a nil Authorize by AllowAll (the
+// tests of the default, which refuses the admin procedures, call NewHandler
+// themselves).
 func newHandler(t testing.TB, d resourcelease.Dispatcher, opts transport.HandlerConfig) http.Handler {
 	t.Helper()
 	if opts.Logger == nil {
 		opts.Logger = quietLogger
 	}
-	if opts.AuthorizeAdmin == nil {
-		opts.AuthorizeAdmin = transport.AllowAll
+	if opts.Authorize == nil {
+		opts.Authorize = transport.AllowAll
 	}
 	h, err := transport.NewHandler(d, opts)
 	require.NoError(t, err)

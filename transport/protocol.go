@@ -102,8 +102,9 @@ func Verbs() []string {
 	}
 }
 
-// AdminVerbs returns the verbs of the admin procedures, which take items
-// out of the queue or rewrite it: HandlerConfig.AuthorizeAdmin guards them.
+// AdminVerbs returns the verbs of the admin procedures the handler serves,
+// which take items out of the queue or rewrite it: RoleOf says they need
+// RoleAdmin.
 func AdminVerbs() []string {
 	return []string{VerbDrain, VerbRestore, VerbRedrive, VerbPurge}
 }
@@ -154,7 +155,7 @@ const (
 	// CodePermissionDenied: the credentials do not allow the request.
 	CodePermissionDenied = wire.CodePermissionDenied
 	// CodeAdminNotConfigured: an admin procedure was called on a handler
-	// without HandlerConfig.AuthorizeAdmin (status permission-denied).
+	// without HandlerConfig.Authorize (status permission-denied).
 	CodeAdminNotConfigured = "error.resourcelease.admin_not_configured"
 	// CodeServiceMismatch: the response names another service than the
 	// Client's (Rpc-Service), as a yarpc client checks (status internal).

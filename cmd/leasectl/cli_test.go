@@ -435,7 +435,7 @@ func TestBearerToken(t *testing.T) {
 
 	r = m.run("", "stats", "--bearer-token", "wrong")
 	assert.Equal(t, 1, r.code)
-	assert.True(t, strings.HasPrefix(r.stderr, "error: permission-denied error.resourcelease.permission_denied: "), r.stderr)
+	assert.True(t, strings.HasPrefix(r.stderr, "error: unauthenticated error.resourcelease.unauthenticated: the bearer token is not valid"), r.stderr)
 
 	m.ok("", "stats", "--bearer-token", "s3cret")
 	env := append(append([]string(nil), m.env...), "LEASECTL_BEARER_TOKEN=s3cret")

@@ -74,10 +74,9 @@ func newMesh(t *testing.T, opts meshOptions) *mesh {
 		Events:     rep,
 		Logger:     quietLogger,
 	}
-	hopts.AuthorizeAdmin = transport.AllowAll // a loopback listener, as the demo's without a token
+	hopts.Authorize = transport.AllowAll // a loopback listener, as the demo's without a token
 	if opts.token != "" {
 		hopts.Authorize = transport.BearerToken(opts.token)
-		hopts.AuthorizeAdmin = transport.BearerToken(opts.token)
 		copts.Authorize = transport.BearerToken(opts.token)
 		copts.AuthorizeReads = true
 	}

@@ -36,8 +36,13 @@ func startServer(h http.Handler) (*server, error) {
 	if err != nil {
 		return nil, err
 	}
+	srv, err := transport.NewServer(h, transport.ServerConfig{})
+	if err != nil {
+		_ = ln.Close()
+		return nil, err
+	}
 	s := &server{
-		srv:  &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second},
+		srv:  srv,
 		url:  "http://" + ln.Addr().String(),
 		done: make(chan error, 1),
 	}

@@ -18,7 +18,6 @@ import (
 	"net/http"
 	"os"
 	"sync/atomic"
-	"time"
 
 	"github.com/leasemesh/leasemesh"
 	"github.com/leasemesh/leasemesh/resourcelease"
@@ -53,7 +52,12 @@ func run(ctx context.Context, dataDir string, n int) error {
 	url := "http://" + ln.Addr().String() + "/yarpc/v1"
 	mux := http.NewServeMux() // the service's own mux and server
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	// NewServer: header, body and write deadlines that spare long-polls,
+	// bounded headers and connections.
+	srv, err := transport.NewServer(mux, transport.ServerConfig{})
+	if err != nil {
+		return err
+	}
 	go srv.Serve(ln)
 	defer srv.Shutdown(context.Background())
 	workCtx, stop := context.WithCancel(ctx)

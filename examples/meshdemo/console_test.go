@@ -263,7 +263,7 @@ func TestBrowserConsole(t *testing.T) {
 	typeIn("#token-input", "not-the-token")
 	click("#token-save")
 	waitPage("the refusal", func(s consoleState) bool { return s.MsgKind == "error" })
-	if !strings.Contains(st.Msg, "permission-denied") || !strings.Contains(st.Msg, "the bearer token is not valid") {
+	if !strings.Contains(st.Msg, "unauthenticated") || !strings.Contains(st.Msg, "the bearer token is not valid") {
 		t.Errorf("the refusal shows the server's message; got %q", st.Msg)
 	}
 	if s := itemState(seqOf["order-1"]); s != resourcelease.ItemDead {

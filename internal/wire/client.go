@@ -2,9 +2,11 @@ package wire
 
 import (
 	"context"
+	"crypto/tls"
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"time"
 
 	"github.com/leasemesh/leasemesh/resourcelease"
@@ -53,8 +55,8 @@ func CallLimits(fn string, timeout time.Duration, maxResponse int64) (time.Durat
 
 // NewHTTPTransport returns the default client's Transport: the standard one's
 // settings (proxy from the environment, dial and TLS timeouts, HTTP/2) with
-// more idle connections kept per host.
-func NewHTTPTransport() *http.Transport {
+// more idle connections kept per host, and tlsCfg (a copy) when not nil.
+func NewHTTPTransport(tlsCfg *tls.Config) *http.Transport {
 	var t *http.Transport
 	if dt, ok := http.DefaultTransport.(*http.Transport); ok {
 		t = dt.Clone()
@@ -70,6 +72,9 @@ func NewHTTPTransport() *http.Transport {
 	t.MaxIdleConns = 4 * DefaultMaxIdleConnsPerHost
 	t.MaxIdleConnsPerHost = DefaultMaxIdleConnsPerHost
 	t.IdleConnTimeout = 90 * time.Second
+	if tlsCfg != nil {
+		t.TLSClientConfig = tlsCfg.Clone()
+	}
 	return t
 }
 
@@ -128,4 +133,23 @@ func OrEmpty[T any](req *T) *T {
 		return new(T)
 	}
 	return req
+}
+
+// CheckClientTLS refuses, as invalid-argument, a client TLS configuration
+// that would not be used:
+// with an http:// URL (the caller believes the traffic is encrypted) or
+// beside an HTTPClient of the caller's own. what prefixes the error
+// ("transport: NewClient").
+func CheckClientTLS(what string, u *url.URL, hc *http.Client, cfg *tls.Config) error {
+	switch {
+	case cfg == nil:
+		return nil
+	case hc != nil:
+		return resourcelease.Errorf(resourcelease.StatusInvalidArgument, resourcelease.CodeInvalidArgument,
+			"%s: TLS and HTTPClient are exclusive: set the TLSClientConfig of your HTTPClient's Transport", what)
+	case u.Scheme != "https":
+		return resourcelease.Errorf(resourcelease.StatusInvalidArgument, resourcelease.CodeInvalidArgument,
+			"%s: TLS is set but the URL %q is not https://", what, u.Redacted())
+	}
+	return nil
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
 	"strings"
 
 	"github.com/leasemesh/leasemesh/resourcelease"
@@ -24,6 +25,9 @@ const (
 	CodePermissionDenied = "error.resourcelease.permission_denied"
 	// CodeBodyTooLarge: the request body exceeded the server's limit.
 	CodeBodyTooLarge = "resourcelease.transport.body_too_large"
+	// CodeBodyTimeout: the request body did not arrive within the server's
+	// body read timeout.
+	CodeBodyTimeout = "resourcelease.transport.body_timeout"
 )
 
 // DecodeRequest decodes a request body into req. An empty body is {}.
@@ -78,6 +82,16 @@ func AuthError(err error) *resourcelease.Error {
 		return Normalize(e)
 	}
 	return &resourcelease.Error{Status: resourcelease.StatusUnauthenticated, Code: CodeUnauthenticated, Message: "request is not authenticated", Err: err}
+}
+
+// BodyTimeout is the error of a request body whose read passed the
+// connection's read deadline (transport.ServerConfig.BodyReadTimeout), or
+// nil when err is not that.
+func BodyTimeout(err error) error {
+	if !errors.Is(err, os.ErrDeadlineExceeded) {
+		return nil
+	}
+	return resourcelease.Errorf(resourcelease.StatusDeadlineExceeded, CodeBodyTimeout, "the request body did not arrive in time")
 }
 
 // BodyTooLarge is the error of a request body over its limit.

@@ -343,7 +343,7 @@ func TestControlTokenGuardsDestructiveEndpoints(t *testing.T) {
 	cases := []struct {
 		token string
 		want  int
-	}{{"", 401}, {"wrong", 403}, {"s3cret", 200}}
+	}{{"", 401}, {"wrong", 401}, {"s3cret", 200}}
 	for _, tc := range cases {
 		if got := post(tc.token); got != tc.want {
 			t.Errorf("drain with token %q: got %d, want %d", tc.token, got, tc.want)

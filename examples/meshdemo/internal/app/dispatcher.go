@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"net/http"
 	"path/filepath"
 	"sync/atomic"
 
@@ -31,9 +30,9 @@ type dispatcherRole struct {
 }
 
 // startDispatcher opens the dispatcher on the configured storage, with the
-// demo's settings and, when token is set, the destructive procedures and
-// control-plane endpoints guarded by it.
-func startDispatcher(ctx context.Context, cfg *config.Config, token string, logger *slog.Logger, reg prometheus.Registerer, tc tracing.Config) (*dispatcherRole, error) {
+// demo's settings and auth guarding the RPC procedures and the control
+// plane's destructive endpoints by role.
+func startDispatcher(ctx context.Context, cfg *config.Config, auth *demoAuth, logger *slog.Logger, reg prometheus.Registerer, tc tracing.Config) (*dispatcherRole, error) {
 	d := &dispatcherRole{totals: &totalsSink{}}
 	storage := leasemesh.Memory()
 	if cfg.Storage == config.StorageSQLite {
@@ -47,15 +46,6 @@ func startDispatcher(ctx context.Context, cfg *config.Config, token string, logg
 	mode := backpressure.ModeWait
 	if cfg.BackpressureMode == config.BackpressureReject {
 		mode = backpressure.ModeReject
-	}
-	// The admin procedures (drain, restore, redrive, purge) need the token
-	// when there is one. Without one every listener is loopback-only (a
-	// public bind generates a token), so they are open to this machine.
-	admin := transport.AllowAll
-	var controlAuth func(*http.Request) error
-	if token != "" {
-		admin = transport.BearerToken(token)
-		controlAuth = admin
 	}
 	var err error
 	d.Dispatcher, err = leasemesh.Open(ctx, leasemesh.Config{
@@ -76,8 +66,8 @@ func startDispatcher(ctx context.Context, cfg *config.Config, token string, logg
 			BackpressureLimit: limit(cfg.BackpressureRateLimitPerSecond),
 			BackpressureBurst: burst(cfg.BackpressureRateLimitPerSecond),
 		},
-		Handler:    transport.HandlerConfig{Service: cfg.ServiceName, Namespace: cfg.Namespace, AuthorizeAdmin: admin},
-		Control:    control.HandlerConfig{Authorize: controlAuth},
+		Handler:    transport.HandlerConfig{Service: cfg.ServiceName, Namespace: cfg.Namespace, Authorize: auth.authorize},
+		Control:    control.HandlerConfig{Authorize: auth.authorize},
 		Tracing:    tc,
 		Sinks:      []leasemesh.Sink{{Name: "demo-totals", Sink: d.totals}},
 		Registerer: reg,

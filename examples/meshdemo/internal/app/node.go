@@ -1,8 +1,10 @@
 package app
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -41,11 +43,17 @@ type Node struct {
 	logger *slog.Logger
 	reg    *prometheus.Registry
 
-	// Token is the bearer token guarding destructive control-plane calls
-	// ("" when they are open, on a loopback-only node).
+	// Token is the admin role's bearer token, guarding the admin procedures
+	// and the destructive control-plane calls ("" when they are open, on a
+	// loopback-only node).
 	Token string
 	// TokenGenerated reports whether Token was generated at start.
 	TokenGenerated bool
+	// Warnings are the security warnings logged at start (a dispatcher
+	// reachable beyond loopback with open roles or without TLS).
+	Warnings []string
+
+	auth *demoAuth // nil without the dispatcher role
 
 	// tracing is the process's tracing (off without otlpEndpoint);
 	// stopTracing flushes and stops its exporter (nil when off).
@@ -82,7 +90,7 @@ func (n *Node) RPCURL() string {
 	if n.rpcLn == nil {
 		return ""
 	}
-	return "http://" + displayAddr(n.cfg.RPC.Addr, n.rpcLn.Addr()) + n.cfg.RPCPath
+	return n.cfg.RPC.Scheme() + "://" + displayAddr(n.cfg.RPC.Addr, n.rpcLn.Addr()) + n.cfg.RPCPath
 }
 
 // HTTPURLs returns the base URLs of the diagnostics / metrics listeners, with
@@ -91,11 +99,11 @@ func (n *Node) HTTPURLs() []string {
 	out := make([]string, len(n.httpLns))
 	for i, ln := range n.httpLns {
 		host := displayAddr(n.cfg.URLs[i].Addr, ln.Addr())
-		if strings.HasPrefix(n.cfg.URLs[i].URL, "http://localhost") {
+		if u := n.cfg.URLs[i].URL; strings.HasPrefix(u, "http://localhost") || strings.HasPrefix(u, "https://localhost") {
 			_, port, _ := net.SplitHostPort(ln.Addr().String())
 			host = "localhost:" + port
 		}
-		out[i] = "http://" + host
+		out[i] = n.cfg.URLs[i].Scheme() + "://" + host
 	}
 	return out
 }
@@ -150,8 +158,11 @@ func Start(ctx context.Context, cfg *config.Config, logger *slog.Logger) (n *Nod
 		n.httpLns = append(n.httpLns, ln)
 	}
 
-	// The token guards the dispatcher's destructive calls; it is generated
-	// when a dispatcher process listens beyond loopback without one.
+	// The admin token guards the dispatcher's destructive calls; it is
+	// generated when a dispatcher process listens beyond loopback without
+	// one. Producer and worker tokens are the operator's to give: a
+	// generated one would lock out the seeders and workers of other
+	// processes, so an open role on a public bind is a loud warning instead.
 	if cfg.Has(config.RoleDispatcher) {
 		n.Token = cfg.ControlToken
 		if n.Token == "" && cfg.Public() {
@@ -159,6 +170,23 @@ func Start(ctx context.Context, cfg *config.Config, logger *slog.Logger) (n *Nod
 			_, _ = rand.Read(b)
 			n.Token, n.TokenGenerated = hex.EncodeToString(b), true
 		}
+		n.auth = newDemoAuth(cfg.ProducerToken, cfg.WorkerToken, n.Token)
+		n.Warnings = securityWarnings(cfg, n.auth)
+		for _, w := range n.Warnings {
+			logger.Warn("meshdemo: SECURITY: " + w)
+		}
+	}
+	rpcTLS, err := cfg.ServerTLS(true)
+	if err != nil {
+		return n, &config.ConfigValidationError{Field: config.Section + ":tlsCertFile", Err: err}
+	}
+	httpTLS, err := cfg.ServerTLS(false)
+	if err != nil {
+		return n, &config.ConfigValidationError{Field: config.Section + ":tlsCertFile", Err: err}
+	}
+	clientTLS, err := cfg.ClientTLS()
+	if err != nil {
+		return n, &config.ConfigValidationError{Field: config.Section + ":tlsCaFile", Err: err}
 	}
 
 	if n.tracing, n.stopTracing, err = newTracing(ctx, cfg); err != nil {
@@ -178,14 +206,17 @@ func Start(ctx context.Context, cfg *config.Config, logger *slog.Logger) (n *Nod
 		if !cfg.Has(config.RoleSeeder) {
 			caller = "mesh-diagnostics"
 		}
-		if n.client, err = newClient(n.clientURL, cfg, caller, n.metrics, n.tracing); err != nil {
+		// The seeder and /demo/enqueue produce; a worker-only node uses it
+		// for the status line's stats, which any role's token may read.
+		token := cmp.Or(cfg.ProducerToken, cfg.WorkerToken)
+		if n.client, err = newClient(n.clientURL, cfg, caller, token, clientTLS, n.metrics, n.tracing); err != nil {
 			return n, err
 		}
 	}
 
 	var controlH http.Handler
 	if cfg.Has(config.RoleDispatcher) {
-		if n.disp, err = startDispatcher(ctx, cfg, n.Token, logger, n.reg, n.tracing); err != nil {
+		if n.disp, err = startDispatcher(ctx, cfg, n.auth, logger, n.reg, n.tracing); err != nil {
 			return n, err
 		}
 		controlH = n.disp.ControlHandler()
@@ -200,7 +231,7 @@ func Start(ctx context.Context, cfg *config.Config, logger *slog.Logger) (n *Nod
 			// from panicking the process with storage open.
 			return n, &config.ConfigValidationError{Field: config.Section + ":rpcUrl", Err: fmt.Errorf("invalid value %q: cannot serve RPC there: %w", cfg.RPC.Raw, rerr)}
 		}
-		n.serve(n.rpcLn, mux)
+		n.serve(n.rpcLn, mux, rpcTLS, true)
 	}
 
 	metrics := n.metricsHandler()
@@ -220,6 +251,7 @@ func Start(ctx context.Context, cfg *config.Config, logger *slog.Logger) (n *Nod
 		if err != nil {
 			return n, err
 		}
+		httpHandler = n.auth.guardEnqueue(httpHandler)
 		n.rolesWG.Go(func() { n.history.Run(n.rolesCtx, time.Second, n.disp.stats) })
 	} else {
 		mux := http.NewServeMux()
@@ -230,7 +262,7 @@ func Start(ctx context.Context, cfg *config.Config, logger *slog.Logger) (n *Nod
 		httpHandler = mux
 	}
 	for _, ln := range n.httpLns {
-		n.serve(ln, httpHandler)
+		n.serve(ln, httpHandler, httpTLS, cfg.Has(config.RoleDiagnostics))
 	}
 
 	if cfg.Has(config.RoleSeeder) {
@@ -241,7 +273,7 @@ func Start(ctx context.Context, cfg *config.Config, logger *slog.Logger) (n *Nod
 	}
 	if cfg.Has(config.RoleWorker) {
 		for _, peer := range cfg.WorkerPeerIDs {
-			w, werr := newWorkerRole(n.clientURL, peer, cfg, logger, n.metrics, n.reg, n.tracing)
+			w, werr := newWorkerRole(n.clientURL, peer, cfg, clientTLS, logger, n.metrics, n.reg, n.tracing)
 			if werr != nil {
 				return n, werr
 			}
@@ -278,23 +310,34 @@ func (n *Node) metricsHandler() http.Handler {
 	return promhttp.HandlerFor(n.reg, promhttp.HandlerOpts{Registry: n.reg})
 }
 
-// serverIdleTimeout is how long the demo's servers keep an idle keep-alive
-// connection open. They set no ReadTimeout or WriteTimeout: those would cut
-// lease long-polls and the diagnostics SSE stream.
-const serverIdleTimeout = 2 * time.Minute
+// sideTimeout bounds whole requests and responses on a server that serves
+// no long-poll or stream (a node without the diagnostics role: /metrics).
+const sideTimeout = 30 * time.Second
 
-// serve runs an HTTP server on ln until Close.
-func (n *Node) serve(ln net.Listener, h http.Handler) {
-	srv := &http.Server{
-		Handler:           h,
-		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       serverIdleTimeout,
-		BaseContext:       func(net.Listener) context.Context { return n.serveCtx },
-		ErrorLog:          slog.NewLogLogger(n.logger.Handler(), slog.LevelWarn),
+// serve runs an HTTP server on ln until Close, with transport.NewServer's
+// protections (header, body and write deadlines that spare long-polls,
+// header size, connection count) and, when tlsCfg is set, TLS. long says
+// whether the server carries long-polls or streams; one that does not also
+// gets whole-request read and write timeouts.
+func (n *Node) serve(ln net.Listener, h http.Handler, tlsCfg *tls.Config, long bool) {
+	srv, err := transport.NewServer(h, transport.ServerConfig{TLS: tlsCfg, Logger: n.logger})
+	if err != nil { // only for a negative setting, and the demo sets none
+		n.serveErr <- fmt.Errorf("serving %s: %w", ln.Addr(), err)
+		return
+	}
+	srv.BaseContext = func(net.Listener) context.Context { return n.serveCtx }
+	if !long {
+		srv.ReadTimeout, srv.WriteTimeout = sideTimeout, sideTimeout
 	}
 	n.servers = append(n.servers, srv)
 	go func() {
-		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		var err error
+		if tlsCfg != nil {
+			err = srv.ServeTLS(ln, "", "")
+		} else {
+			err = srv.Serve(ln)
+		}
+		if err != nil && !errors.Is(err, http.ErrServerClosed) {
 			n.serveErr <- fmt.Errorf("serving %s: %w", ln.Addr(), err)
 		}
 	}()
@@ -413,9 +456,29 @@ func (n *Node) PrintBanner(out io.Writer) {
 	}
 	switch {
 	case n.TokenGenerated:
-		row("Control token", "%s (generated: a listener is not loopback-only; send Authorization: Bearer <token> to drain/restore/redrive/purge)", n.Token)
+		row("Admin token", "%s (generated: a listener is not loopback-only; send Authorization: Bearer <token> to drain/restore/redrive/purge)", n.Token)
 	case n.Token != "":
-		row("Control token", "configured (destructive control-plane calls need Authorization: Bearer <token>)")
+		row("Admin token", "configured (admin calls need Authorization: Bearer <token>)")
+	}
+	if n.auth != nil {
+		switch o := n.auth.openRoles(); len(o) {
+		case 0:
+			row("Open roles", "none: every call needs its role's bearer token")
+		case len(transport.Roles()):
+			row("Open roles", "all (no token is set, and every listener is loopback-only)")
+		default:
+			row("Open roles", "%s (need no token; the others need their role's)", strings.Join(o, ", "))
+		}
+	}
+	if n.disp != nil && c.RPC.TLS {
+		mode := "TLS"
+		if c.TLSClientCAFile != "" {
+			mode = "mutual TLS (client certificates from " + c.TLSClientCAFile + ")"
+		}
+		row("RPC security", "%s, certificate %s", mode, c.TLSCertFile)
+	}
+	for _, w := range n.Warnings {
+		fmt.Fprintf(out, "  WARNING: %s\n", w)
 	}
 	fmt.Fprintln(out, "  Ctrl-C to stop.")
 }

@@ -106,27 +106,40 @@ func TestClientMetricsIgnoreGarbageRpcStatus(t *testing.T) {
 	}
 }
 
-// TestServersHaveIdleTimeout checks every server a node starts closes idle
-// keep-alive connections, and has no read or write timeout that would cut
-// lease long-polls or the diagnostics stream.
-func TestServersHaveIdleTimeout(t *testing.T) {
-	cfg, err := config.Load(config.Input{Dir: t.TempDir(), Args: []string{
-		"--meshDemo:rpcUrl=http://127.0.0.1:0", "--urls=http://127.0.0.1:0", "-storage=memory",
-	}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	n, err := Start(context.Background(), cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer n.Close()
-	if len(n.servers) != 2 {
-		t.Fatalf("got %d servers, want 2 (RPC and diagnostics)", len(n.servers))
-	}
-	for i, srv := range n.servers {
-		if srv.IdleTimeout != serverIdleTimeout || srv.ReadTimeout != 0 || srv.WriteTimeout != 0 {
-			t.Errorf("server %d: IdleTimeout %v ReadTimeout %v WriteTimeout %v; want %v, 0, 0", i, srv.IdleTimeout, srv.ReadTimeout, srv.WriteTimeout, serverIdleTimeout)
+// TestServersAreHardened checks every server a node starts against slow and
+// hostile clients: header deadline and size, idle timeout, connection limit;
+// and that the servers carrying long-polls and the diagnostics stream have
+// no whole-request read or write timeout, which would cut them.
+func TestServersAreHardened(t *testing.T) {
+	for _, tc := range []struct{ roles string }{{"dispatcher,diagnostics"}, {"dispatcher"}, {"seeder"}} {
+		cfg, err := config.Load(config.Input{Dir: t.TempDir(), Args: []string{
+			"--meshDemo:rpcUrl=http://127.0.0.1:0", "--urls=http://127.0.0.1:0", "-storage=memory", "-roles=" + tc.roles,
+		}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		n, err := Start(context.Background(), cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer n.Close()
+		if len(n.servers) == 0 {
+			t.Fatalf("%s: no servers", tc.roles)
+		}
+		for i, srv := range n.servers {
+			// The RPC server comes first; the diagnostics one streams.
+			long := i == 0 && cfg.Has(config.RoleDispatcher) || cfg.Has(config.RoleDiagnostics)
+			if srv.ReadHeaderTimeout != transport.DefaultReadHeaderTimeout || srv.IdleTimeout != transport.DefaultIdleTimeout ||
+				srv.MaxHeaderBytes != transport.DefaultMaxHeaderBytes || srv.ConnState == nil {
+				t.Errorf("%s server %d: ReadHeaderTimeout %v IdleTimeout %v MaxHeaderBytes %d connection limit %t", tc.roles, i,
+					srv.ReadHeaderTimeout, srv.IdleTimeout, srv.MaxHeaderBytes, srv.ConnState != nil)
+			}
+			if long && (srv.ReadTimeout != 0 || srv.WriteTimeout != 0) {
+				t.Errorf("%s server %d: ReadTimeout %v WriteTimeout %v would cut long-polls", tc.roles, i, srv.ReadTimeout, srv.WriteTimeout)
+			}
+			if !long && (srv.ReadTimeout == 0 || srv.WriteTimeout == 0) {
+				t.Errorf("%s server %d (metrics only): ReadTimeout %v WriteTimeout %v, want both set", tc.roles, i, srv.ReadTimeout, srv.WriteTimeout)
+			}
 		}
 	}
 }

@@ -110,6 +110,17 @@ type Listen struct {
 	Addr string
 	// Loopback reports whether Addr is a loopback address.
 	Loopback bool
+	// TLS reports whether the URL is https: the listener serves TLS with
+	// tlsCertFile and tlsKeyFile.
+	TLS bool
+}
+
+// Scheme is "https" for a TLS listener, else "http".
+func (l Listen) Scheme() string {
+	if l.TLS {
+		return "https"
+	}
+	return "http"
 }
 
 // Config is the demo's resolved configuration. Load fills every field; the
@@ -169,10 +180,32 @@ type Config struct {
 	// traces are exported to over OTLP/HTTP; empty (the default) traces
 	// nothing.
 	OTLPEndpoint string
-	// ControlToken (controlToken) is the bearer token for destructive
-	// control-plane endpoints. Default: none on loopback; generated when any
-	// listener binds a non-loopback address.
+	// ControlToken (adminToken, or its older name controlToken) is the
+	// admin role's bearer token: drain, restore, redrive, purge and the
+	// control plane's destructive endpoints need it, and it holds every
+	// other role. Default: none on loopback (those calls are open to this
+	// machine); generated when any listener binds a non-loopback address.
 	ControlToken string
+	// ProducerToken (producerToken) is the producer role's bearer token:
+	// enqueue (and /demo/enqueue) need it, and the seeder sends it. Default
+	// none: enqueue is open.
+	ProducerToken string
+	// WorkerToken (workerToken) is the worker role's bearer token: lease,
+	// heartbeat, complete, fail and release need it, and the workers send
+	// it. Default none: those are open.
+	WorkerToken string
+	// TLSCertFile and TLSKeyFile (tlsCertFile, tlsKeyFile) are the PEM
+	// certificate and key of the https listeners, and the client
+	// certificate the seeder, workers and /demo/enqueue present to a
+	// dispatcher that asks for one. Required by an https rpcUrl or urls.
+	TLSCertFile, TLSKeyFile string
+	// TLSCAFile (tlsCaFile) is the PEM bundle of CAs the clients trust to
+	// sign the dispatcher's certificate. Default: the system's roots.
+	TLSCAFile string
+	// TLSClientCAFile (tlsClientCaFile), when set, makes the https RPC
+	// listener require a client certificate signed by one of these CAs
+	// (mutual TLS). It needs an https rpcUrl on a dispatcher.
+	TLSClientCAFile string
 	// RefuseUnhealthyPeers (refuseUnhealthyPeers) makes the dispatcher refuse
 	// leases, for a cool-down, to a peer whose breaker is open. Default true.
 	RefuseUnhealthyPeers bool

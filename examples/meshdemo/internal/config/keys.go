@@ -74,11 +74,22 @@ var keys = []*keyDef{
 		help: "enqueue rate limit while backpressure is active (0 = unlimited)", apply: rate(func(c *Config) *float64 { return &c.BackpressureRateLimitPerSecond })},
 	{name: "storage", flags: []string{"storage"}, def: "sqlite",
 		help: "dispatcher storage: sqlite or memory", apply: applyStorage},
+	{name: "producerToken", flags: []string{"producer-token"},
+		help: "bearer token of the producer role (enqueue); the seeder sends it (unset: enqueue is open)", apply: token(func(c *Config) *string { return &c.ProducerToken })},
+	{name: "workerToken", flags: []string{"worker-token"},
+		help: "bearer token of the worker role (lease, heartbeat, complete, fail, release); the workers send it (unset: open)", apply: token(func(c *Config) *string { return &c.WorkerToken })},
+	{name: "adminToken", flags: []string{"admin-token"},
+		help: "bearer token of the admin role (drain, restore, redrive, purge, destructive control-plane calls; holds every role); generated on a non-loopback bind when unset", apply: token(func(c *Config) *string { return &c.ControlToken })},
 	{name: "controlToken", flags: []string{"control-token"},
-		help: "bearer token for destructive control-plane calls (generated on a non-loopback bind when unset)", apply: func(c *Config, v string) error {
-			c.ControlToken = strings.TrimSpace(v)
-			return nil
-		}},
+		help: "older name of adminToken", apply: token(func(c *Config) *string { return &c.ControlToken })},
+	{name: "tlsCertFile", flags: []string{"tls-cert-file"},
+		help: "PEM certificate of the https listeners, and the client certificate for mutual TLS", apply: filePath(func(c *Config) *string { return &c.TLSCertFile })},
+	{name: "tlsKeyFile", flags: []string{"tls-key-file"},
+		help: "PEM private key of tlsCertFile", apply: filePath(func(c *Config) *string { return &c.TLSKeyFile })},
+	{name: "tlsCaFile", flags: []string{"tls-ca-file"},
+		help: "PEM CAs the clients trust for an https rpcClientUrl (default: the system's roots)", apply: filePath(func(c *Config) *string { return &c.TLSCAFile })},
+	{name: "tlsClientCaFile", flags: []string{"tls-client-ca-file"},
+		help: "PEM CAs of the client certificates the https RPC listener requires (mutual TLS)", apply: filePath(func(c *Config) *string { return &c.TLSClientCAFile })},
 	{name: "refuseUnhealthyPeers", flags: []string{"refuse-unhealthy-peers"}, def: "true",
 		help: "refuse leases, for a cool-down, to a peer whose leases keep expiring (true or false)", apply: func(c *Config, v string) error {
 			b, err := strconv.ParseBool(strings.TrimSpace(v))
@@ -154,6 +165,28 @@ func nonBlank(dst *string, v string) error {
 	}
 	*dst = v
 	return nil
+}
+
+// token applies a bearer token: it travels in a header, so it must be one
+// line of visible characters.
+func token(field func(*Config) *string) func(*Config, string) error {
+	return func(c *Config, v string) error {
+		v = strings.TrimSpace(v)
+		if strings.IndexFunc(v, func(r rune) bool { return r <= ' ' || r == 0x7f }) >= 0 {
+			return errors.New("must not contain white space or control characters")
+		}
+		*field(c) = v
+		return nil
+	}
+}
+
+// filePath applies a file path; the file itself is checked once every key
+// is in.
+func filePath(field func(*Config) *string) func(*Config, string) error {
+	return func(c *Config, v string) error {
+		*field(c) = strings.TrimSpace(v)
+		return nil
+	}
 }
 
 func parseSeconds(v string) (float64, error) {
@@ -337,17 +370,21 @@ func parseBindURL(v string) (u *url.URL, l Listen, err error) {
 	switch {
 	case err != nil || u.Host == "" || u.Opaque != "":
 		return nil, l, errors.New("want an absolute http URL such as http://127.0.0.1:7420")
-	case !strings.EqualFold(u.Scheme, "http"):
-		return nil, l, fmt.Errorf("scheme %q is not supported (want http)", u.Scheme)
+	case !strings.EqualFold(u.Scheme, "http") && !strings.EqualFold(u.Scheme, "https"):
+		return nil, l, fmt.Errorf("scheme %q is not supported (want http or https)", u.Scheme)
 	case u.User != nil:
 		return nil, l, errors.New("must not carry user info")
 	}
+	l.TLS = strings.EqualFold(u.Scheme, "https")
 	host, port := u.Hostname(), u.Port()
 	if port == "" {
 		if strings.HasSuffix(u.Host, ":") {
 			return nil, l, errors.New("has an empty port")
 		}
 		port = "80"
+		if l.TLS {
+			port = "443"
+		}
 	}
 	if p, perr := strconv.Atoi(port); perr != nil || p < 0 || p > 65535 {
 		return nil, l, fmt.Errorf("port %q is not a port number", port)

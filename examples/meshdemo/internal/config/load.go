@@ -2,6 +2,7 @@ package config
 
 import (
 	"bytes"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -14,6 +15,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+
+	"github.com/leasemesh/leasemesh/transport"
 )
 
 // Layer names, as they appear in errors and in Config.Sources.
@@ -179,7 +182,98 @@ func (c *Config) derive(merged map[*keyDef]value) error {
 		v := merged[lookupKey("lowWatermark", false)]
 		return &ConfigValidationError{Field: Section + ":lowWatermark", Err: fmt.Errorf("invalid value %q (from %s): must be below highWatermark (%d)", v.raw, v.source, c.HighWatermark)}
 	}
+	return c.checkSecurity(merged)
+}
+
+// checkSecurity checks the tokens and the TLS settings against each other
+// and the listeners, and reads the TLS files, so that a mistake is a
+// one-line error at start rather than a failed handshake later.
+func (c *Config) checkSecurity(merged map[*keyDef]value) error {
+	bad := func(key string, topLevel bool, format string, args ...any) error {
+		k := lookupKey(key, topLevel)
+		v := merged[k]
+		return &ConfigValidationError{Field: fieldName(k), Err: fmt.Errorf("invalid value %q (from %s): "+format, append([]any{v.raw, v.source}, args...)...)}
+	}
+	set := func(key string) bool { _, ok := merged[lookupKey(key, false)]; return ok }
+
+	adminKey := "adminToken"
+	if set("controlToken") {
+		if set("adminToken") && strings.TrimSpace(merged[lookupKey("adminToken", false)].raw) != strings.TrimSpace(merged[lookupKey("controlToken", false)].raw) {
+			return bad("controlToken", false, "differs from adminToken (from %s): controlToken is its older name, set one of them", merged[lookupKey("adminToken", false)].source)
+		}
+		if !set("adminToken") {
+			adminKey = "controlToken"
+		}
+	}
+	tokens := []struct{ key, v string }{{"producerToken", c.ProducerToken}, {"workerToken", c.WorkerToken}, {adminKey, c.ControlToken}}
+	for i, a := range tokens {
+		for _, b := range tokens[i+1:] {
+			if a.v != "" && a.v == b.v {
+				return bad(b.key, false, "is also %s: one token would hold both roles", a.key)
+			}
+		}
+	}
+
+	if c.TLSCertFile == "" && c.TLSKeyFile != "" {
+		return bad("tlsKeyFile", false, "needs %s:tlsCertFile too", Section)
+	}
+	if c.TLSCertFile != "" && c.TLSKeyFile == "" {
+		return bad("tlsCertFile", false, "needs %s:tlsKeyFile too", Section)
+	}
+	if c.TLSCertFile == "" {
+		if c.Has(RoleDispatcher) && c.RPC.TLS {
+			return bad("rpcUrl", false, "https needs %s:tlsCertFile and %s:tlsKeyFile", Section, Section)
+		}
+		for _, l := range c.URLs {
+			if l.TLS {
+				return bad("urls", true, "https needs %s:tlsCertFile and %s:tlsKeyFile", Section, Section)
+			}
+		}
+	}
+	if c.TLSClientCAFile != "" && !(c.Has(RoleDispatcher) && c.RPC.TLS) {
+		return bad("tlsClientCaFile", false, "needs a dispatcher with an https rpcUrl (mutual TLS guards the RPC listener)")
+	}
+	if c.TLSCertFile != "" {
+		if _, err := (transport.TLSConfig{CertFile: c.TLSCertFile, KeyFile: c.TLSKeyFile}).ServerTLS(); err != nil {
+			return bad("tlsCertFile", false, "%v", err)
+		}
+	}
+	if c.TLSCAFile != "" {
+		if _, err := (transport.TLSConfig{CAFile: c.TLSCAFile}).ClientTLS(); err != nil {
+			return bad("tlsCaFile", false, "%v", err)
+		}
+	}
+	if c.TLSClientCAFile != "" {
+		if _, err := (transport.TLSConfig{CertFile: c.TLSCertFile, KeyFile: c.TLSKeyFile, ClientCAFile: c.TLSClientCAFile}).ServerTLS(); err != nil {
+			return bad("tlsClientCaFile", false, "%v", err)
+		}
+	}
 	return nil
+}
+
+// ServerTLS is the TLS configuration of the https listeners: the RPC
+// listener (rpc true) also requires client certificates when
+// tlsClientCaFile is set. nil when tlsCertFile is unset.
+func (c *Config) ServerTLS(rpc bool) (*tls.Config, error) {
+	if c.TLSCertFile == "" {
+		return nil, nil
+	}
+	tc := transport.TLSConfig{CertFile: c.TLSCertFile, KeyFile: c.TLSKeyFile}
+	if rpc {
+		tc.ClientCAFile = c.TLSClientCAFile
+	}
+	return tc.ServerTLS()
+}
+
+// ClientTLS is the TLS configuration of the RPC clients (seeder, workers,
+// /demo/enqueue): the dispatcher verified against tlsCaFile (or the
+// system's roots), tlsCertFile presented when it asks for a client
+// certificate. nil when rpcClientUrl is not https.
+func (c *Config) ClientTLS() (*tls.Config, error) {
+	if !strings.HasPrefix(c.RPCClientURL, "https://") {
+		return nil, nil
+	}
+	return transport.TLSConfig{CAFile: c.TLSCAFile, CertFile: c.TLSCertFile, KeyFile: c.TLSKeyFile}.ClientTLS()
 }
 
 // readFile reads the meshDemo section (and a top-level urls) of
