@@ -1,4 +1,4 @@
-// Package backpressure turns queue depth into backpressure (DESIGN §8): a
+// Package backpressure turns queue depth into backpressure: a
 // watermark [Monitor] that decides when backpressure is on, the listeners
 // that react to its transitions, and a rate limiter for producers that
 // tightens while it is on.

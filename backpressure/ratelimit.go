@@ -81,7 +81,7 @@ func checkLimit(name string, limit rate.Limit, burst int) (int, error) {
 
 func unlimited(l rate.Limit) bool { return l == 0 || l == rate.Inf }
 
-// RateLimiter is the backpressure-aware rate limiter of DESIGN §8: a
+// RateLimiter is the backpressure-aware rate limiter: a
 // resourcelease.BackpressureListener that holds a normal and a backpressure
 // rate.Limiter, globally or per caller key, and applies the one the latest
 // signal selects. Allow drops, Wait blocks (bounded by its context), Reserve

@@ -1,6 +1,6 @@
 // Package deterministic records the effect of each replication event exactly
 // once, so that replaying the replication log after a failover or a restart
-// never applies anything twice (DESIGN §6).
+// never applies anything twice.
 //
 // Everything rests on one primitive of [resourcelease.StateStore]: TryAdd,
 // which stores a record under a key only if the key is absent and reports

@@ -17,7 +17,7 @@ import (
 var _ resourcelease.StateStore = (*SQLiteStore)(nil)
 
 // DefaultFileName is the conventional file name of the deterministic store's
-// database inside a data directory: <dataDirectory>/deterministic.db (DESIGN §4).
+// database inside a data directory: <dataDirectory>/deterministic.db.
 const DefaultFileName = "deterministic.db"
 
 // DefaultTable is the table SQLiteStore uses when SQLiteConfig.Table is empty.

@@ -26,7 +26,7 @@ import (
 
 // The durability tests run the queue in a child process (this test binary,
 // re-executed into TestCrashChild), SIGKILL it at a random point of a
-// concurrent load, restart from the database and check DESIGN §4's
+// concurrent load, restart from the database and check the durability guarantees (docs/guarantees.md)
 // guarantees against what the child acknowledged. The child prints an
 // operation only after the engine call returned successfully, so every line
 // the parent reads is an acknowledged operation.

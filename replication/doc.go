@@ -46,7 +46,7 @@
 //
 // # Why the queue state lives beside the log
 //
-// A mutation and its event must commit together (DESIGN §4.4): if the queue
+// A mutation and its event must commit together (guarantee 4 in docs/guarantees.md): if the queue
 // state were in one store and the log in another, a crash between the two
 // writes would leave an event for a mutation that did not happen, or the
 // reverse. Writing both in one SQLite transaction makes them atomic for free,

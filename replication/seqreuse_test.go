@@ -25,7 +25,7 @@ func (b *blockFirst) ApplyEvent(context.Context, resourcelease.Event) error {
 // TestSequenceIDNotReissuedAfterCreateAndDeleteInOneBatch: an item restored
 // (or enqueued) and drained in the same group-commit batch writes no row, but
 // its sequence id is spent; after a restart the queue must never issue it
-// again (DESIGN §3: unique and increasing).
+// again (sequence ids are unique and increasing).
 func TestSequenceIDNotReissuedAfterCreateAndDeleteInOneBatch(t *testing.T) {
 	ctx := context.Background()
 	h := newEngineHarness(t, resourcelease.QueueConfig{Capacity: -1})

@@ -10,7 +10,7 @@ import (
 )
 
 // SQLiteReplicator is the durable Replicator: the queue's Journal, its event
-// log and its state store in one SQLite database (DESIGN §4:
+// log and its state store in one SQLite database (docs/guarantees.md:
 // <dataDirectory>/replication.db). Every change's event and its effect on the
 // queue tables commit in the same transaction, many changes per transaction
 // (group commit), and an Ack completes only after that commit. LoadState

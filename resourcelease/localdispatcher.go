@@ -101,7 +101,7 @@ type DispatcherConfig struct {
 // (then close the Replicator you gave it). It is safe for concurrent use.
 //
 // Each operation validates its request (invalid-argument with the codes of
-// DESIGN §9), applies the change to the queue and returns once the change is
+// docs/protocol.md), applies the change to the queue and returns once the change is
 // durable and the Replicator's synchronous sinks have applied its event. A
 // nil request is treated as an empty one; nothing a caller sends makes it
 // panic.

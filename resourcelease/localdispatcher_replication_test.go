@@ -97,7 +97,7 @@ func (s *ldEventSink) sequences() []int64 {
 
 // TestDispatcherReplicationEvents runs a full cycle on each storage and checks
 // the replication log: every event in order, gap-free, with the metadata of
-// DESIGN §5, and a synchronous sink that saw the same events by the time each
+// the replication contract, and a synchronous sink that saw the same events by the time each
 // call returned. The deterministic coordinator captured each event once.
 func TestDispatcherReplicationEvents(t *testing.T) {
 	for _, st := range ldStorages {

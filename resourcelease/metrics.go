@@ -8,7 +8,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// Metric names exported by a Dispatcher given a Registerer (DESIGN §13). The
+// Metric names exported by a Dispatcher given a Registerer (the README lists them). The
 // gauges are the queue's counts after its latest change; the counters count
 // changes since the Dispatcher was created (a restart starts them at zero, as
 // Prometheus counters expect).

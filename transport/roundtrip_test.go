@@ -15,7 +15,7 @@ import (
 	"github.com/leasemesh/leasemesh/transport"
 )
 
-// TestRoundTripLocalDispatcher drives the whole lifecycle of DESIGN §3
+// TestRoundTripLocalDispatcher drives the whole lifecycle of an item
 // through Client → handler → the real resourcelease.LocalDispatcher: every
 // procedure, fencing with unknown_token across the wire, dead letters,
 // drain/restore and a long-poll woken by an enqueue.

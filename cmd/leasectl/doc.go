@@ -1,4 +1,4 @@
-// Leasectl is the command-line client of a leasemesh dispatcher (DESIGN §12).
+// Leasectl is the command-line client of a leasemesh dispatcher.
 //
 // `leasectl request` sends one raw call with the flags of OmniRelay's
 // `omnirelay request`:

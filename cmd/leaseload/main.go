@@ -1,4 +1,4 @@
-// Leaseload is leasemesh's load tool for the HTTP path (DESIGN §14): it runs
+// Leaseload is leasemesh's load tool for the HTTP path: it runs
 // a bounded load over HTTP on loopback and prints a report.
 //
 //	leaseload -self -storage memory -concurrency 8 -duration 10s

@@ -87,7 +87,7 @@ func limit(perSecond float64) rate.Limit {
 	return rate.Limit(perSecond)
 }
 
-// burst is the backpressure burst: 10 (DESIGN §8), or the rate when lower.
+// burst is the backpressure burst: 10, or the rate when lower.
 func burst(perSecond float64) int {
 	if perSecond <= 0 {
 		return 0

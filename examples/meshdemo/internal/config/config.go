@@ -36,7 +36,7 @@ const EnvPrefix = "MESHDEMO_"
 // FileName is the optional settings file read from the working directory.
 const FileName = "appsettings.json"
 
-// Defaults of the demo (DESIGN §8 and §11).
+// Defaults of the demo (see the README's configuration table).
 const (
 	DefaultServiceName  = "resourcelease-mesh-demo"
 	DefaultNamespace    = "resourcelease.mesh"
