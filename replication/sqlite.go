@@ -51,6 +51,7 @@ func NewSQLiteReplicator(ctx context.Context, db *sql.DB, opts SQLiteOptions) (*
 type checkpointHooks struct {
 	before  func(sqlitewal.Mode)
 	observe func(sqlitewal.Result)
+	onHold  func()
 }
 
 func newSQLiteReplicator(ctx context.Context, db *sql.DB, opts SQLiteOptions, hooks checkpointHooks) (*SQLiteReplicator, error) {
@@ -121,7 +122,7 @@ func newSQLiteReplicator(ctx context.Context, db *sql.DB, opts SQLiteOptions, ho
 	wal := newWALMetrics(c.labels)
 	ck, err := sqlitewal.Start(db, sqlitewal.Options{
 		Pages: int64(opts.CheckpointPages), MaxPages: int64(opts.MaxWALPages),
-		Idle: s.idle.Load, Logger: c.logger, Path: opts.Path, Before: hooks.before,
+		Idle: s.idle.Load, Logger: c.logger, Path: opts.Path, Before: hooks.before, OnHold: hooks.onHold,
 		Observe: func(r sqlitewal.Result) {
 			wal.observe(r)
 			if hooks.observe != nil {

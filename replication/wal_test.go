@@ -2,9 +2,11 @@ package replication_test
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -31,7 +33,7 @@ type walRig struct {
 	frame   int64 // bytes per WAL frame: page size + 24
 }
 
-func newWALRig(t *testing.T, dbOpts sqlitedb.Options, opts replication.SQLiteOptions, before func(sqlitewal.Mode)) *walRig {
+func newWALRig(t *testing.T, dbOpts sqlitedb.Options, opts replication.SQLiteOptions, before func(sqlitewal.Mode), onHold func()) *walRig {
 	t.Helper()
 	w := &walRig{t: t, path: filepath.Join(t.TempDir(), "replication.db"), results: make(chan sqlitewal.Result, 1<<16)}
 	db := openDB(t, w.path, dbOpts)
@@ -42,7 +44,7 @@ func newWALRig(t *testing.T, dbOpts sqlitedb.Options, opts replication.SQLiteOpt
 		default:
 			t.Errorf("checkpoint results overflowed the test's buffer")
 		}
-	})
+	}, onHold)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -128,15 +130,14 @@ func withDeadline(t *testing.T, what string, f func() error) {
 }
 
 // TestSQLiteWALStaysBounded: under a sustained concurrent load that never
-// lets the writer idle for long, the -wal file stays near the documented
-// bound, twice MaxWALPages plus what the writer appends while a checkpoint
-// runs (the test allows two more MaxWALPages for that: on a loaded machine
-// a checkpoint takes tens of milliseconds), though the load appends many
-// times that; and the checkpointer both copies and resets the WAL.
+// lets the writer idle for long, the -wal file stays under the documented
+// bound, twice MaxWALPages plus a commit or two (the test allows a
+// MaxWALPages for that), though the load appends many times that; and the
+// checkpointer both copies and resets the WAL.
 func TestSQLiteWALStaysBounded(t *testing.T) {
 	const pages, maxPages = 512, 2048
 	w := newWALRig(t, sqlitedb.Options{Synchronous: sqlitedb.SynchronousNormal},
-		replication.SQLiteOptions{CheckpointPages: pages, MaxWALPages: maxPages}, nil)
+		replication.SQLiteOptions{CheckpointPages: pages, MaxWALPages: maxPages}, nil, nil)
 	ctx := context.Background()
 	const workers, cycles = 8, 2200
 	var (
@@ -168,7 +169,7 @@ func TestSQLiteWALStaysBounded(t *testing.T) {
 	for len(w.results) > 0 {
 		results = append(results, <-w.results)
 	}
-	const bound = 4 * maxPages
+	const bound = 3 * maxPages
 	if largest > bound {
 		t.Fatalf("the -wal file reached %d frames, want at most %d (MaxWALPages %d)", largest, bound, maxPages)
 	}
@@ -210,25 +211,37 @@ func TestSQLiteWALStaysBounded(t *testing.T) {
 	}
 }
 
+// holdSecondCheckpoint returns a Before hook that holds the checkpointer in
+// its second checkpoint (the first measures how many pages a commit
+// appends) until release is called (at the latest when the test ends,
+// before the replicator closes), and held, closed once it does.
+func holdSecondCheckpoint() (before func(sqlitewal.Mode), held <-chan struct{}, release func()) {
+	h, r := make(chan struct{}), make(chan struct{})
+	var calls atomic.Int32
+	var releaseOnce sync.Once
+	release = func() { releaseOnce.Do(func() { close(r) }) }
+	return func(sqlitewal.Mode) {
+		if calls.Add(1) == 2 {
+			close(h)
+			<-r
+		}
+	}, h, release
+}
+
 // TestSQLiteCommitsDoNotWaitForTheCheckpointer holds the checkpointer inside
-// its first checkpoint and shows that commits go on: the WAL grows far past
-// SQLite's automatic threshold of 1000 pages (so the writer's connection does
-// not checkpoint inside its commits either). Once released, the checkpointer
-// finds the WAL over its bound and, the writer being idle, truncates it.
+// a checkpoint and shows that commits go on: the WAL grows far past
+// SQLite's automatic threshold of 1000 pages, so the writer's connection
+// does not checkpoint inside its commits either. Once released, the
+// checkpointer measures the whole WAL.
 func TestSQLiteCommitsDoNotWaitForTheCheckpointer(t *testing.T) {
-	const pages, maxPages = 64, 256
-	held, release := make(chan struct{}), make(chan struct{})
-	var once sync.Once
+	const pages, maxPages = 64, 2048 // the hard bound, 4096, is out of reach
+	before, held, release := holdSecondCheckpoint()
 	w := newWALRig(t, sqlitedb.Options{Synchronous: sqlitedb.SynchronousNormal},
-		replication.SQLiteOptions{CheckpointPages: pages, MaxWALPages: maxPages},
-		func(sqlitewal.Mode) {
-			once.Do(func() {
-				close(held)
-				<-release
-			})
-		})
+		replication.SQLiteOptions{CheckpointPages: pages, MaxWALPages: maxPages}, before,
+		func() { t.Error("the writer waited for a reset below the hard bound") })
+	t.Cleanup(release) // runs before the rig's cleanups: Close must not wait for a held checkpointer
 	ctx := context.Background()
-	const target = 1500 // frames: past SQLite's 1000 and 3×MaxWALPages
+	const target = 1500 // frames: past SQLite's 1000
 	withDeadline(t, "commits while the checkpointer is held", func() error {
 		holding := false
 		for i := 0; w.walFrames() < target; i++ {
@@ -251,18 +264,68 @@ func TestSQLiteCommitsDoNotWaitForTheCheckpointer(t *testing.T) {
 		return nil
 	})
 	if t.Failed() {
-		close(release)
 		return
 	}
-	close(release)
-	r := w.await("reset of the WAL", func(r sqlitewal.Result) bool { return isReset(r) && r.Err == nil && !r.Busy })
-	if r.Mode != sqlitewal.Truncate {
-		t.Fatalf("the WAL was reset with %s, want TRUNCATE (the file had grown past 3×MaxWALPages)", r.Mode)
+	frames := w.walFrames()
+	release()
+	// The held checkpoint copies the WAL as it was when it was let go, or
+	// more: nothing was lost while the writer went on without it.
+	w.await(fmt.Sprintf("PASSIVE checkpoint of the whole WAL (%d frames)", frames), func(r sqlitewal.Result) bool {
+		return r.Mode == sqlitewal.Passive && r.Err == nil && r.Checkpointed >= frames
+	})
+}
+
+// TestSQLiteWriterWaitsAtTheHardBound: with the checkpointer held, the
+// writer goes on until the WAL reaches about twice MaxWALPages and then
+// waits for a reset, which the checkpointer does once released; then the
+// writer goes on.
+func TestSQLiteWriterWaitsAtTheHardBound(t *testing.T) {
+	const pages, maxPages = 64, 256
+	before, held, release := holdSecondCheckpoint()
+	waiting := make(chan struct{})
+	var once sync.Once
+	w := newWALRig(t, sqlitedb.Options{Synchronous: sqlitedb.SynchronousNormal},
+		replication.SQLiteOptions{CheckpointPages: pages, MaxWALPages: maxPages}, before,
+		func() { once.Do(func() { close(waiting) }) })
+	t.Cleanup(release)
+	ctx := context.Background()
+	const cycles = 2000 // ~6000 commits: far more than the WAL may hold
+	wrote := make(chan error, 1)
+	go func() {
+		for range cycles {
+			if err := w.cycle(ctx); err != nil {
+				wrote <- err
+				return
+			}
+		}
+		wrote <- nil
+	}()
+	select {
+	case <-waiting:
+	case err := <-wrote:
+		t.Fatalf("the writer committed %d cycles with the checkpointer held (-wal file: %d frames, err %v); want it held at %d frames",
+			cycles, w.walFrames(), err, 2*maxPages)
+	case <-time.After(walFailAfter):
+		t.Fatalf("the writer was not held within %v", walFailAfter)
 	}
-	if n := w.walFrames(); n != 0 {
-		t.Fatalf("the -wal file is %d frames after the TRUNCATE, want 0", n)
+	select {
+	case <-held: // (the writer may reach the bound just before the checkpointer is held)
+	case <-time.After(walFailAfter):
+		t.Fatalf("the writer is held but the checkpointer did not start within %v", walFailAfter)
 	}
-	withDeadline(t, "a commit after the reset", func() error { return w.cycle(ctx) })
+	if n := w.walFrames(); n > 2*maxPages+pages {
+		t.Errorf("the writer was held at %d frames, want about %d", n, 2*maxPages)
+	}
+	release()
+	w.await("a reset", func(r sqlitewal.Result) bool { return isReset(r) && r.Err == nil && !r.Busy })
+	select {
+	case err := <-wrote:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(walFailAfter):
+		t.Fatalf("the writer did not finish within %v of the reset", walFailAfter)
+	}
 }
 
 // TestSQLiteCheckpointDoesNotWaitForReaders: a reader keeps an old snapshot,
@@ -273,7 +336,7 @@ func TestSQLiteCommitsDoNotWaitForTheCheckpointer(t *testing.T) {
 func TestSQLiteCheckpointDoesNotWaitForReaders(t *testing.T) {
 	const pages, maxPages = 32, 64
 	w := newWALRig(t, sqlitedb.Options{Synchronous: sqlitedb.SynchronousNormal, BusyTimeoutMs: 60_000},
-		replication.SQLiteOptions{CheckpointPages: pages, MaxWALPages: maxPages}, nil)
+		replication.SQLiteOptions{CheckpointPages: pages, MaxWALPages: maxPages}, nil, nil)
 	ctx := context.Background()
 	db, err := sqlitedb.Open(ctx, w.path, sqlitedb.Options{BusyTimeoutMs: 60_000})
 	if err != nil {
@@ -354,7 +417,7 @@ func TestSQLiteCloseStopsTheCheckpointer(t *testing.T) {
 			case checkpointed <- struct{}{}:
 			default:
 			}
-		})
+		}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -11,27 +11,33 @@
 // milliseconds, where a commit otherwise takes well under one.
 //
 // A Checkpointer runs PASSIVE checkpoints instead, on a pool connection that
-// is not the writer's: a PASSIVE checkpoint takes no lock a commit waits for
-// and never waits itself, so commits go on while it copies. What it cannot
-// do is end the WAL while commits keep arriving: it copies what was there
-// when it started, and the WAL restarts only if no commit came meanwhile.
-// Under a load that never pauses (or while a reader keeps an old snapshot
-// open) the WAL would grow without end, so once a PASSIVE checkpoint finds
-// it at MaxPages or more, the Checkpointer resets it with a RESTART
-// checkpoint, which needs the write lock. The writer brackets each of its
-// transactions with BeginWrite and EndWrite, so the Checkpointer can take
-// that turn itself: when the writer is idle, right after another PASSIVE
-// checkpoint has copied nearly everything, so that the reset only copies
-// the last few pages; and its connection's busy timeout is zero for it, so
-// it never waits for a reader (it gives up until the next round) or for
-// another process's writer. A commit that arrives meanwhile waits for it.
-// Only if the WAL reaches twice MaxPages without the writer ever being idle
-// does the Checkpointer wait for the writer's current transaction to end
-// and reset the WAL before the next: the one case where a commit is made to
-// wait on purpose. A RESTART reuses the WAL file; if the file had grown
-// past three times MaxPages (a reader held an old snapshot for long, or
-// checkpoints failed), the reset is a TRUNCATE instead, which gives the
-// space back.
+// is not the writer's, every Pages pages or so: a PASSIVE checkpoint takes
+// no lock a commit waits for and never waits itself, so commits go on while
+// it copies. What it cannot do is end the WAL while commits keep arriving:
+// it copies what was there when it started, and the WAL restarts only if no
+// commit came meanwhile. Under a load that never pauses (or while a reader
+// keeps an old snapshot open) the WAL would grow without end, so once a
+// PASSIVE checkpoint finds it at MaxPages or more, the Checkpointer resets
+// it with a RESTART checkpoint, which needs the write lock. The writer
+// brackets each of its transactions with BeginWrite and EndWrite, so the
+// Checkpointer can take that turn itself: when the writer is idle, right
+// after another PASSIVE checkpoint has copied nearly everything, so that
+// the reset only copies the last few pages, on a connection whose busy
+// timeout is zero, so that it never waits for a reader (it gives up until
+// the next round) or another process's writer. A commit that arrives
+// meanwhile waits for it.
+//
+// If the writer is never idle and the WAL reaches twice MaxPages anyway (a
+// PASSIVE checkpoint on a slow disk can take tens of milliseconds, while a
+// busy writer appends thousands of pages), EndWrite notices and holds the
+// writer's next transaction until the Checkpointer has reset the WAL: the
+// one case where a commit is made to wait on purpose, for about one
+// checkpoint. If a reader's snapshot makes that reset fail, the writer goes
+// on and is held again only after another MaxPages.
+//
+// A RESTART reuses the WAL file; if the file had grown past three times
+// MaxPages (a reader held an old snapshot for long, or checkpoints failed),
+// the reset is a TRUNCATE instead, which gives the space back.
 //
 // The package imports no driver: it takes a *sql.DB.
 package sqlitewal
@@ -69,9 +75,9 @@ type Result struct {
 	// checkpoint was running).
 	Busy bool
 	// Log is the number of pages (frames) in the WAL, Checkpointed how many
-	// of them are now copied into the database.
+	// of them are now copied into the database; -1 when unknown.
 	Log, Checkpointed int64
-	Err               error
+	Err error
 }
 
 // Options configure Start. Pages and MaxPages are required.
@@ -79,12 +85,12 @@ type Options struct {
 	// Pages: a PASSIVE checkpoint runs once about this many pages were
 	// appended to the WAL since the last one.
 	Pages int64
-	// MaxPages: a WAL found at or above it is reset with a RESTART
-	// checkpoint when the writer is idle (see the package doc). At least
-	// Pages.
+	// MaxPages: a WAL found at or above it is reset at the writer's next
+	// idle moment, and the writer is held at twice it until it is (see the
+	// package doc). At least Pages.
 	MaxPages int64
 	// Idle reports whether the writer has nothing to commit right now. nil
-	// means it never is (a reset then happens only at twice MaxPages).
+	// means it never is.
 	Idle func() bool
 	// Logger receives checkpoint failures. Defaults to slog.Default().
 	Logger *slog.Logger
@@ -96,11 +102,15 @@ type Options struct {
 	// Observe, if set, receives every checkpoint's result on the
 	// checkpointer's goroutine.
 	Observe func(Result)
+	// OnHold, if set, runs on the writer's goroutine when BeginWrite starts
+	// waiting for a reset at the hard bound.
+	OnHold func()
 }
 
 // initialFramesPerCommit is the guess of the WAL pages a commit appends
 // until the first checkpoint measures it; a guess above the usual 2–6 makes
-// the first checkpoint come early rather than late.
+// the first checkpoint come early rather than late (and, were that one
+// held up, the writer be held early rather than late).
 const initialFramesPerCommit = 8
 
 // Checkpointer owns the goroutine that checkpoints one database. The writer
@@ -110,25 +120,30 @@ type Checkpointer struct {
 	db   *sql.DB
 	opts Options
 
-	turn     sync.Mutex                    // held by the writer for each transaction, and by a reset
-	hold     atomic.Pointer[chan struct{}] // set while a forced reset waits for its turn
-	commits  atomic.Int64                  // counted by EndWrite
-	due      atomic.Int64                  // EndWrite wakes the goroutine once commits reach it
-	wantIdle atomic.Bool                   // a reset waits for the writer's next idle moment
-	wake     chan struct{}
-	ctx      context.Context
-	cancel   context.CancelFunc
-	done     chan struct{}
-	once     sync.Once
+	turn    sync.Mutex                    // held by the writer for each transaction, and by a reset
+	hold    atomic.Pointer[chan struct{}] // set by EndWrite at the hard bound; closed after the reset
+	commits atomic.Int64                  // counted by EndWrite
+	due     atomic.Int64                  // EndWrite wakes the goroutine once commits reach it
+	// The last measurement of the WAL, for EndWrite's estimate: pages in
+	// it, the commit count then, and pages appended per commit (float64
+	// bits). Written by the goroutine only.
+	frames    atomic.Int64
+	base      atomic.Int64
+	perCommit atomic.Uint64
+	limit     atomic.Int64 // EndWrite holds the writer when the estimate reaches it
+	wantIdle  atomic.Bool  // a reset waits for the writer's next idle moment
+	wake      chan struct{}
+	ctx       context.Context
+	cancel    context.CancelFunc
+	done      chan struct{}
+	once      sync.Once
 
 	// Owned by the goroutine.
-	perCommit float64 // WAL pages appended per commit (a moving average)
-	base      int64   // commits when the WAL was last measured
-	frames    int64   // pages in the WAL when last measured
-	largest   int64   // the most pages measured since the WAL file was last truncated
-	reset     bool    // the WAL passed MaxPages: reset it at an idle moment
-	off       bool    // the database is not in WAL mode: nothing to do
-	lastErr   string  // the last failure logged, so a persistent one is logged once
+	largest int64  // the most pages measured since the WAL file was last truncated
+	sampled bool   // perCommit is measured, not the initial guess
+	reset   bool   // the WAL passed MaxPages: reset it at an idle moment
+	off     bool   // the database is not in WAL mode: nothing to do
+	lastErr string // the last failure logged, so a persistent one is logged once
 }
 
 // Start validates opts and starts the checkpointer's goroutine.
@@ -151,8 +166,9 @@ func Start(db *sql.DB, opts Options) (*Checkpointer, error) {
 	c := &Checkpointer{
 		db: db, opts: opts, wake: make(chan struct{}, 1),
 		ctx: ctx, cancel: cancel, done: make(chan struct{}),
-		perCommit: initialFramesPerCommit,
 	}
+	c.perCommit.Store(math.Float64bits(initialFramesPerCommit))
+	c.limit.Store(2 * opts.MaxPages)
 	c.schedule()
 	go c.run()
 	return c, nil
@@ -162,17 +178,33 @@ func Start(db *sql.DB, opts Options) (*Checkpointer, error) {
 // waits only while the Checkpointer resets the WAL (see the package doc).
 func (c *Checkpointer) BeginWrite() {
 	if h := c.hold.Load(); h != nil {
-		<-*h // a forced reset goes first: the mutex alone would let the writer barge in
+		if c.opts.OnHold != nil {
+			c.opts.OnHold()
+		}
+		select {
+		case <-*h: // the mutex alone would let the writer barge in before the reset
+		case <-c.done:
+		}
 	}
 	c.turn.Lock()
 }
 
 // EndWrite is called by the writer after its transaction committed (or
-// rolled back). It never blocks: it wakes the goroutine only when a
-// checkpoint is due.
+// rolled back). It never blocks: it wakes the goroutine when a checkpoint
+// is due, and at the hard bound has the next BeginWrite wait for a reset.
 func (c *Checkpointer) EndWrite(committed bool) {
 	c.turn.Unlock()
-	if committed && c.commits.Add(1) >= c.due.Load() {
+	if !committed {
+		return
+	}
+	n := c.commits.Add(1)
+	if c.hold.Load() == nil && c.estimate(n) >= float64(c.limit.Load()) {
+		h := make(chan struct{})
+		c.hold.CompareAndSwap(nil, &h)
+		c.signal()
+		return
+	}
+	if n >= c.due.Load() {
 		c.signal()
 	}
 }
@@ -185,8 +217,11 @@ func (c *Checkpointer) Idle() {
 	}
 }
 
-// Close stops the goroutine, interrupting a checkpoint in progress, and
-// waits for it. Safe to call twice.
+// Close stops the goroutine and waits for it, which lets a checkpoint in
+// progress finish: interrupting SQLite there could leave the connection
+// marked interrupted, and the *sql.DB's own checkpoint when it closes would
+// then fail and leave the WAL behind. A writer held for a reset goes on.
+// Safe to call twice.
 func (c *Checkpointer) Close() {
 	c.once.Do(func() {
 		c.cancel()
@@ -201,6 +236,16 @@ func (c *Checkpointer) signal() {
 	}
 }
 
+// estimate is the pages in the WAL now, n being the commit count.
+func (c *Checkpointer) estimate(n int64) float64 {
+	return float64(c.frames.Load()) + c.grown(n)
+}
+
+// grown estimates the pages appended to the WAL since it was last measured.
+func (c *Checkpointer) grown(n int64) float64 {
+	return float64(n-c.base.Load()) * math.Float64frombits(c.perCommit.Load())
+}
+
 func (c *Checkpointer) run() {
 	defer close(c.done)
 	for {
@@ -209,152 +254,188 @@ func (c *Checkpointer) run() {
 			return
 		case <-c.wake:
 		}
-		if !c.off {
-			c.step()
+		if c.off {
+			if h := c.hold.Swap(nil); h != nil {
+				close(*h)
+			}
+			continue
 		}
+		c.step()
 	}
 }
 
 // step runs the checkpoints that are due.
 func (c *Checkpointer) step() {
+	if h := c.hold.Load(); h != nil {
+		c.forcedReset(h)
+	}
+	if c.ctx.Err() != nil {
+		return
+	}
 	n := c.commits.Load()
 	if c.grown(n) >= float64(c.opts.Pages) {
 		if c.passive(n) {
-			c.reset = c.frames >= c.opts.MaxPages
+			c.reset = c.frames.Load() >= c.opts.MaxPages
 		}
 	}
-	if c.reset && c.tryReset() {
-		c.reset = false
+	if c.reset && c.opts.Idle() {
+		// Once per PASSIVE round that found the WAL over MaxPages: now if
+		// the writer is idle, else at its next idle moment.
+		if c.grown(c.commits.Load()) >= float64(c.opts.Pages)/16 {
+			// Copy what the last round left, without the writer's turn, so
+			// that the reset itself has almost nothing to copy.
+			c.passive(c.commits.Load())
+		}
+		if tried, _ := c.resetWAL(false); tried {
+			c.reset = false
+		}
 	}
 	c.wantIdle.Store(c.reset)
 	c.schedule()
 }
 
-// tryReset resets the WAL if the writer is idle, or if the WAL has reached
-// twice MaxPages. It reports whether it tried (once per PASSIVE round that
-// found the WAL over MaxPages: a reader in the way is waited out by the
-// next round, not here).
-func (c *Checkpointer) tryReset() bool {
-	force := float64(c.frames)+c.grown(c.commits.Load()) >= 2*float64(c.opts.MaxPages)
-	if !force && !c.opts.Idle() {
-		return false
+// forcedReset resets the WAL while h holds the writer, then lets it go. If
+// a reader's snapshot is in the way, the writer is held again only after
+// another MaxPages.
+func (c *Checkpointer) forcedReset(h *chan struct{}) {
+	defer func() {
+		c.hold.Store(nil)
+		close(*h)
+	}()
+	if _, ok := c.resetWAL(true); !ok {
+		c.limit.Store(int64(c.estimate(c.commits.Load())) + c.opts.MaxPages)
 	}
-	if c.grown(c.commits.Load()) >= float64(c.opts.Pages)/16 {
-		// Copy what the last round left, without the writer's turn, so
-		// that the reset itself has almost nothing to copy.
-		c.passive(c.commits.Load())
-	}
-	if force {
-		h := make(chan struct{})
-		c.hold.Store(&h)
-		c.turn.Lock()
-		defer func() {
-			c.hold.Store(nil)
-			close(h)
-		}()
-	} else if !c.turn.TryLock() {
-		return false // the writer began a transaction: wait for it to idle again
-	}
-	defer c.turn.Unlock()
-	if c.ctx.Err() != nil {
-		return true
-	}
-	mode := Restart
-	if c.largest > 3*c.opts.MaxPages {
-		mode = Truncate
-	}
-	n := c.commits.Load()
-	if r := c.checkpoint(mode); r.Err == nil && !r.Busy {
-		// The next commit starts the WAL from its beginning.
-		c.frames, c.base = 0, n
-		if mode == Truncate {
-			c.largest = 0
-		}
-	}
-	return true
+	c.reset = false
 }
 
-// grown estimates the pages appended to the WAL since it was last measured.
-func (c *Checkpointer) grown(n int64) float64 {
-	return float64(n-c.base) * c.perCommit
-}
-
-// schedule sets the commit count at which EndWrite wakes the goroutine: the
-// next PASSIVE checkpoint, or twice MaxPages when a reset is waiting.
+// schedule sets the commit count at which EndWrite wakes the goroutine for
+// the next PASSIVE checkpoint.
 func (c *Checkpointer) schedule() {
-	due := c.base + int64(math.Ceil(float64(c.opts.Pages)/c.perCommit))
-	if c.reset {
-		left := max(2*float64(c.opts.MaxPages)-float64(c.frames), 0)
-		due = min(due, c.base+int64(math.Ceil(left/c.perCommit)))
-	}
-	c.due.Store(max(due, c.base+1))
+	per := math.Float64frombits(c.perCommit.Load())
+	base := c.base.Load()
+	c.due.Store(max(base+int64(math.Ceil(float64(c.opts.Pages)/per)), base+1))
 }
 
 // passive runs a PASSIVE checkpoint, n being the commit count read before
 // it, and reports whether it measured the WAL.
 func (c *Checkpointer) passive(n int64) bool {
-	r := c.checkpoint(Passive)
+	r := c.checkpoint()
 	if r.Err != nil || r.Log < 0 {
-		c.base = n // try again after another Pages of growth
+		c.base.Store(n) // try again after another Pages of growth
 		return false
 	}
-	appended := r.Log - c.frames
-	if r.Log < c.frames { // the WAL restarted in between
+	frames, base := c.frames.Load(), c.base.Load()
+	appended := r.Log - frames
+	if r.Log < frames { // the WAL restarted in between
 		appended = r.Log
 	}
-	if d := n - c.base; d > 0 && appended > 0 {
-		c.perCommit = max((c.perCommit+float64(appended)/float64(d))/2, 1)
+	if d := n - base; d > 0 && appended > 0 {
+		per := float64(appended) / float64(d)
+		if c.sampled {
+			per = (per + math.Float64frombits(c.perCommit.Load())) / 2
+		}
+		c.perCommit.Store(math.Float64bits(max(per, 1)))
+		c.sampled = true
 	}
-	c.frames, c.base = r.Log, n
+	c.measured(r.Log, n)
 	c.largest = max(c.largest, r.Log)
 	return true
 }
 
-// checkpoint runs one checkpoint and reports it.
-func (c *Checkpointer) checkpoint(mode Mode) Result {
+// measured records that the WAL held frames pages at commit count n.
+func (c *Checkpointer) measured(frames, n int64) {
+	c.frames.Store(frames)
+	c.base.Store(n)
+}
+
+// checkpoint runs a PASSIVE checkpoint and reports it.
+func (c *Checkpointer) checkpoint() Result {
+	const mode = Passive
 	if c.opts.Before != nil {
 		c.opts.Before(mode)
 	}
-	r := Result{Mode: mode}
+	r := Result{Mode: mode, Log: -1, Checkpointed: -1}
 	var busy int
-	if mode == Passive {
-		r.Err = c.db.QueryRowContext(c.ctx, "PRAGMA wal_checkpoint(PASSIVE)").Scan(&busy, &r.Log, &r.Checkpointed)
-	} else {
-		busy, r.Log, r.Checkpointed, r.Err = c.resetNoWait(mode)
+	conn, err := c.db.Conn(c.ctx) // the context only bounds the wait for the pool (see Close)
+	if err == nil {
+		err = conn.QueryRowContext(context.Background(), "PRAGMA wal_checkpoint(PASSIVE)").Scan(&busy, &r.Log, &r.Checkpointed)
+		conn.Close()
 	}
+	r.Err = err
 	r.Busy = busy != 0
 	if r.Err == nil && !r.Busy && r.Log < 0 {
 		c.off = true // not in WAL mode
+		c.limit.Store(math.MaxInt64)
 	}
 	c.report(r)
 	return r
 }
 
-// resetNoWait runs a RESTART or TRUNCATE checkpoint on a connection whose
-// busy timeout is zero for the call, so it never waits for a reader (or
-// another process's writer) while the writer waits for it.
-func (c *Checkpointer) resetNoWait(mode Mode) (busy int, log, done int64, err error) {
-	conn, err := c.db.Conn(c.ctx)
+// resetWAL resets the WAL in the writer's turn: waiting for the transaction
+// in progress if force, else only if the writer is not in one. It reports
+// whether it tried and whether the WAL was reset.
+func (c *Checkpointer) resetWAL(force bool) (tried, ok bool) {
+	mode := Restart
+	if c.largest > 3*c.opts.MaxPages {
+		mode = Truncate
+	}
+	if c.opts.Before != nil {
+		c.opts.Before(mode)
+	}
+	// The connection first: waiting for the pool must not hold the writer.
+	conn, restore, err := c.noWaitConn()
 	if err != nil {
-		return 0, 0, 0, err
+		c.report(Result{Mode: mode, Log: -1, Checkpointed: -1, Err: err})
+		return true, false
 	}
-	defer conn.Close()
+	defer restore()
+	if force {
+		c.turn.Lock()
+	} else if !c.turn.TryLock() {
+		return false, false // the writer began a transaction: wait for it to idle again
+	}
+	defer c.turn.Unlock()
+	n := c.commits.Load()
+	r := Result{Mode: mode, Log: -1, Checkpointed: -1}
+	var busy int
+	r.Err = conn.QueryRowContext(context.Background(), "PRAGMA wal_checkpoint("+string(mode)+")").Scan(&busy, &r.Log, &r.Checkpointed)
+	r.Busy = busy != 0
+	ok = r.Err == nil && !r.Busy && r.Log >= 0
+	if ok {
+		// The next commit starts the WAL from its beginning.
+		c.measured(0, n)
+		c.limit.Store(2 * c.opts.MaxPages)
+		if mode == Truncate {
+			c.largest = 0
+		}
+	}
+	c.report(r)
+	return true, ok
+}
+
+// noWaitConn takes a pool connection and sets its busy timeout to zero, so
+// that a reset on it never waits for a reader (or another process's writer)
+// while the writer waits for the reset. restore gives the connection back
+// to the pool with its own timeout, or closes it.
+func (c *Checkpointer) noWaitConn() (conn *sql.Conn, restore func(), err error) {
+	if conn, err = c.db.Conn(c.ctx); err != nil {
+		return nil, nil, err
+	}
 	var prev int
-	if err := conn.QueryRowContext(c.ctx, "PRAGMA busy_timeout").Scan(&prev); err != nil {
-		return 0, 0, 0, err
+	ctx := context.Background() // never interrupt SQLite (see Close)
+	if err = conn.QueryRowContext(ctx, "PRAGMA busy_timeout").Scan(&prev); err == nil {
+		_, err = conn.ExecContext(ctx, "PRAGMA busy_timeout = 0")
 	}
-	if _, err := conn.ExecContext(c.ctx, "PRAGMA busy_timeout = 0"); err != nil {
-		return 0, 0, 0, err
+	if err != nil {
+		conn.Close()
+		return nil, nil, err
 	}
-	defer func() {
-		// The connection goes back to the pool: with its own timeout, or
-		// not at all.
-		if _, rerr := conn.ExecContext(context.WithoutCancel(c.ctx), fmt.Sprintf("PRAGMA busy_timeout = %d", prev)); rerr != nil {
+	return conn, func() {
+		if _, err := conn.ExecContext(ctx, fmt.Sprintf("PRAGMA busy_timeout = %d", prev)); err != nil {
 			_ = conn.Raw(func(any) error { return driver.ErrBadConn })
 		}
-	}()
-	err = conn.QueryRowContext(c.ctx, "PRAGMA wal_checkpoint("+string(mode)+")").Scan(&busy, &log, &done)
-	return busy, log, done, err
+		conn.Close()
+	}, nil
 }
 
 func (c *Checkpointer) report(r Result) {
