@@ -77,7 +77,7 @@ type Result struct {
 	// Log is the number of pages (frames) in the WAL, Checkpointed how many
 	// of them are now copied into the database; -1 when unknown.
 	Log, Checkpointed int64
-	Err error
+	Err               error
 }
 
 // Options configure Start. Pages and MaxPages are required.
