@@ -24,7 +24,7 @@ const (
 	// WAL grow by between two of its background checkpoints.
 	DefaultCheckpointPages = 1000
 	// DefaultMaxWALPages is the WAL size, in pages, past which a
-	// SQLiteReplicator resets the WAL when the writer is idle (when
+	// SQLiteReplicator resets the WAL at the writer's next idle moment (when
 	// CheckpointPages is left at its default).
 	DefaultMaxWALPages = 4 * DefaultCheckpointPages
 	// DefaultMaxBatch is the most changes committed in one transaction.
@@ -91,10 +91,10 @@ type SQLiteOptions struct {
 	// MaxWALPages bounds the WAL: when a checkpoint finds it at MaxWALPages
 	// pages or more (because commits never paused long enough for a PASSIVE
 	// checkpoint to end it, or a reader kept an old snapshot), the
-	// checkpointer resets it at the writer's next idle moment, and at once
-	// if it reaches twice MaxWALPages. The WAL file stays under about twice
-	// MaxWALPages pages while no reader holds a snapshot for long. At least
-	// CheckpointPages; defaults to four times CheckpointPages.
+	// checkpointer resets it at the writer's next idle moment; at twice
+	// MaxWALPages the writer waits for that reset. The WAL file stays under
+	// about twice MaxWALPages pages while no reader holds a snapshot for
+	// long. At least CheckpointPages; defaults to four times CheckpointPages.
 	MaxWALPages int
 	// SinkRetryMin is the first delay before a failed sink is retried; the
 	// delay doubles up to SinkRetryMax. Defaults to 100 ms and 30 s.

@@ -20,7 +20,9 @@ import (
 // It takes a *sql.DB that the caller opened (package sqlitedb opens one in
 // WAL mode with _txlock=immediate) and does not close it. The writer keeps
 // one of the pool's connections for itself, so the pool must allow at least
-// two. Create it with
+// two; the replicator's checkpointer, which keeps the WAL short without a
+// commit ever waiting for a checkpoint (see the package doc, "WAL
+// checkpoints"), and the readers share the others. Create it with
 // NewSQLiteReplicator; it is safe for concurrent use and is also a
 // prometheus.Collector.
 //
@@ -41,8 +43,8 @@ var (
 
 // NewSQLiteReplicator creates the schema in db if needed (versioned; a newer
 // schema is refused), resumes the event sequence after the newest stored
-// event and starts the writer. Storage errors are unavailable
-// *resourcelease.Error values naming opts.Path.
+// event and starts the writer and the checkpointer. Storage errors are
+// unavailable *resourcelease.Error values naming opts.Path.
 func NewSQLiteReplicator(ctx context.Context, db *sql.DB, opts SQLiteOptions) (*SQLiteReplicator, error) {
 	return newSQLiteReplicator(ctx, db, opts, checkpointHooks{})
 }
@@ -195,7 +197,8 @@ func (r *SQLiteReplicator) Err() error { return r.c.Err() }
 
 // Close implements resourcelease.Replicator: it commits everything recorded
 // (completing every Ack), lets the asynchronous sinks catch up unless they
-// fail, stops the writer and releases its prepared statements. It does not
+// fail, stops the writer and the checkpointer (letting a checkpoint in
+// progress finish) and releases its prepared statements. It does not
 // close the *sql.DB. Later Records fail with ErrClosed. It returns the storage
 // error if the replicator was poisoned. Safe to call twice.
 func (r *SQLiteReplicator) Close() error { return r.c.Close() }
