@@ -328,6 +328,7 @@ func (c *Checkpointer) passive(n int64) bool {
 	appended := r.Log - frames
 	if r.Log < frames { // the WAL restarted in between
 		appended = r.Log
+		c.limit.Store(2 * c.opts.MaxPages) // whatever a reader's snapshot made it before
 	}
 	if d := n - base; d > 0 && appended > 0 {
 		per := float64(appended) / float64(d)
