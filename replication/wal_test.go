@@ -211,60 +211,68 @@ func TestSQLiteWALStaysBounded(t *testing.T) {
 	}
 }
 
-// holdSecondCheckpoint returns a Before hook that holds the checkpointer in
-// its second checkpoint (the first measures how many pages a commit
-// appends) until release is called (at the latest when the test ends,
-// before the replicator closes), and held, closed once it does.
-func holdSecondCheckpoint() (before func(sqlitewal.Mode), held <-chan struct{}, release func()) {
+// holdCheckpoint returns a Before hook that, once arm is called, holds the
+// checkpointer in its next checkpoint until release is called (at the
+// latest when the test ends, before the replicator closes), and held,
+// closed once it does.
+func holdCheckpoint() (before func(sqlitewal.Mode), arm func(), held <-chan struct{}, release func()) {
 	h, r := make(chan struct{}), make(chan struct{})
-	var calls atomic.Int32
-	var releaseOnce sync.Once
+	var armed atomic.Bool
+	var once, releaseOnce sync.Once
 	release = func() { releaseOnce.Do(func() { close(r) }) }
 	return func(sqlitewal.Mode) {
-		if calls.Add(1) == 2 {
-			close(h)
-			<-r
+		if armed.Load() {
+			once.Do(func() {
+				close(h)
+				<-r
+			})
 		}
-	}, h, release
+	}, func() { armed.Store(true) }, h, release
 }
 
 // TestSQLiteCommitsDoNotWaitForTheCheckpointer holds the checkpointer inside
-// a checkpoint and shows that commits go on: the WAL grows far past
+// its first checkpoint and shows that commits go on: the WAL grows far past
 // SQLite's automatic threshold of 1000 pages, so the writer's connection
 // does not checkpoint inside its commits either. Once released, the
 // checkpointer measures the whole WAL.
 func TestSQLiteCommitsDoNotWaitForTheCheckpointer(t *testing.T) {
-	const pages, maxPages = 64, 2048 // the hard bound, 4096, is out of reach
-	before, held, release := holdSecondCheckpoint()
+	const pages, maxPages = 64, 1 << 20 // the hard bound is out of reach
+	before, arm, held, release := holdCheckpoint()
+	arm()
 	w := newWALRig(t, sqlitedb.Options{Synchronous: sqlitedb.SynchronousNormal},
 		replication.SQLiteOptions{CheckpointPages: pages, MaxWALPages: maxPages}, before,
 		func() { t.Error("the writer waited for a reset below the hard bound") })
 	t.Cleanup(release) // runs before the rig's cleanups: Close must not wait for a held checkpointer
 	ctx := context.Background()
-	const target = 1500 // frames: past SQLite's 1000
 	withDeadline(t, "commits while the checkpointer is held", func() error {
-		holding := false
-		for i := 0; w.walFrames() < target; i++ {
-			if i == 10_000 {
-				t.Errorf("the -wal file is %d frames after %d cycles, want %d", w.walFrames(), i, target)
-				break
+		for i := 0; ; i++ {
+			select {
+			case <-held:
+			default:
+				if i == 10_000 {
+					t.Error("the checkpointer never started a checkpoint")
+					return nil
+				}
+				if err := w.cycle(ctx); err != nil {
+					return err
+				}
+				continue
 			}
+			break
+		}
+		// About 900 commits, 2700 pages: nothing may checkpoint them.
+		for range 300 {
 			if err := w.cycle(ctx); err != nil {
 				return err
 			}
-			select {
-			case <-held:
-				holding = true
-			default:
-			}
-		}
-		if !holding {
-			t.Error("the checkpointer never started a checkpoint")
 		}
 		return nil
 	})
 	if t.Failed() {
 		return
+	}
+	if n := w.walFrames(); n < 1500 {
+		t.Fatalf("the -wal file is %d frames after 900 commits with the checkpointer held; something checkpointed (SQLite's automatic checkpoint, at 1000 pages?)", n)
 	}
 	frames := w.walFrames()
 	release()
@@ -281,7 +289,7 @@ func TestSQLiteCommitsDoNotWaitForTheCheckpointer(t *testing.T) {
 // writer goes on.
 func TestSQLiteWriterWaitsAtTheHardBound(t *testing.T) {
 	const pages, maxPages = 64, 256
-	before, held, release := holdSecondCheckpoint()
+	before, arm, held, release := holdCheckpoint()
 	waiting := make(chan struct{})
 	var once sync.Once
 	w := newWALRig(t, sqlitedb.Options{Synchronous: sqlitedb.SynchronousNormal},
@@ -289,6 +297,18 @@ func TestSQLiteWriterWaitsAtTheHardBound(t *testing.T) {
 		func() { once.Do(func() { close(waiting) }) })
 	t.Cleanup(release)
 	ctx := context.Background()
+	// A first checkpoint measures how many pages a commit appends, which
+	// the writer's estimate of the WAL needs; hold the next one.
+	withDeadline(t, "commits until a first checkpoint", func() error {
+		for len(w.results) == 0 {
+			if err := w.cycle(ctx); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	w.await("a first PASSIVE checkpoint", func(r sqlitewal.Result) bool { return r.Mode == sqlitewal.Passive && r.Err == nil })
+	arm()
 	const cycles = 2000 // ~6000 commits: far more than the WAL may hold
 	wrote := make(chan error, 1)
 	go func() {
@@ -313,10 +333,16 @@ func TestSQLiteWriterWaitsAtTheHardBound(t *testing.T) {
 	case <-time.After(walFailAfter):
 		t.Fatalf("the writer is held but the checkpointer did not start within %v", walFailAfter)
 	}
-	if n := w.walFrames(); n > 2*maxPages+pages {
-		t.Errorf("the writer was held at %d frames, want about %d", n, 2*maxPages)
+	// The checkpointer is held, so every result is in: the next one is the
+	// held checkpoint's, which counts the WAL the writer is held at.
+	for len(w.results) > 0 {
+		<-w.results
 	}
 	release()
+	r := w.await("the held checkpoint", func(sqlitewal.Result) bool { return true })
+	if r.Err != nil || r.Log > 2*maxPages+pages {
+		t.Errorf("the held checkpoint found %+v, want the writer held at about %d frames", r, 2*maxPages)
+	}
 	w.await("a reset", func(r sqlitewal.Result) bool { return isReset(r) && r.Err == nil && !r.Busy })
 	select {
 	case err := <-wrote:

@@ -108,9 +108,10 @@ type Options struct {
 }
 
 // initialFramesPerCommit is the guess of the WAL pages a commit appends
-// until the first checkpoint measures it; a guess above the usual 2–6 makes
-// the first checkpoint come early rather than late (and, were that one
-// held up, the writer be held early rather than late).
+// that schedules the first checkpoint, which measures it: a guess above the
+// usual 2–6 makes that checkpoint come early rather than late. Until then
+// the hard bound counts one page per commit, the least a commit appends, so
+// that a first checkpoint held up never holds the writer early.
 const initialFramesPerCommit = 8
 
 // Checkpointer owns the goroutine that checkpoints one database. The writer
@@ -126,7 +127,7 @@ type Checkpointer struct {
 	due     atomic.Int64                  // EndWrite wakes the goroutine once commits reach it
 	// The last measurement of the WAL, for EndWrite's estimate: pages in
 	// it, the commit count then, and pages appended per commit (float64
-	// bits). Written by the goroutine only.
+	// bits; 1 until measured). Written by the goroutine only.
 	frames    atomic.Int64
 	base      atomic.Int64
 	perCommit atomic.Uint64
@@ -167,7 +168,7 @@ func Start(db *sql.DB, opts Options) (*Checkpointer, error) {
 		db: db, opts: opts, wake: make(chan struct{}, 1),
 		ctx: ctx, cancel: cancel, done: make(chan struct{}),
 	}
-	c.perCommit.Store(math.Float64bits(initialFramesPerCommit))
+	c.perCommit.Store(math.Float64bits(1))
 	c.limit.Store(2 * opts.MaxPages)
 	c.schedule()
 	go c.run()
@@ -246,6 +247,20 @@ func (c *Checkpointer) grown(n int64) float64 {
 	return float64(n-c.base.Load()) * math.Float64frombits(c.perCommit.Load())
 }
 
+// isDue reports whether a PASSIVE checkpoint is due at commit count n.
+func (c *Checkpointer) isDue(n int64) bool {
+	return float64(n-c.base.Load())*c.perCommitGuess() >= float64(c.opts.Pages)
+}
+
+// perCommitGuess is perCommit once measured, else initialFramesPerCommit.
+// Only the goroutine calls it.
+func (c *Checkpointer) perCommitGuess() float64 {
+	if !c.sampled {
+		return initialFramesPerCommit
+	}
+	return math.Float64frombits(c.perCommit.Load())
+}
+
 func (c *Checkpointer) run() {
 	defer close(c.done)
 	for {
@@ -272,19 +287,18 @@ func (c *Checkpointer) step() {
 	if c.ctx.Err() != nil {
 		return
 	}
-	n := c.commits.Load()
-	if c.grown(n) >= float64(c.opts.Pages) {
-		if c.passive(n) {
+	if c.isDue(c.commits.Load()) {
+		if c.passive() {
 			c.reset = c.frames.Load() >= c.opts.MaxPages
 		}
 	}
 	if c.reset && c.opts.Idle() {
 		// Once per PASSIVE round that found the WAL over MaxPages: now if
 		// the writer is idle, else at its next idle moment.
-		if c.grown(c.commits.Load()) >= float64(c.opts.Pages)/16 {
+		if c.grown(c.commits.Load()) >= float64(c.opts.Pages)/16 || !c.sampled {
 			// Copy what the last round left, without the writer's turn, so
 			// that the reset itself has almost nothing to copy.
-			c.passive(c.commits.Load())
+			c.passive()
 		}
 		if tried, _ := c.resetWAL(false); tried {
 			c.reset = false
@@ -311,15 +325,15 @@ func (c *Checkpointer) forcedReset(h *chan struct{}) {
 // schedule sets the commit count at which EndWrite wakes the goroutine for
 // the next PASSIVE checkpoint.
 func (c *Checkpointer) schedule() {
-	per := math.Float64frombits(c.perCommit.Load())
+	per := c.perCommitGuess()
 	base := c.base.Load()
 	c.due.Store(max(base+int64(math.Ceil(float64(c.opts.Pages)/per)), base+1))
 }
 
-// passive runs a PASSIVE checkpoint, n being the commit count read before
-// it, and reports whether it measured the WAL.
-func (c *Checkpointer) passive(n int64) bool {
-	r := c.checkpoint()
+// passive runs a PASSIVE checkpoint and reports whether it measured the
+// WAL.
+func (c *Checkpointer) passive() bool {
+	r, n := c.checkpoint()
 	if r.Err != nil || r.Log < 0 {
 		c.base.Store(n) // try again after another Pages of growth
 		return false
@@ -349,16 +363,21 @@ func (c *Checkpointer) measured(frames, n int64) {
 	c.base.Store(n)
 }
 
-// checkpoint runs a PASSIVE checkpoint and reports it.
-func (c *Checkpointer) checkpoint() Result {
+// checkpoint runs a PASSIVE checkpoint and reports it, with the commit
+// count read just before SQLite measured the WAL (so that the pages per
+// commit are measured right however long the wait for the pool, or the
+// checkpoint, took).
+func (c *Checkpointer) checkpoint() (Result, int64) {
 	const mode = Passive
 	if c.opts.Before != nil {
 		c.opts.Before(mode)
 	}
 	r := Result{Mode: mode, Log: -1, Checkpointed: -1}
 	var busy int
+	n := c.commits.Load()
 	conn, err := c.db.Conn(c.ctx) // the context only bounds the wait for the pool (see Close)
 	if err == nil {
+		n = c.commits.Load()
 		err = conn.QueryRowContext(context.Background(), "PRAGMA wal_checkpoint(PASSIVE)").Scan(&busy, &r.Log, &r.Checkpointed)
 		conn.Close()
 	}
@@ -369,7 +388,7 @@ func (c *Checkpointer) checkpoint() Result {
 		c.limit.Store(math.MaxInt64)
 	}
 	c.report(r)
-	return r
+	return r, n
 }
 
 // resetWAL resets the WAL in the writer's turn: waiting for the transaction
