@@ -36,6 +36,7 @@ type dispatcherRole struct {
 	dataDir  string
 	dbs      []*sql.DB
 	repl     replicator
+	detStore *deterministic.SQLiteStore // nil with memory storage
 	coord    *deterministic.Coordinator
 	tracker  *peerhealth.Tracker
 	monitor  *backpressure.Monitor
@@ -86,9 +87,10 @@ func startDispatcher(ctx context.Context, cfg *config.Config, logger *slog.Logge
 			return d, oerr
 		}
 		d.dbs = append(d.dbs, detDB)
-		if store, err = deterministic.NewSQLiteStore(ctx, detDB, deterministic.SQLiteConfig{}); err != nil {
+		if d.detStore, err = deterministic.NewSQLiteStore(ctx, detDB, deterministic.SQLiteConfig{}); err != nil {
 			return d, err
 		}
+		store = d.detStore
 	case config.StorageMemory:
 		mr, merr := replication.NewMemoryReplicator(replication.MemoryOptions{Logger: logger})
 		if merr != nil {
@@ -270,12 +272,17 @@ func (d *dispatcherRole) closeDispatcher() error {
 	return errors.Join(errs...)
 }
 
-// closeStorage flushes and closes the replicator and the databases.
+// closeStorage flushes and closes the replicator, then the deterministic
+// store it delivers to (stopping its checkpointer), then the databases.
 func (d *dispatcherRole) closeStorage() error {
 	var errs []error
 	if d.repl != nil {
 		errs = append(errs, d.repl.Close())
 		d.repl = nil
+	}
+	if d.detStore != nil {
+		errs = append(errs, d.detStore.Close())
+		d.detStore = nil
 	}
 	for _, db := range d.dbs {
 		errs = append(errs, db.Close())
