@@ -43,8 +43,8 @@ type SQLiteConfig struct {
 	CheckpointPages int
 	// MaxWALPages bounds the WAL: when a checkpoint finds it at MaxWALPages
 	// pages or more, the checkpointer resets it the next time no write is in
-	// progress, and at once if it reaches twice MaxWALPages. At least
-	// CheckpointPages; defaults to four times CheckpointPages.
+	// progress; at twice MaxWALPages the next write waits for that reset.
+	// At least CheckpointPages; defaults to four times CheckpointPages.
 	MaxWALPages int
 	// Logger receives checkpoint failures. Defaults to slog.Default().
 	Logger *slog.Logger
