@@ -5,12 +5,14 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"log/slog"
 	"regexp"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/leasemesh/leasemesh/internal/sqlitewal"
 	"github.com/leasemesh/leasemesh/resourcelease"
 )
 
@@ -23,6 +25,10 @@ const DefaultFileName = "deterministic.db"
 // DefaultTable is the table SQLiteStore uses when SQLiteConfig.Table is empty.
 const DefaultTable = "deterministic_state"
 
+// DefaultCheckpointPages is how many pages a SQLiteStore lets the WAL grow
+// by between two of its background checkpoints.
+const DefaultCheckpointPages = 1000
+
 // SQLiteConfig configures [NewSQLiteStore]. The zero value is valid.
 type SQLiteConfig struct {
 	// Table is the table the records live in. It must be a plain SQL
@@ -30,6 +36,18 @@ type SQLiteConfig struct {
 	// underscores, at most 64 characters, not starting with "sqlite_".
 	// Defaults to DefaultTable.
 	Table string
+	// CheckpointPages is how many pages the WAL may grow by before the
+	// store's checkpointer copies it back into the database with a PASSIVE
+	// checkpoint, which writes never wait for. Defaults to
+	// DefaultCheckpointPages (1000: 4 MiB with 4 KiB pages).
+	CheckpointPages int
+	// MaxWALPages bounds the WAL: when a checkpoint finds it at MaxWALPages
+	// pages or more, the checkpointer resets it the next time no write is in
+	// progress; at twice MaxWALPages the next write waits for that reset.
+	// At least CheckpointPages; defaults to four times CheckpointPages.
+	MaxWALPages int
+	// Logger receives checkpoint failures. Defaults to slog.Default().
+	Logger *slog.Logger
 }
 
 var tableName = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]{0,63}$`)
@@ -40,6 +58,21 @@ func (c SQLiteConfig) withDefaults() (SQLiteConfig, error) {
 	}
 	if !tableName.MatchString(c.Table) || strings.HasPrefix(strings.ToLower(c.Table), "sqlite_") {
 		return c, invalidArgument("sqlite table name %q is not a plain identifier (letters, digits, underscores; at most 64; not sqlite_*)", c.Table)
+	}
+	switch {
+	case c.CheckpointPages < 0:
+		return c, invalidArgument("CheckpointPages must not be negative, got %d", c.CheckpointPages)
+	case c.MaxWALPages < 0:
+		return c, invalidArgument("MaxWALPages must not be negative, got %d", c.MaxWALPages)
+	}
+	if c.CheckpointPages == 0 {
+		c.CheckpointPages = DefaultCheckpointPages
+	}
+	if c.MaxWALPages == 0 {
+		c.MaxWALPages = 4 * c.CheckpointPages
+	}
+	if c.MaxWALPages < c.CheckpointPages {
+		return c, invalidArgument("MaxWALPages %d is below CheckpointPages %d", c.MaxWALPages, c.CheckpointPages)
 	}
 	return c, nil
 }
@@ -53,10 +86,16 @@ func (c SQLiteConfig) withDefaults() (SQLiteConfig, error) {
 // Set is an upsert (INSERT ... ON CONFLICT(key) DO UPDATE) and TryAdd an
 // INSERT ... ON CONFLICT(key) DO NOTHING whose affected-row count says whether
 // it added the record, so concurrent TryAdds on one key, in one process or
-// several, have exactly one winner. Every statement runs in its own implicit
-// transaction, except that TryAddMany ([BatchStateStore]) runs a whole batch
-// of TryAdds in one, and is durable when the method returns (as durable as
-// the database's synchronous setting makes it).
+// several, have exactly one winner. Every write is one transaction — a whole
+// batch of TryAdds for TryAddMany ([BatchStateStore]) — and is durable when
+// the method returns (as durable as the database's synchronous setting makes
+// it). The store's writes take turns (a write waits for the one in progress
+// in this process rather than for SQLite's lock), and none of them runs a
+// WAL checkpoint: each turns SQLite's automatic checkpoint off on its
+// connection, and a goroutine of the store's own copies the WAL back with
+// checkpoints that writes do not wait for, keeping it bounded (see
+// SQLiteConfig.CheckpointPages and MaxWALPages, and the replication
+// package's doc, "WAL checkpoints", which explains the tradeoff).
 //
 // RecordedAt is stored in UTC as RFC 3339 text with nine fractional digits and
 // read back equal (==) to rec.RecordedAt.UTC(); times outside years 0000-9999
@@ -70,14 +109,20 @@ func (c SQLiteConfig) withDefaults() (SQLiteConfig, error) {
 // error.resourcelease.storage_unavailable naming the operation and the key,
 // wrapping the driver's error.
 //
-// A SQLiteStore is safe for concurrent use. Close releases its prepared
-// statements; it does not close the *sql.DB, which belongs to the caller.
+// A SQLiteStore is safe for concurrent use. Close stops its checkpointer and
+// releases its prepared statements; it does not close the *sql.DB, which
+// belongs to the caller. The connections the store wrote with keep the
+// automatic checkpoint off.
 type SQLiteStore struct {
 	db     *sql.DB
 	table  string
 	get    *sql.Stmt
 	set    *sql.Stmt
 	tryAdd *sql.Stmt
+	noAuto *sql.Stmt // PRAGMA wal_autocheckpoint = 0, run in every write transaction
+
+	turn chan struct{}           // capacity 1: held by the write in progress
+	ck   *sqlitewal.Checkpointer // nil only while NewSQLiteStore fails
 
 	closed    atomic.Bool // set by Close; TryAddMany checks it, as tx.Stmt would re-prepare a closed statement
 	closeOnce sync.Once
@@ -110,7 +155,7 @@ func NewSQLiteStore(ctx context.Context, db *sql.DB, cfg SQLiteConfig) (*SQLiteS
 	if _, err := db.ExecContext(ctx, schema); err != nil {
 		return nil, sqliteError(ctx, "create table "+t, err)
 	}
-	s := &SQLiteStore{db: db, table: t}
+	s := &SQLiteStore{db: db, table: t, turn: make(chan struct{}, 1)}
 	for _, p := range []struct {
 		dst   **sql.Stmt
 		query string
@@ -121,6 +166,7 @@ func NewSQLiteStore(ctx context.Context, db *sql.DB, cfg SQLiteConfig) (*SQLiteS
 			payload = excluded.payload, recorded_at = excluded.recorded_at`},
 		{&s.tryAdd, `INSERT INTO "` + t + `" (key, kind, version, payload, recorded_at) VALUES (?, ?, ?, ?, ?)
 			ON CONFLICT(key) DO NOTHING`},
+		{&s.noAuto, `PRAGMA wal_autocheckpoint = 0`},
 	} {
 		stmt, err := db.PrepareContext(ctx, p.query)
 		if err != nil {
@@ -129,7 +175,52 @@ func NewSQLiteStore(ctx context.Context, db *sql.DB, cfg SQLiteConfig) (*SQLiteS
 		}
 		*p.dst = stmt
 	}
+	if s.ck, err = sqlitewal.Start(db, sqlitewal.Options{
+		Pages: int64(cfg.CheckpointPages), MaxPages: int64(cfg.MaxWALPages),
+		Idle: func() bool { return len(s.turn) == 0 }, Logger: cfg.Logger, Path: "table " + t,
+	}); err != nil {
+		s.Close()
+		return nil, invalidArgument("%v", err)
+	}
 	return s, nil
+}
+
+// write runs fn in one write transaction, in the store's turn, on a
+// connection whose automatic checkpoint is off. op names the operation in
+// errors from beginning and committing; fn names its own.
+func (s *SQLiteStore) write(ctx context.Context, op string, fn func(tx *sql.Tx) error) error {
+	if s.closed.Load() {
+		return sqliteError(ctx, op, errStoreClosed)
+	}
+	select {
+	case s.turn <- struct{}{}:
+	case <-ctx.Done():
+		return resourcelease.AsError(ctx.Err())
+	}
+	defer func() {
+		<-s.turn
+		s.ck.Idle()
+	}()
+	committed := false
+	s.ck.BeginWrite()
+	defer func() { s.ck.EndWrite(committed) }()
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return sqliteError(ctx, op+": begin", err)
+	}
+	if _, err := tx.StmtContext(ctx, s.noAuto).ExecContext(ctx); err != nil {
+		_ = tx.Rollback()
+		return sqliteError(ctx, op+": turn the automatic checkpoint off", err)
+	}
+	if err := fn(tx); err != nil {
+		_ = tx.Rollback() // the error to report is err; a failed rollback leaves nothing committed either
+		return err
+	}
+	if err := tx.Commit(); err != nil {
+		return sqliteError(ctx, op+": commit", err)
+	}
+	committed = true
+	return nil
 }
 
 // Table returns the name of the table the store uses.
@@ -168,10 +259,13 @@ func (s *SQLiteStore) Set(ctx context.Context, key string, rec resourcelease.Rec
 	if err != nil {
 		return err
 	}
-	if _, err := s.set.ExecContext(ctx, args...); err != nil {
-		return sqliteError(ctx, fmt.Sprintf("set %q in %s", key, s.table), err)
-	}
-	return nil
+	op := fmt.Sprintf("set %q in %s", key, s.table)
+	return s.write(ctx, op, func(tx *sql.Tx) error {
+		if _, err := tx.StmtContext(ctx, s.set).ExecContext(ctx, args...); err != nil {
+			return sqliteError(ctx, op, err)
+		}
+		return nil
+	})
 }
 
 // TryAdd stores rec under key only if key is absent, and reports whether it did.
@@ -180,15 +274,21 @@ func (s *SQLiteStore) TryAdd(ctx context.Context, key string, rec resourcelease.
 	if err != nil {
 		return false, err
 	}
-	res, err := s.tryAdd.ExecContext(ctx, args...)
-	if err != nil {
-		return false, sqliteError(ctx, fmt.Sprintf("try-add %q to %s", key, s.table), err)
-	}
-	n, err := res.RowsAffected()
-	if err != nil {
-		return false, sqliteError(ctx, fmt.Sprintf("try-add %q to %s: rows affected", key, s.table), err)
-	}
-	return n == 1, nil
+	op := fmt.Sprintf("try-add %q to %s", key, s.table)
+	added := false
+	err = s.write(ctx, op, func(tx *sql.Tx) error {
+		res, err := tx.StmtContext(ctx, s.tryAdd).ExecContext(ctx, args...)
+		if err != nil {
+			return sqliteError(ctx, op, err)
+		}
+		n, err := res.RowsAffected()
+		if err != nil {
+			return sqliteError(ctx, op+": rows affected", err)
+		}
+		added = n == 1
+		return nil
+	})
+	return added && err == nil, err
 }
 
 // TryAddMany stores each of recs whose key is absent, in order, in one
@@ -213,17 +313,13 @@ func (s *SQLiteStore) TryAddMany(ctx context.Context, recs []KeyedRecord) ([]boo
 	if len(recs) == 0 {
 		return []bool{}, nil
 	}
-	tx, err := s.db.BeginTx(ctx, nil)
+	var added []bool
+	err := s.write(ctx, fmt.Sprintf("try-add-many of %d records to %s", len(recs), s.table), func(tx *sql.Tx) (err error) {
+		added, err = s.tryAddManyTx(ctx, tx, recs)
+		return err
+	})
 	if err != nil {
-		return nil, sqliteError(ctx, fmt.Sprintf("try-add-many of %d records to %s: begin", len(recs), s.table), err)
-	}
-	added, err := s.tryAddManyTx(ctx, tx, recs)
-	if err != nil {
-		_ = tx.Rollback() // the error to report is err; a failed rollback leaves nothing committed either
 		return nil, err
-	}
-	if err := tx.Commit(); err != nil {
-		return nil, sqliteError(ctx, fmt.Sprintf("try-add-many of %d records to %s: commit", len(recs), s.table), err)
 	}
 	return added, nil
 }
@@ -248,13 +344,16 @@ func (s *SQLiteStore) tryAddManyTx(ctx context.Context, tx *sql.Tx, recs []Keyed
 	return added, nil
 }
 
-// Close releases the prepared statements. It does not close the database.
-// Calling it twice is safe; the store must not be used afterwards (its
-// methods then return unavailable errors).
+// Close stops the checkpointer and releases the prepared statements. It does
+// not close the database. Calling it twice is safe; the store must not be
+// used afterwards (its methods then return unavailable errors).
 func (s *SQLiteStore) Close() error {
 	s.closed.Store(true)
 	s.closeOnce.Do(func() {
-		for _, st := range []*sql.Stmt{s.get, s.set, s.tryAdd} {
+		if s.ck != nil {
+			s.ck.Close()
+		}
+		for _, st := range []*sql.Stmt{s.get, s.set, s.tryAdd, s.noAuto} {
 			if st != nil {
 				if err := st.Close(); err != nil && s.closeErr == nil {
 					s.closeErr = err

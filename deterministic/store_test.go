@@ -396,10 +396,10 @@ func corruptStore(t *testing.T) *deterministic.SQLiteStore {
 	if err := db.QueryRow("PRAGMA page_size").Scan(&pageSize); err != nil {
 		t.Fatal(err)
 	}
+	s.Close() // first: its checkpointer would make this TRUNCATE report busy
 	if _, err := db.Exec("PRAGMA wal_checkpoint(TRUNCATE)"); err != nil {
 		t.Fatal(err)
 	}
-	s.Close()
 	db.Close()
 	f, err := os.OpenFile(path, os.O_RDWR, 0)
 	if err != nil {

@@ -4,14 +4,17 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/leasemesh/leasemesh/deterministic"
 	"github.com/leasemesh/leasemesh/replication"
 	"github.com/leasemesh/leasemesh/resourcelease"
 	"github.com/leasemesh/leasemesh/sqlitedb"
@@ -270,4 +273,125 @@ func averageBatch(b *testing.B, r prometheus.Collector) float64 {
 		}
 	}
 	return 0
+}
+
+// fixedRate is the arrival rate of BenchmarkFixedRate: well below what the
+// SQLite replicator sustains, so the latency it measures is what a commit
+// costs when nothing queues, plus whatever stalls the writer.
+const fixedRate = 200
+
+// BenchmarkFixedRate starts enqueue → lease → complete cycles at a fixed 200
+// per second, open loop (a cycle starts on schedule whether or not earlier
+// ones finished, so a stall delays every cycle scheduled during it), through
+// the engine and the SQLite replicator. It reports the p50, p99 and max of
+// the cycle latency, measured from the cycle's scheduled start, the p99 and
+// max of one call (each waits for its change's commit), and how late the
+// load generator itself started a cycle at worst (late-max-ms: a busy
+// machine's share of the maximum, which no store can remove). b.N is the
+// number of cycles: -benchtime 6000x runs 30 s. The "+deterministic"
+// variants attach a deterministic.Coordinator on its own SQLite database as
+// the synchronous sink a Dispatcher attaches, so its commits are on the
+// path too.
+func BenchmarkFixedRate(b *testing.B) {
+	for _, mode := range []sqlitedb.Synchronous{sqlitedb.SynchronousNormal, sqlitedb.SynchronousFull} {
+		for _, det := range []bool{false, true} {
+			name := string(mode)
+			if det {
+				name += "+deterministic"
+			}
+			b.Run(name, func(b *testing.B) { runFixedRate(b, mode, det) })
+		}
+	}
+}
+
+func runFixedRate(b *testing.B, mode sqlitedb.Synchronous, det bool) {
+	ctx := context.Background()
+	dir := b.TempDir()
+	db := openDB(b, filepath.Join(dir, "replication.db"), sqlitedb.Options{Synchronous: mode})
+	r := newSQLite(b, db, replication.SQLiteOptions{Path: "bench.db"})
+	if det {
+		ddb := openDB(b, filepath.Join(dir, deterministic.DefaultFileName), sqlitedb.Options{Synchronous: sqlitedb.SynchronousNormal})
+		store, err := deterministic.NewSQLiteStore(ctx, ddb, deterministic.SQLiteConfig{})
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer store.Close()
+		coord, err := deterministic.NewCoordinator(deterministic.Config{Store: store})
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := r.AddSink(resourcelease.DeterministicSinkName, coord, resourcelease.SinkOptions{Synchronous: true}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	st, err := r.LoadState(ctx)
+	if err != nil {
+		b.Fatal(err)
+	}
+	q, err := resourcelease.NewEngine(resourcelease.QueueConfig{Capacity: -1, Journal: r, InitialState: st})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer q.Close()
+	cycles := make([]time.Duration, b.N)
+	calls := make([]time.Duration, 3*b.N)
+	late := make([]time.Duration, b.N)
+	errs := make(chan error, b.N)
+	var wg sync.WaitGroup
+	interval := time.Second / fixedRate
+	b.ResetTimer()
+	start := time.Now()
+	for i := range b.N {
+		due := start.Add(time.Duration(i) * interval)
+		time.Sleep(time.Until(due))
+		wg.Go(func() {
+			late[i] = time.Since(due)
+			call := func(k int, f func() error) error {
+				t0 := time.Now()
+				err := f()
+				calls[3*i+k] = time.Since(t0)
+				return err
+			}
+			var l *resourcelease.Lease
+			err := call(0, func() error { _, err := q.Enqueue(ctx, benchItem); return err })
+			if err == nil {
+				err = call(1, func() (err error) {
+					for l == nil && err == nil {
+						l, err = q.Lease(ctx, "bench", 0)
+					}
+					return err
+				})
+			}
+			if err == nil {
+				err = call(2, func() error { return q.Complete(ctx, l.OwnershipToken) })
+			}
+			if err != nil {
+				errs <- err
+				return
+			}
+			cycles[i] = time.Since(due)
+		})
+	}
+	wg.Wait()
+	b.StopTimer()
+	close(errs)
+	for err := range errs {
+		b.Fatal(err)
+	}
+	ms := func(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+	slices.Sort(cycles)
+	slices.Sort(calls)
+	b.ReportMetric(ms(percentile(cycles, 0.50)), "p50-ms")
+	b.ReportMetric(ms(percentile(cycles, 0.99)), "p99-ms")
+	b.ReportMetric(ms(cycles[len(cycles)-1]), "max-ms")
+	b.ReportMetric(ms(percentile(calls, 0.99)), "call-p99-ms")
+	b.ReportMetric(ms(calls[len(calls)-1]), "call-max-ms")
+	b.ReportMetric(ms(slices.Max(late)), "late-max-ms")
+	b.ReportMetric(0, "ns/op") // the rate is fixed: time per cycle says nothing
+}
+
+// percentile is the q-quantile of sorted (nearest rank).
+func percentile(sorted []time.Duration, q float64) time.Duration {
+	i := int(math.Ceil(q*float64(len(sorted)))) - 1
+	return sorted[min(max(i, 0), len(sorted)-1)]
 }

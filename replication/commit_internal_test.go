@@ -85,9 +85,6 @@ func BenchmarkCommitBatch(b *testing.B) {
 func newTestStore(tb testing.TB, db *sql.DB) *sqliteStore {
 	tb.Helper()
 	ctx := context.Background()
-	if err := migrate(ctx, db); err != nil {
-		tb.Fatal(err)
-	}
 	s := &sqliteStore{
 		sqliteReads: sqliteReads{db: db, path: "test.db", dedupeWindow: time.Minute, clock: resourcelease.SystemClock},
 		retention:   -1,
@@ -95,7 +92,7 @@ func newTestStore(tb testing.TB, db *sql.DB) *sqliteStore {
 		pin:         func() int64 { return 0 },
 		reserved:    1,
 	}
-	if err := s.open(ctx, DefaultCheckpointPages); err != nil {
+	if err := s.open(ctx); err != nil {
 		tb.Fatal(err)
 	}
 	return s

@@ -21,6 +21,9 @@ type backend interface {
 	commit(ctx context.Context, entries []*entry) error
 	// readEvents reads committed events with SequenceNumber > after, oldest first.
 	readEvents(ctx context.Context, after int64, limit int) ([]resourcelease.Event, error)
+	// setIdle tells the backend the writer is about to wait for work (true)
+	// or has some again (false). Only the writer goroutine calls it.
+	setIdle(idle bool)
 	// close releases what the backend holds (never the caller's *sql.DB).
 	close() error
 }
@@ -270,11 +273,17 @@ func (r *core) writer() {
 				retryC = retry.C()
 			}
 		}
+		if r.store != nil {
+			r.store.setIdle(true)
+		}
 		select {
 		case <-r.wake:
 		case <-retryC:
 			retry, retryC = nil, nil
 			r.retrySync(sinks)
+		}
+		if r.store != nil {
+			r.store.setIdle(false)
 		}
 	}
 }

@@ -35,7 +35,7 @@
 // What a commit costs is mostly the pages it dirties (each is a WAL frame
 // written at COMMIT), so the writer keeps that small: the writer owns one
 // connection with every statement prepared on it (BEGIN IMMEDIATE and COMMIT
-// included) and a larger WAL checkpoint threshold; events are stored in a
+// included) and never checkpoints (below); events are stored in a
 // compact binary form (a third of their JSON); statements are multi-row; an
 // existing item's row is updated in place; changes to the same item within a
 // batch are coalesced (an item enqueued and completed in one batch never gets
@@ -43,6 +43,49 @@
 // sequence id is persisted ahead of use (a reservation of 1024 ids), so it is
 // written once per thousand enqueues rather than every batch; after a restart
 // ids may skip, never repeat.
+//
+// # WAL checkpoints
+//
+// In WAL mode every commit appends its pages to the write-ahead log, and a
+// checkpoint copies them back into the database file so that the log can
+// start again. SQLite's automatic checkpoint runs inside the COMMIT that
+// takes the log past a threshold, which would make that one commit, and
+// every caller waiting on its batch, pay tens of milliseconds for the copy
+// and its fsync. So the writer's connection has the automatic checkpoint
+// off, and a goroutine of the replicator's own (stopped by Close) does the
+// copying, on another connection of the pool:
+//
+//   - every CheckpointPages pages (default 1000) a PASSIVE checkpoint, which
+//     neither waits for nor blocks a commit. It copies what the log held when
+//     it started; if no commit came meanwhile, the next commit starts the log
+//     from its beginning, which is what usually happens below saturation;
+//   - when a PASSIVE checkpoint finds the log at MaxWALPages or more (default
+//     four times CheckpointPages), because commits never paused long enough
+//     or a reader keeps an old snapshot, a RESTART checkpoint at the
+//     writer's next idle moment, right after another PASSIVE one has copied
+//     nearly everything. It needs the write lock, so it takes the writer's
+//     turn between two transactions: a commit that arrives in that window
+//     waits for it (a millisecond or so). Its busy timeout is zero, so it
+//     never waits for a reader while the writer waits for it: if a reader's
+//     snapshot is in the way it gives up until the next round;
+//   - only if the log reaches twice MaxWALPages anyway (a writer that is
+//     never idle, on a disk where a checkpoint takes long) is the writer's
+//     next transaction held until the log has been reset: the one deliberate
+//     stall, of about one checkpoint, the price of a bounded log. If a
+//     reader's snapshot makes that reset fail too, the writer goes on and is
+//     held again only after another MaxWALPages.
+//
+// So the -wal file stays under about twice MaxWALPages pages (by default
+// 8000 pages, some 32 MiB with 4 KiB pages) while no reader keeps a snapshot
+// open for long;
+// if one did and the file grew past three times MaxWALPages, the reset after
+// it truncates the file. A smaller CheckpointPages keeps the log smaller and
+// each checkpoint shorter (so that it ends the log more often); a larger one
+// copies a page that many commits change fewer times. Another connection
+// that checkpoints the same database (PRAGMA wal_checkpoint) may find the
+// replicator's checkpoint in progress and get SQLITE_BUSY back. The metrics
+// replication_wal_checkpoints_total{mode,result} and replication_wal_pages
+// show what the checkpointer does.
 //
 // # Why the queue state lives beside the log
 //
@@ -95,7 +138,9 @@
 // Both replicators are prometheus.Collectors (nothing is registered
 // globally): replication_events_total{event_type},
 // replication_last_sequence, replication_sink_lag_seconds{sink},
-// replication_commit_batch_size and replication_sink_failures_total{sink}.
+// replication_commit_batch_size and replication_sink_failures_total{sink};
+// the SQLite replicator also replication_wal_checkpoints_total{mode,result}
+// and replication_wal_pages.
 //
 // This package never imports the cgo SQLite driver: it takes a *sql.DB.
 // Open one with package sqlitedb.

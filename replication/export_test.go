@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 
+	"github.com/leasemesh/leasemesh/internal/sqlitewal"
 	"github.com/leasemesh/leasemesh/resourcelease"
 )
 
@@ -46,4 +47,13 @@ func repeat(s string, n int) string {
 		out += s
 	}
 	return out
+}
+
+// NewSQLiteReplicatorWithCheckpointHooks is NewSQLiteReplicator with hooks
+// on its checkpointer: before runs on the checkpointer's goroutine before
+// each checkpoint (and may block it), observe gets each checkpoint's result,
+// onHold runs when the writer starts waiting for a reset at the hard bound.
+func NewSQLiteReplicatorWithCheckpointHooks(ctx context.Context, db *sql.DB, opts SQLiteOptions,
+	before func(sqlitewal.Mode), observe func(sqlitewal.Result), onHold func()) (*SQLiteReplicator, error) {
+	return newSQLiteReplicator(ctx, db, opts, checkpointHooks{before: before, observe: observe, onHold: onHold})
 }

@@ -1,9 +1,11 @@
 package replication
 
 import (
+	"strings"
 	"sync"
 	"sync/atomic"
 
+	"github.com/leasemesh/leasemesh/internal/sqlitewal"
 	"github.com/leasemesh/leasemesh/resourcelease"
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -96,4 +98,56 @@ func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 	m.lag.Collect(ch)
 	m.batchSize.Collect(ch)
 	m.sinkFailures.Collect(ch)
+}
+
+// walMetrics are a SQLiteReplicator's checkpoint metrics.
+type walMetrics struct {
+	checkpoints *prometheus.CounterVec
+	pages       prometheus.Gauge
+}
+
+func newWALMetrics(labels prometheus.Labels) *walMetrics {
+	return &walMetrics{
+		checkpoints: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name:        "replication_wal_checkpoints_total",
+			Help:        "SQLite WAL checkpoints run by the replicator's checkpointer, by mode (passive, restart, truncate) and result (done, busy, error).",
+			ConstLabels: labels,
+		}, []string{"mode", "result"}),
+		pages: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name:        "replication_wal_pages",
+			Help:        "Pages in the SQLite write-ahead log at the last checkpoint (0 after a reset).",
+			ConstLabels: labels,
+		}),
+	}
+}
+
+// observe counts one checkpoint.
+func (m *walMetrics) observe(r sqlitewal.Result) {
+	result := "done"
+	switch {
+	case r.Err != nil:
+		result = "error"
+	case r.Busy:
+		result = "busy"
+	}
+	m.checkpoints.WithLabelValues(strings.ToLower(string(r.Mode)), result).Inc()
+	switch {
+	case r.Err != nil || r.Log < 0:
+	case r.Mode == sqlitewal.Passive:
+		m.pages.Set(float64(r.Log))
+	case !r.Busy:
+		m.pages.Set(0)
+	}
+}
+
+// Describe implements prometheus.Collector.
+func (m *walMetrics) Describe(ch chan<- *prometheus.Desc) {
+	m.checkpoints.Describe(ch)
+	m.pages.Describe(ch)
+}
+
+// Collect implements prometheus.Collector.
+func (m *walMetrics) Collect(ch chan<- prometheus.Metric) {
+	m.checkpoints.Collect(ch)
+	m.pages.Collect(ch)
 }

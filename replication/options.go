@@ -20,9 +20,13 @@ const (
 	// also keeps in memory, so sinks and tails that keep up never query the
 	// database.
 	DefaultCacheSize = 4096
-	// DefaultCheckpointPages is the writer connection's WAL auto-checkpoint
-	// threshold, in pages.
-	DefaultCheckpointPages = 8192
+	// DefaultCheckpointPages is how many pages a SQLiteReplicator lets the
+	// WAL grow by between two of its background checkpoints.
+	DefaultCheckpointPages = 1000
+	// DefaultMaxWALPages is the WAL size, in pages, past which a
+	// SQLiteReplicator resets the WAL at the writer's next idle moment (when
+	// CheckpointPages is left at its default).
+	DefaultMaxWALPages = 4 * DefaultCheckpointPages
 	// DefaultMaxBatch is the most changes committed in one transaction.
 	DefaultMaxBatch = 1024
 	// DefaultSinkRetryMin is the first delay before a failed sink is retried.
@@ -76,12 +80,22 @@ type SQLiteOptions struct {
 	CacheSize int
 	// MaxBatch is the most changes committed in one transaction. Defaults to 1024.
 	MaxBatch int
-	// CheckpointPages is the WAL auto-checkpoint threshold, in pages, of the
-	// writer's connection. SQLite's default, 1000, makes every few hundredth
-	// commit copy the WAL back (with an fsync); a larger threshold copies each
-	// hot page once per many more commits. Defaults to 8192 (32 MiB of WAL
+	// CheckpointPages is how many pages the WAL may grow by before the
+	// replicator's checkpointer copies it back into the database with a
+	// PASSIVE checkpoint, which commits never wait for (see the package
+	// doc, "WAL checkpoints"). Smaller keeps the WAL smaller and makes each
+	// checkpoint shorter, so that it more often ends the WAL; larger copies
+	// a page changed by many commits fewer times. Defaults to 1000 (4 MiB
 	// with 4 KiB pages).
 	CheckpointPages int
+	// MaxWALPages bounds the WAL: when a checkpoint finds it at MaxWALPages
+	// pages or more (because commits never paused long enough for a PASSIVE
+	// checkpoint to end it, or a reader kept an old snapshot), the
+	// checkpointer resets it at the writer's next idle moment; at twice
+	// MaxWALPages the writer waits for that reset. The WAL file stays under
+	// about twice MaxWALPages pages while no reader holds a snapshot for
+	// long. At least CheckpointPages; defaults to four times CheckpointPages.
+	MaxWALPages int
 	// SinkRetryMin is the first delay before a failed sink is retried; the
 	// delay doubles up to SinkRetryMax. Defaults to 100 ms and 30 s.
 	SinkRetryMin, SinkRetryMax time.Duration

@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"math"
 
+	"github.com/leasemesh/leasemesh/internal/sqlitewal"
 	"github.com/leasemesh/leasemesh/resourcelease"
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -19,7 +20,9 @@ import (
 // It takes a *sql.DB that the caller opened (package sqlitedb opens one in
 // WAL mode with _txlock=immediate) and does not close it. The writer keeps
 // one of the pool's connections for itself, so the pool must allow at least
-// two. Create it with
+// two; the replicator's checkpointer, which keeps the WAL short without a
+// commit ever waiting for a checkpoint (see the package doc, "WAL
+// checkpoints"), and the readers share the others. Create it with
 // NewSQLiteReplicator; it is safe for concurrent use and is also a
 // prometheus.Collector.
 //
@@ -29,6 +32,7 @@ import (
 type SQLiteReplicator struct {
 	c     *core
 	store *sqliteStore
+	wal   *walMetrics
 }
 
 var (
@@ -39,9 +43,20 @@ var (
 
 // NewSQLiteReplicator creates the schema in db if needed (versioned; a newer
 // schema is refused), resumes the event sequence after the newest stored
-// event and starts the writer. Storage errors are unavailable
-// *resourcelease.Error values naming opts.Path.
+// event and starts the writer and the checkpointer. Storage errors are
+// unavailable *resourcelease.Error values naming opts.Path.
 func NewSQLiteReplicator(ctx context.Context, db *sql.DB, opts SQLiteOptions) (*SQLiteReplicator, error) {
+	return newSQLiteReplicator(ctx, db, opts, checkpointHooks{})
+}
+
+// checkpointHooks let tests hold and watch the checkpointer.
+type checkpointHooks struct {
+	before  func(sqlitewal.Mode)
+	observe func(sqlitewal.Result)
+	onHold  func()
+}
+
+func newSQLiteReplicator(ctx context.Context, db *sql.DB, opts SQLiteOptions, hooks checkpointHooks) (*SQLiteReplicator, error) {
 	if db == nil {
 		return nil, invalidArg("NewSQLiteReplicator: db is nil")
 	}
@@ -54,6 +69,8 @@ func NewSQLiteReplicator(ctx context.Context, db *sql.DB, opts SQLiteOptions) (*
 		return nil, invalidArg("CacheSize must not be negative, got %d", opts.CacheSize)
 	case opts.CheckpointPages < 0:
 		return nil, invalidArg("CheckpointPages must not be negative, got %d", opts.CheckpointPages)
+	case opts.MaxWALPages < 0:
+		return nil, invalidArg("MaxWALPages must not be negative, got %d", opts.MaxWALPages)
 	case db.Stats().MaxOpenConnections == 1:
 		return nil, invalidArg("NewSQLiteReplicator: the *sql.DB allows one connection; the writer holds one and readers need another")
 	}
@@ -73,32 +90,55 @@ func NewSQLiteReplicator(ctx context.Context, db *sql.DB, opts SQLiteOptions) (*
 	if opts.CheckpointPages == 0 {
 		opts.CheckpointPages = DefaultCheckpointPages
 	}
+	if opts.MaxWALPages == 0 {
+		opts.MaxWALPages = 4 * opts.CheckpointPages
+	}
+	if opts.MaxWALPages < opts.CheckpointPages {
+		return nil, invalidArg("MaxWALPages %d is below CheckpointPages %d", opts.MaxWALPages, opts.CheckpointPages)
+	}
 	s := &sqliteStore{
 		sqliteReads: sqliteReads{db: db, path: opts.Path, dedupeWindow: opts.DedupeWindow, clock: c.clock},
 		retention:   int64(opts.Retention),
 		opIdx:       make(map[int64]int),
 	}
-	if err := migrate(ctx, db); err != nil {
-		return nil, s.fail("create schema", err)
+	if err := s.open(ctx); err != nil {
+		s.close()
+		return nil, err
 	}
 	last, err := s.lastEventSequence(ctx)
+	if err == nil {
+		var first int64
+		if first, err = s.firstEventSequence(ctx); err == nil {
+			s.trimmedTo = max(first-1, 0)
+		}
+	}
+	if err == nil {
+		if err = db.QueryRowContext(ctx, `SELECT value FROM replication_meta WHERE key = 'next_sequence_id'`).Scan(&s.reserved); err != nil {
+			err = s.fail("read next sequence id", err)
+		}
+	}
 	if err != nil {
-		return nil, err
-	}
-	first, err := s.firstEventSequence(ctx)
-	if err != nil {
-		return nil, err
-	}
-	s.trimmedTo = max(first-1, 0)
-	if err := db.QueryRowContext(ctx, `SELECT value FROM replication_meta WHERE key = 'next_sequence_id'`).Scan(&s.reserved); err != nil {
-		return nil, s.fail("read next sequence id", err)
-	}
-	if err := s.open(ctx, opts.CheckpointPages); err != nil {
 		s.close()
-		return nil, s.fail("prepare writer connection", err)
+		return nil, err
 	}
+	wal := newWALMetrics(c.labels)
+	ck, err := sqlitewal.Start(db, sqlitewal.Options{
+		Pages: int64(opts.CheckpointPages), MaxPages: int64(opts.MaxWALPages),
+		Idle: s.idle.Load, Logger: c.logger, Path: opts.Path, Before: hooks.before, OnHold: hooks.onHold,
+		Observe: func(r sqlitewal.Result) {
+			wal.observe(r)
+			if hooks.observe != nil {
+				hooks.observe(r)
+			}
+		},
+	})
+	if err != nil {
+		s.close()
+		return nil, invalidArg("%v", err)
+	}
+	s.ck = ck
 	s.lastDedupeCut = c.clock.Now()
-	r := &SQLiteReplicator{store: s}
+	r := &SQLiteReplicator{store: s, wal: wal}
 	r.c = newCore(c, s, newEventLog(opts.CacheSize, last+1), false, last)
 	s.pin = r.minApplied
 	return r, nil
@@ -164,13 +204,20 @@ func (r *SQLiteReplicator) Err() error { return r.c.Err() }
 
 // Close implements resourcelease.Replicator: it commits everything recorded
 // (completing every Ack), lets the asynchronous sinks catch up unless they
-// fail, stops the writer and releases its prepared statements. It does not
+// fail, stops the writer and the checkpointer (letting a checkpoint in
+// progress finish) and releases its prepared statements. It does not
 // close the *sql.DB. Later Records fail with ErrClosed. It returns the storage
 // error if the replicator was poisoned. Safe to call twice.
 func (r *SQLiteReplicator) Close() error { return r.c.Close() }
 
 // Describe implements prometheus.Collector.
-func (r *SQLiteReplicator) Describe(ch chan<- *prometheus.Desc) { r.c.m.Describe(ch) }
+func (r *SQLiteReplicator) Describe(ch chan<- *prometheus.Desc) {
+	r.c.m.Describe(ch)
+	r.wal.Describe(ch)
+}
 
 // Collect implements prometheus.Collector.
-func (r *SQLiteReplicator) Collect(ch chan<- prometheus.Metric) { r.c.m.Collect(ch) }
+func (r *SQLiteReplicator) Collect(ch chan<- prometheus.Metric) {
+	r.c.m.Collect(ch)
+	r.wal.Collect(ch)
+}

@@ -92,9 +92,14 @@ var mutableColumns = []string{"seq", "state", "attempt", "ready_at", "last_error
 	"last_token_attempt", "last_token_lease", "lease_attempt", "lease_id", "peer_id", "leased_at",
 	"dead_at", "dead_reason", "dead_code", "dead_event", "releases"}
 
+// txBeginner is a *sql.DB or a *sql.Conn.
+type txBeginner interface {
+	BeginTx(ctx context.Context, opts *sql.TxOptions) (*sql.Tx, error)
+}
+
 // migrate creates the schema if needed, in one transaction, and refuses a
 // database whose schema is newer than this build's.
-func migrate(ctx context.Context, db *sql.DB) error {
+func migrate(ctx context.Context, db txBeginner) error {
 	tx, err := db.BeginTx(ctx, nil)
 	if err != nil {
 		return err

@@ -5,8 +5,10 @@ import (
 	"database/sql"
 	"fmt"
 	"strings"
+	"sync/atomic"
 	"time"
 
+	"github.com/leasemesh/leasemesh/internal/sqlitewal"
 	"github.com/leasemesh/leasemesh/resourcelease"
 )
 
@@ -54,8 +56,10 @@ const seqReserve = 1024
 
 // sqliteStore is the SQLiteReplicator's backend. It owns one connection for
 // writing, with its statements prepared on it (BEGIN IMMEDIATE and COMMIT
-// included), so a commit never re-prepares or waits for the pool. Its fields
-// below the reads are owned by the writer goroutine and need no lock.
+// included), so a commit never re-prepares or waits for the pool, and a
+// checkpointer that keeps the WAL short from its own goroutine. Its fields
+// below the reads are owned by the writer goroutine and need no lock, but
+// for ck and idle.
 type sqliteStore struct {
 	sqliteReads
 	retention int64 // -1: keep all
@@ -64,6 +68,9 @@ type sqliteStore struct {
 	conn                                     *sql.Conn
 	begin, end, rollback, meta, trimE, trimD *sql.Stmt
 	stmts                                    [stmtKinds]map[int]*sql.Stmt
+
+	ck   *sqlitewal.Checkpointer // nil until started, and in tests of the store alone
+	idle atomic.Bool             // the writer is waiting for work
 
 	reserved      int64 // next_sequence_id as committed: above every issued id
 	trimmedTo     int64 // events at or below this were deleted
@@ -83,15 +90,21 @@ type sqliteStore struct {
 	dels   []int64
 }
 
-// open takes the writer connection and prepares the fixed statements.
-func (s *sqliteStore) open(ctx context.Context, checkpointPages int) error {
+// open takes the writer connection, turns SQLite's automatic checkpoint off
+// on it (the checkpointer goroutine runs them: a commit never does), creates
+// the schema through it and prepares the fixed statements. Its errors are
+// storage errors naming the stage.
+func (s *sqliteStore) open(ctx context.Context) error {
 	conn, err := s.db.Conn(ctx)
 	if err != nil {
-		return err
+		return s.fail("prepare writer connection", err)
 	}
 	s.conn = conn
-	if _, err := conn.ExecContext(ctx, fmt.Sprintf("PRAGMA wal_autocheckpoint = %d", checkpointPages)); err != nil {
-		return err
+	if _, err := conn.ExecContext(ctx, "PRAGMA wal_autocheckpoint = 0"); err != nil {
+		return s.fail("prepare writer connection", err)
+	}
+	if err := migrate(ctx, conn); err != nil {
+		return s.fail("create schema", err)
 	}
 	for _, p := range []struct {
 		st  **sql.Stmt
@@ -105,10 +118,19 @@ func (s *sqliteStore) open(ctx context.Context, checkpointPages int) error {
 		{&s.trimD, "DELETE FROM queue_dedupe WHERE seen_at <= ?"},
 	} {
 		if *p.st, err = conn.PrepareContext(ctx, p.sql); err != nil {
-			return err
+			return s.fail("prepare writer connection", err)
 		}
 	}
 	return nil
+}
+
+// setIdle implements backend: the writer has nothing to commit (or again
+// has), which the checkpointer waits for to reset the WAL.
+func (s *sqliteStore) setIdle(idle bool) {
+	s.idle.Store(idle)
+	if idle && s.ck != nil {
+		s.ck.Idle()
+	}
 }
 
 func (s *sqliteStore) stmt(ctx context.Context, kind, rows int) (*sql.Stmt, error) {
@@ -209,6 +231,12 @@ func (s *sqliteStore) commit(ctx context.Context, entries []*entry) (err error) 
 	}()
 	if err := s.collect(entries); err != nil {
 		return storageError(s.path, "apply change", err)
+	}
+	if s.ck != nil {
+		// The transaction is the writer's turn: a reset of the WAL waits for
+		// it, and it for a reset in progress.
+		s.ck.BeginWrite()
+		defer func() { s.ck.EndWrite(err == nil) }()
 	}
 	if _, err := s.begin.ExecContext(ctx); err != nil { // the write lock, now
 		return storageError(s.path, "begin", err)
@@ -512,14 +540,18 @@ func (s *sqliteStore) trim(ctx context.Context, last int64) (int64, time.Time, e
 	return trimmedTo, cut, nil
 }
 
-// close implements backend: it closes the statements and gives the writer
-// connection back to the pool with SQLite's default checkpoint threshold.
+// close implements backend: it stops the checkpointer, closes the
+// statements and gives the writer connection back to the pool with SQLite's
+// default checkpoint threshold.
 func (s *sqliteStore) close() error {
 	var first error
 	keep := func(err error) {
 		if err != nil && first == nil {
 			first = err
 		}
+	}
+	if s.ck != nil {
+		s.ck.Close()
 	}
 	for _, m := range s.stmts {
 		for _, st := range m {

@@ -311,6 +311,8 @@ func TestSQLiteOptionsValidation(t *testing.T) {
 		{"retention", db, replication.SQLiteOptions{Retention: -2}},
 		{"cache size", db, replication.SQLiteOptions{CacheSize: -1}},
 		{"checkpoint pages", db, replication.SQLiteOptions{CheckpointPages: -1}},
+		{"max WAL pages", db, replication.SQLiteOptions{MaxWALPages: -1}},
+		{"max WAL pages below checkpoint pages", db, replication.SQLiteOptions{CheckpointPages: 100, MaxWALPages: 99}},
 		{"max batch", db, replication.SQLiteOptions{MaxBatch: -1}},
 		{"retry min", db, replication.SQLiteOptions{SinkRetryMin: -time.Second}},
 		{"retry max below min", db, replication.SQLiteOptions{SinkRetryMin: time.Minute, SinkRetryMax: time.Second}},

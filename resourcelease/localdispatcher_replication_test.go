@@ -293,6 +293,7 @@ func TestDispatcherRestartSQLite(t *testing.T) {
 		t.Cleanup(func() { n.ddb.Close() })
 		store, err := deterministic.NewSQLiteStore(ctx, n.ddb, deterministic.SQLiteConfig{})
 		require.NoError(t, err)
+		t.Cleanup(func() { store.Close() }) // stops its checkpointer
 		n.coord, err = deterministic.NewCoordinator(deterministic.Config{Store: store})
 		require.NoError(t, err)
 		n.tracker, err = peerhealth.New(peerhealth.Config{Clock: clock})

@@ -43,6 +43,12 @@ type Options struct {
 // checks that it is usable now, so a corrupt, read-only or locked file is
 // reported at start, as an unavailable *resourcelease.Error naming the path,
 // rather than on the first write.
+//
+// The connections keep SQLite's automatic WAL checkpoint, which runs inside
+// a commit. leasemesh's stores (replication.SQLiteReplicator,
+// deterministic.SQLiteStore) turn it off on the connections they write with
+// and checkpoint from a goroutine of their own instead, so that no commit
+// waits for one; a database used directly keeps SQLite's behaviour.
 func Open(ctx context.Context, path string, opts Options) (*sql.DB, error) {
 	sync := opts.Synchronous
 	if sync == "" {

@@ -109,9 +109,10 @@ func (s storage) OpenStorage(ctx context.Context, opts leasemesh.StorageOptions)
 		return nil, err
 	}
 	closers = append(closers, detDB.Close)
-	state, err := deterministic.NewSQLiteStore(ctx, detDB, deterministic.SQLiteConfig{})
+	state, err := deterministic.NewSQLiteStore(ctx, detDB, deterministic.SQLiteConfig{Logger: opts.Logger})
 	if err != nil {
 		return nil, err
 	}
+	closers = append(closers, state.Close) // its checkpointer, before its database
 	return &leasemesh.Stores{Replicator: repl, State: state, Location: dir, Close: closeAll}, nil
 }
