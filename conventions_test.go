@@ -76,6 +76,8 @@ func TestConfigConvention(t *testing.T) {
 		}},
 		{"control.NewHandler", func() error { _, err := control.NewHandler(control.HandlerConfig{MaxBodyBytes: -1}); return err }},
 		{"control.NewClient", func() error { _, err := control.NewClient("ftp://x", control.ClientConfig{}); return err }},
+		{"worker.New without a Dispatcher", func() error { _, err := worker.New(nil, worker.Config{Handler: noop}); return err }},
+		{"transport.NewHandler without a Dispatcher", func() error { _, err := transport.NewHandler(nil, transport.HandlerConfig{}); return err }},
 		{"worker.New", func() error { _, err := worker.New(fake, worker.Config{Handler: noop, Concurrency: -1}); return err }},
 	}
 	for _, tt := range tests {

@@ -101,7 +101,7 @@ type Config struct {
 	// starts, so that they see every event from the first.
 	Sinks []Sink
 	// RecentEvents is how many of the newest events RecentEvents keeps for
-	// diagnostics. Defaults to 32.
+	// diagnostics. Defaults to 32; at most 10,000.
 	RecentEvents int
 
 	// Registerer receives every metric of the dispatcher and its parts.
@@ -129,18 +129,21 @@ type Sink struct {
 type Dispatcher struct {
 	*resourcelease.LocalDispatcher
 
-	stores   *Stores
-	tracker  *peerhealth.Tracker
-	monitor  *backpressure.Monitor // nil without backpressure
-	bpDiag   *backpressure.DiagnosticsListener
-	limiter  *backpressure.RateLimiter
-	recent   *replication.RecentLog
-	rpc      http.Handler
-	control  http.Handler
-	logger   *slog.Logger
-	closeMu  sync.Mutex
-	closed   bool
-	closeErr error
+	stores  *Stores
+	tracker *peerhealth.Tracker
+	monitor *backpressure.Monitor // nil without backpressure
+	bpDiag  *backpressure.DiagnosticsListener
+	limiter *backpressure.RateLimiter
+	recent  *replication.RecentLog
+	rpc     http.Handler
+	control http.Handler
+	logger  *slog.Logger
+	// unregister undoes what Open registered itself (the dispatcher and the
+	// replicator undo their own), so that a registry outlives a Dispatcher.
+	unregister func()
+	closeMu    sync.Mutex
+	closed     bool
+	closeErr   error
 }
 
 // Open opens cfg.Storage, rebuilds the queue from it (cancelled with ctx: a
@@ -153,8 +156,8 @@ func Open(ctx context.Context, cfg Config) (d *Dispatcher, err error) {
 	if cfg.Queue.Journal != nil || cfg.Queue.InitialState != nil {
 		return nil, invalid("Queue.Journal and Queue.InitialState are set by Open; leave them nil")
 	}
-	if cfg.RecentEvents < 0 {
-		return nil, invalid(fmt.Sprintf("RecentEvents must not be negative, got %d", cfg.RecentEvents))
+	if cfg.RecentEvents < 0 || cfg.RecentEvents > maxRecentEvents {
+		return nil, invalid(fmt.Sprintf("RecentEvents must be from 0 (default) to %d, got %d", maxRecentEvents, cfg.RecentEvents))
 	}
 	logger := cmp.Or(cfg.Logger, slog.Default())
 	clock := cfg.Clock
@@ -260,6 +263,7 @@ func Open(ctx context.Context, cfg Config) (d *Dispatcher, err error) {
 		if err = cfg.Registerer.Register(d.limiter); err != nil {
 			return d, err
 		}
+		d.unregister = func() { cfg.Registerer.Unregister(d.limiter) }
 	}
 
 	hc := cfg.Handler
@@ -288,6 +292,10 @@ func Open(ctx context.Context, cfg Config) (d *Dispatcher, err error) {
 	}
 	return d, nil
 }
+
+// maxRecentEvents bounds Config.RecentEvents by what one read of the log
+// returns, so that a restart fills the recent events with the newest ones.
+const maxRecentEvents = 10_000
 
 func invalid(msg string) error {
 	return resourcelease.Errorf(resourcelease.StatusInvalidArgument, resourcelease.CodeInvalidArgument, "leasemesh: %s", msg)
@@ -354,6 +362,9 @@ func (d *Dispatcher) Close() error {
 		if d.stores.Close != nil {
 			errs = append(errs, d.stores.Close())
 		}
+	}
+	if d.unregister != nil {
+		d.unregister()
 	}
 	d.closeErr = errors.Join(errs...)
 	return d.closeErr

@@ -148,3 +148,22 @@ func TestOpenIsCancelledByItsContext(t *testing.T) {
 	require.Nil(t, d)
 	require.True(t, errors.Is(err, context.Canceled) || resourcelease.AsError(err).Status == resourcelease.StatusCancelled, "%v", err)
 }
+
+// A registry outlives a Dispatcher: Close, or a failed Open, leaves nothing
+// registered that would make the next Open on it fail.
+func TestReopenOnTheSameRegistry(t *testing.T) {
+	reg := prometheus.NewPedanticRegistry()
+	cfg := leasemesh.Config{Storage: leasemesh.Memory(), Registerer: reg, Logger: quiet}
+	d, err := leasemesh.Open(context.Background(), cfg)
+	require.NoError(t, err)
+	require.NoError(t, d.Close())
+
+	bad := cfg
+	bad.Handler = transport.HandlerConfig{Namespace: "bad ns"}
+	_, err = leasemesh.Open(context.Background(), bad)
+	require.Error(t, err)
+
+	d, err = leasemesh.Open(context.Background(), cfg)
+	require.NoError(t, err, "the second Open on the registry")
+	require.NoError(t, d.Close())
+}

@@ -16,8 +16,10 @@ const (
 	// GET /items/{sequenceId} searches when HandlerConfig.ItemEventWindow is
 	// zero.
 	DefaultItemEventWindow = 1000
-	// MaxItemEventWindow is the largest HandlerConfig.ItemEventWindow.
-	MaxItemEventWindow = 100_000
+	// MaxItemEventWindow is the largest HandlerConfig.ItemEventWindow: the
+	// most events one read of the log returns, so the window searched is
+	// always the one reported.
+	MaxItemEventWindow = 10_000
 )
 
 // ItemReader is what GET /items and GET /items/{sequenceId} need of

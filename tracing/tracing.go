@@ -155,6 +155,13 @@ func (r *statusRecorder) Write(b []byte) (int, error) {
 // Unwrap lets http.ResponseController reach the underlying writer.
 func (r *statusRecorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
 
+// Flush lets a handler behind the middleware stream (server-sent events, a
+// long-poll's early headers) with a plain http.Flusher assertion.
+func (r *statusRecorder) Flush() {
+	r.wrote = true
+	_ = http.NewResponseController(r.ResponseWriter).Flush()
+}
+
 // Transport returns a RoundTripper that traces each call made through base
 // (http.DefaultTransport when nil) and sends the span's context in the
 // request's headers. Use it as the Transport of the *http.Client given to
@@ -231,7 +238,7 @@ func Inject(ctx context.Context, cfg Config, item resourcelease.Item) resourcele
 		return item
 	}
 	carrier := attributeCarrier{}
-	cfg.propagator().Inject(ctx, carrier)
+	itemPropagator.Inject(ctx, carrier)
 	if len(carrier) == 0 {
 		return item
 	}
@@ -248,8 +255,14 @@ func Inject(ctx context.Context, cfg Config, item resourcelease.Item) resourcele
 
 // Extract returns ctx with the trace context stored in item's attributes.
 func Extract(ctx context.Context, cfg Config, item resourcelease.Item) context.Context {
-	return cfg.propagator().Extract(ctx, attributeCarrier(item.Attributes))
+	return itemPropagator.Extract(ctx, attributeCarrier(item.Attributes))
 }
+
+// itemPropagator is what an item carries: W3C trace context only. Baggage
+// stays on the wire: it is the producer's to send, and storing it would put
+// whatever a client sends (up to kilobytes) into every item and overwrite a
+// user's own "baggage" attribute.
+var itemPropagator propagation.TextMapPropagator = propagation.TraceContext{}
 
 // Dispatcher returns d with Enqueue and EnqueueBatch storing the caller's
 // trace context with each item. Wrap the dispatcher the RPC handler serves

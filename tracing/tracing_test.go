@@ -10,6 +10,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/baggage"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	"go.opentelemetry.io/otel/trace"
@@ -191,4 +192,35 @@ func TestEnqueueBatchCarriesTraceContext(t *testing.T) {
 		require.Equal(t, root.SpanContext().TraceID(), got.TraceID(), l.Payload.ResourceID)
 	}
 	m.span(t, "resourcelease/enqueueBatch", trace.SpanKindServer)
+}
+
+// An item carries the trace context and nothing else: baggage in the
+// producer's context is not stored with it.
+func TestInjectStoresNoBaggage(t *testing.T) {
+	tp := sdktrace.NewTracerProvider()
+	cfg := tracing.Config{TracerProvider: tp}
+	m, err := baggage.NewMember("tenant", "acme")
+	require.NoError(t, err)
+	b, err := baggage.New(m)
+	require.NoError(t, err)
+	ctx, span := tp.Tracer("t").Start(baggage.ContextWithBaggage(context.Background(), b), "s")
+	defer span.End()
+	item := tracing.Inject(ctx, cfg, resourcelease.Item{Attributes: map[string]string{"baggage": "mine"}})
+	require.Equal(t, "mine", item.Attributes["baggage"], "a user's attribute is kept")
+	require.NotEmpty(t, item.Attributes[tracing.AttributeTraceParent])
+	require.Len(t, item.Attributes, 2)
+}
+
+// The middleware keeps http.Flusher working for what it wraps.
+func TestMiddlewareKeepsFlusher(t *testing.T) {
+	cfg := tracing.Config{TracerProvider: sdktrace.NewTracerProvider()}
+	h := tracing.Middleware(cfg)(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		f, ok := w.(http.Flusher)
+		require.True(t, ok, "the middleware's writer is an http.Flusher")
+		_, _ = w.Write([]byte("event\n"))
+		f.Flush()
+	}))
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, httptest.NewRequest(http.MethodPost, "/", nil))
+	require.True(t, rec.Flushed)
 }

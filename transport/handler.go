@@ -136,7 +136,7 @@ type route struct {
 // (Rpc-Header-Peer-Id, else x-peer-id) and Rpc-Service.
 func NewHandler(d resourcelease.Dispatcher, opts HandlerConfig) (http.Handler, error) {
 	if d == nil {
-		return nil, errors.New("transport: NewHandler: nil Dispatcher")
+		return nil, resourcelease.Errorf(resourcelease.StatusInvalidArgument, resourcelease.CodeInvalidArgument, "transport: NewHandler: nil Dispatcher")
 	}
 	h := &handler{
 		d:         d,

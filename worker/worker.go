@@ -163,10 +163,10 @@ const skewWarnBound = time.Hour
 // New returns a Worker that leases from d.
 func New(d resourcelease.Dispatcher, opts Config) (*Worker, error) {
 	if d == nil {
-		return nil, errors.New("worker: New: nil Dispatcher")
+		return nil, resourcelease.Errorf(resourcelease.StatusInvalidArgument, resourcelease.CodeInvalidArgument, "worker: New: nil Dispatcher")
 	}
 	if opts.Handler == nil {
-		return nil, errors.New("worker: New: Handler is required")
+		return nil, resourcelease.Errorf(resourcelease.StatusInvalidArgument, resourcelease.CodeInvalidArgument, "worker: New: Handler is required")
 	}
 	w := &Worker{
 		d:            d,
@@ -658,6 +658,10 @@ func (w *Worker) backoff(attempt int) time.Duration {
 	return half + rand.N(d-half+1)
 }
 
+// maxRetryAfterSeconds caps how long a Retry-After makes the worker wait: an
+// hour.
+const maxRetryAfterSeconds = 3600
+
 // leaseRetryDelay is how long to wait after a failed lease call: the
 // backoff, or longer when the dispatcher said when to come back (a breaker's
 // cool-down, a rate limit): asking sooner would only be refused again.
@@ -665,7 +669,9 @@ func (w *Worker) leaseRetryDelay(err error, failures int) time.Duration {
 	d := w.backoff(failures)
 	if e := resourcelease.AsError(err); e != nil {
 		if secs, perr := strconv.Atoi(e.Metadata[resourcelease.MetadataRetryAfterSeconds]); perr == nil && secs > 0 {
-			d = max(d, time.Duration(secs)*time.Second)
+			// A dispatcher's word is bounded: a bad value must not park
+			// the worker for a day.
+			d = max(d, time.Duration(min(secs, maxRetryAfterSeconds))*time.Second)
 		}
 	}
 	return d

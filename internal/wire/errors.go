@@ -256,6 +256,17 @@ func DecodeError(resp *http.Response, body []byte) *resourcelease.Error {
 	if e.Message == "" {
 		e.Message = strings.TrimSpace("HTTP " + strconv.Itoa(resp.StatusCode) + " " + http.StatusText(resp.StatusCode))
 	}
+	// A proxy's Retry-After (delay seconds) reaches the caller the way ours
+	// does, in the metadata. Our own errors carry a code and say it in the
+	// metadata when they mean it, so only a foreign error is read this way.
+	if secs, err := strconv.ParseInt(strings.TrimSpace(resp.Header.Get(HeaderRetryAfter)), 10, 64); err == nil && secs > 0 && e.Code == "" && e.Metadata[MetadataRetryAfter] == "" {
+		md := make(map[string]string, len(e.Metadata)+1)
+		for k, v := range e.Metadata {
+			md[k] = v
+		}
+		md[MetadataRetryAfter] = strconv.FormatInt(secs, 10)
+		e.Metadata = md
+	}
 	return e
 }
 

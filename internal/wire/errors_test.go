@@ -82,3 +82,27 @@ func TestWriteErrorForeign(t *testing.T) {
 type errString string
 
 func (e errString) Error() string { return string(e) }
+
+// A Retry-After header without metadata (a proxy's 503, a yarpc server's
+// 429) reaches the caller in the error's metadata, as ours does.
+func TestDecodeErrorReadsRetryAfterHeader(t *testing.T) {
+	for _, tt := range []struct {
+		name, header, body, want string
+	}{
+		{"proxy 503", "7", "<html>busy</html>", "7"},
+		{"the body wins", "7", `{"message":"m","status":"resource-exhausted","code":"c","metadata":{"retryAfterSeconds":"3"}}`, "3"},
+		{"an HTTP date is not read", "Wed, 21 Oct 2015 07:28:00 GMT", "", ""},
+		{"none", "", "", ""},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			resp := &http.Response{StatusCode: http.StatusServiceUnavailable, Header: http.Header{}}
+			if tt.header != "" {
+				resp.Header.Set("Retry-After", tt.header)
+			}
+			e := wire.DecodeError(resp, []byte(tt.body))
+			if got := e.Metadata[wire.MetadataRetryAfter]; got != tt.want {
+				t.Fatalf("retryAfterSeconds = %q, want %q", got, tt.want)
+			}
+		})
+	}
+}
