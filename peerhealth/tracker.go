@@ -303,6 +303,16 @@ func (t *Tracker) AdmitLease(peerID string, at time.Time) time.Duration {
 	return retry
 }
 
+// OnTrial reports whether peerID's lease request now in flight is its
+// breaker's half-open trial: the dispatcher then grants it one lease, not a
+// batch, so that a peer that may still be sick risks one item.
+func (t *Tracker) OnTrial(peerID string) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	p, ok := t.peers[peerID]
+	return ok && p.stored == breakerHalfOpen && p.probing && p.trial.IsZero()
+}
+
 // RecordLeaseMiss implements resourcelease.PeerHealth: a lease request of
 // peerID that AdmitLease let through ended at at (the clock's now when zero)
 // without a lease. The peer counts as heard from, and a half-open breaker

@@ -74,6 +74,9 @@ func (d *LocalDispatcher) LeaseBatch(ctx context.Context, req *LeaseBatchRequest
 	if err != nil {
 		return nil, err
 	}
+	if t, ok := d.health.(trialReporter); ok && admitted && t.OnTrial(peer) {
+		r.MaxItems = 1 // a half-open breaker lets one lease through, not a batch
+	}
 	leases, err := d.queue.LeaseBatch(ctx, peer, LeaseBatchOptions{
 		Wait: min(r.Wait, d.maxWait), MaxItems: r.MaxItems, MaxBytes: int(min(r.MaxBytes, math.MaxInt)),
 	})
@@ -117,4 +120,11 @@ func (d *LocalDispatcher) CompleteBatch(ctx context.Context, req *CompleteBatchR
 		return nil, d.done("completeBatch", err)
 	}
 	return res, nil
+}
+
+// trialReporter is the optional ability of a PeerHealth (peerhealth.Tracker
+// has it) to tell that a peer's admitted request is its breaker's half-open
+// trial.
+type trialReporter interface {
+	OnTrial(peerID string) bool
 }

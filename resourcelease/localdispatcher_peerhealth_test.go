@@ -275,6 +275,20 @@ func TestDispatcherBreakerHalfOpen(t *testing.T) {
 		requireRefused(t, err, "w-bad", "29")
 	})
 
+	t.Run("the trial is one lease, even asked for a batch", func(t *testing.T) {
+		f, tr := trip(t)
+		f.enqueue(t, "d", "e", "f")
+		leases, err := f.d.LeaseBatch(ctx, &resourcelease.LeaseBatchRequest{PeerID: "w-bad", MaxItems: 20})
+		require.NoError(t, err)
+		require.Len(t, leases, 1, "a half-open breaker risks one item")
+		err = f.d.Complete(ctx, &resourcelease.CompleteRequest{OwnershipToken: leases[0].OwnershipToken})
+		require.NoError(t, err)
+		assert.Equal(t, peerhealth.BreakerClosed, ldSnapshot(t, tr, "w-bad").Breaker)
+		leases, err = f.d.LeaseBatch(ctx, &resourcelease.LeaseBatchRequest{PeerID: "w-bad", MaxItems: 20})
+		require.NoError(t, err)
+		assert.Greater(t, len(leases), 1, "closed again: a whole batch")
+	})
+
 	t.Run("the trial request finds nothing", func(t *testing.T) {
 		f, tr := trip(t)
 		// Another peer takes everything, so the trial finds the queue empty.
