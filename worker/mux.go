@@ -4,6 +4,7 @@ import (
 	"context"
 	"slices"
 	"sync"
+	"time"
 
 	"github.com/leasemesh/leasemesh/resourcelease"
 )
@@ -11,10 +12,11 @@ import (
 // Codes of the errors a Mux fails a lease with.
 const (
 	// CodeNoHandler: no handler is registered for the item's resourceType.
-	// The lease is failed with requeue (the queue's requeue delay or backoff
-	// applies), so a worker of a newer version, or this one after a deploy,
-	// can take the item; past MaxDeliveryAttempts it is dead-lettered like
-	// any other failure.
+	// The lease is declined (see Decline): released with NoHandlerDelay, its
+	// attempt not counted, so that a worker of a newer version, or this one
+	// after a deploy, can take the item. A run of such releases counts as
+	// one attempt (QueueConfig.MaxReleases), so an item no worker handles is
+	// dead-lettered in the end, not kept for ever.
 	CodeNoHandler = "resourcelease.worker.no_handler"
 	// CodeUndecodable: the item's body could not be decoded into the
 	// handler's type, or its payloadEncoding is not the codec's. Retrying
@@ -22,6 +24,10 @@ const (
 	// message as its reason.
 	CodeUndecodable = "resourcelease.worker.undecodable"
 )
+
+// NoHandlerDelay is how long an item with no handler stays out of reach
+// after a Mux declined it: 30 s.
+const NoHandlerDelay = 30 * time.Second
 
 // A Mux routes each lease to the handler registered for its item's
 // resourceType, the way http.ServeMux routes requests by path. Register
@@ -34,8 +40,9 @@ const (
 //	})
 //	w, err := worker.New(d, worker.Config{Handler: mux.Work})
 //
-// An item whose resourceType has no handler fails with CodeNoHandler; one
-// whose body does not decode is dead-lettered with CodeUndecodable. Neither
+// An item whose resourceType has no handler is declined (released for
+// NoHandlerDelay, CodeNoHandler); one whose body does not decode is
+// dead-lettered with CodeUndecodable. Neither
 // panics, and neither is lost. A Mux is safe for concurrent use; handlers
 // may be added while a Worker runs.
 type Mux struct {
@@ -92,8 +99,8 @@ func (m *Mux) Work(ctx context.Context, l *resourcelease.Lease) error {
 	h, ok := m.handlers[l.Payload.ResourceType]
 	m.mu.RUnlock()
 	if !ok {
-		return resourcelease.Errorf(resourcelease.StatusUnimplemented, CodeNoHandler,
-			"no handler for resourceType %q", l.Payload.ResourceType)
+		return Decline(NoHandlerDelay, resourcelease.Errorf(resourcelease.StatusUnimplemented, CodeNoHandler,
+			"no handler for resourceType %q", l.Payload.ResourceType))
 	}
 	return h(ctx, l)
 }

@@ -97,3 +97,50 @@ func TestMuxRegistrationMistakesPanic(t *testing.T) {
 		})
 	}
 }
+
+// releaseRecorder tells the test of every release a worker makes.
+type releaseRecorder struct {
+	resourcelease.Dispatcher
+	released chan *resourcelease.ReleaseRequest
+}
+
+func (d *releaseRecorder) Release(ctx context.Context, r *resourcelease.ReleaseRequest) error {
+	err := d.Dispatcher.Release(ctx, r)
+	if err == nil {
+		d.released <- r
+	}
+	return err
+}
+
+// An item whose resourceType has no handler is declined: released for
+// NoHandlerDelay with its attempt not counted, so a worker that has the
+// handler (after a deploy) takes it; it is neither failed nor lost.
+func TestMuxDeclinesItemsWithoutAHandler(t *testing.T) {
+	local, closeDispatcher := newLocalDispatcher(resourcelease.QueueConfig{})
+	defer closeDispatcher()
+	ctx := context.Background()
+	_, err := resourcelease.Enqueue(ctx, local, resourcelease.Item{ResourceType: "sms.send", ResourceID: "s-1", PartitionKey: "p"}, map[string]string{"to": "+1"})
+	require.NoError(t, err)
+
+	rec := &releaseRecorder{Dispatcher: local, released: make(chan *resourcelease.ReleaseRequest, 1)}
+	old := worker.NewMux()
+	worker.Handle(old, "email.send", func(context.Context, *worker.Job[SendEmail]) error { return nil })
+	w := newWorker(t, rec, worker.Config{Handler: old.Work})
+	stop := startWorker(t, w)
+	r := <-rec.released
+	stop()
+	require.Equal(t, worker.NoHandlerDelay, r.Delay)
+	require.Equal(t, worker.Stats{Leased: 1, Released: 1}, w.Stats())
+
+	st, err := local.Stats(ctx, nil)
+	require.NoError(t, err)
+	require.Equal(t, 1, st.PendingCount, "the item is pending again")
+	require.Zero(t, st.DeadLetterCount)
+	l, err := local.Lease(ctx, &resourcelease.LeaseRequest{PeerID: "new-worker"})
+	require.NoError(t, err)
+	require.Nil(t, l, "out of reach for NoHandlerDelay")
+	drained, err := local.Drain(ctx, nil)
+	require.NoError(t, err)
+	require.Len(t, drained.Items, 1)
+	require.Equal(t, 1, drained.Items[0].Attempt, "its attempt was not counted")
+}

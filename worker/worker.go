@@ -551,12 +551,13 @@ func (w *Worker) settle(ctx context.Context, token resourcelease.OwnershipToken,
 			}
 		}
 		var err error
-		release := !complete && shuttingDown && !w.noRelease.Load()
+		declineDelay, declined := declinedBy(herr)
+		release := !complete && (shuttingDown || declined) && !w.noRelease.Load()
 		switch {
 		case complete:
 			err = w.complete(cctx, token)
 		case release:
-			err = w.d.Release(cctx, &resourcelease.ReleaseRequest{OwnershipToken: token})
+			err = w.d.Release(cctx, &resourcelease.ReleaseRequest{OwnershipToken: token, Delay: declineDelay})
 		default:
 			err = w.d.Fail(cctx, failRequest(token, herr, shuttingDown))
 		}
@@ -568,8 +569,13 @@ func (w *Worker) settle(ctx context.Context, token resourcelease.OwnershipToken,
 			return
 		case err == nil && release:
 			w.released.Add(1)
-			w.logger.Info("worker: lease released at shutdown", "peer", w.peerID, "sequenceId", token.SequenceID,
-				"attempt", token.Attempt)
+			if declined {
+				w.logger.Info("worker: lease declined and released", "peer", w.peerID, "sequenceId", token.SequenceID,
+					"attempt", token.Attempt, "delay", declineDelay, "reason", herr)
+			} else {
+				w.logger.Info("worker: lease released at shutdown", "peer", w.peerID, "sequenceId", token.SequenceID,
+					"attempt", token.Attempt)
+			}
 			return
 		case release && resourcelease.StatusOf(err) == resourcelease.StatusUnimplemented:
 			// A dispatcher older than release: fail with requeue instead,
