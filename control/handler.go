@@ -221,8 +221,11 @@ type controlHandler struct {
 // invalid-argument, code wire.CodeMethodNotAllowed); an endpoint whose source is
 // not configured is unimplemented (501).
 //
-// The POST endpoints are destructive: when opts.Authorize is set they
-// require transport.RoleAdmin; reads stay open unless opts.AuthorizeReads
+// The POST endpoints are destructive: they require transport.RoleAdmin from
+// opts.Authorize, and without one they are refused (permission-denied,
+// transport.CodeAdminNotConfigured; transport.AllowAll opens them on
+// purpose), as the RPC handler's admin procedures are. Reads stay open
+// unless opts.AuthorizeReads
 // (set it when item bodies are sensitive: /items/{sequenceId} and
 // /deadletters return them). Before Authorize, a POST from a browser page of
 // another origin is refused (see TrustedOrigins), so that a page cannot
@@ -307,6 +310,14 @@ func (h *controlHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 				wire.HeaderSafe(r.Header.Get("Origin"), 128), wire.HeaderSafe(r.Host, 128)))
 			return
 		}
+	}
+	if write && h.opts.Authorize == nil {
+		// Safe by default, like the RPC handler's admin procedures: nothing
+		// destructive is served until someone decides who may (AllowAll
+		// opens it on purpose).
+		wire.WriteNormalized(w, resourcelease.Errorf(resourcelease.StatusPermissionDenied, transport.CodeAdminNotConfigured,
+			"%s is an admin action and this control plane has no Authorize configured (set one, or transport.AllowAll)", wire.HeaderSafe(r.URL.Path, 128)))
+		return
 	}
 	if h.opts.Authorize != nil && (write || h.opts.AuthorizeReads) {
 		role := transport.RoleObserver

@@ -872,9 +872,38 @@ func TestControlChunkedBodyTooLarge(t *testing.T) {
 
 // newControlHandler builds a control-plane handler, failing the test on a
 // configuration error.
+//
+// Tests of everything but authorization get transport.AllowAll when they set
+// no Authorize: without one, the admin endpoints are refused
+// (TestControlAdminRefusedWithoutAuthorize).
 func newControlHandler(t testing.TB, cfg control.HandlerConfig) http.Handler {
 	t.Helper()
+	if cfg.Authorize == nil {
+		cfg.Authorize = transport.AllowAll
+	}
 	h, err := control.NewHandler(cfg)
 	require.NoError(t, err)
 	return h
+}
+
+// TestControlAdminRefusedWithoutAuthorize: with no Authorize the control
+// plane serves its reads but refuses every admin action, as the RPC handler
+// refuses its admin procedures, so mounting it never hands the queue to
+// whoever can reach it.
+func TestControlAdminRefusedWithoutAuthorize(t *testing.T) {
+	d, err := resourcelease.NewDispatcher(resourcelease.DispatcherConfig{})
+	require.NoError(t, err)
+	defer d.Close()
+	h, err := control.NewHandler(control.HandlerConfig{Dispatcher: d, Logger: controlQuietLogger})
+	require.NoError(t, err)
+	for _, path := range []string{"/drain", "/restore", "/deadletters/purge", "/deadletters/redrive", "/pause", "/resume"} {
+		req := httptest.NewRequest(http.MethodPost, control.DefaultPrefix+path, strings.NewReader(`{"all":true}`))
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		require.Equal(t, http.StatusForbidden, rec.Code, path)
+		require.Equal(t, transport.CodeAdminNotConfigured, rec.Header().Get("Rpc-Error-Name"), path)
+	}
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, control.DefaultPrefix+"/stats", nil))
+	require.Equal(t, http.StatusOK, rec.Code, "reads stay open")
 }
