@@ -92,10 +92,13 @@ type core struct {
 	wake       chan struct{} // capacity 1: "there is work", never blocks Record
 	writerDone chan struct{}
 	stopSinks  chan struct{} // closed by Close after the writer finished
-	sinkWG     sync.WaitGroup
-	closeOnce  sync.Once
-	closeErr   error
-	scratch    []resourcelease.Event // writer-owned
+	// drainOver is closed SinkDrainTimeout after stopSinks: async sinks stop
+	// delivering their backlog then, so that Close is bounded.
+	drainOver chan struct{}
+	sinkWG    sync.WaitGroup
+	closeOnce sync.Once
+	closeErr  error
+	scratch   []resourcelease.Event // writer-owned
 }
 
 func newCore(c common, store backend, log *eventLog, pinLog bool, last int64) *core {
@@ -109,6 +112,7 @@ func newCore(c common, store backend, log *eventLog, pinLog bool, last int64) *c
 		wake:       make(chan struct{}, 1),
 		writerDone: make(chan struct{}),
 		stopSinks:  make(chan struct{}),
+		drainOver:  make(chan struct{}),
 	}
 	r.lastSeq.Store(last)
 	r.m = newMetrics(c.labels, &r.lastSeq)
@@ -580,7 +584,29 @@ func (r *core) runAsync(s *sink) {
 			}
 			continue
 		}
-		evs, err := r.readFor(s, after, int(min(upTo-after, asyncReadBatch)))
+		if !stopping {
+			select {
+			case <-r.stopSinks:
+				stopping = true
+			default:
+			}
+		}
+		if stopping {
+			select {
+			case <-r.drainOver:
+				// What is left stays in the log: a resumable sink gets it
+				// again after a restart.
+				r.logger.Warn("replication: Close stopped an asynchronous sink before it caught up",
+					"sink", s.name, "applied", after, "last", upTo, "timeout", SinkDrainTimeout)
+				return
+			default:
+			}
+		}
+		batch := int64(asyncReadBatch)
+		if stopping {
+			batch = closingReadBatch // look at the drain timeout often
+		}
+		evs, err := r.readFor(s, after, int(min(upTo-after, batch)))
 		if err == nil {
 			_, err = r.deliver(s, evs)
 		}
@@ -628,9 +654,24 @@ func (r *core) SinkStatuses() []SinkStatus {
 	return out
 }
 
+// SinkDrainTimeout bounds how long Close lets asynchronous sinks deliver the
+// events they have not applied yet: 10 s. The delivery in progress (at most
+// 256 events) is finished first; what is left after that stays in the log,
+// and a resumable sink is given it again after a restart.
+const SinkDrainTimeout = 10 * time.Second
+
+// closingReadBatch is how many events an async sink is handed at a time
+// while Close drains it, so that the drain timeout is checked between small
+// batches.
+const closingReadBatch = 16
+
+// sinkDrainTimeout is SinkDrainTimeout; tests shorten it.
+var sinkDrainTimeout = SinkDrainTimeout
+
 // Close implements resourcelease.Replicator: it refuses new Records, lets the
 // writer commit everything recorded (and complete its Acks), lets each async
-// sink deliver what is committed unless it fails, and stops every goroutine.
+// sink deliver what is committed, unless it fails, for at most
+// SinkDrainTimeout, and stops every goroutine.
 // It returns the storage error if the replicator was poisoned.
 func (r *core) Close() error {
 	r.closeOnce.Do(func() {
@@ -643,7 +684,16 @@ func (r *core) Close() error {
 		}
 		<-r.writerDone
 		close(r.stopSinks)
-		r.sinkWG.Wait()
+		drained := make(chan struct{})
+		go func() { r.sinkWG.Wait(); close(drained) }()
+		t := time.NewTimer(sinkDrainTimeout)
+		select {
+		case <-drained:
+		case <-t.C:
+			close(r.drainOver)
+			<-drained
+		}
+		t.Stop()
 		var err error
 		if r.store != nil {
 			err = r.store.close()

@@ -3,6 +3,7 @@ package replication
 import (
 	"context"
 	"database/sql"
+	"time"
 
 	"github.com/leasemesh/leasemesh/internal/sqlitewal"
 	"github.com/leasemesh/leasemesh/resourcelease"
@@ -56,4 +57,12 @@ func repeat(s string, n int) string {
 func NewSQLiteReplicatorWithCheckpointHooks(ctx context.Context, db *sql.DB, opts SQLiteOptions,
 	before func(sqlitewal.Mode), observe func(sqlitewal.Result), onHold func()) (*SQLiteReplicator, error) {
 	return newSQLiteReplicator(ctx, db, opts, checkpointHooks{before: before, observe: observe, onHold: onHold})
+}
+
+// SetSinkDrainTimeout shortens how long Close lets async sinks catch up, for
+// one test; the returned function restores it. Test-only.
+func SetSinkDrainTimeout(d time.Duration) (restore func()) {
+	old := sinkDrainTimeout
+	sinkDrainTimeout = d
+	return func() { sinkDrainTimeout = old }
 }

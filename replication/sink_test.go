@@ -3,6 +3,7 @@ package replication_test
 import (
 	"context"
 	"errors"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -210,5 +211,37 @@ func TestMemoryOptionsValidation(t *testing.T) {
 				t.Fatalf("err = %v, want invalid-argument", err)
 			}
 		})
+	}
+}
+
+// TestCloseIsBoundedBySlowSinks: Close lets an asynchronous sink deliver its
+// backlog for at most the drain timeout, then returns, leaving the rest in
+// the log, instead of waiting as long as the sink takes.
+func TestCloseIsBoundedBySlowSinks(t *testing.T) {
+	defer replication.SetSinkDrainTimeout(50 * time.Millisecond)()
+	r := newMemory(t, replication.MemoryOptions{})
+	var applied atomic.Int64
+	gate := make(chan struct{})
+	s := &attemptSink{attempts: make(chan int64, 1024), fail: func(int64) error {
+		<-gate
+		applied.Add(1)
+		time.Sleep(10 * time.Millisecond) // a slow sink: the behaviour under test, not synchronisation
+		return nil
+	}}
+	if err := r.AddSink("slow", s, resourcelease.SinkOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	const backlog = 500
+	for i := range backlog {
+		if err := wait(r.Record(replicatortest.Change(resourcelease.ChangeEnqueued, int64(i+1), i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	close(gate)
+	if err := r.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if n := applied.Load(); n >= backlog {
+		t.Fatalf("Close waited for the whole backlog (%d events): it is not bounded", n)
 	}
 }
