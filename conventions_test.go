@@ -48,12 +48,12 @@ func TestConfigConvention(t *testing.T) {
 			return err
 		}},
 		{"replication.NewMemoryReplicator", func() error {
-			_, err := replication.NewMemoryReplicator(replication.MemoryOptions{Retention: -1})
+			_, err := replication.NewMemoryReplicator(replication.MemoryConfig{Retention: -1})
 			return err
 		}},
 		{"deterministic.NewCoordinator", func() error { _, err := deterministic.NewCoordinator(deterministic.Config{}); return err }},
 		{"sqlitedb.Open", func() error {
-			_, err := sqlitedb.Open(context.Background(), t.TempDir()+"/x.db", sqlitedb.Options{Synchronous: "SOMETIMES"})
+			_, err := sqlitedb.Open(context.Background(), t.TempDir()+"/x.db", sqlitedb.Config{Synchronous: "SOMETIMES"})
 			return err
 		}},
 		{"transport.NewHandler", func() error {

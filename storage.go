@@ -68,7 +68,7 @@ func Memory() Storage { return memoryStorage{} }
 type memoryStorage struct{}
 
 func (memoryStorage) OpenStorage(_ context.Context, opts StorageOptions) (*Stores, error) {
-	repl, err := replication.NewMemoryReplicator(replication.MemoryOptions{Clock: opts.Clock, Logger: opts.Logger})
+	repl, err := replication.NewMemoryReplicator(replication.MemoryConfig{Clock: opts.Clock, Logger: opts.Logger})
 	if err != nil {
 		return nil, err
 	}

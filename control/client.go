@@ -17,7 +17,7 @@ import (
 	"github.com/leasemesh/leasemesh/resourcelease"
 )
 
-// ClientConfig configure NewClient. The zero value of every
+// ClientConfig configures NewClient. The zero value of every
 // field means its documented default; a bad value makes NewClient
 // return an error.
 type ClientConfig struct {

@@ -79,7 +79,7 @@ func BenchmarkCoordinatorApplyEvent(b *testing.B) {
 
 func benchSQLite(b *testing.B, sync sqlitedb.Synchronous) resourcelease.StateStore {
 	b.Helper()
-	db, err := sqlitedb.Open(context.Background(), filepath.Join(b.TempDir(), deterministic.DefaultFileName), sqlitedb.Options{Synchronous: sync})
+	db, err := sqlitedb.Open(context.Background(), filepath.Join(b.TempDir(), deterministic.DefaultFileName), sqlitedb.Config{Synchronous: sync})
 	if err != nil {
 		b.Fatal(err)
 	}

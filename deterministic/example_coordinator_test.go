@@ -71,7 +71,7 @@ func ExampleSQLiteStore() {
 		{SequenceNumber: 2, EventType: resourcelease.EventLeaseGranted, Timestamp: time.Unix(2, 0)},
 	}
 	for _, process := range []string{"before restart", "after restart"} {
-		db, err := sqlitedb.Open(ctx, path, sqlitedb.Options{Synchronous: sqlitedb.SynchronousNormal})
+		db, err := sqlitedb.Open(ctx, path, sqlitedb.Config{Synchronous: sqlitedb.SynchronousNormal})
 		if err != nil {
 			panic(err)
 		}

@@ -20,7 +20,7 @@ func TestMain(m *testing.M) {
 // NORMAL and closes it when the test ends, unless the test closed it first.
 func openDB(t testing.TB, path string) *sql.DB {
 	t.Helper()
-	db, err := sqlitedb.Open(context.Background(), path, sqlitedb.Options{Synchronous: sqlitedb.SynchronousNormal})
+	db, err := sqlitedb.Open(context.Background(), path, sqlitedb.Config{Synchronous: sqlitedb.SynchronousNormal})
 	if err != nil {
 		t.Fatalf("open %s: %v", path, err)
 	}
@@ -30,7 +30,7 @@ func openDB(t testing.TB, path string) *sql.DB {
 
 // openReadOnly opens the existing database at path read-only.
 func openReadOnly(path string) (*sql.DB, error) {
-	return sqlitedb.Open(context.Background(), path, sqlitedb.Options{ReadOnly: true})
+	return sqlitedb.Open(context.Background(), path, sqlitedb.Config{ReadOnly: true})
 }
 
 // newSQLiteStore opens a fresh database in a temporary directory and returns

@@ -343,7 +343,7 @@ func TestSQLiteStoreErrors(t *testing.T) {
 			}
 			s.Close()
 			db.Close()
-			ro, err := sqlitedb.Open(ctx, path, sqlitedb.Options{ReadOnly: true})
+			ro, err := sqlitedb.Open(ctx, path, sqlitedb.Config{ReadOnly: true})
 			if err != nil {
 				t.Fatal(err)
 			}

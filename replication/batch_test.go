@@ -37,8 +37,8 @@ func commitSizes(t *testing.T, reg *prometheus.Registry) (commits uint64, change
 func TestBatchProceduresCommitOnce(t *testing.T) {
 	ctx := context.Background()
 	path := t.TempDir() + "/replication.db"
-	db := openDB(t, path, sqlitedb.Options{Synchronous: sqlitedb.SynchronousNormal})
-	r := newSQLite(t, db, replication.SQLiteOptions{Path: path})
+	db := openDB(t, path, sqlitedb.Config{Synchronous: sqlitedb.SynchronousNormal})
+	r := newSQLite(t, db, replication.SQLiteConfig{Path: path})
 	reg := prometheus.NewRegistry()
 	d, err := resourcelease.NewDispatcher(resourcelease.DispatcherConfig{Replicator: r, Registerer: reg})
 	if err != nil {
@@ -95,7 +95,7 @@ func TestBatchProceduresCommitOnce(t *testing.T) {
 	d.Close()
 	r.Close()
 
-	r = newSQLite(t, db, replication.SQLiteOptions{Path: path})
+	r = newSQLite(t, db, replication.SQLiteConfig{Path: path})
 	st, err := r.LoadState(ctx)
 	if err != nil {
 		t.Fatal(err)

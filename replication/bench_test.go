@@ -72,8 +72,8 @@ func BenchmarkGroupCommit(b *testing.B) {
 		for _, workers := range benchWorkers {
 			b.Run(fmt.Sprintf("%s/workers=%d", sync, workers), func(b *testing.B) {
 				ctx := context.Background()
-				db := openDB(b, "", sqlitedb.Options{Synchronous: sync})
-				r := newSQLite(b, db, replication.SQLiteOptions{Path: "bench.db"})
+				db := openDB(b, "", sqlitedb.Config{Synchronous: sync})
+				r := newSQLite(b, db, replication.SQLiteConfig{Path: "bench.db"})
 				st, err := r.LoadState(ctx)
 				if err != nil {
 					b.Fatal(err)
@@ -111,7 +111,7 @@ func BenchmarkNaive(b *testing.B) {
 		for _, workers := range benchWorkers {
 			b.Run(fmt.Sprintf("%s/workers=%d", sync, workers), func(b *testing.B) {
 				ctx := context.Background()
-				db := openDB(b, "", sqlitedb.Options{Synchronous: sync, BusyTimeoutMs: 60_000})
+				db := openDB(b, "", sqlitedb.Config{Synchronous: sync, BusyTimeoutMs: 60_000})
 				if _, err := db.ExecContext(ctx, `CREATE TABLE naive (
 				id INTEGER PRIMARY KEY AUTOINCREMENT, state INTEGER NOT NULL,
 				resource_type TEXT, resource_id TEXT, partition_key TEXT, payload_encoding TEXT, body BLOB,
@@ -203,7 +203,7 @@ func BenchmarkRestart1M(b *testing.B) {
 	const n = 1_000_000
 	path := filepath.Join(b.TempDir(), "restart.db")
 	{
-		db, err := sqlitedb.Open(ctx, path, sqlitedb.Options{Synchronous: sqlitedb.SynchronousNormal})
+		db, err := sqlitedb.Open(ctx, path, sqlitedb.Config{Synchronous: sqlitedb.SynchronousNormal})
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -224,11 +224,11 @@ func BenchmarkRestart1M(b *testing.B) {
 	b.ResetTimer()
 	for range b.N {
 		start := time.Now()
-		db, err := sqlitedb.Open(ctx, path, sqlitedb.Options{Synchronous: sqlitedb.SynchronousNormal})
+		db, err := sqlitedb.Open(ctx, path, sqlitedb.Config{Synchronous: sqlitedb.SynchronousNormal})
 		if err != nil {
 			b.Fatal(err)
 		}
-		r, err := replication.NewSQLiteReplicator(ctx, db, replication.SQLiteOptions{Path: path})
+		r, err := replication.NewSQLiteReplicator(ctx, db, replication.SQLiteConfig{Path: path})
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -307,10 +307,10 @@ func BenchmarkFixedRate(b *testing.B) {
 func runFixedRate(b *testing.B, mode sqlitedb.Synchronous, det bool) {
 	ctx := context.Background()
 	dir := b.TempDir()
-	db := openDB(b, filepath.Join(dir, "replication.db"), sqlitedb.Options{Synchronous: mode})
-	r := newSQLite(b, db, replication.SQLiteOptions{Path: "bench.db"})
+	db := openDB(b, filepath.Join(dir, "replication.db"), sqlitedb.Config{Synchronous: mode})
+	r := newSQLite(b, db, replication.SQLiteConfig{Path: "bench.db"})
 	if det {
-		ddb := openDB(b, filepath.Join(dir, deterministic.DefaultFileName), sqlitedb.Options{Synchronous: sqlitedb.SynchronousNormal})
+		ddb := openDB(b, filepath.Join(dir, deterministic.DefaultFileName), sqlitedb.Config{Synchronous: sqlitedb.SynchronousNormal})
 		store, err := deterministic.NewSQLiteStore(ctx, ddb, deterministic.SQLiteConfig{})
 		if err != nil {
 			b.Fatal(err)

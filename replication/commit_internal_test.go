@@ -19,7 +19,7 @@ import (
 // without goroutines: the part of a cycle no scheduling can hide.
 func BenchmarkCommitBatch(b *testing.B) {
 	ctx := context.Background()
-	db, err := sqlitedb.Open(ctx, filepath.Join(b.TempDir(), "r.db"), sqlitedb.Options{Synchronous: sqlitedb.SynchronousNormal})
+	db, err := sqlitedb.Open(ctx, filepath.Join(b.TempDir(), "r.db"), sqlitedb.Config{Synchronous: sqlitedb.SynchronousNormal})
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -11,13 +11,13 @@ import (
 
 func TestMemoryReplicatorConformance(t *testing.T) {
 	replicatortest.Run(t, func(t *testing.T) resourcelease.Replicator {
-		return newMemory(t, replication.MemoryOptions{})
+		return newMemory(t, replication.MemoryConfig{})
 	})
 }
 
 func TestSQLiteReplicatorConformance(t *testing.T) {
 	replicatortest.Run(t, func(t *testing.T) resourcelease.Replicator {
-		return newSQLite(t, openDB(t, "", sqlitedb.Options{}), replication.SQLiteOptions{Path: "conformance.db"})
+		return newSQLite(t, openDB(t, "", sqlitedb.Config{}), replication.SQLiteConfig{Path: "conformance.db"})
 	})
 }
 
@@ -25,6 +25,6 @@ func TestSQLiteReplicatorConformance(t *testing.T) {
 // cache, so sinks and ReadEvents read the database instead of memory.
 func TestSQLiteReplicatorConformanceUncached(t *testing.T) {
 	replicatortest.Run(t, func(t *testing.T) resourcelease.Replicator {
-		return newSQLite(t, openDB(t, "", sqlitedb.Options{}), replication.SQLiteOptions{Path: "uncached.db", CacheSize: 1})
+		return newSQLite(t, openDB(t, "", sqlitedb.Config{}), replication.SQLiteConfig{Path: "uncached.db", CacheSize: 1})
 	})
 }

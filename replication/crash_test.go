@@ -57,11 +57,11 @@ func crashQueueConfig(clock resourcelease.Clock, j resourcelease.Journal, st *re
 
 // openCrashQueue opens the database at path and rebuilds a queue from it.
 func openCrashQueue(ctx context.Context, path string, clock resourcelease.Clock) (*resourcelease.Engine, *replication.SQLiteReplicator, func(), error) {
-	db, err := sqlitedb.Open(ctx, path, sqlitedb.Options{Synchronous: sqlitedb.SynchronousNormal})
+	db, err := sqlitedb.Open(ctx, path, sqlitedb.Config{Synchronous: sqlitedb.SynchronousNormal})
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	r, err := replication.NewSQLiteReplicator(ctx, db, replication.SQLiteOptions{Path: path, Retention: -1, Clock: clock, Logger: quiet})
+	r, err := replication.NewSQLiteReplicator(ctx, db, replication.SQLiteConfig{Path: path, Retention: -1, Clock: clock, Logger: quiet})
 	if err != nil {
 		db.Close()
 		return nil, nil, nil, err

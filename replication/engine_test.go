@@ -40,12 +40,12 @@ func newEngineHarness(t *testing.T, cfg resourcelease.QueueConfig) *engineHarnes
 func (h *engineHarness) start() {
 	h.t.Helper()
 	ctx := context.Background()
-	db, err := sqlitedb.Open(ctx, h.path, sqlitedb.Options{Synchronous: sqlitedb.SynchronousNormal})
+	db, err := sqlitedb.Open(ctx, h.path, sqlitedb.Config{Synchronous: sqlitedb.SynchronousNormal})
 	if err != nil {
 		h.t.Fatal(err)
 	}
 	h.db = &dbCloser{close: func() { db.Close() }}
-	h.r, err = replication.NewSQLiteReplicator(ctx, db, replication.SQLiteOptions{Path: h.path, Clock: h.clock, DedupeWindow: h.cfg.DedupeWindow, Logger: quiet})
+	h.r, err = replication.NewSQLiteReplicator(ctx, db, replication.SQLiteConfig{Path: h.path, Clock: h.clock, DedupeWindow: h.cfg.DedupeWindow, Logger: quiet})
 	if err != nil {
 		h.t.Fatal(err)
 	}
@@ -413,7 +413,7 @@ func TestEngineDedupeWindowSurvivesRestart(t *testing.T) {
 // order, and the Ack waits for the synchronous sink.
 func TestEngineWithMemoryReplicator(t *testing.T) {
 	ctx := context.Background()
-	r := newMemory(t, replication.MemoryOptions{})
+	r := newMemory(t, replication.MemoryConfig{})
 	recent, err := replication.NewRecentLog(4)
 	if err != nil {
 		t.Fatal(err)

@@ -13,7 +13,7 @@ import (
 // synchronous sink: by the time a call returns, its event is in the log.
 func ExampleNewMemoryReplicator() {
 	ctx := context.Background()
-	r, err := replication.NewMemoryReplicator(replication.MemoryOptions{})
+	r, err := replication.NewMemoryReplicator(replication.MemoryConfig{})
 	if err != nil {
 		panic(err)
 	}

@@ -18,11 +18,11 @@ var ctxTime = time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
 // startQueue opens dir/replication.db and builds a queue from what it holds:
 // the restart path of a durable dispatcher.
 func startQueue(ctx context.Context, path string) (*resourcelease.Engine, *replication.SQLiteReplicator, *resourcelease.QueueState, func()) {
-	db, err := sqlitedb.Open(ctx, path, sqlitedb.Options{Synchronous: sqlitedb.SynchronousNormal})
+	db, err := sqlitedb.Open(ctx, path, sqlitedb.Config{Synchronous: sqlitedb.SynchronousNormal})
 	if err != nil {
 		panic(err)
 	}
-	r, err := replication.NewSQLiteReplicator(ctx, db, replication.SQLiteOptions{Path: path})
+	r, err := replication.NewSQLiteReplicator(ctx, db, replication.SQLiteConfig{Path: path})
 	if err != nil {
 		panic(err)
 	}

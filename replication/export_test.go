@@ -54,7 +54,7 @@ func repeat(s string, n int) string {
 // on its checkpointer: before runs on the checkpointer's goroutine before
 // each checkpoint (and may block it), observe gets each checkpoint's result,
 // onHold runs when the writer starts waiting for a reset at the hard bound.
-func NewSQLiteReplicatorWithCheckpointHooks(ctx context.Context, db *sql.DB, opts SQLiteOptions,
+func NewSQLiteReplicatorWithCheckpointHooks(ctx context.Context, db *sql.DB, opts SQLiteConfig,
 	before func(sqlitewal.Mode), observe func(sqlitewal.Result), onHold func()) (*SQLiteReplicator, error) {
 	return newSQLiteReplicator(ctx, db, opts, checkpointHooks{before: before, observe: observe, onHold: onHold})
 }

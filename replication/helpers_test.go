@@ -15,7 +15,7 @@ import (
 const crashChildEnv = "LEASEMESH_CRASH_CHILD"
 
 // openDB opens a fresh database file in t's temporary directory.
-func openDB(t testing.TB, path string, opts sqlitedb.Options) *sql.DB {
+func openDB(t testing.TB, path string, opts sqlitedb.Config) *sql.DB {
 	t.Helper()
 	if path == "" {
 		path = filepath.Join(t.TempDir(), "replication.db")
@@ -34,7 +34,7 @@ func openDB(t testing.TB, path string, opts sqlitedb.Options) *sql.DB {
 // quiet is a logger for tests whose failures are expected.
 var quiet = slog.New(slog.DiscardHandler)
 
-func newSQLite(t testing.TB, db *sql.DB, opts replication.SQLiteOptions) *replication.SQLiteReplicator {
+func newSQLite(t testing.TB, db *sql.DB, opts replication.SQLiteConfig) *replication.SQLiteReplicator {
 	t.Helper()
 	if opts.Logger == nil {
 		opts.Logger = quiet
@@ -47,7 +47,7 @@ func newSQLite(t testing.TB, db *sql.DB, opts replication.SQLiteOptions) *replic
 	return r
 }
 
-func newMemory(t testing.TB, opts replication.MemoryOptions) *replication.MemoryReplicator {
+func newMemory(t testing.TB, opts replication.MemoryConfig) *replication.MemoryReplicator {
 	t.Helper()
 	if opts.Logger == nil {
 		opts.Logger = quiet

@@ -29,7 +29,7 @@ var (
 )
 
 // NewMemoryReplicator returns a MemoryReplicator whose sequence starts at 1.
-func NewMemoryReplicator(opts MemoryOptions) (*MemoryReplicator, error) {
+func NewMemoryReplicator(opts MemoryConfig) (*MemoryReplicator, error) {
 	if opts.Retention < 0 {
 		return nil, invalidArg("Retention must not be negative, got %d", opts.Retention)
 	}

@@ -53,8 +53,8 @@ func (g gathered) find(name string, want map[string]string) *dto.Metric {
 // pedantic registry and checks every metric after a known workload.
 func TestMetrics(t *testing.T) {
 	reg := prometheus.NewPedanticRegistry()
-	sq := newSQLite(t, openDB(t, "", sqlitedb.Options{}), replication.SQLiteOptions{MetricLabels: prometheus.Labels{"store": "sqlite"}})
-	mem := newMemory(t, replication.MemoryOptions{MetricLabels: prometheus.Labels{"store": "memory"}})
+	sq := newSQLite(t, openDB(t, "", sqlitedb.Config{}), replication.SQLiteConfig{MetricLabels: prometheus.Labels{"store": "sqlite"}})
+	mem := newMemory(t, replication.MemoryConfig{MetricLabels: prometheus.Labels{"store": "memory"}})
 	reg.MustRegister(sq, mem)
 
 	failed := false
@@ -105,7 +105,7 @@ func TestMetrics(t *testing.T) {
 // commit in the next transactions, in order.
 func TestMaxBatch(t *testing.T) {
 	reg := prometheus.NewPedanticRegistry()
-	r := newSQLite(t, openDB(t, "", sqlitedb.Options{}), replication.SQLiteOptions{MaxBatch: 2})
+	r := newSQLite(t, openDB(t, "", sqlitedb.Config{}), replication.SQLiteConfig{MaxBatch: 2})
 	reg.MustRegister(r)
 	blocked, release := make(chan struct{}), make(chan struct{})
 	first := true

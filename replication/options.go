@@ -8,7 +8,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// Defaults of MemoryOptions and SQLiteOptions.
+// Defaults of MemoryConfig and SQLiteConfig.
 const (
 	// DefaultMemoryRetention is how many events a MemoryReplicator keeps for
 	// ReadEvents.
@@ -39,9 +39,9 @@ const (
 	MaxReadLimit = 10_000
 )
 
-// MemoryOptions configure a MemoryReplicator. The zero value of every field
+// MemoryConfig configures a MemoryReplicator. The zero value of every field
 // means its documented default; bad values are an error.
-type MemoryOptions struct {
+type MemoryConfig struct {
 	// Retention is how many of the newest events are kept for ReadEvents.
 	// Events a registered sink has not applied yet are kept beyond it (a sink
 	// never loses an event), so a sink that fails for ever grows the log.
@@ -62,9 +62,9 @@ type MemoryOptions struct {
 	MetricLabels prometheus.Labels
 }
 
-// SQLiteOptions configure a SQLiteReplicator. The zero value of every field
+// SQLiteConfig configures a SQLiteReplicator. The zero value of every field
 // means its documented default; bad values are an error.
-type SQLiteOptions struct {
+type SQLiteConfig struct {
 	// Path is the database's path, used in error messages only (the caller
 	// opens the *sql.DB, usually with package sqlitedb).
 	Path string

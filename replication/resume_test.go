@@ -103,11 +103,11 @@ func TestDeterministicSinkMissedEventRedeliveredAfterRestart(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "replication.db")
 	store := &failingStore{MemoryStore: deterministic.NewMemoryStore()}
 	start := func() (*resourcelease.LocalDispatcher, *deterministic.Coordinator, func()) {
-		db, err := sqlitedb.Open(ctx, path, sqlitedb.Options{})
+		db, err := sqlitedb.Open(ctx, path, sqlitedb.Config{})
 		if err != nil {
 			t.Fatal(err)
 		}
-		r, err := replication.NewSQLiteReplicator(ctx, db, replication.SQLiteOptions{Path: path, Logger: quiet})
+		r, err := replication.NewSQLiteReplicator(ctx, db, replication.SQLiteConfig{Path: path, Logger: quiet})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -194,7 +194,7 @@ func TestResumableSinkStartsAtLastApplied(t *testing.T) {
 // event the log no longer holds is refused by AddSink with an error naming
 // the missing events, not started past them.
 func TestResumableSinkBeyondRetentionIsAnError(t *testing.T) {
-	r := newMemory(t, replication.MemoryOptions{Retention: 2})
+	r := newMemory(t, replication.MemoryConfig{Retention: 2})
 	for seq := int64(1); seq <= 10; seq++ {
 		if err := wait(r.Record(replicatortest.Change(resourcelease.ChangeEnqueued, seq, int(seq)))); err != nil {
 			t.Fatal(err)

@@ -27,10 +27,10 @@ type statusReplicator interface {
 // its file: URI, so the database would land at a truncated, shared path.)
 func bothReplicators(t *testing.T, clock resourcelease.Clock, retryMin, retryMax time.Duration, f func(t *testing.T, r statusReplicator)) {
 	t.Run("memory", func(t *testing.T) {
-		f(t, newMemory(t, replication.MemoryOptions{Clock: clock, SinkRetryMin: retryMin, SinkRetryMax: retryMax}))
+		f(t, newMemory(t, replication.MemoryConfig{Clock: clock, SinkRetryMin: retryMin, SinkRetryMax: retryMax}))
 	})
 	t.Run("sqlite", func(t *testing.T) {
-		f(t, newSQLite(t, openDB(t, "", sqlitedb.Options{}), replication.SQLiteOptions{Clock: clock, SinkRetryMin: retryMin, SinkRetryMax: retryMax}))
+		f(t, newSQLite(t, openDB(t, "", sqlitedb.Config{}), replication.SQLiteConfig{Clock: clock, SinkRetryMin: retryMin, SinkRetryMax: retryMax}))
 	})
 }
 
@@ -150,7 +150,7 @@ func TestSyncSinkRetriedWhenIdle(t *testing.T) {
 // an event a sink has not applied; once the sink catches up it trims.
 func TestMemoryLogKeepsEventsASinkNeeds(t *testing.T) {
 	ctx := context.Background()
-	r := newMemory(t, replication.MemoryOptions{Retention: 5})
+	r := newMemory(t, replication.MemoryConfig{Retention: 5})
 	release := make(chan struct{})
 	s := &attemptSink{attempts: make(chan int64, 64), fail: func(int64) error { <-release; return nil }}
 	if err := r.AddSink("slow", s, resourcelease.SinkOptions{}); err != nil {
@@ -182,7 +182,7 @@ func TestMemoryLogKeepsEventsASinkNeeds(t *testing.T) {
 }
 
 func TestSinkStatuses(t *testing.T) {
-	r := newMemory(t, replication.MemoryOptions{})
+	r := newMemory(t, replication.MemoryConfig{})
 	for _, name := range []string{"b", "a"} {
 		if err := r.AddSink(name, &attemptSink{attempts: make(chan int64, 8)}, resourcelease.SinkOptions{Synchronous: name == "a"}); err != nil {
 			t.Fatal(err)
@@ -200,11 +200,11 @@ func TestSinkStatuses(t *testing.T) {
 func TestMemoryOptionsValidation(t *testing.T) {
 	for _, tc := range []struct {
 		name string
-		opts replication.MemoryOptions
+		opts replication.MemoryConfig
 	}{
-		{"retention", replication.MemoryOptions{Retention: -1}},
-		{"max batch", replication.MemoryOptions{MaxBatch: -1}},
-		{"retry max", replication.MemoryOptions{SinkRetryMax: -1}},
+		{"retention", replication.MemoryConfig{Retention: -1}},
+		{"max batch", replication.MemoryConfig{MaxBatch: -1}},
+		{"retry max", replication.MemoryConfig{SinkRetryMax: -1}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if _, err := replication.NewMemoryReplicator(tc.opts); resourcelease.StatusOf(err) != resourcelease.StatusInvalidArgument {
@@ -219,7 +219,7 @@ func TestMemoryOptionsValidation(t *testing.T) {
 // the log, instead of waiting as long as the sink takes.
 func TestCloseIsBoundedBySlowSinks(t *testing.T) {
 	defer replication.SetSinkDrainTimeout(50 * time.Millisecond)()
-	r := newMemory(t, replication.MemoryOptions{})
+	r := newMemory(t, replication.MemoryConfig{})
 	var applied atomic.Int64
 	gate := make(chan struct{})
 	s := &attemptSink{attempts: make(chan int64, 1024), fail: func(int64) error {

@@ -45,7 +45,7 @@ var (
 // schema is refused), resumes the event sequence after the newest stored
 // event and starts the writer and the checkpointer. Storage errors are
 // unavailable *resourcelease.Error values naming opts.Path.
-func NewSQLiteReplicator(ctx context.Context, db *sql.DB, opts SQLiteOptions) (*SQLiteReplicator, error) {
+func NewSQLiteReplicator(ctx context.Context, db *sql.DB, opts SQLiteConfig) (*SQLiteReplicator, error) {
 	return newSQLiteReplicator(ctx, db, opts, checkpointHooks{})
 }
 
@@ -56,7 +56,7 @@ type checkpointHooks struct {
 	onHold  func()
 }
 
-func newSQLiteReplicator(ctx context.Context, db *sql.DB, opts SQLiteOptions, hooks checkpointHooks) (*SQLiteReplicator, error) {
+func newSQLiteReplicator(ctx context.Context, db *sql.DB, opts SQLiteConfig, hooks checkpointHooks) (*SQLiteReplicator, error) {
 	if db == nil {
 		return nil, invalidArg("NewSQLiteReplicator: db is nil")
 	}

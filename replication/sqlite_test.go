@@ -78,9 +78,9 @@ func TestSQLiteWriteFailurePoisons(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			path := filepath.Join(t.TempDir(), "replication.db")
-			db := openDB(t, path, sqlitedb.Options{BusyTimeoutMs: 50})
-			other := openDB(t, path, sqlitedb.Options{BusyTimeoutMs: 50})
-			r, err := replication.NewSQLiteReplicator(context.Background(), db, replication.SQLiteOptions{Path: path, Logger: quiet})
+			db := openDB(t, path, sqlitedb.Config{BusyTimeoutMs: 50})
+			other := openDB(t, path, sqlitedb.Config{BusyTimeoutMs: 50})
+			r, err := replication.NewSQLiteReplicator(context.Background(), db, replication.SQLiteConfig{Path: path, Logger: quiet})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -121,16 +121,16 @@ func TestSQLiteWriteFailurePoisons(t *testing.T) {
 func TestSQLiteReadOnlyDatabase(t *testing.T) {
 	ctx := context.Background()
 	path := filepath.Join(t.TempDir(), "replication.db")
-	writer := newSQLite(t, openDB(t, path, sqlitedb.Options{}), replication.SQLiteOptions{Path: path, Logger: quiet})
+	writer := newSQLite(t, openDB(t, path, sqlitedb.Config{}), replication.SQLiteConfig{Path: path, Logger: quiet})
 	for i := range 5 {
 		if err := wait(writer.Record(replicatortest.Change(resourcelease.ChangeEnqueued, int64(i+1), i))); err != nil {
 			t.Fatal(err)
 		}
 	}
-	ro := openDB(t, path, sqlitedb.Options{ReadOnly: true, BusyTimeoutMs: 100})
+	ro := openDB(t, path, sqlitedb.Config{ReadOnly: true, BusyTimeoutMs: 100})
 	done := make(chan error, 1)
 	go func() {
-		_, err := replication.NewSQLiteReplicator(ctx, ro, replication.SQLiteOptions{Path: path, Logger: quiet})
+		_, err := replication.NewSQLiteReplicator(ctx, ro, replication.SQLiteConfig{Path: path, Logger: quiet})
 		done <- err
 	}()
 	select {
@@ -204,8 +204,8 @@ func TestSQLiteCorruptDatabase(t *testing.T) {
 		{"table pages overwritten", func(t *testing.T, path string) {
 			// A real database (closed, so its WAL is checkpointed away) whose
 			// pages after the first are garbage.
-			db := openDB(t, path, sqlitedb.Options{})
-			r := newSQLite(t, db, replication.SQLiteOptions{Path: path, Logger: quiet})
+			db := openDB(t, path, sqlitedb.Config{})
+			r := newSQLite(t, db, replication.SQLiteConfig{Path: path, Logger: quiet})
 			for i := range 50 {
 				if err := wait(r.Record(replicatortest.Change(resourcelease.ChangeEnqueued, int64(i+1), i))); err != nil {
 					t.Fatal(err)
@@ -227,11 +227,11 @@ func TestSQLiteCorruptDatabase(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			path := filepath.Join(t.TempDir(), "replication.db")
 			tc.corrupt(t, path)
-			db, err := sqlitedb.Open(ctx, path, sqlitedb.Options{})
+			db, err := sqlitedb.Open(ctx, path, sqlitedb.Config{})
 			if err == nil {
 				defer db.Close()
 				var r *replication.SQLiteReplicator
-				if r, err = replication.NewSQLiteReplicator(ctx, db, replication.SQLiteOptions{Path: path, Logger: quiet}); err == nil {
+				if r, err = replication.NewSQLiteReplicator(ctx, db, replication.SQLiteConfig{Path: path, Logger: quiet}); err == nil {
 					defer r.Close()
 					_, err = r.LoadState(ctx)
 				}
@@ -244,12 +244,12 @@ func TestSQLiteCorruptDatabase(t *testing.T) {
 // TestSQLiteRefusesNewerSchema: a database written by a newer version is not
 // misread.
 func TestSQLiteRefusesNewerSchema(t *testing.T) {
-	db := openDB(t, "", sqlitedb.Options{})
-	newSQLite(t, db, replication.SQLiteOptions{}).Close()
+	db := openDB(t, "", sqlitedb.Config{})
+	newSQLite(t, db, replication.SQLiteConfig{}).Close()
 	if _, err := db.Exec(`UPDATE replication_meta SET value = 99 WHERE key = 'schema_version'`); err != nil {
 		t.Fatal(err)
 	}
-	_, err := replication.NewSQLiteReplicator(context.Background(), db, replication.SQLiteOptions{Path: "new.db", Logger: quiet})
+	_, err := replication.NewSQLiteReplicator(context.Background(), db, replication.SQLiteConfig{Path: "new.db", Logger: quiet})
 	wantStorageError(t, err, "new.db", "schema version 99")
 }
 
@@ -258,8 +258,8 @@ func TestSQLiteRefusesNewerSchema(t *testing.T) {
 // releases, and a release after that is persisted.
 func TestSQLiteMigratesSchemaOne(t *testing.T) {
 	ctx := context.Background()
-	db := openDB(t, "", sqlitedb.Options{})
-	r := newSQLite(t, db, replication.SQLiteOptions{})
+	db := openDB(t, "", sqlitedb.Config{})
+	r := newSQLite(t, db, replication.SQLiteConfig{})
 	seq := int64(1)
 	if err := r.Record(&resourcelease.Change{Kind: resourcelease.ChangeEnqueued, At: time.Unix(1, 0), Item: &resourcelease.PendingItem{
 		Payload: resourcelease.Item{ResourceType: "t", ResourceID: "a", PartitionKey: "p", PayloadEncoding: "e"}, Attempt: 1,
@@ -273,7 +273,7 @@ func TestSQLiteMigratesSchemaOne(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	r = newSQLite(t, db, replication.SQLiteOptions{})
+	r = newSQLite(t, db, replication.SQLiteConfig{})
 	st, err := r.LoadState(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -297,25 +297,25 @@ func TestSQLiteMigratesSchemaOne(t *testing.T) {
 }
 
 func TestSQLiteOptionsValidation(t *testing.T) {
-	db := openDB(t, "", sqlitedb.Options{})
-	single := openDB(t, "", sqlitedb.Options{})
+	db := openDB(t, "", sqlitedb.Config{})
+	single := openDB(t, "", sqlitedb.Config{})
 	single.SetMaxOpenConns(1)
 	for _, tc := range []struct {
 		name string
 		db   *sql.DB
-		opts replication.SQLiteOptions
+		opts replication.SQLiteConfig
 	}{
-		{"nil db", nil, replication.SQLiteOptions{}},
-		{"one connection", single, replication.SQLiteOptions{}},
-		{"dedupe window", db, replication.SQLiteOptions{DedupeWindow: -2}},
-		{"retention", db, replication.SQLiteOptions{Retention: -2}},
-		{"cache size", db, replication.SQLiteOptions{CacheSize: -1}},
-		{"checkpoint pages", db, replication.SQLiteOptions{CheckpointPages: -1}},
-		{"max WAL pages", db, replication.SQLiteOptions{MaxWALPages: -1}},
-		{"max WAL pages below checkpoint pages", db, replication.SQLiteOptions{CheckpointPages: 100, MaxWALPages: 99}},
-		{"max batch", db, replication.SQLiteOptions{MaxBatch: -1}},
-		{"retry min", db, replication.SQLiteOptions{SinkRetryMin: -time.Second}},
-		{"retry max below min", db, replication.SQLiteOptions{SinkRetryMin: time.Minute, SinkRetryMax: time.Second}},
+		{"nil db", nil, replication.SQLiteConfig{}},
+		{"one connection", single, replication.SQLiteConfig{}},
+		{"dedupe window", db, replication.SQLiteConfig{DedupeWindow: -2}},
+		{"retention", db, replication.SQLiteConfig{Retention: -2}},
+		{"cache size", db, replication.SQLiteConfig{CacheSize: -1}},
+		{"checkpoint pages", db, replication.SQLiteConfig{CheckpointPages: -1}},
+		{"max WAL pages", db, replication.SQLiteConfig{MaxWALPages: -1}},
+		{"max WAL pages below checkpoint pages", db, replication.SQLiteConfig{CheckpointPages: 100, MaxWALPages: 99}},
+		{"max batch", db, replication.SQLiteConfig{MaxBatch: -1}},
+		{"retry min", db, replication.SQLiteConfig{SinkRetryMin: -time.Second}},
+		{"retry max below min", db, replication.SQLiteConfig{SinkRetryMin: time.Minute, SinkRetryMax: time.Second}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			r, err := replication.NewSQLiteReplicator(context.Background(), tc.db, tc.opts)
@@ -334,8 +334,8 @@ func TestSQLiteOptionsValidation(t *testing.T) {
 // one batch never gets a row, an item enqueued and leased in one batch is
 // written once as leased — and every change still has its event.
 func TestSQLiteCoalescesWithinABatch(t *testing.T) {
-	db := openDB(t, "", sqlitedb.Options{})
-	r := newSQLite(t, db, replication.SQLiteOptions{})
+	db := openDB(t, "", sqlitedb.Config{})
+	r := newSQLite(t, db, replication.SQLiteConfig{})
 	blocked, release := make(chan struct{}), make(chan struct{})
 	var once sync.Once
 	gate := sinkFunc(func(context.Context, resourcelease.Event) error {
@@ -384,8 +384,8 @@ func (f sinkFunc) ApplyEvent(ctx context.Context, e resourcelease.Event) error {
 // trimmed; an event a sink has not applied is never trimmed.
 func TestSQLiteRetention(t *testing.T) {
 	ctx := context.Background()
-	db := openDB(t, "", sqlitedb.Options{})
-	r := newSQLite(t, db, replication.SQLiteOptions{Retention: 10, CacheSize: 1})
+	db := openDB(t, "", sqlitedb.Config{})
+	r := newSQLite(t, db, replication.SQLiteConfig{Retention: 10, CacheSize: 1})
 	for i := range 40 {
 		if err := wait(r.Record(replicatortest.Change(resourcelease.ChangeEnqueued, int64(i+1), i))); err != nil {
 			t.Fatal(err)
@@ -435,9 +435,9 @@ func TestSQLiteRetention(t *testing.T) {
 // TestSQLiteDedupeRowsAreTrimmed: dedupe rows older than the window are
 // deleted as commits go by.
 func TestSQLiteDedupeRowsAreTrimmed(t *testing.T) {
-	db := openDB(t, "", sqlitedb.Options{})
+	db := openDB(t, "", sqlitedb.Config{})
 	clock := leasetest.NewManualClock(time.Date(2026, 3, 4, 5, 6, 7, 0, time.UTC))
-	r := newSQLite(t, db, replication.SQLiteOptions{DedupeWindow: time.Minute, Clock: clock})
+	r := newSQLite(t, db, replication.SQLiteConfig{DedupeWindow: time.Minute, Clock: clock})
 	for i := range 5 {
 		if err := wait(r.Record(replicatortest.Change(resourcelease.ChangeEnqueued, int64(i+1), i))); err != nil {
 			t.Fatal(err)
@@ -462,9 +462,9 @@ func TestSQLiteDedupeRowsAreTrimmed(t *testing.T) {
 func TestSQLiteSequenceIDsAreNeverReused(t *testing.T) {
 	ctx := context.Background()
 	path := filepath.Join(t.TempDir(), "replication.db")
-	db := openDB(t, path, sqlitedb.Options{})
+	db := openDB(t, path, sqlitedb.Config{})
 	for round := range 3 {
-		r := newSQLite(t, db, replication.SQLiteOptions{Path: path, Logger: quiet})
+		r := newSQLite(t, db, replication.SQLiteConfig{Path: path, Logger: quiet})
 		st, err := r.LoadState(ctx)
 		if err != nil {
 			t.Fatal(err)
@@ -493,7 +493,7 @@ func TestSQLiteSequenceIDsAreNeverReused(t *testing.T) {
 		if n := count(t, db, `SELECT count(*) FROM queue_items`); n != 0 {
 			t.Fatalf("%d rows left", n)
 		}
-		r2 := newSQLite(t, db, replication.SQLiteOptions{Path: path, Logger: quiet})
+		r2 := newSQLite(t, db, replication.SQLiteConfig{Path: path, Logger: quiet})
 		st2, err := r2.LoadState(ctx)
 		if err != nil || st2.NextSequenceID <= high {
 			t.Fatalf("NextSequenceID after restart = %d, %v; last issued %d", st2.NextSequenceID, err, high)

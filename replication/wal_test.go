@@ -33,7 +33,7 @@ type walRig struct {
 	frame   int64 // bytes per WAL frame: page size + 24
 }
 
-func newWALRig(t *testing.T, dbOpts sqlitedb.Options, opts replication.SQLiteOptions, before func(sqlitewal.Mode), onHold func()) *walRig {
+func newWALRig(t *testing.T, dbOpts sqlitedb.Config, opts replication.SQLiteConfig, before func(sqlitewal.Mode), onHold func()) *walRig {
 	t.Helper()
 	w := &walRig{t: t, path: filepath.Join(t.TempDir(), "replication.db"), results: make(chan sqlitewal.Result, 1<<16)}
 	db := openDB(t, w.path, dbOpts)
@@ -136,8 +136,8 @@ func withDeadline(t *testing.T, what string, f func() error) {
 // checkpointer both copies and resets the WAL.
 func TestSQLiteWALStaysBounded(t *testing.T) {
 	const pages, maxPages = 512, 2048
-	w := newWALRig(t, sqlitedb.Options{Synchronous: sqlitedb.SynchronousNormal},
-		replication.SQLiteOptions{CheckpointPages: pages, MaxWALPages: maxPages}, nil, nil)
+	w := newWALRig(t, sqlitedb.Config{Synchronous: sqlitedb.SynchronousNormal},
+		replication.SQLiteConfig{CheckpointPages: pages, MaxWALPages: maxPages}, nil, nil)
 	ctx := context.Background()
 	const workers, cycles = 8, 2200
 	var (
@@ -239,8 +239,8 @@ func TestSQLiteCommitsDoNotWaitForTheCheckpointer(t *testing.T) {
 	const pages, maxPages = 64, 1 << 20 // the hard bound is out of reach
 	before, arm, held, release := holdCheckpoint()
 	arm()
-	w := newWALRig(t, sqlitedb.Options{Synchronous: sqlitedb.SynchronousNormal},
-		replication.SQLiteOptions{CheckpointPages: pages, MaxWALPages: maxPages}, before,
+	w := newWALRig(t, sqlitedb.Config{Synchronous: sqlitedb.SynchronousNormal},
+		replication.SQLiteConfig{CheckpointPages: pages, MaxWALPages: maxPages}, before,
 		func() { t.Error("the writer waited for a reset below the hard bound") })
 	t.Cleanup(release) // runs before the rig's cleanups: Close must not wait for a held checkpointer
 	ctx := context.Background()
@@ -292,8 +292,8 @@ func TestSQLiteWriterWaitsAtTheHardBound(t *testing.T) {
 	before, arm, held, release := holdCheckpoint()
 	waiting := make(chan struct{})
 	var once sync.Once
-	w := newWALRig(t, sqlitedb.Options{Synchronous: sqlitedb.SynchronousNormal},
-		replication.SQLiteOptions{CheckpointPages: pages, MaxWALPages: maxPages}, before,
+	w := newWALRig(t, sqlitedb.Config{Synchronous: sqlitedb.SynchronousNormal},
+		replication.SQLiteConfig{CheckpointPages: pages, MaxWALPages: maxPages}, before,
 		func() { once.Do(func() { close(waiting) }) })
 	t.Cleanup(release)
 	ctx := context.Background()
@@ -361,10 +361,10 @@ func TestSQLiteWriterWaitsAtTheHardBound(t *testing.T) {
 // the reader is gone the WAL is reset.
 func TestSQLiteCheckpointDoesNotWaitForReaders(t *testing.T) {
 	const pages, maxPages = 32, 64
-	w := newWALRig(t, sqlitedb.Options{Synchronous: sqlitedb.SynchronousNormal, BusyTimeoutMs: 60_000},
-		replication.SQLiteOptions{CheckpointPages: pages, MaxWALPages: maxPages}, nil, nil)
+	w := newWALRig(t, sqlitedb.Config{Synchronous: sqlitedb.SynchronousNormal, BusyTimeoutMs: 60_000},
+		replication.SQLiteConfig{CheckpointPages: pages, MaxWALPages: maxPages}, nil, nil)
 	ctx := context.Background()
-	db, err := sqlitedb.Open(ctx, w.path, sqlitedb.Options{BusyTimeoutMs: 60_000})
+	db, err := sqlitedb.Open(ctx, w.path, sqlitedb.Config{BusyTimeoutMs: 60_000})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -433,11 +433,11 @@ func TestSQLiteCheckpointDoesNotWaitForReaders(t *testing.T) {
 // TestSQLiteCloseStopsTheCheckpointer: Close stops the checkpointer's
 // goroutine (and is safe twice).
 func TestSQLiteCloseStopsTheCheckpointer(t *testing.T) {
-	db := openDB(t, "", sqlitedb.Options{})
+	db := openDB(t, "", sqlitedb.Config{})
 	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
 	checkpointed := make(chan struct{}, 1)
 	r, err := replication.NewSQLiteReplicatorWithCheckpointHooks(context.Background(), db,
-		replication.SQLiteOptions{CheckpointPages: 8, Logger: quiet}, nil,
+		replication.SQLiteConfig{CheckpointPages: 8, Logger: quiet}, nil,
 		func(sqlitewal.Result) {
 			select {
 			case checkpointed <- struct{}{}:

@@ -25,7 +25,7 @@ func BenchmarkDispatcherCycle(b *testing.B) {
 		b.Run(name, func(b *testing.B) {
 			cfg := resourcelease.DispatcherConfig{Queue: resourcelease.QueueConfig{Capacity: -1}}
 			if full {
-				repl, err := replication.NewMemoryReplicator(replication.MemoryOptions{Logger: ldQuiet})
+				repl, err := replication.NewMemoryReplicator(replication.MemoryConfig{Logger: ldQuiet})
 				if err != nil {
 					b.Fatal(err)
 				}

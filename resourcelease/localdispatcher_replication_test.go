@@ -34,7 +34,7 @@ type ldStorage struct {
 
 var ldStorages = []ldStorage{
 	{"memory", func(t *testing.T, _ string, clock resourcelease.Clock) resourcelease.Replicator {
-		r, err := replication.NewMemoryReplicator(replication.MemoryOptions{Clock: clock, Logger: ldQuiet})
+		r, err := replication.NewMemoryReplicator(replication.MemoryConfig{Clock: clock, Logger: ldQuiet})
 		require.NoError(t, err)
 		t.Cleanup(func() { assert.NoError(t, r.Close()) })
 		return r
@@ -51,9 +51,9 @@ func ldOpenSQLite(t *testing.T, dir string, clock resourcelease.Clock) (*replica
 	t.Helper()
 	ctx := context.Background()
 	path := filepath.Join(dir, "replication.db")
-	db, err := sqlitedb.Open(ctx, path, sqlitedb.Options{Synchronous: sqlitedb.SynchronousNormal})
+	db, err := sqlitedb.Open(ctx, path, sqlitedb.Config{Synchronous: sqlitedb.SynchronousNormal})
 	require.NoError(t, err)
-	r, err := replication.NewSQLiteReplicator(ctx, db, replication.SQLiteOptions{Path: path, Clock: clock, Logger: ldQuiet})
+	r, err := replication.NewSQLiteReplicator(ctx, db, replication.SQLiteConfig{Path: path, Clock: clock, Logger: ldQuiet})
 	require.NoError(t, err)
 	t.Cleanup(func() {
 		assert.NoError(t, r.Close())
@@ -288,7 +288,7 @@ func TestDispatcherRestartSQLite(t *testing.T) {
 		var n node
 		n.repl, n.db = ldOpenSQLite(t, dir, clock)
 		var err error
-		n.ddb, err = sqlitedb.Open(ctx, filepath.Join(dir, deterministic.DefaultFileName), sqlitedb.Options{})
+		n.ddb, err = sqlitedb.Open(ctx, filepath.Join(dir, deterministic.DefaultFileName), sqlitedb.Config{})
 		require.NoError(t, err)
 		t.Cleanup(func() { n.ddb.Close() })
 		store, err := deterministic.NewSQLiteStore(ctx, n.ddb, deterministic.SQLiteConfig{})

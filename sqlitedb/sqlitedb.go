@@ -28,8 +28,8 @@ const (
 	SynchronousNormal Synchronous = "NORMAL"
 )
 
-// Options configure Open. The zero value means FULL and a 5 s busy timeout.
-type Options struct {
+// Config configures Open. The zero value means FULL and a 5 s busy timeout.
+type Config struct {
 	// Synchronous defaults to SynchronousFull.
 	Synchronous Synchronous
 	// BusyTimeoutMs is how long a statement waits for a lock held by another
@@ -49,7 +49,7 @@ type Options struct {
 // deterministic.SQLiteStore) turn it off on the connections they write with
 // and checkpoint from a goroutine of their own instead, so that no commit
 // waits for one; a database used directly keeps SQLite's behaviour.
-func Open(ctx context.Context, path string, opts Options) (*sql.DB, error) {
+func Open(ctx context.Context, path string, opts Config) (*sql.DB, error) {
 	sync := opts.Synchronous
 	if sync == "" {
 		sync = SynchronousFull

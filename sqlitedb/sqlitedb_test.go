@@ -14,7 +14,7 @@ import (
 
 func TestOpenCreatesWALDatabase(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "sub", "x.db")
-	db, err := sqlitedb.Open(context.Background(), path, sqlitedb.Options{Synchronous: sqlitedb.SynchronousNormal})
+	db, err := sqlitedb.Open(context.Background(), path, sqlitedb.Config{Synchronous: sqlitedb.SynchronousNormal})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -32,7 +32,7 @@ func TestOpenKeepsOddPathsApart(t *testing.T) {
 	names := []string{"a#01.db", "a?x=1.db", "a%23.db", "a"}
 	for i, name := range names {
 		path := filepath.Join(dir, name)
-		db, err := sqlitedb.Open(context.Background(), path, sqlitedb.Options{})
+		db, err := sqlitedb.Open(context.Background(), path, sqlitedb.Config{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -58,11 +58,11 @@ func TestOpenReportsBadFiles(t *testing.T) {
 	for _, tc := range []struct {
 		name string
 		path string
-		opts sqlitedb.Options
+		opts sqlitedb.Config
 	}{
-		{"corrupt file", corrupt, sqlitedb.Options{}},
-		{"bad synchronous", filepath.Join(dir, "ok.db"), sqlitedb.Options{Synchronous: "SOMETIMES"}},
-		{"directory in the way", dir, sqlitedb.Options{}},
+		{"corrupt file", corrupt, sqlitedb.Config{}},
+		{"bad synchronous", filepath.Join(dir, "ok.db"), sqlitedb.Config{Synchronous: "SOMETIMES"}},
+		{"directory in the way", dir, sqlitedb.Config{}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			db, err := sqlitedb.Open(context.Background(), tc.path, tc.opts)
@@ -86,7 +86,7 @@ func TestOpenReportsBadFiles(t *testing.T) {
 // error naming the path instead of hanging.
 func TestOpenReportsLockedDatabase(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "locked.db")
-	holder, err := sqlitedb.Open(context.Background(), path, sqlitedb.Options{})
+	holder, err := sqlitedb.Open(context.Background(), path, sqlitedb.Config{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -96,7 +96,7 @@ func TestOpenReportsLockedDatabase(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer tx.Rollback()
-	db, err := sqlitedb.Open(context.Background(), path, sqlitedb.Options{BusyTimeoutMs: 50})
+	db, err := sqlitedb.Open(context.Background(), path, sqlitedb.Config{BusyTimeoutMs: 50})
 	if err == nil {
 		db.Close()
 		t.Fatal("Open of a locked database succeeded, want an error")

@@ -38,7 +38,7 @@ type Config struct {
 	// Replication tunes the SQLite replicator (retention, batch size,
 	// checkpoints). Its Path, DedupeWindow, Clock and Logger are set by the
 	// storage from the dispatcher's own settings.
-	Replication replication.SQLiteOptions
+	Replication replication.SQLiteConfig
 }
 
 // Dir returns the Storage of the data directory dir with the default
@@ -82,7 +82,7 @@ func (s storage) OpenStorage(ctx context.Context, opts leasemesh.StorageOptions)
 	}()
 
 	replPath := filepath.Join(dir, ReplicationFile)
-	replDB, err := sqlitedb.Open(ctx, replPath, sqlitedb.Options{Synchronous: s.cfg.Synchronous})
+	replDB, err := sqlitedb.Open(ctx, replPath, sqlitedb.Config{Synchronous: s.cfg.Synchronous})
 	if err != nil {
 		return nil, err
 	}
@@ -104,7 +104,7 @@ func (s storage) OpenStorage(ctx context.Context, opts leasemesh.StorageOptions)
 	// NORMAL is enough here: every record is derived from replication.db's
 	// events, and the coordinator's checkpoint makes the replicator
 	// redeliver whatever a crash lost.
-	detDB, err := sqlitedb.Open(ctx, filepath.Join(dir, DeterministicFile), sqlitedb.Options{Synchronous: sqlitedb.SynchronousNormal})
+	detDB, err := sqlitedb.Open(ctx, filepath.Join(dir, DeterministicFile), sqlitedb.Config{Synchronous: sqlitedb.SynchronousNormal})
 	if err != nil {
 		return nil, err
 	}

@@ -34,7 +34,7 @@ const (
 	DefaultMaxIdleConnsPerHost = wire.DefaultMaxIdleConnsPerHost
 )
 
-// ClientConfig configure NewClient. The zero value of every field means its
+// ClientConfig configures NewClient. The zero value of every field means its
 // documented default; a bad value makes NewClient return an error.
 type ClientConfig struct {
 	// Service is sent as Rpc-Service; a response naming another service is

@@ -30,7 +30,7 @@ const (
 	DefaultMaxTTL = 10 * time.Minute
 )
 
-// HandlerConfig configure NewHandler. The zero value of every field means its
+// HandlerConfig configures NewHandler. The zero value of every field means its
 // documented default; a bad value makes NewHandler return an error.
 type HandlerConfig struct {
 	// Service is the service name. When set, a request whose Rpc-Service

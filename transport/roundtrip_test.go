@@ -38,10 +38,10 @@ func newStorageDispatcher(t *testing.T, storage string) *resourcelease.LocalDisp
 	if storage == "sqlite" {
 		ctx := context.Background()
 		path := filepath.Join(t.TempDir(), "replication.db")
-		db, err := sqlitedb.Open(ctx, path, sqlitedb.Options{Synchronous: sqlitedb.SynchronousNormal})
+		db, err := sqlitedb.Open(ctx, path, sqlitedb.Config{Synchronous: sqlitedb.SynchronousNormal})
 		require.NoError(t, err)
 		t.Cleanup(func() { db.Close() })
-		repl, err := replication.NewSQLiteReplicator(ctx, db, replication.SQLiteOptions{Path: path})
+		repl, err := replication.NewSQLiteReplicator(ctx, db, replication.SQLiteConfig{Path: path})
 		require.NoError(t, err)
 		t.Cleanup(func() { repl.Close() })
 		cfg.Replicator = repl

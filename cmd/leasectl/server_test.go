@@ -54,7 +54,7 @@ type meshOptions struct {
 
 func newMesh(t *testing.T, opts meshOptions) *mesh {
 	t.Helper()
-	rep, err := replication.NewMemoryReplicator(replication.MemoryOptions{Logger: quietLogger, Retention: opts.retention})
+	rep, err := replication.NewMemoryReplicator(replication.MemoryConfig{Logger: quietLogger, Retention: opts.retention})
 	require.NoError(t, err)
 	tracker, err := peerhealth.New(peerhealth.Config{})
 	require.NoError(t, err)

@@ -94,18 +94,18 @@ func startSelfDispatcher(ctx context.Context, cfg *config, logger *slog.Logger) 
 			return sd, err
 		}
 		path := filepath.Join(sd.dir, "replication.db")
-		db, oerr := sqlitedb.Open(ctx, path, sqlitedb.Options{Synchronous: cfg.synchronous})
+		db, oerr := sqlitedb.Open(ctx, path, sqlitedb.Config{Synchronous: cfg.synchronous})
 		if oerr != nil {
 			return sd, fmt.Errorf("%w (a binary built with CGO_ENABLED=0 has no SQLite: use -storage memory)", oerr)
 		}
 		sd.db = db
-		r, rerr := replication.NewSQLiteReplicator(ctx, db, replication.SQLiteOptions{Path: path, Logger: logger})
+		r, rerr := replication.NewSQLiteReplicator(ctx, db, replication.SQLiteConfig{Path: path, Logger: logger})
 		if rerr != nil {
 			return sd, rerr
 		}
 		sd.repl, repl = r, r
 	default:
-		r, rerr := replication.NewMemoryReplicator(replication.MemoryOptions{Logger: logger})
+		r, rerr := replication.NewMemoryReplicator(replication.MemoryConfig{Logger: logger})
 		if rerr != nil {
 			return sd, rerr
 		}

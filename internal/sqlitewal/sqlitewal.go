@@ -80,7 +80,7 @@ type Result struct {
 	Err               error
 }
 
-// Options configure Start. Pages and MaxPages are required.
+// Options configures Start. Pages and MaxPages are required.
 type Options struct {
 	// Pages: a PASSIVE checkpoint runs once about this many pages were
 	// appended to the WAL since the last one.

@@ -49,7 +49,7 @@ func (w *writer) commit() {
 func openWAL(t *testing.T) (*sql.DB, string) {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "w.db")
-	db, err := sqlitedb.Open(context.Background(), path, sqlitedb.Options{Synchronous: sqlitedb.SynchronousNormal})
+	db, err := sqlitedb.Open(context.Background(), path, sqlitedb.Config{Synchronous: sqlitedb.SynchronousNormal})
 	if err != nil {
 		t.Fatal(err)
 	}

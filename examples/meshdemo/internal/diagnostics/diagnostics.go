@@ -118,7 +118,7 @@ type Sources struct {
 	Totals func() Totals
 }
 
-// Options configure NewHandler.
+// Options configures NewHandler.
 type Options struct {
 	Sources Sources
 	Info    Info
