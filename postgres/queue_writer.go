@@ -223,6 +223,9 @@ func (q *Queue) run(b *batch) {
 	ctx, cancel := q.batchContext(b)
 	committed, err := q.exec(ctx, b)
 	cancel()
+	if err != nil && q.stopCtx.Err() != nil {
+		err = resourcelease.ErrClosed // Close cut the transaction short
+	}
 	q.deliver(b, committed, err)
 }
 
