@@ -50,7 +50,9 @@ func (q engineQueue) Release(ctx context.Context, t resourcelease.OwnershipToken
 	return q.Engine.Release(ctx, t)
 }
 
-func (q engineQueue) Stats(context.Context) (resourcelease.Stats, error) { return q.Engine.Stats(), nil }
+func (q engineQueue) Stats(context.Context) (resourcelease.Stats, error) {
+	return q.Engine.Stats(), nil
+}
 
 func selectionIDs(sel resourcelease.DeadLetterSelection, verb string) ([]int64, error) {
 	switch {
