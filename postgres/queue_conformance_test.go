@@ -3,6 +3,7 @@ package postgres_test
 import (
 	"context"
 	"testing"
+	"time"
 
 	"github.com/leasemesh/leasemesh/internal/pgtest"
 	"github.com/leasemesh/leasemesh/postgres"
@@ -67,4 +68,14 @@ func TestQueueConformance(t *testing.T) {
 			Events:  func() []resourcelease.Event { return readAll(t, q) },
 		}
 	}, queuetest.Features{ReleaseOptions: true, CapacityCountsLeased: true})
+}
+
+// waitListening waits until q listens for notifications.
+func waitListening(t testing.TB, q *postgres.Queue) {
+	t.Helper()
+	select {
+	case <-q.Listening():
+	case <-time.After(10 * time.Second):
+		t.Fatal("the queue did not start listening")
+	}
 }
