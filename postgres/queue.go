@@ -24,6 +24,10 @@ const (
 	// notification came: a NOTIFY can be lost (the listening connection
 	// dropped), so waiters never rely on it alone.
 	DefaultPollInterval = time.Second
+	// writers is how many transactions of one Queue may be in flight: the
+	// next one's reads and locks overlap the previous one's commit, while
+	// the counter row keeps their commits (and the log) in order.
+	writers = 2
 	// DefaultMaxBatch bounds the operations one transaction carries.
 	DefaultMaxBatch = 1024
 	// DefaultBatchTimeout bounds one transaction of the queue when its
@@ -223,8 +227,16 @@ type Queue struct {
 	nWaiters     atomic.Int64
 	kick         chan struct{} // wakes the writer (capacity 1)
 
-	// Owned by the writer goroutine.
-	counts counts // as of this queue's last commit
+	counts      counts // guarded by mu: the counter row's counts as of the latest commit seen
+	countsMark  int64  // guarded by mu: the event number counts were read at (commit order)
+	reserved    int64  // guarded by mu: items admitted by transactions not yet committed
+	waitersBusy bool   // guarded by mu: a transaction is serving the parked waiters
+	fullBusy    bool   // guarded by mu: a transaction is serving the capacity waits
+	sweepBusy   bool   // guarded by mu: a transaction is sweeping
+	// commitMu is held from a transaction's last round trip (the counter
+	// row, COMMIT) until its commit is reported, so that commits are
+	// reported (OnCommit, counts) in the order they were made.
+	commitMu sync.Mutex
 
 	lastSeq   atomic.Int64 // the newest event number this process has seen
 	sweepKick chan struct{}
@@ -296,10 +308,12 @@ func NewQueue(ctx context.Context, store *Store, cfg QueueConfig) (*Queue, error
 		q.cancel()
 		return nil, store.fail(ctx, "new queue", err)
 	}
-	q.counts, q.trimmed = c, trimmed
+	q.counts, q.countsMark, q.trimmed = c, last+1, trimmed
 	q.lastSeq.Store(last)
-	q.wg.Add(4)
-	go q.writeLoop()
+	q.wg.Add(3 + writers)
+	for range writers {
+		go q.writeLoop()
+	}
 	go q.sweepLoop()
 	go q.pollLoop()
 	go q.listenLoop()

@@ -168,6 +168,7 @@ func (q *Queue) adminTx(ctx context.Context, name string, body func(c *pgx.Conn,
 		}
 	}
 	q.noteSeq(committed[len(committed)-1].Event.SequenceNumber)
+	q.committedCounts(fr.after, fr.firstEv+int64(len(committed)), 0)
 	q.mu.Lock()
 	q.serveWaiters = q.serveWaiters || l.madeReady
 	q.serveFull = q.serveFull || l.freed

@@ -91,9 +91,13 @@ func newQueueSQL(s *Store) queueSQL {
 		counts: r.Replace(`SELECT {now}, pending_count, delayed_count, active_count, dead_letter_count FROM {queue_state}`),
 		lockItems: r.Replace(`SELECT coalesce(lease_expires_at > {now}, false), {cols} FROM {items}
 			WHERE sequence_id = ANY($2::int8[]) ORDER BY sequence_id FOR UPDATE`),
+		// No SKIP LOCKED here: a lease right after an item's delay passed
+		// must find it even while another transaction is promoting it, so
+		// this waits for that one (and then finds the row promoted).
 		promote: r.Replace(`UPDATE {items} i SET state = 'pending', not_before = NULL
 			WHERE i.sequence_id IN (SELECT sequence_id FROM {items} WHERE state = 'scheduled' AND not_before <= {now}
-				ORDER BY not_before, sequence_id LIMIT $2 FOR UPDATE SKIP LOCKED)
+				ORDER BY not_before, sequence_id LIMIT $2)
+				AND i.state = 'scheduled'
 			RETURNING i.sequence_id`),
 		expired: r.Replace(`SELECT {cols} FROM {items}
 			WHERE state = 'leased' AND lease_expires_at <= {now}

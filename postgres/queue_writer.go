@@ -34,6 +34,9 @@ type batch struct {
 	full     []*op // parked capacity waits, first come first served
 	deferred []*op // for the next transaction
 
+	tookWaiters, tookFull, tookSweep bool  // it holds Queue.waitersBusy, fullBusy, sweepBusy
+	admitted                         int64 // items it reserved in Queue.reserved
+
 	now    any
 	ts     time.Time
 	before counts
@@ -166,34 +169,46 @@ func (q *Queue) nextBatch() *batch {
 func (q *Queue) takeLocked() *batch {
 	b := &batch{}
 	units := 0
-	n := 0
 	hasLease, hasEnqueue := false, false
-	for _, o := range q.pending {
+	var rest []*op
+	for i, o := range q.pending {
 		u := o.units()
-		if n > 0 && units+u > q.cfg.MaxBatch {
+		if len(b.ops) > 0 && units+u > q.cfg.MaxBatch {
+			rest = append(rest, q.pending[i:]...)
 			break
 		}
+		if o.kind == opSweep && (q.sweepBusy || b.tookSweep) {
+			// One sweep at a time in a process: a second one would skip the
+			// rows the first has locked and report them not expired.
+			rest = append(rest, o)
+			continue
+		}
+		if o.kind == opSweep {
+			b.tookSweep = true
+		}
 		units += u
-		n++
+		b.ops = append(b.ops, o)
 		hasLease = hasLease || o.kind == opLease
 		hasEnqueue = hasEnqueue || o.kind == opEnqueue
 	}
-	b.ops = slices.Clone(q.pending[:n])
-	clear(q.pending[:n])
-	q.pending = q.pending[n:]
-	if len(q.pending) == 0 {
-		q.pending = nil
+	clear(q.pending)
+	q.pending = rest
+	if b.tookSweep {
+		q.sweepBusy = true
 	}
 	// A batch with leases serves the parked waiters first, so that a new
 	// lease never takes an item a waiter was due.
-	if (hasLease || q.serveWaiters) && len(q.waiters) > 0 {
+	// (While the other transaction in flight serves them, they wait for it.)
+	if (hasLease || q.serveWaiters) && len(q.waiters) > 0 && !q.waitersBusy {
 		b.waiters, q.waiters = q.waiters, nil
+		q.waitersBusy, q.serveWaiters = true, false
+		b.tookWaiters = true
 	}
-	q.serveWaiters = false
-	if (hasEnqueue || q.serveFull) && len(q.full) > 0 {
+	if (hasEnqueue || q.serveFull) && len(q.full) > 0 && !q.fullBusy {
 		b.full, q.full = q.full, nil
+		q.fullBusy, q.serveFull = true, false
+		b.tookFull = true
 	}
-	q.serveFull = false
 	if len(b.ops) == 0 && len(b.waiters) == 0 && len(b.full) == 0 {
 		return nil
 	}
@@ -218,6 +233,7 @@ func (q *Queue) run(b *batch) {
 	}
 	b.ops, b.waiters, b.full = keep(b.ops), keep(b.waiters), keep(b.full)
 	if len(b.ops) == 0 && len(b.waiters) == 0 && len(b.full) == 0 {
+		q.deliver(b, nil, nil)
 		return
 	}
 	ctx, cancel := q.batchContext(b)
@@ -364,7 +380,9 @@ func (q *Queue) exec(ctx context.Context, b *batch) (committed []Committed, err 
 			return nil, err
 		}
 	} else {
+		q.mu.Lock()
 		b.before = q.counts
+		q.mu.Unlock()
 	}
 	q.decide(b)
 	l := &b.log
@@ -376,7 +394,6 @@ func (q *Queue) exec(ctx context.Context, b *batch) (committed []Committed, err 
 			if _, err := c.Exec(ctx, "ROLLBACK"); err != nil {
 				return nil, q.store.fail(ctx, "queue transaction", err)
 			}
-			q.counts = b.before
 		}
 		return nil, nil
 	}
@@ -420,6 +437,8 @@ func (q *Queue) exec(ctx context.Context, b *batch) (committed []Committed, err 
 	q.mu.Lock()
 	trimmed := q.trimmed
 	q.mu.Unlock()
+	q.commitMu.Lock()
+	defer q.commitMu.Unlock()
 	p.Queue(q.sql.final, finalArgs(b.now, l, &b.fin, trimmed)...)
 	if note := q.notification(b); note != "" {
 		p.Queue(q.sql.notify, q.channel, note)
@@ -456,17 +475,16 @@ func (q *Queue) exec(ctx context.Context, b *batch) (committed []Committed, err 
 		}
 	}
 	inTx = false
-	b.ts, q.counts = fr.ts, fr.after
+	b.ts = fr.ts
 	for _, r := range b.newRefs {
 		r.op.seqs[r.i] = fr.firstSeq + r.op.seqs[r.i] - 1
 	}
+	q.committedCounts(fr.after, fr.firstEv+int64(len(committed)), b.admitted)
+	b.admitted = 0
 	if n := len(committed); n > 0 {
-		seq := committed[n-1].Event.SequenceNumber
-		for {
-			old := q.lastSeq.Load()
-			if old >= seq || q.lastSeq.CompareAndSwap(old, seq) {
-				break
-			}
+		q.noteSeq(committed[n-1].Event.SequenceNumber)
+		if q.cfg.OnCommit != nil {
+			q.cfg.OnCommit(committed)
 		}
 	}
 	return committed, nil
@@ -893,10 +911,17 @@ func (q *Queue) release(b *batch, s *simRow, delay time.Duration, counted bool) 
 // a request id taken within the window answers with its first enqueue; the
 // rest is admitted while the capacity allows.
 func (q *Queue) enqueues(b *batch) {
+	// Capacity is checked against the counts of the latest commit, less
+	// what transactions still in flight have admitted: exact within the
+	// process. The reservation holds until this transaction commits or
+	// fails.
+	q.mu.Lock()
+	defer q.mu.Unlock()
 	room := int64(-1)
 	if q.cfg.Capacity > 0 {
-		room = max(int64(q.cfg.Capacity)-b.before.ready-b.before.active, 0)
+		room = max(int64(q.cfg.Capacity)-q.counts.ready-q.counts.active-q.reserved, 0)
 	}
+	defer func() { q.reserved += b.admitted }()
 	for _, list := range [][]*op{b.full, b.ops} {
 		for _, o := range list {
 			if o.kind != opEnqueue {
@@ -945,6 +970,7 @@ func (q *Queue) enqueues(b *batch) {
 					room--
 				}
 				admitted = append(admitted, i)
+				b.admitted++
 			}
 			if wait {
 				b.parkFull = append(b.parkFull, o)
@@ -970,6 +996,19 @@ func (q *Queue) enqueues(b *batch) {
 // deliver hands out a batch's results after its commit (or its failure),
 // parks what must wait, and reports the commit.
 func (q *Queue) deliver(b *batch, committed []Committed, err error) {
+	q.mu.Lock()
+	stats := q.counts.stats()
+	q.reserved -= b.admitted // what a failed transaction admitted is not coming
+	if b.tookWaiters {
+		q.waitersBusy = false
+	}
+	if b.tookFull {
+		q.fullBusy = false
+	}
+	if b.tookSweep {
+		q.sweepBusy = false
+	}
+	q.mu.Unlock()
 	var park, giveBack []*op
 	var toFull []*op
 	parked := map[*op]bool{}
@@ -999,7 +1038,7 @@ func (q *Queue) deliver(b *batch, committed []Committed, err error) {
 					}
 				}
 			}
-			o.stats = q.counts.stats()
+			o.stats = stats
 			if !q.finish(o) && o.kind == opLease {
 				giveBack = append(giveBack, o)
 			}
@@ -1044,9 +1083,18 @@ func (q *Queue) deliver(b *batch, committed []Committed, err error) {
 	if again {
 		q.wake()
 	}
-	if err == nil && len(committed) > 0 && q.cfg.OnCommit != nil {
-		q.cfg.OnCommit(committed)
+}
+
+// committedCounts records the counts a commit read from the counter row
+// (at event number mark, which orders commits) and releases the capacity
+// its admitted items had reserved: from now on the counts hold them.
+func (q *Queue) committedCounts(c counts, mark, admitted int64) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if mark >= q.countsMark {
+		q.counts, q.countsMark = c, mark
 	}
+	q.reserved -= admitted
 }
 
 // endArgs are the columns of the endLease statement.
