@@ -300,7 +300,7 @@ func NewQueue(ctx context.Context, store *Store, cfg QueueConfig) (*Queue, error
 	var last, trimmed int64
 	var c counts
 	var ts time.Time
-	err = store.pool.QueryRow(ctx, q.sql.counts, store.nowArg()).Scan(&ts, &c.ready, &c.delayed, &c.active, &c.dead)
+	err = store.pool.QueryRow(ctx, q.sql.counts, store.nowArg()).Scan(&ts, &c.ready, &c.delayed, &c.active, &c.dead, new(int64))
 	if err == nil {
 		err = store.pool.QueryRow(ctx, q.sql.lastEvent).Scan(&last, &trimmed)
 	}

@@ -39,7 +39,7 @@ func (q *Queue) readCounts(ctx context.Context) (counts, error) {
 	}
 	var c counts
 	var ts time.Time
-	if err := q.store.pool.QueryRow(ctx, q.sql.counts, q.store.nowArg()).Scan(&ts, &c.ready, &c.delayed, &c.active, &c.dead); err != nil {
+	if err := q.store.pool.QueryRow(ctx, q.sql.counts, q.store.nowArg()).Scan(&ts, &c.ready, &c.delayed, &c.active, &c.dead, new(int64)); err != nil {
 		return counts{}, q.store.fail(ctx, "stats", err)
 	}
 	return c, nil
@@ -110,7 +110,7 @@ func (q *Queue) adminTx(ctx context.Context, name string, body func(c *pgx.Conn,
 		if _, err := br.Exec(); err != nil {
 			return err
 		}
-		return br.QueryRow().Scan(&ts, &before.ready, &before.delayed, &before.active, &before.dead)
+		return br.QueryRow().Scan(&ts, &before.ready, &before.delayed, &before.active, &before.dead, new(int64))
 	})
 	if err != nil {
 		rollback(c)

@@ -88,7 +88,7 @@ func newQueueSQL(s *Store) queueSQL {
 	r := strings.NewReplacer("{items}", items, "{queue_state}", qs, "{events}", ev, "{dedupe}", dd,
 		"{now}", nowExpr, "{cols}", itemColumns, "{icols}", prefixed(itemColumns, "i"), "{size}", sizeExpr)
 	return queueSQL{
-		counts: r.Replace(`SELECT {now}, pending_count, delayed_count, active_count, dead_letter_count FROM {queue_state}`),
+		counts: r.Replace(`SELECT {now}, pending_count, delayed_count, active_count, dead_letter_count, next_event_sequence FROM {queue_state}`),
 		lockItems: r.Replace(`SELECT coalesce(lease_expires_at > {now}, false), {cols} FROM {items}
 			WHERE sequence_id = ANY($2::int8[]) ORDER BY sequence_id FOR UPDATE`),
 		// No SKIP LOCKED here: a lease right after an item's delay passed

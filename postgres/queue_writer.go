@@ -338,6 +338,18 @@ func (q *Queue) plan(b *batch) {
 	sort.Strings(b.reqIDs)
 }
 
+func (b *batch) hasEnqueue() bool {
+	if len(b.full) > 0 {
+		return true
+	}
+	for _, o := range b.ops {
+		if o.kind == opEnqueue {
+			return true
+		}
+	}
+	return false
+}
+
 func (b *batch) lockIDs() []int64 {
 	var ids []int64
 	seen := map[int64]bool{}
@@ -373,7 +385,10 @@ func (q *Queue) exec(ctx context.Context, b *batch) (committed []Committed, err 
 			rollback(c)
 		}
 	}()
-	read := len(lockIDs) > 0 || len(b.slots) > 0 || len(b.sweeps) > 0 || len(b.reqIDs) > 0
+	// A bounded queue reads the counts before it admits enqueues, so that
+	// it sees what other processes admitted since its own last commit.
+	read := len(lockIDs) > 0 || len(b.slots) > 0 || len(b.sweeps) > 0 || len(b.reqIDs) > 0 ||
+		(q.cfg.Capacity > 0 && b.hasEnqueue())
 	if read {
 		inTx = true
 		if err := q.read(ctx, c, b, lockIDs); err != nil {
@@ -615,10 +630,14 @@ func (q *Queue) read(ctx context.Context, c *pgx.Conn, b *batch, lockIDs []int64
 		if _, err := br.Exec(); err != nil {
 			return err
 		}
-		if err := br.QueryRow().Scan(&b.ts, &b.before.ready, &b.before.delayed, &b.before.active, &b.before.dead); err != nil {
+		var mark int64
+		if err := br.QueryRow().Scan(&b.ts, &b.before.ready, &b.before.delayed, &b.before.active, &b.before.dead, &mark); err != nil {
 			return err
 		}
 		b.ts = b.ts.UTC()
+		// Fresher than the last commit's counts unless a commit of this
+		// process came after it (the mark, the log position, says which).
+		q.committedCounts(b.before, mark, 0)
 		if len(lockIDs) > 0 {
 			if err := eachRow(br, func(rows pgx.Rows) error {
 				var live bool
