@@ -114,7 +114,7 @@ func (q *Queue) listenLoop() {
 			return
 		case <-t.C:
 		}
-		backoff = min(backoff*2, 5*time.Second)
+		backoff = min(backoff*2, time.Second)
 		if connected {
 			backoff = 50 * time.Millisecond
 		}

@@ -369,12 +369,45 @@ func (b *batch) lockIDs() []int64 {
 }
 
 // exec runs the batch's transaction. It returns the committed changes.
-func (q *Queue) exec(ctx context.Context, b *batch) (committed []Committed, err error) {
+func (q *Queue) exec(ctx context.Context, b *batch) ([]Committed, error) {
 	q.plan(b)
 	lockIDs := b.lockIDs()
+	for attempt := 1; ; attempt++ {
+		committed, retry, err := q.attempt(ctx, b, lockIDs)
+		if err == nil || !retry || attempt == 2 || ctx.Err() != nil {
+			return committed, err
+		}
+		// The connection was dead (the server restarted since the pool
+		// last used it) and nothing can have been committed: run the
+		// transaction once more on a fresh one.
+		q.mu.Lock()
+		q.reserved -= b.admitted
+		q.mu.Unlock()
+		b.admitted = 0
+		b.reset()
+	}
+}
+
+// reset forgets what a failed attempt read and decided, for the next
+// attempt.
+func (b *batch) reset() {
+	b.ts, b.before, b.rows, b.expired, b.granted = time.Time{}, counts{}, nil, nil, nil
+	b.claimed, b.firstSeq, b.promoted, b.nextDue = nil, nil, 0, nil
+	b.log, b.fin, b.parkFull, b.newRefs, b.unclaim = changeLog{}, finalInput{}, nil, nil, nil
+	for _, list := range [][]*op{b.waiters, b.full, b.ops} {
+		for _, o := range list {
+			o.leases, o.errs, o.seqs, o.dups, o.expires, o.expired, o.nextDue = nil, nil, nil, nil, nil, 0, nil
+		}
+	}
+}
+
+// attempt runs the batch's transaction once. retry reports a failure that
+// committed nothing and that a fresh connection may not meet: the
+// connection was found dead before the commit was sent.
+func (q *Queue) attempt(ctx context.Context, b *batch, lockIDs []int64) (committed []Committed, retry bool, err error) {
 	conn, err := q.store.pool.Acquire(ctx)
 	if err != nil {
-		return nil, q.store.fail(ctx, "queue transaction", err)
+		return nil, false, q.store.fail(ctx, "queue transaction", err)
 	}
 	defer conn.Release()
 	c := conn.Conn()
@@ -392,7 +425,7 @@ func (q *Queue) exec(ctx context.Context, b *batch) (committed []Committed, err 
 	if read {
 		inTx = true
 		if err := q.read(ctx, c, b, lockIDs); err != nil {
-			return nil, err
+			return nil, connectionLost(err), err
 		}
 	} else {
 		q.mu.Lock()
@@ -407,10 +440,10 @@ func (q *Queue) exec(ctx context.Context, b *batch) (committed []Committed, err 
 			// transaction without a commit to flush.
 			inTx = false
 			if _, err := c.Exec(ctx, "ROLLBACK"); err != nil {
-				return nil, q.store.fail(ctx, "queue transaction", err)
+				return nil, false, q.store.fail(ctx, "queue transaction", err)
 			}
 		}
-		return nil, nil
+		return nil, false, nil
 	}
 	hook := q.cfg.CommitHook
 	var p pgx.Batch
@@ -478,15 +511,17 @@ func (q *Queue) exec(ctx context.Context, b *batch) (committed []Committed, err 
 		return nil
 	})
 	if err != nil {
-		return nil, err
+		// Without a first round trip the transaction is this one pipeline:
+		// retry only what provably never reached the server.
+		return nil, !read && pgconn.SafeToRetry(err), err
 	}
 	committed = l.number(fr.firstSeq, fr.firstEv, fr.after, fr.ts)
 	if hook != nil {
 		if err := hook(ctx, connTx{c}, eventsOf(committed)); err != nil {
-			return nil, resourcelease.AsError(err)
+			return nil, false, resourcelease.AsError(err)
 		}
 		if _, err := c.Exec(ctx, "COMMIT"); err != nil {
-			return nil, q.store.fail(ctx, "queue commit", err)
+			return nil, false, q.store.fail(ctx, "queue commit", err)
 		}
 	}
 	inTx = false
@@ -502,7 +537,7 @@ func (q *Queue) exec(ctx context.Context, b *batch) (committed []Committed, err 
 			q.cfg.OnCommit(committed)
 		}
 	}
-	return committed, nil
+	return committed, false, nil
 }
 
 // pipeline sends p in one round trip and reads its results with read.
@@ -1034,8 +1069,20 @@ func (q *Queue) deliver(b *batch, committed []Committed, err error) {
 	for _, o := range b.parkFull {
 		parked[o] = true
 	}
-	for _, list := range [][]*op{b.waiters, b.full, b.ops} {
+	for i, list := range [][]*op{b.waiters, b.full, b.ops} {
 		for _, o := range list {
+			if err != nil && i < 2 && o.state.Load() == opOpen {
+				// A parked wait whose round failed keeps waiting (its own
+				// deadline bounds it): the failure was the round's, not a
+				// call it made. A lease it was granted is not committed.
+				o.leases = nil
+				if i == 0 {
+					park = append(park, o)
+				} else {
+					toFull = append(toFull, o)
+				}
+				continue
+			}
 			if err != nil {
 				o.err = err
 				o.leases = nil
