@@ -22,13 +22,19 @@ func queueOps(tok resourcelease.OwnershipToken) []struct {
 		name string
 		call func(ctx context.Context, q *postgres.Queue) error
 	}{
-		{"Enqueue", func(ctx context.Context, q *postgres.Queue) error { _, err := q.Enqueue(ctx, qitem("down")); return err }},
+		{"Enqueue", func(ctx context.Context, q *postgres.Queue) error {
+			_, err := q.Enqueue(ctx, qitem("down"))
+			return err
+		}},
 		{"EnqueueBatch", func(ctx context.Context, q *postgres.Queue) error {
 			_, err := q.EnqueueBatch(ctx, []resourcelease.Item{qitem("down-1"), qitem("down-2")})
 			return err
 		}},
 		{"Lease", func(ctx context.Context, q *postgres.Queue) error { _, err := q.Lease(ctx, "w", 0); return err }},
-		{"LeaseBatch", func(ctx context.Context, q *postgres.Queue) error { _, err := q.LeaseBatch(ctx, "w", 4, 0, 0); return err }},
+		{"LeaseBatch", func(ctx context.Context, q *postgres.Queue) error {
+			_, err := q.LeaseBatch(ctx, "w", 4, 0, 0)
+			return err
+		}},
 		{"Heartbeat", func(ctx context.Context, q *postgres.Queue) error { _, err := q.Heartbeat(ctx, tok); return err }},
 		{"Fail", func(ctx context.Context, q *postgres.Queue) error {
 			t := tok
