@@ -139,6 +139,11 @@ func (l *changeLog) number(firstSeq, firstEv int64, after counts, ts time.Time) 
 			item.SequenceID, item.EnqueuedAt = seq, ts
 			c.Item = &item
 			e.Metadata[resourcelease.MetaSequenceID] = strconv.FormatInt(seq, 10)
+			if !c.Token.IsZero() { // a lease of the new item
+				c.Token.SequenceID = seq
+				t := c.Token
+				e.Ownership = &t
+			}
 		}
 		out[i] = Committed{Change: *c, Event: *e}
 	}

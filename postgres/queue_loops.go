@@ -137,12 +137,12 @@ func (q *Queue) listenOnce() (connected bool, err error) {
 		return false, err
 	}
 	q.listenOK.Store(true)
+	q.poke(true, true)
 	select {
 	case <-q.listening:
 	default:
 		close(q.listening)
 	}
-	q.poke(true, true)
 	for {
 		n, err := conn.WaitForNotification(ctx)
 		if err != nil {

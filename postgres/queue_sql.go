@@ -174,10 +174,16 @@ func newQueueSQL(s *Store) queueSQL {
 					pending_count, delayed_count, active_count, dead_letter_count, {now} AS ts
 			), new_items AS (
 				INSERT INTO {items} (sequence_id, state, resource_type, resource_id, partition_key, payload_encoding,
-					body, attributes, request_id, attempt, enqueued_at)
-				SELECT c.first_seq + n.ord - 1, 'pending', n.rt, n.rid, n.pk, n.enc, n.body, n.attrs::jsonb, n.req, 1, c.ts
-				FROM c, unnest($9::text[], $10::text[], $11::text[], $12::text[], $13::bytea[], $14::text[], $15::text[])
-					WITH ORDINALITY AS n(rt, rid, pk, enc, body, attrs, req, ord)
+					body, attributes, request_id, attempt, enqueued_at,
+					lease_id, leased_at, lease_expires_at, owner_peer_id, last_token_attempt, last_token_lease_id)
+				SELECT c.first_seq + n.ord - 1, CASE WHEN n.lid IS NULL THEN 'pending' ELSE 'leased' END,
+					n.rt, n.rid, n.pk, n.enc, n.body, n.attrs::jsonb, n.req, 1, c.ts,
+					n.lid, CASE WHEN n.lid IS NOT NULL THEN c.ts END,
+					CASE WHEN n.lid IS NOT NULL THEN c.ts + $32::int8 * interval '1 microsecond' END,
+					n.owner, CASE WHEN n.lid IS NOT NULL THEN 1 END, n.lid
+				FROM c, unnest($9::text[], $10::text[], $11::text[], $12::text[], $13::bytea[], $14::text[], $15::text[],
+						$30::uuid[], $31::text[])
+					WITH ORDINALITY AS n(rt, rid, pk, enc, body, attrs, req, lid, owner, ord)
 			), dd AS (
 				UPDATE {dedupe} d SET sequence_id = c.first_seq + x.ord - 1
 				FROM c, unnest($16::text[], $17::int8[]) AS x(req, ord) WHERE d.request_id = x.req
@@ -186,7 +192,10 @@ func newQueueSQL(s *Store) queueSQL {
 				FROM c, unnest($18::int8[], $19::int8[]) AS x(seq, ord) WHERE i.sequence_id = x.seq
 			), ev AS (
 				INSERT INTO {events} (sequence_number, event_type, ts, ownership, peer_id, item_sequence_id, payload, error, metadata)
-				SELECT c.first_ev + e.ord - 1, e.typ, c.ts, e.own::jsonb, e.peer, coalesce(e.iseq, c.first_seq + e.nord - 1),
+				SELECT c.first_ev + e.ord - 1, e.typ, c.ts,
+					CASE WHEN e.nord IS NULL OR e.own IS NULL THEN e.own::jsonb
+						ELSE jsonb_set(e.own::jsonb, '{sequenceId}', to_jsonb(c.first_seq + e.nord - 1)) END,
+					e.peer, coalesce(e.iseq, c.first_seq + e.nord - 1),
 					e.payload::jsonb, e.err::jsonb,
 					e.meta::jsonb || jsonb_build_object(
 						'queue.pending', (c.pending_count + c.delayed_count - $4::int8 - $5::int8 + e.dp)::text,

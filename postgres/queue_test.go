@@ -249,8 +249,11 @@ func TestQueueGroupCommit(t *testing.T) {
 	}
 	queueCounts(t, q.Store().Pool())
 	st, _ := q.Stats(bg)
-	if want := workers * rounds * 2 / 3; st.PendingCount != want || st.ActiveLeaseCount != 0 {
-		t.Fatalf("stats %+v, want %d pending", st, want)
+	// Each round adds an item and completes one, or fails or releases
+	// one (an item failed five times, by whichever workers leased it, is
+	// dead).
+	if want := workers * rounds * 2 / 3; st.PendingCount+st.DeadLetterCount != want || st.ActiveLeaseCount != 0 {
+		t.Fatalf("stats %+v, want %d pending or dead", st, want)
 	}
 }
 
@@ -531,4 +534,56 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 		}
 		time.Sleep(time.Millisecond)
 	}
+}
+
+// TestQueueLeasesWhatItEnqueues: a parked long-poll gets an item in the
+// transaction that enqueues it; the lease's events and row are those of
+// any other lease.
+func TestQueueLeasesWhatItEnqueues(t *testing.T) {
+	t.Parallel()
+	var mu sync.Mutex
+	var commits [][]postgres.Committed
+	q := openQueue(t, pgtest.NewDatabase(t), nil, postgres.QueueConfig{PollInterval: time.Hour,
+		OnCommit: func(cs []postgres.Committed) { mu.Lock(); commits = append(commits, cs); mu.Unlock() }})
+	waitListening(t, q) // its first round, after it connects, is over before the waiter parks
+	got := make(chan *resourcelease.Lease, 1)
+	go func() {
+		l, err := q.Lease(bg, "w", time.Minute)
+		if err != nil {
+			t.Error(err)
+		}
+		got <- l
+	}()
+	waitFor(t, "the waiter", func() bool { return q.Waiters() == 1 })
+	res, err := q.Enqueue(bg, qitem("a"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := <-got
+	if l == nil || l.SequenceID != res.SequenceID || l.OwnershipToken.SequenceID != res.SequenceID || l.Attempt != 1 || l.OwnerPeerID != "w" {
+		t.Fatalf("lease %+v for enqueue %+v", l, res)
+	}
+	mu.Lock()
+	last := commits[len(commits)-1]
+	mu.Unlock()
+	if len(last) != 2 || last[0].Event.EventType != resourcelease.EventEnqueue || last[1].Event.EventType != resourcelease.EventLeaseGranted {
+		t.Fatalf("the enqueue's commit: %+v; want Enqueue and LeaseGranted together", last)
+	}
+	evs := readAll(t, q)
+	lg := evs[len(evs)-1]
+	if lg.EventType != resourcelease.EventLeaseGranted || lg.Ownership == nil || *lg.Ownership != l.OwnershipToken ||
+		lg.Metadata[resourcelease.MetaSequenceID] != fmt.Sprint(res.SequenceID) || lg.Metadata[resourcelease.MetaQueueActive] != "1" ||
+		lg.Metadata[resourcelease.MetaQueuePending] != "0" || lg.PeerID != "w" {
+		t.Fatalf("stored LeaseGranted event %+v; want the lease %+v", lg, l.OwnershipToken)
+	}
+	if last[1].Event.Ownership == nil || *last[1].Event.Ownership != l.OwnershipToken {
+		t.Fatalf("reported LeaseGranted ownership %+v, want %+v", last[1].Event.Ownership, l.OwnershipToken)
+	}
+	if _, err := q.Heartbeat(bg, l.OwnershipToken); err != nil {
+		t.Fatal(err)
+	}
+	if err := q.Complete(bg, l.OwnershipToken); err != nil {
+		t.Fatal(err)
+	}
+	queueCounts(t, q.Store().Pool())
 }

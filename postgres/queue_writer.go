@@ -58,6 +58,7 @@ type batch struct {
 	fin      finalInput
 	parkFull []*op // solo enqueues refused for capacity in FullWait mode
 	newRefs  []newRef
+	grants   []newGrant
 	unclaim  []string
 	sweeps   []*op
 }
@@ -82,6 +83,15 @@ type simRow struct {
 	delayUS int64
 }
 
+// newGrant is a lease of an item enqueued in the same transaction, built
+// once the counter row gives the item its sequence id.
+type newGrant struct {
+	op   *op
+	ord  int64
+	item *resourcelease.Item
+	id   uuid.UUID
+}
+
 // newRef is where a new item's sequence id goes once the counter row
 // decides it.
 type newRef struct {
@@ -97,6 +107,12 @@ type finalInput struct {
 	attrs, req       []*string
 	ddReq            []string
 	ddOrd            []int64
+	// A new item leased in the transaction that enqueues it: its lease id
+	// and owner (nil for one that stays pending).
+	lid   []any
+	owner []*string
+	// leaseUS is the lease duration of such a lease.
+	leaseUS int64
 }
 
 func (f *finalInput) addItem(it *resourcelease.Item) int64 {
@@ -115,6 +131,8 @@ func (f *finalInput) addItem(it *resourcelease.Item) int64 {
 	}
 	f.attrs = append(f.attrs, attrs)
 	f.req = append(f.req, req)
+	f.lid = append(f.lid, nil)
+	f.owner = append(f.owner, nil)
 	return int64(len(f.rt))
 }
 
@@ -199,7 +217,9 @@ func (q *Queue) takeLocked() *batch {
 	// A batch with leases serves the parked waiters first, so that a new
 	// lease never takes an item a waiter was due.
 	// (While the other transaction in flight serves them, they wait for it.)
-	if (hasLease || q.serveWaiters) && len(q.waiters) > 0 && !q.waitersBusy {
+	// So does one with enqueues: the waiters get the new items in the
+	// transaction that enqueues them.
+	if (hasLease || hasEnqueue || q.serveWaiters) && len(q.waiters) > 0 && !q.waitersBusy {
 		b.waiters, q.waiters = q.waiters, nil
 		q.waitersBusy, q.serveWaiters = true, false
 		b.tookWaiters = true
@@ -393,7 +413,7 @@ func (q *Queue) exec(ctx context.Context, b *batch) ([]Committed, error) {
 func (b *batch) reset() {
 	b.ts, b.before, b.rows, b.expired, b.granted = time.Time{}, counts{}, nil, nil, nil
 	b.claimed, b.firstSeq, b.promoted, b.nextDue = nil, nil, 0, nil
-	b.log, b.fin, b.parkFull, b.newRefs, b.unclaim = changeLog{}, finalInput{}, nil, nil, nil
+	b.log, b.fin, b.parkFull, b.newRefs, b.unclaim, b.grants = changeLog{}, finalInput{}, nil, nil, nil, nil
 	for _, list := range [][]*op{b.waiters, b.full, b.ops} {
 		for _, o := range list {
 			o.leases, o.errs, o.seqs, o.dups, o.expires, o.expired, o.nextDue = nil, nil, nil, nil, nil, 0, nil
@@ -526,6 +546,19 @@ func (q *Queue) attempt(ctx context.Context, b *batch, lockIDs []int64) (committ
 	}
 	inTx = false
 	b.ts = fr.ts
+	for _, g := range b.grants {
+		seq := fr.firstSeq + g.ord - 1
+		r := &itemRow{seq: seq, state: stateLeased, item: *g.item, attempt: 1, enqueuedAt: fr.ts,
+			leaseID: pgUUID(g.id), leasedAt: &fr.ts, owner: &g.op.peer}
+		exp := fr.ts.Add(time.Duration(b.fin.leaseUS) * time.Microsecond)
+		r.expiresAt = &exp
+		for i, l := range g.op.leases {
+			if l == nil {
+				g.op.leases[i] = newLease(r, q.ttl(g.op), q.cfg.HeartbeatInterval)
+				break
+			}
+		}
+	}
 	for _, r := range b.newRefs {
 		r.op.seqs[r.i] = fr.firstSeq + r.op.seqs[r.i] - 1
 	}
@@ -581,7 +614,8 @@ func finalArgs(now any, l *changeLog, f *finalInput, trimmed int64) []any {
 		f.rt, f.rid, f.pk, f.enc, f.body, f.attrs, f.req,
 		f.ddReq, f.ddOrd,
 		l.deadSeq, l.deadOrd,
-		ea.typ, ea.own, ea.peer, ea.iseq, ea.payload, ea.err, ea.meta, l.dp, l.da, l.nord}
+		ea.typ, ea.own, ea.peer, ea.iseq, ea.payload, ea.err, ea.meta, l.dp, l.da, l.nord,
+		f.lid, f.owner, f.leaseUS}
 }
 
 func eventsOf(cs []Committed) []resourcelease.Event {
@@ -805,6 +839,7 @@ func (q *Queue) decide(b *batch) {
 		}
 	}
 	q.enqueues(b)
+	q.leaseNew(b)
 	if b.nextDue != nil || len(b.sweeps) > 0 {
 		for _, o := range b.sweeps {
 			o.nextDue = b.nextDue
@@ -1045,6 +1080,69 @@ func (q *Queue) enqueues(b *batch) {
 			}
 		}
 	}
+}
+
+// leaseNew gives the lease slots that the database had no ready item for
+// to the items this transaction enqueues, oldest first: they are newer than
+// every item in the table, so FIFO holds, and a long-poll gets an item
+// enqueued beside it without waiting for the next transaction.
+func (q *Queue) leaseNew(b *batch) {
+	if len(b.slots) == 0 || len(b.fin.rt) == 0 {
+		return
+	}
+	served := make([]bool, len(b.slots))
+	for _, g := range b.granted {
+		served[g.rn-1] = true
+	}
+	size := map[*op]int{}
+	for _, g := range b.granted {
+		size[b.slots[g.rn-1].op] += approxSize(&g.row.item, g.row.lastError)
+	}
+	next := 0 // the next new item, by its position in the final statement
+	for i, s := range b.slots {
+		if served[i] || next == len(b.fin.rt) {
+			continue
+		}
+		o := s.op
+		it := b.newItem(next)
+		if o.budget > 0 && len(o.leases) > 0 && size[o]+approxSize(it, nil) > o.budget {
+			continue
+		}
+		size[o] += approxSize(it, nil)
+		ord := int64(next + 1)
+		next++
+		b.fin.lid[ord-1], b.fin.owner[ord-1] = pgUUID(s.leaseID), &o.peer
+		b.fin.leaseUS = q.cfg.LeaseDuration.Microseconds()
+		exp := b.ts.Add(time.Duration(b.fin.leaseUS) * time.Microsecond)
+		b.log.moved(statePending, stateLeased)
+		p := resourcelease.PendingItem{Payload: *it, Attempt: 1, EnqueuedAt: b.ts}
+		b.log.add(resourcelease.Change{
+			Kind: resourcelease.ChangeLeased, Item: &p, Token: resourcelease.OwnershipToken{Attempt: 1, LeaseID: s.leaseID},
+			PeerID: o.peer, LeaseExpiresAt: exp, LeasedAt: b.ts,
+		}, ord)
+		b.grants = append(b.grants, newGrant{op: o, ord: ord, item: it, id: s.leaseID})
+		o.leases = append(o.leases, nil) // a place, filled once the item has its sequence id
+	}
+}
+
+// newItem is the item at position i of the transaction's new items
+// (b.newRefs is in that order).
+func (b *batch) newItem(i int) *resourcelease.Item {
+	r := b.newRefs[i]
+	return &r.op.items[r.i]
+}
+
+// approxSize estimates an item's JSON size as sizeExpr does in SQL.
+func approxSize(it *resourcelease.Item, lastErr *resourcelease.ErrorInfo) int {
+	n := 300 + (len(it.Body)+2)/3*4 + len(it.ResourceType) + len(it.ResourceID) + len(it.PartitionKey) +
+		len(it.PayloadEncoding) + len(it.RequestID)
+	for k, v := range it.Attributes {
+		n += len(k) + len(v) + 6
+	}
+	if lastErr != nil {
+		n += len(lastErr.Message) + len(lastErr.Code) + 24
+	}
+	return n
 }
 
 // deliver hands out a batch's results after its commit (or its failure),
