@@ -24,10 +24,9 @@ const (
 	// notification came: a NOTIFY can be lost (the listening connection
 	// dropped), so waiters never rely on it alone.
 	DefaultPollInterval = time.Second
-	// writers is how many transactions of one Queue may be in flight: the
-	// next one's reads and locks overlap the previous one's commit, while
-	// the counter row keeps their commits (and the log) in order.
-	writers = 2
+	// DefaultInFlight is how many transactions of one Queue may be in
+	// flight.
+	DefaultInFlight = 1
 	// DefaultMaxBatch bounds the operations one transaction carries.
 	DefaultMaxBatch = 1024
 	// DefaultBatchTimeout bounds one transaction of the queue when its
@@ -87,6 +86,12 @@ type QueueConfig struct {
 	// MaxBatch bounds the operations (items, tokens, lease slots) of one
 	// transaction. Defaults to DefaultMaxBatch.
 	MaxBatch int
+	// InFlight is how many transactions the queue's writer keeps in flight:
+	// with 2 the next transaction's reads and locks overlap the previous
+	// one's commit (the counter row still keeps the commits, and the log,
+	// in order); 1 runs them one after the other, each carrying more.
+	// Defaults to DefaultInFlight; at most 4.
+	InFlight int
 	// BatchTimeout bounds a transaction whose callers have no deadline.
 	// Defaults to DefaultBatchTimeout.
 	BatchTimeout time.Duration
@@ -146,6 +151,8 @@ func (c QueueConfig) withDefaults(store Config) (QueueConfig, error) {
 		return bad("EventRetention must be -1 (keep all), 0 (default) or positive, got %d", c.EventRetention)
 	case c.MaxBatch < 0:
 		return bad("MaxBatch must not be negative, got %d", c.MaxBatch)
+	case c.InFlight < 0 || c.InFlight > 4:
+		return bad("InFlight must be between 0 (default) and 4, got %d", c.InFlight)
 	case c.MaxRequeueDelay > 0 && c.MaxRequeueDelay < c.RequeueDelay:
 		return bad("MaxRequeueDelay %v is below RequeueDelay %v", c.MaxRequeueDelay, c.RequeueDelay)
 	}
@@ -187,6 +194,9 @@ func (c QueueConfig) withDefaults(store Config) (QueueConfig, error) {
 	}
 	if c.BatchTimeout == 0 {
 		c.BatchTimeout = DefaultBatchTimeout
+	}
+	if c.InFlight == 0 {
+		c.InFlight = DefaultInFlight
 	}
 	if c.Logger == nil {
 		c.Logger = store.Logger
@@ -310,8 +320,8 @@ func NewQueue(ctx context.Context, store *Store, cfg QueueConfig) (*Queue, error
 	}
 	q.counts, q.countsMark, q.trimmed = c, last+1, trimmed
 	q.lastSeq.Store(last)
-	q.wg.Add(3 + writers)
-	for range writers {
+	q.wg.Add(3 + cfg.InFlight)
+	for range cfg.InFlight {
 		go q.writeLoop()
 	}
 	go q.sweepLoop()

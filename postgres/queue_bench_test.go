@@ -108,24 +108,26 @@ func leaseOne(ctx context.Context, q *postgres.Queue, peer string) (*resourcelea
 func BenchmarkCycle(b *testing.B) {
 	for _, on := range []bool{true, false} {
 		for _, workers := range []int{8, 64} {
-			b.Run(fmt.Sprintf("sync=%v/workers=%d", onOff(on), workers), func(b *testing.B) {
-				url := syncURL(pgtest.NewDatabase(b), on)
-				var cc commitCounter
-				q := openQueue(b, url, nil, postgres.QueueConfig{Capacity: -1, DedupeWindow: -1, OnCommit: cc.onCommit})
-				b.ResetTimer()
-				runWorkers(b, workers, func(ctx context.Context, w, i int) error {
-					if _, err := q.Enqueue(ctx, benchItem(i)); err != nil {
-						return err
-					}
-					l, err := leaseOne(ctx, q, fmt.Sprint("w", w))
-					if err != nil {
-						return err
-					}
-					return q.Complete(ctx, l.OwnershipToken)
+			for _, inFlight := range []int{1, 2} {
+				b.Run(fmt.Sprintf("sync=%v/workers=%d/inflight=%d", onOff(on), workers, inFlight), func(b *testing.B) {
+					url := syncURL(pgtest.NewDatabase(b), on)
+					var cc commitCounter
+					q := openQueue(b, url, nil, postgres.QueueConfig{Capacity: -1, DedupeWindow: -1, OnCommit: cc.onCommit, InFlight: inFlight})
+					b.ResetTimer()
+					runWorkers(b, workers, func(ctx context.Context, w, i int) error {
+						if _, err := q.Enqueue(ctx, benchItem(i)); err != nil {
+							return err
+						}
+						l, err := leaseOne(ctx, q, fmt.Sprint("w", w))
+						if err != nil {
+							return err
+						}
+						return q.Complete(ctx, l.OwnershipToken)
+					})
+					b.StopTimer()
+					b.ReportMetric(cc.perCommit(), "changes/commit")
 				})
-				b.StopTimer()
-				b.ReportMetric(cc.perCommit(), "changes/commit")
-			})
+			}
 		}
 	}
 }

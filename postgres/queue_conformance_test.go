@@ -2,6 +2,7 @@ package postgres_test
 
 import (
 	"context"
+	"fmt"
 	"testing"
 	"time"
 
@@ -53,10 +54,22 @@ func readAll(t testing.TB, q *postgres.Queue) []resourcelease.Event {
 }
 
 // TestQueueConformance holds the Postgres queue to the store-neutral queue
-// contract, with the manual clock as the database clock.
+// contract, with the manual clock as the database clock: with one
+// transaction in flight (the default) and with two.
 func TestQueueConformance(t *testing.T) {
+	for _, inFlight := range []int{1, 2} {
+		t.Run(fmt.Sprint("inflight=", inFlight), func(t *testing.T) {
+			t.Parallel()
+			runConformance(t, inFlight)
+		})
+	}
+}
+
+func runConformance(t *testing.T, inFlight int) {
 	queuetest.Run(t, func(t *testing.T, cfg resourcelease.QueueConfig) *queuetest.Harness {
-		q := openQueue(t, pgtest.NewDatabase(t), cfg.Clock, queueConfig(cfg))
+		qc := queueConfig(cfg)
+		qc.InFlight = inFlight
+		q := openQueue(t, pgtest.NewDatabase(t), cfg.Clock, qc)
 		return &queuetest.Harness{
 			Queue: q,
 			Sweep: func() {
