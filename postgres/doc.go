@@ -85,9 +85,10 @@
 //
 //  1. BEGIN; the counts (the counter row, unlocked);
 //     the rows the heartbeats, completes, fails and releases name, locked
-//     FOR UPDATE in sequence id order (the only statement that waits for
-//     another transaction's locks);
-//     delayed items whose time has come, promoted to ready;
+//     FOR UPDATE in sequence id order (they and the promotion below are
+//     the statements that wait for another transaction's locks);
+//     delayed items whose time has come, promoted to ready (waiting for a
+//     concurrent promoter, so a lease right after the delay finds them);
 //     expired leases (a sweep), FOR UPDATE SKIP LOCKED;
 //     the oldest ready items for every lease slot at once (this process's
 //     waiters first come, first served, then the new leases), FOR UPDATE

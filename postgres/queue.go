@@ -214,10 +214,11 @@ func (c QueueConfig) withDefaults(store Config) (QueueConfig, error) {
 // LeaseBatch, HeartbeatBatch, CompleteBatch) that each commit in one
 // transaction, and the log reader (ReadEvents, LastSequence).
 //
-// Calls are group-committed: one writer goroutine per Queue puts every
-// mutation that arrives while a transaction is in flight into the next
-// one, and each call returns once its transaction has committed. See the
-// package documentation for how a transaction is laid out.
+// Calls are group-committed: the Queue's writer (InFlight goroutines,
+// default one) puts every mutation that arrives while a transaction is in
+// flight into the next one, and each call returns once its transaction has
+// committed. See the package documentation for how a transaction is laid
+// out.
 type Queue struct {
 	store    *Store
 	cfg      QueueConfig
