@@ -504,19 +504,14 @@ func (q *Queue) Enqueue(ctx context.Context, item resourcelease.Item) (resourcel
 	return resourcelease.EnqueueResult{SequenceID: o.seqs[0], Duplicate: o.dups[0], Stats: o.stats}, nil
 }
 
-// EnqueueResultOrError is one item's outcome in EnqueueBatch.
-type EnqueueResultOrError struct {
-	Result resourcelease.EnqueueResult
-	Err    error
-}
-
-// EnqueueBatch enqueues items in one transaction, in order, and returns one
-// outcome per item: an item that is invalid, or finds the queue at
-// capacity (a batch never waits for room), fails alone with its error;
-// the others are committed together. The error is for the call as a whole
-// (the database failed, ctx ended): then no item was acknowledged.
-func (q *Queue) EnqueueBatch(ctx context.Context, items []resourcelease.Item) ([]EnqueueResultOrError, error) {
-	out := make([]EnqueueResultOrError, len(items))
+// EnqueueBatch implements the queue contract: it enqueues items in one
+// transaction, in order, and returns one result per item: an item that is
+// invalid, or finds the queue at capacity (a batch never waits for room),
+// has its Err; the others are committed together. The error is for the
+// call as a whole (the database failed, ctx ended): then no item was
+// acknowledged.
+func (q *Queue) EnqueueBatch(ctx context.Context, items []resourcelease.Item) ([]resourcelease.EnqueueBatchResult, error) {
+	out := make([]resourcelease.EnqueueBatchResult, len(items))
 	valid := make([]resourcelease.Item, 0, len(items))
 	index := make([]int, 0, len(items))
 	for i := range items {
@@ -547,7 +542,7 @@ func (q *Queue) EnqueueBatch(ctx context.Context, items []resourcelease.Item) ([
 			out[i].Err = o.errs[j]
 			continue
 		}
-		out[i].Result = resourcelease.EnqueueResult{SequenceID: o.seqs[j], Duplicate: o.dups[j], Stats: o.stats}
+		out[i] = resourcelease.EnqueueBatchResult{EnqueueResult: resourcelease.EnqueueResult{SequenceID: o.seqs[j], Duplicate: o.dups[j], Stats: o.stats}}
 	}
 	return out, nil
 }
@@ -564,15 +559,17 @@ func (q *Queue) Lease(ctx context.Context, peerID string, wait time.Duration) (*
 	return ls[0], nil
 }
 
-// LeaseBatch leases up to maxItems of the oldest ready items to peerID in
-// one transaction, no more than fit in about maxBytes of JSON but at least
-// one (maxBytes <= 0: no limit), waiting up to wait for the first. It
-// returns none when nothing arrived in time.
-func (q *Queue) LeaseBatch(ctx context.Context, peerID string, maxItems, maxBytes int, wait time.Duration) ([]*resourcelease.Lease, error) {
-	if maxItems <= 0 || maxItems > MaxLeaseBatch {
-		return nil, invalidArgument("queue: maxItems must be between 1 and %d, got %d", MaxLeaseBatch, maxItems)
+// LeaseBatch implements the queue contract: it leases up to
+// opts.MaxItems (default 1, at most MaxLeaseBatch) of the oldest ready items
+// to peerID in one transaction, no more than fit in about opts.MaxBytes of
+// JSON but at least one, waiting up to opts.Wait for the first. It returns
+// none when nothing arrived in time.
+func (q *Queue) LeaseBatch(ctx context.Context, peerID string, opts resourcelease.LeaseBatchOptions) ([]*resourcelease.Lease, error) {
+	n := max(opts.MaxItems, 1)
+	if n > MaxLeaseBatch {
+		return nil, invalidArgument("queue: MaxItems must be at most %d, got %d", MaxLeaseBatch, n)
 	}
-	return q.lease(ctx, peerID, maxItems, max(maxBytes, 0), wait)
+	return q.lease(ctx, peerID, n, max(opts.MaxBytes, 0), opts.Wait)
 }
 
 func (q *Queue) lease(ctx context.Context, peer string, n, budget int, wait time.Duration) ([]*resourcelease.Lease, error) {
@@ -652,44 +649,38 @@ func (q *Queue) tokenCall(ctx context.Context, kind opKind, t resourcelease.Owne
 // Heartbeat implements the queue contract: it extends a live lease by the
 // lease duration, measured by the database clock. A token that is not the
 // live, unexpired lease of its item is unknown_token.
-func (q *Queue) Heartbeat(ctx context.Context, token resourcelease.OwnershipToken) (resourcelease.HeartbeatResult, error) {
+func (q *Queue) Heartbeat(ctx context.Context, token resourcelease.OwnershipToken) (resourcelease.HeartbeatReply, error) {
 	o, err := q.tokenCall(ctx, opHeartbeat, token, nil)
 	if err != nil {
-		return resourcelease.HeartbeatResult{}, err
+		return resourcelease.HeartbeatReply{}, err
 	}
-	return resourcelease.HeartbeatResult{LeaseExpiresAt: o.expires[0], TTL: q.ttl(o)}, nil
+	return resourcelease.HeartbeatReply{LeaseExpiresAt: o.expires[0], TTL: q.ttl(o)}, nil
 }
 
 func (q *Queue) ttl(o *op) time.Duration {
 	return max(q.cfg.LeaseDuration-time.Since(o.started), 0)
 }
 
-// HeartbeatResultOrError is one token's outcome in HeartbeatBatch.
-type HeartbeatResultOrError struct {
-	Result resourcelease.HeartbeatResult
-	Err    error
-}
-
-// HeartbeatBatch heartbeats tokens in one transaction and returns one
-// outcome per token (unknown_token for one that is not live). The error is
-// for the call as a whole.
-func (q *Queue) HeartbeatBatch(ctx context.Context, tokens []resourcelease.OwnershipToken) ([]HeartbeatResultOrError, error) {
+// HeartbeatBatch implements the queue contract: it heartbeats tokens in
+// one transaction and returns one result per token (Err unknown_token for
+// one that is not live). The error is for the call as a whole.
+func (q *Queue) HeartbeatBatch(ctx context.Context, tokens []resourcelease.OwnershipToken) ([]resourcelease.HeartbeatBatchResult, error) {
 	o, err := q.tokensCall(ctx, opHeartbeat, tokens)
 	if err != nil {
 		return nil, err
 	}
-	out := make([]HeartbeatResultOrError, len(tokens))
+	out := make([]resourcelease.HeartbeatBatchResult, len(tokens))
 	for i := range tokens {
 		if out[i].Err = o.errs[i]; out[i].Err == nil {
-			out[i].Result = resourcelease.HeartbeatResult{LeaseExpiresAt: o.expires[i], TTL: q.ttl(o)}
+			out[i].HeartbeatReply = resourcelease.HeartbeatReply{LeaseExpiresAt: o.expires[i], TTL: q.ttl(o)}
 		}
 	}
 	return out, nil
 }
 
-// CompleteBatch completes tokens in one transaction and returns one error
-// per token (nil for each completed). The error is for the call as a
-// whole.
+// CompleteBatch implements the queue contract: it completes tokens in one
+// transaction and returns one error per token (nil for each completed).
+// The error is for the call as a whole.
 func (q *Queue) CompleteBatch(ctx context.Context, tokens []resourcelease.OwnershipToken) ([]error, error) {
 	o, err := q.tokensCall(ctx, opComplete, tokens)
 	if err != nil {

@@ -162,7 +162,7 @@ func BenchmarkCycleBatch(b *testing.B) {
 						}
 						var tokens []resourcelease.OwnershipToken
 						for len(tokens) < per {
-							ls, err := q.LeaseBatch(ctx, fmt.Sprint("w", w), per-len(tokens), 0, time.Second)
+							ls, err := q.LeaseBatch(ctx, fmt.Sprint("w", w), resourcelease.LeaseBatchOptions{MaxItems: per - len(tokens), Wait: time.Second})
 							if err != nil {
 								errs <- err
 								return

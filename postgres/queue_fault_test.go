@@ -32,7 +32,7 @@ func queueOps(tok resourcelease.OwnershipToken) []struct {
 		}},
 		{"Lease", func(ctx context.Context, q *postgres.Queue) error { _, err := q.Lease(ctx, "w", 0); return err }},
 		{"LeaseBatch", func(ctx context.Context, q *postgres.Queue) error {
-			_, err := q.LeaseBatch(ctx, "w", 4, 0, 0)
+			_, err := q.LeaseBatch(ctx, "w", resourcelease.LeaseBatchOptions{MaxItems: 4})
 			return err
 		}},
 		{"Heartbeat", func(ctx context.Context, q *postgres.Queue) error { _, err := q.Heartbeat(ctx, tok); return err }},

@@ -122,7 +122,7 @@ func TestQueueBatchCalls(t *testing.T) {
 			t.Fatalf("item %d: %v, want %q", i, o.Err, wantErr[i])
 		}
 	}
-	if !out[4].Result.Duplicate || out[4].Result.SequenceID != out[2].Result.SequenceID || out[2].Result.Duplicate {
+	if !out[4].Duplicate || out[4].SequenceID != out[2].SequenceID || out[2].Duplicate {
 		t.Fatalf("the repeated request id: %+v and %+v; want the second a duplicate of the first", out[2], out[4])
 	}
 	mu.Lock()
@@ -133,21 +133,21 @@ func TestQueueBatchCalls(t *testing.T) {
 	mu.Unlock()
 
 	// Lease a batch: at most maxItems, within maxBytes but at least one.
-	ls, err := q.LeaseBatch(bg, "w", 3, 0, 0)
+	ls, err := q.LeaseBatch(bg, "w", resourcelease.LeaseBatchOptions{MaxItems: 3})
 	if err != nil || len(ls) != 3 || ls[0].Payload.ResourceID != "a" || ls[1].Payload.ResourceID != "dup" || ls[2].Payload.ResourceID != "b" {
 		t.Fatalf("LeaseBatch(3) = %+v, %v; want a, dup, b", ls, err)
 	}
-	one, err := q.LeaseBatch(bg, "w", 10, 1, 0)
+	one, err := q.LeaseBatch(bg, "w", resourcelease.LeaseBatchOptions{MaxItems: 10, MaxBytes: 1})
 	if err != nil || len(one) != 1 || one[0].Payload.ResourceID != "c" {
 		t.Fatalf("LeaseBatch(10, 1 byte) = %+v, %v; want just c", one, err)
 	}
-	if _, err := q.LeaseBatch(bg, "w", 0, 0, 0); resourcelease.StatusOf(err) != resourcelease.StatusInvalidArgument {
-		t.Fatalf("LeaseBatch(0): %v", err)
+	if _, err := q.LeaseBatch(bg, "w", resourcelease.LeaseBatchOptions{MaxItems: postgres.MaxLeaseBatch + 1}); resourcelease.StatusOf(err) != resourcelease.StatusInvalidArgument {
+		t.Fatalf("LeaseBatch(MaxLeaseBatch+1): %v", err)
 	}
 	stale := ls[0].OwnershipToken
 	stale.Attempt = 9
 	hbs, err := q.HeartbeatBatch(bg, []resourcelease.OwnershipToken{ls[0].OwnershipToken, stale, ls[1].OwnershipToken})
-	if err != nil || hbs[0].Err != nil || !errors.Is(hbs[1].Err, resourcelease.ErrUnknownToken) || hbs[2].Err != nil || hbs[0].Result.LeaseExpiresAt.IsZero() {
+	if err != nil || hbs[0].Err != nil || !errors.Is(hbs[1].Err, resourcelease.ErrUnknownToken) || hbs[2].Err != nil || hbs[0].LeaseExpiresAt.IsZero() {
 		t.Fatalf("HeartbeatBatch = %+v, %v", hbs, err)
 	}
 	errs, err := q.CompleteBatch(bg, []resourcelease.OwnershipToken{ls[0].OwnershipToken, ls[1].OwnershipToken, ls[0].OwnershipToken, ls[2].OwnershipToken})

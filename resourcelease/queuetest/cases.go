@@ -807,3 +807,60 @@ func testStats(t *testing.T, s suite) {
 		t.Fatalf("enqueue's stats %+v", res.Stats)
 	}
 }
+
+func testBatches(t *testing.T, s suite) {
+	f := s.newQueue(t, resourcelease.QueueConfig{Capacity: 4, FullMode: resourcelease.FullReject})
+	dup := item("dup")
+	dup.RequestID = "req-dup"
+	out, err := f.q.EnqueueBatch(bg, []resourcelease.Item{item("a"), {}, dup, item("b"), dup, item("c"), item("d")})
+	f.must(err, "EnqueueBatch")
+	switch {
+	case len(out) != 7:
+		t.Fatalf("%d results for 7 items", len(out))
+	case out[0].Err != nil || out[2].Err != nil || out[3].Err != nil || out[4].Err != nil || out[5].Err != nil:
+		t.Fatalf("results %+v: want a, dup, b, dup, c enqueued", out)
+	case resourcelease.StatusOf(out[1].Err) != resourcelease.StatusInvalidArgument:
+		t.Fatalf("the empty item: %v, want invalid-argument", out[1].Err)
+	case !errors.Is(out[6].Err, resourcelease.ErrQueueFull):
+		t.Fatalf("the fifth new item at capacity 4: %v, want queue_full", out[6].Err)
+	case out[2].Duplicate || !out[4].Duplicate || out[4].SequenceID != out[2].SequenceID:
+		t.Fatalf("the repeated request id: %+v then %+v; want the second a duplicate of the first", out[2], out[4])
+	case !(out[0].SequenceID < out[2].SequenceID && out[2].SequenceID < out[3].SequenceID && out[3].SequenceID < out[5].SequenceID):
+		t.Fatalf("sequence ids %d %d %d %d are not in batch order", out[0].SequenceID, out[2].SequenceID, out[3].SequenceID, out[5].SequenceID)
+	}
+	f.wantStats(resourcelease.Stats{PendingCount: 4}, "after the batch")
+
+	ls, err := f.q.LeaseBatch(bg, "w", resourcelease.LeaseBatchOptions{MaxItems: 2})
+	f.must(err, "LeaseBatch")
+	if len(ls) != 2 || ls[0].Payload.ResourceID != "a" || ls[1].Payload.ResourceID != "dup" {
+		t.Fatalf("LeaseBatch(2) leased %+v; want a, dup", ls)
+	}
+	one, err := f.q.LeaseBatch(bg, "w", resourcelease.LeaseBatchOptions{MaxItems: 10, MaxBytes: 1})
+	f.must(err, "LeaseBatch")
+	if len(one) != 1 || one[0].Payload.ResourceID != "b" {
+		t.Fatalf("LeaseBatch within 1 byte leased %+v; want just b (at least one)", one)
+	}
+	rest, err := f.q.LeaseBatch(bg, "w", resourcelease.LeaseBatchOptions{MaxItems: 10})
+	f.must(err, "LeaseBatch")
+	if len(rest) != 1 || rest[0].Payload.ResourceID != "c" {
+		t.Fatalf("LeaseBatch(10) leased %+v; want c, all that is left", rest)
+	}
+	none, err := f.q.LeaseBatch(bg, "w", resourcelease.LeaseBatchOptions{MaxItems: 10})
+	if err != nil || len(none) != 0 {
+		t.Fatalf("LeaseBatch on an empty queue: %+v, %v", none, err)
+	}
+
+	stale := ls[0].OwnershipToken
+	stale.LeaseID = uuid.New()
+	hb, err := f.q.HeartbeatBatch(bg, []resourcelease.OwnershipToken{ls[0].OwnershipToken, stale, ls[1].OwnershipToken})
+	f.must(err, "HeartbeatBatch")
+	if len(hb) != 3 || hb[0].Err != nil || !errors.Is(hb[1].Err, resourcelease.ErrUnknownToken) || hb[2].Err != nil || hb[0].LeaseExpiresAt.IsZero() {
+		t.Fatalf("HeartbeatBatch = %+v", hb)
+	}
+	errs, err := f.q.CompleteBatch(bg, []resourcelease.OwnershipToken{ls[0].OwnershipToken, stale, ls[0].OwnershipToken, ls[1].OwnershipToken})
+	f.must(err, "CompleteBatch")
+	if len(errs) != 4 || errs[0] != nil || !errors.Is(errs[1], resourcelease.ErrUnknownToken) || !errors.Is(errs[2], resourcelease.ErrUnknownToken) || errs[3] != nil {
+		t.Fatalf("CompleteBatch = %v; want the stale and the repeated token refused", errs)
+	}
+	f.wantStats(resourcelease.Stats{ActiveLeaseCount: 2}, "after the batches")
+}

@@ -33,17 +33,97 @@ func heartbeatInterval(l *resourcelease.Lease) time.Duration {
 }
 
 // Engine presents main's resourcelease.Engine as a Queue. Its Release
-// ignores ReleaseOptions (run the suite with Features{} for it).
+// ignores ReleaseOptions (run the suite with Features{} for it), and its
+// batch calls are the single calls in a loop (not one commit each, which
+// the suite does not check).
 func Engine(e *resourcelease.Engine) Queue { return engineQueue{e} }
 
 type engineQueue struct{ *resourcelease.Engine }
 
-func (q engineQueue) Heartbeat(ctx context.Context, t resourcelease.OwnershipToken) (resourcelease.HeartbeatResult, error) {
+func (q engineQueue) Heartbeat(ctx context.Context, t resourcelease.OwnershipToken) (resourcelease.HeartbeatReply, error) {
 	exp, err := q.Engine.Heartbeat(ctx, t)
 	if err != nil {
-		return resourcelease.HeartbeatResult{}, err
+		return resourcelease.HeartbeatReply{}, err
 	}
-	return resourcelease.HeartbeatResult{LeaseExpiresAt: exp, TTL: q.Config().LeaseDuration}, nil
+	return resourcelease.HeartbeatReply{LeaseExpiresAt: exp, TTL: q.Config().LeaseDuration}, nil
+}
+
+func (q engineQueue) EnqueueBatch(ctx context.Context, items []resourcelease.Item) ([]resourcelease.EnqueueBatchResult, error) {
+	out := make([]resourcelease.EnqueueBatchResult, len(items))
+	for i, it := range items {
+		if err := it.Validate(); err != nil {
+			out[i].Err = err
+			continue
+		}
+		// A batch never waits for room.
+		if c := q.Config().Capacity; c > 0 && q.Engine.Stats().PendingCount >= c {
+			out[i].Err = resourcelease.Errorf(resourcelease.StatusResourceExhausted, resourcelease.CodeQueueFull, "queue is at capacity")
+			continue
+		}
+		res, err := q.Engine.Enqueue(ctx, it)
+		if resourcelease.StatusOf(err) == resourcelease.StatusInvalidArgument {
+			out[i].Err = err
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		out[i].EnqueueResult = res
+	}
+	return out, nil
+}
+
+func (q engineQueue) LeaseBatch(ctx context.Context, peer string, opts resourcelease.LeaseBatchOptions) ([]*resourcelease.Lease, error) {
+	first, err := q.Engine.Lease(ctx, peer, opts.Wait)
+	if err != nil || first == nil {
+		return nil, err
+	}
+	out := []*resourcelease.Lease{first}
+	size := leaseSize(first)
+	for len(out) < max(opts.MaxItems, 1) && (opts.MaxBytes <= 0 || size < opts.MaxBytes) {
+		l, err := q.Engine.Lease(ctx, peer, 0)
+		if err != nil {
+			return nil, err
+		}
+		if l == nil {
+			break
+		}
+		if opts.MaxBytes > 0 && size+leaseSize(l) > opts.MaxBytes {
+			if err := q.Engine.Release(ctx, l.OwnershipToken); err != nil {
+				return nil, err
+			}
+			break
+		}
+		size += leaseSize(l)
+		out = append(out, l)
+	}
+	return out, nil
+}
+
+// leaseSize approximates a lease's JSON size as the stores do.
+func leaseSize(l *resourcelease.Lease) int {
+	it := &l.Payload
+	n := 300 + (len(it.Body)+2)/3*4 + len(it.ResourceType) + len(it.ResourceID) + len(it.PartitionKey) + len(it.PayloadEncoding) + len(it.RequestID)
+	for k, v := range it.Attributes {
+		n += len(k) + len(v) + 6
+	}
+	return n
+}
+
+func (q engineQueue) HeartbeatBatch(ctx context.Context, tokens []resourcelease.OwnershipToken) ([]resourcelease.HeartbeatBatchResult, error) {
+	out := make([]resourcelease.HeartbeatBatchResult, len(tokens))
+	for i, t := range tokens {
+		out[i].HeartbeatReply, out[i].Err = q.Heartbeat(ctx, t)
+	}
+	return out, nil
+}
+
+func (q engineQueue) CompleteBatch(ctx context.Context, tokens []resourcelease.OwnershipToken) ([]error, error) {
+	out := make([]error, len(tokens))
+	for i, t := range tokens {
+		out[i] = q.Engine.Complete(ctx, t)
+	}
+	return out, nil
 }
 
 func (q engineQueue) Release(ctx context.Context, t resourcelease.OwnershipToken, _ resourcelease.ReleaseOptions) error {

@@ -112,6 +112,7 @@ func Run(t *testing.T, open Factory, f Features) {
 		{"LongPoll", testLongPoll},
 		{"Release", testRelease},
 		{"EventsCarryCounts", testEventsCarryCounts},
+		{"Batches", testBatches},
 		{"Stats", testStats},
 	}
 	if f.ReleaseOptions {
