@@ -127,6 +127,7 @@ func (q *Queue) adminTx(ctx context.Context, name string, body func(c *pgx.Conn,
 	}
 	var fr finalRow
 	var p2 pgx.Batch
+	p2.Queue(setGenericPlans)
 	p2.Queue(q.sql.final, finalArgs(now, &l, &finalInput{}, 0)...)
 	note := ""
 	if l.madeReady {
@@ -142,10 +143,13 @@ func (q *Queue) adminTx(ctx context.Context, name string, body func(c *pgx.Conn,
 		p2.Queue("COMMIT")
 	}
 	err = q.pipeline(ctx, c, &p2, func(br pgx.BatchResults) error {
+		if _, err := br.Exec(); err != nil {
+			return err
+		}
 		if err := fr.scan(br.QueryRow()); err != nil {
 			return err
 		}
-		for range p2.Len() - 1 {
+		for range p2.Len() - 2 {
 			if _, err := br.Exec(); err != nil {
 				return err
 			}
