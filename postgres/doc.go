@@ -6,6 +6,9 @@
 //	store, err := postgres.Open(ctx, "postgres://leasemesh@db:5432/app", postgres.Config{})
 //	if err != nil { ... }           // a one-line *resourcelease.Error
 //	defer store.Close()
+//	queue, err := postgres.NewQueue(ctx, store, postgres.QueueConfig{})
+//	if err != nil { ... }
+//	defer queue.Close()              // before store.Close
 //	effects := store.StateStore()  // deterministic capture, once mesh-wide
 //
 // Open creates the schema (default "leasemesh"; one schema per mesh, so
@@ -18,13 +21,14 @@
 // needs no CREATE privilege once an operator has migrated it. A database
 // migrated by a newer leasemesh is refused ([CodeSchemaTooNew]).
 //
-// # Status
-//
-// This package has the store (Open, migrations, pool, clock) and the
-// deterministic [StateStore]. The queue itself (lease, settle, sweep and
-// the replication log on these tables) is not here yet; the first migration
-// already creates every table it needs, so it will add no breaking
-// migration.
+// [Queue] is the lease queue with all of its state in the database: the
+// items, the dedupe window, the dead letters and the replication log are
+// rows, and no process keeps an index of its own, so any number of
+// processes can serve one queue (every process's lease takes the oldest
+// ready item, every token works on every process, a drain on one drains
+// the queue for all). It holds to the same conformance suite
+// (resourcelease/queuetest) as the in-memory engine and the engine written
+// through SQLite.
 //
 // # How it differs from SQLite
 //
@@ -64,10 +68,51 @@
 // no separate checkpoint that several dispatchers could move backwards, and
 // an effect is recorded once however many dispatchers replay the event.
 //
-// Long-poll wake-ups (with the queue) use LISTEN on a connection of its own,
-// outside the pool, and a NOTIFY sent inside the enqueue's transaction, one
-// per batch rather than per item (NOTIFY takes a database-wide lock at
-// commit); a notification can be lost, so waiters also poll.
+// Long-poll wake-ups use LISTEN on a connection of its own, outside the
+// pool, and a NOTIFY sent inside the enqueue's transaction, one per
+// transaction rather than per item (NOTIFY takes a database-wide lock at
+// commit); a notification can be lost (the listening connection dropped),
+// so parked waiters also get a round every PollInterval (1 s). Within a
+// process the writer hands the items a transaction enqueues straight to the
+// parked waiters, in that same transaction.
+//
+// # A queue transaction
+//
+// Calls are group-committed: the queue's writer puts every mutation that
+// arrives while a transaction is in flight into the next one, and each call
+// returns after its transaction commits. A transaction is two round trips
+// (one when it only enqueues into an unbounded queue):
+//
+//  1. BEGIN; the counts (the counter row, unlocked);
+//     the rows the heartbeats, completes, fails and releases name, locked
+//     FOR UPDATE in sequence id order (they and the promotion below are
+//     the statements that wait for another transaction's locks);
+//     delayed items whose time has come, promoted to ready (waiting for a
+//     concurrent promoter, so a lease right after the delay finds them);
+//     expired leases (a sweep), FOR UPDATE SKIP LOCKED;
+//     the oldest ready items for every lease slot at once (this process's
+//     waiters first come, first served, then the new leases), FOR UPDATE
+//     SKIP LOCKED LIMIT k: one statement however many wait;
+//     the request ids of the enqueues, claimed (INSERT ... ON CONFLICT)
+//  2. the process decides every call on what it read (fencing: item,
+//     attempt and lease id match, still leased and unexpired by the
+//     database clock, else unknown_token), then sends (with generic plans:
+//     planning the final statement afresh would cost a third of its run)
+//     the net effect on the locked rows, then the final statement — it takes the counter row,
+//     draws sequence ids for the new items and numbers for the events from
+//     it, inserts both, and updates the counts — then NOTIFY and COMMIT.
+//
+// Sweeping is a transaction of the same kind: every process sweeps every
+// SweepInterval; SKIP LOCKED means two sweeps never take the same lease, and
+// the fence means an expiry happens once, with its event. Drain, restore,
+// redrive and purge run in transactions of their own beside the writer's,
+// ordered by the counter row like every other.
+//
+// Completed items are deleted, not kept with a state: the table holds only
+// live work, and its churn (insert, a few updates, delete) is what
+// autovacuum is tuned for below. The log keeps the newest EventRetention
+// events; the sweeper deletes older ones by primary key range, and expired
+// request ids, in statements of their own that never touch the counter row.
 //
 // The hot paths scan partial indexes (ready items, live leases by expiry,
 // scheduled items by due time, dead letters), which hold only the rows the
@@ -82,11 +127,19 @@
 // statement stuck behind a lock fails as deadline-exceeded rather than
 // holding its caller) and idle_in_transaction_session_timeout (default
 // 1 min: a process frozen in a transaction cannot hold the counter row for
-// ever). Every call is also bounded by its context. When a call finds its
+// ever). A Queue uses one pooled connection per transaction in flight
+// (QueueConfig.InFlight, default 1) plus short-lived ones for reads,
+// sweeps and the rare drain or restore, and one unpooled connection to
+// LISTEN: a pool of 4 (pgxpool's default on a small machine) serves one
+// Queue and the StateStore; give it InFlight + 3 or more. Every call is
+// also bounded by its context, and a transaction by the latest deadline of
+// its callers (capped by QueueConfig.BatchTimeout). When a call finds its
 // connection lost (the server restarted, crashed or ended the session) the
 // store resets the pool, so the other idle connections, dead too, are
-// replaced instead of each failing one more call; the store reconnects by
-// itself once the server is back.
+// replaced instead of each failing one more call; a queue transaction that
+// met a dead connection before it sent anything runs once more on a fresh
+// one. The store and the listener reconnect by themselves once the server
+// is back.
 //
 // Behind PgBouncer use session pooling. Transaction pooling breaks LISTEN
 // (a notification is delivered to the session that listened, which
@@ -97,6 +150,14 @@
 // them in PgBouncer's ignore_startup_parameters). Migrations need nothing
 // of the session: their advisory lock is transaction-scoped and their
 // search_path is SET LOCAL.
+//
+// # Not yet
+//
+// The first migration already has the columns and tables for these; the
+// queue does not use them yet: per-partition ordering and fair leasing (the
+// partitions table), the breaker's counters per worker peer (the peers
+// table), delayed enqueue (an item's notBefore), and enqueue or complete
+// inside a caller's own pgx.Tx.
 //
 // # Errors
 //

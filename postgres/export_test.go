@@ -1,0 +1,8 @@
+package postgres
+
+// Listening is closed once the queue's first LISTEN is established, for
+// tests that need a notification to reach it.
+func (q *Queue) Listening() <-chan struct{} { return q.listening }
+
+// ListenConnected reports whether the queue is listening now.
+func (q *Queue) ListenConnected() bool { return q.listenOK.Load() }

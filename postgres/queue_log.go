@@ -1,0 +1,151 @@
+package postgres
+
+import (
+	"strconv"
+	"time"
+
+	"github.com/leasemesh/leasemesh/resourcelease"
+)
+
+// changeLog collects the changes of one transaction, in log order, with
+// what the final statement needs to number them and to write their events:
+// the count deltas, and the item rows the transaction creates. Events are
+// built by resourcelease.NewEvent, so they have exactly the shape every
+// other replicator gives them; their counts, numbers and (for new items)
+// sequence ids are filled in once the counter row is taken.
+type changeLog struct {
+	changes []resourcelease.Change
+	events  []resourcelease.Event
+	dp, da  []int64 // after each change: the change of pending (ready + delayed) and active since the batch began
+	dd      []int64 // the same for dead letters
+	nord    []*int64
+
+	dReady, dDelayed, dActive, dDead int64
+	madeReady                        bool // some item became ready to lease
+	freed                            bool // ready + active went down
+
+	deadSeq, deadOrd []int64 // dead letters and the index of their DeadLettered event
+}
+
+// add appends c, whose count deltas have been applied. newOrd, when set, is
+// the 1-based position of the new item c enqueues among the transaction's
+// new items.
+func (l *changeLog) add(c resourcelease.Change, newOrd int64) {
+	l.changes = append(l.changes, c)
+	l.dp = append(l.dp, l.dReady+l.dDelayed)
+	l.da = append(l.da, l.dActive)
+	l.dd = append(l.dd, l.dDead)
+	if newOrd > 0 {
+		n := newOrd
+		l.nord = append(l.nord, &n)
+	} else {
+		l.nord = append(l.nord, nil)
+	}
+	if c.Kind == resourcelease.ChangeDeadLettered && c.Item != nil {
+		l.deadSeq = append(l.deadSeq, c.Item.SequenceID)
+		l.deadOrd = append(l.deadOrd, int64(len(l.changes)))
+	}
+}
+
+// moved applies an item's move between states to the deltas; "" is no
+// state (a new item, or one deleted).
+func (l *changeLog) moved(from, to string) {
+	l.adjust(from, -1)
+	l.adjust(to, 1)
+	if counted(from) && !counted(to) {
+		l.freed = true
+	}
+	if to == statePending && from != statePending {
+		l.madeReady = true
+	}
+}
+
+func (l *changeLog) adjust(state string, d int64) {
+	switch state {
+	case statePending:
+		l.dReady += d
+	case stateScheduled:
+		l.dDelayed += d
+	case stateLeased:
+		l.dActive += d
+	case stateDead:
+		l.dDead += d
+	}
+}
+
+// counted reports whether an item in state counts against capacity.
+func counted(state string) bool { return state == statePending || state == stateLeased }
+
+// eventArgs are the events' columns for the final statement, without the
+// parts the counter row decides (counts; a new item's sequence id).
+type eventArgs struct {
+	typ, own, peer, payload, err, meta []*string
+	iseq                               []*int64
+}
+
+func (l *changeLog) eventArgs() eventArgs {
+	n := len(l.changes)
+	a := eventArgs{
+		typ: make([]*string, n), own: make([]*string, n), peer: make([]*string, n), payload: make([]*string, n),
+		err: make([]*string, n), meta: make([]*string, n), iseq: make([]*int64, n),
+	}
+	l.events = make([]resourcelease.Event, n)
+	for i := range l.changes {
+		e := resourcelease.NewEvent(&l.changes[i])
+		delete(e.Metadata, resourcelease.MetaQueuePending)
+		delete(e.Metadata, resourcelease.MetaQueueActive)
+		if l.nord[i] != nil {
+			delete(e.Metadata, resourcelease.MetaSequenceID)
+		} else if c := l.changes[i]; c.Item != nil {
+			s := c.Item.SequenceID
+			a.iseq[i] = &s
+		}
+		t := string(e.EventType)
+		a.typ[i] = &t
+		if e.Ownership != nil {
+			a.own[i] = jsonText(e.Ownership)
+		}
+		if e.PeerID != "" {
+			p := e.PeerID
+			a.peer[i] = &p
+		}
+		if e.Payload != nil {
+			a.payload[i] = jsonText(e.Payload)
+		}
+		a.err[i] = errorJSON(e.Error)
+		a.meta[i] = jsonText(e.Metadata)
+		l.events[i] = e
+	}
+	return a
+}
+
+// number fills in what the counter row decided: each change's event
+// number, time and counts, and the sequence ids of new items.
+func (l *changeLog) number(firstSeq, firstEv int64, after counts, ts time.Time) []Committed {
+	pendBefore := after.ready + after.delayed - l.dReady - l.dDelayed
+	actBefore := after.active - l.dActive
+	deadBefore := after.dead - l.dDead
+	out := make([]Committed, len(l.changes))
+	for i := range l.changes {
+		c, e := &l.changes[i], &l.events[i]
+		c.At, e.Timestamp = ts, ts
+		c.Pending, c.Active, c.DeadLettered = int(pendBefore+l.dp[i]), int(actBefore+l.da[i]), int(deadBefore+l.dd[i])
+		e.SequenceNumber = firstEv + int64(i)
+		e.Metadata[resourcelease.MetaQueuePending] = strconv.Itoa(c.Pending)
+		e.Metadata[resourcelease.MetaQueueActive] = strconv.Itoa(c.Active)
+		if l.nord[i] != nil {
+			seq := firstSeq + *l.nord[i] - 1
+			item := *c.Item
+			item.SequenceID, item.EnqueuedAt = seq, ts
+			c.Item = &item
+			e.Metadata[resourcelease.MetaSequenceID] = strconv.FormatInt(seq, 10)
+			if !c.Token.IsZero() { // a lease of the new item
+				c.Token.SequenceID = seq
+				t := c.Token
+				e.Ownership = &t
+			}
+		}
+		out[i] = Committed{Change: *c, Event: *e}
+	}
+	return out
+}
