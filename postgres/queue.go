@@ -271,7 +271,7 @@ func (c counts) stats() resourcelease.Stats {
 	return resourcelease.Stats{PendingCount: int(c.ready + c.delayed), ActiveLeaseCount: int(c.active), DeadLetterCount: int(c.dead)}
 }
 
-var _ resourcelease.StoreQueue = (*Queue)(nil)
+var _ resourcelease.Queue = (*Queue)(nil)
 
 // NewQueue returns the queue of store's schema (there is one per schema)
 // and starts its writer, its sweeper, its poll timer and its listener; Close
@@ -510,8 +510,8 @@ func (q *Queue) Enqueue(ctx context.Context, item resourcelease.Item) (resourcel
 // has its Err; the others are committed together. The error is for the
 // call as a whole (the database failed, ctx ended): then no item was
 // acknowledged.
-func (q *Queue) EnqueueBatch(ctx context.Context, items []resourcelease.Item) ([]resourcelease.EnqueueBatchResult, error) {
-	out := make([]resourcelease.EnqueueBatchResult, len(items))
+func (q *Queue) EnqueueBatch(ctx context.Context, items []resourcelease.Item) ([]resourcelease.EnqueueResult, error) {
+	out := make([]resourcelease.EnqueueResult, len(items))
 	valid := make([]resourcelease.Item, 0, len(items))
 	index := make([]int, 0, len(items))
 	for i := range items {
@@ -542,7 +542,7 @@ func (q *Queue) EnqueueBatch(ctx context.Context, items []resourcelease.Item) ([
 			out[i].Err = o.errs[j]
 			continue
 		}
-		out[i] = resourcelease.EnqueueBatchResult{EnqueueResult: resourcelease.EnqueueResult{SequenceID: o.seqs[j], Duplicate: o.dups[j], Stats: o.stats}}
+		out[i] = resourcelease.EnqueueResult{SequenceID: o.seqs[j], Duplicate: o.dups[j], Stats: o.stats}
 	}
 	return out, nil
 }
@@ -649,12 +649,12 @@ func (q *Queue) tokenCall(ctx context.Context, kind opKind, t resourcelease.Owne
 // Heartbeat implements the queue contract: it extends a live lease by the
 // lease duration, measured by the database clock. A token that is not the
 // live, unexpired lease of its item is unknown_token.
-func (q *Queue) Heartbeat(ctx context.Context, token resourcelease.OwnershipToken) (resourcelease.HeartbeatReply, error) {
+func (q *Queue) Heartbeat(ctx context.Context, token resourcelease.OwnershipToken) (resourcelease.HeartbeatResponse, error) {
 	o, err := q.tokenCall(ctx, opHeartbeat, token, nil)
 	if err != nil {
-		return resourcelease.HeartbeatReply{}, err
+		return resourcelease.HeartbeatResponse{}, err
 	}
-	return resourcelease.HeartbeatReply{LeaseExpiresAt: o.expires[0], TTL: q.ttl(o)}, nil
+	return resourcelease.HeartbeatResponse{LeaseExpiresAt: o.expires[0], TTL: q.ttl(o)}, nil
 }
 
 func (q *Queue) ttl(o *op) time.Duration {
@@ -664,15 +664,15 @@ func (q *Queue) ttl(o *op) time.Duration {
 // HeartbeatBatch implements the queue contract: it heartbeats tokens in
 // one transaction and returns one result per token (Err unknown_token for
 // one that is not live). The error is for the call as a whole.
-func (q *Queue) HeartbeatBatch(ctx context.Context, tokens []resourcelease.OwnershipToken) ([]resourcelease.HeartbeatBatchResult, error) {
+func (q *Queue) HeartbeatBatch(ctx context.Context, tokens []resourcelease.OwnershipToken) ([]resourcelease.HeartbeatResult, error) {
 	o, err := q.tokensCall(ctx, opHeartbeat, tokens)
 	if err != nil {
 		return nil, err
 	}
-	out := make([]resourcelease.HeartbeatBatchResult, len(tokens))
+	out := make([]resourcelease.HeartbeatResult, len(tokens))
 	for i := range tokens {
 		if out[i].Err = o.errs[i]; out[i].Err == nil {
-			out[i].HeartbeatReply = resourcelease.HeartbeatReply{LeaseExpiresAt: o.expires[i], TTL: q.ttl(o)}
+			out[i].HeartbeatResponse = resourcelease.HeartbeatResponse{LeaseExpiresAt: o.expires[i], TTL: q.ttl(o)}
 		}
 	}
 	return out, nil

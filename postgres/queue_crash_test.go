@@ -111,12 +111,12 @@ func crashStep(q *postgres.Queue, rng *rand.Rand, peer, reqID string, emit func(
 		}
 		return emit("C %d %d", tok.SequenceID, tok.Attempt)
 	case p < 60:
-		if err := q.Fail(bg, tok, resourcelease.FailOptions{Reason: fmt.Sprintf("boom-%d-%d", tok.SequenceID, tok.Attempt), ErrorCode: "e.boom", Requeue: true}); err != nil {
+		if err := q.Fail(bg, tok, resourcelease.FailOptions{Reason: fmt.Sprintf("boom-%d-%d", tok.SequenceID, tok.Attempt), ErrorCode: "e.boom"}); err != nil {
 			return err
 		}
 		return emit("R %d %d", tok.SequenceID, tok.Attempt)
 	case p < 70:
-		if err := q.Fail(bg, tok, resourcelease.FailOptions{Reason: fmt.Sprintf("fatal-%d-%d", tok.SequenceID, tok.Attempt)}); err != nil {
+		if err := q.Fail(bg, tok, resourcelease.FailOptions{Reason: fmt.Sprintf("fatal-%d-%d", tok.SequenceID, tok.Attempt), DeadLetter: true}); err != nil {
 			return err
 		}
 		return emit("D %d %d", tok.SequenceID, tok.Attempt)

@@ -39,7 +39,7 @@ func queueOps(tok resourcelease.OwnershipToken) []struct {
 		{"Fail", func(ctx context.Context, q *postgres.Queue) error {
 			t := tok
 			t.Attempt++ // a stale token: must not end the real lease once the server is back
-			return q.Fail(ctx, t, resourcelease.FailOptions{Requeue: true})
+			return q.Fail(ctx, t, resourcelease.FailOptions{})
 		}},
 		{"Stats", func(ctx context.Context, q *postgres.Queue) error { _, err := q.Stats(ctx); return err }},
 		{"DrainN", func(ctx context.Context, q *postgres.Queue) error { _, _, err := q.DrainN(ctx, 1, 0); return err }},

@@ -166,7 +166,7 @@ func TestQueueMatchesModel(t *testing.T) {
 				tok := pickToken(rt)
 				requeue := rapid.Bool().Draw(rt, "requeue")
 				live := m.live(tok)
-				checkTokenErr(rt, tok, live, q.Fail(bg, tok, resourcelease.FailOptions{Reason: "x", Requeue: requeue}))
+				checkTokenErr(rt, tok, live, q.Fail(bg, tok, resourcelease.FailOptions{Reason: "x", DeadLetter: !requeue}))
 				if live {
 					m.endLease(m.items[tok.SequenceID], requeue)
 				}

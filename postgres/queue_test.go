@@ -95,7 +95,7 @@ func TestQueueRefusesTextPostgresCannotHold(t *testing.T) {
 	if err != nil || l == nil {
 		t.Fatalf("Lease: %v, %v", l, err)
 	}
-	if err := q.Fail(bg, l.OwnershipToken, resourcelease.FailOptions{Reason: "bad \xff\x00 bytes", Requeue: true}); err != nil {
+	if err := q.Fail(bg, l.OwnershipToken, resourcelease.FailOptions{Reason: "bad \xff\x00 bytes"}); err != nil {
 		t.Fatalf("Fail with bad text: %v", err)
 	}
 }
@@ -225,7 +225,7 @@ func TestQueueGroupCommit(t *testing.T) {
 				case 1:
 					_, err = q.Heartbeat(bg, l.OwnershipToken)
 					if err == nil {
-						err = q.Fail(bg, l.OwnershipToken, resourcelease.FailOptions{Reason: "again", Requeue: true})
+						err = q.Fail(bg, l.OwnershipToken, resourcelease.FailOptions{Reason: "again"})
 					}
 				case 2:
 					err = q.Release(bg, l.OwnershipToken, resourcelease.ReleaseOptions{})

@@ -15,7 +15,7 @@ import (
 // replicator persisted.
 func TestQueueConformance(t *testing.T) {
 	queuetest.Run(t, func(t *testing.T, cfg resourcelease.QueueConfig) *queuetest.Harness {
-		r := newSQLite(t, openDB(t, "", sqlitedb.Options{}), replication.SQLiteOptions{Clock: cfg.Clock, Retention: -1})
+		r := newSQLite(t, openDB(t, "", sqlitedb.Config{}), replication.SQLiteConfig{Clock: cfg.Clock, Retention: -1})
 		cfg.Journal = r
 		e, err := resourcelease.NewEngine(cfg)
 		if err != nil {
