@@ -2,9 +2,12 @@ package deterministic_test
 
 import (
 	"context"
+	"database/sql"
 	"encoding/json"
 	"fmt"
+	"strings"
 	"testing"
+	"time"
 
 	"pgregory.net/rapid"
 
@@ -94,11 +97,15 @@ func TestCoordinatorReplayProperty(t *testing.T) {
 				err = sqliteDB.QueryRow(`SELECT count(*) FROM `+deterministic.DefaultTable+` WHERE key LIKE ?`, changeID+"/seq/%").Scan(&n)
 				return n, err
 			}, breakKey: func(key string) (func() error, error) {
+				// A check that failed part-way may have left its trigger.
+				if err := execRetryingLocks(sqliteDB, `DROP TRIGGER IF EXISTS poison`); err != nil {
+					return nil, err
+				}
 				if _, err := sqliteDB.Exec(`CREATE TRIGGER poison BEFORE INSERT ON ` + deterministic.DefaultTable +
 					` WHEN NEW.key = '` + key + `' BEGIN SELECT RAISE(ABORT, 'poisoned record'); END`); err != nil {
 					return nil, err
 				}
-				return func() error { _, err := sqliteDB.Exec(`DROP TRIGGER poison`); return err }, nil
+				return func() error { return execRetryingLocks(sqliteDB, `DROP TRIGGER poison`) }, nil
 			}}
 		}},
 	} {
@@ -201,4 +208,19 @@ func TestCoordinatorReplayProperty(t *testing.T) {
 			})
 		})
 	}
+}
+
+// execRetryingLocks runs a schema change, retrying while the database is
+// locked: the store's checkpointer may hold the database for a moment, and
+// DDL fails at once with "locked" rather than waiting out the busy timeout
+// when another connection's statement is active.
+func execRetryingLocks(db *sql.DB, stmt string) error {
+	var err error
+	for range 200 {
+		if _, err = db.Exec(stmt); err == nil || !strings.Contains(err.Error(), "locked") {
+			return err
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	return err
 }
