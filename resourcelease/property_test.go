@@ -23,7 +23,7 @@ type model struct {
 	// line is, with partitions fairness, when each leasable partition
 	// joined the line (larger is later); partitions that joined in the same
 	// call share a value, so the engine may serve them in either order.
-	line  map[string]int64
+	line map[string]int64
 	tick int64
 	ext  int64 // counts lease grants and heartbeats: expiry order
 }
