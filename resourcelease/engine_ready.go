@@ -1,6 +1,9 @@
 package resourcelease
 
-import "time"
+import (
+	"context"
+	"time"
+)
 
 // Where pending items live. Without per-partition rules (fifo fairness, no
 // MaxActivePerPartition) the ready items are in q.fresh (new enqueues, in
@@ -191,3 +194,119 @@ func notBeforeNanos(t time.Time) int64 {
 func timeInRange(t time.Time) bool { return t.Before(maxNanosTime) }
 
 var maxNanosTime = time.Unix(0, 1<<63-1)
+
+// PartitionBacklog is one partition's share of the queue.
+type PartitionBacklog struct {
+	PartitionKey string `json:"partitionKey"`
+	// Ready counts its ready items: leasable now, or held back by the
+	// partition's limit (MaxActivePerPartition).
+	Ready int `json:"ready"`
+	// Leased counts its live leases.
+	Leased int `json:"leased"`
+}
+
+// Backlog is what is waiting, by partition, as Engine.Backlog reports it.
+type Backlog struct {
+	// Partitions are the partitions with the most ready items, most first
+	// (ties by key), at most as many as asked for.
+	Partitions []PartitionBacklog `json:"partitions"`
+	// PartitionCount counts the partitions that have a ready item.
+	PartitionCount int `json:"partitionCount"`
+	// Ready and Delayed count the ready and the delayed items.
+	Ready   int `json:"ready"`
+	Delayed int `json:"delayed"`
+	// OldestReadySince is when the ready item with the lowest sequence id
+	// (the next one fifo leasing takes, partition limits aside) became
+	// ready: its enqueue, or its NotBefore when that was later. Zero when
+	// nothing is ready. Its age is what to alarm on when work piles up.
+	OldestReadySince time.Time `json:"oldestReadySince,omitzero"`
+}
+
+// Backlog returns the top partitions by ready items (at most top of them;
+// top <= 0 returns none) and the age of the oldest ready item. It runs
+// under the queue's lock in O(P log top + L) for P partitions with ready
+// items and L live leases (with strict partitions, plus the items of those
+// whose head is delayed), so call it now and then (a metrics scrape), not
+// per operation.
+func (q *Engine) Backlog(ctx context.Context, top int) (Backlog, error) {
+	if err := ctxError(ctx); err != nil {
+		return Backlog{}, err
+	}
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	b := Backlog{Ready: q.readyLen(), Delayed: q.delayed.Len()}
+	worse := func(a, c PartitionBacklog) bool { // a ranks below c
+		if a.Ready != c.Ready {
+			return a.Ready < c.Ready
+		}
+		return a.PartitionKey > c.PartitionKey
+	}
+	h := minHeap[PartitionBacklog]{less: worse}
+	offer := func(key string, ready int) {
+		if ready == 0 {
+			return
+		}
+		b.PartitionCount++
+		if top <= 0 {
+			return
+		}
+		pb := PartitionBacklog{PartitionKey: key, Ready: ready}
+		if h.Len() < top {
+			h.Push(pb)
+		} else if least, _ := h.Peek(); worse(least, pb) {
+			h.Pop()
+			h.Push(pb)
+		}
+	}
+	var oldest *entry
+	older := func(e *entry) {
+		if e != nil && (oldest == nil || e.seq < oldest.seq) {
+			oldest = e
+		}
+	}
+	if q.parts == nil {
+		for key, n := range q.backlog {
+			offer(key, n)
+		}
+		older(q.fresh.Front())
+		if r, ok := q.redo.Peek(); ok {
+			older(r)
+		}
+	} else {
+		for key, p := range q.parts.byKey {
+			offer(key, p.ready)
+			switch {
+			case p.ready == 0:
+			case p.pending.items[0].readyAt == 0:
+				older(p.pending.items[0])
+			default: // a strict partition held by its delayed head
+				for _, e := range p.pending.items {
+					if e.readyAt == 0 {
+						older(e)
+					}
+				}
+			}
+		}
+	}
+	b.Partitions = make([]PartitionBacklog, h.Len())
+	at := make(map[string]int, h.Len())
+	for i := len(b.Partitions) - 1; i >= 0; i-- {
+		b.Partitions[i] = h.Pop()
+		at[b.Partitions[i].PartitionKey] = i
+	}
+	if len(at) > 0 {
+		for _, e := range q.leases {
+			if i, ok := at[e.item.PartitionKey]; ok {
+				b.Partitions[i].Leased++
+			}
+		}
+	}
+	if oldest != nil {
+		since := oldest.enqueuedAt
+		if nb := notBeforeNanos(oldest.item.NotBefore); nb > since {
+			since = nb
+		}
+		b.OldestReadySince = fromNanos(since)
+	}
+	return b, nil
+}
