@@ -96,8 +96,8 @@ func newQueueMetrics() *queueMetrics {
 		return prometheus.NewCounter(prometheus.CounterOpts{Name: name, Help: help})
 	}
 	return &queueMetrics{
-		pending:      gauge(MetricPendingItems, "Items waiting to be leased, ready or delayed."),
-		delayed:      gauge(MetricDelayedItems, "Pending items not leasable before a later time."),
+		pending: gauge(MetricPendingItems, "Items waiting to be leased, ready or delayed."),
+		delayed: gauge(MetricDelayedItems, "Pending items not leasable before a later time."),
 		purged: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: MetricDeadLettersPurged,
 			Help: "Dead letters the queue purged by itself, by reason (retention, max_dead_letters).",
