@@ -63,6 +63,8 @@ func startDispatcher(ctx context.Context, cfg *config.Config, token string, logg
 		Queue: resourcelease.QueueConfig{
 			Capacity: cfg.Capacity, LeaseDuration: cfg.LeaseDuration, HeartbeatInterval: cfg.HeartbeatInterval,
 			RequeueDelay: cfg.RequeueDelay, MaxDeliveryAttempts: cfg.MaxDeliveryAttempts,
+			MaxActivePerPartition: cfg.MaxActivePerPartition, Fairness: cfg.Fairness,
+			DeadLetterRetention: cfg.DeadLetterRetention, MaxDeadLetters: cfg.MaxDeadLetters,
 		},
 		PeerHealth: peerhealth.Config{
 			GracePeriod: cfg.LeaseDuration, BreakerThreshold: cfg.BreakerThreshold, BreakerCooldown: cfg.BreakerCooldown,
