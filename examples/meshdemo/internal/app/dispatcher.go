@@ -127,6 +127,10 @@ func (d *dispatcherRole) sources(client *transport.Client) diagnostics.Sources {
 		LastSequence:        repl.LastSequence,
 		Sinks:               func() any { return repl.SinkStatuses() },
 		Totals:              d.totals.Totals,
+		Backlog: func(ctx context.Context) (*resourcelease.Backlog, error) {
+			b, err := d.Queue().Backlog(ctx, diagnostics.BacklogPartitions)
+			return &b, err
+		},
 	}
 }
 
