@@ -1168,9 +1168,13 @@ func (q *Engine) DrainN(ctx context.Context, maxItems, maxBytes int) (items []Pe
 	var heads minHeap[*partition]
 	touched := map[*partition]bool{}
 	if q.parts != nil {
-		heads.less = func(a, b *partition) bool { return a.pending.items[0].seq < b.pending.items[0].seq }
+		heads.less = func(a, b *partition) bool {
+			as, _ := a.headSeq()
+			bs, _ := b.headSeq()
+			return as < bs
+		}
 		for _, p := range q.parts.byKey {
-			if p.pending.Len() > 0 {
+			if p.len() > 0 {
 				heads.items = append(heads.items, p)
 			}
 		}
@@ -1190,8 +1194,8 @@ func (q *Engine) DrainN(ctx context.Context, maxItems, maxBytes int) (items []Pe
 		if tookDelayed < len(delayed) && (next == nil || delayed[tookDelayed].seq < next.seq) {
 			next, from = delayed[tookDelayed], 3
 		}
-		if p, ok := heads.Peek(); ok && (next == nil || p.pending.items[0].seq < next.seq) {
-			next, from = p.pending.items[0], 4
+		if p, ok := heads.Peek(); ok && (next == nil || p.head().seq < next.seq) {
+			next, from = p.head(), 4
 		}
 		if next == nil {
 			break
@@ -1215,15 +1219,16 @@ func (q *Engine) DrainN(ctx context.Context, maxItems, maxBytes int) (items []Pe
 			if !q.parts.rr && p.heapIdx >= 0 {
 				q.parts.remove(p.heapIdx) // its key changes; update puts it back
 			}
-			p.pending.Pop()
+			p.popHead()
 			if next.readyAt == 0 {
 				p.ready--
 				q.parts.ready--
 			} else {
+				p.delayed--
 				tookStrictDelayed = true
 			}
 			touched[p] = true
-			if p.pending.Len() > 0 {
+			if p.len() > 0 {
 				heads.fixTop()
 			} else {
 				heads.Pop()

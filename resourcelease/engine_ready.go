@@ -167,9 +167,7 @@ func (q *Engine) eachPendingOf(key string, f func(*entry)) {
 		return
 	}
 	if p := q.parts.byKey[key]; p != nil {
-		for _, e := range p.pending.items {
-			f(e)
-		}
+		p.each(f)
 	}
 	if !q.parts.strict {
 		for _, e := range q.delayed.items {
@@ -275,16 +273,16 @@ func (q *Engine) Backlog(ctx context.Context, top int) (Backlog, error) {
 	} else {
 		for key, p := range q.parts.byKey {
 			offer(key, p.ready)
-			switch {
+			switch h := p.head(); {
 			case p.ready == 0:
-			case p.pending.items[0].readyAt == 0:
-				older(p.pending.items[0])
+			case h.readyAt == 0:
+				older(h)
 			default: // a strict partition held by its delayed head
-				for _, e := range p.pending.items {
+				p.each(func(e *entry) {
 					if e.readyAt == 0 {
 						older(e)
 					}
-				}
+				})
 			}
 		}
 	}

@@ -24,12 +24,18 @@ func (f Fairness) Valid() bool { return f == "" || f == FairnessFIFO || f == Fai
 // the partitioned index.
 type partition struct {
 	key string
-	// pending holds the partition's ready items by sequence id and, when the
+	// fresh and redo hold the partition's ready items and, when the
 	// partitions are strict (MaxActivePerPartition 1), its delayed items
-	// too, which keeps a delayed item at its place at the head.
-	pending minHeap[*entry]
-	ready   int // items in pending that are ready (readyAt 0)
-	active  int // live leases
+	// too, which keeps a delayed item at its place at the head: fresh in
+	// ascending sequence order (new enqueues, O(1)), redo the rest (a heap
+	// by sequence id), as the queue itself keeps them without partitions.
+	fresh  seqRing
+	redo   minHeap[*entry]
+	ready  int // items in fresh and redo that are ready (readyAt 0)
+	active int // live leases
+	// delayed counts its delayed items (strict partitions only): while it is
+	// zero the head is ready without looking at it.
+	delayed int
 	// heapIdx is the partition's place in partitionIndex.heap (fifo), or -1.
 	heapIdx int
 	// prev and next link the partition into partitionIndex's ring
@@ -38,20 +44,149 @@ type partition struct {
 	inRing     bool
 }
 
+func (p *partition) len() int { return p.fresh.Len() + p.redo.Len() }
+
+// headSeq returns the sequence id of the partition's pending item with the
+// lowest one, and whether it has any. It reads an item only when one is
+// out of order (in redo).
+func (p *partition) headSeq() (int64, bool) {
+	fs, _ := p.fresh.Front()
+	r, ok := p.redo.Peek()
+	switch {
+	case !ok:
+		return fs, p.fresh.Len() > 0
+	case p.fresh.Len() == 0 || r.seq < fs:
+		return r.seq, true
+	}
+	return fs, true
+}
+
+// head returns the partition's pending item with the lowest sequence id,
+// or nil.
+func (p *partition) head() *entry {
+	fs, f := p.fresh.Front()
+	r, ok := p.redo.Peek()
+	switch {
+	case !ok:
+		return f
+	case f == nil || r.seq < fs:
+		return r
+	}
+	return f
+}
+
+// popHead removes and returns head().
+func (p *partition) popHead() *entry {
+	fs, f := p.fresh.Front()
+	r, ok := p.redo.Peek()
+	if ok && (f == nil || r.seq < fs) {
+		return p.redo.Pop()
+	}
+	return p.fresh.PopFront()
+}
+
+// add adds e in its place by sequence id.
+func (p *partition) add(e *entry) {
+	if p.fresh.Len() == 0 || p.fresh.Back() < e.seq {
+		p.fresh.PushBack(e.seq, e)
+		return
+	}
+	p.redo.Push(e)
+}
+
+// each calls f on every item of the partition.
+func (p *partition) each(f func(*entry)) {
+	p.fresh.Each(f)
+	for _, e := range p.redo.items {
+		f(e)
+	}
+}
+
+// seqRing is a FIFO of items in ascending sequence order that keeps each
+// item's sequence id next to it, so that the partition's head and back are
+// known without reading an item (a cache miss, in a deep queue).
+type seqRing struct {
+	buf        []seqEntry
+	head, size int
+}
+
+type seqEntry struct {
+	seq int64
+	e   *entry
+}
+
+func (r *seqRing) Len() int { return r.size }
+
+func (r *seqRing) PushBack(seq int64, e *entry) {
+	if r.size == len(r.buf) {
+		nb := make([]seqEntry, max(2*len(r.buf), 2))
+		for i := 0; i < r.size; i++ {
+			nb[i] = r.buf[(r.head+i)%len(r.buf)]
+		}
+		r.buf, r.head = nb, 0
+	}
+	r.buf[(r.head+r.size)%len(r.buf)] = seqEntry{seq, e}
+	r.size++
+}
+
+// Front returns the first item and its sequence id (0, nil when empty).
+func (r *seqRing) Front() (int64, *entry) {
+	if r.size == 0 {
+		return 0, nil
+	}
+	f := r.buf[r.head]
+	return f.seq, f.e
+}
+
+// Back returns the last item's sequence id (the ring is not empty).
+func (r *seqRing) Back() int64 { return r.buf[(r.head+r.size-1)%len(r.buf)].seq }
+
+func (r *seqRing) PopFront() *entry {
+	if r.size == 0 {
+		return nil
+	}
+	f := r.buf[r.head]
+	r.buf[r.head] = seqEntry{}
+	r.head = (r.head + 1) % len(r.buf)
+	r.size--
+	if r.size == 0 {
+		r.head = 0
+		if len(r.buf) > 64 {
+			r.buf = nil // a drained backlog gives its buffer back
+		}
+	}
+	return f.e
+}
+
+func (r *seqRing) Each(f func(*entry)) {
+	for i := 0; i < r.size; i++ {
+		f(r.buf[(r.head+i)%len(r.buf)].e)
+	}
+}
+
+// headEntry is a partition in the fifo heap with its head's sequence id,
+// kept by the heap so that comparing two partitions reads neither.
+type headEntry struct {
+	seq int64
+	p   *partition
+}
+
 func bySeq(a, b *entry) bool { return a.seq < b.seq }
 
 // partitionIndex chooses the next item to lease when leasing depends on
 // partitions (MaxActivePerPartition > 0, or partitions fairness). Each
-// partition keeps its pending items in a heap by sequence id; the
-// partitions that have a leasable item (a ready head and a live lease count
-// below the limit) are kept in a heap by their head's sequence id (fifo) or
-// in a ring (partitions fairness). Leasing and every change of one
-// partition are O(log n) for n items: the heap of the partition plus, for
-// fifo, the heap of partitions.
+// partition keeps its pending items in sequence order (a ring of new
+// enqueues and a heap of the others); the partitions that have a leasable
+// item (a ready head and a live lease count below the limit) are kept in a
+// heap by their head's sequence id (fifo) or in a ring (partitions
+// fairness). Leasing and every change of one partition are O(log n) for n
+// items (O(1) within the partition for items in enqueue order), plus for
+// fifo O(log P) in the heap of P partitions, whose entries carry their
+// head's sequence id so that sifting touches no item.
 //
 // Delayed items are in Engine.delayed, by time; with strict partitions they
-// are in their partition's heap as well, since a delayed item at the head
-// of a strict partition holds it.
+// are in their partition as well, since a delayed item at the head of a
+// strict partition holds it.
 type partitionIndex struct {
 	max    int  // MaxActivePerPartition; 0 no limit
 	strict bool // max == 1
@@ -59,8 +194,8 @@ type partitionIndex struct {
 	byKey  map[string]*partition
 	ready  int // ready items in every partition
 
-	heap               []*partition // fifo: leasable partitions by head sequence id
-	ringHead, ringTail *partition   // partitions fairness: leasable partitions, next first
+	heap               []headEntry // fifo: leasable partitions by head sequence id
+	ringHead, ringTail *partition  // partitions fairness: leasable partitions, next first
 }
 
 func newPartitionIndex(cfg *QueueConfig) *partitionIndex {
@@ -77,7 +212,7 @@ func (x *partitionIndex) get(key string) *partition {
 	p := x.byKey[key]
 	if p == nil {
 		p = &partition{key: key, heapIdx: -1}
-		p.pending.less = bySeq
+		p.redo.less = bySeq
 		x.byKey[key] = p
 	}
 	return p
@@ -85,10 +220,10 @@ func (x *partitionIndex) get(key string) *partition {
 
 // leasable reports whether p's head can be leased now.
 func (x *partitionIndex) leasable(p *partition) bool {
-	if p.pending.Len() == 0 || (x.max > 0 && p.active >= x.max) {
+	if (x.max > 0 && p.active >= x.max) || p.len() == 0 {
 		return false
 	}
-	return p.pending.items[0].readyAt == 0
+	return p.delayed == 0 || p.head().readyAt == 0
 }
 
 // update puts p where its state says: among the leasable partitions or
@@ -107,15 +242,19 @@ func (x *partitionIndex) update(p *partition) {
 		switch {
 		case ok && p.heapIdx < 0:
 			p.heapIdx = len(x.heap)
-			x.heap = append(x.heap, p)
+			seq, _ := p.headSeq()
+			x.heap = append(x.heap, headEntry{seq: seq, p: p})
 			x.up(p.heapIdx)
 		case ok:
-			x.fix(p.heapIdx)
+			if seq, _ := p.headSeq(); seq != x.heap[p.heapIdx].seq {
+				x.heap[p.heapIdx].seq = seq
+				x.fix(p.heapIdx)
+			}
 		case p.heapIdx >= 0:
 			x.remove(p.heapIdx)
 		}
 	}
-	if p.pending.Len() == 0 && p.active == 0 {
+	if p.len() == 0 && p.active == 0 {
 		delete(x.byKey, p.key)
 	}
 }
@@ -123,7 +262,7 @@ func (x *partitionIndex) update(p *partition) {
 // push adds a ready item.
 func (x *partitionIndex) push(e *entry) {
 	p := x.get(e.item.PartitionKey)
-	p.pending.Push(e)
+	p.add(e)
 	p.ready++
 	x.ready++
 	x.update(p)
@@ -133,7 +272,8 @@ func (x *partitionIndex) push(e *entry) {
 // Engine.delayed too).
 func (x *partitionIndex) pushDelayed(e *entry) {
 	p := x.get(e.item.PartitionKey)
-	p.pending.Push(e)
+	p.add(e)
+	p.delayed++
 	x.update(p)
 }
 
@@ -142,6 +282,7 @@ func (x *partitionIndex) pushDelayed(e *entry) {
 func (x *partitionIndex) promoted(e *entry) {
 	p := x.byKey[e.item.PartitionKey]
 	p.ready++
+	p.delayed--
 	x.ready++
 	x.update(p)
 }
@@ -154,13 +295,13 @@ func (x *partitionIndex) next() *partition {
 	if len(x.heap) == 0 {
 		return nil
 	}
-	return x.heap[0]
+	return x.heap[0].p
 }
 
 // peek returns the item pop would take, or nil.
 func (x *partitionIndex) peek() *entry {
 	if p := x.next(); p != nil {
-		return p.pending.items[0]
+		return p.head()
 	}
 	return nil
 }
@@ -172,7 +313,7 @@ func (x *partitionIndex) pop() *entry {
 	if p == nil {
 		return nil
 	}
-	e := p.pending.Pop()
+	e := p.popHead()
 	p.ready--
 	x.ready--
 	p.active++
@@ -204,23 +345,19 @@ func (x *partitionIndex) unleased(e *entry) {
 // partitions, delayed ones included).
 func (x *partitionIndex) each(f func(*entry)) {
 	for _, p := range x.byKey {
-		for _, e := range p.pending.items {
-			f(e)
-		}
+		p.each(f)
 	}
 }
 
 // The fifo heap of partitions, by head sequence id, with each partition's
 // index kept in heapIdx.
 
-func (x *partitionIndex) lessAt(i, j int) bool {
-	return x.heap[i].pending.items[0].seq < x.heap[j].pending.items[0].seq
-}
+func (x *partitionIndex) lessAt(i, j int) bool { return x.heap[i].seq < x.heap[j].seq }
 
 func (x *partitionIndex) swap(i, j int) {
 	x.heap[i], x.heap[j] = x.heap[j], x.heap[i]
-	x.heap[i].heapIdx = i
-	x.heap[j].heapIdx = j
+	x.heap[i].p.heapIdx = i
+	x.heap[j].p.heapIdx = j
 }
 
 func (x *partitionIndex) up(j int) {
@@ -261,11 +398,11 @@ func (x *partitionIndex) fix(i int) {
 
 func (x *partitionIndex) remove(i int) {
 	n := len(x.heap) - 1
-	p := x.heap[i]
+	p := x.heap[i].p
 	if i != n {
 		x.swap(i, n)
 	}
-	x.heap[n] = nil
+	x.heap[n] = headEntry{}
 	x.heap = x.heap[:n]
 	if i != n {
 		x.fix(i)
