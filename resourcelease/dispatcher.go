@@ -84,15 +84,9 @@ type BatchDispatcher interface {
 	CompleteBatch(ctx context.Context, req *CompleteBatchRequest) ([]error, error)
 }
 
-// EnqueueRequest is the body of `enqueue` (wire: {"payload","delayMs"}).
+// EnqueueRequest is the body of `enqueue`.
 type EnqueueRequest struct {
-	Payload *Item
-	// Delay, when positive, keeps the item from being leased for that long
-	// (from when the dispatcher received it): the item's NotBefore becomes
-	// now + Delay, or stays the payload's own NotBefore when that is later.
-	// It travels as whole milliseconds, rounded up; negative is
-	// invalid-argument.
-	Delay time.Duration
+	Payload *Item `json:"payload"`
 }
 
 // QueueCounts are the counts returned by enqueue.
@@ -101,17 +95,12 @@ type QueueCounts struct {
 	ActiveLeaseCount int `json:"activeLeaseCount"`
 }
 
-// EnqueueResponse is the result of `enqueue`. SequenceID, Duplicate and
-// NotBefore are additions to the OmniRelay shape; older clients ignore them.
+// EnqueueResponse is the result of `enqueue`. SequenceID and Duplicate are
+// additions to the OmniRelay shape; older clients ignore them.
 type EnqueueResponse struct {
 	Stats      QueueCounts `json:"stats"`
 	SequenceID int64       `json:"sequenceId,omitempty"`
 	Duplicate  bool        `json:"duplicate,omitempty"`
-	// NotBefore echoes the time before which the item will not be leased
-	// (RFC 3339, UTC), when it has one; not set on a Duplicate. A client
-	// that asked for a delay and gets no NotBefore back is talking to a
-	// server that ignored it (the transport's Client refuses that answer).
-	NotBefore time.Time `json:"notBefore,omitzero"`
 }
 
 // LeaseRequest is the body of `lease` (wire: {"peerId","waitMs"}).
@@ -142,13 +131,10 @@ type HeartbeatResponse struct {
 	TTL time.Duration
 }
 
-// EnqueueBatchRequest is the body of `enqueueBatch` (wire:
-// {"payloads","delayMs"}): at most MaxBatchItems payloads.
+// EnqueueBatchRequest is the body of `enqueueBatch`: at most MaxBatchItems
+// payloads.
 type EnqueueBatchRequest struct {
-	Payloads []Item
-	// Delay, when positive, delays every payload as EnqueueRequest.Delay
-	// does; each payload may also have its own NotBefore.
-	Delay time.Duration
+	Payloads []Item `json:"payloads"`
 }
 
 // EnqueueBatchResponse is the result of `enqueueBatch`: one result per
@@ -161,13 +147,11 @@ type EnqueueBatchResponse struct {
 
 // EnqueueItemResult is the outcome of one payload of an enqueueBatch: its
 // sequence id (Duplicate when its RequestID was seen within the dedupe
-// window) and the NotBefore it was given, or Err, an *Error (wire:
-// {"sequenceId","duplicate","notBefore"} or
+// window), or Err, an *Error (wire: {"sequenceId","duplicate"} or
 // {"error":{"status","code","message"}}).
 type EnqueueItemResult struct {
 	SequenceID int64
 	Duplicate  bool
-	NotBefore  time.Time
 	Err        error
 }
 
@@ -464,13 +448,11 @@ type BackpressureListener interface {
 	OnBackpressure(s BackpressureSignal)
 }
 
-// BackpressureController decides backpressure from the queue's load
+// BackpressureController decides backpressure from the pending count
 // (backpressure.Monitor implements it).
 type BackpressureController interface {
 	// Observe is called on every queue change with the queue's lock held; it
-	// must not block. pending is the count of ready and leased items, the
-	// work the queue holds now: delayed items are not counted, so that work
-	// scheduled for later does not hold backpressure on.
+	// must not block.
 	Observe(pending int, at time.Time)
 	// Admit is called before each enqueue: nil when backpressure is off;
 	// otherwise it waits for it to clear (bounded by ctx: deadline-exceeded)

@@ -22,10 +22,7 @@ import (
 //
 // Choosing the next item is O(1) for items in enqueue order (a FIFO ring) and
 // O(log n) for requeued or restored ones (a heap by sequence id), so lease cost
-// does not grow with queue depth. With per-partition rules
-// (MaxActivePerPartition, partitions fairness) it is O(log n) too: a heap of
-// pending items per partition, and a heap (fifo) or ring (round-robin) of the
-// partitions that have a leasable item (see partition.go).
+// does not grow with queue depth.
 //
 // Payloads are not copied: the Body and Attributes of an enqueued item, and of
 // the items a lease, drain or dead-letter listing returns, are shared with the
@@ -50,8 +47,6 @@ type Engine struct {
 	fresh   ring[entry]             // ready, in ascending sequence order (new enqueues)
 	redo    minHeap[*entry]         // ready, out of order (requeued, restored, redriven): by sequence id
 	delayed minHeap[*entry]         // waiting for ReadyAt: by ReadyAt, then sequence id
-	backlog map[string]int          // ready items per partition in fresh and redo
-	parts   *partitionIndex         // with per-partition rules, the ready items instead of fresh and redo
 	leases  map[int64]*entry        // live leases by sequence id
 	expiry  expiryList              // live leases by expiry
 	dead    map[int64]*list.Element // of *deadEntry, in dead-letter order
@@ -83,12 +78,10 @@ type entry struct {
 	lastError  *ErrorInfo
 	// releases counts the free releases since the attempt last changed.
 	releases int
-	// lastAttempt and lastLease are the token of the item's newest lease
-	// (see lastToken): the live one while the entry is in Engine.leases.
-	// One token for both, without the sequence id that seq already holds,
-	// keeps the entry in a smaller allocation size class.
-	lastAttempt int
-	lastLease   uuid.UUID
+	// lastToken is the token of the item's newest lease: the live one while
+	// the entry is in Engine.leases (one field for both keeps the entry
+	// in a smaller allocation size class).
+	lastToken OwnershipToken
 
 	// Live lease, valid while the entry is in Engine.leases.
 	peer                 string
@@ -96,16 +89,6 @@ type entry struct {
 	expiresAt            int64
 	prevLease, nextLease *entry // neighbours in Engine.expiry
 }
-
-// lastToken is the token of e's newest lease, or the zero token.
-func (e *entry) lastToken() OwnershipToken {
-	if e.lastLease == uuid.Nil && e.lastAttempt == 0 {
-		return OwnershipToken{}
-	}
-	return OwnershipToken{SequenceID: e.seq, Attempt: e.lastAttempt, LeaseID: e.lastLease}
-}
-
-func (e *entry) setLastToken(t OwnershipToken) { e.lastAttempt, e.lastLease = t.Attempt, t.LeaseID }
 
 type deadEntry struct {
 	e      *entry
@@ -144,7 +127,6 @@ func NewEngine(cfg QueueConfig) (*Engine, error) {
 		journal:   cfg.Journal,
 		nextSeq:   1,
 		leases:    make(map[int64]*entry),
-		backlog:   make(map[string]int),
 		dead:      make(map[int64]*list.Element),
 		dedupe:    make(map[string]dedupeRecord),
 		spaceCh:   make(chan struct{}),
@@ -152,10 +134,7 @@ func NewEngine(cfg QueueConfig) (*Engine, error) {
 		stop:      make(chan struct{}),
 		sweepDone: make(chan struct{}),
 	}
-	q.redo.less = bySeq
-	if cfg.MaxActivePerPartition > 0 || cfg.Fairness == FairnessPartitions {
-		q.parts = newPartitionIndex(&cfg)
-	}
+	q.redo.less = func(a, b *entry) bool { return a.seq < b.seq }
 	q.delayed.less = func(a, b *entry) bool {
 		if a.readyAt != b.readyAt {
 			return a.readyAt < b.readyAt
@@ -202,35 +181,11 @@ func (c *QueueConfig) applyDefaults() error {
 	if c.DedupeWindow < -1 {
 		return Errorf(StatusInvalidArgument, CodeInvalidArgument, "resourcelease: DedupeWindow must be -1 (off), 0 (default) or positive, got %v", c.DedupeWindow)
 	}
-	if c.DelayedCapacity < -1 {
-		return Errorf(StatusInvalidArgument, CodeInvalidArgument, "resourcelease: DelayedCapacity must be -1 (unbounded), 0 (default) or positive, got %d", c.DelayedCapacity)
-	}
-	if c.MaxActivePerPartition < 0 {
-		return Errorf(StatusInvalidArgument, CodeInvalidArgument, "resourcelease: MaxActivePerPartition must be 0 (no limit) or positive, got %d", c.MaxActivePerPartition)
-	}
-	if !c.Fairness.Valid() {
-		return Errorf(StatusInvalidArgument, CodeInvalidArgument, "resourcelease: Fairness must be %q or %q, got %q", FairnessFIFO, FairnessPartitions, c.Fairness)
-	}
-	if c.DeadLetterRetention < 0 || c.DeadLetterRetention > MaxDuration {
-		return Errorf(StatusInvalidArgument, CodeInvalidArgument, "resourcelease: DeadLetterRetention must be between 0 (keep them) and %v, got %v", MaxDuration, c.DeadLetterRetention)
-	}
-	if c.MaxDeadLetters < -1 {
-		return Errorf(StatusInvalidArgument, CodeInvalidArgument, "resourcelease: MaxDeadLetters must be -1 (unbounded), 0 (default) or positive, got %d", c.MaxDeadLetters)
-	}
 	if c.FullMode != FullWait && c.FullMode != FullReject {
 		return Errorf(StatusInvalidArgument, CodeInvalidArgument, "resourcelease: unknown FullMode %d", c.FullMode)
 	}
 	if c.Capacity == 0 {
 		c.Capacity = DefaultCapacity
-	}
-	if c.DelayedCapacity == 0 {
-		c.DelayedCapacity = DefaultDelayedCapacity
-	}
-	if c.Fairness == "" {
-		c.Fairness = FairnessFIFO
-	}
-	if c.MaxDeadLetters == 0 {
-		c.MaxDeadLetters = DefaultMaxDeadLetters
 	}
 	if c.LeaseDuration == 0 {
 		c.LeaseDuration = DefaultLeaseDuration
@@ -293,10 +248,10 @@ func (q *Engine) rebuild(st *QueueState) error {
 		}
 		e := newEntryFrom(&pending[i])
 		if e.readyAt > now {
-			q.pushDelayed(e)
+			q.delayed.Push(e)
 		} else {
 			e.readyAt = 0
-			q.pushNew(e) // ascending, and below every future sequence id
+			q.fresh.PushBack(e) // ascending, and below every future sequence id
 		}
 	}
 	for i := range st.Leased {
@@ -305,17 +260,13 @@ func (q *Engine) rebuild(st *QueueState) error {
 			return err
 		}
 		e := newEntryFrom(&l.PendingItem)
-		e.setLastToken(l.Token)
-		e.peer = l.PeerID
+		e.lastToken, e.peer = l.Token, l.PeerID
 		e.leasedAt = l.LeasedAt.UnixNano()
 		// A fresh lease duration from the restart: heartbeats are not persisted,
 		// so the worker gets a full period to reconnect and heartbeat.
 		e.expiresAt = now + int64(q.cfg.LeaseDuration)
 		q.leases[e.seq] = e
 		q.expiry.PushBack(e)
-		if q.parts != nil {
-			q.parts.leased(e.item.PartitionKey)
-		}
 	}
 	dead := slices.Clone(st.DeadLetters)
 	slices.SortStableFunc(dead, func(a, b DeadLetter) int { return a.DeadLetteredAt.Compare(b.DeadLetteredAt) })
@@ -350,21 +301,18 @@ func (q *Engine) rebuild(st *QueueState) error {
 	return nil
 }
 
-// newEntryFrom rebuilds an entry from a pending item. Its ready time is the
-// later of ReadyAt and the payload's NotBefore, so that a scheduled item
-// restored without its ReadyAt still waits for its time.
 func newEntryFrom(p *PendingItem) *entry {
 	e := &entry{
 		item:       p.Payload,
 		seq:        p.SequenceID,
 		attempt:    max(p.Attempt, 1),
 		enqueuedAt: nanos(p.EnqueuedAt),
-		readyAt:    max(notBeforeNanos(p.ReadyAt), notBeforeNanos(p.Payload.NotBefore)),
+		readyAt:    nanos(p.ReadyAt),
 		lastError:  p.LastError,
 		releases:   max(p.Releases, 0),
 	}
 	if p.LastOwnershipToken != nil {
-		e.setLastToken(*p.LastOwnershipToken)
+		e.lastToken = *p.LastOwnershipToken
 	}
 	return e
 }
@@ -394,50 +342,17 @@ func (e *entry) pendingItem() PendingItem {
 		ReadyAt:    fromNanos(e.readyAt),
 		Releases:   e.releases,
 	}
-	if t := e.lastToken(); !t.IsZero() {
+	if !e.lastToken.IsZero() {
+		t := e.lastToken
 		p.LastOwnershipToken = &t
 	}
 	return p
 }
 
-func (q *Engine) pendingLen() int { return q.readyLen() + q.delayed.Len() }
+func (q *Engine) pendingLen() int { return q.fresh.Len() + q.redo.Len() + q.delayed.Len() }
 
 func (q *Engine) statsLocked() Stats {
-	return Stats{PendingCount: q.pendingLen(), DelayedCount: q.delayed.Len(), ActiveLeaseCount: len(q.leases), DeadLetterCount: len(q.dead), Paused: q.paused}
-}
-
-// full returns the refusal of an enqueue of an item that is delayed (or
-// not) when the queue has no room for it, or nil. Capacity bounds the ready
-// and leased items together; DelayedCapacity the delayed ones. Callers hold
-// q.mu.
-func (q *Engine) full(delayed bool) *Error {
-	if delayed {
-		if q.cfg.DelayedCapacity > 0 && q.delayed.Len() >= q.cfg.DelayedCapacity {
-			return Errorf(StatusResourceExhausted, CodeQueueFull, "queue is at its delayed capacity (%d delayed items)", q.cfg.DelayedCapacity)
-		}
-		return nil
-	}
-	if q.cfg.Capacity > 0 && q.readyLen()+len(q.leases) >= q.cfg.Capacity {
-		return Errorf(StatusResourceExhausted, CodeQueueFull, "queue is at capacity (%d ready and leased items)", q.cfg.Capacity)
-	}
-	return nil
-}
-
-// readyTime checks an enqueued item's NotBefore against now and returns its
-// ready time: 0 when it is ready now. A NotBefore further ahead than
-// MaxDuration is invalid-argument.
-func readyTime(nb time.Time, now int64) (int64, error) {
-	if nb.IsZero() {
-		return 0, nil
-	}
-	at := fromNanos(now)
-	if !nb.After(at) {
-		return 0, nil
-	}
-	if nb.Sub(at) > MaxDuration {
-		return 0, Errorf(StatusInvalidArgument, CodeInvalidArgument, "payload.notBefore must be at most %v ahead, got %s", MaxDuration, nb.Format(time.RFC3339))
-	}
-	return nb.UnixNano(), nil
+	return Stats{PendingCount: q.pendingLen(), ActiveLeaseCount: len(q.leases), DeadLetterCount: len(q.dead), Paused: q.paused}
 }
 
 // begin starts a call that changes the queue: it checks ctx, reads the clock
@@ -481,7 +396,7 @@ func (q *Engine) record(kind ChangeKind, now int64, fill func(c *Change)) Ack {
 	if q.journal == nil {
 		return nil
 	}
-	c := &Change{Kind: kind, At: fromNanos(now), Pending: q.pendingLen(), Delayed: q.delayed.Len(), Active: len(q.leases), DeadLettered: len(q.dead)}
+	c := &Change{Kind: kind, At: fromNanos(now), Pending: q.pendingLen(), Active: len(q.leases), DeadLettered: len(q.dead)}
 	fill(c)
 	if q.batch != nil {
 		q.batch.changes = append(q.batch.changes, c)
@@ -500,17 +415,13 @@ func waitAck(a Ack) error {
 	return nil
 }
 
-// Enqueue implements Queue. An item whose NotBefore is after now is
-// delayed: pending, but not leased before then. NotBefore is kept in UTC.
+// Enqueue implements Queue.
 func (q *Engine) Enqueue(ctx context.Context, item Item) (EnqueueResult, error) {
 	if err := item.Validate(); err != nil {
 		return EnqueueResult{}, err
 	}
 	if err := ctxError(ctx); err != nil {
 		return EnqueueResult{}, err
-	}
-	if !item.NotBefore.IsZero() {
-		item.NotBefore = item.NotBefore.Round(0).UTC()
 	}
 	// Allocated before taking the lock: less time holding it under contention.
 	e := &entry{item: item, attempt: 1}
@@ -522,11 +433,6 @@ func (q *Engine) Enqueue(ctx context.Context, item Item) (EnqueueResult, error) 
 			return EnqueueResult{}, ErrClosed
 		}
 		now := q.stamp(read)
-		readyAt, err := readyTime(item.NotBefore, now)
-		if err != nil {
-			q.mu.Unlock()
-			return EnqueueResult{}, err
-		}
 		if item.RequestID != "" && q.cfg.DedupeWindow > 0 {
 			q.trimDedupe(now)
 			if r, ok := q.dedupe[item.RequestID]; ok {
@@ -535,10 +441,10 @@ func (q *Engine) Enqueue(ctx context.Context, item Item) (EnqueueResult, error) 
 				return res, nil
 			}
 		}
-		if full := q.full(readyAt != 0); full != nil {
+		if q.cfg.Capacity > 0 && q.pendingLen() >= q.cfg.Capacity {
 			if q.cfg.FullMode == FullReject {
 				q.mu.Unlock()
-				return EnqueueResult{}, full
+				return EnqueueResult{}, Errorf(StatusResourceExhausted, CodeQueueFull, "queue is at capacity (%d pending)", q.cfg.Capacity)
 			}
 			space := q.spaceCh
 			q.spaceWanted = true
@@ -552,12 +458,7 @@ func (q *Engine) Enqueue(ctx context.Context, item Item) (EnqueueResult, error) 
 		}
 		e.seq, e.enqueuedAt = q.nextSeq, now
 		q.nextSeq++
-		if readyAt != 0 {
-			e.readyAt = readyAt
-			q.pushDelayed(e)
-		} else {
-			q.pushNew(e)
-		}
+		q.fresh.PushBack(e)
 		if item.RequestID != "" && q.cfg.DedupeWindow > 0 {
 			q.dedupe[item.RequestID] = dedupeRecord{seq: e.seq, seenAt: now}
 			q.dedupeOrder.PushBack(&DedupeEntry{RequestID: item.RequestID, SequenceID: e.seq, SeenAt: fromNanos(now)})
@@ -568,10 +469,8 @@ func (q *Engine) Enqueue(ctx context.Context, item Item) (EnqueueResult, error) 
 			c.Item = &p
 			c.PeerID = CallInfoFrom(ctx).Caller
 		})
-		res := EnqueueResult{SequenceID: e.seq, NotBefore: item.NotBefore, Stats: q.statsLocked()}
-		if readyAt == 0 {
-			q.handOff(now)
-		}
+		res := EnqueueResult{SequenceID: e.seq, Stats: q.statsLocked()}
+		q.handOff(now)
 		q.mu.Unlock()
 		return res, waitAck(ack)
 	}
@@ -604,6 +503,27 @@ func (q *Engine) trimDedupe(now int64) {
 	}
 }
 
+// popReady removes and returns the oldest ready item, or nil (always nil
+// while leasing is paused).
+func (q *Engine) popReady() *entry {
+	if q.paused {
+		return nil
+	}
+	f := q.fresh.Front()
+	r, ok := q.redo.Peek()
+	switch {
+	case f == nil && !ok:
+		return nil
+	case f == nil:
+		return q.redo.Pop()
+	case !ok || f.seq < r.seq:
+		return q.fresh.PopFront()
+	}
+	return q.redo.Pop()
+}
+
+func (q *Engine) readyLen() int { return q.fresh.Len() + q.redo.Len() }
+
 // grantInfo is what a Lease is built from: the entry's immutable parts
 // (item, sequence id, enqueue time) are read from e at any time, and the
 // parts a later change may rewrite are copied under the lock.
@@ -622,18 +542,18 @@ type grantInfo struct {
 // grantInfo by newLease, after the lock is released: less time holding it.
 func (q *Engine) grant(e *entry, peer string, now int64, id uuid.UUID) (grantInfo, Ack) {
 	e.readyAt = 0
-	token := OwnershipToken{SequenceID: e.seq, Attempt: e.attempt, LeaseID: id}
-	e.setLastToken(token)
+	e.lastToken = OwnershipToken{SequenceID: e.seq, Attempt: e.attempt, LeaseID: id}
 	e.peer = peer
 	e.leasedAt = now
 	e.expiresAt = now + int64(q.cfg.LeaseDuration)
 	q.leases[e.seq] = e
 	q.expiry.PushBack(e)
-	g := grantInfo{e: e, token: token, peer: peer, lastError: e.lastError, expiresAt: e.expiresAt, at: q.lastRead}
+	q.signalSpace()
+	g := grantInfo{e: e, token: e.lastToken, peer: peer, lastError: e.lastError, expiresAt: e.expiresAt, at: q.lastRead}
 	ack := q.record(ChangeLeased, now, func(c *Change) {
 		p := e.pendingItem()
 		c.Item = &p
-		c.Token = token
+		c.Token = e.lastToken
 		c.PeerID = peer
 		c.LeaseExpiresAt = fromNanos(e.expiresAt)
 		c.LeasedAt = fromNanos(now)
@@ -691,7 +611,7 @@ func newLeaseID() uuid.UUID {
 // item per waiter: no waiter is woken for an item it will not get. While
 // leasing is paused it gives out nothing; Resume hands off.
 func (q *Engine) handOff(now int64) {
-	for q.waiters.Len() > 0 && q.canLease() {
+	for !q.paused && q.waiters.Len() > 0 && q.readyLen() > 0 {
 		w := q.waiters.Remove(q.waiters.Front()).(*waiter)
 		w.elem = nil
 		g, ack := q.grant(q.popReady(), w.peer, now, newLeaseID())
@@ -708,24 +628,19 @@ func (q *Engine) signalSpace() {
 	}
 }
 
-// maintain promotes delayed items whose time has come, expires overdue
-// leases, purges the dead letters past their retention and hands ready items
-// to waiting long-polls. Callers hold q.mu; it returns the last ack it
-// produced.
+// maintain promotes delayed items whose time has come, expires overdue leases
+// and hands ready items to waiting long-polls. Callers hold q.mu; it returns
+// the last ack it produced.
 func (q *Engine) maintain(now int64) Ack {
 	var last Ack
-	promoted := false
 	for {
 		e, ok := q.delayed.Peek()
 		if !ok || e.readyAt > now {
 			break
 		}
 		q.delayed.Pop()
-		q.promote(e)
-		promoted = true
-	}
-	if promoted {
-		q.signalSpace() // room for delayed items
+		e.readyAt = 0
+		q.redo.Push(e)
 	}
 	for {
 		e := q.expiry.Front()
@@ -736,67 +651,8 @@ func (q *Engine) maintain(now int64) Ack {
 			last = a
 		}
 	}
-	if a := q.trimDeadLetters(now, maxPurgesPerSweep); a != nil {
-		last = a
-	}
 	q.handOff(now)
 	return last
-}
-
-// maxPurgesPerSweep bounds the dead letters one sweep purges, so that a
-// retention that catches up with a large backlog does not hold the lock
-// for long; the sweeper comes back for the rest at once.
-const maxPurgesPerSweep = 4096
-
-// Reasons of a ChangeDeadLetterPurged (its MetaPurgeReason).
-const (
-	// PurgeReasonRetention: the dead letter was older than
-	// QueueConfig.DeadLetterRetention.
-	PurgeReasonRetention = "retention"
-	// PurgeReasonMaxDeadLetters: it was the oldest when the dead letters
-	// went past QueueConfig.MaxDeadLetters.
-	PurgeReasonMaxDeadLetters = "max_dead_letters"
-)
-
-// trimDeadLetters purges, oldest first and at most limit of them, the dead
-// letters beyond MaxDeadLetters or older than DeadLetterRetention, each
-// with its own ChangeDeadLetterPurged, and returns the last ack. When more
-// are due than limit, the sweeper comes back for them. Callers hold q.mu.
-func (q *Engine) trimDeadLetters(now int64, limit int) Ack {
-	var last Ack
-	for n := 0; ; n++ {
-		el, reason := q.purgeDue(now)
-		if el == nil {
-			return last
-		}
-		if n == limit {
-			q.kickSweeper()
-			return last
-		}
-		d := el.Value.(*deadEntry)
-		q.deadLst.Remove(el)
-		delete(q.dead, d.e.seq)
-		last = q.record(ChangeDeadLetterPurged, now, func(c *Change) {
-			p := d.e.pendingItem()
-			c.Item = &p
-			c.Metadata = map[string]string{MetaPurgeReason: reason}
-		})
-	}
-}
-
-// purgeDue returns the oldest dead letter if it is to be purged now, and
-// why. Callers hold q.mu.
-func (q *Engine) purgeDue(now int64) (*list.Element, string) {
-	el := q.deadLst.Front()
-	switch {
-	case el == nil:
-		return nil, ""
-	case q.cfg.MaxDeadLetters > 0 && q.deadLst.Len() > q.cfg.MaxDeadLetters:
-		return el, PurgeReasonMaxDeadLetters
-	case q.cfg.DeadLetterRetention > 0 && now-el.Value.(*deadEntry).at >= int64(q.cfg.DeadLetterRetention):
-		return el, PurgeReasonRetention
-	}
-	return nil, ""
 }
 
 // expire ends e's lease because it passed its expiry. Callers hold q.mu.
@@ -806,15 +662,12 @@ func (q *Engine) expire(e *entry, now int64) Ack {
 }
 
 // endLiveLease takes e out of the live leases and returns what its lease
-// was; e.lastToken keeps the token. A lease that ends makes room under
-// Capacity. Callers hold q.mu.
+// was; e.lastToken keeps the token. Callers hold q.mu.
 func (q *Engine) endLiveLease(e *entry) (token OwnershipToken, peer string, leasedAt int64) {
-	token, peer, leasedAt = e.lastToken(), e.peer, e.leasedAt
+	token, peer, leasedAt = e.lastToken, e.peer, e.leasedAt
 	delete(q.leases, e.seq)
 	q.expiry.Remove(e)
 	e.peer, e.leasedAt, e.expiresAt = "", 0, 0
-	q.leaseEnded(e)
-	q.signalSpace()
 	return token, peer, leasedAt
 }
 
@@ -852,43 +705,25 @@ func (q *Engine) endLease(e *entry, now int64, kind ChangeKind, errInfo *ErrorIn
 				code = errInfo.Code
 			}
 		}
-		ack := q.record(ChangeDeadLettered, now, func(c *Change) {
+		return q.record(ChangeDeadLettered, now, func(c *Change) {
 			fill(c)
 			c.Error = &ErrorInfo{Message: reason, Code: code}
 		})
-		if a := q.trimDeadLetters(now, 1); a != nil {
-			ack = a
-		}
-		q.settled(now)
-		return ack
 	}
 	delay := q.requeueDelay(e.attempt)
 	e.attempt++
 	e.releases = 0
-	q.requeue(e, now, delay)
+	if delay > 0 {
+		e.readyAt = now + int64(delay)
+		q.delayed.Push(e)
+		q.kickSweeper()
+	} else {
+		e.readyAt = 0
+		q.redo.Push(e)
+	}
 	ack := q.record(kind, now, fill)
 	q.handOff(now)
 	return ack
-}
-
-// requeue puts e, whose lease just ended, back among the pending: ready at
-// once, or after delay. Callers hold q.mu.
-func (q *Engine) requeue(e *entry, now int64, delay time.Duration) {
-	if delay > 0 {
-		e.readyAt = now + int64(delay)
-		q.pushDelayed(e)
-	} else {
-		q.pushReady(e)
-	}
-}
-
-// settled follows a lease that ended for good (completed, dead-lettered):
-// with a per-partition limit, its partition's next item may be leasable
-// now, for a waiting long-poll. Callers hold q.mu.
-func (q *Engine) settled(now int64) {
-	if q.parts != nil {
-		q.handOff(now)
-	}
 }
 
 // requeueDelay is the delay after the given failed attempt: fixed, or
@@ -1023,7 +858,14 @@ func (q *Engine) releaseLease(e *entry, now int64, delay time.Duration, counted 
 	if counted {
 		e.releases++
 	}
-	q.requeue(e, now, delay)
+	if delay > 0 {
+		e.readyAt = now + int64(delay)
+		q.delayed.Push(e)
+		q.kickSweeper()
+	} else {
+		e.readyAt = 0
+		q.redo.Push(e)
+	}
 	ack := q.record(ChangeReleased, now, func(c *Change) {
 		p := e.pendingItem()
 		c.Item = &p
@@ -1039,7 +881,7 @@ func (q *Engine) releaseLease(e *entry, now int64, delay time.Duration, counted 
 // its time has passed. Callers hold q.mu.
 func (q *Engine) liveLease(token OwnershipToken, now int64) (*entry, Ack, error) {
 	e, ok := q.leases[token.SequenceID]
-	if !ok || e.lastToken() != token {
+	if !ok || e.lastToken != token {
 		return nil, nil, ErrUnknownToken
 	}
 	if e.expiresAt <= now {
@@ -1095,7 +937,7 @@ func (q *Engine) recordHeartbeat(e *entry, now int64) Ack {
 	return q.record(ChangeHeartbeat, now, func(c *Change) {
 		p := e.pendingItem()
 		c.Item = &p
-		c.Token = e.lastToken()
+		c.Token = e.lastToken
 		c.PeerID = e.peer
 		c.LeaseExpiresAt = fromNanos(e.expiresAt)
 	})
@@ -1111,15 +953,13 @@ func (q *Engine) Complete(ctx context.Context, token OwnershipToken) error {
 // complete ends e's lease for good. Callers hold q.mu.
 func (q *Engine) complete(e *entry, now int64) Ack {
 	token, peer, leasedAt := q.endLiveLease(e)
-	ack := q.record(ChangeCompleted, now, func(c *Change) {
+	return q.record(ChangeCompleted, now, func(c *Change) {
 		p := e.pendingItem()
 		c.Item = &p
 		c.Token = token
 		c.PeerID = peer
 		c.LeasedAt = fromNanos(leasedAt)
 	})
-	q.settled(now)
-	return ack
 }
 
 // Fail implements Queue.
@@ -1156,35 +996,13 @@ func (q *Engine) DrainN(ctx context.Context, maxItems, maxBytes int) (items []Pe
 	ack := q.maintain(now)
 	// The delayed heap is ordered by ready time: take its entries in sequence
 	// order from a sorted copy, and rebuild it from what is left at the end.
-	// (With strict partitions the delayed items are in their partitions too:
-	// they are taken from there.)
-	var delayed []*entry
-	strict := q.parts != nil && q.parts.strict
-	if !strict {
-		delayed = slices.Clone(q.delayed.items)
-		slices.SortFunc(delayed, func(a, b *entry) int { return cmp.Compare(a.seq, b.seq) })
-	}
-	// The partitions by their oldest pending item, to take them in order.
-	var heads minHeap[*partition]
-	touched := map[*partition]bool{}
-	if q.parts != nil {
-		heads.less = func(a, b *partition) bool {
-			as, _ := a.headSeq()
-			bs, _ := b.headSeq()
-			return as < bs
-		}
-		for _, p := range q.parts.byKey {
-			if p.len() > 0 {
-				heads.items = append(heads.items, p)
-			}
-		}
-		heads.heapify()
-	}
+	delayed := slices.Clone(q.delayed.items)
+	slices.SortFunc(delayed, func(a, b *entry) int { return cmp.Compare(a.seq, b.seq) })
 	var taken []*entry
-	size, tookDelayed, tookStrictDelayed := 0, 0, false
+	size, tookDelayed := 0, 0
 	for maxItems <= 0 || len(taken) < maxItems {
 		var next *entry
-		from := 0 // 1 fresh, 2 redo, 3 delayed, 4 a partition
+		from := 0 // 1 fresh, 2 redo, 3 delayed
 		if f := q.fresh.Front(); f != nil {
 			next, from = f, 1
 		}
@@ -1193,9 +1011,6 @@ func (q *Engine) DrainN(ctx context.Context, maxItems, maxBytes int) (items []Pe
 		}
 		if tookDelayed < len(delayed) && (next == nil || delayed[tookDelayed].seq < next.seq) {
 			next, from = delayed[tookDelayed], 3
-		}
-		if p, ok := heads.Peek(); ok && (next == nil || p.head().seq < next.seq) {
-			next, from = p.head(), 4
 		}
 		if next == nil {
 			break
@@ -1208,36 +1023,12 @@ func (q *Engine) DrainN(ctx context.Context, maxItems, maxBytes int) (items []Pe
 		switch from {
 		case 1:
 			q.fresh.PopFront()
-			q.unbacklog(next.item.PartitionKey)
 		case 2:
 			q.redo.Pop()
-			q.unbacklog(next.item.PartitionKey)
 		case 3:
 			tookDelayed++
-		case 4:
-			p, _ := heads.Peek()
-			if !q.parts.rr && p.heapIdx >= 0 {
-				q.parts.remove(p.heapIdx) // its key changes; update puts it back
-			}
-			p.popHead()
-			if next.readyAt == 0 {
-				p.ready--
-				q.parts.ready--
-			} else {
-				p.delayed--
-				tookStrictDelayed = true
-			}
-			touched[p] = true
-			if p.len() > 0 {
-				heads.fixTop()
-			} else {
-				heads.Pop()
-			}
 		}
 		taken = append(taken, next)
-	}
-	for p := range touched {
-		q.parts.update(p)
 	}
 	if q.fresh.Len() == 0 {
 		q.fresh.Drop() // release the buffer, as a full drain always did
@@ -1250,21 +1041,6 @@ func (q *Engine) DrainN(ctx context.Context, maxItems, maxBytes int) (items []Pe
 		for _, e := range delayed[tookDelayed:] {
 			q.delayed.Push(e)
 		}
-	}
-	if tookStrictDelayed {
-		gone := make(map[*entry]bool, len(taken))
-		for _, e := range taken {
-			gone[e] = true
-		}
-		kept := q.delayed.items[:0]
-		for _, e := range q.delayed.items {
-			if !gone[e] {
-				kept = append(kept, e)
-			}
-		}
-		clear(q.delayed.items[len(kept):])
-		q.delayed.items = kept
-		q.delayed.heapify()
 	}
 	items = make([]PendingItem, len(taken))
 	for i, e := range taken {
@@ -1324,9 +1100,6 @@ func (q *Engine) Restore(ctx context.Context, items []PendingItem) (int, error) 
 		if p.Attempt < 0 {
 			return 0, Errorf(StatusInvalidArgument, CodePendingItemRequired, "items[%d]: attempt must not be negative, got %d", i, p.Attempt)
 		}
-		if !timeInRange(p.ReadyAt) || !timeInRange(p.Payload.NotBefore) {
-			return 0, Errorf(StatusInvalidArgument, CodePendingItemRequired, "items[%d]: readyAt and payload.notBefore must be before %d", i, maxNanosTime.Year())
-		}
 		if batch[p.SequenceID] {
 			return 0, Errorf(StatusAlreadyExists, CodeDuplicateSequence, "items[%d]: sequenceId %d appears twice", i, p.SequenceID)
 		}
@@ -1350,9 +1123,11 @@ func (q *Engine) Restore(ctx context.Context, items []PendingItem) (int, error) 
 			e.enqueuedAt = now
 		}
 		if e.readyAt > now {
-			q.pushDelayed(e)
+			q.delayed.Push(e)
+			q.kickSweeper()
 		} else {
-			q.pushReady(e)
+			e.readyAt = 0
+			q.redo.Push(e)
 		}
 		q.nextSeq = max(q.nextSeq, e.seq+1)
 		restored[i] = e.pendingItem()
@@ -1379,11 +1154,18 @@ func (q *Engine) findAny(ids map[int64]bool) (int64, bool) {
 		}
 	}
 	found := int64(0)
-	q.eachPending(func(e *entry) {
+	check := func(e *entry) {
 		if found == 0 && ids[e.seq] {
 			found = e.seq
 		}
-	})
+	}
+	q.fresh.Each(check)
+	for _, e := range q.redo.items {
+		check(e)
+	}
+	for _, e := range q.delayed.items {
+		check(e)
+	}
 	return found, found != 0
 }
 
@@ -1453,8 +1235,8 @@ func (q *Engine) Redrive(ctx context.Context, sel DeadLetterSelection) (int, err
 	return q.deadLetterOp(ctx, sel, func(moved []*entry, now int64) Ack {
 		items := make([]PendingItem, len(moved))
 		for i, e := range moved {
-			e.attempt, e.releases = 1, 0
-			q.pushReady(e)
+			e.attempt, e.readyAt, e.releases = 1, 0, 0
+			q.redo.Push(e)
 			items[i] = e.pendingItem()
 		}
 		ack := q.record(ChangeRedriven, now, func(c *Change) {

@@ -23,9 +23,6 @@ const (
 	EventRestoreSnapshot EventType = "RestoreSnapshot"
 	EventRedriven        EventType = "Redriven"
 	EventPurged          EventType = "Purged"
-	// EventDeadLetterPurged: the queue deleted one dead letter by itself
-	// (retention or MaxDeadLetters; metadata deadletter.purge.reason).
-	EventDeadLetterPurged EventType = "DeadLetterPurged"
 )
 
 // Metadata keys set on events.
@@ -39,9 +36,6 @@ const (
 	MetaPurgeCount      = "purge.count"
 	MetaAttempt         = "attempt"
 	MetaSequenceID      = "sequenceId"
-	// MetaPurgeReason is why a DeadLetterPurged event's dead letter was
-	// purged: PurgeReasonRetention or PurgeReasonMaxDeadLetters.
-	MetaPurgeReason = "deadletter.purge.reason"
 )
 
 // Event is one entry of the ordered replication log. SequenceNumber is
@@ -118,8 +112,6 @@ func NewEvent(c *Change) Event {
 	case ChangePurged:
 		e.EventType = EventPurged
 		e.Metadata[MetaPurgeCount] = strconv.Itoa(len(c.SequenceIDs))
-	case ChangeDeadLetterPurged:
-		e.EventType = EventDeadLetterPurged
 	}
 	return e
 }

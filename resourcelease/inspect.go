@@ -88,7 +88,7 @@ type ItemInfo struct {
 	Attempt    int        `json:"attempt"`
 	EnqueuedAt time.Time  `json:"enqueuedAt"`
 	LastError  *ErrorInfo `json:"lastError,omitempty"`
-	// ReadyAt, for a delayed pending item, is when it can be leased.
+	// ReadyAt, for a pending item in a requeue delay, is when it can be leased.
 	ReadyAt time.Time `json:"readyAt,omitzero"`
 	// LeaseOwner, LeasedAt and LeaseExpiresAt describe a leased item's lease.
 	LeaseOwner     string    `json:"leaseOwner,omitempty"`
@@ -132,11 +132,7 @@ func (r *ListItemsRequest) matches(it *Item) bool {
 //   - pending: O(log F + min(F, MaxListScan) + R + D + k log k), where F
 //     is the number of items waiting in enqueue order (searched, then
 //     scanned from After), and R and D those requeued, restored or redriven
-//     and those delayed (kept in heaps, so scanned in full). With
-//     per-partition rules (MaxActivePerPartition, partitions fairness) the
-//     ready items are kept by partition, so a listing scans every pending
-//     item, O(n + k log k), or with a PartitionKey filter only that
-//     partition's and the delayed ones;
+//     and those in a requeue delay (kept in heaps, so scanned in full);
 //   - leased: O(L + k log k) for L live leases;
 //   - dead: O(N + k log k) for N dead letters.
 //
@@ -174,15 +170,6 @@ func (q *Engine) ListItems(ctx context.Context, req ListItemsRequest) (ListItems
 	scanStop := int64(0) // where a bounded scan stopped early; 0 when it did not
 	switch req.State {
 	case ItemPending:
-		if q.parts != nil {
-			all := func(e *entry) { consider(e, 1<<63-1) }
-			if req.PartitionKey != "" {
-				q.eachPendingOf(req.PartitionKey, all)
-			} else {
-				q.eachPending(all)
-			}
-			break
-		}
 		scanStop = q.scanFresh(&req, sel)
 		upTo := int64(1<<63 - 1)
 		if scanStop != 0 {
@@ -259,8 +246,7 @@ func (q *Engine) scanFresh(req *ListItemsRequest, sel *smallest) int64 {
 // Item returns the item with sequence id seq, with its body, or
 // ErrItemNotFound. The body and attributes are shared with the queue: treat
 // them as read-only. It costs O(1) for a leased or dead-lettered item and up
-// to O(log F + R + D) for a pending one (see ListItems), O(n) with
-// per-partition rules, under the lock.
+// to O(log F + R + D) for a pending one (see ListItems), under the lock.
 func (q *Engine) Item(ctx context.Context, seq int64) (ItemInfo, error) {
 	if err := ctxError(ctx); err != nil {
 		return ItemInfo{}, err
@@ -302,13 +288,17 @@ func (q *Engine) findPending(seq int64) *entry {
 	if lo < f.Len() && f.at(lo).seq == seq {
 		return f.at(lo)
 	}
-	var found *entry
-	q.eachPending(func(e *entry) {
+	for _, e := range q.redo.items {
 		if e.seq == seq {
-			found = e
+			return e
 		}
-	})
-	return found
+	}
+	for _, e := range q.delayed.items {
+		if e.seq == seq {
+			return e
+		}
+	}
+	return nil
 }
 
 // at returns the i-th element from the front (0 <= i < Len).
