@@ -1280,6 +1280,9 @@ func (q *Engine) DrainN(ctx context.Context, maxItems, maxBytes int) (items []Pe
 	more = q.pendingLen() > 0
 	if len(items) > 0 {
 		q.signalSpace()
+		if q.parts != nil {
+			q.handOff(now) // a drained head may have been holding its partition
+		}
 		if a := q.record(ChangeDrained, now, func(c *Change) {
 			c.Items = items
 			c.PeerID = CallInfoFrom(ctx).Caller
