@@ -32,7 +32,7 @@ type partition struct {
 	fresh  seqRing
 	redo   minHeap[*entry]
 	ready  int // items in fresh and redo that are ready (readyAt 0)
-	active int // live leases
+	active int // live leases, counted only under a limit (MaxActivePerPartition)
 	// delayed counts its delayed items (strict partitions only): while it is
 	// zero the head is ready without looking at it.
 	delayed int
@@ -316,7 +316,9 @@ func (x *partitionIndex) pop() *entry {
 	e := p.popHead()
 	p.ready--
 	x.ready--
-	p.active++
+	if x.max > 0 {
+		p.active++
+	}
 	if x.rr {
 		x.ringRemove(p) // served: back of the line if still leasable
 	}
@@ -326,6 +328,9 @@ func (x *partitionIndex) pop() *entry {
 
 // leased counts a live lease of key (a lease restored at a restart).
 func (x *partitionIndex) leased(key string) {
+	if x.max == 0 {
+		return
+	}
 	p := x.get(key)
 	p.active++
 	x.update(p)
@@ -333,6 +338,9 @@ func (x *partitionIndex) leased(key string) {
 
 // unleased ends a live lease of e's partition.
 func (x *partitionIndex) unleased(e *entry) {
+	if x.max == 0 {
+		return // nothing to count, and no partition to look up
+	}
 	p := x.byKey[e.item.PartitionKey]
 	if p == nil || p.active == 0 {
 		return // cannot happen: every live lease was counted
