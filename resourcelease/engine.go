@@ -1223,9 +1223,7 @@ func (q *Engine) DrainN(ctx context.Context, maxItems, maxBytes int) (items []Pe
 			tookDelayed++
 		case 4:
 			p, _ := heads.Peek()
-			if !q.parts.rr && p.heapIdx >= 0 {
-				q.parts.remove(p.heapIdx) // its key changes; update puts it back
-			}
+			p.heapSeq = 0 // its fifo heap entry goes stale; update pushes the new head
 			p.popHead()
 			if next.readyAt == 0 {
 				p.ready--
