@@ -126,11 +126,13 @@ type partitionOps struct {
 	partition map[int64]string
 	notBefore map[int64]int64
 	completed map[int64]bool
+	leased    map[int64]bool     // a lease was acknowledged
 	leases    map[string][]int64 // by partition, in acknowledgement order
+	runs      int                // child processes run
 }
 
 func newPartitionOps() *partitionOps {
-	return &partitionOps{partition: map[int64]string{}, notBefore: map[int64]int64{}, completed: map[int64]bool{}, leases: map[string][]int64{}}
+	return &partitionOps{partition: map[int64]string{}, notBefore: map[int64]int64{}, completed: map[int64]bool{}, leased: map[int64]bool{}, leases: map[string][]int64{}}
 }
 
 func (o *partitionOps) add(t *testing.T, line string) {
@@ -149,6 +151,7 @@ func (o *partitionOps) add(t *testing.T, line string) {
 	case "L":
 		p := o.partition[num(1)]
 		o.leases[p] = append(o.leases[p], num(1))
+		o.leased[num(1)] = true
 	case "C":
 		o.completed[num(1)] = true
 	default:
@@ -191,6 +194,7 @@ func TestCrashPartitionChild(t *testing.T) {
 	if len(ops.partition) != crashPartWorkers*60 {
 		t.Fatalf("parsed %d enqueues, want %d", len(ops.partition), crashPartWorkers*60)
 	}
+	ops.runs = 0 // a clean run: nothing was in flight
 	verifyPartitions(t, path, ops)
 }
 
@@ -207,6 +211,7 @@ func TestCrashPartitionOrder(t *testing.T) {
 			ops := newPartitionOps()
 			for c := range 2 {
 				runPartitionChild(t, path, seed+uint64(c), 100+rng.IntN(600), ops)
+				ops.runs++
 			}
 			verifyPartitions(t, path, ops)
 		})
@@ -250,9 +255,11 @@ func runPartitionChild(t *testing.T, path string, seed uint64, killAfter int, op
 
 // verifyPartitions reopens the database and checks: every acknowledged
 // item not completed is there with its notBefore (and a delayed one with
-// its ready time); nothing completed came back; nothing is leased before
-// its time; and, leasing everything, each partition is leased in sequence
-// order, after the items the child leased in it, one at a time.
+// its ready time), but for those whose completion was in flight at a kill
+// (leased, and not acknowledged completed: at most one per worker and
+// run); nothing completed came back; nothing is leased before its time;
+// and, leasing everything, each partition is leased in sequence order,
+// after the items the child leased in it, one at a time.
 func verifyPartitions(t *testing.T, path string, ops *partitionOps) {
 	t.Helper()
 	ctx := context.Background()
@@ -287,12 +294,17 @@ func verifyPartitions(t *testing.T, path string, ops *partitionOps) {
 		}
 		held[in.Payload.PartitionKey] = in.SequenceID
 	}
+	inFlight := 0
 	for seq, p := range ops.partition {
 		in, ok := present[seq]
 		switch {
 		case ops.completed[seq] && ok:
 			t.Fatalf("completed item %d came back", seq)
 		case ops.completed[seq]:
+		case !ok && ops.leased[seq]:
+			if inFlight++; inFlight > crashPartWorkers*ops.runs {
+				t.Fatalf("%d leased items are gone without an acknowledged completion; at most %d completions were in flight", inFlight, crashPartWorkers*ops.runs)
+			}
 		case !ok:
 			t.Fatalf("acknowledged item %d (%s) was lost", seq, p)
 		case nanosOf(in.Payload.NotBefore) != ops.notBefore[seq]:

@@ -223,10 +223,13 @@ func BenchmarkLeaseAtDepthPartitioned(b *testing.B) {
 		{"fairness=partitions/maxActive=0", resourcelease.QueueConfig{Fairness: resourcelease.FairnessPartitions}},
 		{"fairness=partitions/maxActive=1", resourcelease.QueueConfig{Fairness: resourcelease.FairnessPartitions, MaxActivePerPartition: 1}},
 	}
-	shapes := []struct{ pending, partitions int }{{1_000, 1}, {1_000_000, 10_000}}
+	shapes := []struct {
+		name                string
+		pending, partitions int
+	}{{"1k-in-1-partition", 1_000, 1}, {"1M-over-10k-partitions", 1_000_000, 10_000}}
 	for _, mode := range modes {
 		for _, shape := range shapes {
-			b.Run(fmt.Sprintf("%s/pending=%d/partitions=%d", mode.name, shape.pending, shape.partitions), func(b *testing.B) {
+			b.Run(mode.name+"/depth="+shape.name, func(b *testing.B) {
 				cfg := mode.cfg
 				cfg.Capacity = -1
 				q, err := resourcelease.NewEngine(cfg)

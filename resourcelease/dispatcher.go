@@ -27,7 +27,8 @@ import (
 type Dispatcher interface {
 	// Enqueue adds one item (see EnqueueRequest).
 	Enqueue(ctx context.Context, req *EnqueueRequest) (*EnqueueResponse, error)
-	// Lease leases the oldest ready item, long-polling up to req.Wait. It
+	// Lease leases the next ready item (the oldest, or by the queue's
+	// fairness and per-partition limit), long-polling up to req.Wait. It
 	// returns (nil, nil) when nothing was available within the wait.
 	Lease(ctx context.Context, req *LeaseRequest) (*Lease, error)
 	// Heartbeat extends a live lease by the lease duration.

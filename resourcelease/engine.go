@@ -47,10 +47,13 @@ type Engine struct {
 	lastStamp int64
 	lastRead  time.Time
 
-	fresh   ring[entry]             // ready, in ascending sequence order (new enqueues)
-	redo    minHeap[*entry]         // ready, out of order (requeued, restored, redriven): by sequence id
-	delayed minHeap[*entry]         // waiting for ReadyAt: by ReadyAt, then sequence id
-	backlog map[string]int          // ready items per partition in fresh and redo
+	fresh   ring[entry]     // ready, in ascending sequence order (new enqueues)
+	redo    minHeap[*entry] // ready, out of order (requeued, restored, redriven): by sequence id
+	delayed minHeap[*entry] // waiting for ReadyAt: by ReadyAt, then sequence id
+	// backlog counts the ready items in fresh and redo per partition, from
+	// the first Backlog call on (nil until then: a queue nobody asks
+	// pays nothing). Counts that fell to zero stay until the next Backlog.
+	backlog map[string]int
 	parts   *partitionIndex         // with per-partition rules, the ready items instead of fresh and redo
 	leases  map[int64]*entry        // live leases by sequence id
 	expiry  expiryList              // live leases by expiry
@@ -144,7 +147,6 @@ func NewEngine(cfg QueueConfig) (*Engine, error) {
 		journal:   cfg.Journal,
 		nextSeq:   1,
 		leases:    make(map[int64]*entry),
-		backlog:   make(map[string]int),
 		dead:      make(map[int64]*list.Element),
 		dedupe:    make(map[string]dedupeRecord),
 		spaceCh:   make(chan struct{}),
@@ -522,10 +524,13 @@ func (q *Engine) Enqueue(ctx context.Context, item Item) (EnqueueResult, error) 
 			return EnqueueResult{}, ErrClosed
 		}
 		now := q.stamp(read)
-		readyAt, err := readyTime(item.NotBefore, now)
-		if err != nil {
-			q.mu.Unlock()
-			return EnqueueResult{}, err
+		var readyAt int64
+		if !item.NotBefore.IsZero() {
+			var err error
+			if readyAt, err = readyTime(item.NotBefore, now); err != nil {
+				q.mu.Unlock()
+				return EnqueueResult{}, err
+			}
 		}
 		if item.RequestID != "" && q.cfg.DedupeWindow > 0 {
 			q.trimDedupe(now)
@@ -736,8 +741,10 @@ func (q *Engine) maintain(now int64) Ack {
 			last = a
 		}
 	}
-	if a := q.trimDeadLetters(now, maxPurgesPerSweep); a != nil {
-		last = a
+	if q.deadLst.Len() > 0 {
+		if a := q.trimDeadLetters(now, maxPurgesPerSweep); a != nil {
+			last = a
+		}
 	}
 	q.handOff(now)
 	return last
@@ -1038,8 +1045,8 @@ func (q *Engine) releaseLease(e *entry, now int64, delay time.Duration, counted 
 // liveLease returns the entry whose live lease token is, expiring it first if
 // its time has passed. Callers hold q.mu.
 func (q *Engine) liveLease(token OwnershipToken, now int64) (*entry, Ack, error) {
-	e, ok := q.leases[token.SequenceID]
-	if !ok || e.lastToken() != token {
+	e, ok := q.leases[token.SequenceID] // so e.seq is token.SequenceID
+	if !ok || e.lastLease != token.LeaseID || e.lastAttempt != token.Attempt {
 		return nil, nil, ErrUnknownToken
 	}
 	if e.expiresAt <= now {
@@ -1216,9 +1223,7 @@ func (q *Engine) DrainN(ctx context.Context, maxItems, maxBytes int) (items []Pe
 			tookDelayed++
 		case 4:
 			p, _ := heads.Peek()
-			if !q.parts.rr && p.heapIdx >= 0 {
-				q.parts.remove(p.heapIdx) // its key changes; update puts it back
-			}
+			p.heapSeq = 0 // its fifo heap entry goes stale; update pushes the new head
 			p.popHead()
 			if next.readyAt == 0 {
 				p.ready--
@@ -1273,6 +1278,9 @@ func (q *Engine) DrainN(ctx context.Context, maxItems, maxBytes int) (items []Pe
 	more = q.pendingLen() > 0
 	if len(items) > 0 {
 		q.signalSpace()
+		if q.parts != nil {
+			q.handOff(now) // a drained head may have been holding its partition
+		}
 		if a := q.record(ChangeDrained, now, func(c *Change) {
 			c.Items = items
 			c.PeerID = CallInfoFrom(ctx).Caller

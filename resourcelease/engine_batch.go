@@ -115,10 +115,13 @@ func (q *Engine) EnqueueBatch(ctx context.Context, items []Item) ([]EnqueueResul
 				continue
 			}
 		}
-		readyAt, err := readyTime(item.NotBefore, now)
-		if err != nil {
-			results[i].Err = err
-			continue
+		var readyAt int64
+		if !item.NotBefore.IsZero() {
+			var err error
+			if readyAt, err = readyTime(item.NotBefore, now); err != nil {
+				results[i].Err = err
+				continue
+			}
 		}
 		if full := q.full(readyAt != 0); full != nil {
 			results[i].Err = full

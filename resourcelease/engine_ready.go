@@ -8,7 +8,7 @@ import (
 // Where pending items live. Without per-partition rules (fifo fairness, no
 // MaxActivePerPartition) the ready items are in q.fresh (new enqueues, in
 // sequence order: O(1)) and q.redo (the rest, a heap by sequence id), and
-// q.backlog counts them per partition for the metrics. With per-partition
+// q.backlog, once Backlog was asked for, counts them per partition. With per-partition
 // rules they are in q.parts (partition.go). Delayed items are in q.delayed
 // either way (and, with strict partitions, in their partition as well).
 // Every ready item has readyAt 0; a delayed one has its ready time.
@@ -20,7 +20,9 @@ func (q *Engine) pushNew(e *entry) {
 		return
 	}
 	q.fresh.PushBack(e)
-	q.backlog[e.item.PartitionKey]++
+	if q.backlog != nil {
+		q.backlog[e.item.PartitionKey]++
+	}
 }
 
 // pushReady puts a ready item among the pending in its place by sequence
@@ -32,7 +34,9 @@ func (q *Engine) pushReady(e *entry) {
 		return
 	}
 	q.redo.Push(e)
-	q.backlog[e.item.PartitionKey]++
+	if q.backlog != nil {
+		q.backlog[e.item.PartitionKey]++
+	}
 }
 
 // pushDelayed adds an item that is not ready before e.readyAt, and makes
@@ -124,10 +128,8 @@ func (q *Engine) readyLen() int {
 }
 
 func (q *Engine) unbacklog(key string) {
-	if n := q.backlog[key]; n > 1 {
-		q.backlog[key] = n - 1
-	} else {
-		delete(q.backlog, key)
+	if q.backlog != nil {
+		q.backlog[key]-- // a zero count is dropped by the next Backlog
 	}
 }
 
@@ -225,7 +227,9 @@ type Backlog struct {
 // under the queue's lock in O(P log top + L) for P partitions with ready
 // items and L live leases (with strict partitions, plus the items of those
 // whose head is delayed), so call it now and then (a metrics scrape), not
-// per operation.
+// per operation. Without per-partition rules the queue counts ready items
+// by partition only once asked: the first call scans every ready item, and
+// from then on each enqueue and lease keeps the counts.
 func (q *Engine) Backlog(ctx context.Context, top int) (Backlog, error) {
 	if err := ctxError(ctx); err != nil {
 		return Backlog{}, err
@@ -263,7 +267,19 @@ func (q *Engine) Backlog(ctx context.Context, top int) (Backlog, error) {
 		}
 	}
 	if q.parts == nil {
+		if q.backlog == nil {
+			q.backlog = make(map[string]int)
+			count := func(e *entry) { q.backlog[e.item.PartitionKey]++ }
+			q.fresh.Each(count)
+			for _, e := range q.redo.items {
+				count(e)
+			}
+		}
 		for key, n := range q.backlog {
+			if n <= 0 {
+				delete(q.backlog, key)
+				continue
+			}
 			offer(key, n)
 		}
 		older(q.fresh.Front())

@@ -96,7 +96,7 @@ func (r *ring[T]) PushBack(x *T) {
 	if r.size == len(r.buf) {
 		n := 2 * len(r.buf)
 		if n == 0 {
-			n = 4 // small: every partition of the partitioned index has one
+			n = 16
 		}
 		nb := make([]*T, n)
 		for i := 0; i < r.size; i++ {

@@ -32,12 +32,13 @@ type partition struct {
 	fresh  seqRing
 	redo   minHeap[*entry]
 	ready  int // items in fresh and redo that are ready (readyAt 0)
-	active int // live leases
+	active int // live leases, counted only under a limit (MaxActivePerPartition)
 	// delayed counts its delayed items (strict partitions only): while it is
 	// zero the head is ready without looking at it.
 	delayed int
-	// heapIdx is the partition's place in partitionIndex.heap (fifo), or -1.
-	heapIdx int
+	// heapSeq is the seq of the partition's valid entry in
+	// partitionIndex.heap (fifo), 0 when it has none.
+	heapSeq int64
 	// prev and next link the partition into partitionIndex's ring
 	// (partitions fairness) while inRing.
 	prev, next *partition
@@ -103,11 +104,13 @@ func (p *partition) each(f func(*entry)) {
 }
 
 // seqRing is a FIFO of items in ascending sequence order that keeps each
-// item's sequence id next to it, so that the partition's head and back are
-// known without reading an item (a cache miss, in a deep queue).
+// item's sequence id next to it, and the last one's in the ring itself, so
+// that the partition's head and back are known without reading an item (a
+// cache miss, in a deep queue).
 type seqRing struct {
 	buf        []seqEntry
 	head, size int
+	back       int64 // seq of the last item pushed
 }
 
 type seqEntry struct {
@@ -127,6 +130,7 @@ func (r *seqRing) PushBack(seq int64, e *entry) {
 	}
 	r.buf[(r.head+r.size)%len(r.buf)] = seqEntry{seq, e}
 	r.size++
+	r.back = seq
 }
 
 // Front returns the first item and its sequence id (0, nil when empty).
@@ -139,7 +143,7 @@ func (r *seqRing) Front() (int64, *entry) {
 }
 
 // Back returns the last item's sequence id (the ring is not empty).
-func (r *seqRing) Back() int64 { return r.buf[(r.head+r.size-1)%len(r.buf)].seq }
+func (r *seqRing) Back() int64 { return r.back }
 
 func (r *seqRing) PopFront() *entry {
 	if r.size == 0 {
@@ -165,7 +169,7 @@ func (r *seqRing) Each(f func(*entry)) {
 }
 
 // headEntry is a partition in the fifo heap with its head's sequence id,
-// kept by the heap so that comparing two partitions reads neither.
+// kept by the heap so that comparing two entries reads no partition.
 type headEntry struct {
 	seq int64
 	p   *partition
@@ -211,7 +215,7 @@ func newPartitionIndex(cfg *QueueConfig) *partitionIndex {
 func (x *partitionIndex) get(key string) *partition {
 	p := x.byKey[key]
 	if p == nil {
-		p = &partition{key: key, heapIdx: -1}
+		p = &partition{key: key}
 		p.redo.less = bySeq
 		x.byKey[key] = p
 	}
@@ -238,21 +242,13 @@ func (x *partitionIndex) update(p *partition) {
 		case !ok && p.inRing:
 			x.ringRemove(p)
 		}
-	} else {
-		switch {
-		case ok && p.heapIdx < 0:
-			p.heapIdx = len(x.heap)
-			seq, _ := p.headSeq()
-			x.heap = append(x.heap, headEntry{seq: seq, p: p})
-			x.up(p.heapIdx)
-		case ok:
-			if seq, _ := p.headSeq(); seq != x.heap[p.heapIdx].seq {
-				x.heap[p.heapIdx].seq = seq
-				x.fix(p.heapIdx)
-			}
-		case p.heapIdx >= 0:
-			x.remove(p.heapIdx)
+	} else if ok {
+		if seq, _ := p.headSeq(); seq != p.heapSeq {
+			p.heapSeq = seq // an older entry of p, if any, is stale now
+			x.heapPush(headEntry{seq: seq, p: p})
 		}
+	} else {
+		p.heapSeq = 0
 	}
 	if p.len() == 0 && p.active == 0 {
 		delete(x.byKey, p.key)
@@ -292,10 +288,13 @@ func (x *partitionIndex) next() *partition {
 	if x.rr {
 		return x.ringHead
 	}
-	if len(x.heap) == 0 {
-		return nil
+	for len(x.heap) > 0 {
+		if top := x.heap[0]; top.p.heapSeq == top.seq {
+			return top.p
+		}
+		x.heapPop() // stale
 	}
-	return x.heap[0].p
+	return nil
 }
 
 // peek returns the item pop would take, or nil.
@@ -316,9 +315,14 @@ func (x *partitionIndex) pop() *entry {
 	e := p.popHead()
 	p.ready--
 	x.ready--
-	p.active++
+	if x.max > 0 {
+		p.active++
+	}
 	if x.rr {
 		x.ringRemove(p) // served: back of the line if still leasable
+	} else {
+		x.heapPop() // p's entry, at the top: update pushes its next head
+		p.heapSeq = 0
 	}
 	x.update(p)
 	return e
@@ -326,6 +330,9 @@ func (x *partitionIndex) pop() *entry {
 
 // leased counts a live lease of key (a lease restored at a restart).
 func (x *partitionIndex) leased(key string) {
+	if x.max == 0 {
+		return
+	}
 	p := x.get(key)
 	p.active++
 	x.update(p)
@@ -333,6 +340,9 @@ func (x *partitionIndex) leased(key string) {
 
 // unleased ends a live lease of e's partition.
 func (x *partitionIndex) unleased(e *entry) {
+	if x.max == 0 {
+		return // nothing to count, and no partition to look up
+	}
 	p := x.byKey[e.item.PartitionKey]
 	if p == nil || p.active == 0 {
 		return // cannot happen: every live lease was counted
@@ -349,65 +359,68 @@ func (x *partitionIndex) each(f func(*entry)) {
 	}
 }
 
-// The fifo heap of partitions, by head sequence id, with each partition's
-// index kept in heapIdx.
+// The fifo heap of partitions, by head sequence id. It is lazy: an entry
+// is valid while its partition's heapSeq is its seq, and a change of a
+// partition's head pushes a new entry rather than moving the old one, so
+// sifting compares sequence ids in the array and never reads a partition.
+// Stale entries are dropped when they reach the top, or all at once when
+// they outnumber the partitions.
 
-func (x *partitionIndex) lessAt(i, j int) bool { return x.heap[i].seq < x.heap[j].seq }
-
-func (x *partitionIndex) swap(i, j int) {
-	x.heap[i], x.heap[j] = x.heap[j], x.heap[i]
-	x.heap[i].p.heapIdx = i
-	x.heap[j].p.heapIdx = j
-}
-
-func (x *partitionIndex) up(j int) {
+func (x *partitionIndex) heapPush(h headEntry) {
+	x.heap = append(x.heap, h)
+	j := len(x.heap) - 1
 	for j > 0 {
 		i := (j - 1) / 2
-		if !x.lessAt(j, i) {
+		if x.heap[i].seq <= x.heap[j].seq {
 			break
 		}
-		x.swap(i, j)
+		x.heap[i], x.heap[j] = x.heap[j], x.heap[i]
 		j = i
+	}
+	if len(x.heap) > 2*len(x.byKey)+64 {
+		x.compact()
 	}
 }
 
-func (x *partitionIndex) down(i int) bool {
-	start, n := i, len(x.heap)
+func (x *partitionIndex) heapPop() {
+	n := len(x.heap) - 1
+	x.heap[0] = x.heap[n]
+	x.heap[n] = headEntry{}
+	x.heap = x.heap[:n]
+	x.heapDown(0)
+}
+
+func (x *partitionIndex) heapDown(i int) {
+	n := len(x.heap)
 	for {
 		j := 2*i + 1
 		if j >= n {
-			break
+			return
 		}
-		if j2 := j + 1; j2 < n && x.lessAt(j2, j) {
+		if j2 := j + 1; j2 < n && x.heap[j2].seq < x.heap[j].seq {
 			j = j2
 		}
-		if !x.lessAt(j, i) {
-			break
+		if x.heap[i].seq <= x.heap[j].seq {
+			return
 		}
-		x.swap(i, j)
+		x.heap[i], x.heap[j] = x.heap[j], x.heap[i]
 		i = j
 	}
-	return i > start
 }
 
-func (x *partitionIndex) fix(i int) {
-	if !x.down(i) {
-		x.up(i)
+// compact drops the stale entries.
+func (x *partitionIndex) compact() {
+	kept := x.heap[:0]
+	for _, h := range x.heap {
+		if h.p.heapSeq == h.seq {
+			kept = append(kept, h)
+		}
 	}
-}
-
-func (x *partitionIndex) remove(i int) {
-	n := len(x.heap) - 1
-	p := x.heap[i].p
-	if i != n {
-		x.swap(i, n)
+	clear(x.heap[len(kept):])
+	x.heap = kept
+	for i := len(x.heap)/2 - 1; i >= 0; i-- {
+		x.heapDown(i)
 	}
-	x.heap[n] = headEntry{}
-	x.heap = x.heap[:n]
-	if i != n {
-		x.fix(i)
-	}
-	p.heapIdx = -1
 }
 
 // The ring of partitions (partitions fairness): an intrusive doubly linked

@@ -16,13 +16,17 @@ import (
 // returns an error: a store can always fail.
 type Queue interface {
 	// Enqueue adds an item. With a RequestID seen within the dedupe window it
-	// returns the first enqueue's result and adds nothing. At capacity it
-	// waits for room (bounded by ctx) or returns ErrQueueFull, by option.
+	// returns the first enqueue's result and adds nothing. An item whose
+	// NotBefore is ahead is delayed until then (the result echoes it). At
+	// capacity it waits for room (bounded by ctx) or returns ErrQueueFull,
+	// by option.
 	Enqueue(ctx context.Context, item Item) (EnqueueResult, error)
-	// Lease leases the oldest ready item to peerID. With wait > 0 it waits up
-	// to wait (or until ctx ends) for one; it returns (nil, nil) when nothing
-	// arrived in time. Waiters are served first come, first served. The
-	// lease's TTL is counted from when Lease was called.
+	// Lease leases the oldest ready item to peerID (with
+	// QueueConfig.Fairness partitions, the oldest of the partition next in
+	// line; with MaxActivePerPartition, only from partitions below it). With
+	// wait > 0 it waits up to wait (or until ctx ends) for one; it returns
+	// (nil, nil) when nothing arrived in time. Waiters are served first come,
+	// first served. The lease's TTL is counted from when Lease was called.
 	Lease(ctx context.Context, peerID string, wait time.Duration) (*Lease, error)
 	// Heartbeat extends a live lease by the lease duration and returns the
 	// new expiry and time left.

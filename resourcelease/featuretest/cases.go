@@ -287,6 +287,22 @@ func testStrictLongPoll(t *testing.T, open Factory) {
 	}
 }
 
+// testStrictDrainedHead: draining the delayed item that holds a strict
+// partition lets its next item go, to a long-poll waiting for it.
+func testStrictDrainedHead(t *testing.T, open Factory) {
+	f := newQueue(t, open, resourcelease.QueueConfig{MaxActivePerPartition: 1})
+	f.enqueue(later("a", "a1", f.clock.Now().Add(time.Hour)), item("a", "a2"))
+	got := f.longPoll(time.Hour)
+	items, more, err := f.q.DrainN(bg, 1, 0)
+	f.must(err, "DrainN")
+	if len(items) != 1 || items[0].Payload.ResourceID != "a1" || !more {
+		t.Fatalf("drained %+v (more %v), want a1 and more", items, more)
+	}
+	if l := received(t, got, "after the drain"); l == nil || l.Payload.ResourceID != "a2" {
+		t.Fatalf("long-poll got %s, want a2", describe(l))
+	}
+}
+
 func testPartitionLimit(t *testing.T, open Factory) {
 	for _, fair := range []resourcelease.Fairness{resourcelease.FairnessFIFO, resourcelease.FairnessPartitions} {
 		t.Run(string(fair), func(t *testing.T) {

@@ -90,6 +90,7 @@ func Run(t *testing.T, open Factory, f Features) {
 		{"DelayedDrainRestore", testDelayedDrainRestore},
 		{"StrictPartitions", testStrictPartitions},
 		{"StrictPartitionLongPoll", testStrictLongPoll},
+		{"StrictPartitionDrainedHead", testStrictDrainedHead},
 		{"PartitionLimit", testPartitionLimit},
 		{"Fairness", testFairness},
 		{"DeadLetterBounds", testDeadLetterBounds},
