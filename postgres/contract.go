@@ -30,12 +30,10 @@ func newLease(r *itemRow, ttl, hb time.Duration) *resourcelease.Lease {
 	}
 }
 
-// setReleases records an item's release count in a PendingItem. At merge:
-// p.Releases = n.
+// setReleases records an item's release count in a PendingItem.
 func setReleases(p *resourcelease.PendingItem, n int) { p.Releases = n }
 
-// releasesOf is a restored item's release count.
-// max(p.Releases, 0).
+// releasesOf is a restored item's release count (never negative).
 func releasesOf(p *resourcelease.PendingItem) int { return max(p.Releases, 0) }
 
 func deref(s *string) string {
