@@ -13,8 +13,7 @@ import (
 // rather than requeueing it.
 func failDeadLetters(o resourcelease.FailOptions) bool { return o.DeadLetter }
 
-// newLease builds a granted Lease.
-// HeartbeatInterval: hb instead of HeartbeatIntervalMs.
+// newLease builds a granted Lease from its row.
 func newLease(r *itemRow, ttl, hb time.Duration) *resourcelease.Lease {
 	return &resourcelease.Lease{
 		Payload:           r.item,
