@@ -177,7 +177,7 @@ func (f *fixture) stats() resourcelease.Stats {
 	return st
 }
 
-//
+// wantStats compares the counts of st with want.
 // DelayedCount is not compared: which pending items count as delayed (a
 // requeue delay too, or only notBefore) is the queue features' rule, checked
 // by their own suite, and the Postgres queue does not implement it yet.
