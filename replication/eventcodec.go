@@ -31,6 +31,7 @@ const (
 	flagError
 	flagMetadata
 	flagTimestamp
+	flagNotBefore // the payload has a NotBefore, after its request id
 )
 
 var eventTypeCodes = func() map[resourcelease.EventType]byte {
@@ -83,6 +84,9 @@ func appendEvent(b []byte, ev *resourcelease.Event) []byte {
 	if !ev.Timestamp.IsZero() {
 		flags |= flagTimestamp
 	}
+	if ev.Payload != nil && !ev.Payload.NotBefore.IsZero() {
+		flags |= flagNotBefore
+	}
 	b = append(b, flags)
 	if flags&flagTimestamp != 0 {
 		b = binary.AppendVarint(b, ev.Timestamp.UnixNano())
@@ -106,6 +110,9 @@ func appendEvent(b []byte, ev *resourcelease.Event) []byte {
 			b = appendStr(b, v)
 		}
 		b = appendStr(b, p.RequestID)
+		if flags&flagNotBefore != 0 {
+			b = binary.AppendVarint(b, p.NotBefore.UnixNano())
+		}
 	}
 	if e := ev.Error; e != nil {
 		b = appendStr(b, e.Message)
@@ -231,6 +238,9 @@ func decodeEvent(seq int64, b []byte) (resourcelease.Event, error) {
 			}
 		}
 		p.RequestID = r.str()
+		if flags&flagNotBefore != 0 {
+			p.NotBefore = time.Unix(0, r.varint()).UTC()
+		}
 		ev.Payload = p
 	}
 	if flags&flagError != 0 {

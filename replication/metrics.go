@@ -29,6 +29,7 @@ var knownEventTypes = []resourcelease.EventType{
 	resourcelease.EventCompleted, resourcelease.EventFailed, resourcelease.EventLeaseExpired,
 	resourcelease.EventDeadLettered, resourcelease.EventLeaseReleased, resourcelease.EventDrainSnapshot,
 	resourcelease.EventRestoreSnapshot, resourcelease.EventRedriven, resourcelease.EventPurged,
+	resourcelease.EventDeadLetterPurged, // codes are positions: only ever append
 }
 
 func newMetrics(labels prometheus.Labels, lastSeq *atomic.Int64) *metrics {

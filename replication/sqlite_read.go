@@ -117,6 +117,7 @@ func (q *sqliteReads) loadItems(ctx context.Context, st *resourcelease.QueueStat
 	defer rows.Close()
 	var (
 		seq, state, attempt, enqueuedAt                   int64
+		notBefore                                         sql.NullInt64
 		rtype, rid, pkey, penc                            string
 		body, lastLease, leaseID                          []byte
 		attrs, reqID, lastErr, lastCode, peer, deadReason sql.NullString
@@ -128,7 +129,7 @@ func (q *sqliteReads) loadItems(ctx context.Context, st *resourcelease.QueueStat
 	)
 	for rows.Next() {
 		body, lastLease, leaseID = nil, nil, nil
-		if err := rows.Scan(&seq, &rtype, &rid, &pkey, &penc, &body, &attrs, &reqID, &enqueuedAt,
+		if err := rows.Scan(&seq, &rtype, &rid, &pkey, &penc, &body, &attrs, &reqID, &enqueuedAt, &notBefore,
 			&state, &attempt, &readyAt, &lastErr, &lastCode, &lastAttempt, &lastLease, &leaseAttempt, &leaseID,
 			&peer, &leasedAt, &deadAt, &deadReason, &deadCode, &deadEvent, &releases); err != nil {
 			return err
@@ -150,6 +151,9 @@ func (q *sqliteReads) loadItems(ctx context.Context, st *resourcelease.QueueStat
 		}
 		if readyAt.Valid {
 			p.ReadyAt = fromNanos(readyAt.Int64)
+		}
+		if notBefore.Valid {
+			p.Payload.NotBefore = fromNanos(notBefore.Int64)
 		}
 		if lastErr.Valid {
 			p.LastError = &resourcelease.ErrorInfo{Message: lastErr.String, Code: lastCode.String}

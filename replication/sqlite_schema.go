@@ -12,7 +12,8 @@ import (
 //
 //   - 1: the first schema.
 //   - 2: queue_items.releases (free releases since the attempt changed).
-const schemaVersion = 2
+//   - 3: queue_items.not_before (the payload's NotBefore).
+const schemaVersion = 3
 
 // Item states in queue_items.state.
 const (
@@ -33,7 +34,8 @@ const (
 //     the item's sequence id. Completed items have no row. dead_event is the
 //     sequence number of the DeadLettered event, which orders dead letters
 //     that share a timestamp as the queue listed them. releases counts an
-//     item's free releases in a row.
+//     item's free releases in a row. not_before is the payload's NotBefore
+//     (a delayed item's time is its ready_at).
 //   - queue_dedupe: requestId → sequence id and when it was seen; rows outlive
 //     their item and are trimmed after the dedupe window.
 var schemaStatements = []string{
@@ -67,7 +69,8 @@ var schemaStatements = []string{
 		dead_reason        TEXT,
 		dead_code          TEXT,
 		dead_event         INTEGER,
-		releases           INTEGER NOT NULL DEFAULT 0
+		releases           INTEGER NOT NULL DEFAULT 0,
+		not_before         INTEGER
 	)`,
 	`CREATE TABLE IF NOT EXISTS queue_dedupe (
 		request_id TEXT PRIMARY KEY,
@@ -80,12 +83,12 @@ var schemaStatements = []string{
 // itemColumns are queue_items' columns: the key, the payload (written once,
 // when the row is created) and then mutableColumns[1:].
 const itemColumns = `seq, resource_type, resource_id, partition_key, payload_encoding, body,
-	attributes, request_id, enqueued_at, state, attempt, ready_at, last_error, last_error_code,
+	attributes, request_id, enqueued_at, not_before, state, attempt, ready_at, last_error, last_error_code,
 	last_token_attempt, last_token_lease, lease_attempt, lease_id, peer_id, leased_at,
 	dead_at, dead_reason, dead_code, dead_event, releases`
 
 // itemColumnCount is the number of columns in itemColumns.
-const itemColumnCount = 25
+const itemColumnCount = 26
 
 // mutableColumns are the key and the columns a transition may change.
 var mutableColumns = []string{"seq", "state", "attempt", "ready_at", "last_error", "last_error_code",
@@ -128,6 +131,13 @@ func migrate(ctx context.Context, db txBeginner) error {
 		if _, err := tx.ExecContext(ctx, `ALTER TABLE queue_items ADD COLUMN releases INTEGER NOT NULL DEFAULT 0`); err != nil {
 			return fmt.Errorf("migrate schema 1 to 2: %w", err)
 		}
+	}
+	if v == 1 || v == 2 {
+		if _, err := tx.ExecContext(ctx, `ALTER TABLE queue_items ADD COLUMN not_before INTEGER`); err != nil {
+			return fmt.Errorf("migrate schema %d to 3: %w", v, err)
+		}
+	}
+	if v >= 1 && v < schemaVersion {
 		if _, err := tx.ExecContext(ctx, `UPDATE replication_meta SET value = ? WHERE key = 'schema_version'`, schemaVersion); err != nil {
 			return err
 		}

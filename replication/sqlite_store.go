@@ -361,6 +361,11 @@ func (s *sqliteStore) collect(entries []*entry) error {
 			for _, seq := range c.SequenceIDs {
 				s.set(rowOp{seq: seq, del: true}, false)
 			}
+		case resourcelease.ChangeDeadLetterPurged:
+			if c.Item == nil {
+				return fmt.Errorf("event %d: %v change without an item", e.event.SequenceNumber, c.Kind)
+			}
+			s.set(rowOp{seq: c.Item.SequenceID, del: true}, false)
 		default:
 			return fmt.Errorf("event %d: unknown change kind %d", e.event.SequenceNumber, c.Kind)
 		}
@@ -461,7 +466,7 @@ func (s *sqliteStore) appendItemArgs(args []any, op *rowOp) []any {
 		body = p.Body
 	}
 	args = append(args, op.seq, p.ResourceType, p.ResourceID, p.PartitionKey, p.PayloadEncoding,
-		body, attrs, reqID, nanos(op.item.EnqueuedAt))
+		body, attrs, reqID, nanos(op.item.EnqueuedAt), nanosOrNil(p.NotBefore))
 	return s.appendMutable(args, op)
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -256,43 +257,66 @@ func TestSQLiteRefusesNewerSchema(t *testing.T) {
 // TestSQLiteMigratesSchemaOne: a database written by schema 1 (before
 // queue_items.releases) is migrated in place: its items load with no
 // releases, and a release after that is persisted.
-func TestSQLiteMigratesSchemaOne(t *testing.T) {
-	ctx := context.Background()
-	db := openDB(t, "", sqlitedb.Config{})
-	r := newSQLite(t, db, replication.SQLiteConfig{})
-	seq := int64(1)
-	if err := r.Record(&resourcelease.Change{Kind: resourcelease.ChangeEnqueued, At: time.Unix(1, 0), Item: &resourcelease.PendingItem{
-		Payload: resourcelease.Item{ResourceType: "t", ResourceID: "a", PartitionKey: "p", PayloadEncoding: "e"}, Attempt: 1,
-		EnqueuedAt: time.Unix(1, 0), SequenceID: seq}}).Wait(); err != nil {
-		t.Fatal(err)
-	}
-	r.Close()
-	// Back to schema 1: no releases column.
-	for _, stmt := range []string{`ALTER TABLE queue_items DROP COLUMN releases`, `UPDATE replication_meta SET value = 1 WHERE key = 'schema_version'`} {
-		if _, err := db.Exec(stmt); err != nil {
-			t.Fatal(err)
-		}
-	}
-	r = newSQLite(t, db, replication.SQLiteConfig{})
-	st, err := r.LoadState(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(st.Pending) != 1 || st.Pending[0].Releases != 0 {
-		t.Fatalf("migrated state %+v, want the one item with no releases", st.Pending)
-	}
-	var v int
-	if err := db.QueryRow(`SELECT value FROM replication_meta WHERE key = 'schema_version'`).Scan(&v); err != nil || v != 2 {
-		t.Fatalf("schema version %d, %v; want 2", v, err)
-	}
-	item := st.Pending[0]
-	item.Releases = 1
-	if err := r.Record(&resourcelease.Change{Kind: resourcelease.ChangeReleased, At: time.Unix(2, 0), Item: &item,
-		Token: resourcelease.OwnershipToken{SequenceID: seq, Attempt: 1, LeaseID: uuid.New()}}).Wait(); err != nil {
-		t.Fatal(err)
-	}
-	if st, err = r.LoadState(ctx); err != nil || st.Pending[0].Releases != 1 {
-		t.Fatalf("after a release: %+v, %v; want 1 release", st.Pending, err)
+// TestSQLiteMigratesOlderSchemas: a database of schema 1 (no releases, no
+// not_before) or 2 (no not_before) is migrated to the current one, keeping
+// its items, and the new columns work.
+func TestSQLiteMigratesOlderSchemas(t *testing.T) {
+	for _, tc := range []struct {
+		version int
+		drop    []string
+	}{
+		{1, []string{"releases", "not_before"}},
+		{2, []string{"not_before"}},
+	} {
+		t.Run(fmt.Sprint("schema ", tc.version), func(t *testing.T) {
+			ctx := context.Background()
+			db := openDB(t, "", sqlitedb.Config{})
+			r := newSQLite(t, db, replication.SQLiteConfig{})
+			seq := int64(1)
+			if err := r.Record(&resourcelease.Change{Kind: resourcelease.ChangeEnqueued, At: time.Unix(1, 0), Item: &resourcelease.PendingItem{
+				Payload: resourcelease.Item{ResourceType: "t", ResourceID: "a", PartitionKey: "p", PayloadEncoding: "e"}, Attempt: 1,
+				EnqueuedAt: time.Unix(1, 0), SequenceID: seq}}).Wait(); err != nil {
+				t.Fatal(err)
+			}
+			r.Close()
+			// Back to the old schema.
+			for _, col := range tc.drop {
+				if _, err := db.Exec(`ALTER TABLE queue_items DROP COLUMN ` + col); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if _, err := db.Exec(`UPDATE replication_meta SET value = ? WHERE key = 'schema_version'`, tc.version); err != nil {
+				t.Fatal(err)
+			}
+			r = newSQLite(t, db, replication.SQLiteConfig{})
+			st, err := r.LoadState(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(st.Pending) != 1 || st.Pending[0].Releases != 0 || !st.Pending[0].Payload.NotBefore.IsZero() {
+				t.Fatalf("migrated state %+v, want the one item with no releases and no notBefore", st.Pending)
+			}
+			var v int
+			if err := db.QueryRow(`SELECT value FROM replication_meta WHERE key = 'schema_version'`).Scan(&v); err != nil || v != 3 {
+				t.Fatalf("schema version %d, %v; want 3", v, err)
+			}
+			item := st.Pending[0]
+			item.Releases = 1
+			if err := r.Record(&resourcelease.Change{Kind: resourcelease.ChangeReleased, At: time.Unix(2, 0), Item: &item,
+				Token: resourcelease.OwnershipToken{SequenceID: seq, Attempt: 1, LeaseID: uuid.New()}}).Wait(); err != nil {
+				t.Fatal(err)
+			}
+			at := time.Unix(100, 0).UTC()
+			later := resourcelease.PendingItem{Payload: resourcelease.Item{ResourceType: "t", ResourceID: "b", PartitionKey: "p", PayloadEncoding: "e", NotBefore: at},
+				Attempt: 1, EnqueuedAt: time.Unix(3, 0), SequenceID: 2, ReadyAt: at}
+			if err := r.Record(&resourcelease.Change{Kind: resourcelease.ChangeEnqueued, At: time.Unix(3, 0), Item: &later}).Wait(); err != nil {
+				t.Fatal(err)
+			}
+			if st, err = r.LoadState(ctx); err != nil || len(st.Pending) != 2 || st.Pending[0].Releases != 1 ||
+				!st.Pending[1].Payload.NotBefore.Equal(at) || !st.Pending[1].ReadyAt.Equal(at) {
+				t.Fatalf("after a release and a delayed enqueue: %+v, %v; want 1 release, then notBefore and readyAt %v", st.Pending, err, at)
+			}
+		})
 	}
 }
 

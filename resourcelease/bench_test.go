@@ -209,3 +209,101 @@ func BenchmarkMemoryPerPendingItem(b *testing.B) {
 		q.Close()
 	}
 }
+
+// BenchmarkLeaseAtDepthPartitioned: lease → complete → enqueue (into the
+// leased item's partition, keeping the shape) with per-partition rules, at
+// 1k pending in one partition and at 1M pending over 10k partitions. Lease
+// cost must stay flat across the two in every mode.
+func BenchmarkLeaseAtDepthPartitioned(b *testing.B) {
+	modes := []struct {
+		name string
+		cfg  resourcelease.QueueConfig
+	}{
+		{"fairness=fifo/maxActive=1", resourcelease.QueueConfig{Fairness: resourcelease.FairnessFIFO, MaxActivePerPartition: 1}},
+		{"fairness=partitions/maxActive=0", resourcelease.QueueConfig{Fairness: resourcelease.FairnessPartitions}},
+		{"fairness=partitions/maxActive=1", resourcelease.QueueConfig{Fairness: resourcelease.FairnessPartitions, MaxActivePerPartition: 1}},
+	}
+	shapes := []struct {
+		name                string
+		pending, partitions int
+	}{{"1k-in-1-partition", 1_000, 1}, {"1M-over-10k-partitions", 1_000_000, 10_000}}
+	for _, mode := range modes {
+		for _, shape := range shapes {
+			b.Run(mode.name+"/depth="+shape.name, func(b *testing.B) {
+				cfg := mode.cfg
+				cfg.Capacity = -1
+				q, err := resourcelease.NewEngine(cfg)
+				if err != nil {
+					b.Fatal(err)
+				}
+				defer q.Close()
+				ctx := context.Background()
+				keys := make([]string, shape.partitions)
+				for i := range keys {
+					keys[i] = "tenant-" + strconv.Itoa(i)
+				}
+				for i := range shape.pending {
+					it := benchItem(i)
+					it.PartitionKey = keys[i%len(keys)]
+					if _, err := q.Enqueue(ctx, it); err != nil {
+						b.Fatal(err)
+					}
+				}
+				b.ReportAllocs()
+				b.ResetTimer()
+				for i := 0; b.Loop(); i++ {
+					l, err := q.Lease(ctx, "bench", 0)
+					if err != nil || l == nil {
+						b.Fatal("lease", err)
+					}
+					if err := q.Complete(ctx, l.OwnershipToken); err != nil {
+						b.Fatal(err)
+					}
+					it := benchItem(i)
+					it.PartitionKey = l.Payload.PartitionKey
+					if _, err := q.Enqueue(ctx, it); err != nil {
+						b.Fatal(err)
+					}
+				}
+			})
+		}
+	}
+}
+
+// BenchmarkMemoryPerPendingItemPartitioned is BenchmarkMemoryPerPendingItem
+// with per-partition rules (strict partitions, round-robin), over 10k
+// partitions: the partitions' own heaps and state come on top.
+func BenchmarkMemoryPerPendingItemPartitioned(b *testing.B) {
+	const n = 1_000_000
+	for b.Loop() {
+		ids := make([]string, n)
+		keys := make([]string, 10_000)
+		for i := range ids {
+			ids[i] = "order-" + strconv.Itoa(i)
+		}
+		for i := range keys {
+			keys[i] = "tenant-" + strconv.Itoa(i)
+		}
+		var before, after runtime.MemStats
+		runtime.GC()
+		runtime.ReadMemStats(&before)
+		q, err := resourcelease.NewEngine(resourcelease.QueueConfig{Capacity: -1, MaxActivePerPartition: 1, Fairness: resourcelease.FairnessPartitions})
+		if err != nil {
+			b.Fatal(err)
+		}
+		ctx := context.Background()
+		for i := range n {
+			it := benchItem(i)
+			it.ResourceID, it.PartitionKey = ids[i], keys[i%len(keys)]
+			if _, err := q.Enqueue(ctx, it); err != nil {
+				b.Fatal(err)
+			}
+		}
+		runtime.GC()
+		runtime.ReadMemStats(&after)
+		b.ReportMetric(float64(after.HeapAlloc-before.HeapAlloc)/n, "bytes/item")
+		runtime.KeepAlive(ids)
+		runtime.KeepAlive(keys)
+		q.Close()
+	}
+}

@@ -45,6 +45,11 @@ const (
 	// Metadata are the worker's; a ChangeDeadLettered of the item follows.
 	// (A fail that requeues is ChangeRequeued.)
 	ChangeFailed
+	// ChangeDeadLetterPurged: the dead letter Item was deleted by the queue
+	// itself, because it was older than DeadLetterRetention or the oldest
+	// beyond MaxDeadLetters (Metadata MetaPurgeReason says which). One
+	// change per dead letter.
+	ChangeDeadLetterPurged
 )
 
 var changeKindNames = [...]string{
@@ -52,7 +57,7 @@ var changeKindNames = [...]string{
 	ChangeCompleted: "completed", ChangeRequeued: "requeued", ChangeExpired: "expired",
 	ChangeDeadLettered: "dead-lettered", ChangeReleased: "released", ChangeDrained: "drained",
 	ChangeRestored: "restored", ChangeRedriven: "redriven", ChangePurged: "purged",
-	ChangeFailed: "failed",
+	ChangeFailed: "failed", ChangeDeadLetterPurged: "dead-letter-purged",
 }
 
 // String returns the kind's name.
@@ -87,8 +92,9 @@ type Change struct {
 	Items []PendingItem
 	// SequenceIDs are the dead letters a purge deleted.
 	SequenceIDs []int64
-	// Counts after the transition.
-	Pending, Active, DeadLettered int
+	// Counts after the transition. Pending counts ready and delayed items,
+	// Delayed the delayed ones among them.
+	Pending, Delayed, Active, DeadLettered int
 }
 
 // Ack reports when a recorded change is durable (and, for a Replicator, when

@@ -27,7 +27,8 @@ import (
 type Dispatcher interface {
 	// Enqueue adds one item (see EnqueueRequest).
 	Enqueue(ctx context.Context, req *EnqueueRequest) (*EnqueueResponse, error)
-	// Lease leases the oldest ready item, long-polling up to req.Wait. It
+	// Lease leases the next ready item (the oldest, or by the queue's
+	// fairness and per-partition limit), long-polling up to req.Wait. It
 	// returns (nil, nil) when nothing was available within the wait.
 	Lease(ctx context.Context, req *LeaseRequest) (*Lease, error)
 	// Heartbeat extends a live lease by the lease duration.
@@ -84,9 +85,15 @@ type BatchDispatcher interface {
 	CompleteBatch(ctx context.Context, req *CompleteBatchRequest) ([]error, error)
 }
 
-// EnqueueRequest is the body of `enqueue`.
+// EnqueueRequest is the body of `enqueue` (wire: {"payload","delayMs"}).
 type EnqueueRequest struct {
-	Payload *Item `json:"payload"`
+	Payload *Item
+	// Delay, when positive, keeps the item from being leased for that long
+	// (from when the dispatcher received it): the item's NotBefore becomes
+	// now + Delay, or stays the payload's own NotBefore when that is later.
+	// It travels as whole milliseconds, rounded up; negative is
+	// invalid-argument.
+	Delay time.Duration
 }
 
 // QueueCounts are the counts returned by enqueue.
@@ -95,12 +102,17 @@ type QueueCounts struct {
 	ActiveLeaseCount int `json:"activeLeaseCount"`
 }
 
-// EnqueueResponse is the result of `enqueue`. SequenceID and Duplicate are
-// additions to the OmniRelay shape; older clients ignore them.
+// EnqueueResponse is the result of `enqueue`. SequenceID, Duplicate and
+// NotBefore are additions to the OmniRelay shape; older clients ignore them.
 type EnqueueResponse struct {
 	Stats      QueueCounts `json:"stats"`
 	SequenceID int64       `json:"sequenceId,omitempty"`
 	Duplicate  bool        `json:"duplicate,omitempty"`
+	// NotBefore echoes the time before which the item will not be leased
+	// (RFC 3339, UTC), when it has one; not set on a Duplicate. A client
+	// that asked for a delay and gets no NotBefore back is talking to a
+	// server that ignored it (the transport's Client refuses that answer).
+	NotBefore time.Time `json:"notBefore,omitzero"`
 }
 
 // LeaseRequest is the body of `lease` (wire: {"peerId","waitMs"}).
@@ -131,10 +143,13 @@ type HeartbeatResponse struct {
 	TTL time.Duration
 }
 
-// EnqueueBatchRequest is the body of `enqueueBatch`: at most MaxBatchItems
-// payloads.
+// EnqueueBatchRequest is the body of `enqueueBatch` (wire:
+// {"payloads","delayMs"}): at most MaxBatchItems payloads.
 type EnqueueBatchRequest struct {
-	Payloads []Item `json:"payloads"`
+	Payloads []Item
+	// Delay, when positive, delays every payload as EnqueueRequest.Delay
+	// does; each payload may also have its own NotBefore.
+	Delay time.Duration
 }
 
 // EnqueueBatchResponse is the result of `enqueueBatch`: one result per
@@ -147,11 +162,13 @@ type EnqueueBatchResponse struct {
 
 // EnqueueItemResult is the outcome of one payload of an enqueueBatch: its
 // sequence id (Duplicate when its RequestID was seen within the dedupe
-// window), or Err, an *Error (wire: {"sequenceId","duplicate"} or
+// window) and the NotBefore it was given, or Err, an *Error (wire:
+// {"sequenceId","duplicate","notBefore"} or
 // {"error":{"status","code","message"}}).
 type EnqueueItemResult struct {
 	SequenceID int64
 	Duplicate  bool
+	NotBefore  time.Time
 	Err        error
 }
 
@@ -448,11 +465,13 @@ type BackpressureListener interface {
 	OnBackpressure(s BackpressureSignal)
 }
 
-// BackpressureController decides backpressure from the pending count
+// BackpressureController decides backpressure from the queue's load
 // (backpressure.Monitor implements it).
 type BackpressureController interface {
 	// Observe is called on every queue change with the queue's lock held; it
-	// must not block.
+	// must not block. pending is the count of ready and leased items, the
+	// work the queue holds now: delayed items are not counted, so that work
+	// scheduled for later does not hold backpressure on.
 	Observe(pending int, at time.Time)
 	// Admit is called before each enqueue: nil when backpressure is off;
 	// otherwise it waits for it to clear (bounded by ctx: deadline-exceeded)

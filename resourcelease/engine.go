@@ -17,7 +17,10 @@ import (
 //
 // Choosing the next item is O(1) for items in enqueue order (a FIFO ring) and
 // O(log n) for requeued or restored ones (a heap by sequence id), so lease cost
-// does not grow with queue depth.
+// does not grow with queue depth. With per-partition rules
+// (MaxActivePerPartition, partitions fairness) it is O(log n) too: a heap of
+// pending items per partition, and a heap (fifo) or ring (round-robin) of the
+// partitions that have a leasable item (see partition.go).
 //
 // Payloads are not copied: the Body and Attributes of an enqueued item, and of
 // the items a lease, drain or dead-letter listing returns, are shared with the
@@ -39,9 +42,14 @@ type Engine struct {
 	lastStamp int64
 	lastRead  time.Time
 
-	fresh   ring[entry]             // ready, in ascending sequence order (new enqueues)
-	redo    minHeap[*entry]         // ready, out of order (requeued, restored, redriven): by sequence id
-	delayed minHeap[*entry]         // waiting for ReadyAt: by ReadyAt, then sequence id
+	fresh   ring[entry]     // ready, in ascending sequence order (new enqueues)
+	redo    minHeap[*entry] // ready, out of order (requeued, restored, redriven): by sequence id
+	delayed minHeap[*entry] // waiting for ReadyAt: by ReadyAt, then sequence id
+	// backlog counts the ready items in fresh and redo per partition, from
+	// the first Backlog call on (nil until then: a queue nobody asks
+	// pays nothing). Counts that fell to zero stay until the next Backlog.
+	backlog map[string]int
+	parts   *partitionIndex         // with per-partition rules, the ready items instead of fresh and redo
 	leases  map[int64]*entry        // live leases by sequence id
 	expiry  expiryList              // live leases by expiry
 	dead    map[int64]*list.Element // of *deadEntry, in dead-letter order
@@ -73,10 +81,12 @@ type entry struct {
 	lastError  *ErrorInfo
 	// releases counts the free releases since the attempt last changed.
 	releases int
-	// lastToken is the token of the item's newest lease: the live one while
-	// the entry is in Engine.leases (one field for both keeps the entry
-	// in a smaller allocation size class).
-	lastToken OwnershipToken
+	// lastAttempt and lastLease are the token of the item's newest lease
+	// (see lastToken): the live one while the entry is in Engine.leases.
+	// One token for both, without the sequence id that seq already holds,
+	// keeps the entry in a smaller allocation size class.
+	lastAttempt int
+	lastLease   uuid.UUID
 
 	// Live lease, valid while the entry is in Engine.leases.
 	peer                 string
@@ -84,6 +94,16 @@ type entry struct {
 	expiresAt            int64
 	prevLease, nextLease *entry // neighbours in Engine.expiry
 }
+
+// lastToken is the token of e's newest lease, or the zero token.
+func (e *entry) lastToken() OwnershipToken {
+	if e.lastLease == uuid.Nil && e.lastAttempt == 0 {
+		return OwnershipToken{}
+	}
+	return OwnershipToken{SequenceID: e.seq, Attempt: e.lastAttempt, LeaseID: e.lastLease}
+}
+
+func (e *entry) setLastToken(t OwnershipToken) { e.lastAttempt, e.lastLease = t.Attempt, t.LeaseID }
 
 type deadEntry struct {
 	e      *entry
@@ -129,7 +149,10 @@ func NewEngine(cfg QueueConfig) (*Engine, error) {
 		stop:      make(chan struct{}),
 		sweepDone: make(chan struct{}),
 	}
-	q.redo.less = func(a, b *entry) bool { return a.seq < b.seq }
+	q.redo.less = bySeq
+	if cfg.MaxActivePerPartition > 0 || cfg.Fairness == FairnessPartitions {
+		q.parts = newPartitionIndex(&cfg)
+	}
 	q.delayed.less = func(a, b *entry) bool {
 		if a.readyAt != b.readyAt {
 			return a.readyAt < b.readyAt
@@ -170,17 +193,50 @@ func (e *entry) pendingItem() PendingItem {
 		ReadyAt:    fromNanos(e.readyAt),
 		Releases:   e.releases,
 	}
-	if !e.lastToken.IsZero() {
-		t := e.lastToken
+	if t := e.lastToken(); !t.IsZero() {
 		p.LastOwnershipToken = &t
 	}
 	return p
 }
 
-func (q *Engine) pendingLen() int { return q.fresh.Len() + q.redo.Len() + q.delayed.Len() }
+func (q *Engine) pendingLen() int { return q.readyLen() + q.delayed.Len() }
 
 func (q *Engine) statsLocked() Stats {
-	return Stats{PendingCount: q.pendingLen(), ActiveLeaseCount: len(q.leases), DeadLetterCount: len(q.dead), Paused: q.paused}
+	return Stats{PendingCount: q.pendingLen(), DelayedCount: q.delayed.Len(), ActiveLeaseCount: len(q.leases), DeadLetterCount: len(q.dead), Paused: q.paused}
+}
+
+// full returns the refusal of an enqueue of an item that is delayed (or
+// not) when the queue has no room for it, or nil. Capacity bounds the ready
+// and leased items together; DelayedCapacity the delayed ones. Callers hold
+// q.mu.
+func (q *Engine) full(delayed bool) *Error {
+	if delayed {
+		if q.cfg.DelayedCapacity > 0 && q.delayed.Len() >= q.cfg.DelayedCapacity {
+			return Errorf(StatusResourceExhausted, CodeQueueFull, "queue is at its delayed capacity (%d delayed items)", q.cfg.DelayedCapacity)
+		}
+		return nil
+	}
+	if q.cfg.Capacity > 0 && q.readyLen()+len(q.leases) >= q.cfg.Capacity {
+		return Errorf(StatusResourceExhausted, CodeQueueFull, "queue is at capacity (%d ready and leased items)", q.cfg.Capacity)
+	}
+	return nil
+}
+
+// readyTime checks an enqueued item's NotBefore against now and returns its
+// ready time: 0 when it is ready now. A NotBefore further ahead than
+// MaxDuration is invalid-argument.
+func readyTime(nb time.Time, now int64) (int64, error) {
+	if nb.IsZero() {
+		return 0, nil
+	}
+	at := fromNanos(now)
+	if !nb.After(at) {
+		return 0, nil
+	}
+	if nb.Sub(at) > MaxDuration {
+		return 0, Errorf(StatusInvalidArgument, CodeInvalidArgument, "payload.notBefore must be at most %v ahead, got %s", MaxDuration, nb.Format(time.RFC3339))
+	}
+	return nb.UnixNano(), nil
 }
 
 // begin starts a call that changes the queue: it checks ctx, reads the clock
@@ -224,7 +280,7 @@ func (q *Engine) record(kind ChangeKind, now int64, fill func(c *Change)) Ack {
 	if q.journal == nil {
 		return nil
 	}
-	c := &Change{Kind: kind, At: fromNanos(now), Pending: q.pendingLen(), Active: len(q.leases), DeadLettered: len(q.dead)}
+	c := &Change{Kind: kind, At: fromNanos(now), Pending: q.pendingLen(), Delayed: q.delayed.Len(), Active: len(q.leases), DeadLettered: len(q.dead)}
 	fill(c)
 	if q.batch != nil {
 		q.batch.changes = append(q.batch.changes, c)
@@ -243,13 +299,17 @@ func waitAck(a Ack) error {
 	return nil
 }
 
-// Enqueue implements Queue.
+// Enqueue implements Queue. An item whose NotBefore is after now is
+// delayed: pending, but not leased before then. NotBefore is kept in UTC.
 func (q *Engine) Enqueue(ctx context.Context, item Item) (EnqueueResult, error) {
 	if err := item.Validate(); err != nil {
 		return EnqueueResult{}, err
 	}
 	if err := ctxError(ctx); err != nil {
 		return EnqueueResult{}, err
+	}
+	if !item.NotBefore.IsZero() {
+		item.NotBefore = item.NotBefore.Round(0).UTC()
 	}
 	// Allocated before taking the lock: less time holding it under contention.
 	e := &entry{item: item, attempt: 1}
@@ -261,6 +321,14 @@ func (q *Engine) Enqueue(ctx context.Context, item Item) (EnqueueResult, error) 
 			return EnqueueResult{}, ErrClosed
 		}
 		now := q.stamp(read)
+		var readyAt int64
+		if !item.NotBefore.IsZero() {
+			var err error
+			if readyAt, err = readyTime(item.NotBefore, now); err != nil {
+				q.mu.Unlock()
+				return EnqueueResult{}, err
+			}
+		}
 		if item.RequestID != "" && q.cfg.DedupeWindow > 0 {
 			q.trimDedupe(now)
 			if r, ok := q.dedupe[item.RequestID]; ok {
@@ -269,10 +337,10 @@ func (q *Engine) Enqueue(ctx context.Context, item Item) (EnqueueResult, error) 
 				return res, nil
 			}
 		}
-		if q.cfg.Capacity > 0 && q.pendingLen() >= q.cfg.Capacity {
+		if full := q.full(readyAt != 0); full != nil {
 			if q.cfg.FullMode == FullReject {
 				q.mu.Unlock()
-				return EnqueueResult{}, Errorf(StatusResourceExhausted, CodeQueueFull, "queue is at capacity (%d pending)", q.cfg.Capacity)
+				return EnqueueResult{}, full
 			}
 			space := q.spaceCh
 			q.spaceWanted = true
@@ -286,7 +354,12 @@ func (q *Engine) Enqueue(ctx context.Context, item Item) (EnqueueResult, error) 
 		}
 		e.seq, e.enqueuedAt = q.nextSeq, now
 		q.nextSeq++
-		q.fresh.PushBack(e)
+		if readyAt != 0 {
+			e.readyAt = readyAt
+			q.pushDelayed(e)
+		} else {
+			q.pushNew(e)
+		}
 		if item.RequestID != "" && q.cfg.DedupeWindow > 0 {
 			q.dedupe[item.RequestID] = dedupeRecord{seq: e.seq, seenAt: now}
 			q.dedupeOrder.PushBack(&DedupeEntry{RequestID: item.RequestID, SequenceID: e.seq, SeenAt: fromNanos(now)})
@@ -297,8 +370,10 @@ func (q *Engine) Enqueue(ctx context.Context, item Item) (EnqueueResult, error) 
 			c.Item = &p
 			c.PeerID = CallInfoFrom(ctx).Caller
 		})
-		res := EnqueueResult{SequenceID: e.seq, Stats: q.statsLocked()}
-		q.handOff(now)
+		res := EnqueueResult{SequenceID: e.seq, NotBefore: item.NotBefore, Stats: q.statsLocked()}
+		if readyAt == 0 {
+			q.handOff(now)
+		}
 		q.mu.Unlock()
 		return res, waitAck(ack)
 	}
@@ -331,27 +406,6 @@ func (q *Engine) trimDedupe(now int64) {
 	}
 }
 
-// popReady removes and returns the oldest ready item, or nil (always nil
-// while leasing is paused).
-func (q *Engine) popReady() *entry {
-	if q.paused {
-		return nil
-	}
-	f := q.fresh.Front()
-	r, ok := q.redo.Peek()
-	switch {
-	case f == nil && !ok:
-		return nil
-	case f == nil:
-		return q.redo.Pop()
-	case !ok || f.seq < r.seq:
-		return q.fresh.PopFront()
-	}
-	return q.redo.Pop()
-}
-
-func (q *Engine) readyLen() int { return q.fresh.Len() + q.redo.Len() }
-
 // grantInfo is what a Lease is built from: the entry's immutable parts
 // (item, sequence id, enqueue time) are read from e at any time, and the
 // parts a later change may rewrite are copied under the lock.
@@ -370,18 +424,18 @@ type grantInfo struct {
 // grantInfo by newLease, after the lock is released: less time holding it.
 func (q *Engine) grant(e *entry, peer string, now int64, id uuid.UUID) (grantInfo, Ack) {
 	e.readyAt = 0
-	e.lastToken = OwnershipToken{SequenceID: e.seq, Attempt: e.attempt, LeaseID: id}
+	token := OwnershipToken{SequenceID: e.seq, Attempt: e.attempt, LeaseID: id}
+	e.setLastToken(token)
 	e.peer = peer
 	e.leasedAt = now
 	e.expiresAt = now + int64(q.cfg.LeaseDuration)
 	q.leases[e.seq] = e
 	q.expiry.PushBack(e)
-	q.signalSpace()
-	g := grantInfo{e: e, token: e.lastToken, peer: peer, lastError: e.lastError, expiresAt: e.expiresAt, at: q.lastRead}
+	g := grantInfo{e: e, token: token, peer: peer, lastError: e.lastError, expiresAt: e.expiresAt, at: q.lastRead}
 	ack := q.record(ChangeLeased, now, func(c *Change) {
 		p := e.pendingItem()
 		c.Item = &p
-		c.Token = e.lastToken
+		c.Token = token
 		c.PeerID = peer
 		c.LeaseExpiresAt = fromNanos(e.expiresAt)
 		c.LeasedAt = fromNanos(now)
@@ -418,7 +472,7 @@ func (q *Engine) newLease(g *grantInfo, received time.Time) *Lease {
 // item per waiter: no waiter is woken for an item it will not get. While
 // leasing is paused it gives out nothing; Resume hands off.
 func (q *Engine) handOff(now int64) {
-	for !q.paused && q.waiters.Len() > 0 && q.readyLen() > 0 {
+	for q.waiters.Len() > 0 && q.canLease() {
 		w := q.waiters.Remove(q.waiters.Front()).(*waiter)
 		w.elem = nil
 		g, ack := q.grant(q.popReady(), w.peer, now, newLeaseID())
@@ -435,13 +489,72 @@ func (q *Engine) signalSpace() {
 	}
 }
 
+// maxPurgesPerSweep bounds the dead letters one sweep purges, so that a
+// retention that catches up with a large backlog does not hold the lock
+// for long; the sweeper comes back for the rest at once.
+const maxPurgesPerSweep = 4096
+
+// Reasons of a ChangeDeadLetterPurged (its MetaPurgeReason).
+const (
+	// PurgeReasonRetention: the dead letter was older than
+	// QueueConfig.DeadLetterRetention.
+	PurgeReasonRetention = "retention"
+	// PurgeReasonMaxDeadLetters: it was the oldest when the dead letters
+	// went past QueueConfig.MaxDeadLetters.
+	PurgeReasonMaxDeadLetters = "max_dead_letters"
+)
+
+// trimDeadLetters purges, oldest first and at most limit of them, the dead
+// letters beyond MaxDeadLetters or older than DeadLetterRetention, each
+// with its own ChangeDeadLetterPurged, and returns the last ack. When more
+// are due than limit, the sweeper comes back for them. Callers hold q.mu.
+func (q *Engine) trimDeadLetters(now int64, limit int) Ack {
+	var last Ack
+	for n := 0; ; n++ {
+		el, reason := q.purgeDue(now)
+		if el == nil {
+			return last
+		}
+		if n == limit {
+			q.kickSweeper()
+			return last
+		}
+		d := el.Value.(*deadEntry)
+		q.deadLst.Remove(el)
+		delete(q.dead, d.e.seq)
+		last = q.record(ChangeDeadLetterPurged, now, func(c *Change) {
+			p := d.e.pendingItem()
+			c.Item = &p
+			c.Metadata = map[string]string{MetaPurgeReason: reason}
+		})
+	}
+}
+
+// purgeDue returns the oldest dead letter if it is to be purged now, and
+// why. Callers hold q.mu.
+func (q *Engine) purgeDue(now int64) (*list.Element, string) {
+	el := q.deadLst.Front()
+	switch {
+	case el == nil:
+		return nil, ""
+	case q.cfg.MaxDeadLetters > 0 && q.deadLst.Len() > q.cfg.MaxDeadLetters:
+		return el, PurgeReasonMaxDeadLetters
+	case q.cfg.DeadLetterRetention > 0 && now-el.Value.(*deadEntry).at >= int64(q.cfg.DeadLetterRetention):
+		return el, PurgeReasonRetention
+	}
+	return nil, ""
+}
+
 // endLiveLease takes e out of the live leases and returns what its lease
-// was; e.lastToken keeps the token. Callers hold q.mu.
+// was; e.lastToken keeps the token. A lease that ends makes room under
+// Capacity. Callers hold q.mu.
 func (q *Engine) endLiveLease(e *entry) (token OwnershipToken, peer string, leasedAt int64) {
-	token, peer, leasedAt = e.lastToken, e.peer, e.leasedAt
+	token, peer, leasedAt = e.lastToken(), e.peer, e.leasedAt
 	delete(q.leases, e.seq)
 	q.expiry.Remove(e)
 	e.peer, e.leasedAt, e.expiresAt = "", 0, 0
+	q.leaseEnded(e)
+	q.signalSpace()
 	return token, peer, leasedAt
 }
 
@@ -479,25 +592,43 @@ func (q *Engine) endLease(e *entry, now int64, kind ChangeKind, errInfo *ErrorIn
 				code = errInfo.Code
 			}
 		}
-		return q.record(ChangeDeadLettered, now, func(c *Change) {
+		ack := q.record(ChangeDeadLettered, now, func(c *Change) {
 			fill(c)
 			c.Error = &ErrorInfo{Message: reason, Code: code}
 		})
+		if a := q.trimDeadLetters(now, 1); a != nil {
+			ack = a
+		}
+		q.settled(now)
+		return ack
 	}
 	delay := q.requeueDelay(e.attempt)
 	e.attempt++
 	e.releases = 0
-	if delay > 0 {
-		e.readyAt = now + int64(delay)
-		q.delayed.Push(e)
-		q.kickSweeper()
-	} else {
-		e.readyAt = 0
-		q.redo.Push(e)
-	}
+	q.requeue(e, now, delay)
 	ack := q.record(kind, now, fill)
 	q.handOff(now)
 	return ack
+}
+
+// requeue puts e, whose lease just ended, back among the pending: ready at
+// once, or after delay. Callers hold q.mu.
+func (q *Engine) requeue(e *entry, now int64, delay time.Duration) {
+	if delay > 0 {
+		e.readyAt = now + int64(delay)
+		q.pushDelayed(e)
+	} else {
+		q.pushReady(e)
+	}
+}
+
+// settled follows a lease that ended for good (completed, dead-lettered):
+// with a per-partition limit, its partition's next item may be leasable
+// now, for a waiting long-poll. Callers hold q.mu.
+func (q *Engine) settled(now int64) {
+	if q.parts != nil {
+		q.handOff(now)
+	}
 }
 
 // requeueDelay is the delay after the given failed attempt: fixed, or
@@ -625,14 +756,7 @@ func (q *Engine) releaseLease(e *entry, now int64, delay time.Duration, counted 
 	if counted {
 		e.releases++
 	}
-	if delay > 0 {
-		e.readyAt = now + int64(delay)
-		q.delayed.Push(e)
-		q.kickSweeper()
-	} else {
-		e.readyAt = 0
-		q.redo.Push(e)
-	}
+	q.requeue(e, now, delay)
 	ack := q.record(ChangeReleased, now, func(c *Change) {
 		p := e.pendingItem()
 		c.Item = &p
@@ -647,8 +771,8 @@ func (q *Engine) releaseLease(e *entry, now int64, delay time.Duration, counted 
 // liveLease returns the entry whose live lease token is, expiring it first if
 // its time has passed. Callers hold q.mu.
 func (q *Engine) liveLease(token OwnershipToken, now int64) (*entry, Ack, error) {
-	e, ok := q.leases[token.SequenceID]
-	if !ok || e.lastToken != token {
+	e, ok := q.leases[token.SequenceID] // so e.seq is token.SequenceID
+	if !ok || e.lastLease != token.LeaseID || e.lastAttempt != token.Attempt {
 		return nil, nil, ErrUnknownToken
 	}
 	if e.expiresAt <= now {
@@ -704,7 +828,7 @@ func (q *Engine) recordHeartbeat(e *entry, now int64) Ack {
 	return q.record(ChangeHeartbeat, now, func(c *Change) {
 		p := e.pendingItem()
 		c.Item = &p
-		c.Token = e.lastToken
+		c.Token = e.lastToken()
 		c.PeerID = e.peer
 		c.LeaseExpiresAt = fromNanos(e.expiresAt)
 	})
@@ -720,13 +844,15 @@ func (q *Engine) Complete(ctx context.Context, token OwnershipToken) error {
 // complete ends e's lease for good. Callers hold q.mu.
 func (q *Engine) complete(e *entry, now int64) Ack {
 	token, peer, leasedAt := q.endLiveLease(e)
-	return q.record(ChangeCompleted, now, func(c *Change) {
+	ack := q.record(ChangeCompleted, now, func(c *Change) {
 		p := e.pendingItem()
 		c.Item = &p
 		c.Token = token
 		c.PeerID = peer
 		c.LeasedAt = fromNanos(leasedAt)
 	})
+	q.settled(now)
+	return ack
 }
 
 // Fail implements Queue.

@@ -2,6 +2,7 @@ package resourcelease
 
 import (
 	"context"
+	"slices"
 	"time"
 )
 
@@ -84,6 +85,15 @@ func (q *Engine) EnqueueBatch(ctx context.Context, items []Item) ([]EnqueueResul
 		}
 		entries[i] = &entry{}
 	}
+	cloned := false // the caller's slice is never written: NotBefore is normalised in a copy
+	for i := range items {
+		if !items[i].NotBefore.IsZero() {
+			if !cloned {
+				items, cloned = slices.Clone(items), true
+			}
+			items[i].NotBefore = items[i].NotBefore.Round(0).UTC()
+		}
+	}
 	now, err := q.begin(ctx)
 	if err != nil {
 		return nil, err
@@ -105,14 +115,27 @@ func (q *Engine) EnqueueBatch(ctx context.Context, items []Item) ([]EnqueueResul
 				continue
 			}
 		}
-		if q.cfg.Capacity > 0 && q.pendingLen() >= q.cfg.Capacity {
-			results[i].Err = Errorf(StatusResourceExhausted, CodeQueueFull, "queue is at capacity (%d pending)", q.cfg.Capacity)
+		var readyAt int64
+		if !item.NotBefore.IsZero() {
+			var err error
+			if readyAt, err = readyTime(item.NotBefore, now); err != nil {
+				results[i].Err = err
+				continue
+			}
+		}
+		if full := q.full(readyAt != 0); full != nil {
+			results[i].Err = full
 			continue
 		}
 		e := entries[i]
 		e.item, e.attempt, e.seq, e.enqueuedAt = item, 1, q.nextSeq, now
 		q.nextSeq++
-		q.fresh.PushBack(e)
+		if readyAt != 0 {
+			e.readyAt = readyAt
+			q.pushDelayed(e)
+		} else {
+			q.pushNew(e)
+		}
 		if item.RequestID != "" && dedupe {
 			q.dedupe[item.RequestID] = dedupeRecord{seq: e.seq, seenAt: now}
 			q.dedupeOrder.PushBack(&DedupeEntry{RequestID: item.RequestID, SequenceID: e.seq, SeenAt: fromNanos(now)})
@@ -124,6 +147,7 @@ func (q *Engine) EnqueueBatch(ctx context.Context, items []Item) ([]EnqueueResul
 			c.PeerID = caller
 		})
 		results[i].SequenceID = e.seq
+		results[i].NotBefore = item.NotBefore
 	}
 	q.handOff(now)
 	st := q.statsLocked()
@@ -151,7 +175,7 @@ func (q *Engine) LeaseBatch(ctx context.Context, peerID string, opts LeaseBatchO
 		return nil, err
 	}
 	ack := q.maintain(now)
-	if q.readyLen() == 0 {
+	if !q.canLease() {
 		q.mu.Unlock()
 		if err := waitAck(ack); err != nil {
 			return nil, err
@@ -192,7 +216,7 @@ func (q *Engine) takeReady(ctx context.Context, peerID string, n, maxBytes int, 
 	if err != nil {
 		return nil, err
 	}
-	if q.readyLen() == 0 {
+	if !q.canLease() {
 		q.mu.Unlock()
 		return nil, nil
 	}
@@ -209,7 +233,7 @@ func (q *Engine) takeReady(ctx context.Context, peerID string, n, maxBytes int, 
 // maxBytes when positive (but the first always, with atLeastOne). Callers
 // hold q.mu and have checked that an item is ready.
 func (q *Engine) grantReady(peerID string, n, maxBytes int, atLeastOne bool, now int64) ([]grantInfo, Ack) {
-	grants := make([]grantInfo, 0, min(n, q.readyLen()))
+	grants := make([]grantInfo, 0, min(n, q.readyLen(), 64))
 	q.beginBatch()
 	size := 0
 	for len(grants) < n {
@@ -243,21 +267,6 @@ func (q *Engine) deliverAll(grants []grantInfo, ack Ack, received time.Time) ([]
 		leases[i] = q.newLease(&grants[i], received)
 	}
 	return leases, nil
-}
-
-// peekReady returns the oldest ready item without removing it, or nil.
-func (q *Engine) peekReady() *entry {
-	f := q.fresh.Front()
-	r, ok := q.redo.Peek()
-	switch {
-	case f == nil && !ok:
-		return nil
-	case f == nil:
-		return r
-	case !ok || f.seq < r.seq:
-		return f
-	}
-	return r
 }
 
 // approxLeaseJSONSize is about the JSON size of l (see

@@ -1,8 +1,6 @@
 package resourcelease
 
-import (
-	"time"
-)
+import "time"
 
 func (c *QueueConfig) applyDefaults() error {
 	for _, d := range []struct {
@@ -35,11 +33,35 @@ func (c *QueueConfig) applyDefaults() error {
 	if c.DedupeWindow < -1 {
 		return Errorf(StatusInvalidArgument, CodeInvalidArgument, "resourcelease: DedupeWindow must be -1 (off), 0 (default) or positive, got %v", c.DedupeWindow)
 	}
+	if c.DelayedCapacity < -1 {
+		return Errorf(StatusInvalidArgument, CodeInvalidArgument, "resourcelease: DelayedCapacity must be -1 (unbounded), 0 (default) or positive, got %d", c.DelayedCapacity)
+	}
+	if c.MaxActivePerPartition < 0 {
+		return Errorf(StatusInvalidArgument, CodeInvalidArgument, "resourcelease: MaxActivePerPartition must be 0 (no limit) or positive, got %d", c.MaxActivePerPartition)
+	}
+	if !c.Fairness.Valid() {
+		return Errorf(StatusInvalidArgument, CodeInvalidArgument, "resourcelease: Fairness must be %q or %q, got %q", FairnessFIFO, FairnessPartitions, c.Fairness)
+	}
+	if c.DeadLetterRetention < 0 || c.DeadLetterRetention > MaxDuration {
+		return Errorf(StatusInvalidArgument, CodeInvalidArgument, "resourcelease: DeadLetterRetention must be between 0 (keep them) and %v, got %v", MaxDuration, c.DeadLetterRetention)
+	}
+	if c.MaxDeadLetters < -1 {
+		return Errorf(StatusInvalidArgument, CodeInvalidArgument, "resourcelease: MaxDeadLetters must be -1 (unbounded), 0 (default) or positive, got %d", c.MaxDeadLetters)
+	}
 	if c.FullMode != FullWait && c.FullMode != FullReject {
 		return Errorf(StatusInvalidArgument, CodeInvalidArgument, "resourcelease: unknown FullMode %d", c.FullMode)
 	}
 	if c.Capacity == 0 {
 		c.Capacity = DefaultCapacity
+	}
+	if c.DelayedCapacity == 0 {
+		c.DelayedCapacity = DefaultDelayedCapacity
+	}
+	if c.Fairness == "" {
+		c.Fairness = FairnessFIFO
+	}
+	if c.MaxDeadLetters == 0 {
+		c.MaxDeadLetters = DefaultMaxDeadLetters
 	}
 	if c.LeaseDuration == 0 {
 		c.LeaseDuration = DefaultLeaseDuration

@@ -1,8 +1,6 @@
 package resourcelease
 
-import (
-	"context"
-)
+import "context"
 
 // DeadLetters implements Queue.
 func (q *Engine) DeadLetters(ctx context.Context, limit int) ([]DeadLetter, error) {
@@ -53,8 +51,8 @@ func (q *Engine) Redrive(ctx context.Context, sel DeadLetterSelection) (int, err
 	return q.deadLetterOp(ctx, sel, func(moved []*entry, now int64) Ack {
 		items := make([]PendingItem, len(moved))
 		for i, e := range moved {
-			e.attempt, e.readyAt, e.releases = 1, 0, 0
-			q.redo.Push(e)
+			e.attempt, e.releases = 1, 0
+			q.pushReady(e)
 			items[i] = e.pendingItem()
 		}
 		ack := q.record(ChangeRedriven, now, func(c *Change) {

@@ -30,13 +30,35 @@ func (q *Engine) DrainN(ctx context.Context, maxItems, maxBytes int) (items []Pe
 	ack := q.maintain(now)
 	// The delayed heap is ordered by ready time: take its entries in sequence
 	// order from a sorted copy, and rebuild it from what is left at the end.
-	delayed := slices.Clone(q.delayed.items)
-	slices.SortFunc(delayed, func(a, b *entry) int { return cmp.Compare(a.seq, b.seq) })
+	// (With strict partitions the delayed items are in their partitions too:
+	// they are taken from there.)
+	var delayed []*entry
+	strict := q.parts != nil && q.parts.strict
+	if !strict {
+		delayed = slices.Clone(q.delayed.items)
+		slices.SortFunc(delayed, func(a, b *entry) int { return cmp.Compare(a.seq, b.seq) })
+	}
+	// The partitions by their oldest pending item, to take them in order.
+	var heads minHeap[*partition]
+	touched := map[*partition]bool{}
+	if q.parts != nil {
+		heads.less = func(a, b *partition) bool {
+			as, _ := a.headSeq()
+			bs, _ := b.headSeq()
+			return as < bs
+		}
+		for _, p := range q.parts.byKey {
+			if p.len() > 0 {
+				heads.items = append(heads.items, p)
+			}
+		}
+		heads.heapify()
+	}
 	var taken []*entry
-	size, tookDelayed := 0, 0
+	size, tookDelayed, tookStrictDelayed := 0, 0, false
 	for maxItems <= 0 || len(taken) < maxItems {
 		var next *entry
-		from := 0 // 1 fresh, 2 redo, 3 delayed
+		from := 0 // 1 fresh, 2 redo, 3 delayed, 4 a partition
 		if f := q.fresh.Front(); f != nil {
 			next, from = f, 1
 		}
@@ -45,6 +67,9 @@ func (q *Engine) DrainN(ctx context.Context, maxItems, maxBytes int) (items []Pe
 		}
 		if tookDelayed < len(delayed) && (next == nil || delayed[tookDelayed].seq < next.seq) {
 			next, from = delayed[tookDelayed], 3
+		}
+		if p, ok := heads.Peek(); ok && (next == nil || p.head().seq < next.seq) {
+			next, from = p.head(), 4
 		}
 		if next == nil {
 			break
@@ -57,12 +82,34 @@ func (q *Engine) DrainN(ctx context.Context, maxItems, maxBytes int) (items []Pe
 		switch from {
 		case 1:
 			q.fresh.PopFront()
+			q.unbacklog(next.item.PartitionKey)
 		case 2:
 			q.redo.Pop()
+			q.unbacklog(next.item.PartitionKey)
 		case 3:
 			tookDelayed++
+		case 4:
+			p, _ := heads.Peek()
+			p.heapSeq = 0 // its fifo heap entry goes stale; update pushes the new head
+			p.popHead()
+			if next.readyAt == 0 {
+				p.ready--
+				q.parts.ready--
+			} else {
+				p.delayed--
+				tookStrictDelayed = true
+			}
+			touched[p] = true
+			if p.len() > 0 {
+				heads.fixTop()
+			} else {
+				heads.Pop()
+			}
 		}
 		taken = append(taken, next)
+	}
+	for p := range touched {
+		q.parts.update(p)
 	}
 	if q.fresh.Len() == 0 {
 		q.fresh.Drop() // release the buffer, as a full drain always did
@@ -76,6 +123,21 @@ func (q *Engine) DrainN(ctx context.Context, maxItems, maxBytes int) (items []Pe
 			q.delayed.Push(e)
 		}
 	}
+	if tookStrictDelayed {
+		gone := make(map[*entry]bool, len(taken))
+		for _, e := range taken {
+			gone[e] = true
+		}
+		kept := q.delayed.items[:0]
+		for _, e := range q.delayed.items {
+			if !gone[e] {
+				kept = append(kept, e)
+			}
+		}
+		clear(q.delayed.items[len(kept):])
+		q.delayed.items = kept
+		q.delayed.heapify()
+	}
 	items = make([]PendingItem, len(taken))
 	for i, e := range taken {
 		items[i] = e.pendingItem()
@@ -83,6 +145,9 @@ func (q *Engine) DrainN(ctx context.Context, maxItems, maxBytes int) (items []Pe
 	more = q.pendingLen() > 0
 	if len(items) > 0 {
 		q.signalSpace()
+		if q.parts != nil {
+			q.handOff(now) // a drained head may have been holding its partition
+		}
 		if a := q.record(ChangeDrained, now, func(c *Change) {
 			c.Items = items
 			c.PeerID = CallInfoFrom(ctx).Caller
@@ -134,6 +199,9 @@ func (q *Engine) Restore(ctx context.Context, items []PendingItem) (int, error) 
 		if p.Attempt < 0 {
 			return 0, Errorf(StatusInvalidArgument, CodePendingItemRequired, "items[%d]: attempt must not be negative, got %d", i, p.Attempt)
 		}
+		if !timeInRange(p.ReadyAt) || !timeInRange(p.Payload.NotBefore) {
+			return 0, Errorf(StatusInvalidArgument, CodePendingItemRequired, "items[%d]: readyAt and payload.notBefore must be before %d", i, maxNanosTime.Year())
+		}
 		if batch[p.SequenceID] {
 			return 0, Errorf(StatusAlreadyExists, CodeDuplicateSequence, "items[%d]: sequenceId %d appears twice", i, p.SequenceID)
 		}
@@ -157,11 +225,9 @@ func (q *Engine) Restore(ctx context.Context, items []PendingItem) (int, error) 
 			e.enqueuedAt = now
 		}
 		if e.readyAt > now {
-			q.delayed.Push(e)
-			q.kickSweeper()
+			q.pushDelayed(e)
 		} else {
-			e.readyAt = 0
-			q.redo.Push(e)
+			q.pushReady(e)
 		}
 		q.nextSeq = max(q.nextSeq, e.seq+1)
 		restored[i] = e.pendingItem()
@@ -188,17 +254,10 @@ func (q *Engine) findAny(ids map[int64]bool) (int64, bool) {
 		}
 	}
 	found := int64(0)
-	check := func(e *entry) {
+	q.eachPending(func(e *entry) {
 		if found == 0 && ids[e.seq] {
 			found = e.seq
 		}
-	}
-	q.fresh.Each(check)
-	for _, e := range q.redo.items {
-		check(e)
-	}
-	for _, e := range q.delayed.items {
-		check(e)
-	}
+	})
 	return found, found != 0
 }

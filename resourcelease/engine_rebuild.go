@@ -28,10 +28,10 @@ func (q *Engine) rebuild(st *QueueState) error {
 		}
 		e := newEntryFrom(&pending[i])
 		if e.readyAt > now {
-			q.delayed.Push(e)
+			q.pushDelayed(e)
 		} else {
 			e.readyAt = 0
-			q.fresh.PushBack(e) // ascending, and below every future sequence id
+			q.pushNew(e) // ascending, and below every future sequence id
 		}
 	}
 	for i := range st.Leased {
@@ -40,13 +40,17 @@ func (q *Engine) rebuild(st *QueueState) error {
 			return err
 		}
 		e := newEntryFrom(&l.PendingItem)
-		e.lastToken, e.peer = l.Token, l.PeerID
+		e.setLastToken(l.Token)
+		e.peer = l.PeerID
 		e.leasedAt = l.LeasedAt.UnixNano()
 		// A fresh lease duration from the restart: heartbeats are not persisted,
 		// so the worker gets a full period to reconnect and heartbeat.
 		e.expiresAt = now + int64(q.cfg.LeaseDuration)
 		q.leases[e.seq] = e
 		q.expiry.PushBack(e)
+		if q.parts != nil {
+			q.parts.leased(e.item.PartitionKey)
+		}
 	}
 	dead := slices.Clone(st.DeadLetters)
 	slices.SortStableFunc(dead, func(a, b DeadLetter) int { return a.DeadLetteredAt.Compare(b.DeadLetteredAt) })
@@ -81,18 +85,21 @@ func (q *Engine) rebuild(st *QueueState) error {
 	return nil
 }
 
+// newEntryFrom rebuilds an entry from a pending item. Its ready time is the
+// later of ReadyAt and the payload's NotBefore, so that a scheduled item
+// restored without its ReadyAt still waits for its time.
 func newEntryFrom(p *PendingItem) *entry {
 	e := &entry{
 		item:       p.Payload,
 		seq:        p.SequenceID,
 		attempt:    max(p.Attempt, 1),
 		enqueuedAt: nanos(p.EnqueuedAt),
-		readyAt:    nanos(p.ReadyAt),
+		readyAt:    max(notBeforeNanos(p.ReadyAt), notBeforeNanos(p.Payload.NotBefore)),
 		lastError:  p.LastError,
 		releases:   max(p.Releases, 0),
 	}
 	if p.LastOwnershipToken != nil {
-		e.lastToken = *p.LastOwnershipToken
+		e.setLastToken(*p.LastOwnershipToken)
 	}
 	return e
 }

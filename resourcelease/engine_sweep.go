@@ -1,8 +1,56 @@
 package resourcelease
 
-import (
-	"time"
-)
+import "time"
+
+// maintain promotes delayed items whose time has come, expires overdue
+// leases, purges the dead letters past their retention and hands ready items
+// to waiting long-polls. Callers hold q.mu; it returns the last ack it
+// produced.
+func (q *Engine) maintain(now int64) Ack {
+	var last Ack
+	promoted := false
+	for {
+		e, ok := q.delayed.Peek()
+		if !ok || e.readyAt > now {
+			break
+		}
+		q.delayed.Pop()
+		q.promote(e)
+		promoted = true
+	}
+	if promoted {
+		q.signalSpace() // room for delayed items
+	}
+	for {
+		e := q.expiry.Front()
+		if e == nil || e.expiresAt > now {
+			break
+		}
+		if a := q.expire(e, now); a != nil {
+			last = a
+		}
+	}
+	if q.deadLst.Len() > 0 {
+		if a := q.trimDeadLetters(now, maxPurgesPerSweep); a != nil {
+			last = a
+		}
+	}
+	q.handOff(now)
+	return last
+}
+
+// expire ends e's lease because it passed its expiry. Callers hold q.mu.
+func (q *Engine) expire(e *entry, now int64) Ack {
+	reason := &ErrorInfo{Message: "lease expired without a heartbeat", Code: CodeLeaseExpired}
+	return q.endLease(e, now, ChangeExpired, reason, true, nil)
+}
+
+func (q *Engine) kickSweeper() {
+	select {
+	case q.sweepKick <- struct{}{}:
+	default:
+	}
+}
 
 // Sweep promotes delayed items that are due, requeues expired leases and hands
 // ready items to waiting long-polls. The sweeper calls it every SweepInterval;
@@ -47,45 +95,5 @@ func (q *Engine) sweepLoop() {
 		case <-t.C():
 		}
 		q.Sweep()
-	}
-}
-
-// maintain promotes delayed items whose time has come, expires overdue leases
-// and hands ready items to waiting long-polls. Callers hold q.mu; it returns
-// the last ack it produced.
-func (q *Engine) maintain(now int64) Ack {
-	var last Ack
-	for {
-		e, ok := q.delayed.Peek()
-		if !ok || e.readyAt > now {
-			break
-		}
-		q.delayed.Pop()
-		e.readyAt = 0
-		q.redo.Push(e)
-	}
-	for {
-		e := q.expiry.Front()
-		if e == nil || e.expiresAt > now {
-			break
-		}
-		if a := q.expire(e, now); a != nil {
-			last = a
-		}
-	}
-	q.handOff(now)
-	return last
-}
-
-// expire ends e's lease because it passed its expiry. Callers hold q.mu.
-func (q *Engine) expire(e *entry, now int64) Ack {
-	reason := &ErrorInfo{Message: "lease expired without a heartbeat", Code: CodeLeaseExpired}
-	return q.endLease(e, now, ChangeExpired, reason, true, nil)
-}
-
-func (q *Engine) kickSweeper() {
-	select {
-	case q.sweepKick <- struct{}{}:
-	default:
 	}
 }

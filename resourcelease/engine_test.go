@@ -668,7 +668,13 @@ func TestCapacity(t *testing.T) {
 		mustEnqueue(t, f.q, "a")
 		done := make(chan error, 1)
 		go func() { _, err := f.q.Enqueue(ctx, item("b")); done <- err }()
-		l := mustLease(t, f.q, "w") // makes room
+		l := mustLease(t, f.q, "w") // a leased item still counts
+		select {
+		case err := <-done:
+			t.Fatalf("a lease made room (enqueue returned %v), but leased items count against capacity", err)
+		default:
+		}
+		require.NoError(t, f.q.Complete(ctx, l.OwnershipToken)) // makes room
 		require.NoError(t, <-done)
 		assert.Equal(t, "a", l.Payload.ResourceID)
 		assert.Equal(t, 1, engineStats(f.q).PendingCount)

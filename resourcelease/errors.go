@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strconv"
 )
 
 // Status is a wire status of the yarpc-style protocol: one of yarpc's error
@@ -136,7 +137,22 @@ const (
 	// CodeReleaseLimit: the lastError of an item whose release counted as a
 	// failed attempt, because it was released MaxReleases times in a row.
 	CodeReleaseLimit = "error.resourcelease.release_limit"
+	// CodeDelayIgnored: a delayed enqueue (a delay, or a payload notBefore)
+	// was answered without the notBefore a server that delays items
+	// echoes: the server predates delayed enqueue, and the item was
+	// enqueued ready at once. Status unimplemented; the Metadata's
+	// "sequenceId" names the item.
+	CodeDelayIgnored = "error.resourcelease.delay_ignored"
 )
+
+// DelayIgnoredError is the error a client returns for a delayed enqueue
+// that the server answered without echoing its notBefore (see
+// CodeDelayIgnored): item seq was enqueued, but ready now.
+func DelayIgnoredError(seq int64) *Error {
+	return &Error{Status: StatusUnimplemented, Code: CodeDelayIgnored,
+		Message:  fmt.Sprintf("the dispatcher ignored the delay: item %d was enqueued ready now (upgrade the dispatcher to delay items)", seq),
+		Metadata: map[string]string{"sequenceId": strconv.FormatInt(seq, 10)}}
+}
 
 // MetadataRetryAfterSeconds is the key of an Error's Metadata that says, in
 // whole seconds, when the caller may try again; the transport also sends it

@@ -23,6 +23,9 @@ const (
 	EventRestoreSnapshot EventType = "RestoreSnapshot"
 	EventRedriven        EventType = "Redriven"
 	EventPurged          EventType = "Purged"
+	// EventDeadLetterPurged: the queue deleted one dead letter by itself
+	// (retention or MaxDeadLetters; metadata deadletter.purge.reason).
+	EventDeadLetterPurged EventType = "DeadLetterPurged"
 )
 
 // Metadata keys set on events.
@@ -36,6 +39,9 @@ const (
 	MetaPurgeCount      = "purge.count"
 	MetaAttempt         = "attempt"
 	MetaSequenceID      = "sequenceId"
+	// MetaPurgeReason is why a DeadLetterPurged event's dead letter was
+	// purged: PurgeReasonRetention or PurgeReasonMaxDeadLetters.
+	MetaPurgeReason = "deadletter.purge.reason"
 )
 
 // Event is one entry of the ordered replication log. SequenceNumber is
@@ -112,6 +118,8 @@ func NewEvent(c *Change) Event {
 	case ChangePurged:
 		e.EventType = EventPurged
 		e.Metadata[MetaPurgeCount] = strconv.Itoa(len(c.SequenceIDs))
+	case ChangeDeadLetterPurged:
+		e.EventType = EventDeadLetterPurged
 	}
 	return e
 }

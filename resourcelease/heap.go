@@ -32,6 +32,17 @@ func (h *minHeap[T]) Pop() T {
 	return x
 }
 
+// heapify restores the heap order after items was changed wholesale.
+func (h *minHeap[T]) heapify() {
+	n := len(h.items)
+	for i := n/2 - 1; i >= 0; i-- {
+		h.down(i, n)
+	}
+}
+
+// fixTop restores the heap order after the top's key grew.
+func (h *minHeap[T]) fixTop() { h.down(0, len(h.items)) }
+
 // Drop empties the heap and returns its elements (in heap order).
 func (h *minHeap[T]) Drop() []T {
 	out := h.items

@@ -88,7 +88,7 @@ type ItemInfo struct {
 	Attempt    int        `json:"attempt"`
 	EnqueuedAt time.Time  `json:"enqueuedAt"`
 	LastError  *ErrorInfo `json:"lastError,omitempty"`
-	// ReadyAt, for a pending item in a requeue delay, is when it can be leased.
+	// ReadyAt, for a delayed pending item, is when it can be leased.
 	ReadyAt time.Time `json:"readyAt,omitzero"`
 	// LeaseOwner, LeasedAt and LeaseExpiresAt describe a leased item's lease.
 	LeaseOwner     string    `json:"leaseOwner,omitempty"`
@@ -132,7 +132,11 @@ func (r *ListItemsRequest) matches(it *Item) bool {
 //   - pending: O(log F + min(F, MaxListScan) + R + D + k log k), where F
 //     is the number of items waiting in enqueue order (searched, then
 //     scanned from After), and R and D those requeued, restored or redriven
-//     and those in a requeue delay (kept in heaps, so scanned in full);
+//     and those delayed (kept in heaps, so scanned in full). With
+//     per-partition rules (MaxActivePerPartition, partitions fairness) the
+//     ready items are kept by partition, so a listing scans every pending
+//     item, O(n + k log k), or with a PartitionKey filter only that
+//     partition's and the delayed ones;
 //   - leased: O(L + k log k) for L live leases;
 //   - dead: O(N + k log k) for N dead letters.
 //
@@ -170,6 +174,15 @@ func (q *Engine) ListItems(ctx context.Context, req ListItemsRequest) (ListItems
 	scanStop := int64(0) // where a bounded scan stopped early; 0 when it did not
 	switch req.State {
 	case ItemPending:
+		if q.parts != nil {
+			all := func(e *entry) { consider(e, 1<<63-1) }
+			if req.PartitionKey != "" {
+				q.eachPendingOf(req.PartitionKey, all)
+			} else {
+				q.eachPending(all)
+			}
+			break
+		}
 		scanStop = q.scanFresh(&req, sel)
 		upTo := int64(1<<63 - 1)
 		if scanStop != 0 {
@@ -246,7 +259,8 @@ func (q *Engine) scanFresh(req *ListItemsRequest, sel *smallest) int64 {
 // Item returns the item with sequence id seq, with its body, or
 // ErrItemNotFound. The body and attributes are shared with the queue: treat
 // them as read-only. It costs O(1) for a leased or dead-lettered item and up
-// to O(log F + R + D) for a pending one (see ListItems), under the lock.
+// to O(log F + R + D) for a pending one (see ListItems), O(n) with
+// per-partition rules, under the lock.
 func (q *Engine) Item(ctx context.Context, seq int64) (ItemInfo, error) {
 	if err := ctxError(ctx); err != nil {
 		return ItemInfo{}, err
@@ -288,17 +302,13 @@ func (q *Engine) findPending(seq int64) *entry {
 	if lo < f.Len() && f.at(lo).seq == seq {
 		return f.at(lo)
 	}
-	for _, e := range q.redo.items {
+	var found *entry
+	q.eachPending(func(e *entry) {
 		if e.seq == seq {
-			return e
+			found = e
 		}
-	}
-	for _, e := range q.delayed.items {
-		if e.seq == seq {
-			return e
-		}
-	}
-	return nil
+	})
+	return found
 }
 
 // at returns the i-th element from the front (0 <= i < Len).

@@ -19,6 +19,11 @@ type Item struct {
 	Attributes      map[string]string `json:"attributes,omitempty"`
 	// RequestID, when set, makes enqueue idempotent within the dedupe window.
 	RequestID string `json:"requestId,omitempty"`
+	// NotBefore, when set at enqueue and in the future, delays the item: it
+	// is pending (counted, drained and restored with its time) but not
+	// leased before then. Among ready items the order stays by sequence
+	// id. The queue keeps it in UTC.
+	NotBefore time.Time `json:"notBefore,omitzero"`
 }
 
 // Validate reports the first missing required field as an invalid-argument
@@ -104,7 +109,8 @@ type PendingItem struct {
 	SequenceID int64      `json:"sequenceId"`
 	// LastOwnershipToken is the token of the item's most recent lease, if any.
 	LastOwnershipToken *OwnershipToken `json:"lastOwnershipToken,omitempty"`
-	// ReadyAt, when set, is the earliest time the item may be leased (requeue delay).
+	// ReadyAt, when set, is the earliest time the item may be leased (its
+	// NotBefore, a requeue delay or a delayed release).
 	ReadyAt time.Time `json:"readyAt,omitzero"`
 	// Releases counts the releases of the item since its attempt last
 	// changed; at QueueConfig.MaxReleases the next release counts as a
@@ -121,7 +127,13 @@ type DeadLetter struct {
 
 // Stats are the queue's counts. BackpressureActive is filled in by the Dispatcher.
 type Stats struct {
-	PendingCount       int  `json:"pendingCount"`
+	// PendingCount counts the items waiting to be leased, ready or
+	// delayed.
+	PendingCount int `json:"pendingCount"`
+	// DelayedCount counts the pending items not leasable before a later
+	// time (a NotBefore, a requeue delay, a delayed release); omitted when
+	// zero, so older readers see the shape they know.
+	DelayedCount       int  `json:"delayedCount,omitempty"`
 	ActiveLeaseCount   int  `json:"activeLeaseCount"`
 	DeadLetterCount    int  `json:"deadLetterCount"`
 	BackpressureActive bool `json:"backpressureActive"`
@@ -137,8 +149,11 @@ type Stats struct {
 type EnqueueResult struct {
 	SequenceID int64
 	Duplicate  bool
-	Stats      Stats
-	Err        error
+	// NotBefore is the item's NotBefore as the queue keeps it (in UTC);
+	// zero for an item without one, and for a Duplicate.
+	NotBefore time.Time
+	Stats     Stats
+	Err       error
 }
 
 // FailOptions describe a failure reported by a worker.

@@ -71,8 +71,10 @@ type DispatcherConfig struct {
 	// seconds. With peerhealth.Tracker that is a circuit breaker that opens
 	// only after several consecutive lease expiries. It requires PeerHealth.
 	RefuseUnhealthyPeers bool
-	// Backpressure, when set, observes the pending count after every change,
-	// admits each enqueue, and fills Stats.BackpressureActive.
+	// Backpressure, when set, observes the count of ready and leased items
+	// after every change (delayed items are not counted: work scheduled for
+	// later does not hold backpressure on), admits each enqueue, and fills
+	// Stats.BackpressureActive.
 	Backpressure BackpressureController
 	// Registerer, when set, receives the Dispatcher's metrics (the Metric*
 	// names) and every one of Replicator, Deterministic, PeerHealth and
@@ -227,13 +229,19 @@ func NewDispatcher(cfg DispatcherConfig) (*LocalDispatcher, error) {
 		return fail(err)
 	}
 	d.queue = q
+	if d.metrics != nil {
+		if err := d.reg.register("queue backlog", newBacklogCollector(d), false); err != nil {
+			q.Close()
+			return fail(err)
+		}
+	}
 	d.closeCtx, d.cancel = context.WithCancel(context.Background())
 	st, _ := q.Stats(context.Background()) // a background context: it cannot fail
 	if d.metrics != nil {
-		d.metrics.setCounts(st.PendingCount, st.ActiveLeaseCount, st.DeadLetterCount)
+		d.metrics.setCounts(st.PendingCount, st.DelayedCount, st.ActiveLeaseCount, st.DeadLetterCount)
 	}
 	if d.bp != nil {
-		d.bp.Observe(st.PendingCount, d.clock.Now())
+		d.bp.Observe(st.PendingCount-st.DelayedCount+st.ActiveLeaseCount, d.clock.Now())
 	}
 	if qcfg.InitialState != nil {
 		d.log.Info("resourcelease: dispatcher rebuilt queue from stored state",
@@ -348,7 +356,7 @@ func (d *LocalDispatcher) observe(c *Change) {
 		d.tellPeerHealth(c)
 	}
 	if d.bp != nil {
-		d.bp.Observe(c.Pending, c.At)
+		d.bp.Observe(c.Pending-c.Delayed+c.Active, c.At)
 	}
 }
 
@@ -483,8 +491,12 @@ func (d *LocalDispatcher) Enqueue(ctx context.Context, req *EnqueueRequest) (*En
 	if err := req.Payload.Validate(); err != nil {
 		return nil, err
 	}
+	if req.Delay < 0 {
+		return nil, Errorf(StatusInvalidArgument, CodeInvalidArgument, "delayMs must not be negative, got %d", msCeil(req.Delay))
+	}
 	item := *req.Payload
 	ownPayload(&item)
+	d.delay(&item, req.Delay)
 	if err := d.admit(ctx); err != nil {
 		return nil, err
 	}
@@ -496,7 +508,21 @@ func (d *LocalDispatcher) Enqueue(ctx context.Context, req *EnqueueRequest) (*En
 		Stats:      QueueCounts{PendingCount: res.Stats.PendingCount, ActiveLeaseCount: res.Stats.ActiveLeaseCount},
 		SequenceID: res.SequenceID,
 		Duplicate:  res.Duplicate,
+		NotBefore:  res.NotBefore,
 	}, nil
+}
+
+// delay gives it the NotBefore of an enqueue with the given delay: now +
+// delay, unless its own NotBefore is later. A delay beyond MaxDuration is
+// left for the queue to refuse.
+func (d *LocalDispatcher) delay(it *Item, delay time.Duration) {
+	if delay <= 0 {
+		return
+	}
+	nb := d.clock.Now().Add(min(delay, MaxDuration+time.Second))
+	if nb.After(it.NotBefore) {
+		it.NotBefore = nb
+	}
 }
 
 // admit asks backpressure to admit an enqueue. While backpressure is active,

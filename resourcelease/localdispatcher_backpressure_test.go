@@ -56,6 +56,13 @@ func (f ldFixture) active(t *testing.T) bool {
 	return st.BackpressureActive
 }
 
+// done leases an item and completes it: the queue holds one item less.
+func (f ldFixture) done(t *testing.T, peer string) {
+	t.Helper()
+	l := f.lease(t, peer)
+	require.NoError(t, f.d.Complete(context.Background(), &resourcelease.CompleteRequest{OwnershipToken: l.OwnershipToken}))
+}
+
 func (f ldFixture) pending(t *testing.T) int {
 	t.Helper()
 	st, err := f.d.Stats(context.Background(), nil)
@@ -84,9 +91,11 @@ func TestDispatcherBackpressureWatermarks(t *testing.T) {
 	assert.True(t, f.active(t))
 	assert.Equal(t, 1.0, ldMetric(t, reg, "backpressure_active"), "the Monitor's collector is registered")
 
-	f.lease(t, "w") // 3 pending: in the band, no change
+	l := f.lease(t, "w") // still 4: a leased item is work the queue holds
+	signals.none(t)
+	require.NoError(t, f.d.Complete(context.Background(), &resourcelease.CompleteRequest{OwnershipToken: l.OwnershipToken})) // 3: in the band, no change
 	clock.Advance(time.Second)
-	f.lease(t, "w") // 2 pending: at the low watermark, but the cooldown holds it
+	f.done(t, "w") // 2: at the low watermark, but the cooldown holds it
 	assert.True(t, f.active(t), "the cooldown holds the clear back")
 	signals.none(t)
 
@@ -154,7 +163,7 @@ func TestDispatcherBackpressureModes(t *testing.T) {
 			assert.ErrorIs(t, err, resourcelease.ErrBackpressure)
 			assert.Equal(t, resourcelease.StatusResourceExhausted, resourcelease.StatusOf(err))
 			assert.Equal(t, 2, f.pending(t), "nothing was enqueued")
-			f.lease(t, "w") // 1 pending: cleared
+			f.done(t, "w") // 1 ready: cleared
 			_, err = f.d.Enqueue(context.Background(), &resourcelease.EnqueueRequest{Payload: ldItem("4")})
 			require.NoError(t, err)
 		}},
@@ -167,7 +176,7 @@ func TestDispatcherBackpressureModes(t *testing.T) {
 			default:
 			}
 			assert.Equal(t, 2, f.pending(t), "held back")
-			f.lease(t, "w") // 1 pending: cleared, the waiter goes through
+			f.done(t, "w") // 1 ready: cleared, the waiter goes through
 			require.NoError(t, <-errs)
 			assert.Equal(t, 2, f.pending(t))
 		}},
@@ -224,8 +233,8 @@ func TestDispatcherBackpressureRateLimiter(t *testing.T) {
 	}
 	assert.Equal(t, 10, allowed, "the backpressure burst, with the clock standing still")
 
-	f.lease(t, "w")
-	f.lease(t, "w") // 1 pending: at the low watermark (3/2 = 1)
+	f.done(t, "w")
+	f.done(t, "w") // 1 ready: at the low watermark (3/2 = 1)
 	require.False(t, signals.next(t).IsActive)
 	assert.False(t, rl.BackpressureActive())
 	assert.Equal(t, rate.Inf, rl.Limiter("").Limit())

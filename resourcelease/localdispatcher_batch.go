@@ -3,6 +3,7 @@ package resourcelease
 import (
 	"context"
 	"math"
+	"time"
 )
 
 var _ BatchDispatcher = (*LocalDispatcher)(nil)
@@ -22,16 +23,21 @@ func batchSize(verb string, n int) error {
 func (d *LocalDispatcher) EnqueueBatch(ctx context.Context, req *EnqueueBatchRequest) (*EnqueueBatchResponse, error) {
 	ctx = orBackground(ctx)
 	var items []Item
+	var delay time.Duration
 	if req != nil {
-		items = req.Payloads
+		items, delay = req.Payloads, req.Delay
 	}
 	if err := batchSize("enqueueBatch", len(items)); err != nil {
 		return nil, err
+	}
+	if delay < 0 {
+		return nil, Errorf(StatusInvalidArgument, CodeInvalidArgument, "delayMs must not be negative, got %d", msCeil(delay))
 	}
 	own := make([]Item, len(items))
 	for i := range items {
 		own[i] = items[i]
 		ownPayload(&own[i])
+		d.delay(&own[i], delay)
 	}
 	if err := d.admit(ctx); err != nil {
 		return nil, err
@@ -42,7 +48,7 @@ func (d *LocalDispatcher) EnqueueBatch(ctx context.Context, req *EnqueueBatchReq
 	}
 	resp := &EnqueueBatchResponse{Results: make([]EnqueueItemResult, len(res))}
 	for i, r := range res {
-		resp.Results[i] = EnqueueItemResult{SequenceID: r.SequenceID, Duplicate: r.Duplicate, Err: r.Err}
+		resp.Results[i] = EnqueueItemResult{SequenceID: r.SequenceID, Duplicate: r.Duplicate, NotBefore: r.NotBefore, Err: r.Err}
 	}
 	if len(res) > 0 {
 		resp.Stats = QueueCounts{PendingCount: res[0].Stats.PendingCount, ActiveLeaseCount: res[0].Stats.ActiveLeaseCount}

@@ -1,6 +1,7 @@
 package resourcelease
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"reflect"
@@ -13,8 +14,12 @@ import (
 // changes since the Dispatcher was created (a restart starts them at zero, as
 // Prometheus counters expect).
 const (
-	// MetricPendingItems is a gauge: items waiting to be leased.
+	// MetricPendingItems is a gauge: items waiting to be leased, ready or
+	// delayed.
 	MetricPendingItems = "resourcelease_pending_items"
+	// MetricDelayedItems is a gauge: pending items not leasable before a
+	// later time (a NotBefore, a requeue delay, a delayed release).
+	MetricDelayedItems = "resourcelease_delayed_items"
 	// MetricActiveLeases is a gauge: live leases.
 	MetricActiveLeases = "resourcelease_active_leases"
 	// MetricDeadLetters is a gauge: dead-lettered items kept for inspection.
@@ -44,7 +49,27 @@ const (
 	// MetricLeaseHold is a histogram of how long leases were held, from the
 	// grant to the completion, failure or expiry that ended them.
 	MetricLeaseHold = "resourcelease_lease_hold_seconds"
+	// MetricDeadLettersPurged counts dead letters the queue purged by
+	// itself, by reason: retention (older than DeadLetterRetention) or
+	// max_dead_letters (the oldest beyond MaxDeadLetters).
+	MetricDeadLettersPurged = "resourcelease_dead_letters_purged_total"
+	// MetricPartitionReadyItems is a gauge of the ready items of the
+	// partitions with the most of them (label partition; the top
+	// BacklogMetricPartitions only, so the label's cardinality stays
+	// bounded), read from the queue at each scrape.
+	MetricPartitionReadyItems = "resourcelease_partition_ready_items"
+	// MetricReadyPartitions is a gauge: partitions with a ready item, read
+	// at each scrape.
+	MetricReadyPartitions = "resourcelease_ready_partitions"
+	// MetricOldestReadyAge is a gauge: seconds since the oldest ready item
+	// (the lowest sequence id) became ready, 0 when none is; read at each
+	// scrape. The one to alarm on when work piles up.
+	MetricOldestReadyAge = "resourcelease_oldest_ready_item_age_seconds"
 )
+
+// BacklogMetricPartitions is how many partitions MetricPartitionReadyItems
+// reports: those with the most ready items.
+const BacklogMetricPartitions = 10
 
 // leaseHoldBuckets span a quick in-process job (5 ms) to a lease heartbeated
 // for ten minutes.
@@ -54,7 +79,8 @@ var leaseHoldBuckets = []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 1
 // called from the journal with the queue's lock held: each is a handful of
 // atomic operations.
 type queueMetrics struct {
-	pending, active, dead prometheus.Gauge
+	pending, delayed, active, dead prometheus.Gauge
+	purged                         *prometheus.CounterVec
 
 	enqueued, leased, completed, failed, requeued prometheus.Counter
 	expired, deadLettered, heartbeats, released   prometheus.Counter
@@ -70,7 +96,12 @@ func newQueueMetrics() *queueMetrics {
 		return prometheus.NewCounter(prometheus.CounterOpts{Name: name, Help: help})
 	}
 	return &queueMetrics{
-		pending:      gauge(MetricPendingItems, "Items waiting to be leased."),
+		pending: gauge(MetricPendingItems, "Items waiting to be leased, ready or delayed."),
+		delayed: gauge(MetricDelayedItems, "Pending items not leasable before a later time."),
+		purged: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: MetricDeadLettersPurged,
+			Help: "Dead letters the queue purged by itself, by reason (retention, max_dead_letters).",
+		}, []string{"reason"}),
 		active:       gauge(MetricActiveLeases, "Live leases."),
 		dead:         gauge(MetricDeadLetters, "Dead-lettered items kept for inspection."),
 		enqueued:     counter(MetricEnqueued, "Items enqueued."),
@@ -93,15 +124,16 @@ func newQueueMetrics() *queueMetrics {
 // collectors returns every family, for registration.
 func (m *queueMetrics) collectors() []prometheus.Collector {
 	return []prometheus.Collector{
-		m.pending, m.active, m.dead,
+		m.pending, m.delayed, m.active, m.dead, m.purged,
 		m.enqueued, m.leased, m.completed, m.failed, m.requeued,
 		m.expired, m.deadLettered, m.heartbeats, m.released, m.hold,
 	}
 }
 
 // setCounts sets the gauges.
-func (m *queueMetrics) setCounts(pending, active, dead int) {
+func (m *queueMetrics) setCounts(pending, delayed, active, dead int) {
 	m.pending.Set(float64(pending))
+	m.delayed.Set(float64(delayed))
 	m.active.Set(float64(active))
 	m.dead.Set(float64(dead))
 }
@@ -109,7 +141,7 @@ func (m *queueMetrics) setCounts(pending, active, dead int) {
 // observe accounts for one change. leaseEnd says how a dead-lettered lease
 // ended (the journal works it out); it is ignored for other kinds.
 func (m *queueMetrics) observe(c *Change, leaseEnd leaseEnding) {
-	m.setCounts(c.Pending, c.Active, c.DeadLettered)
+	m.setCounts(c.Pending, c.Delayed, c.Active, c.DeadLettered)
 	switch c.Kind {
 	case ChangeEnqueued:
 		m.enqueued.Inc()
@@ -130,6 +162,8 @@ func (m *queueMetrics) observe(c *Change, leaseEnd leaseEnding) {
 	case ChangeReleased:
 		m.released.Inc()
 		m.observeHold(c)
+	case ChangeDeadLetterPurged:
+		m.purged.WithLabelValues(c.Metadata[MetaPurgeReason]).Inc()
 	case ChangeDeadLettered:
 		m.deadLettered.Inc()
 		switch leaseEnd {
@@ -141,6 +175,48 @@ func (m *queueMetrics) observe(c *Change, leaseEnd leaseEnding) {
 			m.observeHold(c)
 		}
 	}
+}
+
+// backlogCollector reads the queue's backlog at each scrape: the ready
+// items of the top partitions, how many partitions have ready items, and
+// the age of the oldest ready item.
+type backlogCollector struct {
+	d                        *LocalDispatcher
+	partition, parts, oldest *prometheus.Desc
+}
+
+func newBacklogCollector(d *LocalDispatcher) *backlogCollector {
+	return &backlogCollector{
+		d: d,
+		partition: prometheus.NewDesc(MetricPartitionReadyItems,
+			"Ready items of the partitions with the most of them (the top ten).", []string{"partition"}, nil),
+		parts:  prometheus.NewDesc(MetricReadyPartitions, "Partitions with a ready item.", nil, nil),
+		oldest: prometheus.NewDesc(MetricOldestReadyAge, "Seconds since the oldest ready item became ready (0: none is).", nil, nil),
+	}
+}
+
+// Describe implements prometheus.Collector.
+func (b *backlogCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- b.partition
+	ch <- b.parts
+	ch <- b.oldest
+}
+
+// Collect implements prometheus.Collector.
+func (b *backlogCollector) Collect(ch chan<- prometheus.Metric) {
+	bl, err := b.d.queue.Backlog(context.Background(), BacklogMetricPartitions)
+	if err != nil {
+		return
+	}
+	for _, p := range bl.Partitions {
+		ch <- prometheus.MustNewConstMetric(b.partition, prometheus.GaugeValue, float64(p.Ready), p.PartitionKey)
+	}
+	ch <- prometheus.MustNewConstMetric(b.parts, prometheus.GaugeValue, float64(bl.PartitionCount))
+	age := 0.0
+	if !bl.OldestReadySince.IsZero() {
+		age = max(b.d.clock.Now().Sub(bl.OldestReadySince).Seconds(), 0)
+	}
+	ch <- prometheus.MustNewConstMetric(b.oldest, prometheus.GaugeValue, age)
 }
 
 func (m *queueMetrics) observeHold(c *Change) {

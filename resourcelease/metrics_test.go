@@ -197,7 +197,7 @@ func TestMetricsExposition(t *testing.T) {
 	err := f.d.Complete(context.Background(), &resourcelease.CompleteRequest{OwnershipToken: l.OwnershipToken})
 	require.NoError(t, err)
 	want := `
-# HELP resourcelease_pending_items Items waiting to be leased.
+# HELP resourcelease_pending_items Items waiting to be leased, ready or delayed.
 # TYPE resourcelease_pending_items gauge
 resourcelease_pending_items 1
 # HELP resourcelease_completed_total Leases completed.

@@ -3,6 +3,7 @@ package resourcelease
 import (
 	"context"
 	"sync"
+	"time"
 )
 
 // PerItem returns d as a BatchDispatcher: d itself when it is one, else an
@@ -30,23 +31,27 @@ type perItem struct{ Dispatcher }
 
 func (p perItem) EnqueueBatch(ctx context.Context, req *EnqueueBatchRequest) (*EnqueueBatchResponse, error) {
 	var items []Item
+	var delay time.Duration
 	if req != nil {
-		items = req.Payloads
+		items, delay = req.Payloads, req.Delay
 	}
 	if err := batchSize("enqueueBatch", len(items)); err != nil {
 		return nil, err
+	}
+	if delay < 0 {
+		return nil, Errorf(StatusInvalidArgument, CodeInvalidArgument, "delayMs must not be negative, got %d", msCeil(delay))
 	}
 	resp := &EnqueueBatchResponse{Results: make([]EnqueueItemResult, len(items))}
 	for i := range items {
 		if err := ctx.Err(); err != nil {
 			return nil, AsError(err)
 		}
-		r, err := p.Enqueue(ctx, &EnqueueRequest{Payload: &items[i]})
+		r, err := p.Enqueue(ctx, &EnqueueRequest{Payload: &items[i], Delay: delay})
 		if err != nil {
 			resp.Results[i].Err = err
 			continue
 		}
-		resp.Results[i] = EnqueueItemResult{SequenceID: r.SequenceID, Duplicate: r.Duplicate}
+		resp.Results[i] = EnqueueItemResult{SequenceID: r.SequenceID, Duplicate: r.Duplicate, NotBefore: r.NotBefore}
 		resp.Stats = r.Stats
 	}
 	return resp, nil

@@ -16,13 +16,17 @@ import (
 // returns an error: a store can always fail.
 type Queue interface {
 	// Enqueue adds an item. With a RequestID seen within the dedupe window it
-	// returns the first enqueue's result and adds nothing. At capacity it
-	// waits for room (bounded by ctx) or returns ErrQueueFull, by option.
+	// returns the first enqueue's result and adds nothing. An item whose
+	// NotBefore is ahead is delayed until then (the result echoes it). At
+	// capacity it waits for room (bounded by ctx) or returns ErrQueueFull,
+	// by option.
 	Enqueue(ctx context.Context, item Item) (EnqueueResult, error)
-	// Lease leases the oldest ready item to peerID. With wait > 0 it waits up
-	// to wait (or until ctx ends) for one; it returns (nil, nil) when nothing
-	// arrived in time. Waiters are served first come, first served. The
-	// lease's TTL is counted from when Lease was called.
+	// Lease leases the oldest ready item to peerID (with
+	// QueueConfig.Fairness partitions, the oldest of the partition next in
+	// line; with MaxActivePerPartition, only from partitions below it). With
+	// wait > 0 it waits up to wait (or until ctx ends) for one; it returns
+	// (nil, nil) when nothing arrived in time. Waiters are served first come,
+	// first served. The lease's TTL is counted from when Lease was called.
 	Lease(ctx context.Context, peerID string, wait time.Duration) (*Lease, error)
 	// Heartbeat extends a live lease by the lease duration and returns the
 	// new expiry and time left.
@@ -111,6 +115,8 @@ const (
 	DefaultDedupeWindow        = 10 * time.Minute
 	DefaultMaxDedupeEntries    = 1_000_000
 	DefaultMaxReleases         = 10
+	DefaultDelayedCapacity     = 100_000
+	DefaultMaxDeadLetters      = 100_000
 	// MaxDuration bounds every duration in QueueConfig, so that times
 	// computed from them (now + lease, backoff doubling) cannot overflow.
 	MaxDuration = 10 * 365 * 24 * time.Hour
@@ -119,8 +125,18 @@ const (
 // QueueConfig configures an Engine. The zero value of every field means its
 // documented default; negative values are an error.
 type QueueConfig struct {
-	// Capacity is the most pending items. Defaults to 512; -1 means unbounded.
+	// Capacity bounds the ready and leased items together: an enqueue
+	// beyond it waits for a lease to end (or a drain), or is refused, by
+	// FullMode. Delayed items (a NotBefore still ahead, a requeue delay or
+	// a delayed release) are not counted: they have DelayedCapacity.
+	// Defaults to 512; -1 means unbounded.
 	Capacity int
+	// DelayedCapacity bounds the delayed items, so that work scheduled for
+	// later neither fills Capacity nor grows without bound: an enqueue with
+	// a NotBefore ahead beyond it waits or is refused, by FullMode. Items
+	// delayed by a requeue delay or a release are counted but never
+	// refused. Defaults to 100,000; -1 means unbounded.
+	DelayedCapacity int
 	// FullMode: wait (the default) or reject at capacity.
 	FullMode FullMode
 	// LeaseDuration is how long a lease lives without a heartbeat. Defaults to 30s.
@@ -150,6 +166,31 @@ type QueueConfig struct {
 	// DedupeWindow is how long a RequestID is remembered. Defaults to 10 min;
 	// -1 disables dedupe.
 	DedupeWindow time.Duration
+	// MaxActivePerPartition bounds the live leases of one partition key
+	// (Item.PartitionKey). With 1 every partition is processed strictly in
+	// order, one item at a time, like the message groups of an SQS FIFO
+	// queue: its next item is leasable only once the previous one is
+	// settled (completed or dead-lettered); a fail with requeue, an expiry
+	// or a release puts the item back at the head of its partition, and a
+	// delayed item at the head (a requeue delay, a delayed release, or a
+	// NotBefore ahead of everything after it) holds the partition until its
+	// time. With N > 1 at most N items of a partition are leased at once,
+	// in no strict order. 0 (the default) means no limit.
+	MaxActivePerPartition int
+	// Fairness chooses among the partitions with a leasable item:
+	// FairnessFIFO (the default) leases the oldest ready item of the
+	// queue; FairnessPartitions goes round-robin over the partitions,
+	// oldest first within each, so that one partition's backlog never
+	// starves another's.
+	Fairness Fairness
+	// DeadLetterRetention, when positive, is how long a dead letter is
+	// kept: older ones are purged by the sweeper (each with a
+	// DeadLetterPurged event). Defaults to 0: kept until redriven or purged.
+	DeadLetterRetention time.Duration
+	// MaxDeadLetters bounds the dead letters kept: past it the oldest is
+	// purged (each with a DeadLetterPurged event). Defaults to 100,000; -1
+	// means no bound.
+	MaxDeadLetters int
 	// MaxDedupeEntries bounds how many RequestIDs are remembered, so that
 	// producers sending unique request ids faster than the window forgets
 	// them cannot grow memory without bound (each costs about 150 bytes

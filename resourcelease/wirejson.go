@@ -210,24 +210,67 @@ func (e *itemErrorJSON) err() error {
 type enqueueItemResultJSON struct {
 	SequenceID int64          `json:"sequenceId,omitempty"`
 	Duplicate  bool           `json:"duplicate,omitempty"`
+	NotBefore  time.Time      `json:"notBefore,omitzero"`
 	Error      *itemErrorJSON `json:"error,omitempty"`
 }
 
-// MarshalJSON encodes r as {"sequenceId","duplicate"} or {"error":{...}}.
+// MarshalJSON encodes r as {"sequenceId","duplicate","notBefore"} or
+// {"error":{...}}.
 func (r EnqueueItemResult) MarshalJSON() ([]byte, error) {
 	if r.Err != nil {
 		return json.Marshal(enqueueItemResultJSON{Error: wireItemError(r.Err)})
 	}
-	return json.Marshal(enqueueItemResultJSON{SequenceID: r.SequenceID, Duplicate: r.Duplicate})
+	return json.Marshal(enqueueItemResultJSON{SequenceID: r.SequenceID, Duplicate: r.Duplicate, NotBefore: r.NotBefore})
 }
 
-// UnmarshalJSON decodes {"sequenceId","duplicate"} or {"error":{...}}.
+// UnmarshalJSON decodes {"sequenceId","duplicate","notBefore"} or
+// {"error":{...}}.
 func (r *EnqueueItemResult) UnmarshalJSON(b []byte) error {
 	var m enqueueItemResultJSON
 	if err := json.Unmarshal(b, &m); err != nil {
 		return err
 	}
-	*r = EnqueueItemResult{SequenceID: m.SequenceID, Duplicate: m.Duplicate, Err: m.Error.err()}
+	*r = EnqueueItemResult{SequenceID: m.SequenceID, Duplicate: m.Duplicate, NotBefore: m.NotBefore, Err: m.Error.err()}
+	return nil
+}
+
+type enqueueRequestJSON struct {
+	Payload *Item `json:"payload"`
+	DelayMs int64 `json:"delayMs,omitempty"`
+}
+
+// MarshalJSON encodes r as {"payload","delayMs"}.
+func (r EnqueueRequest) MarshalJSON() ([]byte, error) {
+	return json.Marshal(enqueueRequestJSON{Payload: r.Payload, DelayMs: msCeil(r.Delay)})
+}
+
+// UnmarshalJSON decodes {"payload","delayMs"}.
+func (r *EnqueueRequest) UnmarshalJSON(b []byte) error {
+	var m enqueueRequestJSON
+	if err := json.Unmarshal(b, &m); err != nil {
+		return err
+	}
+	*r = EnqueueRequest{Payload: m.Payload, Delay: fromMs(m.DelayMs)}
+	return nil
+}
+
+type enqueueBatchRequestJSON struct {
+	Payloads []Item `json:"payloads"`
+	DelayMs  int64  `json:"delayMs,omitempty"`
+}
+
+// MarshalJSON encodes r as {"payloads","delayMs"}.
+func (r EnqueueBatchRequest) MarshalJSON() ([]byte, error) {
+	return json.Marshal(enqueueBatchRequestJSON{Payloads: r.Payloads, DelayMs: msCeil(r.Delay)})
+}
+
+// UnmarshalJSON decodes {"payloads","delayMs"}.
+func (r *EnqueueBatchRequest) UnmarshalJSON(b []byte) error {
+	var m enqueueBatchRequestJSON
+	if err := json.Unmarshal(b, &m); err != nil {
+		return err
+	}
+	*r = EnqueueBatchRequest{Payloads: m.Payloads, Delay: fromMs(m.DelayMs)}
 	return nil
 }
 

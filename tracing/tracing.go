@@ -288,7 +288,9 @@ func (t *tracingDispatcher) EnqueueBatch(ctx context.Context, req *resourcelease
 		for i, it := range req.Payloads {
 			items[i] = Inject(ctx, t.cfg, it)
 		}
-		req = &resourcelease.EnqueueBatchRequest{Payloads: items}
+		r := *req // keep the rest of the request (its delay)
+		r.Payloads = items
+		req = &r
 	}
 	return t.BatchDispatcher.EnqueueBatch(ctx, req)
 }
@@ -296,7 +298,9 @@ func (t *tracingDispatcher) EnqueueBatch(ctx context.Context, req *resourcelease
 func (t *tracingDispatcher) Enqueue(ctx context.Context, req *resourcelease.EnqueueRequest) (*resourcelease.EnqueueResponse, error) {
 	if req != nil && req.Payload != nil {
 		item := Inject(ctx, t.cfg, *req.Payload)
-		req = &resourcelease.EnqueueRequest{Payload: &item}
+		r := *req // keep the rest of the request (its delay)
+		r.Payload = &item
+		req = &r
 	}
 	return t.BatchDispatcher.Enqueue(ctx, req)
 }

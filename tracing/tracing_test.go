@@ -224,3 +224,22 @@ func TestMiddlewareKeepsFlusher(t *testing.T) {
 	h.ServeHTTP(rec, httptest.NewRequest(http.MethodPost, "/", nil))
 	require.True(t, rec.Flushed)
 }
+
+// TestTracedEnqueueKeepsTheDelay: the traced dispatcher injects the trace
+// context into the payload without dropping the rest of the request.
+func TestTracedEnqueueKeepsTheDelay(t *testing.T) {
+	m := newMesh(t)
+	ctx, root := m.cfg.TracerProvider.Tracer("test").Start(context.Background(), "schedule")
+	defer root.End()
+	it := resourcelease.Item{ResourceType: "order", ResourceID: "o-1", PartitionKey: "t", PayloadEncoding: "application/json"}
+	resp, err := m.producer.Enqueue(ctx, &resourcelease.EnqueueRequest{Payload: &it, Delay: time.Hour})
+	require.NoError(t, err)
+	require.False(t, resp.NotBefore.IsZero(), "the delay reached the queue")
+	br, err := m.producer.EnqueueBatch(ctx, &resourcelease.EnqueueBatchRequest{Payloads: []resourcelease.Item{it}, Delay: time.Hour})
+	require.NoError(t, err)
+	require.NoError(t, br.Results[0].Err)
+	require.False(t, br.Results[0].NotBefore.IsZero(), "the batch delay reached the queue")
+	st, err := m.local.Stats(context.Background(), nil)
+	require.NoError(t, err)
+	require.Equal(t, 2, st.DelayedCount)
+}

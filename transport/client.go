@@ -274,8 +274,28 @@ func (c *Client) callJSON(ctx context.Context, verb string, req any, minTimeout 
 }
 
 // Enqueue calls the enqueue procedure.
+//
+// A delayed enqueue (Delay, or a payload NotBefore) whose answer does not
+// echo notBefore reached a server that predates delayed enqueue and made
+// the item ready at once: Enqueue then returns
+// resourcelease.DelayIgnoredError (status unimplemented, code
+// CodeDelayIgnored), so that the caller learns it, rather than the item
+// running early unnoticed.
 func (c *Client) Enqueue(ctx context.Context, req *resourcelease.EnqueueRequest) (*resourcelease.EnqueueResponse, error) {
-	return roundTrip[resourcelease.EnqueueResponse](ctx, c, VerbEnqueue, wire.OrEmpty(req), 0)
+	req = wire.OrEmpty(req)
+	resp, err := roundTrip[resourcelease.EnqueueResponse](ctx, c, VerbEnqueue, req, 0)
+	if err == nil && delayIgnored(req.Payload, req.Delay, resp.Duplicate, resp.NotBefore) {
+		return nil, resourcelease.DelayIgnoredError(resp.SequenceID)
+	}
+	return resp, err
+}
+
+// delayIgnored reports whether the answer to the enqueue of it with delay
+// lacks the notBefore that a server which delays items echoes (a
+// duplicate's answer never has it).
+func delayIgnored(it *resourcelease.Item, delay time.Duration, duplicate bool, notBefore time.Time) bool {
+	asked := delay > 0 || (it != nil && !it.NotBefore.IsZero())
+	return asked && !duplicate && notBefore.IsZero()
 }
 
 // Lease calls the lease procedure. It returns (nil, nil) when nothing was

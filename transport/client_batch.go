@@ -70,7 +70,10 @@ func batchCall[Resp any](ctx context.Context, c *Client, which int, verb string,
 }
 
 // EnqueueBatch calls the enqueueBatch procedure; with a server that predates
-// it, it enqueues the payloads one by one, in order.
+// it, it enqueues the payloads one by one, in order. A delayed payload
+// whose result does not echo notBefore (a server that predates delayed
+// enqueue) gets resourcelease.DelayIgnoredError as its Err, as Enqueue
+// returns it.
 func (c *Client) EnqueueBatch(ctx context.Context, req *resourcelease.EnqueueBatchRequest) (*resourcelease.EnqueueBatchResponse, error) {
 	req = wire.OrEmpty(req)
 	resp, ok, err := batchCall[resourcelease.EnqueueBatchResponse](ctx, c, batchEnqueue, VerbEnqueueBatch, req, 0)
@@ -81,6 +84,11 @@ func (c *Client) EnqueueBatch(ctx context.Context, req *resourcelease.EnqueueBat
 		return nil, err
 	case len(resp.Results) != len(req.Payloads):
 		return nil, wire.MalformedResponse(VerbEnqueueBatch, errResultCount(len(resp.Results), len(req.Payloads)))
+	}
+	for i := range resp.Results {
+		if r := &resp.Results[i]; r.Err == nil && delayIgnored(&req.Payloads[i], req.Delay, r.Duplicate, r.NotBefore) {
+			r.Err = resourcelease.DelayIgnoredError(r.SequenceID)
+		}
 	}
 	return resp, nil
 }

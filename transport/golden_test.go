@@ -40,6 +40,11 @@ func TestGoldenWireFormat(t *testing.T) {
 	firstLease := lease
 	firstLease.Attempt, firstLease.LastError = 1, nil
 	firstLease.OwnershipToken.Attempt = 1
+	scheduled := item
+	scheduled.NotBefore = t0.Add(time.Hour)
+	scheduledLease := firstLease
+	scheduledLease.Payload = scheduled
+	delayed := resourcelease.PendingItem{Payload: scheduled, Attempt: 1, EnqueuedAt: t0, SequenceID: 9, ReadyAt: scheduled.NotBefore}
 
 	tests := []struct {
 		name  string
@@ -48,6 +53,15 @@ func TestGoldenWireFormat(t *testing.T) {
 		{"enqueue_request", &resourcelease.EnqueueRequest{Payload: &item}},
 		{"enqueue_response", &resourcelease.EnqueueResponse{Stats: resourcelease.QueueCounts{PendingCount: 3, ActiveLeaseCount: 1}, SequenceID: 7}},
 		{"enqueue_response_duplicate", &resourcelease.EnqueueResponse{Stats: resourcelease.QueueCounts{PendingCount: 3}, SequenceID: 7, Duplicate: true}},
+		{"enqueue_request_delayed", &resourcelease.EnqueueRequest{Payload: &scheduled, Delay: 90 * time.Second}},
+		{"enqueue_response_delayed", &resourcelease.EnqueueResponse{Stats: resourcelease.QueueCounts{PendingCount: 3}, SequenceID: 9, NotBefore: scheduled.NotBefore}},
+		{"enqueue_batch_request_delayed", &resourcelease.EnqueueBatchRequest{Payloads: []resourcelease.Item{scheduled, item}, Delay: 5 * time.Second}},
+		{"enqueue_batch_response_delayed", &resourcelease.EnqueueBatchResponse{Results: []resourcelease.EnqueueItemResult{
+			{SequenceID: 9, NotBefore: scheduled.NotBefore}, {SequenceID: 10, NotBefore: t0.Add(5 * time.Second)},
+		}, Stats: resourcelease.QueueCounts{PendingCount: 2}}},
+		{"lease_response_scheduled", &scheduledLease},
+		{"drain_response_delayed", &resourcelease.DrainResponse{Items: []resourcelease.PendingItem{delayed}}},
+		{"stats_response_delayed", &resourcelease.Stats{PendingCount: 12, DelayedCount: 4, ActiveLeaseCount: 3}},
 		{"lease_request", &resourcelease.LeaseRequest{PeerID: "worker-1", Wait: 10 * time.Second}},
 		{"lease_request_empty", &resourcelease.LeaseRequest{}},
 		{"lease_response", &lease},

@@ -345,7 +345,19 @@ func unary[Req, Resp any](
 }
 
 func checkEnqueue(_ *handler, r *resourcelease.EnqueueRequest) error {
-	return r.Payload.Validate()
+	if err := r.Payload.Validate(); err != nil {
+		return err
+	}
+	return checkDelay(r.Delay)
+}
+
+// checkDelay refuses a negative delayMs.
+func checkDelay(d time.Duration) error {
+	if d < 0 {
+		return resourcelease.Errorf(resourcelease.StatusInvalidArgument, resourcelease.CodeInvalidArgument,
+			"delayMs must not be negative, got %d", d.Milliseconds())
+	}
+	return nil
 }
 
 func checkLease(h *handler, r *resourcelease.LeaseRequest) error {

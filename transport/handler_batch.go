@@ -41,7 +41,10 @@ func checkBatchSize(verb string, n int) error {
 // checkEnqueueBatch checks the batch's size; each payload is validated on
 // its own by the Dispatcher, which refuses only that one.
 func checkEnqueueBatch(_ *handler, r *resourcelease.EnqueueBatchRequest) error {
-	return checkBatchSize(VerbEnqueueBatch, len(r.Payloads))
+	if err := checkBatchSize(VerbEnqueueBatch, len(r.Payloads)); err != nil {
+		return err
+	}
+	return checkDelay(r.Delay)
 }
 
 func checkLeaseBatch(h *handler, r *resourcelease.LeaseBatchRequest) error {

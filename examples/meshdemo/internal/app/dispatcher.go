@@ -53,6 +53,8 @@ func startDispatcher(ctx context.Context, cfg *config.Config, auth *demoAuth, lo
 		Queue: resourcelease.QueueConfig{
 			Capacity: cfg.Capacity, LeaseDuration: cfg.LeaseDuration, HeartbeatInterval: cfg.HeartbeatInterval,
 			RequeueDelay: cfg.RequeueDelay, MaxDeliveryAttempts: cfg.MaxDeliveryAttempts,
+			MaxActivePerPartition: cfg.MaxActivePerPartition, Fairness: cfg.Fairness,
+			DeadLetterRetention: cfg.DeadLetterRetention, MaxDeadLetters: cfg.MaxDeadLetters,
 		},
 		PeerHealth: peerhealth.Config{
 			GracePeriod: cfg.LeaseDuration, BreakerThreshold: cfg.BreakerThreshold, BreakerCooldown: cfg.BreakerCooldown,
@@ -115,6 +117,10 @@ func (d *dispatcherRole) sources(client *transport.Client) diagnostics.Sources {
 		LastSequence:        repl.LastSequence,
 		Sinks:               func() any { return repl.SinkStatuses() },
 		Totals:              d.totals.Totals,
+		Backlog: func(ctx context.Context) (*resourcelease.Backlog, error) {
+			b, err := d.Queue().Backlog(ctx, diagnostics.BacklogPartitions)
+			return &b, err
+		},
 	}
 }
 

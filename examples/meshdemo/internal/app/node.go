@@ -245,6 +245,7 @@ func Start(ctx context.Context, cfg *config.Config, logger *slog.Logger) (n *Nod
 				Roles: strings.Split(cfg.Roles.String(), ","), Storage: string(cfg.Storage),
 				DataDirectory: n.disp.dataDir, StartedAt: time.Now().UTC(),
 				ControlProtected: n.Token != "",
+				Fairness:         string(cfg.Fairness), MaxActivePerPartition: cfg.MaxActivePerPartition,
 			},
 			History: n.history, Control: controlH, Metrics: metrics, Logger: logger,
 		})

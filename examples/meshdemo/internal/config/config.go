@@ -24,6 +24,8 @@ import (
 	"log/slog"
 	"strings"
 	"time"
+
+	"github.com/leasemesh/leasemesh/resourcelease"
 )
 
 // Section is the configuration section of the demo, in appsettings.json and
@@ -159,8 +161,21 @@ type Config struct {
 	MaxDeliveryAttempts int
 	// RequeueDelay (requeueDelaySeconds). Default 0.
 	RequeueDelay time.Duration
-	// Capacity (capacity) is the most pending items. Default 512.
+	// Capacity (capacity) is the most ready and leased items (delayed ones
+	// are not counted). Default 512.
 	Capacity int
+	// MaxActivePerPartition (maxActivePerPartition) bounds the live leases
+	// per partition key; 1 processes each partition strictly in order.
+	// Default 0: no limit.
+	MaxActivePerPartition int
+	// Fairness (fairness): fifo (default) or partitions (round-robin).
+	Fairness resourcelease.Fairness
+	// DeadLetterRetention (deadLetterRetentionSeconds) is how long dead
+	// letters are kept; 0 (the default) keeps them until redriven or purged.
+	DeadLetterRetention time.Duration
+	// MaxDeadLetters (maxDeadLetters) bounds the dead letters kept; -1 means
+	// no bound. Default 100,000.
+	MaxDeadLetters int
 	// HighWatermark (highWatermark). Default 64.
 	HighWatermark int
 	// LowWatermark (lowWatermark). Default highWatermark/4 (16).

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/leasemesh/leasemesh/examples/meshdemo/internal/config"
+	"github.com/leasemesh/leasemesh/resourcelease"
 )
 
 // load runs config.Load with an optional appsettings.json body.
@@ -54,6 +55,10 @@ func TestDefaults(t *testing.T) {
 		{"maxDeliveryAttempts", c.MaxDeliveryAttempts, 5},
 		{"requeueDelay", c.RequeueDelay, time.Duration(0)},
 		{"capacity", c.Capacity, 512},
+		{"maxActivePerPartition", c.MaxActivePerPartition, 0},
+		{"fairness", c.Fairness, resourcelease.FairnessFIFO},
+		{"deadLetterRetention", c.DeadLetterRetention, time.Duration(0)},
+		{"maxDeadLetters", c.MaxDeadLetters, 100_000},
 		{"highWatermark", c.HighWatermark, 64},
 		{"lowWatermark", c.LowWatermark, 16},
 		{"cooldown", c.BackpressureCooldown, 5 * time.Second},
@@ -202,8 +207,13 @@ func TestLayers(t *testing.T) {
 			"--meshDemo:backpressureCooldownSeconds=0", "--meshDemo:backpressureMode=reject", "--meshDemo:rateLimitPerSecond=10",
 			"--meshDemo:backpressureRateLimitPerSecond=0", "--meshDemo:storage=memory", "--meshDemo:controlToken=tok",
 			"--meshDemo:workerFailureRate=0", "--meshDemo:refuseUnhealthyPeers=false", "--meshDemo:breakerThreshold=5", "--meshDemo:breakerCooldownSeconds=2.5", "--meshDemo:logLevel=DEBUG", "--meshDemo:workerProcessingSeconds=2", "--meshDemo:workerConcurrency=3",
-			"--meshDemo:otlpEndpoint=http://collector:4318"},
+			"--meshDemo:otlpEndpoint=http://collector:4318", "--meshDemo:maxActivePerPartition=1", "--meshDemo:fairness=Partitions",
+			"--meshDemo:deadLetterRetentionSeconds=3600", "--meshDemo:maxDeadLetters=-1"},
 			check: func(t *testing.T, c *config.Config) {
+				eq(t, "maxActivePerPartition", c.MaxActivePerPartition, 1)
+				eq(t, "fairness", c.Fairness, resourcelease.FairnessPartitions)
+				eq(t, "deadLetterRetention", c.DeadLetterRetention, time.Hour)
+				eq(t, "maxDeadLetters", c.MaxDeadLetters, -1)
 				eq(t, "otlpEndpoint", c.OTLPEndpoint, "http://collector:4318")
 				eq(t, "serviceName", c.ServiceName, "s")
 				eq(t, "namespace", c.Namespace, "n")
@@ -272,6 +282,10 @@ func TestErrors(t *testing.T) {
 		{name: "negative rate", args: []string{"-rate-limit-per-second=-3"}, field: "meshDemo:rateLimitPerSecond", wantInMsg: []string{`"-3"`}},
 		{name: "bad mode", args: []string{"-backpressure-mode=drop"}, field: "meshDemo:backpressureMode", wantInMsg: []string{`"drop"`}},
 		{name: "bad storage", args: []string{"-storage=postgres"}, field: "meshDemo:storage", wantInMsg: []string{`"postgres"`}},
+		{name: "negative maxActivePerPartition", args: []string{"-max-active-per-partition=-1"}, field: "meshDemo:maxActivePerPartition", wantInMsg: []string{`"-1"`, "at least 0"}},
+		{name: "bad fairness", args: []string{"-fairness=random"}, field: "meshDemo:fairness", wantInMsg: []string{`"random"`, "fifo or partitions"}},
+		{name: "negative dead-letter retention", env: []string{"MESHDEMO_meshDemo__deadLetterRetentionSeconds=-5"}, field: "meshDemo:deadLetterRetentionSeconds", wantInMsg: []string{`"-5"`, "env MESHDEMO_meshDemo__deadLetterRetentionSeconds"}},
+		{name: "zero maxDeadLetters", file: `{"meshDemo":{"maxDeadLetters":0}}`, field: "meshDemo:maxDeadLetters", wantInMsg: []string{`"0"`, "-1 for no bound", "appsettings.json"}},
 		{name: "bad bool", args: []string{"-refuse-unhealthy-peers=maybe"}, field: "meshDemo:refuseUnhealthyPeers", wantInMsg: []string{`"maybe"`}},
 		{name: "breaker threshold of one", args: []string{"-breaker-threshold=1"}, field: "meshDemo:breakerThreshold", wantInMsg: []string{`"1"`, "at least 2"}},
 		{name: "zero breaker cool-down", args: []string{"--meshDemo:breakerCooldownSeconds=0"}, field: "meshDemo:breakerCooldownSeconds", wantInMsg: []string{`"0"`, "more than zero"}},

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/leasemesh/leasemesh/control"
+	"github.com/leasemesh/leasemesh/resourcelease"
 )
 
 // keyDef describes one configuration key: its canonical name, its Go-style
@@ -59,7 +60,15 @@ var keys = []*keyDef{
 	{name: "requeueDelaySeconds", flags: []string{"requeue-delay-seconds", "requeue-delay"}, def: "0",
 		help: "delay before a failed item can be leased again", apply: seconds(func(c *Config) *time.Duration { return &c.RequeueDelay }, true)},
 	{name: "capacity", flags: []string{"capacity"}, def: "512",
-		help: "most pending items", apply: integer(func(c *Config) *int { return &c.Capacity }, 1)},
+		help: "most ready and leased items (delayed ones are not counted)", apply: integer(func(c *Config) *int { return &c.Capacity }, 1)},
+	{name: "maxActivePerPartition", flags: []string{"max-active-per-partition"}, def: "0",
+		help: "live leases per partition key (0 = no limit; 1 = each partition strictly in order, one at a time)", apply: integer(func(c *Config) *int { return &c.MaxActivePerPartition }, 0)},
+	{name: "fairness", flags: []string{"fairness"}, def: "fifo",
+		help: "which ready item is leased next: fifo (the oldest) or partitions (round-robin over partition keys)", apply: applyFairness},
+	{name: "deadLetterRetentionSeconds", flags: []string{"dead-letter-retention-seconds", "dead-letter-retention"}, def: "0",
+		help: "how long a dead letter is kept before it is purged (0 = until redriven or purged)", apply: seconds(func(c *Config) *time.Duration { return &c.DeadLetterRetention }, true)},
+	{name: "maxDeadLetters", flags: []string{"max-dead-letters"}, def: "100000",
+		help: "most dead letters kept; past it the oldest is purged (-1 = no bound)", apply: applyMaxDeadLetters},
 	{name: "highWatermark", flags: []string{"high-watermark"}, def: "64",
 		help: "pending count that turns backpressure on", apply: integer(func(c *Config) *int { return &c.HighWatermark }, 1)},
 	{name: "lowWatermark", flags: []string{"low-watermark"},
@@ -339,6 +348,24 @@ func applyBackpressureMode(c *Config, v string) error {
 		return nil
 	}
 	return errors.New("want wait or reject")
+}
+
+func applyFairness(c *Config, v string) error {
+	switch f := resourcelease.Fairness(strings.ToLower(strings.TrimSpace(v))); f {
+	case resourcelease.FairnessFIFO, resourcelease.FairnessPartitions:
+		c.Fairness = f
+		return nil
+	}
+	return errors.New("want fifo or partitions")
+}
+
+func applyMaxDeadLetters(c *Config, v string) error {
+	n, err := strconv.Atoi(strings.TrimSpace(v))
+	if err != nil || n == 0 || n < -1 {
+		return errors.New("want a positive integer, or -1 for no bound")
+	}
+	c.MaxDeadLetters = n
+	return nil
 }
 
 func applyStorage(c *Config, v string) error {

@@ -80,6 +80,9 @@ type Info struct {
 	// ControlProtected says that the control plane's actions need a bearer
 	// token, so the page can say so before the first refusal.
 	ControlProtected bool `json:"controlProtected,omitempty"`
+	// Fairness and MaxActivePerPartition are the queue's leasing rules.
+	Fairness              string `json:"fairness,omitempty"`
+	MaxActivePerPartition int    `json:"maxActivePerPartition,omitempty"`
 }
 
 // Totals are running counts of what happened since the dispatcher started,
@@ -116,7 +119,13 @@ type Sources struct {
 	Sinks func() any
 	// Totals returns the running counts.
 	Totals func() Totals
+	// Backlog returns the top partitions by ready items and the oldest
+	// ready item's time.
+	Backlog func(ctx context.Context) (*resourcelease.Backlog, error)
 }
+
+// BacklogPartitions is how many partitions the page lists.
+const BacklogPartitions = 10
 
 // Options configures NewHandler.
 type Options struct {
@@ -193,7 +202,8 @@ func (h *handler) page(w http.ResponseWriter, _ *http.Request) {
 
 // EnqueueBody is the body of POST /demo/enqueue. Body is any JSON value and is
 // stored as its JSON text; it defaults to {"resourceId":"<resourceId>"}.
-// PayloadEncoding defaults to application/json.
+// PayloadEncoding defaults to application/json. NotBefore or DelayMs delay
+// the item, as on the enqueue procedure.
 type EnqueueBody struct {
 	ResourceType    string            `json:"resourceType"`
 	ResourceID      string            `json:"resourceId"`
@@ -202,6 +212,8 @@ type EnqueueBody struct {
 	Body            json.RawMessage   `json:"body,omitempty"`
 	Attributes      map[string]string `json:"attributes,omitempty"`
 	RequestID       string            `json:"requestId,omitempty"`
+	NotBefore       time.Time         `json:"notBefore,omitzero"`
+	DelayMs         int64             `json:"delayMs,omitempty"`
 }
 
 // Item returns the work item the body asks for, with the defaults filled in.
@@ -209,6 +221,7 @@ func (b *EnqueueBody) Item() *resourcelease.Item {
 	it := &resourcelease.Item{
 		ResourceType: b.ResourceType, ResourceID: b.ResourceID, PartitionKey: b.PartitionKey,
 		PayloadEncoding: b.PayloadEncoding, Attributes: b.Attributes, RequestID: b.RequestID,
+		NotBefore: b.NotBefore,
 	}
 	if strings.TrimSpace(it.PayloadEncoding) == "" {
 		it.PayloadEncoding = "application/json"
@@ -238,7 +251,7 @@ func (h *handler) enqueue(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	resp, err := h.o.Sources.Enqueue(r.Context(), &resourcelease.EnqueueRequest{Payload: body.Item()})
+	resp, err := h.o.Sources.Enqueue(r.Context(), &resourcelease.EnqueueRequest{Payload: body.Item(), Delay: time.Duration(body.DelayMs) * time.Millisecond})
 	if err != nil {
 		transport.WriteError(w, err)
 		return
@@ -294,6 +307,15 @@ type Snapshot struct {
 	Peers        any                  `json:"peers"`
 	Backpressure BackpressureView     `json:"backpressure"`
 	Replication  ReplicationView      `json:"replication"`
+	Backlog      *BacklogView         `json:"backlog,omitempty"`
+}
+
+// BacklogView is the by-partition part of a Snapshot.
+type BacklogView struct {
+	resourcelease.Backlog
+	// OldestReadyAgeSeconds is how long the oldest ready item has waited
+	// (0 when none is ready).
+	OldestReadyAgeSeconds float64 `json:"oldestReadyAgeSeconds"`
 }
 
 // BackpressureView is the backpressure part of a Snapshot.
@@ -345,6 +367,15 @@ func (h *handler) snapshot(ctx context.Context) Snapshot {
 	}
 	if src.Sinks != nil {
 		s.Replication.Sinks = src.Sinks()
+	}
+	if src.Backlog != nil {
+		if b, err := src.Backlog(ctx); err == nil && b != nil {
+			v := &BacklogView{Backlog: *b}
+			if !b.OldestReadySince.IsZero() {
+				v.OldestReadyAgeSeconds = max(s.Time.Sub(b.OldestReadySince).Seconds(), 0)
+			}
+			s.Backlog = v
+		}
 	}
 	return s
 }

@@ -58,6 +58,10 @@ func (f *fake) sources() diagnostics.Sources {
 		},
 		LastSequence: func() int64 { return 8 },
 		Totals:       func() diagnostics.Totals { return diagnostics.Totals{Enqueued: 5, Completed: 2} },
+		Backlog: func(context.Context) (*resourcelease.Backlog, error) {
+			return &resourcelease.Backlog{Partitions: []resourcelease.PartitionBacklog{{PartitionKey: "tenant-7", Ready: 9, Leased: 1}},
+				PartitionCount: 3, Ready: 12, Delayed: 4, OldestReadySince: time.Now().Add(-time.Minute)}, nil
+		},
 	}
 }
 
@@ -67,7 +71,7 @@ func newServer(t *testing.T, f *fake) *httptest.Server {
 	hist.Add(diagnostics.Sample{T: 1, Pending: 1})
 	h, err := diagnostics.NewHandler(diagnostics.Options{
 		Sources: f.sources(), History: hist, StreamInterval: 10 * time.Millisecond,
-		Info:    diagnostics.Info{ServiceName: "svc", Namespace: "ns"},
+		Info:    diagnostics.Info{ServiceName: "svc", Namespace: "ns", Fairness: "partitions", MaxActivePerPartition: 1},
 		Metrics: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "metric_x 1\n") }),
 		Control: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "control "+r.URL.Path) }),
 	})
@@ -103,15 +107,17 @@ func TestEndpoints(t *testing.T) {
 		contains                 []string
 		header                   map[string]string
 	}{
-		{"page", "GET", "/", "", 200, []string{"<title>ResourceLease Mesh Demo", "EventSource", `id="peers-body"`, `id="items-body"`, `id="token-dialog"`},
+		{"page", "GET", "/", "", 200, []string{"<title>ResourceLease Mesh Demo", "EventSource", `id="peers-body"`, `id="items-body"`, `id="token-dialog"`, `id="parts-body"`, `id="delayed"`, `id="oldest-ready"`},
 			map[string]string{"Content-Type": "text/html; charset=utf-8", "X-Frame-Options": "DENY", "X-Content-Type-Options": "nosniff"}},
 		{"lease-health", "GET", "/demo/lease-health", "", 200, []string{`"peerId": "mesh-worker-a"`, `"summary"`}, map[string]string{"Content-Type": "application/json; charset=utf-8"}},
 		{"backpressure before any signal", "GET", "/demo/backpressure", "", 204, nil, nil},
 		{"replication", "GET", "/demo/replication", "", 200, []string{`"sequenceNumber": 7`, `"eventType": "LeaseGranted"`}, nil},
-		{"snapshot", "GET", "/demo/snapshot", "", 200, []string{`"pendingCount": 3`, `"lastSequence": 8`, `"completed": 2`, `"series"`, `"serviceName": "svc"`}, nil},
+		{"snapshot", "GET", "/demo/snapshot", "", 200, []string{`"pendingCount": 3`, `"lastSequence": 8`, `"completed": 2`, `"series"`, `"serviceName": "svc"`,
+			`"partitionKey": "tenant-7"`, `"partitionCount": 3`, `"delayed": 4`, `"oldestReadyAgeSeconds": `, `"fairness": "partitions"`}, nil},
 		{"metrics", "GET", "/metrics", "", 200, []string{"metric_x 1"}, nil},
 		{"control mounted", "GET", "/omnirelay/control/peers", "", 200, []string{"control /omnirelay/control/peers"}, nil},
 		{"enqueue seed README body", "POST", "/demo/enqueue", `{ "resourceType":"demo.order","resourceId":"external-cli","partitionKey":"tenant-42" }`, 200, []string{`"sequenceId": 42`, `"pendingCount": 4`}, nil},
+		{"enqueue delayed", "POST", "/demo/enqueue", `{"resourceType":"demo.order","resourceId":"later","partitionKey":"tenant-42","delayMs":1500}`, 200, []string{`"sequenceId": 42`}, nil},
 		{"enqueue bad json", "POST", "/demo/enqueue", `{`, 400, []string{`"status":"invalid-argument"`}, map[string]string{"Rpc-Status": "invalid-argument"}},
 		{"enqueue wrong method", "GET", "/demo/enqueue", "", 405, nil, nil},
 		{"unknown path", "GET", "/demo/nope", "", 404, nil, nil},
@@ -137,8 +143,11 @@ func TestEndpoints(t *testing.T) {
 	// The seed README's body got the defaults filled in.
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if len(f.enqueued) != 1 {
-		t.Fatalf("enqueued %d requests, want 1", len(f.enqueued))
+	if len(f.enqueued) != 2 {
+		t.Fatalf("enqueued %d requests, want 2", len(f.enqueued))
+	}
+	if d := f.enqueued[1].Delay; d != 1500*time.Millisecond {
+		t.Errorf("the delayed enqueue asked for %v, want 1.5s", d)
 	}
 	it := f.enqueued[0].Payload
 	if it.ResourceType != "demo.order" || it.ResourceID != "external-cli" || it.PartitionKey != "tenant-42" {
