@@ -33,6 +33,10 @@ import (
 var binary string
 
 func TestMain(m *testing.M) {
+	if url := os.Getenv(chaosWorkerEnv); url != "" {
+		// A child of TestChaos: a worker process, not a test run.
+		os.Exit(chaosWorkerMain(url))
+	}
 	dir, err := os.MkdirTemp("", "meshdemo-e2e-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -125,8 +129,15 @@ type proc struct {
 // its group) when the test ends.
 func startProc(t *testing.T, name, dir string, args ...string) *proc {
 	t.Helper()
+	return startExec(t, name, dir, binary, nil, args...)
+}
+
+// startExec is startProc for any executable, with env added to the
+// environment.
+func startExec(t *testing.T, name, dir, exe string, env []string, args ...string) *proc {
+	t.Helper()
 	p := &proc{name: name, done: make(chan struct{})}
-	p.cmd = exec.Command(binary, args...)
+	p.cmd = exec.Command(exe, args...)
 	p.cmd.Dir = dir
 	// Hermetic: the developer's MESHDEMO_ settings do not leak in.
 	for _, kv := range os.Environ() {
@@ -134,6 +145,7 @@ func startProc(t *testing.T, name, dir string, args ...string) *proc {
 			p.cmd.Env = append(p.cmd.Env, kv)
 		}
 	}
+	p.cmd.Env = append(p.cmd.Env, env...)
 	p.cmd.Stdout, p.cmd.Stderr = &p.stdout, &p.stderr
 	p.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := p.cmd.Start(); err != nil {

@@ -1,0 +1,725 @@
+package main_test
+
+// The chaos test: a dispatcher process (the demo binary, on SQLite), worker
+// processes (this test binary, re-executed as a worker that prints every
+// acknowledgement it gets) and a producer in the test, under load, while the
+// test SIGKILLs and restarts the dispatcher and the workers at random points.
+// Afterwards it checks what the producer and the workers were told against the
+// replication log it tailed through the control plane.
+//
+//	LEASEMESH_CHAOS_SEED=42 LEASEMESH_CHAOS_DURATION=10m go test -run TestChaos -timeout 30m ./examples/meshdemo
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"maps"
+	"math/rand/v2"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/leasemesh/leasemesh/control"
+	"github.com/leasemesh/leasemesh/resourcelease"
+	"github.com/leasemesh/leasemesh/transport"
+)
+
+const (
+	// chaosSeedEnv seeds the kill schedule and the workers' choices; a
+	// failing run prints the seed it used.
+	chaosSeedEnv = "LEASEMESH_CHAOS_SEED"
+	// chaosDurationEnv is how long the kills go on (a Go duration).
+	chaosDurationEnv = "LEASEMESH_CHAOS_DURATION"
+	// chaosWorkerEnv, set in a child process, makes TestMain run a chaos
+	// worker against that RPC URL instead of the tests.
+	chaosWorkerEnv = "LEASEMESH_CHAOS_WORKER"
+	chaosPeerEnv   = "LEASEMESH_CHAOS_PEER"
+
+	chaosDefaultDuration = 30 * time.Second
+	chaosWorkers         = 3 // processes
+	chaosSlots           = 3 // concurrent leases per worker process
+	chaosMaxAttempts     = 5
+	chaosLease           = 2 * time.Second
+	// Every chaosPoisonEvery-th item is poison: the workers fail it with
+	// requeue=false, so it must be dead-lettered on its first failure.
+	chaosPoisonEvery  = 20
+	chaosPoisonPrefix = "poison-"
+)
+
+// chaosRecord is one line a chaos worker prints: an acknowledgement from the
+// dispatcher ("leased", "heartbeat", "completed", "failed", "deadlettered",
+// "lost" for unknown_token), a call it is about to make ("completing",
+// "failing", "deadlettering"), or "gaveup" when its lease ran out while the
+// dispatcher was unreachable.
+type chaosRecord struct {
+	Op    string                       `json:"op"`
+	Peer  string                       `json:"peer"`
+	Token resourcelease.OwnershipToken `json:"token"`
+	ID    string                       `json:"id,omitempty"`
+}
+
+func chaosClient(url, caller string) (*transport.Client, error) {
+	return transport.NewClient(url, transport.ClientConfig{
+		Service: "resourcelease-mesh-demo", Namespace: "resourcelease.mesh", Caller: caller, Timeout: 5 * time.Second,
+	})
+}
+
+// chaosWorkerMain is a worker process: chaosSlots loops of lease, work,
+// settle, each printing what it was acknowledged. It runs until it is
+// killed, or until the test that started it is gone.
+func chaosWorkerMain(url string) int {
+	peer := os.Getenv(chaosPeerEnv)
+	seed, _ := strconv.ParseUint(os.Getenv(chaosSeedEnv), 10, 64)
+	client, err := chaosClient(url, peer)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 2
+	}
+	var mu sync.Mutex
+	enc := json.NewEncoder(os.Stdout) // unbuffered: a line is written before the next call
+	rec := func(op string, tok resourcelease.OwnershipToken, id string) {
+		mu.Lock()
+		defer mu.Unlock()
+		_ = enc.Encode(chaosRecord{Op: op, Peer: peer, Token: tok, ID: id})
+	}
+	for slot := range chaosSlots {
+		rng := rand.New(rand.NewPCG(seed, uint64(slot)))
+		go chaosSlot(client, peer, rng, rec)
+	}
+	// An orphan (the test died without killing it) stops by itself.
+	parent := os.Getppid()
+	for os.Getppid() == parent {
+		time.Sleep(500 * time.Millisecond)
+	}
+	return 3
+}
+
+func chaosSlot(c *transport.Client, peer string, rng *rand.Rand, rec func(string, resourcelease.OwnershipToken, string)) {
+	ctx := context.Background()
+	pause := func() { time.Sleep(time.Duration(50+rng.IntN(200)) * time.Millisecond) }
+	for {
+		sent := time.Now()
+		l, err := c.Lease(ctx, &resourcelease.LeaseRequest{PeerID: peer, Wait: 2 * time.Second})
+		if err != nil {
+			pause()
+			continue
+		}
+		if l == nil {
+			continue
+		}
+		tok, id := l.OwnershipToken, l.Payload.ResourceID
+		rec("leased", tok, id)
+		ttl := l.TTL
+		if ttl <= 0 {
+			ttl = chaosLease
+		}
+		deadline := sent.Add(ttl)
+		// settle makes one settling call until it is acknowledged, the token
+		// is unknown, or the lease has run out.
+		settle := func(op string, call func() error) {
+			rec(op+"ing", tok, id)
+			for {
+				err := call()
+				switch {
+				case err == nil:
+					rec(op+"ed", tok, id)
+					return
+				case errors.Is(err, resourcelease.ErrUnknownToken):
+					rec("lost", tok, id)
+					return
+				case time.Now().After(deadline):
+					rec("gaveup", tok, id)
+					return
+				}
+				pause()
+			}
+		}
+		complete := func() {
+			settle("complet", func() error { return c.Complete(ctx, &resourcelease.CompleteRequest{OwnershipToken: tok}) })
+		}
+		switch r := rng.Float64(); {
+		case strings.HasPrefix(id, chaosPoisonPrefix):
+			settle("deadletter", func() error {
+				return c.Fail(ctx, &resourcelease.FailRequest{OwnershipToken: tok, Reason: "poison", ErrorCode: "chaos.poison", DeadLetter: true})
+			})
+		case r < 0.10:
+			settle("fail", func() error {
+				return c.Fail(ctx, &resourcelease.FailRequest{OwnershipToken: tok, Reason: "flaky", ErrorCode: "chaos.flaky"})
+			})
+		case r < 0.15: // slow: outlives its lease unless the heartbeats extend it
+			for range 5 {
+				time.Sleep(ttl / 4)
+				hbSent := time.Now()
+				hb, err := c.Heartbeat(ctx, &resourcelease.HeartbeatRequest{OwnershipToken: tok})
+				switch {
+				case err == nil:
+					rec("heartbeat", tok, id)
+					if hb.TTL > 0 {
+						deadline = hbSent.Add(hb.TTL)
+					}
+				case errors.Is(err, resourcelease.ErrUnknownToken):
+					rec("lost", tok, id)
+					return
+				}
+			}
+			if time.Now().After(deadline) {
+				rec("gaveup", tok, id)
+				continue
+			}
+			complete()
+		default:
+			time.Sleep(time.Duration(rng.IntN(80)) * time.Millisecond)
+			complete()
+		}
+	}
+}
+
+// chaosSettings reads the seed and duration from the environment.
+func chaosSettings(t *testing.T) (uint64, time.Duration) {
+	t.Helper()
+	seed := uint64(time.Now().UnixNano())
+	if s := os.Getenv(chaosSeedEnv); s != "" {
+		v, err := strconv.ParseUint(s, 10, 64)
+		if err != nil {
+			t.Fatalf("%s=%q: %v", chaosSeedEnv, s, err)
+		}
+		seed = v
+	}
+	d := chaosDefaultDuration
+	if s := os.Getenv(chaosDurationEnv); s != "" {
+		v, err := time.ParseDuration(s)
+		if err != nil || v <= 0 {
+			t.Fatalf("%s=%q: want a positive Go duration", chaosDurationEnv, s)
+		}
+		d = v
+	}
+	return seed, d
+}
+
+// chaosTail follows the replication log through the control plane, across
+// dispatcher restarts, keeping every event and noting any gap.
+type chaosTail struct {
+	mu     sync.Mutex
+	events []resourcelease.Event
+	gaps   []string
+}
+
+func (ct *chaosTail) last() int64 {
+	ct.mu.Lock()
+	defer ct.mu.Unlock()
+	if len(ct.events) == 0 {
+		return 0
+	}
+	return ct.events[len(ct.events)-1].SequenceNumber
+}
+
+// poll reads what is new; it reports whether the dispatcher answered and
+// how many events came.
+func (ct *chaosTail) poll(ctx context.Context, c *control.Client) (int, bool) {
+	since := ct.last()
+	page, err := c.Replication(ctx, since, 1000)
+	if err != nil {
+		return 0, false
+	}
+	ct.mu.Lock()
+	defer ct.mu.Unlock()
+	if page.Trimmed != nil {
+		ct.gaps = append(ct.gaps, fmt.Sprintf("retention trimmed %d..%d before the tail read them", page.Trimmed.From, page.Trimmed.To))
+	}
+	for _, e := range page.Events {
+		if e.SequenceNumber != since+1 {
+			ct.gaps = append(ct.gaps, fmt.Sprintf("sequence %d follows %d", e.SequenceNumber, since))
+		}
+		since = e.SequenceNumber
+		ct.events = append(ct.events, e)
+	}
+	return len(page.Events), true
+}
+
+func (ct *chaosTail) run(ctx context.Context, c *control.Client) {
+	for ctx.Err() == nil {
+		if n, ok := ct.poll(ctx, c); !ok || n == 0 {
+			sleep := time.NewTimer(100 * time.Millisecond)
+			select {
+			case <-ctx.Done():
+			case <-sleep.C:
+			}
+			sleep.Stop()
+		}
+	}
+}
+
+// chaosProducer enqueues unique items until its context ends, retrying each
+// (same request id) until the dispatcher acknowledges it, and records the
+// sequence id of every acknowledgement.
+type chaosProducer struct {
+	mu    sync.Mutex
+	acked map[string]int64 // resource id -> sequence id acknowledged
+	dups  int              // acknowledgements that were deduplicated retries
+}
+
+func (p *chaosProducer) run(ctx context.Context, c *transport.Client, seed uint64) {
+	for n := 1; ctx.Err() == nil; n++ {
+		id := fmt.Sprintf("item-%06d", n)
+		if n%chaosPoisonEvery == 0 {
+			id = fmt.Sprintf("%s%06d", chaosPoisonPrefix, n)
+		}
+		item := &resourcelease.Item{ResourceType: "chaos.order", ResourceID: id, PartitionKey: "tenant-" + strconv.Itoa(n%4),
+			PayloadEncoding: "application/json", Body: []byte(`{}`), RequestID: fmt.Sprintf("chaos-%d-%s", seed, id)}
+		for ctx.Err() == nil {
+			cctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+			resp, err := c.Enqueue(cctx, &resourcelease.EnqueueRequest{Payload: item})
+			cancel()
+			if err == nil {
+				p.mu.Lock()
+				p.acked[id] = resp.SequenceID
+				if resp.Duplicate {
+					p.dups++
+				}
+				p.mu.Unlock()
+				break
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// chaosWorker is one incarnation of a worker process.
+type chaosWorker struct {
+	peer   string
+	p      *proc
+	killed bool
+}
+
+// TestChaos runs the mesh under load and kills its processes at random. See
+// the file comment; the README's Development section has the long run.
+func TestChaos(t *testing.T) {
+	seed, duration := chaosSettings(t)
+	t.Logf("chaos: %s=%d %s=%s", chaosSeedEnv, seed, chaosDurationEnv, duration)
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("chaos FAILED; rerun this schedule with %s=%d %s=%s go test -run TestChaos ./examples/meshdemo",
+				chaosSeedEnv, seed, chaosDurationEnv, duration)
+		}
+	})
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	rng := rand.New(rand.NewPCG(seed, 0x5eed))
+
+	m := newMesh(t)
+	dispArgs := []string{
+		"--meshDemo:leaseDurationSeconds=" + strconv.FormatFloat(chaosLease.Seconds(), 'f', -1, 64),
+		"--meshDemo:heartbeatIntervalSeconds=0.5",
+		"--meshDemo:maxDeliveryAttempts=" + strconv.Itoa(chaosMaxAttempts),
+		"--meshDemo:capacity=100000",
+	}
+	startDispatcher(t, m, dispArgs...)
+	dispKills := 0
+
+	incarnations := 0
+	var all []*chaosWorker
+	startWorker := func() *chaosWorker {
+		incarnations++
+		w := &chaosWorker{peer: fmt.Sprintf("chaos-worker-%d", incarnations)}
+		w.p = startExec(t, w.peer, t.TempDir(), exe, []string{
+			chaosWorkerEnv + "=" + m.rpcURL, chaosPeerEnv + "=" + w.peer,
+			chaosSeedEnv + "=" + strconv.FormatUint(seed+uint64(incarnations), 10),
+		})
+		all = append(all, w)
+		return w
+	}
+	live := make([]*chaosWorker, chaosWorkers)
+	for i := range live {
+		live[i] = startWorker()
+	}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	producerClient, err := chaosClient(m.rpcURL, "chaos-producer")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer producerClient.Close()
+	ctl, err := control.NewClient(m.base, control.ClientConfig{Timeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ctl.Close()
+
+	tail := &chaosTail{}
+	tailCtx, stopTail := context.WithCancel(ctx)
+	tailDone := make(chan struct{})
+	go func() { defer close(tailDone); tail.run(tailCtx, ctl) }()
+	defer func() { stopTail(); <-tailDone }()
+
+	producer := &chaosProducer{acked: map[string]int64{}}
+	prodCtx, stopProducer := context.WithCancel(ctx)
+	prodDone := make(chan struct{})
+	go func() { defer close(prodDone); producer.run(prodCtx, producerClient, seed) }()
+	defer func() { stopProducer(); <-prodDone }()
+
+	// The schedule: a kill every 1-4 s, then a restart 0-1 s later. The
+	// seed fixes the schedule, not the interleaving with the load.
+	start := time.Now()
+	for time.Since(start) < duration {
+		time.Sleep(time.Duration(1000+rng.IntN(3000)) * time.Millisecond)
+		down := time.Duration(rng.IntN(1000)) * time.Millisecond
+		switch a := rng.IntN(10); {
+		case a < 4:
+			m.disp.kill()
+			dispKills++
+			time.Sleep(down)
+			startDispatcher(t, m, dispArgs...)
+		default:
+			i := rng.IntN(len(live))
+			live[i].p.kill()
+			live[i].killed = true
+			if a == 9 { // both at once
+				m.disp.kill()
+				dispKills++
+				time.Sleep(down)
+				startDispatcher(t, m, dispArgs...)
+			} else {
+				time.Sleep(down)
+			}
+			live[i] = startWorker()
+		}
+	}
+	stopProducer()
+	<-prodDone
+
+	// Let the workers finish everything: nothing pending, nothing leased.
+	eventually(t, 90*time.Second, "the queue to drain after the chaos", func() bool {
+		st, err := ctl.Stats(ctx)
+		return err == nil && st.PendingCount == 0 && st.ActiveLeaseCount == 0 && st.DelayedCount == 0
+	})
+	// The tail catches up with the whole log.
+	lastSeq := int64(-1)
+	eventually(t, 30*time.Second, "the tail to reach the end of the log", func() bool {
+		page, err := ctl.Replication(ctx, 0, 1)
+		if err != nil || page.LastSequence == nil {
+			return false
+		}
+		lastSeq = *page.LastSequence
+		return tail.last() >= lastSeq
+	})
+	stopTail()
+	<-tailDone
+	for _, w := range live {
+		w.p.kill()
+	}
+
+	// Everything the workers printed, by token.
+	var records []chaosRecord
+	for _, w := range all {
+		sc := bufio.NewScanner(strings.NewReader(w.p.stdout.String()))
+		for sc.Scan() {
+			var r chaosRecord
+			if err := json.Unmarshal(sc.Bytes(), &r); err != nil {
+				// A line cut short by SIGKILL can only be the last one.
+				continue
+			}
+			records = append(records, r)
+		}
+	}
+	producer.mu.Lock()
+	acked := maps.Clone(producer.acked)
+	dups := producer.dups
+	producer.mu.Unlock()
+
+	r := checkChaos(tail.events, acked, records)
+	for _, g := range tail.gaps {
+		r.errorf("replication log: %s", g)
+	}
+	if len(tail.events) == 0 || tail.events[0].SequenceNumber != 1 {
+		r.errorf("the log does not start at sequence 1")
+	}
+	for _, e := range r.errs {
+		t.Error(e)
+	}
+	if len(r.errs) > 0 {
+		t.Logf("%d violations in total", r.total)
+	}
+	killedWorkers := 0
+	for _, w := range all {
+		if w.killed {
+			killedWorkers++
+		}
+	}
+	t.Logf("chaos: %s, %d dispatcher kills, %d worker kills; %d items acknowledged (%d after a retry), %d events; "+
+		"%d completed (%d acknowledged to a worker), %d dead-lettered (%d poison), %d requeued by a worker, %d expiries",
+		duration, dispKills, killedWorkers, len(acked), dups, len(tail.events),
+		r.completed, r.completeAcks, r.deadLettered, r.poisonDead, r.failAcks, r.expired)
+	// A run that killed nothing, or moved no work, proved nothing.
+	if len(acked) < 100 || r.completeAcks < 50 || (duration >= 20*time.Second && (dispKills == 0 || killedWorkers == 0)) {
+		t.Errorf("too little chaos: %d acknowledged enqueues, %d acknowledged completions, %d dispatcher and %d worker kills",
+			len(acked), r.completeAcks, dispKills, killedWorkers)
+	}
+}
+
+// chaosReport collects the violations (the first few in full) and counts.
+type chaosReport struct {
+	errs  []string
+	total int
+
+	completed, completeAcks, deadLettered, poisonDead, failAcks, expired int
+}
+
+func (r *chaosReport) errorf(format string, args ...any) {
+	r.total++
+	if len(r.errs) < 30 {
+		r.errs = append(r.errs, fmt.Sprintf(format, args...))
+	}
+}
+
+// chaosItem is what the log says of one item.
+type chaosItem struct {
+	seq int64
+	id  string
+	// mustGrow: the last lease ended in a failure or an expiry, so the
+	// next one carries a higher attempt (a release keeps it).
+	mustGrow    bool
+	enqueues    int
+	live        *resourcelease.OwnershipToken // the lease live at this point of the log
+	lastAttempt int
+	completed   int
+	dead        int
+	deadAttempt int
+}
+
+// checkChaos replays the log as a state machine per item and holds it
+// against the acknowledgements of the producer (acked: resource id ->
+// sequence id) and of the workers (records).
+func checkChaos(events []resourcelease.Event, acked map[string]int64, records []chaosRecord) *chaosReport {
+	r := &chaosReport{}
+	items := map[int64]*chaosItem{}
+	granted := map[resourcelease.OwnershipToken]string{}  // token -> peer, from LeaseGranted
+	completed := map[resourcelease.OwnershipToken]bool{}  // Completed events
+	failedBy := map[resourcelease.OwnershipToken]string{} // Failed/DeadLettered events with a token -> type
+	item := func(e resourcelease.Event) *chaosItem {
+		seq, err := strconv.ParseInt(e.Metadata[resourcelease.MetaSequenceID], 10, 64)
+		if err != nil && e.Ownership != nil {
+			seq = e.Ownership.SequenceID
+		}
+		it := items[seq]
+		if it == nil {
+			it = &chaosItem{seq: seq}
+			items[seq] = it
+		}
+		return it
+	}
+	for _, e := range events {
+		switch e.EventType {
+		case resourcelease.EventEnqueue:
+			it := item(e)
+			it.enqueues++
+			it.id = e.Payload.ResourceID
+			if it.enqueues > 1 {
+				r.errorf("sequence %d (%s): enqueued %d times", it.seq, it.id, it.enqueues)
+			}
+		case resourcelease.EventLeaseGranted:
+			it := item(e)
+			tok := *e.Ownership
+			if it.live != nil {
+				r.errorf("%s: leased to %s (event %d, attempt %d) while lease %s (attempt %d) was still live",
+					it.id, e.PeerID, e.SequenceNumber, tok.Attempt, it.live.LeaseID, it.live.Attempt)
+			}
+			if tok.Attempt < it.lastAttempt || (it.mustGrow && tok.Attempt <= it.lastAttempt) {
+				r.errorf("%s: attempt %d after attempt %d (event %d)", it.id, tok.Attempt, it.lastAttempt, e.SequenceNumber)
+			}
+			it.mustGrow = false
+			if it.completed > 0 || it.dead > 0 {
+				r.errorf("%s: leased again (event %d) after it was completed or dead-lettered", it.id, e.SequenceNumber)
+			}
+			it.lastAttempt = tok.Attempt
+			it.live = &tok
+			granted[tok] = e.PeerID
+		case resourcelease.EventHeartbeat:
+			it := item(e)
+			if it.live == nil || *it.live != *e.Ownership {
+				r.errorf("%s: heartbeat accepted for token %s, which is not the live lease (event %d)", it.id, e.Ownership.LeaseID, e.SequenceNumber)
+			}
+		case resourcelease.EventCompleted, resourcelease.EventFailed, resourcelease.EventLeaseExpired, resourcelease.EventLeaseReleased:
+			it := item(e)
+			if e.Ownership == nil || it.live == nil || *it.live != *e.Ownership {
+				r.errorf("%s: %s (event %d) for a lease that is not the live one", it.id, e.EventType, e.SequenceNumber)
+			}
+			it.live = nil
+			switch e.EventType {
+			case resourcelease.EventCompleted:
+				it.completed++
+				r.completed++
+				completed[*e.Ownership] = true
+			case resourcelease.EventFailed:
+				failedBy[*e.Ownership] = string(e.EventType)
+				it.mustGrow = true
+			case resourcelease.EventLeaseExpired:
+				r.expired++
+				it.mustGrow = true
+			}
+		case resourcelease.EventDeadLettered:
+			it := item(e)
+			if e.Ownership != nil {
+				if it.live != nil && *it.live != *e.Ownership {
+					r.errorf("%s: dead-lettered (event %d) with a token that is not the live lease", it.id, e.SequenceNumber)
+				}
+				failedBy[*e.Ownership] = string(e.EventType)
+			}
+			it.live = nil
+			it.dead++
+			r.deadLettered++
+			it.deadAttempt, _ = strconv.Atoi(e.Metadata[resourcelease.MetaAttempt])
+		default:
+			r.errorf("unexpected %s event %d in a run with no admin calls", e.EventType, e.SequenceNumber)
+		}
+	}
+
+	// What the workers were told, against the log.
+	completeAcks := map[int64]int{}
+	completing := map[resourcelease.OwnershipToken]bool{} // a worker sent complete
+	deadletterCalls := map[int64]bool{}
+	for _, rec := range records {
+		tok := rec.Token
+		switch rec.Op {
+		case "leased":
+			if p, ok := granted[tok]; !ok || p != rec.Peer {
+				r.errorf("%s: %s was acknowledged lease %s (attempt %d), which the log granted to %q", rec.ID, rec.Peer, tok.LeaseID, tok.Attempt, p)
+			}
+		case "completed":
+			completeAcks[tok.SequenceID]++
+			r.completeAcks++
+			if !completed[tok] {
+				r.errorf("%s: %s was acknowledged completing %s, but the log has no Completed for it: lost", rec.ID, rec.Peer, tok.LeaseID)
+			}
+		case "failed", "deadlettered":
+			r.failAcks++
+			if _, ok := failedBy[tok]; !ok {
+				r.errorf("%s: %s was acknowledged %s of %s, but the log has no failure for it", rec.ID, rec.Peer, rec.Op, tok.LeaseID)
+			}
+			if rec.Op == "deadlettered" {
+				r.failAcks--
+			}
+		case "deadlettering":
+			deadletterCalls[tok.SequenceID] = true
+		case "completing":
+			completing[tok] = true
+		}
+	}
+	for seq, n := range completeAcks {
+		if n > 1 {
+			r.errorf("sequence %d: %d successful completes acknowledged, want one", seq, n)
+		}
+	}
+	// A Completed that no worker was acknowledged is one whose answer a
+	// kill lost (the retry then finds the token unknown); but some worker
+	// must have sent it.
+	for tok := range completed {
+		if !completing[tok] {
+			r.errorf("sequence %d: completed with lease %s, which no worker was seen completing", tok.SequenceID, tok.LeaseID)
+		}
+	}
+
+	// Every item in the log ends once: completed, or dead-lettered where
+	// the rules put it; every acknowledged enqueue is in the log.
+	for seq, it := range items {
+		poison := strings.HasPrefix(it.id, chaosPoisonPrefix)
+		switch {
+		case it.enqueues != 1:
+			r.errorf("sequence %d (%s): %d Enqueue events", seq, it.id, it.enqueues)
+		case it.completed+it.dead != 1:
+			r.errorf("%s (sequence %d): completed %d times, dead-lettered %d times; want exactly one of them", it.id, seq, it.completed, it.dead)
+		case poison && it.completed > 0:
+			r.errorf("%s: a poison item was completed", it.id)
+		case it.dead > 0 && poison:
+			r.poisonDead++
+			if !deadletterCalls[seq] && it.deadAttempt < chaosMaxAttempts {
+				r.errorf("%s: dead-lettered at attempt %d with no dead-letter call from a worker", it.id, it.deadAttempt)
+			}
+		case it.dead > 0 && it.deadAttempt < chaosMaxAttempts:
+			r.errorf("%s: dead-lettered at attempt %d, below the %d delivery attempts, and it is not poison", it.id, it.deadAttempt, chaosMaxAttempts)
+		}
+	}
+	bySeq := map[int64]string{}
+	for seq, it := range items {
+		bySeq[seq] = it.id
+	}
+	ids := make([]string, 0, len(acked))
+	for id := range acked {
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
+	for _, id := range ids {
+		seq := acked[id]
+		if got, ok := bySeq[seq]; !ok || got != id {
+			r.errorf("%s: enqueue acknowledged with sequence %d, which the log has as %q", id, seq, got)
+		}
+	}
+	return r
+}
+
+// TestChaosCheckCatchesViolations: the chaos test's checker finds each kind
+// of violation in a small log, and passes the same log unbroken.
+func TestChaosCheckCatchesViolations(t *testing.T) {
+	tok := func(attempt int, id byte) resourcelease.OwnershipToken {
+		return resourcelease.OwnershipToken{SequenceID: 1, Attempt: attempt, LeaseID: [16]byte{id}}
+	}
+	t1, t2 := tok(1, 1), tok(2, 2)
+	ev := func(n int64, typ resourcelease.EventType, tk *resourcelease.OwnershipToken, attempt int) resourcelease.Event {
+		e := resourcelease.Event{SequenceNumber: n, EventType: typ, Ownership: tk, PeerID: "w",
+			Metadata: map[string]string{resourcelease.MetaSequenceID: "1", resourcelease.MetaAttempt: strconv.Itoa(attempt)}}
+		if typ == resourcelease.EventEnqueue {
+			e.Payload = &resourcelease.Item{ResourceID: "item-000001"}
+		}
+		return e
+	}
+	good := []resourcelease.Event{
+		ev(1, resourcelease.EventEnqueue, nil, 1),
+		ev(2, resourcelease.EventLeaseGranted, &t1, 1),
+		ev(3, resourcelease.EventFailed, &t1, 1),
+		ev(4, resourcelease.EventLeaseGranted, &t2, 2),
+		ev(5, resourcelease.EventCompleted, &t2, 2),
+	}
+	goodRecs := []chaosRecord{
+		{Op: "leased", Peer: "w", Token: t1}, {Op: "failing", Peer: "w", Token: t1}, {Op: "failed", Peer: "w", Token: t1},
+		{Op: "leased", Peer: "w", Token: t2}, {Op: "completing", Peer: "w", Token: t2}, {Op: "completed", Peer: "w", Token: t2},
+	}
+	acked := map[string]int64{"item-000001": 1}
+	if r := checkChaos(good, acked, goodRecs); r.total != 0 {
+		t.Fatalf("a good log has violations: %v", r.errs)
+	}
+	t1again := tok(1, 3)
+	cases := []struct {
+		name   string
+		events []resourcelease.Event
+		recs   []chaosRecord
+		acked  map[string]int64
+		want   string
+	}{
+		{"completion lost", good[:4], goodRecs, acked, "lost"},
+		{"two live leases", slices.Insert(slices.Clone(good), 4, ev(5, resourcelease.EventLeaseGranted, &t1again, 2)), goodRecs, acked, "still live"},
+		{"attempt did not grow after a failure", []resourcelease.Event{good[0], good[1], good[2], ev(4, resourcelease.EventLeaseGranted, &t1again, 1),
+			ev(5, resourcelease.EventCompleted, &t1again, 1)}, nil, acked, "attempt 1 after attempt 1"},
+		{"completed twice by the acks", good, append(slices.Clone(goodRecs), chaosRecord{Op: "completed", Peer: "w", Token: t2}), acked, "2 successful completes"},
+		{"acknowledged enqueue missing", good, goodRecs, map[string]int64{"item-000001": 1, "item-000002": 2}, "item-000002"},
+		{"dead letter against the rules", append(slices.Clone(good[:4]), ev(5, resourcelease.EventDeadLettered, &t2, 2)), goodRecs[:5], acked, "below the 5 delivery attempts"},
+		{"completed by nobody", good, goodRecs[:4], acked, "no worker was seen completing"},
+		{"lease acknowledged to the wrong peer", good, append(slices.Clone(goodRecs), chaosRecord{Op: "leased", Peer: "x", Token: t2}), acked, "granted to"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			r := checkChaos(tc.events, tc.acked, tc.recs)
+			if !slices.ContainsFunc(r.errs, func(e string) bool { return strings.Contains(e, tc.want) }) {
+				t.Errorf("want a violation containing %q, got %q", tc.want, r.errs)
+			}
+		})
+	}
+}
