@@ -114,6 +114,41 @@ type deadEntry struct {
 type dedupeRecord struct {
 	seq    int64
 	seenAt int64
+	// ack is the original enqueue's Ack until it has been waited for, and
+	// failed its error if the original never became durable: a retry is
+	// answered as the original was, never acknowledged ahead of the disk.
+	ack    Ack
+	failed error
+}
+
+// durable waits for the original enqueue of r (outside q.mu) and returns
+// nil when it is durable. A synchronous sink's failure
+// (CodeReplicationFailed) comes after the commit, so it counts as durable.
+func (r dedupeRecord) durable() error {
+	if r.failed != nil {
+		return r.failed
+	}
+	if err := waitAck(r.ack); err != nil && CodeOf(err) != CodeReplicationFailed {
+		return err
+	}
+	return nil
+}
+
+// settleDedupe records the outcome of the enqueue of seq under requestID
+// once its Ack was waited for, dropping the Ack (it holds the journal's
+// batch). It takes q.mu.
+func (q *Engine) settleDedupe(requestIDs []string, seqs []int64, err error) {
+	if err != nil && CodeOf(err) == CodeReplicationFailed {
+		err = nil
+	}
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	for i, id := range requestIDs {
+		if r, ok := q.dedupe[id]; ok && r.seq == seqs[i] {
+			r.ack, r.failed = nil, err
+			q.dedupe[id] = r
+		}
+	}
 }
 
 type waiter struct {
@@ -334,6 +369,9 @@ func (q *Engine) Enqueue(ctx context.Context, item Item) (EnqueueResult, error) 
 			if r, ok := q.dedupe[item.RequestID]; ok {
 				res := EnqueueResult{SequenceID: r.seq, Duplicate: true, Stats: q.statsLocked()}
 				q.mu.Unlock()
+				if err := r.durable(); err != nil {
+					return EnqueueResult{}, err
+				}
 				return res, nil
 			}
 		}
@@ -370,12 +408,22 @@ func (q *Engine) Enqueue(ctx context.Context, item Item) (EnqueueResult, error) 
 			c.Item = &p
 			c.PeerID = CallInfoFrom(ctx).Caller
 		})
+		deduped := item.RequestID != "" && q.cfg.DedupeWindow > 0 && ack != nil
+		if deduped {
+			r := q.dedupe[item.RequestID]
+			r.ack = ack
+			q.dedupe[item.RequestID] = r
+		}
 		res := EnqueueResult{SequenceID: e.seq, NotBefore: item.NotBefore, Stats: q.statsLocked()}
 		if readyAt == 0 {
 			q.handOff(now)
 		}
 		q.mu.Unlock()
-		return res, waitAck(ack)
+		err := waitAck(ack)
+		if deduped {
+			q.settleDedupe([]string{item.RequestID}, []int64{e.seq}, err)
+		}
+		return res, err
 	}
 }
 

@@ -104,6 +104,9 @@ func (q *Engine) EnqueueBatch(ctx context.Context, items []Item) ([]EnqueueResul
 		q.trimDedupe(now)
 	}
 	caller := CallInfoFrom(ctx).Caller
+	var originals []dedupeRecord // of the duplicates: answered as the originals were
+	var dedupeIDs []string       // of the new items with a request id
+	var dedupeSeqs []int64
 	for i := range items {
 		if results[i].Err != nil {
 			continue
@@ -112,6 +115,7 @@ func (q *Engine) EnqueueBatch(ctx context.Context, items []Item) ([]EnqueueResul
 		if item.RequestID != "" && dedupe {
 			if r, ok := q.dedupe[item.RequestID]; ok {
 				results[i] = EnqueueResult{SequenceID: r.seq, Duplicate: true}
+				originals = append(originals, r)
 				continue
 			}
 		}
@@ -140,6 +144,7 @@ func (q *Engine) EnqueueBatch(ctx context.Context, items []Item) ([]EnqueueResul
 			q.dedupe[item.RequestID] = dedupeRecord{seq: e.seq, seenAt: now}
 			q.dedupeOrder.PushBack(&DedupeEntry{RequestID: item.RequestID, SequenceID: e.seq, SeenAt: fromNanos(now)})
 			q.boundDedupe()
+			dedupeIDs, dedupeSeqs = append(dedupeIDs, item.RequestID), append(dedupeSeqs, e.seq)
 		}
 		q.record(ChangeEnqueued, now, func(c *Change) {
 			p := e.pendingItem()
@@ -152,9 +157,25 @@ func (q *Engine) EnqueueBatch(ctx context.Context, items []Item) ([]EnqueueResul
 	q.handOff(now)
 	st := q.statsLocked()
 	ack := q.endBatch()
+	if ack != nil {
+		for _, id := range dedupeIDs {
+			r := q.dedupe[id]
+			r.ack = ack
+			q.dedupe[id] = r
+		}
+	}
 	q.mu.Unlock()
-	if err := waitAck(ack); err != nil {
+	err = waitAck(ack)
+	if ack != nil && len(dedupeIDs) > 0 {
+		q.settleDedupe(dedupeIDs, dedupeSeqs, err)
+	}
+	if err != nil {
 		return nil, err
+	}
+	for _, r := range originals {
+		if err := r.durable(); err != nil {
+			return nil, err
+		}
 	}
 	for i := range results {
 		results[i].Stats = st
