@@ -40,8 +40,8 @@ var (
 // run, in which the dedupe window, the peer retention and the dead-letter
 // bound fill up).
 const (
-	heapSlackFactor = 1.25     // late heap may be at most 1.25× the early one...
-	heapSlackBytes  = 8 << 20  // ...plus 8 MiB of noise
+	heapSlackFactor = 1.25    // late heap may be at most 1.25× the early one...
+	heapSlackBytes  = 8 << 20 // ...plus 8 MiB of noise
 	goroutineSlack  = 25
 	fdSlack         = 16
 )
