@@ -37,10 +37,22 @@ type entry struct {
 	index  int
 }
 
-// Wait implements resourcelease.Ack.
+// Wait implements resourcelease.Ack. While the writer is stalled on a
+// storage failure it answers at once with that failure, though the change
+// may still be committed later (see stallBatch); a Wait after that commit
+// returns nil.
 func (e *entry) Wait() error {
-	<-e.batch.done
-	return e.batch.errAt(e.index)
+	select {
+	case <-e.batch.done:
+		return e.batch.errAt(e.index)
+	case <-e.batch.stall:
+		select {
+		case <-e.batch.done:
+			return e.batch.errAt(e.index)
+		default:
+			return e.batch.stallErr
+		}
+	}
 }
 
 // batch is one group commit. Record appends to the open batch; the writer
@@ -52,6 +64,17 @@ type batch struct {
 	err      error // every entry failed: storage failure or poisoned replicator
 	failFrom int   // entries at index >= failFrom failed with failErr (a sink)
 	failErr  error
+	// stall is closed, with stallErr set, when the writer stalled on a
+	// storage failure before committing the batch: its Acks answer
+	// unavailable at once while the writer keeps retrying. Guarded by the
+	// core's mu until closed.
+	stall       chan struct{}
+	stallErr    error
+	stallClosed bool
+}
+
+func newBatch(capacity int) *batch {
+	return &batch{done: make(chan struct{}), stall: make(chan struct{}), entries: make([]*entry, 0, capacity)}
 }
 
 func (b *batch) errAt(i int) error {
@@ -84,6 +107,12 @@ type core struct {
 	nextSeq   int64 // sequence number of the next Record
 	closed    bool
 	failed    *resourcelease.Error // poisoned: every later Ack fails with it
+	// stalled is the storage failure the writer is retrying past (nil while
+	// writes work): Records are still taken, in order, but answered with it
+	// at once; stalledEntries counts them, up to maxStalledEntries.
+	stalled        *resourcelease.Error
+	stalledEntries int
+	closing        chan struct{} // closed by Close: a stalled writer gives up
 	open      *batch               // the batch Records append to; nil when the writer took it
 	queue     []*batch             // batches waiting for the writer, oldest first
 	sinks     []*sink              // copy on write: the writer and publish use snapshots
@@ -113,6 +142,7 @@ func newCore(c common, store backend, log *eventLog, pinLog bool, last int64) *c
 		writerDone: make(chan struct{}),
 		stopSinks:  make(chan struct{}),
 		drainOver:  make(chan struct{}),
+		closing:    make(chan struct{}),
 	}
 	r.lastSeq.Store(last)
 	r.m = newMetrics(c.labels, &r.lastSeq)
@@ -145,11 +175,19 @@ func (r *core) Record(c *resourcelease.Change) resourcelease.Ack {
 		r.mu.Unlock()
 		return nil
 	}
+	if err := r.admitStalled(1); err != nil {
+		r.nextSeq--
+		r.mu.Unlock()
+		return failedAck{err}
+	}
 	b := r.open
 	if b == nil || len(b.entries) >= r.maxBatch {
-		b = &batch{done: make(chan struct{}), entries: make([]*entry, 0, 16)}
+		b = newBatch(16)
 		r.open = b
 		r.queue = append(r.queue, b)
+		if r.stalled != nil {
+			r.stallBatch(b, r.stalled)
+		}
 	}
 	e := &entry{change: c, event: ev, batch: b, index: len(b.entries)}
 	b.entries = append(b.entries, e)
@@ -183,6 +221,12 @@ func (r *core) RecordAll(cs []*resourcelease.Change) resourcelease.Ack {
 		r.mu.Unlock()
 		return failedAck{err}
 	}
+	if r.store != nil {
+		if err := r.admitStalled(len(cs)); err != nil {
+			r.mu.Unlock()
+			return failedAck{err}
+		}
+	}
 	for i := range evs {
 		evs[i].SequenceNumber = r.nextSeq
 		r.nextSeq++
@@ -194,9 +238,12 @@ func (r *core) RecordAll(cs []*resourcelease.Change) resourcelease.Ack {
 	}
 	b := r.open
 	if b == nil || len(b.entries)+len(cs) > max(r.maxBatch, len(cs)) {
-		b = &batch{done: make(chan struct{}), entries: make([]*entry, 0, len(cs))}
+		b = newBatch(len(cs))
 		r.open = b
 		r.queue = append(r.queue, b)
+		if r.stalled != nil {
+			r.stallBatch(b, r.stalled)
+		}
 	}
 	var last *entry
 	for i, c := range cs {
@@ -292,6 +339,120 @@ func (r *core) writer() {
 	}
 }
 
+// maxStalledEntries bounds the changes a stalled writer holds in memory,
+// answered but not yet written: past it the replicator gives up (it is
+// poisoned) rather than grow without bound through a long outage.
+const maxStalledEntries = 1 << 16
+
+// storageRetryMin and storageRetryMax bound the backoff between a stalled
+// writer's attempts. They are wall-clock (not the queue's Clock): they pace
+// retries of I/O, not queue time.
+const (
+	storageRetryMin = 50 * time.Millisecond
+	storageRetryMax = 2 * time.Second
+)
+
+// admitStalled counts n Records taken while the writer is stalled and
+// poisons the replicator once there are too many. Callers hold r.mu.
+func (r *core) admitStalled(n int) error {
+	if r.stalled == nil {
+		return nil
+	}
+	r.stalledEntries += n
+	if r.stalledEntries > maxStalledEntries {
+		r.failed = r.stalled
+		r.logger.Error("replication: storage still failing with too many changes waiting; refusing every later change until restart",
+			"error", r.stalled, "waiting", r.stalledEntries-n)
+		return r.failed
+	}
+	return nil
+}
+
+// stallBatch answers b's Acks with err now, ahead of its commit. Callers
+// hold r.mu.
+func (r *core) stallBatch(b *batch, err error) {
+	if !b.stallClosed {
+		b.stallClosed = true
+		b.stallErr = err
+		close(b.stall)
+	}
+}
+
+// commit writes b. When the storage fails (a full disk, a lock another
+// process holds), the writer stalls: the Acks of b and of every change
+// recorded until the storage works again are answered unavailable at once,
+// and b is retried, with backoff, until it commits — then the writer goes
+// on with the changes behind it, in order, so the disk catches up with
+// memory and the sequence stays gap-free. An unavailable answer is an
+// unknown outcome, as a timeout is: the change may be committed later. The
+// writer gives up, poisoning the replicator, when it is closed or too many
+// changes wait. A change that cannot be applied at all (a bug) poisons at
+// once.
+func (r *core) commit(b *batch) error {
+	err := r.store.commit(r.ctx, b.entries)
+	if err == nil {
+		return nil
+	}
+	e := resourcelease.AsError(err)
+	first := b.entries[0].event.SequenceNumber
+	if e.Metadata[MetaStage] == stageApply {
+		r.mu.Lock()
+		r.failed = e
+		r.mu.Unlock()
+		r.logger.Error("replication: a change cannot be applied; refusing every later change until restart",
+			"error", err, "firstSequence", first, "batch", len(b.entries))
+		return e
+	}
+	r.mu.Lock()
+	r.stalled, r.stalledEntries = e, 0
+	r.stallBatch(b, e)
+	for _, q := range r.queue {
+		r.stallBatch(q, e)
+	}
+	r.mu.Unlock()
+	r.logger.Error("replication: storage failed; answering unavailable and retrying the write until it works",
+		"error", err, "firstSequence", first, "batch", len(b.entries))
+	start := time.Now()
+	for backoff := storageRetryMin; ; backoff = min(2*backoff, storageRetryMax) {
+		t := time.NewTimer(backoff)
+		closing := false
+		select {
+		case <-t.C:
+		case <-r.closing:
+			closing = true
+		}
+		t.Stop()
+		r.mu.Lock()
+		gaveUp := r.failed
+		r.mu.Unlock()
+		if gaveUp != nil {
+			return gaveUp
+		}
+		err := r.store.commit(r.ctx, b.entries)
+		if err == nil {
+			r.mu.Lock()
+			waiting := r.stalledEntries
+			r.stalled, r.stalledEntries = nil, 0
+			r.mu.Unlock()
+			r.logger.Info("replication: storage works again; writing resumed",
+				"stalledFor", time.Since(start).Round(time.Millisecond), "firstSequence", first, "waiting", waiting)
+			return nil
+		}
+		e = resourcelease.AsError(err)
+		if closing {
+			r.mu.Lock()
+			r.failed, r.stalled = e, nil
+			r.mu.Unlock()
+			r.logger.Error("replication: closed while storage was failing; the changes not written are lost (none was acknowledged)",
+				"error", err, "firstSequence", first)
+			return e
+		}
+		r.mu.Lock()
+		r.stalled = e
+		r.mu.Unlock()
+	}
+}
+
 // process commits one batch and completes its Acks.
 func (r *core) process(b *batch, sinks []*sink) {
 	defer close(b.done)
@@ -303,14 +464,8 @@ func (r *core) process(b *batch, sinks []*sink) {
 		return
 	}
 	if r.store != nil {
-		if err := r.store.commit(r.ctx, b.entries); err != nil {
-			e := resourcelease.AsError(err)
-			r.mu.Lock()
-			r.failed = e
-			r.mu.Unlock()
-			r.logger.Error("replication: storage failed; refusing every later change until restart",
-				"error", err, "firstSequence", b.entries[0].event.SequenceNumber, "batch", len(b.entries))
-			b.err = e
+		if err := r.commit(b); err != nil {
+			b.err = err
 			return
 		}
 	}
@@ -678,6 +833,7 @@ func (r *core) Close() error {
 		r.mu.Lock()
 		r.closed = true
 		r.mu.Unlock()
+		close(r.closing)
 		select {
 		case r.wake <- struct{}{}:
 		default:
@@ -708,12 +864,16 @@ func (r *core) Close() error {
 	return r.closeErr
 }
 
-// Err returns the storage error that poisoned the replicator, or nil.
+// Err returns the storage error that poisoned the replicator, or the one
+// its writer is retrying past, or nil.
 func (r *core) Err() error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if r.failed == nil {
-		return nil
+	switch {
+	case r.failed != nil:
+		return r.failed
+	case r.stalled != nil:
+		return r.stalled
 	}
-	return r.failed
+	return nil
 }

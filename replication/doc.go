@@ -102,11 +102,21 @@
 //	replication_events  the log (Retention newest events)
 //	replication_meta    schema version and the next queue sequence id
 //
-// If a write or a commit fails, memory is ahead of disk and nothing the engine
-// acknowledges from then on could be trusted, so the replicator is poisoned:
-// that batch's Acks and every later Record's fail with an unavailable
-// *resourcelease.Error (code error.resourcelease.storage_unavailable) naming
-// the path, the stage and the cause. Restarting rebuilds from the disk.
+// If a write or a commit fails (a full disk, a lock another process holds),
+// memory is ahead of disk, so nothing may be acknowledged until the disk has
+// caught up: the writer stalls. That batch's Acks and every later Record's
+// are answered at once with an unavailable *resourcelease.Error (code
+// error.resourcelease.storage_unavailable) naming the path, the stage and
+// the cause, while the writer retries the batch with backoff (50 ms doubling
+// to 2 s). When the storage works again it commits what it holds, in order
+// and gap-free, and goes on: the store recovers by itself. An unavailable
+// answer is therefore an unknown outcome, as a timeout is (the change may
+// be committed later; a retried enqueue with the same requestId is then
+// answered as a duplicate). The replicator gives up and is poisoned — every
+// later Record refused until a restart, which rebuilds from the disk — when
+// it is closed while stalled (the changes not written are lost; none was
+// acknowledged), when more than 65,536 changes wait, or when a change cannot
+// be turned into rows at all.
 //
 // # Sinks
 //

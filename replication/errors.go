@@ -43,6 +43,10 @@ func sinkError(name string, seq int64, cause error) *resourcelease.Error {
 	}
 }
 
+// stageApply is the stage of a change the store cannot turn into rows: a
+// bug, not a storage fault, so retrying it cannot help.
+const stageApply = "apply change"
+
 // storageError is the error of a failed database operation: unavailable,
 // naming the path and the stage, with the driver's error as the cause.
 func storageError(path, stage string, cause error) *resourcelease.Error {

@@ -26,9 +26,11 @@ import (
 // NewSQLiteReplicator; it is safe for concurrent use and is also a
 // prometheus.Collector.
 //
-// If a write fails, the replicator is poisoned: that batch's Acks and every
-// later Record's fail with storage_unavailable, because the engine's memory is
-// now ahead of the disk. Restarting rebuilds from the disk.
+// If a write fails, the writer stalls: that batch's Acks and every later
+// Record's fail at once with storage_unavailable (the engine's memory is now
+// ahead of the disk), and the writer retries until the storage works again,
+// then commits what it holds, in order. See the package doc ("Why the
+// queue state lives beside the log") for when it gives up instead.
 type SQLiteReplicator struct {
 	c     *core
 	store *sqliteStore

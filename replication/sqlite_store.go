@@ -230,7 +230,7 @@ func (s *sqliteStore) commit(ctx context.Context, entries []*entry) (err error) 
 		s.used = 0
 	}()
 	if err := s.collect(entries); err != nil {
-		return storageError(s.path, "apply change", err)
+		return storageError(s.path, stageApply, err)
 	}
 	if s.ck != nil {
 		// The transaction is the writer's turn: a reset of the WAL waits for

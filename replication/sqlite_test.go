@@ -50,27 +50,31 @@ func wantStorageError(t *testing.T, err error, path string, parts ...string) {
 
 // TestSQLiteWriteFailurePoisons: when a commit fails, that batch's Acks and
 // every later Record's fail with storage_unavailable naming the path, the
-// stage and the cause — quickly, never a hang — and Close reports it.
+// stage and the cause — quickly, never a hang. A fault that clears (a lock
+// released) is recovered from: the writer retries, commits what it was
+// holding, in order, and works again; one that does not is reported by
+// Close.
 func TestSQLiteWriteFailurePoisons(t *testing.T) {
 	for _, tc := range []struct {
-		name   string
-		stage  string
-		break_ func(t *testing.T, other *sql.DB, r *replication.SQLiteReplicator) (release func())
+		name     string
+		stage    string
+		recovers bool // once released
+		break_   func(t *testing.T, other *sql.DB, r *replication.SQLiteReplicator) (release func())
 	}{
-		{"write lock held by another connection", "begin", func(t *testing.T, other *sql.DB, _ *replication.SQLiteReplicator) func() {
+		{"write lock held by another connection", "begin", true, func(t *testing.T, other *sql.DB, _ *replication.SQLiteReplicator) func() {
 			tx, err := other.Begin() // _txlock=immediate: holds the write lock
 			if err != nil {
 				t.Fatal(err)
 			}
 			return func() { tx.Rollback() }
 		}},
-		{"the next event row already exists", "insert events", func(t *testing.T, other *sql.DB, r *replication.SQLiteReplicator) func() {
+		{"the next event row already exists", "insert events", false, func(t *testing.T, other *sql.DB, r *replication.SQLiteReplicator) func() {
 			if _, err := other.Exec(`INSERT INTO replication_events (seq, event_type, event) VALUES (?, 'Bogus', x'00')`, r.LastSequence()+1); err != nil {
 				t.Fatal(err)
 			}
 			return func() {}
 		}},
-		{"the queue table is gone", "write queue state", func(t *testing.T, other *sql.DB, _ *replication.SQLiteReplicator) func() {
+		{"the queue table is gone", "write queue state", false, func(t *testing.T, other *sql.DB, _ *replication.SQLiteReplicator) func() {
 			if _, err := other.Exec(`DROP TABLE queue_items`); err != nil {
 				t.Fatal(err)
 			}
@@ -99,18 +103,48 @@ func TestSQLiteWriteFailurePoisons(t *testing.T) {
 			if r.LastSequence() != 1 {
 				t.Fatalf("LastSequence = %d after a failed commit, want 1", r.LastSequence())
 			}
-			release()
-			// Poisoned: later Records fail at once with the same error, even
-			// though the database works again.
+			// While the fault lasts, later Records fail at once with the
+			// same error.
 			later := wait(r.Record(replicatortest.Change(resourcelease.ChangeEnqueued, 3, 2)))
 			if !errors.Is(later, resourcelease.ErrStorageUnavailable) || later.Error() != err.Error() {
-				t.Fatalf("Record after the failure: %v, want the same storage error", later)
+				t.Fatalf("Record during the failure: %v, want the same storage error", later)
 			}
 			if !errors.Is(r.Err(), resourcelease.ErrStorageUnavailable) {
 				t.Fatalf("Err() = %v", r.Err())
 			}
-			if cerr := r.Close(); !errors.Is(cerr, resourcelease.ErrStorageUnavailable) {
-				t.Fatalf("Close = %v, want the storage error", cerr)
+			release()
+			if !tc.recovers {
+				if cerr := r.Close(); !errors.Is(cerr, resourcelease.ErrStorageUnavailable) {
+					t.Fatalf("Close = %v, want the storage error", cerr)
+				}
+				return
+			}
+			// The writer commits what it held (events 2 and 3), in order,
+			// and takes new changes again.
+			deadline := time.Now().Add(10 * time.Second)
+			for r.LastSequence() < 3 {
+				if time.Now().After(deadline) {
+					t.Fatalf("LastSequence = %d 10 s after the fault cleared, want 3", r.LastSequence())
+				}
+				time.Sleep(10 * time.Millisecond)
+			}
+			if err := wait(r.Record(replicatortest.Change(resourcelease.ChangeEnqueued, 4, 3))); err != nil {
+				t.Fatalf("Record after the recovery: %v", err)
+			}
+			if r.Err() != nil {
+				t.Fatalf("Err() = %v after the recovery", r.Err())
+			}
+			evs, err := r.ReadEvents(context.Background(), 0, 100)
+			if err != nil || len(evs) != 4 {
+				t.Fatalf("ReadEvents: %d events, %v; want 4", len(evs), err)
+			}
+			for i, e := range evs {
+				if e.SequenceNumber != int64(i+1) {
+					t.Fatalf("event %d has sequence %d", i, e.SequenceNumber)
+				}
+			}
+			if cerr := r.Close(); cerr != nil {
+				t.Fatalf("Close = %v after the recovery", cerr)
 			}
 		})
 	}

@@ -114,38 +114,34 @@ type deadEntry struct {
 type dedupeRecord struct {
 	seq    int64
 	seenAt int64
-	// ack is the original enqueue's Ack until it has been waited for, and
-	// failed its error if the original never became durable: a retry is
-	// answered as the original was, never acknowledged ahead of the disk.
-	ack    Ack
-	failed error
+	// ack is the original enqueue's Ack until it was found durable: a retry
+	// is answered as the original is now, never acknowledged ahead of the
+	// disk (a journal that failed may still commit it later, or never).
+	ack Ack
 }
 
 // durable waits for the original enqueue of r (outside q.mu) and returns
 // nil when it is durable. A synchronous sink's failure
 // (CodeReplicationFailed) comes after the commit, so it counts as durable.
 func (r dedupeRecord) durable() error {
-	if r.failed != nil {
-		return r.failed
-	}
 	if err := waitAck(r.ack); err != nil && CodeOf(err) != CodeReplicationFailed {
 		return err
 	}
 	return nil
 }
 
-// settleDedupe records the outcome of the enqueue of seq under requestID
-// once its Ack was waited for, dropping the Ack (it holds the journal's
-// batch). It takes q.mu.
+// settleDedupe drops the Acks (each holds a journal batch) of the enqueues
+// of seqs under requestIDs once they were found durable; a failed one is
+// kept for the retries to ask again. It takes q.mu.
 func (q *Engine) settleDedupe(requestIDs []string, seqs []int64, err error) {
-	if err != nil && CodeOf(err) == CodeReplicationFailed {
-		err = nil
+	if err != nil && CodeOf(err) != CodeReplicationFailed {
+		return
 	}
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	for i, id := range requestIDs {
 		if r, ok := q.dedupe[id]; ok && r.seq == seqs[i] {
-			r.ack, r.failed = nil, err
+			r.ack = nil
 			q.dedupe[id] = r
 		}
 	}

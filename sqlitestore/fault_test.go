@@ -137,7 +137,8 @@ func checkUnavailable(t *testing.T, err error, path string) {
 	}
 }
 
-// pendingIDs reopens dir and returns the resource ids on disk, sorted.
+// pendingIDs reopens dir and returns the resource ids on disk (pending),
+// sorted, leaving them there.
 func pendingIDs(t *testing.T, dir string) []string {
 	t.Helper()
 	d := open(t, dir)
@@ -159,11 +160,11 @@ func pendingIDs(t *testing.T, dir string) []string {
 	return ids
 }
 
-// refusedAfterFault checks what the dispatcher does once a write failed:
-// the retry of a refused enqueue (same request id) is refused too, not
-// answered as a duplicate of an item that is not on disk, and so is a
-// lease, which would hand out work memory holds but disk does not.
-func refusedAfterFault(t *testing.T, d *leasemesh.Dispatcher, refusedID, path string) {
+// refusedDuringFault checks what the dispatcher answers while the fault
+// lasts: the retry of a refused enqueue (same request id) is refused too,
+// not answered as a duplicate of an item that is not on disk, and so is a
+// lease, which would hand out work that disk does not hold.
+func refusedDuringFault(t *testing.T, d *leasemesh.Dispatcher, refusedID, path string) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
@@ -176,28 +177,55 @@ func refusedAfterFault(t *testing.T, d *leasemesh.Dispatcher, refusedID, path st
 	checkUnavailable(t, err, path)
 }
 
-// restartRecovers reopens dir once the fault has cleared: exactly the
-// acknowledged items are there, and the enqueue that was refused is taken
-// (as a new item: it never reached the disk).
-func restartRecovers(t *testing.T, dir string, acked []string, refusedID string) {
+// recovers waits for the same dispatcher to work again once the fault has
+// cleared: the producer's retries of every refused enqueue (same request
+// ids) are acknowledged, and a lease and its complete go through. It
+// returns the acknowledged ids, refused ones included.
+func recovers(t *testing.T, d *leasemesh.Dispatcher, acked, refused []string) []string {
 	t.Helper()
+	ctx := context.Background()
+	deadline := time.Now().Add(30 * time.Second)
+	for _, id := range refused {
+		for {
+			cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			_, err := d.Enqueue(cctx, item(id, 8<<10))
+			cancel()
+			if err == nil {
+				acked = append(acked, id)
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("the retry of %s still fails 30 s after the fault cleared: %v", id, err)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	if _, err := d.Enqueue(ctx, item("after-fault", 100)); err != nil {
+		t.Fatalf("enqueue after the recovery: %v", err)
+	}
+	acked = append(acked, "after-fault")
+	l, err := d.Lease(ctx, &resourcelease.LeaseRequest{PeerID: "w"})
+	if err != nil || l == nil {
+		t.Fatalf("lease after the recovery: %v, %v", l, err)
+	}
+	if err := d.Release(ctx, &resourcelease.ReleaseRequest{OwnershipToken: l.OwnershipToken}); err != nil {
+		t.Fatalf("release after the recovery: %v", err)
+	}
+	return acked
+}
+
+// onDiskAfterRestart closes d (which recovered, so cleanly) and checks,
+// from a fresh open of dir, that exactly the acknowledged items are there,
+// each once.
+func onDiskAfterRestart(t *testing.T, d *leasemesh.Dispatcher, dir string, acked []string) {
+	t.Helper()
+	if err := d.Close(); err != nil {
+		t.Errorf("close after the recovery: %v", err)
+	}
 	slices.Sort(acked)
 	if got := pendingIDs(t, dir); !slices.Equal(got, acked) {
 		t.Errorf("on disk after restart: %d items, acknowledged %d\nmissing %v\nnot acknowledged %v",
 			len(got), len(acked), diff(acked, got), diff(got, acked))
-	}
-	d := open(t, dir)
-	defer d.Close()
-	resp, err := d.Enqueue(context.Background(), item(refusedID, 100))
-	if err != nil || resp.Duplicate {
-		t.Fatalf("enqueue of %s after the restart: %+v, %v; want a new item", refusedID, resp, err)
-	}
-	l, err := d.Lease(context.Background(), &resourcelease.LeaseRequest{PeerID: "w"})
-	if err != nil || l == nil {
-		t.Fatalf("lease after the restart: %v, %v", l, err)
-	}
-	if err := d.Complete(context.Background(), &resourcelease.CompleteRequest{OwnershipToken: l.OwnershipToken}); err != nil {
-		t.Fatalf("complete after the restart: %v", err)
 	}
 }
 
@@ -226,9 +254,10 @@ func mountTmpfs(t *testing.T, size string) string {
 }
 
 // TestDiskFull fills a 2 MiB filesystem with enqueues: once it is full,
-// enqueue is unavailable and names the database; every acknowledged item is
-// on disk after a restart, and no refused one; when the filesystem grows
-// again the same dispatcher takes enqueues again.
+// enqueue (and its retry, and lease) is unavailable and names the database;
+// when the filesystem grows again the same dispatcher works again, the
+// retries of the refused enqueues are acknowledged, and after a restart
+// exactly the acknowledged items are on disk, each once.
 func TestDiskFull(t *testing.T) {
 	mnt := mountTmpfs(t, "2m")
 	dir := filepath.Join(mnt, "data")
@@ -242,53 +271,47 @@ func TestDiskFull(t *testing.T) {
 	}()
 	ctx := context.Background()
 
-	var acked []string
+	var acked, refused []string
 	var refusal error
-	firstRefused := ""
-	refused := 0
-	for i := 0; i < 2000 && refused < 5; i++ {
+	for i := 0; i < 2000 && len(refused) < 5; i++ {
 		id := fmt.Sprintf("full-%04d", i)
 		cctx, cancel := context.WithTimeout(ctx, 20*time.Second)
 		_, err := d.Enqueue(cctx, item(id, 8<<10))
 		cancel()
 		if err == nil {
-			if refused > 0 {
-				t.Fatalf("%s acknowledged after %d refusals: the store must refuse every change after a failed write", id, refused)
-			}
 			acked = append(acked, id)
 			continue
 		}
-		if refused == 0 {
-			firstRefused, refusal = id, err
+		if refusal == nil {
+			refusal = err
 		}
-		refused++
+		refused = append(refused, id)
 		checkUnavailable(t, err, path)
 	}
-	if refused == 0 {
+	if len(refused) == 0 {
 		t.Fatalf("2000 enqueues of 8 KiB fitted in 2 MiB")
 	}
 	if len(acked) < 10 {
 		t.Fatalf("only %d enqueues before the disk was full", len(acked))
 	}
 	t.Logf("%d acknowledged, then refused: %v", len(acked), refusal)
-	refusedAfterFault(t, d, firstRefused, path)
+	refusedDuringFault(t, d, refused[0], path)
 
-	// The fault clears (the filesystem grows); a restart recovers.
+	// The fault clears: the filesystem grows.
 	if out, err := exec.Command("mount", "-o", "remount,size=64m", mnt).CombinedOutput(); err != nil {
 		t.Fatalf("remount: %v: %s", err, out)
 	}
-	if err := d.Close(); err == nil {
-		t.Errorf("close of a dispatcher whose disk filled: nil error, want the storage failure")
-	}
+	acked = recovers(t, d, acked, refused)
 	closed = true
-	restartRecovers(t, dir, acked, firstRefused)
+	onDiskAfterRestart(t, d, dir, acked)
 }
 
 // TestDatabaseLockedByAnotherProcess: while another process holds
-// replication.db locked, enqueue is unavailable naming the file and nothing
-// it refused is on disk afterwards; when the lock goes the same dispatcher
-// works again; and a dispatcher opened while the lock is held fails to
-// open, naming the file, rather than failing on its first write.
+// replication.db locked, enqueue (and its retry, and lease) is unavailable
+// naming the file; when the lock goes the same dispatcher works again and
+// exactly the acknowledged items are on disk; and a dispatcher opened while
+// the lock is held fails to open, naming the file, rather than failing on
+// its first write.
 func TestDatabaseLockedByAnotherProcess(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, sqlitestore.ReplicationFile)
@@ -316,16 +339,13 @@ func TestDatabaseLockedByAnotherProcess(t *testing.T) {
 	cancel()
 	checkUnavailable(t, err, path)
 	t.Logf("refused after %s (the busy timeout): %v", time.Since(start).Round(time.Millisecond), err)
+	refusedDuringFault(t, d, "while-locked", path)
 
-	// The lock goes; the dispatcher that saw the failure keeps refusing
-	// (memory may be ahead of disk), and a restart recovers.
+	// The lock goes: the same dispatcher recovers.
 	lk.release()
-	refusedAfterFault(t, d, "while-locked", path)
-	if err := d.Close(); err == nil {
-		t.Errorf("close of a dispatcher whose writes failed: nil error, want the storage failure")
-	}
+	acked = recovers(t, d, acked, []string{"while-locked"})
 	closed = true
-	restartRecovers(t, dir, acked, "while-locked")
+	onDiskAfterRestart(t, d, dir, acked)
 
 	// Opening while another process holds the lock fails at open, naming
 	// the file, and changes nothing.
