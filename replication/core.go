@@ -103,20 +103,20 @@ type core struct {
 
 	lastSeq atomic.Int64 // newest committed event
 
-	mu        sync.Mutex
-	nextSeq   int64 // sequence number of the next Record
-	closed    bool
-	failed    *resourcelease.Error // poisoned: every later Ack fails with it
+	mu      sync.Mutex
+	nextSeq int64 // sequence number of the next Record
+	closed  bool
+	failed  *resourcelease.Error // poisoned: every later Ack fails with it
 	// stalled is the storage failure the writer is retrying past (nil while
 	// writes work): Records are still taken, in order, but answered with it
 	// at once; stalledEntries counts them, up to maxStalledEntries.
 	stalled        *resourcelease.Error
 	stalledEntries int
 	closing        chan struct{} // closed by Close: a stalled writer gives up
-	open      *batch               // the batch Records append to; nil when the writer took it
-	queue     []*batch             // batches waiting for the writer, oldest first
-	sinks     []*sink              // copy on write: the writer and publish use snapshots
-	syncSinks int
+	open           *batch        // the batch Records append to; nil when the writer took it
+	queue          []*batch      // batches waiting for the writer, oldest first
+	sinks          []*sink       // copy on write: the writer and publish use snapshots
+	syncSinks      int
 
 	wake       chan struct{} // capacity 1: "there is work", never blocks Record
 	writerDone chan struct{}
