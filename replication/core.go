@@ -342,7 +342,7 @@ func (r *core) writer() {
 // maxStalledEntries bounds the changes a stalled writer holds in memory,
 // answered but not yet written: past it the replicator gives up (it is
 // poisoned) rather than grow without bound through a long outage.
-const maxStalledEntries = 1 << 16
+const maxStalledEntries = 1 << 14
 
 // storageRetryMin and storageRetryMax bound the backoff between a stalled
 // writer's attempts. They are wall-clock (not the queue's Clock): they pace

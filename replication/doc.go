@@ -115,7 +115,7 @@
 // answered as a duplicate). The replicator gives up and is poisoned — every
 // later Record refused until a restart, which rebuilds from the disk — when
 // it is closed while stalled (the changes not written are lost; none was
-// acknowledged), when more than 65,536 changes wait, or when a change cannot
+// acknowledged), when more than 16,384 changes wait, or when a change cannot
 // be turned into rows at all.
 //
 // # Sinks

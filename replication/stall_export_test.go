@@ -1,0 +1,4 @@
+package replication
+
+// MaxStalledEntries is maxStalledEntries, for the stall tests.
+const MaxStalledEntries = maxStalledEntries
