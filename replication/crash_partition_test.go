@@ -127,12 +127,12 @@ type partitionOps struct {
 	notBefore map[int64]int64
 	completed map[int64]bool
 	leased    map[int64]bool     // a lease was acknowledged
-	leases    map[string][]int64 // by partition, in acknowledgement order
+	leaseSeqs []int64 // leased items, in acknowledgement order
 	runs      int                // child processes run
 }
 
 func newPartitionOps() *partitionOps {
-	return &partitionOps{partition: map[int64]string{}, notBefore: map[int64]int64{}, completed: map[int64]bool{}, leased: map[int64]bool{}, leases: map[string][]int64{}}
+	return &partitionOps{partition: map[int64]string{}, notBefore: map[int64]int64{}, completed: map[int64]bool{}, leased: map[int64]bool{}}
 }
 
 func (o *partitionOps) add(t *testing.T, line string) {
@@ -149,8 +149,9 @@ func (o *partitionOps) add(t *testing.T, line string) {
 	case "E":
 		o.partition[num(1)], o.notBefore[num(1)] = f[2], num(3)
 	case "L":
-		p := o.partition[num(1)]
-		o.leases[p] = append(o.leases[p], num(1))
+		// By partition only once every line is in: another worker may
+		// print an item's lease before its enqueuer prints the enqueue.
+		o.leaseSeqs = append(o.leaseSeqs, num(1))
 		o.leased[num(1)] = true
 	case "C":
 		o.completed[num(1)] = true
@@ -317,7 +318,15 @@ func verifyPartitions(t *testing.T, path string, ops *partitionOps) {
 	// and no partition whose lease survived), then after every delay and the
 	// restored leases' expiry.
 	order := map[string][]int64{}
-	for p, seqs := range ops.leases {
+	leases := map[string][]int64{} // by partition, in acknowledgement order
+	for _, seq := range ops.leaseSeqs {
+		// An item whose enqueuer was killed before printing it has no
+		// known partition.
+		if p, ok := ops.partition[seq]; ok {
+			leases[p] = append(leases[p], seq)
+		}
+	}
+	for p, seqs := range leases {
 		order[p] = slices.Clone(seqs)
 	}
 	drainAll := func(holding bool) {
