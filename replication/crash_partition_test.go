@@ -126,9 +126,9 @@ type partitionOps struct {
 	partition map[int64]string
 	notBefore map[int64]int64
 	completed map[int64]bool
-	leased    map[int64]bool     // a lease was acknowledged
-	leaseSeqs []int64 // leased items, in acknowledgement order
-	runs      int                // child processes run
+	leased    map[int64]bool // a lease was acknowledged
+	leaseSeqs []int64        // leased items, in acknowledgement order
+	runs      int            // child processes run
 }
 
 func newPartitionOps() *partitionOps {
