@@ -371,7 +371,7 @@ func TestChaos(t *testing.T) {
 	// worker, then at random), then a restart 0-1 s later. The seed fixes
 	// the schedule, not its interleaving with the load.
 	start := time.Now()
-	for n := 0; time.Since(start) < duration; n++ {
+	for n := 0; n < 2 || time.Since(start) < duration; n++ {
 		time.Sleep(time.Duration(1000+rng.IntN(3000)) * time.Millisecond)
 		down := time.Duration(rng.IntN(1000)) * time.Millisecond
 		a := rng.IntN(10)
