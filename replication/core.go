@@ -145,7 +145,7 @@ func newCore(c common, store backend, log *eventLog, pinLog bool, last int64) *c
 		closing:    make(chan struct{}),
 	}
 	r.lastSeq.Store(last)
-	r.m = newMetrics(c.labels, &r.lastSeq)
+	r.m = newMetrics(c.labels, &r.lastSeq, func() bool { return r.Err() != nil })
 	go r.writer()
 	return r
 }

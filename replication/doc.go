@@ -147,7 +147,8 @@
 //
 // Both replicators are prometheus.Collectors (nothing is registered
 // globally): replication_events_total{event_type},
-// replication_last_sequence, replication_sink_lag_seconds{sink},
+// replication_last_sequence, replication_storage_failing (1 while writes
+// fail), replication_sink_lag_seconds{sink},
 // replication_commit_batch_size and replication_sink_failures_total{sink};
 // the SQLite replicator also replication_wal_checkpoints_total{mode,result}
 // and replication_wal_pages.

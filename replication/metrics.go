@@ -16,6 +16,7 @@ import (
 type metrics struct {
 	events       *prometheus.CounterVec
 	lastSeq      prometheus.GaugeFunc
+	failing      prometheus.GaugeFunc
 	lag          *prometheus.HistogramVec
 	batchSize    prometheus.Histogram
 	sinkFailures *prometheus.CounterVec
@@ -32,7 +33,7 @@ var knownEventTypes = []resourcelease.EventType{
 	resourcelease.EventDeadLetterPurged, // codes are positions: only ever append
 }
 
-func newMetrics(labels prometheus.Labels, lastSeq *atomic.Int64) *metrics {
+func newMetrics(labels prometheus.Labels, lastSeq *atomic.Int64, failing func() bool) *metrics {
 	m := &metrics{
 		events: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name:        "replication_events_total",
@@ -44,6 +45,16 @@ func newMetrics(labels prometheus.Labels, lastSeq *atomic.Int64) *metrics {
 			Help:        "Sequence number of the newest committed replication event.",
 			ConstLabels: labels,
 		}, func() float64 { return float64(lastSeq.Load()) }),
+		failing: prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name:        "replication_storage_failing",
+			Help:        "1 while writes to the storage fail (changes are answered unavailable; the writer retries, or has given up until a restart), else 0.",
+			ConstLabels: labels,
+		}, func() float64 {
+			if failing() {
+				return 1
+			}
+			return 0
+		}),
 		lag: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:        "replication_sink_lag_seconds",
 			Help:        "Time from an event's timestamp to a sink having applied it.",
@@ -87,6 +98,7 @@ func (m *metrics) countEvent(t resourcelease.EventType) {
 func (m *metrics) Describe(ch chan<- *prometheus.Desc) {
 	m.events.Describe(ch)
 	m.lastSeq.Describe(ch)
+	m.failing.Describe(ch)
 	m.lag.Describe(ch)
 	m.batchSize.Describe(ch)
 	m.sinkFailures.Describe(ch)
@@ -96,6 +108,7 @@ func (m *metrics) Describe(ch chan<- *prometheus.Desc) {
 func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 	m.events.Collect(ch)
 	m.lastSeq.Collect(ch)
+	m.failing.Collect(ch)
 	m.lag.Collect(ch)
 	m.batchSize.Collect(ch)
 	m.sinkFailures.Collect(ch)

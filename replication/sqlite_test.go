@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/leasemesh/leasemesh/replication"
 	"github.com/leasemesh/leasemesh/replication/replicatortest"
@@ -112,6 +113,14 @@ func TestSQLiteWriteFailurePoisons(t *testing.T) {
 			if !errors.Is(r.Err(), resourcelease.ErrStorageUnavailable) {
 				t.Fatalf("Err() = %v", r.Err())
 			}
+			reg := prometheus.NewRegistry()
+			reg.MustRegister(r)
+			failing := func() float64 {
+				return gather(t, reg).find("replication_storage_failing", nil).GetGauge().GetValue()
+			}
+			if v := failing(); v != 1 {
+				t.Fatalf("replication_storage_failing = %v during the failure, want 1", v)
+			}
 			release()
 			if !tc.recovers {
 				if cerr := r.Close(); !errors.Is(cerr, resourcelease.ErrStorageUnavailable) {
@@ -133,6 +142,9 @@ func TestSQLiteWriteFailurePoisons(t *testing.T) {
 			}
 			if r.Err() != nil {
 				t.Fatalf("Err() = %v after the recovery", r.Err())
+			}
+			if v := failing(); v != 0 {
+				t.Fatalf("replication_storage_failing = %v after the recovery, want 0", v)
 			}
 			evs, err := r.ReadEvents(context.Background(), 0, 100)
 			if err != nil || len(evs) != 4 {
