@@ -314,8 +314,21 @@ func TestSoak(t *testing.T) {
 	}
 	t.Logf("soak over %s:\n%s", *duration, b.String())
 
-	// Early: the first quarter after the warm-up (the first fifth); late:
-	// the last quarter.
+	summary, violations := growth(got)
+	t.Log(summary)
+	for _, v := range violations {
+		t.Error(v)
+	}
+	last := got[len(got)-1]
+	if last.completed < 1000 || last.deadLettered < 20 || last.peers < 10 {
+		t.Errorf("too little churn to judge: %d completed, %d dead-lettered, %d peers", last.completed, last.deadLettered, last.peers)
+	}
+}
+
+// growth compares the median of the last quarter of the samples with that
+// of the first quarter after the warm-up (the first fifth), and returns a
+// summary and what grew past its bound.
+func growth(got []sample) (summary string, violations []string) {
 	warm := len(got) / 5
 	q := max((len(got)-warm)/4, 2)
 	early, late := got[warm:warm+q], got[len(got)-q:]
@@ -329,19 +342,68 @@ func TestSoak(t *testing.T) {
 	heapE, heapL := med(early, func(s sample) float64 { return float64(s.heap) }), med(late, func(s sample) float64 { return float64(s.heap) })
 	grE, grL := med(early, func(s sample) float64 { return float64(s.goroutines) }), med(late, func(s sample) float64 { return float64(s.goroutines) })
 	fdE, fdL := med(early, func(s sample) float64 { return float64(s.fds) }), med(late, func(s sample) float64 { return float64(s.fds) })
-	t.Logf("early → late medians: heap %.1f → %.1f MiB, goroutines %.0f → %.0f, open files %.0f → %.0f",
+	summary = fmt.Sprintf("early → late medians: heap %.1f → %.1f MiB, goroutines %.0f → %.0f, open files %.0f → %.0f",
 		heapE/(1<<20), heapL/(1<<20), grE, grL, fdE, fdL)
 	if heapL > heapE*heapSlackFactor+heapSlackBytes {
-		t.Errorf("heap grew from %.1f to %.1f MiB (bound: ×%.1f + %d MiB)", heapE/(1<<20), heapL/(1<<20), heapSlackFactor, heapSlackBytes>>20)
+		violations = append(violations, fmt.Sprintf("heap grew from %.1f to %.1f MiB (bound: ×%.2f + %d MiB)", heapE/(1<<20), heapL/(1<<20), heapSlackFactor, heapSlackBytes>>20))
 	}
 	if grL > grE+goroutineSlack {
-		t.Errorf("goroutines grew from %.0f to %.0f (bound: +%d)", grE, grL, goroutineSlack)
+		violations = append(violations, fmt.Sprintf("goroutines grew from %.0f to %.0f (bound: +%d)", grE, grL, goroutineSlack))
 	}
 	if fdL > fdE+fdSlack {
-		t.Errorf("open files grew from %.0f to %.0f (bound: +%d)", fdE, fdL, fdSlack)
+		violations = append(violations, fmt.Sprintf("open files grew from %.0f to %.0f (bound: +%d)", fdE, fdL, fdSlack))
 	}
-	last := got[len(got)-1]
-	if last.completed < 1000 || last.deadLettered < 20 || last.peers < 10 {
-		t.Errorf("too little churn to judge: %d completed, %d dead-lettered, %d peers", last.completed, last.deadLettered, last.peers)
+	return summary, violations
+}
+
+// TestGrowthVerdict: the verdict passes flat samples with noise, a peak
+// in the warm-up and a one-off spike, and fails a steady leak of heap,
+// goroutines or open files.
+func TestGrowthVerdict(t *testing.T) {
+	series := func(f func(i int) sample) []sample {
+		out := make([]sample, 20)
+		for i := range out {
+			out[i] = f(i)
+		}
+		return out
+	}
+	const mib = 1 << 20
+	flat := func(i int) sample {
+		return sample{heap: uint64(7*mib + (i%3)*mib), goroutines: 70 + i%5, fds: 47 + i%3}
+	}
+	cases := []struct {
+		name string
+		got  []sample
+		want string // "" for none
+	}{
+		{"flat with noise", series(flat), ""},
+		{"a peak in the warm-up", series(func(i int) sample {
+			s := flat(i)
+			if i < 4 {
+				s.heap, s.goroutines, s.fds = 60*mib, 300, 200
+			}
+			return s
+		}), ""},
+		{"one spike late", series(func(i int) sample {
+			s := flat(i)
+			if i == 18 {
+				s.heap, s.goroutines, s.fds = 80*mib, 400, 300
+			}
+			return s
+		}), ""},
+		{"heap leak", series(func(i int) sample { s := flat(i); s.heap += uint64(i) * mib; return s }), "heap grew"},
+		{"goroutine leak", series(func(i int) sample { s := flat(i); s.goroutines += 3 * i; return s }), "goroutines grew"},
+		{"open file leak", series(func(i int) sample { s := flat(i); s.fds += 2 * i; return s }), "open files grew"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			_, v := growth(tc.got)
+			switch {
+			case tc.want == "" && len(v) > 0:
+				t.Errorf("violations %q, want none", v)
+			case tc.want != "" && !slices.ContainsFunc(v, func(s string) bool { return strings.Contains(s, tc.want) }):
+				t.Errorf("violations %q, want one with %q", v, tc.want)
+			}
+		})
 	}
 }
