@@ -1,0 +1,121 @@
+package postgres_test
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/leasemesh/leasemesh/internal/pgtest"
+	"github.com/leasemesh/leasemesh/postgres"
+	"github.com/leasemesh/leasemesh/resourcelease"
+)
+
+// The mesh benchmarks measure several dispatchers on one database: each
+// postgres.Queue below has a Store (and pool, and LISTEN connection) of its
+// own, which is what one dispatcher process holds. Run them with
+//
+//	go test ./postgres -run '^$' -bench 'Mesh' -benchtime 3s
+//
+// BenchmarkMeshCycle's cycles/s is the whole mesh's; on a machine with few
+// cores it measures what coordination costs (the serialized log append,
+// the row locks), not how far the mesh scales.
+
+// BenchmarkMeshCycle runs 8 closed-loop workers per queue, each an
+// enqueue → lease → complete cycle of single-item calls on its own queue,
+// with 1, 2 and 3 queues on one database (fsync and synchronous_commit on).
+// An item one queue enqueued may be leased through another.
+func BenchmarkMeshCycle(b *testing.B) {
+	const perQueue = 8
+	for _, n := range []int{1, 2, 3} {
+		b.Run(fmt.Sprintf("dispatchers=%d/workers=%d", n, n*perQueue), func(b *testing.B) {
+			url := pgtest.NewDatabase(b)
+			var cc commitCounter
+			queues := make([]*postgres.Queue, n)
+			for i := range queues {
+				queues[i] = openQueue(b, url, nil, postgres.QueueConfig{Capacity: -1, DedupeWindow: -1, OnCommit: cc.onCommit})
+			}
+			b.ResetTimer()
+			runWorkers(b, n*perQueue, func(ctx context.Context, w, i int) error {
+				q := queues[w%n]
+				if _, err := q.Enqueue(ctx, benchItem(i)); err != nil {
+					return err
+				}
+				l, err := leaseOne(ctx, q, fmt.Sprint("w", w))
+				if err != nil {
+					return err
+				}
+				return q.Complete(ctx, l.OwnershipToken)
+			})
+			b.StopTimer()
+			b.ReportMetric(cc.perCommit(), "changes/commit")
+			b.ReportMetric(float64(cc.commits.Load())/float64(b.N), "commits/cycle")
+		})
+	}
+}
+
+// BenchmarkMeshWakeup measures the cross-dispatcher long-poll wake-up: a
+// lease parked on the last queue, and an item enqueued through the first,
+// which reaches the waiter by NOTIFY (sent in the enqueue's transaction).
+// p50-ms and p99-ms run from the start of the Enqueue call (its commit
+// included) to the lease's return; commit-p50-ms from the Enqueue's return
+// (the producer knows its item is committed) to the lease's, 0 when the
+// lease came first.
+func BenchmarkMeshWakeup(b *testing.B) {
+	for _, n := range []int{2, 3} {
+		b.Run(fmt.Sprintf("dispatchers=%d", n), func(b *testing.B) {
+			url := pgtest.NewDatabase(b)
+			queues := make([]*postgres.Queue, n)
+			for i := range queues {
+				queues[i] = openQueue(b, url, nil, postgres.QueueConfig{Capacity: -1, DedupeWindow: -1})
+				waitListening(b, queues[i])
+			}
+			producer, waiter := queues[0], queues[n-1]
+			// The queues in between only listen: they hear every NOTIFY
+			// too, as the other dispatchers of a mesh do.
+			lat := make([]time.Duration, 0, b.N)
+			afterCommit := make([]time.Duration, 0, b.N)
+			var leasedAt atomic.Int64
+			b.ResetTimer()
+			for i := range b.N {
+				got := make(chan *resourcelease.Lease, 1)
+				go func() {
+					l, err := waiter.Lease(context.Background(), "w", 10*time.Second)
+					leasedAt.Store(time.Now().UnixNano())
+					if err != nil {
+						b.Error(err)
+					}
+					got <- l
+				}()
+				for waiter.Waiters() == 0 {
+					time.Sleep(50 * time.Microsecond)
+				}
+				start := time.Now()
+				if _, err := producer.Enqueue(context.Background(), benchItem(i)); err != nil {
+					b.Fatal(err)
+				}
+				committed := time.Now()
+				l := <-got
+				end := time.Unix(0, leasedAt.Load())
+				lat = append(lat, end.Sub(start))
+				afterCommit = append(afterCommit, max(end.Sub(committed), 0))
+				if l == nil {
+					b.Fatal("the waiter got nothing")
+				}
+				if err := waiter.Complete(context.Background(), l.OwnershipToken); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.StopTimer()
+			slices.Sort(lat)
+			slices.Sort(afterCommit)
+			b.ReportMetric(ms(lat[len(lat)/2]), "p50-ms")
+			b.ReportMetric(ms(lat[len(lat)*99/100]), "p99-ms")
+			b.ReportMetric(ms(afterCommit[len(afterCommit)/2]), "commit-p50-ms")
+		})
+	}
+}
+
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
