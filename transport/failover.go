@@ -7,6 +7,7 @@ import (
 	"errors"
 	"math/rand/v2"
 	"net"
+	"net/url"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -120,8 +121,14 @@ func (c *Client) failover(ctx context.Context, procedure string, body []byte, o 
 		var reached bool
 		out, reached, err = c.send(ctx, ep, procedure, body)
 		if err == nil || !isFailover(ctx, err) {
-			if ctx.Err() == nil || err == nil {
-				ep.up()
+			switch {
+			case err == nil || ctx.Err() == nil:
+				ep.up() // it answered
+			case errors.Is(ctx.Err(), context.DeadlineExceeded) && noAnswer(err):
+				// The deadline passed without an answer: a dispatcher that
+				// hangs (a host gone without a reset) is avoided as a
+				// dead one is. No time is left to try another.
+				ep.down(c.epMin, c.epMax)
 			}
 			if err != nil && o.retry == retrySettle && reachedBefore && errors.Is(err, resourcelease.ErrUnknownToken) {
 				err = resourcelease.PossiblySettledError(err)
@@ -141,6 +148,13 @@ func isFailover(ctx context.Context, err error) bool {
 		return false
 	}
 	return resourcelease.StatusOf(err) == resourcelease.StatusUnavailable
+}
+
+// noAnswer reports whether a call failed without any response: the
+// request or its answer did not travel, as opposed to a dispatcher's error.
+func noAnswer(err error) bool {
+	var ue *url.Error
+	return errors.As(err, &ue)
 }
 
 // notConnected reports whether a failed request surely never reached the

@@ -239,6 +239,7 @@ func newWorkerRole(urls []string, peer string, cfg *config.Config, tlsCfg *tls.C
 		stat("meshdemo_worker_completed_total", "Leases this worker completed.", func(s worker.Stats) int64 { return s.Completed }),
 		stat("meshdemo_worker_failed_total", "Leases this worker failed with requeue.", func(s worker.Stats) int64 { return s.Failed }),
 		stat("meshdemo_worker_lost_total", "Leases this worker lost (expired or taken over).", func(s worker.Stats) int64 { return s.Lost }),
+		stat("meshdemo_worker_possibly_settled_total", "Leases whose settle was retried after a lost answer and found the token unknown: most likely settled by the first try (not lost).", func(s worker.Stats) int64 { return s.PossiblySettled }),
 		stat("meshdemo_worker_errors_total", "Dispatcher calls of this worker that failed.", func(s worker.Stats) int64 { return s.Errors }),
 	} {
 		if err := reg.Register(c); err != nil {
