@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/leasemesh/leasemesh/internal/pgtest"
 	"github.com/leasemesh/leasemesh/postgres"
 	"github.com/leasemesh/leasemesh/resourcelease"
@@ -21,7 +23,9 @@ import (
 //
 // BenchmarkMeshCycle's cycles/s is the whole mesh's; on a machine with few
 // cores it measures what coordination costs (the serialized log append,
-// the row locks), not how far the mesh scales.
+// the row locks), not how far the mesh scales. lock-waiters and
+// wal-waiters are the average number of backends waiting on a lock and on
+// the WAL, sampled every 5 ms.
 
 // BenchmarkMeshCycle runs 8 closed-loop workers per queue, each an
 // enqueue → lease → complete cycle of single-item calls on its own queue,
@@ -37,7 +41,9 @@ func BenchmarkMeshCycle(b *testing.B) {
 			for i := range queues {
 				queues[i] = openQueue(b, url, nil, postgres.QueueConfig{Capacity: -1, DedupeWindow: -1, OnCommit: cc.onCommit})
 			}
+			stopSampling := sampleWaits(b, url)
 			b.ResetTimer()
+			start := time.Now()
 			runWorkers(b, n*perQueue, func(ctx context.Context, w, i int) error {
 				q := queues[w%n]
 				if _, err := q.Enqueue(ctx, benchItem(i)); err != nil {
@@ -49,10 +55,61 @@ func BenchmarkMeshCycle(b *testing.B) {
 				}
 				return q.Complete(ctx, l.OwnershipToken)
 			})
+			elapsed := time.Since(start)
 			b.StopTimer()
+			lockWaits, walWaits := stopSampling()
 			b.ReportMetric(cc.perCommit(), "changes/commit")
-			b.ReportMetric(float64(cc.commits.Load())/float64(b.N), "commits/cycle")
+			b.ReportMetric(float64(cc.commits.Load())/elapsed.Seconds(), "commits/s")
+			b.ReportMetric(lockWaits, "lock-waiters")
+			b.ReportMetric(walWaits, "wal-waiters")
 		})
+	}
+}
+
+// sampleWaits samples, every 5 ms until the returned function is called,
+// how many of the database's backends wait on a lock (the counter row of
+// the serialized log append, item rows) and on the WAL (a commit's flush);
+// that function returns the averages. They say where the time goes when
+// more dispatchers do not mean more cycles.
+func sampleWaits(b *testing.B, url string) func() (lock, wal float64) {
+	b.Helper()
+	conn, err := pgx.Connect(context.Background(), url)
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	var samples, locks, wals int64
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		t := time.NewTicker(5 * time.Millisecond)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+			var l, w int64
+			err := conn.QueryRow(ctx, `SELECT count(*) FILTER (WHERE wait_event_type = 'Lock'),
+				count(*) FILTER (WHERE wait_event IN ('WALSync', 'WALWrite', 'WALInsert'))
+				FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()`).Scan(&l, &w)
+			if err != nil {
+				return
+			}
+			samples++
+			locks += l
+			wals += w
+		}
+	}()
+	return func() (float64, float64) {
+		cancel()
+		<-done
+		_ = conn.Close(context.Background())
+		if samples == 0 {
+			return 0, 0
+		}
+		return float64(locks) / float64(samples), float64(wals) / float64(samples)
 	}
 }
 
