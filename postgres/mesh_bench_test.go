@@ -31,22 +31,43 @@ import (
 // enqueue → lease → complete cycle of single-item calls on its own queue,
 // with 1, 2 and 3 queues on one database (fsync and synchronous_commit on).
 // An item one queue enqueued may be leased through another.
+//
+// The requestIds variants give every item a unique requestId with the
+// dedupe window on, as a transport.Client over several dispatchers does
+// (so that a retry on another dispatcher dedupes): what that costs.
 func BenchmarkMeshCycle(b *testing.B) {
 	const perQueue = 8
-	for _, n := range []int{1, 2, 3} {
-		b.Run(fmt.Sprintf("dispatchers=%d/workers=%d", n, n*perQueue), func(b *testing.B) {
+	type variant struct {
+		n          int
+		requestIDs bool
+	}
+	for _, v := range []variant{{1, false}, {2, false}, {3, false}, {1, true}, {3, true}} {
+		n := v.n
+		name := fmt.Sprintf("dispatchers=%d/workers=%d", n, n*perQueue)
+		if v.requestIDs {
+			name += "/requestIds"
+		}
+		b.Run(name, func(b *testing.B) {
 			url := pgtest.NewDatabase(b)
 			var cc commitCounter
 			queues := make([]*postgres.Queue, n)
+			window := time.Duration(-1)
+			if v.requestIDs {
+				window = 0 // the default window
+			}
 			for i := range queues {
-				queues[i] = openQueue(b, url, nil, postgres.QueueConfig{Capacity: -1, DedupeWindow: -1, OnCommit: cc.onCommit})
+				queues[i] = openQueue(b, url, nil, postgres.QueueConfig{Capacity: -1, DedupeWindow: window, OnCommit: cc.onCommit})
 			}
 			stopSampling := sampleWaits(b, url)
 			b.ResetTimer()
 			start := time.Now()
 			runWorkers(b, n*perQueue, func(ctx context.Context, w, i int) error {
 				q := queues[w%n]
-				if _, err := q.Enqueue(ctx, benchItem(i)); err != nil {
+				it := benchItem(i)
+				if v.requestIDs {
+					it.RequestID = fmt.Sprint("bench-", i)
+				}
+				if _, err := q.Enqueue(ctx, it); err != nil {
 					return err
 				}
 				l, err := leaseOne(ctx, q, fmt.Sprint("w", w))
