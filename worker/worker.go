@@ -126,7 +126,11 @@ type Stats struct {
 // it keeps one leaseBatch call in flight for all its free slots and groups
 // the completions that finish together into completeBatch calls; otherwise
 // each slot long-polls for its own lease. A dispatcher that is down is retried with exponential backoff and
-// jitter; the worker resumes when it is back. Run blocks until its context
+// jitter; the worker resumes when it is back. Over a transport.Client with
+// several dispatcher URLs (one mesh) the Client fails over from a dead one,
+// so the worker keeps working through the others and returns to it when it
+// is back; a complete, fail or release whose answer was lost and whose
+// retry finds the token unknown counts as PossiblySettled, not Lost. Run blocks until its context
 // ends, then stops leasing, cancels the handlers' contexts, releases their
 // leases (back to pending at once, the attempt not counted; a dispatcher
 // without release gets a fail with requeue, reason ShutdownReason) and
