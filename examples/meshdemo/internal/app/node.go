@@ -74,8 +74,8 @@ type Node struct {
 	workers []*workerRole
 	client  *transport.Client // the RPC client of the seeder and /demo/enqueue
 	metrics *clientMetrics
-	// clientURL is what the seeder and workers dial.
-	clientURL string
+	// clientURLs are what the seeder and workers dial.
+	clientURLs []string
 
 	rolesCtx    context.Context
 	rolesCancel context.CancelFunc
@@ -193,10 +193,10 @@ func Start(ctx context.Context, cfg *config.Config, logger *slog.Logger) (n *Nod
 		return n, err
 	}
 
-	n.clientURL = cfg.RPCClientURL
+	n.clientURLs = cfg.RPCClientURLs
 	if n.rpcLn != nil && strings.HasSuffix(cfg.RPC.Addr, ":0") && cfg.Sources["rpcClientUrl"] == config.SourceDerived {
 		// A free port was asked for: dial the one we got.
-		n.clientURL = n.RPCURL()
+		n.clientURLs = []string{n.RPCURL()}
 	}
 	if cfg.Has(config.RoleSeeder) || cfg.Has(config.RoleWorker) || cfg.Has(config.RoleDiagnostics) {
 		if n.metrics, err = newClientMetrics(n.reg); err != nil {
@@ -209,7 +209,7 @@ func Start(ctx context.Context, cfg *config.Config, logger *slog.Logger) (n *Nod
 		// The seeder and /demo/enqueue produce; a worker-only node uses it
 		// for the status line's stats, which any role's token may read.
 		token := cmp.Or(cfg.ProducerToken, cfg.WorkerToken)
-		if n.client, err = newClient(n.clientURL, cfg, caller, token, clientTLS, n.metrics, n.tracing); err != nil {
+		if n.client, err = newClient(n.clientURLs, cfg, caller, token, clientTLS, n.metrics, n.tracing); err != nil {
 			return n, err
 		}
 	}
@@ -274,7 +274,7 @@ func Start(ctx context.Context, cfg *config.Config, logger *slog.Logger) (n *Nod
 	}
 	if cfg.Has(config.RoleWorker) {
 		for _, peer := range cfg.WorkerPeerIDs {
-			w, werr := newWorkerRole(n.clientURL, peer, cfg, clientTLS, logger, n.metrics, n.reg, n.tracing)
+			w, werr := newWorkerRole(n.clientURLs, peer, cfg, clientTLS, logger, n.metrics, n.reg, n.tracing)
 			if werr != nil {
 				return n, werr
 			}
@@ -447,10 +447,10 @@ func (n *Node) PrintBanner(out io.Writer) {
 		row("Control plane", "%s%s/ (on the RPC port)", strings.TrimSuffix(n.RPCURL(), c.RPCPath), control.DefaultPrefix)
 	}
 	if n.seeder != nil {
-		row("Seeder", "demo.order every %s via %s", c.SeederInterval, n.clientURL)
+		row("Seeder", "demo.order every %s via %s", c.SeederInterval, strings.Join(n.clientURLs, ", "))
 	}
 	if len(n.workers) > 0 {
-		row("Workers", "%s via %s (lease %s, heartbeat %s, ~%.0f%% failures)", strings.Join(c.WorkerPeerIDs, ", "), n.clientURL, c.LeaseDuration, c.HeartbeatInterval, c.WorkerFailureRate*100)
+		row("Workers", "%s via %s (lease %s, heartbeat %s, ~%.0f%% failures)", strings.Join(c.WorkerPeerIDs, ", "), strings.Join(n.clientURLs, ", "), c.LeaseDuration, c.HeartbeatInterval, c.WorkerFailureRate*100)
 	}
 	if c.OTLPEndpoint != "" {
 		row("Tracing", "OTLP/HTTP to %s (service.name %s)", otlpTarget(c.OTLPEndpoint), c.ServiceName)

@@ -137,9 +137,14 @@ type Config struct {
 	RPC Listen
 	// RPCPath is the path of RPC.
 	RPCPath string
-	// RPCClientURL (rpcClientUrl) is what seeders and workers dial. Default:
+	// RPCClientURL (rpcClientUrl) is the first of RPCClientURLs. Default:
 	// rpcUrl with a wildcard host (0.0.0.0, ::, *, +) replaced by 127.0.0.1.
 	RPCClientURL string
+	// RPCClientURLs (rpcClientUrl: one URL, a comma list or a JSON array)
+	// are the dispatchers of one mesh that seeders, workers and
+	// /demo/enqueue spread their calls over, failing over from one that is
+	// down. Default: [RPCClientURL].
+	RPCClientURLs []string
 	// DataDirectory (dataDirectory) holds replication.db and deterministic.db.
 	// Default mesh-data.
 	DataDirectory string

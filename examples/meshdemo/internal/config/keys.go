@@ -39,8 +39,8 @@ var keys = []*keyDef{
 		help: "procedure namespace (<namespace>::enqueue ...)", apply: func(c *Config, v string) error { return nonBlank(&c.Namespace, v) }},
 	{name: "rpcUrl", flags: []string{"rpc-url"}, def: DefaultRPCURL,
 		help: "dispatcher RPC bind URL; path defaults to /yarpc/v1", apply: applyRPCURL},
-	{name: "rpcClientUrl", flags: []string{"rpc-client-url"},
-		help: "URL seeders and workers dial (default: rpcUrl with a wildcard host replaced by 127.0.0.1)", apply: applyRPCClientURL},
+	{name: "rpcClientUrl", flags: []string{"rpc-client-url"}, list: true,
+		help: "dispatcher URL(s) seeders and workers dial: one, a comma list or a JSON array of the dispatchers of one mesh (default: rpcUrl with a wildcard host replaced by 127.0.0.1)", apply: applyRPCClientURL},
 	{name: "dataDirectory", flags: []string{"data-directory", "data-dir"}, def: DefaultDataDir,
 		help: "directory of replication.db and deterministic.db", apply: func(c *Config, v string) error { return nonBlank(&c.DataDirectory, v) }},
 	{name: "workerPeerId", flags: []string{"worker-peer-id"}, def: DefaultWorkerPeerID, list: true,
@@ -504,22 +504,51 @@ func clientURLFrom(u *url.URL) string {
 }
 
 func applyRPCClientURL(c *Config, v string) error {
+	parts, err := parseList(v, false)
+	if err != nil {
+		return err
+	}
+	c.RPCClientURLs = nil
+	seen := map[string]bool{}
+	for _, p := range parts {
+		u, err := parseClientURL(p)
+		if err != nil && len(parts) > 1 {
+			return fmt.Errorf("%q: %w", p, err)
+		} else if err != nil {
+			return err
+		}
+		if seen[u] {
+			return fmt.Errorf("%q is given twice", p)
+		}
+		if len(c.RPCClientURLs) > 0 && strings.HasPrefix(u, "https://") != strings.HasPrefix(c.RPCClientURLs[0], "https://") {
+			return errors.New("mixes http:// and https:// URLs (the clients share one TLS setting)")
+		}
+		seen[u] = true
+		c.RPCClientURLs = append(c.RPCClientURLs, u)
+	}
+	c.RPCClientURL = c.RPCClientURLs[0]
+	return nil
+}
+
+// parseClientURL checks one dispatcher URL of rpcClientUrl and returns it
+// as the clients dial it (a wildcard host made 127.0.0.1, the default path
+// added).
+func parseClientURL(v string) (string, error) {
 	v = strings.TrimSpace(v)
 	parsed := strings.Replace(strings.Replace(v, "://*", "://0.0.0.0", 1), "://+", "://0.0.0.0", 1)
 	u, err := url.Parse(parsed)
 	if err != nil || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https") {
-		return errors.New("want an absolute http(s) URL such as http://127.0.0.1:7420/yarpc/v1")
+		return "", errors.New("want an absolute http(s) URL such as http://127.0.0.1:7420/yarpc/v1")
 	}
 	if p := u.Port(); p != "" {
 		if n, perr := strconv.Atoi(p); perr != nil || n <= 0 || n > 65535 {
-			return fmt.Errorf("port %q is not a port number", p)
+			return "", fmt.Errorf("port %q is not a port number", p)
 		}
 	}
 	if u.Path == "" || u.Path == "/" {
 		u.Path = DefaultRPCPath
 	}
-	c.RPCClientURL = clientURLFrom(u)
-	return nil
+	return clientURLFrom(u), nil
 }
 
 func applyURLs(c *Config, v string) error {

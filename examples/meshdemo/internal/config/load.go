@@ -156,6 +156,7 @@ func (c *Config) derive(merged map[*keyDef]value) error {
 	if c.RPCClientURL == "" {
 		u, _ := url.Parse(c.RPC.URL)
 		c.RPCClientURL = clientURLFrom(u)
+		c.RPCClientURLs = []string{c.RPCClientURL}
 		c.Sources["rpcClientUrl"] = SourceDerived
 	}
 	if len(c.URLs) == 0 {
