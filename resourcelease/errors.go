@@ -143,6 +143,10 @@ const (
 	// enqueued ready at once. Status unimplemented; the Metadata's
 	// "sequenceId" names the item.
 	CodeDelayIgnored = "error.resourcelease.delay_ignored"
+	// CodeNotSupported: the Dispatcher's queue does not have the optional
+	// operation asked for (listing items, pause, say, on a store that
+	// lacks them). Status unimplemented.
+	CodeNotSupported = "error.resourcelease.not_supported"
 )
 
 // DelayIgnoredError is the error a client returns for a delayed enqueue
