@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/leasemesh/leasemesh/internal/loglimit"
 )
 
 // DefaultMaxLeaseWait is the longest a lease request may long-poll when
@@ -161,6 +163,8 @@ type LocalDispatcher struct {
 	cancel    context.CancelFunc
 	closeOnce sync.Once
 	closeErr  error
+
+	failLog loglimit.Limiter // rate-limits the log lines of failed operations
 
 	mesh bool     // serving a Store: the gauges are the mesh's (MetricMesh* names)
 	tail *logTail // the Store's log follower; nil without a Store that is an EventLog
@@ -511,8 +515,15 @@ func (d *LocalDispatcher) done(op string, err error) error {
 	e := AsError(err)
 	switch e.Status {
 	case StatusUnavailable, StatusInternal:
-		if e.Code != CodeClosed {
-			d.log.Error("resourcelease: operation failed", "op", op, "status", e.Status, "code", e.Code, "err", err)
+		if e.Code == CodeClosed {
+			break
+		}
+		// While storage is down every call fails the same way: one line
+		// per kind every few seconds says so without flooding the log.
+		if ok, suppressed := d.failLog.Allow(string(e.Status) + "/" + e.Code); ok {
+			d.log.Error("resourcelease: operation failed", "op", op, "status", e.Status, "code", e.Code, "err", err, "suppressedSinceLast", suppressed)
+		} else {
+			d.log.Debug("resourcelease: operation failed", "op", op, "status", e.Status, "code", e.Code, "err", err)
 		}
 	}
 	return e

@@ -517,3 +517,46 @@ func TestPostgresDataDirectoryIgnored(t *testing.T) {
 		t.Fatalf("the ignored data directory holds %v", entries)
 	}
 }
+
+// TestPostgresGracefulShutdown: a SIGTERM of a dispatcher process that
+// runs workers hands their leases back before it exits, so another
+// dispatcher of the mesh can lease the items at once rather than after
+// the lease duration.
+func TestPostgresGracefulShutdown(t *testing.T) {
+	srv := pgtest.NewServer(t)
+	pgURL := srv.NewDatabase(t)
+	b := &pgDispatcher{name: "dispatcher-b", pgURL: pgURL}
+	b.start(t)
+	b.ready(t)
+	a := &pgDispatcher{name: "dispatcher-a", pgURL: pgURL, extra: []string{
+		"--meshDemo:roles=dispatcher,worker", "--meshDemo:leaseDurationSeconds=60", "--meshDemo:heartbeatIntervalSeconds=5",
+		"--meshDemo:workerProcessingSeconds=120", "--meshDemo:workerFailureRate=0",
+	}}
+	a.start(t)
+	a.ready(t)
+	cb := b.client(t, "test")
+	ctx := ctxFor(t, 2*time.Minute)
+	for _, id := range []string{"slow-1", "slow-2"} {
+		if _, err := cb.Enqueue(ctx, &resourcelease.EnqueueRequest{Payload: ptr(orderItem(id))}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	eventually(t, 30*time.Second, "A's two workers to hold both items", func() bool {
+		st, err := cb.Stats(ctx, &resourcelease.StatsRequest{})
+		return err == nil && st.ActiveLeaseCount == 2
+	})
+	if code := a.p.stop(t, syscall.SIGTERM, 30*time.Second); code != 0 {
+		t.Fatalf("SIGTERM exit status %d, want 0\n%s", code, a.p.stderr.String())
+	}
+	st, err := cb.Stats(ctx, &resourcelease.StatsRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.ActiveLeaseCount != 0 || st.PendingCount != 2 {
+		t.Fatalf("after A's clean shutdown B sees %+v, want both items pending again (their leases handed back)", st)
+	}
+	l, err := cb.Lease(ctx, &resourcelease.LeaseRequest{PeerID: "w-b"})
+	if err != nil || l == nil {
+		t.Fatalf("lease on B after A stopped: %v, %v", l, err)
+	}
+}
