@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/stretchr/testify/require"
@@ -219,4 +220,44 @@ func meshEvents(reg *prometheus.Registry, typ string) float64 {
 		}
 	}
 	return 0
+}
+
+// TestEnqueueTxCapturesInTheTransaction: through a dispatcher's queue, an
+// EnqueueTx's event and its deterministic effect commit with the caller's
+// transaction or not at all, and the dispatchers see the committed item.
+func TestEnqueueTxCapturesInTheTransaction(t *testing.T) {
+	ctx := context.Background()
+	url := pgtest.NewDatabase(t)
+	a, b := open(t, url, resourcelease.QueueConfig{}), open(t, url, resourcelease.QueueConfig{})
+	q := a.d.Store().(*pgstore.Queue)
+	state := q.Store().StateStore()
+	pool := q.Store().Pool()
+
+	tx, err := pool.Begin(ctx)
+	require.NoError(t, err)
+	_, err = q.EnqueueTx(ctx, tx, item("rolled-back"))
+	require.NoError(t, err)
+	require.NoError(t, tx.Rollback(ctx))
+	_, ok, err := state.Get(ctx, "resourcelease/seq/1")
+	require.NoError(t, err)
+	require.False(t, ok, "a rolled-back enqueue left its effect")
+
+	tx, err = pool.Begin(ctx)
+	require.NoError(t, err)
+	res, err := q.EnqueueTx(ctx, tx, item("committed"))
+	require.NoError(t, err)
+	require.NoError(t, tx.Commit(ctx))
+	rec, ok, err := state.Get(ctx, "resourcelease/seq/1")
+	require.NoError(t, err)
+	require.True(t, ok, "the committed enqueue's effect is recorded, as event 1: no gap from the rollback")
+	require.Equal(t, string(resourcelease.EventEnqueue), rec.Kind)
+
+	l, err := b.d.Lease(ctx, &resourcelease.LeaseRequest{PeerID: "w"})
+	require.NoError(t, err)
+	require.NotNil(t, l)
+	require.Equal(t, res.SequenceID, l.SequenceID)
+	require.NoError(t, pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error { return q.CompleteTx(ctx, tx, l.OwnershipToken) }))
+	st, err := b.d.Stats(ctx, nil)
+	require.NoError(t, err)
+	require.Zero(t, st.ActiveLeaseCount+st.PendingCount)
 }

@@ -560,3 +560,61 @@ func TestPostgresGracefulShutdown(t *testing.T) {
 		t.Fatalf("lease on B after A stopped: %v, %v", l, err)
 	}
 }
+
+// TestPostgresDemoAllRoles runs the whole demo in one process on
+// PostgreSQL: the seeder's items are completed by the workers, and the
+// diagnostics show the mesh (peer health, the replication view, the mesh
+// metrics); a SIGTERM stops it cleanly.
+func TestPostgresDemoAllRoles(t *testing.T) {
+	srv := pgtest.NewServer(t)
+	p := startProc(t, "demo", t.TempDir(), "--",
+		"--meshDemo:rpcUrl=http://127.0.0.1:0", "--urls=http://127.0.0.1:0",
+		"--meshDemo:storage=postgres", "--meshDemo:postgresUrl="+srv.NewDatabase(t),
+		"--meshDemo:seederIntervalSeconds=0.05", "--meshDemo:workerProcessingSeconds=0.02")
+	base := strings.TrimSuffix(p.bannerURL(t, "Diagnostics UI"), "/")
+	if !strings.Contains(p.stdout.String(), "postgres://127.0.0.1") {
+		t.Fatalf("the banner does not name the database:\n%s", p.stdout.String())
+	}
+	metric := func(body, name string) (float64, bool) {
+		for _, line := range strings.Split(body, "\n") {
+			if f := strings.Fields(line); len(f) == 2 && f[0] == name {
+				var v float64
+				_, err := fmt.Sscan(f[1], &v)
+				return v, err == nil
+			}
+		}
+		return 0, false
+	}
+	eventually(t, 60*time.Second, "completions on the demo's /metrics", func() bool {
+		_, body, ok := get(base + "/metrics")
+		if !ok {
+			return false
+		}
+		done, _ := metric(string(body), "resourcelease_completed_total")
+		meshDone, _ := metric(string(body), `resourcelease_mesh_events_total{type="Completed"}`)
+		_, gauge := metric(string(body), "resourcelease_mesh_pending_items")
+		_, age := metric(string(body), "resourcelease_oldest_ready_item_age_seconds")
+		return done >= 5 && meshDone >= 5 && gauge && age
+	})
+	eventually(t, 30*time.Second, "mesh-worker-a healthy on /demo/lease-health", func() bool {
+		var h peerHealth
+		if !getJSON(base+"/demo/lease-health", &h) {
+			return false
+		}
+		healthy, _, found := h.peer("mesh-worker-a")
+		return found && healthy
+	})
+	var recent []resourcelease.Event
+	if !getJSON(base+"/demo/replication", &recent) || len(recent) == 0 {
+		t.Fatalf("/demo/replication = %v", recent)
+	}
+	if status, _, ok := get(base + "/"); !ok || status != 200 {
+		t.Fatalf("GET / = %d", status)
+	}
+	if code := p.stop(t, syscall.SIGTERM, 30*time.Second); code != 0 {
+		t.Fatalf("SIGTERM exit status %d, want 0\n%s", code, tail(p.stderr.String(), 4096))
+	}
+	if !strings.Contains(p.stdout.String(), "stopped cleanly") {
+		t.Fatalf("no clean stop:\n%s", p.stdout.String())
+	}
+}
