@@ -21,7 +21,9 @@ func TestCoordinatorCaptureWith(t *testing.T) {
 		t.Fatal(err)
 	}
 	into := deterministic.NewMemoryStore()
-	addMany := func(ctx context.Context, recs []deterministic.KeyedRecord) ([]bool, error) { return into.TryAddMany(ctx, recs) }
+	addMany := func(ctx context.Context, recs []deterministic.KeyedRecord) ([]bool, error) {
+		return into.TryAddMany(ctx, recs)
+	}
 	events := []resourcelease.Event{testEvent(1, resourcelease.EventEnqueue, 0), testEvent(2, resourcelease.EventLeaseGranted, 0)}
 	if err := c.CaptureWith(ctx, events, addMany); err != nil {
 		t.Fatal(err)
