@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -23,7 +24,24 @@ import (
 // is the store's EventLog.
 type sharedStore struct {
 	*resourcelease.Engine
-	repl *replication.MemoryReplicator
+	repl   *replication.MemoryReplicator
+	report atomic.Pointer[func([]*resourcelease.Change)]
+}
+
+// ReportCommits makes the store a CommitReporter. Every dispatcher on it
+// asks; the last one to ask gets the changes, as if it made them all.
+func (s *sharedStore) ReportCommits(f func([]*resourcelease.Change)) { s.report.Store(&f) }
+
+// journal records to the replicator and reports the change.
+func (s *sharedStore) journal() resourcelease.Journal {
+	return resourcelease.JournalFunc(func(c *resourcelease.Change) resourcelease.Ack {
+		ack := s.repl.Record(c)
+		if f := s.report.Load(); f != nil {
+			cc := *c
+			(*f)([]*resourcelease.Change{&cc})
+		}
+		return ack
+	})
 }
 
 func (s *sharedStore) ReadEvents(ctx context.Context, after int64, limit int) ([]resourcelease.Event, error) {
@@ -38,11 +56,12 @@ func newSharedStore(t *testing.T) *sharedStore {
 	if err != nil {
 		t.Fatal(err)
 	}
-	q, err := resourcelease.NewEngine(resourcelease.QueueConfig{Journal: repl, LeaseDuration: time.Minute})
+	s := &sharedStore{repl: repl}
+	q, err := resourcelease.NewEngine(resourcelease.QueueConfig{Journal: s.journal(), LeaseDuration: time.Minute})
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := &sharedStore{Engine: q, repl: repl}
+	s.Engine = q
 	t.Cleanup(func() {
 		_ = q.Close()
 		_ = repl.Close()
@@ -350,3 +369,50 @@ func meshEvents(t *testing.T, reg *prometheus.Registry, typ string) float64 {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// TestStoreDispatcherOwnCounters: a CommitReporter's commits feed the
+// dispatcher's own counters, and a lease it granted that ends through
+// another dispatcher is forgotten once the log says so.
+func TestStoreDispatcherOwnCounters(t *testing.T) {
+	ctx := context.Background()
+	store := newSharedStore(t)
+	b := newMeshNode(t, store)
+	a := newMeshNode(t, store) // the last to ask: it gets the reports
+	if _, err := a.d.Enqueue(ctx, &resourcelease.EnqueueRequest{Payload: ptr(item("x"))}); err != nil {
+		t.Fatal(err)
+	}
+	l, err := a.d.Lease(ctx, &resourcelease.LeaseRequest{PeerID: "w"})
+	if err != nil || l == nil {
+		t.Fatal(l, err)
+	}
+	if n := resourcelease.LiveLeasesForTest(a.d); n != 1 {
+		t.Fatalf("A keeps %d live leases, want 1", n)
+	}
+	store.report.Store(nil) // B's completion is not A's
+	if err := b.d.Complete(ctx, &resourcelease.CompleteRequest{OwnershipToken: l.OwnershipToken}); err != nil {
+		t.Fatal(err)
+	}
+	a.sink.waitFor(t, store.LastSequence())
+	if n := resourcelease.LiveLeasesForTest(a.d); n != 0 {
+		t.Fatalf("A still keeps %d live leases after B completed it", n)
+	}
+	for name, want := range map[string]float64{resourcelease.MetricEnqueued: 1, resourcelease.MetricLeased: 1, resourcelease.MetricCompleted: 0} {
+		if got := counterValue(t, a.reg, name); got != want {
+			t.Errorf("A's %s = %v, want %v", name, got, want)
+		}
+	}
+}
+
+func counterValue(t *testing.T, reg *prometheus.Registry, name string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == name && len(mf.GetMetric()) > 0 {
+			return mf.GetMetric()[0].GetCounter().GetValue()
+		}
+	}
+	return 0
+}
