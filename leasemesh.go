@@ -1,6 +1,7 @@
 // Package leasemesh opens a fully wired work-queue dispatcher in one call:
 // the queue engine on a Storage (sqlitestore.Dir for a durable data
-// directory, Memory for tests), its ordered replication log, deterministic
+// directory, pgstore.URL for a PostgreSQL database that several
+// dispatchers share, Memory for tests), its ordered replication log, deterministic
 // capture of every event's effect, peer health with a lease breaker,
 // backpressure with an enqueue rate limiter, Prometheus metrics on the
 // registry you give it, and the yarpc HTTP/JSON handler and control plane to
@@ -48,14 +49,18 @@ import (
 // invalid-argument *resourcelease.Error.
 type Config struct {
 	// Storage is where the queue lives: sqlitestore.Dir(path) for a durable
-	// data directory, Memory() for one that a restart forgets. Required.
+	// data directory, pgstore.URL(url) for a PostgreSQL database that any
+	// number of dispatchers share as one queue, Memory() for one that a
+	// restart forgets. Required.
 	Storage Storage
 
 	// Queue configures the engine: capacity, lease duration, heartbeat
 	// interval, requeue delay and backoff, delivery attempts, dedupe window.
 	// Its Journal and InitialState must be nil (Open supplies them); its
-	// DedupeWindow also reaches the durable store. See
-	// resourcelease.QueueConfig for the defaults.
+	// DedupeWindow also reaches the durable store. A storage that builds its
+	// own queue (pgstore) is handed all of it, translates what applies and
+	// refuses what it cannot honour. See resourcelease.QueueConfig for the
+	// defaults.
 	Queue resourcelease.QueueConfig
 
 	// PeerHealth configures the peer-health tracker (grace period, breaker
@@ -98,7 +103,10 @@ type Config struct {
 	Tracing tracing.Config
 
 	// Sinks are extra replication sinks, attached in order before the queue
-	// starts, so that they see every event from the first.
+	// starts, so that they see every event from the first. On a storage
+	// whose queue keeps its own state (pgstore) they follow the shared log
+	// from the newest event at Open, after each commit; a Synchronous one is
+	// refused there.
 	Sinks []Sink
 	// RecentEvents is how many of the newest events RecentEvents keeps for
 	// diagnostics. Defaults to 32; at most 10,000.
