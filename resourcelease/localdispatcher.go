@@ -188,7 +188,9 @@ var _ Dispatcher = (*LocalDispatcher)(nil)
 
 // NewDispatcher validates cfg, registers metrics, loads the Replicator's state
 // if it is a StateLoader, attaches the deterministic sink, and builds and
-// starts the queue engine with the Dispatcher as its Journal.
+// starts the queue engine with the Dispatcher as its Journal. With
+// cfg.Store it builds no engine: it serves the Store and starts the
+// goroutine that follows the Store's log (see DispatcherConfig.Store).
 //
 // On error nothing stays registered and no queue is left running, but a
 // deterministic sink already attached to the Replicator stays attached
