@@ -261,3 +261,61 @@ func TestEnqueueTxCapturesInTheTransaction(t *testing.T) {
 	require.NoError(t, err)
 	require.Zero(t, st.ActiveLeaseCount+st.PendingCount)
 }
+
+// TestEveryProcedureOnAnyDispatcher: the admin procedures and the settles
+// work on any dispatcher of the mesh, on the one queue.
+func TestEveryProcedureOnAnyDispatcher(t *testing.T) {
+	ctx := context.Background()
+	url := pgtest.NewDatabase(t)
+	a, b, c := open(t, url, resourcelease.QueueConfig{}), open(t, url, resourcelease.QueueConfig{}), open(t, url, resourcelease.QueueConfig{})
+	for _, id := range []string{"p", "q", "r"} {
+		_, err := resourcelease.Enqueue(ctx, a.d, item(id), nil)
+		require.NoError(t, err)
+	}
+	// A drain on B drains the queue for all; a restore on C puts it back.
+	dr, err := b.d.Drain(ctx, nil)
+	require.NoError(t, err)
+	require.Len(t, dr.Items, 3)
+	st, err := a.d.Stats(ctx, nil)
+	require.NoError(t, err)
+	require.Zero(t, st.PendingCount, "a drain through B drained A's view")
+	rr, err := c.d.Restore(ctx, &resourcelease.RestoreRequest{Items: dr.Items})
+	require.NoError(t, err)
+	require.Equal(t, 3, rr.RestoredCount)
+
+	// Lease on A, heartbeat on B, fail to the dead letters on C.
+	l, err := a.d.Lease(ctx, &resourcelease.LeaseRequest{PeerID: "w"})
+	require.NoError(t, err)
+	require.NotNil(t, l)
+	require.Equal(t, "p", l.Payload.ResourceID, "restored items keep their place")
+	_, err = b.d.Heartbeat(ctx, &resourcelease.HeartbeatRequest{OwnershipToken: l.OwnershipToken})
+	require.NoError(t, err)
+	require.NoError(t, c.d.Fail(ctx, &resourcelease.FailRequest{OwnershipToken: l.OwnershipToken, Reason: "poison", DeadLetter: true}))
+	dl, err := a.d.DeadLetters(ctx, nil)
+	require.NoError(t, err)
+	require.Len(t, dl.Items, 1)
+	red, err := b.d.Redrive(ctx, &resourcelease.RedriveRequest{All: true})
+	require.NoError(t, err)
+	require.Equal(t, 1, red.RedrivenCount)
+
+	// Release on B of a lease from C; then dead-letter and purge on A.
+	l2, err := c.d.Lease(ctx, &resourcelease.LeaseRequest{PeerID: "w"})
+	require.NoError(t, err)
+	require.NoError(t, b.d.Release(ctx, &resourcelease.ReleaseRequest{OwnershipToken: l2.OwnershipToken}))
+	l3, err := a.d.Lease(ctx, &resourcelease.LeaseRequest{PeerID: "w"})
+	require.NoError(t, err)
+	require.Equal(t, l2.SequenceID, l3.SequenceID, "a released item is leased again first")
+	require.Equal(t, l2.Attempt, l3.Attempt, "a release does not count the attempt")
+	require.NoError(t, a.d.Fail(ctx, &resourcelease.FailRequest{OwnershipToken: l3.OwnershipToken, DeadLetter: true}))
+	pr, err := c.d.Purge(ctx, &resourcelease.PurgeRequest{All: true})
+	require.NoError(t, err)
+	require.Equal(t, 1, pr.PurgedCount)
+
+	// One log, the same on every dispatcher.
+	last := a.d.Events().LastSequence()
+	for _, n := range []*node{a, b, c} {
+		page := n.replication(t, 0)
+		require.Len(t, page.Events, int(last))
+		require.Equal(t, a.replication(t, 0).Events, page.Events)
+	}
+}
