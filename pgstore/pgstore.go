@@ -14,8 +14,9 @@
 // that the sweeper trims by age, not in memory) and DelayedCapacity
 // (delayed items are rows, bounded by the database) are ignored; settings
 // the Postgres queue does not enforce yet (MaxActivePerPartition, Fairness
-// other than FIFO, DeadLetterRetention, MaxDeadLetters) are refused with
-// invalid-argument rather than silently dropped. Postgres-only knobs (the
+// other than FIFO, DeadLetterRetention, a MaxDeadLetters bound) are refused
+// with invalid-argument rather than silently dropped. MaxDeadLetters left
+// at 0 is accepted, and there means no bound, as -1 does. Postgres-only knobs (the
 // schema, the pool, timeouts, log retention, the poll fallback, batching)
 // are in Config.
 //
