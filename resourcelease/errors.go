@@ -150,6 +150,10 @@ const (
 	// client makes this error up; it never travels on the wire. Status
 	// not-found, as the answer it replaces.
 	CodePossiblySettled = "error.resourcelease.possibly_settled"
+	// CodeNotSupported: the Dispatcher's queue does not have the optional
+	// operation asked for (listing items, pause, say, on a store that
+	// lacks them). Status unimplemented.
+	CodeNotSupported = "error.resourcelease.not_supported"
 )
 
 // PossiblySettledError is the error a client returns for a settle whose

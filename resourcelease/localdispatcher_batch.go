@@ -48,7 +48,7 @@ func (d *LocalDispatcher) EnqueueBatch(ctx context.Context, req *EnqueueBatchReq
 		for i := range resp.Results {
 			resp.Results[i].Err = refusal
 		}
-		if st, err := d.queue.Stats(ctx); err == nil {
+		if st, err := d.q.Stats(ctx); err == nil {
 			resp.Stats = QueueCounts{PendingCount: st.PendingCount, ActiveLeaseCount: st.ActiveLeaseCount}
 		}
 		return resp, nil
@@ -56,7 +56,7 @@ func (d *LocalDispatcher) EnqueueBatch(ctx context.Context, req *EnqueueBatchReq
 	if err := d.admit(ctx); err != nil {
 		return nil, err
 	}
-	res, err := d.queue.EnqueueBatch(ctx, own[:admitted])
+	res, err := d.q.EnqueueBatch(ctx, own[:admitted])
 	if err != nil {
 		return nil, d.done("enqueueBatch", err)
 	}
@@ -69,7 +69,7 @@ func (d *LocalDispatcher) EnqueueBatch(ctx context.Context, req *EnqueueBatchReq
 	}
 	if len(res) > 0 {
 		resp.Stats = QueueCounts{PendingCount: res[0].Stats.PendingCount, ActiveLeaseCount: res[0].Stats.ActiveLeaseCount}
-	} else if st, err := d.queue.Stats(ctx); err == nil {
+	} else if st, err := d.q.Stats(ctx); err == nil {
 		resp.Stats = QueueCounts{PendingCount: st.PendingCount, ActiveLeaseCount: st.ActiveLeaseCount}
 	}
 	return resp, nil
@@ -100,7 +100,7 @@ func (d *LocalDispatcher) LeaseBatch(ctx context.Context, req *LeaseBatchRequest
 	if t, ok := d.health.(trialReporter); ok && admitted && t.OnTrial(peer) {
 		r.MaxItems = 1 // a half-open breaker lets one lease through, not a batch
 	}
-	leases, err := d.queue.LeaseBatch(ctx, peer, LeaseBatchOptions{
+	leases, err := d.q.LeaseBatch(ctx, peer, LeaseBatchOptions{
 		Wait: min(r.Wait, d.maxWait), MaxItems: r.MaxItems, MaxBytes: int(min(r.MaxBytes, math.MaxInt)),
 	})
 	d.leaseEnded(peer, admitted, len(leases) > 0)
@@ -122,7 +122,7 @@ func (d *LocalDispatcher) HeartbeatBatch(ctx context.Context, req *HeartbeatBatc
 	if err := batchSize("heartbeatBatch", len(tokens)); err != nil {
 		return nil, err
 	}
-	res, err := d.queue.HeartbeatBatch(orBackground(ctx), tokens)
+	res, err := d.q.HeartbeatBatch(orBackground(ctx), tokens)
 	if err != nil {
 		return nil, d.done("heartbeatBatch", err)
 	}
@@ -138,7 +138,7 @@ func (d *LocalDispatcher) CompleteBatch(ctx context.Context, req *CompleteBatchR
 	if err := batchSize("completeBatch", len(tokens)); err != nil {
 		return nil, err
 	}
-	res, err := d.queue.CompleteBatch(orBackground(ctx), tokens)
+	res, err := d.q.CompleteBatch(orBackground(ctx), tokens)
 	if err != nil {
 		return nil, d.done("completeBatch", err)
 	}

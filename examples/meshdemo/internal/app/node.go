@@ -225,6 +225,8 @@ func Start(ctx context.Context, cfg *config.Config, logger *slog.Logger) (n *Nod
 			{cfg.RPCPath, rpc},
 			{control.DefaultPrefix + "/", controlH},
 			{"GET /metrics", n.metricsHandler()},
+			{"GET /healthz", http.HandlerFunc(n.healthz)},
+			{"GET /readyz", http.HandlerFunc(n.readyz)},
 		})
 		if rerr != nil {
 			// config.Load rejects such paths; this keeps a gap in that check
@@ -427,9 +429,12 @@ func (n *Node) PrintBanner(out io.Writer) {
 	row := func(k, format string, args ...any) { fmt.Fprintf(out, "  %-16s %s\n", k, fmt.Sprintf(format, args...)) }
 	if n.disp != nil {
 		row("RPC endpoint", "%s (service %s, procedures %s::*)", n.RPCURL(), c.ServiceName, c.Namespace)
-		if c.Storage == config.StorageSQLite {
+		switch c.Storage {
+		case config.StorageSQLite:
 			row("Storage", "sqlite: %s, %s", filepath.Join(n.disp.dataDir, "replication.db"), filepath.Join(n.disp.dataDir, "deterministic.db"))
-		} else {
+		case config.StoragePostgres:
+			row("Storage", "%s (shared by every dispatcher on it)", n.disp.Location())
+		default:
 			row("Storage", "memory (nothing survives a restart)")
 		}
 		row("Backpressure", "high %d / low %d, cooldown %s, mode %s; enqueue limit %s (%s under backpressure)",
@@ -535,4 +540,28 @@ func (n *Node) Close() error {
 		n.closeErr = errors.Join(errs...)
 	})
 	return n.closeErr
+}
+
+// healthz is the liveness endpoint of the dispatcher's listener: the
+// process serves HTTP (a load balancer restarts it when this fails).
+func (n *Node) healthz(w http.ResponseWriter, _ *http.Request) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	fmt.Fprintln(w, "ok")
+}
+
+// readyz is the readiness endpoint: 200 while the dispatcher can serve
+// (on postgres: the database answers, within two seconds), 503 with the
+// reason otherwise, so a load balancer sends calls elsewhere while this
+// dispatcher's database connection is down.
+func (n *Node) readyz(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.Header().Set("Cache-Control", "no-store")
+	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+	defer cancel()
+	if err := n.disp.Ready(ctx); err != nil {
+		w.WriteHeader(http.StatusServiceUnavailable)
+		fmt.Fprintln(w, "not ready:", strings.Join(strings.Fields(err.Error()), " "))
+		return
+	}
+	fmt.Fprintln(w, "ready")
 }

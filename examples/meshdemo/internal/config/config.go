@@ -90,6 +90,9 @@ type Storage string
 const (
 	StorageSQLite Storage = "sqlite"
 	StorageMemory Storage = "memory"
+	// StoragePostgres keeps the queue in PostgreSQL (postgresUrl), so that
+	// several dispatcher processes serve one queue.
+	StoragePostgres Storage = "postgres"
 )
 
 // BackpressureMode is what enqueue does while backpressure is active.
@@ -194,8 +197,13 @@ type Config struct {
 	// BackpressureRateLimitPerSecond (backpressureRateLimitPerSecond) is the
 	// enqueue limit while backpressure is active; 0 = unlimited. Default 50.
 	BackpressureRateLimitPerSecond float64
-	// Storage (storage): sqlite (default) or memory.
+	// Storage (storage): sqlite (default), memory, or postgres (with
+	// postgresUrl; dataDirectory is then ignored).
 	Storage Storage
+	// PostgresURL (postgresUrl) is the database of storage=postgres,
+	// postgres://user:password@host:port/database (the password is never
+	// printed).
+	PostgresURL string
 	// OTLPEndpoint (otlpEndpoint) is the OpenTelemetry collector that
 	// traces are exported to over OTLP/HTTP; empty (the default) traces
 	// nothing.

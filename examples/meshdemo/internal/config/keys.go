@@ -82,7 +82,9 @@ var keys = []*keyDef{
 	{name: "backpressureRateLimitPerSecond", flags: []string{"backpressure-rate-limit-per-second", "backpressure-rate-limit"}, def: "50",
 		help: "enqueue rate limit while backpressure is active (0 = unlimited)", apply: rate(func(c *Config) *float64 { return &c.BackpressureRateLimitPerSecond })},
 	{name: "storage", flags: []string{"storage"}, def: "sqlite",
-		help: "dispatcher storage: sqlite or memory", apply: applyStorage},
+		help: "dispatcher storage: sqlite, memory or postgres (with postgresUrl)", apply: applyStorage},
+	{name: "postgresUrl", flags: []string{"postgres-url"},
+		help: "database of storage=postgres: postgres://user:password@host:port/database (several dispatchers on one database serve one queue)", apply: applyPostgresURL},
 	{name: "producerToken", flags: []string{"producer-token"},
 		help: "bearer token of the producer role (enqueue); the seeder sends it (unset: enqueue is open)", apply: token(func(c *Config) *string { return &c.ProducerToken })},
 	{name: "workerToken", flags: []string{"worker-token"},
@@ -370,11 +372,59 @@ func applyMaxDeadLetters(c *Config, v string) error {
 
 func applyStorage(c *Config, v string) error {
 	switch s := Storage(strings.ToLower(strings.TrimSpace(v))); s {
-	case StorageSQLite, StorageMemory:
+	case StorageSQLite, StorageMemory, StoragePostgres:
 		c.Storage = s
 		return nil
 	}
-	return errors.New("want sqlite or memory")
+	return errors.New("want sqlite, memory or postgres")
+}
+
+// applyPostgresURL takes a postgres:// (or postgresql://) URL with a host.
+// Errors never repeat the URL's password.
+func applyPostgresURL(c *Config, v string) error {
+	v = strings.TrimSpace(v)
+	if v == "" {
+		c.PostgresURL = ""
+		return nil
+	}
+	u, err := url.Parse(v)
+	if err != nil {
+		return errors.New("not a URL (want postgres://user:password@host:port/database)")
+	}
+	if u.Scheme != "postgres" && u.Scheme != "postgresql" {
+		return fmt.Errorf("scheme %q: want postgres://user:password@host:port/database", u.Scheme)
+	}
+	if u.Host == "" && u.Query().Get("host") == "" {
+		return errors.New("no host: want postgres://user:password@host:port/database")
+	}
+	c.PostgresURL = v
+	return nil
+}
+
+// RedactedPostgresURL is PostgresURL with its password replaced, for
+// errors, logs and the banner.
+func (c *Config) RedactedPostgresURL() string {
+	u, err := url.Parse(c.PostgresURL)
+	if err != nil {
+		return "postgres://…"
+	}
+	return u.Redacted()
+}
+
+// DataDirectoryIgnored reports whether dataDirectory was set explicitly
+// (by the environment or the command line, or by appsettings.json to other
+// than its default) although storage=postgres does not use it.
+func (c *Config) DataDirectoryIgnored() bool {
+	if c.Storage != StoragePostgres {
+		return false
+	}
+	switch c.Sources["dataDirectory"] {
+	case "", SourceDefault:
+		return false
+	case SourceFile:
+		return c.DataDirectory != DefaultDataDir
+	}
+	return true
 }
 
 // wildcardHost reports whether h means "every interface".
