@@ -13,6 +13,7 @@ import (
 	"github.com/leasemesh/leasemesh/control"
 	"github.com/leasemesh/leasemesh/deterministic"
 	"github.com/leasemesh/leasemesh/peerhealth"
+	"github.com/leasemesh/leasemesh/pgstore"
 	"github.com/leasemesh/leasemesh/replication"
 	"github.com/leasemesh/leasemesh/resourcelease"
 	"github.com/leasemesh/leasemesh/resourcelease/leasetest"
@@ -37,6 +38,15 @@ func TestConfigConvention(t *testing.T) {
 			return err
 		}},
 		{"leasemesh.Open", func() error { _, err := leasemesh.Open(context.Background(), leasemesh.Config{}); return err }},
+		{"resourcelease.NewDispatcher with a Store", func() error {
+			_, err := resourcelease.NewDispatcher(resourcelease.DispatcherConfig{Store: fakeQueue{}, LogPollInterval: -time.Second})
+			return err
+		}},
+		{"pgstore.URL", func() error {
+			_, err := leasemesh.Open(context.Background(), leasemesh.Config{Storage: pgstore.URL("postgres://127.0.0.1:1/x"),
+				Queue: resourcelease.QueueConfig{MaxActivePerPartition: 1}})
+			return err
+		}},
 		{"peerhealth.New", func() error { _, err := peerhealth.New(peerhealth.Config{GracePeriod: -time.Second}); return err }},
 		{"backpressure.NewMonitor", func() error { _, err := backpressure.NewMonitor(backpressure.Config{}); return err }},
 		{"backpressure.NewRateLimiter", func() error {
@@ -90,3 +100,6 @@ func TestConfigConvention(t *testing.T) {
 		})
 	}
 }
+
+// fakeQueue is a Queue for a config check that never reaches it.
+type fakeQueue struct{ resourcelease.Queue }

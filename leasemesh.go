@@ -1,6 +1,7 @@
 // Package leasemesh opens a fully wired work-queue dispatcher in one call:
 // the queue engine on a Storage (sqlitestore.Dir for a durable data
-// directory, Memory for tests), its ordered replication log, deterministic
+// directory, pgstore.URL for a PostgreSQL database that several
+// dispatchers share, Memory for tests), its ordered replication log, deterministic
 // capture of every event's effect, peer health with a lease breaker,
 // backpressure with an enqueue rate limiter, Prometheus metrics on the
 // registry you give it, and the yarpc HTTP/JSON handler and control plane to
@@ -48,14 +49,18 @@ import (
 // invalid-argument *resourcelease.Error.
 type Config struct {
 	// Storage is where the queue lives: sqlitestore.Dir(path) for a durable
-	// data directory, Memory() for one that a restart forgets. Required.
+	// data directory, pgstore.URL(url) for a PostgreSQL database that any
+	// number of dispatchers share as one queue, Memory() for one that a
+	// restart forgets. Required.
 	Storage Storage
 
 	// Queue configures the engine: capacity, lease duration, heartbeat
 	// interval, requeue delay and backoff, delivery attempts, dedupe window.
 	// Its Journal and InitialState must be nil (Open supplies them); its
-	// DedupeWindow also reaches the durable store. See
-	// resourcelease.QueueConfig for the defaults.
+	// DedupeWindow also reaches the durable store. A storage that builds its
+	// own queue (pgstore) is handed all of it, translates what applies and
+	// refuses what it cannot honour. See resourcelease.QueueConfig for the
+	// defaults.
 	Queue resourcelease.QueueConfig
 
 	// PeerHealth configures the peer-health tracker (grace period, breaker
@@ -98,7 +103,10 @@ type Config struct {
 	Tracing tracing.Config
 
 	// Sinks are extra replication sinks, attached in order before the queue
-	// starts, so that they see every event from the first.
+	// starts, so that they see every event from the first. On a storage
+	// whose queue keeps its own state (pgstore) they follow the shared log
+	// from the newest event at Open, after each commit; a Synchronous one is
+	// refused there.
 	Sinks []Sink
 	// RecentEvents is how many of the newest events RecentEvents keeps for
 	// diagnostics. Defaults to 32; at most 10,000.
@@ -135,6 +143,7 @@ type Dispatcher struct {
 	bpDiag  *backpressure.DiagnosticsListener
 	limiter *backpressure.RateLimiter
 	recent  *replication.RecentLog
+	events  resourcelease.EventLog // the replicator, or the storage's own log
 	rpc     http.Handler
 	control http.Handler
 	logger  *slog.Logger
@@ -175,23 +184,41 @@ func Open(ctx context.Context, cfg Config) (d *Dispatcher, err error) {
 			d = nil
 		}
 	}()
-	if d.stores, err = cfg.Storage.OpenStorage(ctx, StorageOptions{DedupeWindow: cfg.Queue.DedupeWindow, Clock: clock, Logger: logger}); err != nil {
+	if d.stores, err = cfg.Storage.OpenStorage(ctx, StorageOptions{
+		DedupeWindow: cfg.Queue.DedupeWindow, Clock: clock, Logger: logger, Queue: cfg.Queue, Registerer: cfg.Registerer,
+	}); err != nil {
 		return d, err
 	}
 	repl := d.stores.Replicator
+	onStore := d.stores.Queue != nil
+	switch {
+	case onStore && (repl != nil || d.stores.Events == nil):
+		return d, invalid("a Storage with a Queue must give its Events and no Replicator")
+	case !onStore && repl == nil:
+		return d, invalid("the Storage gave neither a Replicator nor a Queue")
+	}
+	var elog resourcelease.EventLog = d.stores.Events
+	if !onStore {
+		elog = repl
+	}
+	d.events = elog
 
-	coord, err := deterministic.NewCoordinator(deterministic.Config{Store: d.stores.State})
-	if err != nil {
-		return d, err
+	var coord *deterministic.Coordinator
+	if !onStore {
+		// A storage with its own Queue records each event's effect in the
+		// event's transaction itself.
+		if coord, err = deterministic.NewCoordinator(deterministic.Config{Store: d.stores.State}); err != nil {
+			return d, err
+		}
 	}
 	if d.recent, err = replication.NewRecentLog(cmp.Or(cfg.RecentEvents, replication.DefaultRecentLogSize)); err != nil {
 		return d, err
 	}
 	// A restarted dispatcher's recent events start with the newest stored
 	// ones, not empty.
-	if last := repl.LastSequence(); last > 0 {
+	if last := elog.LastSequence(); last > 0 {
 		n := int64(cmp.Or(cfg.RecentEvents, replication.DefaultRecentLogSize))
-		evs, rerr := repl.ReadEvents(ctx, max(0, last-n), int(n))
+		evs, rerr := elog.ReadEvents(ctx, max(0, last-n), int(n))
 		if rerr != nil {
 			return d, rerr
 		}
@@ -199,12 +226,23 @@ func Open(ctx context.Context, cfg Config) (d *Dispatcher, err error) {
 			_ = d.recent.ApplyEvent(ctx, e)
 		}
 	}
-	if err = repl.AddSink("recent-events", d.recent, resourcelease.SinkOptions{}); err != nil {
-		return d, err
-	}
-	for _, s := range cfg.Sinks {
-		if err = repl.AddSink(s.Name, s.Sink, s.Options); err != nil {
+	var logSinks []resourcelease.EventSink
+	if onStore {
+		logSinks = append(logSinks, d.recent)
+		for _, s := range cfg.Sinks {
+			if s.Options.Synchronous {
+				return d, invalid(fmt.Sprintf("sink %q is synchronous, which a storage with its own queue cannot honour: its sinks follow the shared log after the commit", s.Name))
+			}
+			logSinks = append(logSinks, s.Sink)
+		}
+	} else {
+		if err = repl.AddSink("recent-events", d.recent, resourcelease.SinkOptions{}); err != nil {
 			return d, err
+		}
+		for _, s := range cfg.Sinks {
+			if err = repl.AddSink(s.Name, s.Sink, s.Options); err != nil {
+				return d, err
+			}
 		}
 	}
 
@@ -237,26 +275,33 @@ func Open(ctx context.Context, cfg Config) (d *Dispatcher, err error) {
 		bp = d.monitor
 	}
 
-	// The rebuild reads every pending item, lease, dead letter and dedupe
-	// record: it is the one step of Open that can take long, so it takes ctx.
-	if loader, ok := repl.(resourcelease.StateLoader); ok {
-		st, lerr := loader.LoadState(ctx)
-		if lerr != nil {
-			return d, lerr
-		}
-		cfg.Queue.InitialState = st
-	}
-	if d.LocalDispatcher, err = resourcelease.NewDispatcher(resourcelease.DispatcherConfig{
-		Queue:                cfg.Queue,
-		Replicator:           repl,
-		Deterministic:        coord,
+	dc := resourcelease.DispatcherConfig{
 		PeerHealth:           d.tracker,
 		RefuseUnhealthyPeers: cfg.RefuseUnhealthyPeers,
 		Backpressure:         bp,
 		Registerer:           cfg.Registerer,
 		Logger:               logger,
 		Clock:                clock,
-	}); err != nil {
+	}
+	if onStore {
+		dc.Store, dc.LogSinks = d.stores.Queue, logSinks
+	} else {
+		// The rebuild reads every pending item, lease, dead letter and
+		// dedupe record: it is the one step of Open that can take long, so
+		// it takes ctx.
+		if loader, ok := repl.(resourcelease.StateLoader); ok {
+			st, lerr := loader.LoadState(ctx)
+			if lerr != nil {
+				return d, lerr
+			}
+			cfg.Queue.InitialState = st
+		}
+		dc.Queue, dc.Replicator, dc.Deterministic = cfg.Queue, repl, coord
+	}
+	if d.LocalDispatcher, err = resourcelease.NewDispatcher(dc); err != nil {
+		if onStore {
+			_ = d.stores.Queue.Close() // NewDispatcher closes it only once it made the Dispatcher
+		}
 		return d, err
 	}
 	if cfg.Registerer != nil {
@@ -282,7 +327,7 @@ func Open(ctx context.Context, cfg Config) (d *Dispatcher, err error) {
 	cc.Dispatcher = d.LocalDispatcher
 	cc.Peers = func(context.Context) (any, error) { return d.tracker.Diagnostics(), nil }
 	cc.Backpressure = func() (any, bool) { return d.bpDiag.Latest() }
-	cc.Events = repl
+	cc.Events = elog
 	cc.Logger = cmp.Or(cc.Logger, logger)
 	if d.control, err = control.NewHandler(cc); err != nil {
 		return d, err
@@ -328,8 +373,31 @@ func (d *Dispatcher) RateLimiter() *backpressure.RateLimiter { return d.limiter 
 // RecentEvents returns the bounded log of the newest replication events.
 func (d *Dispatcher) RecentEvents() *replication.RecentLog { return d.recent }
 
-// Replicator returns the replication log, to read or tail it.
+// Replicator returns the replication log, to read or tail it. It is nil on
+// a storage whose queue keeps its own state (Stores.Queue, as on
+// Postgres): read Events instead.
 func (d *Dispatcher) Replicator() Replicator { return d.stores.Replicator }
+
+// Events returns the replication log to read or tail: the Replicator's, or
+// the storage's own (on Postgres, the one log of every dispatcher on the
+// database).
+func (d *Dispatcher) Events() resourcelease.EventLog { return d.events }
+
+// Ready reports whether the dispatcher can serve now: nil when its storage
+// answers (a database ping, bounded by ctx), for a readiness endpoint. A
+// storage without a health check is always ready once open.
+func (d *Dispatcher) Ready(ctx context.Context) error {
+	d.closeMu.Lock()
+	closed := d.closed
+	d.closeMu.Unlock()
+	if closed {
+		return resourcelease.ErrClosed
+	}
+	if d.stores == nil || d.stores.Health == nil {
+		return nil
+	}
+	return d.stores.Health(ctx)
+}
 
 // Location says where the storage keeps its data (a directory, or "memory").
 func (d *Dispatcher) Location() string { return d.stores.Location }

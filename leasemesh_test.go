@@ -3,6 +3,7 @@ package leasemesh_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -14,7 +15,9 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/leasemesh/leasemesh"
+	"github.com/leasemesh/leasemesh/backpressure"
 	"github.com/leasemesh/leasemesh/resourcelease"
+	"github.com/leasemesh/leasemesh/resourcelease/leasetest"
 	"github.com/leasemesh/leasemesh/sqlitestore"
 	"github.com/leasemesh/leasemesh/transport"
 )
@@ -166,4 +169,53 @@ func TestReopenOnTheSameRegistry(t *testing.T) {
 	d, err = leasemesh.Open(context.Background(), cfg)
 	require.NoError(t, err, "the second Open on the registry")
 	require.NoError(t, d.Close())
+}
+
+// Over HTTP the enqueue rate limit charges a batch per item: a batch larger
+// than the tokens left enqueues what they cover and refuses each of the
+// rest with rate_limited and its retry hint.
+func TestRateLimitChargesABatchPerItem(t *testing.T) {
+	clock := leasetest.NewManualClock(time.Unix(1_700_000_000, 0))
+	d, err := leasemesh.Open(context.Background(), leasemesh.Config{Storage: leasemesh.Memory(), Logger: quiet, Clock: clock,
+		Queue:     resourcelease.QueueConfig{Capacity: -1},
+		RateLimit: backpressure.RateLimiterConfig{NormalLimit: 1, NormalBurst: 5}})
+	require.NoError(t, err)
+	defer d.Close()
+	srv := httptest.NewServer(d.Handler())
+	defer srv.Close()
+	c, err := transport.NewClient(srv.URL, transport.ClientConfig{})
+	require.NoError(t, err)
+	defer c.Close()
+
+	payloads := make([]resourcelease.Item, 8)
+	for i := range payloads {
+		payloads[i] = item(fmt.Sprint("b-", i))
+		payloads[i].PayloadEncoding, payloads[i].Body = "application/json", []byte(`{}`)
+	}
+	ctx := context.Background()
+	resp, err := c.EnqueueBatch(ctx, &resourcelease.EnqueueBatchRequest{Payloads: payloads})
+	require.NoError(t, err, "a partly admitted batch is not refused whole")
+	require.Len(t, resp.Results, 8)
+	for i, r := range resp.Results {
+		if i < 5 {
+			require.NoError(t, r.Err, "item %d is within the burst", i)
+			require.NotZero(t, r.SequenceID)
+			continue
+		}
+		e := resourcelease.AsError(r.Err)
+		require.Equal(t, resourcelease.CodeRateLimited, e.Code, "item %d is past the tokens", i)
+		require.Equal(t, "1", e.Metadata["retryAfterSeconds"], "item %d", i)
+	}
+	st, err := d.Stats(ctx, nil)
+	require.NoError(t, err)
+	require.Equal(t, 5, st.PendingCount, "only the admitted items were enqueued")
+
+	_, err = resourcelease.Enqueue(ctx, c, item("single"), 1)
+	require.Equal(t, resourcelease.CodeRateLimited, resourcelease.AsError(err).Code, "the batch spent the tokens")
+	clock.Advance(2 * time.Second)
+	resp, err = c.EnqueueBatch(ctx, &resourcelease.EnqueueBatchRequest{Payloads: payloads[5:]})
+	require.NoError(t, err)
+	require.NoError(t, resp.Results[0].Err)
+	require.NoError(t, resp.Results[1].Err)
+	require.Equal(t, resourcelease.CodeRateLimited, resourcelease.AsError(resp.Results[2].Err).Code, "two seconds gave two tokens")
 }

@@ -5,6 +5,8 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/leasemesh/leasemesh/deterministic"
 	"github.com/leasemesh/leasemesh/replication"
 	"github.com/leasemesh/leasemesh/resourcelease"
@@ -34,6 +36,22 @@ type StorageOptions struct {
 	Clock resourcelease.Clock
 	// Logger receives storage failures (never nil).
 	Logger *slog.Logger
+	// Queue is the dispatcher's queue configuration (Config.Queue, Clock
+	// set), for a Storage that builds its own queue (Stores.Queue): it
+	// translates what applies to its store and refuses what it cannot
+	// honour.
+	Queue resourcelease.QueueConfig
+	// Registerer is Config.Registerer (nil: no metrics), for a Storage with
+	// metrics of its own.
+	Registerer prometheus.Registerer
+}
+
+// EventLog is the log of a Storage whose queue keeps its own state
+// (Stores.Queue): one ordered, gap-free sequence for every dispatcher on
+// that state, which the control plane serves and the recent-events view
+// follows.
+type EventLog interface {
+	resourcelease.EventLog
 }
 
 // Replicator is what a Dispatcher needs of a replication log: the
@@ -45,11 +63,28 @@ type Replicator interface {
 	SinkStatuses() []replication.SinkStatus
 }
 
-// Stores are what a Storage opened.
+// Stores are what a Storage opened: either a Replicator (and State) for
+// the in-process engine to journal to, or a Queue that keeps its own state,
+// with its Events.
 type Stores struct {
 	// Replicator is the queue's journal and replication log. When it also
 	// implements resourcelease.StateLoader, Open rebuilds the queue from it.
+	// Nil with Queue.
 	Replicator Replicator
+	// Queue, when set, is a queue that keeps its state in the storage itself
+	// (a database several dispatchers share), built by the Storage from
+	// StorageOptions.Queue: Open serves it (resourcelease.DispatcherConfig's
+	// Store) instead of building an engine, and does not attach a
+	// deterministic coordinator, since such a storage records each event's
+	// effect in the event's own transaction. The Dispatcher closes it, before
+	// Close.
+	Queue resourcelease.Queue
+	// Events is Queue's log (required with Queue): the control plane's
+	// replication view reads it, the same on every dispatcher.
+	Events EventLog
+	// Health, when set, reports whether the storage answers now (a ping of
+	// the database), for a readiness endpoint: nil when it does.
+	Health func(ctx context.Context) error
 	// State holds the deterministic records of every event's effect.
 	State resourcelease.StateStore
 	// Location says where the data is, for logs and diagnostics (a

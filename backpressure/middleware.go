@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/leasemesh/leasemesh/internal/wire"
+	"github.com/leasemesh/leasemesh/resourcelease"
 )
 
 // MiddlewareConfig says which requests the middleware throttles and how it
@@ -51,8 +52,8 @@ func boundedKey(k string) string {
 // MatchEnqueue is the default MiddlewareConfig.Match: requests whose
 // Rpc-Procedure header ends with "::enqueue" or "::enqueueBatch". Only
 // producers are throttled; lease, heartbeat, complete, fail and release
-// drain the queue and never are. A batch is charged one token, like a
-// single enqueue.
+// drain the queue and never are. A batch is charged per item (see
+// MiddlewareWith).
 func MatchEnqueue(r *http.Request) bool {
 	p := r.Header.Get(wire.HeaderProcedure)
 	return strings.HasSuffix(p, "::enqueue") || strings.HasSuffix(p, "::enqueueBatch")
@@ -71,6 +72,13 @@ func (r *RateLimiter) Middleware(next http.Handler) http.Handler {
 // Rpc-Error-Name (error.resourcelease.rate_limited) and Rpc-Error-Message,
 // and the body {"message","status","code","metadata"} with the metadata
 // retryAfterSeconds.
+//
+// An enqueueBatch request (Rpc-Procedure ending "::enqueueBatch") is not
+// charged here: the middleware hands the limiter to the dispatcher in the
+// request's context (resourcelease.WithEnqueueAdmission), which charges one
+// token per item, enqueues the items the tokens cover and refuses each of
+// the rest with that same error, so a batch costs what its items would cost
+// one by one and a partly admitted batch still makes progress.
 func (r *RateLimiter) MiddlewareWith(next http.Handler, cfg MiddlewareConfig) http.Handler {
 	key, match := cfg.Key, cfg.Match
 	if key == nil {
@@ -82,6 +90,18 @@ func (r *RateLimiter) MiddlewareWith(next http.Handler, cfg MiddlewareConfig) ht
 	return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 		if !match(req) {
 			next.ServeHTTP(w, req)
+			return
+		}
+		if strings.HasSuffix(req.Header.Get(wire.HeaderProcedure), "::enqueueBatch") {
+			k := key(req)
+			admit := func(n int) (int, error) {
+				allowed, wait := r.AllowN(k, n)
+				if allowed == n {
+					return n, nil
+				}
+				return allowed, rateLimitedError(wait)
+			}
+			next.ServeHTTP(w, req.WithContext(resourcelease.WithEnqueueAdmission(req.Context(), admit)))
 			return
 		}
 		ok, retry := r.AllowWithRetry(key(req))

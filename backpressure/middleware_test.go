@@ -12,6 +12,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/leasemesh/leasemesh/backpressure"
+	"github.com/leasemesh/leasemesh/resourcelease"
 )
 
 var okHandler = http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
@@ -46,7 +47,6 @@ func TestMiddlewareThrottlesOnlyEnqueue(t *testing.T) {
 	}{
 		{"resourcelease::enqueue", true},
 		{"resourcelease.mesh::enqueue", true},
-		{"resourcelease.mesh::enqueueBatch", true},
 		{"resourcelease::leaseBatch", false},
 		{"resourcelease::release", false},
 		{"resourcelease::lease", false},
@@ -70,6 +70,42 @@ func TestMiddlewareThrottlesOnlyEnqueue(t *testing.T) {
 			assert.Equal(t, want, serve(h, rpcRequest(tt.procedure, "producer", "")).Code)
 		})
 	}
+}
+
+// A batch passes the middleware uncharged, with the limiter in its context:
+// the dispatcher charges it per item.
+func TestMiddlewareChargesABatchPerItem(t *testing.T) {
+	t.Parallel()
+	l, clk := setupLimiter(t, backpressure.RateLimiterConfig{NormalLimit: 1, NormalBurst: 5})
+	var admitted []int
+	var refusals []error
+	h := l.Middleware(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		admit := resourcelease.EnqueueAdmissionFrom(r.Context())
+		if r.Header.Get("Rpc-Procedure") != "resourcelease::enqueueBatch" {
+			assert.Nil(t, admit, "a single enqueue was charged by the middleware")
+			w.WriteHeader(http.StatusOK)
+			return
+		}
+		require.NotNil(t, admit, "a batch carries the limiter to the dispatcher")
+		k, err := admit(3)
+		admitted, refusals = append(admitted, k), append(refusals, err)
+		w.WriteHeader(http.StatusOK)
+	}))
+	for range 3 {
+		require.Equal(t, http.StatusOK, serve(h, rpcRequest("resourcelease::enqueueBatch", "p", "")).Code)
+	}
+	assert.Equal(t, []int{3, 2, 0}, admitted, "a burst of 5 admits 3, then 2, then none")
+	assert.NoError(t, refusals[0])
+	for _, err := range refusals[1:] {
+		var e *resourcelease.Error
+		require.ErrorAs(t, err, &e)
+		assert.Equal(t, resourcelease.CodeRateLimited, e.Code)
+		assert.Equal(t, "1", e.Metadata["retryAfterSeconds"])
+	}
+	assert.Equal(t, http.StatusTooManyRequests, serve(h, rpcRequest("resourcelease::enqueue", "p", "")).Code,
+		"the batch's items took the single enqueue's token")
+	clk.Advance(time.Second)
+	assert.Equal(t, http.StatusOK, serve(h, rpcRequest("resourcelease::enqueue", "p", "")).Code)
 }
 
 func TestMiddlewareRefusal(t *testing.T) {

@@ -233,6 +233,34 @@ func (r *RateLimiter) AllowWithRetry(key string) (bool, time.Duration) {
 	return false, retryAfter(lim, now)
 }
 
+// AllowN takes as many of n tokens for key as are there now, at most n, and
+// returns how many it took; when fewer than n, it also returns how long
+// until the next whole token (at least one nanosecond). It charges a batch
+// per item: the first allowed items go ahead, the rest are refused.
+func (r *RateLimiter) AllowN(key string, n int) (allowed int, wait time.Duration) {
+	if n <= 0 {
+		return 0, 0
+	}
+	lim := r.Limiter(key)
+	if lim.Limit() == rate.Inf {
+		return n, 0
+	}
+	now := r.cfg.Clock.Now()
+	// TokensAt and AllowN are two steps, so a concurrent caller may take
+	// tokens in between: then ask for fewer.
+	for k := min(n, int(lim.TokensAt(now))); k > 0; k-- {
+		if lim.AllowN(now, k) {
+			allowed = k
+			break
+		}
+	}
+	if allowed == n {
+		return n, 0
+	}
+	r.limited.Add(uint64(n - allowed))
+	return allowed, retryAfter(lim, now)
+}
+
 // retryAfter is how long until lim has a whole token again.
 func retryAfter(lim *rate.Limiter, now time.Time) time.Duration {
 	missing := 1 - lim.TokensAt(now)

@@ -156,8 +156,17 @@
 // The first migration already has the columns and tables for these; the
 // queue does not use them yet: per-partition ordering and fair leasing (the
 // partitions table), the breaker's counters per worker peer (the peers
-// table), delayed enqueue (an item's notBefore), and enqueue or complete
-// inside a caller's own pgx.Tx.
+// table) and delayed enqueue (an item's notBefore).
+//
+// # Inside your own transaction
+//
+// [Queue.EnqueueTx] and [Queue.CompleteTx] run in a pgx.Tx of the caller:
+// the item, or the fenced completion, commits or rolls back with the
+// caller's own writes, and the log stays gap-free either way (a rolled
+// back transaction took no number). The price is the counter row: the
+// call takes it and the caller holds it until COMMIT, so every other
+// mutation of the queue, on every process, waits that long. Call them last
+// and commit promptly.
 //
 // # Errors
 //

@@ -12,6 +12,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/leasemesh/leasemesh/internal/loglimit"
 	"github.com/leasemesh/leasemesh/resourcelease"
 )
 
@@ -260,6 +261,7 @@ type Queue struct {
 
 	listening chan struct{} // closed once the first LISTEN is established (for tests)
 	listenOK  atomic.Bool
+	logLim    loglimit.Limiter // rate-limits logError
 }
 
 // counts are the counter row's counts.
@@ -792,7 +794,13 @@ func (q *Queue) logError(msg string, err error) {
 	if q.isClosed() {
 		return
 	}
-	q.cfg.Logger.Warn("postgres queue: "+msg, "schema", q.store.cfg.Schema, "err", err)
+	// A server that is down fails every sweep and every reconnect: one
+	// line per kind every few seconds, the rest at debug.
+	if ok, suppressed := q.logLim.Allow(msg); ok {
+		q.cfg.Logger.Warn("postgres queue: "+msg, "schema", q.store.cfg.Schema, "err", err, "suppressedSinceLast", suppressed)
+		return
+	}
+	q.cfg.Logger.Debug("postgres queue: "+msg, "schema", q.store.cfg.Schema, "err", err)
 }
 
 // String names the queue for logs.

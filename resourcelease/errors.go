@@ -143,7 +143,29 @@ const (
 	// enqueued ready at once. Status unimplemented; the Metadata's
 	// "sequenceId" names the item.
 	CodeDelayIgnored = "error.resourcelease.delay_ignored"
+	// CodePossiblySettled: a complete, fail or release was sent again
+	// after an earlier try of it may have reached a dispatcher (its answer
+	// was lost), and the retry was answered unknown_token. Most likely the
+	// earlier try settled the lease; it may also have expired meanwhile. A
+	// client makes this error up; it never travels on the wire. Status
+	// not-found, as the answer it replaces.
+	CodePossiblySettled = "error.resourcelease.possibly_settled"
+	// CodeNotSupported: the Dispatcher's queue does not have the optional
+	// operation asked for (listing items, pause, say, on a store that
+	// lacks them). Status unimplemented.
+	CodeNotSupported = "error.resourcelease.not_supported"
 )
+
+// PossiblySettledError is the error a client returns for a settle whose
+// retry was answered unknownToken (an ErrUnknownToken) after an earlier try
+// may have been applied (see CodePossiblySettled). It wraps unknownToken,
+// so errors.Is(err, ErrUnknownToken) holds too: check ErrPossiblySettled
+// first.
+func PossiblySettledError(unknownToken error) *Error {
+	return &Error{Status: StatusNotFound, Code: CodePossiblySettled,
+		Message: "possibly settled: a retry after a lost response found the token unknown (the earlier try most likely settled the lease; it may have expired instead)",
+		Err:     unknownToken}
+}
 
 // DelayIgnoredError is the error a client returns for a delayed enqueue
 // that the server answered without echoing its notBefore (see
@@ -206,6 +228,10 @@ var (
 	// ErrUnknownToken: the token is not the live lease of any item (completed,
 	// failed, expired, drained, superseded, or never issued).
 	ErrUnknownToken = &Error{Status: StatusNotFound, Code: CodeUnknownToken, Message: "unknown or expired ownership token"}
+	// ErrPossiblySettled: a settle retried after a lost response found its
+	// token unknown; the earlier try most likely settled it (see
+	// CodePossiblySettled). Not lost work.
+	ErrPossiblySettled = &Error{Status: StatusNotFound, Code: CodePossiblySettled, Message: "possibly settled"}
 	// ErrQueueFull: capacity reached and the queue refuses instead of waiting.
 	ErrQueueFull = &Error{Status: StatusResourceExhausted, Code: CodeQueueFull, Message: "queue is at capacity"}
 	// ErrBackpressure: backpressure is active and enqueue is refused.

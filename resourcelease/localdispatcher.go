@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/leasemesh/leasemesh/internal/loglimit"
 )
 
 // DefaultMaxLeaseWait is the longest a lease request may long-poll when
@@ -94,6 +96,28 @@ type DispatcherConfig struct {
 	// MaxLeaseWait caps the waitMs of a lease request. Defaults to
 	// DefaultMaxLeaseWait; negative is an error.
 	MaxLeaseWait time.Duration
+
+	// Store, when set, is a ready Queue the Dispatcher serves instead of an
+	// engine it builds: one whose state lives elsewhere, such as
+	// postgres.Queue, in a database that several dispatchers share. It
+	// excludes the engine's settings: Queue must be zero and Replicator and
+	// Deterministic nil, since such a store writes its own log (and
+	// effects) in its own transactions. When it is also an EventLog, the
+	// Dispatcher tails that log (see LogPollInterval) so that peer health,
+	// backpressure, the mesh-wide metrics and LogSinks follow every change,
+	// whichever dispatcher made it; when it is a CommitReporter, its own
+	// commits feed the per-dispatcher counters. Close closes it.
+	Store Queue
+	// LogSinks receive every event of the Store's EventLog, in order, from
+	// the goroutine that tails it, starting after the newest event at
+	// NewDispatcher (a recent-events view, say). An error is logged and the
+	// event is not redelivered. Only with Store.
+	LogSinks []EventSink
+	// LogPollInterval is how often the Dispatcher reads the Store's log for
+	// changes made elsewhere; it also reads it after each commit of its own
+	// that a CommitReporter reports. Defaults to DefaultLogPollInterval;
+	// negative is an error. Only with Store.
+	LogPollInterval time.Duration
 }
 
 // LocalDispatcher is the in-process Dispatcher: the queue engine composed with
@@ -108,6 +132,9 @@ type DispatcherConfig struct {
 // nil request is treated as an empty one; nothing a caller sends makes it
 // panic.
 type LocalDispatcher struct {
+	// q is what every call goes to: the engine, or the Store.
+	q Queue
+	// queue is the engine the Dispatcher built; nil with a Store.
 	queue   *Engine
 	clock   Clock
 	repl    Replicator
@@ -136,6 +163,11 @@ type LocalDispatcher struct {
 	cancel    context.CancelFunc
 	closeOnce sync.Once
 	closeErr  error
+
+	failLog loglimit.Limiter // rate-limits the log lines of failed operations
+
+	mesh bool     // serving a Store: the gauges are the mesh's (MetricMesh* names)
+	tail *logTail // the Store's log follower; nil without a Store that is an EventLog
 }
 
 type liveLease struct {
@@ -156,13 +188,20 @@ var _ Dispatcher = (*LocalDispatcher)(nil)
 
 // NewDispatcher validates cfg, registers metrics, loads the Replicator's state
 // if it is a StateLoader, attaches the deterministic sink, and builds and
-// starts the queue engine with the Dispatcher as its Journal.
+// starts the queue engine with the Dispatcher as its Journal. With
+// cfg.Store it builds no engine: it serves the Store and starts the
+// goroutine that follows the Store's log (see DispatcherConfig.Store).
 //
 // On error nothing stays registered and no queue is left running, but a
 // deterministic sink already attached to the Replicator stays attached
 // (Replicator has no way to remove one): discard the Replicator.
 func NewDispatcher(cfg DispatcherConfig) (*LocalDispatcher, error) {
+	if cfg.Store != nil {
+		return newStoreDispatcher(cfg)
+	}
 	switch {
+	case len(cfg.LogSinks) > 0 || cfg.LogPollInterval != 0:
+		return nil, configError("LogSinks and LogPollInterval apply only with Store")
 	case cfg.Queue.Journal != nil:
 		return nil, configError("Queue.Journal must be nil: the Dispatcher is the queue's journal (set Replicator instead)")
 	case cfg.Deterministic != nil && cfg.Replicator == nil:
@@ -228,7 +267,7 @@ func NewDispatcher(cfg DispatcherConfig) (*LocalDispatcher, error) {
 	if err != nil {
 		return fail(err)
 	}
-	d.queue = q
+	d.queue, d.q = q, q
 	if d.metrics != nil {
 		if err := d.reg.register("queue backlog", newBacklogCollector(d), false); err != nil {
 			q.Close()
@@ -257,7 +296,7 @@ func configError(format string, args ...any) *Error {
 // registerMetrics registers the Dispatcher's metrics and the collectors among
 // its parts with reg. On error it leaves nothing registered.
 func (d *LocalDispatcher) registerMetrics(reg prometheus.Registerer, deterministic EventSink) error {
-	d.metrics = newQueueMetrics()
+	d.metrics = newQueueMetrics(d.mesh)
 	d.reg = &registration{reg: reg}
 	d.leases = make(map[int64]liveLease)
 	for _, c := range d.metrics.collectors() {
@@ -439,8 +478,13 @@ func (d *LocalDispatcher) tellPeerHealth(c *Change) {
 }
 
 // Queue returns the engine, for what the Dispatcher interface does not cover
-// (Sweep, Config). Changes made through it are journaled like any other.
+// (Sweep, Config). Changes made through it are journaled like any other. It
+// is nil when the Dispatcher serves a DispatcherConfig.Store (see Store).
 func (d *LocalDispatcher) Queue() *Engine { return d.queue }
+
+// Store returns the Queue every call goes to: the engine, or
+// DispatcherConfig.Store.
+func (d *LocalDispatcher) Store() Queue { return d.q }
 
 // Close closes the queue (waking every waiting long-poll and enqueue with
 // ErrClosed) and unregisters the metrics NewDispatcher registered. It does
@@ -448,7 +492,8 @@ func (d *LocalDispatcher) Queue() *Engine { return d.queue }
 func (d *LocalDispatcher) Close() error {
 	d.closeOnce.Do(func() {
 		d.cancel()
-		d.closeErr = d.queue.Close()
+		d.tail.stop()
+		d.closeErr = d.q.Close()
 		if d.reg != nil {
 			d.reg.unregisterAll()
 		}
@@ -472,8 +517,15 @@ func (d *LocalDispatcher) done(op string, err error) error {
 	e := AsError(err)
 	switch e.Status {
 	case StatusUnavailable, StatusInternal:
-		if e.Code != CodeClosed {
-			d.log.Error("resourcelease: operation failed", "op", op, "status", e.Status, "code", e.Code, "err", err)
+		if e.Code == CodeClosed {
+			break
+		}
+		// While storage is down every call fails the same way: one line
+		// per kind every few seconds says so without flooding the log.
+		if ok, suppressed := d.failLog.Allow(string(e.Status) + "/" + e.Code); ok {
+			d.log.Error("resourcelease: operation failed", "op", op, "status", e.Status, "code", e.Code, "err", err, "suppressedSinceLast", suppressed)
+		} else {
+			d.log.Debug("resourcelease: operation failed", "op", op, "status", e.Status, "code", e.Code, "err", err)
 		}
 	}
 	return e
@@ -500,7 +552,7 @@ func (d *LocalDispatcher) Enqueue(ctx context.Context, req *EnqueueRequest) (*En
 	if err := d.admit(ctx); err != nil {
 		return nil, err
 	}
-	res, err := d.queue.Enqueue(ctx, item)
+	res, err := d.q.Enqueue(ctx, item)
 	if err != nil {
 		return nil, d.done("enqueue", err)
 	}
@@ -576,7 +628,7 @@ func (d *LocalDispatcher) Lease(ctx context.Context, req *LeaseRequest) (*Lease,
 	if err != nil {
 		return nil, err
 	}
-	l, err := d.queue.Lease(ctx, peer, min(r.Wait, d.maxWait))
+	l, err := d.q.Lease(ctx, peer, min(r.Wait, d.maxWait))
 	d.leaseEnded(peer, admitted, l != nil)
 	if err != nil {
 		return nil, d.done("lease", err)
@@ -628,7 +680,7 @@ func (d *LocalDispatcher) Heartbeat(ctx context.Context, req *HeartbeatRequest) 
 	if err := validateToken(&token); err != nil {
 		return nil, err
 	}
-	resp, err := d.queue.Heartbeat(orBackground(ctx), token)
+	resp, err := d.q.Heartbeat(orBackground(ctx), token)
 	if err != nil {
 		return nil, d.done("heartbeat", err)
 	}
@@ -644,7 +696,7 @@ func (d *LocalDispatcher) Complete(ctx context.Context, req *CompleteRequest) er
 	if err := validateToken(&token); err != nil {
 		return err
 	}
-	return d.done("complete", d.queue.Complete(orBackground(ctx), token))
+	return d.done("complete", d.q.Complete(orBackground(ctx), token))
 }
 
 // Fail implements Dispatcher: the item is requeued unless req.DeadLetter.
@@ -657,7 +709,7 @@ func (d *LocalDispatcher) Fail(ctx context.Context, req *FailRequest) error {
 		return err
 	}
 	opts := FailOptions{Reason: r.Reason, ErrorCode: r.ErrorCode, DeadLetter: r.DeadLetter, Metadata: maps.Clone(r.Metadata)}
-	return d.done("fail", d.queue.Fail(orBackground(ctx), r.OwnershipToken, opts))
+	return d.done("fail", d.q.Fail(orBackground(ctx), r.OwnershipToken, opts))
 }
 
 // Release implements Dispatcher. A negative delay is invalid-argument.
@@ -673,7 +725,7 @@ func (d *LocalDispatcher) Release(ctx context.Context, req *ReleaseRequest) erro
 		return Errorf(StatusInvalidArgument, CodeInvalidArgument, "delayMs must not be negative, got %d", msCeil(r.Delay))
 	}
 	opts := ReleaseOptions{Delay: min(r.Delay, MaxDuration)}
-	return d.done("release", d.queue.Release(orBackground(ctx), r.OwnershipToken, opts))
+	return d.done("release", d.q.Release(orBackground(ctx), r.OwnershipToken, opts))
 }
 
 // Drain implements Dispatcher.
@@ -688,7 +740,7 @@ func (d *LocalDispatcher) Drain(ctx context.Context, req *DrainRequest) (*DrainR
 		limit = req.Limit
 		maxBytes = int(min(req.MaxBytes, int64(math.MaxInt)))
 	}
-	items, more, err := d.queue.DrainN(orBackground(ctx), limit, maxBytes)
+	items, more, err := d.q.DrainN(orBackground(ctx), limit, maxBytes)
 	if err != nil {
 		return nil, d.done("drain", err)
 	}
@@ -716,7 +768,7 @@ func (d *LocalDispatcher) Restore(ctx context.Context, req *RestoreRequest) (*Re
 	for i := range items {
 		ownPayload(&items[i].Payload)
 	}
-	n, err := d.queue.Restore(orBackground(ctx), items)
+	n, err := d.q.Restore(orBackground(ctx), items)
 	if err != nil {
 		return nil, d.done("restore", err)
 	}
@@ -731,7 +783,7 @@ func isZeroItem(it *Item) bool {
 // Stats implements Dispatcher, with BackpressureActive from the
 // BackpressureController.
 func (d *LocalDispatcher) Stats(ctx context.Context, _ *StatsRequest) (*Stats, error) {
-	s, err := d.queue.Stats(orBackground(ctx))
+	s, err := d.q.Stats(orBackground(ctx))
 	if err != nil {
 		return nil, d.done("stats", err)
 	}
@@ -748,7 +800,7 @@ func (d *LocalDispatcher) DeadLetters(ctx context.Context, req *DeadLettersReque
 	if limit < 0 {
 		return nil, Errorf(StatusInvalidArgument, CodeInvalidArgument, "limit must not be negative, got %d", limit)
 	}
-	items, err := d.queue.DeadLetters(orBackground(ctx), limit)
+	items, err := d.q.DeadLetters(orBackground(ctx), limit)
 	if err != nil {
 		return nil, d.done("deadletters", err)
 	}
@@ -766,7 +818,7 @@ func (d *LocalDispatcher) Redrive(ctx context.Context, req *RedriveRequest) (*Re
 	if req != nil {
 		sel = DeadLetterSelection{SequenceIDs: req.SequenceIDs, All: req.All}
 	}
-	n, err := d.queue.Redrive(orBackground(ctx), sel)
+	n, err := d.q.Redrive(orBackground(ctx), sel)
 	if err != nil {
 		return nil, d.done("redrive", err)
 	}
@@ -781,7 +833,7 @@ func (d *LocalDispatcher) Purge(ctx context.Context, req *PurgeRequest) (*PurgeR
 	if req != nil {
 		sel = DeadLetterSelection{SequenceIDs: req.SequenceIDs, All: req.All}
 	}
-	n, err := d.queue.Purge(orBackground(ctx), sel)
+	n, err := d.q.Purge(orBackground(ctx), sel)
 	if err != nil {
 		return nil, d.done("purge", err)
 	}

@@ -18,8 +18,11 @@ func batchSize(verb string, n int) error {
 
 // EnqueueBatch implements BatchDispatcher. Each payload is validated and
 // copied as Enqueue does; backpressure admits (or refuses) the batch as a
-// whole. Items the queue has no room for are refused one by one
-// (ErrQueueFull); a batch never waits for capacity.
+// whole. An EnqueueAdmission in ctx (the rate limiter's, through HTTP)
+// charges the batch per item: the items it does not admit are refused one
+// by one with its refusal, the others go ahead. Items the queue has no room
+// for are refused one by one (ErrQueueFull); a batch never waits for
+// capacity.
 func (d *LocalDispatcher) EnqueueBatch(ctx context.Context, req *EnqueueBatchRequest) (*EnqueueBatchResponse, error) {
 	ctx = orBackground(ctx)
 	var items []Item
@@ -39,20 +42,34 @@ func (d *LocalDispatcher) EnqueueBatch(ctx context.Context, req *EnqueueBatchReq
 		ownPayload(&own[i])
 		d.delay(&own[i], delay)
 	}
+	admitted, refusal := admitItems(ctx, len(own))
+	if admitted == 0 && len(own) > 0 {
+		resp := &EnqueueBatchResponse{Results: make([]EnqueueItemResult, len(own))}
+		for i := range resp.Results {
+			resp.Results[i].Err = refusal
+		}
+		if st, err := d.q.Stats(ctx); err == nil {
+			resp.Stats = QueueCounts{PendingCount: st.PendingCount, ActiveLeaseCount: st.ActiveLeaseCount}
+		}
+		return resp, nil
+	}
 	if err := d.admit(ctx); err != nil {
 		return nil, err
 	}
-	res, err := d.queue.EnqueueBatch(ctx, own)
+	res, err := d.q.EnqueueBatch(ctx, own[:admitted])
 	if err != nil {
 		return nil, d.done("enqueueBatch", err)
 	}
-	resp := &EnqueueBatchResponse{Results: make([]EnqueueItemResult, len(res))}
+	resp := &EnqueueBatchResponse{Results: make([]EnqueueItemResult, len(own))}
 	for i, r := range res {
 		resp.Results[i] = EnqueueItemResult{SequenceID: r.SequenceID, Duplicate: r.Duplicate, NotBefore: r.NotBefore, Err: r.Err}
 	}
+	for i := admitted; i < len(own); i++ {
+		resp.Results[i].Err = refusal
+	}
 	if len(res) > 0 {
 		resp.Stats = QueueCounts{PendingCount: res[0].Stats.PendingCount, ActiveLeaseCount: res[0].Stats.ActiveLeaseCount}
-	} else if st, err := d.queue.Stats(ctx); err == nil {
+	} else if st, err := d.q.Stats(ctx); err == nil {
 		resp.Stats = QueueCounts{PendingCount: st.PendingCount, ActiveLeaseCount: st.ActiveLeaseCount}
 	}
 	return resp, nil
@@ -83,7 +100,7 @@ func (d *LocalDispatcher) LeaseBatch(ctx context.Context, req *LeaseBatchRequest
 	if t, ok := d.health.(trialReporter); ok && admitted && t.OnTrial(peer) {
 		r.MaxItems = 1 // a half-open breaker lets one lease through, not a batch
 	}
-	leases, err := d.queue.LeaseBatch(ctx, peer, LeaseBatchOptions{
+	leases, err := d.q.LeaseBatch(ctx, peer, LeaseBatchOptions{
 		Wait: min(r.Wait, d.maxWait), MaxItems: r.MaxItems, MaxBytes: int(min(r.MaxBytes, math.MaxInt)),
 	})
 	d.leaseEnded(peer, admitted, len(leases) > 0)
@@ -105,7 +122,7 @@ func (d *LocalDispatcher) HeartbeatBatch(ctx context.Context, req *HeartbeatBatc
 	if err := batchSize("heartbeatBatch", len(tokens)); err != nil {
 		return nil, err
 	}
-	res, err := d.queue.HeartbeatBatch(orBackground(ctx), tokens)
+	res, err := d.q.HeartbeatBatch(orBackground(ctx), tokens)
 	if err != nil {
 		return nil, d.done("heartbeatBatch", err)
 	}
@@ -121,7 +138,7 @@ func (d *LocalDispatcher) CompleteBatch(ctx context.Context, req *CompleteBatchR
 	if err := batchSize("completeBatch", len(tokens)); err != nil {
 		return nil, err
 	}
-	res, err := d.queue.CompleteBatch(orBackground(ctx), tokens)
+	res, err := d.q.CompleteBatch(orBackground(ctx), tokens)
 	if err != nil {
 		return nil, d.done("completeBatch", err)
 	}

@@ -12,7 +12,11 @@ func (d *LocalDispatcher) ListItems(ctx context.Context, req *ListItemsRequest) 
 	if req != nil {
 		r = *req
 	}
-	resp, err := d.queue.ListItems(orBackground(ctx), r)
+	l, ok := d.q.(itemLister)
+	if !ok {
+		return nil, d.notSupported("listing items")
+	}
+	resp, err := l.ListItems(orBackground(ctx), r)
 	if err != nil {
 		return nil, d.done("listitems", err)
 	}
@@ -29,7 +33,11 @@ func (d *LocalDispatcher) Item(ctx context.Context, sequenceID int64) (*ItemInfo
 	if sequenceID <= 0 {
 		return nil, Errorf(StatusInvalidArgument, CodeInvalidArgument, "sequenceId must be positive, got %d", sequenceID)
 	}
-	in, err := d.queue.Item(orBackground(ctx), sequenceID)
+	ir, ok := d.q.(itemReader)
+	if !ok {
+		return nil, d.notSupported("reading an item")
+	}
+	in, err := ir.Item(orBackground(ctx), sequenceID)
 	if err != nil {
 		return nil, d.done("item", err)
 	}
@@ -42,7 +50,11 @@ func (d *LocalDispatcher) Item(ctx context.Context, sequenceID int64) (*ItemInfo
 // their wait, and everything else keeps working. Stats reports Paused. The
 // state is kept in memory only: a restarted dispatcher leases again.
 func (d *LocalDispatcher) Pause(ctx context.Context) error {
-	if err := d.queue.Pause(orBackground(ctx)); err != nil {
+	p, ok := d.q.(leasePauser)
+	if !ok {
+		return d.notSupported("pause")
+	}
+	if err := p.Pause(orBackground(ctx)); err != nil {
 		return d.done("pause", err)
 	}
 	d.log.Info("resourcelease: leasing paused")
@@ -52,9 +64,36 @@ func (d *LocalDispatcher) Pause(ctx context.Context) error {
 // Resume lets a paused dispatcher grant leases again, serving the
 // long-polls that waited through the pause first.
 func (d *LocalDispatcher) Resume(ctx context.Context) error {
-	if err := d.queue.Resume(orBackground(ctx)); err != nil {
+	p, ok := d.q.(leasePauser)
+	if !ok {
+		return d.notSupported("resume")
+	}
+	if err := p.Resume(orBackground(ctx)); err != nil {
 		return d.done("resume", err)
 	}
 	d.log.Info("resourcelease: leasing resumed")
 	return nil
+}
+
+// Backlog returns the queue's backlog (see Engine.Backlog): the top
+// partitions by ready items and the age of the oldest ready item. A queue
+// without Backlog that reports its oldest ready item (OldestReadyReporter)
+// gets a Backlog with that alone; any other is unimplemented
+// (CodeNotSupported).
+func (d *LocalDispatcher) Backlog(ctx context.Context, top int) (*Backlog, error) {
+	ctx = orBackground(ctx)
+	var bl Backlog
+	var err error
+	switch q := d.q.(type) {
+	case backlogReader:
+		bl, err = q.Backlog(ctx, top)
+	case OldestReadyReporter:
+		bl.OldestReadySince, err = q.OldestReady(ctx)
+	default:
+		return nil, d.notSupported("backlog")
+	}
+	if err != nil {
+		return nil, d.done("backlog", err)
+	}
+	return &bl, nil
 }

@@ -140,7 +140,7 @@ func TestJournalTellsEveryPart(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			parts := &ldParts{ack: ldAck{}}
-			d := &LocalDispatcher{repl: parts, health: parts, bp: parts, metrics: newQueueMetrics(), leases: map[int64]liveLease{}}
+			d := &LocalDispatcher{repl: parts, health: parts, bp: parts, metrics: newQueueMetrics(false), leases: map[int64]liveLease{}}
 			var ending leaseEnding
 			for i := range tt.changes {
 				c := tt.changes[i]

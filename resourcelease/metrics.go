@@ -5,6 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"strings"
+	"sync"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -65,6 +68,22 @@ const (
 	// (the lowest sequence id) became ready, 0 when none is; read at each
 	// scrape. The one to alarm on when work piles up.
 	MetricOldestReadyAge = "resourcelease_oldest_ready_item_age_seconds"
+
+	// The gauges of a Dispatcher serving a DispatcherConfig.Store that is
+	// an EventLog (several dispatchers on one database): the counts of the
+	// whole mesh's queue, the same on every dispatcher, so a dashboard
+	// takes their max rather than their sum. They replace MetricPendingItems,
+	// MetricDelayedItems, MetricActiveLeases and MetricDeadLetters there;
+	// the counters keep their names and count this dispatcher's own calls.
+	MetricMeshPendingItems = "resourcelease_mesh_pending_items"
+	MetricMeshDelayedItems = "resourcelease_mesh_delayed_items"
+	MetricMeshActiveLeases = "resourcelease_mesh_active_leases"
+	MetricMeshDeadLetters  = "resourcelease_mesh_dead_letters"
+	// MetricMeshEvents counts the events of the mesh's log by type (label
+	// type: Enqueue, LeaseGranted, Completed, ...), whichever dispatcher
+	// made them, since this dispatcher started: B's count of Completed
+	// includes A's completions.
+	MetricMeshEvents = "resourcelease_mesh_events_total"
 )
 
 // BacklogMetricPartitions is how many partitions MetricPartitionReadyItems
@@ -88,8 +107,14 @@ type queueMetrics struct {
 	hold prometheus.Histogram
 }
 
-func newQueueMetrics() *queueMetrics {
+// newQueueMetrics returns the families; with mesh, the gauges have the
+// MetricMesh* names.
+func newQueueMetrics(mesh bool) *queueMetrics {
 	gauge := func(name, help string) prometheus.Gauge {
+		if mesh {
+			name = strings.Replace(name, "resourcelease_", "resourcelease_mesh_", 1)
+			help = "Mesh-wide: " + help
+		}
 		return prometheus.NewGauge(prometheus.GaugeOpts{Name: name, Help: help})
 	}
 	counter := func(name, help string) prometheus.Counter {
@@ -142,6 +167,11 @@ func (m *queueMetrics) setCounts(pending, delayed, active, dead int) {
 // ended (the journal works it out); it is ignored for other kinds.
 func (m *queueMetrics) observe(c *Change, leaseEnd leaseEnding) {
 	m.setCounts(c.Pending, c.Delayed, c.Active, c.DeadLettered)
+	m.count(c, leaseEnd)
+}
+
+// count is observe without the gauges.
+func (m *queueMetrics) count(c *Change, leaseEnd leaseEnding) {
 	switch c.Kind {
 	case ChangeEnqueued:
 		m.enqueued.Inc()
@@ -204,7 +234,18 @@ func (b *backlogCollector) Describe(ch chan<- *prometheus.Desc) {
 
 // Collect implements prometheus.Collector.
 func (b *backlogCollector) Collect(ch chan<- prometheus.Metric) {
-	bl, err := b.d.queue.Backlog(context.Background(), BacklogMetricPartitions)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	var bl Backlog
+	var err error
+	switch q := b.d.q.(type) {
+	case backlogReader:
+		bl, err = q.Backlog(ctx, BacklogMetricPartitions)
+	case OldestReadyReporter:
+		bl.OldestReadySince, err = q.OldestReady(ctx)
+	default:
+		return
+	}
 	if err != nil {
 		return
 	}
@@ -270,3 +311,39 @@ func (r *registration) unregisterAll() {
 	}
 	r.done = nil
 }
+
+// meshEventCounter counts the events of a Store's log by type
+// (MetricMeshEvents). Event types are few and fixed, so the label's
+// cardinality is bounded.
+type meshEventCounter struct {
+	vec *prometheus.CounterVec
+	mu  sync.Mutex
+	by  map[EventType]prometheus.Counter
+}
+
+func newMeshEventCounter() *meshEventCounter {
+	return &meshEventCounter{
+		vec: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: MetricMeshEvents,
+			Help: "Events of the mesh's log by type, whichever dispatcher made them, since this dispatcher started.",
+		}, []string{"type"}),
+		by: make(map[EventType]prometheus.Counter),
+	}
+}
+
+func (m *meshEventCounter) inc(t EventType) {
+	m.mu.Lock()
+	c, ok := m.by[t]
+	if !ok {
+		c = m.vec.WithLabelValues(string(t))
+		m.by[t] = c
+	}
+	m.mu.Unlock()
+	c.Inc()
+}
+
+// Describe implements prometheus.Collector.
+func (m *meshEventCounter) Describe(ch chan<- *prometheus.Desc) { m.vec.Describe(ch) }
+
+// Collect implements prometheus.Collector.
+func (m *meshEventCounter) Collect(ch chan<- prometheus.Metric) { m.vec.Collect(ch) }

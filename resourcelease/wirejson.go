@@ -175,11 +175,13 @@ func (r *ReleaseRequest) UnmarshalJSON(b []byte) error {
 }
 
 // itemErrorJSON is a per-item error of a batch response:
-// {"status","code","message"}.
+// {"status","code","message"}, and "metadata" when the error has any (a
+// rate-limited item's retryAfterSeconds).
 type itemErrorJSON struct {
-	Status  Status `json:"status"`
-	Code    string `json:"code"`
-	Message string `json:"message"`
+	Status   Status            `json:"status"`
+	Code     string            `json:"code"`
+	Message  string            `json:"message"`
+	Metadata map[string]string `json:"metadata,omitempty"`
 }
 
 // wireItemError is err as it goes on the wire: its *Error (a foreign error
@@ -192,7 +194,7 @@ func wireItemError(err error) *itemErrorJSON {
 	if !e.Status.Valid() {
 		e = &Error{Status: StatusInternal, Code: e.Code, Message: e.Message}
 	}
-	return &itemErrorJSON{Status: e.Status, Code: e.Code, Message: e.Message}
+	return &itemErrorJSON{Status: e.Status, Code: e.Code, Message: e.Message, Metadata: e.Metadata}
 }
 
 // err is the *Error of a decoded per-item error; nil stays nil.
@@ -204,7 +206,7 @@ func (e *itemErrorJSON) err() error {
 	if !st.Valid() {
 		st = StatusInternal
 	}
-	return &Error{Status: st, Code: e.Code, Message: e.Message}
+	return &Error{Status: st, Code: e.Code, Message: e.Message, Metadata: e.Metadata}
 }
 
 type enqueueItemResultJSON struct {

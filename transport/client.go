@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/leasemesh/leasemesh/internal/wire"
@@ -77,6 +78,18 @@ type ClientConfig struct {
 	// code CodeResponseTooLarge. Defaults to DefaultMaxResponseBytes; negative
 	// is an error.
 	MaxResponseBytes int64
+	// URLs are more dispatchers of the same mesh (several dispatchers on one
+	// database), after NewClient's own URL (which may then be ""): the
+	// Client spreads its calls over all of them and fails over from one
+	// that cannot be reached or answers unavailable (see Client). Defaults
+	// to none: one dispatcher. A URL given twice is an error.
+	URLs []string
+	// EndpointMinBackoff and EndpointMaxBackoff bound how long a dispatcher
+	// that failed is left alone before a call tries it again (doubling per
+	// failure in a row, with jitter), when there are several. They default
+	// to DefaultEndpointMinBackoff and DefaultEndpointMaxBackoff; negative,
+	// or a minimum above the maximum, is an error.
+	EndpointMinBackoff, EndpointMaxBackoff time.Duration
 }
 
 // Client is the Go client of the wire protocol. It implements
@@ -96,9 +109,48 @@ type ClientConfig struct {
 // holds across the wire. A server that cannot be reached gives status
 // unavailable with code CodeTransportUnavailable and the cause in Err.
 //
-// A Client is safe for concurrent use; make one per server and reuse it.
+// # Several dispatchers
+//
+// Given several URLs (ClientConfig.URLs), the Client takes them for
+// dispatchers of one mesh and sends each call to the next in turn
+// (round-robin), skipping one that failed recently: a dispatcher that
+// could not be reached or answered unavailable is left alone for a
+// back-off (EndpointMinBackoff, doubling up to EndpointMaxBackoff) and
+// then tried again by one call, so it is used again as soon as it is back
+// and a dead one costs one failed dial per back-off. A call that fails that
+// way goes to the next dispatcher, at most once to each (when all are
+// backing off, only one is tried), and only when repeating it cannot
+// apply anything twice:
+//
+//   - enqueue and enqueueBatch are retried with the same requestId: the
+//     Client gives a payload without one a random requestId, so the
+//     dispatcher's dedupe window absorbs a retry whose first try was
+//     applied (its answer then says duplicate only if the caller's own
+//     requestId was seen before). With dedupe turned off on the
+//     dispatchers (DedupeWindow -1) such a retry can enqueue twice.
+//   - lease and leaseBatch are retried with what is left of their wait,
+//     never past it. A retry after a lost answer may orphan the lease the
+//     first try took: nobody works it, and it expires after the lease
+//     duration and is delivered again (it costs an attempt).
+//   - complete, completeBatch, fail and release are retried; a retry
+//     answered unknown_token after an earlier try may have been applied is
+//     reported as resourcelease.ErrPossiblySettled (which also matches
+//     ErrUnknownToken): most likely the first try settled the lease. The
+//     Worker does not count those as lost.
+//   - heartbeat, stats, deadletters, redrive and purge are retried as they
+//     are (repeating them changes nothing).
+//   - drain, restore and Call go to another dispatcher only when the
+//     first could not be connected to at all: a drained page whose answer
+//     was lost cannot be asked for again.
+//
+// With one URL the Client never retries, as before.
+//
+// A Client is safe for concurrent use; make one per server (or mesh) and
+// reuse it.
 type Client struct {
-	url            string
+	endpoints      []*endpoint
+	next           atomic.Uint64 // round-robin position
+	epMin, epMax   time.Duration
 	namespace      string
 	service        string
 	caller         string
@@ -116,17 +168,14 @@ type Client struct {
 var _ resourcelease.Dispatcher = (*Client)(nil)
 
 // NewClient returns a client of the handler at rawURL (for the demo,
-// "http://127.0.0.1:7420/yarpc/v1").
+// "http://127.0.0.1:7420/yarpc/v1"), and of those in opts.URLs (rawURL may
+// then be "").
 func NewClient(rawURL string, opts ClientConfig) (*Client, error) {
-	u, err := url.Parse(rawURL)
-	if err != nil {
-		return nil, resourcelease.Errorf(resourcelease.StatusInvalidArgument, resourcelease.CodeInvalidArgument, "transport: NewClient: invalid URL %q: %v", rawURL, err)
-	}
-	if u.Scheme != "http" && u.Scheme != "https" || u.Host == "" {
-		return nil, resourcelease.Errorf(resourcelease.StatusInvalidArgument, resourcelease.CodeInvalidArgument, "transport: NewClient: invalid URL %q: want http:// or https:// and a host", rawURL)
+	raw := opts.URLs
+	if rawURL != "" || len(raw) == 0 {
+		raw = append([]string{rawURL}, raw...)
 	}
 	c := &Client{
-		url:            u.String(),
 		namespace:      opts.Namespace,
 		service:        opts.Service,
 		caller:         cmp.Or(opts.Caller, opts.PeerID, programName()),
@@ -145,7 +194,26 @@ func NewClient(rawURL string, opts ClientConfig) (*Client, error) {
 			return nil, resourcelease.Errorf(resourcelease.StatusInvalidArgument, resourcelease.CodeInvalidArgument, "transport: NewClient: %s must be a valid header value without surrounding white space", name)
 		}
 	}
-	if err := wire.CheckClientTLS("transport: NewClient", u, opts.HTTPClient, opts.TLS); err != nil {
+	seen := make(map[string]bool, len(raw))
+	for _, r := range raw {
+		u, err := url.Parse(r)
+		if err != nil {
+			return nil, resourcelease.Errorf(resourcelease.StatusInvalidArgument, resourcelease.CodeInvalidArgument, "transport: NewClient: invalid URL %q: %v", r, err)
+		}
+		if u.Scheme != "http" && u.Scheme != "https" || u.Host == "" {
+			return nil, resourcelease.Errorf(resourcelease.StatusInvalidArgument, resourcelease.CodeInvalidArgument, "transport: NewClient: invalid URL %q: want http:// or https:// and a host", r)
+		}
+		if err := wire.CheckClientTLS("transport: NewClient", u, opts.HTTPClient, opts.TLS); err != nil {
+			return nil, err
+		}
+		if seen[u.String()] {
+			return nil, resourcelease.Errorf(resourcelease.StatusInvalidArgument, resourcelease.CodeInvalidArgument, "transport: NewClient: URL %q is given twice", u.Redacted())
+		}
+		seen[u.String()] = true
+		c.endpoints = append(c.endpoints, &endpoint{url: u.String()})
+	}
+	var err error
+	if c.epMin, c.epMax, err = endpointBackoff(opts.EndpointMinBackoff, opts.EndpointMaxBackoff); err != nil {
 		return nil, err
 	}
 	if opts.BearerToken != "" {
@@ -199,20 +267,39 @@ func (c *Client) Call(ctx context.Context, procedure string, body []byte) ([]byt
 	if len(bytes.TrimSpace(body)) == 0 {
 		body = []byte("{}")
 	}
-	return c.call(ctx, procedure, body, 0)
+	return c.call(ctx, procedure, body, callOpts{retry: retryUnsent})
 }
 
-// call sends one call. A context without a deadline gets the client's
-// timeout, stretched to minTimeout for long-polls.
-func (c *Client) call(ctx context.Context, procedure string, body []byte, minTimeout time.Duration) ([]byte, error) {
+// call sends one call (see callOpts), to one dispatcher or, failing over,
+// to several. A context without a deadline gets the client's timeout,
+// stretched to minTimeout for long-polls.
+func (c *Client) call(ctx context.Context, procedure string, body []byte, o callOpts) ([]byte, error) {
+	out, _, err := c.callMaybeRetried(ctx, procedure, body, o)
+	return out, err
+}
+
+// callMaybeRetried is call that also says whether an earlier try of the
+// call failed after it may have reached a dispatcher (so an unknown_token
+// in a batch's results may be that try's doing).
+func (c *Client) callMaybeRetried(ctx context.Context, procedure string, body []byte, o callOpts) ([]byte, bool, error) {
 	if _, ok := ctx.Deadline(); !ok && c.timeout > 0 {
 		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, max(c.timeout, minTimeout))
+		ctx, cancel = context.WithTimeout(ctx, max(c.timeout, o.minTimeout))
 		defer cancel()
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.url, bytes.NewReader(body))
+	if len(c.endpoints) == 1 {
+		out, _, err := c.send(ctx, c.endpoints[0], procedure, body)
+		return out, false, err
+	}
+	return c.failover(ctx, procedure, body, o)
+}
+
+// send sends one call to ep. reached is false when the request surely did
+// not reach the dispatcher (the connection could not be made).
+func (c *Client) send(ctx context.Context, ep *endpoint, procedure string, body []byte) (out []byte, reached bool, err error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, ep.url, bytes.NewReader(body))
 	if err != nil {
-		return nil, resourcelease.Errorf(resourcelease.StatusInvalidArgument, resourcelease.CodeInvalidArgument, "transport: %v", err)
+		return nil, false, resourcelease.Errorf(resourcelease.StatusInvalidArgument, resourcelease.CodeInvalidArgument, "transport: %v", err)
 	}
 	h := req.Header
 	h.Set(HeaderProcedure, procedure)
@@ -232,28 +319,28 @@ func (c *Client) call(ctx context.Context, procedure string, body []byte, minTim
 	if dl, ok := ctx.Deadline(); ok {
 		left := time.Until(dl)
 		if left <= 0 {
-			return nil, wire.TransportError(ctx, context.DeadlineExceeded)
+			return nil, false, wire.TransportError(ctx, context.DeadlineExceeded)
 		}
 		ms := (left + time.Millisecond - 1) / time.Millisecond
 		h.Set(HeaderContextTTLMs, strconv.FormatInt(int64(ms), 10))
 	}
 	resp, out, _, err := wire.Do(c.hc, req, c.maxResponse, procedure)
 	if err != nil {
-		return nil, err
+		return nil, !notConnected(err), err
 	}
 	if svc := resp.Header.Get(HeaderService); svc != "" && c.service != "" && svc != c.service {
-		return nil, resourcelease.Errorf(resourcelease.StatusInternal, CodeServiceMismatch,
+		return nil, true, resourcelease.Errorf(resourcelease.StatusInternal, CodeServiceMismatch,
 			"transport: the response is from service %q, not %q", wire.HeaderSafe(svc, 128), c.service)
 	}
 	if resp.StatusCode != http.StatusOK {
-		return nil, wire.DecodeError(resp, out)
+		return nil, true, wire.DecodeError(resp, out)
 	}
-	return out, nil
+	return out, true, nil
 }
 
 // roundTrip marshals req, calls verb and decodes the response into a new Resp.
-func roundTrip[Resp any](ctx context.Context, c *Client, verb string, req any, minTimeout time.Duration) (*Resp, error) {
-	out, err := c.callJSON(ctx, verb, req, minTimeout)
+func roundTrip[Resp any](ctx context.Context, c *Client, verb string, req any, o callOpts) (*Resp, error) {
+	out, err := c.callJSON(ctx, verb, req, o)
 	if err != nil {
 		return nil, err
 	}
@@ -264,13 +351,21 @@ func roundTrip[Resp any](ctx context.Context, c *Client, verb string, req any, m
 	return resp, nil
 }
 
-func (c *Client) callJSON(ctx context.Context, verb string, req any, minTimeout time.Duration) ([]byte, error) {
+func (c *Client) callJSON(ctx context.Context, verb string, req any, o callOpts) ([]byte, error) {
+	body, err := encodeRequest(req)
+	if err != nil {
+		return nil, err
+	}
+	return c.call(ctx, Procedure(c.namespace, verb), body, o)
+}
+
+func encodeRequest(req any) ([]byte, error) {
 	body, err := json.Marshal(req)
 	if err != nil {
 		return nil, &resourcelease.Error{Status: resourcelease.StatusInvalidArgument, Code: resourcelease.CodeInvalidArgument,
 			Message: "transport: cannot encode the request: " + err.Error(), Err: err}
 	}
-	return c.call(ctx, Procedure(c.namespace, verb), body, minTimeout)
+	return body, nil
 }
 
 // Enqueue calls the enqueue procedure.
@@ -283,9 +378,21 @@ func (c *Client) callJSON(ctx context.Context, verb string, req any, minTimeout 
 // running early unnoticed.
 func (c *Client) Enqueue(ctx context.Context, req *resourcelease.EnqueueRequest) (*resourcelease.EnqueueResponse, error) {
 	req = wire.OrEmpty(req)
-	resp, err := roundTrip[resourcelease.EnqueueResponse](ctx, c, VerbEnqueue, req, 0)
+	sent, generated := req, false
+	if len(c.endpoints) > 1 && req.Payload != nil && req.Payload.RequestID == "" {
+		// A retry on another dispatcher must dedupe against this try.
+		p := *req.Payload
+		p.RequestID = newRequestID()
+		r := *req
+		r.Payload = &p
+		sent, generated = &r, true
+	}
+	resp, err := roundTrip[resourcelease.EnqueueResponse](ctx, c, VerbEnqueue, sent, callOpts{retry: retrySafe})
 	if err == nil && delayIgnored(req.Payload, req.Delay, resp.Duplicate, resp.NotBefore) {
 		return nil, resourcelease.DelayIgnoredError(resp.SequenceID)
+	}
+	if err == nil && generated {
+		resp.Duplicate = false // our own retry's: the caller enqueued once
 	}
 	return resp, err
 }
@@ -303,11 +410,21 @@ func delayIgnored(it *resourcelease.Item, delay time.Duration, duplicate bool, n
 // LongPollMargin when that is longer than the client's Timeout (a context
 // deadline, if set, still wins).
 func (c *Client) Lease(ctx context.Context, req *resourcelease.LeaseRequest) (*resourcelease.Lease, error) {
-	var minTimeout time.Duration
-	if req != nil && req.Wait > 0 {
-		minTimeout = c.longPollTimeout(req.Wait)
+	req = wire.OrEmpty(req)
+	o := callOpts{retry: retrySafe}
+	if req.Wait > 0 {
+		o.minTimeout = c.longPollTimeout(req.Wait)
+		o.rebody = func(spent time.Duration) ([]byte, bool) {
+			r := *req
+			r.Wait -= spent
+			if r.Wait <= 0 {
+				return nil, false
+			}
+			b, err := encodeRequest(&r)
+			return b, err == nil
+		}
 	}
-	out, err := c.callJSON(ctx, VerbLease, wire.OrEmpty(req), minTimeout)
+	out, err := c.callJSON(ctx, VerbLease, req, o)
 	if err != nil {
 		return nil, err
 	}
@@ -323,7 +440,7 @@ func (c *Client) Lease(ctx context.Context, req *resourcelease.LeaseRequest) (*r
 
 // Heartbeat calls the heartbeat procedure.
 func (c *Client) Heartbeat(ctx context.Context, req *resourcelease.HeartbeatRequest) (*resourcelease.HeartbeatResponse, error) {
-	return roundTrip[resourcelease.HeartbeatResponse](ctx, c, VerbHeartbeat, wire.OrEmpty(req), 0)
+	return roundTrip[resourcelease.HeartbeatResponse](ctx, c, VerbHeartbeat, wire.OrEmpty(req), callOpts{retry: retrySafe})
 }
 
 // longPollTimeout is how long a request that long-polls for wait may take.
@@ -333,13 +450,13 @@ func (c *Client) longPollTimeout(wait time.Duration) time.Duration {
 
 // Complete calls the complete procedure.
 func (c *Client) Complete(ctx context.Context, req *resourcelease.CompleteRequest) error {
-	_, err := c.callJSON(ctx, VerbComplete, wire.OrEmpty(req), 0)
+	_, err := c.callJSON(ctx, VerbComplete, wire.OrEmpty(req), callOpts{retry: retrySettle})
 	return err
 }
 
 // Fail calls the fail procedure.
 func (c *Client) Fail(ctx context.Context, req *resourcelease.FailRequest) error {
-	_, err := c.callJSON(ctx, VerbFail, wire.OrEmpty(req), 0)
+	_, err := c.callJSON(ctx, VerbFail, wire.OrEmpty(req), callOpts{retry: retrySettle})
 	return err
 }
 
@@ -348,7 +465,7 @@ func (c *Client) Fail(ctx context.Context, req *resourcelease.FailRequest) error
 // what to do instead (the Worker then fails the lease with requeue, which
 // counts an attempt).
 func (c *Client) Release(ctx context.Context, req *resourcelease.ReleaseRequest) error {
-	_, err := c.callJSON(ctx, VerbRelease, wire.OrEmpty(req), 0)
+	_, err := c.callJSON(ctx, VerbRelease, wire.OrEmpty(req), callOpts{retry: retrySettle})
 	if isUnknownProcedure(err) {
 		return &resourcelease.Error{Status: resourcelease.StatusUnimplemented, Code: CodeUnknownProcedure,
 			Message: "the server has no " + VerbRelease + " procedure (it is older than this client)", Err: err}
@@ -376,22 +493,22 @@ func isUnknownProcedure(err error) bool {
 
 // Drain calls the drain procedure.
 func (c *Client) Drain(ctx context.Context, req *resourcelease.DrainRequest) (*resourcelease.DrainResponse, error) {
-	return roundTrip[resourcelease.DrainResponse](ctx, c, VerbDrain, wire.OrEmpty(req), 0)
+	return roundTrip[resourcelease.DrainResponse](ctx, c, VerbDrain, wire.OrEmpty(req), callOpts{retry: retryUnsent})
 }
 
 // Restore calls the restore procedure.
 func (c *Client) Restore(ctx context.Context, req *resourcelease.RestoreRequest) (*resourcelease.RestoreResponse, error) {
-	return roundTrip[resourcelease.RestoreResponse](ctx, c, VerbRestore, wire.OrEmpty(req), 0)
+	return roundTrip[resourcelease.RestoreResponse](ctx, c, VerbRestore, wire.OrEmpty(req), callOpts{retry: retryUnsent})
 }
 
 // Stats calls the stats procedure.
 func (c *Client) Stats(ctx context.Context, req *resourcelease.StatsRequest) (*resourcelease.Stats, error) {
-	return roundTrip[resourcelease.Stats](ctx, c, VerbStats, wire.OrEmpty(req), 0)
+	return roundTrip[resourcelease.Stats](ctx, c, VerbStats, wire.OrEmpty(req), callOpts{retry: retrySafe})
 }
 
 // DeadLetters calls the deadletters procedure.
 func (c *Client) DeadLetters(ctx context.Context, req *resourcelease.DeadLettersRequest) (*resourcelease.DeadLettersResponse, error) {
-	return roundTrip[resourcelease.DeadLettersResponse](ctx, c, VerbDeadLetters, wire.OrEmpty(req), 0)
+	return roundTrip[resourcelease.DeadLettersResponse](ctx, c, VerbDeadLetters, wire.OrEmpty(req), callOpts{retry: retrySafe})
 }
 
 // Redrive calls the redrive procedure. A request that selects nothing is
@@ -401,7 +518,7 @@ func (c *Client) Redrive(ctx context.Context, req *resourcelease.RedriveRequest)
 	if err := req.Validate(); err != nil {
 		return nil, err
 	}
-	return roundTrip[resourcelease.RedriveResponse](ctx, c, VerbRedrive, wire.OrEmpty(req), 0)
+	return roundTrip[resourcelease.RedriveResponse](ctx, c, VerbRedrive, wire.OrEmpty(req), callOpts{retry: retrySafe})
 }
 
 // Purge calls the purge procedure. A request that selects nothing is
@@ -411,5 +528,5 @@ func (c *Client) Purge(ctx context.Context, req *resourcelease.PurgeRequest) (*r
 	if err := req.Validate(); err != nil {
 		return nil, err
 	}
-	return roundTrip[resourcelease.PurgeResponse](ctx, c, VerbPurge, wire.OrEmpty(req), 0)
+	return roundTrip[resourcelease.PurgeResponse](ctx, c, VerbPurge, wire.OrEmpty(req), callOpts{retry: retrySafe})
 }

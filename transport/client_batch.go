@@ -50,23 +50,29 @@ func (c *Client) perItem() resourcelease.BatchDispatcher {
 // batchCall sends a batch procedure, unless the server is known not to serve
 // it. ok is false when it does not (an older leasemesh, or a yarpc server:
 // see isUnknownProcedure); the caller then falls back to per-item calls.
-func batchCall[Resp any](ctx context.Context, c *Client, which int, verb string, req any, minTimeout time.Duration) (resp *Resp, ok bool, err error) {
+// retried says whether an earlier try of the call may have reached a
+// dispatcher (see Client.callMaybeRetried).
+func batchCall[Resp any](ctx context.Context, c *Client, which int, verb string, req any, o callOpts) (resp *Resp, ok, retried bool, err error) {
 	if !c.batches.known(which) {
-		return nil, false, nil
+		return nil, false, false, nil
 	}
-	out, err := c.callJSON(ctx, verb, req, minTimeout)
+	body, err := encodeRequest(req)
+	if err != nil {
+		return nil, true, false, err
+	}
+	out, retried, err := c.callMaybeRetried(ctx, Procedure(c.namespace, verb), body, o)
 	if isUnknownProcedure(err) {
 		c.batches.unknown(which)
-		return nil, false, nil
+		return nil, false, false, nil
 	}
 	if err != nil {
-		return nil, true, err
+		return nil, true, retried, err
 	}
 	resp = new(Resp)
 	if err := json.Unmarshal(out, resp); err != nil {
-		return nil, true, wire.MalformedResponse(verb, err)
+		return nil, true, retried, wire.MalformedResponse(verb, err)
 	}
-	return resp, true, nil
+	return resp, true, retried, nil
 }
 
 // EnqueueBatch calls the enqueueBatch procedure; with a server that predates
@@ -76,7 +82,23 @@ func batchCall[Resp any](ctx context.Context, c *Client, which int, verb string,
 // returns it.
 func (c *Client) EnqueueBatch(ctx context.Context, req *resourcelease.EnqueueBatchRequest) (*resourcelease.EnqueueBatchResponse, error) {
 	req = wire.OrEmpty(req)
-	resp, ok, err := batchCall[resourcelease.EnqueueBatchResponse](ctx, c, batchEnqueue, VerbEnqueueBatch, req, 0)
+	sent, generated := req, []bool(nil)
+	if len(c.endpoints) > 1 {
+		// A retry on another dispatcher must dedupe against this try.
+		for i := range req.Payloads {
+			if req.Payloads[i].RequestID != "" {
+				continue
+			}
+			if generated == nil {
+				r := *req
+				r.Payloads = append([]resourcelease.Item(nil), req.Payloads...)
+				sent, generated = &r, make([]bool, len(req.Payloads))
+			}
+			sent.Payloads[i].RequestID = newRequestID()
+			generated[i] = true
+		}
+	}
+	resp, ok, _, err := batchCall[resourcelease.EnqueueBatchResponse](ctx, c, batchEnqueue, VerbEnqueueBatch, sent, callOpts{retry: retrySafe})
 	switch {
 	case !ok:
 		return c.perItem().EnqueueBatch(ctx, req)
@@ -88,6 +110,8 @@ func (c *Client) EnqueueBatch(ctx context.Context, req *resourcelease.EnqueueBat
 	for i := range resp.Results {
 		if r := &resp.Results[i]; r.Err == nil && delayIgnored(&req.Payloads[i], req.Delay, r.Duplicate, r.NotBefore) {
 			r.Err = resourcelease.DelayIgnoredError(r.SequenceID)
+		} else if r.Err == nil && generated != nil && generated[i] {
+			r.Duplicate = false // our own retry's: the caller enqueued once
 		}
 	}
 	return resp, nil
@@ -99,11 +123,20 @@ func (c *Client) EnqueueBatch(ctx context.Context, req *resourcelease.EnqueueBat
 // waiting.
 func (c *Client) LeaseBatch(ctx context.Context, req *resourcelease.LeaseBatchRequest) ([]*resourcelease.Lease, error) {
 	req = wire.OrEmpty(req)
-	var minTimeout time.Duration
+	o := callOpts{retry: retrySafe}
 	if req.Wait > 0 {
-		minTimeout = c.longPollTimeout(req.Wait)
+		o.minTimeout = c.longPollTimeout(req.Wait)
+		o.rebody = func(spent time.Duration) ([]byte, bool) {
+			r := *req
+			r.Wait -= spent
+			if r.Wait <= 0 {
+				return nil, false
+			}
+			b, err := encodeRequest(&r)
+			return b, err == nil
+		}
 	}
-	resp, ok, err := batchCall[wireLeaseBatch](ctx, c, batchLease, VerbLeaseBatch, req, minTimeout)
+	resp, ok, _, err := batchCall[wireLeaseBatch](ctx, c, batchLease, VerbLeaseBatch, req, o)
 	switch {
 	case !ok:
 		return c.perItem().LeaseBatch(ctx, req)
@@ -124,7 +157,7 @@ func (c *Client) LeaseBatch(ctx context.Context, req *resourcelease.LeaseBatchRe
 // predates it, it heartbeats the leases one by one (a few at a time).
 func (c *Client) HeartbeatBatch(ctx context.Context, req *resourcelease.HeartbeatBatchRequest) ([]resourcelease.HeartbeatResult, error) {
 	req = wire.OrEmpty(req)
-	resp, ok, err := batchCall[resourcelease.HeartbeatBatchResponse](ctx, c, batchHeartbeat, VerbHeartbeatBatch, req, 0)
+	resp, ok, _, err := batchCall[resourcelease.HeartbeatBatchResponse](ctx, c, batchHeartbeat, VerbHeartbeatBatch, req, callOpts{retry: retrySafe})
 	switch {
 	case !ok:
 		return c.perItem().HeartbeatBatch(ctx, req)
@@ -140,7 +173,7 @@ func (c *Client) HeartbeatBatch(ctx context.Context, req *resourcelease.Heartbea
 // predates it, it completes the leases one by one (a few at a time).
 func (c *Client) CompleteBatch(ctx context.Context, req *resourcelease.CompleteBatchRequest) ([]error, error) {
 	req = wire.OrEmpty(req)
-	resp, ok, err := batchCall[resourcelease.CompleteBatchResponse](ctx, c, batchComplete, VerbCompleteBatch, req, 0)
+	resp, ok, retried, err := batchCall[resourcelease.CompleteBatchResponse](ctx, c, batchComplete, VerbCompleteBatch, req, callOpts{retry: retrySettle})
 	switch {
 	case !ok:
 		return c.perItem().CompleteBatch(ctx, req)
@@ -148,6 +181,13 @@ func (c *Client) CompleteBatch(ctx context.Context, req *resourcelease.CompleteB
 		return nil, err
 	case len(resp.Results) != len(req.OwnershipTokens):
 		return nil, wire.MalformedResponse(VerbCompleteBatch, errResultCount(len(resp.Results), len(req.OwnershipTokens)))
+	}
+	if retried {
+		for i, e := range resp.Results {
+			if errors.Is(e, resourcelease.ErrUnknownToken) {
+				resp.Results[i] = resourcelease.PossiblySettledError(e)
+			}
+		}
 	}
 	return resp.Results, nil
 }

@@ -97,6 +97,14 @@
 // CodeTransportUnavailable. Call sends a raw request with a full procedure
 // name, as `leasectl request` does.
 //
+// Several dispatchers of one mesh (dispatchers on one PostgreSQL database)
+// go in ClientConfig.URLs: the Client sends its calls to them in turn,
+// leaves one that failed alone for a back-off, and sends a call that met a
+// dead or unavailable dispatcher to the next, without applying it twice
+// (enqueues keep their requestId; a settle whose retry finds its token
+// unknown is resourcelease.ErrPossiblySettled). The Client's doc says which
+// calls are retried when.
+//
 // # Working: the Worker
 //
 // NewWorker runs Handler on leases from any Dispatcher, a Client or one in

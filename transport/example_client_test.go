@@ -90,3 +90,47 @@ func ExampleClient_Call() {
 	// {"pendingCount":0,"activeLeaseCount":0,"deadLetterCount":0,"backpressureActive":false} <nil>
 	// resourcelease.payload.resource_type_required: payload.resourceType is required
 }
+
+// A Client over two dispatchers of one mesh (here two handlers over one
+// queue, one of them dead): every call goes through the live one, and the
+// dead one is tried again only after its back-off.
+func ExampleClientConfig_urls() {
+	d, closeDispatcher := newLocalDispatcher(resourcelease.QueueConfig{})
+	defer closeDispatcher()
+	h, err := transport.NewHandler(d, transport.HandlerConfig{})
+	if err != nil {
+		log.Fatal(err)
+	}
+	live := httptest.NewServer(h)
+	defer live.Close()
+	dead := httptest.NewServer(h)
+	dead.Close() // connections to it are refused
+
+	c, err := transport.NewClient("", transport.ClientConfig{URLs: []string{dead.URL, live.URL}, Caller: "worker-1"})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer c.Close()
+	ctx := context.Background()
+	for i := range 3 {
+		if _, err := c.Enqueue(ctx, &resourcelease.EnqueueRequest{Payload: &resourcelease.Item{
+			ResourceType: "demo.order", ResourceID: fmt.Sprint("order-", i), PartitionKey: "tenant-1",
+			PayloadEncoding: "application/json", Body: []byte(`{}`),
+		}}); err != nil {
+			log.Fatal(err)
+		}
+	}
+	for range 3 {
+		l, err := c.Lease(ctx, nil)
+		if err != nil {
+			log.Fatal(err)
+		}
+		if err := c.Complete(ctx, &resourcelease.CompleteRequest{OwnershipToken: l.OwnershipToken}); err != nil {
+			log.Fatal(err)
+		}
+	}
+	st, err := c.Stats(ctx, nil)
+	fmt.Println("pending", st.PendingCount, "active", st.ActiveLeaseCount, err)
+	// Output:
+	// pending 0 active 0 <nil>
+}

@@ -104,6 +104,13 @@ type Stats struct {
 	// final call was answered unknown_token, or the dispatcher stayed
 	// unreachable until the lease expired.
 	Lost int64
+	// PossiblySettled counts leases whose complete, fail or release was
+	// answered unknown_token on a retry, after an earlier try had failed in a
+	// way that may have applied it (its answer was lost: a dispatcher died,
+	// a connection broke, a deadline passed): most likely that try settled
+	// the lease (resourcelease.ErrPossiblySettled). They are not counted in
+	// Lost, nor in Completed or Failed.
+	PossiblySettled int64
 	// Errors counts dispatcher calls that failed (and were retried or given
 	// up), other than unknown_token answers.
 	Errors int64
@@ -119,7 +126,11 @@ type Stats struct {
 // it keeps one leaseBatch call in flight for all its free slots and groups
 // the completions that finish together into completeBatch calls; otherwise
 // each slot long-polls for its own lease. A dispatcher that is down is retried with exponential backoff and
-// jitter; the worker resumes when it is back. Run blocks until its context
+// jitter; the worker resumes when it is back. Over a transport.Client with
+// several dispatcher URLs (one mesh) the Client fails over from a dead one,
+// so the worker keeps working through the others and returns to it when it
+// is back; a complete, fail or release whose answer was lost and whose
+// retry finds the token unknown counts as PossiblySettled, not Lost. Run blocks until its context
 // ends, then stops leasing, cancels the handlers' contexts, releases their
 // leases (back to pending at once, the attempt not counted; a dispatcher
 // without release gets a fail with requeue, reason ShutdownReason) and
@@ -149,6 +160,7 @@ type Worker struct {
 
 	running                                             atomic.Bool
 	leased, completed, failed, released, lost, failures atomic.Int64
+	possiblySettled                                     atomic.Int64
 	skewWarned                                          atomic.Bool
 	// noRelease is set once the dispatcher answered release with
 	// unimplemented (it predates release).
@@ -238,6 +250,8 @@ func (w *Worker) Stats() Stats {
 		Released:  w.released.Load(),
 		Lost:      w.lost.Load(),
 		Errors:    w.failures.Load(),
+
+		PossiblySettled: w.possiblySettled.Load(),
 	}
 }
 
@@ -530,6 +544,9 @@ func (w *Worker) settle(ctx context.Context, token resourcelease.OwnershipToken,
 	})
 	defer stopAfter()
 	shuttingDown := false
+	// mayHaveApplied: an earlier try failed after it may have reached the
+	// dispatcher, so an unknown_token now may be that try's doing.
+	mayHaveApplied := false
 	for attempt := 0; ; attempt++ {
 		if ctx.Err() != nil {
 			shuttingDown = true
@@ -588,11 +605,20 @@ func (w *Worker) settle(ctx context.Context, token resourcelease.OwnershipToken,
 			w.logger.Info("worker: lease failed", "peer", w.peerID, "sequenceId", token.SequenceID,
 				"attempt", token.Attempt, "reason", failReason(herr, shuttingDown))
 			return
+		case errors.Is(err, resourcelease.ErrPossiblySettled),
+			mayHaveApplied && errors.Is(err, resourcelease.ErrUnknownToken):
+			w.possiblySettled.Add(1)
+			w.logger.Info("worker: lease possibly settled: a retry after a lost answer found the token unknown", "peer", w.peerID,
+				"sequenceId", token.SequenceID, "attempt", token.Attempt, "complete", complete)
+			return
 		case errors.Is(err, resourcelease.ErrUnknownToken):
 			w.lost.Add(1)
 			w.logger.Warn("worker: lease lost before it was settled", "peer", w.peerID,
 				"sequenceId", token.SequenceID, "attempt", token.Attempt)
 			return
+		}
+		if mayHaveBeenApplied(err) {
+			mayHaveApplied = true
 		}
 		if !cutByShutdown {
 			w.failures.Add(1)
@@ -648,6 +674,13 @@ func retryable(err error) bool {
 		return true
 	}
 	return false
+}
+
+// mayHaveBeenApplied reports whether a failed settle may have been applied
+// all the same: its answer, not its request, may have been lost. A refusal
+// (resource-exhausted: rate limit, backpressure) was not applied.
+func mayHaveBeenApplied(err error) bool {
+	return retryable(err) && resourcelease.StatusOf(err) != resourcelease.StatusResourceExhausted
 }
 
 // backoff is the delay before retry number attempt (from 0): MinBackoff

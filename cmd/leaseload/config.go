@@ -57,6 +57,18 @@ type config struct {
 
 func (c *config) self() bool { return c.target == "" }
 
+// targets are the -target URLs: one, or a comma list of the dispatchers
+// of one mesh.
+func (c *config) targets() []string {
+	var out []string
+	for t := range strings.SplitSeq(c.target, ",") {
+		if t = strings.TrimSpace(t); t != "" {
+			out = append(out, t)
+		}
+	}
+	return out
+}
+
 // usageError is a mistake on the command line (exit status 2).
 type usageError struct{ msg string }
 
@@ -72,7 +84,7 @@ func newFlagSet(c *config) (*flag.FlagSet, *bool, *string) {
 	fs.SetOutput(io.Discard) // errors are one line from run; -h prints usage
 	self := fs.Bool("self", false, "start an in-process dispatcher and echo server on 127.0.0.1:0 (the default when -target is not given)")
 	sync := fs.String("synchronous", "", "SQLite `mode` with -storage sqlite: FULL (the default: fsync per commit, as the demo's replication.db) or NORMAL")
-	fs.StringVar(&c.target, "target", "", "load an existing dispatcher at `URL` instead (loopback only, e.g. http://127.0.0.1:7420/yarpc/v1)")
+	fs.StringVar(&c.target, "target", "", "load an existing dispatcher at `URL` instead (loopback only, e.g. http://127.0.0.1:7420/yarpc/v1); a comma list loads several dispatchers of one mesh, the client spreading its calls over them")
 	fs.StringVar(&c.storage, "storage", storageMemory, "the -self dispatcher's `storage`: memory or sqlite (in a temporary directory, removed at exit)")
 	fs.StringVar(&c.service, "service", "", "the `service` name sent as Rpc-Service (and required by the -self handler); empty sends none")
 	fs.StringVar(&c.namespace, "namespace", transport.DefaultNamespace, "the procedure `namespace` (the demo's is resourcelease.mesh)")
@@ -116,8 +128,10 @@ func parseConfig(args []string) (*config, error) {
 				return nil, usagef("-%s applies only to -self, not to -target", name)
 			}
 		}
-		if _, err := checkTarget(c.target); err != nil {
-			return nil, &usageError{msg: err.Error()}
+		for _, t := range c.targets() {
+			if _, err := checkTarget(t); err != nil {
+				return nil, &usageError{msg: err.Error()}
+			}
 		}
 		c.storage = ""
 	} else {

@@ -46,6 +46,7 @@ func TestRunUsageErrors(t *testing.T) {
 		{name: "self=false alone", args: []string{"-self=false"}, want: "-self=false needs -target URL"},
 		{name: "remote target", args: []string{"-target", "http://example.com/yarpc/v1"}, want: `-target host "example.com" refused: leaseload sends load only to loopback`},
 		{name: "private address target", args: []string{"-target", "http://10.1.2.3:7420/yarpc/v1"}, want: `-target host "10.1.2.3" refused`},
+		{name: "remote target in a list", args: []string{"-target", "http://127.0.0.1:7420/yarpc/v1,http://example.com/yarpc/v1"}, want: `-target host "example.com" refused`},
 		{name: "target without scheme", args: []string{"-target", "127.0.0.1:7420"}, want: `invalid -target "127.0.0.1:7420"`},
 	}
 	for _, tt := range tests {

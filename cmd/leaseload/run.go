@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"runtime"
+	"strings"
 
 	"github.com/leasemesh/leasemesh/transport"
 )
@@ -69,7 +70,10 @@ func load(ctx context.Context, cfg *config, stderr io.Writer) (rep *report, err 
 		GoVersion: runtime.Version(), Platform: runtime.GOOS + "/" + runtime.GOARCH,
 		GOMAXPROCS: runtime.GOMAXPROCS(0), NumCPU: runtime.NumCPU(),
 	}
-	rpcURL := cfg.target
+	rpcURL, urls := "", cfg.targets()
+	if len(urls) > 0 {
+		rpcURL = strings.Join(urls, ",") // as reported
+	}
 	if cfg.self() {
 		rep.Mode, rep.Storage, rep.Synchronous = modeSelf, cfg.storage, string(cfg.synchronous)
 		sd, err := startSelfDispatcher(ctx, cfg, logger)
@@ -81,12 +85,13 @@ func load(ctx context.Context, cfg *config, stderr io.Writer) (rep *report, err 
 				err = fmt.Errorf("stopping the -self dispatcher: %w", cerr)
 			}
 		}()
-		rpcURL = sd.url
+		rpcURL, urls = sd.url, []string{sd.url}
 	}
 
 	hc := newHTTPClient(cfg.concurrency)
 	defer hc.CloseIdleConnections()
-	client, err := transport.NewClient(rpcURL, transport.ClientConfig{
+	client, err := transport.NewClient("", transport.ClientConfig{
+		URLs:    urls,
 		Service: cfg.service, Namespace: cfg.namespace, Caller: cfg.caller, HTTPClient: hc,
 	})
 	if err != nil {

@@ -9,6 +9,7 @@ import (
 	"net/http/httptest"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -247,6 +248,28 @@ func TestRunTarget(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, 1, st.PendingCount)
 	assert.Zero(t, st.ActiveLeaseCount)
+}
+
+// TestRunTargets: -target with two handlers over one dispatcher (two
+// dispatchers of one mesh) loads both.
+func TestRunTargets(t *testing.T) {
+	t.Parallel()
+	url, d := newTarget(t, transport.HandlerConfig{})
+	h, err := transport.NewHandler(d, transport.HandlerConfig{Logger: slog.New(slog.DiscardHandler)})
+	require.NoError(t, err)
+	var second atomic.Int64
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		second.Add(1)
+		h.ServeHTTP(w, r)
+	}))
+	t.Cleanup(srv.Close)
+	both := url + "," + srv.URL + "/yarpc/v1"
+	res, rep := runJSON(t, "-target", both, "-cycles", "40", "-concurrency", "2", "-warmup", "0", "-echo=false")
+	require.Equal(t, exitOK, res.code, "stderr: %s", res.stderr)
+	require.Len(t, rep.Phases, 1)
+	assert.Equal(t, both, rep.Phases[0].URL)
+	checkCleanLeasemesh(t, rep.Phases[0], 40)
+	assert.Greater(t, second.Load(), int64(20), "the second dispatcher took its share")
 }
 
 func TestRunFailedRPCs(t *testing.T) {

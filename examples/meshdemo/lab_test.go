@@ -136,12 +136,14 @@ func TestLabFilesAgree(t *testing.T) {
 		return string(b)
 	}
 	compose, prom := read(labCompose), read(labPrometheus)
-	for _, svc := range []string{"mesh-dispatcher", "mesh-seeder", "mesh-worker-a", "mesh-worker-b", "prometheus", "grafana"} {
+	for _, svc := range []string{"mesh-postgres", "mesh-dispatcher", "mesh-dispatcher-b", "mesh-seeder", "mesh-worker-a", "mesh-worker-b", "prometheus", "grafana"} {
 		if !regexp.MustCompile(`(?m)^  ` + regexp.QuoteMeta(svc) + `:\s*$`).MatchString(compose) {
 			t.Errorf("%s has no service %s", labCompose, svc)
 		}
 	}
-	for _, w := range []string{`"7420:7420"`, `"5158:5158"`, `"9090:9090"`, `"3000:3000"`, "mesh-data:/data", "dockerfile: examples/meshdemo/Dockerfile", "context: ../..",
+	for _, w := range []string{`"7420:7420"`, `"5158:5158"`, `"7421:7420"`, `"5159:5158"`, `"9090:9090"`, `"3000:3000"`, "mesh-pgdata:/var/lib/postgresql/data",
+		"MESHDEMO_meshDemo__storage: postgres", "MESHDEMO_meshDemo__postgresUrl: postgres://", "environment: *dispatcher-env",
+		"--meshDemo:rpcClientUrl=http://mesh-dispatcher:7420,http://mesh-dispatcher-b:7420", "dockerfile: examples/meshdemo/Dockerfile", "context: ../..",
 		"--meshDemo:roles=dispatcher,diagnostics", "--meshDemo:workerPeerId=mesh-worker-a", "--meshDemo:workerPeerId=mesh-worker-b"} {
 		if !strings.Contains(compose, w) {
 			t.Errorf("%s lacks %q", labCompose, w)
@@ -215,6 +217,10 @@ func TestLabPrometheusScrapesDashboardMetrics(t *testing.T) {
 	m := newMesh(t)
 	startDispatcher(t, m, "--meshDemo:highWatermark=6", "--meshDemo:lowWatermark=2", "--meshDemo:backpressureCooldownSeconds=0.5",
 		"--meshDemo:heartbeatIntervalSeconds=0.3")
+	// The lab's second dispatcher. On loopback it has a queue of its own
+	// (the lab's share one database): it is here to be scraped.
+	m2 := newMesh(t)
+	startDispatcher(t, m2)
 	// Each role serves /metrics on a port the OS picks (m.startRole passes
 	// --urls=http://127.0.0.1:0); its banner says which.
 	roles := map[string]*proc{
@@ -236,7 +242,7 @@ func TestLabPrometheusScrapesDashboardMetrics(t *testing.T) {
 		t.Fatalf("%s lacks the marker %q", labPrometheus, scaleMarker)
 	}
 	cfg = cfg[:cut]
-	replacements := map[string]string{"mesh-dispatcher:5158": hostPort(m.base)}
+	replacements := map[string]string{"mesh-dispatcher:5158": hostPort(m.base), "mesh-dispatcher-b:5158": hostPort(m2.base)}
 	for svc, p := range roles {
 		replacements[svc+":9464"] = hostPort(p.metricsURL(t))
 	}
@@ -288,7 +294,7 @@ func TestLabPrometheusScrapesDashboardMetrics(t *testing.T) {
 			t.Fatalf("prometheus exited: %v\n%s", prom.err, prom.stderr.String())
 		}
 		var tr targetsResp
-		if !getJSON(api+"targets?state=active", &tr) || len(tr.Data.ActiveTargets) != 4 {
+		if !getJSON(api+"targets?state=active", &tr) || len(tr.Data.ActiveTargets) != 5 {
 			return false
 		}
 		for _, tg := range tr.Data.ActiveTargets {
@@ -320,7 +326,11 @@ func TestLabPrometheusScrapesDashboardMetrics(t *testing.T) {
 	var names []string
 	for _, q := range queries {
 		for _, n := range metricNames(q) {
-			if !slices.Contains(names, n) {
+			// The mesh-wide gauges come from dispatchers on a shared
+			// database; these loopback ones export the per-dispatcher
+			// gauges instead, which every query naming a mesh gauge must
+			// fall back to (checked by TestDashboardMeshGauges).
+			if !slices.Contains(names, n) && !strings.HasPrefix(n, meshGaugePrefix) {
 				names = append(names, n)
 			}
 		}
@@ -348,6 +358,37 @@ func TestLabPrometheusScrapesDashboardMetrics(t *testing.T) {
 		}
 	}
 	t.Logf("%d dashboard queries evaluate; all %d metrics they name have samples: %v", len(queries), len(names), names)
+}
+
+// meshGaugePrefix starts the names of the mesh-wide gauges of a dispatcher
+// on a shared database (the whole mesh's counts, the same on every
+// dispatcher); they replace the per-dispatcher resourcelease_* gauges there.
+const meshGaugePrefix = "resourcelease_mesh_"
+
+// TestDashboardMeshGauges: a query on a mesh-wide gauge takes its max (the
+// dispatchers report the same value, a sum would count it once per
+// dispatcher) or the sum of the per-dispatcher gauge of the same name, so
+// the panel shows the queue with one dispatcher or several.
+func TestDashboardMeshGauges(t *testing.T) {
+	seen := 0
+	for _, q := range readDashboard(t).queries() {
+		for _, n := range metricNames(q) {
+			if !strings.HasPrefix(n, meshGaugePrefix) || strings.HasSuffix(n, "_total") {
+				continue
+			}
+			seen++
+			plain := "resourcelease_" + strings.TrimPrefix(n, meshGaugePrefix)
+			if want := fmt.Sprintf("max(%s) or sum(%s)", n, plain); !strings.Contains(q, want) {
+				t.Errorf("query %q: want %q", q, want)
+			}
+		}
+		if strings.Contains(q, "sum(peerhealth_peers_") {
+			t.Errorf("query %q: peer health is mesh-wide on a shared database: take its max", q)
+		}
+	}
+	if seen < 4 {
+		t.Errorf("only %d queries on mesh gauges, want the queue depth, delayed, active and dead-letter ones", seen)
+	}
 }
 
 // promListening matches the line Prometheus logs once its web listener is

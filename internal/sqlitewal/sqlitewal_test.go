@@ -119,8 +119,14 @@ func TestNeverIdleWriterIsHeldAtTheBound(t *testing.T) {
 	if holds == 0 || resets == 0 {
 		t.Fatalf("holds = %d, resets = %d; want the writer held for resets", holds, resets)
 	}
-	if largest > 3*maxPages {
-		t.Fatalf("the -wal file reached %d frames, want about %d at most", largest, 2*maxPages)
+	// The bound is twice MaxPages by the Checkpointer's estimate, and until
+	// a PASSIVE checkpoint has measured what a commit appends (late, on a
+	// loaded machine) the estimate counts one page per commit, where these
+	// commits append about two: so the first WAL may reach about four times
+	// MaxPages, and a RESTART reuses the file at that size. Without the
+	// bound, 3,000 commits would make it over 6,000 frames.
+	if largest > 5*maxPages {
+		t.Fatalf("the -wal file reached %d frames, want at most %d", largest, 5*maxPages)
 	}
 	t.Logf("largest -wal file %d frames; %d holds, %d resets", largest, holds, resets)
 }

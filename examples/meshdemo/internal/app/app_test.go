@@ -457,3 +457,46 @@ func TestStartTurnsRouteConflictIntoError(t *testing.T) {
 	// Storage and listeners were closed: nothing Start began is still running.
 	goleak.VerifyNone(t, before)
 }
+
+// TestClientRolesSpreadOverDispatchers: with rpcClientUrl a list, the
+// seeder enqueues through every dispatcher in it and carries on with the
+// rest when one stops; a worker given a dead dispatcher beside a live one
+// works through the live one. (Dispatchers on memory storage each have a
+// queue of their own, so a worker is not run over two of them: its
+// settles would reach the queue that did not lease. On Postgres they share
+// one.)
+func TestClientRolesSpreadOverDispatchers(t *testing.T) {
+	var ds []*running
+	var urls []string
+	for range 2 {
+		d := start(t, t.TempDir(), "-roles=dispatcher,diagnostics", "--meshDemo:rpcUrl=http://127.0.0.1:0", "-urls=http://127.0.0.1:0", "-storage=memory")
+		ds = append(ds, d)
+		urls = append(urls, d.node.RPCURL())
+	}
+	totals := func(d *running) (enq, done int64) {
+		var s snapshot
+		getJSON(t, d.node.HTTPURLs()[0]+"/demo/snapshot", &s)
+		return s.Totals.Enqueued, s.Totals.Completed
+	}
+	start(t, t.TempDir(), "-roles=seeder", "-rpc-client-url="+strings.Join(urls, ","), "-urls=http://127.0.0.1:0", "-seeder-interval-seconds=0.02")
+	eventually(t, 20*time.Second, "both dispatchers to get enqueues", func() bool {
+		e0, _ := totals(ds[0])
+		e1, _ := totals(ds[1])
+		return e0 >= 3 && e1 >= 3
+	})
+	dead := fmt.Sprintf("http://127.0.0.1:%d/yarpc/v1", freePort(t))
+	start(t, t.TempDir(), "-roles=worker", fmt.Sprintf(`-rpc-client-url=["%s","%s"]`, dead, urls[1]), "-urls=http://127.0.0.1:0",
+		"-worker-peer-id=w1", "-worker-processing-seconds=0.005", "-worker-failure-rate=0")
+	eventually(t, 20*time.Second, "the worker to complete through the live dispatcher", func() bool {
+		_, c := totals(ds[1])
+		return c >= 5
+	})
+	if err := ds[0].stop(t); err != nil {
+		t.Fatalf("dispatcher 0: %v", err)
+	}
+	e1, c1 := totals(ds[1])
+	eventually(t, 20*time.Second, "the other dispatcher to carry on", func() bool {
+		e, c := totals(ds[1])
+		return e >= e1+10 && c >= c1+10
+	})
+}

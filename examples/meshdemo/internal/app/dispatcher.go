@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"path/filepath"
+	"strings"
 	"sync/atomic"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -16,6 +17,7 @@ import (
 	"github.com/leasemesh/leasemesh/examples/meshdemo/internal/config"
 	"github.com/leasemesh/leasemesh/examples/meshdemo/internal/diagnostics"
 	"github.com/leasemesh/leasemesh/peerhealth"
+	"github.com/leasemesh/leasemesh/pgstore"
 	"github.com/leasemesh/leasemesh/resourcelease"
 	"github.com/leasemesh/leasemesh/sqlitestore"
 	"github.com/leasemesh/leasemesh/tracing"
@@ -35,13 +37,23 @@ type dispatcherRole struct {
 func startDispatcher(ctx context.Context, cfg *config.Config, auth *demoAuth, logger *slog.Logger, reg prometheus.Registerer, tc tracing.Config) (*dispatcherRole, error) {
 	d := &dispatcherRole{totals: &totalsSink{}}
 	storage := leasemesh.Memory()
-	if cfg.Storage == config.StorageSQLite {
+	maxDead := cfg.MaxDeadLetters
+	switch cfg.Storage {
+	case config.StorageSQLite:
 		dir, err := filepath.Abs(cfg.DataDirectory)
 		if err != nil {
 			return nil, &config.ConfigValidationError{Field: config.Section + ":dataDirectory", Err: fmt.Errorf("invalid value %q: %w", cfg.DataDirectory, err)}
 		}
 		d.dataDir = dir
 		storage = sqlitestore.Dir(dir)
+	case config.StoragePostgres:
+		if cfg.DataDirectoryIgnored() {
+			logger.Warn("meshdemo: dataDirectory is ignored with storage=postgres: the queue lives in the database", "dataDirectory", cfg.DataDirectory)
+		}
+		storage = pgstore.URL(cfg.PostgresURL)
+		if maxDead == resourcelease.DefaultMaxDeadLetters {
+			maxDead = 0 // the default: the Postgres queue does not bound dead letters yet
+		}
 	}
 	mode := backpressure.ModeWait
 	if cfg.BackpressureMode == config.BackpressureReject {
@@ -54,7 +66,7 @@ func startDispatcher(ctx context.Context, cfg *config.Config, auth *demoAuth, lo
 			Capacity: cfg.Capacity, LeaseDuration: cfg.LeaseDuration, HeartbeatInterval: cfg.HeartbeatInterval,
 			RequeueDelay: cfg.RequeueDelay, MaxDeliveryAttempts: cfg.MaxDeliveryAttempts,
 			MaxActivePerPartition: cfg.MaxActivePerPartition, Fairness: cfg.Fairness,
-			DeadLetterRetention: cfg.DeadLetterRetention, MaxDeadLetters: cfg.MaxDeadLetters,
+			DeadLetterRetention: cfg.DeadLetterRetention, MaxDeadLetters: maxDead,
 		},
 		PeerHealth: peerhealth.Config{
 			GracePeriod: cfg.LeaseDuration, BreakerThreshold: cfg.BreakerThreshold, BreakerCooldown: cfg.BreakerCooldown,
@@ -76,6 +88,11 @@ func startDispatcher(ctx context.Context, cfg *config.Config, auth *demoAuth, lo
 		Logger:     logger,
 	})
 	if err != nil {
+		if cfg.Storage == config.StoragePostgres {
+			// A database that cannot be reached or used at start is a setting to fix: one line, exit 2.
+			return nil, &config.ConfigValidationError{Field: config.Section + ":postgresUrl",
+				Err: fmt.Errorf("invalid value %q: %s", cfg.RedactedPostgresURL(), strings.Join(strings.Fields(err.Error()), " "))}
+		}
 		return nil, err
 	}
 	return d, nil
@@ -104,7 +121,7 @@ func (d *dispatcherRole) stats(ctx context.Context) (*resourcelease.Stats, error
 // sources feeds the diagnostics page from the dispatcher's pieces;
 // /demo/enqueue goes through the RPC client.
 func (d *dispatcherRole) sources(client *transport.Client) diagnostics.Sources {
-	repl := d.Replicator()
+	repl := d.Replicator() // nil on postgres, whose log is the database's
 	bp := d.BackpressureDiagnostics()
 	return diagnostics.Sources{
 		Stats:               d.stats,
@@ -114,12 +131,16 @@ func (d *dispatcherRole) sources(client *transport.Client) diagnostics.Sources {
 		BackpressureHistory: bp.History,
 		BackpressureState:   func() any { return d.Backpressure().State() },
 		Recent:              d.RecentEvents().Events,
-		LastSequence:        repl.LastSequence,
-		Sinks:               func() any { return repl.SinkStatuses() },
-		Totals:              d.totals.Totals,
+		LastSequence:        d.Events().LastSequence,
+		Sinks: func() any {
+			if repl == nil {
+				return []any{}
+			}
+			return repl.SinkStatuses()
+		},
+		Totals: d.totals.Totals,
 		Backlog: func(ctx context.Context) (*resourcelease.Backlog, error) {
-			b, err := d.Queue().Backlog(ctx, diagnostics.BacklogPartitions)
-			return &b, err
+			return d.Backlog(ctx, diagnostics.BacklogPartitions)
 		},
 	}
 }

@@ -74,8 +74,8 @@ type Node struct {
 	workers []*workerRole
 	client  *transport.Client // the RPC client of the seeder and /demo/enqueue
 	metrics *clientMetrics
-	// clientURL is what the seeder and workers dial.
-	clientURL string
+	// clientURLs are what the seeder and workers dial.
+	clientURLs []string
 
 	rolesCtx    context.Context
 	rolesCancel context.CancelFunc
@@ -193,10 +193,10 @@ func Start(ctx context.Context, cfg *config.Config, logger *slog.Logger) (n *Nod
 		return n, err
 	}
 
-	n.clientURL = cfg.RPCClientURL
+	n.clientURLs = cfg.RPCClientURLs
 	if n.rpcLn != nil && strings.HasSuffix(cfg.RPC.Addr, ":0") && cfg.Sources["rpcClientUrl"] == config.SourceDerived {
 		// A free port was asked for: dial the one we got.
-		n.clientURL = n.RPCURL()
+		n.clientURLs = []string{n.RPCURL()}
 	}
 	if cfg.Has(config.RoleSeeder) || cfg.Has(config.RoleWorker) || cfg.Has(config.RoleDiagnostics) {
 		if n.metrics, err = newClientMetrics(n.reg); err != nil {
@@ -209,7 +209,7 @@ func Start(ctx context.Context, cfg *config.Config, logger *slog.Logger) (n *Nod
 		// The seeder and /demo/enqueue produce; a worker-only node uses it
 		// for the status line's stats, which any role's token may read.
 		token := cmp.Or(cfg.ProducerToken, cfg.WorkerToken)
-		if n.client, err = newClient(n.clientURL, cfg, caller, token, clientTLS, n.metrics, n.tracing); err != nil {
+		if n.client, err = newClient(n.clientURLs, cfg, caller, token, clientTLS, n.metrics, n.tracing); err != nil {
 			return n, err
 		}
 	}
@@ -225,6 +225,8 @@ func Start(ctx context.Context, cfg *config.Config, logger *slog.Logger) (n *Nod
 			{cfg.RPCPath, rpc},
 			{control.DefaultPrefix + "/", controlH},
 			{"GET /metrics", n.metricsHandler()},
+			{"GET /healthz", http.HandlerFunc(n.healthz)},
+			{"GET /readyz", http.HandlerFunc(n.readyz)},
 		})
 		if rerr != nil {
 			// config.Load rejects such paths; this keeps a gap in that check
@@ -274,7 +276,7 @@ func Start(ctx context.Context, cfg *config.Config, logger *slog.Logger) (n *Nod
 	}
 	if cfg.Has(config.RoleWorker) {
 		for _, peer := range cfg.WorkerPeerIDs {
-			w, werr := newWorkerRole(n.clientURL, peer, cfg, clientTLS, logger, n.metrics, n.reg, n.tracing)
+			w, werr := newWorkerRole(n.clientURLs, peer, cfg, clientTLS, logger, n.metrics, n.reg, n.tracing)
 			if werr != nil {
 				return n, werr
 			}
@@ -427,9 +429,12 @@ func (n *Node) PrintBanner(out io.Writer) {
 	row := func(k, format string, args ...any) { fmt.Fprintf(out, "  %-16s %s\n", k, fmt.Sprintf(format, args...)) }
 	if n.disp != nil {
 		row("RPC endpoint", "%s (service %s, procedures %s::*)", n.RPCURL(), c.ServiceName, c.Namespace)
-		if c.Storage == config.StorageSQLite {
+		switch c.Storage {
+		case config.StorageSQLite:
 			row("Storage", "sqlite: %s, %s", filepath.Join(n.disp.dataDir, "replication.db"), filepath.Join(n.disp.dataDir, "deterministic.db"))
-		} else {
+		case config.StoragePostgres:
+			row("Storage", "%s (shared by every dispatcher on it)", n.disp.Location())
+		default:
 			row("Storage", "memory (nothing survives a restart)")
 		}
 		row("Backpressure", "high %d / low %d, cooldown %s, mode %s; enqueue limit %s (%s under backpressure)",
@@ -447,10 +452,10 @@ func (n *Node) PrintBanner(out io.Writer) {
 		row("Control plane", "%s%s/ (on the RPC port)", strings.TrimSuffix(n.RPCURL(), c.RPCPath), control.DefaultPrefix)
 	}
 	if n.seeder != nil {
-		row("Seeder", "demo.order every %s via %s", c.SeederInterval, n.clientURL)
+		row("Seeder", "demo.order every %s via %s", c.SeederInterval, strings.Join(n.clientURLs, ", "))
 	}
 	if len(n.workers) > 0 {
-		row("Workers", "%s via %s (lease %s, heartbeat %s, ~%.0f%% failures)", strings.Join(c.WorkerPeerIDs, ", "), n.clientURL, c.LeaseDuration, c.HeartbeatInterval, c.WorkerFailureRate*100)
+		row("Workers", "%s via %s (lease %s, heartbeat %s, ~%.0f%% failures)", strings.Join(c.WorkerPeerIDs, ", "), strings.Join(n.clientURLs, ", "), c.LeaseDuration, c.HeartbeatInterval, c.WorkerFailureRate*100)
 	}
 	if c.OTLPEndpoint != "" {
 		row("Tracing", "OTLP/HTTP to %s (service.name %s)", otlpTarget(c.OTLPEndpoint), c.ServiceName)
@@ -535,4 +540,28 @@ func (n *Node) Close() error {
 		n.closeErr = errors.Join(errs...)
 	})
 	return n.closeErr
+}
+
+// healthz is the liveness endpoint of the dispatcher's listener: the
+// process serves HTTP (a load balancer restarts it when this fails).
+func (n *Node) healthz(w http.ResponseWriter, _ *http.Request) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	fmt.Fprintln(w, "ok")
+}
+
+// readyz is the readiness endpoint: 200 while the dispatcher can serve
+// (on postgres: the database answers, within two seconds), 503 with the
+// reason otherwise, so a load balancer sends calls elsewhere while this
+// dispatcher's database connection is down.
+func (n *Node) readyz(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.Header().Set("Cache-Control", "no-store")
+	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+	defer cancel()
+	if err := n.disp.Ready(ctx); err != nil {
+		w.WriteHeader(http.StatusServiceUnavailable)
+		fmt.Fprintln(w, "not ready:", strings.Join(strings.Fields(err.Error()), " "))
+		return
+	}
+	fmt.Fprintln(w, "ready")
 }

@@ -81,15 +81,17 @@ type roundTripFunc func(*http.Request) (*http.Response, error)
 
 func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
 
-// newClient returns an RPC client of the dispatcher at url, calling as
+// newClient returns an RPC client of the dispatchers at urls (spreading its
+// calls over them and failing over from one that is down), calling as
 // caller with the bearer token (none when "") and, for an https url,
 // tlsCfg; with tracing on, each call is a client span whose context goes
 // out in its headers.
-func newClient(url string, cfg *config.Config, caller, token string, tlsCfg *tls.Config, m *clientMetrics, tc tracing.Config) (*transport.Client, error) {
+func newClient(urls []string, cfg *config.Config, caller, token string, tlsCfg *tls.Config, m *clientMetrics, tc tracing.Config) (*transport.Client, error) {
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.MaxIdleConnsPerHost = transport.DefaultMaxIdleConnsPerHost
 	tr.TLSClientConfig = tlsCfg.Clone() // each Transport adds its own ALPN protocols to it
-	return transport.NewClient(url, transport.ClientConfig{
+	return transport.NewClient("", transport.ClientConfig{
+		URLs:    urls,
 		Service: cfg.ServiceName, Namespace: cfg.Namespace, Caller: caller, PeerID: caller, BearerToken: token,
 		HTTPClient: &http.Client{Transport: tracing.Transport(tc, m.roundTripper(tr))},
 	})
@@ -196,8 +198,8 @@ type workerRole struct {
 	worker *worker.Worker
 }
 
-func newWorkerRole(url, peer string, cfg *config.Config, tlsCfg *tls.Config, logger *slog.Logger, m *clientMetrics, reg prometheus.Registerer, tc tracing.Config) (*workerRole, error) {
-	client, err := newClient(url, cfg, peer, cfg.WorkerToken, tlsCfg, m, tc)
+func newWorkerRole(urls []string, peer string, cfg *config.Config, tlsCfg *tls.Config, logger *slog.Logger, m *clientMetrics, reg prometheus.Registerer, tc tracing.Config) (*workerRole, error) {
+	client, err := newClient(urls, cfg, peer, cfg.WorkerToken, tlsCfg, m, tc)
 	if err != nil {
 		return nil, err
 	}
@@ -237,6 +239,7 @@ func newWorkerRole(url, peer string, cfg *config.Config, tlsCfg *tls.Config, log
 		stat("meshdemo_worker_completed_total", "Leases this worker completed.", func(s worker.Stats) int64 { return s.Completed }),
 		stat("meshdemo_worker_failed_total", "Leases this worker failed with requeue.", func(s worker.Stats) int64 { return s.Failed }),
 		stat("meshdemo_worker_lost_total", "Leases this worker lost (expired or taken over).", func(s worker.Stats) int64 { return s.Lost }),
+		stat("meshdemo_worker_possibly_settled_total", "Leases whose settle was retried after a lost answer and found the token unknown: most likely settled by the first try (not lost).", func(s worker.Stats) int64 { return s.PossiblySettled }),
 		stat("meshdemo_worker_errors_total", "Dispatcher calls of this worker that failed.", func(s worker.Stats) int64 { return s.Errors }),
 	} {
 		if err := reg.Register(c); err != nil {

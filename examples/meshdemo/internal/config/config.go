@@ -90,6 +90,9 @@ type Storage string
 const (
 	StorageSQLite Storage = "sqlite"
 	StorageMemory Storage = "memory"
+	// StoragePostgres keeps the queue in PostgreSQL (postgresUrl), so that
+	// several dispatcher processes serve one queue.
+	StoragePostgres Storage = "postgres"
 )
 
 // BackpressureMode is what enqueue does while backpressure is active.
@@ -137,9 +140,14 @@ type Config struct {
 	RPC Listen
 	// RPCPath is the path of RPC.
 	RPCPath string
-	// RPCClientURL (rpcClientUrl) is what seeders and workers dial. Default:
+	// RPCClientURL (rpcClientUrl) is the first of RPCClientURLs. Default:
 	// rpcUrl with a wildcard host (0.0.0.0, ::, *, +) replaced by 127.0.0.1.
 	RPCClientURL string
+	// RPCClientURLs (rpcClientUrl: one URL, a comma list or a JSON array)
+	// are the dispatchers of one mesh that seeders, workers and
+	// /demo/enqueue spread their calls over, failing over from one that is
+	// down. Default: [RPCClientURL].
+	RPCClientURLs []string
 	// DataDirectory (dataDirectory) holds replication.db and deterministic.db.
 	// Default mesh-data.
 	DataDirectory string
@@ -189,8 +197,13 @@ type Config struct {
 	// BackpressureRateLimitPerSecond (backpressureRateLimitPerSecond) is the
 	// enqueue limit while backpressure is active; 0 = unlimited. Default 50.
 	BackpressureRateLimitPerSecond float64
-	// Storage (storage): sqlite (default) or memory.
+	// Storage (storage): sqlite (default), memory, or postgres (with
+	// postgresUrl; dataDirectory is then ignored).
 	Storage Storage
+	// PostgresURL (postgresUrl) is the database of storage=postgres,
+	// postgres://user:password@host:port/database (the password is never
+	// printed).
+	PostgresURL string
 	// OTLPEndpoint (otlpEndpoint) is the OpenTelemetry collector that
 	// traces are exported to over OTLP/HTTP; empty (the default) traces
 	// nothing.

@@ -177,6 +177,23 @@ func TestLayers(t *testing.T) {
 			check: func(t *testing.T, c *config.Config) {
 				eq(t, "client", c.RPCClientURL, "http://mesh-dispatcher:7420/yarpc/v1")
 			}},
+		{name: "rpcClientUrl comma list", args: []string{"-rpc-client-url", "http://d1:7420, http://d2:7420/rpc"},
+			check: func(t *testing.T, c *config.Config) {
+				eq(t, "client", c.RPCClientURL, "http://d1:7420/yarpc/v1")
+				eq(t, "clients", strings.Join(c.RPCClientURLs, " "), "http://d1:7420/yarpc/v1 http://d2:7420/rpc")
+			}},
+		{name: "rpcClientUrl JSON array in the file", file: `{"meshDemo":{"rpcClientUrl":["http://d1:7420","http://0.0.0.0:7421"]}}`,
+			check: func(t *testing.T, c *config.Config) {
+				eq(t, "clients", strings.Join(c.RPCClientURLs, " "), "http://d1:7420/yarpc/v1 http://127.0.0.1:7421/yarpc/v1")
+			}},
+		{name: "rpcClientUrl indexed env", env: []string{"MESHDEMO_meshDemo__rpcClientUrl__0=http://d1:7420", "MESHDEMO_meshDemo__rpcClientUrl__1=http://d2:7420"},
+			check: func(t *testing.T, c *config.Config) {
+				eq(t, "clients", strings.Join(c.RPCClientURLs, " "), "http://d1:7420/yarpc/v1 http://d2:7420/yarpc/v1")
+			}},
+		{name: "rpcClientUrl derived is a list of one",
+			check: func(t *testing.T, c *config.Config) {
+				eq(t, "clients", strings.Join(c.RPCClientURLs, " "), "http://127.0.0.1:7420/yarpc/v1")
+			}},
 		{name: "urls list with semicolons and ASP.NET wildcard", args: []string{"--urls=http://*:5158;http://localhost:5159"},
 			check: func(t *testing.T, c *config.Config) {
 				eq(t, "n", len(c.URLs), 2)
@@ -311,6 +328,11 @@ func TestErrors(t *testing.T) {
 		{name: "otlpEndpoint without a scheme", args: []string{"-otlp-endpoint=localhost:4318"}, field: "meshDemo:otlpEndpoint", wantInMsg: []string{`"localhost:4318"`, "OTLP/HTTP"}},
 		{name: "otlpEndpoint grpc", args: []string{"--meshDemo:otlpEndpoint=grpc://localhost:4317"}, field: "meshDemo:otlpEndpoint", wantInMsg: []string{"http(s) URL"}},
 		{name: "rpcClientUrl bad", args: []string{"-rpc-client-url=ftp://x"}, field: "meshDemo:rpcClientUrl", wantInMsg: []string{`"ftp://x"`}},
+		{name: "rpcClientUrl bad in a list", args: []string{"-rpc-client-url=http://d1:7420,ftp://x"}, field: "meshDemo:rpcClientUrl", wantInMsg: []string{`"ftp://x"`, "http(s)"}},
+		{name: "rpcClientUrl twice", args: []string{"-rpc-client-url=http://d1:7420,http://d1:7420/yarpc/v1"}, field: "meshDemo:rpcClientUrl", wantInMsg: []string{"given twice"}},
+		{name: "rpcClientUrl mixed schemes", args: []string{`-rpc-client-url=["http://d1:7420","https://d2:7420"]`}, field: "meshDemo:rpcClientUrl", wantInMsg: []string{"mixes http:// and https://"}},
+		{name: "rpcClientUrl empty list", args: []string{"-rpc-client-url= , "}, field: "meshDemo:rpcClientUrl", wantInMsg: []string{"empty"}},
+		{name: "rpcClientUrl bad JSON", file: `{"meshDemo":{"rpcClientUrl":"[\"http://d1"}}`, field: "meshDemo:rpcClientUrl", wantInMsg: []string{"JSON array"}},
 		{name: "unknown key on cli", args: []string{"--meshDemo:colour=blue"}, field: "meshDemo:colour", wantInMsg: []string{"unknown key", "command line"}},
 		{name: "unknown flag", args: []string{"-colour", "blue"}, field: "-colour", wantInMsg: []string{"unknown flag"}},
 		{name: "unknown env key", env: []string{"MESHDEMO_meshDemo__colour=blue"}, field: "meshDemo:colour", wantInMsg: []string{"env MESHDEMO_meshDemo__colour"}},

@@ -39,8 +39,8 @@ var keys = []*keyDef{
 		help: "procedure namespace (<namespace>::enqueue ...)", apply: func(c *Config, v string) error { return nonBlank(&c.Namespace, v) }},
 	{name: "rpcUrl", flags: []string{"rpc-url"}, def: DefaultRPCURL,
 		help: "dispatcher RPC bind URL; path defaults to /yarpc/v1", apply: applyRPCURL},
-	{name: "rpcClientUrl", flags: []string{"rpc-client-url"},
-		help: "URL seeders and workers dial (default: rpcUrl with a wildcard host replaced by 127.0.0.1)", apply: applyRPCClientURL},
+	{name: "rpcClientUrl", flags: []string{"rpc-client-url"}, list: true,
+		help: "dispatcher URL(s) seeders and workers dial: one, a comma list or a JSON array of the dispatchers of one mesh (default: rpcUrl with a wildcard host replaced by 127.0.0.1)", apply: applyRPCClientURL},
 	{name: "dataDirectory", flags: []string{"data-directory", "data-dir"}, def: DefaultDataDir,
 		help: "directory of replication.db and deterministic.db", apply: func(c *Config, v string) error { return nonBlank(&c.DataDirectory, v) }},
 	{name: "workerPeerId", flags: []string{"worker-peer-id"}, def: DefaultWorkerPeerID, list: true,
@@ -82,7 +82,9 @@ var keys = []*keyDef{
 	{name: "backpressureRateLimitPerSecond", flags: []string{"backpressure-rate-limit-per-second", "backpressure-rate-limit"}, def: "50",
 		help: "enqueue rate limit while backpressure is active (0 = unlimited)", apply: rate(func(c *Config) *float64 { return &c.BackpressureRateLimitPerSecond })},
 	{name: "storage", flags: []string{"storage"}, def: "sqlite",
-		help: "dispatcher storage: sqlite or memory", apply: applyStorage},
+		help: "dispatcher storage: sqlite, memory or postgres (with postgresUrl)", apply: applyStorage},
+	{name: "postgresUrl", flags: []string{"postgres-url"},
+		help: "database of storage=postgres: postgres://user:password@host:port/database (several dispatchers on one database serve one queue)", apply: applyPostgresURL},
 	{name: "producerToken", flags: []string{"producer-token"},
 		help: "bearer token of the producer role (enqueue); the seeder sends it (unset: enqueue is open)", apply: token(func(c *Config) *string { return &c.ProducerToken })},
 	{name: "workerToken", flags: []string{"worker-token"},
@@ -370,11 +372,59 @@ func applyMaxDeadLetters(c *Config, v string) error {
 
 func applyStorage(c *Config, v string) error {
 	switch s := Storage(strings.ToLower(strings.TrimSpace(v))); s {
-	case StorageSQLite, StorageMemory:
+	case StorageSQLite, StorageMemory, StoragePostgres:
 		c.Storage = s
 		return nil
 	}
-	return errors.New("want sqlite or memory")
+	return errors.New("want sqlite, memory or postgres")
+}
+
+// applyPostgresURL takes a postgres:// (or postgresql://) URL with a host.
+// Errors never repeat the URL's password.
+func applyPostgresURL(c *Config, v string) error {
+	v = strings.TrimSpace(v)
+	if v == "" {
+		c.PostgresURL = ""
+		return nil
+	}
+	u, err := url.Parse(v)
+	if err != nil {
+		return errors.New("not a URL (want postgres://user:password@host:port/database)")
+	}
+	if u.Scheme != "postgres" && u.Scheme != "postgresql" {
+		return fmt.Errorf("scheme %q: want postgres://user:password@host:port/database", u.Scheme)
+	}
+	if u.Host == "" && u.Query().Get("host") == "" {
+		return errors.New("no host: want postgres://user:password@host:port/database")
+	}
+	c.PostgresURL = v
+	return nil
+}
+
+// RedactedPostgresURL is PostgresURL with its password replaced, for
+// errors, logs and the banner.
+func (c *Config) RedactedPostgresURL() string {
+	u, err := url.Parse(c.PostgresURL)
+	if err != nil {
+		return "postgres://…"
+	}
+	return u.Redacted()
+}
+
+// DataDirectoryIgnored reports whether dataDirectory was set explicitly
+// (by the environment or the command line, or by appsettings.json to other
+// than its default) although storage=postgres does not use it.
+func (c *Config) DataDirectoryIgnored() bool {
+	if c.Storage != StoragePostgres {
+		return false
+	}
+	switch c.Sources["dataDirectory"] {
+	case "", SourceDefault:
+		return false
+	case SourceFile:
+		return c.DataDirectory != DefaultDataDir
+	}
+	return true
 }
 
 // wildcardHost reports whether h means "every interface".
@@ -504,22 +554,51 @@ func clientURLFrom(u *url.URL) string {
 }
 
 func applyRPCClientURL(c *Config, v string) error {
+	parts, err := parseList(v, false)
+	if err != nil {
+		return err
+	}
+	c.RPCClientURLs = nil
+	seen := map[string]bool{}
+	for _, p := range parts {
+		u, err := parseClientURL(p)
+		if err != nil && len(parts) > 1 {
+			return fmt.Errorf("%q: %w", p, err)
+		} else if err != nil {
+			return err
+		}
+		if seen[u] {
+			return fmt.Errorf("%q is given twice", p)
+		}
+		if len(c.RPCClientURLs) > 0 && strings.HasPrefix(u, "https://") != strings.HasPrefix(c.RPCClientURLs[0], "https://") {
+			return errors.New("mixes http:// and https:// URLs (the clients share one TLS setting)")
+		}
+		seen[u] = true
+		c.RPCClientURLs = append(c.RPCClientURLs, u)
+	}
+	c.RPCClientURL = c.RPCClientURLs[0]
+	return nil
+}
+
+// parseClientURL checks one dispatcher URL of rpcClientUrl and returns it
+// as the clients dial it (a wildcard host made 127.0.0.1, the default path
+// added).
+func parseClientURL(v string) (string, error) {
 	v = strings.TrimSpace(v)
 	parsed := strings.Replace(strings.Replace(v, "://*", "://0.0.0.0", 1), "://+", "://0.0.0.0", 1)
 	u, err := url.Parse(parsed)
 	if err != nil || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https") {
-		return errors.New("want an absolute http(s) URL such as http://127.0.0.1:7420/yarpc/v1")
+		return "", errors.New("want an absolute http(s) URL such as http://127.0.0.1:7420/yarpc/v1")
 	}
 	if p := u.Port(); p != "" {
 		if n, perr := strconv.Atoi(p); perr != nil || n <= 0 || n > 65535 {
-			return fmt.Errorf("port %q is not a port number", p)
+			return "", fmt.Errorf("port %q is not a port number", p)
 		}
 	}
 	if u.Path == "" || u.Path == "/" {
 		u.Path = DefaultRPCPath
 	}
-	c.RPCClientURL = clientURLFrom(u)
-	return nil
+	return clientURLFrom(u), nil
 }
 
 func applyURLs(c *Config, v string) error {

@@ -140,7 +140,11 @@ func Load(in Input) (*Config, error) {
 		}
 		c.Sources[k.name] = v.source
 		if err := k.apply(c, v.raw); err != nil {
-			return nil, &ConfigValidationError{Field: fieldName(k), Err: fmt.Errorf("invalid value %q (from %s): %w", v.raw, v.source, err)}
+			shown := v.raw
+			if k.name == "postgresUrl" {
+				shown = redactURL(shown)
+			}
+			return nil, &ConfigValidationError{Field: fieldName(k), Err: fmt.Errorf("invalid value %q (from %s): %w", shown, v.source, err)}
 		}
 	}
 	return c, c.derive(merged)
@@ -153,9 +157,14 @@ func (c *Config) derive(merged map[*keyDef]value) error {
 	if c.Has(RoleDiagnostics) && !c.Has(RoleDispatcher) {
 		return &ConfigValidationError{Field: Section + ":roles", Err: fmt.Errorf("invalid value %q (from %s): the diagnostics role requires the dispatcher role", rolesSrc.raw, rolesSrc.source)}
 	}
+	if c.Storage == StoragePostgres && c.PostgresURL == "" {
+		v := merged[lookupKey("storage", false)]
+		return &ConfigValidationError{Field: Section + ":storage", Err: fmt.Errorf("invalid value %q (from %s): postgres needs %s:postgresUrl", v.raw, v.source, Section)}
+	}
 	if c.RPCClientURL == "" {
 		u, _ := url.Parse(c.RPC.URL)
 		c.RPCClientURL = clientURLFrom(u)
+		c.RPCClientURLs = []string{c.RPCClientURL}
 		c.Sources["rpcClientUrl"] = SourceDerived
 	}
 	if len(c.URLs) == 0 {
@@ -427,4 +436,14 @@ Settings, later layers winning: defaults, %s (section %q), environment
 		flags := "-" + strings.Join(k.flags, ", -")
 		fmt.Fprintf(w, "  %-32s %s\n      %s\n", fieldName(k), flags, help)
 	}
+}
+
+// redactURL hides the password of a URL that may carry one; what cannot
+// be parsed is hidden whole.
+func redactURL(raw string) string {
+	u, err := url.Parse(strings.TrimSpace(raw))
+	if err != nil {
+		return "(not shown: it may hold a password)"
+	}
+	return u.Redacted()
 }

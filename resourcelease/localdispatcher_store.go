@@ -1,0 +1,367 @@
+package resourcelease
+
+import (
+	"context"
+	"log/slog"
+	"reflect"
+	"strconv"
+	"sync"
+	"time"
+)
+
+// DefaultLogPollInterval is how often a Dispatcher serving a Store reads
+// its log when DispatcherConfig.LogPollInterval is zero.
+const DefaultLogPollInterval = 250 * time.Millisecond
+
+// logReadLimit is how many events one read of a Store's log asks for.
+const logReadLimit = 1000
+
+// EventLog is the ordered, gap-free log of every change to a Queue whose
+// state lives elsewhere, whoever made the change: several dispatchers on one
+// database share one log, and each follows it to see the whole mesh.
+// postgres.Queue is one.
+type EventLog interface {
+	// ReadEvents returns up to limit events with SequenceNumber > after,
+	// oldest first. Events trimmed by retention are skipped.
+	ReadEvents(ctx context.Context, after int64, limit int) ([]Event, error)
+	// LastSequence is the sequence number of the newest event (0 if none).
+	LastSequence() int64
+}
+
+// CommitReporter is a Queue that can report the changes its own calls
+// commit (not those of other processes sharing its state), so that a
+// Dispatcher counts its own work. ReportCommits is called once, before any
+// call; f is then called after each commit with that commit's changes in
+// log order, from the queue's own goroutine: it must be quick and must not
+// call the queue.
+type CommitReporter interface {
+	ReportCommits(f func([]*Change))
+}
+
+// OldestReadyReporter is a Queue that can tell when its oldest ready item
+// became ready (zero when nothing is ready), for the age gauge
+// (MetricOldestReadyAge) of a queue that has no Backlog.
+type OldestReadyReporter interface {
+	OldestReady(ctx context.Context) (time.Time, error)
+}
+
+// The optional operations a Dispatcher serves when its queue has them.
+type (
+	itemLister interface {
+		ListItems(ctx context.Context, req ListItemsRequest) (ListItemsResponse, error)
+	}
+	itemReader interface {
+		Item(ctx context.Context, seq int64) (ItemInfo, error)
+	}
+	leasePauser interface {
+		Pause(ctx context.Context) error
+		Resume(ctx context.Context) error
+	}
+	backlogReader interface {
+		Backlog(ctx context.Context, top int) (Backlog, error)
+	}
+)
+
+// notSupported is the error of an optional operation the queue lacks.
+func (d *LocalDispatcher) notSupported(op string) *Error {
+	return Errorf(StatusUnimplemented, CodeNotSupported, "%s is not supported by this dispatcher's queue (%T)", op, d.q)
+}
+
+// newStoreDispatcher is NewDispatcher for a DispatcherConfig.Store.
+func newStoreDispatcher(cfg DispatcherConfig) (*LocalDispatcher, error) {
+	switch {
+	case !reflect.ValueOf(cfg.Queue).IsZero():
+		return nil, configError("Queue must be zero with Store: the store has its own queue settings")
+	case cfg.Replicator != nil || cfg.Deterministic != nil:
+		return nil, configError("Replicator and Deterministic must be nil with Store: the store writes its own log and effects")
+	case cfg.RefuseUnhealthyPeers && cfg.PeerHealth == nil:
+		return nil, configError("RefuseUnhealthyPeers requires PeerHealth")
+	case cfg.MaxLeaseWait < 0:
+		return nil, configError("MaxLeaseWait must not be negative, got %v", cfg.MaxLeaseWait)
+	case cfg.LogPollInterval < 0:
+		return nil, configError("LogPollInterval must not be negative, got %v", cfg.LogPollInterval)
+	}
+	elog, isLog := cfg.Store.(EventLog)
+	if len(cfg.LogSinks) > 0 && !isLog {
+		return nil, configError("LogSinks need a Store that is an EventLog; %T is not", cfg.Store)
+	}
+	d := &LocalDispatcher{
+		q:       cfg.Store,
+		clock:   clockOrSystem(cfg.Clock),
+		health:  cfg.PeerHealth,
+		refuse:  cfg.RefuseUnhealthyPeers,
+		bp:      cfg.Backpressure,
+		log:     cfg.Logger,
+		maxWait: cfg.MaxLeaseWait,
+		mesh:    isLog,
+	}
+	if d.log == nil {
+		d.log = slog.Default()
+	}
+	if d.maxWait == 0 {
+		d.maxWait = DefaultMaxLeaseWait
+	}
+	d.closeCtx, d.cancel = context.WithCancel(context.Background())
+	if cfg.Registerer != nil {
+		if err := d.registerMetrics(cfg.Registerer, nil); err != nil {
+			d.cancel()
+			return nil, err
+		}
+		if err := d.reg.register("queue backlog", newBacklogCollector(d), false); err != nil {
+			d.reg.unregisterAll()
+			d.cancel()
+			return nil, err
+		}
+	}
+	if isLog {
+		d.tail = &logTail{
+			d: d, log: elog, sinks: cfg.LogSinks,
+			interval: cfg.LogPollInterval, kick: make(chan struct{}, 1), done: make(chan struct{}),
+		}
+		if d.tail.interval == 0 {
+			d.tail.interval = DefaultLogPollInterval
+		}
+		if d.metrics != nil {
+			d.tail.events = newMeshEventCounter()
+			if err := d.reg.register("mesh events", d.tail.events, false); err != nil {
+				d.reg.unregisterAll()
+				d.cancel()
+				return nil, err
+			}
+		}
+		d.tail.after = elog.LastSequence()
+	}
+	if cr, ok := cfg.Store.(CommitReporter); ok {
+		cr.ReportCommits(d.ownCommits)
+	}
+	if d.tail != nil {
+		// The counts as they are now, before the first event arrives.
+		d.tail.refreshCounts(true)
+		go d.tail.run()
+	}
+	return d, nil
+}
+
+// ownCommits accounts for the changes a Store's commit made through this
+// Dispatcher: its counters and lease hold times. The gauges, peer health and
+// backpressure follow the Store's log instead, which has every dispatcher's
+// changes.
+func (d *LocalDispatcher) ownCommits(cs []*Change) {
+	if d.tail == nil {
+		// No log to follow: everything learns what this Dispatcher did,
+		// as with an engine.
+		for _, c := range cs {
+			d.observe(c)
+		}
+		return
+	}
+	if d.metrics != nil {
+		for _, c := range cs {
+			d.metrics.count(c, d.trackLease(c))
+		}
+	}
+	d.tail.wake()
+}
+
+// logTail follows a Store's log from one goroutine, owned by the
+// Dispatcher and stopped by its Close.
+type logTail struct {
+	d        *LocalDispatcher
+	log      EventLog
+	sinks    []EventSink
+	interval time.Duration
+	kick     chan struct{} // capacity 1: read the log now
+	done     chan struct{}
+	events   *meshEventCounter // nil without metrics
+	stopOnce sync.Once
+
+	// Only the tail's goroutine touches these.
+	after   int64          // the newest event applied
+	failed  OwnershipToken // the last Failed (not requeued) told to peer health
+	down    bool           // the last read failed: logged once per outage
+	downFor time.Time
+}
+
+// wake makes the tail read the log now.
+func (t *logTail) wake() {
+	select {
+	case t.kick <- struct{}{}:
+	default:
+	}
+}
+
+// stop waits for the goroutine to end (the Dispatcher's context is
+// cancelled first). Safe on a nil tail, and twice.
+func (t *logTail) stop() {
+	if t == nil {
+		return
+	}
+	t.stopOnce.Do(func() { <-t.done })
+}
+
+func (t *logTail) run() {
+	defer close(t.done)
+	tick := time.NewTicker(t.interval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-t.d.closeCtx.Done():
+			return
+		case <-tick.C:
+		case <-t.kick:
+		}
+		t.readOnce()
+	}
+}
+
+// readOnce applies every event after t.after, then refreshes the counts if
+// any arrived.
+func (t *logTail) readOnce() {
+	ctx, cancel := context.WithTimeout(t.d.closeCtx, 10*time.Second)
+	defer cancel()
+	got := false
+	for {
+		evs, err := t.log.ReadEvents(ctx, t.after, logReadLimit)
+		if err != nil {
+			t.failedRead(err)
+			return
+		}
+		t.recovered()
+		for i := range evs {
+			if evs[i].SequenceNumber <= t.after {
+				continue
+			}
+			t.apply(ctx, &evs[i])
+			t.after = evs[i].SequenceNumber
+			got = true
+		}
+		if len(evs) < logReadLimit {
+			break
+		}
+	}
+	if got {
+		t.refreshCounts(false)
+	}
+}
+
+func (t *logTail) failedRead(err error) {
+	if t.d.closeCtx.Err() != nil {
+		return
+	}
+	if !t.down {
+		t.down, t.downFor = true, time.Now()
+		t.d.log.Warn("resourcelease: cannot read the queue's log; peer health, backpressure and metrics are stale until it answers", "err", err)
+	}
+}
+
+func (t *logTail) recovered() {
+	if t.down {
+		t.down = false
+		t.d.log.Info("resourcelease: reading the queue's log again", "after", time.Since(t.downFor).Round(time.Millisecond).String())
+	}
+}
+
+// refreshCounts reads the Store's counts for the mesh gauges and
+// backpressure.
+func (t *logTail) refreshCounts(first bool) {
+	ctx, cancel := context.WithTimeout(t.d.closeCtx, 5*time.Second)
+	defer cancel()
+	st, err := t.d.q.Stats(ctx)
+	if err != nil {
+		if first {
+			t.d.log.Warn("resourcelease: cannot read the queue's counts", "err", err)
+		}
+		return
+	}
+	if t.d.metrics != nil {
+		t.d.metrics.setCounts(st.PendingCount, st.DelayedCount, st.ActiveLeaseCount, st.DeadLetterCount)
+	}
+	if t.d.bp != nil {
+		t.d.bp.Observe(st.PendingCount-st.DelayedCount+st.ActiveLeaseCount, t.d.clock.Now())
+	}
+}
+
+// apply feeds one event of the log to peer health, the mesh counters and
+// the sinks.
+func (t *logTail) apply(ctx context.Context, e *Event) {
+	if t.events != nil {
+		t.events.inc(e.EventType)
+	}
+	if t.d.health != nil && e.PeerID != "" {
+		t.tellPeerHealth(e)
+	}
+	if t.d.metrics != nil && e.Ownership != nil {
+		switch e.EventType {
+		case EventCompleted, EventFailed, EventLeaseExpired, EventLeaseReleased, EventDeadLettered:
+			// A lease this dispatcher granted may end through another: its
+			// own commits never say so, the log does.
+			t.d.forgetLease(*e.Ownership)
+		}
+	}
+	for _, s := range t.sinks {
+		if err := s.ApplyEvent(ctx, *e); err != nil {
+			t.d.log.Debug("resourcelease: a log sink refused an event", "sequence", e.SequenceNumber, "err", err)
+		}
+	}
+}
+
+// tellPeerHealth is LocalDispatcher.tellPeerHealth for an event of the
+// log: the same rules (only an unsettled expiry is a disconnect), told from
+// what the event says.
+func (t *logTail) tellPeerHealth(e *Event) {
+	h := t.d.health
+	var tok OwnershipToken
+	if e.Ownership != nil {
+		tok = *e.Ownership
+	}
+	at := e.Timestamp
+	switch e.EventType {
+	case EventLeaseGranted:
+		var attrs map[string]string
+		if e.Payload != nil {
+			attrs = e.Payload.Attributes
+		}
+		h.RecordAssignment(e.PeerID, tok, attrs, at)
+	case EventHeartbeat:
+		pending, _ := strconv.Atoi(e.Metadata[MetaQueuePending])
+		h.RecordHeartbeat(e.PeerID, tok, pending, at)
+	case EventCompleted:
+		h.RecordRelease(e.PeerID, tok, ReleaseCompleted, at)
+	case EventFailed:
+		if e.Metadata[MetaFailureRequeued] == "true" {
+			h.RecordRelease(e.PeerID, tok, ReleaseRequeued, at)
+			return
+		}
+		t.failed = tok
+		h.RecordRelease(e.PeerID, tok, ReleaseDeadLettered, at)
+	case EventLeaseReleased:
+		h.RecordRelease(e.PeerID, tok, ReleaseGivenBack, at)
+	case EventLeaseExpired:
+		h.RecordDisconnect(e.PeerID, tok, DisconnectLeaseExpired, at)
+	case EventDeadLettered:
+		if tok.IsZero() {
+			return
+		}
+		if tok == t.failed {
+			t.failed = OwnershipToken{}
+			return
+		}
+		h.RecordDisconnect(e.PeerID, tok, DisconnectMaxAttempts, at)
+	}
+}
+
+// forgetLease drops tok from the live leases the metrics keep.
+func (d *LocalDispatcher) forgetLease(tok OwnershipToken) {
+	d.leaseMu.Lock()
+	if l, ok := d.leases[tok.SequenceID]; ok && l.token == tok {
+		delete(d.leases, tok.SequenceID)
+	}
+	d.leaseMu.Unlock()
+}
+
+// liveLeases is how many live leases the metrics keep (for tests).
+func (d *LocalDispatcher) liveLeases() int {
+	d.leaseMu.Lock()
+	defer d.leaseMu.Unlock()
+	return len(d.leases)
+}

@@ -1,0 +1,284 @@
+package worker_test
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/leasemesh/leasemesh/resourcelease"
+	"github.com/leasemesh/leasemesh/transport"
+	"github.com/leasemesh/leasemesh/worker"
+)
+
+// settleLedger is a dispatcher that records every successful complete, by
+// sequence id: the ground truth for "completed exactly once".
+type settleLedger struct {
+	resourcelease.BatchDispatcher
+	mu        sync.Mutex
+	completed map[int64]int
+}
+
+func newSettleLedger(d resourcelease.BatchDispatcher) *settleLedger {
+	return &settleLedger{BatchDispatcher: d, completed: map[int64]int{}}
+}
+
+func (s *settleLedger) Complete(ctx context.Context, req *resourcelease.CompleteRequest) error {
+	err := s.BatchDispatcher.Complete(ctx, req)
+	if err == nil {
+		s.mu.Lock()
+		s.completed[req.OwnershipToken.SequenceID]++
+		s.mu.Unlock()
+	}
+	return err
+}
+
+func (s *settleLedger) CompleteBatch(ctx context.Context, req *resourcelease.CompleteBatchRequest) ([]error, error) {
+	errs, err := s.BatchDispatcher.CompleteBatch(ctx, req)
+	if err == nil {
+		s.mu.Lock()
+		for i, e := range errs {
+			if e == nil {
+				s.completed[req.OwnershipTokens[i].SequenceID]++
+			}
+		}
+		s.mu.Unlock()
+	}
+	return errs, err
+}
+
+func (s *settleLedger) counts() map[int64]int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make(map[int64]int, len(s.completed))
+	for k, v := range s.completed {
+		out[k] = v
+	}
+	return out
+}
+
+// killable is a real HTTP server on a fixed loopback port that can be
+// killed (listener and every connection closed, in-flight answers lost)
+// and started again on the same port: a dispatcher process dying and
+// coming back.
+type killable struct {
+	t     *testing.T
+	h     http.Handler
+	addr  string
+	calls atomic.Int64
+	mu    sync.Mutex
+	srv   *http.Server
+	done  chan struct{}
+}
+
+func newKillable(t *testing.T, h http.Handler) *killable {
+	t.Helper()
+	k := &killable{t: t, addr: "127.0.0.1:0"}
+	k.h = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		k.calls.Add(1)
+		h.ServeHTTP(w, r)
+	})
+	k.start()
+	t.Cleanup(k.kill)
+	return k
+}
+
+func (k *killable) url() string { return "http://" + k.addr + "/yarpc/v1" }
+
+func (k *killable) start() {
+	k.t.Helper()
+	var ln net.Listener
+	var err error
+	for range 100 { // the port of a killed server can take a moment to free
+		if ln, err = net.Listen("tcp", k.addr); err == nil {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	require.NoError(k.t, err)
+	k.addr = ln.Addr().String()
+	srv, err := transport.NewServer(k.h, transport.ServerConfig{})
+	require.NoError(k.t, err)
+	srv.ErrorLog = nil
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = srv.Serve(ln)
+	}()
+	k.mu.Lock()
+	k.srv, k.done = srv, done
+	k.mu.Unlock()
+}
+
+func (k *killable) kill() {
+	k.mu.Lock()
+	srv, done := k.srv, k.done
+	k.srv = nil
+	k.mu.Unlock()
+	if srv != nil {
+		_ = srv.Close()
+		<-done
+	}
+}
+
+// TestWorkerSurvivesADispatcherDying: a worker and a producer over two
+// dispatchers of one queue carry on when one dies mid-load, and use it
+// again when it is back; every acknowledged enqueue is completed exactly
+// once, and nothing is enqueued twice.
+func TestWorkerSurvivesADispatcherDying(t *testing.T) {
+	for _, batch := range []int{1, 0} {
+		t.Run(fmt.Sprintf("leaseBatch=%d", batch), func(t *testing.T) {
+			local, closeD := newLocalDispatcher(resourcelease.QueueConfig{LeaseDuration: 3 * time.Second, HeartbeatInterval: time.Second})
+			defer closeD()
+			ledger := newSettleLedger(local)
+			a := newKillable(t, newHandler(t, ledger, transport.HandlerConfig{}))
+			b := newKillable(t, newHandler(t, ledger, transport.HandlerConfig{}))
+			client, err := transport.NewClient("", transport.ClientConfig{
+				URLs:               []string{a.url(), b.url()},
+				EndpointMinBackoff: 10 * time.Millisecond, EndpointMaxBackoff: 100 * time.Millisecond,
+			})
+			require.NoError(t, err)
+			defer client.Close()
+
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			var handled atomic.Int64
+			w, err := worker.New(client, worker.Config{
+				PeerID: "w1", Concurrency: 4, LeaseBatch: batch, LeaseWait: 200 * time.Millisecond,
+				MinBackoff: 5 * time.Millisecond, MaxBackoff: 50 * time.Millisecond, Logger: quietLogger,
+				Handler: func(ctx context.Context, l *resourcelease.Lease) error {
+					handled.Add(1)
+					time.Sleep(time.Millisecond)
+					return nil
+				},
+			})
+			require.NoError(t, err)
+			runDone := make(chan error, 1)
+			go func() { runDone <- w.Run(ctx) }()
+
+			// The producer enqueues through the same two dispatchers and
+			// keeps every sequence id it was given.
+			const total = 600
+			var acked sync.Map // sequenceId → true
+			var nAcked, prodErrors atomic.Int64
+			prodDone := make(chan struct{})
+			go func() {
+				defer close(prodDone)
+				for i := 0; nAcked.Load() < total && ctx.Err() == nil; i++ {
+					it := item
+					it.ResourceID = fmt.Sprintf("order-%04d", i)
+					resp, err := client.Enqueue(ctx, &resourcelease.EnqueueRequest{Payload: &it})
+					if err != nil {
+						prodErrors.Add(1) // both briefly unreachable: go on
+						continue
+					}
+					if _, dup := acked.LoadOrStore(resp.SequenceID, true); !dup {
+						nAcked.Add(1)
+					}
+				}
+			}()
+			completedSoFar := func() int {
+				n := 0
+				for _, c := range ledger.counts() {
+					n += c
+				}
+				return n
+			}
+			require.Eventually(t, func() bool { return completedSoFar() >= total/3 }, 20*time.Second, time.Millisecond)
+			b.kill()
+			atKill := completedSoFar()
+			require.Eventually(t, func() bool { return completedSoFar() >= atKill+total/4 }, 20*time.Second, time.Millisecond,
+				"the worker carries on with one dispatcher")
+			callsBefore := b.calls.Load()
+			b.start()
+			require.Eventually(t, func() bool { return b.calls.Load() > callsBefore+10 }, 10*time.Second, time.Millisecond,
+				"the dispatcher that came back is used again")
+			<-prodDone
+			// Leases orphaned by the kill expire (3 s) and are delivered again.
+			require.Eventually(t, func() bool { return completedSoFar() >= total }, 30*time.Second, 10*time.Millisecond)
+			cancel()
+			require.NoError(t, <-runDone)
+
+			counts := ledger.counts()
+			acked.Range(func(k, _ any) bool {
+				require.Equal(t, 1, counts[k.(int64)], "item %d completed once", k)
+				return true
+			})
+			// An enqueue that failed on both dispatchers may still have been
+			// applied; anything else completed beyond the acknowledged ones
+			// would be an enqueue applied twice.
+			require.LessOrEqual(t, len(counts), total+int(prodErrors.Load()), "no enqueue applied twice")
+			st, err := local.Stats(context.Background(), nil)
+			require.NoError(t, err)
+			require.Zero(t, st.PendingCount+st.ActiveLeaseCount, "nothing left over: no item was enqueued twice")
+			ws := w.Stats()
+			require.Zero(t, ws.Lost, "no lease lost: %+v", ws)
+			require.Zero(t, ws.Errors, "the client's failover hid the dead dispatcher from the worker: %+v", ws)
+			require.Equal(t, ws.Completed+ws.PossiblySettled, int64(total), "every lease the worker got completed: %+v", ws)
+		})
+	}
+}
+
+// TestWorkerPossiblySettled: a complete whose answer a proxy drops is
+// retried; the retry finds the token unknown, and the worker counts the
+// lease possibly settled, not lost. With one dispatcher the worker's own
+// retry does it; with two, the client's failover.
+func TestWorkerPossiblySettled(t *testing.T) {
+	for _, n := range []int{1, 2} {
+		t.Run(fmt.Sprintf("dispatchers=%d", n), func(t *testing.T) {
+			local, closeD := newLocalDispatcher(resourcelease.QueueConfig{})
+			defer closeD()
+			var dropped atomic.Int32
+			h := newHandler(t, local, transport.HandlerConfig{})
+			proxy := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if strings.HasSuffix(r.Header.Get(transport.HeaderProcedure), "::"+transport.VerbComplete) && dropped.Add(1) == 1 {
+					h.ServeHTTP(httptest.NewRecorder(), r) // applied; the answer is lost
+					panic(http.ErrAbortHandler)
+				}
+				h.ServeHTTP(w, r)
+			})
+			var urls []string
+			for range n {
+				s := httptest.NewServer(proxy)
+				defer s.Close()
+				urls = append(urls, s.URL)
+			}
+			client, err := transport.NewClient("", transport.ClientConfig{URLs: urls})
+			require.NoError(t, err)
+			defer client.Close()
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			_, err = local.Enqueue(ctx, &resourcelease.EnqueueRequest{Payload: &item})
+			require.NoError(t, err)
+			w, err := worker.New(client, worker.Config{
+				LeaseBatch: 1, CompleteBatch: 1, LeaseWait: 50 * time.Millisecond, MinBackoff: time.Millisecond, MaxBackoff: 5 * time.Millisecond,
+				Logger:  quietLogger,
+				Handler: func(context.Context, *resourcelease.Lease) error { return nil },
+			})
+			require.NoError(t, err)
+			runDone := make(chan error, 1)
+			go func() { runDone <- w.Run(ctx) }()
+			require.Eventually(t, func() bool { return w.Stats().PossiblySettled == 1 }, 10*time.Second, time.Millisecond)
+			cancel()
+			require.NoError(t, <-runDone)
+			ws := w.Stats()
+			require.Zero(t, ws.Lost, "%+v", ws)
+			require.Zero(t, ws.Completed, "%+v", ws)
+			require.GreaterOrEqual(t, dropped.Load(), int32(2), "the complete was sent again")
+			st, err := local.Stats(context.Background(), nil)
+			require.NoError(t, err)
+			require.Zero(t, st.PendingCount+st.ActiveLeaseCount, "the first complete did complete it")
+			if n == 2 {
+				require.Zero(t, ws.Errors, "the client's failover hid the lost answer from the worker: %+v", ws)
+			}
+		})
+	}
+}
