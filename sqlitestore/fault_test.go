@@ -175,6 +175,7 @@ func refusedDuringFault(t *testing.T, d *leasemesh.Dispatcher, refusedID, path s
 	checkUnavailable(t, err, path)
 	_, err = d.Lease(ctx, &resourcelease.LeaseRequest{PeerID: "w"})
 	checkUnavailable(t, err, path)
+	checkUnavailable(t, d.Ready(ctx), path)
 }
 
 // recovers waits for the same dispatcher to work again once the fault has
@@ -202,6 +203,9 @@ func recovers(t *testing.T, d *leasemesh.Dispatcher, acked, refused []string) []
 	}
 	if _, err := d.Enqueue(ctx, item("after-fault", 100)); err != nil {
 		t.Fatalf("enqueue after the recovery: %v", err)
+	}
+	if err := d.Ready(ctx); err != nil {
+		t.Fatalf("not ready after the recovery: %v", err)
 	}
 	acked = append(acked, "after-fault")
 	l, err := d.Lease(ctx, &resourcelease.LeaseRequest{PeerID: "w"})

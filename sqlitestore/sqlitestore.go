@@ -114,5 +114,8 @@ func (s storage) OpenStorage(ctx context.Context, opts leasemesh.StorageOptions)
 		return nil, err
 	}
 	closers = append(closers, state.Close) // its checkpointer, before its database
-	return &leasemesh.Stores{Replicator: repl, State: state, Location: dir, Close: closeAll}, nil
+	// Not ready while writes to replication.db fail: calls that change the
+	// queue are answered unavailable until the writer gets through again.
+	health := func(context.Context) error { return repl.Err() }
+	return &leasemesh.Stores{Replicator: repl, State: state, Location: dir, Close: closeAll, Health: health}, nil
 }
