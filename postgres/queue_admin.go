@@ -172,7 +172,7 @@ func (q *Queue) adminTx(ctx context.Context, name string, body func(c *pgx.Conn,
 		}
 	}
 	q.noteSeq(committed[len(committed)-1].Event.SequenceNumber)
-	q.committedCounts(fr.after, fr.firstEv+int64(len(committed)), 0)
+	q.committedCounts(fr.after, fr.firstEv+int64(len(committed)), 0, 0)
 	q.mu.Lock()
 	q.serveWaiters = q.serveWaiters || l.madeReady
 	q.serveFull = q.serveFull || l.freed
@@ -344,7 +344,7 @@ func restoreArgs(now any, items []resourcelease.PendingItem) []any {
 		body                 = make([][]byte, n)
 		attrs, req, lastErr  = make([]*string, n), make([]*string, n), make([]*string, n)
 		attempt, rel, tokAtt = make([]int32, n), make([]int32, n), make([]*int32, n)
-		enq, ready           = make([]*time.Time, n), make([]*time.Time, n)
+		enq, ready, nb       = make([]*time.Time, n), make([]*time.Time, n), make([]*time.Time, n)
 		tokLease             = make([]any, n)
 	)
 	for i := range items {
@@ -368,12 +368,16 @@ func restoreArgs(now any, items []resourcelease.PendingItem) []any {
 			t := p.ReadyAt
 			ready[i] = &t
 		}
+		if !it.NotBefore.IsZero() {
+			t := it.NotBefore
+			nb[i] = &t
+		}
 		if t := p.LastOwnershipToken; t != nil && !t.IsZero() {
 			a := int32(t.Attempt)
 			tokAtt[i], tokLease[i] = &a, pgUUID(t.LeaseID)
 		}
 	}
-	return []any{now, seq, rt, rid, pk, enc, body, attrs, req, attempt, rel, enq, ready, lastErr, tokAtt, tokLease}
+	return []any{now, seq, rt, rid, pk, enc, body, attrs, req, attempt, rel, enq, ready, lastErr, tokAtt, tokLease, nb}
 }
 
 func checkSelection(sel resourcelease.DeadLetterSelection, verb string) error {

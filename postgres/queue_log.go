@@ -52,8 +52,8 @@ func (l *changeLog) add(c resourcelease.Change, newOrd int64) {
 func (l *changeLog) moved(from, to string) {
 	l.adjust(from, -1)
 	l.adjust(to, 1)
-	if counted(from) && !counted(to) {
-		l.freed = true
+	if (counted(from) && !counted(to)) || (from == stateScheduled && to != stateScheduled) {
+		l.freed = true // room under Capacity, or under DelayedCapacity
 	}
 	if to == statePending && from != statePending {
 		l.madeReady = true

@@ -62,7 +62,7 @@ type queueSQL struct {
 const itemColumns = `sequence_id, state, resource_type, resource_id, partition_key, payload_encoding, body,
 	attributes, request_id, attempt, release_count, enqueued_at, not_before, lease_id, leased_at,
 	lease_expires_at, owner_peer_id, last_error, last_token_attempt, last_token_lease_id,
-	dead_lettered_at, reason, reason_code`
+	dead_lettered_at, reason, reason_code, item_not_before`
 
 // sizeExpr approximates the JSON size of an item as a drain or a lease batch
 // returns it (as the engine's approxPendingJSONSize does): the body as
@@ -175,15 +175,17 @@ func newQueueSQL(s *Store) queueSQL {
 			), new_items AS (
 				INSERT INTO {items} (sequence_id, state, resource_type, resource_id, partition_key, payload_encoding,
 					body, attributes, request_id, attempt, enqueued_at,
-					lease_id, leased_at, lease_expires_at, owner_peer_id, last_token_attempt, last_token_lease_id)
-				SELECT c.first_seq + n.ord - 1, CASE WHEN n.lid IS NULL THEN 'pending' ELSE 'leased' END,
+					lease_id, leased_at, lease_expires_at, owner_peer_id, last_token_attempt, last_token_lease_id,
+					item_not_before, not_before)
+				SELECT c.first_seq + n.ord - 1,
+					CASE WHEN n.lid IS NOT NULL THEN 'leased' WHEN n.sched IS NOT NULL THEN 'scheduled' ELSE 'pending' END,
 					n.rt, n.rid, n.pk, n.enc, n.body, n.attrs::jsonb, n.req, 1, c.ts,
 					n.lid, CASE WHEN n.lid IS NOT NULL THEN c.ts END,
 					CASE WHEN n.lid IS NOT NULL THEN c.ts + $32::int8 * interval '1 microsecond' END,
-					n.owner, CASE WHEN n.lid IS NOT NULL THEN 1 END, n.lid
+					n.owner, CASE WHEN n.lid IS NOT NULL THEN 1 END, n.lid, n.nb, n.sched
 				FROM c, unnest($9::text[], $10::text[], $11::text[], $12::text[], $13::bytea[], $14::text[], $15::text[],
-						$30::uuid[], $31::text[])
-					WITH ORDINALITY AS n(rt, rid, pk, enc, body, attrs, req, lid, owner, ord)
+						$30::uuid[], $31::text[], $33::timestamptz[], $34::timestamptz[])
+					WITH ORDINALITY AS n(rt, rid, pk, enc, body, attrs, req, lid, owner, nb, sched, ord)
 			), dd AS (
 				UPDATE {dedupe} d SET sequence_id = c.first_seq + x.ord - 1
 				FROM c, unnest($16::text[], $17::int8[]) AS x(req, ord) WHERE d.request_id = x.req
@@ -212,13 +214,14 @@ func newQueueSQL(s *Store) queueSQL {
 		presentIDs:   r.Replace(`SELECT sequence_id FROM {items} WHERE sequence_id = ANY($1::int8[]) ORDER BY sequence_id LIMIT 1`),
 		restore: r.Replace(`INSERT INTO {items} (sequence_id, state, resource_type, resource_id, partition_key, payload_encoding,
 				body, attributes, request_id, attempt, release_count, enqueued_at, not_before, last_error,
-				last_token_attempt, last_token_lease_id)
+				last_token_attempt, last_token_lease_id, item_not_before)
 			SELECT x.seq, CASE WHEN x.ready_at > {now} THEN 'scheduled' ELSE 'pending' END, x.rt, x.rid, x.pk, x.enc,
 				x.body, x.attrs::jsonb, x.req, x.attempt, x.releases, coalesce(x.enq, {now}),
-				CASE WHEN x.ready_at > {now} THEN x.ready_at END, x.last_error::jsonb, x.tok_attempt, x.tok_lease
+				CASE WHEN x.ready_at > {now} THEN x.ready_at END, x.last_error::jsonb, x.tok_attempt, x.tok_lease, x.nb
 			FROM unnest($2::int8[], $3::text[], $4::text[], $5::text[], $6::text[], $7::bytea[], $8::text[], $9::text[],
-				$10::int4[], $11::int4[], $12::timestamptz[], $13::timestamptz[], $14::text[], $15::int4[], $16::uuid[])
-				AS x(seq, rt, rid, pk, enc, body, attrs, req, attempt, releases, enq, ready_at, last_error, tok_attempt, tok_lease)
+				$10::int4[], $11::int4[], $12::timestamptz[], $13::timestamptz[], $14::text[], $15::int4[], $16::uuid[],
+				$17::timestamptz[])
+				AS x(seq, rt, rid, pk, enc, body, attrs, req, attempt, releases, enq, ready_at, last_error, tok_attempt, tok_lease, nb)
 			ORDER BY x.seq
 			RETURNING ` + itemColumns),
 		drain: r.Replace(`WITH d AS (

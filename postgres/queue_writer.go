@@ -39,6 +39,7 @@ type batch struct {
 
 	tookWaiters, tookFull, tookSweep bool  // it holds Queue.waitersBusy, fullBusy, sweepBusy
 	admitted                         int64 // items it reserved in Queue.reserved
+	admittedDelayed                  int64 // delayed items it reserved in Queue.reservedDelayed
 
 	now    any
 	ts     time.Time
@@ -116,6 +117,9 @@ type finalInput struct {
 	owner []*string
 	// leaseUS is the lease duration of such a lease.
 	leaseUS int64
+	// nb is each item's NotBefore (nil for none); sched its ready time
+	// when it is delayed (nil for an item ready now).
+	nb, sched []*time.Time
 }
 
 func (f *finalInput) addItem(it *resourcelease.Item) int64 {
@@ -136,6 +140,13 @@ func (f *finalInput) addItem(it *resourcelease.Item) int64 {
 	f.req = append(f.req, req)
 	f.lid = append(f.lid, nil)
 	f.owner = append(f.owner, nil)
+	var nb *time.Time
+	if !it.NotBefore.IsZero() {
+		t := it.NotBefore
+		nb = &t
+	}
+	f.nb = append(f.nb, nb)
+	f.sched = append(f.sched, nil)
 	return int64(len(f.rt))
 }
 
@@ -374,6 +385,24 @@ func (b *batch) hasEnqueue() bool {
 	return false
 }
 
+// hasNotBefore reports whether an enqueue of the batch has an item with a
+// NotBefore.
+func (b *batch) hasNotBefore() bool {
+	for _, list := range [][]*op{b.full, b.ops} {
+		for _, o := range list {
+			if o.kind != opEnqueue {
+				continue
+			}
+			for i := range o.items {
+				if !o.items[i].NotBefore.IsZero() {
+					return true
+				}
+			}
+		}
+	}
+	return false
+}
+
 func (b *batch) lockIDs() []int64 {
 	var ids []int64
 	seen := map[int64]bool{}
@@ -406,8 +435,9 @@ func (q *Queue) exec(ctx context.Context, b *batch) ([]Committed, error) {
 		// transaction once more on a fresh one.
 		q.mu.Lock()
 		q.reserved -= b.admitted
+		q.reservedDelayed -= b.admittedDelayed
 		q.mu.Unlock()
-		b.admitted = 0
+		b.admitted, b.admittedDelayed = 0, 0
 		b.reset()
 	}
 }
@@ -444,8 +474,10 @@ func (q *Queue) attempt(ctx context.Context, b *batch, lockIDs []int64) (committ
 	}()
 	// A bounded queue reads the counts before it admits enqueues, so that
 	// it sees what other processes admitted since its own last commit.
+	// So does one with a delayed item: whether it is delayed is decided
+	// against the transaction's clock.
 	read := len(lockIDs) > 0 || len(b.slots) > 0 || len(b.sweeps) > 0 || len(b.reqIDs) > 0 ||
-		(q.cfg.Capacity > 0 && b.hasEnqueue())
+		(q.cfg.Capacity > 0 && b.hasEnqueue()) || b.hasNotBefore()
 	if read {
 		inTx = true
 		if err := q.read(ctx, c, b, lockIDs); err != nil {
@@ -570,8 +602,8 @@ func (q *Queue) attempt(ctx context.Context, b *batch, lockIDs []int64) (committ
 	for _, r := range b.newRefs {
 		r.op.seqs[r.i] = fr.firstSeq + r.op.seqs[r.i] - 1
 	}
-	q.committedCounts(fr.after, fr.firstEv+int64(len(committed)), b.admitted)
-	b.admitted = 0
+	q.committedCounts(fr.after, fr.firstEv+int64(len(committed)), b.admitted, b.admittedDelayed)
+	b.admitted, b.admittedDelayed = 0, 0
 	if n := len(committed); n > 0 {
 		q.noteSeq(committed[n-1].Event.SequenceNumber)
 		if q.cfg.OnCommit != nil {
@@ -623,7 +655,7 @@ func finalArgs(now any, l *changeLog, f *finalInput, trimmed int64) []any {
 		f.ddReq, f.ddOrd,
 		l.deadSeq, l.deadOrd,
 		ea.typ, ea.own, ea.peer, ea.iseq, ea.payload, ea.err, ea.meta, l.dp, l.da, l.nord,
-		f.lid, f.owner, f.leaseUS}
+		f.lid, f.owner, f.leaseUS, f.nb, f.sched}
 }
 
 func eventsOf(cs []Committed) []resourcelease.Event {
@@ -714,7 +746,7 @@ func (q *Queue) read(ctx context.Context, c *pgx.Conn, b *batch, lockIDs []int64
 		b.ts = b.ts.UTC()
 		// Fresher than the last commit's counts unless a commit of this
 		// process came after it (the mark, the log position, says which).
-		q.committedCounts(b.before, mark, 0)
+		q.committedCounts(b.before, mark, 0, 0)
 		if len(lockIDs) > 0 {
 			if err := eachRow(br, func(rows pgx.Rows) error {
 				var live bool
@@ -1014,11 +1046,14 @@ func (q *Queue) enqueues(b *batch) {
 	// fails.
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	room := int64(-1)
+	room, roomDelayed := int64(-1), int64(-1)
 	if q.cfg.Capacity > 0 {
 		room = max(int64(q.cfg.Capacity)-q.counts.ready-q.counts.active-q.reserved, 0)
 	}
-	defer func() { q.reserved += b.admitted }()
+	if q.cfg.DelayedCapacity > 0 {
+		roomDelayed = max(int64(q.cfg.DelayedCapacity)-q.counts.delayed-q.reservedDelayed, 0)
+	}
+	defer func() { q.reserved += b.admitted; q.reservedDelayed += b.admittedDelayed }()
 	for _, list := range [][]*op{b.full, b.ops} {
 		for _, o := range list {
 			if o.kind != opEnqueue {
@@ -1051,9 +1086,17 @@ func (q *Queue) enqueues(b *batch) {
 						continue
 					}
 				}
-				if room == 0 {
+				delayed := o.items[i].NotBefore.After(b.ts)
+				left := &room
+				if delayed {
+					left = &roomDelayed
+				}
+				if *left == 0 {
 					if o.solo && q.cfg.FullMode == resourcelease.FullWait {
 						wait = true
+					} else if delayed {
+						o.errs[i] = resourcelease.Errorf(resourcelease.StatusResourceExhausted, resourcelease.CodeQueueFull,
+							"queue is at its delayed capacity (%d delayed items)", q.cfg.DelayedCapacity)
 					} else {
 						o.errs[i] = resourcelease.Errorf(resourcelease.StatusResourceExhausted, resourcelease.CodeQueueFull,
 							"queue is at capacity (%d ready and leased)", q.cfg.Capacity)
@@ -1063,11 +1106,15 @@ func (q *Queue) enqueues(b *batch) {
 					}
 					continue
 				}
-				if room > 0 {
-					room--
+				if *left > 0 {
+					*left--
 				}
 				admitted = append(admitted, i)
-				b.admitted++
+				if delayed {
+					b.admittedDelayed++
+				} else {
+					b.admitted++
+				}
 			}
 			if wait {
 				b.parkFull = append(b.parkFull, o)
@@ -1082,8 +1129,17 @@ func (q *Queue) enqueues(b *batch) {
 				}
 				o.seqs[i] = ord // a position among the new items until the counter row decides
 				b.newRefs = append(b.newRefs, newRef{op: o, i: i})
-				b.log.moved("", statePending)
 				p := resourcelease.PendingItem{Payload: *it, Attempt: 1}
+				if it.NotBefore.After(b.ts) {
+					at := it.NotBefore
+					b.fin.sched[ord-1], p.ReadyAt = &at, at
+					b.log.moved("", stateScheduled)
+					if b.nextDue == nil || at.Before(*b.nextDue) {
+						b.nextDue = &at
+					}
+				} else {
+					b.log.moved("", statePending)
+				}
 				b.log.add(resourcelease.Change{Kind: resourcelease.ChangeEnqueued, Item: &p, PeerID: o.caller}, ord)
 			}
 		}
@@ -1108,6 +1164,9 @@ func (q *Queue) leaseNew(b *batch) {
 	}
 	next := 0 // the next new item, by its position in the final statement
 	for i, s := range b.slots {
+		for next < len(b.fin.rt) && b.fin.sched[next] != nil {
+			next++ // delayed: not for a lease yet
+		}
 		if served[i] || next == len(b.fin.rt) {
 			continue
 		}
@@ -1159,6 +1218,7 @@ func (q *Queue) deliver(b *batch, committed []Committed, err error) {
 	q.mu.Lock()
 	stats := q.counts.stats()
 	q.reserved -= b.admitted // what a failed transaction admitted is not coming
+	q.reservedDelayed -= b.admittedDelayed
 	if b.tookWaiters {
 		q.waitersBusy = false
 	}
@@ -1260,13 +1320,14 @@ func (q *Queue) deliver(b *batch, committed []Committed, err error) {
 // committedCounts records the counts a commit read from the counter row
 // (at event number mark, which orders commits) and releases the capacity
 // its admitted items had reserved: from now on the counts hold them.
-func (q *Queue) committedCounts(c counts, mark, admitted int64) {
+func (q *Queue) committedCounts(c counts, mark, admitted, admittedDelayed int64) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	if mark >= q.countsMark {
 		q.counts, q.countsMark = c, mark
 	}
 	q.reserved -= admitted
+	q.reservedDelayed -= admittedDelayed
 }
 
 // endArgs are the columns of the endLease statement.
