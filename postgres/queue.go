@@ -451,6 +451,7 @@ type op struct {
 	expires []time.Time
 	stats   resourcelease.Stats
 	expired int
+	purged  int // sweep: dead letters purged
 	nextDue *time.Time
 }
 
@@ -835,7 +836,7 @@ func (q *Queue) sweep(ctx context.Context) (int, *time.Time, error) {
 			return total, nil, err
 		}
 		total += o.expired
-		if o.expired < sweepLimit {
+		if o.expired < sweepLimit && o.purged < sweepLimit {
 			return total, o.nextDue, nil
 		}
 	}

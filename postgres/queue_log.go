@@ -23,6 +23,7 @@ type changeLog struct {
 	dReady, dDelayed, dActive, dDead int64
 	madeReady                        bool // some item became ready to lease
 	freed                            bool // ready + active went down
+	deadLettered                     bool // some item was dead-lettered
 
 	deadSeq, deadOrd []int64 // dead letters and the index of their DeadLettered event
 }
@@ -42,6 +43,7 @@ func (l *changeLog) add(c resourcelease.Change, newOrd int64) {
 		l.nord = append(l.nord, nil)
 	}
 	if c.Kind == resourcelease.ChangeDeadLettered && c.Item != nil {
+		l.deadLettered = true
 		l.deadSeq = append(l.deadSeq, c.Item.SequenceID)
 		l.deadOrd = append(l.deadOrd, int64(len(l.changes)))
 	}

@@ -55,6 +55,11 @@ type queueSQL struct {
 	events, lastEvent, firstEvent, trimEvents string
 	// trimDedupe forgets request ids whose window has passed.
 	trimDedupe string
+	// deadOldest locks the oldest dead letters (at most $2), skipping any
+	// another transaction holds; deadExcess those beyond MaxDeadLetters
+	// ($2) by the counter row; deadExpired those older than the retention
+	// ($2 microseconds), at most $3. purgeDead deletes them.
+	deadOldest, deadExcess, deadExpired string
 	notify     string
 }
 
@@ -258,5 +263,13 @@ func newQueueSQL(s *Store) queueSQL {
 		trimDedupe: r.Replace(`DELETE FROM {dedupe} WHERE request_id IN (
 				SELECT request_id FROM {dedupe} WHERE expires_at <= {now} ORDER BY expires_at LIMIT $2 FOR UPDATE SKIP LOCKED)`),
 		notify: `SELECT pg_notify($1, $2)`,
+		deadOldest: r.Replace(`SELECT {cols} FROM {items} WHERE state = 'dead'
+			ORDER BY dead_lettered_at, dead_event, sequence_id LIMIT $1 FOR UPDATE SKIP LOCKED`),
+		deadExcess: r.Replace(`SELECT {cols} FROM {items} WHERE state = 'dead'
+			ORDER BY dead_lettered_at, dead_event, sequence_id
+			LIMIT least((SELECT greatest(dead_letter_count - $1::int8, 0) FROM {queue_state}), $2::int8) FOR UPDATE SKIP LOCKED`),
+		deadExpired: r.Replace(`SELECT {cols} FROM {items} WHERE state = 'dead'
+				AND dead_lettered_at <= {now} - $2::int8 * interval '1 microsecond'
+			ORDER BY dead_lettered_at, dead_event, sequence_id LIMIT $3 FOR UPDATE SKIP LOCKED`),
 	}
 }

@@ -65,6 +65,10 @@ type batch struct {
 	grants   []newGrant
 	unclaim  []string
 	sweeps   []*op
+	// dead letters to purge: those a sweep found (excess first, then
+	// expired), and the ids the transaction deletes
+	excessDead, expiredDead []*itemRow
+	purge                   []int64
 }
 
 type slot struct {
@@ -448,9 +452,10 @@ func (b *batch) reset() {
 	b.ts, b.before, b.rows, b.expired, b.granted = time.Time{}, counts{}, nil, nil, nil
 	b.claimed, b.firstSeq, b.promoted, b.nextDue = nil, nil, 0, nil
 	b.log, b.fin, b.parkFull, b.newRefs, b.unclaim, b.grants = changeLog{}, finalInput{}, nil, nil, nil, nil
+	b.excessDead, b.expiredDead, b.purge = nil, nil, nil
 	for _, list := range [][]*op{b.waiters, b.full, b.ops} {
 		for _, o := range list {
-			o.leases, o.errs, o.seqs, o.dups, o.expires, o.expired, o.nextDue = nil, nil, nil, nil, nil, 0, nil
+			o.leases, o.errs, o.seqs, o.dups, o.expires, o.expired, o.purged, o.nextDue = nil, nil, nil, nil, nil, 0, 0, nil
 		}
 	}
 }
@@ -542,6 +547,42 @@ func (q *Queue) attempt(ctx context.Context, b *batch, lockIDs []int64) (committ
 	if len(b.unclaim) > 0 {
 		p.Queue(q.sql.unclaimDedupe, b.unclaim)
 	}
+	if excess := q.deadExcess(b); excess > 0 {
+		// Past MaxDeadLetters: the oldest go in this transaction, as the
+		// engine purges them. One more round trip, after the writes above,
+		// so that this transaction's own dead letters are among those it
+		// can choose (they sort last: newest).
+		p.Queue(q.sql.deadOldest, excess)
+		var oldest []*itemRow
+		err := q.pipeline(ctx, c, &p, func(br pgx.BatchResults) error {
+			for i := range p.QueuedQueries {
+				if p.QueuedQueries[i].SQL == q.sql.deadOldest {
+					if err := eachRow(br, func(rows pgx.Rows) error {
+						r, err := scanItem(rows)
+						if err == nil {
+							oldest = append(oldest, r)
+						}
+						return err
+					}); err != nil {
+						return err
+					}
+					continue
+				}
+				if _, err := br.Exec(); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			return nil, false, err
+		}
+		q.purgeDead(b, oldest, resourcelease.PurgeReasonMaxDeadLetters)
+		p = pgx.Batch{}
+	}
+	if len(b.purge) > 0 {
+		p.Queue(q.sql.purge, b.purge)
+	}
 	q.mu.Lock()
 	trimmed := q.trimmed
 	q.mu.Unlock()
@@ -611,6 +652,37 @@ func (q *Queue) attempt(ctx context.Context, b *batch, lockIDs []int64) (committ
 		}
 	}
 	return committed, false, nil
+}
+
+// deadExcess is how many dead letters past MaxDeadLetters the batch leaves,
+// beyond those it purges already: only a batch that dead-letters purges
+// for the bound (a sweep does for a bound lowered since).
+func (q *Queue) deadExcess(b *batch) int64 {
+	if q.cfg.MaxDeadLetters <= 0 || !b.log.deadLettered {
+		return 0
+	}
+	return b.before.dead + b.log.dDead - int64(q.cfg.MaxDeadLetters)
+}
+
+// purgeDead deletes dead letters the batch has locked (or dead-lettered
+// itself), each with its DeadLetterPurged change; one already purged is
+// skipped.
+func (q *Queue) purgeDead(b *batch, rows []*itemRow, reason string) {
+	for _, r := range rows {
+		if slices.Contains(b.purge, r.seq) {
+			continue
+		}
+		b.purge = append(b.purge, r.seq)
+		b.log.moved(stateDead, "")
+		p := r.pendingItem()
+		b.log.add(resourcelease.Change{
+			Kind: resourcelease.ChangeDeadLetterPurged, Item: &p,
+			Metadata: map[string]string{resourcelease.MetaPurgeReason: reason},
+		}, 0)
+		for _, o := range b.sweeps {
+			o.purged++
+		}
+	}
 }
 
 // pipeline sends p in one round trip and reads its results with read.
@@ -734,6 +806,14 @@ func (q *Queue) read(ctx context.Context, c *pgx.Conn, b *batch, lockIDs []int64
 	if len(b.sweeps) > 0 {
 		p.Queue(q.sql.nextDue)
 	}
+	excess := len(b.sweeps) > 0 && q.cfg.MaxDeadLetters > 0
+	if excess {
+		p.Queue(q.sql.deadExcess, q.cfg.MaxDeadLetters, sweepLimit)
+	}
+	expired := len(b.sweeps) > 0 && q.cfg.DeadLetterRetention > 0
+	if expired {
+		p.Queue(q.sql.deadExpired, b.now, q.cfg.DeadLetterRetention.Microseconds(), sweepLimit)
+	}
 	b.rows = map[int64]*simRow{}
 	return q.pipeline(ctx, c, &p, func(br pgx.BatchResults) error {
 		if _, err := br.Exec(); err != nil {
@@ -827,6 +907,23 @@ func (q *Queue) read(ctx context.Context, c *pgx.Conn, b *batch, lockIDs []int64
 			}
 			b.nextDue = due
 		}
+		for _, d := range []struct {
+			on   bool
+			into *[]*itemRow
+		}{{excess, &b.excessDead}, {expired, &b.expiredDead}} {
+			if !d.on {
+				continue
+			}
+			if err := eachRow(br, func(rows pgx.Rows) error {
+				r, err := scanItem(rows)
+				if err == nil {
+					*d.into = append(*d.into, r)
+				}
+				return err
+			}); err != nil {
+				return err
+			}
+		}
 		return nil
 	})
 }
@@ -880,6 +977,8 @@ func (q *Queue) decide(b *batch) {
 	}
 	q.enqueues(b)
 	q.leaseNew(b)
+	q.purgeDead(b, b.excessDead, resourcelease.PurgeReasonMaxDeadLetters)
+	q.purgeDead(b, b.expiredDead, resourcelease.PurgeReasonRetention)
 	if b.nextDue != nil || len(b.sweeps) > 0 {
 		for _, o := range b.sweeps {
 			o.nextDue = b.nextDue
