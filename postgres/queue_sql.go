@@ -60,7 +60,7 @@ type queueSQL struct {
 	// ($2) by the counter row; deadExpired those older than the retention
 	// ($2 microseconds), at most $3. purgeDead deletes them.
 	deadOldest, deadExcess, deadExpired string
-	notify     string
+	notify                              string
 }
 
 // itemColumns are the columns scanned into an itemRow, in its order.
