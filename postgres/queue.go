@@ -299,6 +299,13 @@ type Queue struct {
 	// reported (OnCommit, counts) in the order they were made.
 	commitMu sync.Mutex
 
+	// parted: the queue has partition rules and keeps the partitions
+	// table; psql are its statements. dirtyParts are partitions whose row a
+	// commit had to skip (guarded by mu), recomputed with the next one.
+	parted     bool
+	psql       partitionSQL
+	dirtyParts map[string]bool
+
 	lastSeq   atomic.Int64 // the newest event number this process has seen
 	sweepKick chan struct{}
 	due       time.Time // guarded by mu: the earliest delayed item the sweeper should promote
@@ -356,6 +363,12 @@ func NewQueue(ctx context.Context, store *Store, cfg QueueConfig) (*Queue, error
 	}
 	if q.clock == nil {
 		q.clock = resourcelease.SystemClock
+	}
+	if q.parted = partitionRules(&cfg) != ""; q.parted {
+		q.psql = newPartitionSQL(store, &q.cfg)
+	}
+	if err := q.syncPartitions(ctx); err != nil {
+		return nil, err
 	}
 	q.stopCtx, q.cancel = context.WithCancel(context.Background())
 	var last, trimmed int64

@@ -129,8 +129,10 @@ func (q *Queue) adminTx(ctx context.Context, name string, body func(c *pgx.Conn,
 	var p2 pgx.Batch
 	p2.Queue(setGenericPlans)
 	p2.Queue(q.sql.final, finalArgs(now, &l, &finalInput{}, 0)...)
+	keys := q.queuePartitions(&p2, now, &l)
+	leasable := false
 	note := ""
-	if l.madeReady {
+	if l.madeReady || l.unserved() {
 		note += "r"
 	}
 	if l.freed {
@@ -143,15 +145,22 @@ func (q *Queue) adminTx(ctx context.Context, name string, body func(c *pgx.Conn,
 		p2.Queue("COMMIT")
 	}
 	err = q.pipeline(ctx, c, &p2, func(br pgx.BatchResults) error {
-		if _, err := br.Exec(); err != nil {
-			return err
-		}
-		if err := fr.scan(br.QueryRow()); err != nil {
-			return err
-		}
-		for range p2.Len() - 2 {
-			if _, err := br.Exec(); err != nil {
-				return err
+		for i := range p2.QueuedQueries {
+			switch sql := p2.QueuedQueries[i].SQL; {
+			case sql == q.sql.final:
+				if err := fr.scan(br.QueryRow()); err != nil {
+					return err
+				}
+			case q.parted && sql == q.psql.update:
+				ok, err := q.partitionsDone(br, keys, &l)
+				if err != nil {
+					return err
+				}
+				leasable = ok
+			default:
+				if _, err := br.Exec(); err != nil {
+					return err
+				}
 			}
 		}
 		return nil
@@ -174,7 +183,7 @@ func (q *Queue) adminTx(ctx context.Context, name string, body func(c *pgx.Conn,
 	q.noteSeq(committed[len(committed)-1].Event.SequenceNumber)
 	q.committedCounts(fr.after, fr.firstEv+int64(len(committed)), 0, 0)
 	q.mu.Lock()
-	q.serveWaiters = q.serveWaiters || l.madeReady
+	q.serveWaiters = q.serveWaiters || l.madeReady || leasable
 	q.serveFull = q.serveFull || l.freed
 	q.mu.Unlock()
 	q.wake()
@@ -233,6 +242,9 @@ func (q *Queue) DrainN(ctx context.Context, maxItems, maxBytes int) ([]resourcel
 		slices.SortFunc(rows, func(a, b *itemRow) int { return int(a.seq - b.seq) })
 		for _, r := range rows {
 			l.moved(r.state, "")
+			if q.parted {
+				l.touch(r.item.PartitionKey, false)
+			}
 			items = append(items, r.pendingItem())
 		}
 		if len(items) > 0 {
@@ -319,6 +331,9 @@ func (q *Queue) Restore(ctx context.Context, items []resourcelease.PendingItem) 
 		restored := make([]resourcelease.PendingItem, len(rows))
 		for i, r := range rows {
 			l.moved("", r.state)
+			if q.parted {
+				l.touch(r.item.PartitionKey, false)
+			}
 			restored[i] = r.pendingItem()
 		}
 		n = len(rows)
@@ -424,6 +439,9 @@ func (q *Queue) Redrive(ctx context.Context, sel resourcelease.DeadLetterSelecti
 			r.state, r.attempt, r.releases, r.notBefore, r.deadAt, r.reason, r.reasonCode = statePending, 1, 0, nil, nil, nil, nil
 			items[i] = r.pendingItem()
 			l.moved(stateDead, statePending)
+			if q.parted {
+				l.touch(r.item.PartitionKey, false)
+			}
 		}
 		if _, err := c.Exec(ctx, q.sql.redrive, ids); err != nil {
 			return q.store.fail(ctx, "redrive", err)

@@ -26,6 +26,23 @@ type changeLog struct {
 	deadLettered                     bool // some item was dead-lettered
 
 	deadSeq, deadOrd []int64 // dead letters and the index of their DeadLettered event
+
+	// touched are the partitions whose items changed (queue with partition
+	// rules), each with the place of the transaction's last lease from it
+	// (1, 2, ...; 0 for none); served counts those places.
+	touched map[string]int64
+	served  int64
+}
+
+// unserved reports whether a partition changed other than by a lease from
+// it (it may have become leasable).
+func (l *changeLog) unserved() bool {
+	for _, n := range l.touched {
+		if n == 0 {
+			return true
+		}
+	}
+	return false
 }
 
 // add appends c, whose count deltas have been applied. newOrd, when set, is

@@ -88,30 +88,22 @@ func prefixed(cols, alias string) string {
 	return strings.Join(parts, ", ")
 }
 
-func newQueueSQL(s *Store) queueSQL {
-	items, qs, ev, dd := s.table("items"), s.table("queue_state"), s.table("events"), s.table("dedupe")
-	r := strings.NewReplacer("{items}", items, "{queue_state}", qs, "{events}", ev, "{dedupe}", dd,
-		"{now}", nowExpr, "{cols}", itemColumns, "{icols}", prefixed(itemColumns, "i"), "{size}", sizeExpr)
-	return queueSQL{
-		counts: r.Replace(`SELECT {now}, pending_count, delayed_count, active_count, dead_letter_count, next_event_sequence FROM {queue_state}`),
-		lockItems: r.Replace(`SELECT coalesce(lease_expires_at > {now}, false), {cols} FROM {items}
-			WHERE sequence_id = ANY($2::int8[]) ORDER BY sequence_id FOR UPDATE`),
-		// No SKIP LOCKED here: a lease right after an item's delay passed
-		// must find it even while another transaction is promoting it, so
-		// this waits for that one (and then finds the row promoted).
-		promote: r.Replace(`UPDATE {items} i SET state = 'pending', not_before = NULL
-			WHERE i.sequence_id IN (SELECT sequence_id FROM {items} WHERE state = 'scheduled' AND not_before <= {now}
-				ORDER BY not_before, sequence_id LIMIT $2)
-				AND i.state = 'scheduled'
-			RETURNING i.sequence_id`),
-		expired: r.Replace(`SELECT {cols} FROM {items}
-			WHERE state = 'leased' AND lease_expires_at <= {now}
-			ORDER BY lease_expires_at, sequence_id LIMIT $2 FOR UPDATE SKIP LOCKED`),
-		lease: r.Replace(`WITH cand AS (
+// fifoRanked is the ranked CTE of a lease without partition rules: the
+// oldest ready items, one index scan of items_ready.
+const fifoRanked = `cand AS (
 				SELECT sequence_id FROM {items} WHERE state = 'pending' ORDER BY sequence_id LIMIT $2 FOR UPDATE SKIP LOCKED
 			), ranked AS (
 				SELECT sequence_id, row_number() OVER (ORDER BY sequence_id) AS rn FROM cand
-			), slots AS (
+			)`
+
+// leaseStatements are the lease statements over ranked, a CTE that locks
+// the items to lease and numbers them (rn) in the order of the batch's
+// slots: they write the leases and return the rows.
+func leaseStatements(s *Store, ranked string) (lease, leaseSized string) {
+	// One pass: ranked has its own tables filled in already.
+	r := strings.NewReplacer("{ranked}", ranked, "{items}", s.table("items"), "{now}", nowExpr,
+		"{icols}", prefixed(itemColumns, "i"), "{size}", sizeExpr)
+	lease = r.Replace(`WITH {ranked}, slots AS (
 				SELECT * FROM unnest($3::uuid[], $4::text[]) WITH ORDINALITY AS s(lease_id, peer, rn)
 			)
 			UPDATE {items} i SET state = 'leased', lease_id = s.lease_id, leased_at = {now},
@@ -119,12 +111,8 @@ func newQueueSQL(s *Store) queueSQL {
 				last_token_attempt = i.attempt, last_token_lease_id = s.lease_id
 			FROM ranked r JOIN slots s USING (rn)
 			WHERE i.sequence_id = r.sequence_id
-			RETURNING s.rn, {icols}`),
-		leaseSized: r.Replace(`WITH cand AS (
-				SELECT sequence_id FROM {items} WHERE state = 'pending' ORDER BY sequence_id LIMIT $2 FOR UPDATE SKIP LOCKED
-			), ranked AS (
-				SELECT sequence_id, row_number() OVER (ORDER BY sequence_id) AS rn FROM cand
-			), slots AS (
+			RETURNING s.rn, {icols}`)
+	leaseSized = r.Replace(`WITH {ranked}, slots AS (
 				SELECT * FROM unnest($3::uuid[], $4::text[], $6::int4[], $7::int8[]) WITH ORDINALITY AS s(lease_id, peer, req, budget, rn)
 			), sized AS (
 				SELECT r.sequence_id, s.lease_id, s.peer, s.rn, s.budget,
@@ -139,7 +127,31 @@ func newQueueSQL(s *Store) queueSQL {
 				last_token_attempt = i.attempt, last_token_lease_id = c.lease_id
 			FROM chosen c
 			WHERE i.sequence_id = c.sequence_id
-			RETURNING c.rn, {icols}`),
+			RETURNING c.rn, {icols}`)
+	return lease, leaseSized
+}
+
+func newQueueSQL(s *Store) queueSQL {
+	items, qs, ev, dd := s.table("items"), s.table("queue_state"), s.table("events"), s.table("dedupe")
+	r := strings.NewReplacer("{items}", items, "{queue_state}", qs, "{events}", ev, "{dedupe}", dd,
+		"{now}", nowExpr, "{cols}", itemColumns, "{icols}", prefixed(itemColumns, "i"), "{size}", sizeExpr)
+	lease, leaseSized := leaseStatements(s, strings.NewReplacer("{items}", items).Replace(fifoRanked))
+	return queueSQL{
+		counts: r.Replace(`SELECT {now}, pending_count, delayed_count, active_count, dead_letter_count, next_event_sequence FROM {queue_state}`),
+		lockItems: r.Replace(`SELECT coalesce(lease_expires_at > {now}, false), {cols} FROM {items}
+			WHERE sequence_id = ANY($2::int8[]) ORDER BY sequence_id FOR UPDATE`),
+		// No SKIP LOCKED here: a lease right after an item's delay passed
+		// must find it even while another transaction is promoting it, so
+		// this waits for that one (and then finds the row promoted).
+		promote: r.Replace(`UPDATE {items} i SET state = 'pending', not_before = NULL
+			WHERE i.sequence_id IN (SELECT sequence_id FROM {items} WHERE state = 'scheduled' AND not_before <= {now}
+				ORDER BY not_before, sequence_id LIMIT $2)
+				AND i.state = 'scheduled'
+			RETURNING i.sequence_id, i.partition_key`),
+		expired: r.Replace(`SELECT {cols} FROM {items}
+			WHERE state = 'leased' AND lease_expires_at <= {now}
+			ORDER BY lease_expires_at, sequence_id LIMIT $2 FOR UPDATE SKIP LOCKED`),
+		lease: lease, leaseSized: leaseSized,
 		// Rows go in in request id order, the order of the index entries
 		// they lock, so two batches that share request ids wait for each
 		// other at the first shared one instead of deadlocking. The

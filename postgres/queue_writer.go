@@ -69,6 +69,8 @@ type batch struct {
 	// expired), and the ids the transaction deletes
 	excessDead, expiredDead []*itemRow
 	purge                   []int64
+	// partsLeasable: a partition it changed is leasable now
+	partsLeasable bool
 }
 
 type slot struct {
@@ -452,7 +454,7 @@ func (b *batch) reset() {
 	b.ts, b.before, b.rows, b.expired, b.granted = time.Time{}, counts{}, nil, nil, nil
 	b.claimed, b.firstSeq, b.promoted, b.nextDue = nil, nil, 0, nil
 	b.log, b.fin, b.parkFull, b.newRefs, b.unclaim, b.grants = changeLog{}, finalInput{}, nil, nil, nil, nil
-	b.excessDead, b.expiredDead, b.purge = nil, nil, nil
+	b.excessDead, b.expiredDead, b.purge, b.partsLeasable = nil, nil, nil, false
 	for _, list := range [][]*op{b.waiters, b.full, b.ops} {
 		for _, o := range list {
 			o.leases, o.errs, o.seqs, o.dups, o.expires, o.expired, o.purged, o.nextDue = nil, nil, nil, nil, nil, 0, 0, nil
@@ -589,6 +591,7 @@ func (q *Queue) attempt(ctx context.Context, b *batch, lockIDs []int64) (committ
 	q.commitMu.Lock()
 	defer q.commitMu.Unlock()
 	p.Queue(q.sql.final, finalArgs(b.now, l, &b.fin, trimmed)...)
+	keys := q.queuePartitions(&p, b.now, l)
 	if note := q.notification(b); note != "" {
 		p.Queue(q.sql.notify, q.channel, note)
 	}
@@ -601,6 +604,14 @@ func (q *Queue) attempt(ctx context.Context, b *batch, lockIDs []int64) (committ
 			sql := p.QueuedQueries[i].SQL
 			if sql == q.sql.final {
 				if err := fr.scan(br.QueryRow()); err != nil {
+					return err
+				}
+				continue
+			}
+			if q.parted && sql == q.psql.update {
+				ok, err := q.partitionsDone(br, keys, l)
+				b.partsLeasable = ok
+				if err != nil {
 					return err
 				}
 				continue
@@ -744,7 +755,7 @@ func eventsOf(cs []Committed) []resourcelease.Event {
 // ignore its own.
 func (q *Queue) notification(b *batch) string {
 	note := ""
-	if b.log.madeReady || b.promoted > 0 {
+	if b.log.madeReady || b.promoted > 0 || b.log.unserved() {
 		note += "r"
 	}
 	if b.log.freed && q.cfg.Capacity > 0 && b.before.ready+b.before.active >= int64(q.cfg.Capacity) {
@@ -793,10 +804,14 @@ func (q *Queue) read(ctx context.Context, c *pgx.Conn, b *batch, lockIDs []int64
 			reqs[i], budgets[i] = req, int64(s.op.budget)
 			sized = sized || s.op.budget > 0
 		}
+		lease, leaseSized := q.sql.lease, q.sql.leaseSized
+		if q.parted {
+			lease, leaseSized = q.psql.lease, q.psql.leaseSized
+		}
 		if sized {
-			p.Queue(q.sql.leaseSized, b.now, len(b.slots), ids, peers, q.cfg.LeaseDuration.Microseconds(), reqs, budgets)
+			p.Queue(leaseSized, b.now, len(b.slots), ids, peers, q.cfg.LeaseDuration.Microseconds(), reqs, budgets)
 		} else {
-			p.Queue(q.sql.lease, b.now, len(b.slots), ids, peers, q.cfg.LeaseDuration.Microseconds())
+			p.Queue(lease, b.now, len(b.slots), ids, peers, q.cfg.LeaseDuration.Microseconds())
 		}
 	}
 	if len(b.reqIDs) > 0 {
@@ -842,8 +857,11 @@ func (q *Queue) read(ctx context.Context, c *pgx.Conn, b *batch, lockIDs []int64
 		if promote {
 			if err := eachRow(br, func(rows pgx.Rows) error {
 				var id int64
+				var key string
 				b.promoted++
-				return rows.Scan(&id)
+				err := rows.Scan(&id, &key)
+				b.log.touch(key, false)
+				return err
 			}); err != nil {
 				return err
 			}
@@ -955,6 +973,9 @@ func (q *Queue) decide(b *batch) {
 		s := b.slots[g.rn-1]
 		r := g.row
 		l.moved(statePending, stateLeased)
+		if q.parted {
+			l.touch(r.item.PartitionKey, true)
+		}
 		p := r.pendingItem()
 		l.add(resourcelease.Change{
 			Kind: resourcelease.ChangeLeased, Item: &p, Token: r.token(), PeerID: deref(r.owner),
@@ -977,6 +998,13 @@ func (q *Queue) decide(b *batch) {
 	}
 	q.enqueues(b)
 	q.leaseNew(b)
+	if q.parted {
+		for _, s := range b.rows {
+			if s.ended || s.deleted {
+				l.touch(s.row.item.PartitionKey, false)
+			}
+		}
+	}
 	q.purgeDead(b, b.excessDead, resourcelease.PurgeReasonMaxDeadLetters)
 	q.purgeDead(b, b.expiredDead, resourcelease.PurgeReasonRetention)
 	if b.nextDue != nil || len(b.sweeps) > 0 {
@@ -1229,6 +1257,9 @@ func (q *Queue) enqueues(b *batch) {
 				o.seqs[i] = ord // a position among the new items until the counter row decides
 				b.newRefs = append(b.newRefs, newRef{op: o, i: i})
 				p := resourcelease.PendingItem{Payload: *it, Attempt: 1}
+				if q.parted {
+					b.log.touch(it.PartitionKey, false)
+				}
 				if it.NotBefore.After(b.ts) {
 					at := it.NotBefore
 					b.fin.sched[ord-1], p.ReadyAt = &at, at
@@ -1250,7 +1281,9 @@ func (q *Queue) enqueues(b *batch) {
 // every item in the table, so FIFO holds, and a long-poll gets an item
 // enqueued beside it without waiting for the next transaction.
 func (q *Queue) leaseNew(b *batch) {
-	if len(b.slots) == 0 || len(b.fin.rt) == 0 {
+	if len(b.slots) == 0 || len(b.fin.rt) == 0 || q.parted {
+		// With partition rules a new item waits for the next transaction,
+		// which finds it through its partition's row.
 		return
 	}
 	served := make([]bool, len(b.slots))
@@ -1386,7 +1419,7 @@ func (q *Queue) deliver(b *batch, committed []Committed, err error) {
 		}
 		q.full = append(toFull, q.full...)
 		if err == nil && (len(committed) > 0 || b.promoted > 0) {
-			if b.log.madeReady || b.promoted > 0 {
+			if b.log.madeReady || b.promoted > 0 || b.partsLeasable {
 				q.serveWaiters = true
 			}
 			if b.log.freed {
