@@ -6,3 +6,11 @@ func (q *Queue) Listening() <-chan struct{} { return q.listening }
 
 // ListenConnected reports whether the queue is listening now.
 func (q *Queue) ListenConnected() bool { return q.listenOK.Load() }
+
+// LeaseSQL is the queue's lease statement (for EXPLAIN in tests).
+func (q *Queue) LeaseSQL() string {
+	if q.parted {
+		return q.psql.lease
+	}
+	return q.sql.lease
+}

@@ -357,3 +357,78 @@ func BenchmarkLongPollWakeup(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkLeaseAtDepthPartitioned: lease → complete → enqueue (into the
+// leased item's partition, keeping the shape) with partition rules, at 1k
+// pending in one partition and at 100k pending over 10k partitions (1M, the
+// engine's benchmark, takes too long to fill on the test server), one call
+// at a time, synchronous_commit off so that the statements' cost is not
+// hidden under the fsync. lease-ns/op is the time of the Lease call alone:
+// it must stay flat across the two shapes in every mode. Run it with
+//
+//	go test ./postgres -run '^$' -bench LeaseAtDepthPartitioned -benchtime 3s
+func BenchmarkLeaseAtDepthPartitioned(b *testing.B) {
+	modes := []struct {
+		name string
+		cfg  postgres.QueueConfig
+	}{
+		{"fairness=fifo/maxActive=0", postgres.QueueConfig{}}, // no partition rules: the plain lease, for reference
+		{"fairness=fifo/maxActive=1", postgres.QueueConfig{Fairness: resourcelease.FairnessFIFO, MaxActivePerPartition: 1}},
+		{"fairness=partitions/maxActive=0", postgres.QueueConfig{Fairness: resourcelease.FairnessPartitions}},
+		{"fairness=partitions/maxActive=1", postgres.QueueConfig{Fairness: resourcelease.FairnessPartitions, MaxActivePerPartition: 1}},
+	}
+	shapes := []struct {
+		name                string
+		pending, partitions int
+	}{{"1k-in-1-partition", 1_000, 1}, {"100k-over-10k-partitions", 100_000, 10_000}}
+	for _, mode := range modes {
+		for _, shape := range shapes {
+			b.Run(mode.name+"/depth="+shape.name, func(b *testing.B) {
+				cfg := mode.cfg
+				cfg.Capacity, cfg.DedupeWindow = -1, -1
+				q := openQueue(b, syncURL(pgtest.NewDatabase(b), false), nil, cfg)
+				ctx := context.Background()
+				batch := make([]resourcelease.Item, 0, 1000)
+				for i := range shape.pending {
+					it := benchItem(i)
+					it.PartitionKey = fmt.Sprint("tenant-", i%shape.partitions)
+					if batch = append(batch, it); len(batch) == cap(batch) || i == shape.pending-1 {
+						res, err := q.EnqueueBatch(ctx, batch)
+						if err != nil {
+							b.Fatal(err)
+						}
+						for _, r := range res {
+							if r.Err != nil {
+								b.Fatal(r.Err)
+							}
+						}
+						batch = batch[:0]
+					}
+				}
+				// Fresh statistics, as autovacuum would have them by now.
+				if _, err := q.Store().Pool().Exec(ctx, "ANALYZE"); err != nil {
+					b.Fatal(err)
+				}
+				var leasing time.Duration
+				b.ResetTimer()
+				for i := 0; b.Loop(); i++ {
+					start := time.Now()
+					l, err := q.Lease(ctx, "bench", 0)
+					leasing += time.Since(start)
+					if err != nil || l == nil {
+						b.Fatal("lease: ", l, err)
+					}
+					if err := q.Complete(ctx, l.OwnershipToken); err != nil {
+						b.Fatal(err)
+					}
+					it := benchItem(i)
+					it.PartitionKey = l.Payload.PartitionKey
+					if _, err := q.Enqueue(ctx, it); err != nil {
+						b.Fatal(err)
+					}
+				}
+				b.ReportMetric(float64(leasing.Nanoseconds())/float64(b.N), "lease-ns/op")
+			})
+		}
+	}
+}
