@@ -1,0 +1,177 @@
+package postgres_test
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/leasemesh/leasemesh/internal/pgtest"
+	"github.com/leasemesh/leasemesh/postgres"
+	"github.com/leasemesh/leasemesh/resourcelease"
+)
+
+// TestQueuePartitionRulesChange: the partitions table is rebuilt from the
+// items when a queue opens with other partition rules than the last one,
+// so items enqueued and leases taken without rules are held to them.
+func TestQueuePartitionRulesChange(t *testing.T) {
+	t.Parallel()
+	url := pgtest.NewDatabase(t)
+	open := func(cfg postgres.QueueConfig) *postgres.Queue {
+		s := openStore(t, url, postgres.Config{})
+		q, err := postgres.NewQueue(bg, s, cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { q.Close() })
+		return q
+	}
+	enqueue := func(q *postgres.Queue, p, id string) {
+		t.Helper()
+		it := qitem(id)
+		it.PartitionKey = p
+		if _, err := q.Enqueue(bg, it); err != nil {
+			t.Fatal(err)
+		}
+	}
+	lease := func(q *postgres.Queue) string {
+		t.Helper()
+		l, err := q.Lease(bg, "w", 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if l == nil {
+			return ""
+		}
+		return l.Payload.ResourceID
+	}
+	plain := open(postgres.QueueConfig{})
+	enqueue(plain, "a", "a1")
+	enqueue(plain, "a", "a2")
+	enqueue(plain, "b", "b1")
+	if got := lease(plain); got != "a1" {
+		t.Fatalf("leased %q, want a1", got)
+	}
+	plain.Close()
+
+	strict := open(postgres.QueueConfig{MaxActivePerPartition: 1})
+	if got := lease(strict); got != "b1" {
+		t.Fatalf("with strict partitions, leased %q, want b1 (a is held by a1's lease)", got)
+	}
+	if got := lease(strict); got != "" {
+		t.Fatalf("leased %q behind a1's lease", got)
+	}
+	enqueue(strict, "b", "b2")
+	strict.Close()
+
+	fair := open(postgres.QueueConfig{Fairness: resourcelease.FairnessPartitions})
+	enqueue(fair, "c", "c1")
+	var got []string
+	for range 3 {
+		got = append(got, lease(fair))
+	}
+	if fmt.Sprint(got) != "[a2 b2 c1]" {
+		t.Fatalf("round-robin after the rebuild leased %v, want [a2 b2 c1]", got)
+	}
+	fair.Close()
+
+	var rules string
+	again := open(postgres.QueueConfig{})
+	if err := again.Store().Pool().QueryRow(bg, `SELECT partition_rules FROM leasemesh.queue_state`).Scan(&rules); err != nil || rules != "" {
+		t.Fatalf("a queue without rules left partition_rules %q, %v", rules, err)
+	}
+}
+
+// TestQueueStrictPartitionsAcrossQueues: two queues on one schema (two
+// dispatchers) lease concurrently from strict partitions. The log, in
+// commit order, shows never two live leases of one partition and each
+// partition's items leased in order.
+func TestQueueStrictPartitionsAcrossQueues(t *testing.T) {
+	t.Parallel()
+	url := pgtest.NewDatabase(t)
+	cfg := postgres.QueueConfig{Capacity: -1, MaxActivePerPartition: 1, Fairness: resourcelease.FairnessPartitions, PollInterval: 50 * time.Millisecond}
+	qs := []*postgres.Queue{openQueue(t, url, nil, cfg), openQueue(t, url, nil, cfg)}
+	const partitions, perPartition = 4, 15
+	var items []resourcelease.Item
+	for i := range perPartition {
+		for p := range partitions {
+			it := qitem(fmt.Sprint(i))
+			it.PartitionKey = fmt.Sprint("p", p)
+			items = append(items, it)
+		}
+	}
+	if _, err := qs[0].EnqueueBatch(bg, items); err != nil {
+		t.Fatal(err)
+	}
+	var done atomic.Int64
+	ctx, cancel := context.WithTimeout(bg, 60*time.Second)
+	defer cancel()
+	var wg sync.WaitGroup
+	errs := make(chan error, 8)
+	for w := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			q := qs[w%2]
+			for ctx.Err() == nil && done.Load() < int64(len(items)) {
+				l, err := q.Lease(ctx, fmt.Sprint("w", w), 100*time.Millisecond)
+				if err != nil {
+					errs <- err
+					return
+				}
+				if l == nil {
+					continue
+				}
+				time.Sleep(time.Millisecond) // hold it while the others try
+				if err := q.Complete(ctx, l.OwnershipToken); err != nil {
+					errs <- err
+					return
+				}
+				done.Add(1)
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	if n := done.Load(); n != int64(len(items)) {
+		t.Fatalf("processed %d of %d items", n, len(items))
+	}
+	held := map[string]string{} // partition → the item leased
+	dumped := false
+	next := map[string]int{}
+	for _, ev := range readAll(t, qs[1]) {
+		if ev.Payload == nil {
+			continue
+		}
+		p, id := ev.Payload.PartitionKey, ev.Payload.ResourceID
+		switch ev.EventType {
+		case resourcelease.EventLeaseGranted:
+			if h, ok := held[p]; ok && !dumped {
+				dumped = true
+				for _, e := range readAll(t, qs[1])[:ev.SequenceNumber] {
+					t.Logf("%d %s %s/%s %v %s", e.SequenceNumber, e.EventType, e.Payload.PartitionKey, e.Payload.ResourceID, e.Ownership, e.PeerID)
+				}
+				t.Fatalf("event %d: partition %s leased %s while %s is leased", ev.SequenceNumber, p, id, h)
+			}
+			if want := fmt.Sprint(next[p]); id != want {
+				t.Fatalf("event %d: partition %s leased %s, want %s", ev.SequenceNumber, p, id, want)
+			}
+			held[p] = id
+		case resourcelease.EventCompleted:
+			delete(held, p)
+			next[p]++
+		case resourcelease.EventLeaseReleased: // a long-poll granted as its wait ended gives it back
+			delete(held, p)
+		}
+	}
+	for p := range partitions {
+		if n := next[fmt.Sprint("p", p)]; n != perPartition {
+			t.Fatalf("partition p%d: %d completed in the log, want %d", p, n, perPartition)
+		}
+	}
+}
