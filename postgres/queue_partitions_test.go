@@ -11,6 +11,7 @@ import (
 	"github.com/leasemesh/leasemesh/internal/pgtest"
 	"github.com/leasemesh/leasemesh/postgres"
 	"github.com/leasemesh/leasemesh/resourcelease"
+	"github.com/leasemesh/leasemesh/resourcelease/leasetest"
 )
 
 // TestQueuePartitionRulesChange: the partitions table is rebuilt from the
@@ -173,5 +174,48 @@ func TestQueueStrictPartitionsAcrossQueues(t *testing.T) {
 		if n := next[fmt.Sprint("p", p)]; n != perPartition {
 			t.Fatalf("partition p%d: %d completed in the log, want %d", p, n, perPartition)
 		}
+	}
+}
+
+// TestQueueDelayedWakesOtherProcesses: a delayed item enqueued through one
+// queue, which then goes away, is promoted at its time by another queue's
+// sweeper (told of it by the enqueue's notification; sweeps and polls are an
+// hour apart), whose parked long-poll gets it then.
+func TestQueueDelayedWakesOtherProcesses(t *testing.T) {
+	t.Parallel()
+	url := pgtest.NewDatabase(t)
+	clock := leasetest.NewManualClock(time.Time{})
+	cfg := postgres.QueueConfig{PollInterval: time.Hour, SweepInterval: time.Hour}
+	a := openQueue(t, url, clock, cfg)
+	b := openQueue(t, url, clock, cfg)
+	waitListening(t, b)
+	got := make(chan *resourcelease.Lease, 1)
+	go func() {
+		l, err := b.Lease(bg, "on-b", 2*time.Hour)
+		if err != nil {
+			t.Error(err)
+		}
+		got <- l
+	}()
+	waitFor(t, "the waiter on b", func() bool { return b.Waiters() == 1 })
+	it := qitem("x")
+	it.NotBefore = clock.Now().Add(10 * time.Second)
+	if _, err := a.Enqueue(bg, it); err != nil {
+		t.Fatal(err)
+	}
+	a.Close()
+	select {
+	case l := <-got:
+		t.Fatalf("leased %v before its time", l)
+	case <-time.After(100 * time.Millisecond): // a chance to go wrong, not a synchronisation
+	}
+	clock.Advance(10 * time.Second)
+	select {
+	case l := <-got:
+		if l == nil || l.Payload.ResourceID != "x" {
+			t.Fatalf("the long-poll on b got %v, want x", l)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the delayed item did not reach the long-poll on b at its time")
 	}
 }

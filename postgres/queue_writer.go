@@ -7,6 +7,7 @@ import (
 	"runtime"
 	"slices"
 	"sort"
+	"strconv"
 	"time"
 
 	"github.com/google/uuid"
@@ -71,6 +72,9 @@ type batch struct {
 	purge                   []int64
 	// partsLeasable: a partition it changed is leasable now
 	partsLeasable bool
+	// scheduled is the earliest ready time of the items it delays, told to
+	// the other processes' sweepers with its notification
+	scheduled *time.Time
 }
 
 type slot struct {
@@ -454,7 +458,7 @@ func (b *batch) reset() {
 	b.ts, b.before, b.rows, b.expired, b.granted = time.Time{}, counts{}, nil, nil, nil
 	b.claimed, b.firstSeq, b.promoted, b.nextDue = nil, nil, 0, nil
 	b.log, b.fin, b.parkFull, b.newRefs, b.unclaim, b.grants = changeLog{}, finalInput{}, nil, nil, nil, nil
-	b.excessDead, b.expiredDead, b.purge, b.partsLeasable = nil, nil, nil, false
+	b.excessDead, b.expiredDead, b.purge, b.partsLeasable, b.scheduled = nil, nil, nil, false, nil
 	for _, list := range [][]*op{b.waiters, b.full, b.ops} {
 		for _, o := range list {
 			o.leases, o.errs, o.seqs, o.dups, o.expires, o.expired, o.purged, o.nextDue = nil, nil, nil, nil, nil, 0, 0, nil
@@ -753,6 +757,10 @@ func eventsOf(cs []Committed) []resourcelease.Event {
 // items became ready (waiters elsewhere should look), s when room opened
 // in a queue that was at capacity, then this queue's id so that it can
 // ignore its own.
+//
+// With d, a third part is the earliest time (Unix nanoseconds) of the items
+// the batch delayed, so that every process's sweeper wakes for it, not only
+// this one's (which may die first).
 func (q *Queue) notification(b *batch) string {
 	note := ""
 	if b.log.madeReady || b.promoted > 0 || b.log.unserved() {
@@ -761,10 +769,27 @@ func (q *Queue) notification(b *batch) string {
 	if b.log.freed && q.cfg.Capacity > 0 && b.before.ready+b.before.active >= int64(q.cfg.Capacity) {
 		note += "s"
 	}
+	if b.scheduled != nil {
+		note += "d"
+	}
 	if note == "" {
 		return ""
 	}
-	return note + ":" + q.instance
+	note += ":" + q.instance
+	if b.scheduled != nil {
+		note += ":" + strconv.FormatInt(b.scheduled.UnixNano(), 10)
+	}
+	return note
+}
+
+// due notes that the batch delays an item until at.
+func (b *batch) due(at time.Time) {
+	if b.nextDue == nil || at.Before(*b.nextDue) {
+		b.nextDue = &at
+	}
+	if b.scheduled == nil || at.Before(*b.scheduled) {
+		b.scheduled = &at
+	}
 }
 
 // read is the transaction's first round trip: BEGIN, the counts, the rows
@@ -1095,9 +1120,7 @@ func (q *Queue) schedule(b *batch, s *simRow, delay time.Duration) {
 		at := b.ts.Add(time.Duration(us) * time.Microsecond)
 		r.state, r.notBefore, s.delayUS = stateScheduled, &at, us
 		b.log.moved(stateLeased, stateScheduled)
-		if b.nextDue == nil || at.Before(*b.nextDue) {
-			b.nextDue = &at
-		}
+		b.due(at)
 		return
 	}
 	r.state, r.notBefore, s.delayUS = statePending, nil, 0
@@ -1264,9 +1287,7 @@ func (q *Queue) enqueues(b *batch) {
 					at := it.NotBefore
 					b.fin.sched[ord-1], p.ReadyAt = &at, at
 					b.log.moved("", stateScheduled)
-					if b.nextDue == nil || at.Before(*b.nextDue) {
-						b.nextDue = &at
-					}
+					b.due(at)
 				} else {
 					b.log.moved("", statePending)
 				}
