@@ -219,3 +219,50 @@ func TestQueueDelayedWakesOtherProcesses(t *testing.T) {
 		t.Fatal("the delayed item did not reach the long-poll on b at its time")
 	}
 }
+
+// TestQueueBacklog: the top partitions by ready items, with their live
+// leases, the counts and the oldest ready item's time, as the engine's
+// Backlog reports them.
+func TestQueueBacklog(t *testing.T) {
+	t.Parallel()
+	clock := leasetest.NewManualClock(time.Time{})
+	q := openQueue(t, pgtest.NewDatabase(t), clock, postgres.QueueConfig{})
+	empty, err := q.Backlog(bg, 5)
+	if err != nil || empty.PartitionCount != 0 || len(empty.Partitions) != 0 || !empty.OldestReadySince.IsZero() {
+		t.Fatalf("backlog of an empty queue %+v, %v", empty, err)
+	}
+	start := clock.Now()
+	for _, pi := range [][2]string{{"a", "a1"}, {"a", "a2"}, {"b", "b1"}, {"c", "c1"}, {"c", "c2"}, {"c", "c3"}} {
+		it := qitem(pi[1])
+		it.PartitionKey = pi[0]
+		if _, err := q.Enqueue(bg, it); err != nil {
+			t.Fatal(err)
+		}
+		clock.Advance(time.Second)
+	}
+	later := qitem("d1")
+	later.PartitionKey, later.NotBefore = "d", clock.Now().Add(time.Hour)
+	if _, err := q.Enqueue(bg, later); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := q.Lease(bg, "w", 0); err != nil { // a1
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		top  int
+		want []resourcelease.PartitionBacklog
+	}{
+		{0, []resourcelease.PartitionBacklog{}},
+		{2, []resourcelease.PartitionBacklog{{PartitionKey: "c", Ready: 3}, {PartitionKey: "a", Ready: 1, Leased: 1}}},
+		{9, []resourcelease.PartitionBacklog{{PartitionKey: "c", Ready: 3}, {PartitionKey: "a", Ready: 1, Leased: 1}, {PartitionKey: "b", Ready: 1}}},
+	} {
+		b, err := q.Backlog(bg, tc.top)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fmt.Sprint(b.Partitions) != fmt.Sprint(tc.want) || b.PartitionCount != 3 || b.Ready != 5 || b.Delayed != 1 ||
+			!b.OldestReadySince.Equal(start.Add(time.Second)) {
+			t.Fatalf("Backlog(%d) = %+v; want partitions %v of 3, 5 ready, 1 delayed, oldest ready since %v", tc.top, b, tc.want, start.Add(time.Second))
+		}
+	}
+}
