@@ -192,8 +192,8 @@
 // scan), so every process serving a schema must use the same
 // MaxActivePerPartition and Fairness. With partition rules an item enqueued
 // while a long-poll waits goes to it in the next transaction rather than in
-// its own, and an item whose delay passed is leasable once the sweeper (or
-// a lease) has promoted it.
+// its own, and a lease that promoted items whose delay just passed (with
+// none leasable before) looks once more after that commit.
 //
 // Dead letters past MaxDeadLetters are purged, oldest first, in the
 // transaction that dead-letters; those older than DeadLetterRetention by the

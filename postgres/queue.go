@@ -451,6 +451,7 @@ type op struct {
 	max    int  // lease: items wanted
 	budget int  // lease: bytes wanted (0: no limit)
 	wait   bool // lease: park when nothing is ready
+	again  bool // lease: already given a second round after a promotion
 	solo   bool // enqueue: a single Enqueue, which waits for capacity in FullWait
 	tokens []resourcelease.OwnershipToken
 	fail   resourcelease.FailOptions

@@ -266,3 +266,29 @@ func TestQueueBacklog(t *testing.T) {
 		}
 	}
 }
+
+// TestQueuePartitionLeaseAfterDelay: with partition rules, a lease right
+// after an item's delay passed gets it, with no sweep in between (the lease
+// promotes it, and looks again once the promotion committed).
+func TestQueuePartitionLeaseAfterDelay(t *testing.T) {
+	t.Parallel()
+	for _, cfg := range []postgres.QueueConfig{
+		{MaxActivePerPartition: 1, SweepInterval: time.Hour},
+		{Fairness: resourcelease.FairnessPartitions, SweepInterval: time.Hour},
+	} {
+		clock := leasetest.NewManualClock(time.Time{})
+		q := openQueue(t, pgtest.NewDatabase(t), clock, cfg)
+		it := qitem("x")
+		it.NotBefore = clock.Now().Add(5 * time.Second)
+		if _, err := q.Enqueue(bg, it); err != nil {
+			t.Fatal(err)
+		}
+		if l, err := q.Lease(bg, "w", 0); err != nil || l != nil {
+			t.Fatalf("%+v: lease before the time = %v, %v", cfg, l, err)
+		}
+		clock.Advance(5 * time.Second)
+		if l, err := q.Lease(bg, "w", 0); err != nil || l == nil || l.Payload.ResourceID != "x" {
+			t.Fatalf("%+v: lease at the time = %v, %v; want x", cfg, l, err)
+		}
+	}
+}

@@ -1415,6 +1415,13 @@ func (q *Queue) deliver(b *batch, committed []Committed, err error) {
 			case o.kind == opLease && len(o.leases) == 0 && o.wait:
 				park = append(park, o)
 				continue
+			case o.kind == opLease && len(o.leases) == 0 && q.parted && b.promoted > 0 && !o.again:
+				// With partition rules the items this transaction promoted
+				// are leasable from its commit on (their partitions' rows
+				// were recomputed in it): look once more.
+				o.again = true
+				b.deferred = append(b.deferred, o)
+				continue
 			case o.kind == opEnqueue:
 				for i := range o.items {
 					if o.dups[i] && o.seqs[i] < 0 {
