@@ -285,6 +285,9 @@ func (q *Queue) Restore(ctx context.Context, items []resourcelease.PendingItem) 
 		if p.SequenceID <= 0 {
 			return 0, resourcelease.Errorf(resourcelease.StatusInvalidArgument, resourcelease.CodePendingItemRequired, "items[%d]: sequenceId must be positive, got %d", i, p.SequenceID)
 		}
+		if !p.ReadyAt.Before(maxRestoreTime) || !p.Payload.NotBefore.Before(maxRestoreTime) {
+			return 0, resourcelease.Errorf(resourcelease.StatusInvalidArgument, resourcelease.CodePendingItemRequired, "items[%d]: readyAt and payload.notBefore must be before %d", i, maxRestoreTime.Year())
+		}
 		if p.Attempt < 0 || p.Attempt > 1<<31-1 {
 			return 0, resourcelease.Errorf(resourcelease.StatusInvalidArgument, resourcelease.CodePendingItemRequired, "items[%d]: attempt must be between 0 and %d, got %d", i, 1<<31-1, p.Attempt)
 		}
@@ -350,6 +353,11 @@ func (q *Queue) Restore(ctx context.Context, items []resourcelease.PendingItem) 
 	}
 	return n, nil
 }
+
+// maxRestoreTime bounds the times a restore takes, as the engine bounds
+// them (Unix nanoseconds), so that what one store drains every store
+// restores.
+var maxRestoreTime = time.Unix(0, 1<<63-1)
 
 func restoreArgs(now any, items []resourcelease.PendingItem) []any {
 	n := len(items)

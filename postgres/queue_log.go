@@ -18,6 +18,7 @@ type changeLog struct {
 	events  []resourcelease.Event
 	dp, da  []int64 // after each change: the change of pending (ready + delayed) and active since the batch began
 	dd      []int64 // the same for dead letters
+	dl      []int64 // the same for delayed items
 	nord    []*int64
 
 	dReady, dDelayed, dActive, dDead int64
@@ -53,6 +54,7 @@ func (l *changeLog) add(c resourcelease.Change, newOrd int64) {
 	l.dp = append(l.dp, l.dReady+l.dDelayed)
 	l.da = append(l.da, l.dActive)
 	l.dd = append(l.dd, l.dDead)
+	l.dl = append(l.dl, l.dDelayed)
 	if newOrd > 0 {
 		n := newOrd
 		l.nord = append(l.nord, &n)
@@ -144,11 +146,13 @@ func (l *changeLog) number(firstSeq, firstEv int64, after counts, ts time.Time) 
 	pendBefore := after.ready + after.delayed - l.dReady - l.dDelayed
 	actBefore := after.active - l.dActive
 	deadBefore := after.dead - l.dDead
+	delayedBefore := after.delayed - l.dDelayed
 	out := make([]Committed, len(l.changes))
 	for i := range l.changes {
 		c, e := &l.changes[i], &l.events[i]
 		c.At, e.Timestamp = ts, ts
 		c.Pending, c.Active, c.DeadLettered = int(pendBefore+l.dp[i]), int(actBefore+l.da[i]), int(deadBefore+l.dd[i])
+		c.Delayed = int(delayedBefore + l.dl[i])
 		e.SequenceNumber = firstEv + int64(i)
 		e.Metadata[resourcelease.MetaQueuePending] = strconv.Itoa(c.Pending)
 		e.Metadata[resourcelease.MetaQueueActive] = strconv.Itoa(c.Active)

@@ -292,3 +292,41 @@ func TestQueuePartitionLeaseAfterDelay(t *testing.T) {
 		}
 	}
 }
+
+// TestQueueDelayedCounts: the changes a commit reports count a delayed item
+// apart (the Dispatcher's backpressure leaves it out), and a restore refuses
+// a time no store can hold.
+func TestQueueDelayedCounts(t *testing.T) {
+	t.Parallel()
+	clock := leasetest.NewManualClock(time.Time{})
+	var mu sync.Mutex
+	var changes []resourcelease.Change
+	q := openQueue(t, pgtest.NewDatabase(t), clock, postgres.QueueConfig{OnCommit: func(cs []postgres.Committed) {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, c := range cs {
+			changes = append(changes, c.Change)
+		}
+	}})
+	later := qitem("x")
+	later.NotBefore = clock.Now().Add(time.Minute)
+	if _, err := q.Enqueue(bg, later); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := q.Enqueue(bg, qitem("y")); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	got := fmt.Sprint(len(changes))
+	if len(changes) == 2 {
+		got = fmt.Sprintf("%d/%d %d/%d", changes[0].Pending, changes[0].Delayed, changes[1].Pending, changes[1].Delayed)
+	}
+	mu.Unlock()
+	if got != "1/1 2/1" {
+		t.Fatalf("pending/delayed after each enqueue: %s, want 1/1 2/1", got)
+	}
+	far := resourcelease.PendingItem{Payload: qitem("z"), Attempt: 1, SequenceID: 99, ReadyAt: time.Date(3000, 1, 1, 0, 0, 0, 0, time.UTC)}
+	if _, err := q.Restore(bg, []resourcelease.PendingItem{far}); resourcelease.StatusOf(err) != resourcelease.StatusInvalidArgument {
+		t.Fatalf("restore of an item ready in the year 3000: %v, want invalid-argument", err)
+	}
+}
