@@ -235,9 +235,10 @@ func (q *Queue) partitionsDone(br pgx.BatchResults, keys []string, l *changeLog)
 
 // syncPartitions makes the partitions table fit the queue's rules at open:
 // when the counter row records other rules (or none), the table is rebuilt
-// from the items in one transaction (a scan of the queue, once); a queue
-// without rules empties it and records none, so that the next queue with
-// rules rebuilds it.
+// from the items in one transaction (a scan of the queue, once), and the
+// change is logged, since every process serving the schema must use the
+// same rules. A queue without rules records none (leaving the rows, which
+// nobody reads then), so that the next queue with rules rebuilds them.
 func (q *Queue) syncPartitions(ctx context.Context) error {
 	rules := partitionRules(&q.cfg)
 	var stored string
@@ -253,10 +254,10 @@ func (q *Queue) syncPartitions(ctx context.Context) error {
 		return q.store.fail(ctx, "new queue", err)
 	}
 	defer func() { _ = tx.Rollback(context.Background()) }()
-	if _, err := tx.Exec(ctx, `DELETE FROM `+q.store.table("partitions")); err != nil {
-		return q.store.fail(ctx, "new queue", err)
-	}
 	if rules != "" {
+		if _, err := tx.Exec(ctx, `DELETE FROM `+q.store.table("partitions")); err != nil {
+			return q.store.fail(ctx, "new queue", err)
+		}
 		if _, err := tx.Exec(ctx, q.psql.rebuild, q.store.nowArg(), q.cfg.MaxActivePerPartition == 1, q.cfg.MaxActivePerPartition > 0); err != nil {
 			return q.store.fail(ctx, "new queue", err)
 		}
@@ -267,5 +268,11 @@ func (q *Queue) syncPartitions(ctx context.Context) error {
 	if err := tx.Commit(ctx); err != nil {
 		return q.store.fail(ctx, "new queue", err)
 	}
+	if stored == "" {
+		q.cfg.Logger.Info("postgres queue: built the partitions table for the partition rules", "schema", q.store.cfg.Schema, "rules", rules)
+		return nil
+	}
+	q.cfg.Logger.Warn("postgres queue: the partition rules changed; every dispatcher of the schema must use the same MaxActivePerPartition and Fairness",
+		"schema", q.store.cfg.Schema, "was", stored, "now", rules, "rebuilt", rules != "")
 	return nil
 }
