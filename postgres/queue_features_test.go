@@ -330,3 +330,43 @@ func TestQueueDelayedCounts(t *testing.T) {
 		t.Fatalf("restore of an item ready in the year 3000: %v, want invalid-argument", err)
 	}
 }
+
+// TestQueuePartitionsInCallerTx: a change made in a caller's own
+// transaction (as EnqueueTx and CompleteTx make them) brings its
+// partition's row up to date before the caller commits, so a strict
+// partition moves on at that commit.
+func TestQueuePartitionsInCallerTx(t *testing.T) {
+	t.Parallel()
+	q := openQueue(t, pgtest.NewDatabase(t), nil, postgres.QueueConfig{MaxActivePerPartition: 1})
+	for _, id := range []string{"a1", "a2"} {
+		it := qitem(id)
+		it.PartitionKey = "a"
+		if _, err := q.Enqueue(bg, it); err != nil {
+			t.Fatal(err)
+		}
+	}
+	l, err := q.Lease(bg, "w", 0)
+	if err != nil || l == nil || l.Payload.ResourceID != "a1" {
+		t.Fatalf("lease = %v, %v; want a1", l, err)
+	}
+	tx, err := q.Store().Pool().Begin(bg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(bg)
+	// The caller's transaction settles a1 (what CompleteTx writes to the
+	// items table), then the partition's row is recomputed in it.
+	if _, err := tx.Exec(bg, `DELETE FROM leasemesh.items WHERE sequence_id = $1`, l.SequenceID); err != nil {
+		t.Fatal(err)
+	}
+	leasable, err := q.TouchPartitionTx(bg, tx, "a")
+	if err != nil || !leasable {
+		t.Fatalf("TouchPartitionTx = %v, %v; want the partition leasable", leasable, err)
+	}
+	if err := tx.Commit(bg); err != nil {
+		t.Fatal(err)
+	}
+	if l, err := q.Lease(bg, "w", 0); err != nil || l == nil || l.Payload.ResourceID != "a2" {
+		t.Fatalf("lease after the caller's commit = %v, %v; want a2", l, err)
+	}
+}

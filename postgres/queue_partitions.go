@@ -202,20 +202,28 @@ func (q *Queue) queuePartitions(p *pgx.Batch, now any, l *changeLog) []string {
 // reports whether a partition the transaction did not lease from is
 // leasable now (waiters should look).
 func (q *Queue) partitionsDone(br pgx.BatchResults, keys []string, l *changeLog) (leasable bool, err error) {
+	rows, err := br.Query()
+	if err != nil {
+		return false, err
+	}
+	return q.partitionRows(rows, keys, l)
+}
+
+func (q *Queue) partitionRows(rows pgx.Rows, keys []string, l *changeLog) (leasable bool, err error) {
+	defer rows.Close()
 	done := make(map[string]bool, len(keys))
-	err = eachRow(br, func(rows pgx.Rows) error {
+	for rows.Next() {
 		var k string
 		var ok bool
 		if err := rows.Scan(&k, &ok); err != nil {
-			return err
+			return false, err
 		}
 		done[k] = true
 		if ok && l.touched[k] == 0 {
 			leasable = true
 		}
-		return nil
-	})
-	if err != nil {
+	}
+	if err := rows.Err(); err != nil {
 		return false, err
 	}
 	q.mu.Lock()
@@ -230,6 +238,36 @@ func (q *Queue) partitionsDone(br pgx.BatchResults, keys []string, l *changeLog)
 		}
 	}
 	q.mu.Unlock()
+	return leasable, nil
+}
+
+// partitionsTx is queuePartitions for a transaction run statement by
+// statement (a caller's own pgx.Tx): after the final statement, it brings
+// the rows of the partitions l touched up to date. A call that changes
+// items in a queue with partition rules must touch their partitions
+// (l.touch) and call it before the caller commits, or their rows miss the
+// change until another commit touches them.
+func (q *Queue) partitionsTx(ctx context.Context, tx pgx.Tx, now any, l *changeLog) (leasable bool, err error) {
+	var p pgx.Batch
+	keys := q.queuePartitions(&p, now, l)
+	if len(keys) == 0 {
+		return false, nil
+	}
+	for _, qq := range p.QueuedQueries {
+		if qq.SQL != q.psql.update {
+			if _, err := tx.Exec(ctx, qq.SQL, qq.Arguments...); err != nil {
+				return false, err
+			}
+			continue
+		}
+		rows, err := tx.Query(ctx, qq.SQL, qq.Arguments...)
+		if err != nil {
+			return false, err
+		}
+		if leasable, err = q.partitionRows(rows, keys, l); err != nil {
+			return false, err
+		}
+	}
 	return leasable, nil
 }
 
