@@ -368,7 +368,8 @@ func BenchmarkLongPollWakeup(b *testing.B) {
 // the server's execution time of the lease statement after the run (the
 // median of 101 EXPLAIN ANALYZE, each rolled back), which the machine's
 // noise touches least. Both must stay flat across the two shapes in every
-// mode. Run it with
+// mode. disk-bytes/item is the items and partitions tables with their
+// indexes after the fill, per pending item. Run it with
 //
 //	go test ./postgres -run '^$' -bench LeaseAtDepthPartitioned -benchtime 3s
 func BenchmarkLeaseAtDepthPartitioned(b *testing.B) {
@@ -413,6 +414,14 @@ func BenchmarkLeaseAtDepthPartitioned(b *testing.B) {
 				if _, err := q.Store().Pool().Exec(ctx, "ANALYZE"); err != nil {
 					b.Fatal(err)
 				}
+				// What a pending item costs on disk: the items table and
+				// its indexes, and the partitions table, per item.
+				var size int64
+				if err := q.Store().Pool().QueryRow(ctx, `SELECT pg_total_relation_size('leasemesh.items') +
+					pg_total_relation_size('leasemesh.partitions')`).Scan(&size); err != nil {
+					b.Fatal(err)
+				}
+
 				var leasing time.Duration
 				b.ResetTimer()
 				for i := 0; b.Loop(); i++ {
@@ -434,6 +443,7 @@ func BenchmarkLeaseAtDepthPartitioned(b *testing.B) {
 				b.ReportMetric(float64(leasing.Nanoseconds())/float64(b.N), "lease-ns/op")
 				b.StopTimer()
 				b.ReportMetric(leaseExecMicros(b, q), "lease-exec-µs")
+				b.ReportMetric(float64(size)/float64(shape.pending), "disk-bytes/item") // after ResetTimer, which drops metrics
 			})
 		}
 	}
