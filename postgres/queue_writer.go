@@ -558,7 +558,9 @@ func (q *Queue) attempt(ctx context.Context, b *batch, lockIDs []int64) (committ
 		// engine purges them. One more round trip, after the writes above,
 		// so that this transaction's own dead letters are among those it
 		// can choose (they sort last: newest).
-		p.Queue(q.sql.deadOldest, excess)
+		// The oldest include those the batch purges already (it holds
+		// their locks, so they are not skipped): ask for them too.
+		p.Queue(q.sql.deadOldest, excess+int64(len(b.purge)))
 		var oldest []*itemRow
 		err := q.pipeline(ctx, c, &p, func(br pgx.BatchResults) error {
 			for i := range p.QueuedQueries {
@@ -583,7 +585,7 @@ func (q *Queue) attempt(ctx context.Context, b *batch, lockIDs []int64) (committ
 		if err != nil {
 			return nil, false, err
 		}
-		q.purgeDead(b, oldest, resourcelease.PurgeReasonMaxDeadLetters)
+		q.purgeDead(b, oldest, resourcelease.PurgeReasonMaxDeadLetters, int(excess))
 		p = pgx.Batch{}
 	}
 	if len(b.purge) > 0 {
@@ -680,12 +682,15 @@ func (q *Queue) deadExcess(b *batch) int64 {
 }
 
 // purgeDead deletes dead letters the batch has locked (or dead-lettered
-// itself), each with its DeadLetterPurged change; one already purged is
-// skipped.
-func (q *Queue) purgeDead(b *batch, rows []*itemRow, reason string) {
+// itself), at most limit of them, each with its DeadLetterPurged change;
+// one already purged is skipped.
+func (q *Queue) purgeDead(b *batch, rows []*itemRow, reason string, limit int) {
 	for _, r := range rows {
 		if slices.Contains(b.purge, r.seq) {
 			continue
+		}
+		if limit--; limit < 0 {
+			return
 		}
 		b.purge = append(b.purge, r.seq)
 		b.log.moved(stateDead, "")
@@ -1030,8 +1035,8 @@ func (q *Queue) decide(b *batch) {
 			}
 		}
 	}
-	q.purgeDead(b, b.excessDead, resourcelease.PurgeReasonMaxDeadLetters)
-	q.purgeDead(b, b.expiredDead, resourcelease.PurgeReasonRetention)
+	q.purgeDead(b, b.excessDead, resourcelease.PurgeReasonMaxDeadLetters, len(b.excessDead))
+	q.purgeDead(b, b.expiredDead, resourcelease.PurgeReasonRetention, len(b.expiredDead))
 	if b.nextDue != nil || len(b.sweeps) > 0 {
 		for _, o := range b.sweeps {
 			o.nextDue = b.nextDue
