@@ -370,3 +370,48 @@ func TestQueuePartitionsInCallerTx(t *testing.T) {
 		t.Fatalf("lease after the caller's commit = %v, %v; want a2", l, err)
 	}
 }
+
+// TestQueueDeadLetterBoundLowered: a queue opened with a lower
+// MaxDeadLetters than the dead letters it finds purges the oldest at its
+// next sweep, each with its event.
+func TestQueueDeadLetterBoundLowered(t *testing.T) {
+	t.Parallel()
+	url := pgtest.NewDatabase(t)
+	first := openQueue(t, url, nil, postgres.QueueConfig{})
+	for _, id := range []string{"x", "y", "z"} {
+		if _, err := first.Enqueue(bg, qitem(id)); err != nil {
+			t.Fatal(err)
+		}
+		l, err := first.Lease(bg, "w", 0)
+		if err != nil || l == nil {
+			t.Fatalf("lease: %v, %v", l, err)
+		}
+		if err := first.Fail(bg, l.OwnershipToken, resourcelease.FailOptions{DeadLetter: true}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	first.Close()
+	q := openQueue(t, url, nil, postgres.QueueConfig{MaxDeadLetters: 1, SweepInterval: time.Hour})
+	if _, err := q.Sweep(bg); err != nil {
+		t.Fatal(err)
+	}
+	dl, err := q.DeadLetters(bg, 0)
+	if err != nil || len(dl) != 1 || dl[0].Payload.ResourceID != "z" {
+		t.Fatalf("dead letters after the sweep %+v, %v; want z alone", dl, err)
+	}
+	var purged []string
+	for _, ev := range readAll(t, q) {
+		if ev.EventType == resourcelease.EventDeadLetterPurged {
+			if ev.Metadata[resourcelease.MetaPurgeReason] != resourcelease.PurgeReasonMaxDeadLetters {
+				t.Fatalf("purge event %+v, want reason %s", ev, resourcelease.PurgeReasonMaxDeadLetters)
+			}
+			purged = append(purged, ev.Payload.ResourceID)
+		}
+	}
+	if fmt.Sprint(purged) != "[x y]" {
+		t.Fatalf("purged %v, want [x y]", purged)
+	}
+	if st, err := q.Stats(bg); err != nil || st.DeadLetterCount != 1 {
+		t.Fatalf("stats %+v, %v", st, err)
+	}
+}
