@@ -28,3 +28,7 @@ func (q *Queue) TouchPartitionTx(ctx context.Context, tx pgx.Tx, key string) (bo
 	l.touch(key, false)
 	return q.partitionsTx(ctx, tx, q.store.nowArg(), &l)
 }
+
+// PartitionUpdateSQL is the statement that recomputes partition rows (for
+// EXPLAIN in tests); "" without partition rules.
+func (q *Queue) PartitionUpdateSQL() string { return q.psql.update }

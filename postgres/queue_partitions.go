@@ -56,8 +56,9 @@ type partitionSQL struct {
 	// recomputes rows from the items; prune deletes those left with
 	// nothing pending or leased.
 	ensure, update, prune string
-	// rebuild recomputes the whole table (at open, when the rules changed).
-	rebuild string
+	// rebuild recomputes the whole table (at open, when the rules changed),
+	// after markLeases marks the live leases with their partitions.
+	rebuild, markLeases string
 }
 
 // replacerFunc fills in a statement's placeholders (in two passes: the
@@ -92,7 +93,7 @@ func newPartitionSQL(s *Store, c *QueueConfig) partitionSQL {
 	}
 	active := "0::int8"
 	if max > 0 {
-		active = "(SELECT count(*) FROM {items} WHERE partition_key = k.key AND state = 'leased')"
+		active = "(SELECT count(*) FROM {items} WHERE leased_partition = k.key)"
 	}
 	leasable := "c.head IS NOT NULL AND (c.dhead IS NULL OR c.dhead > c.head)"
 	if max > 0 {
@@ -115,7 +116,7 @@ func newPartitionSQL(s *Store, c *QueueConfig) partitionSQL {
 			), ranked AS (
 				SELECT sequence_id, row_number() OVER (ORDER BY {rank}) AS rn FROM cand
 			)`)
-	lease, leaseSized := leaseStatements(s, ranked)
+	lease, leaseSized := leaseStatements(s, ranked, ", leased_partition = i.partition_key")
 	return partitionSQL{
 		lease: lease, leaseSized: leaseSized,
 		ensure: r.Replace(`INSERT INTO {partitions} (partition_key)
@@ -143,6 +144,8 @@ func newPartitionSQL(s *Store, c *QueueConfig) partitionSQL {
 				SELECT partition_key FROM {partitions} WHERE partition_key = ANY($1::text[])
 					AND head_seq IS NULL AND delayed_head IS NULL AND active_count = 0
 				FOR UPDATE SKIP LOCKED)`),
+		markLeases: r.Replace(`UPDATE {items} SET leased_partition = partition_key
+			WHERE state = 'leased' AND leased_partition IS DISTINCT FROM partition_key`),
 		rebuild: r.Replace(`INSERT INTO {partitions} (partition_key, active_count, head_seq, delayed_head, leasable, last_served, updated_at)
 			SELECT c.key, c.active, c.head, c.dhead, ({leasable}), row_number() OVER (ORDER BY c.head NULLS LAST, c.key), {now}
 			FROM (
@@ -294,6 +297,9 @@ func (q *Queue) syncPartitions(ctx context.Context) error {
 	defer func() { _ = tx.Rollback(context.Background()) }()
 	if rules != "" {
 		if _, err := tx.Exec(ctx, `DELETE FROM `+q.store.table("partitions")); err != nil {
+			return q.store.fail(ctx, "new queue", err)
+		}
+		if _, err := tx.Exec(ctx, q.psql.markLeases); err != nil {
 			return q.store.fail(ctx, "new queue", err)
 		}
 		if _, err := tx.Exec(ctx, q.psql.rebuild, q.store.nowArg(), q.cfg.MaxActivePerPartition == 1, q.cfg.MaxActivePerPartition > 0); err != nil {

@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/leasemesh/leasemesh/internal/pgtest"
 	"github.com/leasemesh/leasemesh/postgres"
 	"github.com/leasemesh/leasemesh/resourcelease"
@@ -65,23 +67,7 @@ func TestLeasePlanIsFlat(t *testing.T) {
 				if _, err := tx.Exec(ctx, "SET LOCAL plan_cache_mode = "+mode); err != nil {
 					t.Fatal(err)
 				}
-				rows, err := tx.Query(ctx, "EXPLAIN (ANALYZE, COSTS OFF) "+q.LeaseSQL(), nil, 1,
-					[]string{"6ba7b810-9dad-11d1-80b4-00c04fd430c8"}, []string{"w"}, int64(30e6))
-				if err != nil {
-					t.Fatal(err)
-				}
-				var plan []string
-				for rows.Next() {
-					var line string
-					if err := rows.Scan(&line); err != nil {
-						t.Fatal(err)
-					}
-					plan = append(plan, line)
-				}
-				if err := rows.Err(); err != nil {
-					t.Fatal(err)
-				}
-				text := strings.Join(plan, "\n")
+				text := explain(t, tx, q.LeaseSQL(), nil, 1, []string{"6ba7b810-9dad-11d1-80b4-00c04fd430c8"}, []string{"w"}, int64(30e6))
 				for _, want := range []string{"Index Scan using " + tc.index, "Index Scan using items_ready_partition", "rows=1 loops=1"} {
 					if !strings.Contains(text, want) {
 						t.Errorf("%s: the plan has no %q:\n%s", mode, want, text)
@@ -92,7 +78,45 @@ func TestLeasePlanIsFlat(t *testing.T) {
 						t.Errorf("%s: the plan has %q:\n%s", mode, bad, text)
 					}
 				}
+				// The recompute of a partition's row after a commit: index
+				// probes (its oldest ready item; its oldest scheduled one and
+				// its leases under a limit), never a scan.
+				text = explain(t, tx, q.PartitionUpdateSQL(), nil, []string{"tenant-7"}, []int64{0})
+				want := []string{"items_ready_partition", "partitions_pkey"}
+				if cfg.MaxActivePerPartition == 1 {
+					want = append(want, "items_scheduled_partition", "items_leased_partition")
+				}
+				for _, w := range want {
+					if !strings.Contains(text, w) {
+						t.Errorf("%s: the partition update's plan has no %q:\n%s", mode, w, text)
+					}
+				}
+				if strings.Contains(text, "Seq Scan") {
+					t.Errorf("%s: the partition update's plan has a sequential scan:\n%s", mode, text)
+				}
 			}
 		})
 	}
+}
+
+// explain runs EXPLAIN ANALYZE of sql in tx and returns the plan.
+func explain(t *testing.T, tx pgx.Tx, sql string, args ...any) string {
+	t.Helper()
+	rows, err := tx.Query(context.Background(), "EXPLAIN (ANALYZE, COSTS OFF) "+sql, args...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	var plan []string
+	for rows.Next() {
+		var line string
+		if err := rows.Scan(&line); err != nil {
+			t.Fatal(err)
+		}
+		plan = append(plan, line)
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return strings.Join(plan, "\n")
 }

@@ -99,16 +99,17 @@ const fifoRanked = `cand AS (
 // leaseStatements are the lease statements over ranked, a CTE that locks
 // the items to lease and numbers them (rn) in the order of the batch's
 // slots: they write the leases and return the rows.
-func leaseStatements(s *Store, ranked string) (lease, leaseSized string) {
+// set is more of the leased rows' columns to set (", col = ..."), or "".
+func leaseStatements(s *Store, ranked, set string) (lease, leaseSized string) {
 	// One pass: ranked has its own tables filled in already.
-	r := strings.NewReplacer("{ranked}", ranked, "{items}", s.table("items"), "{now}", nowExpr,
+	r := strings.NewReplacer("{ranked}", ranked, "{set}", set, "{items}", s.table("items"), "{now}", nowExpr,
 		"{icols}", prefixed(itemColumns, "i"), "{size}", sizeExpr)
 	lease = r.Replace(`WITH {ranked}, slots AS (
 				SELECT * FROM unnest($3::uuid[], $4::text[]) WITH ORDINALITY AS s(lease_id, peer, rn)
 			)
 			UPDATE {items} i SET state = 'leased', lease_id = s.lease_id, leased_at = {now},
 				lease_expires_at = {now} + $5::int8 * interval '1 microsecond', owner_peer_id = s.peer,
-				last_token_attempt = i.attempt, last_token_lease_id = s.lease_id
+				last_token_attempt = i.attempt, last_token_lease_id = s.lease_id{set}
 			FROM ranked r JOIN slots s USING (rn)
 			WHERE i.sequence_id = r.sequence_id
 			RETURNING s.rn, {icols}`)
@@ -124,7 +125,7 @@ func leaseStatements(s *Store, ranked string) (lease, leaseSized string) {
 			)
 			UPDATE {items} i SET state = 'leased', lease_id = c.lease_id, leased_at = {now},
 				lease_expires_at = {now} + $5::int8 * interval '1 microsecond', owner_peer_id = c.peer,
-				last_token_attempt = i.attempt, last_token_lease_id = c.lease_id
+				last_token_attempt = i.attempt, last_token_lease_id = c.lease_id{set}
 			FROM chosen c
 			WHERE i.sequence_id = c.sequence_id
 			RETURNING c.rn, {icols}`)
@@ -135,7 +136,7 @@ func newQueueSQL(s *Store) queueSQL {
 	items, qs, ev, dd := s.table("items"), s.table("queue_state"), s.table("events"), s.table("dedupe")
 	r := strings.NewReplacer("{items}", items, "{queue_state}", qs, "{events}", ev, "{dedupe}", dd,
 		"{now}", nowExpr, "{cols}", itemColumns, "{icols}", prefixed(itemColumns, "i"), "{size}", sizeExpr)
-	lease, leaseSized := leaseStatements(s, strings.NewReplacer("{items}", items).Replace(fifoRanked))
+	lease, leaseSized := leaseStatements(s, strings.NewReplacer("{items}", items).Replace(fifoRanked), "")
 	return queueSQL{
 		counts: r.Replace(`SELECT {now}, pending_count, delayed_count, active_count, dead_letter_count, next_event_sequence FROM {queue_state}`),
 		lockItems: r.Replace(`SELECT coalesce(lease_expires_at > {now}, false), {cols} FROM {items}
@@ -170,7 +171,7 @@ func newQueueSQL(s *Store) queueSQL {
 		endLease: r.Replace(`UPDATE {items} i SET state = x.state, attempt = x.attempt, release_count = x.releases,
 				last_error = x.last_error::jsonb,
 				not_before = CASE WHEN x.state = 'scheduled' THEN {now} + x.delay_us * interval '1 microsecond' END,
-				lease_id = NULL, leased_at = NULL, lease_expires_at = NULL, owner_peer_id = NULL,
+				lease_id = NULL, leased_at = NULL, lease_expires_at = NULL, owner_peer_id = NULL, leased_partition = NULL,
 				dead_lettered_at = CASE WHEN x.state = 'dead' THEN {now} END,
 				reason = x.reason, reason_code = x.reason_code
 			FROM unnest($2::int8[], $3::text[], $4::int4[], $5::int4[], $6::text[], $7::int8[], $8::text[], $9::text[])

@@ -5,6 +5,11 @@
 -- payload's notBefore, kept for the worker and for a drain). not_before
 -- stays what it was: when a scheduled row becomes pending, cleared then.
 ALTER TABLE items ADD COLUMN item_not_before timestamptz;
+-- leased_partition is a live lease's partition_key, set only by queues with
+-- partition rules (and cleared when the lease ends), so that the index that
+-- counts a partition's leases holds their leases alone and costs a queue
+-- without rules nothing.
+ALTER TABLE items ADD COLUMN leased_partition text;
 
 -- The partitions table is kept only by queues with partition rules
 -- (MaxActivePerPartition, or partitions fairness). Each row is recomputed
@@ -30,7 +35,7 @@ CREATE SEQUENCE partition_serve;
 -- A partition's oldest scheduled item (strict partitions) and its live
 -- leases (the limit), each one index probe.
 CREATE INDEX items_scheduled_partition ON items (partition_key, sequence_id) WHERE state = 'scheduled';
-CREATE INDEX items_leased_partition ON items (partition_key) WHERE state = 'leased';
+CREATE INDEX items_leased_partition ON items (leased_partition) WHERE leased_partition IS NOT NULL;
 
 -- partition_rules names the rules the partitions table is kept for ('' when
 -- none): a queue that opens with other rules rebuilds the table first.
