@@ -22,8 +22,11 @@ package postgres
 // Index Scan using items_ready_partition, and no scan of delayed rows
 // (those are in items_scheduled, which only the promotion timer reads).
 //
-// Every transaction that changed a partition's items recomputes its row
-// after it took the counter row (the serialization point), from a few
+// A lease marks its row with its partition (leased_partition, cleared when
+// the lease ends), so a partition's live leases are counted through an
+// index that holds those leases alone (a queue without rules never writes
+// it). Every transaction that changed a partition's items recomputes its
+// row after it took the counter row (the serialization point), from a few
 // index probes (the oldest pending and scheduled item, the live leases),
 // so the rows follow commit order and are exact once the transaction
 // commits. Rows another transaction holds (a lease in progress, which
