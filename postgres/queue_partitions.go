@@ -80,27 +80,27 @@ func partitionRules(c *QueueConfig) string {
 }
 
 func newPartitionSQL(s *Store, c *QueueConfig) partitionSQL {
-	max := c.MaxActivePerPartition
+	limit := c.MaxActivePerPartition
 	rr := c.Fairness == resourcelease.FairnessPartitions
 	order, rank := "head_seq", "sequence_id"
 	if rr {
 		order, rank = "last_served, partition_key", "round, last_served, partition_key"
 	}
 	room := "$2"
-	if max > 0 {
-		room = fmt.Sprintf("least(greatest(%d - p.active_count, 0), $2)", max)
+	if limit > 0 {
+		room = fmt.Sprintf("least(greatest(%d - p.active_count, 0), $2)", limit)
 	}
 	dhead := "NULL::int8"
-	if max == 1 {
+	if limit == 1 {
 		dhead = "(SELECT min(sequence_id) FROM {items} WHERE partition_key = k.key AND state = 'scheduled')"
 	}
 	active := "0::int8"
-	if max > 0 {
+	if limit > 0 {
 		active = "(SELECT count(*) FROM {items} WHERE leased_partition = k.key)"
 	}
 	leasable := "c.head IS NOT NULL AND (c.dhead IS NULL OR c.dhead > c.head)"
-	if max > 0 {
-		leasable += fmt.Sprintf(" AND c.active < %d", max)
+	if limit > 0 {
+		leasable += fmt.Sprintf(" AND c.active < %d", limit)
 	}
 	rules := strings.NewReplacer("{order}", order, "{rank}", rank, "{room}", room,
 		"{dhead}", dhead, "{active}", active, "{leasable}", leasable, "{span}", fmt.Sprint(serveSpan))
