@@ -162,7 +162,8 @@
 // A delayed item (Item.NotBefore ahead, or a requeue delay, or a delayed
 // release) is a row in the scheduled state with its not_before; leases never
 // look at scheduled rows. The sweeper's timer sleeps until the earliest
-// not_before it knows of (its own enqueues, and what each sweep finds) and
+// not_before it knows of (its own, those other dispatchers' commits name
+// in their NOTIFY, and what each sweep finds) and
 // promotes what is due in one statement on the items_scheduled index; the
 // promotion's transaction sends the NOTIFY that wakes long-polls on every
 // dispatcher. The delayed count is on the counter row: Capacity and the
