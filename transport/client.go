@@ -7,6 +7,7 @@ import (
 	"crypto/tls"
 	"encoding/json"
 	"net/http"
+	"net/http/httptrace"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -90,7 +91,21 @@ type ClientConfig struct {
 	// to DefaultEndpointMinBackoff and DefaultEndpointMaxBackoff; negative,
 	// or a minimum above the maximum, is an error.
 	EndpointMinBackoff, EndpointMaxBackoff time.Duration
+	// DialTimeout bounds how long one try waits for its connection to a
+	// dispatcher (including the TLS handshake; a pooled connection is
+	// immediate). A try that has none by then fails over to the next
+	// dispatcher: a host that is gone without resetting connections is
+	// left as a refused one is, rather than taking the call's whole
+	// deadline. Defaults to DefaultDialTimeout (2 s) with several URLs,
+	// and to none with one (the HTTP client's own, 30 s by default);
+	// negative means none.
+	DialTimeout time.Duration
 }
+
+// DefaultDialTimeout is ClientConfig.DialTimeout's default with several
+// dispatcher URLs: 2 s, far above a connect on a working network, far
+// below DefaultClientTimeout.
+const DefaultDialTimeout = 2 * time.Second
 
 // Client is the Go client of the wire protocol. It implements
 // resourcelease.BatchDispatcher, so code written against a Dispatcher (a
@@ -151,6 +166,7 @@ type Client struct {
 	endpoints      []*endpoint
 	next           atomic.Uint64 // round-robin position
 	epMin, epMax   time.Duration
+	dialTimeout    time.Duration // per try; 0: none
 	namespace      string
 	service        string
 	caller         string
@@ -161,8 +177,6 @@ type Client struct {
 	timeout        time.Duration // 0: none
 	longPollMargin time.Duration
 	maxResponse    int64
-
-	batches batchSupport // which batch procedures the server is taken not to serve
 }
 
 var _ resourcelease.Dispatcher = (*Client)(nil)
@@ -215,6 +229,12 @@ func NewClient(rawURL string, opts ClientConfig) (*Client, error) {
 	var err error
 	if c.epMin, c.epMax, err = endpointBackoff(opts.EndpointMinBackoff, opts.EndpointMaxBackoff); err != nil {
 		return nil, err
+	}
+	switch {
+	case opts.DialTimeout > 0:
+		c.dialTimeout = opts.DialTimeout
+	case opts.DialTimeout == 0 && len(c.endpoints) > 1:
+		c.dialTimeout = DefaultDialTimeout
 	}
 	if opts.BearerToken != "" {
 		c.authorization = "Bearer " + opts.BearerToken
@@ -280,26 +300,76 @@ func (c *Client) call(ctx context.Context, procedure string, body []byte, o call
 
 // callMaybeRetried is call that also says whether an earlier try of the
 // call failed after it may have reached a dispatcher (so an unknown_token
-// in a batch's results may be that try's doing).
+// in a batch's results may be that try's doing). An error after which no
+// try reached a dispatcher matches ErrNotConnected.
 func (c *Client) callMaybeRetried(ctx context.Context, procedure string, body []byte, o callOpts) ([]byte, bool, error) {
 	if _, ok := ctx.Deadline(); !ok && c.timeout > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, max(c.timeout, o.minTimeout))
 		defer cancel()
 	}
+	var (
+		out              []byte
+		retried, reached bool
+		err              error
+	)
 	if len(c.endpoints) == 1 {
-		out, _, err := c.send(ctx, c.endpoints[0], procedure, body)
-		return out, false, err
+		var ti tryInfo
+		out, ti, err = c.sendBatchAware(ctx, c.endpoints[0], procedure, body, o)
+		reached = ti.reached
+	} else {
+		out, retried, reached, err = c.failover(ctx, procedure, body, o)
 	}
-	return c.failover(ctx, procedure, body, o)
+	if err != nil && !reached {
+		err = markNotConnected(err)
+	}
+	return out, retried, err
 }
 
-// send sends one call to ep. reached is false when the request surely did
-// not reach the dispatcher (the connection could not be made).
-func (c *Client) send(ctx context.Context, ep *endpoint, procedure string, body []byte) (out []byte, reached bool, err error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, ep.url, bytes.NewReader(body))
+// sendBatchAware is send, except that a batch procedure the endpoint is
+// known not to serve is not sent (the caller falls back to per-item
+// calls), and an answer saying it does not serve one is remembered.
+func (c *Client) sendBatchAware(ctx context.Context, ep *endpoint, procedure string, body []byte, o callOpts) ([]byte, tryInfo, error) {
+	if o.batch != 0 && !ep.batches.known(o.batch) {
+		return nil, tryInfo{expired: true}, errBatchUnknown
+	}
+	out, ti, err := c.send(ctx, ep, procedure, body)
+	if o.batch != 0 && isUnknownProcedure(err) {
+		ep.batches.unknown(o.batch)
+	}
+	return out, ti, err
+}
+
+// errBatchUnknown stands for the answer of a dispatcher known not to serve
+// a batch procedure, when it is not asked again.
+var errBatchUnknown = &resourcelease.Error{Status: resourcelease.StatusNotFound, Code: CodeUnknownProcedure,
+	Message: "transport: the dispatcher does not serve this batch procedure (it is older than this client)"}
+
+// send sends one call to ep (see tryInfo). With a dial timeout, a try that
+// has no connection within it fails as unavailable (a failover error), not
+// with the deadline.
+func (c *Client) send(ctx context.Context, ep *endpoint, procedure string, body []byte) (out []byte, ti tryInfo, err error) {
+	if dl, ok := ctx.Deadline(); ok && time.Until(dl) <= 0 {
+		// Already expired, though ctx may not say so yet: nothing is sent,
+		// and the dispatcher is not to blame.
+		return nil, tryInfo{expired: true}, resourcelease.AsError(context.DeadlineExceeded)
+	}
+	var conn connState
+	tryCtx := httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{GotConn: func(httptrace.GotConnInfo) { conn.set(connMade) }})
+	if c.dialTimeout > 0 {
+		var cancel context.CancelCauseFunc
+		tryCtx, cancel = context.WithCancelCause(tryCtx)
+		defer cancel(nil)
+		t := time.AfterFunc(c.dialTimeout, func() {
+			if conn.set(connTimedOut) {
+				cancel(errConnectTimeout)
+			}
+		})
+		defer t.Stop()
+	}
+	req, err := http.NewRequestWithContext(tryCtx, http.MethodPost, ep.url, bytes.NewReader(body))
 	if err != nil {
-		return nil, false, resourcelease.Errorf(resourcelease.StatusInvalidArgument, resourcelease.CodeInvalidArgument, "transport: %v", err)
+		return nil, tryInfo{}, resourcelease.Errorf(resourcelease.StatusInvalidArgument, resourcelease.CodeInvalidArgument, "transport: %v", err)
 	}
 	h := req.Header
 	h.Set(HeaderProcedure, procedure)
@@ -317,25 +387,55 @@ func (c *Client) send(ctx context.Context, ep *endpoint, procedure string, body 
 		h.Set("Authorization", c.authorization)
 	}
 	if dl, ok := ctx.Deadline(); ok {
-		left := time.Until(dl)
-		if left <= 0 {
-			return nil, false, wire.TransportError(ctx, context.DeadlineExceeded)
-		}
+		left := max(time.Until(dl), time.Millisecond)
 		ms := (left + time.Millisecond - 1) / time.Millisecond
 		h.Set(HeaderContextTTLMs, strconv.FormatInt(int64(ms), 10))
 	}
 	resp, out, _, err := wire.Do(c.hc, req, c.maxResponse, procedure)
 	if err != nil {
-		return nil, !notConnected(err), err
+		state := conn.get()
+		if state == connTimedOut && ctx.Err() == nil {
+			err = resourcelease.Errorf(resourcelease.StatusUnavailable, CodeTransportUnavailable,
+				"transport: no connection to %s within %v", redacted(ep.url), c.dialTimeout)
+			err.(*resourcelease.Error).Err = errConnectTimeout
+			return nil, tryInfo{}, err
+		}
+		if state == connTimedOut {
+			// The caller's deadline came with the dial timeout: report it.
+			return nil, tryInfo{}, wire.TransportError(ctx, errConnectTimeout)
+		}
+		return nil, tryInfo{reached: !notConnected(err), connected: state == connMade}, err
 	}
+	ti = tryInfo{reached: true, connected: true}
 	if svc := resp.Header.Get(HeaderService); svc != "" && c.service != "" && svc != c.service {
-		return nil, true, resourcelease.Errorf(resourcelease.StatusInternal, CodeServiceMismatch,
+		return nil, ti, resourcelease.Errorf(resourcelease.StatusInternal, CodeServiceMismatch,
 			"transport: the response is from service %q, not %q", wire.HeaderSafe(svc, 128), c.service)
 	}
 	if resp.StatusCode != http.StatusOK {
-		return nil, true, wire.DecodeError(resp, out)
+		return nil, ti, wire.DecodeError(resp, out)
 	}
-	return out, true, nil
+	return out, ti, nil
+}
+
+// connState is what became of a try's connection: the trace's GotConn and
+// the dial timeout race to set it, and only the first wins, so that a try
+// that got its connection is never reported as not connected.
+type connState struct{ v atomic.Int32 }
+
+const (
+	connPending int32 = iota
+	connMade
+	connTimedOut
+)
+
+func (s *connState) set(v int32) bool { return s.v.CompareAndSwap(connPending, v) }
+func (s *connState) get() int32       { return s.v.Load() }
+
+func redacted(raw string) string {
+	if u, err := url.Parse(raw); err == nil {
+		return u.Redacted()
+	}
+	return raw
 }
 
 // roundTrip marshals req, calls verb and decodes the response into a new Resp.
@@ -518,7 +618,7 @@ func (c *Client) Redrive(ctx context.Context, req *resourcelease.RedriveRequest)
 	if err := req.Validate(); err != nil {
 		return nil, err
 	}
-	return roundTrip[resourcelease.RedriveResponse](ctx, c, VerbRedrive, wire.OrEmpty(req), callOpts{retry: retrySafe})
+	return roundTrip[resourcelease.RedriveResponse](ctx, c, VerbRedrive, wire.OrEmpty(req), callOpts{retry: retryUnsent})
 }
 
 // Purge calls the purge procedure. A request that selects nothing is
@@ -528,5 +628,5 @@ func (c *Client) Purge(ctx context.Context, req *resourcelease.PurgeRequest) (*r
 	if err := req.Validate(); err != nil {
 		return nil, err
 	}
-	return roundTrip[resourcelease.PurgeResponse](ctx, c, VerbPurge, wire.OrEmpty(req), callOpts{retry: retrySafe})
+	return roundTrip[resourcelease.PurgeResponse](ctx, c, VerbPurge, wire.OrEmpty(req), callOpts{retry: retryUnsent})
 }
