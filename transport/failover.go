@@ -129,8 +129,11 @@ func (c *Client) failover(ctx context.Context, procedure string, body []byte, o 
 	// later try may go to one that is backing off (it may have been
 	// backed off wrongly) rather than give up.
 	fresh := false
+	// skipped: a try went to a dispatcher that does not serve the batch,
+	// so the next is as a first.
+	skipped := false
 	for try := 0; ; try++ {
-		i, probe := c.pick(tried, try == 0 || fresh)
+		i, probe := c.pick(tried, try == 0 || fresh || skipped)
 		if i < 0 {
 			if try == 0 {
 				err = resourcelease.Errorf(resourcelease.StatusUnavailable, CodeTransportUnavailable,
@@ -158,6 +161,17 @@ func (c *Client) failover(ctx context.Context, procedure string, body []byte, o 
 		var ti tryInfo
 		out, ti, err = c.sendBatchAware(ctx, ep, procedure, body, o)
 		reached = reached || ti.reached
+		if o.batch != 0 && isUnknownProcedure(err) {
+			// An older dispatcher: another may serve the batch. Only when
+			// none does, the caller falls back to per-item calls.
+			if ti.expired {
+				ep.release(probe) // known already, not asked
+			} else {
+				ep.up(probe)
+			}
+			skipped = true
+			continue
+		}
 		if err == nil || !isFailover(ctx, err) {
 			switch {
 			case ti.expired:
@@ -180,7 +194,7 @@ func (c *Client) failover(ctx context.Context, procedure string, body []byte, o 
 			return out, retried, reached, err
 		}
 		ep.down(probe, c.epMin, c.epMax)
-		fresh = wasHealthy
+		fresh, skipped = wasHealthy, false
 		retried = retried || ti.reached
 	}
 }
