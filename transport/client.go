@@ -82,7 +82,7 @@ type ClientConfig struct {
 	// URLs are more dispatchers of the same mesh (several dispatchers on one
 	// database), after NewClient's own URL (which may then be ""): the
 	// Client spreads its calls over all of them and fails over from one
-	// that cannot be reached or answers unavailable (see Client). Defaults
+	// that cannot be connected to or answers unavailable (see Client). Defaults
 	// to none: one dispatcher. A URL given twice is an error.
 	URLs []string
 	// EndpointMinBackoff and EndpointMaxBackoff bound how long a dispatcher
@@ -121,42 +121,59 @@ const DefaultDialTimeout = 2 * time.Second
 // Errors are *resourcelease.Error rebuilt from the response, whether it came
 // from a leasemesh server (new or older) or a yarpc-go one (its error headers,
 // or its plain-text message): errors.Is(err, resourcelease.ErrUnknownToken)
-// holds across the wire. A server that cannot be reached gives status
-// unavailable with code CodeTransportUnavailable and the cause in Err.
+// holds across the wire. A server that gives no answer (refused, reset,
+// the connection timed out) gives status unavailable with code
+// CodeTransportUnavailable and the cause in Err; the caller's deadline
+// passing first gives deadline-exceeded.
 //
 // # Several dispatchers
 //
 // Given several URLs (ClientConfig.URLs), the Client takes them for
 // dispatchers of one mesh and sends each call to the next in turn
-// (round-robin), skipping one that failed recently: a dispatcher that
-// could not be reached or answered unavailable is left alone for a
-// back-off (EndpointMinBackoff, doubling up to EndpointMaxBackoff) and
-// then tried again by one call, so it is used again as soon as it is back
-// and a dead one costs one failed dial per back-off. A call that fails that
-// way goes to the next dispatcher, at most once to each (when all are
-// backing off, only one is tried), and only when repeating it cannot
-// apply anything twice:
+// (round-robin), skipping one that failed recently. A dispatcher fails a
+// try when it cannot be connected to (refused, no route, or no connection
+// within DialTimeout: a host gone without a reset) or answers unavailable;
+// it is then left alone for a back-off (EndpointMinBackoff, doubling per
+// failed probe up to EndpointMaxBackoff), after which one call at a time
+// (the probe) tries it again, so it is used again soon after it is back and
+// a dead one costs one failed connect per back-off. A dispatcher that was
+// connected to but lets the call's deadline pass is not backed off: it
+// cannot be told from a slow one (a long query, a long-poll). A call that
+// fails that way goes to the next dispatcher, at most once to each (when
+// all are backing off, only one is tried, unless the one that failed had
+// been healthy), and only when repeating it cannot apply anything twice:
 //
 //   - enqueue and enqueueBatch are retried with the same requestId: the
 //     Client gives a payload without one a random requestId, so the
 //     dispatcher's dedupe window absorbs a retry whose first try was
 //     applied (its answer then says duplicate only if the caller's own
-//     requestId was seen before). With dedupe turned off on the
-//     dispatchers (DedupeWindow -1) such a retry can enqueue twice.
+//     requestId was seen before); an enqueueBatch that falls back to
+//     per-item calls on an older dispatcher sends them with those ids.
+//     With dedupe turned off on the dispatchers (DedupeWindow -1) such a
+//     retry can enqueue twice.
 //   - lease and leaseBatch are retried with what is left of their wait,
-//     never past it. A retry after a lost answer may orphan the lease the
-//     first try took: nobody works it, and it expires after the lease
-//     duration and is delivered again (it costs an attempt).
+//     never past it (a per-item fallback too). A retry after a lost answer
+//     may orphan the lease the first try took: nobody works it, and it
+//     expires after the lease duration and is delivered again (it costs an
+//     attempt).
 //   - complete, completeBatch, fail and release are retried; a retry
 //     answered unknown_token after an earlier try may have been applied is
 //     reported as resourcelease.ErrPossiblySettled (which also matches
 //     ErrUnknownToken): most likely the first try settled the lease. The
 //     Worker does not count those as lost.
-//   - heartbeat, stats, deadletters, redrive and purge are retried as they
-//     are (repeating them changes nothing).
-//   - drain, restore and Call go to another dispatcher only when the
-//     first could not be connected to at all: a drained page whose answer
-//     was lost cannot be asked for again.
+//   - heartbeat, stats and deadletters are retried as they are (repeating
+//     them changes nothing).
+//   - drain, restore, redrive, purge and Call go to another dispatcher only
+//     when no earlier try reached one: a drained page whose answer was lost
+//     cannot be asked for again, and a redrive or purge sent again would
+//     report 0 or act on dead letters that arrived since.
+//
+// Batch procedures are remembered per dispatcher: in a mesh being upgraded,
+// a batch call goes to one that serves it, and falls back to per-item calls
+// only when none of those tried does.
+//
+// An error after which no try reached any dispatcher matches
+// ErrNotConnected: nothing was applied.
 //
 // With one URL the Client never retries, as before.
 //
