@@ -372,7 +372,11 @@ func (c *Client) send(ctx context.Context, ep *endpoint, procedure string, body 
 		return nil, tryInfo{expired: true}, resourcelease.AsError(context.DeadlineExceeded)
 	}
 	var conn connState
-	tryCtx := httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{GotConn: func(httptrace.GotConnInfo) { conn.set(connMade) }})
+	tryCtx := httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{GotConn: func(httptrace.GotConnInfo) {
+		if !conn.set(connMade) {
+			conn.late.Store(true) // just after the timeout: it may be sent
+		}
+	}})
 	if c.dialTimeout > 0 {
 		var cancel context.CancelCauseFunc
 		tryCtx, cancel = context.WithCancelCause(tryCtx)
@@ -411,15 +415,16 @@ func (c *Client) send(ctx context.Context, ep *endpoint, procedure string, body 
 	resp, out, _, err := wire.Do(c.hc, req, c.maxResponse, procedure)
 	if err != nil {
 		state := conn.get()
-		if state == connTimedOut && ctx.Err() == nil {
-			err = resourcelease.Errorf(resourcelease.StatusUnavailable, CodeTransportUnavailable,
-				"transport: no connection to %s within %v", redacted(ep.url), c.dialTimeout)
-			err.(*resourcelease.Error).Err = errConnectTimeout
-			return nil, tryInfo{}, err
-		}
 		if state == connTimedOut {
-			// The caller's deadline came with the dial timeout: report it.
-			return nil, tryInfo{}, wire.TransportError(ctx, errConnectTimeout)
+			ti := tryInfo{reached: conn.late.Load(), connected: conn.late.Load()}
+			if ctx.Err() != nil {
+				// The caller's deadline came with the dial timeout: report it.
+				return nil, ti, wire.TransportError(ctx, errConnectTimeout)
+			}
+			e := resourcelease.Errorf(resourcelease.StatusUnavailable, CodeTransportUnavailable,
+				"transport: no connection to %s within %v", redacted(ep.url), c.dialTimeout)
+			e.Err = errConnectTimeout
+			return nil, ti, e
 		}
 		return nil, tryInfo{reached: !notConnected(err), connected: state == connMade}, err
 	}
@@ -437,7 +442,12 @@ func (c *Client) send(ctx context.Context, ep *endpoint, procedure string, body 
 // connState is what became of a try's connection: the trace's GotConn and
 // the dial timeout race to set it, and only the first wins, so that a try
 // that got its connection is never reported as not connected.
-type connState struct{ v atomic.Int32 }
+type connState struct {
+	v atomic.Int32
+	// late: the connection came just after the timeout won, so the
+	// request may have been written before the cancel took.
+	late atomic.Bool
+}
 
 const (
 	connPending int32 = iota
