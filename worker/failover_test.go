@@ -369,6 +369,9 @@ func TestWorkerSettleNeverSentIsLost(t *testing.T) {
 					for _, k := range ks {
 						k.kill() // the dispatchers go away before the complete
 					}
+					// Not on a pooled connection that the kill closed (a write
+					// on it may have been read): the complete is refused.
+					rt.RoundTripper.(*http.Transport).CloseIdleConnections()
 					// Meanwhile the lease ends without this worker (it
 					// expired, an operator drained it).
 					handlerErr <- local.Complete(context.Background(), &resourcelease.CompleteRequest{OwnershipToken: l.OwnershipToken})
