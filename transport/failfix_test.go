@@ -174,7 +174,7 @@ func TestClientAvoidsAHangingDispatcher(t *testing.T) {
 	defer ok.Close()
 	hang, conns := hangingConnect(t)
 	tlsCfg := ok.Client().Transport.(*http.Transport).TLSClientConfig
-	c := newMeshClient(t, []string{hang, ok.URL}, transport.ClientConfig{TLS: tlsCfg.Clone(), DialTimeout: 150 * time.Millisecond})
+	c := newMeshClient(t, []string{hang, ok.URL}, transport.ClientConfig{TLS: tlsCfg.Clone(), DialTimeout: time.Second}) // the TLS handshakes of 20 calls at once on a loaded machine fit well within it
 	wave := func() time.Duration {
 		start := time.Now()
 		var wg sync.WaitGroup
@@ -331,8 +331,9 @@ func TestClientNotConnected(t *testing.T) {
 	}
 	cut := httptest.NewServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) { panic(http.ErrAbortHandler) }))
 	defer cut.Close()
-	c := newMeshClient(t, []string{deadURL(t), cut.URL}, transport.ClientConfig{})
-	for range 2 { // whichever is tried first
+	dead := deadURL(t)
+	for _, urls := range [][]string{{dead, cut.URL}, {cut.URL, dead}} { // whichever is tried first
+		c := newMeshClient(t, urls, transport.ClientConfig{})
 		_, err := c.Stats(context.Background(), nil)
 		require.Equal(t, resourcelease.StatusUnavailable, resourcelease.StatusOf(err), "%v", err)
 		require.NotErrorIs(t, err, transport.ErrNotConnected, "the cut one was sent the call")

@@ -435,7 +435,7 @@ func TestWorkerSurvivesADispatcherHanging(t *testing.T) {
 	defer ht.CloseIdleConnections()
 	client, err := transport.NewClient("", transport.ClientConfig{
 		URLs: []string{a.url(), b.url()}, HTTPClient: &http.Client{Transport: ht},
-		DialTimeout: 100 * time.Millisecond, // bounded test time; back-off at its defaults
+		DialTimeout: 300 * time.Millisecond, // bounded test time (a loaded machine still connects well within it); back-off at its defaults
 	})
 	require.NoError(t, err)
 	defer client.Close()
@@ -444,7 +444,7 @@ func TestWorkerSurvivesADispatcherHanging(t *testing.T) {
 	defer cancel()
 	seen := newResourceSeqs()
 	w, err := worker.New(client, worker.Config{
-		PeerID: "w1", Concurrency: 4, LeaseWait: 300 * time.Millisecond,
+		PeerID: "w1", Concurrency: 4, LeaseWait: 500 * time.Millisecond,
 		MinBackoff: 5 * time.Millisecond, MaxBackoff: 50 * time.Millisecond, Logger: quietLogger,
 		Handler: func(ctx context.Context, l *resourcelease.Lease) error {
 			seen.add(l)
