@@ -156,6 +156,14 @@ const (
 	CodeNotSupported = "error.resourcelease.not_supported"
 )
 
+// ErrNotSent is matched (errors.Is) by the error of a call that a client
+// Dispatcher surely never delivered (no connection could be made, or the
+// deadline had passed before sending): nothing was applied. A client marks
+// its errors so (transport.ErrNotConnected is this error); a Worker counts a
+// settle that failed so, and was then answered unknown_token, as lost work
+// rather than as possibly settled.
+var ErrNotSent = errors.New("resourcelease: the request reached no dispatcher")
+
 // PossiblySettledError is the error a client returns for a settle whose
 // retry was answered unknownToken (an ErrUnknownToken) after an earlier try
 // may have been applied (see CodePossiblySettled). It wraps unknownToken,

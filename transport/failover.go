@@ -228,8 +228,9 @@ func notConnected(err error) bool {
 // release that fails so and is then answered unknown_token was not
 // settled by this caller (the Worker counts it Lost). The error's status
 // stays what it was (unavailable, code CodeTransportUnavailable; or
-// deadline-exceeded).
-var ErrNotConnected = errors.New("transport: the request reached no dispatcher")
+// deadline-exceeded). It is resourcelease.ErrNotSent, so that a consumer
+// of any Dispatcher can check it without importing this package.
+var ErrNotConnected = resourcelease.ErrNotSent
 
 // notConnectedError marks an error as ErrNotConnected, keeping its cause.
 type notConnectedError struct{ err error }

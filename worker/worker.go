@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/leasemesh/leasemesh/resourcelease"
-	"github.com/leasemesh/leasemesh/transport"
 )
 
 // Defaults of Config.
@@ -111,7 +110,7 @@ type Stats struct {
 	// dispatcher died, a connection broke, a deadline passed after the
 	// request went out): most likely that try settled the lease
 	// (resourcelease.ErrPossiblySettled). A try that reached no dispatcher
-	// (transport.ErrNotConnected: refused, the connect timed out) applied
+	// (resourcelease.ErrNotSent: refused, the connect timed out) applied
 	// nothing, so an unknown_token after it counts as Lost. They are not
 	// counted in Lost, nor in Completed or Failed.
 	PossiblySettled int64
@@ -683,11 +682,11 @@ func retryable(err error) bool {
 // mayHaveBeenApplied reports whether a failed settle may have been applied
 // all the same: its answer, not its request, may have been lost. A refusal
 // (resource-exhausted: rate limit, backpressure) was not applied, nor was a
-// call that reached no dispatcher (transport.ErrNotConnected: the
+// call that reached no dispatcher (resourcelease.ErrNotSent: the
 // connection was refused or timed out).
 func mayHaveBeenApplied(err error) bool {
 	return retryable(err) && resourcelease.StatusOf(err) != resourcelease.StatusResourceExhausted &&
-		!errors.Is(err, transport.ErrNotConnected)
+		!errors.Is(err, resourcelease.ErrNotSent)
 }
 
 // backoff is the delay before retry number attempt (from 0): MinBackoff
