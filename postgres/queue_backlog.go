@@ -10,7 +10,9 @@ import (
 
 // OldestReady returns when the oldest ready item (the lowest sequence id in
 // state pending, the next one a FIFO lease takes) became ready: its enqueue,
-// or its not-before time when that was later; zero when nothing is ready.
+// or its own notBefore when that was later (not_before is cleared when a
+// delayed row is promoted, item_not_before keeps the item's time); zero
+// when nothing is ready.
 // One row read through the ready index, so a metrics scrape can ask for it
 // (the age-of-oldest-ready-item gauge). An item requeued by a fail or an
 // expiry without a delay keeps its enqueue time: its age counts from when
@@ -20,7 +22,7 @@ func (q *Queue) OldestReady(ctx context.Context) (time.Time, error) {
 		return time.Time{}, err
 	}
 	var t time.Time
-	err := q.store.pool.QueryRow(ctx, `SELECT greatest(enqueued_at, not_before) FROM `+q.store.table("items")+
+	err := q.store.pool.QueryRow(ctx, `SELECT greatest(enqueued_at, item_not_before) FROM `+q.store.table("items")+
 		` WHERE state = 'pending' ORDER BY sequence_id LIMIT 1`).Scan(&t)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return time.Time{}, nil

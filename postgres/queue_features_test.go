@@ -415,3 +415,35 @@ func TestQueueDeadLetterBoundLowered(t *testing.T) {
 		t.Fatalf("stats %+v, %v", st, err)
 	}
 }
+
+// TestQueueOldestReadyAfterADelay: a delayed item, once ready, counts its
+// age from its notBefore, in OldestReady as in Backlog (the promotion clears
+// not_before; the item keeps its own time).
+func TestQueueOldestReadyAfterADelay(t *testing.T) {
+	t.Parallel()
+	clock := leasetest.NewManualClock(time.Time{})
+	q := openQueue(t, pgtest.NewDatabase(t), clock, postgres.QueueConfig{})
+	it := qitem("late")
+	it.NotBefore = clock.Now().Add(time.Minute)
+	if _, err := q.Enqueue(bg, it); err != nil {
+		t.Fatal(err)
+	}
+	if t0, err := q.OldestReady(bg); err != nil || !t0.IsZero() {
+		t.Fatalf("OldestReady before the delay = %v, %v; want nothing ready", t0, err)
+	}
+	clock.Advance(2 * time.Minute)
+	if _, err := q.Sweep(bg); err != nil {
+		t.Fatal(err)
+	}
+	got, err := q.OldestReady(bg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := q.Backlog(bg, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := it.NotBefore.Truncate(time.Microsecond); !got.Equal(want) || !b.OldestReadySince.Equal(want) {
+		t.Fatalf("oldest ready since %v (Backlog %v), want the item's notBefore %v", got, b.OldestReadySince, want)
+	}
+}
