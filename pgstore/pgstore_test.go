@@ -223,7 +223,7 @@ func meshEvents(reg *prometheus.Registry, typ string) float64 {
 }
 
 // TestEnqueueTxCapturesInTheTransaction: through a dispatcher's queue, an
-// EnqueueTx's event and its deterministic effect commit with the caller's
+// enqueue in a QueueTx: its event and its deterministic effect commit with the caller's
 // transaction or not at all, and the dispatchers see the committed item.
 func TestEnqueueTxCapturesInTheTransaction(t *testing.T) {
 	ctx := context.Background()
@@ -235,7 +235,10 @@ func TestEnqueueTxCapturesInTheTransaction(t *testing.T) {
 
 	tx, err := pool.Begin(ctx)
 	require.NoError(t, err)
-	_, err = q.EnqueueTx(ctx, tx, item("rolled-back"))
+	qt, err := q.Tx(ctx, tx)
+	require.NoError(t, err)
+	require.NoError(t, qt.Enqueue(ctx, item("rolled-back")))
+	_, err = qt.Finish(ctx)
 	require.NoError(t, err)
 	require.NoError(t, tx.Rollback(ctx))
 	_, ok, err := state.Get(ctx, "resourcelease/seq/1")
@@ -244,7 +247,10 @@ func TestEnqueueTxCapturesInTheTransaction(t *testing.T) {
 
 	tx, err = pool.Begin(ctx)
 	require.NoError(t, err)
-	res, err := q.EnqueueTx(ctx, tx, item("committed"))
+	qt, err = q.Tx(ctx, tx)
+	require.NoError(t, err)
+	require.NoError(t, qt.Enqueue(ctx, item("committed")))
+	res, err := qt.Finish(ctx)
 	require.NoError(t, err)
 	require.NoError(t, tx.Commit(ctx))
 	rec, ok, err := state.Get(ctx, "resourcelease/seq/1")
@@ -255,8 +261,18 @@ func TestEnqueueTxCapturesInTheTransaction(t *testing.T) {
 	l, err := b.d.Lease(ctx, &resourcelease.LeaseRequest{PeerID: "w"})
 	require.NoError(t, err)
 	require.NotNil(t, l)
-	require.Equal(t, res.SequenceID, l.SequenceID)
-	require.NoError(t, pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error { return q.CompleteTx(ctx, tx, l.OwnershipToken) }))
+	require.Equal(t, res[0].SequenceID, l.SequenceID)
+	require.NoError(t, pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
+		qt, err := q.Tx(ctx, tx)
+		if err != nil {
+			return err
+		}
+		if err := qt.Complete(ctx, l.OwnershipToken); err != nil {
+			return err
+		}
+		_, err = qt.Finish(ctx)
+		return err
+	}))
 	st, err := b.d.Stats(ctx, nil)
 	require.NoError(t, err)
 	require.Zero(t, st.ActiveLeaseCount+st.PendingCount)

@@ -290,14 +290,6 @@ func (t *logTail) apply(ctx context.Context, e *Event) {
 	if t.d.health != nil && e.PeerID != "" {
 		t.tellPeerHealth(e)
 	}
-	if t.d.metrics != nil && e.Ownership != nil {
-		switch e.EventType {
-		case EventCompleted, EventFailed, EventLeaseExpired, EventLeaseReleased, EventDeadLettered:
-			// A lease this dispatcher granted may end through another: its
-			// own commits never say so, the log does.
-			t.d.forgetLease(*e.Ownership)
-		}
-	}
 	for _, s := range t.sinks {
 		if err := s.ApplyEvent(ctx, *e); err != nil {
 			t.d.log.Debug("resourcelease: a log sink refused an event", "sequence", e.SequenceNumber, "err", err)
@@ -348,20 +340,4 @@ func (t *logTail) tellPeerHealth(e *Event) {
 		}
 		h.RecordDisconnect(e.PeerID, tok, DisconnectMaxAttempts, at)
 	}
-}
-
-// forgetLease drops tok from the live leases the metrics keep.
-func (d *LocalDispatcher) forgetLease(tok OwnershipToken) {
-	d.leaseMu.Lock()
-	if l, ok := d.leases[tok.SequenceID]; ok && l.token == tok {
-		delete(d.leases, tok.SequenceID)
-	}
-	d.leaseMu.Unlock()
-}
-
-// liveLeases is how many live leases the metrics keep (for tests).
-func (d *LocalDispatcher) liveLeases() int {
-	d.leaseMu.Lock()
-	defer d.leaseMu.Unlock()
-	return len(d.leases)
 }
