@@ -108,11 +108,22 @@ type DispatcherConfig struct {
 	// whichever dispatcher made it; when it is a CommitReporter, its own
 	// commits feed the per-dispatcher counters. Close closes it.
 	Store Queue
-	// LogSinks receive every event of the Store's EventLog, in order, from
-	// the goroutine that tails it, starting after the newest event at
-	// NewDispatcher (a recent-events view, say). An error is logged and the
-	// event is not redelivered. Only with Store.
+	// LogSinks receive every event of the Store's EventLog, in order, each
+	// from a goroutine of its own that reads the log, starting after
+	// LogAfter — or, for a ResumableSink, after its LastApplied (asked once
+	// at NewDispatcher; an error fails NewDispatcher). An event a sink
+	// refuses is retried with backoff (100 ms doubling to 10 s) until it
+	// applies, logged at WARN once per outage; a sink waits, peer health
+	// and the other sinks do not. Events the log's retention trimmed before
+	// a sink caught up are skipped with a WARN and MetricMeshLogGaps. Only
+	// with Store.
 	LogSinks []EventSink
+	// LogAfter is the event the Dispatcher's reading of the Store's log
+	// starts after: 0 (the default) means the newest event at NewDispatcher,
+	// -1 the start of the log, a positive number that event — a caller that
+	// read the log up to n (to pre-fill a view of recent events, say) passes
+	// n, so that nothing committed meanwhile is missed. Only with Store.
+	LogAfter int64
 	// LogPollInterval is how often the Dispatcher reads the Store's log for
 	// changes made elsewhere; it also reads it after each commit of its own
 	// that a CommitReporter reports. Defaults to DefaultLogPollInterval;
@@ -196,8 +207,8 @@ func NewDispatcher(cfg DispatcherConfig) (*LocalDispatcher, error) {
 		return newStoreDispatcher(cfg)
 	}
 	switch {
-	case len(cfg.LogSinks) > 0 || cfg.LogPollInterval != 0:
-		return nil, configError("LogSinks and LogPollInterval apply only with Store")
+	case len(cfg.LogSinks) > 0 || cfg.LogPollInterval != 0 || cfg.LogAfter != 0:
+		return nil, configError("LogSinks, LogPollInterval and LogAfter apply only with Store")
 	case cfg.Queue.Journal != nil:
 		return nil, configError("Queue.Journal must be nil: the Dispatcher is the queue's journal (set Replicator instead)")
 	case cfg.Deterministic != nil && cfg.Replicator == nil:

@@ -84,6 +84,12 @@ const (
 	// made them, since this dispatcher started: B's count of Completed
 	// includes A's completions.
 	MetricMeshEvents = "resourcelease_mesh_events_total"
+	// MetricMeshLogGaps counts the times a log reader of this dispatcher
+	// (the tail behind peer health and the mesh metrics, or a LogSinks
+	// feeder, label reader: tail or sink) found events missing: retention
+	// trimmed them before it read them, so what they changed was never
+	// seen. Raise the log's retention if it moves.
+	MetricMeshLogGaps = "resourcelease_mesh_log_gaps_total"
 )
 
 // BacklogMetricPartitions is how many partitions MetricPartitionReadyItems
