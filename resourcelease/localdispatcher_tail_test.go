@@ -19,7 +19,7 @@ import (
 // delayed item's promotion changes them.
 type gappyStore struct {
 	*sharedStore
-	trimmed atomic.Int64                       // events up to this are gone
+	trimmed atomic.Int64                        // events up to this are gone
 	stats   atomic.Pointer[resourcelease.Stats] // when set, Stats answers it
 }
 
