@@ -43,6 +43,15 @@ type EventLog interface {
 	LastSequence() int64
 }
 
+// BodylessEventLog is an EventLog that can read its events without their
+// items' bodies (Payload.Body nil, everything else kept). A Dispatcher's
+// tail, behind peer health and the mesh metrics, never looks at bodies,
+// which may be MiBs each, so it reads them so when it can; LogSinks get
+// whole events. postgres.Queue is one.
+type BodylessEventLog interface {
+	ReadEventsWithoutBodies(ctx context.Context, after int64, limit int) ([]Event, error)
+}
+
 // CommitReporter is a Queue that can report the changes its own calls
 // commit (not those of other processes sharing its state), so that a
 // Dispatcher counts its own work. ReportCommits is called once, before any
@@ -285,7 +294,13 @@ func (t *logTail) readOnce(ticked bool) {
 	defer cancel()
 	got := false
 	for {
-		evs, err := t.log.ReadEvents(ctx, t.after, tailReadLimit)
+		var evs []Event
+		var err error
+		if bl, ok := t.log.(BodylessEventLog); ok {
+			evs, err = bl.ReadEventsWithoutBodies(ctx, t.after, tailReadLimit)
+		} else {
+			evs, err = t.log.ReadEvents(ctx, t.after, tailReadLimit)
+		}
 		if err != nil {
 			t.failedRead(err)
 			return

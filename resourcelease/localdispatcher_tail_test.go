@@ -27,6 +27,25 @@ func (s *gappyStore) ReadEvents(ctx context.Context, after int64, limit int) ([]
 	return s.sharedStore.ReadEvents(ctx, max(after, s.trimmed.Load()), limit)
 }
 
+// bodyless makes a gappyStore a BodylessEventLog that counts its reads.
+type bodyless struct {
+	*gappyStore
+	reads atomic.Int64
+}
+
+func (s *bodyless) ReadEventsWithoutBodies(ctx context.Context, after int64, limit int) ([]resourcelease.Event, error) {
+	s.reads.Add(1)
+	evs, err := s.ReadEvents(ctx, after, limit)
+	for i := range evs {
+		if p := evs[i].Payload; p != nil {
+			c := *p
+			c.Body = nil
+			evs[i].Payload = &c
+		}
+	}
+	return evs, err
+}
+
 func (s *gappyStore) Stats(ctx context.Context) (resourcelease.Stats, error) {
 	if st := s.stats.Load(); st != nil {
 		return *st, nil
@@ -254,3 +273,29 @@ func TestStoreDispatcherCountsRefreshWhileQuiet(t *testing.T) {
 		time.Sleep(5 * time.Millisecond)
 	}
 }
+
+// TestStoreDispatcherTailReadsNoBodies: the tail reads a BodylessEventLog
+// without bodies; the sinks still get them.
+func TestStoreDispatcherTailReadsNoBodies(t *testing.T) {
+	store := &bodyless{gappyStore: &gappyStore{sharedStore: newSharedStore(t)}}
+	s := newRecSink(0)
+	var got atomic.Pointer[resourcelease.Event]
+	sink := sinkFunc(func(e resourcelease.Event) { got.Store(&e) })
+	storeDispatcher(t, resourcelease.DispatcherConfig{Store: store, LogSinks: []resourcelease.EventSink{s, sink}})
+	enqueueN(t, store, 1)
+	s.waitLen(t, 1)
+	deadline := time.Now().Add(10 * time.Second)
+	for got.Load() == nil || store.reads.Load() == 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("the tail read without bodies %d times", store.reads.Load())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if e := got.Load(); e.Payload == nil || len(e.Payload.Body) == 0 {
+		t.Fatalf("a sink got %+v, want the body", e)
+	}
+}
+
+type sinkFunc func(resourcelease.Event)
+
+func (f sinkFunc) ApplyEvent(_ context.Context, e resourcelease.Event) error { f(e); return nil }
