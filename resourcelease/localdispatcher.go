@@ -456,12 +456,17 @@ func (d *LocalDispatcher) tellPeerHealth(c *Change) {
 }
 
 // Queue returns the engine, for what the Dispatcher interface does not cover
-// (Sweep, Config). Changes made through it are journaled like any other. It
-// is nil when the Dispatcher serves a DispatcherConfig.Store (see Store).
+// (Sweep, Config). Changes made through it are journaled like any other.
+//
+// It is nil unless the Dispatcher built the engine (DispatcherConfig.Queue):
+// a Dispatcher serving a DispatcherConfig.Store — every leasemesh
+// Dispatcher on Postgres — answers nil. Code that must work on both uses
+// Store, which every Dispatcher has, and type-asserts what it needs.
 func (d *LocalDispatcher) Queue() *Engine { return d.queue }
 
 // Store returns the Queue every call goes to: the engine, or
-// DispatcherConfig.Store.
+// DispatcherConfig.Store. Never nil; prefer it to Queue in code that may
+// run on either.
 func (d *LocalDispatcher) Store() Queue { return d.q }
 
 // Close closes the queue (waking every waiting long-poll and enqueue with
