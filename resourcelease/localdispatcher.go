@@ -611,7 +611,14 @@ func (d *LocalDispatcher) Lease(ctx context.Context, req *LeaseRequest) (*Lease,
 	if err != nil {
 		return nil, err
 	}
-	l, err := d.q.Lease(ctx, peer, min(r.Wait, d.maxWait))
+	wait := min(r.Wait, d.maxWait)
+	if d.metrics != nil && wait > 0 {
+		d.metrics.waiters.Inc()
+	}
+	l, err := d.q.Lease(ctx, peer, wait)
+	if d.metrics != nil && wait > 0 {
+		d.metrics.waiters.Dec()
+	}
 	d.leaseEnded(peer, admitted, l != nil)
 	if err != nil {
 		return nil, d.done("lease", err)

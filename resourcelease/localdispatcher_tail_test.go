@@ -299,3 +299,34 @@ func TestStoreDispatcherTailReadsNoBodies(t *testing.T) {
 type sinkFunc func(resourcelease.Event)
 
 func (f sinkFunc) ApplyEvent(_ context.Context, e resourcelease.Event) error { f(e); return nil }
+
+// TestLeaseWaitersGauge: a long-poll in progress shows in
+// MetricLeaseWaiters, a signal a test (or an operator) can wait on.
+func TestLeaseWaitersGauge(t *testing.T) {
+	store := newSharedStore(t)
+	reg := prometheus.NewRegistry()
+	d := storeDispatcher(t, resourcelease.DispatcherConfig{Store: store, Registerer: reg})
+	got := make(chan *resourcelease.Lease, 1)
+	go func() {
+		l, err := d.Lease(context.Background(), &resourcelease.LeaseRequest{PeerID: "w", Wait: 10 * time.Second})
+		if err != nil {
+			t.Error(err)
+		}
+		got <- l
+	}()
+	waiters := func() float64 { return testutil.ToFloat64(gaugeOf(t, reg, resourcelease.MetricLeaseWaiters)) }
+	deadline := time.Now().Add(10 * time.Second)
+	for waiters() != 1 {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s = %v, want 1 while a long-poll waits", resourcelease.MetricLeaseWaiters, waiters())
+		}
+		time.Sleep(time.Millisecond)
+	}
+	enqueueN(t, store, 1)
+	if l := <-got; l == nil {
+		t.Fatal("the long-poll got nothing")
+	}
+	if w := waiters(); w != 0 {
+		t.Fatalf("%s = %v after the long-poll ended, want 0", resourcelease.MetricLeaseWaiters, w)
+	}
+}

@@ -204,7 +204,7 @@ func TestPostgresMesh(t *testing.T) {
 		}
 		for _, p := range h.Peers {
 			if p.PeerID == "silent-worker" {
-				return true
+				return p.LastDisconnect != nil && p.LastDisconnect.Reason == resourcelease.DisconnectLeaseExpired
 			}
 		}
 		return false
@@ -223,7 +223,16 @@ func TestPostgresMesh(t *testing.T) {
 		woke <- time.Duration(time.Now().UnixNano() - enqueuedAt.Load())
 		_ = cb.Complete(ctx, &resourcelease.CompleteRequest{OwnershipToken: l.OwnershipToken})
 	}()
-	time.Sleep(300 * time.Millisecond) // let the long-poll park; a late one only makes this test easier
+	bMetrics := b.p.metricsURL(t)
+	eventually(t, 10*time.Second, "the long-poll to wait on B (resourcelease_lease_waiters)", func() bool {
+		_, body, ok := get(bMetrics)
+		for _, line := range strings.Split(string(body), "\n") {
+			if f := strings.Fields(line); ok && len(f) == 2 && f[0] == resourcelease.MetricLeaseWaiters && f[1] != "0" {
+				return true
+			}
+		}
+		return false
+	})
 	enqueuedAt.Store(time.Now().UnixNano())
 	if _, err := ca.Enqueue(ctx, &resourcelease.EnqueueRequest{Payload: ptr(orderItem("wake-1"))}); err != nil {
 		t.Fatal(err)
