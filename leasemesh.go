@@ -31,6 +31,7 @@ import (
 	"log/slog"
 	"net/http"
 	"sync"
+	"sync/atomic"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -104,9 +105,12 @@ type Config struct {
 
 	// Sinks are extra replication sinks, attached in order before the queue
 	// starts, so that they see every event from the first. On a storage
-	// whose queue keeps its own state (pgstore) they follow the shared log
-	// from the newest event at Open, after each commit; a Synchronous one is
-	// refused there.
+	// whose queue keeps its own state (pgstore) each follows the shared log
+	// from its own goroutine, after each commit: from the newest event at
+	// Open, or a ResumableSink from its LastApplied; an event it refuses is
+	// retried with backoff until it takes it (see
+	// resourcelease.DispatcherConfig.LogSinks). A Synchronous one is refused
+	// there, and Options other than Synchronous do not apply.
 	Sinks []Sink
 	// RecentEvents is how many of the newest events RecentEvents keeps for
 	// diagnostics. Defaults to 32; at most 10,000.
@@ -153,6 +157,9 @@ type Dispatcher struct {
 	closeMu    sync.Mutex
 	closed     bool
 	closeErr   error
+	// closing is set first thing by Close, which holds closeMu for its
+	// whole run, so that Ready answers at once during a shutdown.
+	closing atomic.Bool
 }
 
 // Open opens cfg.Storage, rebuilds the queue from it (cancelled with ctx: a
@@ -215,16 +222,25 @@ func Open(ctx context.Context, cfg Config) (d *Dispatcher, err error) {
 		return d, err
 	}
 	// A restarted dispatcher's recent events start with the newest stored
-	// ones, not empty.
-	if last := elog.LastSequence(); last > 0 {
+	// ones, not empty. On a storage with its own queue the dispatcher's
+	// reading of the log starts right after them (logAfter), so that
+	// nothing another process commits meanwhile is missed.
+	last := elog.LastSequence()
+	if last > 0 {
 		n := int64(cmp.Or(cfg.RecentEvents, replication.DefaultRecentLogSize))
 		evs, rerr := elog.ReadEvents(ctx, max(0, last-n), int(n))
 		if rerr != nil {
 			return d, rerr
 		}
 		for _, e := range evs {
-			_ = d.recent.ApplyEvent(ctx, e)
+			if e.SequenceNumber <= last {
+				_ = d.recent.ApplyEvent(ctx, e)
+			}
 		}
+	}
+	logAfter := last
+	if logAfter == 0 {
+		logAfter = -1 // the start of an empty log
 	}
 	var logSinks []resourcelease.EventSink
 	if onStore {
@@ -284,7 +300,7 @@ func Open(ctx context.Context, cfg Config) (d *Dispatcher, err error) {
 		Clock:                clock,
 	}
 	if onStore {
-		dc.Store, dc.LogSinks = d.stores.Queue, logSinks
+		dc.Store, dc.LogSinks, dc.LogAfter = d.stores.Queue, logSinks, logAfter
 	} else {
 		// The rebuild reads every pending item, lease, dead letter and
 		// dedupe record: it is the one step of Open that can take long, so
@@ -385,12 +401,10 @@ func (d *Dispatcher) Events() resourcelease.EventLog { return d.events }
 
 // Ready reports whether the dispatcher can serve now: nil when its storage
 // answers (a database ping, bounded by ctx), for a readiness endpoint. A
-// storage without a health check is always ready once open.
+// storage without a health check is always ready once open. Once Close has
+// begun it answers ErrClosed at once, without waiting for Close to end.
 func (d *Dispatcher) Ready(ctx context.Context) error {
-	d.closeMu.Lock()
-	closed := d.closed
-	d.closeMu.Unlock()
-	if closed {
+	if d.closing.Load() {
 		return resourcelease.ErrClosed
 	}
 	if d.stores == nil || d.stores.Health == nil {
@@ -410,6 +424,7 @@ func (d *Dispatcher) Location() string { return d.stores.Location }
 // honoured again after a restart until they expire. It returns the first
 // error; calling it again returns the same.
 func (d *Dispatcher) Close() error {
+	d.closing.Store(true)
 	d.closeMu.Lock()
 	defer d.closeMu.Unlock()
 	if d.closed {

@@ -10,13 +10,15 @@
 // storage: Capacity, FullMode, LeaseDuration, HeartbeatInterval,
 // SweepInterval, RequeueDelay, MaxRequeueDelay, MaxDeliveryAttempts,
 // MaxReleases and DedupeWindow mean what they mean in memory. Those that
-// do not apply on Postgres: MaxDedupeEntries (request ids live in a table
+// do not apply on Postgres, MaxDedupeEntries (request ids live in a table
 // that the sweeper trims by age, not in memory) and DelayedCapacity
-// (delayed items are rows, bounded by the database) are ignored; settings
-// the Postgres queue does not enforce yet (MaxActivePerPartition, Fairness
-// other than FIFO, DeadLetterRetention, a MaxDeadLetters bound) are refused
-// with invalid-argument rather than silently dropped. MaxDeadLetters left
-// at 0 is accepted, and there means no bound, as -1 does. Postgres-only knobs (the
+// (delayed items are rows, bounded by the database), are unbounded there:
+// 0 and -1 are accepted, an explicit bound is refused with
+// invalid-argument rather than silently dropped. So are the settings the
+// Postgres queue does not enforce yet (MaxActivePerPartition, Fairness
+// other than FIFO, DeadLetterRetention, a MaxDeadLetters bound); the
+// error's Metadata["setting"] names the field. MaxDeadLetters left at 0 is
+// accepted, and there means no bound, as -1 does. Postgres-only knobs (the
 // schema, the pool, timeouts, log retention, the poll fallback, batching)
 // are in Config.
 //
@@ -35,6 +37,7 @@ import (
 	"sync/atomic"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/leasemesh/leasemesh"
 	"github.com/leasemesh/leasemesh/deterministic"
@@ -76,16 +79,10 @@ type storage struct {
 // queue's, over base (its Postgres-only knobs), refusing those the Postgres
 // queue cannot honour.
 func QueueConfig(q resourcelease.QueueConfig, base postgres.QueueConfig) (postgres.QueueConfig, error) {
-	switch {
-	case q.MaxActivePerPartition != 0:
-		return base, unsupported("MaxActivePerPartition")
-	case q.Fairness != "" && q.Fairness != resourcelease.FairnessFIFO:
-		return base, unsupported("Fairness " + string(q.Fairness))
-	case q.DeadLetterRetention != 0:
-		return base, unsupported("DeadLetterRetention")
-	case q.MaxDeadLetters != 0 && q.MaxDeadLetters != -1:
-		return base, unsupported("MaxDeadLetters")
-	case q.Journal != nil || q.InitialState != nil:
+	if err := notOnPostgres(q); err != nil {
+		return base, err
+	}
+	if q.Journal != nil || q.InitialState != nil {
 		return base, invalid("Queue.Journal and Queue.InitialState do not apply to Postgres")
 	}
 	c := base
@@ -96,8 +93,42 @@ func QueueConfig(q resourcelease.QueueConfig, base postgres.QueueConfig) (postgr
 	return c, nil
 }
 
-func unsupported(what string) error {
-	return invalid(what + " is not supported by the Postgres queue yet; leave it unset with pgstore")
+// notOnPostgres refuses the queue settings the Postgres queue does not
+// honour, each error naming its field in Metadata["setting"].
+//
+// MERGE NOTE: the one place these refusals live. The settings the queue
+// features on Postgres add (partitions, fairness, dead-letter retention,
+// MaxDeadLetters) are relaxed here, and only here, when they land.
+func notOnPostgres(q resourcelease.QueueConfig) error {
+	switch {
+	case q.MaxActivePerPartition != 0:
+		return unsupported("MaxActivePerPartition", "")
+	case q.Fairness != "" && q.Fairness != resourcelease.FairnessFIFO:
+		return unsupported("Fairness", " "+string(q.Fairness))
+	case q.DeadLetterRetention != 0:
+		return unsupported("DeadLetterRetention", "")
+	case q.MaxDeadLetters != 0 && q.MaxDeadLetters != -1:
+		return unsupported("MaxDeadLetters", "")
+	case q.DelayedCapacity > 0:
+		return notApplicable("DelayedCapacity", "delayed items are rows, bounded by the database")
+	case q.MaxDedupeEntries > 0:
+		return notApplicable("MaxDedupeEntries", "request ids live in a table the sweeper trims by age")
+	}
+	return nil
+}
+
+func unsupported(field, detail string) error {
+	return withSetting(invalid(field+detail+" is not supported by the Postgres queue yet; leave it unset with pgstore"), field)
+}
+
+func notApplicable(field, why string) error {
+	return withSetting(invalid(field+" does not apply on Postgres ("+why+"); leave it 0 or -1 with pgstore"), field)
+}
+
+func withSetting(err error, field string) error {
+	e := resourcelease.AsError(err)
+	e.Metadata = map[string]string{"setting": field}
+	return e
 }
 
 func invalid(msg string) error {
@@ -126,11 +157,25 @@ func (s storage) OpenStorage(ctx context.Context, opts leasemesh.StorageOptions)
 	mq := &Queue{}
 	qc.OnCommit = mq.onCommit
 	qc.CommitHook = nil
+	unregister := func() {}
 	if !s.cfg.NoCapture {
 		coord, err := deterministic.NewCoordinator(deterministic.Config{Store: store.StateStore()})
 		if err != nil {
 			_ = store.Close()
 			return nil, err
+		}
+		// The capture's counts, as an engine dispatcher registers its
+		// coordinator's.
+		if reg := opts.Registerer; reg != nil {
+			c := coord.Collector()
+			if err := reg.Register(c); err != nil {
+				if !errors.As(err, new(prometheus.AlreadyRegisteredError)) {
+					_ = store.Close()
+					return nil, err
+				}
+			} else {
+				unregister = func() { reg.Unregister(c) }
+			}
 		}
 		state := store.StateStore()
 		qc.CommitHook = func(ctx context.Context, tx pgx.Tx, events []resourcelease.Event) error {
@@ -141,6 +186,7 @@ func (s storage) OpenStorage(ctx context.Context, opts leasemesh.StorageOptions)
 	}
 	q, err := postgres.NewQueue(ctx, store, qc)
 	if err != nil {
+		unregister()
 		_ = store.Close()
 		return nil, err
 	}
@@ -152,6 +198,7 @@ func (s storage) OpenStorage(ctx context.Context, opts leasemesh.StorageOptions)
 		Location: Location(s.url, store.Schema()),
 		Health:   func(ctx context.Context) error { _, err := store.Now(ctx); return err },
 		Close: func() error {
+			unregister()
 			return errors.Join(q.Close(), store.Close())
 		},
 	}, nil

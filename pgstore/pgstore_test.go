@@ -127,6 +127,11 @@ func TestTwoDispatchersOneQueue(t *testing.T) {
 		require.True(t, ok, "effect of event %d", seq)
 		require.Equal(t, string(pa.Events[seq-1].EventType), rec.Kind)
 	}
+	// And its counts are registered: each process counts the effects its
+	// own transactions recorded.
+	recorded := testutil.ToFloat64(counter(t, a.reg, "deterministic_effects_recorded_total")) +
+		testutil.ToFloat64(counter(t, b.reg, "deterministic_effects_recorded_total"))
+	require.Equal(t, float64(last), recorded)
 }
 
 func TestQueueConfigTranslation(t *testing.T) {
@@ -139,18 +144,23 @@ func TestQueueConfigTranslation(t *testing.T) {
 		{"fair partitions", resourcelease.QueueConfig{Fairness: resourcelease.FairnessPartitions}, "Fairness"},
 		{"dead-letter retention", resourcelease.QueueConfig{DeadLetterRetention: time.Hour}, "DeadLetterRetention"},
 		{"max dead letters", resourcelease.QueueConfig{MaxDeadLetters: 10}, "MaxDeadLetters"},
+		{"delayed capacity", resourcelease.QueueConfig{DelayedCapacity: 5}, "DelayedCapacity"},
+		{"max dedupe entries", resourcelease.QueueConfig{MaxDedupeEntries: 5}, "MaxDedupeEntries"},
 		{"journal", resourcelease.QueueConfig{Journal: resourcelease.JournalFunc(func(*resourcelease.Change) resourcelease.Ack { return nil })}, "Journal"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := pgstore.QueueConfig(tc.in, postgres.QueueConfig{})
 			require.ErrorIs(t, err, resourcelease.ErrInvalidArgument)
 			require.Contains(t, err.Error(), tc.bad)
+			if tc.bad != "Journal" {
+				require.Equal(t, tc.bad, resourcelease.AsError(err).Metadata["setting"])
+			}
 		})
 	}
 	got, err := pgstore.QueueConfig(resourcelease.QueueConfig{
 		Capacity: 7, FullMode: resourcelease.FullReject, LeaseDuration: time.Minute, HeartbeatInterval: time.Second,
 		SweepInterval: 2 * time.Second, RequeueDelay: time.Second, MaxRequeueDelay: time.Hour, MaxDeliveryAttempts: 9,
-		MaxReleases: 3, DedupeWindow: time.Hour, MaxDedupeEntries: 5, DelayedCapacity: 5, MaxDeadLetters: -1,
+		MaxReleases: 3, DedupeWindow: time.Hour, MaxDedupeEntries: -1, DelayedCapacity: -1, MaxDeadLetters: -1,
 	}, postgres.QueueConfig{EventRetention: 42, Capacity: 1})
 	require.NoError(t, err)
 	require.Equal(t, postgres.QueueConfig{
@@ -223,7 +233,7 @@ func meshEvents(reg *prometheus.Registry, typ string) float64 {
 }
 
 // TestEnqueueTxCapturesInTheTransaction: through a dispatcher's queue, an
-// EnqueueTx's event and its deterministic effect commit with the caller's
+// enqueue in a QueueTx: its event and its deterministic effect commit with the caller's
 // transaction or not at all, and the dispatchers see the committed item.
 func TestEnqueueTxCapturesInTheTransaction(t *testing.T) {
 	ctx := context.Background()
@@ -235,7 +245,10 @@ func TestEnqueueTxCapturesInTheTransaction(t *testing.T) {
 
 	tx, err := pool.Begin(ctx)
 	require.NoError(t, err)
-	_, err = q.EnqueueTx(ctx, tx, item("rolled-back"))
+	qt, err := q.Tx(ctx, tx)
+	require.NoError(t, err)
+	require.NoError(t, qt.Enqueue(ctx, item("rolled-back")))
+	_, err = qt.Finish(ctx)
 	require.NoError(t, err)
 	require.NoError(t, tx.Rollback(ctx))
 	_, ok, err := state.Get(ctx, "resourcelease/seq/1")
@@ -244,7 +257,10 @@ func TestEnqueueTxCapturesInTheTransaction(t *testing.T) {
 
 	tx, err = pool.Begin(ctx)
 	require.NoError(t, err)
-	res, err := q.EnqueueTx(ctx, tx, item("committed"))
+	qt, err = q.Tx(ctx, tx)
+	require.NoError(t, err)
+	require.NoError(t, qt.Enqueue(ctx, item("committed")))
+	res, err := qt.Finish(ctx)
 	require.NoError(t, err)
 	require.NoError(t, tx.Commit(ctx))
 	rec, ok, err := state.Get(ctx, "resourcelease/seq/1")
@@ -255,8 +271,18 @@ func TestEnqueueTxCapturesInTheTransaction(t *testing.T) {
 	l, err := b.d.Lease(ctx, &resourcelease.LeaseRequest{PeerID: "w"})
 	require.NoError(t, err)
 	require.NotNil(t, l)
-	require.Equal(t, res.SequenceID, l.SequenceID)
-	require.NoError(t, pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error { return q.CompleteTx(ctx, tx, l.OwnershipToken) }))
+	require.Equal(t, res[0].SequenceID, l.SequenceID)
+	require.NoError(t, pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
+		qt, err := q.Tx(ctx, tx)
+		if err != nil {
+			return err
+		}
+		if err := qt.Complete(ctx, l.OwnershipToken); err != nil {
+			return err
+		}
+		_, err = qt.Finish(ctx)
+		return err
+	}))
 	st, err := b.d.Stats(ctx, nil)
 	require.NoError(t, err)
 	require.Zero(t, st.ActiveLeaseCount+st.PendingCount)

@@ -207,13 +207,14 @@
 //
 // # Inside your own transaction
 //
-// [Queue.EnqueueTx] and [Queue.CompleteTx] run in a pgx.Tx of the caller:
-// the item, or the fenced completion, commits or rolls back with the
-// caller's own writes, and the log stays gap-free either way (a rolled
-// back transaction took no number). The price is the counter row: the
-// call takes it and the caller holds it until COMMIT, so every other
-// mutation of the queue, on every process, waits that long. Call them last
-// and commit promptly.
+// [Queue.Tx] stages enqueues and fenced completions in a pgx.Tx of the
+// caller ([QueueTx]): they commit or roll back with the caller's own
+// writes, and the log stays gap-free either way (a rolled back transaction
+// took no number). The calls lock item rows; [QueueTx.Finish] alone takes
+// the counter row, last, as every writer of the queue does, so a QueueTx
+// cannot deadlock against them whatever the order of its calls. From
+// Finish to COMMIT every other mutation of the queue, on every process,
+// waits: commit at once. The transaction must be READ COMMITTED.
 //
 // # Errors
 //

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/leasemesh/leasemesh/resourcelease"
@@ -23,6 +24,19 @@ const (
 // event, and a reader sees the gap (the control plane's replication page
 // reports it as trimmed).
 func (q *Queue) ReadEvents(ctx context.Context, after int64, limit int) ([]resourcelease.Event, error) {
+	return q.readEvents(ctx, q.sql.events, after, limit)
+}
+
+// ReadEventsWithoutBodies is ReadEvents with each event's item body left
+// out (attributes and the rest kept): what a reader that never looks at
+// bodies (a dispatcher's log tail, behind peer health and the mesh
+// metrics) reads, since a body may be MiBs
+// (resourcelease.BodylessEventLog).
+func (q *Queue) ReadEventsWithoutBodies(ctx context.Context, after int64, limit int) ([]resourcelease.Event, error) {
+	return q.readEvents(ctx, strings.Replace(q.sql.events, "payload::text", "(payload - 'body')::text", 1), after, limit)
+}
+
+func (q *Queue) readEvents(ctx context.Context, stmt string, after int64, limit int) ([]resourcelease.Event, error) {
 	if after < 0 {
 		return nil, invalidArgument("ReadEvents: after must not be negative, got %d", after)
 	}
@@ -33,7 +47,7 @@ func (q *Queue) ReadEvents(ctx context.Context, after int64, limit int) ([]resou
 		limit = DefaultReadLimit
 	}
 	limit = min(limit, MaxReadLimit)
-	rows, err := q.store.pool.Query(ctx, q.sql.events, after, limit)
+	rows, err := q.store.pool.Query(ctx, stmt, after, limit)
 	if err != nil {
 		return nil, q.store.fail(ctx, "read events", err)
 	}

@@ -2,95 +2,314 @@ package postgres
 
 import (
 	"context"
+	"slices"
+	"strings"
 
 	"github.com/jackc/pgx/v5"
 
 	"github.com/leasemesh/leasemesh/resourcelease"
 )
 
-// txNotifyTag stands for the instance id in the notifications of
-// EnqueueTx and CompleteTx: they commit outside the writer, so every
-// process, this one included, must look.
+// txNotifyTag stands for the instance id in the notifications of a
+// QueueTx: it commits outside the writer, so every process, this one
+// included, must look.
 const txNotifyTag = "tx"
 
-// EnqueueTx enqueues item inside the caller's transaction tx: the item,
-// its Enqueue event (and, with a CommitHook, the event's effect) are
-// written by tx and so commit, or roll back, with the caller's own data. A
-// rolled-back tx leaves nothing: no item, no event, no gap in the log. The
-// item is visible to leases, and long-polls on every dispatcher are woken
-// (the NOTIFY is sent in tx), once tx commits.
+// txNowExpr is the clock of the statements a QueueTx runs. A caller's
+// transaction may have started long before (now() is its start), so a
+// lease that expired meanwhile would look live and the events would be
+// stamped earlier than the ones committed since: the wall clock at the
+// statement fixes both. The manual clock of tests still wins.
+const txNowExpr = `coalesce($1::timestamptz, clock_timestamp())`
+
+// txStmt is a queue statement on the QueueTx clock.
+func txStmt(s string) string { return strings.ReplaceAll(s, nowExpr, txNowExpr) }
+
+// QueueTx stages the queue's mutations made inside a caller's pgx.Tx, so
+// that the item, its events (and, with a CommitHook, their effects) commit
+// or roll back with the caller's own data: enqueue the follow-up of a job
+// and complete the job, with the job's own writes, in one transaction
+// (effectively-once processing). A rolled-back tx leaves nothing: no item,
+// no completion, no event, no gap in the log.
 //
-// The cost: the log is serialized through the queue's counter row, which
-// tx takes in the last statement of EnqueueTx and holds until the caller
-// commits or rolls back, so every other mutation of the queue, on every
-// dispatcher, waits that long. Call it last, just before Commit, keep tx
-// short, and never call this Queue's other methods between EnqueueTx and
-// Commit (its writer would wait for the row tx holds). The server's
-// idle_in_transaction_session_timeout bounds a caller that stalls.
+// Get one from [Queue.Tx], call Enqueue and Complete in any order and any
+// number, then Finish, then commit tx. The calls lock the item rows they
+// need (a completed item's row is held by tx until it ends, so a
+// heartbeat, fail or expiry of that lease waits for it); only Finish takes
+// the queue's counter row, which serializes the log, so every row lock of
+// tx comes before the counter row whatever the calls' order — the order
+// every writer of the queue keeps, so a QueueTx never deadlocks against
+// them. From Finish to COMMIT every other mutation of the queue, on every
+// dispatcher, waits for tx: commit at once after Finish, and never call
+// this Queue's other methods between Tx and COMMIT (its writer would wait
+// for rows tx holds). The server's idle_in_transaction_session_timeout
+// bounds a caller that stalls.
 //
-// Dedupe and capacity apply (capacity is checked against the committed
-// counts and never waits: ErrQueueFull at once); a RequestID seen within
-// the window returns the first enqueue's result. A NotBefore is refused
-// (unimplemented) until the Postgres queue delays items.
-func (q *Queue) EnqueueTx(ctx context.Context, tx pgx.Tx, item resourcelease.Item) (resourcelease.EnqueueResult, error) {
+// tx must be READ COMMITTED (PostgreSQL's default): under REPEATABLE READ
+// or SERIALIZABLE the counter row, updated by every commit of the mesh,
+// would fail the transaction with a serialization error nearly every
+// time, so Tx refuses it. A QueueTx is not safe for concurrent use (nor is
+// a pgx.Tx).
+type QueueTx struct {
+	q   *Queue
+	tx  pgx.Tx
+	now any
+
+	before counts
+	l      changeLog
+	f      finalInput
+	// results are the Enqueue calls' results in call order; a new item's
+	// sequence id is ord-1 past the first one Finish draws.
+	results []txResult
+	reqOrd  map[string]int64 // request ids staged here: the item's ord
+	// maxLocked is the highest sequence id a Complete locked: rows are
+	// locked in ascending order, as the queue's writer locks them.
+	maxLocked int64
+	freed     bool
+	done      bool
+}
+
+type txResult struct {
+	res resourcelease.EnqueueResult
+	ord int64 // 0: res is final (a duplicate of a committed enqueue)
+}
+
+// Tx starts staging this queue's mutations in the caller's transaction tx
+// (see [QueueTx]). It reads the queue's counts (capacity is checked
+// against them) and checks tx's isolation level: anything but READ
+// COMMITTED is failed-precondition.
+func (q *Queue) Tx(ctx context.Context, tx pgx.Tx) (*QueueTx, error) {
 	if tx == nil {
-		return resourcelease.EnqueueResult{}, invalidArgument("EnqueueTx: tx is nil")
+		return nil, invalidArgument("Tx: tx is nil")
 	}
-	if err := q.checkOpen("enqueue in transaction"); err != nil {
-		return resourcelease.EnqueueResult{}, err
+	if err := q.checkOpen("transaction"); err != nil {
+		return nil, err
 	}
+	var iso string
+	if err := tx.QueryRow(ctx, `SELECT current_setting('transaction_isolation')`).Scan(&iso); err != nil {
+		return nil, q.store.fail(ctx, "transaction", err)
+	}
+	if iso != "read committed" {
+		return nil, resourcelease.Errorf(resourcelease.StatusFailedPrecondition, resourcelease.CodeInvalidArgument,
+			"postgres: a queue transaction must be READ COMMITTED, got %s: the queue's counter row, which every commit updates, would fail it with a serialization error", strings.ToUpper(iso))
+	}
+	t := &QueueTx{q: q, tx: tx, now: q.store.nowArg()}
+	if err := tx.QueryRow(ctx, q.sql.counts, t.now).Scan(new(any), &t.before.ready, &t.before.delayed, &t.before.active, &t.before.dead, new(int64)); err != nil {
+		return nil, q.store.fail(ctx, "transaction", err)
+	}
+	return t, nil
+}
+
+func (t *QueueTx) check(op string) error {
+	if t.done {
+		return resourcelease.Errorf(resourcelease.StatusFailedPrecondition, resourcelease.CodeInvalidArgument,
+			"postgres: %s after Finish: start another Tx", op)
+	}
+	return t.q.checkOpen(op + " in transaction")
+}
+
+// Enqueue stages item: it is inserted, numbered and logged by Finish, and
+// visible to leases (long-polls on every dispatcher are woken: the NOTIFY
+// is sent in tx) once tx commits. Dedupe and capacity apply: capacity is
+// checked against the counts Tx read plus what this QueueTx staged, and
+// never waits (ErrQueueFull at once); a RequestID seen within the window,
+// or staged earlier in this QueueTx, is a duplicate of the first enqueue.
+// A NotBefore is refused (unimplemented) until the Postgres queue delays
+// items.
+func (t *QueueTx) Enqueue(ctx context.Context, item resourcelease.Item) error {
+	if err := t.check("enqueue"); err != nil {
+		return err
+	}
+	q := t.q
 	if err := item.Validate(); err != nil {
-		return resourcelease.EnqueueResult{}, err
+		return err
 	}
 	if err := checkItemText(&item); err != nil {
-		return resourcelease.EnqueueResult{}, err
+		return err
 	}
 	if !item.NotBefore.IsZero() {
-		return resourcelease.EnqueueResult{}, resourcelease.Errorf(resourcelease.StatusUnimplemented, resourcelease.CodeNotSupported,
-			"postgres: EnqueueTx does not delay items yet (notBefore set)")
-	}
-	now := q.store.nowArg()
-	var before counts
-	if err := tx.QueryRow(ctx, q.sql.counts, now).Scan(new(any), &before.ready, &before.delayed, &before.active, &before.dead, new(int64)); err != nil {
-		return resourcelease.EnqueueResult{}, q.store.fail(ctx, "enqueue in transaction", err)
+		return resourcelease.Errorf(resourcelease.StatusUnimplemented, resourcelease.CodeNotSupported,
+			"postgres: a queue transaction does not delay items yet (notBefore set)")
 	}
 	req := item.RequestID
 	if q.cfg.DedupeWindow <= 0 {
 		req = ""
 	}
 	if req != "" {
-		seq, dup, err := q.claimTx(ctx, tx, now, req)
+		if ord, ok := t.reqOrd[req]; ok {
+			t.results = append(t.results, txResult{res: resourcelease.EnqueueResult{Duplicate: true}, ord: ord})
+			return nil
+		}
+		seq, dup, err := q.claimTx(ctx, t.tx, t.now, req)
 		if err != nil {
-			return resourcelease.EnqueueResult{}, err
+			return err
 		}
 		if dup {
-			return resourcelease.EnqueueResult{SequenceID: seq, Duplicate: true, Stats: before.stats()}, nil
+			t.results = append(t.results, txResult{res: resourcelease.EnqueueResult{SequenceID: seq, Duplicate: true}})
+			return nil
 		}
 	}
-	if q.cfg.Capacity > 0 && before.ready+before.active >= int64(q.cfg.Capacity) {
-		return resourcelease.EnqueueResult{}, resourcelease.Errorf(resourcelease.StatusResourceExhausted, resourcelease.CodeQueueFull,
+	if q.cfg.Capacity > 0 && t.before.ready+t.l.dReady+t.before.active+t.l.dActive >= int64(q.cfg.Capacity) {
+		if req != "" {
+			// Give the claim back: nobody else may have seen it yet.
+			if _, err := t.tx.Exec(ctx, q.sql.unclaimDedupe, []string{req}); err != nil {
+				return q.store.fail(ctx, "enqueue in transaction", err)
+			}
+		}
+		return resourcelease.Errorf(resourcelease.StatusResourceExhausted, resourcelease.CodeQueueFull,
 			"queue is at capacity (%d ready and leased)", q.cfg.Capacity)
 	}
-	var l changeLog
-	var f finalInput
-	ord := f.addItem(&item)
+	ord := t.f.addItem(&item)
 	if req != "" {
-		f.ddReq, f.ddOrd = []string{req}, []int64{ord}
+		t.f.ddReq, t.f.ddOrd = append(t.f.ddReq, req), append(t.f.ddOrd, ord)
+		if t.reqOrd == nil {
+			t.reqOrd = map[string]int64{}
+		}
+		t.reqOrd[req] = ord
 	}
-	l.moved("", statePending)
+	t.l.moved("", statePending)
 	p := resourcelease.PendingItem{Payload: item, Attempt: 1}
-	l.add(resourcelease.Change{Kind: resourcelease.ChangeEnqueued, Item: &p}, ord)
-	fr, err := q.finishTx(ctx, tx, now, &l, &f, "r", "enqueue in transaction")
-	if err != nil {
-		return resourcelease.EnqueueResult{}, err
+	t.l.add(resourcelease.Change{Kind: resourcelease.ChangeEnqueued, Item: &p}, ord)
+	t.results = append(t.results, txResult{ord: ord})
+	return nil
+}
+
+// Complete stages the completion of the leases tokens name: their rows are
+// locked and deleted now (in tx), the Completed events are written by
+// Finish. Each is fenced as Complete is: the token must name the item's
+// live lease (same attempt and lease id, not expired by the wall clock at
+// this call), or it is ErrUnknownToken and nothing of this call is staged
+// (tx may go on, or roll back).
+//
+// Rows are locked in ascending sequence id order, as every writer of the
+// queue locks them, so that two transactions that share items wait for
+// each other instead of deadlocking: a later Complete may only name items
+// above those an earlier one locked (invalid-argument otherwise); pass
+// them all to one call when in doubt.
+func (t *QueueTx) Complete(ctx context.Context, tokens ...resourcelease.OwnershipToken) error {
+	if err := t.check("complete"); err != nil {
+		return err
 	}
-	return resourcelease.EnqueueResult{SequenceID: fr.firstSeq + ord - 1, Stats: fr.after.stats()}, nil
+	q := t.q
+	if len(tokens) == 0 {
+		return nil
+	}
+	tokens = slices.Clone(tokens)
+	slices.SortFunc(tokens, func(a, b resourcelease.OwnershipToken) int {
+		return int(min(max(a.SequenceID-b.SequenceID, -1), 1))
+	})
+	ids := make([]int64, len(tokens))
+	for i := range tokens {
+		if err := tokenError(&tokens[i]); err != nil {
+			return err
+		}
+		if i > 0 && tokens[i].SequenceID == tokens[i-1].SequenceID {
+			return invalidArgument("Complete: item %d named twice", tokens[i].SequenceID)
+		}
+		ids[i] = tokens[i].SequenceID
+	}
+	if ids[0] <= t.maxLocked {
+		return invalidArgument("Complete: item %d is not above item %d an earlier Complete of this transaction locked; complete them in one call, or in ascending sequence id order", ids[0], t.maxLocked)
+	}
+	rows, err := t.tx.Query(ctx, txStmt(q.sql.lockItems), t.now, ids)
+	if err != nil {
+		return q.store.fail(ctx, "complete in transaction", err)
+	}
+	found := map[int64]*itemRow{}
+	for rows.Next() {
+		var live bool
+		row, err := scanItem(rows, &live)
+		if err != nil {
+			rows.Close()
+			return q.store.fail(ctx, "complete in transaction", err)
+		}
+		if live {
+			found[row.seq] = row
+		}
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return q.store.fail(ctx, "complete in transaction", err)
+	}
+	t.maxLocked = ids[len(ids)-1]
+	for _, tok := range tokens {
+		row := found[tok.SequenceID]
+		if row == nil || row.state != stateLeased || row.token() != tok {
+			return resourcelease.ErrUnknownToken
+		}
+	}
+	if _, err := t.tx.Exec(ctx, q.sql.complete, ids); err != nil {
+		return q.store.fail(ctx, "complete in transaction", err)
+	}
+	for _, tok := range tokens {
+		row := found[tok.SequenceID]
+		t.l.moved(stateLeased, "")
+		p := row.pendingItem()
+		t.l.add(resourcelease.Change{
+			Kind: resourcelease.ChangeCompleted, Item: &p, Token: tok, PeerID: deref(row.owner), LeasedAt: utc(row.leasedAt),
+		}, 0)
+	}
+	t.freed = true
+	return nil
+}
+
+// Finish is the last statement of the QueueTx before COMMIT: it takes the
+// counter row, numbers the staged items and events and writes them, sends
+// the notification (delivered at commit) and runs the CommitHook in tx.
+// It returns the Enqueue calls' results, in call order. Commit tx at once
+// after it: the counter row is held until then. With nothing staged it
+// writes nothing. A QueueTx finishes once.
+func (t *QueueTx) Finish(ctx context.Context) ([]resourcelease.EnqueueResult, error) {
+	if err := t.check("finish"); err != nil {
+		return nil, err
+	}
+	t.done = true
+	q := t.q
+	if len(t.l.changes) == 0 {
+		out := make([]resourcelease.EnqueueResult, len(t.results))
+		for i, r := range t.results {
+			out[i] = r.res
+			out[i].Stats = t.before.stats()
+		}
+		return out, nil
+	}
+	note := ""
+	if len(t.f.rt) > 0 {
+		note = "r"
+	}
+	if t.freed && q.cfg.Capacity > 0 {
+		note += "s"
+	}
+	var fr finalRow
+	if err := fr.scan(t.tx.QueryRow(ctx, txStmt(q.sql.final), finalArgs(t.now, &t.l, &t.f, 0)...)); err != nil {
+		return nil, q.store.fail(ctx, "finish transaction", err)
+	}
+	committed := t.l.number(fr.firstSeq, fr.firstEv, fr.after, fr.ts)
+	if note != "" {
+		if _, err := t.tx.Exec(ctx, q.sql.notify, q.channel, note+":"+txNotifyTag); err != nil {
+			return nil, q.store.fail(ctx, "finish transaction", err)
+		}
+	}
+	if hook := q.cfg.CommitHook; hook != nil {
+		if err := hook(ctx, t.tx, eventsOf(committed)); err != nil {
+			return nil, resourcelease.AsError(err)
+		}
+	}
+	out := make([]resourcelease.EnqueueResult, len(t.results))
+	for i, r := range t.results {
+		out[i] = r.res
+		if r.ord != 0 {
+			out[i].SequenceID = fr.firstSeq + r.ord - 1
+		}
+		out[i].Stats = fr.after.stats()
+	}
+	return out, nil
 }
 
 // claimTx claims req for an enqueue in tx, or returns the sequence id of
 // the enqueue that holds it within the window.
 func (q *Queue) claimTx(ctx context.Context, tx pgx.Tx, now any, req string) (seq int64, dup bool, err error) {
-	rows, err := tx.Query(ctx, q.sql.claimDedupe, now, []string{req}, q.cfg.DedupeWindow.Microseconds())
+	rows, err := tx.Query(ctx, txStmt(q.sql.claimDedupe), now, []string{req}, q.cfg.DedupeWindow.Microseconds())
 	if err != nil {
 		return 0, false, q.store.fail(ctx, "enqueue in transaction", err)
 	}
@@ -115,85 +334,4 @@ func (q *Queue) claimTx(ctx context.Context, tx pgx.Tx, now any, req string) (se
 		return 0, false, q.store.fail(ctx, "enqueue in transaction", err)
 	}
 	return seq, true, nil
-}
-
-// CompleteTx completes the lease token inside the caller's transaction
-// tx, so that a handler's own writes and the completion commit together
-// (effectively-once processing): if tx rolls back, the lease is still live
-// and the item is completed by nobody. It is fenced as Complete is: the
-// token must name the item's live lease (same attempt and lease id, not
-// expired), or it is ErrUnknownToken and tx is left as it was, to roll
-// back or go on. The item's row is locked by tx until it ends, so a
-// heartbeat, a fail or an expiry of the same lease waits for it.
-//
-// It has EnqueueTx's cost: the counter row is held from CompleteTx until
-// the caller commits; call it last and commit promptly.
-func (q *Queue) CompleteTx(ctx context.Context, tx pgx.Tx, token resourcelease.OwnershipToken) error {
-	if tx == nil {
-		return invalidArgument("CompleteTx: tx is nil")
-	}
-	if err := tokenError(&token); err != nil {
-		return err
-	}
-	if err := q.checkOpen("complete in transaction"); err != nil {
-		return err
-	}
-	now := q.store.nowArg()
-	rows, err := tx.Query(ctx, q.sql.lockItems, now, []int64{token.SequenceID})
-	if err != nil {
-		return q.store.fail(ctx, "complete in transaction", err)
-	}
-	var row *itemRow
-	var live bool
-	for rows.Next() {
-		if row, err = scanItem(rows, &live); err != nil {
-			rows.Close()
-			return q.store.fail(ctx, "complete in transaction", err)
-		}
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
-		return q.store.fail(ctx, "complete in transaction", err)
-	}
-	if row == nil || !live || row.state != stateLeased || row.token() != token {
-		return resourcelease.ErrUnknownToken
-	}
-	if _, err := tx.Exec(ctx, q.sql.complete, []int64{token.SequenceID}); err != nil {
-		return q.store.fail(ctx, "complete in transaction", err)
-	}
-	var l changeLog
-	l.moved(stateLeased, "")
-	p := row.pendingItem()
-	l.add(resourcelease.Change{
-		Kind: resourcelease.ChangeCompleted, Item: &p, Token: token, PeerID: deref(row.owner), LeasedAt: utc(row.leasedAt),
-	}, 0)
-	note := ""
-	if q.cfg.Capacity > 0 {
-		note = "s"
-	}
-	_, err = q.finishTx(ctx, tx, now, &l, &finalInput{}, note, "complete in transaction")
-	return err
-}
-
-// finishTx is the last statement of a mutation in a caller's transaction:
-// it takes the counter row, numbers the changes and writes their events,
-// sends the notification (delivered at commit) and runs the CommitHook in
-// tx.
-func (q *Queue) finishTx(ctx context.Context, tx pgx.Tx, now any, l *changeLog, f *finalInput, note, name string) (finalRow, error) {
-	var fr finalRow
-	if err := fr.scan(tx.QueryRow(ctx, q.sql.final, finalArgs(now, l, f, 0)...)); err != nil {
-		return fr, q.store.fail(ctx, name, err)
-	}
-	committed := l.number(fr.firstSeq, fr.firstEv, fr.after, fr.ts)
-	if note != "" {
-		if _, err := tx.Exec(ctx, q.sql.notify, q.channel, note+":"+txNotifyTag); err != nil {
-			return fr, q.store.fail(ctx, name, err)
-		}
-	}
-	if hook := q.cfg.CommitHook; hook != nil {
-		if err := hook(ctx, tx, eventsOf(committed)); err != nil {
-			return fr, resourcelease.AsError(err)
-		}
-	}
-	return fr, nil
 }

@@ -3,6 +3,9 @@ package postgres_test
 import (
 	"context"
 	"errors"
+	"fmt"
+	"runtime"
+	"sync"
 	"testing"
 	"time"
 
@@ -26,6 +29,35 @@ func checkGapFree(t *testing.T, q *postgres.Queue) []resourcelease.Event {
 		t.Fatalf("LastSequence %d, but %d events", last, len(evs))
 	}
 	return evs
+}
+
+// enqueueTx enqueues item in tx through a QueueTx, as its only mutation.
+func enqueueTx(ctx context.Context, q *postgres.Queue, tx pgx.Tx, item resourcelease.Item) (resourcelease.EnqueueResult, error) {
+	qt, err := q.Tx(ctx, tx)
+	if err != nil {
+		return resourcelease.EnqueueResult{}, err
+	}
+	if err := qt.Enqueue(ctx, item); err != nil {
+		return resourcelease.EnqueueResult{}, err
+	}
+	res, err := qt.Finish(ctx)
+	if err != nil {
+		return resourcelease.EnqueueResult{}, err
+	}
+	return res[0], nil
+}
+
+// completeTx completes tok in tx through a QueueTx, as its only mutation.
+func completeTx(ctx context.Context, q *postgres.Queue, tx pgx.Tx, tok resourcelease.OwnershipToken) error {
+	qt, err := q.Tx(ctx, tx)
+	if err != nil {
+		return err
+	}
+	if err := qt.Complete(ctx, tok); err != nil {
+		return err
+	}
+	_, err = qt.Finish(ctx)
+	return err
 }
 
 // userTable is the caller's own data, written in the same transactions.
@@ -53,7 +85,7 @@ func TestQueueEnqueueTx(t *testing.T) {
 	if _, err := tx.Exec(bg, `INSERT INTO public.orders VALUES ('o-1', 'new')`); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := q.EnqueueTx(bg, tx, qitem("o-1")); err != nil {
+	if _, err := enqueueTx(bg, q, tx, qitem("o-1")); err != nil {
 		t.Fatal(err)
 	}
 	if err := tx.Rollback(bg); err != nil {
@@ -87,7 +119,7 @@ func TestQueueEnqueueTx(t *testing.T) {
 	}
 	it := qitem("o-2")
 	it.RequestID = "order-o-2"
-	res, err := q.EnqueueTx(bg, tx, it)
+	res, err := enqueueTx(bg, q, tx, it)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -119,7 +151,7 @@ func TestQueueEnqueueTx(t *testing.T) {
 	defer tx.Rollback(bg)
 	it = qitem("later")
 	it.NotBefore = time.Now().Add(time.Hour)
-	if _, err := q.EnqueueTx(bg, tx, it); resourcelease.AsError(err).Status != resourcelease.StatusUnimplemented {
+	if _, err := enqueueTx(bg, q, tx, it); resourcelease.AsError(err).Status != resourcelease.StatusUnimplemented {
 		t.Fatalf("delayed EnqueueTx: %v, want unimplemented", err)
 	}
 }
@@ -148,7 +180,7 @@ func TestQueueCompleteTx(t *testing.T) {
 		if _, err := tx.Exec(bg, `INSERT INTO public.orders VALUES ($1, 'done') ON CONFLICT (id) DO UPDATE SET state = 'done'`, l.Payload.ResourceID); err != nil {
 			return err
 		}
-		if err := q.CompleteTx(bg, tx, l.OwnershipToken); err != nil {
+		if err := completeTx(bg, q, tx, l.OwnershipToken); err != nil {
 			return err
 		}
 		if commit {
@@ -186,7 +218,7 @@ func TestQueueCompleteTx(t *testing.T) {
 		{SequenceID: l.SequenceID, Attempt: 2, LeaseID: l.OwnershipToken.LeaseID},
 		{SequenceID: 999, Attempt: 1, LeaseID: l.OwnershipToken.LeaseID},
 	} {
-		err := pgx.BeginFunc(bg, s.Pool(), func(tx pgx.Tx) error { return q.CompleteTx(bg, tx, tok) })
+		err := pgx.BeginFunc(bg, s.Pool(), func(tx pgx.Tx) error { return completeTx(bg, q, tx, tok) })
 		if !errors.Is(err, resourcelease.ErrUnknownToken) {
 			t.Fatalf("CompleteTx(%v) = %v, want unknown token", tok, err)
 		}
@@ -196,7 +228,7 @@ func TestQueueCompleteTx(t *testing.T) {
 	if _, err := s.Pool().Exec(bg, `UPDATE leasemesh.items SET lease_expires_at = now() - interval '1 second' WHERE sequence_id = $1`, l2.SequenceID); err != nil {
 		t.Fatal(err)
 	}
-	err = pgx.BeginFunc(bg, s.Pool(), func(tx pgx.Tx) error { return q.CompleteTx(context.Background(), tx, l2.OwnershipToken) })
+	err = pgx.BeginFunc(bg, s.Pool(), func(tx pgx.Tx) error { return completeTx(context.Background(), q, tx, l2.OwnershipToken) })
 	if !errors.Is(err, resourcelease.ErrUnknownToken) {
 		t.Fatalf("CompleteTx of an expired lease = %v, want unknown token", err)
 	}
@@ -213,5 +245,244 @@ func TestQueueCompleteTx(t *testing.T) {
 	}
 	if evs[4].PeerID != "w" || evs[4].Ownership == nil || *evs[4].Ownership != l.OwnershipToken {
 		t.Fatalf("Completed event = %+v", evs[4])
+	}
+}
+
+// TestQueueTxWallClock: a caller's transaction that began before a lease
+// expired must not complete it, and its events are stamped no earlier than
+// those committed while it was open (now() would be the transaction's
+// start for both).
+func TestQueueTxWallClock(t *testing.T) {
+	t.Parallel()
+	url := pgtest.NewDatabase(t)
+	q := openQueue(t, url, nil, postgres.QueueConfig{SweepInterval: time.Hour, PollInterval: time.Hour})
+	s := q.Store()
+	if _, err := q.Enqueue(bg, qitem("a")); err != nil {
+		t.Fatal(err)
+	}
+	l, err := q.Lease(bg, "w", 0)
+	if err != nil || l == nil {
+		t.Fatal(l, err)
+	}
+	tx, err := s.Pool().Begin(bg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(bg)
+	if _, err := tx.Exec(bg, `SELECT 1`); err != nil { // now() is fixed from here
+		t.Fatal(err)
+	}
+	// The lease expires after tx began; another enqueue commits meanwhile.
+	if _, err := s.Pool().Exec(bg, `UPDATE leasemesh.items SET lease_expires_at = clock_timestamp() WHERE sequence_id = $1`, l.SequenceID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := q.Enqueue(bg, qitem("b")); err != nil {
+		t.Fatal(err)
+	}
+	qt, err := q.Tx(bg, tx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := qt.Complete(bg, l.OwnershipToken); !errors.Is(err, resourcelease.ErrUnknownToken) {
+		t.Fatalf("Complete of a lease that expired after the transaction began = %v, want unknown token", err)
+	}
+	if err := qt.Enqueue(bg, qitem("c")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := qt.Finish(bg); err != nil {
+		t.Fatal(err)
+	}
+	if err := tx.Commit(bg); err != nil {
+		t.Fatal(err)
+	}
+	evs := checkGapFree(t, q)
+	for i := 1; i < len(evs); i++ {
+		if evs[i].Timestamp.Before(evs[i-1].Timestamp) {
+			t.Fatalf("event %d at %v is earlier than event %d at %v", evs[i].SequenceNumber, evs[i].Timestamp, evs[i-1].SequenceNumber, evs[i-1].Timestamp)
+		}
+	}
+	var enq time.Time
+	if err := s.Pool().QueryRow(bg, `SELECT enqueued_at FROM leasemesh.items WHERE resource_id = 'c'`).Scan(&enq); err != nil || enq.Before(evs[len(evs)-2].Timestamp) {
+		t.Fatalf("the transaction's item enqueued at %v (%v), before the event committed earlier at %v", enq, err, evs[len(evs)-2].Timestamp)
+	}
+}
+
+// TestQueueTxNoDeadlockWithHeartbeats: "enqueue the follow-up, complete
+// this item" in one transaction while the item is heartbeated. When the
+// enqueue took the counter row at once, the heartbeat locked the item and
+// waited for the counter row while the completion waited for the item: a
+// deadlock (40P01). Every row lock now comes first.
+func TestQueueTxNoDeadlockWithHeartbeats(t *testing.T) {
+	t.Parallel()
+	url := pgtest.NewDatabase(t)
+	q := openQueue(t, url, nil, postgres.QueueConfig{})
+	s := q.Store()
+
+	// Deterministic: the heartbeat runs between the enqueue and the
+	// completion, and must not wait for the transaction.
+	if _, err := q.Enqueue(bg, qitem("job")); err != nil {
+		t.Fatal(err)
+	}
+	l, err := q.Lease(bg, "w", 0)
+	if err != nil || l == nil {
+		t.Fatal(l, err)
+	}
+	tx, err := s.Pool().Begin(bg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	qt, err := q.Tx(bg, tx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := qt.Enqueue(bg, qitem("follow-up")); err != nil {
+		t.Fatal(err)
+	}
+	hctx, cancel := context.WithTimeout(bg, 5*time.Second)
+	_, err = q.Heartbeat(hctx, l.OwnershipToken)
+	cancel()
+	if err != nil {
+		t.Fatalf("a heartbeat between a staged enqueue and the completion: %v", err)
+	}
+	if err := qt.Complete(bg, l.OwnershipToken); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := qt.Finish(bg); err != nil {
+		t.Fatal(err)
+	}
+	if err := tx.Commit(bg); err != nil {
+		t.Fatal(err)
+	}
+
+	// Under load: workers complete-and-follow-up while a heartbeater beats
+	// every live lease as fast as it can.
+	const workers, rounds = 3, 15
+	for i := range workers {
+		if _, err := q.Enqueue(bg, qitem(fmt.Sprintf("seed-%d", i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var mu sync.Mutex
+	live := map[int64]resourcelease.OwnershipToken{}
+	stop := make(chan struct{})
+	hbDone := make(chan struct{})
+	go func() {
+		defer close(hbDone)
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			mu.Lock()
+			toks := make([]resourcelease.OwnershipToken, 0, len(live))
+			for _, tok := range live {
+				toks = append(toks, tok)
+			}
+			mu.Unlock()
+			if len(toks) == 0 {
+				runtime.Gosched()
+				continue
+			}
+			if _, err := q.HeartbeatBatch(bg, toks); err != nil {
+				t.Errorf("heartbeat: %v", err)
+				return
+			}
+		}
+	}()
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for r := range rounds {
+				l, err := q.Lease(bg, fmt.Sprintf("w%d", w), 10*time.Second)
+				if err != nil || l == nil {
+					t.Errorf("lease: %v, %v", l, err)
+					return
+				}
+				mu.Lock()
+				live[l.SequenceID] = l.OwnershipToken
+				mu.Unlock()
+				err = pgx.BeginFunc(bg, s.Pool(), func(tx pgx.Tx) error {
+					qt, err := q.Tx(bg, tx)
+					if err != nil {
+						return err
+					}
+					if err := qt.Enqueue(bg, qitem(fmt.Sprintf("next-%d-%d", w, r))); err != nil {
+						return err
+					}
+					if err := qt.Complete(bg, l.OwnershipToken); err != nil {
+						return err
+					}
+					_, err = qt.Finish(bg)
+					return err
+				})
+				mu.Lock()
+				delete(live, l.SequenceID)
+				mu.Unlock()
+				if err != nil {
+					t.Errorf("worker %d round %d: %v", w, r, err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(stop)
+	<-hbDone
+	checkGapFree(t, q)
+	if st, err := q.Stats(bg); err != nil || st.PendingCount != 1+workers || st.ActiveLeaseCount != 0 {
+		t.Fatalf("stats = %+v, %v; want %d pending, none leased", st, err, 1+workers)
+	}
+}
+
+// TestQueueTxRefusals: the isolation level, the lock order, a second
+// Finish.
+func TestQueueTxRefusals(t *testing.T) {
+	t.Parallel()
+	url := pgtest.NewDatabase(t)
+	q := openQueue(t, url, nil, postgres.QueueConfig{})
+	s := q.Store()
+	for _, iso := range []pgx.TxIsoLevel{pgx.RepeatableRead, pgx.Serializable} {
+		tx, err := s.Pool().BeginTx(bg, pgx.TxOptions{IsoLevel: iso})
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = q.Tx(bg, tx)
+		_ = tx.Rollback(bg)
+		if e := resourcelease.AsError(err); e == nil || e.Status != resourcelease.StatusFailedPrecondition {
+			t.Fatalf("Tx in %s = %v, want failed-precondition", iso, err)
+		}
+	}
+	for _, id := range []string{"a", "b"} {
+		if _, err := q.Enqueue(bg, qitem(id)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ls, err := q.LeaseBatch(bg, "w", resourcelease.LeaseBatchOptions{MaxItems: 2})
+	if err != nil || len(ls) != 2 {
+		t.Fatal(ls, err)
+	}
+	tx, err := s.Pool().Begin(bg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(bg)
+	qt, err := q.Tx(bg, tx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := qt.Complete(bg, ls[1].OwnershipToken); err != nil {
+		t.Fatal(err)
+	}
+	if err := qt.Complete(bg, ls[0].OwnershipToken); resourcelease.AsError(err).Status != resourcelease.StatusInvalidArgument {
+		t.Fatalf("Complete below a locked item = %v, want invalid-argument", err)
+	}
+	if _, err := qt.Finish(bg); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := qt.Finish(bg); resourcelease.AsError(err).Status != resourcelease.StatusFailedPrecondition {
+		t.Fatalf("a second Finish = %v, want failed-precondition", err)
 	}
 }

@@ -108,11 +108,22 @@ type DispatcherConfig struct {
 	// whichever dispatcher made it; when it is a CommitReporter, its own
 	// commits feed the per-dispatcher counters. Close closes it.
 	Store Queue
-	// LogSinks receive every event of the Store's EventLog, in order, from
-	// the goroutine that tails it, starting after the newest event at
-	// NewDispatcher (a recent-events view, say). An error is logged and the
-	// event is not redelivered. Only with Store.
+	// LogSinks receive every event of the Store's EventLog, in order, each
+	// from a goroutine of its own that reads the log, starting after
+	// LogAfter — or, for a ResumableSink, after its LastApplied (asked once
+	// at NewDispatcher; an error fails NewDispatcher). An event a sink
+	// refuses is retried with backoff (100 ms doubling to 10 s) until it
+	// applies, logged at WARN once per outage; a sink waits, peer health
+	// and the other sinks do not. Events the log's retention trimmed before
+	// a sink caught up are skipped with a WARN and MetricMeshLogGaps. Only
+	// with Store.
 	LogSinks []EventSink
+	// LogAfter is the event the Dispatcher's reading of the Store's log
+	// starts after: 0 (the default) means the newest event at NewDispatcher,
+	// -1 the start of the log, a positive number that event — a caller that
+	// read the log up to n (to pre-fill a view of recent events, say) passes
+	// n, so that nothing committed meanwhile is missed. Only with Store.
+	LogAfter int64
 	// LogPollInterval is how often the Dispatcher reads the Store's log for
 	// changes made elsewhere; it also reads it after each commit of its own
 	// that a CommitReporter reports. Defaults to DefaultLogPollInterval;
@@ -146,14 +157,15 @@ type LocalDispatcher struct {
 	log     *slog.Logger
 	maxWait time.Duration
 
-	// leaseMu guards leases. The engine only calls the journal with its own
-	// lock held, so leaseMu is never contended; it keeps leases safe without
-	// depending on that.
+	// leaseMu guards failedLease. The engine only calls the journal with its
+	// own lock held, so leaseMu is never contended; it keeps failedLease safe
+	// without depending on that.
 	leaseMu sync.Mutex
-	// leases holds the expiry of every live lease, by sequence id, so that the
-	// journal can tell a dead letter caused by a fail from one caused by an
-	// expiry (the change does not say). Kept only when metrics are on.
-	leases map[int64]liveLease
+	// failedLease is the lease of the last ChangeFailed the metrics saw: the
+	// ChangeDeadLettered that follows it (in the same commit) is that fail's;
+	// a dead letter that ends a lease without one is an expiry's. The change
+	// alone says so, whichever dispatcher granted the lease.
+	failedLease OwnershipToken
 	// failed is the lease of the last ChangeFailed told to peer health: the
 	// ChangeDeadLettered that follows it is that fail's, not an expiry's.
 	// Only the journal touches it, with the queue's lock held.
@@ -170,16 +182,11 @@ type LocalDispatcher struct {
 	tail *logTail // the Store's log follower; nil without a Store that is an EventLog
 }
 
-type liveLease struct {
-	token     OwnershipToken
-	expiresAt time.Time
-}
-
 // leaseEnding is how a lease that ended in a dead letter ended.
 type leaseEnding uint8
 
 const (
-	endedUnknown leaseEnding = iota // no lease, or one the journal never saw
+	endedUnknown leaseEnding = iota // not a dead letter that ended a lease
 	endedByFail
 	endedByExpiry
 )
@@ -200,8 +207,8 @@ func NewDispatcher(cfg DispatcherConfig) (*LocalDispatcher, error) {
 		return newStoreDispatcher(cfg)
 	}
 	switch {
-	case len(cfg.LogSinks) > 0 || cfg.LogPollInterval != 0:
-		return nil, configError("LogSinks and LogPollInterval apply only with Store")
+	case len(cfg.LogSinks) > 0 || cfg.LogPollInterval != 0 || cfg.LogAfter != 0:
+		return nil, configError("LogSinks, LogPollInterval and LogAfter apply only with Store")
 	case cfg.Queue.Journal != nil:
 		return nil, configError("Queue.Journal must be nil: the Dispatcher is the queue's journal (set Replicator instead)")
 	case cfg.Deterministic != nil && cfg.Replicator == nil:
@@ -256,7 +263,6 @@ func NewDispatcher(cfg DispatcherConfig) (*LocalDispatcher, error) {
 		}
 	}
 	if d.metrics != nil {
-		d.seedLeases(qcfg)
 	}
 	if d.repl != nil || d.metrics != nil || d.health != nil || d.bp != nil {
 		// With nobody to tell, no journal: the engine then builds no Change
@@ -298,7 +304,6 @@ func configError(format string, args ...any) *Error {
 func (d *LocalDispatcher) registerMetrics(reg prometheus.Registerer, deterministic EventSink) error {
 	d.metrics = newQueueMetrics(d.mesh)
 	d.reg = &registration{reg: reg}
-	d.leases = make(map[int64]liveLease)
 	for _, c := range d.metrics.collectors() {
 		if err := d.reg.register("queue", c, false); err != nil {
 			d.reg.unregisterAll()
@@ -332,24 +337,6 @@ func collectorOf(v any) (c prometheus.Collector, shared bool) {
 		return v.Collector(), true
 	}
 	return nil, false
-}
-
-// seedLeases records the live leases of the initial state. The engine gives
-// them a fresh lease duration from its start, which is no earlier than now.
-func (d *LocalDispatcher) seedLeases(qcfg QueueConfig) {
-	if qcfg.InitialState == nil {
-		return
-	}
-	dur := qcfg.LeaseDuration
-	if dur == 0 {
-		dur = DefaultLeaseDuration
-	}
-	exp := d.clock.Now().Add(dur)
-	d.leaseMu.Lock()
-	defer d.leaseMu.Unlock()
-	for _, l := range qcfg.InitialState.Leased {
-		d.leases[l.SequenceID] = liveLease{token: l.Token, expiresAt: exp}
-	}
 }
 
 // record is the queue's Journal. It runs with the queue's lock held, in
@@ -405,9 +392,10 @@ type dispatcherJournal struct{ d *LocalDispatcher }
 func (j dispatcherJournal) Record(c *Change) Ack       { return j.d.record(c) }
 func (j dispatcherJournal) RecordAll(cs []*Change) Ack { return j.d.recordAll(cs) }
 
-// trackLease keeps d.leases in step with c and, for a dead letter that ended
-// a lease, says whether a fail or an expiry ended it: the engine expires a
-// lease exactly when the time of the change has reached its expiry.
+// trackLease says, for a dead letter that ended a lease, whether a fail or
+// an expiry ended it: a worker's fail records its ChangeFailed just before
+// the dead letter; an expiry on the last attempt records the dead letter
+// alone.
 func (d *LocalDispatcher) trackLease(c *Change) leaseEnding {
 	if c.Token.IsZero() {
 		return endedUnknown
@@ -415,24 +403,14 @@ func (d *LocalDispatcher) trackLease(c *Change) leaseEnding {
 	d.leaseMu.Lock()
 	defer d.leaseMu.Unlock()
 	switch c.Kind {
-	case ChangeLeased, ChangeHeartbeat:
-		d.leases[c.Token.SequenceID] = liveLease{token: c.Token, expiresAt: c.LeaseExpiresAt}
-		return endedUnknown
 	case ChangeFailed:
-		return endedUnknown // the ChangeDeadLettered that follows ends the lease
+		d.failedLease = c.Token
 	case ChangeDeadLettered:
-		l, ok := d.leases[c.Token.SequenceID]
-		if !ok || l.token != c.Token {
-			return endedUnknown
-		}
-		delete(d.leases, c.Token.SequenceID)
-		if c.At.Before(l.expiresAt) {
+		if c.Token == d.failedLease {
+			d.failedLease = OwnershipToken{}
 			return endedByFail
 		}
 		return endedByExpiry
-	}
-	if l, ok := d.leases[c.Token.SequenceID]; ok && l.token == c.Token {
-		delete(d.leases, c.Token.SequenceID)
 	}
 	return endedUnknown
 }
@@ -478,12 +456,17 @@ func (d *LocalDispatcher) tellPeerHealth(c *Change) {
 }
 
 // Queue returns the engine, for what the Dispatcher interface does not cover
-// (Sweep, Config). Changes made through it are journaled like any other. It
-// is nil when the Dispatcher serves a DispatcherConfig.Store (see Store).
+// (Sweep, Config). Changes made through it are journaled like any other.
+//
+// It is nil unless the Dispatcher built the engine (DispatcherConfig.Queue):
+// a Dispatcher serving a DispatcherConfig.Store — every leasemesh
+// Dispatcher on Postgres — answers nil. Code that must work on both uses
+// Store, which every Dispatcher has, and type-asserts what it needs.
 func (d *LocalDispatcher) Queue() *Engine { return d.queue }
 
 // Store returns the Queue every call goes to: the engine, or
-// DispatcherConfig.Store.
+// DispatcherConfig.Store. Never nil; prefer it to Queue in code that may
+// run on either.
 func (d *LocalDispatcher) Store() Queue { return d.q }
 
 // Close closes the queue (waking every waiting long-poll and enqueue with
@@ -628,7 +611,14 @@ func (d *LocalDispatcher) Lease(ctx context.Context, req *LeaseRequest) (*Lease,
 	if err != nil {
 		return nil, err
 	}
-	l, err := d.q.Lease(ctx, peer, min(r.Wait, d.maxWait))
+	wait := min(r.Wait, d.maxWait)
+	if d.metrics != nil && wait > 0 {
+		d.metrics.waiters.Inc()
+	}
+	l, err := d.q.Lease(ctx, peer, wait)
+	if d.metrics != nil && wait > 0 {
+		d.metrics.waiters.Dec()
+	}
 	d.leaseEnded(peer, admitted, l != nil)
 	if err != nil {
 		return nil, d.done("lease", err)

@@ -3,7 +3,6 @@ package resourcelease
 import (
 	"context"
 	"errors"
-	"maps"
 	"testing"
 	"time"
 
@@ -114,7 +113,7 @@ func TestJournalTellsEveryPart(t *testing.T) {
 			[]ldCall{{Op: "observe", Pending: 3, At: at.Add(time.Second)}}, endedByFail},
 		{"a fail's dead letter does not hide a later expiry's", []Change{leased, failed, {Kind: ChangeDeadLettered, At: at.Add(time.Second), PeerID: "w1", Item: it, Token: tok, Error: maxErr, DeadLettered: 1},
 			{Kind: ChangeDeadLettered, At: at.Add(time.Minute), PeerID: "w1", Item: it, Token: other, Error: maxErr, DeadLettered: 2}},
-			[]ldCall{{Op: "disconnect", Peer: "w1", Token: other, Reason: DisconnectMaxAttempts, At: at.Add(time.Minute)}, {Op: "observe", Pending: 0, At: at.Add(time.Minute)}}, endedUnknown},
+			[]ldCall{{Op: "disconnect", Peer: "w1", Token: other, Reason: DisconnectMaxAttempts, At: at.Add(time.Minute)}, {Op: "observe", Pending: 0, At: at.Add(time.Minute)}}, endedByExpiry},
 		{"dead-lettered by an expiry on the last attempt", []Change{leased, {Kind: ChangeDeadLettered, At: at.Add(30 * time.Second), PeerID: "w1", Item: it, Token: tok, Error: maxErr, Pending: 3, DeadLettered: 1}},
 			[]ldCall{{Op: "disconnect", Peer: "w1", Token: tok, Reason: DisconnectMaxAttempts, At: at.Add(30 * time.Second)}, {Op: "observe", Pending: 3, At: at.Add(30 * time.Second)}}, endedByExpiry},
 		{"heartbeat moves the expiry the classification uses", []Change{leased,
@@ -122,8 +121,13 @@ func TestJournalTellsEveryPart(t *testing.T) {
 			{Kind: ChangeFailed, At: at.Add(40 * time.Second), PeerID: "w1", Item: it, Token: tok, Error: maxErr},
 			{Kind: ChangeDeadLettered, At: at.Add(40 * time.Second), PeerID: "w1", Item: it, Token: tok, Error: maxErr, DeadLettered: 1}},
 			[]ldCall{{Op: "observe", Pending: 0, At: at.Add(40 * time.Second)}}, endedByFail},
-		{"dead letter of a lease the journal never saw", []Change{{Kind: ChangeDeadLettered, At: at, PeerID: "w1", Item: it, Token: other, Error: maxErr, DeadLettered: 1}},
-			[]ldCall{{Op: "disconnect", Peer: "w1", Token: other, Reason: DisconnectMaxAttempts, At: at}, {Op: "observe", Pending: 0, At: at}}, endedUnknown},
+		// Another dispatcher of a mesh granted it: the change alone decides.
+		{"dead letter of a lease the journal never saw is an expiry's", []Change{{Kind: ChangeDeadLettered, At: at, PeerID: "w1", Item: it, Token: other, Error: maxErr, DeadLettered: 1}},
+			[]ldCall{{Op: "disconnect", Peer: "w1", Token: other, Reason: DisconnectMaxAttempts, At: at}, {Op: "observe", Pending: 0, At: at}}, endedByExpiry},
+		{"a fail of a lease the journal never saw", []Change{
+			{Kind: ChangeFailed, At: at, PeerID: "w1", Item: it, Token: other, Error: maxErr},
+			{Kind: ChangeDeadLettered, At: at, PeerID: "w1", Item: it, Token: other, Error: maxErr, DeadLettered: 1}},
+			[]ldCall{{Op: "observe", Pending: 0, At: at}}, endedByFail},
 		{"anonymous lease is not reported to peer health", []Change{{Kind: ChangeLeased, At: at, Item: it, Token: tok, LeaseExpiresAt: at.Add(time.Minute), Pending: 2, Active: 1}},
 			[]ldCall{{Op: "observe", Pending: 3, At: at}}, endedUnknown},
 		{"drain", []Change{{Kind: ChangeDrained, At: at, PeerID: "admin", Items: []PendingItem{*it}}},
@@ -140,7 +144,7 @@ func TestJournalTellsEveryPart(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			parts := &ldParts{ack: ldAck{}}
-			d := &LocalDispatcher{repl: parts, health: parts, bp: parts, metrics: newQueueMetrics(false), leases: map[int64]liveLease{}}
+			d := &LocalDispatcher{repl: parts, health: parts, bp: parts, metrics: newQueueMetrics(false)}
 			var ending leaseEnding
 			for i := range tt.changes {
 				c := tt.changes[i]
@@ -156,19 +160,16 @@ func TestJournalTellsEveryPart(t *testing.T) {
 			}
 			assert.Equal(t, tt.want, parts.calls[1:])
 			assert.Equal(t, tt.ending, ending)
-			if last := tt.changes[len(tt.changes)-1].Kind; len(tt.changes) > 1 && last != ChangeHeartbeat && last != ChangeFailed {
-				assert.Empty(t, d.leases, "a lease that ended is forgotten")
-			}
 		})
 	}
 }
 
-// classifyForTest runs trackLease on a copy of the lease map, so the test can
+// classifyForTest runs trackLease and puts its state back, so the test can
 // see the classification record will make without changing what it sees.
 func (d *LocalDispatcher) classifyForTest(c *Change) leaseEnding {
-	saved := maps.Clone(d.leases)
+	saved := d.failedLease
 	e := d.trackLease(c)
-	d.leases = saved
+	d.failedLease = saved
 	return e
 }
 

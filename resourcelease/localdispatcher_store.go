@@ -2,19 +2,34 @@ package resourcelease
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"reflect"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // DefaultLogPollInterval is how often a Dispatcher serving a Store reads
 // its log when DispatcherConfig.LogPollInterval is zero.
 const DefaultLogPollInterval = 250 * time.Millisecond
 
-// logReadLimit is how many events one read of a Store's log asks for.
-const logReadLimit = 1000
+// tailReadLimit is how many events one read of the tail asks for, and
+// sinkReadLimit one read of a LogSinks feeder: events carry their items'
+// bodies (up to 4 MiB each), so a page is kept small.
+const (
+	tailReadLimit = 100
+	sinkReadLimit = 16
+)
+
+// Bounds of a LogSinks feeder's retry backoff.
+const (
+	sinkRetryMin = 100 * time.Millisecond
+	sinkRetryMax = 10 * time.Second
+)
 
 // EventLog is the ordered, gap-free log of every change to a Queue whose
 // state lives elsewhere, whoever made the change: several dispatchers on one
@@ -26,6 +41,15 @@ type EventLog interface {
 	ReadEvents(ctx context.Context, after int64, limit int) ([]Event, error)
 	// LastSequence is the sequence number of the newest event (0 if none).
 	LastSequence() int64
+}
+
+// BodylessEventLog is an EventLog that can read its events without their
+// items' bodies (Payload.Body nil, everything else kept). A Dispatcher's
+// tail, behind peer health and the mesh metrics, never looks at bodies,
+// which may be MiBs each, so it reads them so when it can; LogSinks get
+// whole events. postgres.Queue is one.
+type BodylessEventLog interface {
+	ReadEventsWithoutBodies(ctx context.Context, after int64, limit int) ([]Event, error)
 }
 
 // CommitReporter is a Queue that can report the changes its own calls
@@ -80,6 +104,8 @@ func newStoreDispatcher(cfg DispatcherConfig) (*LocalDispatcher, error) {
 		return nil, configError("MaxLeaseWait must not be negative, got %v", cfg.MaxLeaseWait)
 	case cfg.LogPollInterval < 0:
 		return nil, configError("LogPollInterval must not be negative, got %v", cfg.LogPollInterval)
+	case cfg.LogAfter < -1:
+		return nil, configError("LogAfter must be -1, 0 or a sequence number, got %d", cfg.LogAfter)
 	}
 	elog, isLog := cfg.Store.(EventLog)
 	if len(cfg.LogSinks) > 0 && !isLog {
@@ -115,7 +141,7 @@ func newStoreDispatcher(cfg DispatcherConfig) (*LocalDispatcher, error) {
 	}
 	if isLog {
 		d.tail = &logTail{
-			d: d, log: elog, sinks: cfg.LogSinks,
+			d: d, log: elog,
 			interval: cfg.LogPollInterval, kick: make(chan struct{}, 1), done: make(chan struct{}),
 		}
 		if d.tail.interval == 0 {
@@ -123,13 +149,44 @@ func newStoreDispatcher(cfg DispatcherConfig) (*LocalDispatcher, error) {
 		}
 		if d.metrics != nil {
 			d.tail.events = newMeshEventCounter()
-			if err := d.reg.register("mesh events", d.tail.events, false); err != nil {
-				d.reg.unregisterAll()
-				d.cancel()
-				return nil, err
+			d.tail.gaps = prometheus.NewCounterVec(prometheus.CounterOpts{
+				Name: MetricMeshLogGaps,
+				Help: "Times a log reader of this dispatcher found events trimmed before it read them.",
+			}, []string{"reader"})
+			for name, c := range map[string]prometheus.Collector{"mesh events": d.tail.events, "mesh log gaps": d.tail.gaps} {
+				if err := d.reg.register(name, c, false); err != nil {
+					d.reg.unregisterAll()
+					d.cancel()
+					return nil, err
+				}
 			}
 		}
-		d.tail.after = elog.LastSequence()
+		switch cfg.LogAfter {
+		case 0:
+			d.tail.after = elog.LastSequence()
+		case -1:
+			d.tail.after = 0
+		default:
+			d.tail.after = cfg.LogAfter
+		}
+		d.tail.head.Store(d.tail.after)
+		for _, s := range cfg.LogSinks {
+			f := &sinkFeeder{t: d.tail, sink: s, after: d.tail.after, kick: make(chan struct{}, 1)}
+			if rs, ok := s.(ResumableSink); ok {
+				ctx, cancel := context.WithTimeout(d.closeCtx, 10*time.Second)
+				n, err := rs.LastApplied(ctx)
+				cancel()
+				if err != nil {
+					if d.reg != nil {
+						d.reg.unregisterAll()
+					}
+					d.cancel()
+					return nil, Errorf(StatusUnavailable, CodeStorageUnavailable, "resourcelease: LastApplied of log sink %T: %v", s, err)
+				}
+				f.after = n
+			}
+			d.tail.feeders = append(d.tail.feeders, f)
+		}
 	}
 	if cr, ok := cfg.Store.(CommitReporter); ok {
 		cr.ReportCommits(d.ownCommits)
@@ -137,6 +194,10 @@ func newStoreDispatcher(cfg DispatcherConfig) (*LocalDispatcher, error) {
 	if d.tail != nil {
 		// The counts as they are now, before the first event arrives.
 		d.tail.refreshCounts(true)
+		for _, f := range d.tail.feeders {
+			d.tail.wg.Add(1)
+			go f.run()
+		}
 		go d.tail.run()
 	}
 	return d, nil
@@ -164,16 +225,22 @@ func (d *LocalDispatcher) ownCommits(cs []*Change) {
 }
 
 // logTail follows a Store's log from one goroutine, owned by the
-// Dispatcher and stopped by its Close.
+// Dispatcher and stopped by its Close, and feeds each of the LogSinks from
+// a goroutine of its own (a sinkFeeder), so that a slow or failing sink
+// never holds up peer health.
 type logTail struct {
 	d        *LocalDispatcher
 	log      EventLog
-	sinks    []EventSink
+	feeders  []*sinkFeeder
 	interval time.Duration
 	kick     chan struct{} // capacity 1: read the log now
 	done     chan struct{}
-	events   *meshEventCounter // nil without metrics
+	wg       sync.WaitGroup         // the feeders
+	events   *meshEventCounter      // nil without metrics
+	gaps     *prometheus.CounterVec // nil without metrics
 	stopOnce sync.Once
+	// head is the newest event the tail applied, for the feeders.
+	head atomic.Int64
 
 	// Only the tail's goroutine touches these.
 	after   int64          // the newest event applied
@@ -190,13 +257,16 @@ func (t *logTail) wake() {
 	}
 }
 
-// stop waits for the goroutine to end (the Dispatcher's context is
+// stop waits for the goroutines to end (the Dispatcher's context is
 // cancelled first). Safe on a nil tail, and twice.
 func (t *logTail) stop() {
 	if t == nil {
 		return
 	}
-	t.stopOnce.Do(func() { <-t.done })
+	t.stopOnce.Do(func() {
+		<-t.done
+		t.wg.Wait()
+	})
 }
 
 func (t *logTail) run() {
@@ -204,44 +274,74 @@ func (t *logTail) run() {
 	tick := time.NewTicker(t.interval)
 	defer tick.Stop()
 	for {
+		ticked := false
 		select {
 		case <-t.d.closeCtx.Done():
 			return
 		case <-tick.C:
+			ticked = true
 		case <-t.kick:
 		}
-		t.readOnce()
+		t.readOnce(ticked)
 	}
 }
 
 // readOnce applies every event after t.after, then refreshes the counts if
-// any arrived.
-func (t *logTail) readOnce() {
+// any arrived or ticked is set: a delayed item's promotion changes them
+// without an event, so a quiet log still refreshes them each interval.
+func (t *logTail) readOnce(ticked bool) {
 	ctx, cancel := context.WithTimeout(t.d.closeCtx, 10*time.Second)
 	defer cancel()
 	got := false
 	for {
-		evs, err := t.log.ReadEvents(ctx, t.after, logReadLimit)
+		var evs []Event
+		var err error
+		if bl, ok := t.log.(BodylessEventLog); ok {
+			evs, err = bl.ReadEventsWithoutBodies(ctx, t.after, tailReadLimit)
+		} else {
+			evs, err = t.log.ReadEvents(ctx, t.after, tailReadLimit)
+		}
 		if err != nil {
 			t.failedRead(err)
 			return
 		}
 		t.recovered()
+		if len(evs) > 0 && evs[0].SequenceNumber > t.after+1 {
+			t.gap(evs[0].SequenceNumber)
+		}
 		for i := range evs {
 			if evs[i].SequenceNumber <= t.after {
 				continue
 			}
-			t.apply(ctx, &evs[i])
+			t.apply(&evs[i])
 			t.after = evs[i].SequenceNumber
 			got = true
 		}
-		if len(evs) < logReadLimit {
+		if len(evs) < tailReadLimit {
 			break
 		}
 	}
 	if got {
+		t.head.Store(t.after)
+		for _, f := range t.feeders {
+			f.wake()
+		}
+	}
+	if got || ticked {
 		t.refreshCounts(false)
 	}
+}
+
+// gap handles events trimmed before the tail read them (it fell behind the
+// log's retention): what depended on them is forgotten.
+func (t *logTail) gap(next int64) {
+	t.d.log.Warn("resourcelease: the queue's log was trimmed past what this dispatcher had read; peer health and the mesh event counts miss those events (raise the log's retention)",
+		"read", t.after, "next", next, "missed", next-t.after-1)
+	if t.gaps != nil {
+		t.gaps.WithLabelValues("tail").Inc()
+	}
+	// The Failed that a missed dead letter would have matched.
+	t.failed = OwnershipToken{}
 }
 
 func (t *logTail) failedRead(err error) {
@@ -258,6 +358,104 @@ func (t *logTail) recovered() {
 	if t.down {
 		t.down = false
 		t.d.log.Info("resourcelease: reading the queue's log again", "after", time.Since(t.downFor).Round(time.Millisecond).String())
+	}
+}
+
+// sinkFeeder delivers the log to one of the LogSinks, in order, from its
+// own goroutine: it reads the log itself from where its sink is (a
+// ResumableSink's LastApplied), up to what the tail has seen, and retries
+// an event the sink refuses with backoff until the sink takes it, so an
+// event is never dropped for a sink's error — only when retention trimmed
+// it before the sink caught up (a gap, logged and counted).
+type sinkFeeder struct {
+	t       *logTail
+	sink    EventSink
+	after   int64 // the newest event the sink applied
+	kick    chan struct{}
+	backoff time.Duration
+	failing bool
+}
+
+func (f *sinkFeeder) wake() {
+	select {
+	case f.kick <- struct{}{}:
+	default:
+	}
+}
+
+func (f *sinkFeeder) run() {
+	defer f.t.wg.Done()
+	ctx := f.t.d.closeCtx
+	for {
+		if f.after >= f.t.head.Load() {
+			select {
+			case <-ctx.Done():
+				return
+			case <-f.kick:
+			}
+			continue
+		}
+		if !f.feed(ctx) && !f.sleep(ctx) {
+			return
+		}
+	}
+}
+
+// feed delivers one page; false when a read or the sink failed.
+func (f *sinkFeeder) feed(ctx context.Context) bool {
+	rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	evs, err := f.t.log.ReadEvents(rctx, f.after, sinkReadLimit)
+	cancel()
+	if err != nil {
+		return false // the tail logs the log's outages
+	}
+	if len(evs) == 0 {
+		f.after = max(f.after, f.t.head.Load()) // trimmed under it
+		return true
+	}
+	if evs[0].SequenceNumber > f.after+1 {
+		f.t.d.log.Warn("resourcelease: a log sink missed events the queue's log trimmed before it caught up",
+			"sink", fmt.Sprintf("%T", f.sink), "applied", f.after, "next", evs[0].SequenceNumber)
+		if f.t.gaps != nil {
+			f.t.gaps.WithLabelValues("sink").Inc()
+		}
+	}
+	for i := range evs {
+		e := &evs[i]
+		if e.SequenceNumber <= f.after {
+			continue
+		}
+		if err := f.sink.ApplyEvent(ctx, *e); err != nil {
+			if ctx.Err() != nil {
+				return false
+			}
+			if !f.failing {
+				f.failing = true
+				f.t.d.log.Warn("resourcelease: a log sink refused an event; retrying it with backoff until it takes it",
+					"sink", fmt.Sprintf("%T", f.sink), "sequence", e.SequenceNumber, "err", err)
+			}
+			return false
+		}
+		f.after = e.SequenceNumber
+		if f.failing {
+			f.failing = false
+			f.t.d.log.Info("resourcelease: a log sink takes events again", "sink", fmt.Sprintf("%T", f.sink), "sequence", e.SequenceNumber)
+		}
+		f.backoff = 0
+	}
+	return true
+}
+
+// sleep waits the next backoff; false once the Dispatcher closes.
+func (f *sinkFeeder) sleep(ctx context.Context) bool {
+	f.backoff = min(max(2*f.backoff, sinkRetryMin), sinkRetryMax)
+	tm := time.NewTimer(f.backoff)
+	defer tm.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-tm.C:
+		return true
 	}
 }
 
@@ -281,27 +479,13 @@ func (t *logTail) refreshCounts(first bool) {
 	}
 }
 
-// apply feeds one event of the log to peer health, the mesh counters and
-// the sinks.
-func (t *logTail) apply(ctx context.Context, e *Event) {
+// apply feeds one event of the log to peer health and the mesh counters.
+func (t *logTail) apply(e *Event) {
 	if t.events != nil {
 		t.events.inc(e.EventType)
 	}
 	if t.d.health != nil && e.PeerID != "" {
 		t.tellPeerHealth(e)
-	}
-	if t.d.metrics != nil && e.Ownership != nil {
-		switch e.EventType {
-		case EventCompleted, EventFailed, EventLeaseExpired, EventLeaseReleased, EventDeadLettered:
-			// A lease this dispatcher granted may end through another: its
-			// own commits never say so, the log does.
-			t.d.forgetLease(*e.Ownership)
-		}
-	}
-	for _, s := range t.sinks {
-		if err := s.ApplyEvent(ctx, *e); err != nil {
-			t.d.log.Debug("resourcelease: a log sink refused an event", "sequence", e.SequenceNumber, "err", err)
-		}
 	}
 }
 
@@ -348,20 +532,4 @@ func (t *logTail) tellPeerHealth(e *Event) {
 		}
 		h.RecordDisconnect(e.PeerID, tok, DisconnectMaxAttempts, at)
 	}
-}
-
-// forgetLease drops tok from the live leases the metrics keep.
-func (d *LocalDispatcher) forgetLease(tok OwnershipToken) {
-	d.leaseMu.Lock()
-	if l, ok := d.leases[tok.SequenceID]; ok && l.token == tok {
-		delete(d.leases, tok.SequenceID)
-	}
-	d.leaseMu.Unlock()
-}
-
-// liveLeases is how many live leases the metrics keep (for tests).
-func (d *LocalDispatcher) liveLeases() int {
-	d.leaseMu.Lock()
-	defer d.leaseMu.Unlock()
-	return len(d.leases)
 }

@@ -371,12 +371,14 @@ func meshEvents(t *testing.T, reg *prometheus.Registry, typ string) float64 {
 func ptr[T any](v T) *T { return &v }
 
 // TestStoreDispatcherOwnCounters: a CommitReporter's commits feed the
-// dispatcher's own counters, and a lease it granted that ends through
-// another dispatcher is forgotten once the log says so.
+// dispatcher's own counters, and a dead letter is classified from the
+// changes themselves: a lease granted by A and failed without requeue
+// through B counts as a fail (and a hold time) on B.
 func TestStoreDispatcherOwnCounters(t *testing.T) {
 	ctx := context.Background()
 	store := newSharedStore(t)
 	b := newMeshNode(t, store)
+	toB := store.report.Load()
 	a := newMeshNode(t, store) // the last to ask: it gets the reports
 	if _, err := a.d.Enqueue(ctx, &resourcelease.EnqueueRequest{Payload: ptr(item("x"))}); err != nil {
 		t.Fatal(err)
@@ -385,22 +387,38 @@ func TestStoreDispatcherOwnCounters(t *testing.T) {
 	if err != nil || l == nil {
 		t.Fatal(l, err)
 	}
-	if n := resourcelease.LiveLeasesForTest(a.d); n != 1 {
-		t.Fatalf("A keeps %d live leases, want 1", n)
-	}
-	store.report.Store(nil) // B's completion is not A's
-	if err := b.d.Complete(ctx, &resourcelease.CompleteRequest{OwnershipToken: l.OwnershipToken}); err != nil {
+	store.report.Store(toB) // B's fail is B's
+	if err := b.d.Fail(ctx, &resourcelease.FailRequest{OwnershipToken: l.OwnershipToken, Reason: "bad", DeadLetter: true}); err != nil {
 		t.Fatal(err)
 	}
 	a.sink.waitFor(t, store.LastSequence())
-	if n := resourcelease.LiveLeasesForTest(a.d); n != 0 {
-		t.Fatalf("A still keeps %d live leases after B completed it", n)
-	}
-	for name, want := range map[string]float64{resourcelease.MetricEnqueued: 1, resourcelease.MetricLeased: 1, resourcelease.MetricCompleted: 0} {
+	for name, want := range map[string]float64{resourcelease.MetricEnqueued: 1, resourcelease.MetricLeased: 1, resourcelease.MetricFailed: 0} {
 		if got := counterValue(t, a.reg, name); got != want {
 			t.Errorf("A's %s = %v, want %v", name, got, want)
 		}
 	}
+	for name, want := range map[string]float64{resourcelease.MetricLeased: 0, resourcelease.MetricFailed: 1, resourcelease.MetricDeadLettered: 1, resourcelease.MetricExpired: 0} {
+		if got := counterValue(t, b.reg, name); got != want {
+			t.Errorf("B's %s = %v, want %v", name, got, want)
+		}
+	}
+	if n := histogramCount(t, b.reg, resourcelease.MetricLeaseHold); n != 1 {
+		t.Errorf("B observed %d hold times, want 1 (the lease A granted)", n)
+	}
+}
+
+func histogramCount(t *testing.T, reg *prometheus.Registry, name string) uint64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == name && len(mf.GetMetric()) > 0 {
+			return mf.GetMetric()[0].GetHistogram().GetSampleCount()
+		}
+	}
+	return 0
 }
 
 func counterValue(t *testing.T, reg *prometheus.Registry, name string) float64 {

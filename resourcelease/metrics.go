@@ -52,6 +52,10 @@ const (
 	// MetricLeaseHold is a histogram of how long leases were held, from the
 	// grant to the completion, failure or expiry that ended them.
 	MetricLeaseHold = "resourcelease_lease_hold_seconds"
+	// MetricLeaseWaiters is a gauge: lease calls with a wait (long-polls)
+	// this dispatcher is serving now, parked until an item is ready or the
+	// wait ends.
+	MetricLeaseWaiters = "resourcelease_lease_waiters"
 	// MetricDeadLettersPurged counts dead letters the queue purged by
 	// itself, by reason: retention (older than DeadLetterRetention) or
 	// max_dead_letters (the oldest beyond MaxDeadLetters).
@@ -84,6 +88,12 @@ const (
 	// made them, since this dispatcher started: B's count of Completed
 	// includes A's completions.
 	MetricMeshEvents = "resourcelease_mesh_events_total"
+	// MetricMeshLogGaps counts the times a log reader of this dispatcher
+	// (the tail behind peer health and the mesh metrics, or a LogSinks
+	// feeder, label reader: tail or sink) found events missing: retention
+	// trimmed them before it read them, so what they changed was never
+	// seen. Raise the log's retention if it moves.
+	MetricMeshLogGaps = "resourcelease_mesh_log_gaps_total"
 )
 
 // BacklogMetricPartitions is how many partitions MetricPartitionReadyItems
@@ -104,7 +114,8 @@ type queueMetrics struct {
 	enqueued, leased, completed, failed, requeued prometheus.Counter
 	expired, deadLettered, heartbeats, released   prometheus.Counter
 
-	hold prometheus.Histogram
+	hold    prometheus.Histogram
+	waiters prometheus.Gauge
 }
 
 // newQueueMetrics returns the families; with mesh, the gauges have the
@@ -138,6 +149,7 @@ func newQueueMetrics(mesh bool) *queueMetrics {
 		released:     counter(MetricReleased, "Leases given back without counting their attempt."),
 		deadLettered: counter(MetricDeadLettered, "Items dead-lettered."),
 		heartbeats:   counter(MetricHeartbeats, "Heartbeats that extended a live lease."),
+		waiters:      prometheus.NewGauge(prometheus.GaugeOpts{Name: MetricLeaseWaiters, Help: "Lease calls with a wait this dispatcher is serving now."}),
 		hold: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    MetricLeaseHold,
 			Help:    "Seconds from a lease's grant to the completion, failure or expiry that ended it.",
@@ -151,7 +163,7 @@ func (m *queueMetrics) collectors() []prometheus.Collector {
 	return []prometheus.Collector{
 		m.pending, m.delayed, m.active, m.dead, m.purged,
 		m.enqueued, m.leased, m.completed, m.failed, m.requeued,
-		m.expired, m.deadLettered, m.heartbeats, m.released, m.hold,
+		m.expired, m.deadLettered, m.heartbeats, m.released, m.hold, m.waiters,
 	}
 }
 

@@ -127,6 +127,9 @@ func TestPostgresStartupErrors(t *testing.T) {
 		{"no url", []string{"--meshDemo:storage=postgres"}, "postgresUrl"},
 		{"not postgres", []string{"--meshDemo:storage=postgres", "--meshDemo:postgresUrl=http://u:hunter2@db/x"}, "postgresUrl"},
 		{"unreachable", []string{"--meshDemo:storage=postgres", "--meshDemo:postgresUrl=postgres://u:hunter2@" + closed + "/x?connect_timeout=3"}, "postgresUrl"},
+		// A setting the Postgres queue refuses is named, not the URL.
+		{"fairness", []string{"--meshDemo:storage=postgres", "--meshDemo:postgresUrl=postgres://u:hunter2@" + closed + "/x", "--meshDemo:fairness=partitions"}, "meshDemo:fairness:"},
+		{"explicit dead-letter bound", []string{"--meshDemo:storage=postgres", "--meshDemo:postgresUrl=postgres://u:hunter2@" + closed + "/x", "--meshDemo:maxDeadLetters=100000"}, "meshDemo:maxDeadLetters:"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			args := append([]string{"--", "--meshDemo:roles=dispatcher", "--meshDemo:rpcUrl=http://127.0.0.1:0"}, tc.args...)
@@ -201,7 +204,7 @@ func TestPostgresMesh(t *testing.T) {
 		}
 		for _, p := range h.Peers {
 			if p.PeerID == "silent-worker" {
-				return true
+				return p.LastDisconnect != nil && p.LastDisconnect.Reason == resourcelease.DisconnectLeaseExpired
 			}
 		}
 		return false
@@ -220,7 +223,16 @@ func TestPostgresMesh(t *testing.T) {
 		woke <- time.Duration(time.Now().UnixNano() - enqueuedAt.Load())
 		_ = cb.Complete(ctx, &resourcelease.CompleteRequest{OwnershipToken: l.OwnershipToken})
 	}()
-	time.Sleep(300 * time.Millisecond) // let the long-poll park; a late one only makes this test easier
+	bMetrics := b.p.metricsURL(t)
+	eventually(t, 10*time.Second, "the long-poll to wait on B (resourcelease_lease_waiters)", func() bool {
+		_, body, ok := get(bMetrics)
+		for _, line := range strings.Split(string(body), "\n") {
+			if f := strings.Fields(line); ok && len(f) == 2 && f[0] == resourcelease.MetricLeaseWaiters && f[1] != "0" {
+				return true
+			}
+		}
+		return false
+	})
 	enqueuedAt.Store(time.Now().UnixNano())
 	if _, err := ca.Enqueue(ctx, &resourcelease.EnqueueRequest{Payload: ptr(orderItem("wake-1"))}); err != nil {
 		t.Fatal(err)

@@ -2,6 +2,7 @@ package app
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"path/filepath"
@@ -51,8 +52,8 @@ func startDispatcher(ctx context.Context, cfg *config.Config, auth *demoAuth, lo
 			logger.Warn("meshdemo: dataDirectory is ignored with storage=postgres: the queue lives in the database", "dataDirectory", cfg.DataDirectory)
 		}
 		storage = pgstore.URL(cfg.PostgresURL)
-		if maxDead == resourcelease.DefaultMaxDeadLetters {
-			maxDead = 0 // the default: the Postgres queue does not bound dead letters yet
+		if !cfg.MaxDeadLettersExplicit() {
+			maxDead = 0 // the default: the Postgres queue does not bound dead letters yet; an explicit bound is refused
 		}
 	}
 	mode := backpressure.ModeWait
@@ -89,13 +90,36 @@ func startDispatcher(ctx context.Context, cfg *config.Config, auth *demoAuth, lo
 	})
 	if err != nil {
 		if cfg.Storage == config.StoragePostgres {
-			// A database that cannot be reached or used at start is a setting to fix: one line, exit 2.
-			return nil, &config.ConfigValidationError{Field: config.Section + ":postgresUrl",
-				Err: fmt.Errorf("invalid value %q: %s", cfg.RedactedPostgresURL(), strings.Join(strings.Fields(err.Error()), " "))}
+			return nil, postgresOpenError(cfg, err)
 		}
 		return nil, err
 	}
 	return d, nil
+}
+
+// pgSettingKeys are the config keys of the queue settings pgstore may
+// refuse (its error names the field in Metadata["setting"]).
+var pgSettingKeys = map[string]string{
+	"MaxActivePerPartition": "maxActivePerPartition",
+	"Fairness":              "fairness",
+	"DeadLetterRetention":   "deadLetterRetentionSeconds",
+	"MaxDeadLetters":        "maxDeadLetters",
+}
+
+// postgresOpenError is a setting to fix, one line, exit 2: the queue
+// setting pgstore refused, or else the database that cannot be reached or
+// used at start.
+func postgresOpenError(cfg *config.Config, err error) error {
+	msg := strings.Join(strings.Fields(err.Error()), " ")
+	e := resourcelease.AsError(err)
+	if key, ok := pgSettingKeys[e.Metadata["setting"]]; ok {
+		return &config.ConfigValidationError{Field: config.Section + ":" + key, Err: errors.New(msg + " (storage=postgres)")}
+	}
+	if e.Status != resourcelease.StatusUnavailable && !strings.HasPrefix(e.Message, "postgres:") {
+		return err // not the database's: report it as it is
+	}
+	return &config.ConfigValidationError{Field: config.Section + ":postgresUrl",
+		Err: fmt.Errorf("invalid value %q: %s", cfg.RedactedPostgresURL(), msg)}
 }
 
 // limit converts a configured rate (0 = unlimited) for the rate limiter.

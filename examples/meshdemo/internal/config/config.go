@@ -40,13 +40,15 @@ const FileName = "appsettings.json"
 
 // Defaults of the demo (see the README's configuration table).
 const (
-	DefaultServiceName  = "resourcelease-mesh-demo"
-	DefaultNamespace    = "resourcelease.mesh"
-	DefaultRPCURL       = "http://127.0.0.1:7420/yarpc/v1"
-	DefaultRPCPath      = "/yarpc/v1"
-	DefaultDataDir      = "mesh-data"
-	DefaultURLs         = "http://localhost:5158"
-	DefaultWorkerPeerID = "mesh-worker-a,mesh-worker-b"
+	DefaultServiceName = "resourcelease-mesh-demo"
+	DefaultNamespace   = "resourcelease.mesh"
+	DefaultRPCURL      = "http://127.0.0.1:7420/yarpc/v1"
+	DefaultRPCPath     = "/yarpc/v1"
+	DefaultDataDir     = "mesh-data"
+	// defaultMaxDeadLetters is maxDeadLetters' default (the engine's).
+	defaultMaxDeadLetters = 100_000
+	DefaultURLs           = "http://localhost:5158"
+	DefaultWorkerPeerID   = "mesh-worker-a,mesh-worker-b"
 	// DefaultSideURL is where a process without the diagnostics role serves
 	// /metrics when urls is not set: a free loopback port, printed at start.
 	DefaultSideURL = "http://127.0.0.1:0"

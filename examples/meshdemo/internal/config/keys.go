@@ -67,7 +67,7 @@ var keys = []*keyDef{
 		help: "which ready item is leased next: fifo (the oldest) or partitions (round-robin over partition keys)", apply: applyFairness},
 	{name: "deadLetterRetentionSeconds", flags: []string{"dead-letter-retention-seconds", "dead-letter-retention"}, def: "0",
 		help: "how long a dead letter is kept before it is purged (0 = until redriven or purged)", apply: seconds(func(c *Config) *time.Duration { return &c.DeadLetterRetention }, true)},
-	{name: "maxDeadLetters", flags: []string{"max-dead-letters"}, def: "100000",
+	{name: "maxDeadLetters", flags: []string{"max-dead-letters"}, def: strconv.Itoa(defaultMaxDeadLetters),
 		help: "most dead letters kept; past it the oldest is purged (-1 = no bound)", apply: applyMaxDeadLetters},
 	{name: "highWatermark", flags: []string{"high-watermark"}, def: "64",
 		help: "pending count that turns backpressure on", apply: integer(func(c *Config) *int { return &c.HighWatermark }, 1)},
@@ -423,6 +423,21 @@ func (c *Config) DataDirectoryIgnored() bool {
 		return false
 	case SourceFile:
 		return c.DataDirectory != DefaultDataDir
+	}
+	return true
+}
+
+// MaxDeadLettersExplicit reports whether maxDeadLetters was set
+// explicitly: by the environment or the command line, or by
+// appsettings.json to other than its default (the shipped file repeats
+// it). storage=postgres passes only an explicit bound on, which pgstore
+// refuses until the Postgres queue bounds dead letters.
+func (c *Config) MaxDeadLettersExplicit() bool {
+	switch c.Sources["maxDeadLetters"] {
+	case "", SourceDefault:
+		return false
+	case SourceFile:
+		return c.MaxDeadLetters != defaultMaxDeadLetters
 	}
 	return true
 }
