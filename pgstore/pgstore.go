@@ -90,35 +90,18 @@ func QueueConfig(q resourcelease.QueueConfig, base postgres.QueueConfig) (postgr
 	c.LeaseDuration, c.HeartbeatInterval, c.SweepInterval = q.LeaseDuration, q.HeartbeatInterval, q.SweepInterval
 	c.RequeueDelay, c.MaxRequeueDelay = q.RequeueDelay, q.MaxRequeueDelay
 	c.MaxDeliveryAttempts, c.MaxReleases, c.DedupeWindow = q.MaxDeliveryAttempts, q.MaxReleases, q.DedupeWindow
+	c.DelayedCapacity, c.MaxActivePerPartition, c.Fairness = q.DelayedCapacity, q.MaxActivePerPartition, q.Fairness
+	c.DeadLetterRetention, c.MaxDeadLetters = q.DeadLetterRetention, q.MaxDeadLetters
 	return c, nil
 }
 
-// notOnPostgres refuses the queue settings the Postgres queue does not
-// honour, each error naming its field in Metadata["setting"].
-//
-// MERGE NOTE: the one place these refusals live. The settings the queue
-// features on Postgres add (partitions, fairness, dead-letter retention,
-// MaxDeadLetters) are relaxed here, and only here, when they land.
+// notOnPostgres refuses the queue settings that do not apply to the
+// Postgres queue, each error naming its field in Metadata["setting"].
 func notOnPostgres(q resourcelease.QueueConfig) error {
-	switch {
-	case q.MaxActivePerPartition != 0:
-		return unsupported("MaxActivePerPartition", "")
-	case q.Fairness != "" && q.Fairness != resourcelease.FairnessFIFO:
-		return unsupported("Fairness", " "+string(q.Fairness))
-	case q.DeadLetterRetention != 0:
-		return unsupported("DeadLetterRetention", "")
-	case q.MaxDeadLetters != 0 && q.MaxDeadLetters != -1:
-		return unsupported("MaxDeadLetters", "")
-	case q.DelayedCapacity > 0:
-		return notApplicable("DelayedCapacity", "delayed items are rows, bounded by the database")
-	case q.MaxDedupeEntries > 0:
+	if q.MaxDedupeEntries > 0 {
 		return notApplicable("MaxDedupeEntries", "request ids live in a table the sweeper trims by age")
 	}
 	return nil
-}
-
-func unsupported(field, detail string) error {
-	return withSetting(invalid(field+detail+" is not supported by the Postgres queue yet; leave it unset with pgstore"), field)
 }
 
 func notApplicable(field, why string) error {

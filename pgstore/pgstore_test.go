@@ -140,11 +140,6 @@ func TestQueueConfigTranslation(t *testing.T) {
 		in   resourcelease.QueueConfig
 		bad  string
 	}{
-		{"strict partitions", resourcelease.QueueConfig{MaxActivePerPartition: 1}, "MaxActivePerPartition"},
-		{"fair partitions", resourcelease.QueueConfig{Fairness: resourcelease.FairnessPartitions}, "Fairness"},
-		{"dead-letter retention", resourcelease.QueueConfig{DeadLetterRetention: time.Hour}, "DeadLetterRetention"},
-		{"max dead letters", resourcelease.QueueConfig{MaxDeadLetters: 10}, "MaxDeadLetters"},
-		{"delayed capacity", resourcelease.QueueConfig{DelayedCapacity: 5}, "DelayedCapacity"},
 		{"max dedupe entries", resourcelease.QueueConfig{MaxDedupeEntries: 5}, "MaxDedupeEntries"},
 		{"journal", resourcelease.QueueConfig{Journal: resourcelease.JournalFunc(func(*resourcelease.Change) resourcelease.Ack { return nil })}, "Journal"},
 	} {
@@ -160,14 +155,16 @@ func TestQueueConfigTranslation(t *testing.T) {
 	got, err := pgstore.QueueConfig(resourcelease.QueueConfig{
 		Capacity: 7, FullMode: resourcelease.FullReject, LeaseDuration: time.Minute, HeartbeatInterval: time.Second,
 		SweepInterval: 2 * time.Second, RequeueDelay: time.Second, MaxRequeueDelay: time.Hour, MaxDeliveryAttempts: 9,
-		MaxReleases: 3, DedupeWindow: time.Hour, MaxDedupeEntries: -1, DelayedCapacity: -1, MaxDeadLetters: -1,
+		MaxReleases: 3, DedupeWindow: time.Hour, MaxDedupeEntries: -1, DelayedCapacity: 11, MaxDeadLetters: 12,
+		MaxActivePerPartition: 1, Fairness: resourcelease.FairnessPartitions, DeadLetterRetention: time.Hour,
 	}, postgres.QueueConfig{EventRetention: 42, Capacity: 1})
 	require.NoError(t, err)
 	require.Equal(t, postgres.QueueConfig{
 		Capacity: 7, FullMode: resourcelease.FullReject, LeaseDuration: time.Minute, HeartbeatInterval: time.Second,
 		SweepInterval: 2 * time.Second, RequeueDelay: time.Second, MaxRequeueDelay: time.Hour, MaxDeliveryAttempts: 9,
-		MaxReleases: 3, DedupeWindow: time.Hour, EventRetention: 42,
-	}, got)
+		MaxReleases: 3, DedupeWindow: time.Hour, EventRetention: 42, DelayedCapacity: 11, MaxDeadLetters: 12,
+		MaxActivePerPartition: 1, Fairness: resourcelease.FairnessPartitions, DeadLetterRetention: time.Hour,
+	}, got, "every queue setting reaches the Postgres queue")
 }
 
 // TestOpenErrors: a bad URL is invalid-argument, a server that is not

@@ -168,6 +168,9 @@ func (t *QueueTx) Enqueue(ctx context.Context, item resourcelease.Item) error {
 		t.reqOrd[req] = ord
 	}
 	t.l.moved("", statePending)
+	if q.parted {
+		t.l.touch(item.PartitionKey, false)
+	}
 	p := resourcelease.PendingItem{Payload: item, Attempt: 1}
 	t.l.add(resourcelease.Change{Kind: resourcelease.ChangeEnqueued, Item: &p}, ord)
 	t.results = append(t.results, txResult{ord: ord})
@@ -244,6 +247,9 @@ func (t *QueueTx) Complete(ctx context.Context, tokens ...resourcelease.Ownershi
 	for _, tok := range tokens {
 		row := found[tok.SequenceID]
 		t.l.moved(stateLeased, "")
+		if q.parted {
+			t.l.touch(row.item.PartitionKey, false)
+		}
 		p := row.pendingItem()
 		t.l.add(resourcelease.Change{
 			Kind: resourcelease.ChangeCompleted, Item: &p, Token: tok, PeerID: deref(row.owner), LeasedAt: utc(row.leasedAt),
@@ -285,6 +291,16 @@ func (t *QueueTx) Finish(ctx context.Context) ([]resourcelease.EnqueueResult, er
 		return nil, q.store.fail(ctx, "finish transaction", err)
 	}
 	committed := t.l.number(fr.firstSeq, fr.firstEv, fr.after, fr.ts)
+	// With partition rules, the rows of the partitions touched follow the
+	// change in tx (a new partition, a strict partition's next item freed
+	// by a completion), or leases would not see it until another commit.
+	leasable, err := q.partitionsTx(ctx, t.tx, t.now, &t.l)
+	if err != nil {
+		return nil, q.store.fail(ctx, "finish transaction", err)
+	}
+	if leasable && !strings.Contains(note, "r") {
+		note += "r"
+	}
 	if note != "" {
 		if _, err := t.tx.Exec(ctx, q.sql.notify, q.channel, note+":"+txNotifyTag); err != nil {
 			return nil, q.store.fail(ctx, "finish transaction", err)

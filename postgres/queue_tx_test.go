@@ -486,3 +486,64 @@ func TestQueueTxRefusals(t *testing.T) {
 		t.Fatalf("a second Finish = %v, want failed-precondition", err)
 	}
 }
+
+// TestQueueTxStrictPartition: with partition rules a QueueTx keeps the
+// partitions' rows in step in its own transaction: completing a strict
+// partition's head frees its next item, and an item enqueued in a new
+// partition is leasable, as soon as tx commits, with no other commit in
+// between.
+func TestQueueTxStrictPartition(t *testing.T) {
+	t.Parallel()
+	url := pgtest.NewDatabase(t)
+	q := openQueue(t, url, nil, postgres.QueueConfig{MaxActivePerPartition: 1, SweepInterval: time.Hour, PollInterval: time.Hour})
+	s := q.Store()
+	for _, id := range []string{"a1", "a2"} {
+		it := qitem(id)
+		it.PartitionKey = "a"
+		if _, err := q.Enqueue(bg, it); err != nil {
+			t.Fatal(err)
+		}
+	}
+	head, err := q.Lease(bg, "w", 0)
+	if err != nil || head == nil || head.Payload.ResourceID != "a1" {
+		t.Fatalf("lease = %v, %v; want a1", head, err)
+	}
+	if l, err := q.Lease(bg, "w", 0); err != nil || l != nil {
+		t.Fatalf("a2 leased while a1 holds the strict partition: %v, %v", l, err)
+	}
+	tx, err := s.Pool().Begin(bg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(bg)
+	qt, err := q.Tx(bg, tx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	next := qitem("b1")
+	next.PartitionKey = "b"
+	if err := qt.Enqueue(bg, next); err != nil {
+		t.Fatal(err)
+	}
+	if err := qt.Complete(bg, head.OwnershipToken); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := qt.Finish(bg); err != nil {
+		t.Fatal(err)
+	}
+	if err := tx.Commit(bg); err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]bool{}
+	for range 2 {
+		l, err := q.Lease(bg, "w", 0)
+		if err != nil || l == nil {
+			t.Fatalf("after the transaction: lease = %v, %v; want a2 and b1 leasable (have %v)", l, err, got)
+		}
+		got[l.Payload.ResourceID] = true
+	}
+	if !got["a2"] || !got["b1"] {
+		t.Fatalf("leased %v, want a2 (freed by the completion) and b1 (a new partition)", got)
+	}
+	checkGapFree(t, q)
+}

@@ -2,7 +2,6 @@ package app
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"path/filepath"
@@ -38,7 +37,6 @@ type dispatcherRole struct {
 func startDispatcher(ctx context.Context, cfg *config.Config, auth *demoAuth, logger *slog.Logger, reg prometheus.Registerer, tc tracing.Config) (*dispatcherRole, error) {
 	d := &dispatcherRole{totals: &totalsSink{}}
 	storage := leasemesh.Memory()
-	maxDead := cfg.MaxDeadLetters
 	switch cfg.Storage {
 	case config.StorageSQLite:
 		dir, err := filepath.Abs(cfg.DataDirectory)
@@ -52,9 +50,6 @@ func startDispatcher(ctx context.Context, cfg *config.Config, auth *demoAuth, lo
 			logger.Warn("meshdemo: dataDirectory is ignored with storage=postgres: the queue lives in the database", "dataDirectory", cfg.DataDirectory)
 		}
 		storage = pgstore.URL(cfg.PostgresURL)
-		if !cfg.MaxDeadLettersExplicit() {
-			maxDead = 0 // the default: the Postgres queue does not bound dead letters yet; an explicit bound is refused
-		}
 	}
 	mode := backpressure.ModeWait
 	if cfg.BackpressureMode == config.BackpressureReject {
@@ -67,7 +62,7 @@ func startDispatcher(ctx context.Context, cfg *config.Config, auth *demoAuth, lo
 			Capacity: cfg.Capacity, LeaseDuration: cfg.LeaseDuration, HeartbeatInterval: cfg.HeartbeatInterval,
 			RequeueDelay: cfg.RequeueDelay, MaxDeliveryAttempts: cfg.MaxDeliveryAttempts,
 			MaxActivePerPartition: cfg.MaxActivePerPartition, Fairness: cfg.Fairness,
-			DeadLetterRetention: cfg.DeadLetterRetention, MaxDeadLetters: maxDead,
+			DeadLetterRetention: cfg.DeadLetterRetention, MaxDeadLetters: cfg.MaxDeadLetters,
 		},
 		PeerHealth: peerhealth.Config{
 			GracePeriod: cfg.LeaseDuration, BreakerThreshold: cfg.BreakerThreshold, BreakerCooldown: cfg.BreakerCooldown,
@@ -97,24 +92,12 @@ func startDispatcher(ctx context.Context, cfg *config.Config, auth *demoAuth, lo
 	return d, nil
 }
 
-// pgSettingKeys are the config keys of the queue settings pgstore may
-// refuse (its error names the field in Metadata["setting"]).
-var pgSettingKeys = map[string]string{
-	"MaxActivePerPartition": "maxActivePerPartition",
-	"Fairness":              "fairness",
-	"DeadLetterRetention":   "deadLetterRetentionSeconds",
-	"MaxDeadLetters":        "maxDeadLetters",
-}
-
-// postgresOpenError is a setting to fix, one line, exit 2: the queue
-// setting pgstore refused, or else the database that cannot be reached or
-// used at start.
+// postgresOpenError is a setting to fix, one line, exit 2: the database
+// that cannot be reached or used at start (any other error is reported as
+// it is).
 func postgresOpenError(cfg *config.Config, err error) error {
 	msg := strings.Join(strings.Fields(err.Error()), " ")
 	e := resourcelease.AsError(err)
-	if key, ok := pgSettingKeys[e.Metadata["setting"]]; ok {
-		return &config.ConfigValidationError{Field: config.Section + ":" + key, Err: errors.New(msg + " (storage=postgres)")}
-	}
 	if e.Status != resourcelease.StatusUnavailable && !strings.HasPrefix(e.Message, "postgres:") {
 		return err // not the database's: report it as it is
 	}

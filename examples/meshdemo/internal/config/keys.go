@@ -427,21 +427,6 @@ func (c *Config) DataDirectoryIgnored() bool {
 	return true
 }
 
-// MaxDeadLettersExplicit reports whether maxDeadLetters was set
-// explicitly: by the environment or the command line, or by
-// appsettings.json to other than its default (the shipped file repeats
-// it). storage=postgres passes only an explicit bound on, which pgstore
-// refuses until the Postgres queue bounds dead letters.
-func (c *Config) MaxDeadLettersExplicit() bool {
-	switch c.Sources["maxDeadLetters"] {
-	case "", SourceDefault:
-		return false
-	case SourceFile:
-		return c.MaxDeadLetters != defaultMaxDeadLetters
-	}
-	return true
-}
-
 // wildcardHost reports whether h means "every interface".
 func wildcardHost(h string) bool {
 	switch h {
