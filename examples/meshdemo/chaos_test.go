@@ -5,9 +5,11 @@ package main_test
 // acknowledgement it gets) and a producer in the test, under load, while the
 // test SIGKILLs and restarts the dispatcher and the workers at random points.
 // Afterwards it checks what the producer and the workers were told against the
-// replication log it tailed through the control plane.
+// replication log it tailed through the control plane. TestChaosPostgres
+// (chaos_pg_test.go) runs the same with two dispatchers on one PostgreSQL
+// database; runChaos is what both share.
 //
-//	LEASEMESH_CHAOS_SEED=42 LEASEMESH_CHAOS_DURATION=10m go test -run TestChaos -timeout 30m ./examples/meshdemo
+//	LEASEMESH_CHAOS_SEED=42 LEASEMESH_CHAOS_DURATION=10m go test -run 'TestChaos$' -timeout 30m ./examples/meshdemo
 
 import (
 	"bufio"
