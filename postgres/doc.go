@@ -151,12 +151,59 @@
 // of the session: their advisory lock is transaction-scoped and their
 // search_path is SET LOCAL.
 //
+// # Queue features
+//
+// Delayed items, per-partition limits, fair leasing and bounded dead letters
+// ([QueueConfig] has the options of resourcelease.QueueConfig, with the same
+// names, defaults and validation) work here as in the in-memory engine,
+// across every dispatcher of a schema, and the suite resourcelease/featuretest
+// holds them to it.
+//
+// A delayed item (Item.NotBefore ahead, or a requeue delay, or a delayed
+// release) is a row in the scheduled state with its not_before; leases never
+// look at scheduled rows. The sweeper's timer sleeps until the earliest
+// not_before it knows of (its own, those other dispatchers' commits name
+// in their NOTIFY, and what each sweep finds) and
+// promotes what is due in one statement on the items_scheduled index; the
+// promotion's transaction sends the NOTIFY that wakes long-polls on every
+// dispatcher. The delayed count is on the counter row: Capacity and the
+// backpressure watermarks count ready and leased items, DelayedCapacity the
+// delayed ones. NotBefore is kept to the microsecond (the database's
+// precision; the answer echoes what was kept), in item_not_before, so a
+// lease, a drain and a restore carry it.
+//
+// MaxActivePerPartition and partitions fairness use the partitions table:
+// one row per partition with pending or leased items, holding its oldest
+// ready item (head_seq), for strict partitions its oldest scheduled item
+// (which holds the partition while older than the head), its live leases,
+// whether it is leasable and when it was last served. A lease takes the
+// first leasable partitions by head_seq (fifo) or by last_served
+// (partitions fairness), FOR UPDATE SKIP LOCKED, so no two dispatchers lease
+// from one partition at once and none waits for another, then up to each
+// partition's room of its oldest ready items. EXPLAIN shows a bounded
+// index scan of partitions_fifo or partitions_fair, then per partition a
+// bounded scan of items_ready_partition: the cost does not grow with the
+// depth of the queue or the number of partitions (TestLeasePlanIsFlat). Each
+// transaction recomputes the rows of the partitions it touched from a few
+// index probes after taking the counter row, so they follow commit order;
+// rows that another transaction holds (which recomputes them itself before
+// its commit) are skipped and retried with the next transaction, never
+// waited for. The table is kept only with partition rules: a queue that
+// opens with other rules than the last one rebuilds it from the items (one
+// scan), so every process serving a schema must use the same
+// MaxActivePerPartition and Fairness. With partition rules an item enqueued
+// while a long-poll waits goes to it in the next transaction rather than in
+// its own, and a lease that promoted items whose delay just passed (with
+// none leasable before) looks once more after that commit.
+//
+// Dead letters past MaxDeadLetters are purged, oldest first, in the
+// transaction that dead-letters; those older than DeadLetterRetention by the
+// sweeper; each with a DeadLetterPurged event.
+//
 // # Not yet
 //
-// The first migration already has the columns and tables for these; the
-// queue does not use them yet: per-partition ordering and fair leasing (the
-// partitions table), the breaker's counters per worker peer (the peers
-// table) and delayed enqueue (an item's notBefore).
+// The first migration already has the table for this; the queue does not
+// use it yet: the breaker's counters per worker peer (the peers table).
 //
 // # Inside your own transaction
 //
@@ -187,7 +234,7 @@
 //	schema_migrations  one row per applied migration
 //	queue_state        the counter row: next sequence id, next event sequence, counts
 //	items              pending, scheduled, leased and dead items (completed ones are deleted)
-//	partitions         per-partition active count and round-robin cursor
+//	partitions         per-partition head, live leases and round-robin place (with partition rules)
 //	events             the replication log
 //	dedupe             request ids within the dedupe window
 //	peers              worker peers' breaker counters

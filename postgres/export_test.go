@@ -1,8 +1,34 @@
 package postgres
 
+import (
+	"context"
+
+	"github.com/jackc/pgx/v5"
+)
+
 // Listening is closed once the queue's first LISTEN is established, for
 // tests that need a notification to reach it.
 func (q *Queue) Listening() <-chan struct{} { return q.listening }
 
 // ListenConnected reports whether the queue is listening now.
 func (q *Queue) ListenConnected() bool { return q.listenOK.Load() }
+
+// LeaseSQL is the queue's lease statement (for EXPLAIN in tests).
+func (q *Queue) LeaseSQL() string {
+	if q.parted {
+		return q.psql.lease
+	}
+	return q.sql.lease
+}
+
+// TouchPartitionTx recomputes the row of one partition inside tx, as a call
+// in a caller's own transaction does after its final statement.
+func (q *Queue) TouchPartitionTx(ctx context.Context, tx pgx.Tx, key string) (bool, error) {
+	var l changeLog
+	l.touch(key, false)
+	return q.partitionsTx(ctx, tx, q.store.nowArg(), &l)
+}
+
+// PartitionUpdateSQL is the statement that recomputes partition rows (for
+// EXPLAIN in tests); "" without partition rules.
+func (q *Queue) PartitionUpdateSQL() string { return q.psql.update }

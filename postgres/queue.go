@@ -44,12 +44,18 @@ const (
 // said.
 type QueueConfig struct {
 	// Capacity bounds the ready and leased items together (a delayed item,
-	// waiting for its requeue delay, is not counted, so work scheduled for
-	// later cannot fill the queue). Defaults to 512; -1 means unbounded.
-	// Within one process it is exact; across several dispatchers each
-	// admits against the counts as of its last commit, so together they may
-	// overshoot it by what they admit at the same instant.
+	// waiting for its NotBefore or a requeue delay, is not counted, so work
+	// scheduled for later cannot fill the queue). Defaults to 512; -1 means
+	// unbounded. Within one process it is exact; across several dispatchers
+	// each admits against the counts as of its last commit, so together
+	// they may overshoot it by what they admit at the same instant.
 	Capacity int
+	// DelayedCapacity bounds the delayed items (the delayed count of the
+	// counter row): an enqueue with a NotBefore ahead beyond it waits or is
+	// refused, by FullMode. Items delayed by a requeue delay or a release
+	// are counted but never refused. Defaults to 100,000; -1 means
+	// unbounded. Across dispatchers it is approximate as Capacity is.
+	DelayedCapacity int
 	// FullMode: wait (the default) or reject at capacity.
 	FullMode resourcelease.FullMode
 	// LeaseDuration is how long a lease lives without a heartbeat.
@@ -72,6 +78,29 @@ type QueueConfig struct {
 	// next counts as a failed attempt. Defaults to 10; -1 means every
 	// release is free.
 	MaxReleases int
+	// MaxActivePerPartition bounds the live leases of one partition key;
+	// with 1 each partition is processed strictly in order, one item at a
+	// time (its next item is leasable only once the previous one is
+	// settled; a fail with requeue, an expiry or a release keeps the item
+	// at the head; a delayed item at the head holds the partition). 0 (the
+	// default) means no limit. The rule holds across every dispatcher of
+	// the schema: a lease locks the partition's row in the partitions
+	// table. Every process serving one schema must use the same
+	// MaxActivePerPartition and Fairness.
+	MaxActivePerPartition int
+	// Fairness chooses among the partitions with a leasable item:
+	// FairnessFIFO (the default) the oldest ready item, FairnessPartitions
+	// round-robin over the partitions (least recently served first, oldest
+	// item first within each), mesh-wide.
+	Fairness resourcelease.Fairness
+	// DeadLetterRetention, when positive, is how long a dead letter is
+	// kept: the sweeper purges older ones, each with a DeadLetterPurged
+	// event. Defaults to 0: kept until redriven or purged.
+	DeadLetterRetention time.Duration
+	// MaxDeadLetters bounds the dead letters kept: past it the oldest are
+	// purged in the transaction that dead-letters (each with a
+	// DeadLetterPurged event). Defaults to 100,000; -1 means no bound.
+	MaxDeadLetters int
 	// DedupeWindow is how long a RequestID is remembered. Defaults to 10
 	// min; -1 disables dedupe. (There is no MaxDedupeEntries: the ids live
 	// in a table, not in memory, and the sweeper deletes them once their
@@ -140,6 +169,16 @@ func (c QueueConfig) withDefaults(store Config) (QueueConfig, error) {
 	switch {
 	case c.Capacity < -1:
 		return bad("Capacity must be -1 (unbounded), 0 (default) or positive, got %d", c.Capacity)
+	case c.DelayedCapacity < -1:
+		return bad("DelayedCapacity must be -1 (unbounded), 0 (default) or positive, got %d", c.DelayedCapacity)
+	case c.MaxActivePerPartition < 0:
+		return bad("MaxActivePerPartition must be 0 (no limit) or positive, got %d", c.MaxActivePerPartition)
+	case !c.Fairness.Valid():
+		return bad("Fairness must be %q or %q, got %q", resourcelease.FairnessFIFO, resourcelease.FairnessPartitions, c.Fairness)
+	case c.DeadLetterRetention < 0 || c.DeadLetterRetention > resourcelease.MaxDuration:
+		return bad("DeadLetterRetention must be between 0 (keep them) and %v, got %v", resourcelease.MaxDuration, c.DeadLetterRetention)
+	case c.MaxDeadLetters < -1:
+		return bad("MaxDeadLetters must be -1 (unbounded), 0 (default) or positive, got %d", c.MaxDeadLetters)
 	case c.FullMode != resourcelease.FullWait && c.FullMode != resourcelease.FullReject:
 		return bad("unknown FullMode %d", c.FullMode)
 	case c.MaxDeliveryAttempts < 0:
@@ -159,6 +198,15 @@ func (c QueueConfig) withDefaults(store Config) (QueueConfig, error) {
 	}
 	if c.Capacity == 0 {
 		c.Capacity = resourcelease.DefaultCapacity
+	}
+	if c.DelayedCapacity == 0 {
+		c.DelayedCapacity = resourcelease.DefaultDelayedCapacity
+	}
+	if c.Fairness == "" {
+		c.Fairness = resourcelease.FairnessFIFO
+	}
+	if c.MaxDeadLetters == 0 {
+		c.MaxDeadLetters = resourcelease.DefaultMaxDeadLetters
 	}
 	if c.LeaseDuration == 0 {
 		c.LeaseDuration = resourcelease.DefaultLeaseDuration
@@ -239,16 +287,25 @@ type Queue struct {
 	nWaiters     atomic.Int64
 	kick         chan struct{} // wakes the writer (capacity 1)
 
-	counts      counts // guarded by mu: the counter row's counts as of the latest commit seen
-	countsMark  int64  // guarded by mu: the event number counts were read at (commit order)
-	reserved    int64  // guarded by mu: items admitted by transactions not yet committed
-	waitersBusy bool   // guarded by mu: a transaction is serving the parked waiters
-	fullBusy    bool   // guarded by mu: a transaction is serving the capacity waits
-	sweepBusy   bool   // guarded by mu: a transaction is sweeping
+	counts     counts // guarded by mu: the counter row's counts as of the latest commit seen
+	countsMark int64  // guarded by mu: the event number counts were read at (commit order)
+	reserved   int64  // guarded by mu: items admitted by transactions not yet committed
+	// reservedDelayed is reserved for delayed items (DelayedCapacity).
+	reservedDelayed int64 // guarded by mu
+	waitersBusy     bool  // guarded by mu: a transaction is serving the parked waiters
+	fullBusy        bool  // guarded by mu: a transaction is serving the capacity waits
+	sweepBusy       bool  // guarded by mu: a transaction is sweeping
 	// commitMu is held from a transaction's last round trip (the counter
 	// row, COMMIT) until its commit is reported, so that commits are
 	// reported (OnCommit, counts) in the order they were made.
 	commitMu sync.Mutex
+
+	// parted: the queue has partition rules and keeps the partitions
+	// table; psql are its statements. dirtyParts are partitions whose row a
+	// commit had to skip (guarded by mu), recomputed with the next one.
+	parted     bool
+	psql       partitionSQL
+	dirtyParts map[string]bool
 
 	lastSeq   atomic.Int64 // the newest event number this process has seen
 	sweepKick chan struct{}
@@ -270,7 +327,7 @@ type counts struct {
 }
 
 func (c counts) stats() resourcelease.Stats {
-	return resourcelease.Stats{PendingCount: int(c.ready + c.delayed), ActiveLeaseCount: int(c.active), DeadLetterCount: int(c.dead)}
+	return resourcelease.Stats{PendingCount: int(c.ready + c.delayed), DelayedCount: int(c.delayed), ActiveLeaseCount: int(c.active), DeadLetterCount: int(c.dead)}
 }
 
 var _ resourcelease.Queue = (*Queue)(nil)
@@ -308,6 +365,12 @@ func NewQueue(ctx context.Context, store *Store, cfg QueueConfig) (*Queue, error
 	}
 	if q.clock == nil {
 		q.clock = resourcelease.SystemClock
+	}
+	if q.parted = partitionRules(&cfg) != ""; q.parted {
+		q.psql = newPartitionSQL(store, &q.cfg)
+	}
+	if err := q.syncPartitions(ctx); err != nil {
+		return nil, err
 	}
 	q.stopCtx, q.cancel = context.WithCancel(context.Background())
 	var last, trimmed int64
@@ -390,6 +453,7 @@ type op struct {
 	max    int  // lease: items wanted
 	budget int  // lease: bytes wanted (0: no limit)
 	wait   bool // lease: park when nothing is ready
+	again  bool // lease: already given a second round after a promotion
 	solo   bool // enqueue: a single Enqueue, which waits for capacity in FullWait
 	tokens []resourcelease.OwnershipToken
 	fail   resourcelease.FailOptions
@@ -403,6 +467,7 @@ type op struct {
 	expires []time.Time
 	stats   resourcelease.Stats
 	expired int
+	purged  int // sweep: dead letters purged
 	nextDue *time.Time
 }
 
@@ -495,6 +560,9 @@ func (q *Queue) Enqueue(ctx context.Context, item resourcelease.Item) (resourcel
 	if err := checkItemText(&item); err != nil {
 		return resourcelease.EnqueueResult{}, err
 	}
+	if err := q.checkNotBefore(&item, q.clock.Now()); err != nil {
+		return resourcelease.EnqueueResult{}, err
+	}
 	o := newOp(ctx, opEnqueue)
 	o.items, o.solo, o.caller = []resourcelease.Item{item}, true, resourcelease.CallInfoFrom(ctx).Caller
 	if err := q.call(o); err != nil {
@@ -503,7 +571,31 @@ func (q *Queue) Enqueue(ctx context.Context, item resourcelease.Item) (resourcel
 	if o.errs[0] != nil {
 		return resourcelease.EnqueueResult{}, o.errs[0]
 	}
-	return resourcelease.EnqueueResult{SequenceID: o.seqs[0], Duplicate: o.dups[0], Stats: o.stats}, nil
+	return enqueueResult(o, 0), nil
+}
+
+// enqueueResult is the result of item i of an enqueue op.
+func enqueueResult(o *op, i int) resourcelease.EnqueueResult {
+	r := resourcelease.EnqueueResult{SequenceID: o.seqs[i], Duplicate: o.dups[i], Stats: o.stats}
+	if !r.Duplicate {
+		r.NotBefore = o.items[i].NotBefore
+	}
+	return r
+}
+
+// checkNotBefore keeps an item's NotBefore in UTC, to the microsecond (the
+// database's precision, so the time echoed is the time kept), and refuses
+// one further ahead than resourcelease.MaxDuration.
+func (q *Queue) checkNotBefore(it *resourcelease.Item, now time.Time) error {
+	if it.NotBefore.IsZero() {
+		return nil
+	}
+	it.NotBefore = it.NotBefore.Round(0).UTC().Truncate(time.Microsecond)
+	if it.NotBefore.Sub(now) > resourcelease.MaxDuration {
+		return resourcelease.Errorf(resourcelease.StatusInvalidArgument, resourcelease.CodeInvalidArgument,
+			"payload.notBefore must be at most %v ahead, got %s", resourcelease.MaxDuration, it.NotBefore.Format(time.RFC3339))
+	}
+	return nil
 }
 
 // EnqueueBatch implements the queue contract: it enqueues items in one
@@ -516,16 +608,21 @@ func (q *Queue) EnqueueBatch(ctx context.Context, items []resourcelease.Item) ([
 	out := make([]resourcelease.EnqueueResult, len(items))
 	valid := make([]resourcelease.Item, 0, len(items))
 	index := make([]int, 0, len(items))
+	now := q.clock.Now()
 	for i := range items {
-		err := items[i].Validate()
+		it := items[i] // a copy: the caller's slice is never written
+		err := it.Validate()
 		if err == nil {
-			err = checkItemText(&items[i])
+			err = checkItemText(&it)
+		}
+		if err == nil {
+			err = q.checkNotBefore(&it, now)
 		}
 		if err != nil {
 			out[i].Err = err
 			continue
 		}
-		valid = append(valid, items[i])
+		valid = append(valid, it)
 		index = append(index, i)
 	}
 	if len(valid) == 0 {
@@ -544,7 +641,7 @@ func (q *Queue) EnqueueBatch(ctx context.Context, items []resourcelease.Item) ([
 			out[i].Err = o.errs[j]
 			continue
 		}
-		out[i] = resourcelease.EnqueueResult{SequenceID: o.seqs[j], Duplicate: o.dups[j], Stats: o.stats}
+		out[i] = enqueueResult(o, j)
 	}
 	return out, nil
 }
@@ -755,7 +852,7 @@ func (q *Queue) sweep(ctx context.Context) (int, *time.Time, error) {
 			return total, nil, err
 		}
 		total += o.expired
-		if o.expired < sweepLimit {
+		if o.expired < sweepLimit && o.purged < sweepLimit {
 			return total, o.nextDue, nil
 		}
 	}

@@ -129,8 +129,10 @@ func (q *Queue) adminTx(ctx context.Context, name string, body func(c *pgx.Conn,
 	var p2 pgx.Batch
 	p2.Queue(setGenericPlans)
 	p2.Queue(q.sql.final, finalArgs(now, &l, &finalInput{}, 0)...)
+	keys := q.queuePartitions(&p2, now, &l)
+	leasable := false
 	note := ""
-	if l.madeReady {
+	if l.madeReady || l.unserved() {
 		note += "r"
 	}
 	if l.freed {
@@ -143,15 +145,22 @@ func (q *Queue) adminTx(ctx context.Context, name string, body func(c *pgx.Conn,
 		p2.Queue("COMMIT")
 	}
 	err = q.pipeline(ctx, c, &p2, func(br pgx.BatchResults) error {
-		if _, err := br.Exec(); err != nil {
-			return err
-		}
-		if err := fr.scan(br.QueryRow()); err != nil {
-			return err
-		}
-		for range p2.Len() - 2 {
-			if _, err := br.Exec(); err != nil {
-				return err
+		for i := range p2.QueuedQueries {
+			switch sql := p2.QueuedQueries[i].SQL; {
+			case sql == q.sql.final:
+				if err := fr.scan(br.QueryRow()); err != nil {
+					return err
+				}
+			case q.parted && sql == q.psql.update:
+				ok, err := q.partitionsDone(br, keys, &l)
+				if err != nil {
+					return err
+				}
+				leasable = ok
+			default:
+				if _, err := br.Exec(); err != nil {
+					return err
+				}
 			}
 		}
 		return nil
@@ -172,9 +181,9 @@ func (q *Queue) adminTx(ctx context.Context, name string, body func(c *pgx.Conn,
 		}
 	}
 	q.noteSeq(committed[len(committed)-1].Event.SequenceNumber)
-	q.committedCounts(fr.after, fr.firstEv+int64(len(committed)), 0)
+	q.committedCounts(fr.after, fr.firstEv+int64(len(committed)), 0, 0)
 	q.mu.Lock()
-	q.serveWaiters = q.serveWaiters || l.madeReady
+	q.serveWaiters = q.serveWaiters || l.madeReady || leasable
 	q.serveFull = q.serveFull || l.freed
 	q.mu.Unlock()
 	q.wake()
@@ -233,6 +242,9 @@ func (q *Queue) DrainN(ctx context.Context, maxItems, maxBytes int) ([]resourcel
 		slices.SortFunc(rows, func(a, b *itemRow) int { return int(a.seq - b.seq) })
 		for _, r := range rows {
 			l.moved(r.state, "")
+			if q.parted {
+				l.touch(r.item.PartitionKey, false)
+			}
 			items = append(items, r.pendingItem())
 		}
 		if len(items) > 0 {
@@ -272,6 +284,9 @@ func (q *Queue) Restore(ctx context.Context, items []resourcelease.PendingItem) 
 		}
 		if p.SequenceID <= 0 {
 			return 0, resourcelease.Errorf(resourcelease.StatusInvalidArgument, resourcelease.CodePendingItemRequired, "items[%d]: sequenceId must be positive, got %d", i, p.SequenceID)
+		}
+		if !p.ReadyAt.Before(maxRestoreTime) || !p.Payload.NotBefore.Before(maxRestoreTime) {
+			return 0, resourcelease.Errorf(resourcelease.StatusInvalidArgument, resourcelease.CodePendingItemRequired, "items[%d]: readyAt and payload.notBefore must be before %d", i, maxRestoreTime.Year())
 		}
 		if p.Attempt < 0 || p.Attempt > 1<<31-1 {
 			return 0, resourcelease.Errorf(resourcelease.StatusInvalidArgument, resourcelease.CodePendingItemRequired, "items[%d]: attempt must be between 0 and %d, got %d", i, 1<<31-1, p.Attempt)
@@ -319,6 +334,9 @@ func (q *Queue) Restore(ctx context.Context, items []resourcelease.PendingItem) 
 		restored := make([]resourcelease.PendingItem, len(rows))
 		for i, r := range rows {
 			l.moved("", r.state)
+			if q.parted {
+				l.touch(r.item.PartitionKey, false)
+			}
 			restored[i] = r.pendingItem()
 		}
 		n = len(rows)
@@ -336,6 +354,11 @@ func (q *Queue) Restore(ctx context.Context, items []resourcelease.PendingItem) 
 	return n, nil
 }
 
+// maxRestoreTime bounds the times a restore takes, as the engine bounds
+// them (Unix nanoseconds), so that what one store drains every store
+// restores.
+var maxRestoreTime = time.Unix(0, 1<<63-1)
+
 func restoreArgs(now any, items []resourcelease.PendingItem) []any {
 	n := len(items)
 	var (
@@ -344,7 +367,7 @@ func restoreArgs(now any, items []resourcelease.PendingItem) []any {
 		body                 = make([][]byte, n)
 		attrs, req, lastErr  = make([]*string, n), make([]*string, n), make([]*string, n)
 		attempt, rel, tokAtt = make([]int32, n), make([]int32, n), make([]*int32, n)
-		enq, ready           = make([]*time.Time, n), make([]*time.Time, n)
+		enq, ready, nb       = make([]*time.Time, n), make([]*time.Time, n), make([]*time.Time, n)
 		tokLease             = make([]any, n)
 	)
 	for i := range items {
@@ -368,12 +391,16 @@ func restoreArgs(now any, items []resourcelease.PendingItem) []any {
 			t := p.ReadyAt
 			ready[i] = &t
 		}
+		if !it.NotBefore.IsZero() {
+			t := it.NotBefore
+			nb[i] = &t
+		}
 		if t := p.LastOwnershipToken; t != nil && !t.IsZero() {
 			a := int32(t.Attempt)
 			tokAtt[i], tokLease[i] = &a, pgUUID(t.LeaseID)
 		}
 	}
-	return []any{now, seq, rt, rid, pk, enc, body, attrs, req, attempt, rel, enq, ready, lastErr, tokAtt, tokLease}
+	return []any{now, seq, rt, rid, pk, enc, body, attrs, req, attempt, rel, enq, ready, lastErr, tokAtt, tokLease, nb}
 }
 
 func checkSelection(sel resourcelease.DeadLetterSelection, verb string) error {
@@ -420,6 +447,9 @@ func (q *Queue) Redrive(ctx context.Context, sel resourcelease.DeadLetterSelecti
 			r.state, r.attempt, r.releases, r.notBefore, r.deadAt, r.reason, r.reasonCode = statePending, 1, 0, nil, nil, nil, nil
 			items[i] = r.pendingItem()
 			l.moved(stateDead, statePending)
+			if q.parted {
+				l.touch(r.item.PartitionKey, false)
+			}
 		}
 		if _, err := c.Exec(ctx, q.sql.redrive, ids); err != nil {
 			return q.store.fail(ctx, "redrive", err)

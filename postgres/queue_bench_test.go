@@ -357,3 +357,133 @@ func BenchmarkLongPollWakeup(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkLeaseAtDepthPartitioned: lease → complete → enqueue (into the
+// leased item's partition, keeping the shape) with partition rules, at 1k
+// pending in one partition and at 100k pending over 10k partitions (1M, the
+// engine's benchmark, takes too long to fill on the test server), one call
+// at a time, synchronous_commit off so that the statements' cost is not
+// hidden under the fsync. lease-ns/op is the time of the Lease call alone
+// (round trips and the load of a shared machine included); lease-exec-µs
+// the server's execution time of the lease statement after the run (the
+// median of 101 EXPLAIN ANALYZE, each rolled back), which the machine's
+// noise touches least. Both must stay flat across the two shapes in every
+// mode. disk-bytes/item is the items and partitions tables with their
+// indexes after the fill, per pending item. Run it with
+//
+//	go test ./postgres -run '^$' -bench LeaseAtDepthPartitioned -benchtime 3s
+func BenchmarkLeaseAtDepthPartitioned(b *testing.B) {
+	modes := []struct {
+		name string
+		cfg  postgres.QueueConfig
+	}{
+		{"fairness=fifo/maxActive=0", postgres.QueueConfig{}}, // no partition rules: the plain lease, for reference
+		{"fairness=fifo/maxActive=1", postgres.QueueConfig{Fairness: resourcelease.FairnessFIFO, MaxActivePerPartition: 1}},
+		{"fairness=partitions/maxActive=0", postgres.QueueConfig{Fairness: resourcelease.FairnessPartitions}},
+		{"fairness=partitions/maxActive=1", postgres.QueueConfig{Fairness: resourcelease.FairnessPartitions, MaxActivePerPartition: 1}},
+	}
+	shapes := []struct {
+		name                string
+		pending, partitions int
+	}{{"1k-in-1-partition", 1_000, 1}, {"100k-over-10k-partitions", 100_000, 10_000}}
+	for _, mode := range modes {
+		for _, shape := range shapes {
+			b.Run(mode.name+"/depth="+shape.name, func(b *testing.B) {
+				cfg := mode.cfg
+				cfg.Capacity, cfg.DedupeWindow = -1, -1
+				q := openQueue(b, syncURL(pgtest.NewDatabase(b), false), nil, cfg)
+				ctx := context.Background()
+				batch := make([]resourcelease.Item, 0, 1000)
+				for i := range shape.pending {
+					it := benchItem(i)
+					it.PartitionKey = fmt.Sprint("tenant-", i%shape.partitions)
+					if batch = append(batch, it); len(batch) == cap(batch) || i == shape.pending-1 {
+						res, err := q.EnqueueBatch(ctx, batch)
+						if err != nil {
+							b.Fatal(err)
+						}
+						for _, r := range res {
+							if r.Err != nil {
+								b.Fatal(r.Err)
+							}
+						}
+						batch = batch[:0]
+					}
+				}
+				// Fresh statistics, as autovacuum would have them by now.
+				if _, err := q.Store().Pool().Exec(ctx, "ANALYZE"); err != nil {
+					b.Fatal(err)
+				}
+				// What a pending item costs on disk: the items table and
+				// its indexes, and the partitions table, per item.
+				var size int64
+				if err := q.Store().Pool().QueryRow(ctx, `SELECT pg_total_relation_size('leasemesh.items') +
+					pg_total_relation_size('leasemesh.partitions')`).Scan(&size); err != nil {
+					b.Fatal(err)
+				}
+
+				var leasing time.Duration
+				b.ResetTimer()
+				for i := 0; b.Loop(); i++ {
+					start := time.Now()
+					l, err := q.Lease(ctx, "bench", 0)
+					leasing += time.Since(start)
+					if err != nil || l == nil {
+						b.Fatal("lease: ", l, err)
+					}
+					if err := q.Complete(ctx, l.OwnershipToken); err != nil {
+						b.Fatal(err)
+					}
+					it := benchItem(i)
+					it.PartitionKey = l.Payload.PartitionKey
+					if _, err := q.Enqueue(ctx, it); err != nil {
+						b.Fatal(err)
+					}
+				}
+				b.ReportMetric(float64(leasing.Nanoseconds())/float64(b.N), "lease-ns/op")
+				b.StopTimer()
+				b.ReportMetric(leaseExecMicros(b, q), "lease-exec-µs")
+				b.ReportMetric(float64(size)/float64(shape.pending), "disk-bytes/item") // after ResetTimer, which drops metrics
+			})
+		}
+	}
+}
+
+// leaseExecMicros is the median server execution time of q's lease
+// statement for one slot, in microseconds, over 101 runs of EXPLAIN ANALYZE
+// each rolled back.
+func leaseExecMicros(b *testing.B, q *postgres.Queue) float64 {
+	b.Helper()
+	ctx := context.Background()
+	var times []float64
+	for range 101 {
+		tx, err := q.Store().Pool().Begin(ctx)
+		if err != nil {
+			b.Fatal(err)
+		}
+		rows, err := tx.Query(ctx, "EXPLAIN (ANALYZE, TIMING OFF) "+q.LeaseSQL(), nil, 1,
+			[]string{"6ba7b810-9dad-11d1-80b4-00c04fd430c8"}, []string{"bench"}, int64(30e6))
+		if err != nil {
+			b.Fatal(err)
+		}
+		for rows.Next() {
+			var line string
+			if err := rows.Scan(&line); err != nil {
+				b.Fatal(err)
+			}
+			if v, ok := strings.CutPrefix(line, "Execution Time: "); ok {
+				var ms float64
+				if _, err := fmt.Sscanf(v, "%f ms", &ms); err != nil {
+					b.Fatal(err)
+				}
+				times = append(times, ms*1000)
+			}
+		}
+		rows.Close()
+		if err := tx.Rollback(ctx); err != nil {
+			b.Fatal(err)
+		}
+	}
+	slices.Sort(times)
+	return times[len(times)/2]
+}

@@ -133,8 +133,12 @@ func crashStep(q *postgres.Queue, rng *rand.Rand, peer, reqID string, emit func(
 // LEASEMESH_PG_CRASH_CHILD is set: it runs the load on the database at
 // LEASEMESH_PG_CRASH_URL until it is killed. Run directly, it runs a short
 // load in process, closes cleanly and checks the same guarantees with no
-// call in flight.
+// call in flight. With LEASEMESH_PG_PART_CRASH_CHILD set it is the child of
+// TestQueuePartitionCrash instead.
 func TestQueueCrashChild(t *testing.T) {
+	if os.Getenv(pgPartChildEnv) != "" {
+		partitionCrashChild(t) // never returns
+	}
 	if os.Getenv(pgCrashChildEnv) != "" {
 		seed, _ := strconv.ParseUint(os.Getenv(pgCrashSeedEnv), 10, 64)
 		q := openCrashQueue(t, os.Getenv(pgCrashURLEnv), leasetest.NewManualClock(pgCrashStart))

@@ -18,13 +18,32 @@ type changeLog struct {
 	events  []resourcelease.Event
 	dp, da  []int64 // after each change: the change of pending (ready + delayed) and active since the batch began
 	dd      []int64 // the same for dead letters
+	dl      []int64 // the same for delayed items
 	nord    []*int64
 
 	dReady, dDelayed, dActive, dDead int64
 	madeReady                        bool // some item became ready to lease
 	freed                            bool // ready + active went down
+	deadLettered                     bool // some item was dead-lettered
 
 	deadSeq, deadOrd []int64 // dead letters and the index of their DeadLettered event
+
+	// touched are the partitions whose items changed (queue with partition
+	// rules), each with the place of the transaction's last lease from it
+	// (1, 2, ...; 0 for none); served counts those places.
+	touched map[string]int64
+	served  int64
+}
+
+// unserved reports whether a partition changed other than by a lease from
+// it (it may have become leasable).
+func (l *changeLog) unserved() bool {
+	for _, n := range l.touched {
+		if n == 0 {
+			return true
+		}
+	}
+	return false
 }
 
 // add appends c, whose count deltas have been applied. newOrd, when set, is
@@ -35,6 +54,7 @@ func (l *changeLog) add(c resourcelease.Change, newOrd int64) {
 	l.dp = append(l.dp, l.dReady+l.dDelayed)
 	l.da = append(l.da, l.dActive)
 	l.dd = append(l.dd, l.dDead)
+	l.dl = append(l.dl, l.dDelayed)
 	if newOrd > 0 {
 		n := newOrd
 		l.nord = append(l.nord, &n)
@@ -42,6 +62,7 @@ func (l *changeLog) add(c resourcelease.Change, newOrd int64) {
 		l.nord = append(l.nord, nil)
 	}
 	if c.Kind == resourcelease.ChangeDeadLettered && c.Item != nil {
+		l.deadLettered = true
 		l.deadSeq = append(l.deadSeq, c.Item.SequenceID)
 		l.deadOrd = append(l.deadOrd, int64(len(l.changes)))
 	}
@@ -52,8 +73,8 @@ func (l *changeLog) add(c resourcelease.Change, newOrd int64) {
 func (l *changeLog) moved(from, to string) {
 	l.adjust(from, -1)
 	l.adjust(to, 1)
-	if counted(from) && !counted(to) {
-		l.freed = true
+	if (counted(from) && !counted(to)) || (from == stateScheduled && to != stateScheduled) {
+		l.freed = true // room under Capacity, or under DelayedCapacity
 	}
 	if to == statePending && from != statePending {
 		l.madeReady = true
@@ -125,11 +146,13 @@ func (l *changeLog) number(firstSeq, firstEv int64, after counts, ts time.Time) 
 	pendBefore := after.ready + after.delayed - l.dReady - l.dDelayed
 	actBefore := after.active - l.dActive
 	deadBefore := after.dead - l.dDead
+	delayedBefore := after.delayed - l.dDelayed
 	out := make([]Committed, len(l.changes))
 	for i := range l.changes {
 		c, e := &l.changes[i], &l.events[i]
 		c.At, e.Timestamp = ts, ts
 		c.Pending, c.Active, c.DeadLettered = int(pendBefore+l.dp[i]), int(actBefore+l.da[i]), int(deadBefore+l.dd[i])
+		c.Delayed = int(delayedBefore + l.dl[i])
 		e.SequenceNumber = firstEv + int64(i)
 		e.Metadata[resourcelease.MetaQueuePending] = strconv.Itoa(c.Pending)
 		e.Metadata[resourcelease.MetaQueueActive] = strconv.Itoa(c.Active)

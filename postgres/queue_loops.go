@@ -2,6 +2,7 @@ package postgres
 
 import (
 	"context"
+	"strconv"
 	"strings"
 	"time"
 
@@ -149,8 +150,14 @@ func (q *Queue) listenOnce() (connected bool, err error) {
 			return true, err
 		}
 		what, from, _ := strings.Cut(n.Payload, ":")
+		from, due, _ := strings.Cut(from, ":")
 		if from == q.instance {
 			continue // our own commit: the writer knew already
+		}
+		if strings.Contains(what, "d") {
+			if ns, err := strconv.ParseInt(due, 10, 64); err == nil {
+				q.hintDue(time.Unix(0, ns))
+			}
 		}
 		q.poke(strings.Contains(what, "r"), strings.Contains(what, "s"))
 	}

@@ -40,6 +40,7 @@ type itemRow struct {
 	deadAt     *time.Time
 	reason     *string
 	reasonCode *string
+	itemNB     *time.Time
 }
 
 // scanItem scans a row of extra values followed by itemColumns.
@@ -54,7 +55,7 @@ func scanItem(rows pgx.Rows, extra ...any) (*itemRow, error) {
 	dest := append(extra, &r.seq, &r.state, &r.item.ResourceType, &r.item.ResourceID, &r.item.PartitionKey,
 		&r.item.PayloadEncoding, &r.item.Body, &attrs, &reqID, &attempt, &releases, &r.enqueuedAt, &r.notBefore,
 		&r.leaseID, &r.leasedAt, &r.expiresAt, &r.owner, &lastErr, &r.tokAttempt, &r.tokLease, &r.deadAt,
-		&r.reason, &r.reasonCode)
+		&r.reason, &r.reasonCode, &r.itemNB)
 	if err := rows.Scan(dest...); err != nil {
 		return nil, err
 	}
@@ -74,6 +75,9 @@ func scanItem(rows pgx.Rows, extra ...any) (*itemRow, error) {
 		}
 	}
 	r.enqueuedAt = r.enqueuedAt.UTC()
+	if r.itemNB != nil {
+		r.item.NotBefore = r.itemNB.UTC()
+	}
 	return r, nil
 }
 

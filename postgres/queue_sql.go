@@ -55,14 +55,19 @@ type queueSQL struct {
 	events, lastEvent, firstEvent, trimEvents string
 	// trimDedupe forgets request ids whose window has passed.
 	trimDedupe string
-	notify     string
+	// deadOldest locks the oldest dead letters (at most $2), skipping any
+	// another transaction holds; deadExcess those beyond MaxDeadLetters
+	// ($2) by the counter row; deadExpired those older than the retention
+	// ($2 microseconds), at most $3. purgeDead deletes them.
+	deadOldest, deadExcess, deadExpired string
+	notify                              string
 }
 
 // itemColumns are the columns scanned into an itemRow, in its order.
 const itemColumns = `sequence_id, state, resource_type, resource_id, partition_key, payload_encoding, body,
 	attributes, request_id, attempt, release_count, enqueued_at, not_before, lease_id, leased_at,
 	lease_expires_at, owner_peer_id, last_error, last_token_attempt, last_token_lease_id,
-	dead_lettered_at, reason, reason_code`
+	dead_lettered_at, reason, reason_code, item_not_before`
 
 // sizeExpr approximates the JSON size of an item as a drain or a lease batch
 // returns it (as the engine's approxPendingJSONSize does): the body as
@@ -83,43 +88,32 @@ func prefixed(cols, alias string) string {
 	return strings.Join(parts, ", ")
 }
 
-func newQueueSQL(s *Store) queueSQL {
-	items, qs, ev, dd := s.table("items"), s.table("queue_state"), s.table("events"), s.table("dedupe")
-	r := strings.NewReplacer("{items}", items, "{queue_state}", qs, "{events}", ev, "{dedupe}", dd,
-		"{now}", nowExpr, "{cols}", itemColumns, "{icols}", prefixed(itemColumns, "i"), "{size}", sizeExpr)
-	return queueSQL{
-		counts: r.Replace(`SELECT {now}, pending_count, delayed_count, active_count, dead_letter_count, next_event_sequence FROM {queue_state}`),
-		lockItems: r.Replace(`SELECT coalesce(lease_expires_at > {now}, false), {cols} FROM {items}
-			WHERE sequence_id = ANY($2::int8[]) ORDER BY sequence_id FOR UPDATE`),
-		// No SKIP LOCKED here: a lease right after an item's delay passed
-		// must find it even while another transaction is promoting it, so
-		// this waits for that one (and then finds the row promoted).
-		promote: r.Replace(`UPDATE {items} i SET state = 'pending', not_before = NULL
-			WHERE i.sequence_id IN (SELECT sequence_id FROM {items} WHERE state = 'scheduled' AND not_before <= {now}
-				ORDER BY not_before, sequence_id LIMIT $2)
-				AND i.state = 'scheduled'
-			RETURNING i.sequence_id`),
-		expired: r.Replace(`SELECT {cols} FROM {items}
-			WHERE state = 'leased' AND lease_expires_at <= {now}
-			ORDER BY lease_expires_at, sequence_id LIMIT $2 FOR UPDATE SKIP LOCKED`),
-		lease: r.Replace(`WITH cand AS (
+// fifoRanked is the ranked CTE of a lease without partition rules: the
+// oldest ready items, one index scan of items_ready.
+const fifoRanked = `cand AS (
 				SELECT sequence_id FROM {items} WHERE state = 'pending' ORDER BY sequence_id LIMIT $2 FOR UPDATE SKIP LOCKED
 			), ranked AS (
 				SELECT sequence_id, row_number() OVER (ORDER BY sequence_id) AS rn FROM cand
-			), slots AS (
+			)`
+
+// leaseStatements are the lease statements over ranked, a CTE that locks
+// the items to lease and numbers them (rn) in the order of the batch's
+// slots: they write the leases and return the rows.
+// set is more of the leased rows' columns to set (", col = ..."), or "".
+func leaseStatements(s *Store, ranked, set string) (lease, leaseSized string) {
+	// One pass: ranked has its own tables filled in already.
+	r := strings.NewReplacer("{ranked}", ranked, "{set}", set, "{items}", s.table("items"), "{now}", nowExpr,
+		"{icols}", prefixed(itemColumns, "i"), "{size}", sizeExpr)
+	lease = r.Replace(`WITH {ranked}, slots AS (
 				SELECT * FROM unnest($3::uuid[], $4::text[]) WITH ORDINALITY AS s(lease_id, peer, rn)
 			)
 			UPDATE {items} i SET state = 'leased', lease_id = s.lease_id, leased_at = {now},
 				lease_expires_at = {now} + $5::int8 * interval '1 microsecond', owner_peer_id = s.peer,
-				last_token_attempt = i.attempt, last_token_lease_id = s.lease_id
+				last_token_attempt = i.attempt, last_token_lease_id = s.lease_id{set}
 			FROM ranked r JOIN slots s USING (rn)
 			WHERE i.sequence_id = r.sequence_id
-			RETURNING s.rn, {icols}`),
-		leaseSized: r.Replace(`WITH cand AS (
-				SELECT sequence_id FROM {items} WHERE state = 'pending' ORDER BY sequence_id LIMIT $2 FOR UPDATE SKIP LOCKED
-			), ranked AS (
-				SELECT sequence_id, row_number() OVER (ORDER BY sequence_id) AS rn FROM cand
-			), slots AS (
+			RETURNING s.rn, {icols}`)
+	leaseSized = r.Replace(`WITH {ranked}, slots AS (
 				SELECT * FROM unnest($3::uuid[], $4::text[], $6::int4[], $7::int8[]) WITH ORDINALITY AS s(lease_id, peer, req, budget, rn)
 			), sized AS (
 				SELECT r.sequence_id, s.lease_id, s.peer, s.rn, s.budget,
@@ -131,10 +125,34 @@ func newQueueSQL(s *Store) queueSQL {
 			)
 			UPDATE {items} i SET state = 'leased', lease_id = c.lease_id, leased_at = {now},
 				lease_expires_at = {now} + $5::int8 * interval '1 microsecond', owner_peer_id = c.peer,
-				last_token_attempt = i.attempt, last_token_lease_id = c.lease_id
+				last_token_attempt = i.attempt, last_token_lease_id = c.lease_id{set}
 			FROM chosen c
 			WHERE i.sequence_id = c.sequence_id
-			RETURNING c.rn, {icols}`),
+			RETURNING c.rn, {icols}`)
+	return lease, leaseSized
+}
+
+func newQueueSQL(s *Store) queueSQL {
+	items, qs, ev, dd := s.table("items"), s.table("queue_state"), s.table("events"), s.table("dedupe")
+	r := strings.NewReplacer("{items}", items, "{queue_state}", qs, "{events}", ev, "{dedupe}", dd,
+		"{now}", nowExpr, "{cols}", itemColumns, "{icols}", prefixed(itemColumns, "i"), "{size}", sizeExpr)
+	lease, leaseSized := leaseStatements(s, strings.NewReplacer("{items}", items).Replace(fifoRanked), "")
+	return queueSQL{
+		counts: r.Replace(`SELECT {now}, pending_count, delayed_count, active_count, dead_letter_count, next_event_sequence FROM {queue_state}`),
+		lockItems: r.Replace(`SELECT coalesce(lease_expires_at > {now}, false), {cols} FROM {items}
+			WHERE sequence_id = ANY($2::int8[]) ORDER BY sequence_id FOR UPDATE`),
+		// No SKIP LOCKED here: a lease right after an item's delay passed
+		// must find it even while another transaction is promoting it, so
+		// this waits for that one (and then finds the row promoted).
+		promote: r.Replace(`UPDATE {items} i SET state = 'pending', not_before = NULL
+			WHERE i.sequence_id IN (SELECT sequence_id FROM {items} WHERE state = 'scheduled' AND not_before <= {now}
+				ORDER BY not_before, sequence_id LIMIT $2)
+				AND i.state = 'scheduled'
+			RETURNING i.sequence_id, i.partition_key`),
+		expired: r.Replace(`SELECT {cols} FROM {items}
+			WHERE state = 'leased' AND lease_expires_at <= {now}
+			ORDER BY lease_expires_at, sequence_id LIMIT $2 FOR UPDATE SKIP LOCKED`),
+		lease: lease, leaseSized: leaseSized,
 		// Rows go in in request id order, the order of the index entries
 		// they lock, so two batches that share request ids wait for each
 		// other at the first shared one instead of deadlocking. The
@@ -153,7 +171,7 @@ func newQueueSQL(s *Store) queueSQL {
 		endLease: r.Replace(`UPDATE {items} i SET state = x.state, attempt = x.attempt, release_count = x.releases,
 				last_error = x.last_error::jsonb,
 				not_before = CASE WHEN x.state = 'scheduled' THEN {now} + x.delay_us * interval '1 microsecond' END,
-				lease_id = NULL, leased_at = NULL, lease_expires_at = NULL, owner_peer_id = NULL,
+				lease_id = NULL, leased_at = NULL, lease_expires_at = NULL, owner_peer_id = NULL, leased_partition = NULL,
 				dead_lettered_at = CASE WHEN x.state = 'dead' THEN {now} END,
 				reason = x.reason, reason_code = x.reason_code
 			FROM unnest($2::int8[], $3::text[], $4::int4[], $5::int4[], $6::text[], $7::int8[], $8::text[], $9::text[])
@@ -175,15 +193,17 @@ func newQueueSQL(s *Store) queueSQL {
 			), new_items AS (
 				INSERT INTO {items} (sequence_id, state, resource_type, resource_id, partition_key, payload_encoding,
 					body, attributes, request_id, attempt, enqueued_at,
-					lease_id, leased_at, lease_expires_at, owner_peer_id, last_token_attempt, last_token_lease_id)
-				SELECT c.first_seq + n.ord - 1, CASE WHEN n.lid IS NULL THEN 'pending' ELSE 'leased' END,
+					lease_id, leased_at, lease_expires_at, owner_peer_id, last_token_attempt, last_token_lease_id,
+					item_not_before, not_before)
+				SELECT c.first_seq + n.ord - 1,
+					CASE WHEN n.lid IS NOT NULL THEN 'leased' WHEN n.sched IS NOT NULL THEN 'scheduled' ELSE 'pending' END,
 					n.rt, n.rid, n.pk, n.enc, n.body, n.attrs::jsonb, n.req, 1, c.ts,
 					n.lid, CASE WHEN n.lid IS NOT NULL THEN c.ts END,
 					CASE WHEN n.lid IS NOT NULL THEN c.ts + $32::int8 * interval '1 microsecond' END,
-					n.owner, CASE WHEN n.lid IS NOT NULL THEN 1 END, n.lid
+					n.owner, CASE WHEN n.lid IS NOT NULL THEN 1 END, n.lid, n.nb, n.sched
 				FROM c, unnest($9::text[], $10::text[], $11::text[], $12::text[], $13::bytea[], $14::text[], $15::text[],
-						$30::uuid[], $31::text[])
-					WITH ORDINALITY AS n(rt, rid, pk, enc, body, attrs, req, lid, owner, ord)
+						$30::uuid[], $31::text[], $33::timestamptz[], $34::timestamptz[])
+					WITH ORDINALITY AS n(rt, rid, pk, enc, body, attrs, req, lid, owner, nb, sched, ord)
 			), dd AS (
 				UPDATE {dedupe} d SET sequence_id = c.first_seq + x.ord - 1
 				FROM c, unnest($16::text[], $17::int8[]) AS x(req, ord) WHERE d.request_id = x.req
@@ -212,13 +232,14 @@ func newQueueSQL(s *Store) queueSQL {
 		presentIDs:   r.Replace(`SELECT sequence_id FROM {items} WHERE sequence_id = ANY($1::int8[]) ORDER BY sequence_id LIMIT 1`),
 		restore: r.Replace(`INSERT INTO {items} (sequence_id, state, resource_type, resource_id, partition_key, payload_encoding,
 				body, attributes, request_id, attempt, release_count, enqueued_at, not_before, last_error,
-				last_token_attempt, last_token_lease_id)
+				last_token_attempt, last_token_lease_id, item_not_before)
 			SELECT x.seq, CASE WHEN x.ready_at > {now} THEN 'scheduled' ELSE 'pending' END, x.rt, x.rid, x.pk, x.enc,
 				x.body, x.attrs::jsonb, x.req, x.attempt, x.releases, coalesce(x.enq, {now}),
-				CASE WHEN x.ready_at > {now} THEN x.ready_at END, x.last_error::jsonb, x.tok_attempt, x.tok_lease
+				CASE WHEN x.ready_at > {now} THEN x.ready_at END, x.last_error::jsonb, x.tok_attempt, x.tok_lease, x.nb
 			FROM unnest($2::int8[], $3::text[], $4::text[], $5::text[], $6::text[], $7::bytea[], $8::text[], $9::text[],
-				$10::int4[], $11::int4[], $12::timestamptz[], $13::timestamptz[], $14::text[], $15::int4[], $16::uuid[])
-				AS x(seq, rt, rid, pk, enc, body, attrs, req, attempt, releases, enq, ready_at, last_error, tok_attempt, tok_lease)
+				$10::int4[], $11::int4[], $12::timestamptz[], $13::timestamptz[], $14::text[], $15::int4[], $16::uuid[],
+				$17::timestamptz[])
+				AS x(seq, rt, rid, pk, enc, body, attrs, req, attempt, releases, enq, ready_at, last_error, tok_attempt, tok_lease, nb)
 			ORDER BY x.seq
 			RETURNING ` + itemColumns),
 		drain: r.Replace(`WITH d AS (
@@ -255,5 +276,13 @@ func newQueueSQL(s *Store) queueSQL {
 		trimDedupe: r.Replace(`DELETE FROM {dedupe} WHERE request_id IN (
 				SELECT request_id FROM {dedupe} WHERE expires_at <= {now} ORDER BY expires_at LIMIT $2 FOR UPDATE SKIP LOCKED)`),
 		notify: `SELECT pg_notify($1, $2)`,
+		deadOldest: r.Replace(`SELECT {cols} FROM {items} WHERE state = 'dead'
+			ORDER BY dead_lettered_at, dead_event, sequence_id LIMIT $1 FOR UPDATE SKIP LOCKED`),
+		deadExcess: r.Replace(`SELECT {cols} FROM {items} WHERE state = 'dead'
+			ORDER BY dead_lettered_at, dead_event, sequence_id
+			LIMIT least((SELECT greatest(dead_letter_count - $1::int8, 0) FROM {queue_state}), $2::int8) FOR UPDATE SKIP LOCKED`),
+		deadExpired: r.Replace(`SELECT {cols} FROM {items} WHERE state = 'dead'
+				AND dead_lettered_at <= {now} - $2::int8 * interval '1 microsecond'
+			ORDER BY dead_lettered_at, dead_event, sequence_id LIMIT $3 FOR UPDATE SKIP LOCKED`),
 	}
 }

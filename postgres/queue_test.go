@@ -44,6 +44,12 @@ func TestQueueConfigValidation(t *testing.T) {
 		{"heartbeat not shorter than lease", postgres.QueueConfig{LeaseDuration: time.Second, HeartbeatInterval: time.Second}},
 		{"max delay below delay", postgres.QueueConfig{RequeueDelay: time.Minute, MaxRequeueDelay: time.Second}},
 		{"overflowing duration", postgres.QueueConfig{SweepInterval: resourcelease.MaxDuration + 1}},
+		{"delayed capacity", postgres.QueueConfig{DelayedCapacity: -2}},
+		{"partition limit", postgres.QueueConfig{MaxActivePerPartition: -1}},
+		{"fairness", postgres.QueueConfig{Fairness: "lottery"}},
+		{"dead-letter retention", postgres.QueueConfig{DeadLetterRetention: -time.Second}},
+		{"dead-letter retention overflowing", postgres.QueueConfig{DeadLetterRetention: resourcelease.MaxDuration + 1}},
+		{"max dead letters", postgres.QueueConfig{MaxDeadLetters: -2}},
 	} {
 		q, err := postgres.NewQueue(bg, s, tc.cfg)
 		if q != nil || resourcelease.StatusOf(err) != resourcelease.StatusInvalidArgument {
@@ -62,7 +68,9 @@ func TestQueueConfigValidation(t *testing.T) {
 	if c.Capacity != 512 || c.LeaseDuration != 30*time.Second || c.HeartbeatInterval != 5*time.Second ||
 		c.SweepInterval != time.Second || c.MaxDeliveryAttempts != 5 || c.MaxReleases != 10 ||
 		c.DedupeWindow != 10*time.Minute || c.EventRetention != postgres.DefaultEventRetention ||
-		c.PollInterval != time.Second || c.MaxBatch != postgres.DefaultMaxBatch {
+		c.PollInterval != time.Second || c.MaxBatch != postgres.DefaultMaxBatch ||
+		c.DelayedCapacity != resourcelease.DefaultDelayedCapacity || c.Fairness != resourcelease.FairnessFIFO ||
+		c.MaxActivePerPartition != 0 || c.DeadLetterRetention != 0 || c.MaxDeadLetters != resourcelease.DefaultMaxDeadLetters {
 		t.Fatalf("defaults %+v", c)
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"runtime"
 	"slices"
 	"sort"
+	"strconv"
 	"time"
 
 	"github.com/google/uuid"
@@ -39,6 +40,7 @@ type batch struct {
 
 	tookWaiters, tookFull, tookSweep bool  // it holds Queue.waitersBusy, fullBusy, sweepBusy
 	admitted                         int64 // items it reserved in Queue.reserved
+	admittedDelayed                  int64 // delayed items it reserved in Queue.reservedDelayed
 
 	now    any
 	ts     time.Time
@@ -64,6 +66,15 @@ type batch struct {
 	grants   []newGrant
 	unclaim  []string
 	sweeps   []*op
+	// dead letters to purge: those a sweep found (excess first, then
+	// expired), and the ids the transaction deletes
+	excessDead, expiredDead []*itemRow
+	purge                   []int64
+	// partsLeasable: a partition it changed is leasable now
+	partsLeasable bool
+	// scheduled is the earliest ready time of the items it delays, told to
+	// the other processes' sweepers with its notification
+	scheduled *time.Time
 }
 
 type slot struct {
@@ -116,6 +127,9 @@ type finalInput struct {
 	owner []*string
 	// leaseUS is the lease duration of such a lease.
 	leaseUS int64
+	// nb is each item's NotBefore (nil for none); sched its ready time
+	// when it is delayed (nil for an item ready now).
+	nb, sched []*time.Time
 }
 
 func (f *finalInput) addItem(it *resourcelease.Item) int64 {
@@ -136,6 +150,13 @@ func (f *finalInput) addItem(it *resourcelease.Item) int64 {
 	f.req = append(f.req, req)
 	f.lid = append(f.lid, nil)
 	f.owner = append(f.owner, nil)
+	var nb *time.Time
+	if !it.NotBefore.IsZero() {
+		t := it.NotBefore
+		nb = &t
+	}
+	f.nb = append(f.nb, nb)
+	f.sched = append(f.sched, nil)
 	return int64(len(f.rt))
 }
 
@@ -374,6 +395,24 @@ func (b *batch) hasEnqueue() bool {
 	return false
 }
 
+// hasNotBefore reports whether an enqueue of the batch has an item with a
+// NotBefore.
+func (b *batch) hasNotBefore() bool {
+	for _, list := range [][]*op{b.full, b.ops} {
+		for _, o := range list {
+			if o.kind != opEnqueue {
+				continue
+			}
+			for i := range o.items {
+				if !o.items[i].NotBefore.IsZero() {
+					return true
+				}
+			}
+		}
+	}
+	return false
+}
+
 func (b *batch) lockIDs() []int64 {
 	var ids []int64
 	seen := map[int64]bool{}
@@ -406,8 +445,9 @@ func (q *Queue) exec(ctx context.Context, b *batch) ([]Committed, error) {
 		// transaction once more on a fresh one.
 		q.mu.Lock()
 		q.reserved -= b.admitted
+		q.reservedDelayed -= b.admittedDelayed
 		q.mu.Unlock()
-		b.admitted = 0
+		b.admitted, b.admittedDelayed = 0, 0
 		b.reset()
 	}
 }
@@ -418,9 +458,10 @@ func (b *batch) reset() {
 	b.ts, b.before, b.rows, b.expired, b.granted = time.Time{}, counts{}, nil, nil, nil
 	b.claimed, b.firstSeq, b.promoted, b.nextDue = nil, nil, 0, nil
 	b.log, b.fin, b.parkFull, b.newRefs, b.unclaim, b.grants = changeLog{}, finalInput{}, nil, nil, nil, nil
+	b.excessDead, b.expiredDead, b.purge, b.partsLeasable, b.scheduled = nil, nil, nil, false, nil
 	for _, list := range [][]*op{b.waiters, b.full, b.ops} {
 		for _, o := range list {
-			o.leases, o.errs, o.seqs, o.dups, o.expires, o.expired, o.nextDue = nil, nil, nil, nil, nil, 0, nil
+			o.leases, o.errs, o.seqs, o.dups, o.expires, o.expired, o.purged, o.nextDue = nil, nil, nil, nil, nil, 0, 0, nil
 		}
 	}
 }
@@ -444,8 +485,10 @@ func (q *Queue) attempt(ctx context.Context, b *batch, lockIDs []int64) (committ
 	}()
 	// A bounded queue reads the counts before it admits enqueues, so that
 	// it sees what other processes admitted since its own last commit.
+	// So does one with a delayed item: whether it is delayed is decided
+	// against the transaction's clock.
 	read := len(lockIDs) > 0 || len(b.slots) > 0 || len(b.sweeps) > 0 || len(b.reqIDs) > 0 ||
-		(q.cfg.Capacity > 0 && b.hasEnqueue())
+		(q.cfg.Capacity > 0 && b.hasEnqueue()) || b.hasNotBefore()
 	if read {
 		inTx = true
 		if err := q.read(ctx, c, b, lockIDs); err != nil {
@@ -510,12 +553,51 @@ func (q *Queue) attempt(ctx context.Context, b *batch, lockIDs []int64) (committ
 	if len(b.unclaim) > 0 {
 		p.Queue(q.sql.unclaimDedupe, b.unclaim)
 	}
+	if excess := q.deadExcess(b); excess > 0 {
+		// Past MaxDeadLetters: the oldest go in this transaction, as the
+		// engine purges them. One more round trip, after the writes above,
+		// so that this transaction's own dead letters are among those it
+		// can choose (they sort last: newest).
+		// The oldest include those the batch purges already (it holds
+		// their locks, so they are not skipped): ask for them too.
+		p.Queue(q.sql.deadOldest, excess+int64(len(b.purge)))
+		var oldest []*itemRow
+		err := q.pipeline(ctx, c, &p, func(br pgx.BatchResults) error {
+			for i := range p.QueuedQueries {
+				if p.QueuedQueries[i].SQL == q.sql.deadOldest {
+					if err := eachRow(br, func(rows pgx.Rows) error {
+						r, err := scanItem(rows)
+						if err == nil {
+							oldest = append(oldest, r)
+						}
+						return err
+					}); err != nil {
+						return err
+					}
+					continue
+				}
+				if _, err := br.Exec(); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			return nil, false, err
+		}
+		q.purgeDead(b, oldest, resourcelease.PurgeReasonMaxDeadLetters, int(excess))
+		p = pgx.Batch{}
+	}
+	if len(b.purge) > 0 {
+		p.Queue(q.sql.purge, b.purge)
+	}
 	q.mu.Lock()
 	trimmed := q.trimmed
 	q.mu.Unlock()
 	q.commitMu.Lock()
 	defer q.commitMu.Unlock()
 	p.Queue(q.sql.final, finalArgs(b.now, l, &b.fin, trimmed)...)
+	keys := q.queuePartitions(&p, b.now, l)
 	if note := q.notification(b); note != "" {
 		p.Queue(q.sql.notify, q.channel, note)
 	}
@@ -528,6 +610,14 @@ func (q *Queue) attempt(ctx context.Context, b *batch, lockIDs []int64) (committ
 			sql := p.QueuedQueries[i].SQL
 			if sql == q.sql.final {
 				if err := fr.scan(br.QueryRow()); err != nil {
+					return err
+				}
+				continue
+			}
+			if q.parted && sql == q.psql.update {
+				ok, err := q.partitionsDone(br, keys, l)
+				b.partsLeasable = ok
+				if err != nil {
 					return err
 				}
 				continue
@@ -570,8 +660,8 @@ func (q *Queue) attempt(ctx context.Context, b *batch, lockIDs []int64) (committ
 	for _, r := range b.newRefs {
 		r.op.seqs[r.i] = fr.firstSeq + r.op.seqs[r.i] - 1
 	}
-	q.committedCounts(fr.after, fr.firstEv+int64(len(committed)), b.admitted)
-	b.admitted = 0
+	q.committedCounts(fr.after, fr.firstEv+int64(len(committed)), b.admitted, b.admittedDelayed)
+	b.admitted, b.admittedDelayed = 0, 0
 	if n := len(committed); n > 0 {
 		q.noteSeq(committed[n-1].Event.SequenceNumber)
 		if q.cfg.OnCommit != nil {
@@ -579,6 +669,40 @@ func (q *Queue) attempt(ctx context.Context, b *batch, lockIDs []int64) (committ
 		}
 	}
 	return committed, false, nil
+}
+
+// deadExcess is how many dead letters past MaxDeadLetters the batch leaves,
+// beyond those it purges already: only a batch that dead-letters purges
+// for the bound (a sweep does for a bound lowered since).
+func (q *Queue) deadExcess(b *batch) int64 {
+	if q.cfg.MaxDeadLetters <= 0 || !b.log.deadLettered {
+		return 0
+	}
+	return b.before.dead + b.log.dDead - int64(q.cfg.MaxDeadLetters)
+}
+
+// purgeDead deletes dead letters the batch has locked (or dead-lettered
+// itself), at most limit of them, each with its DeadLetterPurged change;
+// one already purged is skipped.
+func (q *Queue) purgeDead(b *batch, rows []*itemRow, reason string, limit int) {
+	for _, r := range rows {
+		if slices.Contains(b.purge, r.seq) {
+			continue
+		}
+		if limit--; limit < 0 {
+			return
+		}
+		b.purge = append(b.purge, r.seq)
+		b.log.moved(stateDead, "")
+		p := r.pendingItem()
+		b.log.add(resourcelease.Change{
+			Kind: resourcelease.ChangeDeadLetterPurged, Item: &p,
+			Metadata: map[string]string{resourcelease.MetaPurgeReason: reason},
+		}, 0)
+		for _, o := range b.sweeps {
+			o.purged++
+		}
+	}
 }
 
 // pipeline sends p in one round trip and reads its results with read.
@@ -623,7 +747,7 @@ func finalArgs(now any, l *changeLog, f *finalInput, trimmed int64) []any {
 		f.ddReq, f.ddOrd,
 		l.deadSeq, l.deadOrd,
 		ea.typ, ea.own, ea.peer, ea.iseq, ea.payload, ea.err, ea.meta, l.dp, l.da, l.nord,
-		f.lid, f.owner, f.leaseUS}
+		f.lid, f.owner, f.leaseUS, f.nb, f.sched}
 }
 
 func eventsOf(cs []Committed) []resourcelease.Event {
@@ -638,18 +762,39 @@ func eventsOf(cs []Committed) []resourcelease.Event {
 // items became ready (waiters elsewhere should look), s when room opened
 // in a queue that was at capacity, then this queue's id so that it can
 // ignore its own.
+//
+// With d, a third part is the earliest time (Unix nanoseconds) of the items
+// the batch delayed, so that every process's sweeper wakes for it, not only
+// this one's (which may die first).
 func (q *Queue) notification(b *batch) string {
 	note := ""
-	if b.log.madeReady || b.promoted > 0 {
+	if b.log.madeReady || b.promoted > 0 || b.log.unserved() {
 		note += "r"
 	}
 	if b.log.freed && q.cfg.Capacity > 0 && b.before.ready+b.before.active >= int64(q.cfg.Capacity) {
 		note += "s"
 	}
+	if b.scheduled != nil {
+		note += "d"
+	}
 	if note == "" {
 		return ""
 	}
-	return note + ":" + q.instance
+	note += ":" + q.instance
+	if b.scheduled != nil {
+		note += ":" + strconv.FormatInt(b.scheduled.UnixNano(), 10)
+	}
+	return note
+}
+
+// due notes that the batch delays an item until at.
+func (b *batch) due(at time.Time) {
+	if b.nextDue == nil || at.Before(*b.nextDue) {
+		b.nextDue = &at
+	}
+	if b.scheduled == nil || at.Before(*b.scheduled) {
+		b.scheduled = &at
+	}
 }
 
 // read is the transaction's first round trip: BEGIN, the counts, the rows
@@ -689,10 +834,14 @@ func (q *Queue) read(ctx context.Context, c *pgx.Conn, b *batch, lockIDs []int64
 			reqs[i], budgets[i] = req, int64(s.op.budget)
 			sized = sized || s.op.budget > 0
 		}
+		lease, leaseSized := q.sql.lease, q.sql.leaseSized
+		if q.parted {
+			lease, leaseSized = q.psql.lease, q.psql.leaseSized
+		}
 		if sized {
-			p.Queue(q.sql.leaseSized, b.now, len(b.slots), ids, peers, q.cfg.LeaseDuration.Microseconds(), reqs, budgets)
+			p.Queue(leaseSized, b.now, len(b.slots), ids, peers, q.cfg.LeaseDuration.Microseconds(), reqs, budgets)
 		} else {
-			p.Queue(q.sql.lease, b.now, len(b.slots), ids, peers, q.cfg.LeaseDuration.Microseconds())
+			p.Queue(lease, b.now, len(b.slots), ids, peers, q.cfg.LeaseDuration.Microseconds())
 		}
 	}
 	if len(b.reqIDs) > 0 {
@@ -701,6 +850,14 @@ func (q *Queue) read(ctx context.Context, c *pgx.Conn, b *batch, lockIDs []int64
 	}
 	if len(b.sweeps) > 0 {
 		p.Queue(q.sql.nextDue)
+	}
+	excess := len(b.sweeps) > 0 && q.cfg.MaxDeadLetters > 0
+	if excess {
+		p.Queue(q.sql.deadExcess, q.cfg.MaxDeadLetters, sweepLimit)
+	}
+	expired := len(b.sweeps) > 0 && q.cfg.DeadLetterRetention > 0
+	if expired {
+		p.Queue(q.sql.deadExpired, b.now, q.cfg.DeadLetterRetention.Microseconds(), sweepLimit)
 	}
 	b.rows = map[int64]*simRow{}
 	return q.pipeline(ctx, c, &p, func(br pgx.BatchResults) error {
@@ -714,7 +871,7 @@ func (q *Queue) read(ctx context.Context, c *pgx.Conn, b *batch, lockIDs []int64
 		b.ts = b.ts.UTC()
 		// Fresher than the last commit's counts unless a commit of this
 		// process came after it (the mark, the log position, says which).
-		q.committedCounts(b.before, mark, 0)
+		q.committedCounts(b.before, mark, 0, 0)
 		if len(lockIDs) > 0 {
 			if err := eachRow(br, func(rows pgx.Rows) error {
 				var live bool
@@ -730,8 +887,11 @@ func (q *Queue) read(ctx context.Context, c *pgx.Conn, b *batch, lockIDs []int64
 		if promote {
 			if err := eachRow(br, func(rows pgx.Rows) error {
 				var id int64
+				var key string
 				b.promoted++
-				return rows.Scan(&id)
+				err := rows.Scan(&id, &key)
+				b.log.touch(key, false)
+				return err
 			}); err != nil {
 				return err
 			}
@@ -795,6 +955,23 @@ func (q *Queue) read(ctx context.Context, c *pgx.Conn, b *batch, lockIDs []int64
 			}
 			b.nextDue = due
 		}
+		for _, d := range []struct {
+			on   bool
+			into *[]*itemRow
+		}{{excess, &b.excessDead}, {expired, &b.expiredDead}} {
+			if !d.on {
+				continue
+			}
+			if err := eachRow(br, func(rows pgx.Rows) error {
+				r, err := scanItem(rows)
+				if err == nil {
+					*d.into = append(*d.into, r)
+				}
+				return err
+			}); err != nil {
+				return err
+			}
+		}
 		return nil
 	})
 }
@@ -826,6 +1003,9 @@ func (q *Queue) decide(b *batch) {
 		s := b.slots[g.rn-1]
 		r := g.row
 		l.moved(statePending, stateLeased)
+		if q.parted {
+			l.touch(r.item.PartitionKey, true)
+		}
 		p := r.pendingItem()
 		l.add(resourcelease.Change{
 			Kind: resourcelease.ChangeLeased, Item: &p, Token: r.token(), PeerID: deref(r.owner),
@@ -848,6 +1028,15 @@ func (q *Queue) decide(b *batch) {
 	}
 	q.enqueues(b)
 	q.leaseNew(b)
+	if q.parted {
+		for _, s := range b.rows {
+			if s.ended || s.deleted {
+				l.touch(s.row.item.PartitionKey, false)
+			}
+		}
+	}
+	q.purgeDead(b, b.excessDead, resourcelease.PurgeReasonMaxDeadLetters, len(b.excessDead))
+	q.purgeDead(b, b.expiredDead, resourcelease.PurgeReasonRetention, len(b.expiredDead))
 	if b.nextDue != nil || len(b.sweeps) > 0 {
 		for _, o := range b.sweeps {
 			o.nextDue = b.nextDue
@@ -936,9 +1125,7 @@ func (q *Queue) schedule(b *batch, s *simRow, delay time.Duration) {
 		at := b.ts.Add(time.Duration(us) * time.Microsecond)
 		r.state, r.notBefore, s.delayUS = stateScheduled, &at, us
 		b.log.moved(stateLeased, stateScheduled)
-		if b.nextDue == nil || at.Before(*b.nextDue) {
-			b.nextDue = &at
-		}
+		b.due(at)
 		return
 	}
 	r.state, r.notBefore, s.delayUS = statePending, nil, 0
@@ -1014,11 +1201,14 @@ func (q *Queue) enqueues(b *batch) {
 	// fails.
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	room := int64(-1)
+	room, roomDelayed := int64(-1), int64(-1)
 	if q.cfg.Capacity > 0 {
 		room = max(int64(q.cfg.Capacity)-q.counts.ready-q.counts.active-q.reserved, 0)
 	}
-	defer func() { q.reserved += b.admitted }()
+	if q.cfg.DelayedCapacity > 0 {
+		roomDelayed = max(int64(q.cfg.DelayedCapacity)-q.counts.delayed-q.reservedDelayed, 0)
+	}
+	defer func() { q.reserved += b.admitted; q.reservedDelayed += b.admittedDelayed }()
 	for _, list := range [][]*op{b.full, b.ops} {
 		for _, o := range list {
 			if o.kind != opEnqueue {
@@ -1051,9 +1241,17 @@ func (q *Queue) enqueues(b *batch) {
 						continue
 					}
 				}
-				if room == 0 {
+				delayed := o.items[i].NotBefore.After(b.ts)
+				left := &room
+				if delayed {
+					left = &roomDelayed
+				}
+				if *left == 0 {
 					if o.solo && q.cfg.FullMode == resourcelease.FullWait {
 						wait = true
+					} else if delayed {
+						o.errs[i] = resourcelease.Errorf(resourcelease.StatusResourceExhausted, resourcelease.CodeQueueFull,
+							"queue is at its delayed capacity (%d delayed items)", q.cfg.DelayedCapacity)
 					} else {
 						o.errs[i] = resourcelease.Errorf(resourcelease.StatusResourceExhausted, resourcelease.CodeQueueFull,
 							"queue is at capacity (%d ready and leased)", q.cfg.Capacity)
@@ -1063,11 +1261,15 @@ func (q *Queue) enqueues(b *batch) {
 					}
 					continue
 				}
-				if room > 0 {
-					room--
+				if *left > 0 {
+					*left--
 				}
 				admitted = append(admitted, i)
-				b.admitted++
+				if delayed {
+					b.admittedDelayed++
+				} else {
+					b.admitted++
+				}
 			}
 			if wait {
 				b.parkFull = append(b.parkFull, o)
@@ -1082,8 +1284,18 @@ func (q *Queue) enqueues(b *batch) {
 				}
 				o.seqs[i] = ord // a position among the new items until the counter row decides
 				b.newRefs = append(b.newRefs, newRef{op: o, i: i})
-				b.log.moved("", statePending)
 				p := resourcelease.PendingItem{Payload: *it, Attempt: 1}
+				if q.parted {
+					b.log.touch(it.PartitionKey, false)
+				}
+				if it.NotBefore.After(b.ts) {
+					at := it.NotBefore
+					b.fin.sched[ord-1], p.ReadyAt = &at, at
+					b.log.moved("", stateScheduled)
+					b.due(at)
+				} else {
+					b.log.moved("", statePending)
+				}
 				b.log.add(resourcelease.Change{Kind: resourcelease.ChangeEnqueued, Item: &p, PeerID: o.caller}, ord)
 			}
 		}
@@ -1095,7 +1307,9 @@ func (q *Queue) enqueues(b *batch) {
 // every item in the table, so FIFO holds, and a long-poll gets an item
 // enqueued beside it without waiting for the next transaction.
 func (q *Queue) leaseNew(b *batch) {
-	if len(b.slots) == 0 || len(b.fin.rt) == 0 {
+	if len(b.slots) == 0 || len(b.fin.rt) == 0 || q.parted {
+		// With partition rules a new item waits for the next transaction,
+		// which finds it through its partition's row.
 		return
 	}
 	served := make([]bool, len(b.slots))
@@ -1108,6 +1322,9 @@ func (q *Queue) leaseNew(b *batch) {
 	}
 	next := 0 // the next new item, by its position in the final statement
 	for i, s := range b.slots {
+		for next < len(b.fin.rt) && b.fin.sched[next] != nil {
+			next++ // delayed: not for a lease yet
+		}
 		if served[i] || next == len(b.fin.rt) {
 			continue
 		}
@@ -1159,6 +1376,7 @@ func (q *Queue) deliver(b *batch, committed []Committed, err error) {
 	q.mu.Lock()
 	stats := q.counts.stats()
 	q.reserved -= b.admitted // what a failed transaction admitted is not coming
+	q.reservedDelayed -= b.admittedDelayed
 	if b.tookWaiters {
 		q.waitersBusy = false
 	}
@@ -1202,6 +1420,13 @@ func (q *Queue) deliver(b *batch, committed []Committed, err error) {
 			case o.kind == opLease && len(o.leases) == 0 && o.wait:
 				park = append(park, o)
 				continue
+			case o.kind == opLease && len(o.leases) == 0 && q.parted && b.promoted > 0 && !o.again:
+				// With partition rules the items this transaction promoted
+				// are leasable from its commit on (their partitions' rows
+				// were recomputed in it): look once more.
+				o.again = true
+				b.deferred = append(b.deferred, o)
+				continue
 			case o.kind == opEnqueue:
 				for i := range o.items {
 					if o.dups[i] && o.seqs[i] < 0 {
@@ -1227,7 +1452,7 @@ func (q *Queue) deliver(b *batch, committed []Committed, err error) {
 		}
 		q.full = append(toFull, q.full...)
 		if err == nil && (len(committed) > 0 || b.promoted > 0) {
-			if b.log.madeReady || b.promoted > 0 {
+			if b.log.madeReady || b.promoted > 0 || b.partsLeasable {
 				q.serveWaiters = true
 			}
 			if b.log.freed {
@@ -1260,13 +1485,14 @@ func (q *Queue) deliver(b *batch, committed []Committed, err error) {
 // committedCounts records the counts a commit read from the counter row
 // (at event number mark, which orders commits) and releases the capacity
 // its admitted items had reserved: from now on the counts hold them.
-func (q *Queue) committedCounts(c counts, mark, admitted int64) {
+func (q *Queue) committedCounts(c counts, mark, admitted, admittedDelayed int64) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	if mark >= q.countsMark {
 		q.counts, q.countsMark = c, mark
 	}
 	q.reserved -= admitted
+	q.reservedDelayed -= admittedDelayed
 }
 
 // endArgs are the columns of the endLease statement.

@@ -7,6 +7,7 @@ import (
 	"crypto/tls"
 	"encoding/json"
 	"net/http"
+	"net/http/httptrace"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -81,7 +82,7 @@ type ClientConfig struct {
 	// URLs are more dispatchers of the same mesh (several dispatchers on one
 	// database), after NewClient's own URL (which may then be ""): the
 	// Client spreads its calls over all of them and fails over from one
-	// that cannot be reached or answers unavailable (see Client). Defaults
+	// that cannot be connected to or answers unavailable (see Client). Defaults
 	// to none: one dispatcher. A URL given twice is an error.
 	URLs []string
 	// EndpointMinBackoff and EndpointMaxBackoff bound how long a dispatcher
@@ -90,7 +91,21 @@ type ClientConfig struct {
 	// to DefaultEndpointMinBackoff and DefaultEndpointMaxBackoff; negative,
 	// or a minimum above the maximum, is an error.
 	EndpointMinBackoff, EndpointMaxBackoff time.Duration
+	// DialTimeout bounds how long one try waits for its connection to a
+	// dispatcher (including the TLS handshake; a pooled connection is
+	// immediate). A try that has none by then fails over to the next
+	// dispatcher: a host that is gone without resetting connections is
+	// left as a refused one is, rather than taking the call's whole
+	// deadline. Defaults to DefaultDialTimeout (2 s) with several URLs,
+	// and to none with one (the HTTP client's own, 30 s by default);
+	// negative means none.
+	DialTimeout time.Duration
 }
+
+// DefaultDialTimeout is ClientConfig.DialTimeout's default with several
+// dispatcher URLs: 2 s, far above a connect on a working network, far
+// below DefaultClientTimeout.
+const DefaultDialTimeout = 2 * time.Second
 
 // Client is the Go client of the wire protocol. It implements
 // resourcelease.BatchDispatcher, so code written against a Dispatcher (a
@@ -106,42 +121,59 @@ type ClientConfig struct {
 // Errors are *resourcelease.Error rebuilt from the response, whether it came
 // from a leasemesh server (new or older) or a yarpc-go one (its error headers,
 // or its plain-text message): errors.Is(err, resourcelease.ErrUnknownToken)
-// holds across the wire. A server that cannot be reached gives status
-// unavailable with code CodeTransportUnavailable and the cause in Err.
+// holds across the wire. A server that gives no answer (refused, reset,
+// the connection timed out) gives status unavailable with code
+// CodeTransportUnavailable and the cause in Err; the caller's deadline
+// passing first gives deadline-exceeded.
 //
 // # Several dispatchers
 //
 // Given several URLs (ClientConfig.URLs), the Client takes them for
 // dispatchers of one mesh and sends each call to the next in turn
-// (round-robin), skipping one that failed recently: a dispatcher that
-// could not be reached or answered unavailable is left alone for a
-// back-off (EndpointMinBackoff, doubling up to EndpointMaxBackoff) and
-// then tried again by one call, so it is used again as soon as it is back
-// and a dead one costs one failed dial per back-off. A call that fails that
-// way goes to the next dispatcher, at most once to each (when all are
-// backing off, only one is tried), and only when repeating it cannot
-// apply anything twice:
+// (round-robin), skipping one that failed recently. A dispatcher fails a
+// try when it cannot be connected to (refused, no route, or no connection
+// within DialTimeout: a host gone without a reset) or answers unavailable;
+// it is then left alone for a back-off (EndpointMinBackoff, doubling per
+// failed probe up to EndpointMaxBackoff), after which one call at a time
+// (the probe) tries it again, so it is used again soon after it is back and
+// a dead one costs one failed connect per back-off. A dispatcher that was
+// connected to but lets the call's deadline pass is not backed off: it
+// cannot be told from a slow one (a long query, a long-poll). A call that
+// fails that way goes to the next dispatcher, at most once to each (when
+// all are backing off, only one is tried, unless the one that failed had
+// been healthy), and only when repeating it cannot apply anything twice:
 //
 //   - enqueue and enqueueBatch are retried with the same requestId: the
 //     Client gives a payload without one a random requestId, so the
 //     dispatcher's dedupe window absorbs a retry whose first try was
 //     applied (its answer then says duplicate only if the caller's own
-//     requestId was seen before). With dedupe turned off on the
-//     dispatchers (DedupeWindow -1) such a retry can enqueue twice.
+//     requestId was seen before); an enqueueBatch that falls back to
+//     per-item calls on an older dispatcher sends them with those ids.
+//     With dedupe turned off on the dispatchers (DedupeWindow -1) such a
+//     retry can enqueue twice.
 //   - lease and leaseBatch are retried with what is left of their wait,
-//     never past it. A retry after a lost answer may orphan the lease the
-//     first try took: nobody works it, and it expires after the lease
-//     duration and is delivered again (it costs an attempt).
+//     never past it (a per-item fallback too). A retry after a lost answer
+//     may orphan the lease the first try took: nobody works it, and it
+//     expires after the lease duration and is delivered again (it costs an
+//     attempt).
 //   - complete, completeBatch, fail and release are retried; a retry
 //     answered unknown_token after an earlier try may have been applied is
 //     reported as resourcelease.ErrPossiblySettled (which also matches
 //     ErrUnknownToken): most likely the first try settled the lease. The
 //     Worker does not count those as lost.
-//   - heartbeat, stats, deadletters, redrive and purge are retried as they
-//     are (repeating them changes nothing).
-//   - drain, restore and Call go to another dispatcher only when the
-//     first could not be connected to at all: a drained page whose answer
-//     was lost cannot be asked for again.
+//   - heartbeat, stats and deadletters are retried as they are (repeating
+//     them changes nothing).
+//   - drain, restore, redrive, purge and Call go to another dispatcher only
+//     when no earlier try reached one: a drained page whose answer was lost
+//     cannot be asked for again, and a redrive or purge sent again would
+//     report 0 or act on dead letters that arrived since.
+//
+// Batch procedures are remembered per dispatcher: in a mesh being upgraded,
+// a batch call goes to one that serves it, and falls back to per-item calls
+// only when none of those tried does.
+//
+// An error after which no try reached any dispatcher matches
+// ErrNotConnected: nothing was applied.
 //
 // With one URL the Client never retries, as before.
 //
@@ -151,6 +183,7 @@ type Client struct {
 	endpoints      []*endpoint
 	next           atomic.Uint64 // round-robin position
 	epMin, epMax   time.Duration
+	dialTimeout    time.Duration // per try; 0: none
 	namespace      string
 	service        string
 	caller         string
@@ -161,8 +194,6 @@ type Client struct {
 	timeout        time.Duration // 0: none
 	longPollMargin time.Duration
 	maxResponse    int64
-
-	batches batchSupport // which batch procedures the server is taken not to serve
 }
 
 var _ resourcelease.Dispatcher = (*Client)(nil)
@@ -215,6 +246,12 @@ func NewClient(rawURL string, opts ClientConfig) (*Client, error) {
 	var err error
 	if c.epMin, c.epMax, err = endpointBackoff(opts.EndpointMinBackoff, opts.EndpointMaxBackoff); err != nil {
 		return nil, err
+	}
+	switch {
+	case opts.DialTimeout > 0:
+		c.dialTimeout = opts.DialTimeout
+	case opts.DialTimeout == 0 && len(c.endpoints) > 1:
+		c.dialTimeout = DefaultDialTimeout
 	}
 	if opts.BearerToken != "" {
 		c.authorization = "Bearer " + opts.BearerToken
@@ -280,26 +317,80 @@ func (c *Client) call(ctx context.Context, procedure string, body []byte, o call
 
 // callMaybeRetried is call that also says whether an earlier try of the
 // call failed after it may have reached a dispatcher (so an unknown_token
-// in a batch's results may be that try's doing).
+// in a batch's results may be that try's doing). An error after which no
+// try reached a dispatcher matches ErrNotConnected.
 func (c *Client) callMaybeRetried(ctx context.Context, procedure string, body []byte, o callOpts) ([]byte, bool, error) {
 	if _, ok := ctx.Deadline(); !ok && c.timeout > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, max(c.timeout, o.minTimeout))
 		defer cancel()
 	}
+	var (
+		out              []byte
+		retried, reached bool
+		err              error
+	)
 	if len(c.endpoints) == 1 {
-		out, _, err := c.send(ctx, c.endpoints[0], procedure, body)
-		return out, false, err
+		var ti tryInfo
+		out, ti, err = c.sendBatchAware(ctx, c.endpoints[0], procedure, body, o)
+		reached = ti.reached
+	} else {
+		out, retried, reached, err = c.failover(ctx, procedure, body, o)
 	}
-	return c.failover(ctx, procedure, body, o)
+	if err != nil && !reached {
+		err = markNotConnected(err)
+	}
+	return out, retried, err
 }
 
-// send sends one call to ep. reached is false when the request surely did
-// not reach the dispatcher (the connection could not be made).
-func (c *Client) send(ctx context.Context, ep *endpoint, procedure string, body []byte) (out []byte, reached bool, err error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, ep.url, bytes.NewReader(body))
+// sendBatchAware is send, except that a batch procedure the endpoint is
+// known not to serve is not sent (the caller falls back to per-item
+// calls), and an answer saying it does not serve one is remembered.
+func (c *Client) sendBatchAware(ctx context.Context, ep *endpoint, procedure string, body []byte, o callOpts) ([]byte, tryInfo, error) {
+	if o.batch != 0 && !ep.batches.known(o.batch) {
+		return nil, tryInfo{expired: true}, errBatchUnknown
+	}
+	out, ti, err := c.send(ctx, ep, procedure, body)
+	if o.batch != 0 && isUnknownProcedure(err) {
+		ep.batches.unknown(o.batch)
+	}
+	return out, ti, err
+}
+
+// errBatchUnknown stands for the answer of a dispatcher known not to serve
+// a batch procedure, when it is not asked again.
+var errBatchUnknown = &resourcelease.Error{Status: resourcelease.StatusNotFound, Code: CodeUnknownProcedure,
+	Message: "transport: the dispatcher does not serve this batch procedure (it is older than this client)"}
+
+// send sends one call to ep (see tryInfo). With a dial timeout, a try that
+// has no connection within it fails as unavailable (a failover error), not
+// with the deadline.
+func (c *Client) send(ctx context.Context, ep *endpoint, procedure string, body []byte) (out []byte, ti tryInfo, err error) {
+	if dl, ok := ctx.Deadline(); ok && time.Until(dl) <= 0 {
+		// Already expired, though ctx may not say so yet: nothing is sent,
+		// and the dispatcher is not to blame.
+		return nil, tryInfo{expired: true}, resourcelease.AsError(context.DeadlineExceeded)
+	}
+	var conn connState
+	tryCtx := httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{GotConn: func(httptrace.GotConnInfo) {
+		if !conn.set(connMade) {
+			conn.late.Store(true) // just after the timeout: it may be sent
+		}
+	}})
+	if c.dialTimeout > 0 {
+		var cancel context.CancelCauseFunc
+		tryCtx, cancel = context.WithCancelCause(tryCtx)
+		defer cancel(nil)
+		t := time.AfterFunc(c.dialTimeout, func() {
+			if conn.set(connTimedOut) {
+				cancel(errConnectTimeout)
+			}
+		})
+		defer t.Stop()
+	}
+	req, err := http.NewRequestWithContext(tryCtx, http.MethodPost, ep.url, bytes.NewReader(body))
 	if err != nil {
-		return nil, false, resourcelease.Errorf(resourcelease.StatusInvalidArgument, resourcelease.CodeInvalidArgument, "transport: %v", err)
+		return nil, tryInfo{}, resourcelease.Errorf(resourcelease.StatusInvalidArgument, resourcelease.CodeInvalidArgument, "transport: %v", err)
 	}
 	h := req.Header
 	h.Set(HeaderProcedure, procedure)
@@ -317,25 +408,61 @@ func (c *Client) send(ctx context.Context, ep *endpoint, procedure string, body 
 		h.Set("Authorization", c.authorization)
 	}
 	if dl, ok := ctx.Deadline(); ok {
-		left := time.Until(dl)
-		if left <= 0 {
-			return nil, false, wire.TransportError(ctx, context.DeadlineExceeded)
-		}
+		left := max(time.Until(dl), time.Millisecond)
 		ms := (left + time.Millisecond - 1) / time.Millisecond
 		h.Set(HeaderContextTTLMs, strconv.FormatInt(int64(ms), 10))
 	}
 	resp, out, _, err := wire.Do(c.hc, req, c.maxResponse, procedure)
 	if err != nil {
-		return nil, !notConnected(err), err
+		state := conn.get()
+		if state == connTimedOut {
+			ti := tryInfo{reached: conn.late.Load(), connected: conn.late.Load()}
+			if ctx.Err() != nil {
+				// The caller's deadline came with the dial timeout: report it.
+				return nil, ti, wire.TransportError(ctx, errConnectTimeout)
+			}
+			e := resourcelease.Errorf(resourcelease.StatusUnavailable, CodeTransportUnavailable,
+				"transport: no connection to %s within %v", redacted(ep.url), c.dialTimeout)
+			e.Err = errConnectTimeout
+			return nil, ti, e
+		}
+		return nil, tryInfo{reached: !notConnected(err), connected: state == connMade}, err
 	}
+	ti = tryInfo{reached: true, connected: true}
 	if svc := resp.Header.Get(HeaderService); svc != "" && c.service != "" && svc != c.service {
-		return nil, true, resourcelease.Errorf(resourcelease.StatusInternal, CodeServiceMismatch,
+		return nil, ti, resourcelease.Errorf(resourcelease.StatusInternal, CodeServiceMismatch,
 			"transport: the response is from service %q, not %q", wire.HeaderSafe(svc, 128), c.service)
 	}
 	if resp.StatusCode != http.StatusOK {
-		return nil, true, wire.DecodeError(resp, out)
+		return nil, ti, wire.DecodeError(resp, out)
 	}
-	return out, true, nil
+	return out, ti, nil
+}
+
+// connState is what became of a try's connection: the trace's GotConn and
+// the dial timeout race to set it, and only the first wins, so that a try
+// that got its connection is never reported as not connected.
+type connState struct {
+	v atomic.Int32
+	// late: the connection came just after the timeout won, so the
+	// request may have been written before the cancel took.
+	late atomic.Bool
+}
+
+const (
+	connPending int32 = iota
+	connMade
+	connTimedOut
+)
+
+func (s *connState) set(v int32) bool { return s.v.CompareAndSwap(connPending, v) }
+func (s *connState) get() int32       { return s.v.Load() }
+
+func redacted(raw string) string {
+	if u, err := url.Parse(raw); err == nil {
+		return u.Redacted()
+	}
+	return raw
 }
 
 // roundTrip marshals req, calls verb and decodes the response into a new Resp.
@@ -518,7 +645,7 @@ func (c *Client) Redrive(ctx context.Context, req *resourcelease.RedriveRequest)
 	if err := req.Validate(); err != nil {
 		return nil, err
 	}
-	return roundTrip[resourcelease.RedriveResponse](ctx, c, VerbRedrive, wire.OrEmpty(req), callOpts{retry: retrySafe})
+	return roundTrip[resourcelease.RedriveResponse](ctx, c, VerbRedrive, wire.OrEmpty(req), callOpts{retry: retryUnsent})
 }
 
 // Purge calls the purge procedure. A request that selects nothing is
@@ -528,5 +655,5 @@ func (c *Client) Purge(ctx context.Context, req *resourcelease.PurgeRequest) (*r
 	if err := req.Validate(); err != nil {
 		return nil, err
 	}
-	return roundTrip[resourcelease.PurgeResponse](ctx, c, VerbPurge, wire.OrEmpty(req), callOpts{retry: retrySafe})
+	return roundTrip[resourcelease.PurgeResponse](ctx, c, VerbPurge, wire.OrEmpty(req), callOpts{retry: retryUnsent})
 }

@@ -19,15 +19,17 @@ var _ resourcelease.BatchDispatcher = (*Client)(nil)
 // (the server may have been upgraded).
 const fallbackRecheck = time.Minute
 
-// batchSupport remembers, per batch procedure, until when the server is
-// taken not to serve it.
+// batchSupport remembers, per batch procedure, until when a dispatcher is
+// taken not to serve it. Each endpoint has its own: in a mesh being
+// upgraded, one old dispatcher does not send the calls of the new ones to
+// per-item.
 type batchSupport struct {
-	until [4]atomic.Int64 // Unix nanoseconds, by batchVerb
+	until [5]atomic.Int64 // Unix nanoseconds, by batch procedure
 }
 
-// The batch procedures, as indexes into batchSupport.
+// The batch procedures, as indexes into batchSupport (0 is no batch).
 const (
-	batchEnqueue = iota
+	batchEnqueue = iota + 1
 	batchLease
 	batchHeartbeat
 	batchComplete
@@ -47,23 +49,21 @@ func (c *Client) perItem() resourcelease.BatchDispatcher {
 	return resourcelease.PerItem(struct{ resourcelease.Dispatcher }{c})
 }
 
-// batchCall sends a batch procedure, unless the server is known not to serve
-// it. ok is false when it does not (an older leasemesh, or a yarpc server:
-// see isUnknownProcedure); the caller then falls back to per-item calls.
-// retried says whether an earlier try of the call may have reached a
-// dispatcher (see Client.callMaybeRetried).
+// batchCall sends a batch procedure. ok is false when the dispatcher it
+// reached does not serve it (an older leasemesh, or a yarpc server: see
+// isUnknownProcedure), or is known not to; the caller then falls back to
+// per-item calls. retried says whether an earlier try of the call may have
+// reached a dispatcher (see Client.callMaybeRetried), whatever ok: a
+// fallback after such a try must not apply anything twice.
 func batchCall[Resp any](ctx context.Context, c *Client, which int, verb string, req any, o callOpts) (resp *Resp, ok, retried bool, err error) {
-	if !c.batches.known(which) {
-		return nil, false, false, nil
-	}
 	body, err := encodeRequest(req)
 	if err != nil {
 		return nil, true, false, err
 	}
+	o.batch = which
 	out, retried, err := c.callMaybeRetried(ctx, Procedure(c.namespace, verb), body, o)
 	if isUnknownProcedure(err) {
-		c.batches.unknown(which)
-		return nil, false, false, nil
+		return nil, false, retried, nil
 	}
 	if err != nil {
 		return nil, true, retried, err
@@ -101,7 +101,17 @@ func (c *Client) EnqueueBatch(ctx context.Context, req *resourcelease.EnqueueBat
 	resp, ok, _, err := batchCall[resourcelease.EnqueueBatchResponse](ctx, c, batchEnqueue, VerbEnqueueBatch, sent, callOpts{retry: retrySafe})
 	switch {
 	case !ok:
-		return c.perItem().EnqueueBatch(ctx, req)
+		// With the requestIds already sent: an earlier try may have
+		// enqueued them all on a dispatcher that serves the batch.
+		resp, err := c.perItem().EnqueueBatch(ctx, sent)
+		if err == nil && generated != nil {
+			for i := range resp.Results {
+				if i < len(generated) && generated[i] {
+					resp.Results[i].Duplicate = false
+				}
+			}
+		}
+		return resp, err
 	case err != nil:
 		return nil, err
 	case len(resp.Results) != len(req.Payloads):
@@ -136,10 +146,18 @@ func (c *Client) LeaseBatch(ctx context.Context, req *resourcelease.LeaseBatchRe
 			return b, err == nil
 		}
 	}
+	start := time.Now()
 	resp, ok, _, err := batchCall[wireLeaseBatch](ctx, c, batchLease, VerbLeaseBatch, req, o)
 	switch {
 	case !ok:
-		return c.perItem().LeaseBatch(ctx, req)
+		// With what is left of the wait, if the batch tries spent some.
+		r := *req
+		if r.Wait > 0 {
+			if r.Wait -= time.Since(start); r.Wait <= 0 {
+				return nil, nil
+			}
+		}
+		return c.perItem().LeaseBatch(ctx, &r)
 	case err != nil:
 		return nil, err
 	}
@@ -176,20 +194,30 @@ func (c *Client) CompleteBatch(ctx context.Context, req *resourcelease.CompleteB
 	resp, ok, retried, err := batchCall[resourcelease.CompleteBatchResponse](ctx, c, batchComplete, VerbCompleteBatch, req, callOpts{retry: retrySettle})
 	switch {
 	case !ok:
-		return c.perItem().CompleteBatch(ctx, req)
+		errs, err := c.perItem().CompleteBatch(ctx, req)
+		if err == nil && retried {
+			possiblySettled(errs) // the batch tries may have completed them
+		}
+		return errs, err
 	case err != nil:
 		return nil, err
 	case len(resp.Results) != len(req.OwnershipTokens):
 		return nil, wire.MalformedResponse(VerbCompleteBatch, errResultCount(len(resp.Results), len(req.OwnershipTokens)))
 	}
 	if retried {
-		for i, e := range resp.Results {
-			if errors.Is(e, resourcelease.ErrUnknownToken) {
-				resp.Results[i] = resourcelease.PossiblySettledError(e)
-			}
-		}
+		possiblySettled(resp.Results)
 	}
 	return resp.Results, nil
+}
+
+// possiblySettled marks the unknown_token results of a settle retried after
+// an earlier try may have been applied.
+func possiblySettled(errs []error) {
+	for i, e := range errs {
+		if errors.Is(e, resourcelease.ErrUnknownToken) && !errors.Is(e, resourcelease.ErrPossiblySettled) {
+			errs[i] = resourcelease.PossiblySettledError(e)
+		}
+	}
 }
 
 func errResultCount(got, want int) error {

@@ -7,7 +7,6 @@ import (
 	"errors"
 	"math/rand/v2"
 	"net"
-	"net/url"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -54,25 +53,36 @@ func (c *Client) URLs() []string {
 	return out
 }
 
-// endpoint is one dispatcher of a Client, with its back-off state. Both
+// endpoint is one dispatcher of a Client, with its back-off state. The
 // fields are atomics so that picking an endpoint takes no lock.
 type endpoint struct {
 	url string
-	// failures counts the failed calls in a row; 0 means healthy.
+	// failures counts the failed probes in a row (capped at maxFailures);
+	// 0 means healthy.
 	failures atomic.Int32
 	// downUntil (Unix ns) is when the endpoint may be tried again; while
-	// it is in the future calls go elsewhere. A call that tries a failed
-	// endpoint again moves it forward first (claims the probe), so only
-	// one call per back-off finds out whether it is back.
+	// it is in the future calls go elsewhere.
 	downUntil atomic.Int64
+	// probing is set while one call tries a failed endpoint again (the
+	// probe): only one is in flight, however long it hangs, while the
+	// others keep going elsewhere.
+	probing atomic.Bool
+	// batches remembers which batch procedures this dispatcher does not
+	// serve (a mesh being upgraded mixes versions).
+	batches batchSupport
 }
+
+// maxFailures caps endpoint.failures: the back-off stops doubling long
+// before, and the counter cannot overflow.
+const maxFailures = 32
 
 // retryClass says when a call may be repeated on another dispatcher.
 type retryClass int
 
 const (
 	// retryUnsent: only when no earlier try reached a dispatcher (drain,
-	// restore, raw calls: repeating them after a lost answer is not safe).
+	// restore, redrive, purge, raw calls: repeating them after a lost
+	// answer is not safe).
 	retryUnsent retryClass = iota
 	// retrySafe: after any failover error (repeating changes nothing, or
 	// the request carries what dedupes it).
@@ -90,53 +100,102 @@ type callOpts struct {
 	// rebody, when set, gives the body of a retry made spent after the
 	// first try (a long-poll's wait shrinks by it); false: do not retry.
 	rebody func(spent time.Duration) ([]byte, bool)
+	// batch, when not 0, is the batch procedure (batchEnqueue...) the
+	// call is: an endpoint known not to serve it is not sent it.
+	batch int
+}
+
+// tryInfo is what one try of a call learnt besides its answer.
+type tryInfo struct {
+	// reached is false when the request surely did not reach the
+	// dispatcher (the connection could not be made, or the deadline had
+	// passed before it was sent).
+	reached bool
+	// connected reports that a connection was made (httptrace GotConn).
+	connected bool
+	// expired: the deadline had passed before the try; nothing was sent
+	// and nothing is to be learnt about the dispatcher.
+	expired bool
 }
 
 // failover sends a call to the next dispatcher in turn and, when it fails
 // with a failover error and o allows, to the others, each at most once.
-// retried reports whether an earlier try may have reached a dispatcher.
-func (c *Client) failover(ctx context.Context, procedure string, body []byte, o callOpts) (out []byte, retried bool, err error) {
+// retried reports whether an earlier try may have reached a dispatcher;
+// reached whether any try may have.
+func (c *Client) failover(ctx context.Context, procedure string, body []byte, o callOpts) (out []byte, retried, reached bool, err error) {
 	start := time.Now()
 	tried := make([]bool, len(c.endpoints))
-	reachedBefore := false
+	// fresh: the last try failed on a dispatcher that was healthy, so a
+	// later try may go to one that is backing off (it may have been
+	// backed off wrongly) rather than give up.
+	fresh := false
+	// skipped: a try went to a dispatcher that does not serve the batch,
+	// so the next is as a first.
+	skipped := false
 	for try := 0; ; try++ {
-		i := c.pick(tried, try == 0)
+		i, probe := c.pick(tried, try == 0 || fresh || skipped)
 		if i < 0 {
-			return nil, reachedBefore, err
+			if try == 0 {
+				err = resourcelease.Errorf(resourcelease.StatusUnavailable, CodeTransportUnavailable,
+					"transport: every dispatcher is backing off, each with a call already finding out whether it is back")
+			}
+			return nil, retried, reached, err
 		}
 		if try > 0 {
-			if o.retry == retryUnsent && reachedBefore || ctx.Err() != nil {
-				return nil, reachedBefore, err
+			if o.retry == retryUnsent && retried || ctx.Err() != nil {
+				c.endpoints[i].release(probe)
+				return nil, retried, reached, err
 			}
 			if o.rebody != nil {
 				b, ok := o.rebody(time.Since(start))
 				if !ok {
-					return nil, reachedBefore, err
+					c.endpoints[i].release(probe)
+					return nil, retried, reached, err
 				}
 				body = b
 			}
 		}
 		tried[i] = true
 		ep := c.endpoints[i]
-		var reached bool
-		out, reached, err = c.send(ctx, ep, procedure, body)
+		wasHealthy := ep.failures.Load() == 0
+		var ti tryInfo
+		out, ti, err = c.sendBatchAware(ctx, ep, procedure, body, o)
+		reached = reached || ti.reached
+		if o.batch != 0 && isUnknownProcedure(err) {
+			// An older dispatcher: another may serve the batch. Only when
+			// none does, the caller falls back to per-item calls.
+			if ti.expired {
+				ep.release(probe) // known already, not asked
+			} else {
+				ep.up(probe)
+			}
+			skipped = true
+			continue
+		}
 		if err == nil || !isFailover(ctx, err) {
 			switch {
+			case ti.expired:
+				ep.release(probe) // nothing was sent: nothing learnt
 			case err == nil || ctx.Err() == nil:
-				ep.up() // it answered
-			case errors.Is(ctx.Err(), context.DeadlineExceeded) && noAnswer(err):
-				// The deadline passed without an answer: a dispatcher that
-				// hangs (a host gone without a reset) is avoided as a
-				// dead one is. No time is left to try another.
-				ep.down(c.epMin, c.epMax)
+				ep.up(probe) // it answered
+			case errors.Is(ctx.Err(), context.DeadlineExceeded) && !ti.connected:
+				// The deadline passed before a connection was made: a
+				// dispatcher that hangs (a host gone without a reset) is
+				// avoided as a dead one is. One that was connected to may
+				// only be slow (a long query, a long-poll whose wait
+				// reaches the deadline): it is not backed off.
+				ep.down(probe, c.epMin, c.epMax)
+			default:
+				ep.release(probe)
 			}
-			if err != nil && o.retry == retrySettle && reachedBefore && errors.Is(err, resourcelease.ErrUnknownToken) {
+			if err != nil && o.retry == retrySettle && retried && errors.Is(err, resourcelease.ErrUnknownToken) {
 				err = resourcelease.PossiblySettledError(err)
 			}
-			return out, reachedBefore, err
+			return out, retried, reached, err
 		}
-		ep.down(c.epMin, c.epMax)
-		reachedBefore = reachedBefore || reached
+		ep.down(probe, c.epMin, c.epMax)
+		fresh, skipped = wasHealthy, false
+		retried = retried || ti.reached
 	}
 }
 
@@ -150,30 +209,65 @@ func isFailover(ctx context.Context, err error) bool {
 	return resourcelease.StatusOf(err) == resourcelease.StatusUnavailable
 }
 
-// noAnswer reports whether a call failed without any response: the
-// request or its answer did not travel, as opposed to a dispatcher's error.
-func noAnswer(err error) bool {
-	var ue *url.Error
-	return errors.As(err, &ue)
-}
-
 // notConnected reports whether a failed request surely never reached the
-// server: the connection could not be made (refused, no route, DNS).
+// server: the connection could not be made (refused, no route, DNS, the
+// connect timeout).
 func notConnected(err error) bool {
 	var op *net.OpError
 	if errors.As(err, &op) && op.Op == "dial" {
 		return true
 	}
 	var dns *net.DNSError
-	return errors.As(err, &dns) || errors.Is(err, syscall.ECONNREFUSED)
+	return errors.As(err, &dns) || errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, errConnectTimeout)
 }
+
+// ErrNotConnected is matched (errors.Is) by the error of a Client call that
+// surely reached no dispatcher: no connection could be made to any that
+// was tried (refused, no route, the connect timeout), or the deadline had
+// passed before it was sent. Nothing was applied, so a complete, fail or
+// release that fails so and is then answered unknown_token was not
+// settled by this caller (the Worker counts it Lost). The error's status
+// stays what it was (unavailable, code CodeTransportUnavailable; or
+// deadline-exceeded).
+var ErrNotConnected = errors.New("transport: the request reached no dispatcher")
+
+// notConnectedError marks an error as ErrNotConnected, keeping its cause.
+type notConnectedError struct{ err error }
+
+func (e *notConnectedError) Error() string        { return e.err.Error() }
+func (e *notConnectedError) Unwrap() error        { return e.err }
+func (e *notConnectedError) Is(target error) bool { return target == ErrNotConnected }
+
+// markNotConnected returns err marked as ErrNotConnected: its
+// *resourcelease.Error copied, with the mark in Err.
+func markNotConnected(err error) error {
+	if err == nil || errors.Is(err, ErrNotConnected) {
+		return err
+	}
+	var e *resourcelease.Error
+	if !errors.As(err, &e) {
+		return &notConnectedError{err}
+	}
+	cp := *e
+	cause := e.Err
+	if cause == nil {
+		cause = errors.New(e.Message)
+	}
+	cp.Err = &notConnectedError{cause}
+	return &cp
+}
+
+// errConnectTimeout is the cause of a try cut by ClientConfig.DialTimeout.
+var errConnectTimeout = errors.New("no connection within the dial timeout")
 
 // pick returns the index of the endpoint for the next try: the next in
 // round-robin order that is neither tried nor backing off. When every
-// untried one is backing off, the first try takes the one that comes back
-// soonest (a call is always tried somewhere) and a later try gives up (-1):
-// a mesh that is down gets one try per call, not one per dispatcher.
-func (c *Client) pick(tried []bool, first bool) int {
+// untried one is backing off, and fallback allows (the first try, or the
+// last try failed on a dispatcher that had been healthy), it takes the one
+// that comes back soonest, as its probe; otherwise it gives up (-1): a mesh
+// that is down gets one try per call, not one per dispatcher. probe
+// reports that the try is a failed endpoint's probe (release it after).
+func (c *Client) pick(tried []bool, fallback bool) (int, bool) {
 	n := len(c.endpoints)
 	at := int(c.next.Add(1) % uint64(n))
 	now := time.Now().UnixNano()
@@ -185,50 +279,64 @@ func (c *Client) pick(tried []bool, first bool) int {
 		}
 		ep := c.endpoints[i]
 		until := ep.downUntil.Load()
-		if until <= now && ep.claim(until, now, c.epMin, c.epMax) {
-			return i
+		if ep.failures.Load() == 0 {
+			return i, false
 		}
-		if until = ep.downUntil.Load(); soonest < 0 || until < soonestAt {
+		if until <= now && ep.probing.CompareAndSwap(false, true) {
+			return i, true
+		}
+		if !ep.probing.Load() && (soonest < 0 || until < soonestAt) {
 			soonest, soonestAt = i, until
 		}
 	}
-	if first {
-		return soonest
+	if fallback && soonest >= 0 && c.endpoints[soonest].probing.CompareAndSwap(false, true) {
+		return soonest, true
 	}
-	return -1
+	return -1, false
 }
 
-// claim reports whether the caller may use the endpoint, whose downUntil
-// it read as until (past): a healthy one always; one that failed only if
-// this caller is the one that moves downUntil forward, so one call probes
-// it per back-off while the others keep going elsewhere.
-func (ep *endpoint) claim(until, now int64, lo, hi time.Duration) bool {
-	f := ep.failures.Load()
-	if f == 0 {
-		return true
+// release ends a probe that learnt nothing.
+func (ep *endpoint) release(probe bool) {
+	if probe {
+		ep.probing.Store(false)
 	}
-	return ep.downUntil.CompareAndSwap(until, now+int64(backoffFor(f, lo, hi)))
 }
 
 // down records a failed try: the endpoint is left alone for its back-off.
-func (ep *endpoint) down(lo, hi time.Duration) {
-	f := ep.failures.Add(1)
+// Only a probe (or the first failure of a healthy endpoint) counts a
+// failure, so calls that were in flight when it went down do not jump the
+// back-off to its cap.
+func (ep *endpoint) down(probe bool, lo, hi time.Duration) {
+	var f int32
+	switch {
+	case probe:
+		if f = ep.failures.Load() + 1; f > maxFailures {
+			f = maxFailures
+		}
+		ep.failures.Store(f)
+	case ep.failures.CompareAndSwap(0, 1):
+		f = 1
+	default:
+		f = max(ep.failures.Load(), 1)
+	}
 	ep.downUntil.Store(time.Now().Add(backoffFor(f, lo, hi)).UnixNano())
+	ep.release(probe)
 }
 
 // up records an answer: the endpoint is healthy again.
-func (ep *endpoint) up() {
+func (ep *endpoint) up(probe bool) {
 	if ep.failures.Load() != 0 {
 		ep.failures.Store(0)
 		ep.downUntil.Store(0)
 	}
+	ep.release(probe)
 }
 
 // backoffFor is the back-off after f failures in a row: lo doubled per
 // failure after the first, capped at hi, with equal jitter.
 func backoffFor(f int32, lo, hi time.Duration) time.Duration {
 	d := hi
-	if f <= 32 {
+	if f >= 1 && f <= maxFailures {
 		if e := lo << (f - 1); e > 0 && e < d {
 			d = e
 		}

@@ -370,36 +370,3 @@ func TestClientLeaseRetryKeepsItsDeadline(t *testing.T) {
 	default:
 	}
 }
-
-// TestClientAvoidsAHangingDispatcher: a dispatcher that lets a call's
-// deadline pass without an answer is left alone afterwards, as a dead one.
-func TestClientAvoidsAHangingDispatcher(t *testing.T) {
-	d, closeD := newLocalDispatcher(resourcelease.QueueConfig{})
-	defer closeD()
-	release := make(chan struct{})
-	var hung atomic.Int64
-	hang := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		hung.Add(1)
-		select {
-		case <-release:
-		case <-r.Context().Done():
-		}
-	}))
-	defer hang.Close()
-	defer close(release)
-	ok := httptest.NewServer(newHandler(t, d, transport.HandlerConfig{}))
-	defer ok.Close()
-	c := newMeshClient(t, []string{hang.URL, ok.URL}, transport.ClientConfig{EndpointMinBackoff: time.Hour, EndpointMaxBackoff: time.Hour})
-	failed := 0
-	for range 20 {
-		ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
-		_, err := c.Stats(ctx, nil)
-		cancel()
-		if err != nil {
-			require.Equal(t, resourcelease.StatusDeadlineExceeded, resourcelease.StatusOf(err), "%v", err)
-			failed++
-		}
-	}
-	require.Equal(t, int64(1), hung.Load(), "one call found it hanging; the others went elsewhere")
-	require.Equal(t, 1, failed)
-}

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/leasemesh/leasemesh/resourcelease"
+	"github.com/leasemesh/leasemesh/transport"
 )
 
 // Defaults of Config.
@@ -105,11 +106,14 @@ type Stats struct {
 	// unreachable until the lease expired.
 	Lost int64
 	// PossiblySettled counts leases whose complete, fail or release was
-	// answered unknown_token on a retry, after an earlier try had failed in a
-	// way that may have applied it (its answer was lost: a dispatcher died,
-	// a connection broke, a deadline passed): most likely that try settled
-	// the lease (resourcelease.ErrPossiblySettled). They are not counted in
-	// Lost, nor in Completed or Failed.
+	// answered unknown_token on a retry, after an earlier try had been sent
+	// and failed in a way that may have applied it (its answer was lost: a
+	// dispatcher died, a connection broke, a deadline passed after the
+	// request went out): most likely that try settled the lease
+	// (resourcelease.ErrPossiblySettled). A try that reached no dispatcher
+	// (transport.ErrNotConnected: refused, the connect timed out) applied
+	// nothing, so an unknown_token after it counts as Lost. They are not
+	// counted in Lost, nor in Completed or Failed.
 	PossiblySettled int64
 	// Errors counts dispatcher calls that failed (and were retried or given
 	// up), other than unknown_token answers.
@@ -678,9 +682,12 @@ func retryable(err error) bool {
 
 // mayHaveBeenApplied reports whether a failed settle may have been applied
 // all the same: its answer, not its request, may have been lost. A refusal
-// (resource-exhausted: rate limit, backpressure) was not applied.
+// (resource-exhausted: rate limit, backpressure) was not applied, nor was a
+// call that reached no dispatcher (transport.ErrNotConnected: the
+// connection was refused or timed out).
 func mayHaveBeenApplied(err error) bool {
-	return retryable(err) && resourcelease.StatusOf(err) != resourcelease.StatusResourceExhausted
+	return retryable(err) && resourcelease.StatusOf(err) != resourcelease.StatusResourceExhausted &&
+		!errors.Is(err, transport.ErrNotConnected)
 }
 
 // backoff is the delay before retry number attempt (from 0): MinBackoff

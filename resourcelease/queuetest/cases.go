@@ -375,7 +375,7 @@ func testRequeueDelayAndBackoff(t *testing.T, s suite) {
 			for _, d := range tc.delays {
 				l := f.lease("w")
 				f.must(f.q.Fail(bg, l.OwnershipToken, requeue("", "")), "Fail")
-				f.wantStats(resourcelease.Stats{PendingCount: 1}, "a delayed item is pending")
+				f.wantStats(resourcelease.Stats{PendingCount: 1, DelayedCount: 1}, "a delayed item is pending")
 				f.clock.Advance(d - time.Millisecond)
 				f.noLease("w")
 				f.clock.Advance(time.Millisecond)
@@ -728,7 +728,7 @@ func testReleaseOptions(t *testing.T, s suite) {
 		f.enqueue("a")
 		l := f.lease("w")
 		f.must(f.q.Release(bg, l.OwnershipToken, resourcelease.ReleaseOptions{Delay: 10 * time.Second}), "Release")
-		f.wantStats(resourcelease.Stats{PendingCount: 1}, "a delayed release is pending")
+		f.wantStats(resourcelease.Stats{PendingCount: 1, DelayedCount: 1}, "a delayed release is pending")
 		f.clock.Advance(10*time.Second - time.Millisecond)
 		f.noLease("w")
 		f.clock.Advance(time.Millisecond)

@@ -1,0 +1,122 @@
+package postgres_test
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/leasemesh/leasemesh/internal/pgtest"
+	"github.com/leasemesh/leasemesh/postgres"
+	"github.com/leasemesh/leasemesh/resourcelease"
+)
+
+// TestLeasePlanIsFlat checks, with EXPLAIN ANALYZE on a queue of 20k
+// pending items over 2k partitions (and as many delayed ones), that a lease
+// under partition rules reads a bounded number of rows: a Limit over an
+// index scan of the leasable partitions (partitions_fifo or
+// partitions_fair, LIMIT the slots), then per partition a Limit over
+// items_ready_partition, never a sequential scan and never the delayed
+// rows. Both the custom and the generic plan are checked (the writer's
+// prepared statements switch to the generic one after a few runs).
+func TestLeasePlanIsFlat(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		cfg   postgres.QueueConfig
+		index string
+	}{
+		{"fifo strict", postgres.QueueConfig{MaxActivePerPartition: 1}, "partitions_fifo"},
+		{"partitions fairness", postgres.QueueConfig{Fairness: resourcelease.FairnessPartitions}, "partitions_fair"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			cfg := tc.cfg
+			cfg.Capacity, cfg.DelayedCapacity, cfg.DedupeWindow = -1, -1, -1
+			q := openQueue(t, syncURL(pgtest.NewDatabase(t), false), nil, cfg)
+			ctx := context.Background()
+			now, err := q.Store().Now(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for n := range 40 {
+				batch := make([]resourcelease.Item, 1000)
+				for i := range batch {
+					batch[i] = benchItem(n*1000 + i)
+					batch[i].PartitionKey = fmt.Sprint("tenant-", i%2000)
+					if n%2 == 1 {
+						batch[i].NotBefore = now.Add(24 * time.Hour)
+					}
+				}
+				if _, err := q.EnqueueBatch(ctx, batch); err != nil {
+					t.Fatal(err)
+				}
+			}
+			pool := q.Store().Pool()
+			if _, err := pool.Exec(ctx, "ANALYZE"); err != nil {
+				t.Fatal(err)
+			}
+			tx, err := pool.Begin(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer tx.Rollback(ctx)
+			for _, mode := range []string{"force_custom_plan", "force_generic_plan"} {
+				if _, err := tx.Exec(ctx, "SET LOCAL plan_cache_mode = "+mode); err != nil {
+					t.Fatal(err)
+				}
+				text := explain(t, tx, q.LeaseSQL(), nil, 1, []string{"6ba7b810-9dad-11d1-80b4-00c04fd430c8"}, []string{"w"}, int64(30e6))
+				for _, want := range []string{"Index Scan using " + tc.index, "Index Scan using items_ready_partition", "rows=1 loops=1"} {
+					if !strings.Contains(text, want) {
+						t.Errorf("%s: the plan has no %q:\n%s", mode, want, text)
+					}
+				}
+				for _, bad := range []string{"Seq Scan", "items_scheduled"} {
+					if strings.Contains(text, bad) {
+						t.Errorf("%s: the plan has %q:\n%s", mode, bad, text)
+					}
+				}
+				// The recompute of a partition's row after a commit: index
+				// probes (its oldest ready item; its oldest scheduled one and
+				// its leases under a limit), never a scan.
+				text = explain(t, tx, q.PartitionUpdateSQL(), nil, []string{"tenant-7"}, []int64{0})
+				want := []string{"items_ready_partition", "partitions_pkey"}
+				if cfg.MaxActivePerPartition == 1 {
+					want = append(want, "items_scheduled_partition", "items_leased_partition")
+				}
+				for _, w := range want {
+					if !strings.Contains(text, w) {
+						t.Errorf("%s: the partition update's plan has no %q:\n%s", mode, w, text)
+					}
+				}
+				if strings.Contains(text, "Seq Scan") {
+					t.Errorf("%s: the partition update's plan has a sequential scan:\n%s", mode, text)
+				}
+			}
+		})
+	}
+}
+
+// explain runs EXPLAIN ANALYZE of sql in tx and returns the plan.
+func explain(t *testing.T, tx pgx.Tx, sql string, args ...any) string {
+	t.Helper()
+	rows, err := tx.Query(context.Background(), "EXPLAIN (ANALYZE, COSTS OFF) "+sql, args...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	var plan []string
+	for rows.Next() {
+		var line string
+		if err := rows.Scan(&line); err != nil {
+			t.Fatal(err)
+		}
+		plan = append(plan, line)
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return strings.Join(plan, "\n")
+}
