@@ -5,9 +5,11 @@ package main_test
 // acknowledgement it gets) and a producer in the test, under load, while the
 // test SIGKILLs and restarts the dispatcher and the workers at random points.
 // Afterwards it checks what the producer and the workers were told against the
-// replication log it tailed through the control plane.
+// replication log it tailed through the control plane. TestChaosPostgres
+// (chaos_pg_test.go) runs the same with two dispatchers on one PostgreSQL
+// database; runChaos is what both share.
 //
-//	LEASEMESH_CHAOS_SEED=42 LEASEMESH_CHAOS_DURATION=10m go test -run TestChaos -timeout 30m ./examples/meshdemo
+//	LEASEMESH_CHAOS_SEED=42 LEASEMESH_CHAOS_DURATION=10m go test -run 'TestChaos$' -timeout 30m ./examples/meshdemo
 
 import (
 	"bufio"
@@ -18,6 +20,7 @@ import (
 	"maps"
 	"math/rand/v2"
 	"os"
+	"reflect"
 	"slices"
 	"strconv"
 	"strings"
@@ -37,7 +40,7 @@ const (
 	// chaosDurationEnv is how long the kills go on (a Go duration).
 	chaosDurationEnv = "LEASEMESH_CHAOS_DURATION"
 	// chaosWorkerEnv, set in a child process, makes TestMain run a chaos
-	// worker against that RPC URL instead of the tests.
+	// worker against those RPC URLs (comma-separated) instead of the tests.
 	chaosWorkerEnv = "LEASEMESH_CHAOS_WORKER"
 	chaosPeerEnv   = "LEASEMESH_CHAOS_PEER"
 
@@ -55,8 +58,9 @@ const (
 // chaosRecord is one line a chaos worker prints: an acknowledgement from the
 // dispatcher ("leased", "heartbeat", "completed", "failed", "deadlettered",
 // "lost" for unknown_token), a call it is about to make ("completing",
-// "failing", "deadlettering"), or "gaveup" when its lease ran out while the
-// dispatcher was unreachable.
+// "failing", "deadlettering"), "possiblysettled" when a settle that failed
+// over came back resourcelease.ErrPossiblySettled (no acknowledgement), or
+// "gaveup" when its lease ran out while the dispatchers were unreachable.
 type chaosRecord struct {
 	Op    string                       `json:"op"`
 	Peer  string                       `json:"peer"`
@@ -64,19 +68,23 @@ type chaosRecord struct {
 	ID    string                       `json:"id,omitempty"`
 }
 
-func chaosClient(url, caller string) (*transport.Client, error) {
-	return transport.NewClient(url, transport.ClientConfig{
+// chaosClient is a client of the dispatchers at urls, failing over between
+// them when there are several.
+func chaosClient(urls []string, caller string) (*transport.Client, error) {
+	return transport.NewClient(urls[0], transport.ClientConfig{
 		Service: "resourcelease-mesh-demo", Namespace: "resourcelease.mesh", Caller: caller, Timeout: 5 * time.Second,
+		URLs: urls[1:],
 	})
 }
 
 // chaosWorkerMain is a worker process: chaosSlots loops of lease, work,
-// settle, each printing what it was acknowledged. It runs until it is
-// killed, or until the test that started it is gone.
-func chaosWorkerMain(url string) int {
+// settle, each printing what it was acknowledged. urls are the dispatchers'
+// RPC URLs, comma-separated. It runs until it is killed, or until the test
+// that started it is gone.
+func chaosWorkerMain(urls string) int {
 	peer := os.Getenv(chaosPeerEnv)
 	seed, _ := strconv.ParseUint(os.Getenv(chaosSeedEnv), 10, 64)
-	client, err := chaosClient(url, peer)
+	client, err := chaosClient(strings.Split(urls, ","), peer)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 2
@@ -129,6 +137,12 @@ func chaosSlot(c *transport.Client, peer string, rng *rand.Rand, rec func(string
 				switch {
 				case err == nil:
 					rec(op+"ed", tok, id)
+					return
+				case errors.Is(err, resourcelease.ErrPossiblySettled):
+					// The client failed over after a try whose answer
+					// it lost: not an acknowledgement; the log says
+					// whether that try settled the lease.
+					rec("possiblysettled", tok, id)
 					return
 				case errors.Is(err, resourcelease.ErrUnknownToken):
 					rec("lost", tok, id)
@@ -242,9 +256,15 @@ func (ct *chaosTail) poll(ctx context.Context, c *control.Client) (int, bool) {
 	return len(page.Events), true
 }
 
-func (ct *chaosTail) run(ctx context.Context, c *control.Client) {
-	for ctx.Err() == nil {
-		if n, ok := ct.poll(ctx, c); !ok || n == 0 {
+// run polls until ctx ends, moving to the next of cs (dispatchers of one
+// log) when one does not answer.
+func (ct *chaosTail) run(ctx context.Context, cs []*control.Client) {
+	for i := 0; ctx.Err() == nil; {
+		n, ok := ct.poll(ctx, cs[i])
+		if !ok {
+			i = (i + 1) % len(cs)
+		}
+		if !ok || n == 0 {
 			sleep := time.NewTimer(100 * time.Millisecond)
 			select {
 			case <-ctx.Done():
@@ -298,23 +318,29 @@ type chaosWorker struct {
 	killed bool
 }
 
-// TestChaos runs the mesh under load and kills its processes at random. See
-// the file comment; the README's Development section has the long run.
-func TestChaos(t *testing.T) {
-	seed, duration := chaosSettings(t)
-	t.Logf("chaos: %s=%d %s=%s", chaosSeedEnv, seed, chaosDurationEnv, duration)
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("chaos FAILED; rerun this schedule with %s=%d %s=%s go test -run TestChaos ./examples/meshdemo",
-				chaosSeedEnv, seed, chaosDurationEnv, duration)
-		}
-	})
-	exe, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	rng := rand.New(rand.NewPCG(seed, 0x5eed))
+// chaosMesh is what a chaos run kills and restarts: the dispatchers of one
+// storage, by index, and how to reach them.
+type chaosMesh struct {
+	// test names the test in the rerun line of a failing run.
+	test string
+	// rpcURLs are the dispatchers' RPC URLs, in the order of their
+	// indexes; the producer and the workers fail over between them.
+	rpcURLs []string
+	// controlURLs are their control planes, in the same order; the tail
+	// reads the log from whichever answers.
+	controlURLs []string
+	// kill SIGKILLs dispatcher i; start restarts it on the same ports and
+	// returns once it serves.
+	kill, start func(i int)
+	// outage, when set, takes the storage itself down and back up once per
+	// run (a PostgreSQL restart) and returns once every dispatcher serves.
+	outage func()
+}
 
+// TestChaos runs the mesh on SQLite under load and kills its processes at
+// random. See the file comment; the README's Development section has the
+// long run.
+func TestChaos(t *testing.T) {
 	m := newMesh(t)
 	dispArgs := []string{
 		"--meshDemo:leaseDurationSeconds=" + strconv.FormatFloat(chaosLease.Seconds(), 'f', -1, 64),
@@ -323,6 +349,34 @@ func TestChaos(t *testing.T) {
 		"--meshDemo:capacity=100000",
 	}
 	startDispatcher(t, m, dispArgs...)
+	runChaos(t, &chaosMesh{
+		test:        "TestChaos$",
+		rpcURLs:     []string{m.rpcURL},
+		controlURLs: []string{m.base},
+		kill:        func(int) { m.disp.kill() },
+		start:       func(int) { startDispatcher(t, m, dispArgs...) },
+	})
+}
+
+// runChaos is a chaos run against cm, whose dispatchers serve: workers,
+// producer and tail start, the seeded schedule kills and restarts
+// dispatchers and workers (and takes the storage down once, when cm can),
+// then the queue drains and the checker holds the log against every
+// acknowledgement.
+func runChaos(t *testing.T, cm *chaosMesh) {
+	seed, duration := chaosSettings(t)
+	t.Logf("chaos: %s=%d %s=%s", chaosSeedEnv, seed, chaosDurationEnv, duration)
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("chaos FAILED; rerun this schedule with %s=%d %s=%s go test -run '%s' ./examples/meshdemo",
+				chaosSeedEnv, seed, chaosDurationEnv, duration, cm.test)
+		}
+	})
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	rng := rand.New(rand.NewPCG(seed, 0x5eed))
 	dispKills := 0
 
 	incarnations := 0
@@ -331,7 +385,7 @@ func TestChaos(t *testing.T) {
 		incarnations++
 		w := &chaosWorker{peer: fmt.Sprintf("chaos-worker-%d", incarnations)}
 		w.p = startExec(t, w.peer, t.TempDir(), exe, []string{
-			chaosWorkerEnv + "=" + m.rpcURL, chaosPeerEnv + "=" + w.peer,
+			chaosWorkerEnv + "=" + strings.Join(cm.rpcURLs, ","), chaosPeerEnv + "=" + w.peer,
 			chaosSeedEnv + "=" + strconv.FormatUint(seed+uint64(incarnations), 10),
 		})
 		all = append(all, w)
@@ -344,21 +398,23 @@ func TestChaos(t *testing.T) {
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	producerClient, err := chaosClient(m.rpcURL, "chaos-producer")
+	producerClient, err := chaosClient(cm.rpcURLs, "chaos-producer")
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer producerClient.Close()
-	ctl, err := control.NewClient(m.base, control.ClientConfig{Timeout: 5 * time.Second})
-	if err != nil {
-		t.Fatal(err)
+	ctls := make([]*control.Client, len(cm.controlURLs))
+	for i, u := range cm.controlURLs {
+		if ctls[i], err = control.NewClient(u, control.ClientConfig{Timeout: 5 * time.Second}); err != nil {
+			t.Fatal(err)
+		}
+		defer ctls[i].Close()
 	}
-	defer ctl.Close()
 
 	tail := &chaosTail{}
 	tailCtx, stopTail := context.WithCancel(ctx)
 	tailDone := make(chan struct{})
-	go func() { defer close(tailDone); tail.run(tailCtx, ctl) }()
+	go func() { defer close(tailDone); tail.run(tailCtx, ctls) }()
 	defer func() { stopTail(); <-tailDone }()
 
 	producer := &chaosProducer{acked: map[string]int64{}}
@@ -367,32 +423,58 @@ func TestChaos(t *testing.T) {
 	go func() { defer close(prodDone); producer.run(prodCtx, producerClient, seed) }()
 	defer func() { stopProducer(); <-prodDone }()
 
-	// The schedule: a kill every 1-4 s (the dispatcher first, then a
-	// worker, then at random), then a restart 0-1 s later. The seed fixes
-	// the schedule, not its interleaving with the load.
+	// The schedule: a kill every 1-4 s (a dispatcher first, then a worker,
+	// then at random), then a restart 0-1 s later; with several
+	// dispatchers only one is down at a time, but for a "both" kill that
+	// restarts them together. The storage outage comes once, a third of
+	// the way in. The seed fixes the schedule, not its interleaving with
+	// the load.
+	pick := func() int {
+		if len(cm.rpcURLs) == 1 {
+			return 0 // and the SQLite schedule of a seed stays what it was
+		}
+		return rng.IntN(len(cm.rpcURLs))
+	}
+	killDispatchers := func(down time.Duration, which ...int) {
+		for _, i := range which {
+			cm.kill(i)
+			dispKills++
+		}
+		time.Sleep(down)
+		for _, i := range which {
+			cm.start(i)
+		}
+	}
+	outages := 0
+	outageDue := func() bool { return cm.outage != nil && outages == 0 }
 	start := time.Now()
-	for n := 0; n < 2 || time.Since(start) < duration; n++ {
+	for n := 0; n < 2 || time.Since(start) < duration || outageDue(); n++ {
 		time.Sleep(time.Duration(1000+rng.IntN(3000)) * time.Millisecond)
+		if outageDue() && time.Since(start) >= duration/3 {
+			cm.outage()
+			outages++
+			continue
+		}
 		down := time.Duration(rng.IntN(1000)) * time.Millisecond
 		a := rng.IntN(10)
 		if n < 2 { // every run kills each kind at least once
 			a = []int{0, 5}[n]
 		}
 		switch {
+		case a == 3 && len(cm.rpcURLs) > 1: // every dispatcher at once
+			every := make([]int, len(cm.rpcURLs))
+			for i := range every {
+				every[i] = i
+			}
+			killDispatchers(down, every...)
 		case a < 4:
-			m.disp.kill()
-			dispKills++
-			time.Sleep(down)
-			startDispatcher(t, m, dispArgs...)
+			killDispatchers(down, pick())
 		default:
 			i := rng.IntN(len(live))
 			live[i].p.kill()
 			live[i].killed = true
-			if a == 9 { // both at once
-				m.disp.kill()
-				dispKills++
-				time.Sleep(down)
-				startDispatcher(t, m, dispArgs...)
+			if a == 9 { // a worker and a dispatcher at once
+				killDispatchers(down, pick())
 			} else {
 				time.Sleep(down)
 			}
@@ -404,13 +486,13 @@ func TestChaos(t *testing.T) {
 
 	// Let the workers finish everything: nothing pending, nothing leased.
 	eventually(t, 90*time.Second, "the queue to drain after the chaos", func() bool {
-		st, err := ctl.Stats(ctx)
+		st, err := ctls[0].Stats(ctx)
 		return err == nil && st.PendingCount == 0 && st.ActiveLeaseCount == 0 && st.DelayedCount == 0
 	})
 	// The tail catches up with the whole log.
 	lastSeq := int64(-1)
 	eventually(t, 30*time.Second, "the tail to reach the end of the log", func() bool {
-		page, err := ctl.Replication(ctx, 0, 1)
+		page, err := ctls[0].Replication(ctx, 0, 1)
 		if err != nil || page.LastSequence == nil {
 			return false
 		}
@@ -448,6 +530,15 @@ func TestChaos(t *testing.T) {
 	if len(tail.events) == 0 || tail.events[0].SequenceNumber != 1 {
 		r.errorf("the log does not start at sequence 1")
 	}
+	// Several dispatchers on one database serve one log: each has all of
+	// it, the same as what the tail read from either during the chaos.
+	if len(cm.controlURLs) > 1 {
+		for i, u := range cm.controlURLs {
+			if ev := readAllEvents(t, u); !reflect.DeepEqual(ev, tail.events) {
+				r.errorf("dispatcher %d's log (%d events) differs from the one the tail read (%d)", i, len(ev), len(tail.events))
+			}
+		}
+	}
 	for _, e := range r.errs {
 		t.Error(e)
 	}
@@ -460,10 +551,10 @@ func TestChaos(t *testing.T) {
 			killedWorkers++
 		}
 	}
-	t.Logf("chaos: %s, %d dispatcher kills, %d worker kills; %d items acknowledged (%d after a retry), %d events; "+
-		"%d completed (%d acknowledged to a worker), %d dead-lettered (%d poison), %d requeued by a worker, %d expiries",
-		duration, dispKills, killedWorkers, len(acked), dups, len(tail.events),
-		r.completed, r.completeAcks, r.deadLettered, r.poisonDead, r.failAcks, r.expired)
+	t.Logf("chaos: %s, %d dispatcher kills, %d worker kills, %d storage outages; %d items acknowledged (%d after a retry), %d events; "+
+		"%d completed (%d acknowledged to a worker, %d possibly settled), %d dead-lettered (%d poison), %d requeued by a worker, %d expiries",
+		duration, dispKills, killedWorkers, outages, len(acked), dups, len(tail.events),
+		r.completed, r.completeAcks, r.possiblySettled, r.deadLettered, r.poisonDead, r.failAcks, r.expired)
 	// A run that killed nothing, or moved no work, proved nothing.
 	if len(acked) < 100 || r.completeAcks < 50 || dispKills == 0 || killedWorkers == 0 {
 		t.Errorf("too little chaos: %d acknowledged enqueues, %d acknowledged completions, %d dispatcher and %d worker kills",
@@ -476,7 +567,7 @@ type chaosReport struct {
 	errs  []string
 	total int
 
-	completed, completeAcks, deadLettered, poisonDead, failAcks, expired int
+	completed, completeAcks, possiblySettled, deadLettered, poisonDead, failAcks, expired int
 }
 
 func (r *chaosReport) errorf(format string, args ...any) {
@@ -613,6 +704,10 @@ func checkChaos(events []resourcelease.Event, acked map[string]int64, records []
 			if rec.Op == "deadlettered" {
 				r.failAcks--
 			}
+		case "possiblysettled":
+			// Not an acknowledgement: the checks of the log (one
+			// Completed per item, sent by some worker) decide.
+			r.possiblySettled++
 		case "deadlettering":
 			deadletterCalls[tok.SequenceID] = true
 		case "completing":
@@ -701,6 +796,31 @@ func TestChaosCheckCatchesViolations(t *testing.T) {
 	if r := checkChaos(good, acked, goodRecs); r.total != 0 {
 		t.Fatalf("a good log has violations: %v", r.errs)
 	}
+	// A settle that failed over and came back possibly settled is no
+	// acknowledgement: the log decides, whether it has the Completed or
+	// the lease expired and another one completed the item.
+	possibly := slices.Clone(goodRecs)
+	possibly[5].Op = "possiblysettled"
+	t3 := tok(3, 4)
+	expired := append(slices.Clone(good[:4]), ev(5, resourcelease.EventLeaseExpired, &t2, 2),
+		ev(6, resourcelease.EventLeaseGranted, &t3, 3), ev(7, resourcelease.EventCompleted, &t3, 3))
+	expiredRecs := append(slices.Clone(possibly), chaosRecord{Op: "leased", Peer: "w", Token: t3},
+		chaosRecord{Op: "completing", Peer: "w", Token: t3}, chaosRecord{Op: "completed", Peer: "w", Token: t3})
+	for _, tc := range []struct {
+		name   string
+		events []resourcelease.Event
+		recs   []chaosRecord
+		acks   int
+	}{
+		{"possibly settled, and it was", good, possibly, 0},
+		{"possibly settled, but it expired and was completed again", expired, expiredRecs, 1},
+	} {
+		r := checkChaos(tc.events, acked, tc.recs)
+		if r.total != 0 || r.possiblySettled != 1 || r.completeAcks != tc.acks {
+			t.Errorf("%s: violations %v, %d possibly settled, %d acknowledged completes; want none, 1, %d",
+				tc.name, r.errs, r.possiblySettled, r.completeAcks, tc.acks)
+		}
+	}
 	t1again := tok(1, 3)
 	cases := []struct {
 		name   string
@@ -717,6 +837,7 @@ func TestChaosCheckCatchesViolations(t *testing.T) {
 		{"acknowledged enqueue missing", good, goodRecs, map[string]int64{"item-000001": 1, "item-000002": 2}, "item-000002"},
 		{"dead letter against the rules", append(slices.Clone(good[:4]), ev(5, resourcelease.EventDeadLettered, &t2, 2)), goodRecs[:5], acked, "below the 5 delivery attempts"},
 		{"completed by nobody", good, goodRecs[:4], acked, "no worker was seen completing"},
+		{"possibly settled, and nothing completed it", good[:4], possibly, acked, "completed 0 times"},
 		{"lease acknowledged to the wrong peer", good, append(slices.Clone(goodRecs), chaosRecord{Op: "leased", Peer: "x", Token: t2}), acked, "granted to"},
 	}
 	for _, tc := range cases {

@@ -90,12 +90,13 @@ func (d *pgDispatcher) client(t *testing.T, caller string) *transport.Client {
 	return c
 }
 
-// startMesh starts n dispatchers at once on an empty database.
-func startMesh(t *testing.T, pgURL string, n int) []*pgDispatcher {
+// startMesh starts n dispatchers at once on an empty database, each with
+// the extra flags.
+func startMesh(t *testing.T, pgURL string, n int, extra ...string) []*pgDispatcher {
 	t.Helper()
 	ds := make([]*pgDispatcher, n)
 	for i := range ds {
-		ds[i] = &pgDispatcher{name: fmt.Sprintf("dispatcher-%c", 'a'+i), pgURL: pgURL}
+		ds[i] = &pgDispatcher{name: fmt.Sprintf("dispatcher-%c", 'a'+i), pgURL: pgURL, extra: extra}
 		ds[i].start(t) // no wait in between: their migrations race
 	}
 	for _, d := range ds {
