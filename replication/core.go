@@ -962,6 +962,17 @@ func (r *core) Close() error {
 	return r.closeErr
 }
 
+// storageStalled returns the storage error the writer is retrying past, or
+// nil.
+func (r *core) storageStalled() error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.stalled == nil || r.failed != nil {
+		return nil
+	}
+	return r.stalled
+}
+
 // Err returns the storage error that poisoned the replicator, or the one
 // its writer is retrying past, or nil.
 func (r *core) Err() error {
