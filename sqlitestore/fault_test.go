@@ -19,10 +19,12 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/leasemesh/leasemesh"
+	"github.com/leasemesh/leasemesh/replication"
 	"github.com/leasemesh/leasemesh/resourcelease"
 	"github.com/leasemesh/leasemesh/sqlitedb"
 	"github.com/leasemesh/leasemesh/sqlitestore"
@@ -432,31 +434,73 @@ func checkGapFree(t *testing.T, path string) {
 	}
 }
 
+// holdingSink is a synchronous sink that, once armed, holds the writer in
+// ApplyEvent until released.
+type holdingSink struct {
+	armed   atomic.Bool
+	entered chan struct{}
+	release chan struct{}
+	once    sync.Once
+}
+
+func (s *holdingSink) ApplyEvent(context.Context, resourcelease.Event) error {
+	if s.armed.Load() {
+		s.once.Do(func() {
+			close(s.entered)
+			<-s.release
+		})
+	}
+	return nil
+}
+
 // TestCloseWhileDatabaseLocked: Close of a dispatcher whose database
-// another process holds locked returns within a bound (reporting the
-// storage error), though enqueues, leases and the sweeper are in the middle
-// of writes that cannot land.
+// another process holds locked returns within a bound, though the sweeper
+// is waiting for a write that cannot land: the writer took that write's
+// batch together with the one it stalled on (it was held in a synchronous
+// sink meanwhile; one change a batch).
 func TestCloseWhileDatabaseLocked(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, sqlitestore.ReplicationFile)
-	d, err := leasemesh.Open(context.Background(), leasemesh.Config{Storage: sqlitestore.Dir(dir), Logger: quiet,
-		Queue: resourcelease.QueueConfig{Capacity: 100_000, SweepInterval: 10 * time.Millisecond, LeaseDuration: 50 * time.Millisecond}})
+	sink := &holdingSink{entered: make(chan struct{}), release: make(chan struct{})}
+	defer func() {
+		select {
+		case <-sink.release:
+		default:
+			close(sink.release)
+		}
+	}()
+	d, err := leasemesh.Open(context.Background(), leasemesh.Config{
+		Storage: sqlitestore.DirWith(dir, sqlitestore.Config{Replication: replication.SQLiteConfig{MaxBatch: 1}}),
+		Logger:  quiet,
+		Sinks:   []leasemesh.Sink{{Name: "holding", Sink: sink, Options: resourcelease.SinkOptions{Synchronous: true}}},
+		Queue:   resourcelease.QueueConfig{Capacity: 100, SweepInterval: 10 * time.Millisecond, LeaseDuration: time.Second},
+	})
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx := context.Background()
-	for i := range 3 {
-		if _, err := d.Enqueue(ctx, item(fmt.Sprintf("before-%d", i), 100)); err != nil {
-			t.Fatal(err)
-		}
+	if _, err := d.Enqueue(ctx, item("leased", 100)); err != nil {
+		t.Fatal(err)
 	}
-	// A lease that expires while the database is locked: the sweeper has
-	// a change to write.
 	if _, err := d.Lease(ctx, &resourcelease.LeaseRequest{PeerID: "w"}); err != nil {
 		t.Fatal(err)
 	}
+	sink.armed.Store(true)
+	go func() { _, _ = d.Enqueue(context.Background(), item("held", 100)) }()
+	<-sink.entered // the writer is in the sink
 	lk := lockDatabase(t, path)
-	loadDuringFault(t, d)
+	go func() { _, _ = d.Enqueue(context.Background(), item("stalls", 100)) }()
+	// The lease expires (no heartbeat): the sweeper records that behind it.
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		st, err := d.Stats(ctx, &resourcelease.StatsRequest{})
+		if err == nil && st.ActiveLeaseCount == 0 && st.PendingCount == 3 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the lease did not expire: %+v, %v", st, err)
+		}
+	}
+	close(sink.release)
 	done := make(chan error, 1)
 	go func() { done <- d.Close() }()
 	select {
