@@ -197,3 +197,27 @@ func TestSQLiteStallAnswersTakenBatches(t *testing.T) {
 		}
 	}
 }
+
+// TestSQLiteOutOfStepPoisons: queue tables out of step with the log (a row
+// the change updates is gone) fail the same way on every retry, so the
+// writer refuses for good at once instead of stalling.
+func TestSQLiteOutOfStepPoisons(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "replication.db")
+	db := openDB(t, path, sqlitedb.Config{BusyTimeoutMs: 50})
+	other := openDB(t, path, sqlitedb.Config{BusyTimeoutMs: 50})
+	r := newSQLite(t, db, replication.SQLiteConfig{Path: path})
+	if err := wait(r.Record(replicatortest.Change(resourcelease.ChangeEnqueued, 1, 0))); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := other.Exec(`DELETE FROM queue_items`); err != nil {
+		t.Fatal(err)
+	}
+	err := wait(r.Record(replicatortest.Change(resourcelease.ChangeLeased, 1, 1)))
+	wantStorageError(t, err, path, "out of step")
+	if !replication.Poisoned(r) {
+		t.Fatal("stalled on tables out of step; want refused for good")
+	}
+	if err := r.Close(); !errors.Is(err, resourcelease.ErrStorageUnavailable) {
+		t.Fatalf("Close = %v, want the storage error", err)
+	}
+}
