@@ -71,6 +71,9 @@ type batch struct {
 	stall       chan struct{}
 	stallErr    error
 	stallClosed bool
+	// bytes is what changeBytes counts for the entries, for the core's
+	// uncommitted total. Guarded by the core's mu while the batch is open.
+	bytes int64
 }
 
 func newBatch(capacity int) *batch {
@@ -109,14 +112,22 @@ type core struct {
 	failed  *resourcelease.Error // poisoned: every later Ack fails with it
 	// stalled is the storage failure the writer is retrying past (nil while
 	// writes work): Records are still taken, in order, but answered with it
-	// at once; stalledEntries counts them, up to maxStalledEntries.
-	stalled        *resourcelease.Error
-	stalledEntries int
-	closing        chan struct{} // closed by Close: a stalled writer gives up
-	open           *batch        // the batch Records append to; nil when the writer took it
-	queue          []*batch      // batches waiting for the writer, oldest first
-	sinks          []*sink       // copy on write: the writer and publish use snapshots
-	syncSinks      int
+	// at once.
+	stalled *resourcelease.Error
+	// uncommitted and uncommittedBytes count the changes recorded and not
+	// yet committed (or failed), wherever they wait: the open batch, the
+	// queue, the batches the writer took. While stalled they are bounded by
+	// maxStalledEntries and maxStalledBytes.
+	uncommitted      int
+	uncommittedBytes int64
+	closing          chan struct{} // closed by Close: a stalled writer gives up
+	open             *batch        // the batch Records append to; nil when the writer took it
+	queue            []*batch      // batches waiting for the writer, oldest first
+	// taken is what the writer took from queue and has not finished: a
+	// stall must answer these too, not only the batch that failed.
+	taken     []*batch
+	sinks     []*sink // copy on write: the writer and publish use snapshots
+	syncSinks int
 
 	wake       chan struct{} // capacity 1: "there is work", never blocks Record
 	writerDone chan struct{}
@@ -175,7 +186,8 @@ func (r *core) Record(c *resourcelease.Change) resourcelease.Ack {
 		r.mu.Unlock()
 		return nil
 	}
-	if err := r.admitStalled(1); err != nil {
+	size := changeBytes(c)
+	if err := r.admit(1, size); err != nil {
 		r.nextSeq--
 		r.mu.Unlock()
 		return failedAck{err}
@@ -191,6 +203,7 @@ func (r *core) Record(c *resourcelease.Change) resourcelease.Ack {
 	}
 	e := &entry{change: c, event: ev, batch: b, index: len(b.entries)}
 	b.entries = append(b.entries, e)
+	b.bytes += size
 	r.mu.Unlock()
 	select {
 	case r.wake <- struct{}{}:
@@ -221,12 +234,6 @@ func (r *core) RecordAll(cs []*resourcelease.Change) resourcelease.Ack {
 		r.mu.Unlock()
 		return failedAck{err}
 	}
-	if r.store != nil {
-		if err := r.admitStalled(len(cs)); err != nil {
-			r.mu.Unlock()
-			return failedAck{err}
-		}
-	}
 	for i := range evs {
 		evs[i].SequenceNumber = r.nextSeq
 		r.nextSeq++
@@ -235,6 +242,15 @@ func (r *core) RecordAll(cs []*resourcelease.Change) resourcelease.Ack {
 		r.publish(r.sinks, evs...)
 		r.mu.Unlock()
 		return nil
+	}
+	var size int64
+	for _, c := range cs {
+		size += changeBytes(c)
+	}
+	if err := r.admit(len(cs), size); err != nil {
+		r.nextSeq -= int64(len(cs))
+		r.mu.Unlock()
+		return failedAck{err}
 	}
 	b := r.open
 	if b == nil || len(b.entries)+len(cs) > max(r.maxBatch, len(cs)) {
@@ -250,6 +266,7 @@ func (r *core) RecordAll(cs []*resourcelease.Change) resourcelease.Ack {
 		last = &entry{change: c, event: evs[i], batch: b, index: len(b.entries)}
 		b.entries = append(b.entries, last)
 	}
+	b.bytes += size
 	r.mu.Unlock()
 	select {
 	case r.wake <- struct{}{}:
@@ -301,7 +318,7 @@ func (r *core) writer() {
 	for {
 		r.mu.Lock()
 		batches := r.queue
-		r.queue, r.open = nil, nil
+		r.queue, r.open, r.taken = nil, nil, batches
 		closed := r.closed
 		sinks := r.sinks
 		r.mu.Unlock()
@@ -309,6 +326,9 @@ func (r *core) writer() {
 			r.process(b, sinks)
 		}
 		if len(batches) > 0 {
+			r.mu.Lock()
+			r.taken = nil
+			r.mu.Unlock()
 			runtime.Gosched()
 			continue
 		}
@@ -339,10 +359,52 @@ func (r *core) writer() {
 	}
 }
 
-// maxStalledEntries bounds the changes a stalled writer holds in memory,
-// answered but not yet written: past it the replicator gives up (it is
-// poisoned) rather than grow without bound through a long outage.
-const maxStalledEntries = 1 << 14
+// maxStalledEntries and maxStalledBytes bound the changes a stalled writer
+// holds in memory, answered but not yet written (counted from when they were
+// recorded until they are committed, across stalls): past either the
+// replicator gives up (it is poisoned) rather than grow without bound
+// through a long outage.
+const (
+	maxStalledEntries       = 1 << 14
+	maxStalledBytes   int64 = 64 << 20
+)
+
+// changeOverhead is what changeBytes counts for a change besides its
+// variable-length fields: the change, its event and its entry.
+const changeOverhead = 512
+
+// changeBytes estimates the memory a recorded change holds until it is
+// committed: its item bodies, strings and attributes, twice (the change and
+// the event built from it share the body but copy little else, so this
+// errs high), plus a fixed overhead.
+func changeBytes(c *resourcelease.Change) int64 {
+	n := int64(changeOverhead + len(c.PeerID))
+	item := func(p *resourcelease.PendingItem) {
+		it := &p.Payload
+		n += int64(len(it.Body) + len(it.ResourceType) + len(it.ResourceID) + len(it.PartitionKey) +
+			len(it.PayloadEncoding) + len(it.RequestID))
+		for k, v := range it.Attributes {
+			n += int64(len(k) + len(v))
+		}
+		if p.LastError != nil {
+			n += int64(len(p.LastError.Message))
+		}
+	}
+	if c.Item != nil {
+		item(c.Item)
+	}
+	for i := range c.Items {
+		item(&c.Items[i])
+	}
+	n += 8 * int64(len(c.SequenceIDs))
+	if c.Error != nil {
+		n += int64(len(c.Error.Message))
+	}
+	for k, v := range c.Metadata {
+		n += int64(len(k) + len(v))
+	}
+	return n
+}
 
 // storageRetryMin and storageRetryMax bound the backoff between a stalled
 // writer's attempts. They are wall-clock (not the queue's Clock): they pace
@@ -352,25 +414,30 @@ const (
 	storageRetryMax = 2 * time.Second
 )
 
-// admitStalled counts n Records taken while the writer is stalled and
-// poisons the replicator once there are too many. Callers hold r.mu.
-func (r *core) admitStalled(n int) error {
-	if r.stalled == nil {
-		return nil
-	}
-	r.stalledEntries += n
-	if r.stalledEntries > maxStalledEntries {
+// admit counts n changes of size bytes about to be recorded. While the
+// writer is stalled, if they would take the uncommitted changes past
+// maxStalledEntries or maxStalledBytes, it poisons the replicator instead and
+// returns why. Callers hold r.mu.
+func (r *core) admit(n int, size int64) error {
+	if r.stalled != nil && (r.uncommitted+n > maxStalledEntries || r.uncommittedBytes+size > maxStalledBytes) {
 		r.failed = r.stalled
 		r.logger.Error("replication: storage still failing with too many changes waiting; refusing every later change until restart",
-			"error", r.stalled, "waiting", r.stalledEntries-n)
+			"error", r.stalled, "waiting", r.uncommitted, "waitingBytes", r.uncommittedBytes)
 		return r.failed
 	}
+	r.uncommitted += n
+	r.uncommittedBytes += size
 	return nil
 }
 
 // stallBatch answers b's Acks with err now, ahead of its commit. Callers
 // hold r.mu.
 func (r *core) stallBatch(b *batch, err error) {
+	select {
+	case <-b.done:
+		return // answered already
+	default:
+	}
 	if !b.stallClosed {
 		b.stallClosed = true
 		b.stallErr = err
@@ -378,16 +445,18 @@ func (r *core) stallBatch(b *batch, err error) {
 	}
 }
 
-// commit writes b. When the storage fails (a full disk, a lock another
-// process holds), the writer stalls: the Acks of b and of every change
-// recorded until the storage works again are answered unavailable at once,
-// and b is retried, with backoff, until it commits — then the writer goes
-// on with the changes behind it, in order, so the disk catches up with
-// memory and the sequence stays gap-free. An unavailable answer is an
-// unknown outcome, as a timeout is: the change may be committed later. The
-// writer gives up, poisoning the replicator, when it is closed or too many
-// changes wait. A change that cannot be applied at all (a bug) poisons at
-// once.
+// commit writes b. When the storage fails in a way that can clear by
+// itself (a full disk, a lock another process holds, an I/O error: see
+// transient), the writer stalls: the Acks of b, of the batches behind it and
+// of every change recorded until the storage works again are answered
+// unavailable at once, and b is retried, with backoff, until it commits —
+// then the writer goes on with the changes behind it, in order, so the disk
+// catches up with memory and the sequence stays gap-free. An unavailable
+// answer is an unknown outcome, as a timeout is: the change may be committed
+// later. The writer gives up, poisoning the replicator, when it is closed or
+// too many changes wait. A failure that retrying cannot mend (a change that
+// cannot be turned into rows, a constraint, a missing table, tables out of
+// step with the log) poisons at once.
 func (r *core) commit(b *batch) error {
 	err := r.store.commit(r.ctx, b.entries)
 	if err == nil {
@@ -395,16 +464,14 @@ func (r *core) commit(b *batch) error {
 	}
 	e := resourcelease.AsError(err)
 	first := b.entries[0].event.SequenceNumber
-	if e.Metadata[MetaStage] == stageApply {
-		r.mu.Lock()
-		r.failed = e
-		r.mu.Unlock()
-		r.logger.Error("replication: a change cannot be applied; refusing every later change until restart",
-			"error", err, "firstSequence", first, "batch", len(b.entries))
-		return e
+	if !transient(e) {
+		return r.poison(e, first, len(b.entries))
 	}
 	r.mu.Lock()
-	r.stalled, r.stalledEntries = e, 0
+	r.stalled = e
+	for _, q := range r.taken { // b among them, and those the writer took behind it
+		r.stallBatch(q, e)
+	}
 	r.stallBatch(b, e)
 	for _, q := range r.queue {
 		r.stallBatch(q, e)
@@ -431,14 +498,19 @@ func (r *core) commit(b *batch) error {
 		err := r.store.commit(r.ctx, b.entries)
 		if err == nil {
 			r.mu.Lock()
-			waiting := r.stalledEntries
-			r.stalled, r.stalledEntries = nil, 0
+			waiting := r.uncommitted
+			// The open batch is already answered unavailable: later Records
+			// start a new one, answered when committed.
+			r.stalled, r.open = nil, nil
 			r.mu.Unlock()
 			r.logger.Info("replication: storage works again; writing resumed",
 				"stalledFor", time.Since(start).Round(time.Millisecond), "firstSequence", first, "waiting", waiting)
 			return nil
 		}
 		e = resourcelease.AsError(err)
+		if !transient(e) {
+			return r.poison(e, first, len(b.entries))
+		}
 		if closing {
 			r.mu.Lock()
 			r.failed, r.stalled = e, nil
@@ -453,9 +525,20 @@ func (r *core) commit(b *batch) error {
 	}
 }
 
+// poison makes e the answer to every Ack not yet committed and every later
+// Record, until restart.
+func (r *core) poison(e *resourcelease.Error, first int64, n int) error {
+	r.mu.Lock()
+	r.failed, r.stalled = e, nil
+	r.mu.Unlock()
+	r.logger.Error("replication: a write failed in a way retrying cannot mend; refusing every later change until restart",
+		"error", e, "firstSequence", first, "batch", n)
+	return e
+}
+
 // process commits one batch and completes its Acks.
 func (r *core) process(b *batch, sinks []*sink) {
-	defer close(b.done)
+	defer r.finish(b)
 	r.mu.Lock()
 	failed := r.failed
 	r.mu.Unlock()
@@ -485,6 +568,21 @@ func (r *core) process(b *batch, sinks []*sink) {
 			b.failFrom, b.failErr = i, err
 		}
 	}
+}
+
+// finish completes b's Acks and lets go of its changes: an Ack may be kept
+// long after (a dedupe record holds the original enqueue's), and needs only
+// the batch's outcome, not its payloads.
+func (r *core) finish(b *batch) {
+	close(b.done)
+	r.mu.Lock()
+	r.uncommitted -= len(b.entries)
+	r.uncommittedBytes -= b.bytes
+	r.mu.Unlock()
+	for _, e := range b.entries {
+		e.change, e.event = nil, resourcelease.Event{}
+	}
+	b.entries = nil
 }
 
 // deliverSync gives a synchronous sink its backlog (events it failed on
@@ -862,6 +960,17 @@ func (r *core) Close() error {
 		r.closeErr = err
 	})
 	return r.closeErr
+}
+
+// storageStalled returns the storage error the writer is retrying past, or
+// nil.
+func (r *core) storageStalled() error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.stalled == nil || r.failed != nil {
+		return nil
+	}
+	return r.stalled
 }
 
 // Err returns the storage error that poisoned the replicator, or the one

@@ -102,10 +102,12 @@
 //	replication_events  the log (Retention newest events)
 //	replication_meta    schema version and the next queue sequence id
 //
-// If a write or a commit fails (a full disk, a lock another process holds),
-// memory is ahead of disk, so nothing may be acknowledged until the disk has
-// caught up: the writer stalls. That batch's Acks and every later Record's
-// are answered at once with an unavailable *resourcelease.Error (code
+// If a write or a commit fails in a way that can clear by itself (SQLite
+// reports busy, locked, a full disk or an I/O error: a lock another process
+// holds, a full disk), memory is ahead of disk, so nothing may be
+// acknowledged until the disk has caught up: the writer stalls. The Acks of
+// that batch, of every batch behind it and of every later Record are
+// answered at once with an unavailable *resourcelease.Error (code
 // error.resourcelease.storage_unavailable) naming the path, the stage and
 // the cause, while the writer retries the batch with backoff (50 ms doubling
 // to 2 s). When the storage works again it commits what it holds, in order
@@ -115,8 +117,13 @@
 // answered as a duplicate). The replicator gives up and is poisoned — every
 // later Record refused until a restart, which rebuilds from the disk — when
 // it is closed while stalled (the changes not written are lost; none was
-// acknowledged), when more than 16,384 changes wait, or when a change cannot
-// be turned into rows at all.
+// acknowledged), when more than 16,384 changes or 64 MiB of them wait
+// (counted from Record to commit, across stalls), and at once on a failure
+// retrying cannot mend: a change that cannot be turned into rows, a
+// constraint (an event row that already exists), a schema error (a missing
+// table), the queue tables out of step with the log. While stalled,
+// StorageStalled reports it, and the queue engine refuses leases and
+// heartbeats up front rather than fill that bound.
 //
 // # Sinks
 //

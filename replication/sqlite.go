@@ -201,8 +201,17 @@ func (r *SQLiteReplicator) SinkStatus(name string) (SinkStatus, bool) { return r
 // SinkStatuses returns the status of every sink, in registration order.
 func (r *SQLiteReplicator) SinkStatuses() []SinkStatus { return r.c.SinkStatuses() }
 
-// Err returns the storage error that poisoned the replicator, or nil.
+// Err returns the storage error that poisoned the replicator, or the one
+// its writer is retrying past, or nil.
 func (r *SQLiteReplicator) Err() error { return r.c.Err() }
+
+// StorageStalled returns the storage error the writer is retrying past
+// (Records are taken but answered unavailable at once), or nil when writes
+// work or the replicator gave up (then Records are refused outright). The
+// queue engine asks it before granting a lease or recording a heartbeat,
+// and refuses those while it is set, so that they do not use up the
+// changes a stalled writer holds.
+func (r *SQLiteReplicator) StorageStalled() error { return r.c.storageStalled() }
 
 // Close implements resourcelease.Replicator: it commits everything recorded
 // (completing every Ack), lets the asynchronous sinks catch up unless they

@@ -121,10 +121,21 @@ func TestSQLiteWriteFailurePoisons(t *testing.T) {
 			if v := failing(); v != 1 {
 				t.Fatalf("replication_storage_failing = %v during the failure, want 1", v)
 			}
+			if poisoned := replication.Poisoned(r); poisoned == tc.recovers {
+				t.Fatalf("poisoned = %v; want a fault that can clear retried, and one that cannot refused for good", poisoned)
+			}
 			release()
 			if !tc.recovers {
+				// Refused for good: retrying cannot mend it, so the writer
+				// does not, and later Records fail with the same error.
+				if err := wait(r.Record(replicatortest.Change(resourcelease.ChangeEnqueued, 4, 3))); err == nil || err.Error() != later.Error() {
+					t.Fatalf("Record after a permanent failure: %v, want %v", err, later)
+				}
 				if cerr := r.Close(); !errors.Is(cerr, resourcelease.ErrStorageUnavailable) {
 					t.Fatalf("Close = %v, want the storage error", cerr)
+				}
+				if n := count(t, other, `SELECT count(*) FROM replication_events WHERE event_type != 'Bogus'`); n != 1 {
+					t.Fatalf("%d events on disk after a permanent failure, want 1", n)
 				}
 				return
 			}

@@ -120,12 +120,45 @@ type dedupeRecord struct {
 	ack Ack
 }
 
-// durable waits for the original enqueue of r (outside q.mu) and returns
-// nil when it is durable. A synchronous sink's failure
+// durable waits for the original enqueue of r (outside q.mu), no longer
+// than ctx, and returns nil when it is durable. A synchronous sink's failure
 // (CodeReplicationFailed) comes after the commit, so it counts as durable.
-func (r dedupeRecord) durable() error {
-	if err := waitAck(r.ack); err != nil && CodeOf(err) != CodeReplicationFailed {
+func (r dedupeRecord) durable(ctx context.Context) error {
+	if err := waitAckCtx(ctx, r.ack); err != nil && CodeOf(err) != CodeReplicationFailed {
 		return err
+	}
+	return nil
+}
+
+// waitAckCtx is waitAck that gives up when ctx ends. The Ack's Wait then
+// goes on in its own goroutine, which ends when the journal answers it (a
+// journal answers every Ack, at the latest when it is closed).
+func waitAckCtx(ctx context.Context, a Ack) error {
+	if a == nil {
+		return nil
+	}
+	if ctx.Done() == nil {
+		return waitAck(a)
+	}
+	done := make(chan error, 1)
+	go func() { done <- waitAck(a) }()
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+		return ctxError(ctx)
+	}
+}
+
+// duplicate answers a retry of the enqueue r records: once the original is
+// durable, as it is; the record then drops its Ack, which holds the
+// original's journal batch.
+func (q *Engine) duplicate(ctx context.Context, requestID string, r dedupeRecord) error {
+	if err := r.durable(ctx); err != nil {
+		return err
+	}
+	if r.ack != nil {
+		q.settleDedupe([]string{requestID}, []int64{r.seq}, nil)
 	}
 	return nil
 }
@@ -365,7 +398,7 @@ func (q *Engine) Enqueue(ctx context.Context, item Item) (EnqueueResult, error) 
 			if r, ok := q.dedupe[item.RequestID]; ok {
 				res := EnqueueResult{SequenceID: r.seq, Duplicate: true, Stats: q.statsLocked()}
 				q.mu.Unlock()
-				if err := r.durable(); err != nil {
+				if err := q.duplicate(ctx, item.RequestID, r); err != nil {
 					return EnqueueResult{}, err
 				}
 				return res, nil
@@ -516,6 +549,9 @@ func (q *Engine) newLease(g *grantInfo, received time.Time) *Lease {
 // item per waiter: no waiter is woken for an item it will not get. While
 // leasing is paused it gives out nothing; Resume hands off.
 func (q *Engine) handOff(now int64) {
+	if q.waiters.Len() > 0 && q.stalled() != nil {
+		return // they keep waiting: a grant now would only be given back
+	}
 	for q.waiters.Len() > 0 && q.canLease() {
 		w := q.waiters.Remove(q.waiters.Front()).(*waiter)
 		w.elem = nil
@@ -698,6 +734,10 @@ func (q *Engine) Lease(ctx context.Context, peerID string, wait time.Duration) (
 	if err != nil {
 		return nil, err
 	}
+	if err := q.stalled(); err != nil {
+		q.mu.Unlock()
+		return nil, err
+	}
 	ack := q.maintain(now)
 	// While long-polls wait there are no ready items (handOff gave them out),
 	// so this never jumps the line.
@@ -850,10 +890,17 @@ func (q *Engine) tokenOp(ctx context.Context, token OwnershipToken, f func(e *en
 // is counted from this call's own change time.
 func (q *Engine) Heartbeat(ctx context.Context, token OwnershipToken) (HeartbeatResponse, error) {
 	var expires int64
+	var stalled error
 	err := q.tokenOp(ctx, token, func(e *entry, now int64) Ack {
+		if stalled = q.stalled(); stalled != nil {
+			return nil
+		}
 		expires = q.extend(e, now)
 		return q.recordHeartbeat(e, now)
 	})
+	if err == nil {
+		err = stalled
+	}
 	if err != nil {
 		return HeartbeatResponse{}, err
 	}

@@ -105,7 +105,8 @@ func (q *Engine) EnqueueBatch(ctx context.Context, items []Item) ([]EnqueueResul
 	}
 	caller := CallInfoFrom(ctx).Caller
 	var originals []dedupeRecord // of the duplicates: answered as the originals were
-	var dedupeIDs []string       // of the new items with a request id
+	var originalIDs []string
+	var dedupeIDs []string // of the new items with a request id
 	var dedupeSeqs []int64
 	for i := range items {
 		if results[i].Err != nil {
@@ -115,7 +116,7 @@ func (q *Engine) EnqueueBatch(ctx context.Context, items []Item) ([]EnqueueResul
 		if item.RequestID != "" && dedupe {
 			if r, ok := q.dedupe[item.RequestID]; ok {
 				results[i] = EnqueueResult{SequenceID: r.seq, Duplicate: true}
-				originals = append(originals, r)
+				originals, originalIDs = append(originals, r), append(originalIDs, item.RequestID)
 				continue
 			}
 		}
@@ -172,8 +173,8 @@ func (q *Engine) EnqueueBatch(ctx context.Context, items []Item) ([]EnqueueResul
 	if err != nil {
 		return nil, err
 	}
-	for _, r := range originals {
-		if err := r.durable(); err != nil {
+	for i, r := range originals {
+		if err := q.duplicate(ctx, originalIDs[i], r); err != nil {
 			return nil, err
 		}
 	}
@@ -193,6 +194,10 @@ func (q *Engine) LeaseBatch(ctx context.Context, peerID string, opts LeaseBatchO
 	n := max(opts.MaxItems, 1)
 	received, now, err := q.beginAt(ctx)
 	if err != nil {
+		return nil, err
+	}
+	if err := q.stalled(); err != nil {
+		q.mu.Unlock()
 		return nil, err
 	}
 	ack := q.maintain(now)
@@ -237,7 +242,7 @@ func (q *Engine) takeReady(ctx context.Context, peerID string, n, maxBytes int, 
 	if err != nil {
 		return nil, err
 	}
-	if !q.canLease() {
+	if !q.canLease() || q.stalled() != nil {
 		q.mu.Unlock()
 		return nil, nil
 	}
@@ -302,6 +307,9 @@ func (q *Engine) HeartbeatBatch(ctx context.Context, tokens []OwnershipToken) ([
 	results := make([]HeartbeatResult, len(tokens))
 	expires := make([]int64, len(tokens))
 	err := q.tokenBatch(ctx, tokens, func(i int, e *entry, now int64) error {
+		if err := q.stalled(); err != nil {
+			return err
+		}
 		expires[i] = q.extend(e, now)
 		q.recordHeartbeat(e, now)
 		return nil

@@ -65,7 +65,10 @@ func (q *Engine) Sweep() {
 	now := q.stamp(read)
 	ack := q.maintain(now)
 	q.mu.Unlock()
-	_ = waitAck(ack) // a failed journal refuses every later call; nothing to add here
+	// A failed Ack needs nothing here: the journal tells the calls that
+	// depend on it (it refuses them, or answers them unavailable while its
+	// storage is stalled), and the next sweep records afresh.
+	_ = waitAck(ack)
 }
 
 // nextSweep is how long the sweeper sleeps: the sweep interval, or less when a

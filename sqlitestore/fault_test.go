@@ -18,10 +18,13 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/leasemesh/leasemesh"
+	"github.com/leasemesh/leasemesh/replication"
 	"github.com/leasemesh/leasemesh/resourcelease"
 	"github.com/leasemesh/leasemesh/sqlitedb"
 	"github.com/leasemesh/leasemesh/sqlitestore"
@@ -344,12 +347,14 @@ func TestDatabaseLockedByAnotherProcess(t *testing.T) {
 	checkUnavailable(t, err, path)
 	t.Logf("refused after %s (the busy timeout): %v", time.Since(start).Round(time.Millisecond), err)
 	refusedDuringFault(t, d, "while-locked", path)
+	refused := loadDuringFault(t, d)
 
 	// The lock goes: the same dispatcher recovers.
 	lk.release()
-	acked = recovers(t, d, acked, []string{"while-locked"})
+	acked = recovers(t, d, acked, append([]string{"while-locked"}, refused...))
 	closed = true
 	onDiskAfterRestart(t, d, dir, acked)
+	checkGapFree(t, path)
 
 	// Opening while another process holds the lock fails at open, naming
 	// the file, and changes nothing.
@@ -361,6 +366,152 @@ func TestDatabaseLockedByAnotherProcess(t *testing.T) {
 	if got := pendingIDs(t, dir); !slices.Equal(got, before) {
 		t.Errorf("on disk after the refused open: %v, before it %v", got, before)
 	}
+}
+
+// loadDuringFault runs enqueues (some of them retries of the same request
+// id), leases and heartbeats from several goroutines while the fault lasts:
+// every call must return within a bound, none may be acknowledged. It
+// returns the ids of the refused enqueues.
+func loadDuringFault(t *testing.T, d *leasemesh.Dispatcher) []string {
+	t.Helper()
+	const workers, calls = 4, 10
+	const bound = 15 * time.Second
+	var mu sync.Mutex
+	var refused []string
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range calls {
+				id := fmt.Sprintf("load-%d-%d", w, i/2) // each id twice: a retry
+				ctx, cancel := context.WithTimeout(context.Background(), bound)
+				start := time.Now()
+				var err error
+				if i%3 == 2 {
+					_, err = d.Lease(ctx, &resourcelease.LeaseRequest{PeerID: "w"})
+				} else {
+					_, err = d.Enqueue(ctx, item(id, 100))
+				}
+				cancel()
+				if took := time.Since(start); took > bound-time.Second {
+					t.Errorf("a call during the fault took %v", took)
+				}
+				if err == nil {
+					t.Errorf("a call during the fault (%s) was acknowledged", id)
+					continue
+				}
+				if i%3 != 2 {
+					mu.Lock()
+					if !slices.Contains(refused, id) {
+						refused = append(refused, id)
+					}
+					mu.Unlock()
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	slices.Sort(refused)
+	return refused
+}
+
+// checkGapFree fails unless the events in the replication log at path have
+// consecutive sequence numbers.
+func checkGapFree(t *testing.T, path string) {
+	t.Helper()
+	db, err := sql.Open("sqlite3", "file:"+path+"?mode=ro")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	var lo, hi, n int64
+	if err := db.QueryRow(`SELECT min(seq), max(seq), count(*) FROM replication_events`).Scan(&lo, &hi, &n); err != nil {
+		t.Fatal(err)
+	}
+	if n == 0 || hi-lo+1 != n {
+		t.Errorf("replication log: %d events from %d to %d, want them gap-free", n, lo, hi)
+	}
+}
+
+// holdingSink is a synchronous sink that, once armed, holds the writer in
+// ApplyEvent until released.
+type holdingSink struct {
+	armed   atomic.Bool
+	entered chan struct{}
+	release chan struct{}
+	once    sync.Once
+}
+
+func (s *holdingSink) ApplyEvent(context.Context, resourcelease.Event) error {
+	if s.armed.Load() {
+		s.once.Do(func() {
+			close(s.entered)
+			<-s.release
+		})
+	}
+	return nil
+}
+
+// TestCloseWhileDatabaseLocked: Close of a dispatcher whose database
+// another process holds locked returns within a bound, though the sweeper
+// is waiting for a write that cannot land: the writer took that write's
+// batch together with the one it stalled on (it was held in a synchronous
+// sink meanwhile; one change a batch).
+func TestCloseWhileDatabaseLocked(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, sqlitestore.ReplicationFile)
+	sink := &holdingSink{entered: make(chan struct{}), release: make(chan struct{})}
+	defer func() {
+		select {
+		case <-sink.release:
+		default:
+			close(sink.release)
+		}
+	}()
+	d, err := leasemesh.Open(context.Background(), leasemesh.Config{
+		Storage: sqlitestore.DirWith(dir, sqlitestore.Config{Replication: replication.SQLiteConfig{MaxBatch: 1}}),
+		Logger:  quiet,
+		Sinks:   []leasemesh.Sink{{Name: "holding", Sink: sink, Options: resourcelease.SinkOptions{Synchronous: true}}},
+		Queue:   resourcelease.QueueConfig{Capacity: 100, SweepInterval: 10 * time.Millisecond, LeaseDuration: time.Second},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if _, err := d.Enqueue(ctx, item("leased", 100)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d.Lease(ctx, &resourcelease.LeaseRequest{PeerID: "w"}); err != nil {
+		t.Fatal(err)
+	}
+	sink.armed.Store(true)
+	go func() { _, _ = d.Enqueue(context.Background(), item("held", 100)) }()
+	<-sink.entered // the writer is in the sink
+	lk := lockDatabase(t, path)
+	go func() { _, _ = d.Enqueue(context.Background(), item("stalls", 100)) }()
+	// The lease expires (no heartbeat): the sweeper records that behind it.
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		st, err := d.Stats(ctx, &resourcelease.StatsRequest{})
+		if err == nil && st.ActiveLeaseCount == 0 && st.PendingCount == 3 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the lease did not expire: %+v, %v", st, err)
+		}
+	}
+	close(sink.release)
+	done := make(chan error, 1)
+	go func() { done <- d.Close() }()
+	select {
+	case err := <-done:
+		t.Logf("Close while locked: %v", err)
+	case <-time.After(30 * time.Second):
+		lk.release()
+		<-done
+		t.Fatal("Close still waits 30 s into a database locked by another process")
+	}
+	lk.release()
 }
 
 // diff returns what a has and b lacks (both sorted).
