@@ -98,11 +98,14 @@ const asyncReadBatch = 256
 // the in-memory log, the asynchronous sink goroutines and Close.
 type core struct {
 	common
-	store  backend   // nil for a MemoryReplicator
-	log    *eventLog // all retained events (memory) or the newest ones (SQLite cache)
-	pinLog bool      // the log must keep events a sink has not applied (memory)
-	m      *metrics
-	ctx    context.Context // for backend reads and sink calls
+	store backend // nil for a MemoryReplicator
+	// retryable judges whether a failed write may succeed retried
+	// (SQLiteConfig.Retryable; nil: by SQLite's message).
+	retryable func(error) bool
+	log       *eventLog // all retained events (memory) or the newest ones (SQLite cache)
+	pinLog    bool      // the log must keep events a sink has not applied (memory)
+	m         *metrics
+	ctx       context.Context // for backend reads and sink calls
 
 	lastSeq atomic.Int64 // newest committed event
 
@@ -464,7 +467,7 @@ func (r *core) commit(b *batch) error {
 	}
 	e := resourcelease.AsError(err)
 	first := b.entries[0].event.SequenceNumber
-	if !transient(e) {
+	if !transient(e, r.retryable) {
 		return r.poison(e, first, len(b.entries))
 	}
 	r.mu.Lock()
@@ -508,7 +511,7 @@ func (r *core) commit(b *batch) error {
 			return nil
 		}
 		e = resourcelease.AsError(err)
-		if !transient(e) {
+		if !transient(e, r.retryable) {
 			return r.poison(e, first, len(b.entries))
 		}
 		if closing {

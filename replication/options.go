@@ -99,6 +99,13 @@ type SQLiteConfig struct {
 	// SinkRetryMin is the first delay before a failed sink is retried; the
 	// delay doubles up to SinkRetryMax. Defaults to 100 ms and 30 s.
 	SinkRetryMin, SinkRetryMax time.Duration
+	// Retryable reports whether a failed write may succeed when retried
+	// as is (the database busy or locked by another process, the disk
+	// full, an I/O error): the writer then stalls and retries; any other
+	// failure poisons the replicator at once. sqlitestore sets
+	// sqlitedb.Retryable, which reads the driver's result code; nil judges
+	// by SQLite's message (this package imports no driver).
+	Retryable func(error) bool
 	// Clock is used for sink retries, sink lag, dedupe trimming and LoadState's
 	// dedupe window. Defaults to resourcelease.SystemClock.
 	Clock resourcelease.Clock

@@ -142,6 +142,7 @@ func newSQLiteReplicator(ctx context.Context, db *sql.DB, opts SQLiteConfig, hoo
 	s.lastDedupeCut = c.clock.Now()
 	r := &SQLiteReplicator{store: s, wal: wal}
 	r.c = newCore(c, s, newEventLog(opts.CacheSize, last+1), false, last)
+	r.c.retryable = opts.Retryable
 	s.pin = r.minApplied
 	return r, nil
 }

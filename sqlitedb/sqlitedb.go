@@ -7,6 +7,7 @@ package sqlitedb
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"net/url"
 	"os"
@@ -14,7 +15,7 @@ import (
 	"strings"
 
 	"github.com/leasemesh/leasemesh/resourcelease"
-	_ "github.com/mattn/go-sqlite3" // registers the "sqlite3" driver
+	"github.com/mattn/go-sqlite3" // registers the "sqlite3" driver
 )
 
 // Synchronous is SQLite's synchronous setting in WAL mode.
@@ -127,4 +128,22 @@ func unavailable(path string, err error) error {
 		Message: fmt.Sprintf("sqlite %s: %v", path, err),
 		Err:     err,
 	}
+}
+
+// Retryable reports whether err, from a write, may succeed when retried as
+// is: SQLite answered BUSY or LOCKED (another connection or process holds
+// the database), FULL (the disk is full) or IOERR. Those faults clear
+// outside the process; any other error (a constraint, a schema error, an
+// error SQLite did not raise) fails the same way every time. It is what
+// replication.SQLiteConfig.Retryable wants.
+func Retryable(err error) bool {
+	var se sqlite3.Error
+	if !errors.As(err, &se) {
+		return false
+	}
+	switch se.Code {
+	case sqlite3.ErrBusy, sqlite3.ErrLocked, sqlite3.ErrFull, sqlite3.ErrIoErr:
+		return true
+	}
+	return false
 }

@@ -89,6 +89,9 @@ func (s storage) OpenStorage(ctx context.Context, opts leasemesh.StorageOptions)
 	closers = append(closers, replDB.Close)
 	ro := s.cfg.Replication
 	ro.Path, ro.DedupeWindow, ro.Clock, ro.Logger = replPath, opts.DedupeWindow, opts.Clock, opts.Logger
+	if ro.Retryable == nil {
+		ro.Retryable = sqlitedb.Retryable
+	}
 	repl, err := replication.NewSQLiteReplicator(ctx, replDB, ro)
 	if err != nil {
 		return nil, err
