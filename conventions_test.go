@@ -44,7 +44,7 @@ func TestConfigConvention(t *testing.T) {
 		}},
 		{"pgstore.URL", func() error {
 			_, err := leasemesh.Open(context.Background(), leasemesh.Config{Storage: pgstore.URL("postgres://127.0.0.1:1/x"),
-				Queue: resourcelease.QueueConfig{MaxActivePerPartition: 1}})
+				Queue: resourcelease.QueueConfig{MaxDedupeEntries: 5}}) // refused before it dials
 			return err
 		}},
 		{"peerhealth.New", func() error { _, err := peerhealth.New(peerhealth.Config{GracePeriod: -time.Second}); return err }},
