@@ -102,7 +102,7 @@ SELECT coalesce(array_agg(id), '{}') FROM l`
 // achieved at that shape in this run's BenchmarkCycle, ÷ 3 (a cycle is three
 // changes); run both in one command to compare,
 //
-//	go test ./postgres -run '^$' -bench 'Cycle(/sync=on|SQLBound)' -benchtime 3s
+//	go test ./postgres -run '^$' -bench 'Cycle/sync=on|CycleSQLBound' -benchtime 3s
 //
 // and read the queue's cycles/s against this one's.
 func BenchmarkCycleSQLBound(b *testing.B) {
