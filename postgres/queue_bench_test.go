@@ -113,6 +113,7 @@ func BenchmarkCycle(b *testing.B) {
 					url := syncURL(pgtest.NewDatabase(b), on)
 					var cc commitCounter
 					q := openQueue(b, url, nil, postgres.QueueConfig{Capacity: -1, DedupeWindow: -1, OnCommit: cc.onCommit, InFlight: inFlight})
+					mark := walMark(b, q.Store().Pool())
 					b.ResetTimer()
 					runWorkers(b, workers, func(ctx context.Context, w, i int) error {
 						if _, err := q.Enqueue(ctx, benchItem(i)); err != nil {
@@ -126,6 +127,12 @@ func BenchmarkCycle(b *testing.B) {
 					})
 					b.StopTimer()
 					b.ReportMetric(cc.perCommit(), "changes/commit")
+					if n := cc.commits.Load(); n > 0 {
+						b.ReportMetric(walSince(b, q.Store().Pool(), mark)/float64(n), "wal-bytes/commit")
+					}
+					if on {
+						measuredPerCommit.Store(cycleShape{workers, inFlight}, cc.perCommit())
+					}
 				})
 			}
 		}
@@ -187,6 +194,9 @@ func BenchmarkCycleBatch(b *testing.B) {
 			}
 			b.ReportMetric(float64(done.Load()-(per-1)*8)/elapsed.Seconds(), "cycles/s")
 			b.ReportMetric(cc.perCommit(), "changes/commit")
+			if on {
+				measuredPerCommit.Store(batchShape, cc.perCommit())
+			}
 		})
 	}
 }
