@@ -3,7 +3,9 @@ package postgres
 import (
 	"context"
 	"slices"
+	"strconv"
 	"strings"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 
@@ -67,6 +69,12 @@ type QueueTx struct {
 	maxLocked int64
 	freed     bool
 	done      bool
+	// clock is the time delays are judged by (read once, when an item
+	// first has a NotBefore); scheduled the earliest ready time of the
+	// items this QueueTx delays, for the notification.
+	clock     *time.Time
+	scheduled *time.Time
+	ready     bool // an Enqueue staged an item ready at once
 }
 
 type txResult struct {
@@ -100,6 +108,21 @@ func (q *Queue) Tx(ctx context.Context, tx pgx.Tx) (*QueueTx, error) {
 	return t, nil
 }
 
+// clockNow is the time a QueueTx judges delays by: the manual clock in
+// tests, else the database's wall clock (not now(), the caller's
+// transaction start), read once.
+func (t *QueueTx) clockNow(ctx context.Context) (time.Time, error) {
+	if t.clock == nil {
+		var now time.Time
+		if err := t.tx.QueryRow(ctx, `SELECT `+txNowExpr, t.now).Scan(&now); err != nil {
+			return time.Time{}, t.q.store.fail(ctx, "enqueue in transaction", err)
+		}
+		now = now.UTC()
+		t.clock = &now
+	}
+	return *t.clock, nil
+}
+
 func (t *QueueTx) check(op string) error {
 	if t.done {
 		return resourcelease.Errorf(resourcelease.StatusFailedPrecondition, resourcelease.CodeInvalidArgument,
@@ -114,8 +137,9 @@ func (t *QueueTx) check(op string) error {
 // checked against the counts Tx read plus what this QueueTx staged, and
 // never waits (ErrQueueFull at once); a RequestID seen within the window,
 // or staged earlier in this QueueTx, is a duplicate of the first enqueue.
-// A NotBefore is refused (unimplemented) until the Postgres queue delays
-// items.
+// An item whose NotBefore is ahead of the database's clock is delayed: it
+// is counted apart (DelayedCapacity) and becomes leasable at its time, as
+// with Queue.Enqueue.
 func (t *QueueTx) Enqueue(ctx context.Context, item resourcelease.Item) error {
 	if err := t.check("enqueue"); err != nil {
 		return err
@@ -127,9 +151,16 @@ func (t *QueueTx) Enqueue(ctx context.Context, item resourcelease.Item) error {
 	if err := checkItemText(&item); err != nil {
 		return err
 	}
+	delayed := false
 	if !item.NotBefore.IsZero() {
-		return resourcelease.Errorf(resourcelease.StatusUnimplemented, resourcelease.CodeNotSupported,
-			"postgres: a queue transaction does not delay items yet (notBefore set)")
+		now, err := t.clockNow(ctx)
+		if err != nil {
+			return err
+		}
+		if err := q.checkNotBefore(&item, now); err != nil {
+			return err
+		}
+		delayed = item.NotBefore.After(now)
 	}
 	req := item.RequestID
 	if q.cfg.DedupeWindow <= 0 {
@@ -149,12 +180,20 @@ func (t *QueueTx) Enqueue(ctx context.Context, item resourcelease.Item) error {
 			return nil
 		}
 	}
-	if q.cfg.Capacity > 0 && t.before.ready+t.l.dReady+t.before.active+t.l.dActive >= int64(q.cfg.Capacity) {
+	full := q.cfg.Capacity > 0 && t.before.ready+t.l.dReady+t.before.active+t.l.dActive >= int64(q.cfg.Capacity)
+	if delayed {
+		full = q.cfg.DelayedCapacity > 0 && t.before.delayed+t.l.dDelayed >= int64(q.cfg.DelayedCapacity)
+	}
+	if full {
 		if req != "" {
 			// Give the claim back: nobody else may have seen it yet.
 			if _, err := t.tx.Exec(ctx, q.sql.unclaimDedupe, []string{req}); err != nil {
 				return q.store.fail(ctx, "enqueue in transaction", err)
 			}
+		}
+		if delayed {
+			return resourcelease.Errorf(resourcelease.StatusResourceExhausted, resourcelease.CodeQueueFull,
+				"queue is at its delayed capacity (%d delayed items)", q.cfg.DelayedCapacity)
 		}
 		return resourcelease.Errorf(resourcelease.StatusResourceExhausted, resourcelease.CodeQueueFull,
 			"queue is at capacity (%d ready and leased)", q.cfg.Capacity)
@@ -167,13 +206,23 @@ func (t *QueueTx) Enqueue(ctx context.Context, item resourcelease.Item) error {
 		}
 		t.reqOrd[req] = ord
 	}
-	t.l.moved("", statePending)
 	if q.parted {
 		t.l.touch(item.PartitionKey, false)
 	}
 	p := resourcelease.PendingItem{Payload: item, Attempt: 1}
+	if delayed {
+		at := item.NotBefore
+		t.f.sched[ord-1], p.ReadyAt = &at, at
+		t.l.moved("", stateScheduled)
+		if t.scheduled == nil || at.Before(*t.scheduled) {
+			t.scheduled = &at
+		}
+	} else {
+		t.l.moved("", statePending)
+		t.ready = true
+	}
 	t.l.add(resourcelease.Change{Kind: resourcelease.ChangeEnqueued, Item: &p}, ord)
-	t.results = append(t.results, txResult{ord: ord})
+	t.results = append(t.results, txResult{res: resourcelease.EnqueueResult{NotBefore: item.NotBefore}, ord: ord})
 	return nil
 }
 
@@ -280,7 +329,7 @@ func (t *QueueTx) Finish(ctx context.Context) ([]resourcelease.EnqueueResult, er
 		return out, nil
 	}
 	note := ""
-	if len(t.f.rt) > 0 {
+	if t.ready {
 		note = "r"
 	}
 	if t.freed && q.cfg.Capacity > 0 {
@@ -301,8 +350,15 @@ func (t *QueueTx) Finish(ctx context.Context) ([]resourcelease.EnqueueResult, er
 	if leasable && !strings.Contains(note, "r") {
 		note += "r"
 	}
+	if t.scheduled != nil {
+		note += "d" // every process's sweeper wakes for the earliest delayed item
+	}
 	if note != "" {
-		if _, err := t.tx.Exec(ctx, q.sql.notify, q.channel, note+":"+txNotifyTag); err != nil {
+		note += ":" + txNotifyTag
+		if t.scheduled != nil {
+			note += ":" + strconv.FormatInt(t.scheduled.UnixNano(), 10)
+		}
+		if _, err := t.tx.Exec(ctx, q.sql.notify, q.channel, note); err != nil {
 			return nil, q.store.fail(ctx, "finish transaction", err)
 		}
 	}

@@ -14,6 +14,7 @@ import (
 	"github.com/leasemesh/leasemesh/internal/pgtest"
 	"github.com/leasemesh/leasemesh/postgres"
 	"github.com/leasemesh/leasemesh/resourcelease"
+	"github.com/leasemesh/leasemesh/resourcelease/leasetest"
 )
 
 // checkGapFree fails t unless the log is numbered 1..n with no gap.
@@ -145,15 +146,62 @@ func TestQueueEnqueueTx(t *testing.T) {
 	if len(evs) != 2 || evs[0].EventType != resourcelease.EventEnqueue || evs[1].EventType != resourcelease.EventLeaseGranted {
 		t.Fatalf("log = %+v, want Enqueue, LeaseGranted", evs)
 	}
+}
 
-	// A delayed item is refused, not enqueued ready.
-	tx, _ = s.Pool().Begin(bg)
-	defer tx.Rollback(bg)
-	it = qitem("later")
-	it.NotBefore = time.Now().Add(time.Hour)
-	if _, err := enqueueTx(bg, q, tx, it); resourcelease.AsError(err).Status != resourcelease.StatusUnimplemented {
-		t.Fatalf("delayed EnqueueTx: %v, want unimplemented", err)
+// TestQueueTxDelayed: an item a QueueTx enqueues with a NotBefore ahead is
+// delayed as Queue.Enqueue delays it: counted apart, echoed, not leasable
+// before its time, leasable after; DelayedCapacity bounds it.
+func TestQueueTxDelayed(t *testing.T) {
+	t.Parallel()
+	clock := leasetest.NewManualClock(time.Time{})
+	q := openQueue(t, pgtest.NewDatabase(t), clock, postgres.QueueConfig{DelayedCapacity: 1, SweepInterval: time.Hour})
+	s := q.Store()
+	enqueue := func(id string, delay time.Duration) (resourcelease.EnqueueResult, error) {
+		tx, err := s.Pool().Begin(bg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer tx.Rollback(bg)
+		it := qitem(id)
+		it.NotBefore = clock.Now().Add(delay)
+		res, err := enqueueTx(bg, q, tx, it)
+		if err == nil {
+			err = tx.Commit(bg)
+		}
+		return res, err
 	}
+	res, err := enqueue("later", time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := clock.Now().Add(time.Minute); !res.NotBefore.Equal(want) {
+		t.Fatalf("notBefore echoed %v, want %v", res.NotBefore, want)
+	}
+	if _, err := enqueue("later-still", time.Hour); resourcelease.CodeOf(err) != resourcelease.CodeQueueFull {
+		t.Fatalf("a second delayed item past DelayedCapacity 1: %v, want queue_full", err)
+	}
+	if _, err := enqueue("now", 0); err != nil {
+		t.Fatalf("a ready item is not bounded by DelayedCapacity: %v", err)
+	}
+	st, err := q.Stats(bg)
+	if err != nil || st.DelayedCount != 1 || st.PendingCount != 2 {
+		t.Fatalf("stats = %+v, %v; want 2 pending, 1 of them delayed", st, err)
+	}
+	if l, err := q.Lease(bg, "w", 0); err != nil || l == nil || l.Payload.ResourceID != "now" {
+		t.Fatalf("lease = %v, %v; want the ready item", l, err)
+	}
+	if l, err := q.Lease(bg, "w", 0); err != nil || l != nil {
+		t.Fatalf("leased %v (%v) before its time", l, err)
+	}
+	clock.Advance(2 * time.Minute)
+	if _, err := q.Sweep(bg); err != nil {
+		t.Fatal(err)
+	}
+	l, err := q.Lease(bg, "w", 0)
+	if err != nil || l == nil || l.Payload.ResourceID != "later" || !l.Payload.NotBefore.Equal(res.NotBefore) {
+		t.Fatalf("after its time: lease = %v, %v; want the delayed item with its notBefore", l, err)
+	}
+	checkGapFree(t, q)
 }
 
 func TestQueueCompleteTx(t *testing.T) {
