@@ -15,7 +15,15 @@ package postgres
 // A lease takes the first leasable partitions in that order, locking their
 // rows FOR UPDATE SKIP LOCKED (so no two dispatchers lease from one
 // partition at once, and none waits for another), then up to the
-// partition's room of its oldest ready items from items_ready_partition.
+// partition's room of its oldest ready items from items_ready_partition,
+// FOR UPDATE without SKIP LOCKED: a pending item another transaction holds
+// (a drain, a failing lease that has just made it pending) is waited for,
+// never stepped over, or a strict partition would hand out its second item
+// before its first. That wait cannot close a cycle: the partition row
+// already keeps other leases out of the partition, and a transaction
+// holding item rows never waits for a partition row (it recomputes rows
+// FOR UPDATE SKIP LOCKED, and creates new rows ON CONFLICT DO NOTHING
+// only after its own lease step).
 // That is a bounded index scan of each, whatever the depth of the queue or
 // the number of partitions: EXPLAIN shows a Limit over an Index Scan using
 // partitions_fifo (or partitions_fair), then per partition a Limit over an
@@ -115,7 +123,7 @@ func newPartitionSQL(s *Store, c *QueueConfig) partitionSQL {
 					row_number() OVER (PARTITION BY p.partition_key ORDER BY i.sequence_id) AS round
 				FROM parts p CROSS JOIN LATERAL (
 					SELECT sequence_id FROM {items} WHERE partition_key = p.partition_key AND state = 'pending'
-					ORDER BY sequence_id LIMIT {room} FOR UPDATE SKIP LOCKED) i
+					ORDER BY sequence_id LIMIT {room} FOR UPDATE) i
 			), ranked AS (
 				SELECT sequence_id, row_number() OVER (ORDER BY {rank}) AS rn FROM cand
 			)`)

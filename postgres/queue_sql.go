@@ -17,7 +17,11 @@ type queueSQL struct {
 	// lockItems locks the rows a batch's token operations name, in sequence
 	// id order (so that two batches that share rows wait for each other
 	// instead of deadlocking), and returns them whole: the batch decides each
-	// operation on the locked row and writes the net effect.
+	// operation on the locked row and writes the net effect. Only leased
+	// rows: every token operation needs a live lease, and a stale token must
+	// not lock a pending row (a lease would have to wait for it).
+	// Heartbeat, Complete, Fail, Release and QueueTx.Complete read a row
+	// it does not return as an unknown token.
 	lockItems string
 	// promote moves scheduled items whose time has come to pending.
 	promote string
@@ -140,7 +144,7 @@ func newQueueSQL(s *Store) queueSQL {
 	return queueSQL{
 		counts: r.Replace(`SELECT {now}, pending_count, delayed_count, active_count, dead_letter_count, next_event_sequence FROM {queue_state}`),
 		lockItems: r.Replace(`SELECT coalesce(lease_expires_at > {now}, false), {cols} FROM {items}
-			WHERE sequence_id = ANY($2::int8[]) ORDER BY sequence_id FOR UPDATE`),
+			WHERE sequence_id = ANY($2::int8[]) AND state = 'leased' ORDER BY sequence_id FOR UPDATE`),
 		// No SKIP LOCKED here: a lease right after an item's delay passed
 		// must find it even while another transaction is promoting it, so
 		// this waits for that one (and then finds the row promoted).
