@@ -187,8 +187,9 @@
 // transaction recomputes the rows of the partitions it touched from a few
 // index probes after taking the counter row, so they follow commit order;
 // rows that another transaction holds (which recomputes them itself before
-// its commit) are skipped and retried with the next transaction, never
-// waited for. The table is kept only with partition rules: a queue that
+// its commit) are skipped, never waited for, and marked in the table
+// partition_dirty, which every later commit that recomputes rows and every
+// sweep (of any process) works off. The table is kept only with partition rules: a queue that
 // opens with other rules than the last one rebuilds it from the items (one
 // scan), so every process serving a schema must use the same
 // MaxActivePerPartition and Fairness. With partition rules an item enqueued

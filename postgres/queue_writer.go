@@ -597,7 +597,7 @@ func (q *Queue) attempt(ctx context.Context, b *batch, lockIDs []int64) (committ
 	q.commitMu.Lock()
 	defer q.commitMu.Unlock()
 	p.Queue(q.sql.final, finalArgs(b.now, l, &b.fin, trimmed)...)
-	keys := q.queuePartitions(&p, b.now, l)
+	keys := q.queuePartitions(&p, b.now, l, true)
 	if note := q.notification(b); note != "" {
 		p.Queue(q.sql.notify, q.channel, note)
 	}
