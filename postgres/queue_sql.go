@@ -64,7 +64,10 @@ type queueSQL struct {
 	// ($2) by the counter row; deadExpired those older than the retention
 	// ($2 microseconds), at most $3. purgeDead deletes them.
 	deadOldest, deadExcess, deadExpired string
-	notify                              string
+	// deadCount reads the number of dead letters under the counter row's
+	// lock, which the transaction then holds to its COMMIT.
+	deadCount string
+	notify    string
 }
 
 // itemColumns are the columns scanned into an itemRow, in its order.
@@ -279,7 +282,8 @@ func newQueueSQL(s *Store) queueSQL {
 		trimEvents: r.Replace(`DELETE FROM {events} WHERE sequence_number > $1 AND sequence_number <= $2`),
 		trimDedupe: r.Replace(`DELETE FROM {dedupe} WHERE request_id IN (
 				SELECT request_id FROM {dedupe} WHERE expires_at <= {now} ORDER BY expires_at LIMIT $2 FOR UPDATE SKIP LOCKED)`),
-		notify: `SELECT pg_notify($1, $2)`,
+		notify:    `SELECT pg_notify($1, $2)`,
+		deadCount: r.Replace(`SELECT dead_letter_count FROM {queue_state} FOR UPDATE`),
 		deadOldest: r.Replace(`SELECT {cols} FROM {items} WHERE state = 'dead'
 			ORDER BY dead_lettered_at, dead_event, sequence_id LIMIT $1 FOR UPDATE SKIP LOCKED`),
 		deadExcess: r.Replace(`SELECT {cols} FROM {items} WHERE state = 'dead'
