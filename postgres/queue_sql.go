@@ -150,7 +150,9 @@ func newQueueSQL(s *Store) queueSQL {
 			WHERE sequence_id = ANY($2::int8[]) AND state = 'leased' ORDER BY sequence_id FOR UPDATE`),
 		// No SKIP LOCKED here: a lease right after an item's delay passed
 		// must find it even while another transaction is promoting it, so
-		// this waits for that one (and then finds the row promoted).
+		// this waits for that one (and then finds the row promoted). A
+		// batch runs it before it locks any other row, so the wait cannot
+		// close a cycle with the token rows it locks after.
 		promote: r.Replace(`UPDATE {items} i SET state = 'pending', not_before = NULL
 			WHERE i.sequence_id IN (SELECT sequence_id FROM {items} WHERE state = 'scheduled' AND not_before <= {now}
 				ORDER BY not_before, sequence_id LIMIT $2)

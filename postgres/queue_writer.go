@@ -828,12 +828,17 @@ func (q *Queue) read(ctx context.Context, c *pgx.Conn, b *batch, lockIDs []int64
 	var p pgx.Batch
 	p.Queue("BEGIN")
 	p.Queue(q.sql.counts, b.now)
-	if len(lockIDs) > 0 {
-		p.Queue(q.sql.lockItems, b.now, lockIDs)
-	}
+	// The promotion first, before the transaction holds any row: it waits
+	// for the scheduled rows another transaction holds, in its own order,
+	// and a transaction that waited here after locking its token rows in
+	// sequence id order could deadlock with one that holds the scheduled
+	// row and waits for a token row.
 	promote := len(b.slots) > 0 || len(b.sweeps) > 0
 	if promote {
 		p.Queue(q.sql.promote, b.now, promoteLimit)
+	}
+	if len(lockIDs) > 0 {
+		p.Queue(q.sql.lockItems, b.now, lockIDs)
 	}
 	if len(b.sweeps) > 0 {
 		p.Queue(q.sql.expired, b.now, sweepLimit)
@@ -894,18 +899,6 @@ func (q *Queue) read(ctx context.Context, c *pgx.Conn, b *batch, lockIDs []int64
 		// Fresher than the last commit's counts unless a commit of this
 		// process came after it (the mark, the log position, says which).
 		q.committedCounts(b.before, mark, 0, 0)
-		if len(lockIDs) > 0 {
-			if err := eachRow(br, func(rows pgx.Rows) error {
-				var live bool
-				r, err := scanItem(rows, &live)
-				if err == nil {
-					b.rows[r.seq] = &simRow{row: r, live: live && r.state == stateLeased}
-				}
-				return err
-			}); err != nil {
-				return err
-			}
-		}
 		if promote {
 			if err := eachRow(br, func(rows pgx.Rows) error {
 				var id int64
@@ -913,6 +906,18 @@ func (q *Queue) read(ctx context.Context, c *pgx.Conn, b *batch, lockIDs []int64
 				b.promoted++
 				err := rows.Scan(&id, &key)
 				b.log.touch(key, false)
+				return err
+			}); err != nil {
+				return err
+			}
+		}
+		if len(lockIDs) > 0 {
+			if err := eachRow(br, func(rows pgx.Rows) error {
+				var live bool
+				r, err := scanItem(rows, &live)
+				if err == nil {
+					b.rows[r.seq] = &simRow{row: r, live: live && r.state == stateLeased}
+				}
 				return err
 			}); err != nil {
 				return err
