@@ -84,15 +84,19 @@
 // (one when it only enqueues into an unbounded queue):
 //
 //  1. BEGIN; the counts (the counter row, unlocked);
-//     the rows the heartbeats, completes, fails and releases name, locked
-//     FOR UPDATE in sequence id order (they and the promotion below are
-//     the statements that wait for another transaction's locks);
 //     delayed items whose time has come, promoted to ready (waiting for a
-//     concurrent promoter, so a lease right after the delay finds them);
+//     concurrent promoter, so a lease right after the delay finds them;
+//     first, before the transaction holds any row, so the wait closes no
+//     cycle);
+//     the leased rows the heartbeats, completes, fails and releases name,
+//     locked FOR UPDATE in sequence id order (they and the promotion are
+//     the statements that wait for another transaction's locks, with a
+//     partition's items below);
 //     expired leases (a sweep), FOR UPDATE SKIP LOCKED;
 //     the oldest ready items for every lease slot at once (this process's
 //     waiters first come, first served, then the new leases), FOR UPDATE
-//     SKIP LOCKED LIMIT k: one statement however many wait;
+//     SKIP LOCKED LIMIT k (with partition rules, the partitions SKIP
+//     LOCKED and their items FOR UPDATE): one statement however many wait;
 //     the request ids of the enqueues, claimed (INSERT ... ON CONFLICT)
 //  2. the process decides every call on what it read (fencing: item,
 //     attempt and lease id match, still leased and unexpired by the
@@ -187,8 +191,9 @@
 // transaction recomputes the rows of the partitions it touched from a few
 // index probes after taking the counter row, so they follow commit order;
 // rows that another transaction holds (which recomputes them itself before
-// its commit) are skipped and retried with the next transaction, never
-// waited for. The table is kept only with partition rules: a queue that
+// its commit) are skipped, never waited for, and marked in the table
+// partition_dirty, which every later commit that recomputes rows and every
+// sweep (of any process) works off. The table is kept only with partition rules: a queue that
 // opens with other rules than the last one rebuilds it from the items (one
 // scan), so every process serving a schema must use the same
 // MaxActivePerPartition and Fairness. With partition rules an item enqueued

@@ -20,9 +20,9 @@ import (
 	"github.com/leasemesh/leasemesh/resourcelease/leasetest"
 )
 
-// schemaTables are the tables the first migration creates, and
+// schemaTables are the tables the migrations create, and
 // schema_migrations.
-var schemaTables = []string{"dedupe", "events", "items", "partitions", "peers", "queue_state", "schema_migrations", "state_records"}
+var schemaTables = []string{"dedupe", "events", "items", "partition_dirty", "partitions", "peers", "queue_state", "schema_migrations", "state_records"}
 
 func tablesIn(t *testing.T, s *postgres.Store, schema string) []string {
 	t.Helper()

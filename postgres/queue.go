@@ -301,11 +301,9 @@ type Queue struct {
 	commitMu sync.Mutex
 
 	// parted: the queue has partition rules and keeps the partitions
-	// table; psql are its statements. dirtyParts are partitions whose row a
-	// commit had to skip (guarded by mu), recomputed with the next one.
-	parted     bool
-	psql       partitionSQL
-	dirtyParts map[string]bool
+	// table; psql are its statements.
+	parted bool
+	psql   partitionSQL
 
 	lastSeq   atomic.Int64 // the newest event number this process has seen
 	sweepKick chan struct{}

@@ -129,7 +129,7 @@ func (q *Queue) adminTx(ctx context.Context, name string, body func(c *pgx.Conn,
 	var p2 pgx.Batch
 	p2.Queue(setGenericPlans)
 	p2.Queue(q.sql.final, finalArgs(now, &l, &finalInput{}, 0)...)
-	keys := q.queuePartitions(&p2, now, &l)
+	keys := q.queuePartitions(&p2, now, &l, true)
 	leasable := false
 	note := ""
 	if l.madeReady || l.unserved() {

@@ -59,6 +59,14 @@ func (q *Queue) sweepLoop() {
 		if err := q.trim(q.stopCtx); err != nil {
 			q.logError("trim", err)
 		}
+		if leasable, err := q.healPartitions(q.stopCtx); err != nil {
+			q.logError("recompute marked partitions", err)
+		} else if leasable {
+			q.mu.Lock()
+			q.serveWaiters = true
+			q.mu.Unlock()
+			q.wake()
+		}
 	}
 }
 

@@ -15,7 +15,15 @@ package postgres
 // A lease takes the first leasable partitions in that order, locking their
 // rows FOR UPDATE SKIP LOCKED (so no two dispatchers lease from one
 // partition at once, and none waits for another), then up to the
-// partition's room of its oldest ready items from items_ready_partition.
+// partition's room of its oldest ready items from items_ready_partition,
+// FOR UPDATE without SKIP LOCKED: a pending item another transaction holds
+// (a drain, a failing lease that has just made it pending) is waited for,
+// never stepped over, or a strict partition would hand out its second item
+// before its first. That wait cannot close a cycle: the partition row
+// already keeps other leases out of the partition, and a transaction
+// holding item rows never waits for a partition row (it recomputes rows
+// FOR UPDATE SKIP LOCKED, and creates new rows ON CONFLICT DO NOTHING
+// only after its own lease step).
 // That is a bounded index scan of each, whatever the depth of the queue or
 // the number of partitions: EXPLAIN shows a Limit over an Index Scan using
 // partitions_fifo (or partitions_fair), then per partition a Limit over an
@@ -31,9 +39,13 @@ package postgres
 // so the rows follow commit order and are exact once the transaction
 // commits. Rows another transaction holds (a lease in progress, which
 // recomputes them itself before it commits, after this one) are skipped,
-// never waited for, so no two transactions can deadlock on them; the
-// process retries what it skipped with its next transaction, for the case
-// where the holder rolled back.
+// never waited for, so no two transactions can deadlock on them. The
+// skipping transaction marks them in partition_dirty (in the transaction,
+// so the mark commits or rolls back with the change): the holder may roll
+// back, or not recompute a row it locked (a lease whose recheck rejected
+// the row). Every later transaction of any process that recomputes rows,
+// and every sweep, recomputes a bounded number of marked rows and removes
+// their marks, so a mark outlives the process that wrote it.
 
 import (
 	"context"
@@ -50,6 +62,10 @@ import (
 // serveSpan is the room in last_served one transaction has for the order of
 // the partitions it served.
 const serveSpan = 1 << 20
+
+// dirtyDrain is how many marked partitions (partition_dirty) one
+// transaction recomputes besides its own.
+const dirtyDrain = 64
 
 // partitionSQL holds the statements of a queue with partition rules.
 type partitionSQL struct {
@@ -105,7 +121,8 @@ func newPartitionSQL(s *Store, c *QueueConfig) partitionSQL {
 	rules := strings.NewReplacer("{order}", order, "{rank}", rank, "{room}", room,
 		"{dhead}", dhead, "{active}", active, "{leasable}", leasable, "{span}", fmt.Sprint(serveSpan))
 	tables := strings.NewReplacer("{items}", s.table("items"), "{partitions}", s.table("partitions"),
-		"{serve}", s.table("partition_serve"), "{now}", nowExpr)
+		"{serve}", s.table("partition_serve"), "{dirty}", s.table("partition_dirty"), "{now}", nowExpr,
+		"{drain}", fmt.Sprint(dirtyDrain))
 	r := replacerFunc(func(sql string) string { return tables.Replace(rules.Replace(sql)) })
 	ranked := r.Replace(`parts AS MATERIALIZED (
 				SELECT partition_key, active_count, last_served FROM {partitions} WHERE leasable
@@ -115,7 +132,7 @@ func newPartitionSQL(s *Store, c *QueueConfig) partitionSQL {
 					row_number() OVER (PARTITION BY p.partition_key ORDER BY i.sequence_id) AS round
 				FROM parts p CROSS JOIN LATERAL (
 					SELECT sequence_id FROM {items} WHERE partition_key = p.partition_key AND state = 'pending'
-					ORDER BY sequence_id LIMIT {room} FOR UPDATE SKIP LOCKED) i
+					ORDER BY sequence_id LIMIT {room} FOR UPDATE) i
 			), ranked AS (
 				SELECT sequence_id, row_number() OVER (ORDER BY {rank}) AS rn FROM cand
 			)`)
@@ -124,10 +141,24 @@ func newPartitionSQL(s *Store, c *QueueConfig) partitionSQL {
 		lease: lease, leaseSized: leaseSized,
 		ensure: r.Replace(`INSERT INTO {partitions} (partition_key)
 			SELECT k FROM unnest($1::text[]) AS k ORDER BY k ON CONFLICT DO NOTHING`),
-		update: r.Replace(`WITH k AS (
+		update: r.Replace(`WITH own AS (
 				SELECT * FROM unnest($2::text[], $3::int8[]) AS k(key, served)
-			), tgt AS (
-				SELECT partition_key FROM {partitions} WHERE partition_key = ANY($2::text[]) FOR UPDATE SKIP LOCKED
+			), marked AS (
+				SELECT partition_key AS key, 0::int8 AS served FROM {dirty}
+				WHERE $4::bool AND partition_key <> ALL($2::text[]) ORDER BY partition_key LIMIT {drain}
+			), k AS (
+				SELECT * FROM own UNION ALL SELECT * FROM marked
+			), tgt AS MATERIALIZED (
+				SELECT partition_key FROM {partitions} WHERE partition_key IN (SELECT key FROM k) FOR UPDATE SKIP LOCKED
+			), mark AS (
+				INSERT INTO {dirty} (partition_key)
+				SELECT key FROM own WHERE key NOT IN (SELECT partition_key FROM tgt) ORDER BY key ON CONFLICT DO NOTHING
+			), unmark AS (
+				DELETE FROM {dirty} WHERE partition_key IN (
+					SELECT partition_key FROM {dirty} d WHERE partition_key IN (SELECT key FROM k)
+						AND (partition_key IN (SELECT partition_key FROM tgt)
+							OR NOT EXISTS (SELECT 1 FROM {partitions} p WHERE p.partition_key = d.partition_key))
+					FOR UPDATE SKIP LOCKED)
 			), c AS (
 				SELECT k.key, k.served,
 					(SELECT min(sequence_id) FROM {items} WHERE partition_key = k.key AND state = 'pending') AS head,
@@ -176,20 +207,11 @@ func (l *changeLog) touch(key string, served bool) {
 }
 
 // queuePartitions adds to p, after the final statement, the statements
-// that bring the rows of the partitions the transaction touched (and those
-// the process skipped before) up to date. It returns the keys it asks for.
-func (q *Queue) queuePartitions(p *pgx.Batch, now any, l *changeLog) []string {
-	if !q.parted {
-		return nil
-	}
-	q.mu.Lock()
-	for k := range q.dirtyParts {
-		if _, ok := l.touched[k]; !ok {
-			l.touch(k, false)
-		}
-	}
-	q.mu.Unlock()
-	if len(l.touched) == 0 {
+// that bring the rows of the partitions the transaction touched up to date,
+// and with drain those of partitions other transactions marked
+// (partition_dirty, a bounded number). It returns the keys it asks for.
+func (q *Queue) queuePartitions(p *pgx.Batch, now any, l *changeLog, drain bool) []string {
+	if !q.parted || len(l.touched) == 0 {
 		return nil
 	}
 	keys := slices.Sorted(maps.Keys(l.touched))
@@ -198,52 +220,90 @@ func (q *Queue) queuePartitions(p *pgx.Batch, now any, l *changeLog) []string {
 		served[i] = l.touched[k]
 	}
 	p.Queue(q.psql.ensure, keys)
-	p.Queue(q.psql.update, now, keys, served)
+	p.Queue(q.psql.update, now, keys, served, drain)
 	p.Queue(q.psql.prune, keys)
 	return keys
 }
 
-// partitionsDone reads the update's rows: the keys it skipped (held by
-// another transaction) are retried with the next transaction; leasable
-// reports whether a partition the transaction did not lease from is
-// leasable now (waiters should look).
+// partitionsDone reads the update's rows: leasable reports whether a
+// partition the transaction did not lease from is leasable now (waiters
+// should look). The keys it skipped (held by another transaction) it has
+// marked in partition_dirty, in the transaction, so whoever recomputes
+// partitions next retries them, whether this transaction's process lives
+// on or not, and a rollback takes the marks back with the change.
 func (q *Queue) partitionsDone(br pgx.BatchResults, keys []string, l *changeLog) (leasable bool, err error) {
 	rows, err := br.Query()
 	if err != nil {
 		return false, err
 	}
-	return q.partitionRows(rows, keys, l)
+	return partitionRows(rows, l)
 }
 
-func (q *Queue) partitionRows(rows pgx.Rows, keys []string, l *changeLog) (leasable bool, err error) {
+func partitionRows(rows pgx.Rows, l *changeLog) (leasable bool, err error) {
 	defer rows.Close()
-	done := make(map[string]bool, len(keys))
 	for rows.Next() {
 		var k string
 		var ok bool
 		if err := rows.Scan(&k, &ok); err != nil {
 			return false, err
 		}
-		done[k] = true
 		if ok && l.touched[k] == 0 {
 			leasable = true
 		}
 	}
+	return leasable, rows.Err()
+}
+
+// healPartitions recomputes the rows of marked partitions (partition_dirty)
+// in a transaction of its own: the sweep's share, so that a mark is acted on
+// even when no transaction touches partitions after it. It reports whether
+// one of them is leasable now.
+func (q *Queue) healPartitions(ctx context.Context) (leasable bool, err error) {
+	if !q.parted {
+		return false, nil
+	}
+	var marked bool
+	if err := q.store.pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM `+q.store.table("partition_dirty")+`)`).Scan(&marked); err != nil || !marked {
+		return false, err
+	}
+	tx, err := q.store.pool.Begin(ctx)
+	if err != nil {
+		return false, err
+	}
+	defer func() { _ = tx.Rollback(context.Background()) }()
+	now := q.store.nowArg()
+	rows, err := tx.Query(ctx, q.psql.update, now, []string{}, []int64{}, true)
+	if err != nil {
+		return false, err
+	}
+	var keys []string
+	for rows.Next() {
+		var k string
+		var ok bool
+		if err := rows.Scan(&k, &ok); err != nil {
+			rows.Close()
+			return false, err
+		}
+		keys = append(keys, k)
+		leasable = leasable || ok
+	}
+	rows.Close()
 	if err := rows.Err(); err != nil {
 		return false, err
 	}
-	q.mu.Lock()
-	for _, k := range keys {
-		if done[k] {
-			delete(q.dirtyParts, k)
-		} else {
-			if q.dirtyParts == nil {
-				q.dirtyParts = map[string]bool{}
-			}
-			q.dirtyParts[k] = true
+	if len(keys) > 0 {
+		if _, err := tx.Exec(ctx, q.psql.prune, keys); err != nil {
+			return false, err
 		}
 	}
-	q.mu.Unlock()
+	if leasable {
+		if _, err := tx.Exec(ctx, q.sql.notify, q.channel, "r:"+q.instance); err != nil {
+			return false, err
+		}
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return false, err
+	}
 	return leasable, nil
 }
 
@@ -253,9 +313,13 @@ func (q *Queue) partitionRows(rows pgx.Rows, keys []string, l *changeLog) (leasa
 // items in a queue with partition rules must touch their partitions
 // (l.touch) and call it before the caller commits, or their rows miss the
 // change until another commit touches them.
+//
+// It leaves other transactions' marks (partition_dirty) alone: the caller's
+// transaction is the caller's, and gets no work of the queue's besides its
+// own.
 func (q *Queue) partitionsTx(ctx context.Context, tx pgx.Tx, now any, l *changeLog) (leasable bool, err error) {
 	var p pgx.Batch
-	keys := q.queuePartitions(&p, now, l)
+	keys := q.queuePartitions(&p, now, l, false)
 	if len(keys) == 0 {
 		return false, nil
 	}
@@ -270,7 +334,7 @@ func (q *Queue) partitionsTx(ctx context.Context, tx pgx.Tx, now any, l *changeL
 		if err != nil {
 			return false, err
 		}
-		if leasable, err = q.partitionRows(rows, keys, l); err != nil {
+		if leasable, err = partitionRows(rows, l); err != nil {
 			return false, err
 		}
 	}

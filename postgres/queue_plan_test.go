@@ -81,7 +81,7 @@ func TestLeasePlanIsFlat(t *testing.T) {
 				// The recompute of a partition's row after a commit: index
 				// probes (its oldest ready item; its oldest scheduled one and
 				// its leases under a limit), never a scan.
-				text = explain(t, tx, q.PartitionUpdateSQL(), nil, []string{"tenant-7"}, []int64{0})
+				text = explain(t, tx, q.PartitionUpdateSQL(), nil, []string{"tenant-7"}, []int64{0}, true)
 				want := []string{"items_ready_partition", "partitions_pkey"}
 				if cfg.MaxActivePerPartition == 1 {
 					want = append(want, "items_scheduled_partition", "items_leased_partition")
@@ -91,7 +91,11 @@ func TestLeasePlanIsFlat(t *testing.T) {
 						t.Errorf("%s: the partition update's plan has no %q:\n%s", mode, w, text)
 					}
 				}
-				if strings.Contains(text, "Seq Scan") {
+				// partition_dirty holds the marks of rows skipped by
+				// transactions in flight, removed as soon as recomputed: a
+				// few rows whatever the queue's size, which a sequential
+				// scan reads at once.
+				if strings.Contains(strings.ReplaceAll(text, "Seq Scan on partition_dirty", ""), "Seq Scan") {
 					t.Errorf("%s: the partition update's plan has a sequential scan:\n%s", mode, text)
 				}
 			}

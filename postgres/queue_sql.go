@@ -17,7 +17,11 @@ type queueSQL struct {
 	// lockItems locks the rows a batch's token operations name, in sequence
 	// id order (so that two batches that share rows wait for each other
 	// instead of deadlocking), and returns them whole: the batch decides each
-	// operation on the locked row and writes the net effect.
+	// operation on the locked row and writes the net effect. Only leased
+	// rows: every token operation needs a live lease, and a stale token must
+	// not lock a pending row (a lease would have to wait for it).
+	// Heartbeat, Complete, Fail, Release and QueueTx.Complete read a row
+	// it does not return as an unknown token.
 	lockItems string
 	// promote moves scheduled items whose time has come to pending.
 	promote string
@@ -60,7 +64,10 @@ type queueSQL struct {
 	// ($2) by the counter row; deadExpired those older than the retention
 	// ($2 microseconds), at most $3. purgeDead deletes them.
 	deadOldest, deadExcess, deadExpired string
-	notify                              string
+	// deadCount reads the number of dead letters under the counter row's
+	// lock, which the transaction then holds to its COMMIT.
+	deadCount string
+	notify    string
 }
 
 // itemColumns are the columns scanned into an itemRow, in its order.
@@ -140,10 +147,12 @@ func newQueueSQL(s *Store) queueSQL {
 	return queueSQL{
 		counts: r.Replace(`SELECT {now}, pending_count, delayed_count, active_count, dead_letter_count, next_event_sequence FROM {queue_state}`),
 		lockItems: r.Replace(`SELECT coalesce(lease_expires_at > {now}, false), {cols} FROM {items}
-			WHERE sequence_id = ANY($2::int8[]) ORDER BY sequence_id FOR UPDATE`),
+			WHERE sequence_id = ANY($2::int8[]) AND state = 'leased' ORDER BY sequence_id FOR UPDATE`),
 		// No SKIP LOCKED here: a lease right after an item's delay passed
 		// must find it even while another transaction is promoting it, so
-		// this waits for that one (and then finds the row promoted).
+		// this waits for that one (and then finds the row promoted). A
+		// batch runs it before it locks any other row, so the wait cannot
+		// close a cycle with the token rows it locks after.
 		promote: r.Replace(`UPDATE {items} i SET state = 'pending', not_before = NULL
 			WHERE i.sequence_id IN (SELECT sequence_id FROM {items} WHERE state = 'scheduled' AND not_before <= {now}
 				ORDER BY not_before, sequence_id LIMIT $2)
@@ -275,7 +284,8 @@ func newQueueSQL(s *Store) queueSQL {
 		trimEvents: r.Replace(`DELETE FROM {events} WHERE sequence_number > $1 AND sequence_number <= $2`),
 		trimDedupe: r.Replace(`DELETE FROM {dedupe} WHERE request_id IN (
 				SELECT request_id FROM {dedupe} WHERE expires_at <= {now} ORDER BY expires_at LIMIT $2 FOR UPDATE SKIP LOCKED)`),
-		notify: `SELECT pg_notify($1, $2)`,
+		notify:    `SELECT pg_notify($1, $2)`,
+		deadCount: r.Replace(`SELECT dead_letter_count FROM {queue_state} FOR UPDATE`),
 		deadOldest: r.Replace(`SELECT {cols} FROM {items} WHERE state = 'dead'
 			ORDER BY dead_lettered_at, dead_event, sequence_id LIMIT $1 FOR UPDATE SKIP LOCKED`),
 		deadExcess: r.Replace(`SELECT {cols} FROM {items} WHERE state = 'dead'

@@ -553,18 +553,31 @@ func (q *Queue) attempt(ctx context.Context, b *batch, lockIDs []int64) (committ
 	if len(b.unclaim) > 0 {
 		p.Queue(q.sql.unclaimDedupe, b.unclaim)
 	}
-	if excess := q.deadExcess(b); excess > 0 {
-		// Past MaxDeadLetters: the oldest go in this transaction, as the
-		// engine purges them. One more round trip, after the writes above,
-		// so that this transaction's own dead letters are among those it
-		// can choose (they sort last: newest).
+	if guess := q.deadExcess(b); guess > -deadSlack {
+		// Past MaxDeadLetters (or near it): the oldest go in this
+		// transaction, as the engine purges them. One more round trip,
+		// after the writes above, so that this transaction's own dead
+		// letters are among those it can choose (they sort last: newest).
+		// The count read at BEGIN was read unlocked: other processes may
+		// have dead-lettered since, so the excess is decided on the count
+		// read under the counter row's lock (held from here to COMMIT; this
+		// transaction waits for nothing else before its final statement,
+		// whose lock it is anyway), and the guess only sizes the list, with
+		// deadSlack to spare. An excess past the list is left to the sweep.
 		// The oldest include those the batch purges already (it holds
 		// their locks, so they are not skipped): ask for them too.
-		p.Queue(q.sql.deadOldest, excess+int64(len(b.purge)))
+		p.Queue(q.sql.deadCount)
+		p.Queue(q.sql.deadOldest, max(guess, 0)+deadSlack+int64(len(b.purge)))
 		var oldest []*itemRow
+		var dead int64
 		err := q.pipeline(ctx, c, &p, func(br pgx.BatchResults) error {
 			for i := range p.QueuedQueries {
-				if p.QueuedQueries[i].SQL == q.sql.deadOldest {
+				switch p.QueuedQueries[i].SQL {
+				case q.sql.deadCount:
+					if err := br.QueryRow().Scan(&dead); err != nil {
+						return err
+					}
+				case q.sql.deadOldest:
 					if err := eachRow(br, func(rows pgx.Rows) error {
 						r, err := scanItem(rows)
 						if err == nil {
@@ -574,10 +587,10 @@ func (q *Queue) attempt(ctx context.Context, b *batch, lockIDs []int64) (committ
 					}); err != nil {
 						return err
 					}
-					continue
-				}
-				if _, err := br.Exec(); err != nil {
-					return err
+				default:
+					if _, err := br.Exec(); err != nil {
+						return err
+					}
 				}
 			}
 			return nil
@@ -585,7 +598,9 @@ func (q *Queue) attempt(ctx context.Context, b *batch, lockIDs []int64) (committ
 		if err != nil {
 			return nil, false, err
 		}
-		q.purgeDead(b, oldest, resourcelease.PurgeReasonMaxDeadLetters, int(excess))
+		if excess := dead + b.log.dDead - int64(q.cfg.MaxDeadLetters); excess > 0 {
+			q.purgeDead(b, oldest, resourcelease.PurgeReasonMaxDeadLetters, int(excess))
+		}
 		p = pgx.Batch{}
 	}
 	if len(b.purge) > 0 {
@@ -597,7 +612,7 @@ func (q *Queue) attempt(ctx context.Context, b *batch, lockIDs []int64) (committ
 	q.commitMu.Lock()
 	defer q.commitMu.Unlock()
 	p.Queue(q.sql.final, finalArgs(b.now, l, &b.fin, trimmed)...)
-	keys := q.queuePartitions(&p, b.now, l)
+	keys := q.queuePartitions(&p, b.now, l, true)
 	if note := q.notification(b); note != "" {
 		p.Queue(q.sql.notify, q.channel, note)
 	}
@@ -671,12 +686,19 @@ func (q *Queue) attempt(ctx context.Context, b *batch, lockIDs []int64) (committ
 	return committed, false, nil
 }
 
-// deadExcess is how many dead letters past MaxDeadLetters the batch leaves,
-// beyond those it purges already: only a batch that dead-letters purges
-// for the bound (a sweep does for a bound lowered since).
+// deadSlack is how many more dead letters than the count read at BEGIN
+// says a batch that dead-letters lists for the bound, for those other
+// processes dead-lettered since.
+const deadSlack = 16
+
+// deadExcess guesses, from the counts read at BEGIN, how many dead letters
+// past MaxDeadLetters the batch leaves, beyond those it purges already
+// (-deadSlack when the bound is not the batch's business): only a batch
+// that dead-letters purges for the bound (a sweep does for a bound lowered
+// since).
 func (q *Queue) deadExcess(b *batch) int64 {
 	if q.cfg.MaxDeadLetters <= 0 || !b.log.deadLettered {
-		return 0
+		return -deadSlack
 	}
 	return b.before.dead + b.log.dDead - int64(q.cfg.MaxDeadLetters)
 }
@@ -806,12 +828,17 @@ func (q *Queue) read(ctx context.Context, c *pgx.Conn, b *batch, lockIDs []int64
 	var p pgx.Batch
 	p.Queue("BEGIN")
 	p.Queue(q.sql.counts, b.now)
-	if len(lockIDs) > 0 {
-		p.Queue(q.sql.lockItems, b.now, lockIDs)
-	}
+	// The promotion first, before the transaction holds any row: it waits
+	// for the scheduled rows another transaction holds, in its own order,
+	// and a transaction that waited here after locking its token rows in
+	// sequence id order could deadlock with one that holds the scheduled
+	// row and waits for a token row.
 	promote := len(b.slots) > 0 || len(b.sweeps) > 0
 	if promote {
 		p.Queue(q.sql.promote, b.now, promoteLimit)
+	}
+	if len(lockIDs) > 0 {
+		p.Queue(q.sql.lockItems, b.now, lockIDs)
 	}
 	if len(b.sweeps) > 0 {
 		p.Queue(q.sql.expired, b.now, sweepLimit)
@@ -872,18 +899,6 @@ func (q *Queue) read(ctx context.Context, c *pgx.Conn, b *batch, lockIDs []int64
 		// Fresher than the last commit's counts unless a commit of this
 		// process came after it (the mark, the log position, says which).
 		q.committedCounts(b.before, mark, 0, 0)
-		if len(lockIDs) > 0 {
-			if err := eachRow(br, func(rows pgx.Rows) error {
-				var live bool
-				r, err := scanItem(rows, &live)
-				if err == nil {
-					b.rows[r.seq] = &simRow{row: r, live: live && r.state == stateLeased}
-				}
-				return err
-			}); err != nil {
-				return err
-			}
-		}
 		if promote {
 			if err := eachRow(br, func(rows pgx.Rows) error {
 				var id int64
@@ -891,6 +906,18 @@ func (q *Queue) read(ctx context.Context, c *pgx.Conn, b *batch, lockIDs []int64
 				b.promoted++
 				err := rows.Scan(&id, &key)
 				b.log.touch(key, false)
+				return err
+			}); err != nil {
+				return err
+			}
+		}
+		if len(lockIDs) > 0 {
+			if err := eachRow(br, func(rows pgx.Rows) error {
+				var live bool
+				r, err := scanItem(rows, &live)
+				if err == nil {
+					b.rows[r.seq] = &simRow{row: r, live: live && r.state == stateLeased}
+				}
 				return err
 			}); err != nil {
 				return err
