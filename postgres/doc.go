@@ -18,8 +18,11 @@
 // dispatchers that start at once on an empty database are safe: one
 // migrates, the others wait for it and find the work done. A schema that is
 // already current gets no DDL at all, so the role that runs dispatchers
-// needs no CREATE privilege once an operator has migrated it. A database
-// migrated by a newer leasemesh is refused ([CodeSchemaTooNew]).
+// needs no CREATE privilege once an operator has migrated it; it needs
+// SELECT, INSERT, UPDATE and DELETE on every table of the schema, those a
+// newer migration adds included (grant them with ALTER DEFAULT PRIVILEGES,
+// or again after upgrading). A database migrated by a newer leasemesh is
+// refused ([CodeSchemaTooNew]).
 //
 // [Queue] is the lease queue with all of its state in the database: the
 // items, the dedupe window, the dead letters and the replication log are
