@@ -2,6 +2,8 @@ package postgres_test
 
 import (
 	"context"
+	"fmt"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -71,5 +73,58 @@ func TestMaxDeadLettersCountedUnderLock(t *testing.T) {
 	}
 	if dead != 1 || counted != 1 {
 		t.Errorf("%d dead letters (counter row %d), want 1 (MaxDeadLetters)", dead, counted)
+	}
+}
+
+// TestMaxDeadLettersWithTwoInFlight: with two transactions in flight, one
+// that dead-letters near MaxDeadLetters takes the counter row before its
+// final statement; it takes the writer's commit order (commitMu) first, so
+// it and the other transaction in flight never wait for each other crosswise
+// (a cycle of a mutex and a row lock that PostgreSQL cannot detect: the
+// queue would hang for good).
+func TestMaxDeadLettersWithTwoInFlight(t *testing.T) {
+	t.Parallel()
+	q := openQueue(t, pgtest.NewDatabase(t), nil, postgres.QueueConfig{InFlight: 2, MaxDeadLetters: 3, Capacity: -1, SweepInterval: time.Hour})
+	const n = 120
+	for i := range n {
+		if _, err := q.Enqueue(bg, qitem(fmt.Sprint("d", i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ctx, cancel := context.WithTimeout(bg, 60*time.Second)
+	defer cancel()
+	var wg sync.WaitGroup
+	errs := make(chan error, 8)
+	for range 8 {
+		wg.Go(func() {
+			for {
+				l, err := q.Lease(ctx, "w", 0)
+				if err != nil || l == nil {
+					errs <- err
+					return
+				}
+				opts := resourcelease.FailOptions{DeadLetter: l.SequenceID%2 == 0}
+				if opts.DeadLetter {
+					err = q.Fail(ctx, l.OwnershipToken, opts)
+				} else {
+					err = q.Complete(ctx, l.OwnershipToken)
+				}
+				if err != nil {
+					errs <- err
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatalf("a worker failed (a hang ends at the deadline): %v", err)
+		}
+	}
+	st, err := q.Stats(bg)
+	if err != nil || st.PendingCount != 0 || st.ActiveLeaseCount != 0 || st.DeadLetterCount != 3 {
+		t.Fatalf("stats = %+v, %v; want everything settled and 3 dead letters kept", st, err)
 	}
 }

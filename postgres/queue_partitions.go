@@ -49,6 +49,7 @@ package postgres
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"maps"
 	"slices"
@@ -271,6 +272,20 @@ func (q *Queue) healPartitions(ctx context.Context) (leasable bool, err error) {
 		return false, err
 	}
 	defer func() { _ = tx.Rollback(context.Background()) }()
+	// The counter row first, as every commit of the queue takes it before
+	// it recomputes partitions: a commit in flight (holding it) could
+	// otherwise add an item to a partition this recompute finds empty and
+	// prunes, and heal would write values older than that commit's. Held,
+	// it means a commit is in progress, which drains marks itself: skip
+	// this round rather than wait (a caller's QueueTx may hold it long).
+	var one int
+	err = tx.QueryRow(ctx, `SELECT 1 FROM `+q.store.table("queue_state")+` FOR UPDATE SKIP LOCKED`).Scan(&one)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
 	now := q.store.nowArg()
 	rows, err := tx.Query(ctx, q.psql.update, now, []string{}, []int64{}, true)
 	if err != nil {

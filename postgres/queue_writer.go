@@ -553,16 +553,34 @@ func (q *Queue) attempt(ctx context.Context, b *batch, lockIDs []int64) (committ
 	if len(b.unclaim) > 0 {
 		p.Queue(q.sql.unclaimDedupe, b.unclaim)
 	}
+	// commitMu orders this process's final statements, and the counter
+	// row is taken under it; a transaction that takes the counter row
+	// earlier (the dead-letter count below) takes commitMu first, so that
+	// two writers of this process never wait crosswise for each other's
+	// mutex and row (a cycle the database's deadlock detector cannot see).
+	var unlockCommit func()
+	lockCommit := func() {
+		if unlockCommit == nil {
+			q.commitMu.Lock()
+			unlockCommit = q.commitMu.Unlock
+		}
+	}
+	defer func() {
+		if unlockCommit != nil {
+			unlockCommit()
+		}
+	}()
 	if guess := q.deadExcess(b); guess > -deadSlack {
+		lockCommit()
 		// Past MaxDeadLetters (or near it): the oldest go in this
 		// transaction, as the engine purges them. One more round trip,
 		// after the writes above, so that this transaction's own dead
 		// letters are among those it can choose (they sort last: newest).
 		// The count read at BEGIN was read unlocked: other processes may
 		// have dead-lettered since, so the excess is decided on the count
-		// read under the counter row's lock (held from here to COMMIT; this
-		// transaction waits for nothing else before its final statement,
-		// whose lock it is anyway), and the guess only sizes the list, with
+		// read under the counter row's lock (held from here to COMMIT, with
+		// commitMu taken first, as the final statement takes it), and the
+		// guess only sizes the list, with
 		// deadSlack to spare. An excess past the list is left to the sweep.
 		// The oldest include those the batch purges already (it holds
 		// their locks, so they are not skipped): ask for them too.
@@ -609,8 +627,7 @@ func (q *Queue) attempt(ctx context.Context, b *batch, lockIDs []int64) (committ
 	q.mu.Lock()
 	trimmed := q.trimmed
 	q.mu.Unlock()
-	q.commitMu.Lock()
-	defer q.commitMu.Unlock()
+	lockCommit()
 	p.Queue(q.sql.final, finalArgs(b.now, l, &b.fin, trimmed)...)
 	keys := q.queuePartitions(&p, b.now, l, true)
 	if note := q.notification(b); note != "" {
