@@ -21,6 +21,15 @@ func (q *Queue) LeaseSQL() string {
 	return q.sql.lease
 }
 
+// KeyWriteSQL are the statements that write the net effect of a batch's
+// token operations on the rows it locked, by sequence id.
+func (q *Queue) KeyWriteSQL() []string {
+	return []string{q.sql.heartbeat, q.sql.endLease, q.sql.complete}
+}
+
+// FinalSQL is the batch's final statement.
+func (q *Queue) FinalSQL() string { return q.sql.final }
+
 // TouchPartitionTx recomputes the row of one partition inside tx, as a call
 // in a caller's own transaction does after its final statement.
 func (q *Queue) TouchPartitionTx(ctx context.Context, tx pgx.Tx, key string) (bool, error) {

@@ -124,3 +124,77 @@ func explain(t *testing.T, tx pgx.Tx, sql string, args ...any) string {
 	}
 	return strings.Join(plan, "\n")
 }
+
+// TestKeyWritesPlannedPerCall checks that the writes by sequence id that
+// settle a batch's token operations (heartbeat, end of lease, complete) are
+// planned at each call, for the table as it is then, while the final
+// statement keeps its generic plan. A generic plan made while a new queue's
+// table is small scans the table whole and stays cached after the table has
+// grown, until the next ANALYZE: on a busy new queue that scan cost more
+// than the rest of the transaction.
+func TestKeyWritesPlannedPerCall(t *testing.T) {
+	q := openQueue(t, pgtest.NewDatabase(t), nil, postgres.QueueConfig{Capacity: -1, DedupeWindow: -1})
+	ctx := context.Background()
+	for i := range 12 { // past the five custom plans after which a cached plan may turn generic
+		if _, err := q.Enqueue(ctx, benchItem(i)); err != nil {
+			t.Fatal(err)
+		}
+		l, err := leaseOne(ctx, q, "w")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := q.Heartbeat(ctx, l.OwnershipToken); err != nil {
+			t.Fatal(err)
+		}
+		if i%2 == 0 {
+			err = q.Complete(ctx, l.OwnershipToken)
+		} else {
+			err = q.Release(ctx, l.OwnershipToken, resourcelease.ReleaseOptions{})
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	type plans struct{ generic, custom int64 }
+	counted := map[string]*plans{}
+	conns := q.Store().Pool().AcquireAllIdle(ctx)
+	defer func() {
+		for _, c := range conns {
+			c.Release()
+		}
+	}()
+	for _, c := range conns {
+		rows, err := c.Query(ctx, `SELECT statement, generic_plans, custom_plans FROM pg_prepared_statements`)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for rows.Next() {
+			var sql string
+			var p plans
+			if err := rows.Scan(&sql, &p.generic, &p.custom); err != nil {
+				t.Fatal(err)
+			}
+			if counted[sql] == nil {
+				counted[sql] = &plans{}
+			}
+			counted[sql].generic += p.generic
+			counted[sql].custom += p.custom
+		}
+		if err := rows.Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, sql := range q.KeyWriteSQL() {
+		p := counted[sql]
+		if p == nil {
+			t.Errorf("%.40q… never ran", sql)
+			continue
+		}
+		if p.generic != 0 || p.custom == 0 {
+			t.Errorf("%.40q…: %d generic plans and %d custom ones, want custom plans only", sql, p.generic, p.custom)
+		}
+	}
+	if p := counted[q.FinalSQL()]; p == nil || p.custom != 0 || p.generic == 0 {
+		t.Errorf("final statement: plans %+v, want generic plans only", p)
+	}
+}

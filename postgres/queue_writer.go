@@ -17,8 +17,13 @@ import (
 	"github.com/leasemesh/leasemesh/resourcelease"
 )
 
-// setGenericPlans makes the rest of a transaction use generic plans.
-const setGenericPlans = "SET LOCAL plan_cache_mode = force_generic_plan"
+// setGenericPlans makes the rest of a transaction use generic plans,
+// setCustomPlans plans each statement for its arguments and the tables'
+// present size.
+const (
+	setGenericPlans = "SET LOCAL plan_cache_mode = force_generic_plan"
+	setCustomPlans  = "SET LOCAL plan_cache_mode = force_custom_plan"
+)
 
 const (
 	// sweepLimit bounds the leases one sweep round expires; the sweeper runs
@@ -518,10 +523,6 @@ func (q *Queue) attempt(ctx context.Context, b *batch, lockIDs []int64) (committ
 		p.Queue("BEGIN")
 		inTx = true
 	}
-	// The last round trip's statements are simple, and their generic plans
-	// are as good as any: planning the final statement afresh each time
-	// (which a custom plan does) costs about a third of its execution.
-	p.Queue(setGenericPlans)
 	// The net effect on the rows locked earlier, then the counter row last.
 	var hb, del []int64
 	var end endArgs
@@ -541,6 +542,13 @@ func (q *Queue) attempt(ctx context.Context, b *batch, lockIDs []int64) (committ
 			end.add(s)
 		}
 	}
+	if len(hb) > 0 || len(end.seq) > 0 || len(del) > 0 || len(b.unclaim) > 0 {
+		// Writes by key are planned for the table as it is now: a generic
+		// plan made while the table was small keeps scanning it whole
+		// after it has grown (until the next ANALYZE), which on a busy
+		// new queue costs more than all the rest of the transaction.
+		p.Queue(setCustomPlans)
+	}
 	if len(hb) > 0 {
 		p.Queue(q.sql.heartbeat, b.now, hb, q.cfg.LeaseDuration.Microseconds())
 	}
@@ -553,6 +561,10 @@ func (q *Queue) attempt(ctx context.Context, b *batch, lockIDs []int64) (committ
 	if len(b.unclaim) > 0 {
 		p.Queue(q.sql.unclaimDedupe, b.unclaim)
 	}
+	// The statements from here on are simple, and their generic plans are
+	// as good as any: planning the final statement afresh each time (which
+	// a custom plan does) costs about a third of its execution.
+	p.Queue(setGenericPlans)
 	// commitMu orders this process's final statements, and the counter
 	// row is taken under it; a transaction that takes the counter row
 	// earlier (the dead-letter count below) takes commitMu first, so that
