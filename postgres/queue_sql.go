@@ -111,15 +111,17 @@ func leaseStatements(s *Store, ranked, set string) (lease, leaseSized string) {
 	// One pass: ranked has its own tables filled in already.
 	r := strings.NewReplacer("{ranked}", ranked, "{set}", set, "{items}", s.table("items"), "{now}", nowExpr,
 		"{icols}", prefixed(itemColumns, "i"), "{size}", sizeExpr)
-	lease = r.Replace(`WITH {ranked}, slots AS (
-				SELECT * FROM unnest($3::uuid[], $4::text[]) WITH ORDINALITY AS s(lease_id, peer, rn)
-			)
-			UPDATE {items} i SET state = 'leased', lease_id = s.lease_id, leased_at = {now},
-				lease_expires_at = {now} + $5::int8 * interval '1 microsecond', owner_peer_id = s.peer,
-				last_token_attempt = i.attempt, last_token_lease_id = s.lease_id{set}
-			FROM ranked r JOIN slots s USING (rn)
-			WHERE i.sequence_id = r.sequence_id
-			RETURNING s.rn, {icols}`)
+	// Each ranked row takes its slot's lease id and peer by subscript
+	// (ranked may hold more rows than the $2 slots under partition rules): a
+	// join of ranked and the slots is planned as a nested loop (both are
+	// estimated at a row or so), which compares every row with every slot.
+	lease = r.Replace(`WITH {ranked}
+			UPDATE {items} i SET state = 'leased', lease_id = ($3::uuid[])[r.rn], leased_at = {now},
+				lease_expires_at = {now} + $5::int8 * interval '1 microsecond', owner_peer_id = ($4::text[])[r.rn],
+				last_token_attempt = i.attempt, last_token_lease_id = ($3::uuid[])[r.rn]{set}
+			FROM ranked r
+			WHERE i.sequence_id = r.sequence_id AND r.rn <= $2
+			RETURNING r.rn, {icols}`)
 	leaseSized = r.Replace(`WITH {ranked}, slots AS (
 				SELECT * FROM unnest($3::uuid[], $4::text[], $6::int4[], $7::int8[]) WITH ORDINALITY AS s(lease_id, peer, req, budget, rn)
 			), sized AS (
