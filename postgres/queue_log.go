@@ -1,6 +1,7 @@
 package postgres
 
 import (
+	"encoding/json"
 	"strconv"
 	"time"
 
@@ -134,7 +135,7 @@ func (l *changeLog) eventArgs() eventArgs {
 			a.payload[i] = jsonText(e.Payload)
 		}
 		a.err[i] = errorJSON(e.Error)
-		a.meta[i] = jsonText(e.Metadata)
+		a.meta[i] = metaPrefix(e.Metadata)
 		l.events[i] = e
 	}
 	return a
@@ -171,4 +172,15 @@ func (l *changeLog) number(firstSeq, firstEv int64, after counts, ts time.Time) 
 		out[i] = Committed{Change: *c, Event: *e}
 	}
 	return out
+}
+
+// metaPrefix is the JSON text of m without its closing brace, followed by a
+// comma when m has keys: the final statement appends the counts.
+func metaPrefix(m map[string]string) *string {
+	s := "{"
+	if len(m) > 0 {
+		b, _ := json.Marshal(m) // a map of strings always marshals
+		s = string(b[:len(b)-1]) + ","
+	}
+	return &s
 }
