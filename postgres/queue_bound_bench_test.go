@@ -94,6 +94,40 @@ const boundCycleSQL = `WITH d AS (
 )
 SELECT coalesce(array_agg(id), '{}') FROM l`
 
+// boundCycleFullSQL is boundCycleSQL writing the events the queue's log
+// holds: every event of an item carries the item (copied from its row,
+// where the enqueue put it), the peer and the metadata the queue's events
+// carry (attempt, sequence id, the counts after the change).
+const boundCycleFullSQL = `WITH d AS (
+	DELETE FROM b_items WHERE id = ANY($1::bigint[]) AND state = 'leased'
+	RETURNING id, attempt, lease_id, payload
+), l AS (
+	UPDATE b_items i SET state = 'leased', attempt = i.attempt + 1, lease_id = gen_random_uuid(),
+		lease_expires_at = now() + interval '30 seconds'
+	WHERE i.id IN (SELECT id FROM b_items WHERE state = 'ready' ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED)
+	RETURNING i.id, i.attempt, i.lease_id, i.payload
+), m AS (
+	SELECT (SELECT count(*) FROM d) + (SELECT count(*) FROM l) + $2::bigint AS n
+), c AS (
+	UPDATE b_counter SET next_item = next_item + $2::bigint, next_event = next_event + m.n
+	FROM m WHERE b_counter.id = 1
+	RETURNING next_item - $2::bigint AS fi, next_event - m.n AS fe
+), ni AS (
+	INSERT INTO b_items (id, state, body, payload) SELECT c.fi + g, 'ready', $3::bytea, $4::jsonb FROM c, generate_series(0, $2::bigint - 1) g
+), e AS (
+	SELECT 1 AS o, id, 'completed' AS t, attempt, jsonb_build_object('sequenceId', id, 'attempt', attempt, 'leaseId', lease_id) AS own, payload FROM d
+	UNION ALL
+	SELECT 2, id, 'leased', attempt, jsonb_build_object('sequenceId', id, 'attempt', attempt, 'leaseId', lease_id), payload FROM l
+	UNION ALL
+	SELECT 3, c.fi + g, 'enqueued', 1, NULL, $4::jsonb FROM c, generate_series(0, $2::bigint - 1) g
+), ev AS (
+	INSERT INTO b_events (sequence_number, event_type, ts, item_sequence_id, ownership, payload, peer_id, metadata)
+	SELECT c.fe + row_number() OVER (ORDER BY e.o, e.id) - 1, e.t, now(), e.id, e.own, e.payload, 'worker-1',
+		jsonb_build_object('attempt', e.attempt::text, 'sequenceId', e.id::text, 'queue.pending', '1000', 'queue.active', '64')
+	FROM c, e
+)
+SELECT coalesce(array_agg(id), '{}') FROM l`
+
 // BenchmarkCycleSQLBound is what this machine can do for the queue's work:
 // transactions holding only the SQL a batch of k cycles needs (see
 // boundCycleSQL), each one round trip (BEGIN, the statement and COMMIT
@@ -125,13 +159,16 @@ func BenchmarkCycleSQLBound(b *testing.B) {
 		}
 		k := max(1, perCommit/3)
 		b.Run(fmt.Sprintf("%s/k=%.1f", sh.name, k), func(b *testing.B) {
-			runBound(b, sh.conns, k, false)
+			runBound(b, sh.conns, k, false, false)
+		})
+		b.Run(fmt.Sprintf("%s/k=%.1f/log=full", sh.name, k), func(b *testing.B) {
+			runBound(b, sh.conns, k, false, true)
 		})
 		if sh.conns == 1 && sh.key != batchShape {
 			// The queue's shape: the leases' rows locked in a first round
 			// trip, the rest in a second.
 			b.Run(fmt.Sprintf("%s/k=%.1f/roundtrips=2", sh.name, k), func(b *testing.B) {
-				runBound(b, sh.conns, k, true)
+				runBound(b, sh.conns, k, true, false)
 			})
 		}
 	}
@@ -145,8 +182,12 @@ const boundLockSQL = `SELECT id FROM b_items WHERE state = 'ready' ORDER BY id L
 // runBound runs bound transactions of k cycles on average (a fractional k
 // alternates between the integers either side) on conns connections; split
 // takes two round trips per transaction instead of one (boundLockSQL
-// first).
-func runBound(b *testing.B, conns int, k float64, split bool) {
+// first); full writes the queue's event content (boundCycleFullSQL).
+func runBound(b *testing.B, conns int, k float64, split, full bool) {
+	cycleSQL := boundCycleSQL
+	if full {
+		cycleSQL = boundCycleFullSQL
+	}
 	maxK := int(math.Ceil(k))
 	pool := boundSchema(b, pgtest.NewDatabase(b), conns, maxK)
 	body := benchItem(0).Body
@@ -188,7 +229,7 @@ func runBound(b *testing.B, conns int, k float64, split bool) {
 				} else {
 					p.Queue("BEGIN")
 				}
-				p.Queue(boundCycleSQL, leased, n, body, payload)
+				p.Queue(cycleSQL, leased, n, body, payload)
 				p.Queue("COMMIT")
 				br := conn.SendBatch(ctx, &p)
 				var err error
@@ -253,10 +294,10 @@ func boundSchema(b *testing.B, url string, conns, k int) *pgxpool.Pool {
 	for _, sql := range []string{
 		`CREATE TABLE b_counter (id int PRIMARY KEY, next_item bigint NOT NULL, next_event bigint NOT NULL) WITH (fillfactor = 50)`,
 		`CREATE TABLE b_items (id bigint PRIMARY KEY, state text NOT NULL, body bytea, attempt int NOT NULL DEFAULT 0,
-			lease_id uuid, lease_expires_at timestamptz)`,
+			lease_id uuid, lease_expires_at timestamptz, payload jsonb)`,
 		`CREATE INDEX b_items_ready ON b_items (id) WHERE state = 'ready'`,
 		`CREATE TABLE b_events (sequence_number bigint PRIMARY KEY, event_type text NOT NULL, ts timestamptz NOT NULL,
-			item_sequence_id bigint, ownership jsonb, payload jsonb)`,
+			item_sequence_id bigint, ownership jsonb, payload jsonb, peer_id text, metadata jsonb)`,
 		fmt.Sprintf(`INSERT INTO b_items (id, state, body) SELECT g, 'ready', '\x00' FROM generate_series(1, %d) g`, 4*conns*k),
 		fmt.Sprintf(`INSERT INTO b_counter VALUES (1, %d, 1)`, 4*conns*k+1),
 	} {

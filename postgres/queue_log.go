@@ -1,7 +1,6 @@
 package postgres
 
 import (
-	"encoding/json"
 	"strconv"
 	"time"
 
@@ -112,6 +111,17 @@ func (l *changeLog) eventArgs() eventArgs {
 		err: make([]*string, n), meta: make([]*string, n), iseq: make([]*int64, n),
 	}
 	l.events = make([]resourcelease.Event, n)
+	// Every event's JSON goes into one buffer, then into one string that
+	// the columns' values are slices of.
+	const (
+		colOwn = iota
+		colPayload
+		colMeta
+		jsonCols
+	)
+	var buf []byte
+	ends := make([]int, jsonCols*n) // where each value ends in buf; -1 for NULL
+	iseq := make([]int64, n)
 	for i := range l.changes {
 		e := resourcelease.NewEvent(&l.changes[i])
 		delete(e.Metadata, resourcelease.MetaQueuePending)
@@ -119,24 +129,50 @@ func (l *changeLog) eventArgs() eventArgs {
 		if l.nord[i] != nil {
 			delete(e.Metadata, resourcelease.MetaSequenceID)
 		} else if c := l.changes[i]; c.Item != nil {
-			s := c.Item.SequenceID
-			a.iseq[i] = &s
+			iseq[i] = c.Item.SequenceID
+			a.iseq[i] = &iseq[i]
 		}
 		t := string(e.EventType)
 		a.typ[i] = &t
-		if e.Ownership != nil {
-			a.own[i] = jsonText(e.Ownership)
-		}
 		if e.PeerID != "" {
 			p := e.PeerID
 			a.peer[i] = &p
 		}
-		if e.Payload != nil {
-			a.payload[i] = jsonText(e.Payload)
-		}
 		a.err[i] = errorJSON(e.Error)
-		a.meta[i] = metaPrefix(e.Metadata)
+		ends[jsonCols*i+colOwn] = -1
+		if e.Ownership != nil {
+			buf = appendTokenJSON(buf, e.Ownership)
+			ends[jsonCols*i+colOwn] = len(buf)
+		}
+		ends[jsonCols*i+colPayload] = -1
+		if e.Payload != nil {
+			if b := appendItemJSON(buf, e.Payload); b != nil {
+				buf = b
+				ends[jsonCols*i+colPayload] = len(buf)
+			}
+		}
+		// The metadata as an open object the final statement closes: a
+		// comma after the keys, if any, for the counts it appends.
+		buf = appendStringMap(buf, e.Metadata)
+		if len(e.Metadata) > 0 {
+			buf = append(buf, ',')
+		}
+		ends[jsonCols*i+colMeta] = len(buf)
 		l.events[i] = e
+	}
+	all := string(buf)
+	vals := make([]string, jsonCols*n)
+	start := 0
+	for i := range n {
+		for col, into := range [jsonCols][]*string{a.own, a.payload, a.meta} {
+			k := jsonCols*i + col
+			if ends[k] < 0 {
+				continue
+			}
+			vals[k] = all[start:ends[k]]
+			into[i] = &vals[k]
+			start = ends[k]
+		}
 	}
 	return a
 }
@@ -172,15 +208,4 @@ func (l *changeLog) number(firstSeq, firstEv int64, after counts, ts time.Time) 
 		out[i] = Committed{Change: *c, Event: *e}
 	}
 	return out
-}
-
-// metaPrefix is the JSON text of m without its closing brace, followed by a
-// comma when m has keys: the final statement appends the counts.
-func metaPrefix(m map[string]string) *string {
-	s := "{"
-	if len(m) > 0 {
-		b, _ := json.Marshal(m) // a map of strings always marshals
-		s = string(b[:len(b)-1]) + ","
-	}
-	return &s
 }

@@ -41,8 +41,8 @@ type queueSQL struct {
 	// counter row, draws sequence ids and event numbers from it, inserts the
 	// new items and the events, and returns the counts after the batch.
 	// Each event's metadata comes as the text of an open JSON object (see
-	// metaPrefix) that it closes with the counts and the new item's
-	// sequence id: one jsonb parse per event, where building and
+	// changeLog.eventArgs) that it closes with the counts and the new
+	// item's sequence id: one jsonb parse per event, where building and
 	// concatenating objects cost twice that. Its updates of dedupe and dead
 	// letter rows are gated on their arrays (a generic plan may scan the
 	// table for its first row before it finds the other side empty).

@@ -1,0 +1,88 @@
+package postgres
+
+import (
+	"bytes"
+	"encoding/json"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/leasemesh/leasemesh/resourcelease"
+)
+
+// jsonCases are strings encoding/json treats specially.
+var jsonCases = []string{
+	"", "plain", `quote " and \ backslash`, "\b\f\n\r\t", "\x00\x01\x1f\x7f", "<script>&amp;</script>",
+	"é ü 日本 🎉", "\u2028 line \u2029 para", "bad \xff utf8 \xc3", "\xed\xa0\x80 surrogate", "tail\xe2\x82",
+}
+
+// TestEventJSONMatchesEncodingJSON holds the writer's encoders to the
+// bytes json.Marshal gives for items, tokens and metadata.
+func TestEventJSONMatchesEncodingJSON(t *testing.T) {
+	nb := time.Date(2026, 12, 2, 3, 4, 5, 678900000, time.UTC)
+	items := []resourcelease.Item{
+		{},
+		{ResourceType: "bench.order", ResourceID: "order-1", PartitionKey: "tenant-1", PayloadEncoding: "application/json",
+			Body: []byte(`{"id":42}`)},
+		{ResourceType: "t", Body: []byte{}, Attributes: map[string]string{}},
+		{ResourceType: "t", Body: []byte{0, 1, 2, 0xff}, Attributes: map[string]string{"b": "2", "a": "1", "": "empty"},
+			RequestID: "req-1", NotBefore: nb},
+		{ResourceType: "t", NotBefore: nb.In(time.FixedZone("x", 3600))},
+		{ResourceType: "t", NotBefore: time.Date(10000, 1, 1, 0, 0, 0, 0, time.UTC)}, // encoding/json refuses it
+	}
+	for _, s := range jsonCases {
+		items = append(items, resourcelease.Item{ResourceType: s, ResourceID: s, PartitionKey: s, PayloadEncoding: s,
+			RequestID: s, Attributes: map[string]string{s: s, s + "x": s}})
+	}
+	for _, it := range items {
+		checkItemJSON(t, &it)
+	}
+	for _, tok := range []resourcelease.OwnershipToken{
+		{}, {SequenceID: 1, Attempt: 2, LeaseID: uuid.New()}, {SequenceID: -1 << 63, Attempt: -3},
+	} {
+		want, _ := json.Marshal(&tok)
+		if got := appendTokenJSON(nil, &tok); !bytes.Equal(got, want) {
+			t.Errorf("token %+v: got %s, want %s", tok, got, want)
+		}
+	}
+	for _, m := range []map[string]string{{}, {"attempt": "1"}, {"z": "1", "a": "<&>", "m": "\u2028"}} {
+		checkMapJSON(t, m)
+	}
+}
+
+func checkItemJSON(t *testing.T, it *resourcelease.Item) {
+	t.Helper()
+	want, err := json.Marshal(it)
+	got := appendItemJSON(nil, it)
+	if err != nil {
+		if got != nil {
+			t.Errorf("item %+v: json.Marshal fails (%v), appendItemJSON gave %s", it, err, got)
+		}
+		return
+	}
+	if !bytes.Equal(got, want) {
+		t.Errorf("item %+v:\n got %s\nwant %s", it, got, want)
+	}
+}
+
+func checkMapJSON(t *testing.T, m map[string]string) {
+	t.Helper()
+	want, _ := json.Marshal(m)
+	if got := append(appendStringMap(nil, m), '}'); !bytes.Equal(got, want) {
+		t.Errorf("map %q: got %s, want %s", m, got, want)
+	}
+}
+
+// FuzzEventJSON holds the encoders to json.Marshal on any strings and
+// bodies.
+func FuzzEventJSON(f *testing.F) {
+	for _, s := range jsonCases {
+		f.Add(s, s, []byte(s))
+	}
+	f.Fuzz(func(t *testing.T, a, b string, body []byte) {
+		checkItemJSON(t, &resourcelease.Item{ResourceType: a, ResourceID: b, PartitionKey: a + b, PayloadEncoding: b,
+			Body: body, Attributes: map[string]string{a: b, b: a}, RequestID: a})
+		checkMapJSON(t, map[string]string{a: b, b + a: a})
+	})
+}
