@@ -119,7 +119,7 @@ func (l *changeLog) eventArgs() eventArgs {
 		colMeta
 		jsonCols
 	)
-	var buf []byte
+	buf := make([]byte, 0, 384*n)
 	ends := make([]int, jsonCols*n) // where each value ends in buf; -1 for NULL
 	iseq := make([]int64, n)
 	for i := range l.changes {
