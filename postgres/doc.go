@@ -103,9 +103,10 @@
 //     the request ids of the enqueues, claimed (INSERT ... ON CONFLICT)
 //  2. the process decides every call on what it read (fencing: item,
 //     attempt and lease id match, still leased and unexpired by the
-//     database clock, else unknown_token), then sends (with generic plans:
-//     planning the final statement afresh would cost a third of its run)
-//     the net effect on the locked rows, then the final statement — it takes the counter row,
+//     database clock, else unknown_token), then sends the net effect on
+//     the locked rows (planned at each call, for the table as it is then),
+//     then the final statement (planned once: planning it afresh would
+//     cost a third of its run) — it takes the counter row,
 //     draws sequence ids for the new items and numbers for the events from
 //     it, inserts both, and updates the counts — then NOTIFY and COMMIT.
 //

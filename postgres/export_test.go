@@ -22,9 +22,10 @@ func (q *Queue) LeaseSQL() string {
 }
 
 // KeyWriteSQL are the statements that write the net effect of a batch's
-// token operations on the rows it locked, by sequence id.
+// token operations on the rows it locked, by sequence id, and its writes of
+// dedupe rows and dead-letter purges by key.
 func (q *Queue) KeyWriteSQL() []string {
-	return []string{q.sql.heartbeat, q.sql.endLease, q.sql.complete}
+	return []string{q.sql.heartbeat, q.sql.endLease, q.sql.complete, q.sql.unclaimDedupe, q.sql.purge}
 }
 
 // FinalSQL is the batch's final statement.

@@ -94,10 +94,15 @@ const boundCycleSQL = `WITH d AS (
 )
 SELECT coalesce(array_agg(id), '{}') FROM l`
 
+// boundPayload is the item the bound's events carry, as the queue's carry
+// benchItem's.
+const boundPayload = `{"resourceType":"bench.order","resourceId":"order-0","partitionKey":"tenant-1","payloadEncoding":"application/json","body":"eyJpZCI6NDIsInNrdSI6ImFiYy0xMjMiLCJxdHkiOjN9"}`
+
 // boundCycleFullSQL is boundCycleSQL writing the events the queue's log
 // holds: every event of an item carries the item (copied from its row,
 // where the enqueue put it), the peer and the metadata the queue's events
-// carry (attempt, sequence id, the counts after the change).
+// carry (attempt, sequence id, the counts after the change), built as the
+// queue's final statement builds it.
 const boundCycleFullSQL = `WITH d AS (
 	DELETE FROM b_items WHERE id = ANY($1::bigint[]) AND state = 'leased'
 	RETURNING id, attempt, lease_id, payload
@@ -123,7 +128,7 @@ const boundCycleFullSQL = `WITH d AS (
 ), ev AS (
 	INSERT INTO b_events (sequence_number, event_type, ts, item_sequence_id, ownership, payload, peer_id, metadata)
 	SELECT c.fe + row_number() OVER (ORDER BY e.o, e.id) - 1, e.t, now(), e.id, e.own, e.payload, 'worker-1',
-		jsonb_build_object('attempt', e.attempt::text, 'sequenceId', e.id::text, 'queue.pending', '1000', 'queue.active', '64')
+		('{"attempt":"' || e.attempt || '","sequenceId":"' || e.id || '","queue.pending":"1000","queue.active":"64"}')::jsonb
 	FROM c, e
 )
 SELECT coalesce(array_agg(id), '{}') FROM l`
@@ -138,7 +143,9 @@ SELECT coalesce(array_agg(id), '{}') FROM l`
 //
 //	go test ./postgres -run '^$' -bench 'Cycle/sync=on|CycleSQLBound' -benchtime 3s
 //
-// and read the queue's cycles/s against this one's.
+// and read the queue's cycles/s against this one's. Each shape runs twice:
+// with the lean log above, and with log=full, the events the queue writes
+// (boundCycleFullSQL): the WAL per commit of log=full is the queue's.
 func BenchmarkCycleSQLBound(b *testing.B) {
 	type shape struct {
 		name  string
@@ -191,7 +198,7 @@ func runBound(b *testing.B, conns int, k float64, split, full bool) {
 	maxK := int(math.Ceil(k))
 	pool := boundSchema(b, pgtest.NewDatabase(b), conns, maxK)
 	body := benchItem(0).Body
-	payload := fmt.Sprintf(`{"resourceType":"bench.order","resourceId":"order-0","partitionKey":"tenant-1","payloadEncoding":"application/json","body":%s}`, body)
+	payload := boundPayload
 	var cycles, txns atomic.Int64
 	var wg sync.WaitGroup
 	errs := make(chan error, conns)
@@ -298,7 +305,7 @@ func boundSchema(b *testing.B, url string, conns, k int) *pgxpool.Pool {
 		`CREATE INDEX b_items_ready ON b_items (id) WHERE state = 'ready'`,
 		`CREATE TABLE b_events (sequence_number bigint PRIMARY KEY, event_type text NOT NULL, ts timestamptz NOT NULL,
 			item_sequence_id bigint, ownership jsonb, payload jsonb, peer_id text, metadata jsonb)`,
-		fmt.Sprintf(`INSERT INTO b_items (id, state, body) SELECT g, 'ready', '\x00' FROM generate_series(1, %d) g`, 4*conns*k),
+		fmt.Sprintf(`INSERT INTO b_items (id, state, body, payload) SELECT g, 'ready', '\x00', %s FROM generate_series(1, %d) g`, "'"+boundPayload+"'::jsonb", 4*conns*k),
 		fmt.Sprintf(`INSERT INTO b_counter VALUES (1, %d, 1)`, 4*conns*k+1),
 	} {
 		if _, err := pool.Exec(ctx, sql); err != nil {

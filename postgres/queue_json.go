@@ -15,7 +15,10 @@ import (
 // (TestEventJSONMatchesEncodingJSON and FuzzEventJSON hold them to it),
 // without its reflection.
 
-// appendItemJSON appends it as json.Marshal encodes it.
+// appendItemJSON appends it as json.Marshal encodes it, or returns nil
+// where json.Marshal fails (a NotBefore it cannot encode: a year outside
+// 0–9999 or a zone offset of a day or more); the event then has no payload,
+// as before these encoders.
 func appendItemJSON(b []byte, it *resourcelease.Item) []byte {
 	b = append(b, `{"resourceType":`...)
 	b = appendJSONString(b, it.ResourceType)
@@ -41,7 +44,7 @@ func appendItemJSON(b []byte, it *resourcelease.Item) []byte {
 	}
 	if !it.NotBefore.IsZero() {
 		t, err := it.NotBefore.MarshalJSON()
-		if err != nil { // a year past 9999: encoding/json refuses it too
+		if err != nil {
 			return nil
 		}
 		b = append(b, `,"notBefore":`...)

@@ -111,8 +111,9 @@ func (l *changeLog) eventArgs() eventArgs {
 		err: make([]*string, n), meta: make([]*string, n), iseq: make([]*int64, n),
 	}
 	l.events = make([]resourcelease.Event, n)
-	// Every event's JSON goes into one buffer, then into one string that
-	// the columns' values are slices of.
+	// One allocation for all the batch's JSON rather than one per value:
+	// every value is appended to one buffer, copied once into a string,
+	// and the columns' values are slices of it.
 	const (
 		colOwn = iota
 		colPayload

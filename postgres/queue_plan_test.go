@@ -2,6 +2,7 @@ package postgres_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"testing"
@@ -125,19 +126,35 @@ func explain(t *testing.T, tx pgx.Tx, sql string, args ...any) string {
 	return strings.Join(plan, "\n")
 }
 
-// TestKeyWritesPlannedPerCall checks that the writes by sequence id that
-// settle a batch's token operations (heartbeat, end of lease, complete) are
-// planned at each call, for the table as it is then, while the final
-// statement keeps its generic plan. A generic plan made while a new queue's
-// table is small scans the table whole and stays cached after the table has
-// grown, until the next ANALYZE: on a busy new queue that scan cost more
-// than the rest of the transaction.
+// TestKeyWritesPlannedPerCall checks that the writes by key in a batch's
+// last round trip (heartbeat, end of lease, complete, a dead-letter purge,
+// a refused enqueue's request id given back) are planned at each call, for
+// the table as it is then, while the final statement keeps its generic
+// plan. A generic plan made while a new queue's table is small scans the
+// table whole and stays cached after the table has grown, until the next
+// ANALYZE: on a busy new queue that scan cost more than the rest of the
+// transaction.
 func TestKeyWritesPlannedPerCall(t *testing.T) {
-	q := openQueue(t, pgtest.NewDatabase(t), nil, postgres.QueueConfig{Capacity: -1, DedupeWindow: -1})
+	t.Parallel()
+	// Full at two items, so that an enqueue with a request id is refused
+	// (its claim given back); one dead letter kept, so that each new one
+	// purges the last. No sweeps: AcquireAllIdle below must find every
+	// connection idle.
+	q := openQueue(t, pgtest.NewDatabase(t), nil, postgres.QueueConfig{Capacity: 2, FullMode: resourcelease.FullReject, MaxDeadLetters: 1, SweepInterval: time.Hour})
 	ctx := context.Background()
 	for i := range 12 { // past the five custom plans after which a cached plan may turn generic
-		if _, err := q.Enqueue(ctx, benchItem(i)); err != nil {
-			t.Fatal(err)
+		for n := 0; ; n++ {
+			if _, err := q.Enqueue(ctx, benchItem(n)); err != nil {
+				if !errors.Is(err, resourcelease.ErrQueueFull) {
+					t.Fatal(err)
+				}
+				break
+			}
+		}
+		it := benchItem(i)
+		it.RequestID = fmt.Sprint("refused-", i)
+		if _, err := q.Enqueue(ctx, it); !errors.Is(err, resourcelease.ErrQueueFull) {
+			t.Fatalf("enqueue into a full queue: %v, want queue full", err)
 		}
 		l, err := leaseOne(ctx, q, "w")
 		if err != nil {
@@ -146,10 +163,13 @@ func TestKeyWritesPlannedPerCall(t *testing.T) {
 		if _, err := q.Heartbeat(ctx, l.OwnershipToken); err != nil {
 			t.Fatal(err)
 		}
-		if i%2 == 0 {
+		switch i % 3 {
+		case 0:
 			err = q.Complete(ctx, l.OwnershipToken)
-		} else {
+		case 1:
 			err = q.Release(ctx, l.OwnershipToken, resourcelease.ReleaseOptions{})
+		default:
+			err = q.Fail(ctx, l.OwnershipToken, resourcelease.FailOptions{Reason: "poison", DeadLetter: true})
 		}
 		if err != nil {
 			t.Fatal(err)
@@ -196,5 +216,12 @@ func TestKeyWritesPlannedPerCall(t *testing.T) {
 	}
 	if p := counted[q.FinalSQL()]; p == nil || p.custom != 0 || p.generic == 0 {
 		t.Errorf("final statement: plans %+v, want generic plans only", p)
+	}
+	st, err := q.Stats(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.DeadLetterCount != 1 {
+		t.Errorf("%d dead letters, want 1 (each new one purges the last)", st.DeadLetterCount)
 	}
 }

@@ -561,9 +561,10 @@ func (q *Queue) attempt(ctx context.Context, b *batch, lockIDs []int64) (committ
 	if len(b.unclaim) > 0 {
 		p.Queue(q.sql.unclaimDedupe, b.unclaim)
 	}
-	// The statements from here on are simple, and their generic plans are
-	// as good as any: planning the final statement afresh each time (which
-	// a custom plan does) costs about a third of its execution.
+	// The final statement and those after it are planned once: their
+	// generic plans are as good as any, and planning the final statement
+	// afresh each time (which a custom plan does) costs about a third of
+	// its execution.
 	p.Queue(setGenericPlans)
 	// commitMu orders this process's final statements, and the counter
 	// row is taken under it; a transaction that takes the counter row
@@ -634,7 +635,12 @@ func (q *Queue) attempt(ctx context.Context, b *batch, lockIDs []int64) (committ
 		p = pgx.Batch{}
 	}
 	if len(b.purge) > 0 {
+		// A write by key too (the same statement as a complete's): planned
+		// at each call. With MaxDeadLetters its batch holds the counter row
+		// already, so a whole-table scan here would hold every commit.
+		p.Queue(setCustomPlans)
 		p.Queue(q.sql.purge, b.purge)
+		p.Queue(setGenericPlans)
 	}
 	q.mu.Lock()
 	trimmed := q.trimmed
