@@ -65,14 +65,19 @@ func walSince(b *testing.B, pool *pgxpool.Pool, mark string) float64 {
 // transaction holds it while it locks items) for k new item ids and a
 // gap-free range of events, insert the k new items and one event per
 // change — the completions' and leases' with their ownership token, the
-// enqueues' with the item. It returns the ids it leased.
+// enqueues' with the item. It returns the ids it leased. The rows to lease
+// are a materialized CTE: as an IN (subquery) the planner may run the
+// subquery again for each row it joins, and each run of LIMIT … SKIP
+// LOCKED finds other rows (it leased the whole backlog at times).
 const boundCycleSQL = `WITH d AS (
 	DELETE FROM b_items WHERE id = ANY($1::bigint[]) AND state = 'leased'
 	RETURNING id, attempt, lease_id
+), r AS MATERIALIZED (
+	SELECT id FROM b_items WHERE state = 'ready' ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED
 ), l AS (
 	UPDATE b_items i SET state = 'leased', attempt = i.attempt + 1, lease_id = gen_random_uuid(),
 		lease_expires_at = now() + interval '30 seconds'
-	WHERE i.id IN (SELECT id FROM b_items WHERE state = 'ready' ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED)
+	FROM r WHERE i.id = r.id
 	RETURNING i.id, i.attempt, i.lease_id
 ), m AS (
 	SELECT (SELECT count(*) FROM d) + (SELECT count(*) FROM l) + $2::bigint AS n
@@ -106,10 +111,12 @@ const boundPayload = `{"resourceType":"bench.order","resourceId":"order-0","part
 const boundCycleFullSQL = `WITH d AS (
 	DELETE FROM b_items WHERE id = ANY($1::bigint[]) AND state = 'leased'
 	RETURNING id, attempt, lease_id, payload
+), r AS MATERIALIZED (
+	SELECT id FROM b_items WHERE state = 'ready' ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED
 ), l AS (
 	UPDATE b_items i SET state = 'leased', attempt = i.attempt + 1, lease_id = gen_random_uuid(),
 		lease_expires_at = now() + interval '30 seconds'
-	WHERE i.id IN (SELECT id FROM b_items WHERE state = 'ready' ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED)
+	FROM r WHERE i.id = r.id
 	RETURNING i.id, i.attempt, i.lease_id, i.payload
 ), m AS (
 	SELECT (SELECT count(*) FROM d) + (SELECT count(*) FROM l) + $2::bigint AS n

@@ -128,7 +128,7 @@ func newPartitionSQL(s *Store, c *QueueConfig) partitionSQL {
 	ranked := r.Replace(`parts AS MATERIALIZED (
 				SELECT partition_key, active_count, last_served FROM {partitions} WHERE leasable
 				ORDER BY {order} LIMIT $2 FOR UPDATE SKIP LOCKED
-			), cand AS (
+			), cand AS MATERIALIZED (
 				SELECT i.sequence_id, p.partition_key, p.last_served,
 					row_number() OVER (PARTITION BY p.partition_key ORDER BY i.sequence_id) AS round
 				FROM parts p CROSS JOIN LATERAL (

@@ -102,8 +102,10 @@ func prefixed(cols, alias string) string {
 }
 
 // fifoRanked is the ranked CTE of a lease without partition rules: the
-// oldest ready items, one index scan of items_ready.
-const fifoRanked = `cand AS (
+// oldest ready items, one index scan of items_ready. cand is materialized
+// so that it runs once whatever the plan: run again (a rescan), LIMIT …
+// SKIP LOCKED would lock other rows.
+const fifoRanked = `cand AS MATERIALIZED (
 				SELECT sequence_id FROM {items} WHERE state = 'pending' ORDER BY sequence_id LIMIT $2 FOR UPDATE SKIP LOCKED
 			), ranked AS (
 				SELECT sequence_id, row_number() OVER (ORDER BY sequence_id) AS rn FROM cand
