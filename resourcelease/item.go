@@ -27,7 +27,9 @@ type Item struct {
 }
 
 // Validate reports the first missing required field as an invalid-argument
-// *Error with that field's code.
+// *Error with that field's code, or a NotBefore outside the years 1 to 9999
+// (one that no JSON time, on the wire or in an event, can carry) with
+// CodeInvalidArgument.
 func (it *Item) Validate() error {
 	if it == nil {
 		return Errorf(StatusInvalidArgument, CodePayloadRequired, "payload is required")
@@ -40,6 +42,11 @@ func (it *Item) Validate() error {
 	} {
 		if strings.TrimSpace(f.v) == "" {
 			return Errorf(StatusInvalidArgument, f.code, "payload.%s is required", f.name)
+		}
+	}
+	if !it.NotBefore.IsZero() {
+		if y := it.NotBefore.UTC().Year(); y < 1 || y > 9999 {
+			return Errorf(StatusInvalidArgument, CodeInvalidArgument, "payload.notBefore must be in the years 1 to 9999, got year %d", y)
 		}
 	}
 	return nil

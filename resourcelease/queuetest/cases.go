@@ -27,6 +27,13 @@ func testEnqueueValidation(t *testing.T, s suite) {
 		{"resource id", func(i *resourcelease.Item) { i.ResourceID = "" }, resourcelease.CodeResourceIDRequired},
 		{"partition key", func(i *resourcelease.Item) { i.PartitionKey = " " }, resourcelease.CodePartitionKeyRequired},
 		{"encoding", func(i *resourcelease.Item) { i.PayloadEncoding = "" }, resourcelease.CodeEncodingRequired},
+		{"notBefore before year 1", func(i *resourcelease.Item) { i.NotBefore = time.Date(-1, 6, 1, 0, 0, 0, 0, time.UTC) },
+			resourcelease.CodeInvalidArgument},
+		{"notBefore in year 0 by its zone", func(i *resourcelease.Item) {
+			i.NotBefore = time.Date(1, 1, 1, 1, 0, 0, 0, time.FixedZone("east", 2*3600))
+		}, resourcelease.CodeInvalidArgument},
+		{"notBefore after 9999", func(i *resourcelease.Item) { i.NotBefore = time.Date(10000, 1, 1, 0, 0, 0, 0, time.UTC) },
+			resourcelease.CodeInvalidArgument},
 	} {
 		it := item("a")
 		tc.mutate(&it)
