@@ -172,13 +172,17 @@ func (q *Queue) listenOnce() (connected bool, err error) {
 }
 
 // poke gives the parked waiters (ready) or capacity waits (space) a round.
+// While a transaction is serving them it is owed one more after it: that
+// transaction may have read before the change the poke stands for (another
+// process's enqueue, say), and it parks them again when it finds nothing or
+// fails; without the mark they would wait for the next poll.
 func (q *Queue) poke(ready, space bool) {
 	q.mu.Lock()
 	wake := false
-	if ready && len(q.waiters) > 0 {
+	if ready && (len(q.waiters) > 0 || q.waitersBusy) {
 		q.serveWaiters, wake = true, true
 	}
-	if space && len(q.full) > 0 {
+	if space && (len(q.full) > 0 || q.fullBusy) {
 		q.serveFull, wake = true, true
 	}
 	q.mu.Unlock()
