@@ -20,6 +20,7 @@ import (
 	"maps"
 	"math/rand/v2"
 	"os"
+	"path/filepath"
 	"reflect"
 	"slices"
 	"strconv"
@@ -323,6 +324,9 @@ type chaosWorker struct {
 type chaosMesh struct {
 	// test names the test in the rerun line of a failing run.
 	test string
+	// dataDirs are the dispatchers' data directories (none on Postgres),
+	// kept with a failing run's evidence.
+	dataDirs []string
 	// rpcURLs are the dispatchers' RPC URLs, in the order of their
 	// indexes; the producer and the workers fail over between them.
 	rpcURLs []string
@@ -351,6 +355,7 @@ func TestChaos(t *testing.T) {
 	startDispatcher(t, m, dispArgs...)
 	runChaos(t, &chaosMesh{
 		test:        "TestChaos$",
+		dataDirs:    []string{m.dataDir},
 		rpcURLs:     []string{m.rpcURL},
 		controlURLs: []string{m.base},
 		kill:        func(int) { m.disp.kill() },
@@ -544,6 +549,7 @@ func runChaos(t *testing.T, cm *chaosMesh) {
 	}
 	if len(r.errs) > 0 {
 		t.Logf("%d violations in total", r.total)
+		keepChaosEvidence(t, seed, cm, all, tail.events)
 	}
 	killedWorkers := 0
 	for _, w := range all {
@@ -848,4 +854,37 @@ func TestChaosCheckCatchesViolations(t *testing.T) {
 			}
 		})
 	}
+}
+
+// keepChaosEvidence saves what a failing run leaves behind, which the test's
+// temporary directories would take with them: every worker's whole output,
+// the log as the tail read it, and the dispatchers' data directories as
+// they are now. It goes under artifactsDir ($ARTIFACTS_DIR in CI).
+func keepChaosEvidence(t *testing.T, seed uint64, cm *chaosMesh, workers []*chaosWorker, events []resourcelease.Event) {
+	t.Helper()
+	dir := filepath.Join(artifactsDir(t), fmt.Sprintf("chaos-%s-%d", strings.Trim(cm.test, "$"), seed))
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Logf("keeping the evidence: %v", err)
+		return
+	}
+	save := func(name string, b []byte) {
+		if err := os.WriteFile(filepath.Join(dir, name), b, 0o644); err != nil {
+			t.Logf("keeping the evidence: %v", err)
+		}
+	}
+	for _, w := range workers {
+		save(w.peer+".stdout", []byte(w.p.stdout.String()))
+	}
+	var log strings.Builder
+	enc := json.NewEncoder(&log)
+	for _, e := range events {
+		_ = enc.Encode(e)
+	}
+	save("tail-events.jsonl", []byte(log.String()))
+	for i, d := range cm.dataDirs {
+		if err := os.CopyFS(filepath.Join(dir, fmt.Sprint("dispatcher-", i)), os.DirFS(d)); err != nil {
+			t.Logf("keeping the evidence: copying %s: %v", d, err)
+		}
+	}
+	t.Logf("chaos: the evidence of this run is in %s", dir)
 }
