@@ -4,6 +4,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/leasemesh/leasemesh/internal/jsonappend"
 	"github.com/leasemesh/leasemesh/resourcelease"
 )
 
@@ -154,9 +155,11 @@ func (l *changeLog) eventArgs() eventArgs {
 		}
 		// The metadata as an open object the final statement closes: a
 		// comma after the keys, if any, for the counts it appends.
-		buf = appendStringMap(buf, e.Metadata)
-		if len(e.Metadata) > 0 {
-			buf = append(buf, ',')
+		if len(e.Metadata) == 0 {
+			buf = append(buf, '{')
+		} else {
+			buf = jsonappend.StringMap(buf, e.Metadata)
+			buf[len(buf)-1] = ',' // its closing brace
 		}
 		ends[jsonCols*i+colMeta] = len(buf)
 		l.events[i] = e

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/leasemesh/leasemesh/internal/jsonappend"
 	"github.com/leasemesh/leasemesh/resourcelease"
 	"pgregory.net/rapid"
 )
@@ -84,7 +85,7 @@ func TestStringMapJSON(t *testing.T) {
 	rapid.Check(t, func(t *rapid.T) {
 		m := genStringMap(t, "m")
 		want, _ := json.Marshal(m)
-		got := appendStringMapJSON(nil, m)
+		got := jsonappend.StringMap(nil, m)
 		if string(got) != string(want) {
 			t.Fatalf("appendStringMapJSON = %s, json.Marshal = %s", got, want)
 		}

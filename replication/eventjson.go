@@ -2,95 +2,15 @@ package replication
 
 import (
 	"encoding/json"
-	"slices"
 	"strings"
-	"unicode/utf8"
 )
 
-// The attributes column of queue_items holds JSON, written by the appenders
-// below without reflection; they produce exactly the bytes encoding/json
-// produces (a property test holds them to it), and loading uses encoding/json.
-
-// appendStringMapJSON appends m as a JSON object with sorted keys, or null.
-func appendStringMapJSON(b []byte, m map[string]string) []byte {
-	if m == nil {
-		return append(b, "null"...)
-	}
-	var stack [16]string
-	keys := stack[:0]
-	for k := range m {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	b = append(b, '{')
-	for i, k := range keys {
-		if i > 0 {
-			b = append(b, ',')
-		}
-		b = appendJSONString(b, k)
-		b = append(b, ':')
-		b = appendJSONString(b, m[k])
-	}
-	return append(b, '}')
-}
-
-const hexDigits = "0123456789abcdef"
-
-// appendJSONString appends s quoted and escaped exactly as encoding/json
-// escapes it (HTML-safe, invalid UTF-8 as U+FFFD, U+2028/U+2029 escaped).
-func appendJSONString(b []byte, s string) []byte {
-	b = append(b, '"')
-	start := 0
-	for i := 0; i < len(s); {
-		if c := s[i]; c < utf8.RuneSelf {
-			if c >= 0x20 && c != '"' && c != '\\' && c != '<' && c != '>' && c != '&' {
-				i++
-				continue
-			}
-			b = append(b, s[start:i]...)
-			switch c {
-			case '\\', '"':
-				b = append(b, '\\', c)
-			case '\b':
-				b = append(b, '\\', 'b')
-			case '\f':
-				b = append(b, '\\', 'f')
-			case '\n':
-				b = append(b, '\\', 'n')
-			case '\r':
-				b = append(b, '\\', 'r')
-			case '\t':
-				b = append(b, '\\', 't')
-			default:
-				b = append(b, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xf])
-			}
-			i++
-			start = i
-			continue
-		}
-		r, size := utf8.DecodeRuneInString(s[i:])
-		if r == utf8.RuneError && size == 1 {
-			b = append(b, s[start:i]...)
-			b = append(b, `\ufffd`...)
-			i += size
-			start = i
-			continue
-		}
-		if r == '\u2028' || r == '\u2029' {
-			b = append(b, s[start:i]...)
-			b = append(b, '\\', 'u', '2', '0', '2', hexDigits[r&0xf])
-			i += size
-			start = i
-			continue
-		}
-		i += size
-	}
-	b = append(b, s[start:]...)
-	return append(b, '"')
-}
+// The attributes column of queue_items holds JSON, written without
+// reflection by jsonappend.StringMap (the bytes encoding/json produces) and
+// read back by parseStringMap.
 
 // parseStringMap decodes a JSON object of strings. The objects this package
-// writes (appendStringMapJSON) have no escapes in the common case and are
+// writes (jsonappend.StringMap) have no escapes in the common case and are
 // split directly; anything else goes through encoding/json.
 func parseStringMap(s string) (map[string]string, error) {
 	if m, ok := parseSimpleStringMap(s); ok {

@@ -8,6 +8,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/leasemesh/leasemesh/internal/jsonappend"
 	"github.com/leasemesh/leasemesh/internal/sqlitewal"
 	"github.com/leasemesh/leasemesh/resourcelease"
 )
@@ -457,7 +458,7 @@ func (s *sqliteStore) appendItemArgs(args []any, op *rowOp) []any {
 	p := &op.item.Payload
 	var attrs, reqID, body any
 	if len(p.Attributes) > 0 {
-		attrs = string(appendStringMapJSON(s.buf[:0], p.Attributes))
+		attrs = string(jsonappend.StringMap(s.buf[:0], p.Attributes))
 	}
 	if p.RequestID != "" {
 		reqID = p.RequestID

@@ -103,21 +103,7 @@ func TestClientMixedVersionBatchFallback(t *testing.T) {
 			})
 		}
 		waits := make(chan int64, 4) // the waitMs of the old one's lease calls
-		recordWaits := func(h http.Handler) http.Handler {
-			return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-				if strings.HasSuffix(r.Header.Get(transport.HeaderProcedure), "::"+transport.VerbLease) {
-					body, _ := io.ReadAll(r.Body)
-					var req struct {
-						WaitMs int64 `json:"waitMs"`
-					}
-					_ = json.Unmarshal(body, &req)
-					waits <- req.WaitMs
-					r.Body = io.NopCloser(bytes.NewReader(body))
-				}
-				h.ServeHTTP(w, r)
-			})
-		}
-		_, c := setup(t, dying, recordWaits)
+		_, c := setup(t, dying, func(h http.Handler) http.Handler { return recordLeaseWaits(waits, h) })
 		leases, err := c.LeaseBatch(ctx, &resourcelease.LeaseBatchRequest{MaxItems: 2, Wait: time.Second})
 		require.NoError(t, err)
 		require.Empty(t, leases)
@@ -338,4 +324,21 @@ func TestClientNotConnected(t *testing.T) {
 		require.Equal(t, resourcelease.StatusUnavailable, resourcelease.StatusOf(err), "%v", err)
 		require.NotErrorIs(t, err, transport.ErrNotConnected, "the cut one was sent the call")
 	}
+}
+
+// recordLeaseWaits serves with h and sends the waitMs of every lease call
+// it passes on to waits.
+func recordLeaseWaits(waits chan<- int64, h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.HasSuffix(r.Header.Get(transport.HeaderProcedure), "::"+transport.VerbLease) {
+			body, _ := io.ReadAll(r.Body)
+			var req struct {
+				WaitMs int64 `json:"waitMs"`
+			}
+			_ = json.Unmarshal(body, &req)
+			waits <- req.WaitMs
+			r.Body = io.NopCloser(bytes.NewReader(body))
+		}
+		h.ServeHTTP(w, r)
+	})
 }

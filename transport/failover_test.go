@@ -1,10 +1,7 @@
 package transport_test
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
-	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -324,16 +321,7 @@ func TestClientLeaseRetryKeepsItsDeadline(t *testing.T) {
 	}))
 	defer a.Close()
 	waits := make(chan int64, 4) // the waitMs b was asked for
-	b := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		body, _ := io.ReadAll(r.Body)
-		var req struct {
-			WaitMs int64 `json:"waitMs"`
-		}
-		_ = json.Unmarshal(body, &req)
-		waits <- req.WaitMs
-		r.Body = io.NopCloser(bytes.NewReader(body))
-		h.ServeHTTP(w, r)
-	}))
+	b := httptest.NewServer(recordLeaseWaits(waits, h))
 	defer b.Close()
 	c := newMeshClient(t, []string{a.URL, b.URL}, transport.ClientConfig{EndpointMinBackoff: time.Millisecond, EndpointMaxBackoff: time.Millisecond})
 	ctx := context.Background()

@@ -66,6 +66,15 @@ func (s *settleLedger) counts() map[int64]int {
 	return out
 }
 
+// total is how many settles the ledger holds.
+func (s *settleLedger) total() int {
+	n := 0
+	for _, c := range s.counts() {
+		n += c
+	}
+	return n
+}
+
 // killable is a real HTTP server on a fixed loopback port that can be
 // killed (listener and every connection closed, in-flight answers lost)
 // and started again on the same port: a dispatcher process dying and
@@ -186,13 +195,7 @@ func TestWorkerSurvivesADispatcherDying(t *testing.T) {
 					}
 				}
 			}()
-			completedSoFar := func() int {
-				n := 0
-				for _, c := range ledger.counts() {
-					n += c
-				}
-				return n
-			}
+			completedSoFar := ledger.total
 			require.Eventually(t, func() bool { return completedSoFar() >= total/3 }, 20*time.Second, time.Millisecond)
 			b.kill()
 			atKill := completedSoFar()
@@ -470,13 +473,7 @@ func TestWorkerSurvivesADispatcherHanging(t *testing.T) {
 			nAcked.Add(1)
 		}
 	}()
-	completed := func() int {
-		n := 0
-		for _, c := range ledger.counts() {
-			n += c
-		}
-		return n
-	}
+	completed := ledger.total
 	require.Eventually(t, func() bool { return completed() >= total/3 }, 20*time.Second, time.Millisecond)
 	hung.Store(true)
 	atHang := completed()

@@ -888,3 +888,29 @@ func keepChaosEvidence(t *testing.T, seed uint64, cm *chaosMesh, workers []*chao
 	}
 	t.Logf("chaos: the evidence of this run is in %s", dir)
 }
+
+// TestChaosKeepsEvidence: a failing run's evidence (each worker's output,
+// the log as read, the data directories) lands under $ARTIFACTS_DIR.
+func TestChaosKeepsEvidence(t *testing.T) {
+	artifacts := t.TempDir()
+	t.Setenv("ARTIFACTS_DIR", artifacts)
+	data := t.TempDir()
+	if err := os.WriteFile(filepath.Join(data, "replication.db"), []byte("db"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	w := &chaosWorker{peer: "chaos-worker-1", p: &proc{}}
+	_, _ = w.p.stdout.Write([]byte(`{"op":"leased"}` + "\n"))
+	keepChaosEvidence(t, 7, &chaosMesh{test: "TestChaos$", dataDirs: []string{data}}, []*chaosWorker{w},
+		[]resourcelease.Event{{SequenceNumber: 1, EventType: resourcelease.EventEnqueue}})
+	dir := filepath.Join(artifacts, "meshdemo", "chaos-TestChaos-7")
+	for name, want := range map[string]string{
+		"chaos-worker-1.stdout":       `{"op":"leased"}`,
+		"tail-events.jsonl":           `"sequenceNumber":1`,
+		"dispatcher-0/replication.db": "db",
+	} {
+		b, err := os.ReadFile(filepath.Join(dir, name))
+		if err != nil || !strings.Contains(string(b), want) {
+			t.Errorf("%s: %q, %v; want it to hold %q", name, b, err, want)
+		}
+	}
+}
