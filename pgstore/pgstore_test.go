@@ -342,3 +342,50 @@ func TestEveryProcedureOnAnyDispatcher(t *testing.T) {
 		require.Equal(t, a.replication(t, 0).Events, page.Events)
 	}
 }
+
+// TestOperatorReadsOnAnyDispatcher: the operator console's lists and item
+// detail work on Postgres, through the control plane of any dispatcher:
+// items enqueued and leased through A are listed and read through B.
+func TestOperatorReadsOnAnyDispatcher(t *testing.T) {
+	ctx := context.Background()
+	url := pgtest.NewDatabase(t)
+	a, b := open(t, url, resourcelease.QueueConfig{}), open(t, url, resourcelease.QueueConfig{})
+	for _, id := range []string{"p", "q", "r"} {
+		_, err := resourcelease.Enqueue(ctx, a.d, item(id), map[string]string{"id": id})
+		require.NoError(t, err)
+	}
+	l, err := a.d.Lease(ctx, &resourcelease.LeaseRequest{PeerID: "worker-a"})
+	require.NoError(t, err)
+	require.NotNil(t, l)
+
+	get := func(path string, into any) {
+		t.Helper()
+		resp, err := http.Get(b.srv.URL + control.DefaultPrefix + path)
+		require.NoError(t, err)
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		require.Equal(t, http.StatusOK, resp.StatusCode, string(body))
+		require.NoError(t, json.Unmarshal(body, into))
+	}
+	var pending, leased resourcelease.ListItemsResponse
+	get("/items?state=pending&limit=1", &pending)
+	require.Len(t, pending.Items, 1)
+	require.Equal(t, "q", pending.Items[0].Payload.ResourceID)
+	require.Nil(t, pending.Items[0].Payload.Body, "a listing carries no body")
+	require.Equal(t, len(`{"id":"q"}`), pending.Items[0].BodySize)
+	require.Equal(t, pending.Items[0].SequenceID, pending.NextAfter)
+	get("/items?state=leased", &leased)
+	require.Len(t, leased.Items, 1)
+	require.Equal(t, "worker-a", leased.Items[0].LeaseOwner)
+
+	var detail control.ItemDetail
+	get("/items/"+itoa(l.SequenceID), &detail)
+	require.Equal(t, resourcelease.ItemLeased, detail.Item.State)
+	require.Equal(t, `{"id":"p"}`, string(detail.Item.Payload.Body))
+	require.NotEmpty(t, detail.Events, "the detail has the item's events")
+
+	resp, err := http.Get(b.srv.URL + control.DefaultPrefix + "/items/999")
+	require.NoError(t, err)
+	resp.Body.Close()
+	require.Equal(t, http.StatusNotFound, resp.StatusCode)
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/leasemesh/leasemesh/resourcelease"
 )
 
 // Listening is closed once the queue's first LISTEN is established, for
@@ -42,3 +43,6 @@ func (q *Queue) TouchPartitionTx(ctx context.Context, tx pgx.Tx, key string) (bo
 // PartitionUpdateSQL is the statement that recomputes partition rows (for
 // EXPLAIN in tests); "" without partition rules.
 func (q *Queue) PartitionUpdateSQL() string { return q.psql.update }
+
+// ListSQL is the listing statement of an item state.
+func (q *Queue) ListSQL(state resourcelease.ItemState) string { return q.isql.list[state] }

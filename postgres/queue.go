@@ -273,6 +273,7 @@ type Queue struct {
 	cfg      QueueConfig
 	clock    resourcelease.Clock
 	sql      queueSQL
+	isql     inspectSQL
 	channel  string // the LISTEN/NOTIFY channel
 	instance string // this Queue's id in its notifications, to ignore its own
 
@@ -354,6 +355,7 @@ func NewQueue(ctx context.Context, store *Store, cfg QueueConfig) (*Queue, error
 		cfg:       cfg,
 		clock:     store.cfg.Clock,
 		sql:       newQueueSQL(store),
+		isql:      newInspectSQL(store),
 		channel:   channelName(store.cfg.Schema),
 		instance:  hex.EncodeToString(id[:]),
 		kick:      make(chan struct{}, 1),
@@ -374,7 +376,7 @@ func NewQueue(ctx context.Context, store *Store, cfg QueueConfig) (*Queue, error
 	var last, trimmed int64
 	var c counts
 	var ts time.Time
-	err = store.pool.QueryRow(ctx, q.sql.counts, store.nowArg()).Scan(&ts, &c.ready, &c.delayed, &c.active, &c.dead, new(int64))
+	err = store.pool.QueryRow(ctx, q.sql.counts, store.nowArg()).Scan(&ts, &c.ready, &c.delayed, &c.active, &c.dead, new(int64), new(bool))
 	if err == nil {
 		err = store.pool.QueryRow(ctx, q.sql.lastEvent).Scan(&last, &trimmed)
 	}

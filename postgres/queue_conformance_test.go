@@ -80,7 +80,7 @@ func runConformance(t *testing.T, inFlight int) {
 			Waiters: q.Waiters,
 			Events:  func() []resourcelease.Event { return readAll(t, q) },
 		}
-	}, queuetest.Features{ReleaseOptions: true, CapacityCountsLeased: true})
+	}, queuetest.Features{ReleaseOptions: true, CapacityCountsLeased: true, Inspect: true, Pause: true})
 }
 
 // waitListening waits until q listens for notifications.

@@ -20,7 +20,7 @@ func (q *Queue) Backlog(ctx context.Context, top int) (resourcelease.Backlog, er
 	if err := q.checkOpen("backlog"); err != nil {
 		return resourcelease.Backlog{}, err
 	}
-	c, err := q.readCounts(ctx)
+	c, _, err := q.readCounts(ctx)
 	if err != nil {
 		return resourcelease.Backlog{}, err
 	}

@@ -74,8 +74,10 @@ func TestLeasePlanIsFlat(t *testing.T) {
 						t.Errorf("%s: the plan has no %q:\n%s", mode, want, text)
 					}
 				}
+				// queue_state is one row (the pause flag, read once per
+				// statement): a sequential scan reads its one page.
 				for _, bad := range []string{"Seq Scan", "items_scheduled"} {
-					if strings.Contains(text, bad) {
+					if strings.Contains(strings.ReplaceAll(text, "Seq Scan on queue_state", ""), bad) {
 						t.Errorf("%s: the plan has %q:\n%s", mode, bad, text)
 					}
 				}

@@ -116,8 +116,14 @@ const fifoRanked = `cand AS MATERIALIZED (
 // slots: they write the leases and return the rows.
 // set is more of the leased rows' columns to set (", col = ..."), or "".
 func leaseStatements(s *Store, ranked, set string) (lease, leaseSized string) {
+	// While leasing is paused (mesh-wide: the flag is on the queue's row)
+	// no row is updated. (The planner makes the flag a one-time filter
+	// above ranked, which then never runs; were it to run, the rows it
+	// locked would be let go at the end of the transaction, as those of a
+	// lease that finds nothing are.)
+	paused := "(SELECT paused FROM " + s.table("queue_state") + ")"
 	// One pass: ranked has its own tables filled in already.
-	r := strings.NewReplacer("{ranked}", ranked, "{set}", set, "{items}", s.table("items"), "{now}", nowExpr,
+	r := strings.NewReplacer("{ranked}", ranked, "{set}", set, "{items}", s.table("items"), "{paused}", paused, "{now}", nowExpr,
 		"{icols}", prefixed(itemColumns, "i"), "{size}", sizeExpr)
 	// Each ranked row takes its slot's lease id and peer by subscript
 	// (ranked may hold more rows than the $2 slots under partition rules): a
@@ -128,7 +134,7 @@ func leaseStatements(s *Store, ranked, set string) (lease, leaseSized string) {
 				lease_expires_at = {now} + $5::int8 * interval '1 microsecond', owner_peer_id = ($4::text[])[r.rn],
 				last_token_attempt = i.attempt, last_token_lease_id = ($3::uuid[])[r.rn]{set}
 			FROM ranked r
-			WHERE i.sequence_id = r.sequence_id AND r.rn <= $2
+			WHERE i.sequence_id = r.sequence_id AND r.rn <= $2 AND NOT {paused}
 			RETURNING r.rn, {icols}`)
 	leaseSized = r.Replace(`WITH {ranked}, slots AS (
 				SELECT * FROM unnest($3::uuid[], $4::text[], $6::int4[], $7::int8[]) WITH ORDINALITY AS s(lease_id, peer, req, budget, rn)
@@ -144,7 +150,7 @@ func leaseStatements(s *Store, ranked, set string) (lease, leaseSized string) {
 				lease_expires_at = {now} + $5::int8 * interval '1 microsecond', owner_peer_id = c.peer,
 				last_token_attempt = i.attempt, last_token_lease_id = c.lease_id{set}
 			FROM chosen c
-			WHERE i.sequence_id = c.sequence_id
+			WHERE i.sequence_id = c.sequence_id AND NOT {paused}
 			RETURNING c.rn, {icols}`)
 	return lease, leaseSized
 }
@@ -155,7 +161,7 @@ func newQueueSQL(s *Store) queueSQL {
 		"{now}", nowExpr, "{cols}", itemColumns, "{icols}", prefixed(itemColumns, "i"), "{size}", sizeExpr)
 	lease, leaseSized := leaseStatements(s, strings.NewReplacer("{items}", items).Replace(fifoRanked), "")
 	return queueSQL{
-		counts: r.Replace(`SELECT {now}, pending_count, delayed_count, active_count, dead_letter_count, next_event_sequence FROM {queue_state}`),
+		counts: r.Replace(`SELECT {now}, pending_count, delayed_count, active_count, dead_letter_count, next_event_sequence, paused FROM {queue_state}`),
 		lockItems: r.Replace(`SELECT coalesce(lease_expires_at > {now}, false), {cols} FROM {items}
 			WHERE sequence_id = ANY($2::int8[]) AND state = 'leased' ORDER BY sequence_id FOR UPDATE`),
 		// No SKIP LOCKED here: a lease right after an item's delay passed

@@ -42,5 +42,5 @@ func TestQueueConformance(t *testing.T) {
 				}
 			},
 		}
-	}, queuetest.Features{})
+	}, queuetest.Features{Inspect: true, Pause: true})
 }

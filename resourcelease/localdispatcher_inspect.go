@@ -47,8 +47,11 @@ func (d *LocalDispatcher) Item(ctx context.Context, sequenceID int64) (*ItemInfo
 
 // Pause stops the dispatcher from granting leases until Resume (see
 // Engine.Pause): lease requests get nothing, long-polls wait bounded by
-// their wait, and everything else keeps working. Stats reports Paused. The
-// state is kept in memory only: a restarted dispatcher leases again.
+// their wait, and everything else keeps working. Stats reports Paused. On
+// the in-memory engine (memory and SQLite storage) the state is kept in
+// memory only, so a restarted dispatcher leases again; a queue that keeps
+// its state in a database (Postgres) pauses every dispatcher of the queue
+// until one resumes.
 func (d *LocalDispatcher) Pause(ctx context.Context) error {
 	p, ok := d.q.(leasePauser)
 	if !ok {

@@ -42,5 +42,5 @@ func TestQueueConformance(t *testing.T) {
 		}
 		t.Cleanup(func() { e.Close() })
 		return &queuetest.Harness{Queue: queuetest.Engine(e), Sweep: e.Sweep, Waiters: e.Waiters, Events: log.all}
-	}, queuetest.Features{})
+	}, queuetest.Features{Inspect: true, Pause: true})
 }

@@ -161,8 +161,10 @@ var pauseCommand = pauseVerb("pause", "stop the dispatcher from granting leases"
 Pauses leasing (POST `+control.DefaultPrefix+`/pause): lease requests get
 nothing and long-polls wait, while enqueue, heartbeat, complete, fail, drain,
 restore and the dead-letter calls keep working; stats shows "paused": true.
-The pause lasts until resume, or until the dispatcher restarts (it is kept in
-memory only). Prints {"paused":true}.`,
+The pause lasts until resume; with memory or SQLite storage also until the
+dispatcher restarts (it is kept in memory), while on PostgreSQL it pauses
+every dispatcher of the queue and outlives their restarts. Prints
+{"paused":true}.`,
 	func(c *control.Client, a *app) (*control.PauseState, error) { return c.Pause(a.ctx) })
 
 var resumeCommand = pauseVerb("resume", "let a paused dispatcher grant leases again", `

@@ -619,11 +619,11 @@ func testLongPoll(t *testing.T, s suite) {
 			done <- l
 		}()
 		waitFor(t, "the waiter to park", func() bool { return f.Waiters() == 1 })
-		f.clock.Advance(5 * time.Second)
+		l := f.awaitEmptyWait(5*time.Second, done)
 		if err := <-errs; err != nil {
 			t.Fatal(err)
 		}
-		if l := <-done; l != nil {
+		if l != nil {
 			t.Fatalf("an empty wait returned %+v", l)
 		}
 	})

@@ -55,6 +55,10 @@ type Features struct {
 	// are not counted. Without it capacity bounds the pending items (ready
 	// and delayed) and a lease makes room.
 	CapacityCountsLeased bool
+	// Inspect: the queue is an Inspector (ListItems and Item).
+	Inspect bool
+	// Pause: the queue is a Pauser (Pause and Resume).
+	Pause bool
 }
 
 // fixture is one test's queue.
@@ -117,6 +121,14 @@ func Run(t *testing.T, open Factory, f Features) {
 	}
 	if f.ReleaseOptions {
 		tests = append(tests, test{"ReleaseDelayAndLimit", testReleaseOptions})
+	}
+	if f.Inspect {
+		tests = append(tests, test{"ListItemsPending", testListItemsPending}, test{"ListItemsLeasedAndDead", testListItemsLeasedAndDead},
+			test{"ListItemsBadRequests", testListItemsBadRequests}, test{"ItemDetail", testItemDetail})
+	}
+	if f.Pause {
+		tests = append(tests, test{"PauseStopsGrantsOnly", testPauseStopsGrantsOnly}, test{"PausedLongPollEndsEmpty", testPausedLongPollEndsEmpty},
+			test{"PauseStopsEveryLeasePath", testPauseStopsEveryLeasePath})
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -226,6 +238,24 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 			t.Fatalf("timed out waiting for %s", what)
 		}
 		time.Sleep(time.Millisecond)
+	}
+}
+
+// awaitEmptyWait advances the clock past a long-poll's wait until it ends:
+// the wait's timer may be set only after the long-poll shows as parked.
+func (f *fixture) awaitEmptyWait(wait time.Duration, done <-chan *resourcelease.Lease) *resourcelease.Lease {
+	f.t.Helper()
+	f.clock.Advance(wait)
+	deadline := time.After(10 * time.Second)
+	for {
+		select {
+		case l := <-done:
+			return l
+		case <-time.After(10 * time.Millisecond):
+			f.clock.Advance(time.Second) // a chance for a timer set late, not a synchronisation
+		case <-deadline:
+			f.t.Fatal("the long-poll's wait never ended")
+		}
 	}
 }
 
