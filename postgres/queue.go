@@ -323,10 +323,11 @@ type Queue struct {
 // counts are the counter row's counts.
 type counts struct {
 	ready, delayed, active, dead int64
+	paused                       bool // leasing is paused (the queue's flag, read with the counts)
 }
 
 func (c counts) stats() resourcelease.Stats {
-	return resourcelease.Stats{PendingCount: int(c.ready + c.delayed), DelayedCount: int(c.delayed), ActiveLeaseCount: int(c.active), DeadLetterCount: int(c.dead)}
+	return resourcelease.Stats{PendingCount: int(c.ready + c.delayed), DelayedCount: int(c.delayed), ActiveLeaseCount: int(c.active), DeadLetterCount: int(c.dead), Paused: c.paused}
 }
 
 var _ resourcelease.Queue = (*Queue)(nil)
@@ -376,7 +377,7 @@ func NewQueue(ctx context.Context, store *Store, cfg QueueConfig) (*Queue, error
 	var last, trimmed int64
 	var c counts
 	var ts time.Time
-	err = store.pool.QueryRow(ctx, q.sql.counts, store.nowArg()).Scan(&ts, &c.ready, &c.delayed, &c.active, &c.dead, new(int64), new(bool))
+	err = store.pool.QueryRow(ctx, q.sql.counts, store.nowArg()).Scan(&ts, &c.ready, &c.delayed, &c.active, &c.dead, new(int64), &c.paused)
 	if err == nil {
 		err = store.pool.QueryRow(ctx, q.sql.lastEvent).Scan(&last, &trimmed)
 	}

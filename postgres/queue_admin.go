@@ -23,30 +23,26 @@ type QueueStats struct {
 // (one row read, never count(*)). PendingCount is ready and delayed items
 // together, as the in-memory engine counts them.
 func (q *Queue) Stats(ctx context.Context) (resourcelease.Stats, error) {
-	c, paused, err := q.readCounts(ctx)
-	st := c.stats()
-	st.Paused = paused
-	return st, err
+	c, err := q.readCounts(ctx)
+	return c.stats(), err
 }
 
 // QueueStats returns the counts with delayed items apart.
 func (q *Queue) QueueStats(ctx context.Context) (QueueStats, error) {
-	c, _, err := q.readCounts(ctx)
+	c, err := q.readCounts(ctx)
 	return QueueStats{Ready: int(c.ready), Delayed: int(c.delayed), Active: int(c.active), DeadLetters: int(c.dead)}, err
 }
 
-// readCounts reads the counts and whether leasing is paused.
-func (q *Queue) readCounts(ctx context.Context) (counts, bool, error) {
+func (q *Queue) readCounts(ctx context.Context) (counts, error) {
 	if err := q.checkOpen("stats"); err != nil {
-		return counts{}, false, err
+		return counts{}, err
 	}
 	var c counts
 	var ts time.Time
-	var paused bool
-	if err := q.store.pool.QueryRow(ctx, q.sql.counts, q.store.nowArg()).Scan(&ts, &c.ready, &c.delayed, &c.active, &c.dead, new(int64), &paused); err != nil {
-		return counts{}, false, q.store.fail(ctx, "stats", err)
+	if err := q.store.pool.QueryRow(ctx, q.sql.counts, q.store.nowArg()).Scan(&ts, &c.ready, &c.delayed, &c.active, &c.dead, new(int64), &c.paused); err != nil {
+		return counts{}, q.store.fail(ctx, "stats", err)
 	}
-	return c, paused, nil
+	return c, nil
 }
 
 func (q *Queue) checkOpen(op string) error {
@@ -114,7 +110,7 @@ func (q *Queue) adminTx(ctx context.Context, name string, body func(c *pgx.Conn,
 		if _, err := br.Exec(); err != nil {
 			return err
 		}
-		return br.QueryRow().Scan(&ts, &before.ready, &before.delayed, &before.active, &before.dead, new(int64), new(bool))
+		return br.QueryRow().Scan(&ts, &before.ready, &before.delayed, &before.active, &before.dead, new(int64), &before.paused)
 	})
 	if err != nil {
 		rollback(c)

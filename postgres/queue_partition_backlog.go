@@ -20,7 +20,7 @@ func (q *Queue) Backlog(ctx context.Context, top int) (resourcelease.Backlog, er
 	if err := q.checkOpen("backlog"); err != nil {
 		return resourcelease.Backlog{}, err
 	}
-	c, _, err := q.readCounts(ctx)
+	c, err := q.readCounts(ctx)
 	if err != nil {
 		return resourcelease.Backlog{}, err
 	}

@@ -214,7 +214,7 @@ func newQueueSQL(s *Store) queueSQL {
 					events_trimmed_through = greatest(events_trimmed_through, $8::int8),
 					updated_at = {now}
 				RETURNING next_sequence_id - $2::int8 AS first_seq, next_event_sequence - $3::int8 AS first_ev,
-					pending_count, delayed_count, active_count, dead_letter_count, {now} AS ts
+					pending_count, delayed_count, active_count, dead_letter_count, paused, {now} AS ts
 			), new_items AS (
 				INSERT INTO {items} (sequence_id, state, resource_type, resource_id, partition_key, payload_encoding,
 					body, attributes, request_id, attempt, enqueued_at,
@@ -252,7 +252,7 @@ func newQueueSQL(s *Store) queueSQL {
 						$27::int8[], $28::int8[], $29::int8[])
 					WITH ORDINALITY AS e(typ, own, peer, iseq, payload, err, meta, dp, da, nord, ord)
 			)
-			SELECT first_seq, first_ev, pending_count, delayed_count, active_count, dead_letter_count, ts FROM c`),
+			SELECT first_seq, first_ev, pending_count, delayed_count, active_count, dead_letter_count, paused, ts FROM c`),
 		nextDue:      r.Replace(`SELECT min(not_before) FROM {items} WHERE state = 'scheduled'`),
 		bumpSequence: r.Replace(`UPDATE {queue_state} SET next_sequence_id = greatest(next_sequence_id, $1::int8)`),
 		presentIDs:   r.Replace(`SELECT sequence_id FROM {items} WHERE sequence_id = ANY($1::int8[]) ORDER BY sequence_id LIMIT 1`),

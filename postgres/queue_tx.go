@@ -102,7 +102,7 @@ func (q *Queue) Tx(ctx context.Context, tx pgx.Tx) (*QueueTx, error) {
 			"postgres: a queue transaction must be READ COMMITTED, got %s: the queue's counter row, which every commit updates, would fail it with a serialization error", strings.ToUpper(iso))
 	}
 	t := &QueueTx{q: q, tx: tx, now: q.store.nowArg()}
-	if err := tx.QueryRow(ctx, q.sql.counts, t.now).Scan(new(any), &t.before.ready, &t.before.delayed, &t.before.active, &t.before.dead, new(int64), new(bool)); err != nil {
+	if err := tx.QueryRow(ctx, q.sql.counts, t.now).Scan(new(any), &t.before.ready, &t.before.delayed, &t.before.active, &t.before.dead, new(int64), &t.before.paused); err != nil {
 		return nil, q.store.fail(ctx, "transaction", err)
 	}
 	return t, nil

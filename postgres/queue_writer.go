@@ -50,7 +50,6 @@ type batch struct {
 	now    any
 	ts     time.Time
 	before counts
-	paused bool // leasing is paused, as the first round trip read
 
 	// lease slots, in service order
 	slots []slot
@@ -461,7 +460,7 @@ func (q *Queue) exec(ctx context.Context, b *batch) ([]Committed, error) {
 // reset forgets what a failed attempt read and decided, for the next
 // attempt.
 func (b *batch) reset() {
-	b.ts, b.before, b.paused, b.rows, b.expired, b.granted = time.Time{}, counts{}, false, nil, nil, nil
+	b.ts, b.before, b.rows, b.expired, b.granted = time.Time{}, counts{}, nil, nil, nil
 	b.claimed, b.firstSeq, b.promoted, b.nextDue = nil, nil, 0, nil
 	b.log, b.fin, b.parkFull, b.newRefs, b.unclaim, b.grants = changeLog{}, finalInput{}, nil, nil, nil, nil
 	b.excessDead, b.expiredDead, b.purge, b.partsLeasable, b.scheduled = nil, nil, nil, false, nil
@@ -791,7 +790,7 @@ type finalRow struct {
 }
 
 func (f *finalRow) scan(r pgx.Row) error {
-	if err := r.Scan(&f.firstSeq, &f.firstEv, &f.after.ready, &f.after.delayed, &f.after.active, &f.after.dead, &f.ts); err != nil {
+	if err := r.Scan(&f.firstSeq, &f.firstEv, &f.after.ready, &f.after.delayed, &f.after.active, &f.after.dead, &f.after.paused, &f.ts); err != nil {
 		return err
 	}
 	f.ts = f.ts.UTC()
@@ -928,7 +927,7 @@ func (q *Queue) read(ctx context.Context, c *pgx.Conn, b *batch, lockIDs []int64
 			return err
 		}
 		var mark int64
-		if err := br.QueryRow().Scan(&b.ts, &b.before.ready, &b.before.delayed, &b.before.active, &b.before.dead, &mark, &b.paused); err != nil {
+		if err := br.QueryRow().Scan(&b.ts, &b.before.ready, &b.before.delayed, &b.before.active, &b.before.dead, &mark, &b.before.paused); err != nil {
 			return err
 		}
 		b.ts = b.ts.UTC()
@@ -1370,7 +1369,7 @@ func (q *Queue) enqueues(b *batch) {
 // every item in the table, so FIFO holds, and a long-poll gets an item
 // enqueued beside it without waiting for the next transaction.
 func (q *Queue) leaseNew(b *batch) {
-	if len(b.slots) == 0 || len(b.fin.rt) == 0 || q.parted || b.paused {
+	if len(b.slots) == 0 || len(b.fin.rt) == 0 || q.parted || b.before.paused {
 		// With partition rules a new item waits for the next transaction,
 		// which finds it through its partition's row.
 		return

@@ -47,7 +47,9 @@ func testPauseStopsGrantsOnly(t *testing.T, s suite) {
 		got <- l
 	}()
 	waitFor(t, "the long-poll to park", func() bool { return f.Waiters() == 1 })
-	f.enqueue("c")
+	if res, err := f.q.Enqueue(bg, item("c")); err != nil || !res.Stats.Paused {
+		t.Fatalf("Enqueue while paused = %+v, %v; want its stats to say paused", res, err)
+	}
 	if _, err := f.q.Heartbeat(bg, held.OwnershipToken); err != nil {
 		t.Fatalf("Heartbeat while paused: %v", err)
 	}
