@@ -4,7 +4,6 @@ import (
 	"cmp"
 	"context"
 	"slices"
-	"strconv"
 	"strings"
 
 	"github.com/leasemesh/leasemesh/resourcelease"
@@ -125,12 +124,12 @@ func nullIfEmpty(s string) *string {
 // (the same bounds: DefaultListLimit, MaxListLimit, and at most MaxListScan
 // items in the state looked at per page, the page then ending early with
 // NextAfter where the scan stopped). It reads the committed rows with one
-// query beside the writer (a second one for a filtered page that is not
-// full), through the state's partial index from req.After: a page reads
-// at most MaxListScan ready or dead rows whatever the table's size (the
-// delayed and leased rows are found through their index and sorted, as
-// the engine scans its delay heap and leases). No listing carries bodies
-// (BodySize says how large each is).
+// query beside the writer, through the state's partial index from
+// req.After (the page and where its scan stopped are of one snapshot): a
+// page reads at most MaxListScan ready or dead rows whatever the table's
+// size (the delayed and leased rows are found through their index and
+// sorted, as the engine scans its delay heap and leases). No listing
+// carries bodies (BodySize says how large each is).
 func (q *Queue) ListItems(ctx context.Context, req resourcelease.ListItemsRequest) (resourcelease.ListItemsResponse, error) {
 	if !req.State.Valid() {
 		return resourcelease.ListItemsResponse{}, resourcelease.Errorf(resourcelease.StatusInvalidArgument, resourcelease.CodeInvalidArgument,
@@ -195,7 +194,7 @@ func (q *Queue) ListItems(ctx context.Context, req resourcelease.ListItemsReques
 
 // Item returns the item with sequence id seq, with its body, wherever it
 // is (pending, scheduled, leased or dead-lettered), or an error with
-// resourcelease.ErrItemNotFound's status and code.
+// resourcelease.ItemNotFound(seq).
 func (q *Queue) Item(ctx context.Context, seq int64) (resourcelease.ItemInfo, error) {
 	if err := q.checkOpen("item"); err != nil {
 		return resourcelease.ItemInfo{}, err
@@ -212,8 +211,7 @@ func (q *Queue) Item(ctx context.Context, seq int64) (resourcelease.ItemInfo, er
 		if err := rows.Err(); err != nil {
 			return resourcelease.ItemInfo{}, q.store.fail(ctx, "item", err)
 		}
-		return resourcelease.ItemInfo{}, &resourcelease.Error{Status: resourcelease.ErrItemNotFound.Status, Code: resourcelease.ErrItemNotFound.Code,
-			Message: "no pending, leased or dead-lettered item has sequenceId " + strconv.FormatInt(seq, 10)}
+		return resourcelease.ItemInfo{}, resourcelease.ItemNotFound(seq)
 	}
 	var size int32
 	r, err := scanItem(rows, &size)

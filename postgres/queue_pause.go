@@ -37,21 +37,14 @@ func (q *Queue) setPaused(ctx context.Context, op string, paused bool) error {
 	// this one's listener pokes its own too); it is sent only when the
 	// flag changed, and on commit, so a waiter never looks before the
 	// change is visible.
-	rows, err := q.store.pool.Query(ctx, `WITH u AS (
+	tag, err := q.store.pool.Exec(ctx, `WITH u AS (
 			UPDATE `+q.store.table("queue_state")+` SET paused = $1 WHERE paused <> $1 RETURNING 1
 		)
 		SELECT CASE WHEN NOT $1 THEN pg_notify($2, 'r:') END FROM u`, paused, q.channel)
 	if err != nil {
 		return q.store.fail(ctx, op, err)
 	}
-	changed := false
-	for rows.Next() {
-		changed = true
-	}
-	if err := rows.Err(); err != nil {
-		return q.store.fail(ctx, op, err)
-	}
-	if !paused && changed {
+	if !paused && tag.RowsAffected() > 0 {
 		// Without waiting for the notification's round trip (or when the
 		// listener is down): this process's waiters look now, and so does a
 		// long-poll whose first round is out in a transaction that read the

@@ -45,6 +45,14 @@ const CodeItemNotFound = "resourcelease.item.not_found"
 // id (it was completed, purged or drained, or never existed).
 var ErrItemNotFound = &Error{Status: StatusNotFound, Code: CodeItemNotFound, Message: "no such item"}
 
+// ItemNotFound is the error a queue's Item returns when no item has the
+// sequence id: ErrItemNotFound's status and code (errors.Is matches it),
+// naming the id.
+func ItemNotFound(seq int64) *Error {
+	return &Error{Status: ErrItemNotFound.Status, Code: ErrItemNotFound.Code,
+		Message: "no pending, leased or dead-lettered item has sequenceId " + strconv.FormatInt(seq, 10)}
+}
+
 // ListItemsRequest selects a page of items in one state. The filters are
 // exact matches; an empty one matches everything.
 type ListItemsRequest struct {
@@ -282,8 +290,7 @@ func (q *Engine) Item(ctx context.Context, seq int64) (ItemInfo, error) {
 	if e := q.findPending(seq); e != nil {
 		return e.info(ItemPending, true), nil
 	}
-	return ItemInfo{}, &Error{Status: ErrItemNotFound.Status, Code: ErrItemNotFound.Code,
-		Message: "no pending, leased or dead-lettered item has sequenceId " + strconv.FormatInt(seq, 10)}
+	return ItemInfo{}, ItemNotFound(seq)
 }
 
 // findPending returns the pending entry with sequence id seq, or nil.
