@@ -321,14 +321,16 @@ func (t *logTail) readOnce(ticked bool) {
 			break
 		}
 	}
+	// The counts first, then the feeders: a sink that has an event sees a
+	// dispatcher whose gauges and backpressure are at least as new as it.
+	if got || ticked {
+		t.refreshCounts(false)
+	}
 	if got {
 		t.head.Store(t.after)
 		for _, f := range t.feeders {
 			f.wake()
 		}
-	}
-	if got || ticked {
-		t.refreshCounts(false)
 	}
 }
 
