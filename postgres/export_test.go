@@ -46,3 +46,33 @@ func (q *Queue) PartitionUpdateSQL() string { return q.psql.update }
 
 // ListSQL is the listing statement of an item state.
 func (q *Queue) ListSQL(state resourcelease.ItemState) string { return q.isql.list[state] }
+
+// MigrateThrough applies the embedded migrations up to version to a schema
+// that has none, in one transaction: the database an older build left.
+func MigrateThrough(ctx context.Context, conn *pgx.Conn, schema string, version int) error {
+	ms, err := embeddedMigrations()
+	if err != nil {
+		return err
+	}
+	tx, err := conn.Begin(ctx)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback(ctx) //nolint:errcheck // after Commit, a no-op
+	quoted := pgx.Identifier{schema}.Sanitize()
+	for _, sql := range []string{`CREATE SCHEMA ` + quoted, `CREATE TABLE ` + quoted + `.schema_migrations` + schemaMigrationsColumns,
+		`SET LOCAL search_path TO ` + quoted} {
+		if _, err := tx.Exec(ctx, sql); err != nil {
+			return err
+		}
+	}
+	for _, m := range ms[:version] {
+		if _, err := tx.Exec(ctx, m.sql); err != nil {
+			return err
+		}
+		if _, err := tx.Exec(ctx, `INSERT INTO schema_migrations (version, name) VALUES ($1, $2)`, m.version, m.name); err != nil {
+			return err
+		}
+	}
+	return tx.Commit(ctx)
+}

@@ -101,6 +101,14 @@ func checkServer(where, encoding string, version int) error {
 	return nil
 }
 
+// schemaMigrationsColumns are the columns of the table that records the
+// migrations applied: one row per migration.
+const schemaMigrationsColumns = ` (
+	version    integer     PRIMARY KEY,
+	name       text        NOT NULL,
+	applied_at timestamptz NOT NULL DEFAULT now()
+)`
+
 // migrate brings the store's schema to this build's version in one
 // transaction, holding the schema's advisory lock until it commits: a
 // second process opening the same database waits on the lock and then
@@ -150,11 +158,7 @@ func (s *Store) migrate(ctx context.Context, where string) (err error) {
 		}
 	}
 	if !hasTable {
-		if _, err := tx.Exec(ctx, `CREATE TABLE `+s.table("schema_migrations")+` (
-			version    integer     PRIMARY KEY,
-			name       text        NOT NULL,
-			applied_at timestamptz NOT NULL DEFAULT now()
-		)`); err != nil {
+		if _, err := tx.Exec(ctx, `CREATE TABLE `+s.table("schema_migrations")+schemaMigrationsColumns); err != nil {
 			return storageError(ctx, op, err)
 		}
 	}

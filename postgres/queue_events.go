@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"strings"
 	"time"
 
 	"github.com/leasemesh/leasemesh/resourcelease"
@@ -33,7 +32,7 @@ func (q *Queue) ReadEvents(ctx context.Context, after int64, limit int) ([]resou
 // metrics) reads, since a body may be MiBs
 // (resourcelease.BodylessEventLog).
 func (q *Queue) ReadEventsWithoutBodies(ctx context.Context, after int64, limit int) ([]resourcelease.Event, error) {
-	return q.readEvents(ctx, strings.Replace(q.sql.events, "payload::text", "(payload - 'body')::text", 1), after, limit)
+	return q.readEvents(ctx, q.sql.eventsBodyless, after, limit)
 }
 
 func (q *Queue) readEvents(ctx context.Context, stmt string, after int64, limit int) ([]resourcelease.Event, error) {
@@ -58,13 +57,17 @@ func (q *Queue) readEvents(ctx context.Context, stmt string, after int64, limit 
 			e                                 resourcelease.Event
 			typ                               string
 			own, peer, payload, errJSON, meta *string
+			body                              []byte
 		)
-		if err := rows.Scan(&e.SequenceNumber, &typ, &e.Timestamp, &own, &peer, &payload, &errJSON, &meta); err != nil {
+		if err := rows.Scan(&e.SequenceNumber, &typ, &e.Timestamp, &own, &peer, &payload, &errJSON, &meta, &body); err != nil {
 			return nil, q.store.fail(ctx, "read events", err)
 		}
 		e.EventType, e.Timestamp, e.PeerID = resourcelease.EventType(typ), e.Timestamp.UTC(), deref(peer)
 		if err := decodeEventParts(&e, own, payload, errJSON, meta); err != nil {
 			return nil, q.store.fail(ctx, "read events", fmt.Errorf("event %d: %w", e.SequenceNumber, err))
+		}
+		if e.Payload != nil && body != nil {
+			e.Payload.Body = body
 		}
 		out = append(out, e)
 	}

@@ -51,6 +51,17 @@ func appendItemJSON(b []byte, it *resourcelease.Item) []byte {
 	return append(b, '}')
 }
 
+// appendOpenTokenJSON appends t as json.Marshal encodes it, but with its
+// sequence id last and left out: `{"attempt":1,"leaseId":"…","sequenceId":`.
+// The final statement appends the id the counter row draws, and the brace.
+func appendOpenTokenJSON(b []byte, t *resourcelease.OwnershipToken) []byte {
+	b = append(b, `{"attempt":`...)
+	b = strconv.AppendInt(b, int64(t.Attempt), 10)
+	b = append(b, `,"leaseId":"`...)
+	b = append(b, t.LeaseID.String()...)
+	return append(b, `","sequenceId":`...)
+}
+
 // appendTokenJSON appends t as json.Marshal encodes it.
 func appendTokenJSON(b []byte, t *resourcelease.OwnershipToken) []byte {
 	b = append(b, `{"sequenceId":`...)

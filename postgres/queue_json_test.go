@@ -3,6 +3,7 @@ package postgres
 import (
 	"bytes"
 	"encoding/json"
+	"strconv"
 	"testing"
 	"time"
 
@@ -43,6 +44,12 @@ func TestEventJSONMatchesEncodingJSON(t *testing.T) {
 		want, _ := json.Marshal(&tok)
 		if got := appendTokenJSON(nil, &tok); !bytes.Equal(got, want) {
 			t.Errorf("token %+v: got %s, want %s", tok, got, want)
+		}
+		// The final statement closes an open token with the sequence id.
+		open := strconv.AppendInt(appendOpenTokenJSON(nil, &tok), tok.SequenceID, 10)
+		var back resourcelease.OwnershipToken
+		if err := json.Unmarshal(append(open, '}'), &back); err != nil || back != tok {
+			t.Errorf("open token %+v: %s closed reads back as %+v, %v", tok, open, back, err)
 		}
 	}
 }

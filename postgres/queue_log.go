@@ -103,13 +103,16 @@ func counted(state string) bool { return state == statePending || state == state
 type eventArgs struct {
 	typ, own, peer, payload, err, meta []*string
 	iseq                               []*int64
+	// body is each event's item body, apart from its payload (which leaves
+	// it out): a reader that does not want bodies does not read them.
+	body [][]byte
 }
 
 func (l *changeLog) eventArgs() eventArgs {
 	n := len(l.changes)
 	a := eventArgs{
 		typ: make([]*string, n), own: make([]*string, n), peer: make([]*string, n), payload: make([]*string, n),
-		err: make([]*string, n), meta: make([]*string, n), iseq: make([]*int64, n),
+		err: make([]*string, n), meta: make([]*string, n), iseq: make([]*int64, n), body: make([][]byte, n),
 	}
 	l.events = make([]resourcelease.Event, n)
 	// One allocation for all the batch's JSON rather than one per value:
@@ -142,13 +145,21 @@ func (l *changeLog) eventArgs() eventArgs {
 		}
 		a.err[i] = errorJSON(e.Error)
 		ends[jsonCols*i+colOwn] = -1
-		if e.Ownership != nil {
+		if e.Ownership != nil && l.nord[i] != nil {
+			buf = appendOpenTokenJSON(buf, e.Ownership)
+			ends[jsonCols*i+colOwn] = len(buf)
+		} else if e.Ownership != nil {
 			buf = appendTokenJSON(buf, e.Ownership)
 			ends[jsonCols*i+colOwn] = len(buf)
 		}
 		ends[jsonCols*i+colPayload] = -1
 		if e.Payload != nil {
-			if b := appendItemJSON(buf, e.Payload); b != nil {
+			it := *e.Payload
+			if len(it.Body) > 0 {
+				a.body[i] = it.Body
+			}
+			it.Body = nil
+			if b := appendItemJSON(buf, &it); b != nil {
 				buf = b
 				ends[jsonCols*i+colPayload] = len(buf)
 			}

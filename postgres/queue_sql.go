@@ -40,10 +40,11 @@ type queueSQL struct {
 	// final is the batch's last statement before COMMIT: it takes the
 	// counter row, draws sequence ids and event numbers from it, inserts the
 	// new items and the events, and returns the counts after the batch.
-	// Each event's metadata comes as the text of an open JSON object (see
+	// The event columns are text, written as the dispatcher encoded them:
+	// each event's metadata comes as an open JSON object (see
 	// changeLog.eventArgs) that it closes with the counts and the new
-	// item's sequence id: one jsonb parse per event, where building and
-	// concatenating objects cost twice that. Its updates of dedupe and dead
+	// item's sequence id, and a new item's token as one open before its
+	// sequence id, which it appends. Its updates of dedupe and dead
 	// letter rows are gated on their arrays (a generic plan may scan the
 	// table for its first row before it finds the other side empty).
 	final string
@@ -60,9 +61,10 @@ type queueSQL struct {
 	// deadList lists dead letters in dead-letter order; deadLock locks the
 	// selected ones (deadLockAll every one), redrive and purge act on them.
 	deadList, deadLock, deadLockAll, redrive, purge string
-	// events reads the log; lastEvent is the newest event's number;
-	// firstEvent the oldest retained one; trimEvents deletes a range.
-	events, lastEvent, firstEvent, trimEvents string
+	// events reads the log, eventsBodyless without the items' bodies;
+	// lastEvent is the newest event's number; firstEvent the oldest
+	// retained one; trimEvents deletes a range.
+	events, eventsBodyless, lastEvent, firstEvent, trimEvents string
 	// trimDedupe forgets request ids whose window has passed.
 	trimDedupe string
 	// deadOldest locks the oldest dead letters (at most $2), skipping any
@@ -238,19 +240,19 @@ func newQueueSQL(s *Store) queueSQL {
 				FROM c, unnest($18::int8[], $19::int8[]) AS x(seq, ord) WHERE i.sequence_id = x.seq
 					AND cardinality($18::int8[]) > 0
 			), ev AS (
-				INSERT INTO {events} (sequence_number, event_type, ts, ownership, peer_id, item_sequence_id, payload, error, metadata)
+				INSERT INTO {events} (sequence_number, event_type, ts, ownership, peer_id, item_sequence_id, payload, body, error, metadata)
 				SELECT c.first_ev + e.ord - 1, e.typ, c.ts,
-					CASE WHEN e.nord IS NULL OR e.own IS NULL THEN e.own::jsonb
-						ELSE jsonb_set(e.own::jsonb, '{sequenceId}', to_jsonb(c.first_seq + e.nord - 1)) END,
+					CASE WHEN e.nord IS NULL OR e.own IS NULL THEN e.own
+						ELSE e.own || (c.first_seq + e.nord - 1) || '}' END,
 					e.peer, coalesce(e.iseq, c.first_seq + e.nord - 1),
-					e.payload::jsonb, e.err::jsonb,
+					e.payload, e.body, e.err,
 					(e.meta || '"queue.pending":"' || (c.pending_count + c.delayed_count - $4::int8 - $5::int8 + e.dp)
 						|| '","queue.active":"' || (c.active_count - $6::int8 + e.da)
 						|| CASE WHEN e.nord IS NULL THEN '"}'
-							ELSE '","sequenceId":"' || (c.first_seq + e.nord - 1) || '"}' END)::jsonb
+							ELSE '","sequenceId":"' || (c.first_seq + e.nord - 1) || '"}' END)
 				FROM c, unnest($20::text[], $21::text[], $22::text[], $23::int8[], $24::text[], $25::text[], $26::text[],
-						$27::int8[], $28::int8[], $29::int8[])
-					WITH ORDINALITY AS e(typ, own, peer, iseq, payload, err, meta, dp, da, nord, ord)
+						$27::int8[], $28::int8[], $29::int8[], $35::bytea[])
+					WITH ORDINALITY AS e(typ, own, peer, iseq, payload, err, meta, dp, da, nord, body, ord)
 			)
 			SELECT first_seq, first_ev, pending_count, delayed_count, active_count, dead_letter_count, paused, ts FROM c`),
 		nextDue:      r.Replace(`SELECT min(not_before) FROM {items} WHERE state = 'scheduled'`),
@@ -294,7 +296,9 @@ func newQueueSQL(s *Store) queueSQL {
 				dead_lettered_at = NULL, reason = NULL, reason_code = NULL, dead_event = NULL
 			WHERE sequence_id = ANY($1::int8[])`),
 		purge: r.Replace(`DELETE FROM {items} WHERE sequence_id = ANY($1::int8[])`),
-		events: r.Replace(`SELECT sequence_number, event_type, ts, ownership::text, peer_id, payload::text, error::text, metadata::text
+		events: r.Replace(`SELECT sequence_number, event_type, ts, ownership, peer_id, payload, error, metadata, body
+			FROM {events} WHERE sequence_number > $1 ORDER BY sequence_number LIMIT $2`),
+		eventsBodyless: r.Replace(`SELECT sequence_number, event_type, ts, ownership, peer_id, payload, error, metadata, NULL::bytea
 			FROM {events} WHERE sequence_number > $1 ORDER BY sequence_number LIMIT $2`),
 		lastEvent:  r.Replace(`SELECT next_event_sequence - 1, events_trimmed_through FROM {queue_state}`),
 		firstEvent: r.Replace(`SELECT coalesce(min(sequence_number), 0) FROM {events}`),

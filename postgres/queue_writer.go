@@ -804,7 +804,7 @@ func finalArgs(now any, l *changeLog, f *finalInput, trimmed int64) []any {
 		f.ddReq, f.ddOrd,
 		l.deadSeq, l.deadOrd,
 		ea.typ, ea.own, ea.peer, ea.iseq, ea.payload, ea.err, ea.meta, l.dp, l.da, l.nord,
-		f.lid, f.owner, f.leaseUS, f.nb, f.sched}
+		f.lid, f.owner, f.leaseUS, f.nb, f.sched, ea.body}
 }
 
 func eventsOf(cs []Committed) []resourcelease.Event {
