@@ -58,6 +58,10 @@ func Open(ctx context.Context, url string, cfg Config) (*Store, error) {
 		return nil, invalidArgument("bad database URL: %v", err)
 	}
 	applyConfig(poolCfg, cfg)
+	poolCfg.AfterConnect = func(_ context.Context, c *pgx.Conn) error {
+		registerArrayCodecs(c.TypeMap())
+		return nil
+	}
 	pool, err := pgxpool.NewWithConfig(ctx, poolCfg)
 	if err != nil {
 		return nil, storageError(ctx, "open "+describe(poolCfg), err)
