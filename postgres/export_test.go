@@ -76,3 +76,10 @@ func MigrateThrough(ctx context.Context, conn *pgx.Conn, schema string, version 
 	}
 	return tx.Commit(ctx)
 }
+
+// LockItemsSQL is the statement that locks the leased rows a batch's token
+// operations name.
+func (q *Queue) LockItemsSQL() string { return q.sql.lockItems }
+
+// DeadLockSQL is the statement that locks chosen dead letters.
+func (q *Queue) DeadLockSQL() string { return q.sql.deadLock }

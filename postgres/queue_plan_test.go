@@ -227,3 +227,65 @@ func TestKeyWritesPlannedPerCall(t *testing.T) {
 		t.Errorf("%d dead letters, want 1 (each new one purges the last)", st.DeadLetterCount)
 	}
 }
+
+// TestLockItemsPlanProbesByKey: the statement that locks the rows a
+// batch's heartbeats and settles name looks each up by its key, in the
+// custom and the generic plan, with many leases outstanding, before and
+// after ANALYZE; so does the one that locks chosen dead letters, with many
+// of them. (A plan over the index of leased rows, which also selects by
+// state, read every lease in the queue on every commit.)
+func TestLockItemsPlanProbesByKey(t *testing.T) {
+	t.Parallel()
+	q := openQueue(t, syncURL(pgtest.NewDatabase(t), false), nil,
+		postgres.QueueConfig{Capacity: -1, DedupeWindow: -1, LeaseDuration: time.Hour, SweepInterval: time.Hour})
+	ctx := context.Background()
+	var ids []int64
+	for range 20 {
+		batch := make([]resourcelease.Item, 1000)
+		for i := range batch {
+			batch[i] = benchItem(i)
+		}
+		if _, err := q.EnqueueBatch(ctx, batch); err != nil {
+			t.Fatal(err)
+		}
+		ls, err := q.LeaseBatch(ctx, "w", resourcelease.LeaseBatchOptions{MaxItems: 1000})
+		if err != nil || len(ls) != 1000 {
+			t.Fatalf("LeaseBatch: %d leases, %v", len(ls), err)
+		}
+		ids = append(ids, ls[0].SequenceID, ls[999].SequenceID)
+	}
+	pool := q.Store().Pool()
+	// Half the leases made dead letters by hand (the queue's own way is one
+	// failed lease at a time).
+	if _, err := pool.Exec(ctx, `UPDATE leasemesh.items SET state = 'dead', dead_lettered_at = now(), lease_id = NULL,
+		lease_expires_at = NULL, leased_at = NULL, owner_peer_id = NULL WHERE sequence_id % 2 = 1`); err != nil {
+		t.Fatal(err)
+	}
+	for _, analyze := range []bool{false, true} {
+		if analyze {
+			if _, err := pool.Exec(ctx, "ANALYZE"); err != nil {
+				t.Fatal(err)
+			}
+		}
+		tx, err := pool.Begin(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, mode := range []string{"force_custom_plan", "force_generic_plan"} {
+			if _, err := tx.Exec(ctx, "SET LOCAL plan_cache_mode = "+mode); err != nil {
+				t.Fatal(err)
+			}
+			for _, stmt := range []struct {
+				name, sql string
+				args      []any
+			}{{"lock leased", q.LockItemsSQL(), []any{nil, ids}}, {"lock dead", q.DeadLockSQL(), []any{ids}}} {
+				text := explain(t, tx, stmt.sql, stmt.args...)
+				if !strings.Contains(text, "items_pkey") || strings.Contains(text, "items_leased_expiry") ||
+					strings.Contains(text, "items_dead") || strings.Contains(text, "Seq Scan") {
+					t.Errorf("%s, analyzed %v, %s: the plan does not only probe items_pkey:\n%s", stmt.name, analyze, mode, text)
+				}
+			}
+		}
+		tx.Rollback(ctx) //nolint:errcheck // nothing to keep
+	}
+}

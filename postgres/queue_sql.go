@@ -164,8 +164,13 @@ func newQueueSQL(s *Store) queueSQL {
 	lease, leaseSized := leaseStatements(s, strings.NewReplacer("{items}", items).Replace(fifoRanked), "")
 	return queueSQL{
 		counts: r.Replace(`SELECT {now}, pending_count, delayed_count, active_count, dead_letter_count, next_event_sequence, paused FROM {queue_state}`),
+		// The state is tested through coalesce (state is never NULL), which
+		// no partial index's predicate is proved from: the rows are found
+		// by key alone. Tested plainly, a plan may AND a scan of the whole
+		// index of leased rows (of dead ones) with the key lookups, and
+		// read every lease in the queue on every commit.
 		lockItems: r.Replace(`SELECT coalesce(lease_expires_at > {now}, false), {cols} FROM {items}
-			WHERE sequence_id = ANY($2::int8[]) AND state = 'leased' ORDER BY sequence_id FOR UPDATE`),
+			WHERE sequence_id = ANY($2::int8[]) AND coalesce(state, '') = 'leased' ORDER BY sequence_id FOR UPDATE`),
 		// No SKIP LOCKED here: a lease right after an item's delay passed
 		// must find it even while another transaction is promoting it, so
 		// this waits for that one (and then finds the row promoted). A
@@ -289,7 +294,7 @@ func newQueueSQL(s *Store) queueSQL {
 			RETURNING {icols}`),
 		deadList: r.Replace(`SELECT {cols} FROM {items} WHERE state = 'dead'
 			ORDER BY dead_lettered_at, dead_event, sequence_id LIMIT $1`),
-		deadLock: r.Replace(`SELECT {cols} FROM {items} WHERE state = 'dead' AND sequence_id = ANY($1::int8[])
+		deadLock: r.Replace(`SELECT {cols} FROM {items} WHERE coalesce(state, '') = 'dead' AND sequence_id = ANY($1::int8[])
 			ORDER BY sequence_id FOR UPDATE`),
 		deadLockAll: r.Replace(`SELECT {cols} FROM {items} WHERE state = 'dead' ORDER BY sequence_id FOR UPDATE`),
 		redrive: r.Replace(`UPDATE {items} SET state = 'pending', attempt = 1, release_count = 0, not_before = NULL,
