@@ -18,11 +18,13 @@ import (
 )
 
 // setGenericPlans makes the rest of a transaction use generic plans,
+// setAutoPlans lets PostgreSQL choose (its default),
 // setCustomPlans plans each statement for its arguments and the tables'
 // present size.
 const (
 	setGenericPlans = "SET LOCAL plan_cache_mode = force_generic_plan"
 	setCustomPlans  = "SET LOCAL plan_cache_mode = force_custom_plan"
+	setAutoPlans    = "SET LOCAL plan_cache_mode = auto"
 )
 
 const (
@@ -873,7 +875,11 @@ func (q *Queue) read(ctx context.Context, c *pgx.Conn, b *batch, lockIDs []int64
 		p.Queue(q.sql.promote, b.now, promoteLimit)
 	}
 	if len(lockIDs) > 0 {
+		// Planned at each call, as the writes by key are: a generic plan
+		// made while a new queue's table was small reads it whole.
+		p.Queue(setCustomPlans)
 		p.Queue(q.sql.lockItems, b.now, lockIDs)
+		p.Queue(setAutoPlans)
 	}
 	if len(b.sweeps) > 0 {
 		p.Queue(q.sql.expired, b.now, sweepLimit)
@@ -947,6 +953,9 @@ func (q *Queue) read(ctx context.Context, c *pgx.Conn, b *batch, lockIDs []int64
 			}
 		}
 		if len(lockIDs) > 0 {
+			if _, err := br.Exec(); err != nil {
+				return err
+			}
 			if err := eachRow(br, func(rows pgx.Rows) error {
 				var live bool
 				r, err := scanItem(rows, &live)
@@ -955,6 +964,9 @@ func (q *Queue) read(ctx context.Context, c *pgx.Conn, b *batch, lockIDs []int64
 				}
 				return err
 			}); err != nil {
+				return err
+			}
+			if _, err := br.Exec(); err != nil {
 				return err
 			}
 		}
