@@ -88,11 +88,11 @@ const boundCycleSQL = `WITH d AS (
 ), ni AS (
 	INSERT INTO b_items (id, state, body) SELECT c.fi + g, 'ready', $3::bytea FROM c, generate_series(0, $2::bigint - 1) g
 ), e AS (
-	SELECT 1 AS o, id, 'completed' AS t, jsonb_build_object('sequenceId', id, 'attempt', attempt, 'leaseId', lease_id) AS own, NULL::jsonb AS payload FROM d
+	SELECT 1 AS o, id, 'completed' AS t, '{"sequenceId":' || id || ',"attempt":' || attempt || ',"leaseId":"' || lease_id || '"}' AS own, NULL::text AS payload FROM d
 	UNION ALL
-	SELECT 2, id, 'leased', jsonb_build_object('sequenceId', id, 'attempt', attempt, 'leaseId', lease_id), NULL FROM l
+	SELECT 2, id, 'leased', '{"sequenceId":' || id || ',"attempt":' || attempt || ',"leaseId":"' || lease_id || '"}', NULL FROM l
 	UNION ALL
-	SELECT 3, c.fi + g, 'enqueued', NULL, $4::jsonb FROM c, generate_series(0, $2::bigint - 1) g
+	SELECT 3, c.fi + g, 'enqueued', NULL, $4::text FROM c, generate_series(0, $2::bigint - 1) g
 ), ev AS (
 	INSERT INTO b_events (sequence_number, event_type, ts, item_sequence_id, ownership, payload)
 	SELECT c.fe + row_number() OVER (ORDER BY e.o, e.id) - 1, e.t, now(), e.id, e.own, e.payload FROM c, e
@@ -100,24 +100,24 @@ const boundCycleSQL = `WITH d AS (
 SELECT coalesce(array_agg(id), '{}') FROM l`
 
 // boundPayload is the item the bound's events carry, as the queue's carry
-// benchItem's.
-const boundPayload = `{"resourceType":"bench.order","resourceId":"order-0","partitionKey":"tenant-1","payloadEncoding":"application/json","body":"eyJpZCI6NDIsInNrdSI6ImFiYy0xMjMiLCJxdHkiOjN9"}`
+// benchItem's: without its body, which they carry in a column of its own.
+const boundPayload = `{"resourceType":"bench.order","resourceId":"order-0","partitionKey":"tenant-1","payloadEncoding":"application/json"}`
 
 // boundCycleFullSQL is boundCycleSQL writing the events the queue's log
-// holds: every event of an item carries the item (copied from its row,
-// where the enqueue put it), the peer and the metadata the queue's events
+// holds: every event of an item carries the item and its body (copied from
+// its row, where the enqueue put them), the peer and the metadata the queue's events
 // carry (attempt, sequence id, the counts after the change), built as the
 // queue's final statement builds it.
 const boundCycleFullSQL = `WITH d AS (
 	DELETE FROM b_items WHERE id = ANY($1::bigint[]) AND state = 'leased'
-	RETURNING id, attempt, lease_id, payload
+	RETURNING id, attempt, lease_id, payload, body
 ), r AS MATERIALIZED (
 	SELECT id FROM b_items WHERE state = 'ready' ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED
 ), l AS (
 	UPDATE b_items i SET state = 'leased', attempt = i.attempt + 1, lease_id = gen_random_uuid(),
 		lease_expires_at = now() + interval '30 seconds'
 	FROM r WHERE i.id = r.id
-	RETURNING i.id, i.attempt, i.lease_id, i.payload
+	RETURNING i.id, i.attempt, i.lease_id, i.payload, i.body
 ), m AS (
 	SELECT (SELECT count(*) FROM d) + (SELECT count(*) FROM l) + $2::bigint AS n
 ), c AS (
@@ -125,17 +125,17 @@ const boundCycleFullSQL = `WITH d AS (
 	FROM m WHERE b_counter.id = 1
 	RETURNING next_item - $2::bigint AS fi, next_event - m.n AS fe
 ), ni AS (
-	INSERT INTO b_items (id, state, body, payload) SELECT c.fi + g, 'ready', $3::bytea, $4::jsonb FROM c, generate_series(0, $2::bigint - 1) g
+	INSERT INTO b_items (id, state, body, payload) SELECT c.fi + g, 'ready', $3::bytea, $4::text FROM c, generate_series(0, $2::bigint - 1) g
 ), e AS (
-	SELECT 1 AS o, id, 'completed' AS t, attempt, jsonb_build_object('sequenceId', id, 'attempt', attempt, 'leaseId', lease_id) AS own, payload FROM d
+	SELECT 1 AS o, id, 'completed' AS t, attempt, '{"sequenceId":' || id || ',"attempt":' || attempt || ',"leaseId":"' || lease_id || '"}' AS own, payload, body FROM d
 	UNION ALL
-	SELECT 2, id, 'leased', attempt, jsonb_build_object('sequenceId', id, 'attempt', attempt, 'leaseId', lease_id), payload FROM l
+	SELECT 2, id, 'leased', attempt, '{"sequenceId":' || id || ',"attempt":' || attempt || ',"leaseId":"' || lease_id || '"}', payload, body FROM l
 	UNION ALL
-	SELECT 3, c.fi + g, 'enqueued', 1, NULL, $4::jsonb FROM c, generate_series(0, $2::bigint - 1) g
+	SELECT 3, c.fi + g, 'enqueued', 1, NULL, $4::text, $3::bytea FROM c, generate_series(0, $2::bigint - 1) g
 ), ev AS (
-	INSERT INTO b_events (sequence_number, event_type, ts, item_sequence_id, ownership, payload, peer_id, metadata)
-	SELECT c.fe + row_number() OVER (ORDER BY e.o, e.id) - 1, e.t, now(), e.id, e.own, e.payload, 'worker-1',
-		('{"attempt":"' || e.attempt || '","sequenceId":"' || e.id || '","queue.pending":"1000","queue.active":"64"}')::jsonb
+	INSERT INTO b_events (sequence_number, event_type, ts, item_sequence_id, ownership, payload, body, peer_id, metadata)
+	SELECT c.fe + row_number() OVER (ORDER BY e.o, e.id) - 1, e.t, now(), e.id, e.own, e.payload, e.body, 'worker-1',
+		'{"attempt":"' || e.attempt || '","sequenceId":"' || e.id || '","queue.pending":"1000","queue.active":"64"}'
 	FROM c, e
 )
 SELECT coalesce(array_agg(id), '{}') FROM l`
@@ -231,38 +231,7 @@ func runBound(b *testing.B, conns int, k float64, split, full bool) {
 				if n == 0 {
 					continue
 				}
-				var p pgx.Batch
-				if split {
-					p.Queue("BEGIN")
-					p.Queue(boundLockSQL, n)
-					if err := conn.SendBatch(ctx, &p).Close(); err != nil {
-						errs <- err
-						return
-					}
-					p = pgx.Batch{}
-				} else {
-					p.Queue("BEGIN")
-				}
-				p.Queue(cycleSQL, leased, n, body, payload)
-				p.Queue("COMMIT")
-				br := conn.SendBatch(ctx, &p)
-				var err error
-				if !split {
-					_, err = br.Exec()
-				}
-				if err == nil {
-					err = br.QueryRow().Scan(&leased)
-				}
-				if err == nil {
-					_, err = br.Exec()
-				}
-				if cerr := br.Close(); err == nil {
-					err = cerr
-				}
-				if err == nil && len(leased) != n {
-					err = fmt.Errorf("leased %d items, want %d", len(leased), n)
-				}
-				if err != nil {
+				if err := boundTx(ctx, conn.Conn(), cycleSQL, split, &leased, n, body, payload); err != nil {
 					errs <- err
 					return
 				}
@@ -288,6 +257,40 @@ func runBound(b *testing.B, conns int, k float64, split, full bool) {
 	}
 }
 
+// boundTx runs one bound transaction of n cycles on c: it completes the
+// items in leased and leaves there the ones it leased.
+func boundTx(ctx context.Context, c *pgx.Conn, cycleSQL string, split bool, leased *[]int64, n int, body []byte, payload string) error {
+	var p pgx.Batch
+	p.Queue("BEGIN")
+	if split {
+		p.Queue(boundLockSQL, n)
+		if err := c.SendBatch(ctx, &p).Close(); err != nil {
+			return err
+		}
+		p = pgx.Batch{}
+	}
+	p.Queue(cycleSQL, *leased, n, body, payload)
+	p.Queue("COMMIT")
+	br := c.SendBatch(ctx, &p)
+	var err error
+	if !split {
+		_, err = br.Exec()
+	}
+	if err == nil {
+		err = br.QueryRow().Scan(leased)
+	}
+	if err == nil {
+		_, err = br.Exec()
+	}
+	if cerr := br.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil && len(*leased) != n {
+		err = fmt.Errorf("leased %d items, want %d", len(*leased), n)
+	}
+	return err
+}
+
 // boundSchema creates the bound's tables (the columns the queue's items and
 // events need for these changes, the same partial ready index and a counter
 // row with room for HOT updates) with a backlog of ready items, so that
@@ -308,11 +311,11 @@ func boundSchema(b *testing.B, url string, conns, k int) *pgxpool.Pool {
 	for _, sql := range []string{
 		`CREATE TABLE b_counter (id int PRIMARY KEY, next_item bigint NOT NULL, next_event bigint NOT NULL) WITH (fillfactor = 50)`,
 		`CREATE TABLE b_items (id bigint PRIMARY KEY, state text NOT NULL, body bytea, attempt int NOT NULL DEFAULT 0,
-			lease_id uuid, lease_expires_at timestamptz, payload jsonb)`,
+			lease_id uuid, lease_expires_at timestamptz, payload text)`,
 		`CREATE INDEX b_items_ready ON b_items (id) WHERE state = 'ready'`,
 		`CREATE TABLE b_events (sequence_number bigint PRIMARY KEY, event_type text NOT NULL, ts timestamptz NOT NULL,
-			item_sequence_id bigint, ownership jsonb, payload jsonb, peer_id text, metadata jsonb)`,
-		fmt.Sprintf(`INSERT INTO b_items (id, state, body, payload) SELECT g, 'ready', '\x00', %s FROM generate_series(1, %d) g`, "'"+boundPayload+"'::jsonb", 4*conns*k),
+			item_sequence_id bigint, ownership text, payload text, body bytea, peer_id text, metadata text)`,
+		fmt.Sprintf(`INSERT INTO b_items (id, state, body, payload) SELECT g, 'ready', '\x00', %s FROM generate_series(1, %d) g`, "'"+boundPayload+"'", 4*conns*k),
 		fmt.Sprintf(`INSERT INTO b_counter VALUES (1, %d, 1)`, 4*conns*k+1),
 	} {
 		if _, err := pool.Exec(ctx, sql); err != nil {

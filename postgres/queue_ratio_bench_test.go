@@ -21,6 +21,9 @@ import (
 const (
 	ratioRounds = 6
 	ratioSlice  = 500 * time.Millisecond
+	// ratioBoundBacklog is the bound's backlog of ready items ÷ 4: more
+	// than a transaction of any shape here leases.
+	ratioBoundBacklog = 64
 )
 
 // BenchmarkCycleRatios measures the queue's cycle against the yardsticks
@@ -30,11 +33,14 @@ const (
 // machines, and their ratios scatter by 2× where these do not. Per shape:
 // the queue (synchronous_commit on, the default InFlight), the naive queue
 // with as many workers (one transaction per operation, one connection per
-// worker) and bare one-round-trip commits, each against a database of its
-// own, in that order every round. Reported: the medians of queue cycles/s,
-// naive cycles/s, queue ÷ naive and, at 8 single-item workers, queue ÷
-// "commits/s × changes per commit ÷ 3". It runs its rounds once whatever
-// b.N:
+// worker), bare one-round-trip commits and the bound with the queue's log
+// (BenchmarkCycleSQLBound's log=full transactions on one connection, each
+// as many cycles as the queue's commits of that round carried), each against
+// a database of its own, in that order every round. Reported: the medians
+// of queue, naive and bound cycles/s, queue ÷ naive, queue ÷ bound, bound ÷
+// naive (how far the machine lets any queue with this log go past the naive
+// one) and, at 8 single-item workers, queue ÷ "commits/s × changes per
+// commit ÷ 3". It runs its rounds once whatever b.N:
 //
 //	go test ./postgres -run '^$' -bench CycleRatios -benchtime 1x
 func BenchmarkCycleRatios(b *testing.B) {
@@ -91,7 +97,28 @@ func BenchmarkCycleRatios(b *testing.B) {
 				_, err := bare.Exec(ctx, `UPDATE counter SET n = n + 1 WHERE id = 1`)
 				return 1, err
 			}
-			var qRate, nRate, vsNaive, vsYard []float64
+			// The bound with the queue's log (one transaction in flight, as
+			// the queue's writer keeps), sized at each round to the changes
+			// per commit the queue's slice achieved.
+			boundPool := boundSchema(b, pgtest.NewDatabase(b), 1, ratioBoundBacklog)
+			boundConn, err := boundPool.Acquire(ctx)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer boundConn.Release()
+			boundLeased, boundBody := []int64{}, benchItem(0).Body
+			var boundK, boundAcc float64
+			boundDone := 0
+			boundCycle := func(ctx context.Context, w, i int) (int, error) {
+				boundAcc += boundK
+				n := min(int(boundAcc)-boundDone, ratioBoundBacklog)
+				if n == 0 {
+					return 0, nil
+				}
+				boundDone += n
+				return n, boundTx(ctx, boundConn.Conn(), boundCycleFullSQL, false, &boundLeased, n, boundBody, boundPayload)
+			}
+			var qRate, nRate, bRate, vsNaive, vsYard, vsBound, boundVsNaive []float64
 			b.ResetTimer()
 			for range ratioRounds {
 				commits, changes := cc.commits.Load(), cc.changes.Load()
@@ -99,18 +126,25 @@ func BenchmarkCycleRatios(b *testing.B) {
 				perCommit := float64(cc.changes.Load()-changes) / float64(max(cc.commits.Load()-commits, 1))
 				nr := runSlice(b, sh.workers, naiveCycle)
 				cr := runSlice(b, 1, bareCommit)
-				qRate, nRate = append(qRate, qr), append(nRate, nr)
+				boundK = max(1, perCommit/3)
+				br := runSlice(b, 1, boundCycle)
+				qRate, nRate, bRate = append(qRate, qr), append(nRate, nr), append(bRate, br)
 				vsNaive = append(vsNaive, qr/nr)
 				vsYard = append(vsYard, qr/(cr*perCommit/3))
+				vsBound, boundVsNaive = append(vsBound, qr/br), append(boundVsNaive, br/nr)
 			}
 			b.StopTimer()
 			b.ReportMetric(median(qRate), "cycles/s")
 			b.ReportMetric(median(nRate), "naive-cycles/s")
 			b.ReportMetric(median(vsNaive), "×naive")
+			b.ReportMetric(median(bRate), "bound-cycles/s")
+			b.ReportMetric(median(vsBound), "×bound")
+			b.ReportMetric(median(boundVsNaive), "bound×naive")
 			if sh.batch == 1 {
 				b.ReportMetric(median(vsYard), "×commits·changes/3")
 			}
-			b.Logf("per round: queue %.0f, naive %.0f cycles/s, queue÷naive %.2f", qRate, nRate, vsNaive)
+			b.Logf("per round: queue %.0f, naive %.0f, bound %.0f cycles/s, queue÷naive %.2f, queue÷bound %.2f, bound÷naive %.2f",
+				qRate, nRate, bRate, vsNaive, vsBound, boundVsNaive)
 		})
 	}
 }
