@@ -22,11 +22,11 @@ func (q *Queue) LeaseSQL() string {
 	return q.sql.lease
 }
 
-// KeyWriteSQL are the statements that lock the rows a batch's token
-// operations name and write their net effect, by sequence id, and its
-// writes of dedupe rows and dead-letter purges by key.
+// KeyWriteSQL are the statements that write the net effect of a batch's
+// token operations on the rows it locked, by sequence id, and its writes of
+// dedupe rows and dead-letter purges by key.
 func (q *Queue) KeyWriteSQL() []string {
-	return []string{q.sql.lockItems, q.sql.heartbeat, q.sql.endLease, q.sql.complete, q.sql.unclaimDedupe, q.sql.purge}
+	return []string{q.sql.heartbeat, q.sql.endLease, q.sql.complete, q.sql.unclaimDedupe, q.sql.purge}
 }
 
 // FinalSQL is the batch's final statement.

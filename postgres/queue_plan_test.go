@@ -239,6 +239,38 @@ func TestLockItemsPlanProbesByKey(t *testing.T) {
 	q := openQueue(t, syncURL(pgtest.NewDatabase(t), false), nil,
 		postgres.QueueConfig{Capacity: -1, DedupeWindow: -1, LeaseDuration: time.Hour, SweepInterval: time.Hour})
 	ctx := context.Background()
+	pool := q.Store().Pool()
+	// The writer runs the lock without sequential scans and keeps the plan
+	// it gets: made on a new queue's table of a page or two, it must be the
+	// key's.
+	small := make([]resourcelease.Item, 60)
+	for i := range small {
+		small[i] = benchItem(i)
+	}
+	if _, err := q.EnqueueBatch(ctx, small); err != nil {
+		t.Fatal(err)
+	}
+	ls, err := q.LeaseBatch(ctx, "w", resourcelease.LeaseBatchOptions{MaxItems: 40})
+	if err != nil || len(ls) != 40 {
+		t.Fatalf("LeaseBatch: %d leases, %v", len(ls), err)
+	}
+	var smallIDs []int64
+	for _, l := range ls {
+		smallIDs = append(smallIDs, l.SequenceID)
+	}
+	tx, err := pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, set := range []string{"SET LOCAL enable_seqscan = off", "SET LOCAL plan_cache_mode = force_generic_plan"} {
+		if _, err := tx.Exec(ctx, set); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if text := explain(t, tx, q.LockItemsSQL(), nil, smallIDs); !strings.Contains(text, "items_pkey") || strings.Contains(text, "Seq Scan") {
+		t.Errorf("60 rows, generic plan without sequential scans: the plan does not probe items_pkey:\n%s", text)
+	}
+	tx.Rollback(ctx) //nolint:errcheck // nothing to keep
 	var ids []int64
 	for range 20 {
 		batch := make([]resourcelease.Item, 1000)
@@ -254,7 +286,6 @@ func TestLockItemsPlanProbesByKey(t *testing.T) {
 		}
 		ids = append(ids, ls[0].SequenceID, ls[999].SequenceID)
 	}
-	pool := q.Store().Pool()
 	// Half the leases made dead letters by hand (the queue's own way is one
 	// failed lease at a time).
 	if _, err := pool.Exec(ctx, `UPDATE leasemesh.items SET state = 'dead', dead_lettered_at = now(), lease_id = NULL,

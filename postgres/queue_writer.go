@@ -18,13 +18,14 @@ import (
 )
 
 // setGenericPlans makes the rest of a transaction use generic plans,
-// setAutoPlans lets PostgreSQL choose (its default),
 // setCustomPlans plans each statement for its arguments and the tables'
-// present size.
+// present size; setNoSeqScans leaves the planner an index where it can,
+// setSeqScans gives sequential scans back.
 const (
 	setGenericPlans = "SET LOCAL plan_cache_mode = force_generic_plan"
 	setCustomPlans  = "SET LOCAL plan_cache_mode = force_custom_plan"
-	setAutoPlans    = "SET LOCAL plan_cache_mode = auto"
+	setNoSeqScans   = "SET LOCAL enable_seqscan = off"
+	setSeqScans     = "SET LOCAL enable_seqscan = on"
 )
 
 const (
@@ -875,11 +876,14 @@ func (q *Queue) read(ctx context.Context, c *pgx.Conn, b *batch, lockIDs []int64
 		p.Queue(q.sql.promote, b.now, promoteLimit)
 	}
 	if len(lockIDs) > 0 {
-		// Planned at each call, as the writes by key are: a generic plan
-		// made while a new queue's table was small reads it whole.
-		p.Queue(setCustomPlans)
+		// Without sequential scans: a plan made while a new queue's table
+		// was small may read it whole, and a cached generic plan would keep
+		// doing so after it grew. The rows are found by key alone (see
+		// lockItems), so the one plan left is the primary key's, and it
+		// needs no planning at each call (which cost more than the lock).
+		p.Queue(setNoSeqScans)
 		p.Queue(q.sql.lockItems, b.now, lockIDs)
-		p.Queue(setAutoPlans)
+		p.Queue(setSeqScans)
 	}
 	if len(b.sweeps) > 0 {
 		p.Queue(q.sql.expired, b.now, sweepLimit)
