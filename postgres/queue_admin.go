@@ -9,6 +9,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgtype"
 
 	"github.com/leasemesh/leasemesh/resourcelease"
 )
@@ -368,7 +369,7 @@ func restoreArgs(now any, items []resourcelease.PendingItem) []any {
 		attrs, req, lastErr  = make([]*string, n), make([]*string, n), make([]*string, n)
 		attempt, rel, tokAtt = make([]int32, n), make([]int32, n), make([]*int32, n)
 		enq, ready, nb       = make([]*time.Time, n), make([]*time.Time, n), make([]*time.Time, n)
-		tokLease             = make([]any, n)
+		tokLease             = make([]pgtype.UUID, n)
 	)
 	for i := range items {
 		p := &items[i]

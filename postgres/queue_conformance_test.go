@@ -3,6 +3,7 @@ package postgres_test
 import (
 	"context"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -60,16 +61,29 @@ func TestQueueConformance(t *testing.T) {
 	for _, inFlight := range []int{1, 2} {
 		t.Run(fmt.Sprint("inflight=", inFlight), func(t *testing.T) {
 			t.Parallel()
-			runConformance(t, inFlight)
+			runConformance(t, inFlight, "")
+		})
+	}
+	// What the README advises behind a transaction-pooling PgBouncer
+	// without prepared statements: the arguments' types come from their Go
+	// types, not from the server's description of each statement.
+	for _, mode := range []string{"exec", "simple_protocol"} {
+		t.Run("exec_mode="+mode, func(t *testing.T) {
+			t.Parallel()
+			runConformance(t, 1, "default_query_exec_mode="+mode)
 		})
 	}
 }
 
-func runConformance(t *testing.T, inFlight int) {
+func runConformance(t *testing.T, inFlight int, urlParams string) {
 	queuetest.Run(t, func(t *testing.T, cfg resourcelease.QueueConfig) *queuetest.Harness {
 		qc := queueConfig(cfg)
 		qc.InFlight = inFlight
-		q := openQueue(t, pgtest.NewDatabase(t), cfg.Clock, qc)
+		url := pgtest.NewDatabase(t)
+		if urlParams != "" {
+			url += map[bool]string{true: "&", false: "?"}[strings.Contains(url, "?")] + urlParams
+		}
+		q := openQueue(t, url, cfg.Clock, qc)
 		return &queuetest.Harness{
 			Queue: q,
 			Sweep: func() {

@@ -23,7 +23,7 @@ const (
 // event, and a reader sees the gap (the control plane's replication page
 // reports it as trimmed).
 func (q *Queue) ReadEvents(ctx context.Context, after int64, limit int) ([]resourcelease.Event, error) {
-	return q.readEvents(ctx, q.sql.events, after, limit)
+	return q.readEvents(ctx, q.sql.events, after, limit, true)
 }
 
 // ReadEventsWithoutBodies is ReadEvents with each event's item body left
@@ -32,10 +32,10 @@ func (q *Queue) ReadEvents(ctx context.Context, after int64, limit int) ([]resou
 // metrics) reads, since a body may be MiBs
 // (resourcelease.BodylessEventLog).
 func (q *Queue) ReadEventsWithoutBodies(ctx context.Context, after int64, limit int) ([]resourcelease.Event, error) {
-	return q.readEvents(ctx, q.sql.eventsBodyless, after, limit)
+	return q.readEvents(ctx, q.sql.eventsBodyless, after, limit, false)
 }
 
-func (q *Queue) readEvents(ctx context.Context, stmt string, after int64, limit int) ([]resourcelease.Event, error) {
+func (q *Queue) readEvents(ctx context.Context, stmt string, after int64, limit int, bodies bool) ([]resourcelease.Event, error) {
 	if after < 0 {
 		return nil, invalidArgument("ReadEvents: after must not be negative, got %d", after)
 	}
@@ -66,7 +66,13 @@ func (q *Queue) readEvents(ctx context.Context, stmt string, after int64, limit 
 		if err := decodeEventParts(&e, own, payload, errJSON, meta); err != nil {
 			return nil, q.store.fail(ctx, "read events", fmt.Errorf("event %d: %w", e.SequenceNumber, err))
 		}
-		if e.Payload != nil && body != nil {
+		switch {
+		case e.Payload == nil:
+		case !bodies:
+			// An event a dispatcher from before migration 0004 wrote while
+			// a newer one ran beside it has the body in its payload.
+			e.Payload.Body = nil
+		case body != nil:
 			e.Payload.Body = body
 		}
 		out = append(out, e)

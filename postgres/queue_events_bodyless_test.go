@@ -68,8 +68,14 @@ func TestEventTextMigration(t *testing.T) {
 	if _, err := q.Enqueue(bg, it); err != nil {
 		t.Fatal(err)
 	}
+	// What a dispatcher of the older build, still running beside this one,
+	// writes after the migration: the body inside the payload.
+	if _, err := conn.Exec(bg, `INSERT INTO leasemesh.events (sequence_number, event_type, ts, item_sequence_id, payload, metadata) VALUES
+		(4, 'enqueued', now(), 3, '{"resourceType":"t","resourceId":"c","partitionKey":"p","payloadEncoding":"application/json","body":"eyJ4IjoxfQ=="}'::jsonb, '{}'::jsonb)`); err != nil {
+		t.Fatal(err)
+	}
 	whole, err := q.ReadEvents(bg, 0, 10)
-	if err != nil || len(whole) != 3 {
+	if err != nil || len(whole) != 4 {
 		t.Fatalf("ReadEvents = %+v, %v", whole, err)
 	}
 	if p := whole[0].Payload; p == nil || string(p.Body) != `{"x":1}` || p.Attributes["k"] != "v" || whole[0].Metadata["queue.pending"] != "1" {
@@ -82,8 +88,11 @@ func TestEventTextMigration(t *testing.T) {
 	if p := whole[2].Payload; p == nil || string(p.Body) != string(it.Body) || whole[2].Metadata["sequenceId"] != "2" {
 		t.Errorf("new enqueue event read back as %+v", whole[2])
 	}
+	if p := whole[3].Payload; p == nil || string(p.Body) != `{"x":1}` {
+		t.Errorf("an older build's event read back as %+v", whole[3])
+	}
 	light, err := q.ReadEventsWithoutBodies(bg, 0, 10)
-	if err != nil || len(light) != 3 {
+	if err != nil || len(light) != 4 {
 		t.Fatalf("ReadEventsWithoutBodies = %+v, %v", light, err)
 	}
 	for _, e := range light {

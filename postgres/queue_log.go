@@ -155,11 +155,11 @@ func (l *changeLog) eventArgs() eventArgs {
 		ends[jsonCols*i+colPayload] = -1
 		if e.Payload != nil {
 			it := *e.Payload
-			if len(it.Body) > 0 {
-				a.body[i] = it.Body
-			}
 			it.Body = nil
 			if b := appendItemJSON(buf, &it); b != nil {
+				if len(e.Payload.Body) > 0 {
+					a.body[i] = e.Payload.Body
+				}
 				buf = b
 				ends[jsonCols*i+colPayload] = len(buf)
 			}

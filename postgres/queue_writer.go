@@ -13,6 +13,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgtype"
 
 	"github.com/leasemesh/leasemesh/resourcelease"
 )
@@ -20,12 +21,12 @@ import (
 // setGenericPlans makes the rest of a transaction use generic plans,
 // setCustomPlans plans each statement for its arguments and the tables'
 // present size; setNoSeqScans leaves the planner an index where it can,
-// setSeqScans gives sequential scans back.
+// setSeqScans gives back the setting of the role, database or URL.
 const (
 	setGenericPlans = "SET LOCAL plan_cache_mode = force_generic_plan"
 	setCustomPlans  = "SET LOCAL plan_cache_mode = force_custom_plan"
 	setNoSeqScans   = "SET LOCAL enable_seqscan = off"
-	setSeqScans     = "SET LOCAL enable_seqscan = on"
+	setSeqScans     = "SET LOCAL enable_seqscan TO DEFAULT"
 )
 
 const (
@@ -130,8 +131,8 @@ type finalInput struct {
 	ddReq            []string
 	ddOrd            []int64
 	// A new item leased in the transaction that enqueues it: its lease id
-	// and owner (nil for one that stays pending).
-	lid   []any
+	// and owner (an invalid UUID and nil for one that stays pending).
+	lid   []pgtype.UUID
 	owner []*string
 	// leaseUS is the lease duration of such a lease.
 	leaseUS int64
@@ -156,7 +157,7 @@ func (f *finalInput) addItem(it *resourcelease.Item) int64 {
 	}
 	f.attrs = append(f.attrs, attrs)
 	f.req = append(f.req, req)
-	f.lid = append(f.lid, nil)
+	f.lid = append(f.lid, pgtype.UUID{})
 	f.owner = append(f.owner, nil)
 	var nb *time.Time
 	if !it.NotBefore.IsZero() {
@@ -890,7 +891,9 @@ func (q *Queue) read(ctx context.Context, c *pgx.Conn, b *batch, lockIDs []int64
 	}
 	sized := false
 	if len(b.slots) > 0 {
-		ids := make([]any, 0, len(b.slots))
+		// Typed slices throughout: where the URL asks for the exec or the
+		// simple protocol, pgx takes each argument's type from its Go type.
+		ids := make([]pgtype.UUID, 0, len(b.slots))
 		peers := make([]string, len(b.slots))
 		reqs := make([]int32, len(b.slots))
 		budgets := make([]int64, len(b.slots))

@@ -4,8 +4,11 @@
 -- so parsing every value into jsonb at insert (and printing it back at
 -- read) was work for nobody, and it was a tenth of a busy commit; a reader
 -- that leaves bodies out (every dispatcher's log tail) now simply does not
--- select the column. The rewrite takes the events table's lock once, and
--- the table holds only the retained tail of the log.
+-- select the column. The migration rewrites the events table twice (the
+-- bodies split out, then the column types) under one exclusive lock held
+-- to its commit; the table holds only the retained tail of the log, and
+-- commits wait for the lock meanwhile. Dispatchers of an older build must
+-- be stopped first: their log tails strip bodies with a jsonb operator.
 ALTER TABLE events ADD COLUMN body bytea;
 UPDATE events SET body = decode(payload->>'body', 'base64') WHERE payload ? 'body';
 ALTER TABLE events
