@@ -22,7 +22,10 @@
 // SELECT, INSERT, UPDATE and DELETE on every table of the schema, those a
 // newer migration adds included (grant them with ALTER DEFAULT PRIVILEGES,
 // or again after upgrading). A database migrated by a newer leasemesh is
-// refused ([CodeSchemaTooNew]).
+// refused ([CodeSchemaTooNew]). Dispatchers check the version only when
+// they open, so stop those of an older build before the first of a build
+// with new migrations opens the database (schema version 4 changed the
+// event log's columns, which version-3 log tails cannot read).
 //
 // [Queue] is the lease queue with all of its state in the database: the
 // items, the dedupe window, the dead letters and the replication log are
@@ -245,7 +248,7 @@
 //	queue_state        the counter row: next sequence id, next event sequence, counts
 //	items              pending, scheduled, leased and dead items (completed ones are deleted)
 //	partitions         per-partition head, live leases and round-robin place (with partition rules)
-//	events             the replication log
+//	events             the replication log: JSON as text, each item's body apart (bytea)
 //	dedupe             request ids within the dedupe window
 //	peers              worker peers' breaker counters
 //	state_records      the StateStore
