@@ -421,7 +421,15 @@ func (q *Queue) takeDead(ctx context.Context, c *pgx.Conn, sel resourcelease.Dea
 	if sel.All {
 		rows, err = queryRows(ctx, c, q.sql.deadLockAll)
 	} else {
+		// By key alone, as the writer locks leased rows (see lockItems):
+		// without sequential scans the one plan left is the primary key's.
+		if _, err := c.Exec(ctx, setNoSeqScans); err != nil {
+			return nil, q.store.fail(ctx, name, err)
+		}
 		rows, err = queryRows(ctx, c, q.sql.deadLock, sel.SequenceIDs)
+		if err == nil {
+			_, err = c.Exec(ctx, setSeqScans)
+		}
 	}
 	if err != nil {
 		return nil, q.store.fail(ctx, name, err)
