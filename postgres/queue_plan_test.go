@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -318,5 +319,51 @@ func TestLockItemsPlanProbesByKey(t *testing.T) {
 			}
 		}
 		tx.Rollback(ctx) //nolint:errcheck // nothing to keep
+	}
+}
+
+// TestWriterGivesBackSeqScans: the writer turns sequential scans off only
+// around its lock of settled rows; the rest of its transaction (here what a
+// CommitHook runs in it, after the final statement) has the setting of the
+// role, database or URL again.
+func TestWriterGivesBackSeqScans(t *testing.T) {
+	t.Parallel()
+	var mu sync.Mutex
+	var seen []string
+	hook := func(ctx context.Context, tx pgx.Tx, _ []resourcelease.Event) error {
+		var v string
+		if err := tx.QueryRow(ctx, "SHOW enable_seqscan").Scan(&v); err != nil {
+			return err
+		}
+		mu.Lock()
+		seen = append(seen, v)
+		mu.Unlock()
+		return nil
+	}
+	q := openQueue(t, pgtest.NewDatabase(t), nil, postgres.QueueConfig{CommitHook: hook})
+	ctx := context.Background()
+	if _, err := q.Enqueue(ctx, benchItem(1)); err != nil {
+		t.Fatal(err)
+	}
+	l, err := leaseOne(ctx, q, "w")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A heartbeat and a complete each lock their row first.
+	if _, err := q.Heartbeat(ctx, l.OwnershipToken); err != nil {
+		t.Fatal(err)
+	}
+	if err := q.Complete(ctx, l.OwnershipToken); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(seen) != 4 {
+		t.Fatalf("the hook ran in %d transactions, want 4 (enqueue, lease, heartbeat, complete)", len(seen))
+	}
+	for i, v := range seen {
+		if v != "on" {
+			t.Errorf("transaction %d: enable_seqscan = %s after the final statement, want on (the server's setting)", i+1, v)
+		}
 	}
 }
