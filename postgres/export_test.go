@@ -29,6 +29,9 @@ func (q *Queue) KeyWriteSQL() []string {
 	return []string{q.sql.heartbeat, q.sql.endLease, q.sql.complete, q.sql.unclaimDedupe, q.sql.purge}
 }
 
+// PromoteSQL is the statement that makes delayed items ready when due.
+func (q *Queue) PromoteSQL() string { return q.sql.promote }
+
 // FinalSQL is the batch's final statement.
 func (q *Queue) FinalSQL() string { return q.sql.final }
 

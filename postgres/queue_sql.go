@@ -177,11 +177,14 @@ func newQueueSQL(s *Store) queueSQL {
 		// must find it even while another transaction is promoting it, so
 		// this waits for that one (and then finds the row promoted). A
 		// batch runs it before it locks any other row, so the wait cannot
-		// close a cycle with the token rows it locks after.
+		// close a cycle with the token rows it locks after. The outer
+		// conditions repeat the inner ones because a row this waited for is
+		// tested again in its newest version, and only by them: that version
+		// may be the item leased and failed again since, delayed anew.
 		promote: r.Replace(`UPDATE {items} i SET state = 'pending', not_before = NULL
 			WHERE i.sequence_id IN (SELECT sequence_id FROM {items} WHERE state = 'scheduled' AND not_before <= {now}
 				ORDER BY not_before, sequence_id LIMIT $2)
-				AND i.state = 'scheduled'
+				AND i.state = 'scheduled' AND i.not_before <= {now}
 			RETURNING i.sequence_id, i.partition_key`),
 		expired: r.Replace(`SELECT {cols} FROM {items}
 			WHERE state = 'leased' AND lease_expires_at <= {now}

@@ -1,0 +1,99 @@
+package postgres_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/leasemesh/leasemesh/internal/pgtest"
+	"github.com/leasemesh/leasemesh/postgres"
+)
+
+// TestPromoteRechecksTheDelay: a promotion that waited for a delayed row
+// another transaction held does not make it ready when that transaction
+// left it delayed again, later (an item leased and failed once more while a
+// sweep's promotion waited): the recheck of the newest version tests its
+// ready time too, not only its state. Without that, an item failed with a
+// backoff was leasable before its delay had passed, under load.
+func TestPromoteRechecksTheDelay(t *testing.T) {
+	t.Parallel()
+	q := openQueue(t, pgtest.NewDatabase(t), nil, postgres.QueueConfig{SweepInterval: time.Hour})
+	ctx := context.Background()
+	res, err := q.Enqueue(ctx, benchItem(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := q.Store().Pool()
+	if _, err := pool.Exec(ctx, `UPDATE leasemesh.items SET state = 'scheduled', not_before = now() - interval '1 second'
+		WHERE sequence_id = $1`, res.SequenceID); err != nil {
+		t.Fatal(err)
+	}
+	holder, err := pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer holder.Rollback(ctx) //nolint:errcheck // committed below
+	if _, err := holder.Exec(ctx, `UPDATE leasemesh.items SET not_before = now() + interval '1 hour' WHERE sequence_id = $1`, res.SequenceID); err != nil {
+		t.Fatal(err)
+	}
+	promoter, err := pool.Acquire(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer promoter.Release()
+	pid := promoter.Conn().PgConn().PID()
+	type result struct {
+		promoted int
+		err      error
+	}
+	done := make(chan result, 1)
+	go func() {
+		rows, err := promoter.Query(ctx, q.PromoteSQL(), nil, 10000)
+		n := 0
+		if err == nil {
+			for rows.Next() {
+				n++
+			}
+			rows.Close()
+			err = rows.Err()
+		}
+		done <- result{n, err}
+	}()
+	// The promotion read the row as due, and waits for the holder's lock.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		var waiting bool
+		if err := pool.QueryRow(ctx, `SELECT coalesce(wait_event_type = 'Lock', false) FROM pg_stat_activity WHERE pid = $1`, pid).Scan(&waiting); err != nil {
+			t.Fatal(err)
+		}
+		if waiting {
+			break
+		}
+		select {
+		case r := <-done:
+			t.Fatalf("the promotion did not wait for the held row: %d promoted, %v", r.promoted, r.err)
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the promotion never waited for the held row")
+		}
+		time.Sleep(time.Millisecond) // polling the server's view of the wait, not a synchronisation by sleep
+	}
+	if err := holder.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	r := <-done
+	if r.err != nil {
+		t.Fatal(r.err)
+	}
+	if r.promoted != 0 {
+		t.Fatalf("%d rows promoted: an item delayed an hour again was made ready", r.promoted)
+	}
+	var state string
+	if err := pool.QueryRow(ctx, `SELECT state FROM leasemesh.items WHERE sequence_id = $1`, res.SequenceID).Scan(&state); err != nil {
+		t.Fatal(err)
+	}
+	if state != "scheduled" {
+		t.Fatalf("state %s, want scheduled", state)
+	}
+}
