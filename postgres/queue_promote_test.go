@@ -18,7 +18,8 @@ import (
 func TestPromoteRechecksTheDelay(t *testing.T) {
 	t.Parallel()
 	q := openQueue(t, pgtest.NewDatabase(t), nil, postgres.QueueConfig{SweepInterval: time.Hour})
-	ctx := context.Background()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
 	res, err := q.Enqueue(ctx, benchItem(1))
 	if err != nil {
 		t.Fatal(err)
@@ -28,6 +29,14 @@ func TestPromoteRechecksTheDelay(t *testing.T) {
 		WHERE sequence_id = $1`, res.SequenceID); err != nil {
 		t.Fatal(err)
 	}
+	promoter, err := pool.Acquire(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Released after the holder has rolled back (deferred calls run last
+	// first), so that a failed test does not give back a connection whose
+	// query still waits.
+	defer promoter.Release()
 	holder, err := pool.Begin(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -36,17 +45,12 @@ func TestPromoteRechecksTheDelay(t *testing.T) {
 	if _, err := holder.Exec(ctx, `UPDATE leasemesh.items SET not_before = now() + interval '1 hour' WHERE sequence_id = $1`, res.SequenceID); err != nil {
 		t.Fatal(err)
 	}
-	promoter, err := pool.Acquire(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer promoter.Release()
-	pid := promoter.Conn().PgConn().PID()
+	pid, holderPID := promoter.Conn().PgConn().PID(), holder.Conn().PgConn().PID()
 	type result struct {
 		promoted int
 		err      error
 	}
-	done := make(chan result, 1)
+	done := make(chan result, 1) // buffered: the goroutine never blocks on a failed test
 	go func() {
 		rows, err := promoter.Query(ctx, q.PromoteSQL(), nil, 10000)
 		n := 0
@@ -63,7 +67,7 @@ func TestPromoteRechecksTheDelay(t *testing.T) {
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		var waiting bool
-		if err := pool.QueryRow(ctx, `SELECT coalesce(wait_event_type = 'Lock', false) FROM pg_stat_activity WHERE pid = $1`, pid).Scan(&waiting); err != nil {
+		if err := pool.QueryRow(ctx, `SELECT $2::int4 = ANY(pg_blocking_pids($1::int4))`, int32(pid), int32(holderPID)).Scan(&waiting); err != nil {
 			t.Fatal(err)
 		}
 		if waiting {

@@ -858,11 +858,12 @@ func (b *batch) due(at time.Time) {
 	}
 }
 
-// read is the transaction's first round trip: BEGIN, the counts, the rows
-// the token ops name (locked in id order before anything else, the only
-// statement of the batch that waits for locks held elsewhere), then the
-// statements that lock with SKIP LOCKED and never wait: promotions,
-// expiries, leases; then the dedupe claims.
+// read is the transaction's first round trip: BEGIN, the counts, the
+// promotion of due delayed items (which waits for rows held elsewhere,
+// before this transaction holds any), the rows the token ops name (locked
+// in id order, also waiting), then the expiries and leases, which lock
+// with SKIP LOCKED (a partitioned lease may wait for a ready row, as the
+// promotion does); then the dedupe claims.
 func (q *Queue) read(ctx context.Context, c *pgx.Conn, b *batch, lockIDs []int64) error {
 	var p pgx.Batch
 	p.Queue("BEGIN")
