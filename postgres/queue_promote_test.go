@@ -47,42 +47,22 @@ func TestPromoteRechecksTheDelay(t *testing.T) {
 	}
 	pid, holderPID := promoter.Conn().PgConn().PID(), holder.Conn().PgConn().PID()
 	type result struct {
-		promoted int
+		promoted int64
 		err      error
 	}
 	done := make(chan result, 1) // buffered: the goroutine never blocks on a failed test
 	go func() {
-		rows, err := promoter.Query(ctx, q.PromoteSQL(), nil, 10000)
-		n := 0
-		if err == nil {
-			for rows.Next() {
-				n++
-			}
-			rows.Close()
-			err = rows.Err()
-		}
-		done <- result{n, err}
+		tag, err := promoter.Exec(ctx, q.PromoteSQL(), nil, 10000)
+		done <- result{tag.RowsAffected(), err}
 	}()
 	// The promotion read the row as due, and waits for the holder's lock.
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	waitFor(t, "the promotion to wait for the held row", func() bool {
 		var waiting bool
 		if err := pool.QueryRow(ctx, `SELECT $2::int4 = ANY(pg_blocking_pids($1::int4))`, int32(pid), int32(holderPID)).Scan(&waiting); err != nil {
 			t.Fatal(err)
 		}
-		if waiting {
-			break
-		}
-		select {
-		case r := <-done:
-			t.Fatalf("the promotion did not wait for the held row: %d promoted, %v", r.promoted, r.err)
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the promotion never waited for the held row")
-		}
-		time.Sleep(time.Millisecond) // polling the server's view of the wait, not a synchronisation by sleep
-	}
+		return waiting
+	})
 	if err := holder.Commit(ctx); err != nil {
 		t.Fatal(err)
 	}
