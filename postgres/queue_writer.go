@@ -189,9 +189,27 @@ func (q *Queue) writeLoop() {
 			return
 		}
 		q.run(b)
-		// Let the callers just woken submit their next call before the next
-		// transaction starts, so that it carries them too.
+		q.letCallersIn()
+	}
+}
+
+// letCallersIn yields to the callers a commit just woke, so that their next
+// calls join the next transaction instead of waiting through it: a
+// scheduler turn at a time while the pending list still grows, at most
+// four. (A single turn left some of 64 woken callers out: 39 changes per
+// commit against 44 with this, which ran 1.0–1.5× the cycles per second in
+// six interleaved pairs of runs.)
+func (q *Queue) letCallersIn() {
+	n := -1
+	for range 4 {
 		runtime.Gosched()
+		q.mu.Lock()
+		m := len(q.pending)
+		q.mu.Unlock()
+		if m == n {
+			return
+		}
+		n = m
 	}
 }
 
