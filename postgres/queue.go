@@ -266,8 +266,11 @@ func (c QueueConfig) withDefaults(store Config) (QueueConfig, error) {
 // Calls are group-committed: the Queue's writer (InFlight goroutines,
 // default one) puts every mutation that arrives while a transaction is in
 // flight into the next one, and each call returns once its transaction has
-// committed. See the package documentation for how a transaction is laid
-// out.
+// committed. After a commit a single writer waits briefly (at most an
+// eighth of that transaction's time, and 200 µs) for the callers it
+// answered to make their next calls, so that a closed loop of workers stays
+// in step with the commits instead of straggling into transactions of its
+// own. See the package documentation for how a transaction is laid out.
 type Queue struct {
 	store    *Store
 	cfg      QueueConfig
