@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime"
 	"slices"
 	"sort"
 	"strconv"
@@ -50,11 +51,12 @@ type batch struct {
 	admitted                         int64 // items it reserved in Queue.reserved
 	admittedDelayed                  int64 // delayed items it reserved in Queue.reservedDelayed
 
-	// comeBack is how many calls will be pending once the callers it
-	// answered have made their next ones; took is how long it ran. Both are
-	// for letCallersIn.
-	comeBack int
-	took     time.Duration
+	// For letCallersIn: how many callers it answered, Queue.submitted
+	// before it answered them, and how long it took from being taken to
+	// its last answer (failed attempts included).
+	answered      int
+	submittedMark int64
+	took          time.Duration
 
 	now    any
 	ts     time.Time
@@ -202,47 +204,61 @@ func (q *Queue) writeLoop() {
 
 // Callers usually come straight back after a commit answers them (a
 // worker leases after its enqueue, completes after its lease). One that
-// misses the next transaction waits through all of it, and in a closed loop
-// stays out of step from then on, in small transactions of its own. So
-// after a commit the writer waits for as many calls as it answered, for
-// lingerShare of the transaction's time at most, and never more than
-// maxLinger. Measured (in one run each, 2 cores, synchronous_commit on),
-// changes per commit went from 6.5 to 8.0 of at most 8 with 8 single-item
-// workers, from 44 to 60 with 64, and from 94 to 127 of at most 128 with 8
-// workers' batches of 16, and transactions of a single call from about 600
-// in a run to 20.
+// misses the next transaction by microseconds waits through all of it, and
+// in a closed loop stays out of step from then on, in small transactions of
+// its own. So after a commit the writer waits for as many new calls as it
+// answered, yielding to the callers, and gives up when no call has come
+// for lingerGap, after lingerShare of the transaction's time, or after
+// maxLinger. It yields rather than sleeps: the runtime's timers do not wake
+// an idle process in less than about a millisecond.
 const (
 	maxLinger   = 200 * time.Microsecond
 	lingerShare = 8
+	lingerGap   = 50 * time.Microsecond
 )
 
-// letCallersIn waits until b.comeBack calls are pending, the linger has
-// passed or the queue closes.
+// letCallersIn waits for the callers deliver answered (see maxLinger), or
+// until the pending calls fill a transaction. With more than one writer it
+// does not wait: the others take the calls as they come, so the pending
+// list no longer says who came back.
 func (q *Queue) letCallersIn(b *batch) {
-	if q.cfg.InFlight > 1 {
-		return // another writer takes the calls as they come
+	if q.cfg.InFlight > 1 || b.answered == 0 {
+		return
 	}
-	linger := min(maxLinger, b.took/lingerShare)
-	var timer *time.Timer
+	start := time.Now()
+	deadline := start.Add(min(maxLinger, b.took/lingerShare))
+	last, seen := start, int64(0)
 	for {
-		q.mu.Lock()
-		n := len(q.pending)
-		q.mu.Unlock()
-		if n >= b.comeBack || n >= q.cfg.MaxBatch {
+		came := q.submitted.Load() - b.submittedMark
+		if came >= int64(b.answered) {
 			return
 		}
-		if timer == nil {
-			timer = time.NewTimer(linger)
-			defer timer.Stop()
+		now := time.Now()
+		if came > seen {
+			seen, last = came, now
+			if q.pendingFill() {
+				return
+			}
 		}
-		select {
-		case <-q.kick: // a call came in (the kick is for nextBatch too: it looks at pending first)
-		case <-timer.C:
+		if now.After(deadline) || now.Sub(last) > lingerGap {
 			return
-		case <-q.stop:
-			return
+		}
+		runtime.Gosched()
+	}
+}
+
+// pendingFill reports whether the pending calls fill a transaction
+// (MaxBatch units) already.
+func (q *Queue) pendingFill() bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	units := 0
+	for _, o := range q.pending {
+		if units += o.units(); units >= q.cfg.MaxBatch {
+			return true
 		}
 	}
+	return false
 }
 
 // nextBatch waits for work and takes it: pending ops up to MaxBatch units,
@@ -1519,9 +1535,11 @@ func (q *Queue) deliver(b *batch, committed []Committed, err error) {
 		q.sweepBusy = false
 	}
 	q.mu.Unlock()
+	// Counted before any caller is answered: one that comes back before
+	// this returns must count as come back.
+	b.submittedMark = q.submitted.Load()
 	var park, giveBack []*op
 	var toFull []*op
-	answered := 0
 	parked := map[*op]bool{}
 	for _, o := range b.parkFull {
 		parked[o] = true
@@ -1573,8 +1591,8 @@ func (q *Queue) deliver(b *batch, committed []Committed, err error) {
 				if o.kind == opLease {
 					giveBack = append(giveBack, o)
 				}
-			} else if o.kind != opSweep {
-				answered++
+			} else if o.kind != opSweep && o.kind != opGiveBack {
+				b.answered++ // a caller that may come back at once
 			}
 		}
 	}
@@ -1613,7 +1631,6 @@ func (q *Queue) deliver(b *batch, committed []Committed, err error) {
 	}
 	q.mu.Lock()
 	again := len(q.pending) > 0 || q.serveWaiters || q.serveFull
-	b.comeBack = len(q.pending) + answered
 	q.mu.Unlock()
 	if again {
 		q.wake()
