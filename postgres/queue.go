@@ -266,12 +266,12 @@ func (c QueueConfig) withDefaults(store Config) (QueueConfig, error) {
 // Calls are group-committed: the Queue's writer (InFlight goroutines,
 // default one) puts every mutation that arrives while a transaction is in
 // flight into the next one, and each call returns once its transaction has
-// committed. After a commit a single writer waits briefly (at most an
-// eighth of that transaction's time, and 200 µs; less once no call has come
-// for 50 µs) for the callers it answered to make their next calls, so that
-// a closed loop of workers stays in step with the commits instead of
-// straggling into transactions of its own. See the package documentation
-// for how a transaction is laid out.
+// committed. With InFlight 1, after a commit the writer waits briefly (at
+// most an eighth of that transaction's time, and 200 µs; less once no call
+// has come for 50 µs) for the callers it answered to make their next
+// calls, so that a closed loop of workers stays in step with the commits
+// instead of straggling into transactions of its own. See the package
+// documentation for how a transaction is laid out.
 type Queue struct {
 	store    *Store
 	cfg      QueueConfig
@@ -291,7 +291,7 @@ type Queue struct {
 	trimmed      int64 // events deleted up to here, for the next commit to record
 	nWaiters     atomic.Int64
 	kick         chan struct{} // wakes the writer (capacity 1)
-	submitted    atomic.Int64  // calls submitted so far, for the writer's letCallersIn
+	submitted    atomic.Int64  // callers' calls submitted so far (no give-backs or sweeps), for letCallersIn
 
 	counts     counts // guarded by mu: the counter row's counts as of the latest commit seen
 	countsMark int64  // guarded by mu: the event number counts were read at (commit order)
@@ -524,7 +524,9 @@ func (q *Queue) submit(o *op) error {
 		return resourcelease.ErrClosed
 	}
 	q.pending = append(q.pending, o)
-	q.submitted.Add(1)
+	if o.kind != opGiveBack && o.kind != opSweep {
+		q.submitted.Add(1) // a caller's call, as deliver counts them
+	}
 	q.mu.Unlock()
 	q.wake()
 	return nil

@@ -208,7 +208,7 @@ func (q *Queue) writeLoop() {
 // in a closed loop stays out of step from then on, in small transactions of
 // its own. So after a commit the writer waits for as many new calls as it
 // answered, yielding to the callers, and gives up when no call has come
-// for lingerGap, after lingerShare of the transaction's time, or after
+// for lingerGap, after 1/lingerShare of the transaction's time, or after
 // maxLinger. It yields rather than sleeps: the runtime's timers do not wake
 // an idle process in less than about a millisecond.
 const (
@@ -218,11 +218,12 @@ const (
 )
 
 // letCallersIn waits for the callers deliver answered (see maxLinger), or
-// until the pending calls fill a transaction. With more than one writer it
+// until the pending calls fill a transaction or the queue closes. With more
+// than one writer it
 // does not wait: the others take the calls as they come, so the pending
 // list no longer says who came back.
 func (q *Queue) letCallersIn(b *batch) {
-	if q.cfg.InFlight > 1 || b.answered == 0 {
+	if q.cfg.InFlight > 1 || b.answered == 0 || q.pendingFill() {
 		return
 	}
 	start := time.Now()
@@ -230,7 +231,7 @@ func (q *Queue) letCallersIn(b *batch) {
 	last, seen := start, int64(0)
 	for {
 		came := q.submitted.Load() - b.submittedMark
-		if came >= int64(b.answered) {
+		if came >= int64(b.answered) || q.stopCtx.Err() != nil {
 			return
 		}
 		now := time.Now()
@@ -1592,7 +1593,9 @@ func (q *Queue) deliver(b *batch, committed []Committed, err error) {
 					giveBack = append(giveBack, o)
 				}
 			} else if o.kind != opSweep && o.kind != opGiveBack {
-				b.answered++ // a caller that may come back at once
+				// A caller that may come back at once (sweeps and
+				// give-backs are the queue's own: nobody comes back).
+				b.answered++
 			}
 		}
 	}

@@ -300,16 +300,23 @@ func TestPostgresMesh(t *testing.T) {
 		}
 	}
 
-	// The log: gap-free, the same from every dispatcher.
-	evA := readAllEvents(t, a.base)
+	// The log: gap-free, the same from every dispatcher. The stopped
+	// workers' leases still expire meanwhile, each with its event, so the
+	// logs are read again until one reading of them all agrees.
+	var evA []resourcelease.Event
+	eventually(t, 60*time.Second, "every dispatcher to serve the same log", func() bool {
+		evA = readAllEvents(t, a.base)
+		for _, d := range ds[1:] {
+			if ev := readAllEvents(t, d.base); !reflect.DeepEqual(ev, evA) {
+				t.Logf("%s's log (%d events) differs from %s's (%d)", d.name, len(ev), a.name, len(evA))
+				return false
+			}
+		}
+		return true
+	})
 	for i, e := range evA {
 		if e.SequenceNumber != int64(i+1) {
 			t.Fatalf("event %d has sequence %d: a gap", i+1, e.SequenceNumber)
-		}
-	}
-	for _, d := range ds[1:] {
-		if ev := readAllEvents(t, d.base); !reflect.DeepEqual(ev, evA) {
-			t.Fatalf("%s's log (%d events) differs from %s's (%d)", d.name, len(ev), a.name, len(evA))
 		}
 	}
 	checkMeshLog(t, evA, ld.acked())
