@@ -86,3 +86,13 @@ func (q *Queue) LockItemsSQL() string { return q.sql.lockItems }
 
 // DeadLockSQL is the statement that locks chosen dead letters.
 func (q *Queue) DeadLockSQL() string { return q.sql.deadLock }
+
+// TxKeySQL are the statements by key a QueueTx runs in the caller's
+// transaction: the lock and delete of the rows it completes and its claims,
+// reads and give-backs of request ids.
+func (q *Queue) TxKeySQL() []string {
+	return []string{txStmt(q.sql.lockItems), q.sql.complete, txStmt(q.sql.claimDedupe), q.sql.readDedupe, q.sql.unclaimDedupe}
+}
+
+// TxFinalSQL is the final statement of a QueueTx.
+func (q *Queue) TxFinalSQL() string { return txStmt(q.sql.final) }

@@ -369,3 +369,119 @@ func TestWriterGivesBackSeqScans(t *testing.T) {
 		}
 	}
 }
+
+// TestQueueTxPlansKeyWritesPerCall: a QueueTx's locks and writes by key run
+// in the caller's transaction as unnamed statements, planned at each call,
+// so that the caller's connection caches no plan of them (a generic plan
+// made there while the queue was small would keep scanning its table whole
+// once it has grown). Its final statement, whose generic plan is as good as
+// any, is cached as the writer's is: the connection does cache what it may.
+func TestQueueTxPlansKeyWritesPerCall(t *testing.T) {
+	t.Parallel()
+	url := pgtest.NewDatabase(t)
+	q := openQueue(t, url, nil, postgres.QueueConfig{Capacity: 2, FullMode: resourcelease.FullReject, SweepInterval: time.Hour})
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	inTx := func(f func(qt *postgres.QueueTx) error) error {
+		tx, err := conn.Begin(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer tx.Rollback(ctx) //nolint:errcheck // after Commit, a no-op
+		qt, err := q.Tx(ctx, tx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := f(qt); err != nil {
+			return err
+		}
+		if _, err := qt.Finish(ctx); err != nil {
+			t.Fatal(err)
+		}
+		return tx.Commit(ctx)
+	}
+	for i := range 8 { // past the five custom plans after which a cached plan may turn generic
+		if _, err := q.Enqueue(ctx, benchItem(i)); err != nil {
+			t.Fatal(err)
+		}
+		l, err := leaseOne(ctx, q, "w")
+		if err != nil {
+			t.Fatal(err)
+		}
+		req := fmt.Sprint("follow-up-", i)
+		// Complete the job and enqueue its follow-up (a request id claimed).
+		if err := inTx(func(qt *postgres.QueueTx) error {
+			it := benchItem(i)
+			it.RequestID = req
+			if err := qt.Enqueue(ctx, it); err != nil {
+				return err
+			}
+			return qt.Complete(ctx, l.OwnershipToken)
+		}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := q.Enqueue(ctx, benchItem(i)); err != nil { // the queue is full now
+			t.Fatal(err)
+		}
+		// A duplicate (the request id read), then a refused enqueue (a claim
+		// given back).
+		if err := inTx(func(qt *postgres.QueueTx) error {
+			dup := benchItem(i)
+			dup.RequestID = req
+			if err := qt.Enqueue(ctx, dup); err != nil {
+				return fmt.Errorf("duplicate: %w", err)
+			}
+			refused := benchItem(i)
+			refused.RequestID = fmt.Sprint("refused-", i)
+			if err := qt.Enqueue(ctx, refused); !errors.Is(err, resourcelease.ErrQueueFull) {
+				return fmt.Errorf("enqueue into a full queue: %v, want queue full", err)
+			}
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+		for range 2 {
+			l, err := leaseOne(ctx, q, "w")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := q.Complete(ctx, l.OwnershipToken); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	st, err := q.Stats(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.PendingCount != 0 || st.ActiveLeaseCount != 0 {
+		t.Fatalf("stats %+v, want an empty queue", st)
+	}
+	cached := map[string]bool{}
+	rows, err := conn.Query(ctx, `SELECT statement FROM pg_prepared_statements`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for rows.Next() {
+		var sql string
+		if err := rows.Scan(&sql); err != nil {
+			t.Fatal(err)
+		}
+		cached[sql] = true
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	for _, sql := range q.TxKeySQL() {
+		if cached[sql] {
+			t.Errorf("%.50q… is a prepared statement of the caller's connection, want it planned per call", sql)
+		}
+	}
+	if !cached[q.TxFinalSQL()] {
+		t.Errorf("the final statement is not cached on the caller's connection; cached: %d statements", len(cached))
+	}
+}

@@ -27,6 +27,16 @@ const txNowExpr = `coalesce($1::timestamptz, clock_timestamp())`
 // txStmt is a queue statement on the QueueTx clock.
 func txStmt(s string) string { return strings.ReplaceAll(s, nowExpr, txNowExpr) }
 
+// planPerCall, as a statement's first argument, runs it as an unnamed
+// statement, planned at each call for its arguments and the tables as they
+// are then. The QueueTx's locks and writes by key run so: a caller's
+// connection caches its prepared statements, and a generic plan made there
+// while the queue's table was small keeps scanning the table whole after it
+// has grown (until the next ANALYZE), holding the rows it scans past. The
+// writer gets the same from plan_cache_mode, which a QueueTx may not change
+// in the caller's transaction.
+const planPerCall = pgx.QueryExecModeExec
+
 // QueueTx stages the queue's mutations made inside a caller's pgx.Tx, so
 // that the item, its events (and, with a CommitHook, their effects) commit
 // or roll back with the caller's own data: enqueue the follow-up of a job
@@ -187,7 +197,7 @@ func (t *QueueTx) Enqueue(ctx context.Context, item resourcelease.Item) error {
 	if full {
 		if req != "" {
 			// Give the claim back: nobody else may have seen it yet.
-			if _, err := t.tx.Exec(ctx, q.sql.unclaimDedupe, []string{req}); err != nil {
+			if _, err := t.tx.Exec(ctx, q.sql.unclaimDedupe, planPerCall, []string{req}); err != nil {
 				return q.store.fail(ctx, "enqueue in transaction", err)
 			}
 		}
@@ -263,7 +273,7 @@ func (t *QueueTx) Complete(ctx context.Context, tokens ...resourcelease.Ownershi
 	if ids[0] <= t.maxLocked {
 		return invalidArgument("Complete: item %d is not above item %d an earlier Complete of this transaction locked; complete them in one call, or in ascending sequence id order", ids[0], t.maxLocked)
 	}
-	rows, err := t.tx.Query(ctx, txStmt(q.sql.lockItems), t.now, ids)
+	rows, err := t.tx.Query(ctx, txStmt(q.sql.lockItems), planPerCall, t.now, ids)
 	if err != nil {
 		return q.store.fail(ctx, "complete in transaction", err)
 	}
@@ -290,7 +300,7 @@ func (t *QueueTx) Complete(ctx context.Context, tokens ...resourcelease.Ownershi
 			return resourcelease.ErrUnknownToken
 		}
 	}
-	if _, err := t.tx.Exec(ctx, q.sql.complete, ids); err != nil {
+	if _, err := t.tx.Exec(ctx, q.sql.complete, planPerCall, ids); err != nil {
 		return q.store.fail(ctx, "complete in transaction", err)
 	}
 	for _, tok := range tokens {
@@ -381,7 +391,7 @@ func (t *QueueTx) Finish(ctx context.Context) ([]resourcelease.EnqueueResult, er
 // claimTx claims req for an enqueue in tx, or returns the sequence id of
 // the enqueue that holds it within the window.
 func (q *Queue) claimTx(ctx context.Context, tx pgx.Tx, now any, req string) (seq int64, dup bool, err error) {
-	rows, err := tx.Query(ctx, txStmt(q.sql.claimDedupe), now, []string{req}, q.cfg.DedupeWindow.Microseconds())
+	rows, err := tx.Query(ctx, txStmt(q.sql.claimDedupe), planPerCall, now, []string{req}, q.cfg.DedupeWindow.Microseconds())
 	if err != nil {
 		return 0, false, q.store.fail(ctx, "enqueue in transaction", err)
 	}
@@ -397,7 +407,7 @@ func (q *Queue) claimTx(ctx context.Context, tx pgx.Tx, now any, req string) (se
 		return 0, false, nil
 	}
 	var r string
-	err = tx.QueryRow(ctx, q.sql.readDedupe, []string{req}).Scan(&r, &seq)
+	err = tx.QueryRow(ctx, q.sql.readDedupe, planPerCall, []string{req}).Scan(&r, &seq)
 	if err != nil {
 		if err == pgx.ErrNoRows {
 			return 0, false, resourcelease.Errorf(resourcelease.StatusUnavailable, resourcelease.CodeStorageUnavailable,
