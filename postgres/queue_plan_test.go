@@ -376,12 +376,23 @@ func TestWriterGivesBackSeqScans(t *testing.T) {
 // made there while the queue was small would keep scanning its table whole
 // once it has grown). Its final statement, whose generic plan is as good as
 // any, is cached as the writer's is: the connection does cache what it may.
+// Connections in pgx's other modes (the simple protocol, unnamed
+// statements: as behind a pooler) prepare nothing and keep their mode.
 func TestQueueTxPlansKeyWritesPerCall(t *testing.T) {
 	t.Parallel()
+	for _, mode := range []string{"cache_statement", "cache_describe", "exec", "simple_protocol"} {
+		t.Run(mode, func(t *testing.T) {
+			t.Parallel()
+			queueTxPlansPerCall(t, mode)
+		})
+	}
+}
+
+func queueTxPlansPerCall(t *testing.T, mode string) {
 	url := pgtest.NewDatabase(t)
 	q := openQueue(t, url, nil, postgres.QueueConfig{Capacity: 2, FullMode: resourcelease.FullReject, SweepInterval: time.Hour})
 	ctx := context.Background()
-	conn, err := pgx.Connect(ctx, url)
+	conn, err := pgx.Connect(ctx, url+"&default_query_exec_mode="+mode)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -481,7 +492,7 @@ func TestQueueTxPlansKeyWritesPerCall(t *testing.T) {
 			t.Errorf("%.50q… is a prepared statement of the caller's connection, want it planned per call", sql)
 		}
 	}
-	if !cached[q.TxFinalSQL()] {
-		t.Errorf("the final statement is not cached on the caller's connection; cached: %d statements", len(cached))
+	if caches := mode == "cache_statement"; caches != cached[q.TxFinalSQL()] {
+		t.Errorf("the final statement cached on the caller's connection: %v, want %v (%d statements cached)", !caches, caches, len(cached))
 	}
 }

@@ -27,15 +27,27 @@ const txNowExpr = `coalesce($1::timestamptz, clock_timestamp())`
 // txStmt is a queue statement on the QueueTx clock.
 func txStmt(s string) string { return strings.ReplaceAll(s, nowExpr, txNowExpr) }
 
-// planPerCall, as a statement's first argument, runs it as an unnamed
-// statement, planned at each call for its arguments and the tables as they
-// are then. The QueueTx's locks and writes by key run so: a caller's
-// connection caches its prepared statements, and a generic plan made there
+// perCall returns args for a statement of tx to be planned at each call,
+// for its arguments and the tables as they are then. The QueueTx's locks
+// and writes by key run so: a connection that caches its prepared
+// statements (pgx's default) may switch one to a generic plan, and one made
 // while the queue's table was small keeps scanning the table whole after it
 // has grown (until the next ANALYZE), holding the rows it scans past. The
 // writer gets the same from plan_cache_mode, which a QueueTx may not change
-// in the caller's transaction.
-const planPerCall = pgx.QueryExecModeExec
+// in the caller's transaction. On such a connection the statement runs
+// unnamed; the other modes (the simple protocol, unnamed statements with or
+// without cached descriptions: what runs behind a pooler) plan each call
+// already, and the connection keeps its mode.
+func perCall(tx pgx.Tx, args ...any) []any {
+	c := tx.Conn()
+	if c == nil {
+		return args
+	}
+	if c.Config().DefaultQueryExecMode == pgx.QueryExecModeCacheStatement {
+		return append([]any{pgx.QueryExecModeExec}, args...)
+	}
+	return args
+}
 
 // QueueTx stages the queue's mutations made inside a caller's pgx.Tx, so
 // that the item, its events (and, with a CommitHook, their effects) commit
@@ -197,7 +209,7 @@ func (t *QueueTx) Enqueue(ctx context.Context, item resourcelease.Item) error {
 	if full {
 		if req != "" {
 			// Give the claim back: nobody else may have seen it yet.
-			if _, err := t.tx.Exec(ctx, q.sql.unclaimDedupe, planPerCall, []string{req}); err != nil {
+			if _, err := t.tx.Exec(ctx, q.sql.unclaimDedupe, perCall(t.tx, []string{req})...); err != nil {
 				return q.store.fail(ctx, "enqueue in transaction", err)
 			}
 		}
@@ -273,7 +285,7 @@ func (t *QueueTx) Complete(ctx context.Context, tokens ...resourcelease.Ownershi
 	if ids[0] <= t.maxLocked {
 		return invalidArgument("Complete: item %d is not above item %d an earlier Complete of this transaction locked; complete them in one call, or in ascending sequence id order", ids[0], t.maxLocked)
 	}
-	rows, err := t.tx.Query(ctx, txStmt(q.sql.lockItems), planPerCall, t.now, ids)
+	rows, err := t.tx.Query(ctx, txStmt(q.sql.lockItems), perCall(t.tx, t.now, ids)...)
 	if err != nil {
 		return q.store.fail(ctx, "complete in transaction", err)
 	}
@@ -300,7 +312,7 @@ func (t *QueueTx) Complete(ctx context.Context, tokens ...resourcelease.Ownershi
 			return resourcelease.ErrUnknownToken
 		}
 	}
-	if _, err := t.tx.Exec(ctx, q.sql.complete, planPerCall, ids); err != nil {
+	if _, err := t.tx.Exec(ctx, q.sql.complete, perCall(t.tx, ids)...); err != nil {
 		return q.store.fail(ctx, "complete in transaction", err)
 	}
 	for _, tok := range tokens {
@@ -391,7 +403,7 @@ func (t *QueueTx) Finish(ctx context.Context) ([]resourcelease.EnqueueResult, er
 // claimTx claims req for an enqueue in tx, or returns the sequence id of
 // the enqueue that holds it within the window.
 func (q *Queue) claimTx(ctx context.Context, tx pgx.Tx, now any, req string) (seq int64, dup bool, err error) {
-	rows, err := tx.Query(ctx, txStmt(q.sql.claimDedupe), planPerCall, now, []string{req}, q.cfg.DedupeWindow.Microseconds())
+	rows, err := tx.Query(ctx, txStmt(q.sql.claimDedupe), perCall(tx, now, []string{req}, q.cfg.DedupeWindow.Microseconds())...)
 	if err != nil {
 		return 0, false, q.store.fail(ctx, "enqueue in transaction", err)
 	}
@@ -407,7 +419,7 @@ func (q *Queue) claimTx(ctx context.Context, tx pgx.Tx, now any, req string) (se
 		return 0, false, nil
 	}
 	var r string
-	err = tx.QueryRow(ctx, q.sql.readDedupe, planPerCall, []string{req}).Scan(&r, &seq)
+	err = tx.QueryRow(ctx, q.sql.readDedupe, perCall(tx, []string{req})...).Scan(&r, &seq)
 	if err != nil {
 		if err == pgx.ErrNoRows {
 			return 0, false, resourcelease.Errorf(resourcelease.StatusUnavailable, resourcelease.CodeStorageUnavailable,

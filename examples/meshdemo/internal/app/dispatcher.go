@@ -102,7 +102,7 @@ func postgresOpenError(cfg *config.Config, err error) error {
 		return err // not the database's: report it as it is
 	}
 	return &config.ConfigValidationError{Field: config.Section + ":postgresUrl",
-		Err: fmt.Errorf("invalid value %q: %s", cfg.RedactedPostgresURL(), msg)}
+		Err: fmt.Errorf("cannot use %q: %s", cfg.RedactedPostgresURL(), msg)}
 }
 
 // limit converts a configured rate (0 = unlimited) for the rate limiter.
