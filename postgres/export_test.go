@@ -40,7 +40,7 @@ func (q *Queue) FinalSQL() string { return q.sql.final }
 func (q *Queue) TouchPartitionTx(ctx context.Context, tx pgx.Tx, key string) (bool, error) {
 	var l changeLog
 	l.touch(key, false)
-	return q.partitionsTx(ctx, tx, q.store.nowArg(), &l)
+	return q.partitionsTx(ctx, tx, perCallMode(tx), q.store.nowArg(), &l)
 }
 
 // PartitionUpdateSQL is the statement that recomputes partition rows (for
@@ -87,12 +87,13 @@ func (q *Queue) LockItemsSQL() string { return q.sql.lockItems }
 // DeadLockSQL is the statement that locks chosen dead letters.
 func (q *Queue) DeadLockSQL() string { return q.sql.deadLock }
 
-// TxKeySQL are the statements by key a QueueTx runs in the caller's
-// transaction: the lock and delete of the rows it completes and its claims,
-// reads and give-backs of request ids.
+// TxKeySQL are the statements a QueueTx runs in the caller's transaction
+// planned at each call: the lock and delete of the rows it completes, the
+// read and give-back of request ids, and its final statement.
 func (q *Queue) TxKeySQL() []string {
-	return []string{txStmt(q.sql.lockItems), q.sql.complete, txStmt(q.sql.claimDedupe), q.sql.readDedupe, q.sql.unclaimDedupe}
+	return []string{txStmt(q.sql.lockItems), q.sql.complete, q.sql.readDedupe, q.sql.unclaimDedupe, txStmt(q.sql.final)}
 }
 
-// TxFinalSQL is the final statement of a QueueTx.
-func (q *Queue) TxFinalSQL() string { return txStmt(q.sql.final) }
+// TxClaimSQL is a QueueTx's claim of a request id, run in the connection's
+// own mode.
+func (q *Queue) TxClaimSQL() string { return txStmt(q.sql.claimDedupe) }

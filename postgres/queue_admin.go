@@ -129,8 +129,7 @@ func (q *Queue) adminTx(ctx context.Context, name string, body func(c *pgx.Conn,
 	var fr finalRow
 	var p2 pgx.Batch
 	p2.Queue(setGenericPlans)
-	p2.Queue(q.sql.final, finalArgs(now, &l, &finalInput{}, 0)...)
-	keys := q.queuePartitions(&p2, now, &l, true)
+	keys := q.queueFinal(&p2, now, &l, finalArgs(now, &l, &finalInput{}, 0))
 	leasable := false
 	note := ""
 	if l.madeReady || l.unserved() {

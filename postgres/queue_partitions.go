@@ -331,8 +331,8 @@ func (q *Queue) healPartitions(ctx context.Context) (leasable bool, err error) {
 //
 // It leaves other transactions' marks (partition_dirty) alone: the caller's
 // transaction is the caller's, and gets no work of the queue's besides its
-// own.
-func (q *Queue) partitionsTx(ctx context.Context, tx pgx.Tx, now any, l *changeLog) (leasable bool, err error) {
+// own. The statements run in mode (see perCallMode).
+func (q *Queue) partitionsTx(ctx context.Context, tx pgx.Tx, mode, now any, l *changeLog) (leasable bool, err error) {
 	var p pgx.Batch
 	keys := q.queuePartitions(&p, now, l, false)
 	if len(keys) == 0 {
@@ -340,12 +340,12 @@ func (q *Queue) partitionsTx(ctx context.Context, tx pgx.Tx, now any, l *changeL
 	}
 	for _, qq := range p.QueuedQueries {
 		if qq.SQL != q.psql.update {
-			if _, err := tx.Exec(ctx, qq.SQL, qq.Arguments...); err != nil {
+			if _, err := tx.Exec(ctx, qq.SQL, withMode(mode, qq.Arguments...)...); err != nil {
 				return false, err
 			}
 			continue
 		}
-		rows, err := tx.Query(ctx, qq.SQL, qq.Arguments...)
+		rows, err := tx.Query(ctx, qq.SQL, withMode(mode, qq.Arguments...)...)
 		if err != nil {
 			return false, err
 		}

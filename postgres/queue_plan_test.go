@@ -1,11 +1,15 @@
 package postgres_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"regexp"
+	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -84,8 +88,25 @@ func TestLeasePlanIsFlat(t *testing.T) {
 				}
 				// The recompute of a partition's row after a commit: index
 				// probes (its oldest ready item; its oldest scheduled one and
-				// its leases under a limit), never a scan.
+				// its leases under a limit), never a scan. The writer runs it
+				// generic, without sequential scans or JIT; a caller's
+				// transaction (QueueTx) with its own settings, mostly custom.
+				writer := mode == "force_generic_plan"
+				if writer {
+					for _, set := range []string{"SET LOCAL enable_seqscan = off", "SET LOCAL jit = off"} {
+						if _, err := tx.Exec(ctx, set); err != nil {
+							t.Fatal(err)
+						}
+					}
+				}
 				text = explain(t, tx, q.PartitionUpdateSQL(), nil, []string{"tenant-7"}, []int64{0}, true)
+				if writer {
+					for _, set := range []string{"SET LOCAL enable_seqscan TO DEFAULT", "SET LOCAL jit TO DEFAULT"} {
+						if _, err := tx.Exec(ctx, set); err != nil {
+							t.Fatal(err)
+						}
+					}
+				}
 				want := []string{"items_ready_partition", "partitions_pkey"}
 				if cfg.MaxActivePerPartition == 1 {
 					want = append(want, "items_scheduled_partition", "items_leased_partition")
@@ -110,7 +131,28 @@ func TestLeasePlanIsFlat(t *testing.T) {
 // explain runs EXPLAIN ANALYZE of sql in tx and returns the plan.
 func explain(t *testing.T, tx pgx.Tx, sql string, args ...any) string {
 	t.Helper()
-	rows, err := tx.Query(context.Background(), "EXPLAIN (ANALYZE, COSTS OFF) "+sql, args...)
+	ctx := context.Background()
+	// Through a prepared statement, so that plan_cache_mode decides the
+	// plan as it does for the queue's own: the parameters of an EXPLAIN
+	// sent with values are planned as constants (a custom plan) whatever
+	// the setting.
+	name := fmt.Sprint("explained_", explained.Add(1))
+	if _, err := tx.Exec(ctx, "PREPARE "+name+" AS "+sql); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		if _, err := tx.Exec(ctx, "DEALLOCATE "+name); err != nil {
+			t.Fatal(err)
+		}
+	}()
+	params := make([]string, len(args))
+	for i := range args {
+		params[i] = fmt.Sprint("$", i+1)
+	}
+	// The values as literals (pgx's simple protocol): a utility statement's
+	// parameters are not typed when it is prepared.
+	rows, err := tx.Query(ctx, "EXPLAIN (ANALYZE, COSTS OFF) EXECUTE "+name+"("+strings.Join(params, ", ")+")",
+		append([]any{pgx.QueryExecModeSimpleProtocol}, args...)...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -128,6 +170,9 @@ func explain(t *testing.T, tx pgx.Tx, sql string, args ...any) string {
 	}
 	return strings.Join(plan, "\n")
 }
+
+// explained numbers explain's prepared statements.
+var explained atomic.Int64
 
 // TestKeyWritesPlannedPerCall checks that the writes by key in a batch's
 // last round trip (heartbeat, end of lease, complete, a dead-letter purge,
@@ -370,33 +415,88 @@ func TestWriterGivesBackSeqScans(t *testing.T) {
 	}
 }
 
-// TestQueueTxPlansKeyWritesPerCall: a QueueTx's locks and writes by key run
-// in the caller's transaction as unnamed statements, planned at each call,
-// so that the caller's connection caches no plan of them (a generic plan
-// made there while the queue was small would keep scanning its table whole
-// once it has grown). Its final statement, whose generic plan is as good as
-// any, is cached as the writer's is: the connection does cache what it may.
-// Connections in pgx's other modes (the simple protocol, unnamed
-// statements: as behind a pooler) prepare nothing and keep their mode.
+// TestQueueTxPlansKeyWritesPerCall: a QueueTx's statements by key (see
+// TxKeySQL) run in the caller's transaction as unnamed statements, planned
+// at each call, where the caller's connection would prepare them (pgx's
+// default mode: a generic plan made there while the queue was small would
+// keep scanning its tables whole once they have grown), with the binary
+// formats of that mode, so that results do not depend on the session's
+// DateStyle or bytea_output. A connection in another mode (the simple
+// protocol, unnamed statements: as behind a pooler) keeps its mode. The
+// claim of a request id (INSERT … ON CONFLICT, by the primary key in any
+// plan) runs in the connection's mode: prepared in the default one.
 func TestQueueTxPlansKeyWritesPerCall(t *testing.T) {
 	t.Parallel()
-	for _, mode := range []string{"cache_statement", "cache_describe", "exec", "simple_protocol"} {
-		t.Run(mode, func(t *testing.T) {
+	for _, tc := range []struct {
+		params   string
+		override bool // the QueueTx picks the mode of its statements by key
+	}{
+		{"default_query_exec_mode=cache_statement", true},
+		{"default_query_exec_mode=cache_statement&description_cache_capacity=0", true},
+		{"default_query_exec_mode=cache_describe", false},
+		{"default_query_exec_mode=describe_exec", false},
+		{"default_query_exec_mode=exec", false},
+		{"default_query_exec_mode=simple_protocol", false},
+	} {
+		t.Run(tc.params, func(t *testing.T) {
 			t.Parallel()
-			queueTxPlansPerCall(t, mode)
+			queueTxPlansPerCall(t, tc.params, tc.override)
 		})
 	}
 }
 
-func queueTxPlansPerCall(t *testing.T, mode string) {
+// modeTracer counts, per statement, the runs that named a QueryExecMode
+// (as their first argument) and those that did not.
+type modeTracer struct {
+	mu       sync.Mutex
+	withMode map[string]int
+	without  map[string]int
+}
+
+func (m *modeTracer) TraceQueryStart(ctx context.Context, _ *pgx.Conn, d pgx.TraceQueryStartData) context.Context {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if len(d.Args) > 0 {
+		if _, ok := d.Args[0].(pgx.QueryExecMode); ok {
+			m.withMode[d.SQL]++
+			return ctx
+		}
+	}
+	m.without[d.SQL]++
+	return ctx
+}
+
+func (m *modeTracer) TraceQueryEnd(context.Context, *pgx.Conn, pgx.TraceQueryEndData) {}
+
+func queueTxPlansPerCall(t *testing.T, params string, override bool) {
 	url := pgtest.NewDatabase(t)
 	q := openQueue(t, url, nil, postgres.QueueConfig{Capacity: 2, FullMode: resourcelease.FullReject, SweepInterval: time.Hour})
 	ctx := context.Background()
-	conn, err := pgx.Connect(ctx, url+"&default_query_exec_mode="+mode)
+	cfg, err := pgx.ParseConfig(url + "&" + params)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tracer := &modeTracer{withMode: map[string]int{}, without: map[string]int{}}
+	cfg.Tracer = tracer
+	conn, err := pgx.ConnectConfig(ctx, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer conn.Close(ctx)
+	if cfg.DefaultQueryExecMode != pgx.QueryExecModeSimpleProtocol && cfg.DefaultQueryExecMode != pgx.QueryExecModeExec {
+		// Results in binary, as the default mode reads them: text ones
+		// follow these settings, which pgx cannot parse.
+		if _, err := conn.Exec(ctx, `SET DateStyle = 'SQL, DMY'; SET bytea_output = 'escape'`); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// A body that text results in bytea_output=escape would not give back.
+	body := []byte{0, 1, '\\', 'x', 0xfe, 0xff}
+	item := func(i int) resourcelease.Item {
+		it := benchItem(i)
+		it.Body = body
+		return it
+	}
 	inTx := func(f func(qt *postgres.QueueTx) error) error {
 		tx, err := conn.Begin(ctx)
 		if err != nil {
@@ -415,8 +515,8 @@ func queueTxPlansPerCall(t *testing.T, mode string) {
 		}
 		return tx.Commit(ctx)
 	}
-	for i := range 8 { // past the five custom plans after which a cached plan may turn generic
-		if _, err := q.Enqueue(ctx, benchItem(i)); err != nil {
+	for i := range 8 { // past the five custom plans after which a prepared statement may turn generic
+		if _, err := q.Enqueue(ctx, item(i)); err != nil {
 			t.Fatal(err)
 		}
 		l, err := leaseOne(ctx, q, "w")
@@ -426,7 +526,7 @@ func queueTxPlansPerCall(t *testing.T, mode string) {
 		req := fmt.Sprint("follow-up-", i)
 		// Complete the job and enqueue its follow-up (a request id claimed).
 		if err := inTx(func(qt *postgres.QueueTx) error {
-			it := benchItem(i)
+			it := item(i)
 			it.RequestID = req
 			if err := qt.Enqueue(ctx, it); err != nil {
 				return err
@@ -435,18 +535,18 @@ func queueTxPlansPerCall(t *testing.T, mode string) {
 		}); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := q.Enqueue(ctx, benchItem(i)); err != nil { // the queue is full now
+		if _, err := q.Enqueue(ctx, item(i)); err != nil { // the queue is full now
 			t.Fatal(err)
 		}
 		// A duplicate (the request id read), then a refused enqueue (a claim
 		// given back).
 		if err := inTx(func(qt *postgres.QueueTx) error {
-			dup := benchItem(i)
+			dup := item(i)
 			dup.RequestID = req
 			if err := qt.Enqueue(ctx, dup); err != nil {
 				return fmt.Errorf("duplicate: %w", err)
 			}
-			refused := benchItem(i)
+			refused := item(i)
 			refused.RequestID = fmt.Sprint("refused-", i)
 			if err := qt.Enqueue(ctx, refused); !errors.Is(err, resourcelease.ErrQueueFull) {
 				return fmt.Errorf("enqueue into a full queue: %v, want queue full", err)
@@ -460,6 +560,9 @@ func queueTxPlansPerCall(t *testing.T, mode string) {
 			if err != nil {
 				t.Fatal(err)
 			}
+			if l.Payload.ResourceID != item(i).ResourceID {
+				t.Fatalf("leased %q, want %q", l.Payload.ResourceID, item(i).ResourceID)
+			}
 			if err := q.Complete(ctx, l.OwnershipToken); err != nil {
 				t.Fatal(err)
 			}
@@ -471,6 +574,24 @@ func queueTxPlansPerCall(t *testing.T, mode string) {
 	}
 	if st.PendingCount != 0 || st.ActiveLeaseCount != 0 {
 		t.Fatalf("stats %+v, want an empty queue", st)
+	}
+	followUps, completed := 0, 0
+	for _, e := range readAll(t, q) {
+		if e.Payload == nil {
+			continue
+		}
+		if e.EventType == resourcelease.EventEnqueue && strings.HasPrefix(e.Payload.RequestID, "follow-up-") {
+			followUps++
+		}
+		if e.EventType == resourcelease.EventCompleted {
+			completed++
+			if !bytes.Equal(e.Payload.Body, body) {
+				t.Errorf("completed event %d carries body %q, want %q", e.SequenceNumber, e.Payload.Body, body)
+			}
+		}
+	}
+	if followUps != 8 || completed != 24 {
+		t.Fatalf("%d enqueues of a follow-up and %d completions in the log, want 8 and 24", followUps, completed)
 	}
 	cached := map[string]bool{}
 	rows, err := conn.Query(ctx, `SELECT statement FROM pg_prepared_statements`)
@@ -487,12 +608,212 @@ func queueTxPlansPerCall(t *testing.T, mode string) {
 	if err := rows.Err(); err != nil {
 		t.Fatal(err)
 	}
+	tracer.mu.Lock()
+	defer tracer.mu.Unlock()
 	for _, sql := range q.TxKeySQL() {
 		if cached[sql] {
 			t.Errorf("%.50q… is a prepared statement of the caller's connection, want it planned per call", sql)
 		}
+		with, without := tracer.withMode[sql], tracer.without[sql]
+		switch {
+		case override && (with == 0 || without > 0):
+			t.Errorf("%.50q…: %d runs in a mode of the QueueTx's, %d in the connection's; want them all in the QueueTx's", sql, with, without)
+		case !override && (without == 0 || with > 0):
+			t.Errorf("%.50q…: %d runs in the connection's mode, %d in another; want them all in the connection's", sql, without, with)
+		}
 	}
-	if caches := mode == "cache_statement"; caches != cached[q.TxFinalSQL()] {
-		t.Errorf("the final statement cached on the caller's connection: %v, want %v (%d statements cached)", !caches, caches, len(cached))
+	prepares := cfg.DefaultQueryExecMode == pgx.QueryExecModeCacheStatement
+	if claim := q.TxClaimSQL(); cached[claim] != prepares || tracer.without[claim] == 0 {
+		t.Errorf("the claim of a request id: ran %d times in the connection's mode, prepared %v; want it run, and prepared %v",
+			tracer.without[claim], cached[claim], prepares)
+	}
+}
+
+// TestWriterProbesByKeyOnGrownTables: the writer's plans of the statements
+// that find dedupe and item rows by key (the read of request ids held
+// already, and the final statement's updates of the request ids it claimed
+// and of the items it dead-lettered) are the primary keys' even when they
+// were made while the tables were small and the tables have grown since,
+// unanalyzed: no transaction of the writer scans either table whole. A
+// generic plan made on a small table joins over a sequential scan of it and
+// stays cached; the final statement runs holding the counter row, so such a
+// scan would hold every commit of the mesh. Read on the writer's
+// connections by a CommitHook (which runs after the final statement):
+// pg_stat_xact_user_tables counts the scans of the backend not yet flushed
+// to the server's statistics (a flush, at most once a second, starts it
+// from zero again), so the scans between two readings of one backend are
+// the difference, or the second reading after a flush.
+func TestWriterProbesByKeyOnGrownTables(t *testing.T) {
+	t.Parallel()
+	type scans struct{ dedupe, items int64 }
+	var mu sync.Mutex
+	last := map[int32]scans{} // by backend
+	var grown []scans         // the scans since a backend's last reading, once the tables have grown
+	measuring := false
+	hook := func(ctx context.Context, tx pgx.Tx, _ []resourcelease.Event) error {
+		var s scans
+		var pid int32
+		if err := tx.QueryRow(ctx, `SELECT pg_backend_pid(),
+				coalesce(sum(seq_scan) FILTER (WHERE relname = 'dedupe'), 0),
+				coalesce(sum(seq_scan) FILTER (WHERE relname = 'items'), 0)
+			FROM pg_stat_xact_user_tables WHERE schemaname = 'leasemesh'`).Scan(&pid, &s.dedupe, &s.items); err != nil {
+			return err
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		prev, ok := last[pid]
+		last[pid] = s
+		if !measuring || !ok {
+			return nil
+		}
+		d := s
+		if s.dedupe >= prev.dedupe && s.items >= prev.items {
+			d = scans{s.dedupe - prev.dedupe, s.items - prev.items}
+		}
+		grown = append(grown, d)
+		return nil
+	}
+	url := pgtest.NewDatabase(t)
+	q := openQueue(t, url, nil, postgres.QueueConfig{Capacity: -1, DelayedCapacity: -1, SweepInterval: time.Hour, CommitHook: hook})
+	ctx := context.Background()
+	pool := q.Store().Pool()
+	// No ANALYZE behind the test's back: it would replan the cached
+	// statements for the grown tables.
+	for _, sql := range []string{`ALTER TABLE leasemesh.dedupe SET (autovacuum_enabled = off)`, `ALTER TABLE leasemesh.items SET (autovacuum_enabled = off)`} {
+		if _, err := pool.Exec(ctx, sql); err != nil {
+			t.Fatal(err)
+		}
+	}
+	round := func(i int) {
+		t.Helper()
+		it := benchItem(i)
+		it.RequestID = fmt.Sprint("req-", i)
+		if _, err := q.Enqueue(ctx, it); err != nil {
+			t.Fatal(err)
+		}
+		if res, err := q.Enqueue(ctx, it); err != nil || !res.Duplicate {
+			t.Fatalf("enqueue again: %+v, %v; want a duplicate", res, err)
+		}
+		l, err := leaseOne(ctx, q, "w")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := q.Fail(ctx, l.OwnershipToken, resourcelease.FailOptions{Reason: "poison", DeadLetter: true}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Every connection of the pool makes its plans on the small tables.
+	for i := range 3 * int(pool.Config().MaxConns) {
+		round(i)
+	}
+	// The tables grow: delayed items (out of the leases' way) and request
+	// ids of other enqueues, 20,000 each.
+	later := time.Now().Add(24 * time.Hour)
+	for n := range 20 {
+		batch := make([]resourcelease.Item, 1000)
+		for i := range batch {
+			batch[i] = benchItem(10_000 + n*1000 + i)
+			batch[i].NotBefore = later
+		}
+		if _, err := q.EnqueueBatch(ctx, batch); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := pool.Exec(ctx, `INSERT INTO leasemesh.dedupe (request_id, sequence_id, created_at, expires_at)
+		SELECT 'other-' || g, g, now(), now() + interval '1 hour' FROM generate_series(1, 20000) g`); err != nil {
+		t.Fatal(err)
+	}
+	// A baseline reading of every backend (an enqueue, no request id).
+	for i := range 2 * int(pool.Config().MaxConns) {
+		if _, err := q.Enqueue(ctx, benchItem(i)); err != nil {
+			t.Fatal(err)
+		}
+		l, err := leaseOne(ctx, q, "w")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := q.Complete(ctx, l.OwnershipToken); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mu.Lock()
+	measuring = true
+	mu.Unlock()
+	for i := 1000; i < 1000+2*int(pool.Config().MaxConns); i++ {
+		round(i)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(grown) == 0 {
+		t.Fatal("no transaction was measured")
+	}
+	for i, s := range grown {
+		if s.dedupe != 0 || s.items != 0 {
+			t.Errorf("transaction %d of %d: %d sequential scans of dedupe and %d of items, want none", i+1, len(grown), s.dedupe, s.items)
+		}
+	}
+}
+
+// TestFinalPlanProbesByKey: the generic plan the writer makes of its final
+// statement (without sequential scans, as it runs it) reaches every table
+// by its primary key, and costs less than the server's JIT threshold. A node
+// that had no other way than a sequential scan (the counter row's update had
+// no key condition) would be priced as disabled, which made the plan look
+// expensive enough to compile on every run: 0.3 s a commit.
+func TestFinalPlanProbesByKey(t *testing.T) {
+	t.Parallel()
+	q := openQueue(t, pgtest.NewDatabase(t), nil, postgres.QueueConfig{})
+	ctx := context.Background()
+	tx, err := q.Store().Pool().Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(ctx) //nolint:errcheck // nothing to keep
+	// PREPARE and EXPLAIN EXECUTE: the parameters of an EXPLAIN sent with
+	// values are planned as constants, in a custom plan.
+	for _, sql := range []string{"SET LOCAL plan_cache_mode = force_generic_plan", "SET LOCAL enable_seqscan = off", "PREPARE final AS " + q.FinalSQL()} {
+		if _, err := tx.Exec(ctx, sql); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var jitAbove float64
+	if err := tx.QueryRow(ctx, `SELECT current_setting('jit_above_cost')::float8`).Scan(&jitAbove); err != nil {
+		t.Fatal(err)
+	}
+	var plan []string
+	params := 0
+	for _, m := range regexp.MustCompile(`\$(\d+)`).FindAllStringSubmatch(q.FinalSQL(), -1) {
+		n, _ := strconv.Atoi(m[1])
+		params = max(params, n)
+	}
+	rows, err := tx.Query(ctx, "EXPLAIN EXECUTE final(NULL"+strings.Repeat(", NULL", params-1)+")")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for rows.Next() {
+		var line string
+		if err := rows.Scan(&line); err != nil {
+			t.Fatal(err)
+		}
+		plan = append(plan, line)
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	text := strings.Join(plan, "\n")
+	for _, want := range []string{"Index Scan using queue_state_pkey", "Index Scan using dedupe_pkey", "Index Scan using items_pkey"} {
+		if !strings.Contains(text, want) {
+			t.Errorf("the plan has no %q:\n%s", want, text)
+		}
+	}
+	if strings.Contains(text, "Seq Scan") {
+		t.Errorf("the plan scans a table whole:\n%s", text)
+	}
+	var total float64
+	if _, err := fmt.Sscanf(text[strings.Index(text, "..")+2:], "%f", &total); err != nil {
+		t.Fatalf("no total cost in %q: %v", plan[0], err)
+	}
+	if total >= jitAbove {
+		t.Errorf("the plan costs %.0f, at least jit_above_cost (%.0f): it would be compiled at every run:\n%s", total, jitAbove, text)
 	}
 }

@@ -225,6 +225,7 @@ func newQueueSQL(s *Store) queueSQL {
 					dead_letter_count = dead_letter_count + $7::int8,
 					events_trimmed_through = greatest(events_trimmed_through, $8::int8),
 					updated_at = {now}
+				WHERE id -- the one row, by its key: the writer plans this statement without sequential scans
 				RETURNING next_sequence_id - $2::int8 AS first_seq, next_event_sequence - $3::int8 AS first_ev,
 					pending_count, delayed_count, active_count, dead_letter_count, paused, {now} AS ts
 			), new_items AS (

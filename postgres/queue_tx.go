@@ -27,26 +27,43 @@ const txNowExpr = `coalesce($1::timestamptz, clock_timestamp())`
 // txStmt is a queue statement on the QueueTx clock.
 func txStmt(s string) string { return strings.ReplaceAll(s, nowExpr, txNowExpr) }
 
-// perCall returns args for a statement of tx to be planned at each call,
-// for its arguments and the tables as they are then. The QueueTx's locks
-// and writes by key run so: a connection that caches its prepared
-// statements (pgx's default) may switch one to a generic plan, and one made
-// while the queue's table was small keeps scanning the table whole after it
-// has grown (until the next ANALYZE), holding the rows it scans past. The
-// writer gets the same from plan_cache_mode, which a QueueTx may not change
-// in the caller's transaction. On such a connection the statement runs
-// unnamed; the other modes (the simple protocol, unnamed statements with or
-// without cached descriptions: what runs behind a pooler) plan each call
-// already, and the connection keeps its mode.
-func perCall(tx pgx.Tx, args ...any) []any {
+// perCallMode is the pgx mode in which a QueueTx runs its statements that
+// find rows by key (the lock and delete of the rows it completes, the read
+// and give-back of request ids, the final statement's updates by key, the
+// recompute of the partitions it touched), so
+// that each call is planned for its arguments and the tables as they are
+// then: nil when the caller's connection does so already. A connection in
+// pgx's default mode prepares each statement under a name, and Postgres
+// may switch a named statement to a generic plan after five calls; one
+// made while the queue's tables were small scans them whole, and stays
+// cached after they have grown (until the next ANALYZE), holding the rows
+// it scans past. The writer guards its own statements with planner
+// settings, which a QueueTx may not change in the caller's transaction.
+// Described statements keep the binary formats of the default mode (text
+// results would depend on the session's DateStyle and bytea_output); the
+// other modes (the simple protocol, unnamed statements, as behind a
+// pooler) plan each call already, and the connection keeps its mode.
+func perCallMode(tx pgx.Tx) any {
 	c := tx.Conn()
 	if c == nil {
+		return nil
+	}
+	cfg := c.Config()
+	switch {
+	case cfg.DefaultQueryExecMode != pgx.QueryExecModeCacheStatement:
+		return nil
+	case cfg.DescriptionCacheCapacity > 0:
+		return pgx.QueryExecModeCacheDescribe
+	}
+	return pgx.QueryExecModeDescribeExec
+}
+
+// withMode is args after mode, when there is one.
+func withMode(mode any, args ...any) []any {
+	if mode == nil {
 		return args
 	}
-	if c.Config().DefaultQueryExecMode == pgx.QueryExecModeCacheStatement {
-		return append([]any{pgx.QueryExecModeExec}, args...)
-	}
-	return args
+	return append([]any{mode}, args...)
 }
 
 // QueueTx stages the queue's mutations made inside a caller's pgx.Tx, so
@@ -75,9 +92,10 @@ func perCall(tx pgx.Tx, args ...any) []any {
 // time, so Tx refuses it. A QueueTx is not safe for concurrent use (nor is
 // a pgx.Tx).
 type QueueTx struct {
-	q   *Queue
-	tx  pgx.Tx
-	now any
+	q    *Queue
+	tx   pgx.Tx
+	now  any
+	mode any // perCallMode of tx
 
 	before counts
 	l      changeLog
@@ -123,7 +141,7 @@ func (q *Queue) Tx(ctx context.Context, tx pgx.Tx) (*QueueTx, error) {
 		return nil, resourcelease.Errorf(resourcelease.StatusFailedPrecondition, resourcelease.CodeInvalidArgument,
 			"postgres: a queue transaction must be READ COMMITTED, got %s: the queue's counter row, which every commit updates, would fail it with a serialization error", strings.ToUpper(iso))
 	}
-	t := &QueueTx{q: q, tx: tx, now: q.store.nowArg()}
+	t := &QueueTx{q: q, tx: tx, now: q.store.nowArg(), mode: perCallMode(tx)}
 	if err := tx.QueryRow(ctx, q.sql.counts, t.now).Scan(new(any), &t.before.ready, &t.before.delayed, &t.before.active, &t.before.dead, new(int64), &t.before.paused); err != nil {
 		return nil, q.store.fail(ctx, "transaction", err)
 	}
@@ -193,7 +211,7 @@ func (t *QueueTx) Enqueue(ctx context.Context, item resourcelease.Item) error {
 			t.results = append(t.results, txResult{res: resourcelease.EnqueueResult{Duplicate: true}, ord: ord})
 			return nil
 		}
-		seq, dup, err := q.claimTx(ctx, t.tx, t.now, req)
+		seq, dup, err := q.claimTx(ctx, t.tx, t.mode, t.now, req)
 		if err != nil {
 			return err
 		}
@@ -209,7 +227,7 @@ func (t *QueueTx) Enqueue(ctx context.Context, item resourcelease.Item) error {
 	if full {
 		if req != "" {
 			// Give the claim back: nobody else may have seen it yet.
-			if _, err := t.tx.Exec(ctx, q.sql.unclaimDedupe, perCall(t.tx, []string{req})...); err != nil {
+			if _, err := t.tx.Exec(ctx, q.sql.unclaimDedupe, withMode(t.mode, []string{req})...); err != nil {
 				return q.store.fail(ctx, "enqueue in transaction", err)
 			}
 		}
@@ -285,7 +303,7 @@ func (t *QueueTx) Complete(ctx context.Context, tokens ...resourcelease.Ownershi
 	if ids[0] <= t.maxLocked {
 		return invalidArgument("Complete: item %d is not above item %d an earlier Complete of this transaction locked; complete them in one call, or in ascending sequence id order", ids[0], t.maxLocked)
 	}
-	rows, err := t.tx.Query(ctx, txStmt(q.sql.lockItems), perCall(t.tx, t.now, ids)...)
+	rows, err := t.tx.Query(ctx, txStmt(q.sql.lockItems), withMode(t.mode, t.now, ids)...)
 	if err != nil {
 		return q.store.fail(ctx, "complete in transaction", err)
 	}
@@ -312,7 +330,7 @@ func (t *QueueTx) Complete(ctx context.Context, tokens ...resourcelease.Ownershi
 			return resourcelease.ErrUnknownToken
 		}
 	}
-	if _, err := t.tx.Exec(ctx, q.sql.complete, perCall(t.tx, ids)...); err != nil {
+	if _, err := t.tx.Exec(ctx, q.sql.complete, withMode(t.mode, ids)...); err != nil {
 		return q.store.fail(ctx, "complete in transaction", err)
 	}
 	for _, tok := range tokens {
@@ -358,14 +376,14 @@ func (t *QueueTx) Finish(ctx context.Context) ([]resourcelease.EnqueueResult, er
 		note += "s"
 	}
 	var fr finalRow
-	if err := fr.scan(t.tx.QueryRow(ctx, txStmt(q.sql.final), finalArgs(t.now, &t.l, &t.f, 0)...)); err != nil {
+	if err := fr.scan(t.tx.QueryRow(ctx, txStmt(q.sql.final), withMode(t.mode, finalArgs(t.now, &t.l, &t.f, 0)...)...)); err != nil {
 		return nil, q.store.fail(ctx, "finish transaction", err)
 	}
 	committed := t.l.number(fr.firstSeq, fr.firstEv, fr.after, fr.ts)
 	// With partition rules, the rows of the partitions touched follow the
 	// change in tx (a new partition, a strict partition's next item freed
 	// by a completion), or leases would not see it until another commit.
-	leasable, err := q.partitionsTx(ctx, t.tx, t.now, &t.l)
+	leasable, err := q.partitionsTx(ctx, t.tx, t.mode, t.now, &t.l)
 	if err != nil {
 		return nil, q.store.fail(ctx, "finish transaction", err)
 	}
@@ -401,9 +419,11 @@ func (t *QueueTx) Finish(ctx context.Context) ([]resourcelease.EnqueueResult, er
 }
 
 // claimTx claims req for an enqueue in tx, or returns the sequence id of
-// the enqueue that holds it within the window.
-func (q *Queue) claimTx(ctx context.Context, tx pgx.Tx, now any, req string) (seq int64, dup bool, err error) {
-	rows, err := tx.Query(ctx, txStmt(q.sql.claimDedupe), perCall(tx, now, []string{req}, q.cfg.DedupeWindow.Microseconds())...)
+// the enqueue that holds it within the window (read in mode: see
+// perCallMode; the claim, an INSERT … ON CONFLICT, finds its conflict
+// through the primary key in any plan).
+func (q *Queue) claimTx(ctx context.Context, tx pgx.Tx, mode, now any, req string) (seq int64, dup bool, err error) {
+	rows, err := tx.Query(ctx, txStmt(q.sql.claimDedupe), now, []string{req}, q.cfg.DedupeWindow.Microseconds())
 	if err != nil {
 		return 0, false, q.store.fail(ctx, "enqueue in transaction", err)
 	}
@@ -419,7 +439,7 @@ func (q *Queue) claimTx(ctx context.Context, tx pgx.Tx, now any, req string) (se
 		return 0, false, nil
 	}
 	var r string
-	err = tx.QueryRow(ctx, q.sql.readDedupe, perCall(tx, []string{req})...).Scan(&r, &seq)
+	err = tx.QueryRow(ctx, q.sql.readDedupe, withMode(mode, []string{req})...).Scan(&r, &seq)
 	if err != nil {
 		if err == pgx.ErrNoRows {
 			return 0, false, resourcelease.Errorf(resourcelease.StatusUnavailable, resourcelease.CodeStorageUnavailable,

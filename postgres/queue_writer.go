@@ -22,11 +22,17 @@ import (
 // setCustomPlans plans each statement for its arguments and the tables'
 // present size; setNoSeqScans leaves the planner an index where it can,
 // setSeqScans gives back the setting of the role, database or URL.
+// setNoJIT and setJIT do the same for JIT compilation: a sequential scan
+// left where no index serves (partition_dirty's) is priced as disabled,
+// which lifts the plan's cost past jit_above_cost, and a plan made so
+// would be compiled at every run (0.3 s a commit).
 const (
 	setGenericPlans = "SET LOCAL plan_cache_mode = force_generic_plan"
 	setCustomPlans  = "SET LOCAL plan_cache_mode = force_custom_plan"
 	setNoSeqScans   = "SET LOCAL enable_seqscan = off"
 	setSeqScans     = "SET LOCAL enable_seqscan TO DEFAULT"
+	setNoJIT        = "SET LOCAL jit = off"
+	setJIT          = "SET LOCAL jit TO DEFAULT"
 )
 
 const (
@@ -633,9 +639,9 @@ func (q *Queue) attempt(ctx context.Context, b *batch, lockIDs []int64) (committ
 		p.Queue(q.sql.unclaimDedupe, b.unclaim)
 	}
 	// The final statement and those after it are planned once: their
-	// generic plans are as good as any, and planning the final statement
-	// afresh each time (which a custom plan does) costs about a third of
-	// its execution.
+	// generic plans (the final one's made without sequential scans, below)
+	// are as good as any, and planning the final statement afresh each
+	// time (which a custom plan does) costs about a third of its execution.
 	p.Queue(setGenericPlans)
 	// commitMu orders this process's final statements, and the counter
 	// row is taken under it; a transaction that takes the counter row
@@ -717,8 +723,7 @@ func (q *Queue) attempt(ctx context.Context, b *batch, lockIDs []int64) (committ
 	trimmed := q.trimmed
 	q.mu.Unlock()
 	lockCommit()
-	p.Queue(q.sql.final, finalArgs(b.now, l, &b.fin, trimmed)...)
-	keys := q.queuePartitions(&p, b.now, l, true)
+	keys := q.queueFinal(&p, b.now, l, finalArgs(b.now, l, &b.fin, trimmed))
 	if note := q.notification(b); note != "" {
 		p.Queue(q.sql.notify, q.channel, note)
 	}
@@ -790,6 +795,30 @@ func (q *Queue) attempt(ctx context.Context, b *batch, lockIDs []int64) (committ
 		}
 	}
 	return committed, false, nil
+}
+
+// queueFinal queues a transaction's final statement (args) and the
+// statements after it that bring the rows of the partitions l touched up
+// to date, and returns the partitions' keys (see queuePartitions). The
+// final statement's updates by key (the request ids it claimed, the items
+// it dead-lettered) join its arguments to dedupe and items, and the
+// partition statements theirs to partitions: a generic plan, made once per
+// connection, perhaps while a new queue's tables were small, joins over a
+// sequential scan of the table and keeps it after it has grown, holding the
+// counter row through the scan. Without sequential scans the plans are the
+// primary keys', and without JIT (see setNoJIT) the partition statements'
+// one sequential scan, of partition_dirty, costs what it reads.
+func (q *Queue) queueFinal(p *pgx.Batch, now any, l *changeLog, args []any) []string {
+	p.Queue(setNoSeqScans)
+	p.Queue(q.sql.final, args...)
+	var keys []string
+	if q.parted && len(l.touched) > 0 {
+		p.Queue(setNoJIT)
+		keys = q.queuePartitions(p, now, l, true)
+		p.Queue(setJIT)
+	}
+	p.Queue(setSeqScans)
+	return keys
 }
 
 // deadSlack is how many more dead letters than the count read at BEGIN
