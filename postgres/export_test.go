@@ -89,11 +89,25 @@ func (q *Queue) DeadLockSQL() string { return q.sql.deadLock }
 
 // TxKeySQL are the statements a QueueTx runs in the caller's transaction
 // planned at each call: the lock and delete of the rows it completes, the
-// read and give-back of request ids, and its final statement.
+// read and give-back of request ids, its final statement and, with
+// partition rules, the recompute of the partitions it touched.
 func (q *Queue) TxKeySQL() []string {
-	return []string{txStmt(q.sql.lockItems), q.sql.complete, q.sql.readDedupe, q.sql.unclaimDedupe, txStmt(q.sql.final)}
+	return append([]string{txStmt(q.sql.lockItems), q.sql.complete, q.sql.readDedupe, q.sql.unclaimDedupe, txStmt(q.sql.final)}, q.PartitionSQL()...)
 }
 
 // TxClaimSQL is a QueueTx's claim of a request id, run in the connection's
 // own mode.
 func (q *Queue) TxClaimSQL() string { return txStmt(q.sql.claimDedupe) }
+
+// HealPartitions runs the sweeper's recompute of the partitions marked in
+// partition_dirty once.
+func (q *Queue) HealPartitions(ctx context.Context) (bool, error) { return q.healPartitions(ctx) }
+
+// PartitionSQL are the statements that bring partition rows up to date
+// after a change (empty without partition rules).
+func (q *Queue) PartitionSQL() []string {
+	if !q.parted {
+		return nil
+	}
+	return []string{q.psql.ensure, q.psql.update, q.psql.prune}
+}

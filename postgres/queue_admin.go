@@ -129,7 +129,7 @@ func (q *Queue) adminTx(ctx context.Context, name string, body func(c *pgx.Conn,
 	var fr finalRow
 	var p2 pgx.Batch
 	p2.Queue(setGenericPlans)
-	keys := q.queueFinal(&p2, now, &l, finalArgs(now, &l, &finalInput{}, 0))
+	keys := q.queueFinal(&p2, now, &l, finalArgs(now, &l, &finalInput{}, 0), q.cfg.CommitHook != nil)
 	leasable := false
 	note := ""
 	if l.madeReady || l.unserved() {

@@ -286,6 +286,15 @@ func (q *Queue) healPartitions(ctx context.Context) (leasable bool, err error) {
 	if err != nil {
 		return false, err
 	}
+	// The writer's statements, planned as the writer plans them (see
+	// queueFinal): a connection keeps one plan per statement, and a
+	// generic plan made here with the session's settings (auto mode turns
+	// to one after five runs) would be the writer's too.
+	for _, set := range []string{setGenericPlans, setNoSeqScans} {
+		if _, err := tx.Exec(ctx, set); err != nil {
+			return false, err
+		}
+	}
 	now := q.store.nowArg()
 	rows, err := tx.Query(ctx, q.psql.update, now, []string{}, []int64{}, true)
 	if err != nil {

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/leasemesh/leasemesh/internal/pgtest"
 	"github.com/leasemesh/leasemesh/postgres"
@@ -64,11 +65,7 @@ func TestLeasePlanIsFlat(t *testing.T) {
 			if _, err := pool.Exec(ctx, "ANALYZE"); err != nil {
 				t.Fatal(err)
 			}
-			tx, err := pool.Begin(ctx)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer tx.Rollback(ctx)
+			tx := beginTx(t, pool)
 			for _, mode := range []string{"force_custom_plan", "force_generic_plan"} {
 				if _, err := tx.Exec(ctx, "SET LOCAL plan_cache_mode = "+mode); err != nil {
 					t.Fatal(err)
@@ -93,18 +90,19 @@ func TestLeasePlanIsFlat(t *testing.T) {
 				// transaction (QueueTx) with its own settings, mostly custom.
 				writer := mode == "force_generic_plan"
 				if writer {
-					for _, set := range []string{"SET LOCAL enable_seqscan = off", "SET LOCAL jit = off"} {
-						if _, err := tx.Exec(ctx, set); err != nil {
-							t.Fatal(err)
-						}
+					if _, err := tx.Exec(ctx, "SET LOCAL enable_seqscan = off"); err != nil {
+						t.Fatal(err)
 					}
 				}
 				text = explain(t, tx, q.PartitionUpdateSQL(), nil, []string{"tenant-7"}, []int64{0}, true)
 				if writer {
-					for _, set := range []string{"SET LOCAL enable_seqscan TO DEFAULT", "SET LOCAL jit TO DEFAULT"} {
-						if _, err := tx.Exec(ctx, set); err != nil {
-							t.Fatal(err)
-						}
+					if _, err := tx.Exec(ctx, "SET LOCAL enable_seqscan TO DEFAULT"); err != nil {
+						t.Fatal(err)
+					}
+					// A node left no index would be priced as disabled, and
+					// the plan compiled at every run.
+					if strings.Contains(text, "JIT:") {
+						t.Errorf("%s: the partition update's plan is JIT-compiled:\n%s", mode, text)
 					}
 				}
 				want := []string{"items_ready_partition", "partitions_pkey"}
@@ -119,8 +117,10 @@ func TestLeasePlanIsFlat(t *testing.T) {
 				// partition_dirty holds the marks of rows skipped by
 				// transactions in flight, removed as soon as recomputed: a
 				// few rows whatever the queue's size, which a sequential
-				// scan reads at once.
-				if strings.Contains(strings.ReplaceAll(text, "Seq Scan on partition_dirty", ""), "Seq Scan") {
+				// scan reads at once (in a custom plan; the writer's finds
+				// them by key).
+				if writer && strings.Contains(text, "Seq Scan") ||
+					strings.Contains(strings.ReplaceAll(text, "Seq Scan on partition_dirty", ""), "Seq Scan") {
 					t.Errorf("%s: the partition update's plan has a sequential scan:\n%s", mode, text)
 				}
 			}
@@ -141,8 +141,11 @@ func explain(t *testing.T, tx pgx.Tx, sql string, args ...any) string {
 		t.Fatal(err)
 	}
 	defer func() {
+		if t.Failed() {
+			return // the transaction may be aborted: DEALLOCATE would fail too
+		}
 		if _, err := tx.Exec(ctx, "DEALLOCATE "+name); err != nil {
-			t.Fatal(err)
+			t.Error(err)
 		}
 	}()
 	params := make([]string, len(args))
@@ -173,6 +176,19 @@ func explain(t *testing.T, tx pgx.Tx, sql string, args ...any) string {
 
 // explained numbers explain's prepared statements.
 var explained atomic.Int64
+
+// beginTx begins a transaction on pool that is rolled back when the test
+// ends, so that a test failing inside it does not leave its row locks to
+// the queue's Close (which would wait for them).
+func beginTx(t *testing.T, pool *pgxpool.Pool) pgx.Tx {
+	t.Helper()
+	tx, err := pool.Begin(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = tx.Rollback(context.Background()) })
+	return tx
+}
 
 // TestKeyWritesPlannedPerCall checks that the writes by key in a batch's
 // last round trip (heartbeat, end of lease, complete, a dead-letter purge,
@@ -304,10 +320,7 @@ func TestLockItemsPlanProbesByKey(t *testing.T) {
 	for _, l := range ls {
 		smallIDs = append(smallIDs, l.SequenceID)
 	}
-	tx, err := pool.Begin(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	tx := beginTx(t, pool)
 	for _, set := range []string{"SET LOCAL enable_seqscan = off", "SET LOCAL plan_cache_mode = force_generic_plan"} {
 		if _, err := tx.Exec(ctx, set); err != nil {
 			t.Fatal(err)
@@ -344,10 +357,7 @@ func TestLockItemsPlanProbesByKey(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		tx, err := pool.Begin(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
+		tx := beginTx(t, pool)
 		for _, mode := range []string{"force_custom_plan", "force_generic_plan"} {
 			if _, err := tx.Exec(ctx, "SET LOCAL plan_cache_mode = "+mode); err != nil {
 				t.Fatal(err)
@@ -367,22 +377,35 @@ func TestLockItemsPlanProbesByKey(t *testing.T) {
 	}
 }
 
-// TestWriterGivesBackSeqScans: the writer turns sequential scans off only
-// around its lock of settled rows; the rest of its transaction (here what a
-// CommitHook runs in it, after the final statement) has the setting of the
-// role, database or URL again.
+// TestWriterGivesBackSeqScans: the writer turns sequential scans off around
+// its lock of settled rows and its final statements, and runs the latter
+// with generic plans; what a CommitHook runs in its transaction, after
+// them, has the settings of the role, database or URL again.
 func TestWriterGivesBackSeqScans(t *testing.T) {
 	t.Parallel()
-	type reading struct{ setting, session string }
+	type reading struct{ name, setting, session string }
 	var mu sync.Mutex
-	var seen []reading
+	var seen [][]reading
 	hook := func(ctx context.Context, tx pgx.Tx, _ []resourcelease.Event) error {
-		var r reading
-		if err := tx.QueryRow(ctx, `SELECT setting, reset_val FROM pg_settings WHERE name = 'enable_seqscan'`).Scan(&r.setting, &r.session); err != nil {
+		rows, err := tx.Query(ctx, `SELECT name, setting, reset_val FROM pg_settings WHERE name IN ('enable_seqscan', 'plan_cache_mode') ORDER BY name`)
+		if err != nil {
+			return err
+		}
+		var rs []reading
+		for rows.Next() {
+			var r reading
+			if err := rows.Scan(&r.name, &r.setting, &r.session); err != nil {
+				rows.Close()
+				return err
+			}
+			rs = append(rs, r)
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
 			return err
 		}
 		mu.Lock()
-		seen = append(seen, r)
+		seen = append(seen, rs)
 		mu.Unlock()
 		return nil
 	}
@@ -408,9 +431,14 @@ func TestWriterGivesBackSeqScans(t *testing.T) {
 	if len(seen) != 4 {
 		t.Fatalf("the hook ran in %d transactions, want 4 (enqueue, lease, heartbeat, complete)", len(seen))
 	}
-	for i, r := range seen {
-		if r.setting != r.session {
-			t.Errorf("transaction %d: enable_seqscan = %s after the final statement, want %s (the session's own setting)", i+1, r.setting, r.session)
+	for i, rs := range seen {
+		if len(rs) != 2 {
+			t.Fatalf("transaction %d: read %v, want enable_seqscan and plan_cache_mode", i+1, rs)
+		}
+		for _, r := range rs {
+			if r.setting != r.session {
+				t.Errorf("transaction %d: %s = %s after the final statement, want %s (the session's own setting)", i+1, r.name, r.setting, r.session)
+			}
 		}
 	}
 }
@@ -430,17 +458,23 @@ func TestQueueTxPlansKeyWritesPerCall(t *testing.T) {
 	for _, tc := range []struct {
 		params   string
 		override bool // the QueueTx picks the mode of its statements by key
+		parted   bool // with partition rules: the partition recompute too
 	}{
-		{"default_query_exec_mode=cache_statement", true},
-		{"default_query_exec_mode=cache_statement&description_cache_capacity=0", true},
-		{"default_query_exec_mode=cache_describe", false},
-		{"default_query_exec_mode=describe_exec", false},
-		{"default_query_exec_mode=exec", false},
-		{"default_query_exec_mode=simple_protocol", false},
+		{"default_query_exec_mode=cache_statement", true, false},
+		{"default_query_exec_mode=cache_statement", true, true},
+		{"default_query_exec_mode=cache_statement&description_cache_capacity=0", true, false},
+		{"default_query_exec_mode=cache_describe", false, false},
+		{"default_query_exec_mode=describe_exec", false, false},
+		{"default_query_exec_mode=exec", false, false},
+		{"default_query_exec_mode=simple_protocol", false, true},
 	} {
-		t.Run(tc.params, func(t *testing.T) {
+		name := tc.params
+		if tc.parted {
+			name += "/partitions"
+		}
+		t.Run(name, func(t *testing.T) {
 			t.Parallel()
-			queueTxPlansPerCall(t, tc.params, tc.override)
+			queueTxPlansPerCall(t, tc.params, tc.override, tc.parted)
 		})
 	}
 }
@@ -468,9 +502,13 @@ func (m *modeTracer) TraceQueryStart(ctx context.Context, _ *pgx.Conn, d pgx.Tra
 
 func (m *modeTracer) TraceQueryEnd(context.Context, *pgx.Conn, pgx.TraceQueryEndData) {}
 
-func queueTxPlansPerCall(t *testing.T, params string, override bool) {
+func queueTxPlansPerCall(t *testing.T, params string, override, parted bool) {
 	url := pgtest.NewDatabase(t)
-	q := openQueue(t, url, nil, postgres.QueueConfig{Capacity: 2, FullMode: resourcelease.FullReject, SweepInterval: time.Hour})
+	qcfg := postgres.QueueConfig{Capacity: 2, FullMode: resourcelease.FullReject, SweepInterval: time.Hour}
+	if parted {
+		qcfg.Fairness = resourcelease.FairnessPartitions
+	}
+	q := openQueue(t, url, nil, qcfg)
 	ctx := context.Background()
 	cfg, err := pgx.ParseConfig(url + "&" + params)
 	if err != nil {
@@ -630,9 +668,10 @@ func queueTxPlansPerCall(t *testing.T, params string, override bool) {
 }
 
 // TestWriterProbesByKeyOnGrownTables: the writer's plans of the statements
-// that find dedupe and item rows by key (the read of request ids held
-// already, and the final statement's updates of the request ids it claimed
-// and of the items it dead-lettered) are the primary keys' even when they
+// that find dedupe and item rows by key (the final statement's updates of
+// the request ids it claimed and of the items it dead-lettered; the read of
+// request ids held already, planned per call in practice, is counted too)
+// are the primary keys' even when they
 // were made while the tables were small and the tables have grown since,
 // unanalyzed: no transaction of the writer scans either table whole. A
 // generic plan made on a small table joins over a sequential scan of it and
@@ -764,13 +803,10 @@ func TestFinalPlanProbesByKey(t *testing.T) {
 	t.Parallel()
 	q := openQueue(t, pgtest.NewDatabase(t), nil, postgres.QueueConfig{})
 	ctx := context.Background()
-	tx, err := q.Store().Pool().Begin(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tx.Rollback(ctx) //nolint:errcheck // nothing to keep
+	tx := beginTx(t, q.Store().Pool())
 	// PREPARE and EXPLAIN EXECUTE: the parameters of an EXPLAIN sent with
-	// values are planned as constants, in a custom plan.
+	// values are planned as constants, in a custom plan. (A prepared
+	// statement outlives the transaction: DEALLOCATE at the end.)
 	for _, sql := range []string{"SET LOCAL plan_cache_mode = force_generic_plan", "SET LOCAL enable_seqscan = off", "PREPARE final AS " + q.FinalSQL()} {
 		if _, err := tx.Exec(ctx, sql); err != nil {
 			t.Fatal(err)
@@ -800,6 +836,12 @@ func TestFinalPlanProbesByKey(t *testing.T) {
 	if err := rows.Err(); err != nil {
 		t.Fatal(err)
 	}
+	if _, err := tx.Exec(ctx, "DEALLOCATE final"); err != nil {
+		t.Fatal(err)
+	}
+	if len(plan) == 0 {
+		t.Fatal("EXPLAIN returned no plan")
+	}
 	text := strings.Join(plan, "\n")
 	for _, want := range []string{"Index Scan using queue_state_pkey", "Index Scan using dedupe_pkey", "Index Scan using items_pkey"} {
 		if !strings.Contains(text, want) {
@@ -810,10 +852,123 @@ func TestFinalPlanProbesByKey(t *testing.T) {
 		t.Errorf("the plan scans a table whole:\n%s", text)
 	}
 	var total float64
-	if _, err := fmt.Sscanf(text[strings.Index(text, "..")+2:], "%f", &total); err != nil {
+	if _, err := fmt.Sscanf(plan[0][strings.Index(plan[0], "..")+2:], "%f", &total); err != nil {
 		t.Fatalf("no total cost in %q: %v", plan[0], err)
 	}
 	if total >= jitAbove {
 		t.Errorf("the plan costs %.0f, at least jit_above_cost (%.0f): it would be compiled at every run:\n%s", total, jitAbove, text)
+	}
+}
+
+// TestPartitionPlansStayByKey: with partition rules, the writer's
+// recompute of the partitions a commit touched finds their rows by key
+// once the partitions table has grown, whoever made the plan the writer's
+// connection keeps: the sweeper's heal of marked partitions and the admin
+// operations run the same statements on the same pooled connections (one
+// plan per statement and connection, whatever the settings it runs under
+// later), and a generic plan made there with the session's settings (auto
+// mode turns to one after five runs) joined over a sequential scan of the
+// small table and kept it. One connection in the pool, so that the heal,
+// the admin operation and the writer share it; scans counted as in
+// TestWriterProbesByKeyOnGrownTables.
+func TestPartitionPlansStayByKey(t *testing.T) {
+	t.Parallel()
+	for _, first := range []string{"heal", "redrive"} {
+		t.Run(first, func(t *testing.T) {
+			t.Parallel()
+			partitionPlansStayByKey(t, first)
+		})
+	}
+}
+
+// partitionPlansStayByKey runs first (the sweeper's heal, past five runs,
+// or an admin operation) on a small partitions table, grows it, and counts
+// the writer's sequential scans of it.
+func partitionPlansStayByKey(t *testing.T, first string) {
+	var mu sync.Mutex
+	var last, seqScans int64
+	measuring, measured := false, 0
+	hook := func(ctx context.Context, tx pgx.Tx, _ []resourcelease.Event) error {
+		var n int64
+		if err := tx.QueryRow(ctx, `SELECT coalesce(sum(seq_scan), 0) FROM pg_stat_xact_user_tables
+			WHERE schemaname = 'leasemesh' AND relname = 'partitions'`).Scan(&n); err != nil {
+			return err
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		d := n
+		if n >= last {
+			d = n - last
+		}
+		last = n
+		if measuring {
+			seqScans += d
+			measured++
+		}
+		return nil
+	}
+	url := pgtest.NewDatabase(t) + "&pool_max_conns=1"
+	q := openQueue(t, url, nil, postgres.QueueConfig{Capacity: -1, DedupeWindow: -1, SweepInterval: time.Hour,
+		Fairness: resourcelease.FairnessPartitions, CommitHook: hook})
+	ctx := context.Background()
+	pool := q.Store().Pool()
+	if _, err := pool.Exec(ctx, `ALTER TABLE leasemesh.partitions SET (autovacuum_enabled = off)`); err != nil {
+		t.Fatal(err)
+	}
+	// Plans made on a small table, by first.
+	switch first {
+	case "heal":
+		for i := range 8 {
+			if _, err := pool.Exec(ctx, `INSERT INTO leasemesh.partition_dirty VALUES ($1)`, fmt.Sprint("tenant-", i)); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := q.HealPartitions(ctx); err != nil {
+				t.Fatal(err)
+			}
+		}
+	case "redrive":
+		// The dead letter from a partition the writer's commits never
+		// touched: its plan is made by the redrive.
+		if _, err := pool.Exec(ctx, `UPDATE leasemesh.queue_state SET next_sequence_id = next_sequence_id + 1, dead_letter_count = 1`); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := pool.Exec(ctx, `INSERT INTO leasemesh.items (sequence_id, state, resource_type, resource_id, partition_key,
+				payload_encoding, attempt, enqueued_at, dead_lettered_at) VALUES (1, 'dead', 'bench.order', 'poison', 'poison', '', 1, now(), now())`); err != nil {
+			t.Fatal(err)
+		}
+		if n, err := q.Redrive(ctx, resourcelease.DeadLetterSelection{All: true}); err != nil || n != 1 {
+			t.Fatalf("redrive: %d, %v; want 1", n, err)
+		}
+	}
+	// The table grows: 5,000 partitions with an item each.
+	for n := range 5 {
+		batch := make([]resourcelease.Item, 1000)
+		for i := range batch {
+			batch[i] = benchItem(n*1000 + i)
+			batch[i].PartitionKey = fmt.Sprint("grown-", n*1000+i)
+		}
+		if _, err := q.EnqueueBatch(ctx, batch); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mu.Lock()
+	measuring = true
+	mu.Unlock()
+	for range 8 {
+		l, err := leaseOne(ctx, q, "w")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := q.Complete(ctx, l.OwnershipToken); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if measured == 0 {
+		t.Fatal("no commit was measured")
+	}
+	if seqScans != 0 {
+		t.Errorf("%d sequential scans of partitions in %d commits on a grown table, want none", seqScans, measured)
 	}
 }

@@ -20,19 +20,15 @@ import (
 
 // setGenericPlans makes the rest of a transaction use generic plans,
 // setCustomPlans plans each statement for its arguments and the tables'
-// present size; setNoSeqScans leaves the planner an index where it can,
-// setSeqScans gives back the setting of the role, database or URL.
-// setNoJIT and setJIT do the same for JIT compilation: a sequential scan
-// left where no index serves (partition_dirty's) is priced as disabled,
-// which lifts the plan's cost past jit_above_cost, and a plan made so
-// would be compiled at every run (0.3 s a commit).
+// present size, setDefaultPlans gives back the setting of the role,
+// database or URL; setNoSeqScans leaves the planner an index where it can,
+// setSeqScans gives the setting back.
 const (
 	setGenericPlans = "SET LOCAL plan_cache_mode = force_generic_plan"
 	setCustomPlans  = "SET LOCAL plan_cache_mode = force_custom_plan"
+	setDefaultPlans = "SET LOCAL plan_cache_mode TO DEFAULT"
 	setNoSeqScans   = "SET LOCAL enable_seqscan = off"
 	setSeqScans     = "SET LOCAL enable_seqscan TO DEFAULT"
-	setNoJIT        = "SET LOCAL jit = off"
-	setJIT          = "SET LOCAL jit TO DEFAULT"
 )
 
 const (
@@ -723,7 +719,7 @@ func (q *Queue) attempt(ctx context.Context, b *batch, lockIDs []int64) (committ
 	trimmed := q.trimmed
 	q.mu.Unlock()
 	lockCommit()
-	keys := q.queueFinal(&p, b.now, l, finalArgs(b.now, l, &b.fin, trimmed))
+	keys := q.queueFinal(&p, b.now, l, finalArgs(b.now, l, &b.fin, trimmed), hook != nil)
 	if note := q.notification(b); note != "" {
 		p.Queue(q.sql.notify, q.channel, note)
 	}
@@ -800,24 +796,26 @@ func (q *Queue) attempt(ctx context.Context, b *batch, lockIDs []int64) (committ
 // queueFinal queues a transaction's final statement (args) and the
 // statements after it that bring the rows of the partitions l touched up
 // to date, and returns the partitions' keys (see queuePartitions). The
-// final statement's updates by key (the request ids it claimed, the items
-// it dead-lettered) join its arguments to dedupe and items, and the
-// partition statements theirs to partitions: a generic plan, made once per
-// connection, perhaps while a new queue's tables were small, joins over a
-// sequential scan of the table and keeps it after it has grown, holding the
-// counter row through the scan. Without sequential scans the plans are the
-// primary keys', and without JIT (see setNoJIT) the partition statements'
-// one sequential scan, of partition_dirty, costs what it reads.
-func (q *Queue) queueFinal(p *pgx.Batch, now any, l *changeLog, args []any) []string {
+// transaction runs them with generic plans (set earlier). The final
+// statement's updates by key (the request ids it claimed, the items it
+// dead-lettered) join its arguments to dedupe and items, and the partition
+// statements theirs to partitions and partition_dirty: a generic plan,
+// made once per connection, perhaps while a new queue's tables were small,
+// joins over a sequential scan of the table and keeps it after it has
+// grown, holding the counter row through the scan. Without sequential
+// scans the plans are the primary keys'. (A node left no index would be
+// priced as disabled, past jit_above_cost, and compiled at every run: each
+// statement here reaches its tables by key, and the plan tests hold their
+// costs under the threshold.) With hook, a CommitHook runs next in the
+// transaction: it gets the session's planner settings back.
+func (q *Queue) queueFinal(p *pgx.Batch, now any, l *changeLog, args []any, hook bool) []string {
 	p.Queue(setNoSeqScans)
 	p.Queue(q.sql.final, args...)
-	var keys []string
-	if q.parted && len(l.touched) > 0 {
-		p.Queue(setNoJIT)
-		keys = q.queuePartitions(p, now, l, true)
-		p.Queue(setJIT)
+	keys := q.queuePartitions(p, now, l, true)
+	if hook {
+		p.Queue(setSeqScans)
+		p.Queue(setDefaultPlans)
 	}
-	p.Queue(setSeqScans)
 	return keys
 }
 
