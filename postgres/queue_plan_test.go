@@ -159,16 +159,8 @@ func explain(t *testing.T, tx pgx.Tx, sql string, args ...any) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer rows.Close()
-	var plan []string
-	for rows.Next() {
-		var line string
-		if err := rows.Scan(&line); err != nil {
-			t.Fatal(err)
-		}
-		plan = append(plan, line)
-	}
-	if err := rows.Err(); err != nil {
+	plan, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
 		t.Fatal(err)
 	}
 	return strings.Join(plan, "\n")
@@ -676,44 +668,12 @@ func queueTxPlansPerCall(t *testing.T, params string, override, parted bool) {
 // unanalyzed: no transaction of the writer scans either table whole. A
 // generic plan made on a small table joins over a sequential scan of it and
 // stays cached; the final statement runs holding the counter row, so such a
-// scan would hold every commit of the mesh. Read on the writer's
-// connections by a CommitHook (which runs after the final statement):
-// pg_stat_xact_user_tables counts the scans of the backend not yet flushed
-// to the server's statistics (a flush, at most once a second, starts it
-// from zero again), so the scans between two readings of one backend are
-// the difference, or the second reading after a flush.
+// scan would hold every commit of the mesh. Counted by seqScanCounter.
 func TestWriterProbesByKeyOnGrownTables(t *testing.T) {
 	t.Parallel()
-	type scans struct{ dedupe, items int64 }
-	var mu sync.Mutex
-	last := map[int32]scans{} // by backend
-	var grown []scans         // the scans since a backend's last reading, once the tables have grown
-	measuring := false
-	hook := func(ctx context.Context, tx pgx.Tx, _ []resourcelease.Event) error {
-		var s scans
-		var pid int32
-		if err := tx.QueryRow(ctx, `SELECT pg_backend_pid(),
-				coalesce(sum(seq_scan) FILTER (WHERE relname = 'dedupe'), 0),
-				coalesce(sum(seq_scan) FILTER (WHERE relname = 'items'), 0)
-			FROM pg_stat_xact_user_tables WHERE schemaname = 'leasemesh'`).Scan(&pid, &s.dedupe, &s.items); err != nil {
-			return err
-		}
-		mu.Lock()
-		defer mu.Unlock()
-		prev, ok := last[pid]
-		last[pid] = s
-		if !measuring || !ok {
-			return nil
-		}
-		d := s
-		if s.dedupe >= prev.dedupe && s.items >= prev.items {
-			d = scans{s.dedupe - prev.dedupe, s.items - prev.items}
-		}
-		grown = append(grown, d)
-		return nil
-	}
+	scans := &seqScanCounter{tables: []string{"dedupe", "items"}}
 	url := pgtest.NewDatabase(t)
-	q := openQueue(t, url, nil, postgres.QueueConfig{Capacity: -1, DelayedCapacity: -1, SweepInterval: time.Hour, CommitHook: hook})
+	q := openQueue(t, url, nil, postgres.QueueConfig{Capacity: -1, DelayedCapacity: -1, SweepInterval: time.Hour, CommitHook: scans.hook})
 	ctx := context.Background()
 	pool := q.Store().Pool()
 	// No ANALYZE behind the test's back: it would replan the cached
@@ -767,29 +727,102 @@ func TestWriterProbesByKeyOnGrownTables(t *testing.T) {
 		if _, err := q.Enqueue(ctx, benchItem(i)); err != nil {
 			t.Fatal(err)
 		}
-		l, err := leaseOne(ctx, q, "w")
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := q.Complete(ctx, l.OwnershipToken); err != nil {
-			t.Fatal(err)
-		}
+		leaseAndComplete(t, q)
 	}
-	mu.Lock()
-	measuring = true
-	mu.Unlock()
+	scans.start()
 	for i := 1000; i < 1000+2*int(pool.Config().MaxConns); i++ {
 		round(i)
 	}
-	mu.Lock()
-	defer mu.Unlock()
-	if len(grown) == 0 {
-		t.Fatal("no transaction was measured")
+	scans.checkNone(t)
+}
+
+// seqScanCounter counts the sequential scans of tables (of the leasemesh
+// schema) in the writer's transactions, read by its hook, a CommitHook,
+// once start has been called. pg_stat_xact_user_tables counts a backend's
+// scans not yet flushed to the server's statistics (a flush, at most once
+// a second and never inside a transaction, starts it from zero again), so
+// the scans between two readings of one backend are the difference, or the
+// second reading after a flush: it may count too few, never too many.
+type seqScanCounter struct {
+	tables []string
+
+	mu       sync.Mutex
+	last     map[int32][]int64 // by backend
+	counting bool
+	commits  int
+	scans    []int64 // per table, since start
+}
+
+func (c *seqScanCounter) hook(ctx context.Context, tx pgx.Tx, _ []resourcelease.Event) error {
+	var pid int32
+	if err := tx.QueryRow(ctx, `SELECT pg_backend_pid()`).Scan(&pid); err != nil {
+		return err
 	}
-	for i, s := range grown {
-		if s.dedupe != 0 || s.items != 0 {
-			t.Errorf("transaction %d of %d: %d sequential scans of dedupe and %d of items, want none", i+1, len(grown), s.dedupe, s.items)
+	now := make([]int64, len(c.tables))
+	for i, table := range c.tables {
+		if err := tx.QueryRow(ctx, `SELECT coalesce(sum(seq_scan), 0) FROM pg_stat_xact_user_tables
+			WHERE schemaname = 'leasemesh' AND relname = $1`, table).Scan(&now[i]); err != nil {
+			return err
 		}
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.last == nil {
+		c.last = map[int32][]int64{}
+		c.scans = make([]int64, len(c.tables))
+	}
+	prev, seen := c.last[pid]
+	c.last[pid] = now
+	if !c.counting || !seen {
+		return nil
+	}
+	c.commits++
+	flushed := false
+	for i := range now {
+		flushed = flushed || now[i] < prev[i]
+	}
+	for i := range now {
+		if flushed {
+			c.scans[i] += now[i]
+		} else {
+			c.scans[i] += now[i] - prev[i]
+		}
+	}
+	return nil
+}
+
+// start counts from the next reading of each backend on.
+func (c *seqScanCounter) start() {
+	c.mu.Lock()
+	c.counting = true
+	c.mu.Unlock()
+}
+
+// checkNone fails t unless commits were counted and none scanned a table.
+func (c *seqScanCounter) checkNone(t *testing.T) {
+	t.Helper()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.commits == 0 {
+		t.Fatal("no commit was counted")
+	}
+	for i, table := range c.tables {
+		if c.scans[i] != 0 {
+			t.Errorf("%d sequential scans of %s in %d commits on grown tables, want none", c.scans[i], table, c.commits)
+		}
+	}
+}
+
+// leaseAndComplete leases the oldest ready item of q and completes it.
+func leaseAndComplete(t *testing.T, q *postgres.Queue) {
+	t.Helper()
+	ctx := context.Background()
+	l, err := leaseOne(ctx, q, "w")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := q.Complete(ctx, l.OwnershipToken); err != nil {
+		t.Fatal(err)
 	}
 }
 
@@ -816,7 +849,6 @@ func TestFinalPlanProbesByKey(t *testing.T) {
 	if err := tx.QueryRow(ctx, `SELECT current_setting('jit_above_cost')::float8`).Scan(&jitAbove); err != nil {
 		t.Fatal(err)
 	}
-	var plan []string
 	params := 0
 	for _, m := range regexp.MustCompile(`\$(\d+)`).FindAllStringSubmatch(q.FinalSQL(), -1) {
 		n, _ := strconv.Atoi(m[1])
@@ -826,14 +858,8 @@ func TestFinalPlanProbesByKey(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for rows.Next() {
-		var line string
-		if err := rows.Scan(&line); err != nil {
-			t.Fatal(err)
-		}
-		plan = append(plan, line)
-	}
-	if err := rows.Err(); err != nil {
+	plan, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
 		t.Fatal(err)
 	}
 	if _, err := tx.Exec(ctx, "DEALLOCATE final"); err != nil {
@@ -869,8 +895,8 @@ func TestFinalPlanProbesByKey(t *testing.T) {
 // later), and a generic plan made there with the session's settings (auto
 // mode turns to one after five runs) joined over a sequential scan of the
 // small table and kept it. One connection in the pool, so that the heal,
-// the admin operation and the writer share it; scans counted as in
-// TestWriterProbesByKeyOnGrownTables.
+// the admin operation and the writer share it; scans counted by
+// seqScanCounter.
 func TestPartitionPlansStayByKey(t *testing.T) {
 	t.Parallel()
 	for _, first := range []string{"heal", "redrive"} {
@@ -885,31 +911,10 @@ func TestPartitionPlansStayByKey(t *testing.T) {
 // or an admin operation) on a small partitions table, grows it, and counts
 // the writer's sequential scans of it.
 func partitionPlansStayByKey(t *testing.T, first string) {
-	var mu sync.Mutex
-	var last, seqScans int64
-	measuring, measured := false, 0
-	hook := func(ctx context.Context, tx pgx.Tx, _ []resourcelease.Event) error {
-		var n int64
-		if err := tx.QueryRow(ctx, `SELECT coalesce(sum(seq_scan), 0) FROM pg_stat_xact_user_tables
-			WHERE schemaname = 'leasemesh' AND relname = 'partitions'`).Scan(&n); err != nil {
-			return err
-		}
-		mu.Lock()
-		defer mu.Unlock()
-		d := n
-		if n >= last {
-			d = n - last
-		}
-		last = n
-		if measuring {
-			seqScans += d
-			measured++
-		}
-		return nil
-	}
+	scans := &seqScanCounter{tables: []string{"partitions"}}
 	url := pgtest.NewDatabase(t) + "&pool_max_conns=1"
 	q := openQueue(t, url, nil, postgres.QueueConfig{Capacity: -1, DedupeWindow: -1, SweepInterval: time.Hour,
-		Fairness: resourcelease.FairnessPartitions, CommitHook: hook})
+		Fairness: resourcelease.FairnessPartitions, CommitHook: scans.hook})
 	ctx := context.Background()
 	pool := q.Store().Pool()
 	if _, err := pool.Exec(ctx, `ALTER TABLE leasemesh.partitions SET (autovacuum_enabled = off)`); err != nil {
@@ -951,24 +956,9 @@ func partitionPlansStayByKey(t *testing.T, first string) {
 			t.Fatal(err)
 		}
 	}
-	mu.Lock()
-	measuring = true
-	mu.Unlock()
+	scans.start()
 	for range 8 {
-		l, err := leaseOne(ctx, q, "w")
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := q.Complete(ctx, l.OwnershipToken); err != nil {
-			t.Fatal(err)
-		}
+		leaseAndComplete(t, q)
 	}
-	mu.Lock()
-	defer mu.Unlock()
-	if measured == 0 {
-		t.Fatal("no commit was measured")
-	}
-	if seqScans != 0 {
-		t.Errorf("%d sequential scans of partitions in %d commits on a grown table, want none", seqScans, measured)
-	}
+	scans.checkNone(t)
 }
