@@ -175,11 +175,13 @@ func (q *Queue) listenOnce() (connected bool, err error) {
 // While a transaction is serving them it is owed one more after it: that
 // transaction may have read before the change the poke stands for (another
 // process's enqueue, say), and it parks them again when it finds nothing or
-// fails; without the mark they would wait for the next poll.
+// fails; without the mark they would wait for the next poll. So is a
+// transaction carrying a new long-poll's first try, which parks it when it
+// finds nothing.
 func (q *Queue) poke(ready, space bool) {
 	q.mu.Lock()
 	wake := false
-	if ready && (len(q.waiters) > 0 || q.waitersBusy) {
+	if ready && (len(q.waiters) > 0 || q.waitersBusy || q.waitLeases > 0) {
 		q.serveWaiters, wake = true, true
 	}
 	if space && (len(q.full) > 0 || q.fullBusy) {

@@ -50,6 +50,7 @@ type batch struct {
 	deferred []*op // for the next transaction
 
 	tookWaiters, tookFull, tookSweep bool  // it holds Queue.waitersBusy, fullBusy, sweepBusy
+	waitLease                        bool  // it is counted in Queue.waitLeases
 	admitted                         int64 // items it reserved in Queue.reserved
 	admittedDelayed                  int64 // delayed items it reserved in Queue.reservedDelayed
 
@@ -308,6 +309,7 @@ func (q *Queue) takeLocked() *batch {
 		}
 		units += u
 		b.ops = append(b.ops, o)
+		b.waitLease = b.waitLease || o.kind == opLease && o.wait
 		hasLease = hasLease || o.kind == opLease
 		hasEnqueue = hasEnqueue || o.kind == opEnqueue
 	}
@@ -315,6 +317,9 @@ func (q *Queue) takeLocked() *batch {
 	q.pending = rest
 	if b.tookSweep {
 		q.sweepBusy = true
+	}
+	if b.waitLease {
+		q.waitLeases++
 	}
 	// A batch with leases serves the parked waiters first, so that a new
 	// lease never takes an item a waiter was due.
@@ -1627,6 +1632,9 @@ func (q *Queue) deliver(b *batch, committed []Committed, err error) {
 		}
 	}
 	q.mu.Lock()
+	if b.waitLease {
+		q.waitLeases--
+	}
 	if !q.closed {
 		q.pending = append(b.deferred, q.pending...)
 		for _, o := range park {
