@@ -299,12 +299,11 @@ type Queue struct {
 	// reservedDelayed is reserved for delayed items (DelayedCapacity).
 	reservedDelayed int64 // guarded by mu
 	waitersBusy     bool  // guarded by mu: a transaction is serving the parked waiters
-	fullBusy        bool  // guarded by mu: a transaction is serving the capacity waits
-	sweepBusy       bool  // guarded by mu: a transaction is sweeping
-	// readyPokes and spacePokes count the pokes (guarded by mu): a
-	// transaction that parks calls after one came in its course owes them a
-	// round (see poke).
-	readyPokes, spacePokes uint64
+	// waitLeases is how many transactions in flight carry a lease call
+	// that will park if it finds nothing (guarded by mu): see poke.
+	waitLeases int
+	fullBusy   bool // guarded by mu: a transaction is serving the capacity waits
+	sweepBusy  bool // guarded by mu: a transaction is sweeping
 	// commitMu is held from a transaction's last round trip (the counter
 	// row, COMMIT) until its commit is reported, so that commits are
 	// reported (OnCommit, counts) in the order they were made.

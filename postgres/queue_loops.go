@@ -172,22 +172,16 @@ func (q *Queue) listenOnce() (connected bool, err error) {
 }
 
 // poke gives the parked waiters (ready) or capacity waits (space) a round.
-// A transaction in flight may have read before the change the poke stands
-// for (another process's enqueue, say) and park calls when it finds
-// nothing or fails (parked waiters it served, a new long-poll's first try,
-// an enqueue refused for capacity): the poke is counted, and such a
-// transaction gives the calls it parks a round after it (see deliver);
-// without that they would wait for the next poll.
+// While a transaction is serving them it is owed one more after it: that
+// transaction may have read before the change the poke stands for (another
+// process's enqueue, say), and it parks them again when it finds nothing or
+// fails; without the mark they would wait for the next poll. So is a
+// transaction carrying a new long-poll's first try, which parks it when it
+// finds nothing.
 func (q *Queue) poke(ready, space bool) {
 	q.mu.Lock()
-	if ready {
-		q.readyPokes++
-	}
-	if space {
-		q.spacePokes++
-	}
 	wake := false
-	if ready && (len(q.waiters) > 0 || q.waitersBusy) {
+	if ready && (len(q.waiters) > 0 || q.waitersBusy || q.waitLeases > 0) {
 		q.serveWaiters, wake = true, true
 	}
 	if space && (len(q.full) > 0 || q.fullBusy) {

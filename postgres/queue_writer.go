@@ -49,12 +49,10 @@ type batch struct {
 	full     []*op // parked capacity waits, first come first served
 	deferred []*op // for the next transaction
 
-	tookWaiters, tookFull, tookSweep bool // it holds Queue.waitersBusy, fullBusy, sweepBusy
-	// Queue.readyPokes and spacePokes when it was taken: its reads come
-	// after, so a poke since may stand for a change they missed.
-	readyMark, spaceMark uint64
-	admitted             int64 // items it reserved in Queue.reserved
-	admittedDelayed      int64 // delayed items it reserved in Queue.reservedDelayed
+	tookWaiters, tookFull, tookSweep bool  // it holds Queue.waitersBusy, fullBusy, sweepBusy
+	waitLease                        bool  // it is counted in Queue.waitLeases
+	admitted                         int64 // items it reserved in Queue.reserved
+	admittedDelayed                  int64 // delayed items it reserved in Queue.reservedDelayed
 
 	// For letCallersIn: how many callers it answered, Queue.submitted
 	// before it answered them, and how long it took from being taken to
@@ -311,6 +309,7 @@ func (q *Queue) takeLocked() *batch {
 		}
 		units += u
 		b.ops = append(b.ops, o)
+		b.waitLease = b.waitLease || o.kind == opLease && o.wait
 		hasLease = hasLease || o.kind == opLease
 		hasEnqueue = hasEnqueue || o.kind == opEnqueue
 	}
@@ -319,7 +318,9 @@ func (q *Queue) takeLocked() *batch {
 	if b.tookSweep {
 		q.sweepBusy = true
 	}
-	b.readyMark, b.spaceMark = q.readyPokes, q.spacePokes
+	if b.waitLease {
+		q.waitLeases++
+	}
 	// A batch with leases serves the parked waiters first, so that a new
 	// lease never takes an item a waiter was due.
 	// (While the other transaction in flight serves them, they wait for it.)
@@ -1631,6 +1632,9 @@ func (q *Queue) deliver(b *batch, committed []Committed, err error) {
 		}
 	}
 	q.mu.Lock()
+	if b.waitLease {
+		q.waitLeases--
+	}
 	if !q.closed {
 		q.pending = append(b.deferred, q.pending...)
 		for _, o := range park {
@@ -1640,16 +1644,6 @@ func (q *Queue) deliver(b *batch, committed []Committed, err error) {
 			}
 		}
 		q.full = append(toFull, q.full...)
-		// A poke that came while this transaction ran may stand for a
-		// change its reads missed (another process's commit): the calls it
-		// parks, long-polls and capacity waits alike, first tries among
-		// them, get a round for it, not the next poll's.
-		if len(park) > 0 && q.readyPokes != b.readyMark {
-			q.serveWaiters = true
-		}
-		if len(toFull) > 0 && q.spacePokes != b.spaceMark {
-			q.serveFull = true
-		}
 		if err == nil && (len(committed) > 0 || b.promoted > 0) {
 			if b.log.madeReady || b.promoted > 0 || b.partsLeasable {
 				q.serveWaiters = true
