@@ -543,6 +543,14 @@ func queueTxPlansPerCall(t *testing.T, params string, override, parted bool) {
 		if _, err := qt.Finish(ctx); err != nil {
 			t.Fatal(err)
 		}
+		// The caller's planner settings are the caller's still.
+		var seqscan, plans string
+		if err := tx.QueryRow(ctx, `SELECT current_setting('enable_seqscan'), current_setting('plan_cache_mode')`).Scan(&seqscan, &plans); err != nil {
+			t.Fatal(err)
+		}
+		if seqscan != "on" || plans != "auto" {
+			t.Fatalf("after the QueueTx: enable_seqscan %s, plan_cache_mode %s in the caller's transaction; want on, auto", seqscan, plans)
+		}
 		return tx.Commit(ctx)
 	}
 	for i := range 8 { // past the five custom plans after which a prepared statement may turn generic

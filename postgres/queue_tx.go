@@ -30,9 +30,9 @@ func txStmt(s string) string { return strings.ReplaceAll(s, nowExpr, txNowExpr) 
 // perCallMode is the pgx mode in which a QueueTx runs its statements that
 // find rows by key (the lock and delete of the rows it completes, the read
 // and give-back of request ids, the final statement's updates by key, the
-// recompute of the partitions it touched), so
-// that each call is planned for its arguments and the tables as they are
-// then: nil when the caller's connection does so already. A connection in
+// recompute of the partitions it touched), so that each call is planned for
+// its arguments and the tables as they are then: nil when the caller's
+// connection does so already. A connection in
 // pgx's default mode prepares each statement under a name, and Postgres
 // may switch a named statement to a generic plan after five calls; one
 // made while the queue's tables were small scans them whole, and stays
